@@ -1,0 +1,76 @@
+package runtime
+
+import (
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// RuntimeContext tells an operator instance where it runs.
+type RuntimeContext struct {
+	jobName        string
+	operatorName   string
+	uid            string
+	subtask        int
+	parallelism    int
+	maxParallelism int
+	stdout         io.Writer
+	logger         *slog.Logger
+}
+
+func (c *RuntimeContext) JobName() string      { return c.jobName }
+func (c *RuntimeContext) OperatorName() string { return c.operatorName }
+func (c *RuntimeContext) UID() string          { return c.uid }
+func (c *RuntimeContext) SubtaskIndex() int    { return c.subtask }
+func (c *RuntimeContext) Parallelism() int     { return c.parallelism }
+func (c *RuntimeContext) MaxParallelism() int  { return c.maxParallelism }
+
+// Stdout is where print-style sinks write job output.
+func (c *RuntimeContext) Stdout() io.Writer { return c.stdout }
+
+// Logger logs with the task's attributes.
+func (c *RuntimeContext) Logger() *slog.Logger { return c.logger }
+
+// opContext is what a node's factory needs to build one operator instance.
+type opContext struct {
+	RuntimeContext
+	counters  *opCounters
+	keyGroups KeyGroupRange
+	fail      func(error)
+	opens     []func() error
+	closes    []func() error
+	timers    []timerOwner
+}
+
+type opCounters struct{ in, out int64 }
+
+// KeyedContext is the context of a keyed operator: the current key, its
+// state, and processing-time timers. State handles obtained from it (in
+// Open) always act on the key of the record or timer being processed.
+type KeyedContext[K comparable] struct {
+	*RuntimeContext
+	backend *statebackend.Backend
+	key     K
+	kg      int
+	timers  timerHeap[K]
+}
+
+// CurrentKey is the key of the record or timer being processed.
+func (c *KeyedContext[K]) CurrentKey() K { return c.key }
+
+// CurrentProcessingTime is the wall clock in Unix milliseconds.
+func (c *KeyedContext[K]) CurrentProcessingTime() int64 { return time.Now().UnixMilli() }
+
+// RegisterProcessingTimeTimer asks for OnTimer(ts) for the current key once
+// the wall clock reaches ts (Unix ms). Registering the same time twice for a
+// key yields one call.
+func (c *KeyedContext[K]) RegisterProcessingTimeTimer(ts int64) {
+	c.timers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg})
+}
+
+// DeleteProcessingTimeTimer cancels the current key's timer at ts, if any.
+func (c *KeyedContext[K]) DeleteProcessingTimeTimer(ts int64) {
+	c.timers.remove(timerKey[K]{ts: ts, key: c.key})
+}

@@ -1,0 +1,134 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// ErrEndOfInput is returned by SourceFunction.Poll when a bounded source has
+// emitted its last record.
+var ErrEndOfInput = errors.New("end of input")
+
+// sourceRunner is the type-erased face of a source operator.
+type sourceRunner interface {
+	poll() (time.Duration, error)
+}
+
+type sourceOperator[T any] struct {
+	fn    SourceFunction[T]
+	out   Collector[T]
+	count *opCounters
+}
+
+func (s *sourceOperator[T]) poll() (time.Duration, error) { return s.fn.Poll(s) }
+
+func (s *sourceOperator[T]) Collect(v T) {
+	s.count.out++
+	s.out.Collect(v)
+}
+
+type mapOperator[IN, OUT any] struct {
+	fn    func(IN) OUT
+	out   Collector[OUT]
+	count *opCounters
+}
+
+func (o *mapOperator[IN, OUT]) Collect(v IN) {
+	o.count.in++
+	o.out.Collect(o.fn(v))
+}
+
+type filterOperator[T any] struct {
+	fn    func(T) bool
+	out   Collector[T]
+	count *opCounters
+}
+
+func (o *filterOperator[T]) Collect(v T) {
+	o.count.in++
+	if o.fn(v) {
+		o.out.Collect(v)
+	}
+}
+
+type flatMapOperator[IN, OUT any] struct {
+	fn    func(IN, Collector[OUT])
+	out   Collector[OUT]
+	count *opCounters
+}
+
+func (o *flatMapOperator[IN, OUT]) Collect(v IN) {
+	o.count.in++
+	o.fn(v, o.out)
+}
+
+type sinkOperator[T any] struct {
+	fn    SinkFunction[T]
+	fail  func(error)
+	count *opCounters
+	name  string
+}
+
+func (o *sinkOperator[T]) Collect(v T) {
+	o.count.in++
+	if err := o.fn.Invoke(v); err != nil {
+		o.fail(fmt.Errorf("sink %s: %w", o.name, err))
+	}
+}
+
+type processOperator[K comparable, IN, OUT any] struct {
+	fn        KeyedProcessFunction[K, IN, OUT]
+	kt        KeyType[K]
+	sel       func(IN) K
+	ctx       *KeyedContext[K]
+	out       Collector[OUT]
+	count     *opCounters
+	maxP      int
+	keyGroups KeyGroupRange
+	fail      func(error)
+}
+
+func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
+	return &processOperator[K, IN, OUT]{
+		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters,
+		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
+		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups)},
+	}
+}
+
+func (o *processOperator[K, IN, OUT]) Collect(v IN) {
+	o.count.in++
+	k := o.sel(v)
+	kg := KeyGroupForHash(o.kt.Hash(k), o.maxP)
+	if !o.keyGroups.Contains(kg) {
+		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
+		return
+	}
+	o.ctx.key, o.ctx.kg = k, kg
+	if err := o.fn.ProcessElement(v, o.ctx, o.out); err != nil {
+		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))
+	}
+}
+
+func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
+	e, ok := o.ctx.timers.peek()
+	return e.ts, ok
+}
+
+func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
+	for {
+		e, ok := o.ctx.timers.peek()
+		if !ok || e.ts > now {
+			return
+		}
+		o.ctx.timers.pop()
+		o.ctx.key, o.ctx.kg = e.key, e.kg
+		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
+			o.fail(fmt.Errorf("%s: timer: %w", o.ctx.operatorName, err))
+			return
+		}
+	}
+}
