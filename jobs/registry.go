@@ -13,7 +13,7 @@ import (
 )
 
 // BuildFunc adds a job's operators to env, reading its parameters.
-type BuildFunc func(env *runtime.Env, params runtime.Params) error
+type BuildFunc func(env *runtime.Env, params *runtime.Params) error
 
 var (
 	mu       sync.RWMutex

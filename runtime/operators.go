@@ -17,18 +17,14 @@ type sourceRunner interface {
 	poll() (time.Duration, error)
 }
 
+// sourceOperator polls its function into the chain. Its records-out count
+// is its successor's records-in, or the output writer's count.
 type sourceOperator[T any] struct {
-	fn    SourceFunction[T]
-	out   Collector[T]
-	count *opCounters
+	fn  SourceFunction[T]
+	out Collector[T]
 }
 
-func (s *sourceOperator[T]) poll() (time.Duration, error) { return s.fn.Poll(s) }
-
-func (s *sourceOperator[T]) Collect(v T) {
-	s.count.out++
-	s.out.Collect(v)
-}
+func (s *sourceOperator[T]) poll() (time.Duration, error) { return s.fn.Poll(s.out) }
 
 type mapOperator[IN, OUT any] struct {
 	fn    func(IN) OUT

@@ -17,11 +17,11 @@ type Params struct {
 }
 
 // NewParams wraps a parameter map.
-func NewParams(values map[string]string) Params {
+func NewParams(values map[string]string) *Params {
 	if values == nil {
 		values = map[string]string{}
 	}
-	return Params{values: values, used: map[string]bool{}}
+	return &Params{values: values, used: map[string]bool{}}
 }
 
 func (p *Params) lookup(key string) (string, bool) {

@@ -163,7 +163,7 @@ func FromSource[T any](env *Env, name string, newSource func() SourceFunction[T]
 			oc.opens = append(oc.opens, func() error { return o.Open(&oc.RuntimeContext) })
 		}
 		addCloser(oc, fn)
-		return &sourceOperator[T]{fn: fn, out: collectorOrDiscard[T](out), count: oc.counters}, nil
+		return &sourceOperator[T]{fn: fn, out: collectorOrDiscard[T](out)}, nil
 	}
 	return Stream[T]{env: env, node: env.add(n, nil)}
 }

@@ -53,6 +53,7 @@ type Task struct {
 	latency   Histogram
 
 	nextMarker int64 // Unix ns
+	pollStart  int64 // Unix ns
 	lastFlush  int64 // Unix ns
 	eop        int
 	sleeper    *time.Timer
@@ -208,6 +209,7 @@ func (t *Task) runSource(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
+		t.pollStart = time.Now().UnixNano()
 		wait, perr := t.source.poll()
 		if t.err != nil {
 			return t.err
@@ -234,6 +236,10 @@ func (t *Task) runSource(ctx context.Context) error {
 			}
 			if err := t.sleep(ctx, time.Duration(wake-now.UnixNano())); err != nil {
 				return err
+			}
+			t.afterBatch(time.Now().UnixNano()) // fire what the sleep was for
+			if t.err != nil {
+				return t.err
 			}
 		}
 	}
@@ -346,7 +352,9 @@ func (t *Task) afterBatch(now int64) {
 	if t.source != nil && t.io.LatencyInterval > 0 && now >= t.nextMarker {
 		t.nextMarker = now + int64(t.io.LatencyInterval)
 		if len(t.writers) == 0 {
-			t.latency.Record(0) // fully chained: no queue between source and sink
+			// Fully chained: records reach the sink by direct calls, so the
+			// longest any record waited is the poll batch's duration.
+			t.latency.Record(now - t.pollStart)
 		}
 		for _, w := range t.writers {
 			w.forwardMarker(now)

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+)
+
+// client talks to a JobManager.
+type client struct {
+	addr string
+	conn *grpc.ClientConn
+	jm   weirv1.JobManagerClient
+}
+
+func dial(addr string) (*client, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("jobmanager address %q: %w", addr, err)
+	}
+	return &client{addr: addr, conn: conn, jm: weirv1.NewJobManagerClient(conn)}, nil
+}
+
+func (c *client) Close() { c.conn.Close() }
+
+// explain turns a gRPC error into the message a user needs.
+func (c *client) explain(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("cannot reach the JobManager at %s: %s", c.addr, st.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("the JobManager at %s did not answer in time", c.addr)
+	}
+	return errors.New(st.Message())
+}
+
+func rpcContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 10*time.Second)
+}
+
+// parseParams turns repeated --param key=value flags into a map.
+func parseParams(list []string) (map[string]string, error) {
+	params := map[string]string{}
+	for _, p := range list {
+		k, v, err := runtime.ParseParam(p)
+		if err != nil {
+			return nil, err
+		}
+		params[k] = v
+	}
+	return params, nil
+}
+
+func (c *client) submit(ctx context.Context, name string, parallelism int, params map[string]string) (string, error) {
+	rctx, cancel := rpcContext(ctx)
+	defer cancel()
+	resp, err := c.jm.SubmitJob(rctx, &weirv1.SubmitJobRequest{JobName: name, Parallelism: int32(parallelism), Params: params})
+	if err != nil {
+		return "", c.explain(err)
+	}
+	return resp.JobId, nil
+}
+
+func (c *client) status(ctx context.Context, id string) (*weirv1.JobStatus, error) {
+	rctx, cancel := rpcContext(ctx)
+	defer cancel()
+	st, err := c.jm.GetJobStatus(rctx, &weirv1.GetJobStatusRequest{JobId: id})
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	return st, nil
+}
+
+func terminal(s weirv1.JobState) bool {
+	switch s {
+	case weirv1.JobState_JOB_STATE_CANCELED, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED:
+		return true
+	}
+	return false
+}
+
+// waitTerminal polls a job until it reaches a terminal state.
+func (c *client) waitTerminal(ctx context.Context, id string, every time.Duration) (*weirv1.JobStatus, error) {
+	for {
+		st, err := c.status(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if terminal(st.Summary.State) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+func (c *client) cancel(ctx context.Context, id string) (weirv1.JobState, error) {
+	rctx, cancel := rpcContext(ctx)
+	defer cancel()
+	resp, err := c.jm.CancelJob(rctx, &weirv1.CancelJobRequest{JobId: id})
+	if err != nil {
+		return 0, c.explain(err)
+	}
+	return resp.State, nil
+}
+
+func stateName(s weirv1.JobState) string {
+	return strings.TrimPrefix(s.String(), "JOB_STATE_")
+}
+
+func taskStateName(s weirv1.TaskState) string {
+	return strings.TrimPrefix(s.String(), "TASK_STATE_")
+}
+
+func newJobCmd() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel jobs"}
+	cmd.PersistentFlags().StringVar(&addr, "jobmanager", envOr("WEIR_JOBMANAGER", "127.0.0.1:6123"), "address of the JobManager (env WEIR_JOBMANAGER)")
+	withClient := func(run func(cmd *cobra.Command, c *client, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			c, err := dial(addr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return run(cmd, c, args)
+		}
+	}
+
+	var parallelism int
+	var paramList []string
+	submit := &cobra.Command{
+		Use:   "submit NAME",
+		Short: "Submit a job; prints its ID",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			if parallelism < 1 {
+				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
+			}
+			params, err := parseParams(paramList)
+			if err != nil {
+				return err
+			}
+			id, err := c.submit(cmd.Context(), args[0], parallelism, params)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id)
+			return nil
+		}),
+	}
+	submit.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
+	submit.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List jobs",
+		Args:  cobra.NoArgs,
+		RunE: withClient(func(cmd *cobra.Command, c *client, _ []string) error {
+			rctx, cancel := rpcContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.ListJobs(rctx, &weirv1.ListJobsRequest{})
+			if err != nil {
+				return c.explain(err)
+			}
+			w := cmd.OutOrStdout()
+			if len(resp.Jobs) == 0 {
+				fmt.Fprintln(w, "no jobs")
+				return nil
+			}
+			fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", "JOB ID", "STATE", "SUBMITTED", "NAME")
+			for _, j := range resp.Jobs {
+				fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", j.JobId, stateName(j.State), formatMs(j.SubmitTimeMs), j.JobName)
+			}
+			return nil
+		}),
+	}
+
+	var asJSON bool
+	statusCmd := &cobra.Command{
+		Use:   "status ID",
+		Short: "Show a job's state, subtasks and per-operator record counts",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			st, err := c.status(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		}),
+	}
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+
+	var wait time.Duration
+	cancelCmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job and wait until it is canceled",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			state, err := c.cancel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if !terminal(state) && wait > 0 {
+				ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+				defer cancel()
+				st, err := c.waitTerminal(ctx, args[0], 100*time.Millisecond)
+				if err != nil {
+					return fmt.Errorf("job %s is still %s after %v: %w", args[0], stateName(st.GetSummary().GetState()), wait, err)
+				}
+				state = st.Summary.State
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s\n", args[0], strings.ToLower(stateName(state)))
+			return nil
+		}),
+	}
+	cancelCmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to be canceled (0: do not wait)")
+
+	cmd.AddCommand(submit, list, statusCmd, cancelCmd)
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func formatMs(ms int64) string {
+	if ms == 0 {
+		return "-"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05Z")
+}
+
+func printStatus(w io.Writer, st *weirv1.JobStatus) {
+	s := st.Summary
+	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, stateName(s.State))
+	fmt.Fprintf(w, "  submitted %s  started %s  ended %s\n", formatMs(s.SubmitTimeMs), formatMs(s.StartTimeMs), formatMs(s.EndTimeMs))
+	fmt.Fprintf(w, "  parallelism %d  maxParallelism %d\n", s.Parallelism, st.MaxParallelism)
+	if len(st.Params) > 0 {
+		keys := make([]string, 0, len(st.Params))
+		for k := range st.Params {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + "=" + st.Params[k]
+		}
+		fmt.Fprintf(w, "  params %s\n", strings.Join(parts, " "))
+	}
+	if s.Failure != "" {
+		fmt.Fprintf(w, "  failure: %s\n", s.Failure)
+	}
+	if l := st.Latency; l != nil && l.Count > 0 {
+		fmt.Fprintf(w, "  latency (source to sink): p50 %v  p99 %v  max %v  (%d markers)\n",
+			time.Duration(l.P50Ns), time.Duration(l.P99Ns), time.Duration(l.MaxNs), l.Count)
+	}
+	for _, v := range st.Vertices {
+		in := ""
+		if v.InputPartitioning != "" {
+			in = ", input " + v.InputPartitioning
+		}
+		fmt.Fprintf(w, "\n  [%d] %s  (parallelism %d%s)\n", v.Id, v.Name, v.Parallelism, in)
+		for _, o := range v.Operators {
+			fmt.Fprintf(w, "      operator %-20s uid %-20s records in %-12d out %d\n", o.Name, o.Uid, o.RecordsIn, o.RecordsOut)
+		}
+		for _, t := range v.Subtasks {
+			where := "not placed"
+			if t.TaskManagerId != "" {
+				where = fmt.Sprintf("on %s (%s) slot %d", t.TaskManagerId, t.TaskManagerAddress, t.Slot)
+			}
+			fmt.Fprintf(w, "      subtask %d/%d  %-9s %s  attempt %d", t.Index+1, v.Parallelism, taskStateName(t.State), where, t.Attempt)
+			if t.Failure != "" {
+				fmt.Fprintf(w, "  failure: %s", t.Failure)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/weirstream/weir/internal/cluster"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// weirBin is the weir binary built once for the multi-process tests.
+var weirBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "weir-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	weirBin = filepath.Join(dir, "weir")
+	if out, err := exec.Command("go", "build", "-o", weirBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building weir: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func weir(t *testing.T, args ...string) cluster.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := cluster.Run(ctx, weirBin, args...)
+	if err != nil {
+		t.Fatalf("weir %v: %v", args, err)
+	}
+	return r
+}
+
+func startCluster(t *testing.T, o cluster.Options) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.StartCluster(weirBin, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			t.Log(c.Logs())
+		}
+	})
+	return c
+}
+
+func submit(t *testing.T, c *cluster.Cluster, args ...string) string {
+	t.Helper()
+	r := weir(t, append([]string{"job", "submit", "--jobmanager", c.JobManager.Addr}, args...)...)
+	if r.ExitCode != 0 {
+		t.Fatalf("submit %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+	}
+	id := strings.TrimSpace(r.Stdout)
+	if len(id) != 32 {
+		t.Fatalf("submit printed %q, want a 32-character job ID alone", r.Stdout)
+	}
+	return id
+}
+
+func jobStatus(t *testing.T, c *cluster.Cluster, id string) *weirv1.JobStatus {
+	t.Helper()
+	r := weir(t, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
+	if r.ExitCode != 0 {
+		t.Fatalf("status: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	st := &weirv1.JobStatus{}
+	if err := protojson.Unmarshal([]byte(r.Stdout), st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, r.Stdout)
+	}
+	return st
+}
+
+// waitState polls until the job is in one of the states.
+func waitState(t *testing.T, c *cluster.Cluster, id string, within time.Duration, states ...weirv1.JobState) *weirv1.JobStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st := jobStatus(t, c, id)
+		for _, s := range states {
+			if st.Summary.State == s {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s is %v (failure %q) after %v, want one of %v", id, st.Summary.State, st.Summary.Failure, within, states)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countLines(s, line string) int {
+	n := 0
+	for _, l := range strings.Split(s, "\n") {
+		if l == line {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFraudJobAcrossTwoTaskManagers(t *testing.T) {
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2})
+	// 20 cycles of the walkthrough's 50 transactions at 500 per second.
+	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--param", "rate=500", "--param", "count=1000")
+	st := waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
+	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
+		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	}
+
+	var out strings.Builder
+	for _, tm := range c.TaskManagers {
+		out.WriteString(tm.Stdout())
+	}
+	if n := countLines(out.String(), "Alert{id=3}"); n != 20 {
+		t.Errorf("%d Alert{id=3} lines, want 20 (one per cycle)", n)
+	}
+	if n := strings.Count(out.String(), "Alert{"); n != 20 {
+		t.Errorf("%d alerts in all, want only account 3's 20:\n%s", n, out.String())
+	}
+
+	// The keyBy crosses TaskManagers: the detector's two subtasks run on
+	// different TaskManagers, and every transaction reached one of them.
+	if len(st.Vertices) != 2 {
+		t.Fatalf("%d vertices, want source and detector->sink", len(st.Vertices))
+	}
+	det := st.Vertices[1]
+	if det.InputPartitioning != "hash" || len(det.Subtasks) != 2 {
+		t.Fatalf("detector vertex %+v", det)
+	}
+	if det.Subtasks[0].TaskManagerId == det.Subtasks[1].TaskManagerId {
+		t.Errorf("both detector subtasks on %s, want them spread", det.Subtasks[0].TaskManagerId)
+	}
+	if got := det.Operators[0].RecordsIn; got != 1000 {
+		t.Errorf("fraud-detector records in %d, want 1000", got)
+	}
+	if got := det.Operators[1].RecordsIn; got != 20 {
+		t.Errorf("send-alerts records in %d, want 20", got)
+	}
+	if got := st.Vertices[0].Operators[0].RecordsOut; got != 1000 {
+		t.Errorf("transactions records out %d, want 1000", got)
+	}
+
+	// The human-readable status names the subtasks and where they ran.
+	r := weir(t, "job", "status", id, "--jobmanager", c.JobManager.Addr)
+	for _, want := range []string{"FINISHED", "fraud-detector -> send-alerts", "tm-1", "tm-2", "input hash"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("status output lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	r = weir(t, "job", "list", "--jobmanager", c.JobManager.Addr)
+	if !strings.Contains(r.Stdout, id) || !strings.Contains(r.Stdout, "FINISHED") {
+		t.Errorf("job list lacks the job:\n%s", r.Stdout)
+	}
+}
+
+func TestLocalRunsTheFraudJobToCompletion(t *testing.T) {
+	r := weir(t, "local", "--taskmanagers", "2", "--slots", "2", "--parallelism", "2",
+		"--job", "fraud-detection", "--param", "rate=0", "--param", "count=500")
+	if r.ExitCode != 0 {
+		t.Fatalf("weir local exit %d:\n%s", r.ExitCode, r.Stderr)
+	}
+	if want := strings.Repeat("Alert{id=3}\n", 10); r.Stdout != want {
+		t.Errorf("stdout %q, want ten Alert{id=3} lines and nothing else", r.Stdout)
+	}
+}
+
+func TestCancelRunningJob(t *testing.T) {
+	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2})
+	id := submit(t, c, "fraud-detection", "--parallelism", "2")
+	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
+	r := weir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "canceled") {
+		t.Fatalf("cancel: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_CANCELED {
+		t.Errorf("state %v after cancel", st.Summary.State)
+	}
+	r = weir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "CANCELED") {
+		t.Errorf("second cancel: exit %d, stderr %q; want an error saying it is already CANCELED", r.ExitCode, r.Stderr)
+	}
+}
+
+func TestTaskManagerKilledFailsTheJob(t *testing.T) {
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 1, JobManagerArgs: []string{"--heartbeat-timeout", "2s"}})
+	id := submit(t, c, "fraud-detection", "--parallelism", "2")
+	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
+	c.TaskManagers[1].Kill()
+	st := waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_FAILED)
+	if !strings.Contains(st.Summary.Failure, "tm-2") || !strings.Contains(st.Summary.Failure, "lost") {
+		t.Errorf("failure %q, want it to say TaskManager tm-2 was lost", st.Summary.Failure)
+	}
+}
+
+func TestNotEnoughSlots(t *testing.T) {
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--slot-timeout", "1s"}})
+	id := submit(t, c, "fraud-detection", "--parallelism", "8", "--param", "source=random")
+	st := waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_FAILED)
+	for _, want := range []string{"8", "4 free"} {
+		if !strings.Contains(st.Summary.Failure, want) {
+			t.Errorf("failure %q, want it to name %q", st.Summary.Failure, want)
+		}
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 1})
+	jm := []string{"--jobmanager", c.JobManager.Addr}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown job", append([]string{"job", "submit", "no-such-job"}, jm...), `unknown job "no-such-job"`},
+		{"zero parallelism", append([]string{"job", "submit", "fraud-detection", "--parallelism", "0"}, jm...), "--parallelism 0 must be at least 1"},
+		{"parallelism above maxParallelism", append([]string{"job", "submit", "fraud-detection", "--parallelism", "500"}, jm...), "above maxParallelism"},
+		{"malformed param", append([]string{"job", "submit", "fraud-detection", "--param", "rate"}, jm...), `malformed --param "rate"`},
+		{"bad param value", append([]string{"job", "submit", "fraud-detection", "--param", "rate=fast"}, jm...), `rate="fast"`},
+		{"unknown param", append([]string{"job", "submit", "fraud-detection", "--param", "colour=red"}, jm...), "unknown parameter(s) colour"},
+		{"unknown job id", append([]string{"job", "status", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
+		{"unknown job id cancel", append([]string{"job", "cancel", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
+		{"unreachable jobmanager", []string{"job", "list", "--jobmanager", "127.0.0.1:1"}, "cannot reach the JobManager at 127.0.0.1:1"},
+		{"local bad slots", []string{"local", "--slots", "0"}, "--slots 0 must be at least 1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := weir(t, tc.args...)
+			if r.ExitCode == 0 {
+				t.Fatalf("exit 0, want failure; stdout %q", r.Stdout)
+			}
+			if !strings.Contains(r.Stderr, tc.want) {
+				t.Errorf("stderr %q, want it to contain %q", r.Stderr, tc.want)
+			}
+		})
+	}
+	if r := weir(t, append([]string{"job", "list"}, jm...)...); r.ExitCode != 0 || !strings.Contains(r.Stdout, "no jobs") {
+		t.Errorf("list after rejected submissions: exit %d %q, want no jobs", r.ExitCode, r.Stdout)
+	}
+}

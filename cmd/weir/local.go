@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/taskmanager"
+)
+
+func newLocalCmd() *cobra.Command {
+	var (
+		tms, slots, parallelism int
+		job                     string
+		paramList               []string
+		jmf                     jobManagerFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "local",
+		Short: "Run a job on an embedded cluster (a JobManager and TaskManagers in this process)",
+		Long: "Run a job on an embedded cluster: one JobManager and --taskmanagers TaskManagers in this\n" +
+			"process, talking gRPC over loopback exactly as separate processes do. Job output goes to\n" +
+			"stdout, logs to stderr. Exits 0 when the job finishes, 1 when it fails; Ctrl-C cancels it.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tms < 1 || slots < 1 {
+				return fmt.Errorf("--taskmanagers %d and --slots %d must be at least 1", tms, slots)
+			}
+			if parallelism < 1 {
+				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
+			}
+			params, err := parseParams(paramList)
+			if err != nil {
+				return err
+			}
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, job: job, parallelism: parallelism, params: params, jm: jmf})
+		},
+	}
+	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
+	cmd.Flags().IntVar(&slots, "slots", 2, "slots per TaskManager")
+	cmd.Flags().StringVar(&job, "job", "fraud-detection", "name of the job to run")
+	cmd.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
+	cmd.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
+	jmf.register(cmd)
+	cmd.Flags().Lookup("slot-timeout").DefValue = "10s"
+	jmf.slotTimeout = 10 * time.Second
+	return cmd
+}
+
+type localSpec struct {
+	tms, slots, parallelism int
+	job                     string
+	params                  map[string]string
+	jm                      jobManagerFlags
+}
+
+func runLocal(ctx context.Context, s localSpec) error {
+	clusterCtx, stopCluster := context.WithCancel(context.Background())
+	defer stopCluster()
+	jm, err := startJobManager(clusterCtx, "127.0.0.1:0", s.jm.config())
+	if err != nil {
+		return err
+	}
+	var tmDone []chan error
+	var ready []<-chan struct{}
+	for i := 0; i < s.tms; i++ {
+		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default()})
+		if err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- tm.Run(clusterCtx) }()
+		tmDone = append(tmDone, done)
+		ready = append(ready, tm.Registered())
+	}
+	defer func() {
+		stopCluster()
+		for _, d := range tmDone {
+			<-d
+		}
+		<-jm.done
+	}()
+
+	// Submit once every TaskManager has offered its slots, so the job is
+	// spread over all of them.
+	for _, r := range ready {
+		select {
+		case <-r:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(30 * time.Second):
+			return errors.New("the embedded TaskManagers did not register within 30s")
+		}
+	}
+	c, err := dial(jm.addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id, err := c.submit(ctx, s.job, s.parallelism, s.params)
+	if err != nil {
+		return err
+	}
+	slog.Info("job submitted", "job", s.job, "id", id)
+	st, err := c.waitTerminal(ctx, id, 100*time.Millisecond)
+	if errors.Is(err, context.Canceled) {
+		slog.Info("interrupted: canceling the job", "id", id)
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := c.cancel(cctx, id); err == nil {
+			c.waitTerminal(cctx, id, 50*time.Millisecond)
+		}
+		return &exitError{code: 130, err: errors.New("interrupted; job canceled")}
+	}
+	if err != nil {
+		return err
+	}
+	switch st.Summary.State {
+	case weirv1.JobState_JOB_STATE_FINISHED:
+		slog.Info("job finished", "id", id)
+		return nil
+	case weirv1.JobState_JOB_STATE_FAILED:
+		return fmt.Errorf("job %s failed: %s", id, st.Summary.Failure)
+	default:
+		return fmt.Errorf("job %s ended %s", id, stateName(st.Summary.State))
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/weirstream/weir/jobmanager"
+	"github.com/weirstream/weir/taskmanager"
+)
+
+type jobManagerFlags struct {
+	listen            string
+	heartbeatInterval time.Duration
+	heartbeatTimeout  time.Duration
+	slotTimeout       time.Duration
+}
+
+func (f *jobManagerFlags) register(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&f.heartbeatInterval, "heartbeat-interval", time.Second, "how often TaskManagers heartbeat")
+	cmd.Flags().DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a TaskManager is lost")
+	cmd.Flags().DurationVar(&f.slotTimeout, "slot-timeout", 30*time.Second, "how long a job waits for enough free slots before it fails")
+}
+
+func (f *jobManagerFlags) config() jobmanager.Config {
+	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
+		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default()}
+}
+
+// runningJobManager is a JobManager serving gRPC on a listener.
+type runningJobManager struct {
+	addr string
+	done chan error
+}
+
+func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) (*runningJobManager, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("jobmanager listen: %w", err)
+	}
+	jm := jobmanager.New(cfg)
+	srv := grpc.NewServer(jobmanager.ServerOptions()...)
+	jm.Register(srv)
+	r := &runningJobManager{addr: ln.Addr().String(), done: make(chan error, 1)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		err := jm.Run(ctx)
+		srv.Stop()
+		<-served
+		r.done <- err
+	}()
+	slog.Info("jobmanager started", "address", r.addr)
+	return r, nil
+}
+
+func newJobManagerCmd() *cobra.Command {
+	var f jobManagerFlags
+	cmd := &cobra.Command{
+		Use:   "jobmanager",
+		Short: "Run the JobManager: schedules jobs onto TaskManagers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			jm, err := startJobManager(cmd.Context(), f.listen, f.config())
+			if err != nil {
+				return err
+			}
+			return <-jm.done
+		},
+	}
+	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:6123", "address of the JobManager's gRPC server")
+	f.register(cmd)
+	return cmd
+}
+
+func newTaskManagerCmd() *cobra.Command {
+	var cfg taskmanager.Config
+	cmd := &cobra.Command{
+		Use:   "taskmanager",
+		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Slots < 1 {
+				return fmt.Errorf("--slots %d must be at least 1", cfg.Slots)
+			}
+			cfg.Logger = slog.Default()
+			tm, err := taskmanager.New(cfg)
+			if err != nil {
+				return err
+			}
+			return tm.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&cfg.JobManager, "jobmanager", "127.0.0.1:6123", "address of the JobManager")
+	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "address of the TaskManager's gRPC server (data exchange and deployments)")
+	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
+	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
+	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
+	return cmd
+}

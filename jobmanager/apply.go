@@ -1,0 +1,261 @@
+package jobmanager
+
+import (
+	"fmt"
+	"maps"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// jobTable is the durable state and its apply functions, one per command.
+// It does no I/O, reads no clock and draws no random numbers, so a raft FSM
+// can wrap it as MemStore does. Callers serialise access.
+type jobTable struct {
+	jobs  map[string]*Job
+	order []string // job IDs in submission order
+}
+
+func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
+	switch c := cmd.(type) {
+	case SubmitJob:
+		return t.applySubmitJob(c)
+	case DeployJob:
+		return t.applyDeployJob(c)
+	case UpdateTask:
+		return t.applyUpdateTask(c)
+	case FailJob:
+		return t.applyFailJob(c)
+	case CancelJob:
+		return t.applyCancelJob(c)
+	case TaskManagerLost:
+		return t.applyTaskManagerLost(c)
+	}
+	return nil, fmt.Errorf("unknown command %T", cmd)
+}
+
+const (
+	jobCreated   = weirv1.JobState_JOB_STATE_CREATED
+	jobRunning   = weirv1.JobState_JOB_STATE_RUNNING
+	jobCanceling = weirv1.JobState_JOB_STATE_CANCELING
+	jobCanceled  = weirv1.JobState_JOB_STATE_CANCELED
+	jobFinished  = weirv1.JobState_JOB_STATE_FINISHED
+	jobFailed    = weirv1.JobState_JOB_STATE_FAILED
+
+	taskScheduled = weirv1.TaskState_TASK_STATE_SCHEDULED
+	taskDeploying = weirv1.TaskState_TASK_STATE_DEPLOYING
+	taskRunning   = weirv1.TaskState_TASK_STATE_RUNNING
+	taskFinished  = weirv1.TaskState_TASK_STATE_FINISHED
+	taskCanceled  = weirv1.TaskState_TASK_STATE_CANCELED
+	taskFailed    = weirv1.TaskState_TASK_STATE_FAILED
+)
+
+func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
+	if c.JobID == "" {
+		return nil, errorf(ErrInvalidRequest, "submit: empty job ID")
+	}
+	if _, dup := t.jobs[c.JobID]; dup {
+		return nil, errorf(ErrJobExists, "job %s exists already", c.JobID)
+	}
+	j := &Job{
+		ID:             c.JobID,
+		Name:           c.Name,
+		Parallelism:    c.Parallelism,
+		MaxParallelism: c.MaxParallelism,
+		Params:         maps.Clone(c.Params),
+		State:          jobCreated,
+		SubmitTime:     c.TimeMs,
+		Tasks:          make([][]Task, len(c.Vertices)),
+	}
+	if j.Params == nil {
+		j.Params = map[string]string{}
+	}
+	// Clone through a temporary job so the command's slices are not shared.
+	j.Vertices = (&Job{Vertices: c.Vertices}).clone().Vertices
+	for v, spec := range j.Vertices {
+		j.Tasks[v] = make([]Task, spec.Parallelism)
+		for i := range j.Tasks[v] {
+			j.Tasks[v][i] = Task{State: taskScheduled}
+		}
+	}
+	t.jobs[j.ID] = j
+	t.order = append(t.order, j.ID)
+	return []JobTransition{{JobID: j.ID, To: jobCreated}}, nil
+}
+
+func (t *jobTable) applyDeployJob(c DeployJob) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if !j.Pending() || c.Attempt != j.Attempt {
+		return nil, errorf(ErrJobNotPending, "job %s (%s, attempt %d) is not waiting to deploy attempt %d",
+			j.ID, JobStateName(j.State), j.Attempt, c.Attempt)
+	}
+	if need := j.SlotsNeeded(); len(c.Slots) < need {
+		return nil, errorf(ErrInvalidRequest, "job %s needs %d slots, got %d", j.ID, need, len(c.Slots))
+	}
+	for v := range j.Tasks {
+		for i := range j.Tasks[v] {
+			s := c.Slots[i]
+			j.Tasks[v][i] = Task{Attempt: c.Attempt, State: taskDeploying,
+				TaskManagerID: s.TaskManagerID, Address: s.Address, Slot: s.Index}
+		}
+	}
+	j.Deployed = true
+	j.StartTime = c.TimeMs
+	return nil, nil
+}
+
+func (t *jobTable) applyUpdateTask(c UpdateTask) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok || c.Vertex < 0 || c.Vertex >= len(j.Tasks) || c.Subtask < 0 || c.Subtask >= len(j.Tasks[c.Vertex]) {
+		return nil, nil
+	}
+	task := &j.Tasks[c.Vertex][c.Subtask]
+	if c.Attempt != task.Attempt || c.TaskManagerID == "" || c.TaskManagerID != task.TaskManagerID ||
+		TerminalTask(task.State) {
+		return nil, nil
+	}
+	switch c.State {
+	case taskRunning, taskFinished, taskCanceled, taskFailed:
+	default:
+		return nil, nil
+	}
+	task.State = c.State
+	if c.Failure != "" {
+		task.Failure = c.Failure
+	}
+	var out []JobTransition
+	if j.Active() {
+		spec := j.Vertices[c.Vertex]
+		switch c.State {
+		case taskFailed:
+			t.setState(j, jobFailed, fmt.Sprintf("subtask %s (%d/%d) on %s failed: %s",
+				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID, c.Failure), c.TimeMs, &out)
+		case taskCanceled:
+			// The JobManager never cancels a task of an active job, so
+			// the TaskManager did it on its own.
+			t.setState(j, jobFailed, fmt.Sprintf("subtask %s (%d/%d) on %s was canceled unexpectedly",
+				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID), c.TimeMs, &out)
+		}
+	}
+	t.advance(j, c.TimeMs, &out)
+	return out, nil
+}
+
+func (t *jobTable) applyFailJob(c FailJob) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if !j.Active() {
+		return nil, nil
+	}
+	var out []JobTransition
+	t.setState(j, jobFailed, c.Reason, c.TimeMs, &out)
+	return out, nil
+}
+
+func (t *jobTable) applyCancelJob(c CancelJob) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if TerminalJob(j.State) {
+		return nil, errorf(ErrJobTerminal, "job %s is already %s", j.ID, JobStateName(j.State))
+	}
+	var out []JobTransition
+	switch {
+	case j.State == jobCanceling:
+	case !j.Deployed:
+		t.setState(j, jobCanceled, "", c.TimeMs, &out)
+	default:
+		t.setState(j, jobCanceling, "", c.TimeMs, &out)
+		t.advance(j, c.TimeMs, &out)
+	}
+	return out, nil
+}
+
+func (t *jobTable) applyTaskManagerLost(c TaskManagerLost) ([]JobTransition, error) {
+	var out []JobTransition
+	for _, id := range t.order {
+		j := t.jobs[id]
+		hit := false
+		for v := range j.Tasks {
+			for i := range j.Tasks[v] {
+				task := &j.Tasks[v][i]
+				if task.TaskManagerID != c.TaskManagerID || TerminalTask(task.State) {
+					continue
+				}
+				hit = true
+				task.Failure = c.Reason
+				if j.Active() {
+					task.State = taskFailed
+				} else {
+					// The job is stopping anyway: the task is gone.
+					task.State = taskCanceled
+				}
+			}
+		}
+		if !hit {
+			continue
+		}
+		if j.Active() {
+			t.setState(j, jobFailed, c.Reason, c.TimeMs, &out)
+		}
+		t.advance(j, c.TimeMs, &out)
+	}
+	return out, nil
+}
+
+// advance moves a job forward once its tasks allow it: CANCELING to
+// CANCELED when all tasks are terminal; an active job to FINISHED when all
+// have finished, and CREATED to RUNNING when all run (or already finished).
+func (t *jobTable) advance(j *Job, timeMs int64, out *[]JobTransition) {
+	all := func(ok func(weirv1.TaskState) bool) bool {
+		for _, ts := range j.Tasks {
+			for _, task := range ts {
+				if !ok(task.State) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	switch {
+	case j.State == jobCanceling:
+		if all(TerminalTask) {
+			t.setState(j, jobCanceled, "", timeMs, out)
+		}
+	case j.Active() && j.Deployed:
+		if all(func(s weirv1.TaskState) bool { return s == taskFinished }) {
+			t.setState(j, jobFinished, "", timeMs, out)
+		} else if j.State == jobCreated &&
+			all(func(s weirv1.TaskState) bool { return s == taskRunning || s == taskFinished }) {
+			t.setState(j, jobRunning, "", timeMs, out)
+		}
+	}
+}
+
+// setState moves j to state to. A terminal state sets the end time, and
+// tasks that were never placed become CANCELED.
+func (t *jobTable) setState(j *Job, to weirv1.JobState, reason string, timeMs int64, out *[]JobTransition) {
+	if j.State == to {
+		return
+	}
+	*out = append(*out, JobTransition{JobID: j.ID, From: j.State, To: to, Reason: reason})
+	j.State = to
+	if reason != "" && j.Failure == "" {
+		j.Failure = reason
+	}
+	if TerminalJob(to) {
+		j.EndTime = timeMs
+		for v := range j.Tasks {
+			for i := range j.Tasks[v] {
+				if task := &j.Tasks[v][i]; task.TaskManagerID == "" && !TerminalTask(task.State) {
+					task.State = taskCanceled
+				}
+			}
+		}
+	}
+}

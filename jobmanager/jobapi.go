@@ -1,0 +1,126 @@
+package jobmanager
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/weirstream/weir/jobs"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+)
+
+// The client API's logic: submit, list, status, cancel.
+
+// submitJob validates the job by building its graph, stores it as CREATED
+// and returns its ID; the scheduler deploys it asynchronously.
+func (jm *JobManager) submitJob(name string, parallelism int, params map[string]string) (string, error) {
+	if name == "" {
+		return "", errorf(ErrInvalidRequest, "job name is empty (known jobs: %v)", jobs.Names())
+	}
+	if parallelism < 0 {
+		return "", errorf(ErrInvalidJob, "parallelism %d must not be negative", parallelism)
+	}
+	if parallelism == 0 {
+		parallelism = 1
+	}
+	g, err := buildGraph(name, parallelism, params)
+	if errors.Is(err, jobs.ErrUnknownJob) {
+		return "", err
+	}
+	if err != nil {
+		return "", errorf(ErrInvalidJob, "%w", err)
+	}
+	cmd := SubmitJob{
+		JobID:          newID(),
+		Name:           name,
+		Parallelism:    parallelism,
+		MaxParallelism: g.MaxParallelism,
+		Params:         params,
+		Vertices:       vertexSpecs(g),
+		TimeMs:         time.Now().UnixMilli(),
+	}
+	if _, err := jm.apply(cmd); err != nil {
+		return "", fmt.Errorf("submitting job %s: %w", name, err)
+	}
+	jm.log.Info("job submitted", "job_id", cmd.JobID, "job", name, "parallelism", parallelism,
+		"max_parallelism", g.MaxParallelism, "vertices", len(g.Vertices), "slots_needed", g.SlotsNeeded())
+	return cmd.JobID, nil
+}
+
+// buildGraph runs the job's builder, turning a panic into an error so a
+// broken builder cannot take the JobManager down.
+func buildGraph(name string, parallelism int, params map[string]string) (g *runtime.JobGraph, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			g, err = nil, fmt.Errorf("job %s: builder panicked: %v", name, r)
+		}
+	}()
+	return jobs.Build(name, parallelism, params)
+}
+
+// vertexSpecs keeps what the JobManager needs of a graph.
+func vertexSpecs(g *runtime.JobGraph) []VertexSpec {
+	specs := make([]VertexSpec, len(g.Vertices))
+	for k, v := range g.Vertices {
+		s := VertexSpec{Name: v.Name, Parallelism: v.Parallelism}
+		for _, op := range v.Operators {
+			s.Operators = append(s.Operators, OperatorSpec{UID: op.UID, Name: op.Name})
+		}
+		if len(v.Inputs) > 0 {
+			s.InputPartitioning = v.Inputs[0].Partitioning.String()
+		}
+		for _, e := range v.Outputs {
+			s.Outputs = append(s.Outputs, e.Target)
+		}
+		specs[k] = s
+	}
+	return specs
+}
+
+// listJobs summarises every job, newest first.
+func (jm *JobManager) listJobs() []*weirv1.JobSummary {
+	all := jm.store.Jobs()
+	out := make([]*weirv1.JobSummary, len(all))
+	for k := range all {
+		out[k] = jobSummary(&all[k])
+	}
+	return out
+}
+
+// jobStatus reports a job with per-vertex and per-subtask detail and the
+// metrics its tasks reported last.
+func (jm *JobManager) jobStatus(id string) (*weirv1.JobStatus, error) {
+	job, err := jm.store.Job(id)
+	if err != nil {
+		return nil, err
+	}
+	metrics := map[taskKey]*weirv1.TaskMetrics{}
+	jm.mu.Lock()
+	for v, ts := range job.Tasks {
+		for i, t := range ts {
+			k := taskKey{jobID: id, vertex: v, subtask: i, attempt: t.Attempt}
+			if m, ok := jm.metrics[k]; ok {
+				metrics[k] = m
+			}
+		}
+	}
+	jm.mu.Unlock()
+	return buildJobStatus(&job, metrics), nil
+}
+
+// cancelJob cancels a job and returns its state right after: CANCELED for
+// a job that was waiting for slots, CANCELING for a deployed one.
+func (jm *JobManager) cancelJob(id string) (weirv1.JobState, error) {
+	trans, err := jm.apply(CancelJob{JobID: id, TimeMs: time.Now().UnixMilli()})
+	if err != nil {
+		return 0, err
+	}
+	state := jobCanceling
+	for _, t := range trans {
+		if t.JobID == id {
+			state = t.To
+		}
+	}
+	return state, nil
+}

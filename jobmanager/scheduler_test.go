@@ -1,0 +1,115 @@
+package jobmanager
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+func tmSlots(id string, slots ...int) TaskManagerSlots {
+	return TaskManagerSlots{TaskManagerID: id, Address: id + ":1", Slots: slots}
+}
+
+func slot(id string, i int) Slot { return Slot{TaskManagerID: id, Address: id + ":1", Index: i} }
+
+func TestPlaceSlotsSpreadsOverTaskManagers(t *testing.T) {
+	free := []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0, 1)}
+	got, ok := PlaceSlots(2, free)
+	want := []Slot{slot("tm-1", 0), slot("tm-2", 0)}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("PlaceSlots(2) = %v, %v; want %v", got, ok, want)
+	}
+	if !reflect.DeepEqual(free, []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0, 1)}) {
+		t.Fatalf("PlaceSlots modified its input: %v", free)
+	}
+}
+
+func TestPlaceSlotsOrdersByMostFree(t *testing.T) {
+	free := []TaskManagerSlots{tmSlots("tm-a", 3), tmSlots("tm-b", 0, 2, 5), tmSlots("tm-c")}
+	got, ok := PlaceSlots(4, free)
+	want := []Slot{slot("tm-b", 0), slot("tm-a", 3), slot("tm-b", 2), slot("tm-b", 5)}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("PlaceSlots(4) = %v, %v; want %v", got, ok, want)
+	}
+	if _, ok := PlaceSlots(5, free); ok {
+		t.Fatal("PlaceSlots(5) with 4 free slots succeeded")
+	}
+}
+
+func TestFreeSlotsSubtractsBusySlots(t *testing.T) {
+	running := Job{Tasks: [][]Task{
+		{{State: taskRunning, TaskManagerID: "tm-1", Slot: 0}, {State: taskFinished, TaskManagerID: "tm-1", Slot: 1}},
+		// Slot 1 still hosts a running subtask of another vertex.
+		{{State: taskRunning, TaskManagerID: "tm-1", Slot: 0}, {State: taskRunning, TaskManagerID: "tm-1", Slot: 1}},
+	}}
+	done := Job{Tasks: [][]Task{{{State: taskCanceled, TaskManagerID: "tm-2", Slot: 0}}}}
+	pending := Job{Tasks: [][]Task{{{State: taskScheduled}}}}
+	got := FreeSlots([]TaskManagerSlots{tmSlots("tm-2", 0, 1), tmSlots("tm-1", 2, 0, 1)},
+		[]Job{running, done, pending})
+	want := []TaskManagerSlots{tmSlots("tm-1", 2), tmSlots("tm-2", 0, 1)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("FreeSlots = %v; want %v", got, want)
+	}
+}
+
+func TestScheduleFIFOWithoutHeadOfLineBlocking(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pending := []PendingJob{
+		{JobID: "big-old", SlotsNeeded: 4, Submitted: now.Add(-time.Minute)},
+		{JobID: "big-new", SlotsNeeded: 4, Submitted: now.Add(-time.Second)},
+		{JobID: "small", SlotsNeeded: 2, Submitted: now},
+		{JobID: "one", SlotsNeeded: 1, Submitted: now},
+		{JobID: "late", SlotsNeeded: 1, Submitted: now.Add(-time.Hour)},
+	}
+	free := []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0)}
+	d := Schedule(now, 30*time.Second, pending, free)
+	want := Decision{
+		Placements: []Placement{
+			{JobID: "small", Slots: []Slot{slot("tm-1", 0), slot("tm-2", 0)}},
+			{JobID: "one", Slots: []Slot{slot("tm-1", 1)}},
+		},
+		Expired: []Expiry{
+			{JobID: "big-old", Reason: "not enough free slots: job needs 4, 3 free on 2 TaskManager(s) after waiting 30s"},
+			{JobID: "late", Reason: "not enough free slots: job needs 1, 0 free on 2 TaskManager(s) after waiting 30s"},
+		},
+	}
+	if !reflect.DeepEqual(d, want) {
+		t.Fatalf("Schedule =\n%+v\nwant\n%+v", d, want)
+	}
+	if !reflect.DeepEqual(free, []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0)}) {
+		t.Fatalf("Schedule modified its input: %v", free)
+	}
+}
+
+func TestScheduleWithoutTaskManagers(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := Schedule(now, time.Second, []PendingJob{{JobID: "j", SlotsNeeded: 1, Submitted: now.Add(-time.Second)}}, nil)
+	if len(d.Placements) != 0 || len(d.Expired) != 1 ||
+		d.Expired[0].Reason != "not enough free slots: job needs 1, 0 free on 0 TaskManager(s) after waiting 1s" {
+		t.Fatalf("Schedule = %+v", d)
+	}
+}
+
+// The slots a placement yields are what DeployJob records: subtask j of
+// every vertex in slot j.
+func TestDeployJobUsesSlotSharing(t *testing.T) {
+	s := NewMemStore()
+	mustApply(t, s, submitCmd("j1", 1, 2))
+	slots, _ := PlaceSlots(2, []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0, 1)})
+	mustApply(t, s, DeployJob{JobID: "j1", Slots: slots, TimeMs: 5})
+	j, _ := s.Job("j1")
+	if got := j.Tasks[0][0]; got.TaskManagerID != "tm-1" || got.Slot != 0 || got.State != taskDeploying {
+		t.Fatalf("source subtask 0: %+v", got)
+	}
+	if got := j.Tasks[1][1]; got.TaskManagerID != "tm-2" || got.Slot != 0 {
+		t.Fatalf("vertex 1 subtask 1: %+v", got)
+	}
+	if j.Tasks[0][0].TaskManagerID != j.Tasks[1][0].TaskManagerID {
+		t.Fatal("subtask 0 of both vertices should share a slot")
+	}
+	if j.StartTime != 5 || j.State != weirv1.JobState_JOB_STATE_CREATED {
+		t.Fatalf("job after deploy: state %v start %d", j.State, j.StartTime)
+	}
+}

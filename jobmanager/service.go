@@ -1,0 +1,115 @@
+package jobmanager
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// service is the gRPC face of a JobManager: it translates messages and
+// leaves the logic to the JobManager. Its errors are domain errors, mapped
+// to status codes by the interceptors.
+type service struct {
+	weirv1.UnimplementedJobManagerServer
+	jm *JobManager
+}
+
+// Register installs the JobManager's gRPC service on s. Install
+// UnaryErrorInterceptor and StreamErrorInterceptor on s too.
+func (jm *JobManager) Register(s *grpc.Server) {
+	weirv1.RegisterJobManagerServer(s, &service{jm: jm})
+}
+
+func (s *service) SubmitJob(_ context.Context, req *weirv1.SubmitJobRequest) (*weirv1.SubmitJobResponse, error) {
+	id, err := s.jm.submitJob(req.GetJobName(), int(req.GetParallelism()), req.GetParams())
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.SubmitJobResponse{JobId: id}, nil
+}
+
+func (s *service) ListJobs(context.Context, *weirv1.ListJobsRequest) (*weirv1.ListJobsResponse, error) {
+	return &weirv1.ListJobsResponse{Jobs: s.jm.listJobs()}, nil
+}
+
+func (s *service) GetJobStatus(_ context.Context, req *weirv1.GetJobStatusRequest) (*weirv1.JobStatus, error) {
+	return s.jm.jobStatus(req.GetJobId())
+}
+
+func (s *service) CancelJob(_ context.Context, req *weirv1.CancelJobRequest) (*weirv1.CancelJobResponse, error) {
+	state, err := s.jm.cancelJob(req.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.CancelJobResponse{State: state}, nil
+}
+
+func (s *service) RegisterTaskManager(_ context.Context, req *weirv1.RegisterTaskManagerRequest) (*weirv1.RegisterTaskManagerResponse, error) {
+	if err := s.jm.registerTaskManager(req.GetTaskManagerId(), req.GetAddress(), int(req.GetSlots())); err != nil {
+		return nil, err
+	}
+	return &weirv1.RegisterTaskManagerResponse{
+		JobManagerId:        s.jm.id,
+		HeartbeatIntervalMs: s.jm.cfg.HeartbeatInterval.Milliseconds(),
+		HeartbeatTimeoutMs:  s.jm.cfg.HeartbeatTimeout.Milliseconds(),
+	}, nil
+}
+
+func (s *service) OfferSlots(_ context.Context, req *weirv1.OfferSlotsRequest) (*weirv1.OfferSlotsResponse, error) {
+	indexes := make([]int, len(req.GetSlots()))
+	for k, o := range req.GetSlots() {
+		indexes[k] = int(o.GetIndex())
+	}
+	accepted, err := s.jm.offerSlots(req.GetTaskManagerId(), indexes)
+	if err != nil {
+		return nil, err
+	}
+	resp := &weirv1.OfferSlotsResponse{Accepted: make([]int32, len(accepted))}
+	for k, i := range accepted {
+		resp.Accepted[k] = int32(i)
+	}
+	return resp, nil
+}
+
+// Heartbeat acknowledges each heartbeat. When the stream breaks, the
+// TaskManager that last heartbeated on it (if still the same registration)
+// is lost at once.
+func (s *service) Heartbeat(stream weirv1.JobManager_HeartbeatServer) error {
+	var (
+		tmID        string
+		incarnation uint64
+	)
+	for {
+		hb, err := stream.Recv()
+		if err != nil {
+			if tmID != "" {
+				s.jm.streamBroken(tmID, incarnation)
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		inc, known := s.jm.recordHeartbeat(hb)
+		if known {
+			tmID, incarnation = hb.GetTaskManagerId(), inc
+		}
+		if err := stream.Send(&weirv1.HeartbeatAck{Known: known}); err != nil {
+			if tmID != "" {
+				s.jm.streamBroken(tmID, incarnation)
+			}
+			return err
+		}
+	}
+}
+
+func (s *service) UpdateTaskState(_ context.Context, req *weirv1.TaskStateUpdate) (*weirv1.TaskStateAck, error) {
+	if err := s.jm.updateTaskState(req); err != nil {
+		return nil, err
+	}
+	return &weirv1.TaskStateAck{}, nil
+}

@@ -1,0 +1,85 @@
+package jobmanager
+
+import (
+	"maps"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+)
+
+// jobSummary is the JobSummary of a job.
+func jobSummary(j *Job) *weirv1.JobSummary {
+	return &weirv1.JobSummary{
+		JobId:        j.ID,
+		JobName:      j.Name,
+		State:        j.State,
+		SubmitTimeMs: j.SubmitTime,
+		StartTimeMs:  j.StartTime,
+		EndTimeMs:    j.EndTime,
+		Failure:      j.Failure,
+		Parallelism:  int32(j.Parallelism),
+	}
+}
+
+// buildJobStatus assembles a job's status from its record and the latest
+// metrics of its current task attempts: operator counts summed over
+// subtasks and the latency histograms of all subtasks merged.
+func buildJobStatus(j *Job, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.JobStatus {
+	st := &weirv1.JobStatus{
+		Summary:        jobSummary(j),
+		MaxParallelism: int32(j.MaxParallelism),
+		Params:         maps.Clone(j.Params),
+	}
+	var latency []int64
+	for v, spec := range j.Vertices {
+		vs := &weirv1.VertexStatus{
+			Id:                int32(v),
+			Name:              spec.Name,
+			Parallelism:       int32(spec.Parallelism),
+			InputPartitioning: spec.InputPartitioning,
+		}
+		for _, op := range spec.Operators {
+			vs.Operators = append(vs.Operators, &weirv1.OperatorStatus{Uid: op.UID, Name: op.Name})
+		}
+		for i, t := range j.Tasks[v] {
+			vs.Subtasks = append(vs.Subtasks, &weirv1.SubtaskStatus{
+				Index:              int32(i),
+				State:              t.State,
+				TaskManagerId:      t.TaskManagerID,
+				TaskManagerAddress: t.Address,
+				Slot:               int32(t.Slot),
+				Failure:            t.Failure,
+				Attempt:            int32(t.Attempt),
+			})
+			m := metrics[taskKey{jobID: j.ID, vertex: v, subtask: i, attempt: t.Attempt}]
+			if m == nil {
+				continue
+			}
+			for k, c := range m.GetOperators() {
+				if k < len(vs.Operators) {
+					vs.Operators[k].RecordsIn += c.GetRecordsIn()
+					vs.Operators[k].RecordsOut += c.GetRecordsOut()
+				}
+			}
+			latency = runtime.MergeHistogram(latency, m.GetLatencyBuckets())
+		}
+		st.Vertices = append(st.Vertices, vs)
+	}
+	st.Latency = latencySummary(latency)
+	return st
+}
+
+// latencySummary reads p50, p99, max and count off merged bucket counts;
+// values are bucket upper bounds.
+func latencySummary(counts []int64) *weirv1.LatencySummary {
+	p50, total := runtime.HistogramQuantile(counts, 0.5)
+	if total == 0 {
+		return &weirv1.LatencySummary{}
+	}
+	p99, _ := runtime.HistogramQuantile(counts, 0.99)
+	last := len(counts) - 1
+	for last > 0 && counts[last] == 0 {
+		last--
+	}
+	return &weirv1.LatencySummary{Count: total, P50Ns: p50, P99Ns: p99, MaxNs: runtime.HistogramBucketUpper(last)}
+}

@@ -1,0 +1,195 @@
+package jobmanager
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// Store holds the JobManager's durable state: the jobs and their
+// deployments. It is the seam where a raft FSM slots in: the leader turns
+// every write into a Command and the Store applies it.
+//
+// Implementations MUST apply commands one at a time, in order, and
+// deterministically (the same commands in the same order give the same
+// state on every replica). Readers MUST get copies they may keep and modify.
+type Store interface {
+	// Apply applies one command and returns the job state transitions it
+	// caused, in order.
+	Apply(cmd Command) ([]JobTransition, error)
+	// Job returns a copy of the job, or an error matching ErrJobNotFound.
+	Job(id string) (Job, error)
+	// Jobs returns copies of all jobs, newest first.
+	Jobs() []Job
+}
+
+// JobTransition records one change of a job's state.
+type JobTransition struct {
+	JobID    string
+	From, To weirv1.JobState
+	// Reason is the job's failure when To is FAILED.
+	Reason string
+}
+
+// Job is the durable record of one submitted job.
+type Job struct {
+	ID   string
+	Name string
+	// Parallelism is the default operator parallelism the job was built
+	// with (at least 1); TaskManagers build the graph with it too.
+	Parallelism    int
+	MaxParallelism int
+	Params         map[string]string
+	Vertices       []VertexSpec
+
+	State   weirv1.JobState
+	Failure string
+	// Times are Unix milliseconds, 0 when not reached. StartTime is when
+	// deployment began.
+	SubmitTime, StartTime, EndTime int64
+
+	// Attempt is the attempt number of the current deployment; Deployed
+	// says whether its tasks have been placed on slots.
+	Attempt  int
+	Deployed bool
+	// Tasks holds the current attempt's subtasks: Tasks[vertex][subtask].
+	Tasks [][]Task
+}
+
+// VertexSpec is what the JobManager keeps of a job graph vertex, so a job's
+// record is complete without rebuilding its graph.
+type VertexSpec struct {
+	Name        string
+	Parallelism int
+	Operators   []OperatorSpec
+	// InputPartitioning is "forward", "hash" or "rebalance"; empty for
+	// sources.
+	InputPartitioning string
+	// Outputs are the consumer vertex IDs of the vertex's output edges, in
+	// the graph's order.
+	Outputs []int
+}
+
+// OperatorSpec names one chained operator.
+type OperatorSpec struct {
+	UID, Name string
+}
+
+// Task is one subtask attempt and where it runs.
+type Task struct {
+	Attempt int
+	State   weirv1.TaskState
+	// TaskManagerID, Address and Slot are set when the task is placed.
+	TaskManagerID string
+	Address       string
+	Slot          int
+	Failure       string
+}
+
+// SlotsNeeded is the number of slots the job needs with slot sharing: its
+// largest vertex parallelism.
+func (j *Job) SlotsNeeded() int {
+	n := 0
+	for _, v := range j.Vertices {
+		n = max(n, v.Parallelism)
+	}
+	return n
+}
+
+// Active reports whether the job is CREATED or RUNNING: it wants its tasks
+// to run.
+func (j *Job) Active() bool {
+	return j.State == weirv1.JobState_JOB_STATE_CREATED || j.State == weirv1.JobState_JOB_STATE_RUNNING
+}
+
+// Pending reports whether the job waits for slots.
+func (j *Job) Pending() bool {
+	return j.State == weirv1.JobState_JOB_STATE_CREATED && !j.Deployed
+}
+
+func (j *Job) clone() Job {
+	c := *j
+	c.Params = maps.Clone(j.Params)
+	c.Vertices = make([]VertexSpec, len(j.Vertices))
+	for i, v := range j.Vertices {
+		v.Operators = slices.Clone(v.Operators)
+		v.Outputs = slices.Clone(v.Outputs)
+		c.Vertices[i] = v
+	}
+	c.Tasks = make([][]Task, len(j.Tasks))
+	for i, ts := range j.Tasks {
+		c.Tasks[i] = slices.Clone(ts)
+	}
+	return c
+}
+
+// TerminalJob reports whether s is FINISHED, CANCELED or FAILED.
+func TerminalJob(s weirv1.JobState) bool {
+	switch s {
+	case weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_CANCELED, weirv1.JobState_JOB_STATE_FAILED:
+		return true
+	}
+	return false
+}
+
+// TerminalTask reports whether s is FINISHED, CANCELED or FAILED.
+func TerminalTask(s weirv1.TaskState) bool {
+	switch s {
+	case weirv1.TaskState_TASK_STATE_FINISHED, weirv1.TaskState_TASK_STATE_CANCELED, weirv1.TaskState_TASK_STATE_FAILED:
+		return true
+	}
+	return false
+}
+
+// JobStateName is the state's short name, as Flink prints it: "RUNNING".
+func JobStateName(s weirv1.JobState) string {
+	return strings.TrimPrefix(s.String(), "JOB_STATE_")
+}
+
+// TaskStateName is the state's short name: "DEPLOYING".
+func TaskStateName(s weirv1.TaskState) string {
+	return strings.TrimPrefix(s.String(), "TASK_STATE_")
+}
+
+// MemStore is the in-memory Store of a single JobManager.
+type MemStore struct {
+	mu sync.RWMutex
+	t  jobTable
+}
+
+// NewMemStore returns an empty store.
+func NewMemStore() *MemStore {
+	return &MemStore{t: jobTable{jobs: map[string]*Job{}}}
+}
+
+// Apply implements Store.
+func (s *MemStore) Apply(cmd Command) ([]JobTransition, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t.apply(cmd)
+}
+
+// Job implements Store.
+func (s *MemStore) Job(id string) (Job, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	j, ok := s.t.jobs[id]
+	if !ok {
+		return Job{}, errorf(ErrJobNotFound, "job %s not found", id)
+	}
+	return j.clone(), nil
+}
+
+// Jobs implements Store.
+func (s *MemStore) Jobs() []Job {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Job, 0, len(s.t.order))
+	for i := len(s.t.order) - 1; i >= 0; i-- {
+		out = append(out, s.t.jobs[s.t.order[i]].clone())
+	}
+	return out
+}

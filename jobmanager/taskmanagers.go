@@ -1,0 +1,106 @@
+package jobmanager
+
+import (
+	"time"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// The TaskManager API's logic: registration, slot offers, heartbeats and
+// task state updates.
+
+// registerTaskManager records a TaskManager. A known ID is a restarted
+// TaskManager: the old incarnation is lost, failing the jobs that had tasks
+// on it.
+func (jm *JobManager) registerTaskManager(id, address string, slots int) error {
+	switch {
+	case id == "":
+		return errorf(ErrInvalidRequest, "register: empty TaskManager ID")
+	case address == "":
+		return errorf(ErrInvalidRequest, "register: TaskManager %s has no address", id)
+	case slots < 1:
+		return errorf(ErrInvalidRequest, "register: TaskManager %s offers %d slots, want at least 1", id, slots)
+	}
+	now := time.Now()
+	jm.mu.Lock()
+	_, old := jm.tms.register(id, address, slots, now)
+	var lost lostTaskManager
+	if old != nil {
+		lost = jm.loseLocked(old, "it registered again", now)
+	}
+	jm.mu.Unlock()
+	if old != nil {
+		jm.finishLost(lost)
+	}
+	jm.log.Info("TaskManager registered", "task_manager_id", id, "address", address, "slots", slots)
+	return nil
+}
+
+// offerSlots makes slots of a TaskManager available and returns those
+// accepted: indexes 0..slots-1.
+func (jm *JobManager) offerSlots(id string, indexes []int) ([]int, error) {
+	jm.mu.Lock()
+	accepted, ok := jm.tms.offer(id, indexes)
+	jm.mu.Unlock()
+	if !ok {
+		return nil, errorf(ErrTaskManagerNotFound, "TaskManager %s is not registered", id)
+	}
+	jm.log.Debug("slots offered", "task_manager_id", id, "accepted", accepted)
+	jm.wake()
+	return accepted, nil
+}
+
+// recordHeartbeat notes a heartbeat and its metrics. It returns false if the
+// TaskManager is not registered, and otherwise its incarnation.
+func (jm *JobManager) recordHeartbeat(hb *weirv1.TaskManagerHeartbeat) (uint64, bool) {
+	jm.mu.Lock()
+	defer jm.mu.Unlock()
+	inc, ok := jm.tms.heartbeat(hb.GetTaskManagerId(), time.Now())
+	if ok {
+		jm.recordMetricsLocked(hb.GetTasks()...)
+	}
+	return inc, ok
+}
+
+// recordMetricsLocked keeps the latest metrics per task attempt. The
+// messages are kept as they are and never modified. The caller MUST hold
+// jm.mu.
+func (jm *JobManager) recordMetricsLocked(ms ...*weirv1.TaskMetrics) {
+	for _, m := range ms {
+		if id := m.GetTask(); id != nil {
+			jm.metrics[taskKey{jobID: id.GetJobId(), vertex: int(id.GetVertexId()),
+				subtask: int(id.GetSubtask()), attempt: int(id.GetAttempt())}] = m
+		}
+	}
+}
+
+// updateTaskState records a task's state reported by its TaskManager, with
+// its final metrics if any. Updates the JobManager cannot place are ignored.
+func (jm *JobManager) updateTaskState(u *weirv1.TaskStateUpdate) error {
+	id := u.GetTask()
+	if id == nil || u.GetTaskManagerId() == "" {
+		return errorf(ErrInvalidRequest, "task state update without task or TaskManager ID")
+	}
+	if m := u.GetMetrics(); m != nil {
+		if m.GetTask() == nil {
+			m.Task = id
+		}
+		jm.mu.Lock()
+		jm.recordMetricsLocked(m)
+		jm.mu.Unlock()
+	}
+	jm.log.Debug("task state", "job_id", id.GetJobId(), "vertex", id.GetVertexId(), "subtask", id.GetSubtask(),
+		"attempt", id.GetAttempt(), "task_manager_id", u.GetTaskManagerId(), "state", TaskStateName(u.GetState()),
+		"failure", u.GetFailure())
+	_, err := jm.apply(UpdateTask{
+		JobID:         id.GetJobId(),
+		Vertex:        int(id.GetVertexId()),
+		Subtask:       int(id.GetSubtask()),
+		Attempt:       int(id.GetAttempt()),
+		TaskManagerID: u.GetTaskManagerId(),
+		State:         u.GetState(),
+		Failure:       u.GetFailure(),
+		TimeMs:        time.Now().UnixMilli(),
+	})
+	return err
+}

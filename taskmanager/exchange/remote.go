@@ -1,0 +1,222 @@
+package exchange
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+)
+
+// remoteChannel is the producer end of a channel whose consumer runs in
+// another TaskManager: one TaskManager.Exchange stream. Send runs on the
+// task's goroutine; the channel's own goroutine (receiveCredits) reads the
+// consumer's credits until the stream ends.
+type remoteChannel struct {
+	id     ChannelID
+	addr   string
+	log    *slog.Logger
+	stream weirv1.TaskManager_ExchangeClient
+	cancel context.CancelFunc // ends the stream
+	drain  time.Duration      // how long Close waits for the consumer after end-of-partition
+
+	// frame is reused for every Send (only Send touches it).
+	frame weirv1.ExchangeFrame
+
+	// avail is the number of credits granted and not yet spent. Only Send
+	// decrements it, only receiveCredits increments it.
+	avail atomic.Int64
+	// granted is signalled (without blocking) when credits arrive.
+	granted chan struct{}
+	// dead is closed when the stream has ended; err (set before) says why:
+	// io.EOF when the consumer ended it normally, after end-of-partition.
+	dead chan struct{}
+	err  error
+
+	eop       atomic.Bool // end-of-partition was sent
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (x *Exchange) openRemote(ctx context.Context, id ChannelID, addr string) (*remoteChannel, error) {
+	conn, err := x.conn(addr)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: open %v at %s: %w", id, addr, err)
+	}
+	// The stream outlives ctx, which only bounds opening it; the stream's
+	// own context ends it when the channel is closed.
+	sctx, cancel := context.WithCancel(context.Background())
+	octx, ocancel := context.WithTimeout(ctx, x.cfg.OpenTimeout)
+	defer ocancel()
+	stopAbort := context.AfterFunc(octx, cancel)
+	c := &remoteChannel{id: id, addr: addr, log: x.log.With("channel", id, "consumer", addr),
+		cancel: cancel, drain: x.cfg.OpenTimeout,
+		granted: make(chan struct{}, 1), dead: make(chan struct{})}
+
+	opened := false
+	c.stream, err = weirv1.NewTaskManagerClient(conn).Exchange(sctx)
+	if err == nil {
+		c.frame.Open = &weirv1.ChannelOpen{JobId: id.JobID, Attempt: int32(id.Attempt),
+			ProducerVertexId: int32(id.ProducerVertex), ProducerSubtask: int32(id.ProducerSubtask),
+			ConsumerVertexId: int32(id.ConsumerVertex), ConsumerSubtask: int32(id.ConsumerSubtask)}
+		// An error here aborts the stream; receiveCredits reports why.
+		_ = c.stream.SendMsg(&c.frame)
+		c.frame.Open = nil
+		go c.receiveCredits()
+		// The consumer grants the initial credits once its gate is there.
+		select {
+		case <-c.granted:
+			opened = true
+		case <-c.dead:
+		case <-octx.Done():
+		}
+	}
+	stopped := stopAbort()
+	if opened && stopped {
+		c.log.Debug("remote channel open", "credits", c.avail.Load())
+		return c, nil
+	}
+	cancel()
+	if c.stream != nil {
+		<-c.dead
+		err = fromStatus(c.err)
+		if c.err == io.EOF {
+			err = fmt.Errorf("%w: consumer ended the stream before granting credit", ErrProtocol)
+		}
+	}
+	if !stopped || octx.Err() != nil { // opening was aborted: say why
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		} else {
+			err = fmt.Errorf("%w: no credit from the consumer within %v", ErrGateNotFound, x.cfg.OpenTimeout)
+		}
+	}
+	return nil, fmt.Errorf("exchange: open %v at %s: %w", id, addr, err)
+}
+
+// receiveCredits reads the consumer's credit grants until the stream ends.
+func (c *remoteChannel) receiveCredits() {
+	var m weirv1.ExchangeCredit
+	for {
+		if err := c.stream.RecvMsg(&m); err != nil {
+			c.err = err
+			close(c.dead)
+			return
+		}
+		if m.Credits <= 0 {
+			continue
+		}
+		c.avail.Add(int64(m.Credits))
+		select {
+		case c.granted <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Send writes b to the stream, first spending a credit if b holds data, and
+// returns b to the buffer pool. ctx is honoured while waiting for credit;
+// the write itself is bounded by HTTP/2 flow control, which the consumer's
+// TaskManager drains without waiting for the task (credits bound what it
+// queues), and is aborted by Close or a broken connection.
+func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
+	if c.closed.Load() {
+		runtime.PutBuffer(b)
+		return fmt.Errorf("exchange: send on %v: %w", c.id, ErrClosed)
+	}
+	f := &c.frame
+	switch b.Kind {
+	case runtime.BufferData:
+		for c.avail.Load() <= 0 {
+			select {
+			case <-c.granted:
+			case <-c.dead:
+				runtime.PutBuffer(b)
+				return c.deadErr()
+			case <-ctx.Done():
+				runtime.PutBuffer(b)
+				return fmt.Errorf("exchange: send on %v: %w", c.id, context.Cause(ctx))
+			}
+		}
+		c.avail.Add(-1)
+		f.Data, f.Records, f.Event, f.EventValue = b.Data, int32(b.Records), weirv1.EventKind_EVENT_KIND_UNSPECIFIED, 0
+	case runtime.BufferEndOfPartition:
+		f.Data, f.Records, f.Event, f.EventValue = nil, 0, weirv1.EventKind_EVENT_KIND_END_OF_PARTITION, b.Value
+	case runtime.BufferLatencyMarker:
+		f.Data, f.Records, f.Event, f.EventValue = nil, 0, weirv1.EventKind_EVENT_KIND_LATENCY_MARKER, b.Value
+	default:
+		runtime.PutBuffer(b)
+		return fmt.Errorf("exchange: send on %v: unknown buffer kind %d", c.id, b.Kind)
+	}
+	// SendMsg has serialised the frame when it returns, and the connection
+	// has no stats handler or interceptor that could look at it later, so
+	// the frame and the buffer are free for reuse then.
+	err := c.stream.SendMsg(f)
+	f.Data = nil
+	kind := b.Kind
+	runtime.PutBuffer(b)
+	if err != nil {
+		if err == io.EOF { // the stream ended; its status tells why
+			<-c.dead
+			return c.deadErr()
+		}
+		return fmt.Errorf("exchange: send on %v: %w", c.id, err)
+	}
+	if kind == runtime.BufferEndOfPartition {
+		c.eop.Store(true)
+	}
+	return nil
+}
+
+// deadErr is the error of Send on an ended stream.
+func (c *remoteChannel) deadErr() error {
+	err := c.err
+	if err == io.EOF {
+		err = fmt.Errorf("%w: consumer ended the stream", ErrClosed)
+	}
+	return fmt.Errorf("exchange: send on %v: %w", c.id, fromStatus(err))
+}
+
+// Close ends the stream. After end-of-partition it half-closes the stream
+// and waits (up to OpenTimeout) for the consumer to end it, so no frame in
+// flight is lost; before, it cancels the stream, which fails the consumer's
+// gate. Close may be called from another goroutine to abort a blocked Send.
+func (c *remoteChannel) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if c.eop.Load() {
+			// Send is done: CloseSend cannot run concurrently with SendMsg.
+			if err := c.stream.CloseSend(); err != nil {
+				c.log.Debug("close send", "err", err)
+			}
+			t := time.NewTimer(c.drain)
+			select {
+			case <-c.dead:
+				if c.err != io.EOF {
+					c.closeErr = fmt.Errorf("exchange: close %v: %w", c.id, fromStatus(c.err))
+				}
+			case <-t.C:
+				c.closeErr = fmt.Errorf("exchange: close %v: consumer did not end the stream within %v", c.id, c.drain)
+			}
+			t.Stop()
+		}
+		c.cancel()
+		<-c.dead
+		if c.closeErr != nil {
+			c.log.Warn("remote channel closed with error", "err", c.closeErr)
+		} else {
+			c.log.Debug("remote channel closed", "eop", c.eop.Load())
+		}
+	})
+	return c.closeErr
+}
+
+var _ runtime.OutputChannel = (*remoteChannel)(nil)
+var _ runtime.OutputChannel = (*localChannel)(nil)
+var _ runtime.InputGate = (*Gate)(nil)

@@ -1,0 +1,37 @@
+package taskmanager
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// service is the TaskManager's gRPC face.
+type service struct {
+	weirv1.UnimplementedTaskManagerServer
+	tm *TaskManager
+}
+
+func (s *service) DeployTask(_ context.Context, req *weirv1.DeployTaskRequest) (*weirv1.DeployTaskResponse, error) {
+	if req.GetTask() == nil {
+		return nil, status.Error(codes.InvalidArgument, "deploy request names no task")
+	}
+	if err := s.tm.deploy(req); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "deploy %s: %v", req.JobName, err)
+	}
+	return &weirv1.DeployTaskResponse{}, nil
+}
+
+func (s *service) CancelTask(_ context.Context, req *weirv1.CancelTaskRequest) (*weirv1.CancelTaskResponse, error) {
+	if !s.tm.cancelTask(req.GetTask()) {
+		return nil, status.Errorf(codes.NotFound, "task %v is not running here", req.GetTask())
+	}
+	return &weirv1.CancelTaskResponse{}, nil
+}
+
+func (s *service) Exchange(stream weirv1.TaskManager_ExchangeServer) error {
+	return s.tm.x.Serve(stream)
+}

@@ -1,0 +1,258 @@
+package taskmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/weirstream/weir/jobs"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/taskmanager/exchange"
+)
+
+type taskKey struct {
+	job                      string
+	vertex, subtask, attempt int
+}
+
+func keyOf(id *weirv1.TaskID) taskKey {
+	return taskKey{job: id.GetJobId(), vertex: int(id.GetVertexId()), subtask: int(id.GetSubtask()), attempt: int(id.GetAttempt())}
+}
+
+func (k taskKey) proto() *weirv1.TaskID {
+	return &weirv1.TaskID{JobId: k.job, VertexId: int32(k.vertex), Subtask: int32(k.subtask), Attempt: int32(k.attempt)}
+}
+
+// runningTask is a deployed subtask and the goroutine that runs it.
+type runningTask struct {
+	key    taskKey
+	name   string
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	mu     sync.Mutex // guards task, which heartbeats read
+	task   *runtime.Task
+}
+
+var errCanceled = errors.New("task canceled")
+
+// deploy validates a DeployTask request, registers the subtask's input
+// gate and starts it. It returns once the subtask is set up, not finished.
+func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
+	key := keyOf(req.GetTask())
+	if req.Slot < 0 || int(req.Slot) >= tm.cfg.Slots {
+		return fmt.Errorf("slot %d does not exist (this TaskManager has %d)", req.Slot, tm.cfg.Slots)
+	}
+	g, err := jobs.Build(req.JobName, int(req.Parallelism), req.Params)
+	if err != nil {
+		return err
+	}
+	v := g.Vertex(key.vertex)
+	if v == nil || key.subtask < 0 || key.subtask >= v.Parallelism {
+		return fmt.Errorf("job %s has no subtask %d of vertex %d", req.JobName, key.subtask, key.vertex)
+	}
+	if len(req.Outputs) != len(v.Outputs) {
+		return fmt.Errorf("vertex %s has %d outputs, deployment names %d", v.Name, len(v.Outputs), len(req.Outputs))
+	}
+	for i, e := range v.Outputs {
+		if got, want := len(req.Outputs[i].Addresses), g.Vertices[e.Target].Parallelism; got != want {
+			return fmt.Errorf("output %d of %s: %d consumer addresses, want %d", i, v.Name, got, want)
+		}
+	}
+
+	tm.mu.Lock()
+	if _, dup := tm.tasks[key]; dup {
+		tm.mu.Unlock()
+		return fmt.Errorf("task %v is already deployed", key)
+	}
+	if tm.ctx == nil {
+		tm.mu.Unlock()
+		return errors.New("taskmanager is not running")
+	}
+	ctx, cancel := context.WithCancelCause(tm.ctx)
+	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism),
+		cancel: cancel, done: make(chan struct{})}
+	tm.tasks[key] = rt
+	tm.mu.Unlock()
+
+	var gate *exchange.Gate
+	gateKey := exchange.GateKey{JobID: key.job, Attempt: key.attempt, Vertex: key.vertex, Subtask: key.subtask}
+	if !v.IsSource {
+		var producers []exchange.Producer
+		for _, e := range v.Inputs {
+			for _, p := range g.InputChannels(e, key.subtask) {
+				producers = append(producers, exchange.Producer{Vertex: e.Source, Subtask: p})
+			}
+		}
+		if gate, err = tm.x.RegisterGate(gateKey, producers); err != nil {
+			tm.forget(rt)
+			cancel(err)
+			return err
+		}
+	}
+	go tm.run(ctx, rt, g, v, gate, req)
+	return nil
+}
+
+func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobGraph, v *runtime.Vertex, gate *exchange.Gate, req *weirv1.DeployTaskRequest) {
+	defer close(rt.done)
+	defer tm.forget(rt)
+	key := rt.key
+	log := tm.log.With("job", key.job, "task", rt.name, "attempt", key.attempt)
+	if gate != nil {
+		defer tm.x.UnregisterGate(exchange.GateKey{JobID: key.job, Attempt: key.attempt, Vertex: key.vertex, Subtask: key.subtask})
+	}
+	task, err := tm.start(ctx, rt, g, v, gate, req)
+	if err == nil {
+		tm.report(key, weirv1.TaskState_TASK_STATE_RUNNING, "", nil)
+		log.Info("task running")
+		err = task.Run(ctx)
+	}
+	state, reason := weirv1.TaskState_TASK_STATE_FINISHED, ""
+	switch {
+	case err == nil:
+	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errCanceled):
+		state = weirv1.TaskState_TASK_STATE_CANCELED
+	case ctx.Err() != nil:
+		state, reason = weirv1.TaskState_TASK_STATE_FAILED, context.Cause(ctx).Error()
+	default:
+		state, reason = weirv1.TaskState_TASK_STATE_FAILED, err.Error()
+	}
+	log.Info("task ended", "state", state, "reason", reason)
+	var m *weirv1.TaskMetrics
+	if task != nil {
+		m = taskMetrics(key, task)
+	}
+	tm.report(key, state, reason, m)
+}
+
+// start opens the subtask's output channels and instantiates it.
+func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.JobGraph, v *runtime.Vertex, gate *exchange.Gate, req *weirv1.DeployTaskRequest) (*runtime.Task, error) {
+	key := rt.key
+	outputs := make([][]runtime.OutputChannel, len(v.Outputs))
+	closeAll := func() {
+		for _, chs := range outputs {
+			for _, c := range chs {
+				c.Close()
+			}
+		}
+	}
+	for i, e := range v.Outputs {
+		for _, c := range g.OutputChannels(e, key.subtask) {
+			id := exchange.ChannelID{JobID: key.job, Attempt: key.attempt, ProducerVertex: key.vertex,
+				ProducerSubtask: key.subtask, ConsumerVertex: e.Target, ConsumerSubtask: c}
+			ch, err := tm.x.OpenChannel(ctx, id, req.Outputs[i].Addresses[c])
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("open output channel to %s subtask %d: %w", g.Vertices[e.Target].Name, c, err)
+			}
+			outputs[i] = append(outputs[i], ch)
+		}
+	}
+	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.cfg.Logger}
+	if gate != nil {
+		tio.Input = gate
+	}
+	task, err := runtime.NewTask(g, key.vertex, key.subtask, tio)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	rt.mu.Lock()
+	rt.task = task
+	rt.mu.Unlock()
+	return task, nil
+}
+
+func (tm *TaskManager) forget(rt *runningTask) {
+	tm.mu.Lock()
+	if tm.tasks[rt.key] == rt {
+		delete(tm.tasks, rt.key)
+	}
+	tm.mu.Unlock()
+}
+
+// cancelTask cancels one task. It reports false for a task this
+// TaskManager does not run (it ended, or never arrived), so the JobManager
+// stops waiting for it.
+func (tm *TaskManager) cancelTask(id *weirv1.TaskID) bool {
+	tm.mu.Lock()
+	rt := tm.tasks[keyOf(id)]
+	tm.mu.Unlock()
+	if rt != nil {
+		rt.cancel(errCanceled)
+	}
+	return rt != nil
+}
+
+func (tm *TaskManager) cancelAll(reason string) {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	for _, rt := range tm.tasks {
+		rt.cancel(fmt.Errorf("%w: %s", errCanceled, reason))
+	}
+}
+
+func (tm *TaskManager) waitTasks(d time.Duration) {
+	tm.mu.Lock()
+	var done []chan struct{}
+	for _, rt := range tm.tasks {
+		done = append(done, rt.done)
+	}
+	tm.mu.Unlock()
+	deadline := time.After(d)
+	for _, c := range done {
+		select {
+		case <-c:
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// report tells the JobManager about a task's state, retrying briefly: a
+// final state that is lost would leave the job waiting for the heartbeat
+// timeout.
+func (tm *TaskManager) report(key taskKey, state weirv1.TaskState, reason string, m *weirv1.TaskMetrics) {
+	req := &weirv1.TaskStateUpdate{TaskManagerId: tm.cfg.ID, Task: key.proto(), State: state, Failure: reason, Metrics: m}
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := tm.jm.UpdateTaskState(ctx, req)
+		cancel()
+		if err == nil {
+			return
+		}
+		tm.log.Warn("reporting task state failed", "state", state, "err", err)
+		time.Sleep(time.Duration(100<<i) * time.Millisecond)
+	}
+}
+
+// metrics collects the running tasks' counters for a heartbeat.
+func (tm *TaskManager) metrics() []*weirv1.TaskMetrics {
+	tm.mu.Lock()
+	rts := make([]*runningTask, 0, len(tm.tasks))
+	for _, rt := range tm.tasks {
+		rts = append(rts, rt)
+	}
+	tm.mu.Unlock()
+	var out []*weirv1.TaskMetrics
+	for _, rt := range rts {
+		rt.mu.Lock()
+		task := rt.task
+		rt.mu.Unlock()
+		if task != nil {
+			out = append(out, taskMetrics(rt.key, task))
+		}
+	}
+	return out
+}
+
+func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
+	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency()}
+	for _, c := range t.Operators() {
+		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
+	}
+	return m
+}
