@@ -206,9 +206,12 @@ func (x *Exchange) openLocal(ctx context.Context, id ChannelID) (*localChannel, 
 	if err != nil {
 		return nil, fmt.Errorf("exchange: open %v: %w", id, err)
 	}
-	in, err := g.claim(id.Producer(), false)
+	in, err := g.claim(id.Producer())
 	if err != nil {
 		return nil, fmt.Errorf("exchange: open %v: %w", id, err)
+	}
+	for range g.credits { // the initial grant, taken directly by Send
+		in.credits <- struct{}{}
 	}
 	x.log.Debug("local channel open", "channel", id)
 	return &localChannel{id: id, gate: g, in: in, closing: make(chan struct{})}, nil

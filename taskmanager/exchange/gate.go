@@ -39,11 +39,7 @@ type inputChannel struct {
 	// starts full); for a remote one Serve forwards them as ExchangeCredit
 	// messages (the channel starts empty, the initial grant is one message).
 	credits chan struct{}
-	// remote says where the channel's buffers came from: remote ones are
-	// shells around gRPC-owned storage, local ones belong to runtime's pool.
-	// Written once by claim, before any buffer of the channel is delivered.
-	remote bool
-	open   bool
+	open    bool
 }
 
 func newGate(key GateKey, channels []Producer, credits int, log *slog.Logger) *Gate {
@@ -76,7 +72,8 @@ func (g *Gate) Buffers() <-chan *runtime.Buffer { return g.buffers }
 // away before its end-of-partition.
 func (g *Gate) Err() <-chan error { return g.errs }
 
-// Recycle hands b back once the task has consumed it. For a data buffer it
+// Recycle hands b back once the task has consumed it; every buffer of the
+// gate, local or remote, comes from runtime's pool and goes back to it. For a data buffer it
 // returns the channel's credit to the producer. The caller MUST NOT use b
 // afterwards.
 func (g *Gate) Recycle(b *runtime.Buffer) {
@@ -84,33 +81,18 @@ func (g *Gate) Recycle(b *runtime.Buffer) {
 		g.log.Error("recycled buffer of unknown channel", "channel", b.Channel)
 		return
 	}
-	in := g.inputs[b.Channel]
 	if b.Kind == runtime.BufferData {
 		select {
-		case in.credits <- struct{}{}:
+		case g.inputs[b.Channel].credits <- struct{}{}:
 		default:
 			g.log.Error("more credits returned than granted (buffer recycled twice?)", "channel", b.Channel)
 		}
 	}
-	release(in, b)
-}
-
-// release returns a buffer's memory without returning its credit.
-func release(in *inputChannel, b *runtime.Buffer) {
-	if in.remote {
-		b.Data = nil
-		shells.Put(b)
-		return
-	}
 	runtime.PutBuffer(b)
 }
 
-// shells recycles the Buffer structs around frames received from remote
-// producers; their Data is owned by the frame and left to the GC.
-var shells = sync.Pool{New: func() any { return new(runtime.Buffer) }}
-
 // claim marks the producer's channel open and returns it.
-func (g *Gate) claim(p Producer, remote bool) (*inputChannel, error) {
+func (g *Gate) claim(p Producer) (*inputChannel, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.unregistered {
@@ -124,12 +106,7 @@ func (g *Gate) claim(p Producer, remote bool) (*inputChannel, error) {
 	if in.open {
 		return nil, ErrChannelInUse
 	}
-	in.open, in.remote = true, remote
-	if !remote {
-		for range g.credits {
-			in.credits <- struct{}{}
-		}
-	}
+	in.open = true
 	return in, nil
 }
 
@@ -163,9 +140,7 @@ func (g *Gate) unregister() {
 	for {
 		select {
 		case b := <-g.buffers:
-			if b.Channel >= 0 && b.Channel < len(g.inputs) {
-				release(g.inputs[b.Channel], b)
-			}
+			runtime.PutBuffer(b)
 		default:
 			return
 		}

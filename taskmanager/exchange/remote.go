@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 )
@@ -25,8 +27,8 @@ type remoteChannel struct {
 	cancel context.CancelFunc // ends the stream
 	drain  time.Duration      // how long Close waits for the consumer after end-of-partition
 
-	// frame is reused for every Send (only Send touches it).
-	frame weirv1.ExchangeFrame
+	// out is the message of every Send (only Send touches it).
+	out outFrame
 
 	// avail is the number of credits granted and not yet spent. Only Send
 	// decrements it, only receiveCredits increments it.
@@ -60,14 +62,13 @@ func (x *Exchange) openRemote(ctx context.Context, id ChannelID, addr string) (*
 		granted: make(chan struct{}, 1), dead: make(chan struct{})}
 
 	opened := false
-	c.stream, err = weirv1.NewTaskManagerClient(conn).Exchange(sctx)
+	c.stream, err = weirv1.NewTaskManagerClient(conn).Exchange(sctx, grpc.CallContentSubtype(codecName))
 	if err == nil {
-		c.frame.Open = &weirv1.ChannelOpen{JobId: id.JobID, Attempt: int32(id.Attempt),
+		open := &weirv1.ExchangeFrame{Open: &weirv1.ChannelOpen{JobId: id.JobID, Attempt: int32(id.Attempt),
 			ProducerVertexId: int32(id.ProducerVertex), ProducerSubtask: int32(id.ProducerSubtask),
-			ConsumerVertexId: int32(id.ConsumerVertex), ConsumerSubtask: int32(id.ConsumerSubtask)}
+			ConsumerVertexId: int32(id.ConsumerVertex), ConsumerSubtask: int32(id.ConsumerSubtask)}}
 		// An error here aborts the stream; receiveCredits reports why.
-		_ = c.stream.SendMsg(&c.frame)
-		c.frame.Open = nil
+		_ = c.stream.SendMsg(open)
 		go c.receiveCredits()
 		// The consumer grants the initial credits once its gate is there.
 		select {
@@ -130,7 +131,6 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		runtime.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: %w", c.id, ErrClosed)
 	}
-	f := &c.frame
 	switch b.Kind {
 	case runtime.BufferData:
 		for c.avail.Load() <= 0 {
@@ -145,20 +145,17 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 			}
 		}
 		c.avail.Add(-1)
-		f.Data, f.Records, f.Event, f.EventValue = b.Data, int32(b.Records), weirv1.EventKind_EVENT_KIND_UNSPECIFIED, 0
-	case runtime.BufferEndOfPartition:
-		f.Data, f.Records, f.Event, f.EventValue = nil, 0, weirv1.EventKind_EVENT_KIND_END_OF_PARTITION, b.Value
-	case runtime.BufferLatencyMarker:
-		f.Data, f.Records, f.Event, f.EventValue = nil, 0, weirv1.EventKind_EVENT_KIND_LATENCY_MARKER, b.Value
+	case runtime.BufferEndOfPartition, runtime.BufferLatencyMarker:
 	default:
 		runtime.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: unknown buffer kind %d", c.id, b.Kind)
 	}
-	// SendMsg has serialised the frame when it returns, and the connection
-	// has no stats handler or interceptor that could look at it later, so
-	// the frame and the buffer are free for reuse then.
-	err := c.stream.SendMsg(f)
-	f.Data = nil
+	// SendMsg has encoded the frame (frameCodec) when it returns, and the
+	// connection has no stats handler or interceptor that could look at the
+	// message later, so the buffer is free for reuse then.
+	c.out.buf = b
+	err := c.stream.SendMsg(&c.out)
+	c.out.buf = nil
 	kind := b.Kind
 	runtime.PutBuffer(b)
 	if err != nil {

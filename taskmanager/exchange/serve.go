@@ -37,7 +37,7 @@ func (x *Exchange) Serve(stream weirv1.TaskManager_ExchangeServer) error {
 	if err != nil {
 		return toStatus(fmt.Errorf("exchange: %v: %w", id, err))
 	}
-	in, err := g.claim(id.Producer(), true)
+	in, err := g.claim(id.Producer())
 	if err != nil {
 		return toStatus(fmt.Errorf("exchange: %v: %w", id, err))
 	}
@@ -107,44 +107,50 @@ type inbound struct {
 // It is owned by Serve and ends at the latest when the stream does, that is
 // when Serve has returned.
 func (r *inbound) receiveFrames() {
-	var f weirv1.ExchangeFrame
+	f := new(inFrame)
 	for {
-		if err := r.stream.RecvMsg(&f); err != nil {
+		// frameCodec decodes the frame straight into a pooled buffer.
+		b := runtime.GetBuffer()
+		f.buf = b
+		err := r.stream.RecvMsg(f)
+		f.buf = nil
+		if err != nil {
+			runtime.PutBuffer(b)
 			if err == io.EOF {
 				err = fmt.Errorf("producer closed the stream")
 			}
 			r.finish(fmt.Errorf("exchange: %v: %w: %w", r.id, ErrIncomplete, err))
 			return
 		}
-		b := shells.Get().(*runtime.Buffer)
-		b.Channel, b.Value, b.Records, b.Data = r.in.index, 0, 0, nil
-		switch f.Event {
-		case weirv1.EventKind_EVENT_KIND_UNSPECIFIED:
+		b.Channel = r.in.index
+		switch {
+		case f.open:
+			err = fmt.Errorf("%w: a second ChannelOpen", ErrProtocol)
+		case f.event == weirv1.EventKind_EVENT_KIND_UNSPECIFIED:
 			if r.window.Add(-1) < 0 {
-				shells.Put(b)
-				r.finish(fmt.Errorf("exchange: %v: %w: data frame without credit", r.id, ErrProtocol))
-				return
+				err = fmt.Errorf("%w: data frame without credit", ErrProtocol)
 			}
-			// proto.Unmarshal allocated f.Data for this frame alone.
-			b.Kind, b.Data, b.Records = runtime.BufferData, f.Data, int(f.Records)
-		case weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
-			b.Kind, b.Value = runtime.BufferEndOfPartition, f.EventValue
-		case weirv1.EventKind_EVENT_KIND_LATENCY_MARKER:
-			b.Kind, b.Value = runtime.BufferLatencyMarker, f.EventValue
+		case f.event == weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
+			b.Kind, b.Value = runtime.BufferEndOfPartition, f.value
+		case f.event == weirv1.EventKind_EVENT_KIND_LATENCY_MARKER:
+			b.Kind, b.Value = runtime.BufferLatencyMarker, f.value
 		default:
-			shells.Put(b)
-			r.finish(fmt.Errorf("exchange: %v: %w: unknown event kind %v", r.id, ErrProtocol, f.Event))
+			err = fmt.Errorf("%w: unknown event kind %v", ErrProtocol, f.event)
+		}
+		if err != nil {
+			runtime.PutBuffer(b)
+			r.finish(fmt.Errorf("exchange: %v: %w", r.id, err))
 			return
 		}
 		eop := b.Kind == runtime.BufferEndOfPartition
 		select {
 		case r.gate.buffers <- b: // b belongs to the consumer now
 		case <-r.gate.done:
-			release(r.in, b)
+			runtime.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: %w", r.id, ErrGateUnregistered))
 			return
 		case <-r.stop:
-			release(r.in, b)
+			runtime.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: %w: stream ended", r.id, ErrIncomplete))
 			return
 		}
