@@ -67,9 +67,7 @@ func kindOf(e weirv1.EventKind) runtime.BufferKind {
 // protobuf code writes for the same ExchangeFrame, and reads it back from
 // arbitrarily split transport buffers.
 func TestFrameCodec(t *testing.T) {
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	rng := rand.New(rand.NewPCG(uint64(testSeed(t)), 0))
 	codec := encoding.GetCodecV2(codecName)
 	if codec == nil {
 		t.Fatalf("codec %q not registered", codecName)
@@ -132,9 +130,7 @@ func TestFrameCodec(t *testing.T) {
 // TestFrameCodecRejectsGarbage feeds truncated and random bytes to the
 // decoder: errors, never panics.
 func TestFrameCodecRejectsGarbage(t *testing.T) {
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	rng := rand.New(rand.NewPCG(uint64(testSeed(t)), 1))
 	codec := encoding.GetCodecV2(codecName)
 	good, err := proto.Marshal(&weirv1.ExchangeFrame{Data: []byte("hello, world"), Records: 2})
 	if err != nil {

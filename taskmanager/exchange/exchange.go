@@ -238,8 +238,9 @@ func (x *Exchange) conn(addr string) (*grpc.ClientConn, error) {
 }
 
 // Close closes the cached client connections, which breaks the remote
-// channels still open, and makes later OpenChannel calls fail. Gates and
-// Serve are not affected. Close is idempotent.
+// channels still open, and makes OpenChannel calls, and Serve calls still
+// waiting for a gate, fail with ErrClosed. Registered gates and the streams
+// feeding them are not affected. Close is idempotent.
 func (x *Exchange) Close() error {
 	x.mu.Lock()
 	if x.closed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -250,6 +251,7 @@ func TestSlowConsumer(t *testing.T) {
 	for _, mode := range modes() {
 		t.Run(mode.name, func(t *testing.T) {
 			checkGoroutines(t)
+			rng := rand.New(rand.NewPCG(uint64(testSeed(t)), 0))
 			p := newPair(t, mode.remote, Config{Credits: credits})
 			g, err := p.consumer.x.RegisterGate(gateKey("j", 0), producers(1))
 			if err != nil {
@@ -288,8 +290,8 @@ func TestSlowConsumer(t *testing.T) {
 				if seq := seqOf(t, b); seq != i {
 					t.Fatalf("got data %d, want %d", seq, i)
 				}
-				if i%4 == 0 {
-					time.Sleep(50 * time.Microsecond) // slow consumer
+				if rng.IntN(3) == 0 { // a slow consumer
+					time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
 				}
 				mu.Lock()
 				recycled++ // before the credit goes back

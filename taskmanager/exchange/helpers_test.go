@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"log/slog"
 	"net"
 	"os"
@@ -33,6 +34,20 @@ type node struct {
 	x    *Exchange
 	addr string
 	srv  *grpc.Server
+}
+
+var seedFlag = flag.Int64("seed", 0, "seed of the randomised tests; 0 picks one")
+
+// testSeed returns the seed of a randomised test and logs it, so that a
+// failure replays with -seed.
+func testSeed(tb testing.TB) int64 {
+	tb.Helper()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	tb.Logf("seed %d (replay with -seed=%d)", seed, seed)
+	return seed
 }
 
 // testLogger logs to stderr when WEIR_TEST_LOG is set, else nowhere (a test's

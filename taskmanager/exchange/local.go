@@ -27,62 +27,61 @@ type localChannel struct {
 func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 	select {
 	case <-c.closing:
-		runtime.PutBuffer(b)
-		return fmt.Errorf("exchange: send on %v: %w", c.id, ErrClosed)
+		return c.drop(b, ErrClosed)
 	case <-c.gate.done:
-		runtime.PutBuffer(b)
-		return fmt.Errorf("exchange: send on %v: %w", c.id, ErrGateUnregistered)
+		return c.drop(b, ErrGateUnregistered)
 	default:
 	}
 	data := b.Kind == runtime.BufferData
 	if data {
 		select {
-		case <-c.in.credits:
+		case <-c.in.credits: // the common case, without a multi-way select
 		default:
-			select {
-			case <-c.in.credits:
-			case <-ctx.Done():
-				runtime.PutBuffer(b)
-				return fmt.Errorf("exchange: send on %v: %w", c.id, context.Cause(ctx))
-			case <-c.gate.done:
-				runtime.PutBuffer(b)
-				return fmt.Errorf("exchange: send on %v: %w", c.id, ErrGateUnregistered)
-			case <-c.closing:
-				runtime.PutBuffer(b)
-				return fmt.Errorf("exchange: send on %v: %w", c.id, ErrClosed)
+			if err := c.wait(ctx, c.in.credits, nil, nil); err != nil {
+				return c.drop(b, err)
 			}
 		}
 	}
 	b.Channel = c.in.index
-	kind := b.Kind
+	eop := b.Kind == runtime.BufferEndOfPartition
 	select {
 	case c.gate.buffers <- b:
-		if kind == runtime.BufferEndOfPartition {
-			c.eop.Store(true)
-		}
-		return nil
 	default:
-	}
-	var err error
-	select {
-	case c.gate.buffers <- b:
-		if kind == runtime.BufferEndOfPartition {
-			c.eop.Store(true)
+		if err := c.wait(ctx, nil, c.gate.buffers, b); err != nil {
+			if data {
+				select {
+				case c.in.credits <- struct{}{}: // give back the credit taken above
+				default:
+				}
+			}
+			return c.drop(b, err)
 		}
+	}
+	// b belongs to the consumer now.
+	if eop {
+		c.eop.Store(true)
+	}
+	return nil
+}
+
+// wait blocks until it has taken a credit from take or put b into put, or
+// the send is aborted.
+func (c *localChannel) wait(ctx context.Context, take <-chan struct{}, put chan<- *runtime.Buffer, b *runtime.Buffer) error {
+	select {
+	case <-take:
+		return nil
+	case put <- b:
 		return nil
 	case <-ctx.Done():
-		err = context.Cause(ctx)
+		return context.Cause(ctx)
 	case <-c.gate.done:
-		err = ErrGateUnregistered
+		return ErrGateUnregistered
 	case <-c.closing:
-		err = ErrClosed
+		return ErrClosed
 	}
-	if data {
-		select {
-		case c.in.credits <- struct{}{}: // give back the credit taken above
-		default:
-		}
-	}
+}
+
+func (c *localChannel) drop(b *runtime.Buffer, err error) error {
 	runtime.PutBuffer(b)
 	return fmt.Errorf("exchange: send on %v: %w", c.id, err)
 }

@@ -82,6 +82,11 @@ func (x *Exchange) Serve(stream weirv1.TaskManager_ExchangeServer) error {
 			}
 			return toStatus(err)
 		case <-g.done:
+			select {
+			case err := <-r.result: // finished just before: not an error
+				return toStatus(err)
+			default:
+			}
 			return toStatus(fmt.Errorf("exchange: %v: %w", id, ErrGateUnregistered))
 		case <-ctx.Done():
 			// receiveFrames sees the broken stream and fails the gate.
