@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 )
@@ -90,14 +91,6 @@ func (c *client) status(ctx context.Context, id string) (*weirv1.JobStatus, erro
 	return st, nil
 }
 
-func terminal(s weirv1.JobState) bool {
-	switch s {
-	case weirv1.JobState_JOB_STATE_CANCELED, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED:
-		return true
-	}
-	return false
-}
-
 // waitTerminal polls a job until it reaches a terminal state.
 func (c *client) waitTerminal(ctx context.Context, id string, every time.Duration) (*weirv1.JobStatus, error) {
 	for {
@@ -105,7 +98,7 @@ func (c *client) waitTerminal(ctx context.Context, id string, every time.Duratio
 		if err != nil {
 			return nil, err
 		}
-		if terminal(st.Summary.State) {
+		if jobmanager.TerminalJob(st.Summary.State) {
 			return st, nil
 		}
 		select {
@@ -124,14 +117,6 @@ func (c *client) cancel(ctx context.Context, id string) (weirv1.JobState, error)
 		return 0, c.explain(err)
 	}
 	return resp.State, nil
-}
-
-func stateName(s weirv1.JobState) string {
-	return strings.TrimPrefix(s.String(), "JOB_STATE_")
-}
-
-func taskStateName(s weirv1.TaskState) string {
-	return strings.TrimPrefix(s.String(), "TASK_STATE_")
 }
 
 func newJobCmd() *cobra.Command {
@@ -192,7 +177,7 @@ func newJobCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", "JOB ID", "STATE", "SUBMITTED", "NAME")
 			for _, j := range resp.Jobs {
-				fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", j.JobId, stateName(j.State), formatMs(j.SubmitTimeMs), j.JobName)
+				fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", j.JobId, jobmanager.JobStateName(j.State), formatMs(j.SubmitTimeMs), j.JobName)
 			}
 			return nil
 		}),
@@ -232,16 +217,16 @@ func newJobCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !terminal(state) && wait > 0 {
+			if !jobmanager.TerminalJob(state) && wait > 0 {
 				ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 				defer cancel()
 				st, err := c.waitTerminal(ctx, args[0], 100*time.Millisecond)
 				if err != nil {
-					return fmt.Errorf("job %s is still %s after %v: %w", args[0], stateName(st.GetSummary().GetState()), wait, err)
+					return fmt.Errorf("job %s is still %s after %v: %w", args[0], jobmanager.JobStateName(st.GetSummary().GetState()), wait, err)
 				}
 				state = st.Summary.State
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s\n", args[0], strings.ToLower(stateName(state)))
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s\n", args[0], strings.ToLower(jobmanager.JobStateName(state)))
 			return nil
 		}),
 	}
@@ -267,7 +252,7 @@ func formatMs(ms int64) string {
 
 func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	s := st.Summary
-	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, stateName(s.State))
+	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, jobmanager.JobStateName(s.State))
 	fmt.Fprintf(w, "  submitted %s  started %s  ended %s\n", formatMs(s.SubmitTimeMs), formatMs(s.StartTimeMs), formatMs(s.EndTimeMs))
 	fmt.Fprintf(w, "  parallelism %d  maxParallelism %d\n", s.Parallelism, st.MaxParallelism)
 	if len(st.Params) > 0 {
@@ -303,7 +288,7 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 			if t.TaskManagerId != "" {
 				where = fmt.Sprintf("on %s (%s) slot %d", t.TaskManagerId, t.TaskManagerAddress, t.Slot)
 			}
-			fmt.Fprintf(w, "      subtask %d/%d  %-9s %s  attempt %d", t.Index+1, v.Parallelism, taskStateName(t.State), where, t.Attempt)
+			fmt.Fprintf(w, "      subtask %d/%d  %-9s %s  attempt %d", t.Index+1, v.Parallelism, jobmanager.TaskStateName(t.State), where, t.Attempt)
 			if t.Failure != "" {
 				fmt.Fprintf(w, "  failure: %s", t.Failure)
 			}

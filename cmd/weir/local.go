@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -129,6 +130,6 @@ func runLocal(ctx context.Context, s localSpec) error {
 	case weirv1.JobState_JOB_STATE_FAILED:
 		return fmt.Errorf("job %s failed: %s", id, st.Summary.Failure)
 	default:
-		return fmt.Errorf("job %s ended %s", id, stateName(st.Summary.State))
+		return fmt.Errorf("job %s ended %s", id, jobmanager.JobStateName(st.Summary.State))
 	}
 }
