@@ -27,7 +27,7 @@ test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./runtime/ ./taskmanager/exchange/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir
 
 lint:
