@@ -5,6 +5,7 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -44,7 +45,7 @@ func Names() []string {
 }
 
 // ErrUnknownJob is wrapped by Build when no job has the name.
-var ErrUnknownJob = fmt.Errorf("unknown job")
+var ErrUnknownJob = errors.New("unknown job")
 
 // Build runs the named job's builder and returns its graph.
 func Build(name string, parallelism int, params map[string]string) (*runtime.JobGraph, error) {

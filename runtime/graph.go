@@ -119,7 +119,6 @@ func (e *Env) Graph() (*JobGraph, error) {
 			return nil, fmt.Errorf("operator %s: parallelism %d is above maxParallelism %d", n.name, n.parallelism, maxP)
 		}
 	}
-	e.finalMaxP = maxP
 	g := &JobGraph{Name: e.name, MaxParallelism: maxP}
 
 	// Decide each edge's partitioning and whether it is chained.

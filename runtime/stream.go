@@ -11,7 +11,6 @@ type Env struct {
 	name           string
 	parallelism    int
 	maxParallelism int
-	finalMaxP      int
 	nodes          []*node
 	err            error
 }
