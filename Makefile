@@ -7,8 +7,10 @@ BIN   := $(CURDIR)/bin
 
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+# The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
+MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build run test bench proto lint tools clean
+.PHONY: all build run test bench proto lint tools minio clean
 
 all: build
 
@@ -21,8 +23,8 @@ run: build
 	$(BIN)/weir local --taskmanagers 2 --slots 2 --parallelism 2 --job fraud-detection
 
 # Unit tests with the race detector, then the multi-process integration
-# tests (they build bin/weir themselves).
-test:
+# tests (they build bin/weir themselves). The S3 tests run a real MinIO.
+test: $(TOOLS)/minio
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -47,10 +49,27 @@ $(TOOLS)/.protoc:
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	@touch $@
 
-tools: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
+# A cold install builds MinIO from source and takes a few minutes.
+$(TOOLS)/minio:
+	GOBIN=$(TOOLS) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+PROTO_TOOLS := $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
+
+tools: $(PROTO_TOOLS) $(TOOLS)/minio
+
+# A MinIO server in the foreground for trying Weir against S3 by hand:
+# S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in
+# .tools/minio-data across runs. Ctrl-C stops it. In another shell:
+#   export AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=weiradmin AWS_SECRET_ACCESS_KEY=weiradmin-secret
+# and create a bucket in the console (log in as weiradmin / weiradmin-secret).
+minio: $(TOOLS)/minio
+	@mkdir -p $(TOOLS)/minio-data
+	MINIO_ROOT_USER=weiradmin MINIO_ROOT_PASSWORD=weiradmin-secret \
+		$(TOOLS)/minio server --address 127.0.0.1:9000 --console-address 127.0.0.1:9001 $(TOOLS)/minio-data
 
 # Regenerates the committed Go code from proto/weir/v1/*.proto.
-proto: tools
+# Needs only the protoc tools, not a MinIO build.
+proto: $(PROTO_TOOLS)
 	cd proto && PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative weir/v1/*.proto
 

@@ -29,17 +29,28 @@ func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
 		return t.applyCancelJob(c)
 	case TaskManagerLost:
 		return t.applyTaskManagerLost(c)
+	case CompleteCheckpoint:
+		return t.applyCompleteCheckpoint(c)
+	case AbortCheckpoint:
+		return t.applyAbortCheckpoint(c)
+	case RestartJob:
+		return t.applyRestartJob(c)
+	case BeginRescale:
+		return t.applyBeginRescale(c)
+	case EndRescale:
+		return t.applyEndRescale(c)
 	}
 	return nil, fmt.Errorf("unknown command %T", cmd)
 }
 
 const (
-	jobCreated   = weirv1.JobState_JOB_STATE_CREATED
-	jobRunning   = weirv1.JobState_JOB_STATE_RUNNING
-	jobCanceling = weirv1.JobState_JOB_STATE_CANCELING
-	jobCanceled  = weirv1.JobState_JOB_STATE_CANCELED
-	jobFinished  = weirv1.JobState_JOB_STATE_FINISHED
-	jobFailed    = weirv1.JobState_JOB_STATE_FAILED
+	jobCreated    = weirv1.JobState_JOB_STATE_CREATED
+	jobRunning    = weirv1.JobState_JOB_STATE_RUNNING
+	jobCanceling  = weirv1.JobState_JOB_STATE_CANCELING
+	jobCanceled   = weirv1.JobState_JOB_STATE_CANCELED
+	jobFinished   = weirv1.JobState_JOB_STATE_FINISHED
+	jobFailed     = weirv1.JobState_JOB_STATE_FAILED
+	jobRestarting = weirv1.JobState_JOB_STATE_RESTARTING
 
 	taskScheduled = weirv1.TaskState_TASK_STATE_SCHEDULED
 	taskDeploying = weirv1.TaskState_TASK_STATE_DEPLOYING
@@ -68,6 +79,13 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 	}
 	if j.Params == nil {
 		j.Params = map[string]string{}
+	}
+	j.Checkpointing = c.Checkpointing
+	j.AllowNonRestored = c.AllowNonRestored
+	if c.Restore != nil {
+		r := *c.Restore
+		j.Restore = &r
+		j.LastCheckpointID = r.ID
 	}
 	// Clone through a temporary job so the command's slices are not shared.
 	j.Vertices = (&Job{Vertices: c.Vertices}).clone().Vertices
@@ -130,13 +148,13 @@ func (t *jobTable) applyUpdateTask(c UpdateTask) ([]JobTransition, error) {
 		spec := j.Vertices[c.Vertex]
 		switch c.State {
 		case taskFailed:
-			t.setState(j, jobFailed, fmt.Sprintf("subtask %s (%d/%d) on %s failed: %s",
-				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID, c.Failure), c.TimeMs, &out)
+			t.failJob(j, fmt.Sprintf("subtask %s (%d/%d) on %s failed: %s",
+				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID, c.Failure), c.Unrecoverable, c.TimeMs, &out)
 		case taskCanceled:
 			// The JobManager never cancels a task of an active job, so
 			// the TaskManager did it on its own.
-			t.setState(j, jobFailed, fmt.Sprintf("subtask %s (%d/%d) on %s was canceled unexpectedly",
-				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID), c.TimeMs, &out)
+			t.failJob(j, fmt.Sprintf("subtask %s (%d/%d) on %s was canceled unexpectedly",
+				spec.Name, c.Subtask+1, spec.Parallelism, c.TaskManagerID), false, c.TimeMs, &out)
 		}
 	}
 	t.advance(j, c.TimeMs, &out)
@@ -152,7 +170,8 @@ func (t *jobTable) applyFailJob(c FailJob) ([]JobTransition, error) {
 		return nil, nil
 	}
 	var out []JobTransition
-	t.setState(j, jobFailed, c.Reason, c.TimeMs, &out)
+	t.failJob(j, c.Reason, c.Unrecoverable, c.TimeMs, &out)
+	t.advance(j, c.TimeMs, &out)
 	return out, nil
 }
 
@@ -201,7 +220,7 @@ func (t *jobTable) applyTaskManagerLost(c TaskManagerLost) ([]JobTransition, err
 			continue
 		}
 		if j.Active() {
-			t.setState(j, jobFailed, c.Reason, c.TimeMs, &out)
+			t.failJob(j, c.Reason, false, c.TimeMs, &out)
 		}
 		t.advance(j, c.TimeMs, &out)
 	}
@@ -228,13 +247,160 @@ func (t *jobTable) advance(j *Job, timeMs int64, out *[]JobTransition) {
 			t.setState(j, jobCanceled, "", timeMs, out)
 		}
 	case j.Active() && j.Deployed:
-		if all(func(s weirv1.TaskState) bool { return s == taskFinished }) {
+		if all(func(s weirv1.TaskState) bool { return s == taskFinished }) && j.Rescale != nil {
+			// The rescale's stop-with-savepoint has finished every task:
+			// redeploy at the new parallelism from that savepoint.
+			plan := j.Rescale
+			j.Rescale = nil
+			t.setState(j, jobRestarting, "", timeMs, out)
+			j.Parallelism = plan.Parallelism
+			j.Vertices = cloneVertices(plan.Vertices)
+			t.restart(j, timeMs, out)
+		} else if all(func(s weirv1.TaskState) bool { return s == taskFinished }) {
 			t.setState(j, jobFinished, "", timeMs, out)
 		} else if j.State == jobCreated &&
 			all(func(s weirv1.TaskState) bool { return s == taskRunning || s == taskFinished }) {
 			t.setState(j, jobRunning, "", timeMs, out)
 		}
 	}
+}
+
+// restartBaseMs and restartMaxMs bound the exponential restart delay:
+// 100 ms after the first failure, doubling with every failure that no
+// completed checkpoint separates from the previous one, up to 30 s.
+const (
+	restartBaseMs = 100
+	restartMaxMs  = 30_000
+)
+
+// RestartDelayMs is the delay before the n-th consecutive restart (n >= 1).
+func RestartDelayMs(n int) int64 {
+	d := int64(restartBaseMs)
+	for i := 1; i < n && d < restartMaxMs; i++ {
+		d *= 2
+	}
+	return min(d, restartMaxMs)
+}
+
+// failJob fails an active job: a restartable job goes RESTARTING (its
+// tasks are cancelled, then RestartJob redeploys it), any other job, or an
+// unrecoverable failure, FAILED.
+func (t *jobTable) failJob(j *Job, reason string, unrecoverable bool, timeMs int64, out *[]JobTransition) {
+	if !j.Restartable() || unrecoverable {
+		t.setState(j, jobFailed, reason, timeMs, out)
+		return
+	}
+	j.Restarts++
+	j.FailuresSinceCheckpoint++
+	j.RestartAt = timeMs + RestartDelayMs(j.FailuresSinceCheckpoint)
+	j.LastFailure = reason
+	j.Rescale = nil
+	*out = append(*out, JobTransition{JobID: j.ID, From: j.State, To: jobRestarting, Reason: reason})
+	j.State = jobRestarting
+}
+
+// restart makes the job's next attempt: its tasks wait for slots again and
+// it restores from the latest completed checkpoint (or keeps restoring
+// from the savepoint it was submitted with).
+func (t *jobTable) restart(j *Job, timeMs int64, out *[]JobTransition) {
+	j.Attempt++
+	j.Deployed = false
+	if c := j.LatestCheckpoint(); c != nil {
+		j.Restore = c
+	}
+	j.Tasks = make([][]Task, len(j.Vertices))
+	for v, spec := range j.Vertices {
+		j.Tasks[v] = make([]Task, spec.Parallelism)
+		for i := range j.Tasks[v] {
+			j.Tasks[v][i] = Task{Attempt: j.Attempt, State: taskScheduled}
+		}
+	}
+	// The slot request timeout counts from the restart.
+	j.SubmitTime = timeMs
+	t.setState(j, jobCreated, "", timeMs, out)
+}
+
+func (t *jobTable) applyRestartJob(c RestartJob) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if j.State != jobRestarting || j.Attempt != c.Attempt {
+		return nil, nil
+	}
+	for _, ts := range j.Tasks {
+		for _, task := range ts {
+			if !TerminalTask(task.State) {
+				return nil, nil
+			}
+		}
+	}
+	var out []JobTransition
+	t.restart(j, c.TimeMs, &out)
+	return out, nil
+}
+
+func (t *jobTable) applyCompleteCheckpoint(c CompleteCheckpoint) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	j.Checkpoints = append(j.Checkpoints, c.Checkpoint)
+	j.CompletedCheckpoints++
+	j.LastCheckpointID = max(j.LastCheckpointID, c.Checkpoint.ID)
+	j.FailuresSinceCheckpoint = 0
+	retained := j.Checkpointing.Retained
+	if retained <= 0 {
+		retained = 3
+	}
+	periodic := 0
+	for _, cp := range j.Checkpoints {
+		if !cp.Savepoint {
+			periodic++
+		}
+	}
+	kept := j.Checkpoints[:0]
+	for _, cp := range j.Checkpoints {
+		if !cp.Savepoint && periodic > retained {
+			periodic--
+			continue
+		}
+		kept = append(kept, cp)
+	}
+	j.Checkpoints = kept
+	return nil, nil
+}
+
+func (t *jobTable) applyAbortCheckpoint(c AbortCheckpoint) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	j.FailedCheckpoints++
+	j.LastCheckpointID = max(j.LastCheckpointID, c.CheckpointID)
+	return nil, nil
+}
+
+func (t *jobTable) applyBeginRescale(c BeginRescale) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if j.State != jobRunning {
+		return nil, errorf(ErrJobNotRunning, "job %s is %s, not RUNNING", j.ID, JobStateName(j.State))
+	}
+	if j.Rescale != nil {
+		return nil, errorf(ErrJobNotRunning, "job %s is already being rescaled", j.ID)
+	}
+	j.Rescale = &RescalePlan{Parallelism: c.Plan.Parallelism, Vertices: cloneVertices(c.Plan.Vertices)}
+	return nil, nil
+}
+
+func (t *jobTable) applyEndRescale(c EndRescale) ([]JobTransition, error) {
+	if j, ok := t.jobs[c.JobID]; ok {
+		j.Rescale = nil
+	}
+	return nil, nil
 }
 
 // setState moves j to state to. A terminal state sets the end time, and

@@ -9,12 +9,17 @@ type CommandType uint8
 // The commands that change durable state. Never renumber: the numbers will
 // be written to the raft log.
 const (
-	SubmitJobType       CommandType = 1
-	DeployJobType       CommandType = 2
-	UpdateTaskType      CommandType = 3
-	FailJobType         CommandType = 4
-	CancelJobType       CommandType = 5
-	TaskManagerLostType CommandType = 6
+	SubmitJobType          CommandType = 1
+	DeployJobType          CommandType = 2
+	UpdateTaskType         CommandType = 3
+	FailJobType            CommandType = 4
+	CancelJobType          CommandType = 5
+	TaskManagerLostType    CommandType = 6
+	CompleteCheckpointType CommandType = 7
+	AbortCheckpointType    CommandType = 8
+	RestartJobType         CommandType = 9
+	BeginRescaleType       CommandType = 10
+	EndRescaleType         CommandType = 11
 )
 
 // Command is one write to the Store. Commands carry everything Apply needs,
@@ -33,6 +38,11 @@ type SubmitJob struct {
 	Params         map[string]string
 	Vertices       []VertexSpec
 	TimeMs         int64
+
+	Checkpointing    CheckpointConfig
+	AllowNonRestored bool
+	// Restore is the savepoint the job starts from, if any.
+	Restore *CompletedCheckpoint
 }
 
 // DeployJob places a pending job's current attempt on slots: subtask j of
@@ -56,15 +66,53 @@ type UpdateTask struct {
 	TaskManagerID   string
 	State           weirv1.TaskState
 	Failure         string
-	TimeMs          int64
+	// Unrecoverable failures (unreadable restored state) fail the job
+	// instead of restarting it.
+	Unrecoverable bool
+	TimeMs        int64
 }
 
 // FailJob fails an active job with a reason (a deployment error, a slot
-// request timeout).
+// request timeout). A restartable job restarts instead unless the failure
+// is Unrecoverable.
 type FailJob struct {
-	JobID  string
-	Reason string
-	TimeMs int64
+	JobID         string
+	Reason        string
+	Unrecoverable bool
+	TimeMs        int64
+}
+
+// CompleteCheckpoint records a completed checkpoint or savepoint and drops
+// the oldest periodic checkpoints beyond the job's retention.
+type CompleteCheckpoint struct {
+	JobID      string
+	Checkpoint CompletedCheckpoint
+}
+
+// AbortCheckpoint counts a checkpoint that failed.
+type AbortCheckpoint struct {
+	JobID        string
+	CheckpointID int64
+}
+
+// RestartJob redeploys a RESTARTING job whose tasks have all stopped as a
+// new attempt, from its latest completed checkpoint.
+type RestartJob struct {
+	JobID   string
+	Attempt int // the attempt being replaced
+	TimeMs  int64
+}
+
+// BeginRescale records that the job is to be redeployed with the plan's
+// parallelism once its stop-with-savepoint finishes all its tasks.
+type BeginRescale struct {
+	JobID string
+	Plan  RescalePlan
+}
+
+// EndRescale drops a rescale plan whose savepoint failed.
+type EndRescale struct {
+	JobID string
 }
 
 // CancelJob cancels a job: a job waiting for slots becomes CANCELED, a
@@ -82,9 +130,14 @@ type TaskManagerLost struct {
 	TimeMs        int64
 }
 
-func (SubmitJob) Type() CommandType       { return SubmitJobType }
-func (DeployJob) Type() CommandType       { return DeployJobType }
-func (UpdateTask) Type() CommandType      { return UpdateTaskType }
-func (FailJob) Type() CommandType         { return FailJobType }
-func (CancelJob) Type() CommandType       { return CancelJobType }
-func (TaskManagerLost) Type() CommandType { return TaskManagerLostType }
+func (SubmitJob) Type() CommandType          { return SubmitJobType }
+func (DeployJob) Type() CommandType          { return DeployJobType }
+func (UpdateTask) Type() CommandType         { return UpdateTaskType }
+func (FailJob) Type() CommandType            { return FailJobType }
+func (CancelJob) Type() CommandType          { return CancelJobType }
+func (TaskManagerLost) Type() CommandType    { return TaskManagerLostType }
+func (CompleteCheckpoint) Type() CommandType { return CompleteCheckpointType }
+func (AbortCheckpoint) Type() CommandType    { return AbortCheckpointType }
+func (RestartJob) Type() CommandType         { return RestartJobType }
+func (BeginRescale) Type() CommandType       { return BeginRescaleType }
+func (EndRescale) Type() CommandType         { return EndRescaleType }

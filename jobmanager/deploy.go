@@ -16,22 +16,41 @@ import (
 // deploy sends DeployTask for every task of a freshly placed job, all at
 // once: the data exchange waits for its consumers, so order does not matter.
 func (jm *JobManager) deploy(job Job) {
-	for v, ts := range job.Tasks {
-		for i := range ts {
-			jm.goAsync(func(ctx context.Context) { jm.deployTask(ctx, job, v, i) })
+	jm.goAsync(func(ctx context.Context) {
+		restore, err := jm.restoreRequests(ctx, &job)
+		if err != nil {
+			reason := fmt.Sprintf("cannot restore from %s: %v", job.Restore.Path, err)
+			_, _ = jm.apply(FailJob{JobID: job.ID, Reason: reason, Unrecoverable: unrecoverableRestore(err),
+				TimeMs: time.Now().UnixMilli()})
+			return
 		}
-	}
+		if job.Restore != nil {
+			jm.log.Info("job restoring", "job_id", job.ID, "checkpoint", job.Restore.ID, "path", job.Restore.Path,
+				"attempt", job.Attempt)
+		}
+		for v, ts := range job.Tasks {
+			for i := range ts {
+				var r *weirv1.TaskRestore
+				if restore != nil {
+					r = restore[v]
+				}
+				jm.goAsync(func(ctx context.Context) { jm.deployTask(ctx, job, v, i, r) })
+			}
+		}
+	})
 }
 
 // deployRequest builds the DeployTask request of subtask i of vertex v.
-func deployRequest(job Job, v, i int) *weirv1.DeployTaskRequest {
+func deployRequest(job Job, v, i int, restore *weirv1.TaskRestore) *weirv1.DeployTaskRequest {
 	t := job.Tasks[v][i]
 	req := &weirv1.DeployTaskRequest{
-		Task:        taskID(job.ID, v, i, t.Attempt),
-		JobName:     job.Name,
-		Parallelism: int32(job.Parallelism),
-		Params:      job.Params,
-		Slot:        int32(t.Slot),
+		Task:          taskID(job.ID, v, i, t.Attempt),
+		JobName:       job.Name,
+		Parallelism:   int32(job.Parallelism),
+		Params:        job.Params,
+		Slot:          int32(t.Slot),
+		Restore:       restore,
+		Checkpointing: job.Checkpointing.IntervalMs > 0,
 	}
 	for _, c := range job.Vertices[v].Outputs {
 		loc := &weirv1.OutputLocations{ConsumerVertexId: int32(c)}
@@ -47,12 +66,12 @@ func taskID(jobID string, v, i, attempt int) *weirv1.TaskID {
 	return &weirv1.TaskID{JobId: jobID, VertexId: int32(v), Subtask: int32(i), Attempt: int32(attempt)}
 }
 
-func (jm *JobManager) deployTask(ctx context.Context, job Job, v, i int) {
+func (jm *JobManager) deployTask(ctx context.Context, job Job, v, i int, restore *weirv1.TaskRestore) {
 	t := job.Tasks[v][i]
 	log := jm.log.With("job_id", job.ID, "vertex", job.Vertices[v].Name, "subtask", i,
 		"attempt", t.Attempt, "task_manager_id", t.TaskManagerID)
 	err := jm.callTaskManager(ctx, t.Address, func(ctx context.Context, c weirv1.TaskManagerClient) error {
-		_, err := c.DeployTask(ctx, deployRequest(job, v, i))
+		_, err := c.DeployTask(ctx, deployRequest(job, v, i, restore))
 		return err
 	})
 	if ctx.Err() != nil {

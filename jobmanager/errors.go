@@ -30,6 +30,13 @@ var (
 	// ErrJobNotPending: the job is not waiting to be deployed
 	// (FailedPrecondition).
 	ErrJobNotPending = errors.New("job is not waiting for deployment")
+	// ErrJobNotRunning: the request needs a RUNNING job (FailedPrecondition).
+	ErrJobNotRunning = errors.New("job is not running")
+	// ErrCheckpoint: a savepoint or checkpoint failed (Aborted).
+	ErrCheckpoint = errors.New("checkpoint failed")
+	// ErrNoStorage: the JobManager has no checkpoint storage
+	// (FailedPrecondition).
+	ErrNoStorage = errors.New("no checkpoint storage")
 	// ErrJobExists: a job with the ID exists already (AlreadyExists).
 	ErrJobExists = errors.New("job exists")
 	// ErrTaskManagerNotFound: the TaskManager is not registered; it must
@@ -63,8 +70,11 @@ func StatusCode(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrInvalidJob), errors.Is(err, ErrInvalidRequest):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrJobTerminal), errors.Is(err, ErrJobNotPending):
+	case errors.Is(err, ErrJobTerminal), errors.Is(err, ErrJobNotPending), errors.Is(err, ErrJobNotRunning),
+		errors.Is(err, ErrNoStorage):
 		return codes.FailedPrecondition
+	case errors.Is(err, ErrCheckpoint):
+		return codes.Aborted
 	case errors.Is(err, ErrJobExists):
 		return codes.AlreadyExists
 	case errors.Is(err, context.Canceled):

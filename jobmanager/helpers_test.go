@@ -118,7 +118,9 @@ func (c *cluster) ctx() context.Context {
 
 func (c *cluster) submit(parallelism int, params map[string]string) string {
 	c.t.Helper()
-	resp, err := c.client.SubmitJob(c.ctx(), &weirv1.SubmitJobRequest{JobName: testJob, Parallelism: int32(parallelism), Params: params})
+	// No periodic checkpoints: a failure fails the job instead of restarting it.
+	resp, err := c.client.SubmitJob(c.ctx(), &weirv1.SubmitJobRequest{JobName: testJob, Parallelism: int32(parallelism), Params: params,
+		Checkpointing: &weirv1.CheckpointConfig{}})
 	if err != nil {
 		c.t.Fatalf("SubmitJob: %v", err)
 	}

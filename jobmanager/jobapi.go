@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -12,9 +13,17 @@ import (
 
 // The client API's logic: submit, list, status, cancel.
 
+// SubmitOptions are a submission's checkpoint and restore settings.
+type SubmitOptions struct {
+	// Checkpointing nil means the defaults.
+	Checkpointing    *weirv1.CheckpointConfig
+	FromSavepoint    string
+	AllowNonRestored bool
+}
+
 // submitJob validates the job by building its graph, stores it as CREATED
 // and returns its ID; the scheduler deploys it asynchronously.
-func (jm *JobManager) submitJob(name string, parallelism int, params map[string]string) (string, error) {
+func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism int, params map[string]string, opts SubmitOptions) (string, error) {
 	if name == "" {
 		return "", errorf(ErrInvalidRequest, "job name is empty (known jobs: %v)", jobs.Names())
 	}
@@ -31,17 +40,46 @@ func (jm *JobManager) submitJob(name string, parallelism int, params map[string]
 	if err != nil {
 		return "", errorf(ErrInvalidJob, "%w", err)
 	}
+	cc := CheckpointConfig{IntervalMs: DefaultCheckpointInterval.Milliseconds(), Retained: DefaultRetainedCheckpoint}
+	if c := opts.Checkpointing; c != nil {
+		if c.IntervalMs < 0 || c.TimeoutMs < 0 || c.MinPauseMs < 0 || c.Retained < 0 {
+			return "", errorf(ErrInvalidRequest, "checkpoint interval, timeout, min pause and retained must not be negative")
+		}
+		cc = CheckpointConfig{IntervalMs: c.IntervalMs, TimeoutMs: c.TimeoutMs, MinPauseMs: c.MinPauseMs, Retained: int(c.Retained)}
+		if cc.Retained == 0 {
+			cc.Retained = DefaultRetainedCheckpoint
+		}
+	}
+	if cc.TimeoutMs == 0 {
+		cc.TimeoutMs = DefaultCheckpointTimeout.Milliseconds()
+	}
 	cmd := SubmitJob{
-		JobID:          newID(),
-		Name:           name,
-		Parallelism:    parallelism,
-		MaxParallelism: g.MaxParallelism,
-		Params:         params,
-		Vertices:       vertexSpecs(g),
-		TimeMs:         time.Now().UnixMilli(),
+		JobID:            newID(),
+		Name:             name,
+		Parallelism:      parallelism,
+		MaxParallelism:   g.MaxParallelism,
+		Params:           params,
+		Vertices:         vertexSpecs(g),
+		TimeMs:           time.Now().UnixMilli(),
+		Checkpointing:    cc,
+		AllowNonRestored: opts.AllowNonRestored,
+	}
+	if opts.FromSavepoint != "" {
+		m, err := jm.loadMetadata(ctx, opts.FromSavepoint)
+		if err != nil {
+			return "", errorf(ErrInvalidJob, "%w", err)
+		}
+		if err := validateRestore(m, opts.FromSavepoint, name, g.MaxParallelism, cmd.Vertices, opts.AllowNonRestored); err != nil {
+			return "", err
+		}
+		cmd.Restore = &CompletedCheckpoint{ID: m.CheckpointID, Path: opts.FromSavepoint, Savepoint: m.Savepoint,
+			TriggerMs: m.TimestampMs, DurationMs: m.DurationMs, SizeBytes: m.Size()}
 	}
 	if _, err := jm.apply(cmd); err != nil {
 		return "", fmt.Errorf("submitting job %s: %w", name, err)
+	}
+	if job, err := jm.store.Job(cmd.JobID); err == nil {
+		jm.startCoordinator(job)
 	}
 	jm.log.Info("job submitted", "job_id", cmd.JobID, "job", name, "parallelism", parallelism,
 		"max_parallelism", g.MaxParallelism, "vertices", len(g.Vertices), "slots_needed", g.SlotsNeeded())

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // Config configures a JobManager. Zero values take the defaults.
@@ -27,6 +31,13 @@ type Config struct {
 	SlotRequestTimeout time.Duration
 	// Logger receives the JobManager's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// CheckpointStorage is the URL checkpoints and savepoints are stored
+	// under (s3://bucket/prefix or a directory); empty means a directory
+	// in the system's temp dir, which only works when every process
+	// shares the filesystem.
+	CheckpointStorage string
+	// Storage holds the S3 endpoint and credentials.
+	Storage storage.Options
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.
@@ -57,6 +68,9 @@ type JobManager struct {
 	metrics    map[taskKey]*weirv1.TaskMetrics // latest per task attempt; never mutated
 	cancelSent map[taskKey]bool
 	conns      map[string]*grpc.ClientConn // TaskManager clients by address
+
+	coordinators map[string]*coordinator           // by job ID, while the job runs
+	metadata     map[string]*statebackend.Metadata // _metadata read, by checkpoint path
 }
 
 // taskKey identifies one task attempt.
@@ -79,6 +93,9 @@ func New(cfg Config) *JobManager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.CheckpointStorage == "" {
+		cfg.CheckpointStorage = DefaultCheckpointStorage()
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	id := newID()
 	return &JobManager{
@@ -93,7 +110,15 @@ func New(cfg Config) *JobManager {
 		metrics:    map[taskKey]*weirv1.TaskMetrics{},
 		cancelSent: map[taskKey]bool{},
 		conns:      map[string]*grpc.ClientConn{},
+
+		coordinators: map[string]*coordinator{},
+		metadata:     map[string]*statebackend.Metadata{},
 	}
+}
+
+// DefaultCheckpointStorage is a directory under the system's temp dir.
+func DefaultCheckpointStorage() string {
+	return "file://" + filepath.Join(os.TempDir(), "weir", "checkpoints")
 }
 
 // ID is the JobManager's ID, told to TaskManagers at registration.
@@ -211,7 +236,13 @@ func (jm *JobManager) afterApply(trans []JobTransition, ids ...string) {
 			continue // submissions are logged by submitJob
 		}
 		attrs := []any{"job_id", t.JobID, "from", JobStateName(t.From), "to", JobStateName(t.To)}
-		if t.To == jobFailed {
+		if t.To == jobRestarting {
+			if j, err := jm.store.Job(t.JobID); err == nil {
+				delay := time.Until(time.UnixMilli(j.RestartAt))
+				jm.log.Warn("job state changed", append(attrs, "reason", t.Reason, "restart_in", delay)...)
+				time.AfterFunc(max(delay, 0), jm.wake)
+			}
+		} else if t.To == jobFailed {
 			jm.log.Warn("job state changed", append(attrs, "reason", t.Reason)...)
 		} else {
 			jm.log.Info("job state changed", attrs...)
@@ -276,6 +307,26 @@ func (jm *JobManager) schedule(now time.Time) {
 
 	jm.mu.Lock()
 	all := jm.store.Jobs()
+	restarted := false
+	for _, j := range all {
+		if j.State != jobRestarting || j.RestartAt > nowMs {
+			continue
+		}
+		tr, err := jm.store.Apply(RestartJob{JobID: j.ID, Attempt: j.Attempt, TimeMs: nowMs})
+		if err != nil {
+			jm.log.Error("restarting job", "job_id", j.ID, "err", err)
+			continue
+		}
+		if len(tr) > 0 {
+			jm.log.Info("restarting job", "job_id", j.ID, "restarts", j.Restarts, "attempt", j.Attempt+1,
+				"after", j.LastFailure)
+			trans = append(trans, tr...)
+			restarted = true
+		}
+	}
+	if restarted {
+		all = jm.store.Jobs()
+	}
 	byID := map[string]*Job{}
 	var pending []PendingJob
 	for k := len(all) - 1; k >= 0; k-- { // oldest first
@@ -287,6 +338,9 @@ func (jm *JobManager) schedule(now time.Time) {
 	}
 	if len(pending) == 0 {
 		jm.mu.Unlock()
+		if len(trans) > 0 {
+			jm.afterApply(trans)
+		}
 		return
 	}
 	d := Schedule(now, jm.cfg.SlotRequestTimeout, pending, FreeSlots(jm.tms.offeredSlots(), all))
@@ -301,7 +355,8 @@ func (jm *JobManager) schedule(now time.Time) {
 		}
 	}
 	for _, e := range d.Expired {
-		tr, err := jm.store.Apply(FailJob{JobID: e.JobID, Reason: e.Reason, TimeMs: nowMs})
+		// Waiting longer for slots is the user's call, not a restart's.
+		tr, err := jm.store.Apply(FailJob{JobID: e.JobID, Reason: e.Reason, Unrecoverable: true, TimeMs: nowMs})
 		if err != nil {
 			jm.log.Error("failing job", "job_id", e.JobID, "err", err)
 			continue

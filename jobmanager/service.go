@@ -24,8 +24,10 @@ func (jm *JobManager) Register(s *grpc.Server) {
 	weirv1.RegisterJobManagerServer(s, &service{jm: jm})
 }
 
-func (s *service) SubmitJob(_ context.Context, req *weirv1.SubmitJobRequest) (*weirv1.SubmitJobResponse, error) {
-	id, err := s.jm.submitJob(req.GetJobName(), int(req.GetParallelism()), req.GetParams())
+func (s *service) SubmitJob(ctx context.Context, req *weirv1.SubmitJobRequest) (*weirv1.SubmitJobResponse, error) {
+	id, err := s.jm.submitJob(ctx, req.GetJobName(), int(req.GetParallelism()), req.GetParams(), SubmitOptions{
+		Checkpointing: req.GetCheckpointing(), FromSavepoint: req.GetFromSavepoint(),
+		AllowNonRestored: req.GetAllowNonRestoredState()})
 	if err != nil {
 		return nil, err
 	}
@@ -46,6 +48,55 @@ func (s *service) CancelJob(_ context.Context, req *weirv1.CancelJobRequest) (*w
 		return nil, err
 	}
 	return &weirv1.CancelJobResponse{State: state}, nil
+}
+
+func (s *service) TriggerSavepoint(ctx context.Context, req *weirv1.TriggerSavepointRequest) (*weirv1.TriggerSavepointResponse, error) {
+	path, err := s.jm.triggerSavepoint(ctx, req.GetJobId(), req.GetTarget())
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.TriggerSavepointResponse{Path: path}, nil
+}
+
+func (s *service) StopJob(ctx context.Context, req *weirv1.StopJobRequest) (*weirv1.StopJobResponse, error) {
+	path, err := s.jm.stopJob(ctx, req.GetJobId(), req.GetTarget(), req.GetDrain())
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.StopJobResponse{Path: path}, nil
+}
+
+func (s *service) RescaleJob(ctx context.Context, req *weirv1.RescaleJobRequest) (*weirv1.RescaleJobResponse, error) {
+	path, err := s.jm.rescaleJob(ctx, req.GetJobId(), int(req.GetParallelism()))
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.RescaleJobResponse{SavepointPath: path}, nil
+}
+
+func (s *service) ListCheckpoints(_ context.Context, req *weirv1.ListCheckpointsRequest) (*weirv1.ListCheckpointsResponse, error) {
+	return s.jm.listCheckpoints(req.GetJobId())
+}
+
+func (s *service) AcknowledgeCheckpoint(_ context.Context, req *weirv1.AcknowledgeCheckpointRequest) (*weirv1.AcknowledgeCheckpointResponse, error) {
+	if c := s.jm.coordinator(req.GetTask().GetJobId()); c != nil {
+		c.acknowledge(req)
+	}
+	return &weirv1.AcknowledgeCheckpointResponse{}, nil
+}
+
+func (s *service) DeclineCheckpoint(_ context.Context, req *weirv1.DeclineCheckpointRequest) (*weirv1.DeclineCheckpointResponse, error) {
+	if c := s.jm.coordinator(req.GetTask().GetJobId()); c != nil {
+		c.decline(req.GetCheckpointId(), int(req.GetTask().GetAttempt()), req.GetReason())
+	}
+	return &weirv1.DeclineCheckpointResponse{}, nil
+}
+
+func (s *service) RequestCheckpoint(_ context.Context, req *weirv1.RequestCheckpointRequest) (*weirv1.RequestCheckpointResponse, error) {
+	if c := s.jm.coordinator(req.GetTask().GetJobId()); c != nil {
+		c.requestCheckpoint()
+	}
+	return &weirv1.RequestCheckpointResponse{}, nil
 }
 
 func (s *service) RegisterTaskManager(_ context.Context, req *weirv1.RegisterTaskManagerRequest) (*weirv1.RegisterTaskManagerResponse, error) {

@@ -18,6 +18,7 @@ func jobSummary(j *Job) *weirv1.JobSummary {
 		EndTimeMs:    j.EndTime,
 		Failure:      j.Failure,
 		Parallelism:  int32(j.Parallelism),
+		Restarts:     int32(j.Restarts),
 	}
 }
 
@@ -29,6 +30,13 @@ func buildJobStatus(j *Job, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.Job
 		Summary:        jobSummary(j),
 		MaxParallelism: int32(j.MaxParallelism),
 		Params:         maps.Clone(j.Params),
+
+		Checkpointing:        checkpointConfigProto(j.Checkpointing),
+		Restored:             checkpointInfo(j.Restore),
+		LatestCheckpoint:     checkpointInfo(j.LatestCheckpoint()),
+		CompletedCheckpoints: j.CompletedCheckpoints,
+		FailedCheckpoints:    j.FailedCheckpoints,
+		Attempt:              int32(j.Attempt),
 	}
 	var latency []int64
 	for v, spec := range j.Vertices {

@@ -57,6 +57,72 @@ type Job struct {
 	Deployed bool
 	// Tasks holds the current attempt's subtasks: Tasks[vertex][subtask].
 	Tasks [][]Task
+
+	// Checkpointing is the job's checkpoint configuration.
+	Checkpointing CheckpointConfig
+	// AllowNonRestored lets a restore skip state of operators the job
+	// lacks.
+	AllowNonRestored bool
+	// Restore is the checkpoint or savepoint the current attempt starts
+	// from; nil for a fresh start.
+	Restore *CompletedCheckpoint
+	// Checkpoints are the retained completed checkpoints and the
+	// savepoints, oldest first.
+	Checkpoints []CompletedCheckpoint
+	// LastCheckpointID is the highest checkpoint ID used, so IDs keep
+	// growing across restarts.
+	LastCheckpointID     int64
+	CompletedCheckpoints int64
+	FailedCheckpoints    int64
+	// Restarts counts restarts after failures; FailuresSinceCheckpoint
+	// (reset when a checkpoint completes) sets the restart delay, and
+	// RestartAt (Unix ms) is when a RESTARTING job may redeploy.
+	Restarts                int
+	FailuresSinceCheckpoint int
+	RestartAt               int64
+	// LastFailure is the failure that caused the latest restart.
+	LastFailure string
+	// Rescale, when set, redeploys the job at another parallelism once
+	// its stop-with-savepoint has finished every task.
+	Rescale *RescalePlan
+}
+
+// CheckpointConfig is a job's checkpoint configuration.
+type CheckpointConfig struct {
+	// IntervalMs is the periodic checkpoint interval; 0 disables periodic
+	// checkpoints and restarts.
+	IntervalMs, TimeoutMs, MinPauseMs int64
+	// Retained is how many completed checkpoints are kept.
+	Retained int
+}
+
+// CompletedCheckpoint is the record of a completed checkpoint or savepoint.
+type CompletedCheckpoint struct {
+	ID        int64
+	Path      string // URL of the directory holding _metadata
+	Savepoint bool
+	TriggerMs int64
+	DurationMs,
+	SizeBytes int64
+	MaxSyncNs, MaxAlignmentNs int64
+}
+
+// RescalePlan is a rescale waiting for its savepoint.
+type RescalePlan struct {
+	Parallelism int
+	Vertices    []VertexSpec
+}
+
+// Restartable reports whether periodic checkpoints, and so restarts, are on.
+func (j *Job) Restartable() bool { return j.Checkpointing.IntervalMs > 0 }
+
+// LatestCheckpoint is the newest completed checkpoint or savepoint.
+func (j *Job) LatestCheckpoint() *CompletedCheckpoint {
+	if len(j.Checkpoints) == 0 {
+		return nil
+	}
+	c := j.Checkpoints[len(j.Checkpoints)-1]
+	return &c
 }
 
 // VertexSpec is what the JobManager keeps of a job graph vertex, so a job's
@@ -113,17 +179,32 @@ func (j *Job) Pending() bool {
 func (j *Job) clone() Job {
 	c := *j
 	c.Params = maps.Clone(j.Params)
-	c.Vertices = make([]VertexSpec, len(j.Vertices))
-	for i, v := range j.Vertices {
-		v.Operators = slices.Clone(v.Operators)
-		v.Outputs = slices.Clone(v.Outputs)
-		c.Vertices[i] = v
-	}
+	c.Vertices = cloneVertices(j.Vertices)
 	c.Tasks = make([][]Task, len(j.Tasks))
 	for i, ts := range j.Tasks {
 		c.Tasks[i] = slices.Clone(ts)
 	}
+	c.Checkpoints = slices.Clone(j.Checkpoints)
+	if j.Restore != nil {
+		r := *j.Restore
+		c.Restore = &r
+	}
+	if j.Rescale != nil {
+		r := RescalePlan{Parallelism: j.Rescale.Parallelism, Vertices: cloneVertices(j.Rescale.Vertices)}
+		c.Rescale = &r
+	}
 	return c
+}
+
+// cloneVertices deep-copies vertex specs.
+func cloneVertices(vs []VertexSpec) []VertexSpec {
+	out := make([]VertexSpec, len(vs))
+	for i, v := range vs {
+		v.Operators = slices.Clone(v.Operators)
+		v.Outputs = slices.Clone(v.Outputs)
+		out[i] = v
+	}
+	return out
 }
 
 // TerminalJob reports whether s is FINISHED, CANCELED or FAILED.

@@ -100,6 +100,7 @@ func (jm *JobManager) updateTaskState(u *weirv1.TaskStateUpdate) error {
 		TaskManagerID: u.GetTaskManagerId(),
 		State:         u.GetState(),
 		Failure:       u.GetFailure(),
+		Unrecoverable: u.GetUnrecoverable(),
 		TimeMs:        time.Now().UnixMilli(),
 	})
 	return err

@@ -20,6 +20,9 @@ const (
 	BufferEndOfPartition
 	// BufferLatencyMarker carries a creation time (Unix ns) in Value.
 	BufferLatencyMarker
+	// BufferBarrier carries a checkpoint barrier, encoded in Data
+	// (EncodeBarrier); Value holds its checkpoint ID.
+	BufferBarrier
 )
 
 // Buffer is the unit of the data exchange: a batch of serialised records or

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"time"
@@ -18,6 +19,10 @@ type RuntimeContext struct {
 	maxParallelism int
 	stdout         io.Writer
 	logger         *slog.Logger
+	attempt        int
+	restored       bool
+	openStorage    StorageOpener
+	ctx            context.Context
 }
 
 func (c *RuntimeContext) JobName() string      { return c.jobName }
@@ -42,6 +47,14 @@ type opContext struct {
 	opens     []func() error
 	closes    []func() error
 	timers    []timerOwner
+
+	// Checkpointing: what the operator restores from and how the task
+	// snapshots and notifies it.
+	restore   *OperatorRestore
+	keyedSnap func() []statebackend.Section
+	fnState   CheckpointedFunction
+	listeners []CheckpointListener
+	endInputs []BoundedInput
 }
 
 type opCounters struct{ in, out int64 }
@@ -52,6 +65,7 @@ type opCounters struct{ in, out int64 }
 type KeyedContext[K comparable] struct {
 	*RuntimeContext
 	backend *statebackend.Backend
+	kt      KeyType[K]
 	key     K
 	kg      int
 	timers  timerHeap[K]

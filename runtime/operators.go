@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/weirstream/weir/statebackend"
@@ -91,8 +92,32 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	return &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters,
 		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
-		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups)},
+		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt},
 	}
+}
+
+// restore loads the operator's keyed state and timers. It runs before the
+// function's Open, which registers (and so decodes) the state tables.
+func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
+	for _, ks := range r.Keyed {
+		if err := o.ctx.backend.Restore(ks); err != nil {
+			return err
+		}
+		if err := restoreTimers(&o.ctx.timers, o.kt, ks); err != nil {
+			return fmt.Errorf("restoring timers: %w", err)
+		}
+	}
+	return nil
+}
+
+// snapshot is the synchronous part of a checkpoint: copy-on-write views of
+// the state tables and a copy of the timers.
+func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
+	sections := o.ctx.backend.Snapshot()
+	if o.ctx.timers.len() > 0 {
+		sections = append(sections, &timerSection[K]{entries: slices.Clone(o.ctx.timers.h), codec: o.kt})
+	}
+	return sections
 }
 
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {

@@ -46,7 +46,7 @@ type valueState[K comparable, V any] struct {
 // GetValueState registers (or reopens) the value state name of a keyed
 // operator. codec serialises values for snapshots.
 func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec Codec[V]) (ValueState[V], error) {
-	t, err := statebackend.NewValueTable[K, V](ctx.backend, name)
+	t, err := statebackend.NewValueTable[K, V](ctx.backend, name, ctx.kt, codec)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ type mapState[K comparable, UK comparable, V any] struct {
 
 // GetMapState registers (or reopens) the map state name of a keyed operator.
 func GetMapState[K comparable, UK comparable, V any](ctx *KeyedContext[K], name string, keyCodec Codec[UK], codec Codec[V]) (MapState[UK, V], error) {
-	t, err := statebackend.NewMapTable[K, UK, V](ctx.backend, name)
+	t, err := statebackend.NewMapTable[K, UK, V](ctx.backend, name, ctx.kt, keyCodec, codec)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ type listState[K comparable, V any] struct {
 
 // GetListState registers (or reopens) the list state name of a keyed operator.
 func GetListState[K comparable, V any](ctx *KeyedContext[K], name string, codec Codec[V]) (ListState[V], error) {
-	t, err := statebackend.NewListTable[K, V](ctx.backend, name)
+	t, err := statebackend.NewListTable[K, V](ctx.backend, name, ctx.kt, codec)
 	if err != nil {
 		return nil, err
 	}

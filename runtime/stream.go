@@ -158,10 +158,10 @@ func FromSource[T any](env *Env, name string, newSource func() SourceFunction[T]
 	n := newNode[struct{}, T](name, codec)
 	n.instantiate = func(oc *opContext, out any) (any, error) {
 		fn := newSource()
+		registerFunction(oc, fn)
 		if o, ok := fn.(interface{ Open(*RuntimeContext) error }); ok {
 			oc.opens = append(oc.opens, func() error { return o.Open(&oc.RuntimeContext) })
 		}
-		addCloser(oc, fn)
 		return &sourceOperator[T]{fn: fn, out: collectorOrDiscard[T](out)}, nil
 	}
 	return Stream[T]{env: env, node: env.add(n, nil)}
@@ -232,10 +232,16 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 	n.instantiate = func(oc *opContext, out any) (any, error) {
 		fn := newFn()
 		op := newProcessOperator(oc, fn, ks.kt, ks.sel, collectorOrDiscard[OUT](out))
+		if oc.restore != nil {
+			if err := op.restore(oc.restore); err != nil {
+				return nil, fmt.Errorf("restoring state: %w", err)
+			}
+		}
+		oc.keyedSnap = op.snapshot
+		registerFunction(oc, fn)
 		if o, ok := fn.(interface{ Open(*KeyedContext[K]) error }); ok {
 			oc.opens = append(oc.opens, func() error { return o.Open(op.ctx) })
 		}
-		addCloser(oc, fn)
 		oc.timers = append(oc.timers, op)
 		return op, nil
 	}
@@ -271,13 +277,35 @@ func SinkTo[T any](s Stream[T], name string, newSink func() SinkFunction[T]) Sin
 	n := newNode[T, struct{}](name, nil)
 	n.instantiate = func(oc *opContext, _ any) (any, error) {
 		fn := newSink()
+		registerFunction(oc, fn)
 		if o, ok := fn.(interface{ Open(*RuntimeContext) error }); ok {
 			oc.opens = append(oc.opens, func() error { return o.Open(&oc.RuntimeContext) })
 		}
-		addCloser(oc, fn)
 		return &sinkOperator[T]{fn: fn, fail: oc.fail, count: oc.counters, name: name}, nil
 	}
 	return Sink{env: s.env, node: s.env.add(n, s.node)}
+}
+
+// registerFunction hooks a user function into the task's lifecycle: state
+// restore and snapshots, checkpoint notifications, end of input and Close.
+// Call it before adding the function's Open, which must follow
+// InitializeState.
+func registerFunction(oc *opContext, fn any) {
+	if c, ok := fn.(CheckpointedFunction); ok {
+		oc.fnState = c
+		var entries [][]byte
+		if oc.restore != nil {
+			entries = oc.restore.OperatorState
+		}
+		oc.opens = append(oc.opens, func() error { return c.InitializeState(&oc.RuntimeContext, entries) })
+	}
+	if l, ok := fn.(CheckpointListener); ok {
+		oc.listeners = append(oc.listeners, l)
+	}
+	if e, ok := fn.(BoundedInput); ok {
+		oc.endInputs = append(oc.endInputs, e)
+	}
+	addCloser(oc, fn)
 }
 
 func addCloser(oc *opContext, fn any) {

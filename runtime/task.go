@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,6 +30,22 @@ type TaskIO struct {
 	// output buffer while the task is busy; 0 means 2ms. An idle task
 	// flushes at once.
 	FlushInterval time.Duration
+
+	// Checkpoints receives the task's checkpoint acknowledgements; nil
+	// when the task runs without a JobManager (tests), which still lets
+	// barriers through.
+	Checkpoints CheckpointResponder
+	// Checkpointing says periodic checkpoints are on: a source that
+	// reaches the end of its input then waits for one more checkpoint
+	// before it finishes, so sinks commit its last records exactly once.
+	Checkpointing bool
+	// OpenStorage opens checkpoint storage; nil uses the environment's
+	// S3 settings.
+	OpenStorage StorageOpener
+	// Attempt is the job's restart attempt.
+	Attempt int
+	// Restore is the state to start from; nil for a fresh start.
+	Restore *TaskRestore
 }
 
 // Task runs one subtask of a vertex: its chain of operators on one
@@ -57,6 +74,39 @@ type Task struct {
 	lastFlush  int64 // Unix ns
 	eop        int
 	sleeper    *time.Timer
+
+	log       *slog.Logger
+	contexts  []*RuntimeContext
+	states    []*operatorState
+	listeners []CheckpointListener
+	endInputs []BoundedInput
+	control   chan control
+	align     aligner
+	eopCh     []bool
+	async     sync.WaitGroup
+	// lastCheckpoint is the newest checkpoint the task snapshotted.
+	lastCheckpoint atomic.Int64
+	// A source that ended its input, or was stopped by a savepoint,
+	// emits nothing more and finishes once checkpoint finalBarrier (the
+	// first it took part in since) is complete.
+	ended, stopped bool
+	finalBarrier   int64
+}
+
+type controlKind uint8
+
+const (
+	controlTrigger controlKind = iota
+	controlComplete
+	controlAbort
+)
+
+// control is a request from outside the task goroutine, handled between
+// batches like every other mailbox action.
+type control struct {
+	kind    controlKind
+	barrier Barrier
+	id      int64
 }
 
 type publishedCounters struct{ in, out atomic.Int64 }
@@ -92,7 +142,12 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		tio.FlushInterval = 2 * time.Millisecond
 	}
 	t := &Task{graph: g, vertex: v, subtask: subtask, io: tio,
-		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain))}
+		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain)),
+		control: make(chan control, 64)}
+	if tio.Input != nil {
+		t.align.init(tio.Input.NumChannels())
+		t.eopCh = make([]bool, tio.Input.NumChannels())
+	}
 
 	// The chain's tail writes to the output edges.
 	tail := v.chain[len(v.chain)-1]
@@ -119,18 +174,33 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	// successor's input collector.
 	kgs := KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
 	logger := tio.Logger.With("job", g.Name, "vertex", v.Name, "subtask", subtask)
+	t.log = logger
 	for i := len(v.chain) - 1; i >= 0; i-- {
 		n := v.chain[i]
 		oc := &opContext{
 			RuntimeContext: RuntimeContext{jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
-				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger},
+				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
+				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
+		}
+		if tio.Restore != nil {
+			oc.restore = tio.Restore.Operators[n.uid]
 		}
 		in, err := n.instantiate(oc, out)
 		if err != nil {
-			return nil, fmt.Errorf("operator %s: %w", n.name, err)
+			return nil, fmt.Errorf("operator %s (%s): %w", n.name, n.uid, err)
 		}
-		t.opens = append(t.opens, oc.opens...) // tail first, as Flink opens
+		t.contexts = append(t.contexts, &oc.RuntimeContext)
+		if oc.keyedSnap != nil || oc.fnState != nil {
+			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
+			if oc.keyedSnap != nil {
+				st.keyGroups = kgs
+			}
+			t.states = append(t.states, st)
+		}
+		t.listeners = append(t.listeners, oc.listeners...)
+		t.endInputs = append(oc.endInputs, t.endInputs...) // head first
+		t.opens = append(t.opens, oc.opens...)             // tail first, as Flink opens
 		t.closes = append(oc.closes, t.closes...)
 		t.timers = append(t.timers, oc.timers...)
 		out = in
@@ -161,6 +231,9 @@ func (t *Task) fail(err error) {
 // (its error) or an operator fails. It MUST be called once.
 func (t *Task) Run(ctx context.Context) (err error) {
 	t.ctx = ctx
+	for _, c := range t.contexts {
+		c.ctx = ctx
+	}
 	t.sleeper = time.NewTimer(time.Hour)
 	t.sleeper.Stop()
 	defer func() {
@@ -169,6 +242,9 @@ func (t *Task) Run(ctx context.Context) (err error) {
 		}
 		t.publish()
 	}()
+	// State uploads in flight finish (or fail with ctx) before the task
+	// reports its end, so their acknowledgements are not lost.
+	defer t.async.Wait()
 	for _, open := range t.opens {
 		if err := open(); err != nil {
 			return fmt.Errorf("open: %w", err)
@@ -181,6 +257,14 @@ func (t *Task) Run(ctx context.Context) (err error) {
 		err = t.runSource(ctx)
 	} else {
 		err = t.runInput(ctx)
+	}
+	if err == nil && t.err == nil {
+		for _, e := range t.endInputs {
+			if err = e.EndInput(); err != nil {
+				err = fmt.Errorf("end of input: %w", err)
+				break
+			}
+		}
 	}
 	for _, c := range t.closes {
 		if cerr := c(); cerr != nil && err == nil {
@@ -204,10 +288,37 @@ func (t *Task) Run(ctx context.Context) (err error) {
 func (t *Task) runSource(ctx context.Context) error {
 	done := ctx.Done()
 	for {
-		select {
-		case <-done:
-			return ctx.Err()
-		default:
+		for drained := false; !drained; {
+			select {
+			case c := <-t.control:
+				if t.handleControl(c) {
+					return nil
+				}
+				if t.err != nil {
+					return t.err
+				}
+			case <-done:
+				return ctx.Err()
+			default:
+				drained = true
+			}
+		}
+		if t.ended || t.stopped {
+			// Nothing more is emitted: wait for the checkpoint that lets
+			// the source finish (or, after an aborted stop, resume).
+			t.flush(time.Now().UnixNano())
+			select {
+			case c := <-t.control:
+				if t.handleControl(c) {
+					return nil
+				}
+				if t.err != nil {
+					return t.err
+				}
+			case <-done:
+				return ctx.Err()
+			}
+			continue
 		}
 		t.pollStart = time.Now().UnixNano()
 		wait, perr := t.source.poll()
@@ -216,6 +327,11 @@ func (t *Task) runSource(ctx context.Context) error {
 		}
 		if perr != nil {
 			if errors.Is(perr, ErrEndOfInput) {
+				if t.io.Checkpointing && t.io.Checkpoints != nil {
+					t.ended = true
+					t.io.Checkpoints.EndOfInput()
+					continue
+				}
 				return nil
 			}
 			return fmt.Errorf("source %s: %w", t.vertex.chain[0].name, perr)
@@ -234,7 +350,8 @@ func (t *Task) runSource(ctx context.Context) error {
 			if ts, ok := t.nextTimer(); ok {
 				wake = min(wake, ts*int64(time.Millisecond))
 			}
-			if err := t.sleep(ctx, time.Duration(wake-now.UnixNano())); err != nil {
+			finished, err := t.sleep(ctx, time.Duration(wake-now.UnixNano()))
+			if err != nil || finished {
 				return err
 			}
 			t.afterBatch(time.Now().UnixNano()) // fire what the sleep was for
@@ -245,17 +362,104 @@ func (t *Task) runSource(ctx context.Context) error {
 	}
 }
 
-func (t *Task) sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d for a source's next poll, handling control requests that
+// arrive meanwhile; it reports whether one of them finished the source.
+func (t *Task) sleep(ctx context.Context, d time.Duration) (bool, error) {
 	if d <= 0 {
-		return nil
+		return false, nil
 	}
 	t.sleeper.Reset(d)
+	defer t.sleeper.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-t.sleeper.C:
+			return false, nil
+		case c := <-t.control:
+			if t.handleControl(c) {
+				return true, nil
+			}
+			if t.err != nil {
+				return false, t.err
+			}
+			if t.ended || t.stopped {
+				return false, nil
+			}
+		}
+	}
+}
+
+// handleControl carries out a control request on the task goroutine. It
+// reports whether the (source) task has finished.
+func (t *Task) handleControl(c control) bool {
+	switch c.kind {
+	case controlTrigger:
+		t.checkpoint(c.barrier, 0)
+		if c.barrier.Stop {
+			t.stopped, t.finalBarrier = true, c.barrier.ID
+		} else if t.ended && t.finalBarrier == 0 {
+			t.finalBarrier = c.barrier.ID
+		}
+	case controlComplete:
+		for _, l := range t.listeners {
+			if err := l.NotifyCheckpointComplete(c.id); err != nil {
+				t.fail(fmt.Errorf("checkpoint %d complete: %w", c.id, err))
+				return false
+			}
+		}
+		if (t.ended || t.stopped) && t.finalBarrier != 0 && c.id >= t.finalBarrier {
+			return true
+		}
+	case controlAbort:
+		if t.finalBarrier == c.id {
+			t.finalBarrier = 0
+			if t.stopped {
+				t.stopped = false // the savepoint failed: go on
+			} else if t.ended && t.io.Checkpoints != nil {
+				t.io.Checkpoints.EndOfInput()
+			}
+		}
+	}
+	return false
+}
+
+// TriggerCheckpoint asks a source task to take checkpoint b and emit its
+// barrier. It returns at once; the outcome is reported through
+// TaskIO.Checkpoints.
+func (t *Task) TriggerCheckpoint(b Barrier) error {
+	if t.source == nil {
+		return fmt.Errorf("%w: %s is not a source; barriers reach it from its inputs", ErrCheckpointDeclined, t.vertex.Name)
+	}
 	select {
-	case <-ctx.Done():
-		t.sleeper.Stop()
-		return ctx.Err()
-	case <-t.sleeper.C:
+	case t.control <- control{kind: controlTrigger, barrier: b}:
 		return nil
+	default:
+		return fmt.Errorf("%w: task %s (%d) has too many pending requests", ErrCheckpointDeclined, t.vertex.Name, t.subtask)
+	}
+}
+
+// NotifyCheckpointComplete tells the task that checkpoint id is complete.
+func (t *Task) NotifyCheckpointComplete(id int64) {
+	t.sendControl(control{kind: controlComplete, id: id})
+}
+
+// NotifyCheckpointAborted tells the task that checkpoint id was aborted.
+func (t *Task) NotifyCheckpointAborted(id int64) { t.sendControl(control{kind: controlAbort, id: id}) }
+
+func (t *Task) sendControl(c control) {
+	select {
+	case t.control <- c:
+	default: // a later notification implies this one
+	}
+}
+
+// LastCheckpoint is the newest checkpoint the task has snapshotted.
+func (t *Task) LastCheckpoint() int64 { return t.lastCheckpoint.Load() }
+
+func (t *Task) fireTimers(ms int64) {
+	for _, o := range t.timers {
+		o.fireTimers(ms)
 	}
 }
 
@@ -276,6 +480,8 @@ func (t *Task) runInput(ctx context.Context) error {
 			}
 		case <-t.sleeper.C:
 			armed = -1
+		case c := <-t.control:
+			t.handleControl(c)
 		case err := <-errs:
 			return fmt.Errorf("input: %w", err)
 		case <-ctx.Done():
@@ -294,6 +500,10 @@ func (t *Task) runInput(ctx context.Context) error {
 
 // handle consumes one input buffer and reports whether the input is done.
 func (t *Task) handle(b *Buffer) bool {
+	if t.align.blocked(b.Channel) {
+		t.align.queued[b.Channel] = append(t.align.queued[b.Channel], b)
+		return false
+	}
 	switch b.Kind {
 	case BufferData:
 		data := b.Data
@@ -312,8 +522,21 @@ func (t *Task) handle(b *Buffer) bool {
 		t.io.Input.Recycle(b)
 	case BufferEndOfPartition:
 		t.eop++
+		t.eopCh[b.Channel] = true
 		t.io.Input.Recycle(b)
-		return t.eop == t.io.Input.NumChannels()
+		if t.eop == t.io.Input.NumChannels() {
+			return true
+		}
+		return !t.maybeAligned()
+	case BufferBarrier:
+		ch := b.Channel
+		bar, err := DecodeBarrier(b.Data)
+		t.io.Input.Recycle(b)
+		if err != nil {
+			t.fail(fmt.Errorf("input channel %d: %w", ch, err))
+			return false
+		}
+		return !t.onBarrier(ch, bar)
 	case BufferLatencyMarker:
 		if len(t.writers) == 0 {
 			t.latency.Record(time.Now().UnixNano() - b.Value)

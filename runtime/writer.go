@@ -12,6 +12,8 @@ type eventWriter interface {
 	broadcast(kind BufferKind, value int64)
 	// forwardMarker sends a latency marker to one channel, round-robin.
 	forwardMarker(value int64)
+	// broadcastBarrier sends a checkpoint barrier to every channel.
+	broadcastBarrier(b Barrier)
 	closeChannels()
 }
 
@@ -108,6 +110,21 @@ func (w *recordWriter[T]) sendEvent(ch int, kind BufferKind, value int64) {
 func (w *recordWriter[T]) broadcast(kind BufferKind, value int64) {
 	for ch := range w.channels {
 		w.sendEvent(ch, kind, value)
+	}
+}
+
+func (w *recordWriter[T]) broadcastBarrier(bar Barrier) {
+	for ch := range w.channels {
+		w.flushChannel(ch)
+		if w.t.err != nil {
+			return
+		}
+		b := GetBuffer()
+		b.Kind, b.Value = BufferBarrier, bar.ID
+		b.Data = EncodeBarrier(b.Data, bar)
+		if err := w.channels[ch].Send(w.t.ctx, b); err != nil {
+			w.t.fail(err)
+		}
 	}
 }
 

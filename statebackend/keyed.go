@@ -1,25 +1,40 @@
-// Package statebackend keeps keyed state in memory, organised one table per
-// key group. Key groups are the unit Weir snapshots, restores and moves when
-// a job is rescaled, so every table is split by key group from the start: a
-// snapshot can write key groups one after another with an offset index, and
-// a restore at another parallelism reads only the groups its subtask owns.
-//
-// Tables are generic and owned by one task goroutine; they are not safe for
-// concurrent use.
 package statebackend
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+)
 
-// KeyGroupRange is an inclusive range of key groups.
+// MaxKeyGroups is the largest number of key groups (maxParallelism) a job
+// may have; state files store key groups as 16-bit-safe numbers below it.
+const MaxKeyGroups = 1 << 15
+
+// KeyGroupRange is an inclusive range of key groups. A range with Last <
+// First is empty; KeyGroupRange{First: 0, Last: -1} is the usual spelling
+// (the zero value is not empty: it is key group 0).
 type KeyGroupRange struct {
-	First, Last int
+	First int `json:"first"`
+	Last  int `json:"last"`
 }
 
-// Len is the number of key groups in the range.
-func (r KeyGroupRange) Len() int { return r.Last - r.First + 1 }
+// Len is the number of key groups in the range (0 when empty).
+func (r KeyGroupRange) Len() int { return max(r.Last-r.First+1, 0) }
+
+// Empty reports whether the range holds no key group.
+func (r KeyGroupRange) Empty() bool { return r.Last < r.First }
 
 // Contains reports whether kg is in the range.
 func (r KeyGroupRange) Contains(kg int) bool { return kg >= r.First && kg <= r.Last }
+
+// Intersect is the key groups in both r and o (possibly empty).
+func (r KeyGroupRange) Intersect(o KeyGroupRange) KeyGroupRange {
+	return KeyGroupRange{First: max(r.First, o.First), Last: min(r.Last, o.Last)}
+}
+
+// Overlaps reports whether r and o share a key group.
+func (r KeyGroupRange) Overlaps(o KeyGroupRange) bool { return !r.Intersect(o).Empty() }
 
 func (r KeyGroupRange) String() string { return fmt.Sprintf("[%d, %d]", r.First, r.Last) }
 
@@ -30,9 +45,36 @@ const (
 	KindValue Kind = iota + 1
 	KindMap
 	KindList
+	// KindTimers marks the runtime's timer section; no table has it.
+	KindTimers
 )
 
-// Table is what all state tables share: the backend lists them to snapshot.
+func (k Kind) String() string {
+	switch k {
+	case KindValue:
+		return "value"
+	case KindMap:
+		return "map"
+	case KindList:
+		return "list"
+	case KindTimers:
+		return "timers"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+func (k Kind) valid() bool { return k >= KindValue && k <= KindTimers }
+
+// Codec serialises values of one type. It has the method set of
+// runtime.Codec[T], so the runtime's codecs satisfy it.
+type Codec[T any] interface {
+	// Append appends the encoding of v to dst and returns the extended slice.
+	Append(dst []byte, v T) []byte
+	// Decode decodes one value from exactly src.
+	Decode(src []byte) (T, error)
+}
+
+// Table is what all state tables share.
 type Table interface {
 	Name() string
 	Kind() Kind
@@ -40,16 +82,29 @@ type Table interface {
 	KeysInGroup(kg int) int
 }
 
+// table is what the backend needs of its tables beyond Table; the methods
+// are unexported so that only this package's tables can be registered.
+type table interface {
+	Table
+	// snapshot freezes the table and returns its copy-on-write view.
+	snapshot() Section
+	// restore decodes restored entries of the table's section into it.
+	restore(p *restoredSection) error
+}
+
 // Backend holds the keyed state tables of one operator subtask.
 type Backend struct {
 	keyGroups KeyGroupRange
-	tables    map[string]Table
+	tables    map[string]table
 	order     []string
+	// pending holds restored sections no table has claimed yet, by name;
+	// a section may come from several files (a rescale merging subtasks).
+	pending map[string][]*restoredSection
 }
 
 // NewBackend creates an empty backend for the key groups r.
 func NewBackend(r KeyGroupRange) *Backend {
-	return &Backend{keyGroups: r, tables: map[string]Table{}}
+	return &Backend{keyGroups: r, tables: map[string]table{}, pending: map[string][]*restoredSection{}}
 }
 
 // KeyGroups is the range of key groups this backend owns.
@@ -64,64 +119,145 @@ func (b *Backend) Tables() []Table {
 	return out
 }
 
+// checkStateName rejects names the state file or the restore path cannot
+// carry: names starting with '_' are the runtime's (timers), which Restore
+// skips, so a user state of that name would silently never come back.
+func checkStateName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("state name is empty")
+	case strings.HasPrefix(name, "_"):
+		return fmt.Errorf("state name %q: names starting with '_' are reserved for the runtime", name)
+	case len(name) > maxNameLen:
+		return fmt.Errorf("state name %q is longer than %d bytes", name[:32]+"...", maxNameLen)
+	}
+	return nil
+}
+
 // register adds t, or returns the table already registered under its name
-// if it has the same kind and types (an operator reopening its state).
-func register[T Table](b *Backend, t T) (T, error) {
-	if old, ok := b.tables[t.Name()]; ok {
+// if it has the same kind and types (an operator reopening its state; the
+// first registration's codecs stay). A new table first takes over any
+// restored section of its name; if that fails it is not registered.
+func register[T table](b *Backend, t T) (T, error) {
+	var zero T
+	name := t.Name()
+	if old, ok := b.tables[name]; ok {
 		same, ok := old.(T)
 		if !ok {
-			var zero T
-			return zero, fmt.Errorf("state %q is already registered with another kind or type", t.Name())
+			return zero, fmt.Errorf("state %q is already registered with another kind or type", name)
 		}
 		return same, nil
 	}
-	b.tables[t.Name()] = t
-	b.order = append(b.order, t.Name())
+	if err := checkStateName(name); err != nil {
+		return zero, err
+	}
+	for _, p := range b.pending[name] {
+		if err := restoreInto(t, p); err != nil {
+			return zero, err
+		}
+	}
+	delete(b.pending, name)
+	b.tables[name] = t
+	b.order = append(b.order, name)
 	return t, nil
 }
 
-// groups is a lazily allocated map per key group.
-type groups[K comparable, V any] struct {
-	first int
-	maps  []map[K]V
+// group is one key group's map and whether a snapshot shares it. The two
+// sit together so the write path's check touches the cache line it needs
+// for the map anyway.
+type group[K comparable, V any] struct {
+	m      map[K]V
+	frozen bool
 }
 
-func newGroups[K comparable, V any](r KeyGroupRange) groups[K, V] {
-	return groups[K, V]{first: r.First, maps: make([]map[K]V, r.Len())}
+// groups is a lazily allocated, copy-on-write map per key group.
+type groups[K comparable, V any] struct {
+	first int
+	gs    []group[K, V]
+	// clone copies a frozen map before its first write; map tables clone
+	// their inner maps too.
+	clone func(map[K]V) map[K]V
+}
+
+func newGroups[K comparable, V any](r KeyGroupRange, clone func(map[K]V) map[K]V) groups[K, V] {
+	return groups[K, V]{first: r.First, gs: make([]group[K, V], r.Len()), clone: clone}
 }
 
 func (g *groups[K, V]) get(kg int, k K) (V, bool) {
-	m := g.maps[kg-g.first]
-	v, ok := m[k] // reading a nil map is fine
+	v, ok := g.gs[kg-g.first].m[k] // reading a nil map is fine
 	return v, ok
 }
 
-func (g *groups[K, V]) put(kg int, k K, v V) {
-	m := g.maps[kg-g.first]
-	if m == nil {
-		m = make(map[K]V)
-		g.maps[kg-g.first] = m
+// writable returns key group kg's map ready for writing: a snapshot's
+// frozen map is cloned first, a missing one allocated.
+func (g *groups[K, V]) writable(kg int) map[K]V {
+	e := &g.gs[kg-g.first]
+	if e.frozen || e.m == nil {
+		g.thaw(e, 0)
 	}
-	m[k] = v
+	return e.m
 }
 
-func (g *groups[K, V]) del(kg int, k K) { delete(g.maps[kg-g.first], k) }
+// thaw is the rare part of writable, kept out of line so writable inlines.
+func (g *groups[K, V]) thaw(e *group[K, V], hint int) {
+	switch {
+	case e.frozen:
+		e.m = g.clone(e.m)
+		e.frozen = false
+	case e.m == nil:
+		e.m = make(map[K]V, hint)
+	}
+}
 
-func (g *groups[K, V]) keys(kg int) int { return len(g.maps[kg-g.first]) }
+func (g *groups[K, V]) put(kg int, k K, v V) { g.writable(kg)[k] = v }
 
-// Group exposes key group kg's entries for snapshots; callers MUST NOT
-// modify the map.
-func (g *groups[K, V]) Group(kg int) map[K]V { return g.maps[kg-g.first] }
+func (g *groups[K, V]) del(kg int, k K) {
+	e := &g.gs[kg-g.first]
+	if _, ok := e.m[k]; !ok {
+		return // nothing to delete, so no need to clone a frozen map
+	}
+	if e.frozen {
+		g.thaw(e, 0)
+	}
+	delete(e.m, k)
+}
 
-// ValueTable holds one value per key.
+func (g *groups[K, V]) keys(kg int) int { return len(g.gs[kg-g.first].m) }
+
+// Group exposes key group kg's entries; callers MUST NOT modify the map.
+func (g *groups[K, V]) Group(kg int) map[K]V { return g.gs[kg-g.first].m }
+
+// freeze marks every non-empty group as shared with a snapshot and returns
+// the maps (nil for empty groups) and the number of keys.
+func (g *groups[K, V]) freeze() ([]map[K]V, int64) {
+	out := make([]map[K]V, len(g.gs))
+	var n int64
+	for i := range g.gs {
+		e := &g.gs[i]
+		if len(e.m) == 0 {
+			continue
+		}
+		e.frozen = true
+		out[i] = e.m
+		n += int64(len(e.m))
+	}
+	return out, n
+}
+
+// ValueTable holds one value per key. Values are stored as given: a value
+// of a reference type (pointer, slice, map) must not be modified after Put,
+// or snapshots taken before would see the change.
 type ValueTable[K comparable, V any] struct {
 	name string
+	kc   Codec[K]
+	vc   Codec[V]
 	groups[K, V]
 }
 
-// NewValueTable registers (or returns the existing) value table name.
-func NewValueTable[K comparable, V any](b *Backend, name string) (*ValueTable[K, V], error) {
-	return register(b, &ValueTable[K, V]{name: name, groups: newGroups[K, V](b.keyGroups)})
+// NewValueTable registers (or returns the existing) value table name;
+// kc and vc serialise keys and values for snapshots and restores.
+func NewValueTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ValueTable[K, V], error) {
+	return register(b, &ValueTable[K, V]{name: name, kc: kc, vc: vc, groups: newGroups(b.keyGroups, maps.Clone[map[K]V])})
 }
 
 func (t *ValueTable[K, V]) Name() string              { return t.name }
@@ -134,19 +270,33 @@ func (t *ValueTable[K, V]) Delete(kg int, k K)        { t.del(kg, k) }
 // MapTable holds a map of user keys to values per key.
 type MapTable[K comparable, UK comparable, V any] struct {
 	name string
+	kc   Codec[K]
+	ukc  Codec[UK]
+	vc   Codec[V]
 	groups[K, map[UK]V]
 }
 
 // NewMapTable registers (or returns the existing) map table name.
-func NewMapTable[K comparable, UK comparable, V any](b *Backend, name string) (*MapTable[K, UK, V], error) {
-	return register(b, &MapTable[K, UK, V]{name: name, groups: newGroups[K, map[UK]V](b.keyGroups)})
+func NewMapTable[K comparable, UK comparable, V any](b *Backend, name string, kc Codec[K], ukc Codec[UK], vc Codec[V]) (*MapTable[K, UK, V], error) {
+	return register(b, &MapTable[K, UK, V]{name: name, kc: kc, ukc: ukc, vc: vc,
+		groups: newGroups(b.keyGroups, cloneNested[K, UK, V])})
+}
+
+// cloneNested copies a key group of a map table, inner maps included: the
+// inner maps are written in place by Put and Remove.
+func cloneNested[K comparable, UK comparable, V any](m map[K]map[UK]V) map[K]map[UK]V {
+	out := make(map[K]map[UK]V, len(m))
+	for k, inner := range m {
+		out[k] = maps.Clone(inner)
+	}
+	return out
 }
 
 func (t *MapTable[K, UK, V]) Name() string           { return t.name }
 func (t *MapTable[K, UK, V]) Kind() Kind             { return KindMap }
 func (t *MapTable[K, UK, V]) KeysInGroup(kg int) int { return t.keys(kg) }
 
-// Map returns k's map, or nil when k has none.
+// Map returns k's map, or nil when k has none; callers MUST NOT modify it.
 func (t *MapTable[K, UK, V]) Map(kg int, k K) map[UK]V {
 	m, _ := t.get(kg, k)
 	return m
@@ -154,23 +304,25 @@ func (t *MapTable[K, UK, V]) Map(kg int, k K) map[UK]V {
 
 // Put sets uk to v in k's map, creating it if needed.
 func (t *MapTable[K, UK, V]) Put(kg int, k K, uk UK, v V) {
-	m, ok := t.get(kg, k)
-	if !ok {
+	g := t.writable(kg)
+	m := g[k]
+	if m == nil {
 		m = make(map[UK]V)
-		t.put(kg, k, m)
+		g[k] = m
 	}
 	m[uk] = v
 }
 
 // Remove deletes uk from k's map and drops the map once empty.
 func (t *MapTable[K, UK, V]) Remove(kg int, k K, uk UK) {
-	m, ok := t.get(kg, k)
-	if !ok {
-		return
+	if _, ok := t.Map(kg, k)[uk]; !ok {
+		return // nothing to remove, so no need to clone a frozen group
 	}
+	g := t.writable(kg)
+	m := g[k]
 	delete(m, uk)
 	if len(m) == 0 {
-		t.del(kg, k)
+		delete(g, k)
 	}
 }
 
@@ -178,14 +330,25 @@ func (t *MapTable[K, UK, V]) Remove(kg int, k K, uk UK) {
 func (t *MapTable[K, UK, V]) Clear(kg int, k K) { t.del(kg, k) }
 
 // ListTable holds a list of values per key.
+//
+// Thawing a frozen group copies only the map, so live and frozen lists
+// share backing arrays. That is safe because the table writes into an
+// array only in Append, at index len(l) of the live list l, and every other
+// slice of that array is a prefix of l no longer than len(l): lists grow
+// only by Append, and Set clips the slice it stores to its length, so the
+// caller's slice (which may be a frozen list's prefix) is never appended to
+// in place. A frozen list of length n therefore never sees its first n
+// elements change.
 type ListTable[K comparable, V any] struct {
 	name string
+	kc   Codec[K]
+	vc   Codec[V]
 	groups[K, []V]
 }
 
 // NewListTable registers (or returns the existing) list table name.
-func NewListTable[K comparable, V any](b *Backend, name string) (*ListTable[K, V], error) {
-	return register(b, &ListTable[K, V]{name: name, groups: newGroups[K, []V](b.keyGroups)})
+func NewListTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ListTable[K, V], error) {
+	return register(b, &ListTable[K, V]{name: name, kc: kc, vc: vc, groups: newGroups(b.keyGroups, maps.Clone[map[K][]V])})
 }
 
 func (t *ListTable[K, V]) Name() string           { return t.name }
@@ -200,17 +363,18 @@ func (t *ListTable[K, V]) List(kg int, k K) []V {
 
 // Append adds v to k's list.
 func (t *ListTable[K, V]) Append(kg int, k K, v V) {
-	l, _ := t.get(kg, k)
-	t.put(kg, k, append(l, v))
+	g := t.writable(kg)
+	g[k] = append(g[k], v)
 }
 
-// Set replaces k's list; an empty list clears it.
+// Set replaces k's list with l, which the table then owns; an empty list
+// clears it.
 func (t *ListTable[K, V]) Set(kg int, k K, l []V) {
 	if len(l) == 0 {
 		t.del(kg, k)
 		return
 	}
-	t.put(kg, k, l)
+	t.put(kg, k, l[:len(l):len(l)]) // see ListTable on why the clip
 }
 
 // Clear drops k's list.

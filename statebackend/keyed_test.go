@@ -7,7 +7,7 @@ import (
 
 func TestTablesKeepKeyGroupsApart(t *testing.T) {
 	b := NewBackend(KeyGroupRange{First: 64, Last: 127})
-	v, err := NewValueTable[int64, bool](b, "flag")
+	v, err := NewValueTable[int64, bool](b, "flag", int64Codec{}, boolCodec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestTablesKeepKeyGroupsApart(t *testing.T) {
 
 func TestMapAndListTables(t *testing.T) {
 	b := NewBackend(KeyGroupRange{First: 0, Last: 3})
-	m, _ := NewMapTable[string, string, int](b, "counts")
+	m, _ := NewMapTable[string, string, int64](b, "counts", stringCodec{}, stringCodec{}, int64Codec{})
 	m.Put(1, "a", "x", 1)
 	m.Put(1, "a", "y", 2)
 	if got := m.Map(1, "a"); len(got) != 2 || got["y"] != 2 {
@@ -45,10 +45,11 @@ func TestMapAndListTables(t *testing.T) {
 	}
 	m.Remove(1, "a", "x")
 	m.Remove(1, "a", "y")
+	m.Remove(1, "b", "y") // absent: no-op
 	if m.KeysInGroup(1) != 0 {
 		t.Error("an emptied map should drop its key")
 	}
-	l, _ := NewListTable[string, int](b, "events")
+	l, _ := NewListTable[string, int64](b, "events", stringCodec{}, int64Codec{})
 	l.Append(2, "a", 1)
 	l.Append(2, "a", 2)
 	if got := l.List(2, "a"); len(got) != 2 || got[1] != 2 {
@@ -62,18 +63,23 @@ func TestMapAndListTables(t *testing.T) {
 
 func TestRegistration(t *testing.T) {
 	b := NewBackend(KeyGroupRange{First: 0, Last: 0})
-	a, _ := NewValueTable[int64, bool](b, "flag")
-	again, err := NewValueTable[int64, bool](b, "flag")
+	a, _ := NewValueTable[int64, bool](b, "flag", int64Codec{}, boolCodec{})
+	again, err := NewValueTable[int64, bool](b, "flag", int64Codec{}, boolCodec{})
 	if err != nil || again != a {
 		t.Errorf("re-registering the same state should return it: %v", err)
 	}
-	if _, err := NewValueTable[int64, int64](b, "flag"); err == nil || !strings.Contains(err.Error(), `"flag"`) {
+	if _, err := NewValueTable[int64, int64](b, "flag", int64Codec{}, int64Codec{}); err == nil || !strings.Contains(err.Error(), `"flag"`) {
 		t.Errorf("same name, other type: error %v", err)
 	}
-	if _, err := NewListTable[int64, bool](b, "flag"); err == nil {
+	if _, err := NewListTable[int64, bool](b, "flag", int64Codec{}, boolCodec{}); err == nil {
 		t.Error("same name, other kind: no error")
 	}
-	NewListTable[int64, bool](b, "later")
+	NewListTable[int64, bool](b, "later", int64Codec{}, boolCodec{})
+	for _, bad := range []string{"", "_timers", strings.Repeat("x", 2000)} {
+		if _, err := NewValueTable[int64, bool](b, bad, int64Codec{}, boolCodec{}); err == nil {
+			t.Errorf("state name %.10q accepted", bad)
+		}
+	}
 	names := []string{}
 	for _, tb := range b.Tables() {
 		names = append(names, tb.Name())
@@ -81,7 +87,19 @@ func TestRegistration(t *testing.T) {
 	if strings.Join(names, ",") != "flag,later" {
 		t.Errorf("tables %v, want registration order", names)
 	}
-	if r := (KeyGroupRange{First: 3, Last: 5}); r.Len() != 3 || !r.Contains(5) || r.Contains(6) || r.String() != "[3, 5]" {
+}
+
+func TestKeyGroupRange(t *testing.T) {
+	if r := (KeyGroupRange{First: 3, Last: 5}); r.Len() != 3 || !r.Contains(5) || r.Contains(6) || r.String() != "[3, 5]" || r.Empty() {
 		t.Errorf("range %v", r)
+	}
+	empty := KeyGroupRange{First: 0, Last: -1}
+	if !empty.Empty() || empty.Len() != 0 || empty.Contains(0) || (KeyGroupRange{}).Empty() {
+		t.Error("empty range")
+	}
+	a, b := KeyGroupRange{First: 0, Last: 63}, KeyGroupRange{First: 32, Last: 127}
+	if a.Intersect(b) != (KeyGroupRange{First: 32, Last: 63}) || !a.Overlaps(b) ||
+		a.Overlaps(KeyGroupRange{First: 64, Last: 127}) || a.Overlaps(empty) || (KeyGroupRange{First: 9, Last: 2}).Len() != 0 {
+		t.Error("intersect / overlaps")
 	}
 }

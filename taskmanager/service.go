@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
 )
 
 // service is the TaskManager's gRPC face.
@@ -30,6 +31,32 @@ func (s *service) CancelTask(_ context.Context, req *weirv1.CancelTaskRequest) (
 		return nil, status.Errorf(codes.NotFound, "task %v is not running here", req.GetTask())
 	}
 	return &weirv1.CancelTaskResponse{}, nil
+}
+
+func (s *service) TriggerCheckpoint(_ context.Context, req *weirv1.TriggerCheckpointRequest) (*weirv1.TriggerCheckpointResponse, error) {
+	t, err := s.tm.runtimeTask(req.GetTask())
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	b := runtime.Barrier{ID: req.CheckpointId, TimestampMs: req.TimestampMs, Location: req.Location,
+		Savepoint: req.Savepoint, Stop: req.Stop, Drain: req.Drain}
+	if err := t.TriggerCheckpoint(b); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &weirv1.TriggerCheckpointResponse{}, nil
+}
+
+func (s *service) NotifyCheckpoint(_ context.Context, req *weirv1.NotifyCheckpointRequest) (*weirv1.NotifyCheckpointResponse, error) {
+	t, err := s.tm.runtimeTask(req.GetTask())
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	if req.Aborted {
+		t.NotifyCheckpointAborted(req.CheckpointId)
+	} else {
+		t.NotifyCheckpointComplete(req.CheckpointId)
+	}
+	return &weirv1.NotifyCheckpointResponse{}, nil
 }
 
 func (s *service) Exchange(stream weirv1.TaskManager_ExchangeServer) error {

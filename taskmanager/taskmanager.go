@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	// Stdout receives job output (print sinks); nil means os.Stdout.
 	Stdout io.Writer
 	Logger *slog.Logger
+	// Storage holds the S3 endpoint and credentials used to read and
+	// write checkpoint state and sink files.
+	Storage storage.Options
 }
 
 // TaskManager is one worker process's task runtime.

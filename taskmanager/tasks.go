@@ -10,6 +10,8 @@ import (
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
 )
 
@@ -106,7 +108,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	}
 	task, err := tm.start(ctx, rt, g, v, gate, req)
 	if err == nil {
-		tm.report(key, weirv1.TaskState_TASK_STATE_RUNNING, "", nil)
+		tm.report(key, weirv1.TaskState_TASK_STATE_RUNNING, "", nil, false)
 		log.Info("task running")
 		err = task.Run(ctx)
 	}
@@ -125,7 +127,10 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	if task != nil {
 		m = taskMetrics(key, task)
 	}
-	tm.report(key, state, reason, m)
+	// Unreadable state stays unreadable; unreachable storage may recover.
+	unrecoverable := errors.Is(err, errRestore) &&
+		(errors.Is(err, statebackend.ErrCorrupt) || errors.Is(err, storage.ErrNotExist))
+	tm.report(key, state, reason, m, unrecoverable)
 }
 
 // start opens the subtask's output channels and instantiates it.
@@ -151,13 +156,23 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 			outputs[i] = append(outputs[i], ch)
 		}
 	}
-	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.cfg.Logger}
+	restore, err := tm.readRestore(ctx, req.Restore, g, v, key.subtask)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.cfg.Logger,
+		Checkpoints: responder{tm: tm, key: key}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
+		Attempt: key.attempt, Restore: restore}
 	if gate != nil {
 		tio.Input = gate
 	}
 	task, err := runtime.NewTask(g, key.vertex, key.subtask, tio)
 	if err != nil {
 		closeAll()
+		if restore != nil {
+			err = fmt.Errorf("%w: %w", errRestore, err)
+		}
 		return nil, err
 	}
 	rt.mu.Lock()
@@ -215,8 +230,9 @@ func (tm *TaskManager) waitTasks(d time.Duration) {
 // report tells the JobManager about a task's state, retrying briefly: a
 // final state that is lost would leave the job waiting for the heartbeat
 // timeout.
-func (tm *TaskManager) report(key taskKey, state weirv1.TaskState, reason string, m *weirv1.TaskMetrics) {
-	req := &weirv1.TaskStateUpdate{TaskManagerId: tm.cfg.ID, Task: key.proto(), State: state, Failure: reason, Metrics: m}
+func (tm *TaskManager) report(key taskKey, state weirv1.TaskState, reason string, m *weirv1.TaskMetrics, unrecoverable bool) {
+	req := &weirv1.TaskStateUpdate{TaskManagerId: tm.cfg.ID, Task: key.proto(), State: state, Failure: reason, Metrics: m,
+		Unrecoverable: unrecoverable}
 	for i := 0; i < 5; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := tm.jm.UpdateTaskState(ctx, req)

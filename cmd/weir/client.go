@@ -71,10 +71,10 @@ func parseParams(list []string) (map[string]string, error) {
 	return params, nil
 }
 
-func (c *client) submit(ctx context.Context, name string, parallelism int, params map[string]string) (string, error) {
+func (c *client) submit(ctx context.Context, req *weirv1.SubmitJobRequest) (string, error) {
 	rctx, cancel := rpcContext(ctx)
 	defer cancel()
-	resp, err := c.jm.SubmitJob(rctx, &weirv1.SubmitJobRequest{JobName: name, Parallelism: int32(parallelism), Params: params})
+	resp, err := c.jm.SubmitJob(rctx, req)
 	if err != nil {
 		return "", c.explain(err)
 	}
@@ -121,7 +121,7 @@ func (c *client) cancel(ctx context.Context, id string) (weirv1.JobState, error)
 
 func newJobCmd() *cobra.Command {
 	var addr string
-	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect and cancel jobs"}
+	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect, savepoint, stop, rescale and cancel jobs"}
 	cmd.PersistentFlags().StringVar(&addr, "jobmanager", envOr("WEIR_JOBMANAGER", "127.0.0.1:6123"), "address of the JobManager (env WEIR_JOBMANAGER)")
 	withClient := func(run func(cmd *cobra.Command, c *client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
@@ -136,6 +136,7 @@ func newJobCmd() *cobra.Command {
 
 	var parallelism int
 	var paramList []string
+	var ckf checkpointFlags
 	submit := &cobra.Command{
 		Use:   "submit NAME",
 		Short: "Submit a job; prints its ID",
@@ -148,7 +149,11 @@ func newJobCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			id, err := c.submit(cmd.Context(), args[0], parallelism, params)
+			req := &weirv1.SubmitJobRequest{JobName: args[0], Parallelism: int32(parallelism), Params: params}
+			if err := ckf.apply(req); err != nil {
+				return err
+			}
+			id, err := c.submit(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -158,6 +163,7 @@ func newJobCmd() *cobra.Command {
 	}
 	submit.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	submit.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
+	ckf.register(submit)
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -233,6 +239,7 @@ func newJobCmd() *cobra.Command {
 	cancelCmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to be canceled (0: do not wait)")
 
 	cmd.AddCommand(submit, list, statusCmd, cancelCmd)
+	cmd.AddCommand(newSavepointCmds(withClient)...)
 	return cmd
 }
 
@@ -269,6 +276,21 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	}
 	if s.Failure != "" {
 		fmt.Fprintf(w, "  failure: %s\n", s.Failure)
+	}
+	if c := st.Checkpointing; c != nil {
+		every := "off"
+		if c.IntervalMs > 0 {
+			every = "every " + (time.Duration(c.IntervalMs) * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "  checkpoints %s  completed %d  failed %d  restarts %d  attempt %d\n",
+			every, st.CompletedCheckpoints, st.FailedCheckpoints, s.Restarts, st.Attempt)
+	}
+	if r := st.Restored; r != nil {
+		fmt.Fprintf(w, "  restored from checkpoint %d (%s)\n", r.Id, r.Path)
+	}
+	if l := st.LatestCheckpoint; l != nil {
+		fmt.Fprintf(w, "  latest checkpoint %d  %s  took %v  %s\n", l.Id, formatMs(l.TriggerTimeMs),
+			time.Duration(l.DurationMs)*time.Millisecond, formatBytes(l.SizeBytes))
 	}
 	if l := st.Latency; l != nil && l.Count > 0 {
 		fmt.Fprintf(w, "  latency (source to sink): p50 %v  p99 %v  max %v  (%d markers)\n",

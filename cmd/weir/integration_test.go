@@ -198,9 +198,11 @@ func TestCancelRunningJob(t *testing.T) {
 	}
 }
 
+// Without periodic checkpoints there is nothing to restart from: a lost
+// TaskManager fails the job.
 func TestTaskManagerKilledFailsTheJob(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 1, JobManagerArgs: []string{"--heartbeat-timeout", "2s"}})
-	id := submit(t, c, "fraud-detection", "--parallelism", "2")
+	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "0")
 	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
 	c.TaskManagers[1].Kill()
 	st := waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_FAILED)

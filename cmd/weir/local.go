@@ -21,6 +21,7 @@ func newLocalCmd() *cobra.Command {
 		job                     string
 		paramList               []string
 		jmf                     jobManagerFlags
+		ckf                     checkpointFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -40,7 +41,11 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, job: job, parallelism: parallelism, params: params, jm: jmf})
+			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
+			if err := ckf.apply(req); err != nil {
+				return err
+			}
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf})
 		},
 	}
 	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
@@ -49,22 +54,26 @@ func newLocalCmd() *cobra.Command {
 	cmd.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	cmd.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
 	jmf.register(cmd)
+	ckf.register(cmd)
 	cmd.Flags().Lookup("slot-timeout").DefValue = "10s"
 	jmf.slotTimeout = 10 * time.Second
 	return cmd
 }
 
 type localSpec struct {
-	tms, slots, parallelism int
-	job                     string
-	params                  map[string]string
-	jm                      jobManagerFlags
+	tms, slots int
+	submit     *weirv1.SubmitJobRequest
+	jm         jobManagerFlags
 }
 
 func runLocal(ctx context.Context, s localSpec) error {
 	clusterCtx, stopCluster := context.WithCancel(context.Background())
 	defer stopCluster()
-	jm, err := startJobManager(clusterCtx, "127.0.0.1:0", s.jm.config())
+	cfg, err := s.jm.config()
+	if err != nil {
+		return err
+	}
+	jm, err := startJobManager(clusterCtx, "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
@@ -72,7 +81,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	var ready []<-chan struct{}
 	for i := 0; i < s.tms; i++ {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
-			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default()})
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage})
 		if err != nil {
 			return err
 		}
@@ -105,11 +114,11 @@ func runLocal(ctx context.Context, s localSpec) error {
 		return err
 	}
 	defer c.Close()
-	id, err := c.submit(ctx, s.job, s.parallelism, s.params)
+	id, err := c.submit(ctx, s.submit)
 	if err != nil {
 		return err
 	}
-	slog.Info("job submitted", "job", s.job, "id", id)
+	slog.Info("job submitted", "job", s.submit.JobName, "id", id)
 	st, err := c.waitTerminal(ctx, id, 100*time.Millisecond)
 	if errors.Is(err, context.Canceled) {
 		slog.Info("interrupted: canceling the job", "id", id)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	_ "github.com/weirstream/weir/jobs/fraud" // link the shipped jobs
+	_ "github.com/weirstream/weir/jobs/seqcheck"
 )
 
 // exitError carries a process exit code through cobra.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/jobmanager"
+	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
 )
 
@@ -19,17 +20,26 @@ type jobManagerFlags struct {
 	heartbeatInterval time.Duration
 	heartbeatTimeout  time.Duration
 	slotTimeout       time.Duration
+	checkpointStorage string
+	storage           storageFlags
 }
 
 func (f *jobManagerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.heartbeatInterval, "heartbeat-interval", time.Second, "how often TaskManagers heartbeat")
 	cmd.Flags().DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a TaskManager is lost")
 	cmd.Flags().DurationVar(&f.slotTimeout, "slot-timeout", 30*time.Second, "how long a job waits for enough free slots before it fails")
+	cmd.Flags().StringVar(&f.checkpointStorage, "checkpoint-storage", jobmanager.DefaultCheckpointStorage(),
+		"where checkpoints and savepoints go: s3://bucket/prefix, file:///dir or a directory (a directory only works when all processes share it)")
+	f.storage.register(cmd)
 }
 
-func (f *jobManagerFlags) config() jobmanager.Config {
+func (f *jobManagerFlags) config() (jobmanager.Config, error) {
+	if _, err := storage.Open(f.checkpointStorage, storage.Options{}); err != nil {
+		return jobmanager.Config{}, fmt.Errorf("--checkpoint-storage: %w", err)
+	}
 	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
-		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default()}
+		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default(),
+		CheckpointStorage: f.checkpointStorage, Storage: f.storage.options()}, nil
 }
 
 // runningJobManager is a JobManager serving gRPC on a listener.
@@ -55,7 +65,7 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 		<-served
 		r.done <- err
 	}()
-	slog.Info("jobmanager started", "address", r.addr)
+	slog.Info("jobmanager started", "address", r.addr, "checkpoint_storage", cfg.CheckpointStorage)
 	return r, nil
 }
 
@@ -66,7 +76,11 @@ func newJobManagerCmd() *cobra.Command {
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			jm, err := startJobManager(cmd.Context(), f.listen, f.config())
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			jm, err := startJobManager(cmd.Context(), f.listen, cfg)
 			if err != nil {
 				return err
 			}
@@ -80,6 +94,7 @@ func newJobManagerCmd() *cobra.Command {
 
 func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
+	var sf storageFlags
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
 		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
@@ -89,6 +104,7 @@ func newTaskManagerCmd() *cobra.Command {
 				return fmt.Errorf("--slots %d must be at least 1", cfg.Slots)
 			}
 			cfg.Logger = slog.Default()
+			cfg.Storage = sf.options()
 			tm, err := taskmanager.New(cfg)
 			if err != nil {
 				return err
@@ -101,5 +117,6 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
+	sf.register(cmd)
 	return cmd
 }

@@ -59,6 +59,8 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		event = weirv1.EventKind_EVENT_KIND_END_OF_PARTITION
 	case runtime.BufferLatencyMarker:
 		event = weirv1.EventKind_EVENT_KIND_LATENCY_MARKER
+	case runtime.BufferBarrier:
+		event = weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER
 	default:
 		return nil, fmt.Errorf("unknown buffer kind %d", b.Kind)
 	}

@@ -145,7 +145,7 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 			}
 		}
 		c.avail.Add(-1)
-	case runtime.BufferEndOfPartition, runtime.BufferLatencyMarker:
+	case runtime.BufferEndOfPartition, runtime.BufferLatencyMarker, runtime.BufferBarrier:
 	default:
 		runtime.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: unknown buffer kind %d", c.id, b.Kind)

@@ -139,6 +139,8 @@ func (r *inbound) receiveFrames() {
 			b.Kind, b.Value = runtime.BufferEndOfPartition, f.value
 		case f.event == weirv1.EventKind_EVENT_KIND_LATENCY_MARKER:
 			b.Kind, b.Value = runtime.BufferLatencyMarker, f.value
+		case f.event == weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER:
+			b.Kind, b.Value = runtime.BufferBarrier, f.value
 		default:
 			err = fmt.Errorf("%w: unknown event kind %v", ErrProtocol, f.event)
 		}

@@ -35,6 +35,9 @@ const (
 	JobState_JOB_STATE_CANCELED    JobState = 4
 	JobState_JOB_STATE_FINISHED    JobState = 5
 	JobState_JOB_STATE_FAILED      JobState = 6
+	// A task failed; the job waits for its old tasks to stop and for the
+	// restart delay, then redeploys from its latest completed checkpoint.
+	JobState_JOB_STATE_RESTARTING JobState = 7
 )
 
 // Enum value maps for JobState.
@@ -47,6 +50,7 @@ var (
 		4: "JOB_STATE_CANCELED",
 		5: "JOB_STATE_FINISHED",
 		6: "JOB_STATE_FAILED",
+		7: "JOB_STATE_RESTARTING",
 	}
 	JobState_value = map[string]int32{
 		"JOB_STATE_UNSPECIFIED": 0,
@@ -56,6 +60,7 @@ var (
 		"JOB_STATE_CANCELED":    4,
 		"JOB_STATE_FINISHED":    5,
 		"JOB_STATE_FAILED":      6,
+		"JOB_STATE_RESTARTING":  7,
 	}
 )
 
@@ -155,6 +160,8 @@ const (
 	EventKind_EVENT_KIND_END_OF_PARTITION EventKind = 1
 	// A latency marker; value is its creation time in Unix nanoseconds.
 	EventKind_EVENT_KIND_LATENCY_MARKER EventKind = 2
+	// A checkpoint barrier; data holds the encoded runtime.Barrier.
+	EventKind_EVENT_KIND_CHECKPOINT_BARRIER EventKind = 3
 )
 
 // Enum value maps for EventKind.
@@ -163,11 +170,13 @@ var (
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_END_OF_PARTITION",
 		2: "EVENT_KIND_LATENCY_MARKER",
+		3: "EVENT_KIND_CHECKPOINT_BARRIER",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED":      0,
-		"EVENT_KIND_END_OF_PARTITION": 1,
-		"EVENT_KIND_LATENCY_MARKER":   2,
+		"EVENT_KIND_UNSPECIFIED":        0,
+		"EVENT_KIND_END_OF_PARTITION":   1,
+		"EVENT_KIND_LATENCY_MARKER":     2,
+		"EVENT_KIND_CHECKPOINT_BARRIER": 3,
 	}
 )
 
@@ -202,10 +211,16 @@ type SubmitJobRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	JobName string                 `protobuf:"bytes,1,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
 	// Default parallelism of operators that do not set their own; 0 means 1.
-	Parallelism   int32             `protobuf:"varint,2,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
-	Params        map[string]string `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Parallelism int32             `protobuf:"varint,2,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	Params      map[string]string `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Checkpointing settings; absent means the defaults (every 10 s).
+	Checkpointing *CheckpointConfig `protobuf:"bytes,4,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
+	// A savepoint or retained checkpoint directory to start from.
+	FromSavepoint string `protobuf:"bytes,5,opt,name=from_savepoint,json=fromSavepoint,proto3" json:"from_savepoint,omitempty"`
+	// Start even if the savepoint holds state for operators the job lacks.
+	AllowNonRestoredState bool `protobuf:"varint,6,opt,name=allow_non_restored_state,json=allowNonRestoredState,proto3" json:"allow_non_restored_state,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *SubmitJobRequest) Reset() {
@@ -259,6 +274,99 @@ func (x *SubmitJobRequest) GetParams() map[string]string {
 	return nil
 }
 
+func (x *SubmitJobRequest) GetCheckpointing() *CheckpointConfig {
+	if x != nil {
+		return x.Checkpointing
+	}
+	return nil
+}
+
+func (x *SubmitJobRequest) GetFromSavepoint() string {
+	if x != nil {
+		return x.FromSavepoint
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetAllowNonRestoredState() bool {
+	if x != nil {
+		return x.AllowNonRestoredState
+	}
+	return false
+}
+
+type CheckpointConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 disables periodic checkpoints (savepoints still work).
+	IntervalMs int64 `protobuf:"varint,1,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	// A checkpoint not complete after this long is aborted; 0 means 10 min.
+	TimeoutMs int64 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Least time between the end of one checkpoint and the next trigger.
+	MinPauseMs int64 `protobuf:"varint,3,opt,name=min_pause_ms,json=minPauseMs,proto3" json:"min_pause_ms,omitempty"`
+	// How many completed checkpoints to keep; 0 means 3.
+	Retained      int32 `protobuf:"varint,4,opt,name=retained,proto3" json:"retained,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointConfig) Reset() {
+	*x = CheckpointConfig{}
+	mi := &file_weir_v1_weir_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointConfig) ProtoMessage() {}
+
+func (x *CheckpointConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointConfig.ProtoReflect.Descriptor instead.
+func (*CheckpointConfig) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckpointConfig) GetIntervalMs() int64 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *CheckpointConfig) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *CheckpointConfig) GetMinPauseMs() int64 {
+	if x != nil {
+		return x.MinPauseMs
+	}
+	return 0
+}
+
+func (x *CheckpointConfig) GetRetained() int32 {
+	if x != nil {
+		return x.Retained
+	}
+	return 0
+}
+
 type SubmitJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -268,7 +376,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[1]
+	mi := &file_weir_v1_weir_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +388,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[1]
+	mi := &file_weir_v1_weir_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +401,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{1}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitJobResponse) GetJobId() string {
@@ -311,7 +419,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[2]
+	mi := &file_weir_v1_weir_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +431,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[2]
+	mi := &file_weir_v1_weir_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +444,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{3}
 }
 
 type ListJobsResponse struct {
@@ -348,7 +456,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[3]
+	mi := &file_weir_v1_weir_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +468,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[3]
+	mi := &file_weir_v1_weir_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +481,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{3}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobSummary {
@@ -384,22 +492,24 @@ func (x *ListJobsResponse) GetJobs() []*JobSummary {
 }
 
 type JobSummary struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	JobName       string                 `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
-	State         JobState               `protobuf:"varint,3,opt,name=state,proto3,enum=weir.v1.JobState" json:"state,omitempty"`
-	SubmitTimeMs  int64                  `protobuf:"varint,4,opt,name=submit_time_ms,json=submitTimeMs,proto3" json:"submit_time_ms,omitempty"`
-	StartTimeMs   int64                  `protobuf:"varint,5,opt,name=start_time_ms,json=startTimeMs,proto3" json:"start_time_ms,omitempty"`
-	EndTimeMs     int64                  `protobuf:"varint,6,opt,name=end_time_ms,json=endTimeMs,proto3" json:"end_time_ms,omitempty"`
-	Failure       string                 `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
-	Parallelism   int32                  `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	JobName      string                 `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	State        JobState               `protobuf:"varint,3,opt,name=state,proto3,enum=weir.v1.JobState" json:"state,omitempty"`
+	SubmitTimeMs int64                  `protobuf:"varint,4,opt,name=submit_time_ms,json=submitTimeMs,proto3" json:"submit_time_ms,omitempty"`
+	StartTimeMs  int64                  `protobuf:"varint,5,opt,name=start_time_ms,json=startTimeMs,proto3" json:"start_time_ms,omitempty"`
+	EndTimeMs    int64                  `protobuf:"varint,6,opt,name=end_time_ms,json=endTimeMs,proto3" json:"end_time_ms,omitempty"`
+	Failure      string                 `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
+	Parallelism  int32                  `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	// How often the job was restarted after a failure.
+	Restarts      int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSummary) Reset() {
 	*x = JobSummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[4]
+	mi := &file_weir_v1_weir_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +521,7 @@ func (x *JobSummary) String() string {
 func (*JobSummary) ProtoMessage() {}
 
 func (x *JobSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[4]
+	mi := &file_weir_v1_weir_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +534,7 @@ func (x *JobSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSummary.ProtoReflect.Descriptor instead.
 func (*JobSummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{4}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JobSummary) GetJobId() string {
@@ -483,6 +593,13 @@ func (x *JobSummary) GetParallelism() int32 {
 	return 0
 }
 
+func (x *JobSummary) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
 type GetJobStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -492,7 +609,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[5]
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +621,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[5]
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +634,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{5}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetJobStatusRequest) GetJobId() string {
@@ -534,13 +651,20 @@ type JobStatus struct {
 	Params         map[string]string      `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Vertices       []*VertexStatus        `protobuf:"bytes,4,rep,name=vertices,proto3" json:"vertices,omitempty"`
 	Latency        *LatencySummary        `protobuf:"bytes,5,opt,name=latency,proto3" json:"latency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	Checkpointing  *CheckpointConfig      `protobuf:"bytes,6,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
+	// The checkpoint or savepoint the current attempt started from, if any.
+	Restored             *CheckpointInfo `protobuf:"bytes,7,opt,name=restored,proto3" json:"restored,omitempty"`
+	LatestCheckpoint     *CheckpointInfo `protobuf:"bytes,8,opt,name=latest_checkpoint,json=latestCheckpoint,proto3" json:"latest_checkpoint,omitempty"`
+	CompletedCheckpoints int64           `protobuf:"varint,9,opt,name=completed_checkpoints,json=completedCheckpoints,proto3" json:"completed_checkpoints,omitempty"`
+	FailedCheckpoints    int64           `protobuf:"varint,10,opt,name=failed_checkpoints,json=failedCheckpoints,proto3" json:"failed_checkpoints,omitempty"`
+	Attempt              int32           `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +676,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +689,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JobStatus) GetSummary() *JobSummary {
@@ -603,6 +727,554 @@ func (x *JobStatus) GetLatency() *LatencySummary {
 	return nil
 }
 
+func (x *JobStatus) GetCheckpointing() *CheckpointConfig {
+	if x != nil {
+		return x.Checkpointing
+	}
+	return nil
+}
+
+func (x *JobStatus) GetRestored() *CheckpointInfo {
+	if x != nil {
+		return x.Restored
+	}
+	return nil
+}
+
+func (x *JobStatus) GetLatestCheckpoint() *CheckpointInfo {
+	if x != nil {
+		return x.LatestCheckpoint
+	}
+	return nil
+}
+
+func (x *JobStatus) GetCompletedCheckpoints() int64 {
+	if x != nil {
+		return x.CompletedCheckpoints
+	}
+	return 0
+}
+
+func (x *JobStatus) GetFailedCheckpoints() int64 {
+	if x != nil {
+		return x.FailedCheckpoints
+	}
+	return 0
+}
+
+func (x *JobStatus) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type CheckpointInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// URL of the checkpoint's directory (holding _metadata).
+	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Savepoint     bool   `protobuf:"varint,3,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	TriggerTimeMs int64  `protobuf:"varint,4,opt,name=trigger_time_ms,json=triggerTimeMs,proto3" json:"trigger_time_ms,omitempty"`
+	DurationMs    int64  `protobuf:"varint,5,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	SizeBytes     int64  `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Longest synchronous (processing-stall) part and longest barrier
+	// alignment over the tasks, in nanoseconds.
+	MaxSyncNs      int64 `protobuf:"varint,7,opt,name=max_sync_ns,json=maxSyncNs,proto3" json:"max_sync_ns,omitempty"`
+	MaxAlignmentNs int64 `protobuf:"varint,8,opt,name=max_alignment_ns,json=maxAlignmentNs,proto3" json:"max_alignment_ns,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CheckpointInfo) Reset() {
+	*x = CheckpointInfo{}
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointInfo) ProtoMessage() {}
+
+func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
+func (*CheckpointInfo) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CheckpointInfo) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CheckpointInfo) GetSavepoint() bool {
+	if x != nil {
+		return x.Savepoint
+	}
+	return false
+}
+
+func (x *CheckpointInfo) GetTriggerTimeMs() int64 {
+	if x != nil {
+		return x.TriggerTimeMs
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetMaxSyncNs() int64 {
+	if x != nil {
+		return x.MaxSyncNs
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetMaxAlignmentNs() int64 {
+	if x != nil {
+		return x.MaxAlignmentNs
+	}
+	return 0
+}
+
+type TriggerSavepointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Directory URL for the savepoint; empty means <storage>/savepoints/<name>.
+	Target        string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerSavepointRequest) Reset() {
+	*x = TriggerSavepointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerSavepointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerSavepointRequest) ProtoMessage() {}
+
+func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerSavepointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerSavepointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TriggerSavepointRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *TriggerSavepointRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type TriggerSavepointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerSavepointResponse) Reset() {
+	*x = TriggerSavepointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerSavepointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerSavepointResponse) ProtoMessage() {}
+
+func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerSavepointResponse.ProtoReflect.Descriptor instead.
+func (*TriggerSavepointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TriggerSavepointResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type StopJobRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// Fire every pending timer before the savepoint.
+	Drain         bool `protobuf:"varint,3,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobRequest) Reset() {
+	*x = StopJobRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobRequest) ProtoMessage() {}
+
+func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
+func (*StopJobRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StopJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *StopJobRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type StopJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopJobResponse) Reset() {
+	*x = StopJobResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopJobResponse) ProtoMessage() {}
+
+func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
+func (*StopJobResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StopJobResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type RescaleJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Parallelism   int32                  `protobuf:"varint,2,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescaleJobRequest) Reset() {
+	*x = RescaleJobRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescaleJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescaleJobRequest) ProtoMessage() {}
+
+func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescaleJobRequest.ProtoReflect.Descriptor instead.
+func (*RescaleJobRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RescaleJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RescaleJobRequest) GetParallelism() int32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
+}
+
+type RescaleJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SavepointPath string                 `protobuf:"bytes,1,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescaleJobResponse) Reset() {
+	*x = RescaleJobResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescaleJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescaleJobResponse) ProtoMessage() {}
+
+func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescaleJobResponse.ProtoReflect.Descriptor instead.
+func (*RescaleJobResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RescaleJobResponse) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+type ListCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListCheckpointsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Completed checkpoints and savepoints still retained, oldest first.
+	Checkpoints   []*CheckpointInfo `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	Failed        int64             `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	Restored      *CheckpointInfo   `protobuf:"bytes,3,opt,name=restored,proto3" json:"restored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointInfo {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *ListCheckpointsResponse) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ListCheckpointsResponse) GetRestored() *CheckpointInfo {
+	if x != nil {
+		return x.Restored
+	}
+	return nil
+}
+
 type VertexStatus struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Id          int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -619,7 +1291,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +1303,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +1316,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VertexStatus) GetId() int32 {
@@ -701,7 +1373,7 @@ type OperatorStatus struct {
 
 func (x *OperatorStatus) Reset() {
 	*x = OperatorStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +1385,7 @@ func (x *OperatorStatus) String() string {
 func (*OperatorStatus) ProtoMessage() {}
 
 func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +1398,7 @@ func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStatus.ProtoReflect.Descriptor instead.
 func (*OperatorStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OperatorStatus) GetUid() string {
@@ -772,7 +1444,7 @@ type SubtaskStatus struct {
 
 func (x *SubtaskStatus) Reset() {
 	*x = SubtaskStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1456,7 @@ func (x *SubtaskStatus) String() string {
 func (*SubtaskStatus) ProtoMessage() {}
 
 func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1469,7 @@ func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubtaskStatus) GetIndex() int32 {
@@ -862,7 +1534,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1546,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1559,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -927,7 +1599,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1611,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1624,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -971,7 +1643,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1655,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1668,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1018,7 +1690,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1702,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1715,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1078,7 +1750,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1762,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1775,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -1136,7 +1808,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1820,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1833,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -1181,7 +1853,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1865,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1878,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -1232,7 +1904,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1916,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1929,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -1277,7 +1949,7 @@ type TaskManagerHeartbeat struct {
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1961,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1974,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -1330,7 +2002,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +2014,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +2027,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -1377,7 +2049,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +2061,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +2074,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -1443,7 +2115,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +2127,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +2140,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -1499,7 +2171,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +2183,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +2196,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -1555,13 +2227,16 @@ type TaskStateUpdate struct {
 	State         TaskState              `protobuf:"varint,3,opt,name=state,proto3,enum=weir.v1.TaskState" json:"state,omitempty"`
 	Failure       string                 `protobuf:"bytes,4,opt,name=failure,proto3" json:"failure,omitempty"`
 	Metrics       *TaskMetrics           `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// The failure cannot be cured by a restart (the restored state is
+	// unreadable): the job fails instead of restarting.
+	Unrecoverable bool `protobuf:"varint,6,opt,name=unrecoverable,proto3" json:"unrecoverable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +2248,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +2261,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -1624,6 +2299,13 @@ func (x *TaskStateUpdate) GetMetrics() *TaskMetrics {
 	return nil
 }
 
+func (x *TaskStateUpdate) GetUnrecoverable() bool {
+	if x != nil {
+		return x.Unrecoverable
+	}
+	return false
+}
+
 type TaskStateAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1632,7 +2314,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +2326,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +2339,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
 }
 
 type DeployTaskRequest struct {
@@ -1669,14 +2351,19 @@ type DeployTaskRequest struct {
 	Slot        int32                  `protobuf:"varint,5,opt,name=slot,proto3" json:"slot,omitempty"`
 	// For each output edge of the vertex, in the graph's order: the address
 	// of the TaskManager running each consumer subtask, by subtask index.
-	Outputs       []*OutputLocations `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Outputs []*OutputLocations `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	// State to restore, when the attempt starts from a checkpoint.
+	Restore *TaskRestore `protobuf:"bytes,7,opt,name=restore,proto3" json:"restore,omitempty"`
+	// Periodic checkpoints are on: finished sources wait for a final
+	// checkpoint so that sinks can commit their last records exactly once.
+	Checkpointing bool `protobuf:"varint,8,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +2375,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +2388,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -1746,6 +2433,824 @@ func (x *DeployTaskRequest) GetOutputs() []*OutputLocations {
 	return nil
 }
 
+func (x *DeployTaskRequest) GetRestore() *TaskRestore {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetCheckpointing() bool {
+	if x != nil {
+		return x.Checkpointing
+	}
+	return false
+}
+
+type TaskRestore struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	CheckpointId int64                  `protobuf:"varint,1,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	// URL of the checkpoint's directory.
+	Location      string             `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	Operators     []*OperatorRestore `protobuf:"bytes,3,rep,name=operators,proto3" json:"operators,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskRestore) Reset() {
+	*x = TaskRestore{}
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskRestore) ProtoMessage() {}
+
+func (x *TaskRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
+func (*TaskRestore) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *TaskRestore) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *TaskRestore) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *TaskRestore) GetOperators() []*OperatorRestore {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
+type OperatorRestore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Uid   string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// Every subtask file of the operator: keyed state is read from those
+	// overlapping the subtask's key groups, operator state from all.
+	Files         []*StateFileRef `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorRestore) Reset() {
+	*x = OperatorRestore{}
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorRestore) ProtoMessage() {}
+
+func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
+func (*OperatorRestore) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *OperatorRestore) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *OperatorRestore) GetFiles() []*StateFileRef {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type StateFileRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the checkpoint's directory.
+	File          string `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	FirstKeyGroup int32  `protobuf:"varint,3,opt,name=first_key_group,json=firstKeyGroup,proto3" json:"first_key_group,omitempty"`
+	LastKeyGroup  int32  `protobuf:"varint,4,opt,name=last_key_group,json=lastKeyGroup,proto3" json:"last_key_group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateFileRef) Reset() {
+	*x = StateFileRef{}
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateFileRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateFileRef) ProtoMessage() {}
+
+func (x *StateFileRef) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
+func (*StateFileRef) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *StateFileRef) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *StateFileRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StateFileRef) GetFirstKeyGroup() int32 {
+	if x != nil {
+		return x.FirstKeyGroup
+	}
+	return 0
+}
+
+func (x *StateFileRef) GetLastKeyGroup() int32 {
+	if x != nil {
+		return x.LastKeyGroup
+	}
+	return 0
+}
+
+type TriggerCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	CheckpointId  int64                  `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	TimestampMs   int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	Location      string                 `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
+	Savepoint     bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	Stop          bool                   `protobuf:"varint,6,opt,name=stop,proto3" json:"stop,omitempty"`
+	Drain         bool                   `protobuf:"varint,7,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointRequest) Reset() {
+	*x = TriggerCheckpointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointRequest) ProtoMessage() {}
+
+func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TriggerCheckpointRequest) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *TriggerCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *TriggerCheckpointRequest) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *TriggerCheckpointRequest) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *TriggerCheckpointRequest) GetSavepoint() bool {
+	if x != nil {
+		return x.Savepoint
+	}
+	return false
+}
+
+func (x *TriggerCheckpointRequest) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+func (x *TriggerCheckpointRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type TriggerCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TriggerCheckpointResponse) Reset() {
+	*x = TriggerCheckpointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TriggerCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TriggerCheckpointResponse) ProtoMessage() {}
+
+func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+}
+
+type NotifyCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	CheckpointId  int64                  `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Aborted       bool                   `protobuf:"varint,3,opt,name=aborted,proto3" json:"aborted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyCheckpointRequest) Reset() {
+	*x = NotifyCheckpointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyCheckpointRequest) ProtoMessage() {}
+
+func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *NotifyCheckpointRequest) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *NotifyCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *NotifyCheckpointRequest) GetAborted() bool {
+	if x != nil {
+		return x.Aborted
+	}
+	return false
+}
+
+type NotifyCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyCheckpointResponse) Reset() {
+	*x = NotifyCheckpointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyCheckpointResponse) ProtoMessage() {}
+
+func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+}
+
+type OperatorStateHandle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	File          string                 `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	FirstKeyGroup int32                  `protobuf:"varint,4,opt,name=first_key_group,json=firstKeyGroup,proto3" json:"first_key_group,omitempty"`
+	LastKeyGroup  int32                  `protobuf:"varint,5,opt,name=last_key_group,json=lastKeyGroup,proto3" json:"last_key_group,omitempty"`
+	Keys          int64                  `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorStateHandle) Reset() {
+	*x = OperatorStateHandle{}
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorStateHandle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorStateHandle) ProtoMessage() {}
+
+func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
+func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *OperatorStateHandle) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *OperatorStateHandle) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *OperatorStateHandle) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *OperatorStateHandle) GetFirstKeyGroup() int32 {
+	if x != nil {
+		return x.FirstKeyGroup
+	}
+	return 0
+}
+
+func (x *OperatorStateHandle) GetLastKeyGroup() int32 {
+	if x != nil {
+		return x.LastKeyGroup
+	}
+	return 0
+}
+
+func (x *OperatorStateHandle) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+type AcknowledgeCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Task          *TaskID                `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	CheckpointId  int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	States        []*OperatorStateHandle `protobuf:"bytes,4,rep,name=states,proto3" json:"states,omitempty"`
+	SyncNs        int64                  `protobuf:"varint,5,opt,name=sync_ns,json=syncNs,proto3" json:"sync_ns,omitempty"`
+	AsyncNs       int64                  `protobuf:"varint,6,opt,name=async_ns,json=asyncNs,proto3" json:"async_ns,omitempty"`
+	AlignmentNs   int64                  `protobuf:"varint,7,opt,name=alignment_ns,json=alignmentNs,proto3" json:"alignment_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeCheckpointRequest) Reset() {
+	*x = AcknowledgeCheckpointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
+
+func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
+	if x != nil {
+		return x.TaskManagerId
+	}
+	return ""
+}
+
+func (x *AcknowledgeCheckpointRequest) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *AcknowledgeCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *AcknowledgeCheckpointRequest) GetStates() []*OperatorStateHandle {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *AcknowledgeCheckpointRequest) GetSyncNs() int64 {
+	if x != nil {
+		return x.SyncNs
+	}
+	return 0
+}
+
+func (x *AcknowledgeCheckpointRequest) GetAsyncNs() int64 {
+	if x != nil {
+		return x.AsyncNs
+	}
+	return 0
+}
+
+func (x *AcknowledgeCheckpointRequest) GetAlignmentNs() int64 {
+	if x != nil {
+		return x.AlignmentNs
+	}
+	return 0
+}
+
+type AcknowledgeCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeCheckpointResponse) Reset() {
+	*x = AcknowledgeCheckpointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
+
+func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+}
+
+type DeclineCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
+	Task          *TaskID                `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	CheckpointId  int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclineCheckpointRequest) Reset() {
+	*x = DeclineCheckpointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclineCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclineCheckpointRequest) ProtoMessage() {}
+
+func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
+	if x != nil {
+		return x.TaskManagerId
+	}
+	return ""
+}
+
+func (x *DeclineCheckpointRequest) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *DeclineCheckpointRequest) GetCheckpointId() int64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *DeclineCheckpointRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DeclineCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclineCheckpointResponse) Reset() {
+	*x = DeclineCheckpointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclineCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclineCheckpointResponse) ProtoMessage() {}
+
+func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+}
+
+type RequestCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestCheckpointRequest) Reset() {
+	*x = RequestCheckpointRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestCheckpointRequest) ProtoMessage() {}
+
+func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RequestCheckpointRequest) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+type RequestCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestCheckpointResponse) Reset() {
+	*x = RequestCheckpointResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestCheckpointResponse) ProtoMessage() {}
+
+func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+}
+
 type OutputLocations struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	ConsumerVertexId int32                  `protobuf:"varint,1,opt,name=consumer_vertex_id,json=consumerVertexId,proto3" json:"consumer_vertex_id,omitempty"`
@@ -1756,7 +3261,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +3273,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +3286,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -1806,7 +3311,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +3323,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +3336,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 type CancelTaskRequest struct {
@@ -1843,7 +3348,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +3360,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +3373,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -1886,7 +3391,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +3403,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +3416,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 type ChannelOpen struct {
@@ -1928,7 +3433,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +3445,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +3458,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -2014,7 +3519,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +3531,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +3544,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -2086,7 +3591,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +3603,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +3616,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -2125,19 +3630,30 @@ var File_weir_v1_weir_proto protoreflect.FileDescriptor
 
 const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
-	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xc9\x01\n" +
+	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xea\x02\n" +
 	"\x10SubmitJobRequest\x12\x19\n" +
 	"\bjob_name\x18\x01 \x01(\tR\ajobName\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\x12=\n" +
-	"\x06params\x18\x03 \x03(\v2%.weir.v1.SubmitJobRequest.ParamsEntryR\x06params\x1a9\n" +
+	"\x06params\x18\x03 \x03(\v2%.weir.v1.SubmitJobRequest.ParamsEntryR\x06params\x12?\n" +
+	"\rcheckpointing\x18\x04 \x01(\v2\x19.weir.v1.CheckpointConfigR\rcheckpointing\x12%\n" +
+	"\x0efrom_savepoint\x18\x05 \x01(\tR\rfromSavepoint\x127\n" +
+	"\x18allow_non_restored_state\x18\x06 \x01(\bR\x15allowNonRestoredState\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"*\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x10CheckpointConfig\x12\x1f\n" +
+	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
+	"intervalMs\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\x12 \n" +
+	"\fmin_pause_ms\x18\x03 \x01(\x03R\n" +
+	"minPauseMs\x12\x1a\n" +
+	"\bretained\x18\x04 \x01(\x05R\bretained\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\";\n" +
 	"\x10ListJobsResponse\x12'\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\x8d\x02\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xa9\x02\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -2147,18 +3663,59 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\rstart_time_ms\x18\x05 \x01(\x03R\vstartTimeMs\x12\x1e\n" +
 	"\vend_time_ms\x18\x06 \x01(\x03R\tendTimeMs\x12\x18\n" +
 	"\afailure\x18\a \x01(\tR\afailure\x12 \n" +
-	"\vparallelism\x18\b \x01(\x05R\vparallelism\",\n" +
+	"\vparallelism\x18\b \x01(\x05R\vparallelism\x12\x1a\n" +
+	"\brestarts\x18\t \x01(\x05R\brestarts\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbc\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf6\x04\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
 	"\x06params\x18\x03 \x03(\v2\x1e.weir.v1.JobStatus.ParamsEntryR\x06params\x121\n" +
 	"\bvertices\x18\x04 \x03(\v2\x15.weir.v1.VertexStatusR\bvertices\x121\n" +
-	"\alatency\x18\x05 \x01(\v2\x17.weir.v1.LatencySummaryR\alatency\x1a9\n" +
+	"\alatency\x18\x05 \x01(\v2\x17.weir.v1.LatencySummaryR\alatency\x12?\n" +
+	"\rcheckpointing\x18\x06 \x01(\v2\x19.weir.v1.CheckpointConfigR\rcheckpointing\x123\n" +
+	"\brestored\x18\a \x01(\v2\x17.weir.v1.CheckpointInfoR\brestored\x12D\n" +
+	"\x11latest_checkpoint\x18\b \x01(\v2\x17.weir.v1.CheckpointInfoR\x10latestCheckpoint\x123\n" +
+	"\x15completed_checkpoints\x18\t \x01(\x03R\x14completedCheckpoints\x12-\n" +
+	"\x12failed_checkpoints\x18\n" +
+	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
+	"\aattempt\x18\v \x01(\x05R\aattempt\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x02\n" +
+	"\x0eCheckpointInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
+	"\tsavepoint\x18\x03 \x01(\bR\tsavepoint\x12&\n" +
+	"\x0ftrigger_time_ms\x18\x04 \x01(\x03R\rtriggerTimeMs\x12\x1f\n" +
+	"\vduration_ms\x18\x05 \x01(\x03R\n" +
+	"durationMs\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x03R\tsizeBytes\x12\x1e\n" +
+	"\vmax_sync_ns\x18\a \x01(\x03R\tmaxSyncNs\x12(\n" +
+	"\x10max_alignment_ns\x18\b \x01(\x03R\x0emaxAlignmentNs\"H\n" +
+	"\x17TriggerSavepointRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\".\n" +
+	"\x18TriggerSavepointResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"U\n" +
+	"\x0eStopJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x14\n" +
+	"\x05drain\x18\x03 \x01(\bR\x05drain\"%\n" +
+	"\x0fStopJobResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"L\n" +
+	"\x11RescaleJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12 \n" +
+	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\";\n" +
+	"\x12RescaleJobResponse\x12%\n" +
+	"\x0esavepoint_path\x18\x01 \x01(\tR\rsavepointPath\"/\n" +
+	"\x16ListCheckpointsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa1\x01\n" +
+	"\x17ListCheckpointsResponse\x129\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x17.weir.v1.CheckpointInfoR\vcheckpoints\x12\x16\n" +
+	"\x06failed\x18\x02 \x01(\x03R\x06failed\x123\n" +
+	"\brestored\x18\x03 \x01(\v2\x17.weir.v1.CheckpointInfoR\brestored\"\xee\x01\n" +
 	"\fVertexStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -2223,24 +3780,78 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
-	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\"\xd2\x01\n" +
+	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12(\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12\x18\n" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
-	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\"\x0e\n" +
-	"\fTaskStateAck\"\xb8\x02\n" +
+	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
+	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
+	"\fTaskStateAck\"\x8e\x03\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
 	"\vparallelism\x18\x03 \x01(\x05R\vparallelism\x12>\n" +
 	"\x06params\x18\x04 \x03(\v2&.weir.v1.DeployTaskRequest.ParamsEntryR\x06params\x12\x12\n" +
 	"\x04slot\x18\x05 \x01(\x05R\x04slot\x122\n" +
-	"\aoutputs\x18\x06 \x03(\v2\x18.weir.v1.OutputLocationsR\aoutputs\x1a9\n" +
+	"\aoutputs\x18\x06 \x03(\v2\x18.weir.v1.OutputLocationsR\aoutputs\x12.\n" +
+	"\arestore\x18\a \x01(\v2\x14.weir.v1.TaskRestoreR\arestore\x12$\n" +
+	"\rcheckpointing\x18\b \x01(\bR\rcheckpointing\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
+	"\vTaskRestore\x12#\n" +
+	"\rcheckpoint_id\x18\x01 \x01(\x03R\fcheckpointId\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x126\n" +
+	"\toperators\x18\x03 \x03(\v2\x18.weir.v1.OperatorRestoreR\toperators\"P\n" +
+	"\x0fOperatorRestore\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12+\n" +
+	"\x05files\x18\x02 \x03(\v2\x15.weir.v1.StateFileRefR\x05files\"\x84\x01\n" +
+	"\fStateFileRef\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
+	"\x0ffirst_key_group\x18\x03 \x01(\x05R\rfirstKeyGroup\x12$\n" +
+	"\x0elast_key_group\x18\x04 \x01(\x05R\flastKeyGroup\"\xeb\x01\n" +
+	"\x18TriggerCheckpointRequest\x12#\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12!\n" +
+	"\ftimestamp_ms\x18\x03 \x01(\x03R\vtimestampMs\x12\x1a\n" +
+	"\blocation\x18\x04 \x01(\tR\blocation\x12\x1c\n" +
+	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\x12\x12\n" +
+	"\x04stop\x18\x06 \x01(\bR\x04stop\x12\x14\n" +
+	"\x05drain\x18\a \x01(\bR\x05drain\"\x1b\n" +
+	"\x19TriggerCheckpointResponse\"}\n" +
+	"\x17NotifyCheckpointRequest\x12#\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12\x18\n" +
+	"\aaborted\x18\x03 \x01(\bR\aaborted\"\x1a\n" +
+	"\x18NotifyCheckpointResponse\"\xb1\x01\n" +
+	"\x13OperatorStateHandle\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12&\n" +
+	"\x0ffirst_key_group\x18\x04 \x01(\x05R\rfirstKeyGroup\x12$\n" +
+	"\x0elast_key_group\x18\x05 \x01(\x05R\flastKeyGroup\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x03R\x04keys\"\x9d\x02\n" +
+	"\x1cAcknowledgeCheckpointRequest\x12&\n" +
+	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
+	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x124\n" +
+	"\x06states\x18\x04 \x03(\v2\x1c.weir.v1.OperatorStateHandleR\x06states\x12\x17\n" +
+	"\async_ns\x18\x05 \x01(\x03R\x06syncNs\x12\x19\n" +
+	"\basync_ns\x18\x06 \x01(\x03R\aasyncNs\x12!\n" +
+	"\falignment_ns\x18\a \x01(\x03R\valignmentNs\"\x1f\n" +
+	"\x1dAcknowledgeCheckpointResponse\"\xa4\x01\n" +
+	"\x18DeclineCheckpointRequest\x12&\n" +
+	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
+	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1b\n" +
+	"\x19DeclineCheckpointResponse\"?\n" +
+	"\x18RequestCheckpointRequest\x12#\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\"\x1b\n" +
+	"\x19RequestCheckpointResponse\"]\n" +
 	"\x0fOutputLocations\x12,\n" +
 	"\x12consumer_vertex_id\x18\x01 \x01(\x05R\x10consumerVertexId\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\"\x14\n" +
@@ -2263,7 +3874,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vevent_value\x18\x05 \x01(\x03R\n" +
 	"eventValue\"*\n" +
 	"\x0eExchangeCredit\x12\x18\n" +
-	"\acredits\x18\x01 \x01(\x05R\acredits*\xb2\x01\n" +
+	"\acredits\x18\x01 \x01(\x05R\acredits*\xcc\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_CREATED\x10\x01\x12\x15\n" +
@@ -2271,7 +3882,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x13JOB_STATE_CANCELING\x10\x03\x12\x16\n" +
 	"\x12JOB_STATE_CANCELED\x10\x04\x12\x16\n" +
 	"\x12JOB_STATE_FINISHED\x10\x05\x12\x14\n" +
-	"\x10JOB_STATE_FAILED\x10\x06*\xbc\x01\n" +
+	"\x10JOB_STATE_FAILED\x10\x06\x12\x18\n" +
+	"\x14JOB_STATE_RESTARTING\x10\a*\xbc\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TASK_STATE_SCHEDULED\x10\x01\x12\x18\n" +
@@ -2279,27 +3891,38 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12TASK_STATE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13TASK_STATE_FINISHED\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
-	"\x11TASK_STATE_FAILED\x10\x06*g\n" +
+	"\x11TASK_STATE_FAILED\x10\x06*\x8a\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
-	"\x19EVENT_KIND_LATENCY_MARKER\x10\x022\xcb\x04\n" +
+	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
+	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x032\x9f\t\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
 	"\bListJobs\x12\x18.weir.v1.ListJobsRequest\x1a\x19.weir.v1.ListJobsResponse\x12@\n" +
 	"\fGetJobStatus\x12\x1c.weir.v1.GetJobStatusRequest\x1a\x12.weir.v1.JobStatus\x12B\n" +
-	"\tCancelJob\x12\x19.weir.v1.CancelJobRequest\x1a\x1a.weir.v1.CancelJobResponse\x12`\n" +
+	"\tCancelJob\x12\x19.weir.v1.CancelJobRequest\x1a\x1a.weir.v1.CancelJobResponse\x12W\n" +
+	"\x10TriggerSavepoint\x12 .weir.v1.TriggerSavepointRequest\x1a!.weir.v1.TriggerSavepointResponse\x12<\n" +
+	"\aStopJob\x12\x17.weir.v1.StopJobRequest\x1a\x18.weir.v1.StopJobResponse\x12E\n" +
+	"\n" +
+	"RescaleJob\x12\x1a.weir.v1.RescaleJobRequest\x1a\x1b.weir.v1.RescaleJobResponse\x12T\n" +
+	"\x0fListCheckpoints\x12\x1f.weir.v1.ListCheckpointsRequest\x1a .weir.v1.ListCheckpointsResponse\x12`\n" +
 	"\x13RegisterTaskManager\x12#.weir.v1.RegisterTaskManagerRequest\x1a$.weir.v1.RegisterTaskManagerResponse\x12E\n" +
 	"\n" +
 	"OfferSlots\x12\x1a.weir.v1.OfferSlotsRequest\x1a\x1b.weir.v1.OfferSlotsResponse\x12E\n" +
 	"\tHeartbeat\x12\x1d.weir.v1.TaskManagerHeartbeat\x1a\x15.weir.v1.HeartbeatAck(\x010\x01\x12B\n" +
-	"\x0fUpdateTaskState\x12\x18.weir.v1.TaskStateUpdate\x1a\x15.weir.v1.TaskStateAck2\xdc\x01\n" +
+	"\x0fUpdateTaskState\x12\x18.weir.v1.TaskStateUpdate\x1a\x15.weir.v1.TaskStateAck\x12f\n" +
+	"\x15AcknowledgeCheckpoint\x12%.weir.v1.AcknowledgeCheckpointRequest\x1a&.weir.v1.AcknowledgeCheckpointResponse\x12Z\n" +
+	"\x11DeclineCheckpoint\x12!.weir.v1.DeclineCheckpointRequest\x1a\".weir.v1.DeclineCheckpointResponse\x12Z\n" +
+	"\x11RequestCheckpoint\x12!.weir.v1.RequestCheckpointRequest\x1a\".weir.v1.RequestCheckpointResponse2\x91\x03\n" +
 	"\vTaskManager\x12E\n" +
 	"\n" +
 	"DeployTask\x12\x1a.weir.v1.DeployTaskRequest\x1a\x1b.weir.v1.DeployTaskResponse\x12E\n" +
 	"\n" +
-	"CancelTask\x12\x1a.weir.v1.CancelTaskRequest\x1a\x1b.weir.v1.CancelTaskResponse\x12?\n" +
+	"CancelTask\x12\x1a.weir.v1.CancelTaskRequest\x1a\x1b.weir.v1.CancelTaskResponse\x12Z\n" +
+	"\x11TriggerCheckpoint\x12!.weir.v1.TriggerCheckpointRequest\x1a\".weir.v1.TriggerCheckpointResponse\x12W\n" +
+	"\x10NotifyCheckpoint\x12 .weir.v1.NotifyCheckpointRequest\x1a!.weir.v1.NotifyCheckpointResponse\x12?\n" +
 	"\bExchange\x12\x16.weir.v1.ExchangeFrame\x1a\x17.weir.v1.ExchangeCredit(\x010\x01B1Z/github.com/weirstream/weir/proto/weir/v1;weirv1b\x06proto3"
 
 var (
@@ -2315,100 +3938,157 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_weir_v1_weir_proto_goTypes = []any{
-	(JobState)(0),                       // 0: weir.v1.JobState
-	(TaskState)(0),                      // 1: weir.v1.TaskState
-	(EventKind)(0),                      // 2: weir.v1.EventKind
-	(*SubmitJobRequest)(nil),            // 3: weir.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),           // 4: weir.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),             // 5: weir.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),            // 6: weir.v1.ListJobsResponse
-	(*JobSummary)(nil),                  // 7: weir.v1.JobSummary
-	(*GetJobStatusRequest)(nil),         // 8: weir.v1.GetJobStatusRequest
-	(*JobStatus)(nil),                   // 9: weir.v1.JobStatus
-	(*VertexStatus)(nil),                // 10: weir.v1.VertexStatus
-	(*OperatorStatus)(nil),              // 11: weir.v1.OperatorStatus
-	(*SubtaskStatus)(nil),               // 12: weir.v1.SubtaskStatus
-	(*LatencySummary)(nil),              // 13: weir.v1.LatencySummary
-	(*CancelJobRequest)(nil),            // 14: weir.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),           // 15: weir.v1.CancelJobResponse
-	(*RegisterTaskManagerRequest)(nil),  // 16: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil), // 17: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                   // 18: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),           // 19: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),          // 20: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),        // 21: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                // 22: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                      // 23: weir.v1.TaskID
-	(*OperatorCounters)(nil),            // 24: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                 // 25: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),             // 26: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                // 27: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),           // 28: weir.v1.DeployTaskRequest
-	(*OutputLocations)(nil),             // 29: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),          // 30: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),           // 31: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),          // 32: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                 // 33: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),               // 34: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),              // 35: weir.v1.ExchangeCredit
-	nil,                                 // 36: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                 // 37: weir.v1.JobStatus.ParamsEntry
-	nil,                                 // 38: weir.v1.DeployTaskRequest.ParamsEntry
+	(JobState)(0),                         // 0: weir.v1.JobState
+	(TaskState)(0),                        // 1: weir.v1.TaskState
+	(EventKind)(0),                        // 2: weir.v1.EventKind
+	(*SubmitJobRequest)(nil),              // 3: weir.v1.SubmitJobRequest
+	(*CheckpointConfig)(nil),              // 4: weir.v1.CheckpointConfig
+	(*SubmitJobResponse)(nil),             // 5: weir.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 6: weir.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 7: weir.v1.ListJobsResponse
+	(*JobSummary)(nil),                    // 8: weir.v1.JobSummary
+	(*GetJobStatusRequest)(nil),           // 9: weir.v1.GetJobStatusRequest
+	(*JobStatus)(nil),                     // 10: weir.v1.JobStatus
+	(*CheckpointInfo)(nil),                // 11: weir.v1.CheckpointInfo
+	(*TriggerSavepointRequest)(nil),       // 12: weir.v1.TriggerSavepointRequest
+	(*TriggerSavepointResponse)(nil),      // 13: weir.v1.TriggerSavepointResponse
+	(*StopJobRequest)(nil),                // 14: weir.v1.StopJobRequest
+	(*StopJobResponse)(nil),               // 15: weir.v1.StopJobResponse
+	(*RescaleJobRequest)(nil),             // 16: weir.v1.RescaleJobRequest
+	(*RescaleJobResponse)(nil),            // 17: weir.v1.RescaleJobResponse
+	(*ListCheckpointsRequest)(nil),        // 18: weir.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 19: weir.v1.ListCheckpointsResponse
+	(*VertexStatus)(nil),                  // 20: weir.v1.VertexStatus
+	(*OperatorStatus)(nil),                // 21: weir.v1.OperatorStatus
+	(*SubtaskStatus)(nil),                 // 22: weir.v1.SubtaskStatus
+	(*LatencySummary)(nil),                // 23: weir.v1.LatencySummary
+	(*CancelJobRequest)(nil),              // 24: weir.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 25: weir.v1.CancelJobResponse
+	(*RegisterTaskManagerRequest)(nil),    // 26: weir.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 27: weir.v1.RegisterTaskManagerResponse
+	(*SlotOffer)(nil),                     // 28: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 29: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 30: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 31: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 32: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 33: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 34: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 35: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 36: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 37: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 38: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 39: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 40: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 41: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 42: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 43: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 44: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 45: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 46: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 47: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 48: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 49: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 50: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 51: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 52: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 53: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 54: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 55: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 56: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 57: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 58: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 59: weir.v1.ExchangeCredit
+	nil,                                   // 60: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 61: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 62: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	36, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
-	7,  // 1: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
-	0,  // 2: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
-	7,  // 3: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	37, // 4: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	10, // 5: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	13, // 6: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
-	11, // 7: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	12, // 8: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
-	1,  // 9: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
-	0,  // 10: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	18, // 11: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	25, // 12: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	23, // 13: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	24, // 14: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	23, // 15: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 16: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	25, // 17: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	23, // 18: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	38, // 19: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	29, // 20: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	23, // 21: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	33, // 22: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	2,  // 23: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	3,  // 24: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	5,  // 25: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	8,  // 26: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	14, // 27: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	16, // 28: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	19, // 29: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	21, // 30: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	26, // 31: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	28, // 32: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	31, // 33: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	34, // 34: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	4,  // 35: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	6,  // 36: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	9,  // 37: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	15, // 38: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	17, // 39: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	20, // 40: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	22, // 41: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	27, // 42: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	30, // 43: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	32, // 44: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	35, // 45: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	35, // [35:46] is the sub-list for method output_type
-	24, // [24:35] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	60, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	4,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
+	8,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
+	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
+	8,  // 4: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
+	61, // 5: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	20, // 6: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	23, // 7: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	4,  // 8: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
+	11, // 9: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
+	11, // 10: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
+	11, // 11: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
+	11, // 12: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
+	21, // 13: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	22, // 14: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	1,  // 15: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
+	0,  // 16: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
+	28, // 17: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	35, // 18: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	33, // 19: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	34, // 20: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	33, // 21: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 22: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	35, // 23: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	33, // 24: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	62, // 25: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	53, // 26: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	39, // 27: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	40, // 28: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	41, // 29: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	33, // 30: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	33, // 31: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	33, // 32: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	46, // 33: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	33, // 34: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	33, // 35: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	33, // 36: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	57, // 37: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	2,  // 38: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	3,  // 39: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	6,  // 40: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	9,  // 41: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	24, // 42: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	12, // 43: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	14, // 44: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	16, // 45: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	18, // 46: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	26, // 47: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	29, // 48: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	31, // 49: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	36, // 50: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	47, // 51: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	49, // 52: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	51, // 53: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	38, // 54: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	55, // 55: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	42, // 56: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	44, // 57: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	58, // 58: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	5,  // 59: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	7,  // 60: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	10, // 61: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	25, // 62: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	13, // 63: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	15, // 64: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	17, // 65: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	19, // 66: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	27, // 67: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	30, // 68: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	32, // 69: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	37, // 70: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	48, // 71: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	50, // 72: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	52, // 73: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	54, // 74: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	56, // 75: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	43, // 76: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	45, // 77: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	59, // 78: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	59, // [59:79] is the sub-list for method output_type
+	39, // [39:59] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -2422,7 +4102,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

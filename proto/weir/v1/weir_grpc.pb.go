@@ -23,14 +23,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobManager_SubmitJob_FullMethodName           = "/weir.v1.JobManager/SubmitJob"
-	JobManager_ListJobs_FullMethodName            = "/weir.v1.JobManager/ListJobs"
-	JobManager_GetJobStatus_FullMethodName        = "/weir.v1.JobManager/GetJobStatus"
-	JobManager_CancelJob_FullMethodName           = "/weir.v1.JobManager/CancelJob"
-	JobManager_RegisterTaskManager_FullMethodName = "/weir.v1.JobManager/RegisterTaskManager"
-	JobManager_OfferSlots_FullMethodName          = "/weir.v1.JobManager/OfferSlots"
-	JobManager_Heartbeat_FullMethodName           = "/weir.v1.JobManager/Heartbeat"
-	JobManager_UpdateTaskState_FullMethodName     = "/weir.v1.JobManager/UpdateTaskState"
+	JobManager_SubmitJob_FullMethodName             = "/weir.v1.JobManager/SubmitJob"
+	JobManager_ListJobs_FullMethodName              = "/weir.v1.JobManager/ListJobs"
+	JobManager_GetJobStatus_FullMethodName          = "/weir.v1.JobManager/GetJobStatus"
+	JobManager_CancelJob_FullMethodName             = "/weir.v1.JobManager/CancelJob"
+	JobManager_TriggerSavepoint_FullMethodName      = "/weir.v1.JobManager/TriggerSavepoint"
+	JobManager_StopJob_FullMethodName               = "/weir.v1.JobManager/StopJob"
+	JobManager_RescaleJob_FullMethodName            = "/weir.v1.JobManager/RescaleJob"
+	JobManager_ListCheckpoints_FullMethodName       = "/weir.v1.JobManager/ListCheckpoints"
+	JobManager_RegisterTaskManager_FullMethodName   = "/weir.v1.JobManager/RegisterTaskManager"
+	JobManager_OfferSlots_FullMethodName            = "/weir.v1.JobManager/OfferSlots"
+	JobManager_Heartbeat_FullMethodName             = "/weir.v1.JobManager/Heartbeat"
+	JobManager_UpdateTaskState_FullMethodName       = "/weir.v1.JobManager/UpdateTaskState"
+	JobManager_AcknowledgeCheckpoint_FullMethodName = "/weir.v1.JobManager/AcknowledgeCheckpoint"
+	JobManager_DeclineCheckpoint_FullMethodName     = "/weir.v1.JobManager/DeclineCheckpoint"
+	JobManager_RequestCheckpoint_FullMethodName     = "/weir.v1.JobManager/RequestCheckpoint"
 )
 
 // JobManagerClient is the client API for JobManager service.
@@ -44,6 +51,16 @@ type JobManagerClient interface {
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	GetJobStatus(ctx context.Context, in *GetJobStatusRequest, opts ...grpc.CallOption) (*JobStatus, error)
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// TriggerSavepoint takes a savepoint of a running job and returns its path
+	// once it is complete.
+	TriggerSavepoint(ctx context.Context, in *TriggerSavepointRequest, opts ...grpc.CallOption) (*TriggerSavepointResponse, error)
+	// StopJob takes a savepoint and stops the job's sources right after it,
+	// so the job finishes with nothing processed past the savepoint.
+	StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*StopJobResponse, error)
+	// RescaleJob stops the job with a savepoint and redeploys it at another
+	// parallelism from that savepoint, under the same job ID.
+	RescaleJob(ctx context.Context, in *RescaleJobRequest, opts ...grpc.CallOption) (*RescaleJobResponse, error)
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
 	// TaskManager API.
 	RegisterTaskManager(ctx context.Context, in *RegisterTaskManagerRequest, opts ...grpc.CallOption) (*RegisterTaskManagerResponse, error)
 	OfferSlots(ctx context.Context, in *OfferSlotsRequest, opts ...grpc.CallOption) (*OfferSlotsResponse, error)
@@ -52,6 +69,13 @@ type JobManagerClient interface {
 	// longer than the timeout marks it lost too.
 	Heartbeat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TaskManagerHeartbeat, HeartbeatAck], error)
 	UpdateTaskState(ctx context.Context, in *TaskStateUpdate, opts ...grpc.CallOption) (*TaskStateAck, error)
+	// A task's state for a checkpoint is stored.
+	AcknowledgeCheckpoint(ctx context.Context, in *AcknowledgeCheckpointRequest, opts ...grpc.CallOption) (*AcknowledgeCheckpointResponse, error)
+	// A task could not take part in a checkpoint; the checkpoint is aborted.
+	DeclineCheckpoint(ctx context.Context, in *DeclineCheckpointRequest, opts ...grpc.CallOption) (*DeclineCheckpointResponse, error)
+	// A source reached the end of its input and waits for a checkpoint before
+	// it finishes; the coordinator triggers one as soon as it may.
+	RequestCheckpoint(ctx context.Context, in *RequestCheckpointRequest, opts ...grpc.CallOption) (*RequestCheckpointResponse, error)
 }
 
 type jobManagerClient struct {
@@ -102,6 +126,46 @@ func (c *jobManagerClient) CancelJob(ctx context.Context, in *CancelJobRequest, 
 	return out, nil
 }
 
+func (c *jobManagerClient) TriggerSavepoint(ctx context.Context, in *TriggerSavepointRequest, opts ...grpc.CallOption) (*TriggerSavepointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TriggerSavepointResponse)
+	err := c.cc.Invoke(ctx, JobManager_TriggerSavepoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) StopJob(ctx context.Context, in *StopJobRequest, opts ...grpc.CallOption) (*StopJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopJobResponse)
+	err := c.cc.Invoke(ctx, JobManager_StopJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) RescaleJob(ctx context.Context, in *RescaleJobRequest, opts ...grpc.CallOption) (*RescaleJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RescaleJobResponse)
+	err := c.cc.Invoke(ctx, JobManager_RescaleJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, JobManager_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobManagerClient) RegisterTaskManager(ctx context.Context, in *RegisterTaskManagerRequest, opts ...grpc.CallOption) (*RegisterTaskManagerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RegisterTaskManagerResponse)
@@ -145,6 +209,36 @@ func (c *jobManagerClient) UpdateTaskState(ctx context.Context, in *TaskStateUpd
 	return out, nil
 }
 
+func (c *jobManagerClient) AcknowledgeCheckpoint(ctx context.Context, in *AcknowledgeCheckpointRequest, opts ...grpc.CallOption) (*AcknowledgeCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcknowledgeCheckpointResponse)
+	err := c.cc.Invoke(ctx, JobManager_AcknowledgeCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) DeclineCheckpoint(ctx context.Context, in *DeclineCheckpointRequest, opts ...grpc.CallOption) (*DeclineCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeclineCheckpointResponse)
+	err := c.cc.Invoke(ctx, JobManager_DeclineCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) RequestCheckpoint(ctx context.Context, in *RequestCheckpointRequest, opts ...grpc.CallOption) (*RequestCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestCheckpointResponse)
+	err := c.cc.Invoke(ctx, JobManager_RequestCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobManagerServer is the server API for JobManager service.
 // All implementations must embed UnimplementedJobManagerServer
 // for forward compatibility.
@@ -156,6 +250,16 @@ type JobManagerServer interface {
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	GetJobStatus(context.Context, *GetJobStatusRequest) (*JobStatus, error)
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// TriggerSavepoint takes a savepoint of a running job and returns its path
+	// once it is complete.
+	TriggerSavepoint(context.Context, *TriggerSavepointRequest) (*TriggerSavepointResponse, error)
+	// StopJob takes a savepoint and stops the job's sources right after it,
+	// so the job finishes with nothing processed past the savepoint.
+	StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error)
+	// RescaleJob stops the job with a savepoint and redeploys it at another
+	// parallelism from that savepoint, under the same job ID.
+	RescaleJob(context.Context, *RescaleJobRequest) (*RescaleJobResponse, error)
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
 	// TaskManager API.
 	RegisterTaskManager(context.Context, *RegisterTaskManagerRequest) (*RegisterTaskManagerResponse, error)
 	OfferSlots(context.Context, *OfferSlotsRequest) (*OfferSlotsResponse, error)
@@ -164,6 +268,13 @@ type JobManagerServer interface {
 	// longer than the timeout marks it lost too.
 	Heartbeat(grpc.BidiStreamingServer[TaskManagerHeartbeat, HeartbeatAck]) error
 	UpdateTaskState(context.Context, *TaskStateUpdate) (*TaskStateAck, error)
+	// A task's state for a checkpoint is stored.
+	AcknowledgeCheckpoint(context.Context, *AcknowledgeCheckpointRequest) (*AcknowledgeCheckpointResponse, error)
+	// A task could not take part in a checkpoint; the checkpoint is aborted.
+	DeclineCheckpoint(context.Context, *DeclineCheckpointRequest) (*DeclineCheckpointResponse, error)
+	// A source reached the end of its input and waits for a checkpoint before
+	// it finishes; the coordinator triggers one as soon as it may.
+	RequestCheckpoint(context.Context, *RequestCheckpointRequest) (*RequestCheckpointResponse, error)
 	mustEmbedUnimplementedJobManagerServer()
 }
 
@@ -186,6 +297,18 @@ func (UnimplementedJobManagerServer) GetJobStatus(context.Context, *GetJobStatus
 func (UnimplementedJobManagerServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelJob not implemented")
 }
+func (UnimplementedJobManagerServer) TriggerSavepoint(context.Context, *TriggerSavepointRequest) (*TriggerSavepointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TriggerSavepoint not implemented")
+}
+func (UnimplementedJobManagerServer) StopJob(context.Context, *StopJobRequest) (*StopJobResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StopJob not implemented")
+}
+func (UnimplementedJobManagerServer) RescaleJob(context.Context, *RescaleJobRequest) (*RescaleJobResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RescaleJob not implemented")
+}
+func (UnimplementedJobManagerServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
 func (UnimplementedJobManagerServer) RegisterTaskManager(context.Context, *RegisterTaskManagerRequest) (*RegisterTaskManagerResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RegisterTaskManager not implemented")
 }
@@ -197,6 +320,15 @@ func (UnimplementedJobManagerServer) Heartbeat(grpc.BidiStreamingServer[TaskMana
 }
 func (UnimplementedJobManagerServer) UpdateTaskState(context.Context, *TaskStateUpdate) (*TaskStateAck, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UpdateTaskState not implemented")
+}
+func (UnimplementedJobManagerServer) AcknowledgeCheckpoint(context.Context, *AcknowledgeCheckpointRequest) (*AcknowledgeCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AcknowledgeCheckpoint not implemented")
+}
+func (UnimplementedJobManagerServer) DeclineCheckpoint(context.Context, *DeclineCheckpointRequest) (*DeclineCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeclineCheckpoint not implemented")
+}
+func (UnimplementedJobManagerServer) RequestCheckpoint(context.Context, *RequestCheckpointRequest) (*RequestCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RequestCheckpoint not implemented")
 }
 func (UnimplementedJobManagerServer) mustEmbedUnimplementedJobManagerServer() {}
 func (UnimplementedJobManagerServer) testEmbeddedByValue()                    {}
@@ -291,6 +423,78 @@ func _JobManager_CancelJob_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobManager_TriggerSavepoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerSavepointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).TriggerSavepoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_TriggerSavepoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).TriggerSavepoint(ctx, req.(*TriggerSavepointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_StopJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).StopJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_StopJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).StopJob(ctx, req.(*StopJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_RescaleJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescaleJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).RescaleJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_RescaleJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).RescaleJob(ctx, req.(*RescaleJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobManager_RegisterTaskManager_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RegisterTaskManagerRequest)
 	if err := dec(in); err != nil {
@@ -352,6 +556,60 @@ func _JobManager_UpdateTaskState_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobManager_AcknowledgeCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcknowledgeCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).AcknowledgeCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_AcknowledgeCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).AcknowledgeCheckpoint(ctx, req.(*AcknowledgeCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_DeclineCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeclineCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).DeclineCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_DeclineCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).DeclineCheckpoint(ctx, req.(*DeclineCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_RequestCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).RequestCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_RequestCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).RequestCheckpoint(ctx, req.(*RequestCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobManager_ServiceDesc is the grpc.ServiceDesc for JobManager service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +634,22 @@ var JobManager_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _JobManager_CancelJob_Handler,
 		},
 		{
+			MethodName: "TriggerSavepoint",
+			Handler:    _JobManager_TriggerSavepoint_Handler,
+		},
+		{
+			MethodName: "StopJob",
+			Handler:    _JobManager_StopJob_Handler,
+		},
+		{
+			MethodName: "RescaleJob",
+			Handler:    _JobManager_RescaleJob_Handler,
+		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _JobManager_ListCheckpoints_Handler,
+		},
+		{
 			MethodName: "RegisterTaskManager",
 			Handler:    _JobManager_RegisterTaskManager_Handler,
 		},
@@ -386,6 +660,18 @@ var JobManager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateTaskState",
 			Handler:    _JobManager_UpdateTaskState_Handler,
+		},
+		{
+			MethodName: "AcknowledgeCheckpoint",
+			Handler:    _JobManager_AcknowledgeCheckpoint_Handler,
+		},
+		{
+			MethodName: "DeclineCheckpoint",
+			Handler:    _JobManager_DeclineCheckpoint_Handler,
+		},
+		{
+			MethodName: "RequestCheckpoint",
+			Handler:    _JobManager_RequestCheckpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -400,9 +686,11 @@ var JobManager_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	TaskManager_DeployTask_FullMethodName = "/weir.v1.TaskManager/DeployTask"
-	TaskManager_CancelTask_FullMethodName = "/weir.v1.TaskManager/CancelTask"
-	TaskManager_Exchange_FullMethodName   = "/weir.v1.TaskManager/Exchange"
+	TaskManager_DeployTask_FullMethodName        = "/weir.v1.TaskManager/DeployTask"
+	TaskManager_CancelTask_FullMethodName        = "/weir.v1.TaskManager/CancelTask"
+	TaskManager_TriggerCheckpoint_FullMethodName = "/weir.v1.TaskManager/TriggerCheckpoint"
+	TaskManager_NotifyCheckpoint_FullMethodName  = "/weir.v1.TaskManager/NotifyCheckpoint"
+	TaskManager_Exchange_FullMethodName          = "/weir.v1.TaskManager/Exchange"
 )
 
 // TaskManagerClient is the client API for TaskManager service.
@@ -413,6 +701,11 @@ const (
 type TaskManagerClient interface {
 	DeployTask(ctx context.Context, in *DeployTaskRequest, opts ...grpc.CallOption) (*DeployTaskResponse, error)
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
+	// TriggerCheckpoint asks a source task to snapshot and emit a barrier.
+	TriggerCheckpoint(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error)
+	// NotifyCheckpoint tells a task a checkpoint completed (sinks commit) or
+	// was aborted (stopped sources resume).
+	NotifyCheckpoint(ctx context.Context, in *NotifyCheckpointRequest, opts ...grpc.CallOption) (*NotifyCheckpointResponse, error)
 	// Exchange carries one channel (producer subtask -> consumer subtask):
 	// the producer sends ChannelOpen, then frames in order; the consumer sends
 	// credits, each allowing the producer one more data frame in flight.
@@ -447,6 +740,26 @@ func (c *taskManagerClient) CancelTask(ctx context.Context, in *CancelTaskReques
 	return out, nil
 }
 
+func (c *taskManagerClient) TriggerCheckpoint(ctx context.Context, in *TriggerCheckpointRequest, opts ...grpc.CallOption) (*TriggerCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TriggerCheckpointResponse)
+	err := c.cc.Invoke(ctx, TaskManager_TriggerCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskManagerClient) NotifyCheckpoint(ctx context.Context, in *NotifyCheckpointRequest, opts ...grpc.CallOption) (*NotifyCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NotifyCheckpointResponse)
+	err := c.cc.Invoke(ctx, TaskManager_NotifyCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *taskManagerClient) Exchange(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExchangeFrame, ExchangeCredit], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &TaskManager_ServiceDesc.Streams[0], TaskManager_Exchange_FullMethodName, cOpts...)
@@ -468,6 +781,11 @@ type TaskManager_ExchangeClient = grpc.BidiStreamingClient[ExchangeFrame, Exchan
 type TaskManagerServer interface {
 	DeployTask(context.Context, *DeployTaskRequest) (*DeployTaskResponse, error)
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
+	// TriggerCheckpoint asks a source task to snapshot and emit a barrier.
+	TriggerCheckpoint(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error)
+	// NotifyCheckpoint tells a task a checkpoint completed (sinks commit) or
+	// was aborted (stopped sources resume).
+	NotifyCheckpoint(context.Context, *NotifyCheckpointRequest) (*NotifyCheckpointResponse, error)
 	// Exchange carries one channel (producer subtask -> consumer subtask):
 	// the producer sends ChannelOpen, then frames in order; the consumer sends
 	// credits, each allowing the producer one more data frame in flight.
@@ -487,6 +805,12 @@ func (UnimplementedTaskManagerServer) DeployTask(context.Context, *DeployTaskReq
 }
 func (UnimplementedTaskManagerServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelTask not implemented")
+}
+func (UnimplementedTaskManagerServer) TriggerCheckpoint(context.Context, *TriggerCheckpointRequest) (*TriggerCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TriggerCheckpoint not implemented")
+}
+func (UnimplementedTaskManagerServer) NotifyCheckpoint(context.Context, *NotifyCheckpointRequest) (*NotifyCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method NotifyCheckpoint not implemented")
 }
 func (UnimplementedTaskManagerServer) Exchange(grpc.BidiStreamingServer[ExchangeFrame, ExchangeCredit]) error {
 	return status.Errorf(codes.Unimplemented, "method Exchange not implemented")
@@ -548,6 +872,42 @@ func _TaskManager_CancelTask_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskManager_TriggerCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TriggerCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskManagerServer).TriggerCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskManager_TriggerCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskManagerServer).TriggerCheckpoint(ctx, req.(*TriggerCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskManager_NotifyCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NotifyCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskManagerServer).NotifyCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskManager_NotifyCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskManagerServer).NotifyCheckpoint(ctx, req.(*NotifyCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TaskManager_Exchange_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(TaskManagerServer).Exchange(&grpc.GenericServerStream[ExchangeFrame, ExchangeCredit]{ServerStream: stream})
 }
@@ -569,6 +929,14 @@ var TaskManager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTask",
 			Handler:    _TaskManager_CancelTask_Handler,
+		},
+		{
+			MethodName: "TriggerCheckpoint",
+			Handler:    _TaskManager_TriggerCheckpoint_Handler,
+		},
+		{
+			MethodName: "NotifyCheckpoint",
+			Handler:    _TaskManager_NotifyCheckpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/weirstream/weir/jobmanager"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// checkpointFlags are a submission's checkpoint and restore settings.
+type checkpointFlags struct {
+	interval, timeout, minPause time.Duration
+	retained                    int
+	fromSavepoint               string
+	allowNonRestored            bool
+}
+
+func (f *checkpointFlags) register(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&f.interval, "checkpoint-interval", jobmanager.DefaultCheckpointInterval, "time between periodic checkpoints (0 disables them, and restarts)")
+	cmd.Flags().DurationVar(&f.timeout, "checkpoint-timeout", jobmanager.DefaultCheckpointTimeout, "a checkpoint not complete after this long is aborted")
+	cmd.Flags().DurationVar(&f.minPause, "checkpoint-min-pause", 0, "least time between the end of a checkpoint and the next")
+	cmd.Flags().IntVar(&f.retained, "checkpoints-retained", jobmanager.DefaultRetainedCheckpoint, "completed checkpoints to keep")
+	cmd.Flags().StringVar(&f.fromSavepoint, "from-savepoint", "", "start from this savepoint (or retained checkpoint) directory")
+	cmd.Flags().BoolVar(&f.allowNonRestored, "allow-non-restored-state", false, "start even if the savepoint has state for operators the job lacks")
+}
+
+func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
+	if f.interval < 0 || f.timeout < 0 || f.minPause < 0 || f.retained < 1 {
+		return fmt.Errorf("--checkpoint-interval, --checkpoint-timeout and --checkpoint-min-pause must not be negative, --checkpoints-retained at least 1")
+	}
+	req.Checkpointing = &weirv1.CheckpointConfig{IntervalMs: f.interval.Milliseconds(), TimeoutMs: f.timeout.Milliseconds(),
+		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained)}
+	req.FromSavepoint = f.fromSavepoint
+	req.AllowNonRestoredState = f.allowNonRestored
+	return nil
+}
+
+// storageFlags are the S3 settings of a process that reads or writes state.
+type storageFlags struct {
+	endpoint, accessKey, secretKey string
+}
+
+func (f *storageFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env AWS_ENDPOINT_URL)")
+	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env AWS_ACCESS_KEY_ID)")
+	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env AWS_SECRET_ACCESS_KEY)")
+}
+
+func (f *storageFlags) options() storage.Options {
+	return storage.Options{Endpoint: f.endpoint, AccessKey: f.accessKey, SecretKey: f.secretKey}.Merge(storage.OptionsFromEnv())
+}
+
+// savepointContext bounds a savepoint RPC: they wait for the checkpoint.
+func savepointContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 15*time.Minute)
+}
+
+func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) error) func(*cobra.Command, []string) error) []*cobra.Command {
+	var target string
+	savepoint := &cobra.Command{
+		Use:   "savepoint ID",
+		Short: "Take a savepoint of a running job; prints its path",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			ctx, cancel := savepointContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.TriggerSavepoint(ctx, &weirv1.TriggerSavepointRequest{JobId: args[0], Target: target})
+			if err != nil {
+				return c.explain(err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
+			return nil
+		}),
+	}
+	savepoint.Flags().StringVar(&target, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+
+	var stopTarget string
+	var withSavepoint, drain bool
+	var wait time.Duration
+	stop := &cobra.Command{
+		Use:   "stop ID --savepoint",
+		Short: "Stop a job with a savepoint: sources stop right after it, the job finishes; prints the savepoint's path",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			if !withSavepoint {
+				return fmt.Errorf("stop takes a savepoint to resume from: pass --savepoint (or use `weir job cancel %s` to stop without one)", args[0])
+			}
+			ctx, cancel := savepointContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.StopJob(ctx, &weirv1.StopJobRequest{JobId: args[0], Target: stopTarget, Drain: drain})
+			if err != nil {
+				return c.explain(err)
+			}
+			if wait > 0 {
+				wctx, wcancel := context.WithTimeout(cmd.Context(), wait)
+				defer wcancel()
+				if st, err := c.waitTerminal(wctx, args[0], 50*time.Millisecond); err != nil {
+					return fmt.Errorf("savepoint %s taken, but job %s is still %s after %v", resp.Path, args[0],
+						jobmanager.JobStateName(st.GetSummary().GetState()), wait)
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
+			return nil
+		}),
+	}
+	stop.Flags().BoolVar(&withSavepoint, "savepoint", false, "take a savepoint before stopping (required)")
+	stop.Flags().BoolVar(&drain, "drain", false, "fire every pending timer before the savepoint, for a job that will not be resumed")
+	stop.Flags().StringVar(&stopTarget, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+	stop.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to finish after the savepoint (0: do not wait)")
+
+	var parallelism int
+	var rescaleWait time.Duration
+	rescale := &cobra.Command{
+		Use:   "rescale ID --parallelism N",
+		Short: "Change a running job's parallelism: stop with a savepoint and restore from it, under the same job ID",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			if parallelism < 1 {
+				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
+			}
+			ctx, cancel := savepointContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.RescaleJob(ctx, &weirv1.RescaleJobRequest{JobId: args[0], Parallelism: int32(parallelism)})
+			if err != nil {
+				return c.explain(err)
+			}
+			if rescaleWait > 0 {
+				if err := c.waitRunning(cmd.Context(), args[0], parallelism, rescaleWait); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s rescaled to parallelism %d from savepoint %s\n", args[0], parallelism, resp.SavepointPath)
+			return nil
+		}),
+	}
+	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism)")
+	rescale.Flags().DurationVar(&rescaleWait, "wait", time.Minute, "how long to wait for the job to run again (0: do not wait)")
+
+	var asJSON bool
+	checkpoints := &cobra.Command{
+		Use:   "checkpoints ID",
+		Short: "List a job's retained completed checkpoints and savepoints",
+		Args:  cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			rctx, cancel := rpcContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.ListCheckpoints(rctx, &weirv1.ListCheckpointsRequest{JobId: args[0]})
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			printCheckpoints(cmd.OutOrStdout(), resp)
+			return nil
+		}),
+	}
+	checkpoints.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return []*cobra.Command{savepoint, stop, rescale, checkpoints}
+}
+
+// waitRunning polls until the job runs again at parallelism p.
+func (c *client) waitRunning(ctx context.Context, id string, p int, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		st, err := c.status(ctx, id)
+		if err != nil {
+			return err
+		}
+		s := st.Summary
+		if s.State == weirv1.JobState_JOB_STATE_RUNNING && int(s.Parallelism) == p {
+			return nil
+		}
+		if jobmanager.TerminalJob(s.State) {
+			return fmt.Errorf("job %s ended %s while rescaling: %s", id, jobmanager.JobStateName(s.State), s.Failure)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("job %s is %s, not yet running at parallelism %d after %v", id, jobmanager.JobStateName(s.State), p, wait)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {
+	if len(resp.Checkpoints) == 0 {
+		fmt.Fprintln(w, "no completed checkpoints")
+	} else {
+		fmt.Fprintf(w, "%-6s  %-10s  %-20s  %-10s  %-12s  %s\n", "ID", "TYPE", "TRIGGERED", "DURATION", "SIZE", "PATH")
+		for _, c := range resp.Checkpoints {
+			kind := "checkpoint"
+			if c.Savepoint {
+				kind = "savepoint"
+			}
+			fmt.Fprintf(w, "%-6d  %-10s  %-20s  %-10v  %-12s  %s\n", c.Id, kind, formatMs(c.TriggerTimeMs),
+				time.Duration(c.DurationMs)*time.Millisecond, formatBytes(c.SizeBytes), c.Path)
+		}
+	}
+	fmt.Fprintf(w, "failed checkpoints: %d\n", resp.Failed)
+	if r := resp.Restored; r != nil {
+		fmt.Fprintf(w, "restored from: %d (%s)\n", r.Id, r.Path)
+	}
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

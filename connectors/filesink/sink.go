@@ -1,0 +1,401 @@
+// Package filesink is an exactly-once sink that writes records as lines into
+// part files in a directory or an S3 prefix, after Flink's FileSink.
+//
+// # Design: two-phase commit over checkpoints
+//
+// Records are encoded into an in-memory in-progress buffer. The buffer
+// becomes a *pending* object, uploaded under the hidden prefix ".pending/",
+// when it reaches RollBytes or when a checkpoint barrier passes the sink
+// (SnapshotState). Pending objects are invisible to readers, who only look
+// at "part-*" objects directly under the directory.
+//
+// The list of pending objects not yet committed, each tagged with the
+// checkpoint it belongs to, is the sink's operator state. When checkpoint N
+// completes (NotifyCheckpointComplete), every pending object of checkpoints
+// <= N is committed: renamed to its final, visible name. This is the second
+// phase: a record becomes visible only once the checkpoint that covers it
+// is durable, so a restore from that checkpoint never replays a record that
+// is already visible, and records of an attempt that failed before its next
+// checkpoint completed are never committed at all.
+//
+// A pending object's final name is fixed when the object is created and
+// stored with it in the state, and both names carry the writer's subtask,
+// its attempt and a random token, so they are unique across subtasks,
+// attempts and restarts of the job. Commit is therefore idempotent: a
+// pending object that is gone while its final object exists was committed
+// before.
+//
+// # Restore and rescaling
+//
+// Operator state is union-redistributed: every restored subtask sees the
+// pending lists of all old subtasks. Those lists belong to a completed
+// checkpoint (the runtime only restores completed ones) whose notification
+// may never have arrived, so the restored subtask i commits the objects of
+// every old subtask j with j % parallelism == i: exactly one new subtask
+// handles each old one, at any new parallelism.
+//
+// Pending objects of a failed attempt that no completed checkpoint lists
+// are garbage. On every restart (restored or not), subtask 0 deletes the
+// ones whose attempt number is lower than its own and that no restored
+// entry names. This is only safe
+// because every pending object the new attempt writes carries the new
+// attempt number, and because a Dir belongs to one job: two jobs writing
+// into the same directory would delete each other's pending files.
+//
+// # Cost
+//
+// Invoke only appends to the buffer (no allocation once it has grown). The
+// upload at a barrier is synchronous in this first version: at a checkpoint
+// interval the buffer is small, so the stall is short. An asynchronous
+// version would upload it in the checkpoint's asynchronous phase.
+package filesink
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// DefaultRollBytes is the part size used when Sink.RollBytes is 0.
+const DefaultRollBytes = 64 << 20
+
+// PendingPrefix is the hidden prefix, relative to Dir, of uploaded but not
+// yet committed part files.
+const PendingPrefix = ".pending/"
+
+// PartPrefix starts the names of committed part files, directly under Dir.
+const PartPrefix = "part-"
+
+// PartSuffix ends the names of committed part files.
+const PartSuffix = ".jsonl"
+
+// noCheckpoint tags a pending object rolled since the last barrier: it
+// belongs to the next checkpoint.
+const noCheckpoint = -1
+
+// entryVersion is the first byte of every state entry, so the format can
+// evolve.
+const entryVersion = 1
+
+// Sink writes records as lines (Encode appends one line's bytes WITHOUT
+// the newline) into part files under Dir (a directory path, file:// or
+// s3:// URL). Records are visible exactly once in the committed part files,
+// provided the job runs with checkpointing or ends normally.
+type Sink[T any] struct {
+	Dir    string
+	Encode func(dst []byte, v T) []byte
+	// RollBytes rolls the in-progress part into a pending file when it
+	// reaches this size (default 64 MiB). A part holds at least one record,
+	// so it may exceed RollBytes by up to one record.
+	RollBytes int
+
+	rc       *runtime.RuntimeContext
+	st       storage.Storage
+	buf      []byte
+	pending  []pendingFile // uploaded, not committed, in creation order
+	subtask  int
+	attempt  int
+	token    string // random, per instance: names stay unique across restarts
+	counter  int64
+	rollSize int
+}
+
+// pendingFile is one uploaded, uncommitted part.
+type pendingFile struct {
+	checkpoint int64 // noCheckpoint until a barrier claims it
+	subtask    int   // the subtask that wrote it
+	pending    string
+	final      string
+}
+
+var (
+	_ runtime.SinkFunction[int]    = (*Sink[int])(nil)
+	_ runtime.CheckpointedFunction = (*Sink[int])(nil)
+	_ runtime.CheckpointListener   = (*Sink[int])(nil)
+	_ runtime.BoundedInput         = (*Sink[int])(nil)
+)
+
+// InitializeState opens the storage and, on restore, commits the pending
+// files of the old subtasks this subtask now answers for. Subtask 0 of any
+// attempt but the first also removes the pending files of failed attempts
+// (after a restart without a completed checkpoint to restore, all of them).
+func (s *Sink[T]) InitializeState(ctx *runtime.RuntimeContext, entries [][]byte) error {
+	if err := s.setup(ctx); err != nil {
+		return err
+	}
+	restored := make([]pendingFile, 0, len(entries))
+	for i, e := range entries {
+		p, err := decodeEntry(e)
+		if err != nil {
+			return fmt.Errorf("filesink %s: restored entry %d: %w", s.st.URL(), i, err)
+		}
+		restored = append(restored, p)
+	}
+	par := max(ctx.Parallelism(), 1)
+	committed := 0
+	for _, p := range restored {
+		if p.subtask%par != s.subtask {
+			continue
+		}
+		if err := s.commit(p); err != nil {
+			return err
+		}
+		committed++
+	}
+	if committed > 0 {
+		ctx.Logger().Info("committed the pending parts of the restored checkpoint", "dir", s.st.URL(), "parts", committed)
+	}
+	if s.subtask == 0 {
+		return s.cleanup(restored)
+	}
+	return nil
+}
+
+// Open opens the storage if InitializeState has not.
+func (s *Sink[T]) Open(ctx *runtime.RuntimeContext) error {
+	if s.st != nil {
+		return nil
+	}
+	return s.setup(ctx)
+}
+
+func (s *Sink[T]) setup(ctx *runtime.RuntimeContext) error {
+	if s.Encode == nil {
+		return errors.New("filesink: Encode is nil")
+	}
+	if s.RollBytes < 0 {
+		return fmt.Errorf("filesink: RollBytes %d must not be negative", s.RollBytes)
+	}
+	s.rollSize = s.RollBytes
+	if s.rollSize == 0 {
+		s.rollSize = DefaultRollBytes
+	}
+	st, err := ctx.OpenStorage(s.Dir)
+	if err != nil {
+		return fmt.Errorf("filesink: open %s: %w", s.Dir, err)
+	}
+	var tok [8]byte
+	rand.Read(tok[:]) // never fails (crypto/rand panics instead)
+	s.rc, s.st = ctx, st
+	s.subtask, s.attempt = ctx.SubtaskIndex(), ctx.Attempt()
+	s.token = hex.EncodeToString(tok[:])
+	s.buf = s.buf[:0]
+	s.pending = s.pending[:0]
+	return nil
+}
+
+// Invoke appends one line; it uploads only when the part reaches RollBytes.
+func (s *Sink[T]) Invoke(v T) error {
+	s.buf = s.Encode(s.buf, v)
+	s.buf = append(s.buf, '\n')
+	if len(s.buf) >= s.rollSize {
+		return s.roll()
+	}
+	return nil
+}
+
+// roll uploads the in-progress buffer as a pending object for the next
+// checkpoint and starts a new one, reusing the buffer's memory.
+func (s *Sink[T]) roll() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	unique := strconv.Itoa(s.subtask) + "-" + strconv.Itoa(s.attempt) + "-" + s.token + "-" + strconv.FormatInt(s.counter, 10)
+	p := pendingFile{
+		checkpoint: noCheckpoint,
+		subtask:    s.subtask,
+		pending:    PendingPrefix + PartPrefix + unique,
+		final:      PartPrefix + unique + PartSuffix,
+	}
+	if err := s.st.Put(s.ioContext(), p.pending, s.buf); err != nil {
+		return fmt.Errorf("filesink: upload pending part to %s: %w", s.st.URL(), err)
+	}
+	s.counter++
+	s.pending = append(s.pending, p)
+	s.buf = s.buf[:0]
+	return nil
+}
+
+// SnapshotState uploads the in-progress part and returns every pending,
+// uncommitted part with its checkpoint as the operator state. The upload is
+// synchronous (see the package documentation).
+func (s *Sink[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
+	if err := s.roll(); err != nil {
+		return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+	}
+	entries := make([][]byte, len(s.pending))
+	for i := range s.pending {
+		if s.pending[i].checkpoint == noCheckpoint {
+			s.pending[i].checkpoint = checkpointID
+		}
+		entries[i] = appendEntry(nil, s.pending[i])
+	}
+	return entries, nil
+}
+
+// NotifyCheckpointComplete commits the parts of every checkpoint up to id.
+func (s *Sink[T]) NotifyCheckpointComplete(id int64) error {
+	kept := s.pending[:0]
+	for i, p := range s.pending {
+		if p.checkpoint == noCheckpoint || p.checkpoint > id {
+			kept = append(kept, p)
+			continue
+		}
+		if err := s.commit(p); err != nil {
+			// Keep what is not committed yet, so the state stays exact.
+			kept = append(kept, s.pending[i:]...)
+			s.pending = kept
+			return fmt.Errorf("checkpoint %d: %w", id, err)
+		}
+	}
+	clear(s.pending[len(kept):])
+	s.pending = kept
+	return nil
+}
+
+// EndInput uploads and commits everything: on a normal end of input the
+// last checkpoint the sink took part in is complete (or there are none and
+// no restore can follow), so nothing after it can be replayed.
+func (s *Sink[T]) EndInput() error {
+	if err := s.roll(); err != nil {
+		return err
+	}
+	for len(s.pending) > 0 {
+		if err := s.commit(s.pending[0]); err != nil {
+			return fmt.Errorf("end of input: %w", err)
+		}
+		s.pending = s.pending[1:]
+	}
+	return nil
+}
+
+// Close drops the in-progress buffer and commits nothing: without EndInput
+// the task failed or was cancelled, and the pending parts wait for a
+// restore to commit them or for cleanup.
+func (s *Sink[T]) Close() error {
+	s.buf = nil
+	s.pending = nil
+	return nil
+}
+
+// commit publishes a pending part under its final name. A pending object
+// that is gone while the final one exists was committed before (commit is
+// idempotent); if both are gone, its records are lost, which must fail the
+// job loudly. On S3, Rename is a copy then a delete: a commit interrupted
+// between the two leaves both objects, and repeating it copies the same
+// bytes again, so that case is idempotent too.
+func (s *Sink[T]) commit(p pendingFile) error {
+	ctx := s.ioContext()
+	err := s.st.Rename(ctx, p.pending, p.final)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, storage.ErrNotExist) {
+		return fmt.Errorf("filesink: commit %s as %s in %s: %w", p.pending, p.final, s.st.URL(), err)
+	}
+	if _, serr := s.st.Size(ctx, p.final); serr != nil {
+		if errors.Is(serr, storage.ErrNotExist) {
+			return fmt.Errorf("filesink: commit of checkpoint %d in %s: pending part %s and its committed part %s are both missing: its records are lost",
+				p.checkpoint, s.st.URL(), p.pending, p.final)
+		}
+		return fmt.Errorf("filesink: commit %s in %s: pending part missing, checking %s: %w", p.pending, s.st.URL(), p.final, serr)
+	}
+	return nil
+}
+
+// cleanup deletes the pending parts of earlier attempts that no restored
+// entry lists: they hold records written after the restored checkpoint and
+// will never be committed. Parts of this attempt (or later ones, should an
+// instance of a newer attempt already run) are left alone.
+func (s *Sink[T]) cleanup(restored []pendingFile) error {
+	if s.attempt == 0 {
+		return nil // no earlier attempt
+	}
+	ctx := s.ioContext()
+	objs, err := s.st.List(ctx, PendingPrefix)
+	if err != nil {
+		return fmt.Errorf("filesink: cleanup of %s: %w", s.st.URL(), err)
+	}
+	keep := make(map[string]bool, len(restored))
+	for _, p := range restored {
+		keep[p.pending] = true
+	}
+	for _, o := range objs {
+		att, ok := pendingAttempt(o.Name)
+		if !ok || att >= s.attempt || keep[o.Name] {
+			continue
+		}
+		if err := s.st.Delete(ctx, o.Name); err != nil {
+			return fmt.Errorf("filesink: cleanup of %s: %w", s.st.URL(), err)
+		}
+		s.rc.Logger().Debug("deleted pending part of a failed attempt", "object", o.Name)
+	}
+	return nil
+}
+
+// pendingAttempt parses the attempt out of ".pending/part-<subtask>-<attempt>-<token>-<n>";
+// names it does not understand are never deleted.
+func pendingAttempt(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, PendingPrefix+PartPrefix)
+	if !ok || strings.Contains(rest, "/") {
+		return 0, false
+	}
+	f := strings.Split(rest, "-")
+	if len(f) != 4 {
+		return 0, false
+	}
+	if _, err := strconv.Atoi(f[0]); err != nil {
+		return 0, false
+	}
+	att, err := strconv.Atoi(f[1])
+	if err != nil || att < 0 {
+		return 0, false
+	}
+	return att, true
+}
+
+func (s *Sink[T]) ioContext() context.Context {
+	if s.rc == nil {
+		return context.Background()
+	}
+	return s.rc.Context()
+}
+
+// appendEntry encodes a pending part: version, checkpoint, subtask, and the
+// pending and final names, length-prefixed. The final name is stored rather
+// than derived so that a later change of naming cannot break the commit of
+// parts written before it.
+func appendEntry(dst []byte, p pendingFile) []byte {
+	dst = append(dst, entryVersion)
+	dst = binary.AppendVarint(dst, p.checkpoint)
+	dst = binary.AppendVarint(dst, int64(p.subtask))
+	dst = binary.AppendVarint(dst, int64(len(p.pending)))
+	dst = append(dst, p.pending...)
+	dst = binary.AppendVarint(dst, int64(len(p.final)))
+	return append(dst, p.final...)
+}
+
+func decodeEntry(e []byte) (pendingFile, error) {
+	if len(e) == 0 || e[0] != entryVersion {
+		return pendingFile{}, fmt.Errorf("unknown pending-part entry format: %w", runtime.ErrCorrupt)
+	}
+	r := runtime.NewReader(e[1:])
+	p := pendingFile{checkpoint: r.Varint(), subtask: int(r.Varint())}
+	p.pending = string(r.Bytes())
+	p.final = string(r.Bytes())
+	if err := r.Done(); err != nil {
+		return pendingFile{}, fmt.Errorf("pending-part entry: %w", err)
+	}
+	if p.subtask < 0 || !strings.HasPrefix(p.pending, PendingPrefix) || p.final == "" || strings.HasPrefix(p.final, PendingPrefix) {
+		return pendingFile{}, fmt.Errorf("pending-part entry %q -> %q (subtask %d): %w", p.pending, p.final, p.subtask, runtime.ErrCorrupt)
+	}
+	return p, nil
+}

@@ -1,0 +1,159 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// CheckpointedFunction is a source, sink or other function with operator
+// state: state that belongs to the subtask rather than to a key, such as a
+// source's position or a sink's files awaiting commit.
+//
+// Operator state is a list of opaque entries. On restore every subtask is
+// given the union of the entries of all subtasks of the checkpoint (Flink's
+// union redistribution), so a function restored at another parallelism
+// picks out what is now its own.
+type CheckpointedFunction interface {
+	// InitializeState is called once, before Open, with the restored
+	// entries; entries is nil and ctx.IsRestored() false on a fresh start.
+	InitializeState(ctx *RuntimeContext, entries [][]byte) error
+	// SnapshotState is called on the task goroutine when checkpoint id's
+	// barrier passes the operator: every record before the barrier has
+	// been processed, none after it. The returned entries are owned by the
+	// runtime from then on.
+	SnapshotState(checkpointID int64) ([][]byte, error)
+}
+
+// CheckpointListener is told when a checkpoint it took part in is complete:
+// stored and recorded by the JobManager. Transactional sinks commit here.
+// Notifications may be skipped (a later one implies the earlier ones) and
+// come on the task goroutine.
+type CheckpointListener interface {
+	NotifyCheckpointComplete(checkpointID int64) error
+}
+
+// BoundedInput is implemented by functions that act when their input ends
+// normally (every upstream subtask finished), before Close. Close alone
+// cannot tell a normal end from a failure or a cancellation.
+type BoundedInput interface {
+	EndInput() error
+}
+
+// Barrier is a checkpoint barrier as it travels in-band with the records.
+type Barrier struct {
+	ID          int64
+	TimestampMs int64
+	// Location is the URL of the checkpoint's directory; the task writes
+	// its state files under it.
+	Location string
+	// Savepoint marks a savepoint; Stop additionally stops the sources
+	// once the savepoint is complete, and Drain fires every pending timer
+	// before the snapshot (the processing-time analogue of Flink's
+	// MAX_WATERMARK on stop --drain).
+	Savepoint, Stop, Drain bool
+}
+
+// CheckpointAck is what a task reports for a checkpoint once its state is
+// stored.
+type CheckpointAck struct {
+	CheckpointID int64
+	// States holds one entry per chained operator with state.
+	States []OperatorSnapshot
+	// SyncNs and AsyncNs are the durations of the synchronous part (the
+	// processing stall) and the asynchronous upload.
+	SyncNs, AsyncNs int64
+	// AlignmentNs is how long the task waited for barriers on all inputs.
+	AlignmentNs int64
+}
+
+// OperatorSnapshot describes one operator subtask's stored state file.
+type OperatorSnapshot struct {
+	UID       string
+	File      string // relative to the checkpoint location
+	Size      int64
+	KeyGroups KeyGroupRange
+	Keys      int64
+}
+
+// CheckpointResponder carries a task's checkpoint reports to the
+// JobManager. Its methods are called from the task's own goroutines and
+// must not block for long.
+type CheckpointResponder interface {
+	Acknowledge(ack CheckpointAck)
+	Decline(checkpointID int64, reason error)
+	// EndOfInput tells the JobManager that a source has emitted its last
+	// record and waits for a checkpoint before it finishes, so the
+	// coordinator may trigger one at once.
+	EndOfInput()
+}
+
+// ErrCheckpointDeclined is wrapped by the reasons tasks decline checkpoints
+// for.
+var ErrCheckpointDeclined = errors.New("checkpoint declined")
+
+// StorageOpener opens checkpoint or sink storage by URL with the process's
+// S3 settings.
+type StorageOpener func(rawURL string) (storage.Storage, error)
+
+// OpenStorage opens the storage at rawURL (a directory or s3:// URL) with
+// the process's S3 endpoint and credentials.
+func (c *RuntimeContext) OpenStorage(rawURL string) (storage.Storage, error) {
+	if c.openStorage == nil {
+		return storage.Open(rawURL, storage.OptionsFromEnv())
+	}
+	return c.openStorage(rawURL)
+}
+
+// Attempt is the job's restart attempt this subtask belongs to (0 for the
+// first deployment); it grows with every restart and rescale.
+func (c *RuntimeContext) Attempt() int { return c.attempt }
+
+// IsRestored reports whether the subtask started from a checkpoint or
+// savepoint.
+func (c *RuntimeContext) IsRestored() bool { return c.restored }
+
+// Context is cancelled when the task ends; use it for I/O.
+func (c *RuntimeContext) Context() context.Context {
+	if c.ctx == nil {
+		return context.Background()
+	}
+	return c.ctx
+}
+
+// ContextConfig describes a RuntimeContext made outside a task, for testing
+// functions on their own.
+type ContextConfig struct {
+	JobName, OperatorName, UID string
+	Subtask, Parallelism       int
+	MaxParallelism             int
+	Attempt                    int
+	Restored                   bool
+	Stdout                     io.Writer
+	Logger                     *slog.Logger
+	OpenStorage                StorageOpener
+	Context                    context.Context
+}
+
+// NewRuntimeContext makes a RuntimeContext outside a task (for tests of
+// sources and sinks).
+func NewRuntimeContext(c ContextConfig) *RuntimeContext {
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Parallelism == 0 {
+		c.Parallelism = 1
+	}
+	if c.MaxParallelism == 0 {
+		c.MaxParallelism = DefaultMaxParallelism(c.Parallelism)
+	}
+	return &RuntimeContext{jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
+		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
+		attempt: c.Attempt, restored: c.Restored, openStorage: c.OpenStorage, ctx: c.Context}
+}

@@ -1,0 +1,190 @@
+package runtime
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// TaskRestore is the state a subtask starts from.
+type TaskRestore struct {
+	CheckpointID int64
+	// Operators holds, by operator UID, what each chained operator gets
+	// back. Operators missing here start empty (new in this version of
+	// the job).
+	Operators map[string]*OperatorRestore
+}
+
+// OperatorRestore is one operator subtask's restored state: the keyed
+// state of its key groups, read from every old subtask file overlapping
+// them, and the union of all old subtasks' operator state entries.
+type OperatorRestore struct {
+	Keyed         []*statebackend.KeyedState
+	OperatorState [][]byte
+}
+
+// operatorState is how the task snapshots one chained operator.
+type operatorState struct {
+	uid       string
+	keyGroups KeyGroupRange // empty for operators without keyed state
+	keyed     func() []statebackend.Section
+	fn        CheckpointedFunction
+}
+
+type operatorSnapshot struct {
+	st       *operatorState
+	sections []statebackend.Section
+	entries  [][]byte
+}
+
+// timersSection names the keyed-state section holding a keyed operator's
+// processing-time timers.
+const timersSection = "_timers"
+
+// checkpoint takes the task's part of checkpoint b: the synchronous
+// snapshot (copy-on-write views and operator state), then the barrier goes
+// downstream, then the state files are written on another goroutine while
+// the task goes on processing.
+func (t *Task) checkpoint(b Barrier, alignNs int64) {
+	start := time.Now()
+	if b.Drain {
+		t.fireTimers(math.MaxInt64)
+	}
+	snaps := make([]operatorSnapshot, 0, len(t.states))
+	var err error
+	for _, st := range t.states {
+		s := operatorSnapshot{st: st}
+		if st.keyed != nil {
+			s.sections = st.keyed()
+		}
+		if st.fn != nil {
+			if s.entries, err = st.fn.SnapshotState(b.ID); err != nil {
+				err = fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, st.uid, err)
+				break
+			}
+		}
+		snaps = append(snaps, s)
+	}
+	for _, w := range t.writers {
+		w.broadcastBarrier(b)
+	}
+	syncNs := time.Since(start).Nanoseconds()
+	t.lastCheckpoint.Store(b.ID)
+	if t.io.Checkpoints == nil {
+		return
+	}
+	if err != nil {
+		t.io.Checkpoints.Decline(b.ID, err)
+		return
+	}
+	t.async.Add(1)
+	go func() {
+		defer t.async.Done()
+		t.upload(b, snaps, syncNs, alignNs)
+	}()
+}
+
+// upload writes one state file per stateful operator and acknowledges.
+func (t *Task) upload(b Barrier, snaps []operatorSnapshot, syncNs, alignNs int64) {
+	start := time.Now()
+	ack := CheckpointAck{CheckpointID: b.ID, SyncNs: syncNs, AlignmentNs: alignNs}
+	if len(snaps) > 0 {
+		st, err := t.openStorage(b.Location)
+		if err != nil {
+			t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: %w", ErrCheckpointDeclined, err))
+			return
+		}
+		for _, s := range snaps {
+			data, err := statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
+			if err == nil {
+				name := statebackend.StateFileName(s.st.uid, t.subtask)
+				if err = st.Put(t.ctx, name, data); err == nil {
+					ack.States = append(ack.States, OperatorSnapshot{UID: s.st.uid, File: name,
+						Size: int64(len(data)), KeyGroups: s.st.keyGroups, Keys: countKeys(s.sections, s.st.keyGroups)})
+				}
+			}
+			if err != nil {
+				t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: operator %s: writing state to %s: %w",
+					ErrCheckpointDeclined, s.st.uid, b.Location, err))
+				return
+			}
+		}
+	}
+	ack.AsyncNs = time.Since(start).Nanoseconds()
+	t.io.Checkpoints.Acknowledge(ack)
+}
+
+// countKeys counts the keys of the first keyed section, for reports.
+func countKeys(sections []statebackend.Section, r KeyGroupRange) int64 {
+	for _, s := range sections {
+		if c, ok := s.(interface{ Keys() int64 }); ok {
+			return c.Keys()
+		}
+	}
+	return 0
+}
+
+func (t *Task) openStorage(url string) (storage.Storage, error) {
+	if t.io.OpenStorage != nil {
+		return t.io.OpenStorage(url)
+	}
+	return storage.Open(url, storage.OptionsFromEnv())
+}
+
+// timerSection is a snapshot of a keyed operator's timers: a copy of the
+// heap's entries (cheap, one memcpy) grouped by key group when written.
+type timerSection[K comparable] struct {
+	entries []timerEntry[K]
+	codec   Codec[K]
+	once    sync.Once
+	byGroup map[int][]timerEntry[K]
+}
+
+func (s *timerSection[K]) Name() string            { return timersSection }
+func (s *timerSection[K]) Kind() statebackend.Kind { return statebackend.KindTimers }
+
+func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
+	s.once.Do(func() {
+		s.byGroup = make(map[int][]timerEntry[K])
+		for _, e := range s.entries {
+			s.byGroup[e.kg] = append(s.byGroup[e.kg], e)
+		}
+		for _, g := range s.byGroup {
+			sort.Slice(g, func(i, j int) bool { return g[i].ts < g[j].ts })
+		}
+	})
+	var key []byte
+	var ts [binary.MaxVarintLen64]byte
+	g := s.byGroup[kg]
+	for _, e := range g {
+		key = s.codec.Append(key[:0], e.key)
+		dst = binary.AppendUvarint(dst, uint64(len(key)))
+		dst = append(dst, key...)
+		n := binary.PutVarint(ts[:], e.ts)
+		dst = binary.AppendUvarint(dst, uint64(n))
+		dst = append(dst, ts[:n]...)
+	}
+	return dst, len(g)
+}
+
+// restoreTimers re-registers the timers of a restored keyed state.
+func restoreTimers[K comparable](h *timerHeap[K], kt KeyType[K], ks *statebackend.KeyedState) error {
+	return ks.Each(timersSection, func(kg int, key, value []byte) error {
+		k, err := kt.Decode(key)
+		if err != nil {
+			return fmt.Errorf("timer key: %w", err)
+		}
+		ts, n := binary.Varint(value)
+		if n <= 0 || n != len(value) {
+			return fmt.Errorf("timer time: %w", statebackend.ErrCorrupt)
+		}
+		h.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: k}, kg: kg})
+		return nil
+	})
+}

@@ -1,0 +1,97 @@
+// Package statebackend keeps keyed state in memory, organised one table per
+// key group, and snapshots, stores and restores it.
+//
+// # Tables
+//
+// Key groups are the unit Weir snapshots, restores and moves when a job is
+// rescaled, so every table (ValueTable, MapTable, ListTable) is split by key
+// group from the start: one lazily allocated Go map per key group of the
+// subtask's KeyGroupRange. A snapshot can then write key groups one after
+// another with an offset index, and a restore at another parallelism reads
+// only the groups its subtask owns. Tables are owned by one task goroutine
+// and are not safe for concurrent use; each carries the codecs of its key
+// and value types for snapshots and restores.
+//
+// # Copy-on-write snapshots
+//
+// Backend.Snapshot is the synchronous part of a checkpoint and costs
+// O(tables × key groups), whatever the number of entries: for every
+// non-empty key group it marks the group frozen and hands the map itself to
+// the returned Section. The write path checks the frozen flag (one branch on
+// a bool stored next to the map) and, the first time a frozen group is
+// written, replaces the map by a clone, which the writer then owns; the
+// snapshot keeps the original, which nobody writes again. So sections are
+// immutable, can be serialised on another goroutine while the task goes on
+// writing, and stay valid after further snapshots. Map tables clone their
+// inner maps with the group, since Put and Remove write into them; list
+// tables share backing arrays between live and frozen lists, which is safe
+// because the table only writes past the end of every frozen list (see
+// ListTable). Values themselves are not copied: a value of a reference type
+// must not be changed in place after it is stored.
+//
+// # Section entries
+//
+// A section encodes the entries of one key group as a sequence of
+//
+//	uvarint(len(k)) k uvarint(len(v)) v
+//
+// where k is the key's codec encoding and v depends on the kind:
+//
+//	KindValue  v = value
+//	KindMap    v = uvarint(n) then n × (uvarint(len) user key, uvarint(len) value)
+//	KindList   v = uvarint(n) then n × (uvarint(len) item)
+//	KindTimers v = varint(timestamp); a key may have several entries
+//
+// Maps and lists are never empty (tables drop emptied ones). Timer sections
+// are written and read by the runtime through the same Section interface
+// and KeyedState.Each; section names starting with '_' are reserved for it.
+//
+// # State file format (version 1)
+//
+// One state file holds one operator subtask's state of one checkpoint: its
+// keyed state, for its key-group range, and its operator state. It is laid
+// out for ranged reads: a restoring subtask reads the fixed-size footer,
+// then the index, then one contiguous span of key-group blocks. Integers
+// are little-endian; CRCs are CRC-32C (Castagnoli) of the bytes they follow
+// within their block.
+//
+//	header    "WEIRSTAT" u16(version = 1)
+//	blocks    one block per non-empty key group, ascending, contiguous:
+//	            per section with entries in the group, ascending by index:
+//	              u16(section index) u32(entry count) u32(byte length) entries
+//	            u32(CRC of the block's preceding bytes)
+//	op state  uvarint(n) then n × (uvarint(len) entry), u32(CRC)
+//	index     u32(first key group) u32(number of key groups g; 0 = none)
+//	          u16(number of sections s)
+//	          s × (u8(kind) u16(len) name)
+//	          g × (u64(block offset) u32(block length); 0, 0 = no block)
+//	          u64(op state offset) u64(op state length)
+//	          u32(CRC of the index's preceding bytes)
+//	footer    u64(index offset) u32(index length) u16(version = 1) "WEIRSTAT"
+//
+// A reader checks the footer's magic and version, that the index ends
+// exactly where the footer starts, the index CRC, that every block and the
+// operator state lie in order between the header and the index, and each
+// block's CRC when it reads it. The header repeats magic and version for
+// tools identifying the file; ranged readers never read it, so it cannot
+// hide corruption of anything they use. Every violation is an error wrapping
+// ErrCorrupt that names the file.
+//
+// # Restore
+//
+// OpenStateFile and StateFile.ReadKeyGroups produce a KeyedState: the raw
+// entries of the key groups asked for, per section. Backend.Restore takes
+// one KeyedState per old file overlapping the subtask's range; a table
+// decodes its section when it is registered (or at once if it already is),
+// so restored state needs the codecs only the operator knows.
+//
+// # Checkpoint metadata
+//
+// A checkpoint directory holds the state files, named StateFileName(uid,
+// subtask), and a _metadata manifest written last. The manifest is one
+// header line and a JSON body (Metadata, with the field names of its json
+// tags):
+//
+//	WEIR-METADATA v1 crc32c=<8 lowercase hex digits of the CRC-32C of the body>
+//	{ ...JSON... }
+package statebackend

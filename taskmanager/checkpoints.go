@@ -1,0 +1,137 @@
+package taskmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// errRestore marks task failures caused by unreadable restored state: a
+// restart would meet the same files, so the JobManager fails the job.
+var errRestore = errors.New("cannot restore state")
+
+// openStorage opens checkpoint or sink storage with this process's S3
+// settings; secrets never leave the process.
+func (tm *TaskManager) openStorage(url string) (storage.Storage, error) {
+	return storage.Open(url, tm.cfg.Storage)
+}
+
+// responder reports one task's checkpoints to the JobManager. Its calls
+// come from the task's goroutines; RPCs run on their own goroutines so the
+// task never waits for the JobManager.
+type responder struct {
+	tm  *TaskManager
+	key taskKey
+}
+
+func (r responder) Acknowledge(ack runtime.CheckpointAck) {
+	req := &weirv1.AcknowledgeCheckpointRequest{TaskManagerId: r.tm.cfg.ID, Task: r.key.proto(),
+		CheckpointId: ack.CheckpointID, SyncNs: ack.SyncNs, AsyncNs: ack.AsyncNs, AlignmentNs: ack.AlignmentNs}
+	for _, s := range ack.States {
+		req.States = append(req.States, &weirv1.OperatorStateHandle{Uid: s.UID, File: s.File, Size: s.Size,
+			FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last), Keys: s.Keys})
+	}
+	r.call("acknowledge checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+		_, err := c.AcknowledgeCheckpoint(ctx, req)
+		return err
+	})
+}
+
+func (r responder) Decline(id int64, reason error) {
+	r.tm.log.Warn("declining checkpoint", "job", r.key.job, "vertex", r.key.vertex, "subtask", r.key.subtask,
+		"checkpoint", id, "reason", reason)
+	req := &weirv1.DeclineCheckpointRequest{TaskManagerId: r.tm.cfg.ID, Task: r.key.proto(), CheckpointId: id,
+		Reason: reason.Error()}
+	go r.call("decline checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+		_, err := c.DeclineCheckpoint(ctx, req)
+		return err
+	})
+}
+
+func (r responder) EndOfInput() {
+	req := &weirv1.RequestCheckpointRequest{Task: r.key.proto()}
+	go r.call("request checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+		_, err := c.RequestCheckpoint(ctx, req)
+		return err
+	})
+}
+
+func (r responder) call(what string, f func(context.Context, weirv1.JobManagerClient) error) {
+	r.tm.mu.Lock()
+	jm := r.tm.jm
+	r.tm.mu.Unlock()
+	if jm == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f(ctx, jm); err != nil {
+		r.tm.log.Warn(what+" failed", "job", r.key.job, "err", err)
+	}
+}
+
+// readRestore reads the state a subtask restores: for each operator, the
+// key groups it owns from every old file overlapping them (ranged reads)
+// and the operator state of all old subtasks.
+func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g *runtime.JobGraph, v *runtime.Vertex, subtask int) (*runtime.TaskRestore, error) {
+	if r == nil {
+		return nil, nil
+	}
+	st, err := tm.openStorage(r.Location)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errRestore, err)
+	}
+	mine := runtime.KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
+	out := &runtime.TaskRestore{CheckpointID: r.CheckpointId, Operators: map[string]*runtime.OperatorRestore{}}
+	for _, op := range r.Operators {
+		or := &runtime.OperatorRestore{}
+		for _, f := range op.Files {
+			path := storage.Join(r.Location, f.File)
+			sf, err := statebackend.OpenStateFile(ctx, path, f.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
+				return st.GetRange(ctx, f.File, off, n)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+			}
+			entries, err := sf.ReadOperatorState(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+			}
+			or.OperatorState = append(or.OperatorState, entries...)
+			kgs := runtime.KeyGroupRange{First: int(f.FirstKeyGroup), Last: int(f.LastKeyGroup)}
+			if kgs.Len() <= 0 || kgs.Last < mine.First || kgs.First > mine.Last {
+				continue
+			}
+			ks, err := sf.ReadKeyGroups(ctx, mine)
+			if err != nil {
+				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+			}
+			or.Keyed = append(or.Keyed, ks)
+		}
+		out.Operators[op.Uid] = or
+	}
+	return out, nil
+}
+
+// task returns the running task for id, or an error for the JobManager.
+func (tm *TaskManager) runtimeTask(id *weirv1.TaskID) (*runtime.Task, error) {
+	tm.mu.Lock()
+	rt := tm.tasks[keyOf(id)]
+	tm.mu.Unlock()
+	if rt == nil {
+		return nil, fmt.Errorf("task %v is not running here", id)
+	}
+	rt.mu.Lock()
+	t := rt.task
+	rt.mu.Unlock()
+	if t == nil {
+		return nil, fmt.Errorf("task %v is still starting", id)
+	}
+	return t, nil
+}
