@@ -64,3 +64,15 @@ func BenchmarkWriteStateFile(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 	}
 }
+
+// BenchmarkThawGroup is the copy-on-write cost a snapshot defers: the
+// first write to a frozen key group clones it (here 8192 entries).
+func BenchmarkThawGroup(b *testing.B) {
+	be, t := benchTable(b, benchRange)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		be.Snapshot()
+		t.Put(0, 0, int64(i))
+	}
+}

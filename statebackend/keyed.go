@@ -70,7 +70,9 @@ func (k Kind) valid() bool { return k >= KindValue && k <= KindTimers }
 type Codec[T any] interface {
 	// Append appends the encoding of v to dst and returns the extended slice.
 	Append(dst []byte, v T) []byte
-	// Decode decodes one value from exactly src.
+	// Decode decodes one value from exactly src. On restore src points
+	// into the buffer a state file was read into, which is never modified
+	// but stays alive as long as a decoded value keeps a reference to it.
 	Decode(src []byte) (T, error)
 }
 
@@ -126,13 +128,16 @@ func checkStateName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("state name is empty")
-	case strings.HasPrefix(name, "_"):
+	case hasReservedName(name):
 		return fmt.Errorf("state name %q: names starting with '_' are reserved for the runtime", name)
 	case len(name) > maxNameLen:
 		return fmt.Errorf("state name %q is longer than %d bytes", name[:32]+"...", maxNameLen)
 	}
 	return nil
 }
+
+// hasReservedName reports names the runtime keeps for itself (timers).
+func hasReservedName(name string) bool { return strings.HasPrefix(name, "_") }
 
 // register adds t, or returns the table already registered under its name
 // if it has the same kind and types (an operator reopening its state; the
@@ -189,16 +194,18 @@ func (g *groups[K, V]) get(kg int, k K) (V, bool) {
 }
 
 // writable returns key group kg's map ready for writing: a snapshot's
-// frozen map is cloned first, a missing one allocated.
-func (g *groups[K, V]) writable(kg int) map[K]V {
+// frozen map is cloned first, a missing one allocated (with room for hint
+// entries, which restores know).
+func (g *groups[K, V]) writable(kg, hint int) map[K]V {
 	e := &g.gs[kg-g.first]
 	if e.frozen || e.m == nil {
-		g.thaw(e, 0)
+		g.thaw(e, hint)
 	}
 	return e.m
 }
 
-// thaw is the rare part of writable, kept out of line so writable inlines.
+// thaw is the rare part of writable: the first write to a group since a
+// snapshot, or to a group never written.
 func (g *groups[K, V]) thaw(e *group[K, V], hint int) {
 	switch {
 	case e.frozen:
@@ -209,7 +216,7 @@ func (g *groups[K, V]) thaw(e *group[K, V], hint int) {
 	}
 }
 
-func (g *groups[K, V]) put(kg int, k K, v V) { g.writable(kg)[k] = v }
+func (g *groups[K, V]) put(kg int, k K, v V) { g.writable(kg, 0)[k] = v }
 
 func (g *groups[K, V]) del(kg int, k K) {
 	e := &g.gs[kg-g.first]
@@ -304,7 +311,7 @@ func (t *MapTable[K, UK, V]) Map(kg int, k K) map[UK]V {
 
 // Put sets uk to v in k's map, creating it if needed.
 func (t *MapTable[K, UK, V]) Put(kg int, k K, uk UK, v V) {
-	g := t.writable(kg)
+	g := t.writable(kg, 0)
 	m := g[k]
 	if m == nil {
 		m = make(map[UK]V)
@@ -318,7 +325,7 @@ func (t *MapTable[K, UK, V]) Remove(kg int, k K, uk UK) {
 	if _, ok := t.Map(kg, k)[uk]; !ok {
 		return // nothing to remove, so no need to clone a frozen group
 	}
-	g := t.writable(kg)
+	g := t.writable(kg, 0)
 	m := g[k]
 	delete(m, uk)
 	if len(m) == 0 {
@@ -363,7 +370,7 @@ func (t *ListTable[K, V]) List(kg int, k K) []V {
 
 // Append adds v to k's list.
 func (t *ListTable[K, V]) Append(kg int, k K, v V) {
-	g := t.writable(kg)
+	g := t.writable(kg, 0)
 	g[k] = append(g[k], v)
 }
 

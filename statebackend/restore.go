@@ -61,21 +61,12 @@ func restoreInto(t table, p *restoredSection) error {
 	return t.restore(p)
 }
 
-// writableHint is writable for restores, which know the group's size.
-func (g *groups[K, V]) writableHint(kg, hint int) map[K]V {
-	e := &g.gs[kg-g.first]
-	if e.frozen || e.m == nil {
-		g.thaw(e, hint)
-	}
-	return e.m
-}
-
 // restoreGroups walks p's entries group by group: decode decodes one entry
 // into m. A group's keys must be new and distinct (the table's key is the
 // entry's key), which also catches a file restored twice.
 func restoreGroups[K comparable, V any](p *restoredSection, g *groups[K, V], decode func(m map[K]V, k, v []byte) error) error {
 	for _, ge := range p.groups {
-		m := g.writableHint(ge.kg, ge.count)
+		m := g.writable(ge.kg, ge.count)
 		before, data := len(m), ge.data
 		for len(data) > 0 {
 			k, v, rest, ok := nextEntry(data)

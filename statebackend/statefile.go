@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
-	"strings"
 )
 
 // ErrCorrupt is wrapped by every error about a damaged, truncated or
@@ -540,6 +539,3 @@ func (d *decoder) u64() uint64 {
 	}
 	return 0
 }
-
-// hasReservedName reports names the runtime keeps for itself (timers).
-func hasReservedName(name string) bool { return strings.HasPrefix(name, "_") }

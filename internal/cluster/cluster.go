@@ -170,6 +170,8 @@ type Cluster struct {
 type Options struct {
 	TaskManagers int
 	Slots        int
+	// Env is extra environment for every process (S3 credentials).
+	Env []string
 	// JobManagerArgs are extra flags, e.g. --heartbeat-timeout.
 	JobManagerArgs []string
 	// TaskManagerEnv is extra environment for TaskManagers (GOMAXPROCS).
@@ -183,7 +185,7 @@ type Options struct {
 // have announced their addresses.
 func StartCluster(weir string, o Options) (*Cluster, error) {
 	c := &Cluster{Weir: weir}
-	jm, err := Start("jobmanager", weir, nil, true, append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)...)
+	jm, err := Start("jobmanager", weir, o.Env, true, append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +214,8 @@ func (c *Cluster) AddTaskManager(o Options, i int) (*Process, error) {
 	if o.TaskManagerArgs != nil {
 		args = append(args, o.TaskManagerArgs(i)...)
 	}
-	tm, err := Start(fmt.Sprintf("taskmanager-%d", i+1), c.Weir, o.TaskManagerEnv, o.DiscardStdout, args...)
+	env := append(append([]string(nil), o.Env...), o.TaskManagerEnv...)
+	tm, err := Start(fmt.Sprintf("taskmanager-%d", i+1), c.Weir, env, o.DiscardStdout, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/miniotest"
+	"github.com/weirstream/weir/jobs/seqcheck"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// s3Cluster starts MinIO and a cluster whose processes reach it through
+// the AWS_* environment, with checkpoints under s3://weir/checkpoints.
+func s3Cluster(t *testing.T, tms, slots int, jmArgs ...string) (*cluster.Cluster, *miniotest.Server, cluster.Options) {
+	t.Helper()
+	srv := miniotest.Start(t)
+	srv.MakeBucket(t, "weir")
+	o := cluster.Options{TaskManagers: tms, Slots: slots, Env: srv.Env(),
+		JobManagerArgs: append([]string{"--checkpoint-storage", "s3://weir/checkpoints", "--heartbeat-timeout", "1s",
+			"--heartbeat-interval", "200ms"}, jmArgs...)}
+	return startCluster(t, o), srv, o
+}
+
+func verifySequence(t *testing.T, srv *miniotest.Server, url string, keys, count int64) {
+	t.Helper()
+	st, err := storage.Open(url, srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, bad, err := seqcheck.ReadOutput(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Errorf("%d flagged or malformed lines, first: %q", len(bad), bad[0])
+	}
+	if err := seqcheck.Verify(counts, keys, count); err != nil {
+		t.Errorf("committed output is not exactly once: %v", err)
+	}
+}
+
+// waitCheckpoint waits until the job's attempt has completed more
+// checkpoints than after.
+func waitCheckpoint(t *testing.T, c *cluster.Cluster, id string, after int64) *weirv1.JobStatus {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st := jobStatus(t, c, id)
+		if st.Summary.State == weirv1.JobState_JOB_STATE_RUNNING && st.CompletedCheckpoints > after {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: no checkpoint after %d within a minute (state %v, failure %q)", id, after,
+				st.Summary.State, st.Summary.Failure)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSequenceCheckSurvivesKilledTaskManagers is the exactly-once
+// acceptance test: sequence-check on three TaskManagers with checkpoints
+// every 500 ms to MinIO; a TaskManager running its tasks is killed with
+// SIGKILL three times and replaced; the committed output must hold every
+// (key, seq) exactly once.
+func TestSequenceCheckSurvivesKilledTaskManagers(t *testing.T) {
+	c, srv, o := s3Cluster(t, 3, 2)
+	const keys, count = 20, 300
+	id := submit(t, c, "sequence-check", "--parallelism", "2", "--checkpoint-interval", "500ms",
+		"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
+		"--param", "rate=300", "--param", "output=s3://weir/out")
+	var completed int64
+	for kill := 0; kill < 3; kill++ {
+		st := waitCheckpoint(t, c, id, completed)
+		completed = st.CompletedCheckpoints
+		victim := st.Vertices[0].Subtasks[kill%2].TaskManagerId
+		for _, tm := range c.TaskManagers {
+			if tm.Name == "taskmanager-"+strings.TrimPrefix(victim, "tm-") {
+				t.Logf("killing %s (checkpoints so far %d)", victim, completed)
+				tm.Kill()
+			}
+		}
+		if _, err := c.AddTaskManager(o, 3+kill); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := waitState(t, c, id, 2*time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
+	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
+		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	}
+	if st.Summary.Restarts < 3 {
+		t.Errorf("restarts %d, want at least 3 (one per killed TaskManager)", st.Summary.Restarts)
+	}
+	if st.Restored == nil || st.Restored.Id == 0 {
+		t.Errorf("status names no restored checkpoint: %v", st.Restored)
+	}
+	verifySequence(t, srv, "s3://weir/out", keys, count)
+}
+
+// TestSavepointStopResumeRescale takes sequence-check through a savepoint,
+// stop-with-savepoint, a resume at parallelism 4 and a rescale to 1, and
+// checks the committed output is still exactly once.
+func TestSavepointStopResumeRescale(t *testing.T) {
+	c, srv, _ := s3Cluster(t, 2, 4)
+	jm := []string{"--jobmanager", c.JobManager.Addr}
+	const keys, count = 16, 400
+	params := []string{"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
+		"--param", "rate=200", "--param", "output=s3://weir/seq"}
+	id := submit(t, c, append([]string{"sequence-check", "--parallelism", "2", "--checkpoint-interval", "300ms"}, params...)...)
+	waitCheckpoint(t, c, id, 0)
+
+	r := weir(t, append([]string{"job", "savepoint", id}, jm...)...)
+	if r.ExitCode != 0 || !strings.HasPrefix(strings.TrimSpace(r.Stdout), "s3://weir/checkpoints/savepoints/") {
+		t.Fatalf("savepoint: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	r = weir(t, append([]string{"job", "stop", id, "--savepoint"}, jm...)...)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	sp := strings.TrimSpace(r.Stdout)
+	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
+		t.Fatalf("after stop the job is %v", st.Summary.State)
+	}
+	r = weir(t, append([]string{"job", "checkpoints", id}, jm...)...)
+	if r.ExitCode != 0 || !strings.Contains(r.Stdout, sp) || !strings.Contains(r.Stdout, "savepoint") {
+		t.Errorf("checkpoints: exit %d, stdout %q", r.ExitCode, r.Stdout)
+	}
+
+	id2 := submit(t, c, append([]string{"sequence-check", "--parallelism", "4", "--checkpoint-interval", "300ms",
+		"--from-savepoint", sp}, params...)...)
+	st := waitCheckpoint(t, c, id2, 0)
+	if st.Restored == nil || st.Restored.Path != sp {
+		t.Errorf("resumed job restored %v, want %s", st.Restored, sp)
+	}
+	r = weir(t, append([]string{"job", "rescale", id2, "--parallelism", "1"}, jm...)...)
+	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "rescaled to parallelism 1") {
+		t.Fatalf("rescale: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	st = waitState(t, c, id2, 2*time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
+	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED || st.Summary.Parallelism != 1 {
+		t.Fatalf("job %v at parallelism %d: %s", st.Summary.State, st.Summary.Parallelism, st.Summary.Failure)
+	}
+	verifySequence(t, srv, "s3://weir/seq", keys, count)
+}
+
+// TestFraudStateCarriedAcrossParallelism checks keyed state and timers
+// survive restores at other parallelisms: account 3's last small
+// transaction (#22) comes before a stop and its large one (#27) after, so
+// the one alert needs the restored flag.
+func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
+	c, _, _ := s3Cluster(t, 2, 4)
+	jm := []string{"--jobmanager", c.JobManager.Addr}
+	// Run 1 at parallelism 2: transactions 0..24, no alert; its final
+	// checkpoint is kept.
+	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--param", "count=25", "--param", "rate=0")
+	waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED)
+	st := jobStatus(t, c, id)
+	if st.LatestCheckpoint == nil {
+		t.Fatalf("finished job has no checkpoint")
+	}
+	// Run 2 at parallelism 4 from it, slowly, then rescaled to 1.
+	id2 := submit(t, c, "fraud-detection", "--parallelism", "4", "--param", "count=50", "--param", "rate=8",
+		"--from-savepoint", st.LatestCheckpoint.Path)
+	waitState(t, c, id2, time.Minute, weirv1.JobState_JOB_STATE_RUNNING)
+	r := weir(t, append([]string{"job", "rescale", id2, "--parallelism", "1"}, jm...)...)
+	if r.ExitCode != 0 {
+		t.Fatalf("rescale: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	st = waitState(t, c, id2, time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
+	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
+		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	}
+	var out strings.Builder
+	for _, tm := range c.TaskManagers {
+		out.WriteString(tm.Stdout())
+	}
+	if n := countLines(out.String(), "Alert{id=3}"); n != 1 {
+		t.Errorf("%d Alert{id=3} lines, want 1 (the flag set by transaction 22 must survive the restores)\n%s", n, out.String())
+	}
+}
+
+// TestRestoreErrors: wrong, missing and corrupt savepoints are clear errors,
+// never a silent start from empty state.
+func TestRestoreErrors(t *testing.T) {
+	c, srv, _ := s3Cluster(t, 1, 2)
+	id := submit(t, c, "fraud-detection", "--param", "count=25", "--param", "rate=0")
+	waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED)
+	cp := jobStatus(t, c, id).LatestCheckpoint
+	if cp == nil {
+		t.Fatal("no checkpoint")
+	}
+	jm := []string{"--jobmanager", c.JobManager.Addr}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing", []string{"fraud-detection", "--from-savepoint", "s3://weir/nothing-here"}, "_metadata is missing"},
+		{"another job", []string{"sequence-check", "--param", "output=s3://weir/x", "--from-savepoint", cp.Path}, `taken of job "fraud-detection"`},
+		{"above maxParallelism", []string{"fraud-detection", "--parallelism", "129", "--from-savepoint", cp.Path}, "maxParallelism"},
+	} {
+		r := weir(t, append(append([]string{"job", "submit"}, tc.args...), jm...)...)
+		if r.ExitCode == 0 || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want an error containing %q", tc.name, r.ExitCode, r.Stderr, tc.want)
+		}
+	}
+
+	// Corrupt the detector's state file: the restored job fails naming it.
+	st, err := storage.Open(cp.Path, srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := st.List(context.Background(), "fraud-detector/")
+	if err != nil || len(objs) == 0 {
+		t.Fatalf("listing state files: %v %v", objs, err)
+	}
+	data, err := st.Get(context.Background(), objs[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/3] ^= 0xff
+	if err := st.Put(context.Background(), objs[0].Name, data); err != nil {
+		t.Fatal(err)
+	}
+	id2 := submit(t, c, "fraud-detection", "--param", "count=50", "--param", "rate=0", "--from-savepoint", cp.Path)
+	s := waitState(t, c, id2, time.Minute, weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_FINISHED)
+	if s.Summary.State != weirv1.JobState_JOB_STATE_FAILED || !strings.Contains(s.Summary.Failure, objs[0].Name) {
+		t.Errorf("job %v with failure %q; want FAILED naming %s", s.Summary.State, s.Summary.Failure, objs[0].Name)
+	}
+	if s.Summary.Restarts != 0 {
+		t.Errorf("corrupt state restarted the job %d times; it cannot help", s.Summary.Restarts)
+	}
+}
