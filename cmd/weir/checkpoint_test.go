@@ -235,3 +235,35 @@ func TestRestoreErrors(t *testing.T) {
 		t.Errorf("corrupt state restarted the job %d times; it cannot help", s.Summary.Restarts)
 	}
 }
+
+// TestFailedUploadsAreDeclined: checkpoints whose state cannot be uploaded
+// (the bucket does not exist) are declined and counted; the job keeps
+// running and processing.
+func TestFailedUploadsAreDeclined(t *testing.T) {
+	c, _, _ := s3Cluster(t, 1, 2, "--checkpoint-storage", "s3://no-such-bucket/checkpoints")
+	id := submit(t, c, "fraud-detection", "--param", "source=random", "--param", "rate=1000",
+		"--checkpoint-interval", "200ms")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st := jobStatus(t, c, id)
+		if st.Summary.State != weirv1.JobState_JOB_STATE_RUNNING && st.Summary.State != weirv1.JobState_JOB_STATE_CREATED {
+			t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+		}
+		if st.FailedCheckpoints >= 3 {
+			if st.CompletedCheckpoints != 0 || st.Summary.Restarts != 0 {
+				t.Errorf("completed %d, restarts %d; want 0 and 0", st.CompletedCheckpoints, st.Summary.Restarts)
+			}
+			if in := st.Vertices[0].Operators[0].RecordsOut; in == 0 {
+				t.Errorf("no records processed while checkpoints failed")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d failed checkpoints after a minute", st.FailedCheckpoints)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(c.JobManager.Stderr(), "no-such-bucket") {
+		t.Errorf("the JobManager's log does not name the missing bucket")
+	}
+}

@@ -1,0 +1,131 @@
+package jobmanager
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// restartable returns a store holding j1 with periodic checkpoints,
+// deployed and running.
+func restartable(t *testing.T) *MemStore {
+	s := NewMemStore()
+	cmd := submitCmd("j1", 1, 2)
+	cmd.Checkpointing = CheckpointConfig{IntervalMs: 1000, Retained: 2}
+	mustApply(t, s, cmd)
+	mustApply(t, s, DeployJob{JobID: "j1", Slots: []Slot{slot("tm-1", 0), slot("tm-2", 0)}, TimeMs: 2})
+	mustApply(t, s, update(0, 0, "tm-1", taskRunning, ""))
+	mustApply(t, s, update(1, 0, "tm-1", taskRunning, ""))
+	mustApply(t, s, update(1, 1, "tm-2", taskRunning, ""))
+	return s
+}
+
+func TestRestartDelayIsExponential(t *testing.T) {
+	for n, want := range map[int]int64{1: 100, 2: 200, 3: 400, 9: 25_600, 10: 30_000, 50: 30_000} {
+		if got := RestartDelayMs(n); got != want {
+			t.Errorf("RestartDelayMs(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
+
+func TestFailureRestartsFromLatestCheckpoint(t *testing.T) {
+	s := restartable(t)
+	for id := int64(1); id <= 4; id++ {
+		mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: id, Path: "p/chk-" + string(rune('0'+id))}})
+	}
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 5, Path: "sp", Savepoint: true}})
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 6, Path: "p/chk-6"}})
+	j := jobState(t, s, "j1")
+	var ids []int64
+	for _, c := range j.Checkpoints {
+		ids = append(ids, c.ID)
+	}
+	// Two periodic checkpoints retained, savepoints kept.
+	if len(ids) != 3 || ids[0] != 4 || ids[1] != 5 || ids[2] != 6 || j.CompletedCheckpoints != 6 {
+		t.Fatalf("retained %v (completed %d)", ids, j.CompletedCheckpoints)
+	}
+
+	tr := mustApply(t, s, update(1, 1, "tm-2", taskFailed, "boom"))
+	j = jobState(t, s, "j1")
+	if len(tr) != 1 || tr[0].To != jobRestarting || j.Restarts != 1 || j.RestartAt != 10+100 {
+		t.Fatalf("transitions %v, job %+v", tr, j)
+	}
+	// Not before the other tasks have stopped.
+	if tr := mustApply(t, s, RestartJob{JobID: "j1", Attempt: 0, TimeMs: 200}); len(tr) != 0 {
+		t.Fatalf("restarted with tasks still running: %v", tr)
+	}
+	mustApply(t, s, update(0, 0, "tm-1", taskCanceled, ""))
+	mustApply(t, s, update(1, 0, "tm-1", taskCanceled, ""))
+	tr = mustApply(t, s, RestartJob{JobID: "j1", Attempt: 0, TimeMs: 200})
+	j = jobState(t, s, "j1")
+	if len(tr) != 1 || tr[0].To != jobCreated || j.Attempt != 1 || j.Deployed || j.Restore == nil || j.Restore.ID != 6 {
+		t.Fatalf("after restart: transitions %v, job attempt %d deployed %v restore %+v", tr, j.Attempt, j.Deployed, j.Restore)
+	}
+	// A second failure without a checkpoint in between doubles the delay.
+	mustApply(t, s, DeployJob{JobID: "j1", Attempt: 1, Slots: []Slot{slot("tm-1", 0), slot("tm-3", 0)}, TimeMs: 300})
+	mustApply(t, s, UpdateTask{JobID: "j1", Vertex: 1, Subtask: 1, Attempt: 1, TaskManagerID: "tm-3", State: taskFailed, TimeMs: 400})
+	if j = jobState(t, s, "j1"); j.RestartAt != 400+200 || j.Restarts != 2 {
+		t.Fatalf("second failure: restart at %d, restarts %d", j.RestartAt, j.Restarts)
+	}
+}
+
+func TestUnrecoverableFailureFailsRestartableJob(t *testing.T) {
+	s := restartable(t)
+	u := update(1, 1, "tm-2", taskFailed, "corrupt state")
+	u.Unrecoverable = true
+	mustApply(t, s, u)
+	if j := jobState(t, s, "j1"); j.State != jobFailed || j.Restarts != 0 {
+		t.Fatalf("job %v after an unrecoverable failure, restarts %d", j.State, j.Restarts)
+	}
+}
+
+func TestRescaleRedeploysWhenStopFinishes(t *testing.T) {
+	s := restartable(t)
+	plan := RescalePlan{Parallelism: 4, Vertices: []VertexSpec{
+		{Name: "Source", Parallelism: 1, Operators: []OperatorSpec{{UID: "src"}}, Outputs: []int{1}},
+		{Name: "Map -> Sink", Parallelism: 4, InputPartitioning: "rebalance", Operators: []OperatorSpec{{UID: "map"}, {UID: "sink"}}},
+	}}
+	mustApply(t, s, BeginRescale{JobID: "j1", Plan: plan})
+	if _, err := s.Apply(BeginRescale{JobID: "j1", Plan: plan}); err == nil {
+		t.Error("a second rescale was accepted while one is under way")
+	}
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 7, Path: "sp-7", Savepoint: true}})
+	mustApply(t, s, update(0, 0, "tm-1", taskFinished, ""))
+	mustApply(t, s, update(1, 0, "tm-1", taskFinished, ""))
+	mustApply(t, s, update(1, 1, "tm-2", taskFinished, ""))
+	j := jobState(t, s, "j1")
+	if j.State != jobCreated || j.Parallelism != 4 || len(j.Tasks[1]) != 4 || j.Attempt != 1 ||
+		j.Restore == nil || j.Restore.Path != "sp-7" || j.Rescale != nil {
+		t.Fatalf("after the stop: state %v parallelism %d tasks %d attempt %d restore %+v", j.State, j.Parallelism,
+			len(j.Tasks[1]), j.Attempt, j.Restore)
+	}
+}
+
+func TestValidateRestore(t *testing.T) {
+	vertices := submitCmd("j1", 1, 2).Vertices
+	m := &statebackend.Metadata{JobName: "test", MaxParallelism: 128, Operators: []statebackend.OperatorState{{UID: "map"}}}
+	if err := validateRestore(m, "sp", "test", 128, vertices, false); err != nil {
+		t.Fatalf("valid restore rejected: %v", err)
+	}
+	gone := &statebackend.Metadata{JobName: "test", MaxParallelism: 128, Operators: []statebackend.OperatorState{{UID: "old-op", Name: "Old"}}}
+	small := &statebackend.Metadata{JobName: "test", MaxParallelism: 1, Operators: nil}
+	for _, tc := range []struct {
+		m     *statebackend.Metadata
+		name  string
+		maxP  int
+		allow bool
+		want  string
+	}{
+		{m, "other", 128, false, `taken of job "test", not "other"`},
+		{m, "test", 64, false, "maxParallelism 128 but job test has 64"},
+		{small, "test", 128, false, "above the savepoint's maxParallelism 1"},
+		{gone, "test", 128, false, `state for operator "old-op"`},
+		{gone, "test", 128, true, ""},
+	} {
+		err := validateRestore(tc.m, "sp", tc.name, tc.maxP, vertices, tc.allow)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("validateRestore(%s, maxP %d, allow %v) = %v, want %q", tc.name, tc.maxP, tc.allow, err, tc.want)
+		}
+	}
+}
