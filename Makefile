@@ -61,9 +61,10 @@ tools: $(PROTO_TOOLS) $(TOOLS)/minio
 # S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in
 # .tools/minio-data across runs. Ctrl-C stops it. In another shell:
 #   export AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=weiradmin AWS_SECRET_ACCESS_KEY=weiradmin-secret
-# and create a bucket in the console (log in as weiradmin / weiradmin-secret).
+# The bucket `weir` exists from the start: on a single drive, MinIO serves
+# a top-level directory of its data dir as a bucket.
 minio: $(TOOLS)/minio
-	@mkdir -p $(TOOLS)/minio-data
+	@mkdir -p $(TOOLS)/minio-data/weir
 	MINIO_ROOT_USER=weiradmin MINIO_ROOT_PASSWORD=weiradmin-secret \
 		$(TOOLS)/minio server --address 127.0.0.1:9000 --console-address 127.0.0.1:9001 $(TOOLS)/minio-data
 
