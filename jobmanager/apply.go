@@ -75,6 +75,7 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 		Params:         maps.Clone(c.Params),
 		State:          jobCreated,
 		SubmitTime:     c.TimeMs,
+		WaitingSince:   c.TimeMs,
 		Tasks:          make([][]Task, len(c.Vertices)),
 	}
 	if j.Params == nil {
@@ -316,7 +317,7 @@ func (t *jobTable) restart(j *Job, timeMs int64, out *[]JobTransition) {
 		}
 	}
 	// The slot request timeout counts from the restart.
-	j.SubmitTime = timeMs
+	j.WaitingSince = timeMs
 	t.setState(j, jobCreated, "", timeMs, out)
 }
 

@@ -333,7 +333,7 @@ func (jm *JobManager) schedule(now time.Time) {
 		if j := &all[k]; j.Pending() {
 			byID[j.ID] = j
 			pending = append(pending, PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
-				Submitted: time.UnixMilli(j.SubmitTime)})
+				Submitted: time.UnixMilli(j.WaitingSince)})
 		}
 	}
 	if len(pending) == 0 {

@@ -50,6 +50,9 @@ type Job struct {
 	// Times are Unix milliseconds, 0 when not reached. StartTime is when
 	// deployment began.
 	SubmitTime, StartTime, EndTime int64
+	// WaitingSince is when the current attempt began waiting for slots
+	// (the submission, or the latest restart).
+	WaitingSince int64
 
 	// Attempt is the attempt number of the current deployment; Deployed
 	// says whether its tasks have been placed on slots.
