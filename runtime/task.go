@@ -286,38 +286,19 @@ func (t *Task) Run(ctx context.Context) (err error) {
 }
 
 func (t *Task) runSource(ctx context.Context) error {
-	done := ctx.Done()
 	for {
-		for drained := false; !drained; {
-			select {
-			case c := <-t.control:
-				if t.handleControl(c) {
-					return nil
-				}
-				if t.err != nil {
-					return t.err
-				}
-			case <-done:
-				return ctx.Err()
-			default:
-				drained = true
-			}
-		}
-		if t.ended || t.stopped {
-			// Nothing more is emitted: wait for the checkpoint that lets
-			// the source finish (or, after an aborted stop, resume).
+		// Control requests first; a source that ended or was stopped
+		// emits nothing more and waits for the checkpoint that lets it
+		// finish (or, after an aborted stop, resume).
+		idle := t.ended || t.stopped
+		if idle {
 			t.flush(time.Now().UnixNano())
-			select {
-			case c := <-t.control:
-				if t.handleControl(c) {
-					return nil
-				}
-				if t.err != nil {
-					return t.err
-				}
-			case <-done:
-				return ctx.Err()
-			}
+		}
+		handled, finished, err := t.nextControl(ctx, idle)
+		if err != nil || finished {
+			return err
+		}
+		if handled {
 			continue
 		}
 		t.pollStart = time.Now().UnixNano()
@@ -388,6 +369,32 @@ func (t *Task) sleep(ctx context.Context, d time.Duration) (bool, error) {
 			}
 		}
 	}
+}
+
+// nextControl handles one control request, waiting for one if block is
+// set. It reports whether it handled one and whether that finished the
+// (source) task.
+func (t *Task) nextControl(ctx context.Context, block bool) (handled, finished bool, err error) {
+	var c control
+	if block {
+		select {
+		case c = <-t.control:
+		case <-ctx.Done():
+			return false, false, ctx.Err()
+		}
+	} else {
+		select {
+		case c = <-t.control:
+		case <-ctx.Done():
+			return false, false, ctx.Err()
+		default:
+			return false, false, nil
+		}
+	}
+	if t.handleControl(c) {
+		return true, true, nil
+	}
+	return true, false, t.err
 }
 
 // handleControl carries out a control request on the task goroutine. It
