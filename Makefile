@@ -28,9 +28,13 @@ test: $(TOOLS)/minio
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: build
+# Micro-benchmarks, then cmd/weirbench on real processes: throughput and
+# latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
+# failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
+# WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
+bench: build $(TOOLS)/minio
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/
-	$(GO) run ./cmd/weirbench --weir $(BIN)/weir
+	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -1,173 +1,158 @@
-// Command weirbench measures Weir's throughput and latency on the fraud
-// detector over the random transaction source (100,000 accounts), with real
-// processes: (a) one subtask, fully chained, on a TaskManager limited to one
-// core; (b) parallelism 2 on two TaskManager processes, the keyBy crossing
-// the network. For each it finds the maximum rate (source as fast as
-// possible), then measures end-to-end latency (latency markers) at half of
-// it. `make bench` runs it.
+// Command weirbench measures Weir with real processes (a JobManager and
+// TaskManagers started by internal/cluster) on the fraud-detection job over
+// its random transaction source. `make bench` runs every section:
+//
+//   - throughput: (a) one subtask, fully chained, on a TaskManager limited
+//     to one core; (b) parallelism 2 on two TaskManager processes, the keyBy
+//     crossing the network. For each, the maximum rate (source as fast as
+//     possible, default checkpointing), then end-to-end latency (latency
+//     markers) at half of it.
+//   - checkpoint: checkpoint duration and the longest synchronous snapshot
+//     (the processing stall) with 100 thousand, 1 million and 10 million
+//     keys of detector state, to MinIO.
+//   - overhead: throughput of scenario (b) with checkpoints every second to
+//     MinIO against no checkpoints.
+//   - failover: SIGKILL of a TaskManager running tasks, to the job running
+//     again and the first record processed after the restore.
+//   - rescale: `weir job rescale` from parallelism 2 to 4: the gap from the
+//     stop-with-savepoint to the first record at the new parallelism.
+//
+// -only selects sections; a results table ends the output.
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
-
-	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
+
+// sections, in the order they run.
+var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale"}
+
+// benchBucket is the MinIO bucket every S3 section writes under.
+const benchBucket = "weirbench"
+
+// bench is what the sections share.
+type bench struct {
+	weir    string
+	s3      *minioServer // nil until a section needs it
+	verbose bool
+	results []result
+}
+
+// result is one row of the final table.
+type result struct {
+	section, metric, value, goal string
+}
+
+func (b *bench) add(section, metric, value, goal string) {
+	b.results = append(b.results, result{section, metric, value, goal})
+}
+
+func (b *bench) minio() (*minioServer, error) {
+	if b.s3 != nil {
+		return b.s3, nil
+	}
+	s, err := startMinIO(benchBucket)
+	if err != nil {
+		return nil, fmt.Errorf("MinIO: %w", err)
+	}
+	b.s3 = s
+	return s, nil
+}
 
 func main() {
 	weir := flag.String("weir", "bin/weir", "path of the weir binary")
-	events := flag.Int64("events", 40_000_000, "events per throughput run (all source subtasks together)")
-	latencyFor := flag.Duration("latency-duration", 10*time.Second, "length of each latency run")
-	profileDir := flag.String("profile-dir", ".bench", "where CPU profiles are written")
+	only := flag.String("only", "all", "comma-separated sections to run: "+strings.Join(sections, ",")+" (or all)")
+	verbose := flag.Bool("v", false, "print every checkpoint and poll as it happens")
+	events := flag.Int64("events", 40_000_000, "throughput: events per max-throughput run (all source subtasks together)")
+	latencyFor := flag.Duration("latency-duration", 10*time.Second, "throughput: length of each latency run")
+	profileDir := flag.String("profile-dir", ".bench", "throughput: where CPU profiles are written")
+	stateKeys := flag.String("state-keys", "100000,1000000,10000000", "checkpoint: state sizes (accounts) to measure")
+	stateFill := flag.Duration("state-fill", 60*time.Second, "checkpoint: longest time to fill the state, per size")
+	stateCheckpoints := flag.Int("state-checkpoints", 5, "checkpoint: checkpoints measured per size once the state is full")
+	stateMeasure := flag.Duration("state-measure", 60*time.Second, "checkpoint: longest measurement per size")
+	overheadEvents := flag.Int64("overhead-events", 20_000_000, "overhead: events per run (all source subtasks together)")
+	overheadStateEvents := flag.Int64("overhead-state-events", 4_000_000, "overhead: events per run of the variant where every account holds state (0 skips it)")
+	overheadRuns := flag.Int("overhead-runs", 3, "overhead: runs with and without checkpoints each (alternating)")
+	failoverRuns := flag.Int("failover-runs", 3, "failover: TaskManager kills, each on a fresh cluster")
+	freezeRuns := flag.Int("failover-freeze-runs", 2, "failover: extra runs that freeze (SIGSTOP) the TaskManager instead of killing it")
+	failoverRate := flag.Int("failover-rate", 20000, "failover and rescale: source rate per subtask (records/s)")
+	rescaleRuns := flag.Int("rescale-runs", 2, "rescale: rescales 2 -> 4, each on a fresh cluster")
 	flag.Parse()
-	if err := run(*weir, *events, *latencyFor, *profileDir); err != nil {
-		fmt.Fprintln(os.Stderr, "weirbench:", err)
+
+	sel := map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			for _, x := range sections {
+				sel[x] = true
+			}
+		case slices.Contains(sections, s):
+			sel[s] = true
+		case s != "":
+			fmt.Fprintf(os.Stderr, "weirbench: -only: unknown section %q (have %s)\n", s, strings.Join(sections, ", "))
+			os.Exit(2)
+		}
+	}
+	var sizes []int64
+	for _, s := range strings.Split(*stateKeys, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "weirbench: -state-keys: %q is not a positive number\n", s)
+			os.Exit(2)
+		}
+		sizes = append(sizes, n)
+	}
+
+	b := &bench{weir: *weir, verbose: *verbose}
+	var failed []string
+	runSection := func(name string, f func() error) {
+		if !sel[name] {
+			return
+		}
+		start := time.Now()
+		fmt.Printf("=== %s ===\n", name)
+		if err := f(); err != nil {
+			fmt.Fprintf(os.Stderr, "weirbench: %s: %v\n", name, err)
+			failed = append(failed, name)
+			b.add(name, "ERROR", firstLine(err.Error()), "")
+		}
+		fmt.Printf("(%s took %v)\n\n", name, time.Since(start).Round(time.Second))
+	}
+	runSection("throughput", func() error { return b.baseline(*events, *latencyFor, *profileDir) })
+	runSection("checkpoint", func() error {
+		return b.checkpointSection(sizes, stateOptions{fillMax: *stateFill, measure: *stateCheckpoints, measureMax: *stateMeasure})
+	})
+	runSection("overhead", func() error { return b.overheadSection(*overheadEvents, *overheadStateEvents, *overheadRuns) })
+	runSection("failover", func() error { return b.failoverSection(*failoverRuns, *freezeRuns, *failoverRate) })
+	runSection("rescale", func() error { return b.rescaleSection(*rescaleRuns, *failoverRate) })
+	if b.s3 != nil {
+		b.s3.Stop()
+	}
+
+	fmt.Println("=== results ===")
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "SECTION\tMETRIC\tVALUE\tGOAL")
+	for _, r := range b.results {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.section, r.metric, r.value, r.goal)
+	}
+	w.Flush()
+	if len(failed) > 0 {
+		fmt.Fprintf(os.Stderr, "weirbench: failed sections: %s\n", strings.Join(failed, ", "))
 		os.Exit(1)
 	}
 }
 
-type scenario struct {
-	name         string
-	taskManagers int
-	slots        int
-	parallelism  int
-	env          []string
-}
-
-func run(weir string, events int64, latencyFor time.Duration, profileDir string) error {
-	if err := os.MkdirAll(profileDir, 0o755); err != nil {
-		return err
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
 	}
-	scenarios := []scenario{
-		{name: "(a) 1 subtask, chained, 1 core", taskManagers: 1, slots: 1, parallelism: 1, env: []string{"GOMAXPROCS=1"}},
-		{name: "(b) parallelism 2, 2 TaskManager processes, keyBy over gRPC", taskManagers: 2, slots: 1, parallelism: 2},
-	}
-	fmt.Printf("Weir fraud-detection benchmark: random source, 100000 accounts, %d events per throughput run\n\n", events)
-	for i, s := range scenarios {
-		profile, _ := filepath.Abs(filepath.Join(profileDir, fmt.Sprintf("taskmanager-%c.pprof", 'a'+i)))
-		thr, err := throughput(weir, s, events, profile)
-		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		lat, err := latency(weir, s, thr/2, latencyFor)
-		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		fmt.Printf("%s\n  max throughput %.2f M events/s\n  at %.2f M events/s: latency p50 %v  p99 %v  max %v  (%d markers)\n",
-			s.name, thr/1e6, thr/2e6, time.Duration(lat.P50Ns), time.Duration(lat.P99Ns), time.Duration(lat.MaxNs), lat.Count)
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "12", weir, profile).Output()
-		if err == nil {
-			fmt.Printf("  CPU profile of the TaskManager running the detector (%s):\n", profile)
-			for _, l := range strings.Split(string(top), "\n") {
-				if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "File:") && !strings.HasPrefix(l, "Build ID:") && !strings.HasPrefix(l, "Type:") && !strings.HasPrefix(l, "Time:") {
-					fmt.Println("    " + l)
-				}
-			}
-		}
-		fmt.Println()
-	}
-	return nil
-}
-
-func start(weir string, s scenario, profile string) (*cluster.Cluster, error) {
-	return cluster.StartCluster(weir, cluster.Options{
-		TaskManagers: s.taskManagers, Slots: s.slots, TaskManagerEnv: s.env, DiscardStdout: true,
-		TaskManagerArgs: func(i int) []string {
-			if profile != "" && i == s.taskManagers-1 {
-				return []string{"--cpu-profile", profile}
-			}
-			return nil
-		},
-	})
-}
-
-// throughput runs the job with unthrottled sources and returns events/s.
-func throughput(weir string, s scenario, events int64, profile string) (float64, error) {
-	c, err := start(weir, s, profile)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Stop()
-	per := events / int64(s.parallelism)
-	st, err := runJob(c, s.parallelism, map[string]string{"rate": "0", "count": fmt.Sprint(per)}, 10*time.Minute)
-	if err != nil {
-		return 0, err
-	}
-	var in int64
-	for _, v := range st.Vertices {
-		for _, o := range v.Operators {
-			if o.Name == "fraud-detector" {
-				in += o.RecordsIn
-			}
-		}
-	}
-	secs := float64(st.Summary.EndTimeMs-st.Summary.StartTimeMs) / 1000
-	if in != per*int64(s.parallelism) || secs <= 0 {
-		return 0, fmt.Errorf("detector saw %d records in %.3fs, want %d", in, secs, per*int64(s.parallelism))
-	}
-	return float64(in) / secs, nil
-}
-
-// latency runs the job at a fixed total rate and returns its latency.
-func latency(weir string, s scenario, rate float64, d time.Duration) (*weirv1.LatencySummary, error) {
-	c, err := start(weir, s, "")
-	if err != nil {
-		return nil, err
-	}
-	defer c.Stop()
-	per := rate / float64(s.parallelism)
-	count := int64(per * d.Seconds())
-	st, err := runJob(c, s.parallelism, map[string]string{"rate": fmt.Sprintf("%.0f", per), "count": fmt.Sprint(count)}, d+5*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	if st.Latency == nil || st.Latency.Count == 0 {
-		return nil, fmt.Errorf("no latency markers reached the sinks")
-	}
-	return st.Latency, nil
-}
-
-func runJob(c *cluster.Cluster, parallelism int, params map[string]string, timeout time.Duration) (*weirv1.JobStatus, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	args := []string{"job", "submit", "fraud-detection", "--jobmanager", c.JobManager.Addr,
-		"--parallelism", fmt.Sprint(parallelism), "--param", "source=random", "--param", "accounts=100000"}
-	for k, v := range params {
-		args = append(args, "--param", k+"="+v)
-	}
-	r, err := cluster.Run(ctx, c.Weir, args...)
-	if err != nil || r.ExitCode != 0 {
-		return nil, fmt.Errorf("submit: %v %s", err, r.Stderr)
-	}
-	id := strings.TrimSpace(r.Stdout)
-	for {
-		r, err := cluster.Run(ctx, c.Weir, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
-		if err != nil || r.ExitCode != 0 {
-			return nil, fmt.Errorf("status: %v %s", err, r.Stderr)
-		}
-		st := &weirv1.JobStatus{}
-		if err := protojson.Unmarshal([]byte(r.Stdout), st); err != nil {
-			return nil, err
-		}
-		switch st.Summary.State {
-		case weirv1.JobState_JOB_STATE_FINISHED:
-			return st, nil
-		case weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_CANCELED:
-			return nil, fmt.Errorf("job %s: %s\n%s", st.Summary.State, st.Summary.Failure, c.Logs())
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("job still %v: %w", st.Summary.State, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return s
 }

@@ -76,7 +76,9 @@ func listCheckpoints(c *cluster.Cluster, id string) (*weirv1.ListCheckpointsResp
 }
 
 // cancelJob cancels a job, ignoring errors (the cluster is stopped next).
-func cancelJob(c *cluster.Cluster, id string) { _, _ = cli(context.Background(), c, "job", "cancel", id) }
+func cancelJob(c *cluster.Cluster, id string) {
+	_, _ = cli(context.Background(), c, "job", "cancel", id)
+}
 
 // readMetadata reads and decodes a checkpoint's _metadata.
 func readMetadata(opts storage.Options, dir string) (*statebackend.Metadata, error) {
