@@ -240,6 +240,12 @@ func TestClientErrors(t *testing.T) {
 		{"unknown job id cancel", append([]string{"job", "cancel", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
 		{"unreachable jobmanager", []string{"job", "list", "--jobmanager", "127.0.0.1:1"}, "cannot reach the JobManager at 127.0.0.1:1"},
 		{"local bad slots", []string{"local", "--slots", "0"}, "--slots 0 must be at least 1"},
+		{"savepoint of unknown job", append([]string{"job", "savepoint", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
+		{"stop without --savepoint", append([]string{"job", "stop", "0123456789abcdef0123456789abcdef"}, jm...), "pass --savepoint"},
+		{"rescale to 0", append([]string{"job", "rescale", "0123456789abcdef0123456789abcdef", "--parallelism", "0"}, jm...), "--parallelism 0 must be at least 1"},
+		{"checkpoints of unknown job", append([]string{"job", "checkpoints", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
+		{"negative checkpoint interval", append([]string{"job", "submit", "fraud-detection", "--checkpoint-interval", "-1s"}, jm...), "must not be negative"},
+		{"bad checkpoint storage", []string{"jobmanager", "--checkpoint-storage", "ftp://x/y"}, "--checkpoint-storage"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
