@@ -175,24 +175,19 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 func (c *client) waitRunning(ctx context.Context, id string, p int, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for {
-		st, err := c.status(ctx, id)
-		if err != nil {
-			return err
-		}
+	st, err := c.waitUntil(ctx, id, 50*time.Millisecond, func(st *weirv1.JobStatus) bool {
 		s := st.Summary
-		if s.State == weirv1.JobState_JOB_STATE_RUNNING && int(s.Parallelism) == p {
-			return nil
-		}
-		if jobmanager.TerminalJob(s.State) {
-			return fmt.Errorf("job %s ended %s while rescaling: %s", id, jobmanager.JobStateName(s.State), s.Failure)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("job %s is %s, not yet running at parallelism %d after %v", id, jobmanager.JobStateName(s.State), p, wait)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return jobmanager.TerminalJob(s.State) || s.State == weirv1.JobState_JOB_STATE_RUNNING && int(s.Parallelism) == p
+	})
+	switch s := st.GetSummary(); {
+	case err != nil && s == nil:
+		return err
+	case err != nil:
+		return fmt.Errorf("job %s is %s, not yet running at parallelism %d after %v", id, jobmanager.JobStateName(s.State), p, wait)
+	case jobmanager.TerminalJob(s.State):
+		return fmt.Errorf("job %s ended %s while rescaling: %s", id, jobmanager.JobStateName(s.State), s.Failure)
 	}
+	return nil
 }
 
 func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {

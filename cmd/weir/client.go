@@ -93,12 +93,18 @@ func (c *client) status(ctx context.Context, id string) (*weirv1.JobStatus, erro
 
 // waitTerminal polls a job until it reaches a terminal state.
 func (c *client) waitTerminal(ctx context.Context, id string, every time.Duration) (*weirv1.JobStatus, error) {
+	return c.waitUntil(ctx, id, every, func(st *weirv1.JobStatus) bool { return jobmanager.TerminalJob(st.Summary.State) })
+}
+
+// waitUntil polls a job until done says so; on ctx's end it returns the
+// last status seen with ctx's error.
+func (c *client) waitUntil(ctx context.Context, id string, every time.Duration, done func(*weirv1.JobStatus) bool) (*weirv1.JobStatus, error) {
 	for {
 		st, err := c.status(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if jobmanager.TerminalJob(st.Summary.State) {
+		if done(st) {
 			return st, nil
 		}
 		select {
