@@ -62,25 +62,21 @@ type pendingCheckpoint struct {
 	req        *savepointRequest
 }
 
+// coordinator is the thin loop around a job's checkpointCore: it feeds
+// the core the job's record and the time, and carries out what the core
+// decides (RPCs to TaskManagers, storage, store commands).
 type coordinator struct {
 	jm    *JobManager
 	jobID string
-	cfg   CheckpointConfig
 	log   *slog.Logger
 
-	mu          sync.Mutex
-	pending     *pendingCheckpoint
-	queue       []*savepointRequest
-	lastID      int64
-	lastTrigger time.Time
-	lastEnd     time.Time
-	attempt     int // the attempt lastTrigger counts from
-	requested   bool
+	mu   sync.Mutex // guards core
+	core *checkpointCore
 }
 
 // startCoordinator runs the coordinator of a job until the job ends.
 func (jm *JobManager) startCoordinator(job Job) *coordinator {
-	c := &coordinator{jm: jm, jobID: job.ID, cfg: job.Checkpointing, attempt: -1,
+	c := &coordinator{jm: jm, jobID: job.ID, core: newCheckpointCore(job.ID, jm.cfg.CheckpointStorage, job.Checkpointing),
 		log: jm.log.With("job_id", job.ID)}
 	jm.mu.Lock()
 	jm.coordinators[job.ID] = c
@@ -109,8 +105,8 @@ func (jm *JobManager) coordinator(jobID string) *coordinator {
 	return jm.coordinators[jobID]
 }
 
-// tick makes the coordinator's periodic decisions. It reports false once
-// the job has ended.
+// tick runs the core's decisions once. It reports false once the job has
+// ended.
 func (c *coordinator) tick(now time.Time) bool {
 	job, err := c.jm.store.Job(c.jobID)
 	if err != nil || TerminalJob(job.State) {
@@ -121,142 +117,47 @@ func (c *coordinator) tick(now time.Time) bool {
 		return false
 	}
 	c.mu.Lock()
-	if p := c.pending; p != nil {
-		var reason string
-		switch {
-		case p.finalizing:
-		case job.State != jobRunning || job.Attempt != p.attempt:
-			reason = fmt.Sprintf("job is %s (attempt %d)", JobStateName(job.State), job.Attempt)
-		case now.Sub(p.trigger) > c.timeout():
-			reason = fmt.Sprintf("timed out after %v", c.timeout())
-		}
-		c.mu.Unlock()
-		if reason != "" {
-			c.abort(p, reason)
-		}
-		return true
-	}
-	if job.State != jobRunning {
-		c.mu.Unlock()
-		return true
-	}
-	if job.Attempt != c.attempt {
-		// Count the interval from the attempt's start.
-		c.attempt, c.lastTrigger = job.Attempt, now
-	}
-	var req *savepointRequest
-	switch {
-	case len(c.queue) > 0:
-		req, c.queue = c.queue[0], c.queue[1:]
-	case c.cfg.IntervalMs <= 0:
-		c.mu.Unlock()
-		return true
-	case !c.requested && now.Sub(c.lastTrigger) < time.Duration(c.cfg.IntervalMs)*time.Millisecond:
-		c.mu.Unlock()
-		return true
-	case now.Sub(c.lastEnd) < time.Duration(c.cfg.MinPauseMs)*time.Millisecond:
-		c.mu.Unlock()
-		return true
-	}
-	p, err := c.newPendingLocked(&job, now, req)
-	if err != nil || p == nil {
-		c.mu.Unlock()
-		if req != nil {
-			req.done <- savepointResult{err: err}
-		}
-		return true
-	}
-	c.pending = p
-	c.requested = false
-	c.lastTrigger = now
+	a := c.core.tick(&job, now)
 	c.mu.Unlock()
+	switch {
+	case a.abort != nil:
+		c.abort(a.abort, a.reason)
+	case a.refuse != nil:
+		a.refuse.done <- savepointResult{err: a.err}
+	case a.trigger != nil:
+		c.trigger(&job, a.trigger)
+	}
+	return true
+}
+
+// trigger asks the checkpoint's source tasks to take it.
+func (c *coordinator) trigger(job *Job, p *pendingCheckpoint) {
 	c.log.Debug("triggering checkpoint", "checkpoint", p.id, "savepoint", p.savepoint, "location", p.location)
 	for _, s := range p.sources {
 		task := job.Tasks[s.vertex][s.subtask]
 		req := &weirv1.TriggerCheckpointRequest{Task: taskID(job.ID, s.vertex, s.subtask, task.Attempt),
 			CheckpointId: p.id, TimestampMs: p.trigger.UnixMilli(), Location: p.location,
 			Savepoint: p.savepoint, Stop: p.stop, Drain: p.drain}
+		name := job.Vertices[s.vertex].Name
 		c.jm.goAsync(func(ctx context.Context) {
 			err := c.jm.callTaskManager(ctx, task.Address, func(ctx context.Context, cl weirv1.TaskManagerClient) error {
 				_, err := cl.TriggerCheckpoint(ctx, req)
 				return err
 			})
 			if err != nil && ctx.Err() == nil {
-				c.decline(p.id, p.attempt, fmt.Sprintf("triggering %s (%d) on %s: %v",
-					job.Vertices[s.vertex].Name, s.subtask, task.TaskManagerID, err))
+				c.decline(p.id, p.attempt, fmt.Sprintf("triggering %s (%d) on %s: %v", name, s.subtask, task.TaskManagerID, err))
 			}
 		})
 	}
-	return true
-}
-
-func (c *coordinator) timeout() time.Duration {
-	if c.cfg.TimeoutMs <= 0 {
-		return DefaultCheckpointTimeout
-	}
-	return time.Duration(c.cfg.TimeoutMs) * time.Millisecond
-}
-
-// newPendingLocked starts a checkpoint of the job's current attempt if all
-// its unfinished tasks run; nil when there is nothing to checkpoint.
-func (c *coordinator) newPendingLocked(job *Job, now time.Time, req *savepointRequest) (*pendingCheckpoint, error) {
-	p := &pendingCheckpoint{attempt: job.Attempt, trigger: now, waiting: map[taskRef]bool{},
-		acks: map[taskRef]*weirv1.AcknowledgeCheckpointRequest{}, req: req}
-	for v, ts := range job.Tasks {
-		for i, t := range ts {
-			switch t.State {
-			case taskFinished:
-				continue
-			case taskRunning:
-			default:
-				return nil, errorf(ErrCheckpoint, "job %s: task %s (%d) is %s", job.ID, job.Vertices[v].Name, i, TaskStateName(t.State))
-			}
-			p.waiting[taskRef{v, i}] = true
-			if job.Vertices[v].InputPartitioning == "" {
-				p.sources = append(p.sources, taskRef{v, i})
-			}
-		}
-	}
-	if len(p.sources) == 0 {
-		return nil, errorf(ErrCheckpoint, "job %s: every source has finished", job.ID)
-	}
-	c.lastID = max(c.lastID, job.LastCheckpointID) + 1
-	p.id = c.lastID
-	root := c.jm.cfg.CheckpointStorage
-	p.location = storage.Join(root, job.ID, fmt.Sprintf("chk-%d", p.id))
-	if req != nil {
-		base := req.target
-		if base == "" {
-			base = storage.Join(root, "savepoints")
-		}
-		short := job.ID
-		if len(short) > 6 {
-			short = short[:6]
-		}
-		p.location = storage.Join(base, fmt.Sprintf("savepoint-%s-%d", short, p.id))
-		p.savepoint, p.stop, p.drain = true, req.stop, req.drain
-	}
-	return p, nil
 }
 
 // acknowledge records a task's acknowledgement; the last one completes the
 // checkpoint.
 func (c *coordinator) acknowledge(req *weirv1.AcknowledgeCheckpointRequest) {
-	ref := taskRef{int(req.GetTask().GetVertexId()), int(req.GetTask().GetSubtask())}
 	c.mu.Lock()
-	p := c.pending
-	if p == nil || p.id != req.CheckpointId || p.attempt != int(req.GetTask().GetAttempt()) || !p.waiting[ref] {
-		c.mu.Unlock()
-		return // late, or for an aborted checkpoint
-	}
-	delete(p.waiting, ref)
-	p.acks[ref] = req
-	done := len(p.waiting) == 0
-	if done {
-		p.finalizing = true
-	}
+	p := c.core.acknowledge(req)
 	c.mu.Unlock()
-	if done {
+	if p != nil {
 		c.jm.goAsync(func(ctx context.Context) { c.finalize(ctx, p) })
 	}
 }
@@ -264,9 +165,9 @@ func (c *coordinator) acknowledge(req *weirv1.AcknowledgeCheckpointRequest) {
 // decline aborts checkpoint id if it is still in flight.
 func (c *coordinator) decline(id int64, attempt int, reason string) {
 	c.mu.Lock()
-	p := c.pending
+	p := c.core.declined(id, attempt)
 	c.mu.Unlock()
-	if p != nil && p.id == id && p.attempt == attempt {
+	if p != nil {
 		c.abort(p, "declined: "+reason)
 	}
 }
@@ -275,20 +176,18 @@ func (c *coordinator) decline(id int64, attempt int, reason string) {
 // allows: a source has ended and waits for one to finish.
 func (c *coordinator) requestCheckpoint() {
 	c.mu.Lock()
-	c.requested = true
+	c.core.requested = true
 	c.mu.Unlock()
 }
 
 // abort gives up p: the job goes on and the next checkpoint is tried.
 func (c *coordinator) abort(p *pendingCheckpoint, reason string) {
 	c.mu.Lock()
-	if c.pending != p || p.finalizing {
-		c.mu.Unlock()
+	ok := c.core.end(p, time.Now())
+	c.mu.Unlock()
+	if !ok {
 		return
 	}
-	c.pending = nil
-	c.lastEnd = time.Now()
-	c.mu.Unlock()
 	c.log.Warn("checkpoint aborted", "checkpoint", p.id, "savepoint", p.savepoint, "reason", reason)
 	_, _ = c.jm.apply(AbortCheckpoint{JobID: c.jobID, CheckpointID: p.id})
 	if p.req != nil {
@@ -305,9 +204,6 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 		err = c.writeMetadata(ctx, &job, p)
 	}
 	if err != nil {
-		c.mu.Lock()
-		p.finalizing = false
-		c.mu.Unlock()
 		c.abort(p, err.Error())
 		return
 	}
@@ -325,8 +221,7 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 		c.log.Error("recording checkpoint", "checkpoint", p.id, "err", err)
 	}
 	c.mu.Lock()
-	c.pending = nil
-	c.lastEnd = time.Now()
+	c.core.end(p, time.Now())
 	c.mu.Unlock()
 	c.log.Info("checkpoint complete", "checkpoint", p.id, "savepoint", p.savepoint, "duration", time.Since(p.trigger),
 		"size", cp.SizeBytes, "location", p.location)
@@ -419,7 +314,7 @@ func (c *coordinator) deleteLocation(ctx context.Context, url string) {
 func (c *coordinator) savepoint(ctx context.Context, target string, stop, drain bool) (string, error) {
 	req := &savepointRequest{target: target, stop: stop, drain: drain, done: make(chan savepointResult, 1)}
 	c.mu.Lock()
-	c.queue = append(c.queue, req)
+	c.core.queue = append(c.core.queue, req)
 	c.mu.Unlock()
 	select {
 	case r := <-req.done:
@@ -432,8 +327,8 @@ func (c *coordinator) savepoint(ctx context.Context, target string, stop, drain 
 // shutdown fails what is queued or in flight once the job has ended.
 func (c *coordinator) shutdown(err error) {
 	c.mu.Lock()
-	q, p := c.queue, c.pending
-	c.queue, c.pending = nil, nil
+	q, p := c.core.queue, c.core.pending
+	c.core.queue, c.core.pending = nil, nil
 	c.mu.Unlock()
 	for _, r := range q {
 		r.done <- savepointResult{err: errorf(ErrCheckpoint, "savepoint of job %s not taken: %v", c.jobID, err)}

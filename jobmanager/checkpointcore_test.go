@@ -1,0 +1,146 @@
+package jobmanager
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// runningJob is j1 (a source, then two subtasks) with every task RUNNING.
+func runningJob(t *testing.T, cfg CheckpointConfig) Job {
+	s := NewMemStore()
+	cmd := submitCmd("j1", 1, 2)
+	cmd.Checkpointing = cfg
+	mustApply(t, s, cmd)
+	mustApply(t, s, DeployJob{JobID: "j1", Slots: []Slot{slot("tm-1", 0), slot("tm-2", 0)}, TimeMs: 2})
+	mustApply(t, s, update(0, 0, "tm-1", taskRunning, ""))
+	mustApply(t, s, update(1, 0, "tm-1", taskRunning, ""))
+	mustApply(t, s, update(1, 1, "tm-2", taskRunning, ""))
+	return jobState(t, s, "j1")
+}
+
+func ack(p *pendingCheckpoint, v, i int) *weirv1.AcknowledgeCheckpointRequest {
+	return &weirv1.AcknowledgeCheckpointRequest{CheckpointId: p.id,
+		Task: &weirv1.TaskID{JobId: "j1", VertexId: int32(v), Subtask: int32(i), Attempt: int32(p.attempt)}}
+}
+
+var t0 = time.UnixMilli(1_000_000)
+
+func TestCoreTriggersAtTheIntervalOneAtATime(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{IntervalMs: 1000, MinPauseMs: 300, TimeoutMs: 5000})
+	c := newCheckpointCore("j1", "s3://b/root", job.Checkpointing)
+	if a := c.tick(&job, t0); a.trigger != nil {
+		t.Fatal("triggered at the attempt's start; the interval counts from there")
+	}
+	if a := c.tick(&job, t0.Add(999*time.Millisecond)); a.trigger != nil {
+		t.Fatal("triggered before the interval")
+	}
+	a := c.tick(&job, t0.Add(time.Second))
+	p := a.trigger
+	if p == nil || p.id != 1 || p.location != "s3://b/root/j1/chk-1" || len(p.sources) != 1 || len(p.waiting) != 3 {
+		t.Fatalf("trigger %+v", p)
+	}
+	if a := c.tick(&job, t0.Add(3*time.Second)); a.trigger != nil {
+		t.Fatal("a second checkpoint started while one is in flight")
+	}
+	if c.acknowledge(ack(p, 0, 0)) != nil || c.acknowledge(ack(p, 0, 0)) != nil || c.acknowledge(ack(p, 1, 0)) != nil {
+		t.Fatal("completed before every task acknowledged")
+	}
+	stale := ack(p, 1, 1)
+	stale.CheckpointId = 7
+	if c.acknowledge(stale) != nil {
+		t.Fatal("an acknowledgement of another checkpoint counted")
+	}
+	if done := c.acknowledge(ack(p, 1, 1)); done != p || !p.finalizing {
+		t.Fatal("the last acknowledgement did not complete the checkpoint")
+	}
+	if c.declined(1, 0) != nil {
+		t.Fatal("a finalizing checkpoint can be declined")
+	}
+	c.end(p, t0.Add(3100*time.Millisecond))
+	// The interval has passed long ago, but the minimum pause has not.
+	if a := c.tick(&job, t0.Add(3200*time.Millisecond)); a.trigger != nil {
+		t.Fatal("triggered within the minimum pause")
+	}
+	if a := c.tick(&job, t0.Add(3400*time.Millisecond)); a.trigger == nil || a.trigger.id != 2 {
+		t.Fatalf("no checkpoint 2 after the pause: %+v", a)
+	}
+}
+
+func TestCoreAbortsOnTimeoutDeclineAndRestart(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{IntervalMs: 100, TimeoutMs: 1000})
+	c := newCheckpointCore("j1", "/ck", job.Checkpointing)
+	c.tick(&job, t0)
+	p := c.tick(&job, t0.Add(100*time.Millisecond)).trigger
+	a := c.tick(&job, t0.Add(1101*time.Millisecond))
+	if a.abort != p || !strings.Contains(a.reason, "timed out") {
+		t.Fatalf("timeout: %+v", a)
+	}
+	c.end(p, t0.Add(1101*time.Millisecond))
+
+	p = c.tick(&job, t0.Add(1300*time.Millisecond)).trigger
+	if p == nil || p.id != 2 {
+		t.Fatalf("no checkpoint after an abort: %+v", p)
+	}
+	if c.declined(2, 5) != nil || c.declined(1, 0) != nil || c.declined(2, 0) != p {
+		t.Fatal("decline matched the wrong checkpoint")
+	}
+	c.end(p, t0.Add(1400*time.Millisecond))
+
+	p = c.tick(&job, t0.Add(1500*time.Millisecond)).trigger
+	job.State, job.Attempt = jobRestarting, 1
+	if a := c.tick(&job, t0.Add(1510*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "RESTARTING") {
+		t.Fatalf("a checkpoint of a restarting job went on: %+v", a)
+	}
+}
+
+func TestCoreSavepointsQueueAndRequestsSkipTheInterval(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{})
+	c := newCheckpointCore("j1", "s3://b/root", job.Checkpointing)
+	if a := c.tick(&job, t0.Add(time.Hour)); a.trigger != nil {
+		t.Fatal("periodic checkpoint with interval 0")
+	}
+	c.queue = append(c.queue, &savepointRequest{stop: true}, &savepointRequest{target: "s3://mine"})
+	p := c.tick(&job, t0.Add(time.Hour)).trigger
+	if p == nil || !p.savepoint || !p.stop || p.location != "s3://b/root/savepoints/savepoint-j1-1" {
+		t.Fatalf("first savepoint %+v", p)
+	}
+	c.end(p, t0.Add(time.Hour))
+	p = c.tick(&job, t0.Add(time.Hour)).trigger
+	if p == nil || p.location != "s3://mine/savepoint-j1-2" || p.stop {
+		t.Fatalf("second savepoint %+v", p)
+	}
+	c.end(p, t0.Add(time.Hour))
+
+	periodic := runningJob(t, CheckpointConfig{IntervalMs: 60_000})
+	c = newCheckpointCore("j1", "/ck", periodic.Checkpointing)
+	c.tick(&periodic, t0)
+	c.requested = true // a source ended its input
+	if p := c.tick(&periodic, t0.Add(time.Millisecond)).trigger; p == nil {
+		t.Fatal("a requested checkpoint waited for the interval")
+	}
+}
+
+func TestCoreWaitsForRunningTasksAndLiveSources(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{IntervalMs: 10})
+	c := newCheckpointCore("j1", "/ck", job.Checkpointing)
+	c.tick(&job, t0)
+	job.Tasks[1][1].State = taskDeploying
+	c.queue = append(c.queue, &savepointRequest{done: make(chan savepointResult, 1)})
+	a := c.tick(&job, t0.Add(time.Second))
+	if a.trigger != nil || a.refuse == nil || !strings.Contains(a.err.Error(), "DEPLOYING") {
+		t.Fatalf("checkpoint with a deploying task: %+v", a)
+	}
+	job.Tasks[1][1].State = taskRunning
+	job.Tasks[0][0].State = taskFinished
+	if a := c.tick(&job, t0.Add(2*time.Second)); a.trigger != nil {
+		t.Fatal("triggered with every source finished")
+	}
+	job.Tasks[0][0].State = taskRunning
+	job.LastCheckpointID = 41 // restored from checkpoint 41
+	if p := c.tick(&job, t0.Add(3*time.Second)).trigger; p == nil || p.id != 42 {
+		t.Fatalf("checkpoint IDs must continue after the restored one: %+v", p)
+	}
+}
