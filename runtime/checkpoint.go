@@ -112,6 +112,11 @@ func (c *RuntimeContext) OpenStorage(rawURL string) (storage.Storage, error) {
 // first deployment); it grows with every restart and rescale.
 func (c *RuntimeContext) Attempt() int { return c.attempt }
 
+// CheckpointingEnabled reports whether the job takes periodic checkpoints.
+// Without them a failure is not restarted, so transactional sinks may
+// publish as they go instead of waiting for checkpoints.
+func (c *RuntimeContext) CheckpointingEnabled() bool { return !c.noCheckpoints }
+
 // IsRestored reports whether the subtask started from a checkpoint or
 // savepoint.
 func (c *RuntimeContext) IsRestored() bool { return c.restored }
@@ -132,10 +137,12 @@ type ContextConfig struct {
 	MaxParallelism             int
 	Attempt                    int
 	Restored                   bool
-	Stdout                     io.Writer
-	Logger                     *slog.Logger
-	OpenStorage                StorageOpener
-	Context                    context.Context
+	// NoCheckpoints says the job takes no periodic checkpoints.
+	NoCheckpoints bool
+	Stdout        io.Writer
+	Logger        *slog.Logger
+	OpenStorage   StorageOpener
+	Context       context.Context
 }
 
 // NewRuntimeContext makes a RuntimeContext outside a task (for tests of
@@ -155,5 +162,5 @@ func NewRuntimeContext(c ContextConfig) *RuntimeContext {
 	}
 	return &RuntimeContext{jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
 		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
-		attempt: c.Attempt, restored: c.Restored, openStorage: c.OpenStorage, ctx: c.Context}
+		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context}
 }

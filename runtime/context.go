@@ -21,6 +21,7 @@ type RuntimeContext struct {
 	logger         *slog.Logger
 	attempt        int
 	restored       bool
+	noCheckpoints  bool
 	openStorage    StorageOpener
 	ctx            context.Context
 }

@@ -180,7 +180,8 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		oc := &opContext{
 			RuntimeContext: RuntimeContext{jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
-				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage},
+				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
+				noCheckpoints: !tio.Checkpointing},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
 		}
 		if tio.Restore != nil {

@@ -106,6 +106,10 @@ type Sink[T any] struct {
 	token    string // random, per instance: names stay unique across restarts
 	counter  int64
 	rollSize int
+	// direct publishes parts as they roll: without periodic checkpoints
+	// there are no restarts to replay records, and nothing else would
+	// ever commit the parts of an unbounded job.
+	direct bool
 }
 
 // pendingFile is one uploaded, uncommitted part.
@@ -187,6 +191,11 @@ func (s *Sink[T]) setup(ctx *runtime.RuntimeContext) error {
 	s.rc, s.st = ctx, st
 	s.subtask, s.attempt = ctx.SubtaskIndex(), ctx.Attempt()
 	s.token = hex.EncodeToString(tok[:])
+	s.direct = !ctx.CheckpointingEnabled()
+	if s.direct && ctx.SubtaskIndex() == 0 {
+		ctx.Logger().Warn("filesink: checkpointing is off, so part files are published as they roll instead of at checkpoints",
+			"dir", s.Dir, "roll_bytes", s.rollSize)
+	}
 	s.buf = s.buf[:0]
 	s.pending = s.pending[:0]
 	return nil
@@ -219,8 +228,11 @@ func (s *Sink[T]) roll() error {
 		return fmt.Errorf("filesink: upload pending part to %s: %w", s.st.URL(), err)
 	}
 	s.counter++
-	s.pending = append(s.pending, p)
 	s.buf = s.buf[:0]
+	if s.direct {
+		return s.commit(p)
+	}
+	s.pending = append(s.pending, p)
 	return nil
 }
 

@@ -190,6 +190,7 @@ func TestSink(t *testing.T) {
 		{"EndInputCommitsRest", testEndInputCommitsRest},
 		{"MissingPendingAndFinal", testMissingPendingAndFinal},
 		{"CleanupRemovesOnlyStale", testCleanupRemovesOnlyStale},
+		{"WithoutCheckpointsPublishesOnRoll", testWithoutCheckpointsPublishesOnRoll},
 	}
 	for _, b := range []func(*testing.T) backend{func(*testing.T) backend { return dirBackend() }, minioBackend} {
 		bk := b(t)
@@ -365,6 +366,31 @@ func testRollBytes(t *testing.T, s *scenario) {
 	slices.Sort(sizes)
 	if want := []int64{2, 12, 21}; !slices.Equal(sizes, want) {
 		t.Fatalf("part sizes %v, want %v", sizes, want)
+	}
+}
+
+// testWithoutCheckpointsPublishesOnRoll: with checkpointing off nothing
+// would ever commit an unbounded job's parts, so they are published as
+// they roll.
+func testWithoutCheckpointsPublishesOnRoll(t *testing.T, s *scenario) {
+	ctx := runtime.NewRuntimeContext(runtime.ContextConfig{JobName: "test", UID: "sink", NoCheckpoints: true,
+		OpenStorage: func(u string) (storage.Storage, error) { return storage.Open(u, s.opts) }, Context: t.Context()})
+	k := &Sink[string]{Dir: s.dir, RollBytes: 10, Encode: func(dst []byte, v string) []byte { return append(dst, v...) }}
+	if err := k.InitializeState(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	write(t, k, "aaa", "bbb", "ccc") // rolls at 12 bytes
+	s.expectExactly("aaa", "bbb", "ccc")
+	write(t, k, "d")
+	if err := k.EndInput(); err != nil {
+		t.Fatal(err)
+	}
+	s.expectExactly("aaa", "bbb", "ccc", "d")
+	if p := s.pendingNames(); len(p) != 0 {
+		t.Errorf("pending parts left: %v", p)
 	}
 }
 
