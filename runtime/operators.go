@@ -3,7 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
-	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/weirstream/weir/statebackend"
@@ -86,6 +86,9 @@ type processOperator[K comparable, IN, OUT any] struct {
 	maxP      int
 	keyGroups KeyGroupRange
 	fail      func(error)
+	// spare is the timer copy of an earlier snapshot, handed back once
+	// written, so the next snapshot copies into memory already mapped.
+	spare atomic.Pointer[[]timerEntry[K]]
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
@@ -115,7 +118,13 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
 	sections := o.ctx.backend.Snapshot()
 	if o.ctx.timers.len() > 0 {
-		sections = append(sections, &timerSection[K]{entries: slices.Clone(o.ctx.timers.h), codec: o.kt})
+		var buf []timerEntry[K]
+		if p := o.spare.Swap(nil); p != nil {
+			buf = (*p)[:0]
+		}
+		buf = append(buf, o.ctx.timers.h...)
+		sections = append(sections, &timerSection[K]{entries: buf, codec: o.kt, keyGroups: o.keyGroups,
+			release: func(b []timerEntry[K]) { o.spare.Store(&b) }})
 	}
 	return sections
 }

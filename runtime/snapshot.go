@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -138,30 +138,54 @@ func (t *Task) openStorage(url string) (storage.Storage, error) {
 }
 
 // timerSection is a snapshot of a keyed operator's timers: a copy of the
-// heap's entries (cheap, one memcpy) grouped by key group when written.
+// heap's entries, taken synchronously (one memmove into a reused buffer),
+// and grouped by key group on the writer's goroutine.
 type timerSection[K comparable] struct {
-	entries []timerEntry[K]
-	codec   Codec[K]
+	entries   []timerEntry[K]
+	codec     Codec[K]
+	keyGroups KeyGroupRange
+	// release hands entries back for the next snapshot once grouped.
+	release func([]timerEntry[K])
+
 	once    sync.Once
-	byGroup map[int][]timerEntry[K]
+	sorted  []timerEntry[K] // entries ordered by key group
+	offsets []int           // sorted[offsets[i]:offsets[i+1]] is key group First+i
 }
 
 func (s *timerSection[K]) Name() string            { return timersSection }
 func (s *timerSection[K]) Kind() statebackend.Kind { return statebackend.KindTimers }
 
+// group orders the entries by key group with a counting sort: O(n), and
+// the order within a group does not matter to a restore.
+func (s *timerSection[K]) group() {
+	n := s.keyGroups.Len()
+	s.offsets = make([]int, n+1)
+	for _, e := range s.entries {
+		s.offsets[e.kg-s.keyGroups.First+1]++
+	}
+	for i := 1; i <= n; i++ {
+		s.offsets[i] += s.offsets[i-1]
+	}
+	next := slices.Clone(s.offsets[:n])
+	s.sorted = make([]timerEntry[K], len(s.entries))
+	for _, e := range s.entries {
+		i := e.kg - s.keyGroups.First
+		s.sorted[next[i]] = e
+		next[i]++
+	}
+	s.release(s.entries)
+	s.entries = nil
+}
+
 func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
-	s.once.Do(func() {
-		s.byGroup = make(map[int][]timerEntry[K])
-		for _, e := range s.entries {
-			s.byGroup[e.kg] = append(s.byGroup[e.kg], e)
-		}
-		for _, g := range s.byGroup {
-			sort.Slice(g, func(i, j int) bool { return g[i].ts < g[j].ts })
-		}
-	})
+	s.once.Do(s.group)
+	if !s.keyGroups.Contains(kg) {
+		return dst, 0
+	}
+	i := kg - s.keyGroups.First
+	g := s.sorted[s.offsets[i]:s.offsets[i+1]]
 	var key []byte
 	var ts [binary.MaxVarintLen64]byte
-	g := s.byGroup[kg]
 	for _, e := range g {
 		key = s.codec.Append(key[:0], e.key)
 		dst = binary.AppendUvarint(dst, uint64(len(key)))
