@@ -223,3 +223,54 @@ func TestNewerBarrierAbandonsAlignment(t *testing.T) {
 		t.Errorf("output %q; want the held record processed once", got)
 	}
 }
+
+// TestTimersSurviveRescale writes a keyed operator's timers to a state
+// file and restores them split over two subtasks: each gets exactly the
+// timers of its key groups.
+func TestTimersSurviveRescale(t *testing.T) {
+	const maxP = 16
+	rc := NewRuntimeContext(ContextConfig{MaxParallelism: maxP})
+	all := KeyGroupRange{First: 0, Last: maxP - 1}
+	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: all}
+	op := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
+	want := map[timerKey[string]]int{}
+	for i := 0; i < 200; i++ {
+		k := timerKey[string]{ts: int64(1000 + i%7), key: "k" + itoa(int64(i))}
+		kg := KeyGroupForHash(StringHash(k.key), maxP)
+		op.ctx.timers.add(timerEntry[string]{timerKey: k, kg: kg})
+		want[k] = kg
+	}
+	data, err := statebackend.WriteStateFile(all, op.snapshot(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.ctx.timers.add(timerEntry[string]{timerKey: timerKey[string]{ts: 1, key: "after"}}) // not in the snapshot
+	ctx := context.Background()
+	sf, err := statebackend.OpenStateFile(ctx, "t.state", int64(len(data)), func(_ context.Context, off, n int64) ([]byte, error) {
+		return data[off : off+n], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for i := 0; i < 2; i++ {
+		r := KeyGroupRangeForSubtask(maxP, 2, i)
+		ks, err := sf.ReadKeyGroups(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h timerHeap[string]
+		if err := restoreTimers(&h, StringKey, ks); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range h.h {
+			if kg, ok := want[e.timerKey]; !ok || kg != e.kg || !r.Contains(e.kg) {
+				t.Errorf("subtask %d restored %+v (want key group %d in %v, known %v)", i, e, kg, r, ok)
+			}
+		}
+		got += h.len()
+	}
+	if got != len(want) {
+		t.Errorf("restored %d timers, want %d", got, len(want))
+	}
+}
