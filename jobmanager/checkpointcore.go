@@ -62,6 +62,15 @@ func (c *checkpointCore) tick(job *Job, now time.Time) coreAction {
 			return coreAction{abort: p, reason: fmt.Sprintf("job is %s (attempt %d)", JobStateName(job.State), job.Attempt)}
 		case now.Sub(p.trigger) > c.timeout():
 			return coreAction{abort: p, reason: fmt.Sprintf("timed out after %v", c.timeout())}
+		default:
+			// Tasks acknowledge before they report their end, so a
+			// waiting task that ended never saw the barrier.
+			for ref := range p.waiting {
+				if t := job.Tasks[ref.vertex][ref.subtask]; TerminalTask(t.State) {
+					return coreAction{abort: p, reason: fmt.Sprintf("task %s (%d) ended %s before acknowledging",
+						job.Vertices[ref.vertex].Name, ref.subtask, TaskStateName(t.State))}
+				}
+			}
 		}
 		return coreAction{}
 	}

@@ -90,8 +90,16 @@ func TestCoreAbortsOnTimeoutDeclineAndRestart(t *testing.T) {
 	c.end(p, t0.Add(1400*time.Millisecond))
 
 	p = c.tick(&job, t0.Add(1500*time.Millisecond)).trigger
+	job.Tasks[0][0].State = taskFinished // the source ended without the barrier
+	if a := c.tick(&job, t0.Add(1505*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "before acknowledging") {
+		t.Fatalf("a checkpoint waited for a finished task: %+v", a)
+	}
+	c.end(p, t0.Add(1505*time.Millisecond))
+	job.Tasks[0][0].State = taskRunning
+
+	p = c.tick(&job, t0.Add(1700*time.Millisecond)).trigger
 	job.State, job.Attempt = jobRestarting, 1
-	if a := c.tick(&job, t0.Add(1510*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "RESTARTING") {
+	if a := c.tick(&job, t0.Add(1710*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "RESTARTING") {
 		t.Fatalf("a checkpoint of a restarting job went on: %+v", a)
 	}
 }

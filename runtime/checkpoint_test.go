@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -272,5 +273,18 @@ func TestTimersSurviveRescale(t *testing.T) {
 	}
 	if got != len(want) {
 		t.Errorf("restored %d timers, want %d", got, len(want))
+	}
+}
+
+// TestTriggerAfterEndIsRefused: a source that has finished refuses
+// triggers instead of queueing them for a loop that is gone, which would
+// leave the checkpoint waiting until its timeout.
+func TestTriggerAfterEndIsRefused(t *testing.T) {
+	env, _ := NewEnv("ended", 1)
+	src := FromSource(env, "in", func() SourceFunction[int64] { return &sliceSource[int64]{recs: []int64{1}} }, Int64Codec{})
+	SinkTo(src, "discard", func() SinkFunction[int64] { return collectSink[int64]{&sync.Mutex{}, new([]int64)} })
+	task := runSingleVertex(t, env)
+	if err := task.TriggerCheckpoint(Barrier{ID: 1, Location: t.TempDir()}); err == nil || !errors.Is(err, ErrCheckpointDeclined) {
+		t.Fatalf("trigger after the end: %v, want a declined error", err)
 	}
 }

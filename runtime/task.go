@@ -81,9 +81,14 @@ type Task struct {
 	listeners []CheckpointListener
 	endInputs []BoundedInput
 	control   chan control
-	align     aligner
-	eopCh     []bool
-	async     sync.WaitGroup
+	// ctlMu orders TriggerCheckpoint against the end of Run: once
+	// stopped, triggers are refused, and those queued before are declined,
+	// so no checkpoint waits for a task that is gone.
+	ctlMu          sync.Mutex
+	triggersClosed bool
+	align          aligner
+	eopCh          []bool
+	async          sync.WaitGroup
 	// lastCheckpoint is the newest checkpoint the task snapshotted.
 	lastCheckpoint atomic.Int64
 	// A source that ended its input, or was stopped by a savepoint,
@@ -246,6 +251,7 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	// State uploads in flight finish (or fail with ctx) before the task
 	// reports its end, so their acknowledgements are not lost.
 	defer t.async.Wait()
+	defer t.refuseTriggers()
 	for _, open := range t.opens {
 		if err := open(); err != nil {
 			return fmt.Errorf("open: %w", err)
@@ -439,11 +445,34 @@ func (t *Task) TriggerCheckpoint(b Barrier) error {
 	if t.source == nil {
 		return fmt.Errorf("%w: %s is not a source; barriers reach it from its inputs", ErrCheckpointDeclined, t.vertex.Name)
 	}
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	if t.triggersClosed {
+		return fmt.Errorf("%w: task %s (%d) has ended", ErrCheckpointDeclined, t.vertex.Name, t.subtask)
+	}
 	select {
 	case t.control <- control{kind: controlTrigger, barrier: b}:
 		return nil
 	default:
 		return fmt.Errorf("%w: task %s (%d) has too many pending requests", ErrCheckpointDeclined, t.vertex.Name, t.subtask)
+	}
+}
+
+// refuseTriggers ends the task's part in checkpoints: later triggers fail
+// and queued ones are declined.
+func (t *Task) refuseTriggers() {
+	t.ctlMu.Lock()
+	t.triggersClosed = true
+	t.ctlMu.Unlock()
+	for {
+		select {
+		case c := <-t.control:
+			if c.kind == controlTrigger && t.io.Checkpoints != nil {
+				t.io.Checkpoints.Decline(c.barrier.ID, fmt.Errorf("%w: task %s (%d) has ended", ErrCheckpointDeclined, t.vertex.Name, t.subtask))
+			}
+		default:
+			return
+		}
 	}
 }
 
