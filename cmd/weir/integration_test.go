@@ -26,7 +26,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	weirBin = filepath.Join(dir, "weir")
-	if out, err := exec.Command("go", "build", "-o", weirBin, ".").CombinedOutput(); err != nil {
+	args := []string{"build", "-o", weirBin}
+	if os.Getenv("WEIR_TEST_RACE") != "" {
+		// The processes themselves under the race detector; with
+		// GORACE=log_path=... their reports go to files.
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building weir: %v\n%s", err, out)
 		os.Exit(1)
 	}
