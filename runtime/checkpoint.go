@@ -28,6 +28,17 @@ type CheckpointedFunction interface {
 	SnapshotState(checkpointID int64) ([][]byte, error)
 }
 
+// AsyncSnapshotter is a CheckpointedFunction with slow snapshot work, such
+// as uploading a buffer: SnapshotStateAsync runs on the task goroutine and
+// must be cheap (hand over what is to be written); the function it returns
+// runs on the checkpoint's upload goroutine, concurrently with processing,
+// and returns the operator state entries. The runtime calls it instead of
+// SnapshotState, and finishes it before the checkpoint is acknowledged and
+// before EndInput.
+type AsyncSnapshotter interface {
+	SnapshotStateAsync(checkpointID int64) (func(ctx context.Context) ([][]byte, error), error)
+}
+
 // CheckpointListener is told when a checkpoint it took part in is complete:
 // stored and recorded by the JobManager. Transactional sinks commit here.
 // Notifications may be skipped (a later one implies the earlier ones) and

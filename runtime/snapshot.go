@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -41,6 +42,8 @@ type operatorSnapshot struct {
 	st       *operatorState
 	sections []statebackend.Section
 	entries  [][]byte
+	// async, if set, produces the entries on the upload goroutine.
+	async func(context.Context) ([][]byte, error)
 }
 
 // timersSection names the keyed-state section holding a keyed operator's
@@ -63,11 +66,14 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 		if st.keyed != nil {
 			s.sections = st.keyed()
 		}
-		if st.fn != nil {
-			if s.entries, err = st.fn.SnapshotState(b.ID); err != nil {
-				err = fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, st.uid, err)
-				break
-			}
+		if a, ok := st.fn.(AsyncSnapshotter); ok {
+			s.async, err = a.SnapshotStateAsync(b.ID)
+		} else if st.fn != nil {
+			s.entries, err = st.fn.SnapshotState(b.ID)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, st.uid, err)
+			break
 		}
 		snaps = append(snaps, s)
 	}
@@ -77,6 +83,16 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 	syncNs := time.Since(start).Nanoseconds()
 	t.lastCheckpoint.Store(b.ID)
 	if t.io.Checkpoints == nil {
+		// No JobManager to report to (tests): still finish the async parts.
+		t.async.Add(1)
+		go func() {
+			defer t.async.Done()
+			for _, s := range snaps {
+				if s.async != nil {
+					s.async(t.ctx)
+				}
+			}
+		}()
 		return
 	}
 	if err != nil {
@@ -101,6 +117,13 @@ func (t *Task) upload(b Barrier, snaps []operatorSnapshot, syncNs, alignNs int64
 			return
 		}
 		for _, s := range snaps {
+			var err error
+			if s.async != nil {
+				if s.entries, err = s.async(t.ctx); err != nil {
+					t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, s.st.uid, err))
+					return
+				}
+			}
 			data, err := statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
 			if err == nil {
 				name := statebackend.StateFileName(s.st.uid, t.subtask)

@@ -266,6 +266,8 @@ func (t *Task) Run(ctx context.Context) (err error) {
 		err = t.runInput(ctx)
 	}
 	if err == nil && t.err == nil {
+		// Functions see the end only after their snapshots' async parts.
+		t.async.Wait()
 		for _, e := range t.endInputs {
 			if err = e.EndInput(); err != nil {
 				err = fmt.Errorf("end of input: %w", err)

@@ -57,8 +57,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -118,11 +120,17 @@ type pendingFile struct {
 	subtask    int   // the subtask that wrote it
 	pending    string
 	final      string
+	// data is the part's content until it is uploaded (never changed,
+	// so an upload goroutine may read it); uploaded is nil for parts
+	// known to be stored (restored ones).
+	data     []byte
+	uploaded *atomic.Bool
 }
 
 var (
 	_ runtime.SinkFunction[int]    = (*Sink[int])(nil)
 	_ runtime.CheckpointedFunction = (*Sink[int])(nil)
+	_ runtime.AsyncSnapshotter     = (*Sink[int])(nil)
 	_ runtime.CheckpointListener   = (*Sink[int])(nil)
 	_ runtime.BoundedInput         = (*Sink[int])(nil)
 )
@@ -201,47 +209,75 @@ func (s *Sink[T]) setup(ctx *runtime.RuntimeContext) error {
 	return nil
 }
 
-// Invoke appends one line; it uploads only when the part reaches RollBytes.
+// Invoke appends one line; a part that reaches RollBytes is uploaded at
+// once, which bounds the memory a sink holds between checkpoints.
 func (s *Sink[T]) Invoke(v T) error {
 	s.buf = s.Encode(s.buf, v)
 	s.buf = append(s.buf, '\n')
 	if len(s.buf) >= s.rollSize {
-		return s.roll()
+		p := s.roll()
+		if err := s.upload(s.ioContext(), p); err != nil {
+			return err
+		}
+		if s.direct {
+			return s.commit(*p)
+		}
 	}
 	return nil
 }
 
-// roll uploads the in-progress buffer as a pending object for the next
-// checkpoint and starts a new one, reusing the buffer's memory.
-func (s *Sink[T]) roll() error {
+// roll turns the in-progress buffer into a pending part for the next
+// checkpoint and starts a new buffer; nil when the buffer is empty. The
+// part keeps the old buffer until it is uploaded.
+func (s *Sink[T]) roll() *pendingFile {
 	if len(s.buf) == 0 {
 		return nil
 	}
 	unique := strconv.Itoa(s.subtask) + "-" + strconv.Itoa(s.attempt) + "-" + s.token + "-" + strconv.FormatInt(s.counter, 10)
-	p := pendingFile{
+	p := &pendingFile{
 		checkpoint: noCheckpoint,
 		subtask:    s.subtask,
 		pending:    PendingPrefix + PartPrefix + unique,
 		final:      PartPrefix + unique + PartSuffix,
-	}
-	if err := s.st.Put(s.ioContext(), p.pending, s.buf); err != nil {
-		return fmt.Errorf("filesink: upload pending part to %s: %w", s.st.URL(), err)
+		data:       s.buf,
+		uploaded:   new(atomic.Bool),
 	}
 	s.counter++
-	s.buf = s.buf[:0]
-	if s.direct {
-		return s.commit(p)
+	s.buf = make([]byte, 0, cap(s.buf))
+	if !s.direct {
+		s.pending = append(s.pending, *p)
 	}
-	s.pending = append(s.pending, p)
+	return p
+}
+
+// upload stores a pending part unless it is stored already. Uploads of
+// the same part may race (an aborted checkpoint's upload and the next
+// one's): both write the same bytes under the same name.
+func (s *Sink[T]) upload(ctx context.Context, p *pendingFile) error {
+	if p == nil || p.uploaded == nil || p.uploaded.Load() {
+		return nil
+	}
+	if err := s.st.Put(ctx, p.pending, p.data); err != nil {
+		return fmt.Errorf("filesink: upload pending part to %s: %w", s.st.URL(), err)
+	}
+	p.uploaded.Store(true)
 	return nil
 }
 
-// SnapshotState uploads the in-progress part and returns every pending,
-// uncommitted part with its checkpoint as the operator state. The upload is
-// synchronous (see the package documentation).
-func (s *Sink[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
-	if err := s.roll(); err != nil {
-		return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+// SnapshotStateAsync makes the in-progress part pending for this
+// checkpoint without I/O; the returned function, run on the checkpoint's
+// upload goroutine, uploads every pending part not stored yet (including
+// those of an earlier checkpoint whose upload failed) and returns the
+// pending list as the operator state.
+func (s *Sink[T]) SnapshotStateAsync(checkpointID int64) (func(context.Context) ([][]byte, error), error) {
+	if p := s.roll(); p != nil && s.direct {
+		// Without periodic checkpoints (a savepoint): publish as always.
+		if err := s.upload(s.ioContext(), p); err != nil {
+			return nil, err
+		}
+		if err := s.commit(*p); err != nil {
+			return nil, err
+		}
 	}
 	entries := make([][]byte, len(s.pending))
 	for i := range s.pending {
@@ -250,7 +286,24 @@ func (s *Sink[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
 		}
 		entries[i] = appendEntry(nil, s.pending[i])
 	}
-	return entries, nil
+	parts := slices.Clone(s.pending)
+	return func(ctx context.Context) ([][]byte, error) {
+		for i := range parts {
+			if err := s.upload(ctx, &parts[i]); err != nil {
+				return nil, fmt.Errorf("checkpoint %d: %w", checkpointID, err)
+			}
+		}
+		return entries, nil
+	}, nil
+}
+
+// SnapshotState is SnapshotStateAsync done at once.
+func (s *Sink[T]) SnapshotState(checkpointID int64) ([][]byte, error) {
+	finish, err := s.SnapshotStateAsync(checkpointID)
+	if err != nil {
+		return nil, err
+	}
+	return finish(s.ioContext())
 }
 
 // NotifyCheckpointComplete commits the parts of every checkpoint up to id.
@@ -261,7 +314,13 @@ func (s *Sink[T]) NotifyCheckpointComplete(id int64) error {
 			kept = append(kept, p)
 			continue
 		}
-		if err := s.commit(p); err != nil {
+		// A completed checkpoint uploaded every part it lists, but an
+		// upload is cheap to make sure of.
+		err := s.upload(s.ioContext(), &s.pending[i])
+		if err == nil {
+			err = s.commit(p)
+		}
+		if err != nil {
 			// Keep what is not committed yet, so the state stays exact.
 			kept = append(kept, s.pending[i:]...)
 			s.pending = kept
@@ -277,11 +336,18 @@ func (s *Sink[T]) NotifyCheckpointComplete(id int64) error {
 // last checkpoint the sink took part in is complete (or there are none and
 // no restore can follow), so nothing after it can be replayed.
 func (s *Sink[T]) EndInput() error {
-	if err := s.roll(); err != nil {
-		return err
+	if p := s.roll(); p != nil && s.direct {
+		if err := s.upload(s.ioContext(), p); err != nil {
+			return err
+		}
+		return s.commit(*p)
 	}
 	for len(s.pending) > 0 {
-		if err := s.commit(s.pending[0]); err != nil {
+		err := s.upload(s.ioContext(), &s.pending[0])
+		if err == nil {
+			err = s.commit(s.pending[0])
+		}
+		if err != nil {
 			return fmt.Errorf("end of input: %w", err)
 		}
 		s.pending = s.pending[1:]

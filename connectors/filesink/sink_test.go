@@ -191,6 +191,7 @@ func TestSink(t *testing.T) {
 		{"MissingPendingAndFinal", testMissingPendingAndFinal},
 		{"CleanupRemovesOnlyStale", testCleanupRemovesOnlyStale},
 		{"WithoutCheckpointsPublishesOnRoll", testWithoutCheckpointsPublishesOnRoll},
+		{"AsyncSnapshotUploadsOffTheTask", testAsyncSnapshot},
 	}
 	for _, b := range []func(*testing.T) backend{func(*testing.T) backend { return dirBackend() }, minioBackend} {
 		bk := b(t)
@@ -369,6 +370,30 @@ func testRollBytes(t *testing.T, s *scenario) {
 	}
 }
 
+// testAsyncSnapshot: the barrier only hands the part over; records that
+// arrive before the upload runs belong to the next checkpoint.
+func testAsyncSnapshot(t *testing.T, s *scenario) {
+	k := s.mustStart(0, 1, 0, false, nil, 0)
+	write(t, k, "a", "b")
+	finish, err := k.SnapshotStateAsync(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.pendingNames(); len(p) != 0 {
+		t.Fatalf("the synchronous part uploaded %v", p)
+	}
+	write(t, k, "c") // after barrier 1, before its upload
+	entries, err := finish(context.Background())
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("async part: %d entries, %v", len(entries), err)
+	}
+	notify(t, k, 1)
+	s.expectExactly("a", "b")
+	snapshot(t, k, 2)
+	notify(t, k, 2)
+	s.expectExactly("a", "b", "c")
+}
+
 // testWithoutCheckpointsPublishesOnRoll: with checkpointing off nothing
 // would ever commit an unbounded job's parts, so they are published as
 // they roll.
@@ -531,7 +556,7 @@ func TestSinkStorageErrors(t *testing.T) {
 func TestEntryRoundTrip(t *testing.T) {
 	p := pendingFile{checkpoint: 42, subtask: 3, pending: PendingPrefix + "part-3-1-ab-0", final: "part-3-1-ab-0.jsonl"}
 	got, err := decodeEntry(appendEntry(nil, p))
-	if err != nil || got != p {
+	if err != nil || got.checkpoint != p.checkpoint || got.subtask != p.subtask || got.pending != p.pending || got.final != p.final {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	e := appendEntry(nil, p)
