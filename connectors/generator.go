@@ -3,6 +3,7 @@
 package connectors
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -23,6 +24,33 @@ type Generator[T any] struct {
 
 	emitted int64
 	start   time.Time
+	subtask int
+}
+
+// InitializeState restores the position: the generator's state is how
+// many records its subtask emitted. Each subtask takes back its own
+// position; after a rescale, new subtasks start at 0 and the positions of
+// removed ones are dropped (their records were a function of the index,
+// so nothing is replayed twice).
+func (g *Generator[T]) InitializeState(ctx *runtime.RuntimeContext, entries [][]byte) error {
+	g.subtask = ctx.SubtaskIndex()
+	for _, e := range entries {
+		r := runtime.NewReader(e)
+		subtask, emitted := r.Varint(), r.Varint()
+		if err := r.Done(); err != nil || emitted < 0 {
+			return fmt.Errorf("generator: restored position %x: %w", e, runtime.ErrCorrupt)
+		}
+		if int(subtask) == g.subtask {
+			g.emitted = emitted
+		}
+	}
+	return nil
+}
+
+// SnapshotState records the position.
+func (g *Generator[T]) SnapshotState(int64) ([][]byte, error) {
+	e := binary.AppendVarint(nil, int64(g.subtask))
+	return [][]byte{binary.AppendVarint(e, g.emitted)}, nil
 }
 
 // generatorBatch bounds how many records one Poll emits, so the task gets
@@ -36,7 +64,11 @@ func (g *Generator[T]) Poll(out runtime.Collector[T]) (time.Duration, error) {
 	}
 	now := time.Now()
 	if g.start.IsZero() {
+		// A restored generator goes on at its rate from its position.
 		g.start = now
+		if g.Rate > 0 {
+			g.start = now.Add(-time.Duration(float64(g.emitted) / g.Rate * float64(time.Second)))
+		}
 	}
 	n := int64(generatorBatch)
 	if g.Rate > 0 {

@@ -7,7 +7,6 @@ package fraud
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -170,21 +169,31 @@ func newSource(c Config) runtime.SourceFunction[Transaction] {
 
 // randomSource draws accounts uniformly and amounts so that about 1 % are
 // small (under $1) and about half are large, which gives the detector real
-// work: state updates, timers and alerts.
+// work: state updates, timers and alerts. Transaction i of a subtask is a
+// pure function of (subtask, i), so a source restored at position i goes
+// on with exactly the transactions it would have produced.
 type randomSource struct {
 	connectors.Generator[Transaction]
 	accounts uint64
-	rng      rand.PCG
+	seed     uint64
 }
 
 func (r *randomSource) Open(ctx *runtime.RuntimeContext) error {
-	r.rng.Seed(uint64(ctx.SubtaskIndex())+1, 0x9e3779b97f4a7c15)
+	r.seed = (uint64(ctx.SubtaskIndex()) + 1) * 0x9e3779b97f4a7c15
 	r.Next = r.next
 	return nil
 }
 
-func (r *randomSource) next(_ int64, now time.Time) Transaction {
-	x := r.rng.Uint64()
+// splitmix64 is a fast, well-mixed hash of a counter.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+func (r *randomSource) next(i int64, now time.Time) Transaction {
+	x := splitmix64(r.seed + uint64(i))
 	t := Transaction{AccountID: int64(x%r.accounts) + 1, Timestamp: now.UnixMilli()}
 	cents := (x >> 40) % 100_000 // 0.00 .. 999.99
 	if (x>>32)&0xff < 3 {        // ~1.2 %: a small test charge
