@@ -183,26 +183,40 @@ func argAfter(args []string, flag string) string {
 	return ""
 }
 
+// startProbeJob starts a cluster of tms TaskManagers (2 slots each,
+// 1 s heartbeat timeout, checkpoints under the bucket's prefix) running
+// the alerting fraud job at parallelism 2 with checkpoints every second,
+// and waits for two checkpoints. stop cancels the job and the cluster.
+func startProbeJob(b *bench, tms int, prefix string, rate int) (*cluster.Cluster, string, *weirv1.JobStatus, func(), error) {
+	c, err := cluster.StartCluster(b.weir, cluster.Options{TaskManagers: tms, Slots: 2, Env: b.s3.Env(),
+		JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/%s", benchBucket, prefix),
+			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}})
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	id, err := submitJob(c, "fraud-detection", 2, time.Second, probeJobParams(rate))
+	if err != nil {
+		c.Stop()
+		return nil, "", nil, nil, err
+	}
+	stop := func() { cancelJob(c, id); c.Stop() }
+	st, err := waitRunningWithCheckpoints(c, id, 2)
+	if err != nil {
+		err = fmt.Errorf("%w\n%s", err, c.Logs())
+		stop()
+		return nil, "", nil, nil, err
+	}
+	return c, id, st, stop, nil
+}
+
 // runFailover runs one failover; freeze stops the TaskManager with SIGSTOP
 // instead of killing it, so that only the heartbeat timeout can tell.
 func runFailover(b *bench, run, rate int, freeze bool) (*failoverRun, error) {
-	o := cluster.Options{TaskManagers: 3, Slots: 2, Env: b.s3.Env(),
-		JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/failover-%d", benchBucket, run),
-			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}}
-	c, err := cluster.StartCluster(b.weir, o)
+	c, id, st, stop, err := startProbeJob(b, 3, fmt.Sprintf("failover-%d", run), rate)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Stop()
-	id, err := submitJob(c, "fraud-detection", 2, time.Second, probeJobParams(rate))
-	if err != nil {
-		return nil, err
-	}
-	defer cancelJob(c, id)
-	st, err := waitRunningWithCheckpoints(c, id, 2)
-	if err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, c.Logs())
-	}
+	defer stop()
 	time.Sleep(500 * time.Millisecond) // a little past the last checkpoint
 	var victimID string
 	for _, v := range st.Vertices {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/weirstream/weir/internal/cluster"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -37,22 +36,11 @@ type rescaleRun struct {
 }
 
 func runRescale(b *bench, run, rate int) (*rescaleRun, error) {
-	c, err := cluster.StartCluster(b.weir, cluster.Options{TaskManagers: 2, Slots: 2, Env: b.s3.Env(),
-		JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/rescale-%d", benchBucket, run),
-			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}})
+	c, id, st, cleanup, err := startProbeJob(b, 2, fmt.Sprintf("rescale-%d", run), rate)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Stop()
-	id, err := submitJob(c, "fraud-detection", 2, time.Second, probeJobParams(rate))
-	if err != nil {
-		return nil, err
-	}
-	defer cancelJob(c, id)
-	st, err := waitRunningWithCheckpoints(c, id, 2)
-	if err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, c.Logs())
-	}
+	defer cleanup()
 	oldAttempt := st.Attempt
 	probe := startProbe(c.TaskManagers, 2*time.Millisecond)
 	defer probe.Stop()
