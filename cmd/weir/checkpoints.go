@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -156,12 +155,7 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 				return c.explain(err)
 			}
 			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return nil
+				return printJSON(cmd.OutOrStdout(), resp)
 			}
 			printCheckpoints(cmd.OutOrStdout(), resp)
 			return nil

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -206,12 +207,7 @@ func newJobCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return nil
+				return printJSON(cmd.OutOrStdout(), st)
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
@@ -247,6 +243,17 @@ func newJobCmd() *cobra.Command {
 	cmd.AddCommand(submit, list, statusCmd, cancelCmd)
 	cmd.AddCommand(newSavepointCmds(withClient)...)
 	return cmd
+}
+
+// printJSON prints a response as indented JSON with every field, so
+// scripts see zero values too.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, string(b))
+	return nil
 }
 
 func envOr(key, def string) string {
