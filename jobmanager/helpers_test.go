@@ -34,14 +34,16 @@ type discardSink struct{}
 func (discardSink) Invoke(int64) error { return nil }
 
 func init() {
-	jobs.Register(testJob, func(env *runtime.Env, p *runtime.Params) error {
-		srcP := int(p.Int("source-parallelism", 1))
-		src := runtime.FromSource(env, "Numbers", func() runtime.SourceFunction[int64] { return idleSource{} },
-			runtime.Int64Codec{}).UID("numbers").Parallelism(srcP)
-		doubled := runtime.Map(src, "Double", func(v int64) int64 { return 2 * v }, nil).UID("double")
-		runtime.SinkTo(doubled, "Discard", func() runtime.SinkFunction[int64] { return discardSink{} }).UID("discard")
-		return nil
-	})
+	jobs.Register(jobs.Job{Name: testJob, Description: "source -> map -> sink, for the JobManager's tests",
+		Params: []jobs.Param{{Name: "source-parallelism", Type: jobs.Int, Default: "1", Description: "the source's parallelism"}},
+		Build: func(env *runtime.Env, p *runtime.Params) error {
+			srcP := int(p.Int("source-parallelism", 1))
+			src := runtime.FromSource(env, "Numbers", func() runtime.SourceFunction[int64] { return idleSource{} },
+				runtime.Int64Codec{}).UID("numbers").Parallelism(srcP)
+			doubled := runtime.Map(src, "Double", func(v int64) int64 { return 2 * v }, nil).UID("double")
+			runtime.SinkTo(doubled, "Discard", func() runtime.SinkFunction[int64] { return discardSink{} }).UID("discard")
+			return nil
+		}})
 }
 
 const waitFor = 10 * time.Second

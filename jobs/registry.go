@@ -1,12 +1,19 @@
-// Package jobs is the registry of the jobs Weir ships. A job is a Go function
-// that builds a dataflow from parameters; the JobManager calls it to learn the
-// graph and every TaskManager calls it to instantiate its operators, so a
-// builder MUST be deterministic for the same parameters.
+// Package jobs is the registry of the jobs a weir binary can run. A job is a
+// Go function that builds a dataflow from parameters; the JobManager calls
+// it to learn the graph and every TaskManager calls it to instantiate its
+// operators, so a builder MUST be deterministic for the same parameters, and
+// every process of a cluster MUST run a binary with the same jobs
+// registered.
+//
+// A job declares its parameters (name, type, default, meaning): `weir job
+// describe` prints them, and a builder that reads a parameter it did not
+// declare fails, so the description cannot drift from the code.
 package jobs
 
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"sync"
 
@@ -16,20 +23,86 @@ import (
 // BuildFunc adds a job's operators to env, reading its parameters.
 type BuildFunc func(env *runtime.Env, params *runtime.Params) error
 
-var (
-	mu       sync.RWMutex
-	registry = map[string]BuildFunc{}
+// ParamType is the type of a job parameter, as `weir job describe` shows it.
+type ParamType string
+
+// The parameter types, matching runtime.Params' getters.
+const (
+	String   ParamType = "string"
+	Int      ParamType = "int"
+	Float    ParamType = "float"
+	Duration ParamType = "duration"
+	Bool     ParamType = "bool"
 )
 
-// Register makes a job available by name. It panics on a duplicate name,
-// which is a programming error caught at start-up.
-func Register(name string, build BuildFunc) {
+// Param documents one parameter of a job.
+type Param struct {
+	Name string
+	Type ParamType
+	// Default is the value used when the parameter is not given, as text;
+	// empty for a required parameter or one whose default depends on
+	// others (say so in Description).
+	Default     string
+	Description string
+	Required    bool
+}
+
+// Job is a registered job.
+type Job struct {
+	// Name is what `weir job submit NAME` takes: lower case, digits and
+	// dashes.
+	Name string
+	// Description is one line saying what the job does.
+	Description string
+	// Params are the parameters Build reads, in the order to show them.
+	Params []Param
+	Build  BuildFunc
+}
+
+var (
+	mu       sync.RWMutex
+	registry = map[string]Job{}
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+)
+
+// Register makes a job available by name. It panics on a duplicate or
+// malformed registration, a programming error caught at start-up.
+func Register(j Job) {
+	if err := j.validate(); err != nil {
+		panic("jobs: " + err.Error())
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic("jobs: duplicate job " + name)
+	if _, dup := registry[j.Name]; dup {
+		panic("jobs: duplicate job " + j.Name)
 	}
-	registry[name] = build
+	j.Params = append([]Param(nil), j.Params...)
+	registry[j.Name] = j
+}
+
+func (j Job) validate() error {
+	if !nameRE.MatchString(j.Name) {
+		return fmt.Errorf("job name %q: use lower case letters, digits and dashes", j.Name)
+	}
+	if j.Build == nil {
+		return fmt.Errorf("job %s has no Build function", j.Name)
+	}
+	if j.Description == "" {
+		return fmt.Errorf("job %s has no description", j.Name)
+	}
+	seen := map[string]bool{}
+	for _, p := range j.Params {
+		switch p.Type {
+		case String, Int, Float, Duration, Bool:
+		default:
+			return fmt.Errorf("job %s: parameter %q has type %q (want string, int, float, duration or bool)", j.Name, p.Name, p.Type)
+		}
+		if p.Name == "" || seen[p.Name] {
+			return fmt.Errorf("job %s: parameter name %q is empty or repeated", j.Name, p.Name)
+		}
+		seen[p.Name] = true
+	}
+	return nil
 }
 
 // Names lists the registered jobs, sorted.
@@ -44,23 +117,53 @@ func Names() []string {
 	return names
 }
 
-// ErrUnknownJob is wrapped by Build when no job has the name.
+// All returns the registered jobs sorted by name.
+func All() []Job {
+	mu.RLock()
+	defer mu.RUnlock()
+	out := make([]Job, 0, len(registry))
+	for _, j := range registry {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// ErrUnknownJob is wrapped by Lookup and Build when no job has the name.
 var ErrUnknownJob = errors.New("unknown job")
+
+// Lookup returns the named job.
+func Lookup(name string) (Job, error) {
+	mu.RLock()
+	j, ok := registry[name]
+	mu.RUnlock()
+	if !ok {
+		return Job{}, fmt.Errorf("%w %q (known jobs: %v)", ErrUnknownJob, name, Names())
+	}
+	return j, nil
+}
 
 // Build runs the named job's builder and returns its graph.
 func Build(name string, parallelism int, params map[string]string) (*runtime.JobGraph, error) {
-	mu.RLock()
-	build, ok := registry[name]
-	mu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("%w %q (known jobs: %v)", ErrUnknownJob, name, Names())
+	j, err := Lookup(name)
+	if err != nil {
+		return nil, err
 	}
 	env, err := runtime.NewEnv(name, parallelism)
 	if err != nil {
 		return nil, err
 	}
-	p := runtime.NewParams(params)
-	if err := build(env, p); err != nil {
+	declared := make([]string, len(j.Params))
+	for k, p := range j.Params {
+		declared[k] = p.Name
+	}
+	for _, d := range j.Params {
+		if _, given := params[d.Name]; d.Required && !given {
+			return nil, fmt.Errorf("job %s: parameter %s is required (%s)", name, d.Name, d.Description)
+		}
+	}
+	p := runtime.NewDeclaredParams(params, declared)
+	if err := j.Build(env, p); err != nil {
 		return nil, fmt.Errorf("job %s: %w", name, err)
 	}
 	if err := p.CheckUnused(); err != nil {

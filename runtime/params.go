@@ -14,6 +14,9 @@ type Params struct {
 	values map[string]string
 	used   map[string]bool
 	errs   []string
+	// declared, when not nil, are the only keys the job may read: the
+	// parameters its registration documents.
+	declared map[string]bool
 }
 
 // NewParams wraps a parameter map.
@@ -24,7 +27,23 @@ func NewParams(values map[string]string) *Params {
 	return &Params{values: values, used: map[string]bool{}}
 }
 
+// NewDeclaredParams wraps a parameter map for a job that documents its
+// parameters: reading a key not among declared is an error, so the
+// documentation cannot drift from the code, and unknown keys are reported
+// against the declared list.
+func NewDeclaredParams(values map[string]string, declared []string) *Params {
+	p := NewParams(values)
+	p.declared = map[string]bool{}
+	for _, k := range declared {
+		p.declared[k] = true
+	}
+	return p
+}
+
 func (p *Params) lookup(key string) (string, bool) {
+	if p.declared != nil && !p.declared[key] && !p.used[key] {
+		p.errs = append(p.errs, fmt.Sprintf("the job reads parameter %q but does not declare it (a bug in the job's registration)", key))
+	}
 	p.used[key] = true
 	v, ok := p.values[key]
 	return v, ok
@@ -84,6 +103,23 @@ func (p *Params) Duration(key string, def time.Duration) time.Duration {
 	return d
 }
 
+// Bool returns key as a boolean (true/false, 1/0, yes/no), or def when
+// absent.
+func (p *Params) Bool(key string, def bool) bool {
+	v, ok := p.lookup(key)
+	if !ok {
+		return def
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1", "yes":
+		return true
+	case "false", "0", "no":
+		return false
+	}
+	p.fail(key, v, "true or false")
+	return def
+}
+
 // Errorf records a job-specific validation error for key.
 func (p *Params) Errorf(key, format string, args ...any) {
 	p.errs = append(p.errs, fmt.Sprintf("parameter %s: %s", key, fmt.Sprintf(format, args...)))
@@ -103,6 +139,12 @@ func (p *Params) CheckUnused() error {
 		known := make([]string, 0, len(p.used))
 		for k := range p.used {
 			known = append(known, k)
+		}
+		if p.declared != nil {
+			known = known[:0]
+			for k := range p.declared {
+				known = append(known, k)
+			}
 		}
 		sort.Strings(known)
 		errs = append(errs, fmt.Sprintf("unknown parameter(s) %s (known: %s)",

@@ -113,11 +113,11 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 	id := submit(t, c, append([]string{"sequence-check", "--parallelism", "2", "--checkpoint-interval", "300ms"}, params...)...)
 	waitCheckpoint(t, c, id, 0)
 
-	r := weir(t, append([]string{"job", "savepoint", id}, jm...)...)
+	r := runWeir(t, append([]string{"job", "savepoint", id}, jm...)...)
 	if r.ExitCode != 0 || !strings.HasPrefix(strings.TrimSpace(r.Stdout), "s3://weir/checkpoints/savepoints/") {
 		t.Fatalf("savepoint: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	r = weir(t, append([]string{"job", "stop", id, "--savepoint"}, jm...)...)
+	r = runWeir(t, append([]string{"job", "stop", id, "--savepoint"}, jm...)...)
 	if r.ExitCode != 0 {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
 	}
@@ -125,7 +125,7 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
 		t.Fatalf("after stop the job is %v", st.Summary.State)
 	}
-	r = weir(t, append([]string{"job", "checkpoints", id}, jm...)...)
+	r = runWeir(t, append([]string{"job", "checkpoints", id}, jm...)...)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, sp) || !strings.Contains(r.Stdout, "savepoint") {
 		t.Errorf("checkpoints: exit %d, stdout %q", r.ExitCode, r.Stdout)
 	}
@@ -136,7 +136,7 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 	if st.Restored == nil || st.Restored.Path != sp {
 		t.Errorf("resumed job restored %v, want %s", st.Restored, sp)
 	}
-	r = weir(t, append([]string{"job", "rescale", id2, "--parallelism", "1"}, jm...)...)
+	r = runWeir(t, append([]string{"job", "rescale", id2, "--parallelism", "1"}, jm...)...)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "rescaled to parallelism 1") {
 		t.Fatalf("rescale: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
@@ -184,7 +184,7 @@ func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r := weir(t, append([]string{"job", "stop", id2, "--savepoint"}, jm...)...)
+	r := runWeir(t, append([]string{"job", "stop", id2, "--savepoint"}, jm...)...)
 	if r.ExitCode != 0 {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
 	}
@@ -227,7 +227,7 @@ func TestRestoreErrors(t *testing.T) {
 		{"another job", []string{"sequence-check", "--param", "output=s3://weir/x", "--from-savepoint", cp.Path}, `taken of job "fraud-detection"`},
 		{"above maxParallelism", []string{"fraud-detection", "--parallelism", "129", "--from-savepoint", cp.Path}, "maxParallelism"},
 	} {
-		r := weir(t, append(append([]string{"job", "submit"}, tc.args...), jm...)...)
+		r := runWeir(t, append(append([]string{"job", "submit"}, tc.args...), jm...)...)
 		if r.ExitCode == 0 || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want an error containing %q", tc.name, r.ExitCode, r.Stderr, tc.want)
 		}

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func weir(t *testing.T, args ...string) cluster.Result {
+func runWeir(t *testing.T, args ...string) cluster.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -69,7 +69,7 @@ func startCluster(t *testing.T, o cluster.Options) *cluster.Cluster {
 
 func submit(t *testing.T, c *cluster.Cluster, args ...string) string {
 	t.Helper()
-	r := weir(t, append([]string{"job", "submit", "--jobmanager", c.JobManager.Addr}, args...)...)
+	r := runWeir(t, append([]string{"job", "submit", "--jobmanager", c.JobManager.Addr}, args...)...)
 	if r.ExitCode != 0 {
 		t.Fatalf("submit %v: exit %d: %s", args, r.ExitCode, r.Stderr)
 	}
@@ -82,7 +82,7 @@ func submit(t *testing.T, c *cluster.Cluster, args ...string) string {
 
 func jobStatus(t *testing.T, c *cluster.Cluster, id string) *weirv1.JobStatus {
 	t.Helper()
-	r := weir(t, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
 	if r.ExitCode != 0 {
 		t.Fatalf("status: exit %d: %s", r.ExitCode, r.Stderr)
 	}
@@ -164,20 +164,20 @@ func TestFraudJobAcrossTwoTaskManagers(t *testing.T) {
 	}
 
 	// The human-readable status names the subtasks and where they ran.
-	r := weir(t, "job", "status", id, "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, "job", "status", id, "--jobmanager", c.JobManager.Addr)
 	for _, want := range []string{"FINISHED", "fraud-detector -> send-alerts", "tm-1", "tm-2", "input hash"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("status output lacks %q:\n%s", want, r.Stdout)
 		}
 	}
-	r = weir(t, "job", "list", "--jobmanager", c.JobManager.Addr)
+	r = runWeir(t, "job", "list", "--jobmanager", c.JobManager.Addr)
 	if !strings.Contains(r.Stdout, id) || !strings.Contains(r.Stdout, "FINISHED") {
 		t.Errorf("job list lacks the job:\n%s", r.Stdout)
 	}
 }
 
 func TestLocalRunsTheFraudJobToCompletion(t *testing.T) {
-	r := weir(t, "local", "--taskmanagers", "2", "--slots", "2", "--parallelism", "2",
+	r := runWeir(t, "local", "--taskmanagers", "2", "--slots", "2", "--parallelism", "2",
 		"--job", "fraud-detection", "--param", "rate=0", "--param", "count=500")
 	if r.ExitCode != 0 {
 		t.Fatalf("weir local exit %d:\n%s", r.ExitCode, r.Stderr)
@@ -191,14 +191,14 @@ func TestCancelRunningJob(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2})
 	id := submit(t, c, "fraud-detection", "--parallelism", "2")
 	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
-	r := weir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "canceled") {
 		t.Fatalf("cancel: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
 	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_CANCELED {
 		t.Errorf("state %v after cancel", st.Summary.State)
 	}
-	r = weir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	r = runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
 	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "CANCELED") {
 		t.Errorf("second cancel: exit %d, stderr %q; want an error saying it is already CANCELED", r.ExitCode, r.Stderr)
 	}
@@ -255,7 +255,7 @@ func TestClientErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := weir(t, tc.args...)
+			r := runWeir(t, tc.args...)
 			if r.ExitCode == 0 {
 				t.Fatalf("exit 0, want failure; stdout %q", r.Stdout)
 			}
@@ -264,7 +264,7 @@ func TestClientErrors(t *testing.T) {
 			}
 		})
 	}
-	if r := weir(t, append([]string{"job", "list"}, jm...)...); r.ExitCode != 0 || !strings.Contains(r.Stdout, "no jobs") {
+	if r := runWeir(t, append([]string{"job", "list"}, jm...)...); r.ExitCode != 0 || !strings.Contains(r.Stdout, "no jobs") {
 		t.Errorf("list after rejected submissions: exit %d %q, want no jobs", r.ExitCode, r.Stdout)
 	}
 }

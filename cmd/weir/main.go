@@ -1,82 +1,14 @@
-// Command weir is Weir's one binary: the JobManager, the TaskManager, an
-// embedded local cluster, and the client that submits and manages jobs.
+// Command weir is Weir's one binary with the jobs Weir ships: the
+// JobManager, the TaskManager, an embedded local cluster, and the client
+// that submits and manages jobs. A program of your own that registers its
+// jobs with package weir and calls weir.Main is the same binary with your
+// jobs in it.
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"runtime/pprof"
-	"syscall"
-
-	"github.com/spf13/cobra"
-
-	_ "github.com/weirstream/weir/jobs/fraud" // link the shipped jobs
+	"github.com/weirstream/weir"
+	_ "github.com/weirstream/weir/jobs/fraud" // the shipped jobs
 	_ "github.com/weirstream/weir/jobs/seqcheck"
 )
 
-// exitError carries a process exit code through cobra.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root := newRoot()
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return
-	}
-	fmt.Fprintln(os.Stderr, "weir:", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		os.Exit(ee.code)
-	}
-	os.Exit(1)
-}
-
-func newRoot() *cobra.Command {
-	var level, cpuProfile string
-	var stopProfile func()
-	root := &cobra.Command{
-		Use:           "weir",
-		Short:         "Weir: a distributed stream processor for fraud and anomaly detection",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return fmt.Errorf("--cpu-profile: %w", err)
-				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return fmt.Errorf("--cpu-profile: %w", err)
-				}
-				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
-			}
-			return nil
-		},
-		PersistentPostRun: func(*cobra.Command, []string) {
-			if stopProfile != nil {
-				stopProfile()
-			}
-		},
-	}
-	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
-	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process to the file")
-	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd())
-	return root
-}
+func main() { weir.Main() }

@@ -18,7 +18,22 @@ import (
 // Name is the job's registered name.
 const Name = "fraud-detection"
 
-func init() { jobs.Register(Name, Build) }
+func init() {
+	jobs.Register(jobs.Job{
+		Name:        Name,
+		Description: "Flink's fraud walkthrough: a transaction under `small` then one over `large` within `timeout` on one account raises an alert",
+		Params: []jobs.Param{
+			{Name: "source", Type: jobs.String, Default: "walkthrough", Description: "walkthrough: the walkthrough's 50 transactions of accounts 1..5, looping, from one source subtask; random: uniform over `accounts`, about 1 % small amounts, one source subtask per parallel instance"},
+			{Name: "rate", Type: jobs.Float, Description: "records per second per source subtask, 0 = as fast as possible (default 10 for walkthrough, 0 for random)"},
+			{Name: "accounts", Type: jobs.Int, Default: "100000", Description: "number of accounts of the random source"},
+			{Name: "count", Type: jobs.Int, Default: "0", Description: "records per source subtask before it finishes (0 = unbounded)"},
+			{Name: "small", Type: jobs.Float, Default: "1.00", Description: "an amount below this flags the account"},
+			{Name: "large", Type: jobs.Float, Default: "500.00", Description: "an amount above this on a flagged account raises an alert"},
+			{Name: "timeout", Type: jobs.Duration, Default: "1m", Description: "how long a small transaction keeps the account flagged"},
+		},
+		Build: Build,
+	})
+}
 
 // Transaction is one card transaction.
 type Transaction struct {

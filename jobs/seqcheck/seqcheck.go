@@ -35,7 +35,19 @@ import (
 // Name is the job's registered name.
 const Name = "sequence-check"
 
-func init() { jobs.Register(Name, Build) }
+func init() {
+	jobs.Register(jobs.Job{
+		Name:        Name,
+		Description: "Verification job: per-key sequence numbers through keyed state to the exactly-once file sink; the output holds every (key, seq) once",
+		Params: []jobs.Param{
+			{Name: "keys", Type: jobs.Int, Default: "100", Description: "number of keys"},
+			{Name: "count", Type: jobs.Int, Default: "0", Description: "sequence numbers per key; the source then finishes (0 = unbounded)"},
+			{Name: "rate", Type: jobs.Float, Default: "1000", Description: "records per second per source subtask (0 = as fast as possible)"},
+			{Name: "output", Type: jobs.String, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
+		},
+		Build: Build,
+	})
+}
 
 // The operators' stable identifiers, under which their state is stored.
 const (
@@ -135,7 +147,7 @@ func parseConfig(p *runtime.Params) Config {
 		p.Errorf("rate", "%g must be a finite number (0 means unlimited)", c.Rate)
 	}
 	if c.Output == "" {
-		p.Errorf("output", "required: the directory or s3://bucket/prefix URL the part files go to")
+		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
 	} else if _, err := storage.Open(c.Output, storage.Options{}); err != nil {
 		// Open does no I/O: this only rejects malformed URLs and unknown
 		// schemes at submission rather than in every sink subtask.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -147,8 +147,20 @@ func newJobCmd() *cobra.Command {
 	submit := &cobra.Command{
 		Use:   "submit NAME",
 		Short: "Submit a job; prints its ID",
-		Args:  cobra.ExactArgs(1),
+		Long: "Submit a registered job; prints its ID alone, for scripts.\n\n" +
+			"`weir jobs` lists the jobs this binary has; `weir job describe NAME` shows a job's\n" +
+			"parameters (type, default, meaning), which --param NAME=VALUE sets.",
+		Args: cobra.MaximumNArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			if len(args) == 0 {
+				w := cmd.ErrOrStderr()
+				fmt.Fprintln(w, "weir job submit needs the name of a job. The jobs of this binary:")
+				fmt.Fprintln(w)
+				printJobList(w)
+				fmt.Fprintln(w)
+				fmt.Fprintln(w, "`weir job describe NAME` shows a job's parameters.")
+				return &exitError{code: 2, err: errors.New("no job name given")}
+			}
 			if parallelism < 1 {
 				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
 			}
@@ -240,7 +252,7 @@ func newJobCmd() *cobra.Command {
 	}
 	cancelCmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to be canceled (0: do not wait)")
 
-	cmd.AddCommand(submit, list, statusCmd, cancelCmd)
+	cmd.AddCommand(submit, newDescribeCmd(), list, statusCmd, cancelCmd)
 	cmd.AddCommand(newSavepointCmds(withClient)...)
 	return cmd
 }
