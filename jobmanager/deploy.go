@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
@@ -52,6 +54,9 @@ func deployRequest(job Job, v, i int, restore *weirv1.TaskRestore) *weirv1.Deplo
 		Restore:       restore,
 		Checkpointing: job.Checkpointing.IntervalMs > 0,
 	}
+	for _, op := range job.Vertices[v].Operators {
+		req.OperatorUids = append(req.OperatorUids, op.UID)
+	}
 	for _, c := range job.Vertices[v].Outputs {
 		loc := &weirv1.OutputLocations{ConsumerVertexId: int32(c)}
 		for _, ct := range job.Tasks[c] {
@@ -79,9 +84,11 @@ func (jm *JobManager) deployTask(ctx context.Context, job Job, v, i int, restore
 	}
 	if err != nil {
 		log.Warn("deploying task failed", "err", err)
+		// A TaskManager whose binary lacks the job, or builds it otherwise,
+		// answers Unimplemented: a restart would fail the same way.
 		_, _ = jm.apply(UpdateTask{JobID: job.ID, Vertex: v, Subtask: i, Attempt: t.Attempt,
-			TaskManagerID: t.TaskManagerID, State: taskFailed,
-			Failure: fmt.Sprintf("deployment to %s failed: %v", t.Address, err), TimeMs: time.Now().UnixMilli()})
+			TaskManagerID: t.TaskManagerID, State: taskFailed, Unrecoverable: status.Code(err) == codes.Unimplemented,
+			Failure: fmt.Sprintf("deployment to %s failed: %s", t.Address, status.Convert(err).Message()), TimeMs: time.Now().UnixMilli()})
 		return
 	}
 	log.Debug("task deployed")

@@ -100,7 +100,7 @@ func (s *service) RequestCheckpoint(_ context.Context, req *weirv1.RequestCheckp
 }
 
 func (s *service) RegisterTaskManager(_ context.Context, req *weirv1.RegisterTaskManagerRequest) (*weirv1.RegisterTaskManagerResponse, error) {
-	if err := s.jm.registerTaskManager(req.GetTaskManagerId(), req.GetAddress(), int(req.GetSlots())); err != nil {
+	if err := s.jm.registerTaskManager(req.GetTaskManagerId(), req.GetAddress(), int(req.GetSlots()), req.GetJobs()); err != nil {
 		return nil, err
 	}
 	return &weirv1.RegisterTaskManagerResponse{

@@ -1,8 +1,10 @@
 package jobmanager
 
 import (
+	"slices"
 	"time"
 
+	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -12,7 +14,7 @@ import (
 // registerTaskManager records a TaskManager. A known ID is a restarted
 // TaskManager: the old incarnation is lost, failing the jobs that had tasks
 // on it.
-func (jm *JobManager) registerTaskManager(id, address string, slots int) error {
+func (jm *JobManager) registerTaskManager(id, address string, slots int, registered []string) error {
 	switch {
 	case id == "":
 		return errorf(ErrInvalidRequest, "register: empty TaskManager ID")
@@ -33,7 +35,29 @@ func (jm *JobManager) registerTaskManager(id, address string, slots int) error {
 		jm.finishLost(lost)
 	}
 	jm.log.Info("TaskManager registered", "task_manager_id", id, "address", address, "slots", slots)
+	if missing, extra := jobsDiff(jobs.Names(), registered); len(missing)+len(extra) > 0 {
+		// Deployments of the missing jobs will fail on it; say why now.
+		jm.log.Warn("TaskManager runs a binary with other jobs registered than the JobManager's; "+
+			"every process of a cluster must run the same binary", "task_manager_id", id,
+			"jobs_missing", missing, "jobs_extra", extra)
+	}
 	return nil
+}
+
+// jobsDiff lists the jobs of want that got lacks, and those got has beyond
+// want. Both lists are sorted.
+func jobsDiff(want, got []string) (missing, extra []string) {
+	for _, j := range want {
+		if !slices.Contains(got, j) {
+			missing = append(missing, j)
+		}
+	}
+	for _, j := range got {
+		if !slices.Contains(want, j) {
+			extra = append(extra, j)
+		}
+	}
+	return missing, extra
 }
 
 // offerSlots makes slots of a TaskManager available and returns those

@@ -2,6 +2,7 @@ package taskmanager
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,7 +22,12 @@ func (s *service) DeployTask(_ context.Context, req *weirv1.DeployTaskRequest) (
 		return nil, status.Error(codes.InvalidArgument, "deploy request names no task")
 	}
 	if err := s.tm.deploy(req); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "deploy %s: %v", req.JobName, err)
+		// Unimplemented tells the JobManager that no retry can help.
+		code := codes.FailedPrecondition
+		if errors.Is(err, ErrJobMismatch) {
+			code = codes.Unimplemented
+		}
+		return nil, status.Errorf(code, "deploy %s: %v", req.JobName, err)
 	}
 	return &weirv1.DeployTaskResponse{}, nil
 }

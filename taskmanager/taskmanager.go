@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
@@ -184,7 +185,7 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 func (tm *TaskManager) session(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	reg, err := tm.jm.RegisterTaskManager(rctx, &weirv1.RegisterTaskManagerRequest{
-		TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots)})
+		TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots), Jobs: jobs.Names()})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("register: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +41,11 @@ type runningTask struct {
 
 var errCanceled = errors.New("task canceled")
 
+// ErrJobMismatch marks a deployment this TaskManager's binary cannot run as
+// the JobManager built it: the job is not registered here, or builds another
+// graph. Retrying cannot help, so the job fails with the reason.
+var ErrJobMismatch = errors.New("job mismatch: every JobManager and TaskManager of a cluster must run a binary with the same jobs registered")
+
 // deploy validates a DeployTask request, registers the subtask's input
 // gate and starts it. It returns once the subtask is set up, not finished.
 func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
@@ -48,12 +54,27 @@ func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
 		return fmt.Errorf("slot %d does not exist (this TaskManager has %d)", req.Slot, tm.cfg.Slots)
 	}
 	g, err := jobs.Build(req.JobName, int(req.Parallelism), req.Params)
+	if errors.Is(err, jobs.ErrUnknownJob) {
+		return fmt.Errorf("%w: TaskManager %s cannot run job %q: its binary does not register it (it has %v)",
+			ErrJobMismatch, tm.cfg.ID, req.JobName, jobs.Names())
+	}
 	if err != nil {
 		return err
 	}
 	v := g.Vertex(key.vertex)
 	if v == nil || key.subtask < 0 || key.subtask >= v.Parallelism {
-		return fmt.Errorf("job %s has no subtask %d of vertex %d", req.JobName, key.subtask, key.vertex)
+		return fmt.Errorf("%w: TaskManager %s builds job %s without subtask %d of vertex %d",
+			ErrJobMismatch, tm.cfg.ID, req.JobName, key.subtask, key.vertex)
+	}
+	if want := req.GetOperatorUids(); len(want) > 0 {
+		got := make([]string, len(v.Operators))
+		for k, op := range v.Operators {
+			got[k] = op.UID
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("%w: TaskManager %s builds vertex %d of job %s with operators %v, the JobManager with %v",
+				ErrJobMismatch, tm.cfg.ID, key.vertex, req.JobName, got, want)
+		}
 	}
 	if len(req.Outputs) != len(v.Outputs) {
 		return fmt.Errorf("vertex %s has %d outputs, deployment names %d", v.Name, len(v.Outputs), len(req.Outputs))

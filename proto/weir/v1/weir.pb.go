@@ -1682,8 +1682,11 @@ type RegisterTaskManagerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
 	// Address other processes use to reach this TaskManager's gRPC server.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Slots         int32  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Slots   int32  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	// The jobs registered in the TaskManager's binary, so the JobManager can
+	// warn at once about a binary that differs from its own.
+	Jobs          []string `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1737,6 +1740,13 @@ func (x *RegisterTaskManagerRequest) GetSlots() int32 {
 		return x.Slots
 	}
 	return 0
+}
+
+func (x *RegisterTaskManagerRequest) GetJobs() []string {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
 }
 
 type RegisterTaskManagerResponse struct {
@@ -2357,6 +2367,10 @@ type DeployTaskRequest struct {
 	// Periodic checkpoints are on: finished sources wait for a final
 	// checkpoint so that sinks can commit their last records exactly once.
 	Checkpointing bool `protobuf:"varint,8,opt,name=checkpointing,proto3" json:"checkpointing,omitempty"`
+	// The UIDs of the vertex's chained operators as the JobManager built the
+	// job: a TaskManager whose binary builds the job differently refuses the
+	// deployment (codes.Unimplemented) instead of running another graph.
+	OperatorUids  []string `protobuf:"bytes,9,rep,name=operator_uids,json=operatorUids,proto3" json:"operator_uids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2445,6 +2459,13 @@ func (x *DeployTaskRequest) GetCheckpointing() bool {
 		return x.Checkpointing
 	}
 	return false
+}
+
+func (x *DeployTaskRequest) GetOperatorUids() []string {
+	if x != nil {
+		return x.OperatorUids
+	}
+	return nil
 }
 
 type TaskRestore struct {
@@ -3746,11 +3767,12 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x10CancelJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"<\n" +
 	"\x11CancelJobResponse\x12'\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x11.weir.v1.JobStateR\x05state\"t\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x11.weir.v1.JobStateR\x05state\"\x88\x01\n" +
 	"\x1aRegisterTaskManagerRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05slots\x18\x03 \x01(\x05R\x05slots\"\xa9\x01\n" +
+	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x12\n" +
+	"\x04jobs\x18\x04 \x03(\tR\x04jobs\"\xa9\x01\n" +
 	"\x1bRegisterTaskManagerResponse\x12$\n" +
 	"\x0ejob_manager_id\x18\x01 \x01(\tR\fjobManagerId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
@@ -3788,7 +3810,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\x8e\x03\n" +
+	"\fTaskStateAck\"\xb3\x03\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -3797,7 +3819,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x04slot\x18\x05 \x01(\x05R\x04slot\x122\n" +
 	"\aoutputs\x18\x06 \x03(\v2\x18.weir.v1.OutputLocationsR\aoutputs\x12.\n" +
 	"\arestore\x18\a \x01(\v2\x14.weir.v1.TaskRestoreR\arestore\x12$\n" +
-	"\rcheckpointing\x18\b \x01(\bR\rcheckpointing\x1a9\n" +
+	"\rcheckpointing\x18\b \x01(\bR\rcheckpointing\x12#\n" +
+	"\roperator_uids\x18\t \x03(\tR\foperatorUids\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
