@@ -10,7 +10,9 @@ import (
 
 type nopSource struct{}
 
-func (nopSource) Poll(runtime.Collector[int64]) (time.Duration, error) { return 0, runtime.ErrEndOfInput }
+func (nopSource) Poll(runtime.Collector[int64]) (time.Duration, error) {
+	return 0, runtime.ErrEndOfInput
+}
 
 type nopSink struct{}
 

@@ -38,7 +38,9 @@ type Alert struct {
 	Card, Count int64
 }
 
-func (a Alert) String() string { return fmt.Sprintf("VelocityAlert{card=%d, count=%d}", a.Card, a.Count) }
+func (a Alert) String() string {
+	return fmt.Sprintf("VelocityAlert{card=%d, count=%d}", a.Card, a.Count)
+}
 
 // paymentCodec carries payments between TaskManagers: records cross the
 // wire through a codec per type, with no reflection.
