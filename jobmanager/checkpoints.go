@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -301,13 +302,36 @@ func (c *coordinator) notify(p *pendingCheckpoint, aborted bool) {
 }
 
 func (c *coordinator) deleteLocation(ctx context.Context, url string) {
-	st, err := storage.Open(url, c.jm.cfg.Storage)
-	if err == nil {
-		err = st.DeleteAll(ctx, "")
-	}
-	if err != nil {
+	if err := c.jm.deleteDir(ctx, url); err != nil {
 		c.log.Warn("deleting checkpoint files", "location", url, "err", err)
 	}
+}
+
+// deleteDir deletes the checkpoint or savepoint directory at url with
+// everything in it. It deletes through the checkpoint storage's root (or
+// the directory's parent), not a store rooted at url, because a directory
+// store keeps its root: this way chk-N/ goes too, and so does the job's
+// directory once its last checkpoint is gone.
+func (jm *JobManager) deleteDir(ctx context.Context, url string) error {
+	parent, name := jm.cfg.CheckpointStorage, ""
+	if rest, ok := strings.CutPrefix(url, strings.TrimRight(parent, "/")+"/"); ok {
+		name = rest
+	} else if i := strings.LastIndex(strings.TrimRight(url, "/"), "/"); i > 0 && !strings.HasSuffix(url[:i], "/") {
+		parent, name = url[:i], strings.Trim(url[i+1:], "/")
+	}
+	if name == "" {
+		// Not below anything we can open (file:///sp): empty it in place.
+		st, err := storage.Open(url, jm.cfg.Storage)
+		if err != nil {
+			return err
+		}
+		return st.DeleteAll(ctx, "")
+	}
+	st, err := storage.Open(parent, jm.cfg.Storage)
+	if err != nil {
+		return err
+	}
+	return st.DeleteAll(ctx, strings.Trim(name, "/")+"/")
 }
 
 // savepoint queues a savepoint and waits for its outcome.
