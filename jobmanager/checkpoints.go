@@ -79,6 +79,9 @@ type coordinator struct {
 func (jm *JobManager) startCoordinator(job Job) *coordinator {
 	c := &coordinator{jm: jm, jobID: job.ID, core: newCheckpointCore(job.ID, jm.cfg.CheckpointStorage, job.Checkpointing),
 		log: jm.log.With("job_id", job.ID)}
+	if jm.cfg.SavepointDir != "" {
+		c.core.savepoints = jm.cfg.SavepointDir
+	}
 	jm.mu.Lock()
 	jm.coordinators[job.ID] = c
 	jm.mu.Unlock()

@@ -30,15 +30,21 @@ func (f *checkpointFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowNonRestored, "allow-non-restored-state", false, "start even if the savepoint has state for operators the job lacks")
 }
 
+// apply sets req's checkpoint and restore settings and makes the paths it
+// carries (--from-savepoint, path parameters) absolute.
 func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
 	if f.interval < 0 || f.timeout < 0 || f.minPause < 0 || f.retained < 1 {
 		return fmt.Errorf("--checkpoint-interval, --checkpoint-timeout and --checkpoint-min-pause must not be negative, --checkpoints-retained at least 1")
 	}
 	req.Checkpointing = &weirv1.CheckpointConfig{IntervalMs: f.interval.Milliseconds(), TimeoutMs: f.timeout.Milliseconds(),
 		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained)}
-	req.FromSavepoint = f.fromSavepoint
+	from, err := absURL("--from-savepoint", f.fromSavepoint)
+	if err != nil {
+		return err
+	}
+	req.FromSavepoint = from
 	req.AllowNonRestoredState = f.allowNonRestored
-	return nil
+	return absPathParams(req.JobName, req.Params)
 }
 
 // storageFlags are the S3 settings of a process that reads or writes state.
@@ -68,6 +74,10 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 		Short: "Take a savepoint of a running job; prints its path",
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			target, err := absURL("--target", target)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := savepointContext(cmd.Context())
 			defer cancel()
 			resp, err := c.jm.TriggerSavepoint(ctx, &weirv1.TriggerSavepointRequest{JobId: args[0], Target: target})
@@ -78,7 +88,7 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 			return nil
 		}),
 	}
-	savepoint.Flags().StringVar(&target, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+	savepoint.Flags().StringVar(&target, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
 
 	var stopTarget string
 	var withSavepoint, drain bool
@@ -91,9 +101,13 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 			if !withSavepoint {
 				return fmt.Errorf("stop takes a savepoint to resume from: pass --savepoint (or use `weir job cancel %s` to stop without one)", args[0])
 			}
+			target, err := absURL("--target", stopTarget)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := savepointContext(cmd.Context())
 			defer cancel()
-			resp, err := c.jm.StopJob(ctx, &weirv1.StopJobRequest{JobId: args[0], Target: stopTarget, Drain: drain})
+			resp, err := c.jm.StopJob(ctx, &weirv1.StopJobRequest{JobId: args[0], Target: target, Drain: drain})
 			if err != nil {
 				return c.explain(err)
 			}
@@ -111,7 +125,7 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 	}
 	stop.Flags().BoolVar(&withSavepoint, "savepoint", false, "take a savepoint before stopping (required)")
 	stop.Flags().BoolVar(&drain, "drain", false, "fire every pending timer before the savepoint, for a job that will not be resumed")
-	stop.Flags().StringVar(&stopTarget, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+	stop.Flags().StringVar(&stopTarget, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
 	stop.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to finish after the savepoint (0: do not wait)")
 
 	var parallelism int

@@ -43,7 +43,7 @@ func init() {
 			{Name: "keys", Type: jobs.Int, Default: "100", Description: "number of keys"},
 			{Name: "count", Type: jobs.Int, Default: "0", Description: "sequence numbers per key; the source then finishes (0 = unbounded)"},
 			{Name: "rate", Type: jobs.Float, Default: "1000", Description: "records per second per source subtask (0 = as fast as possible)"},
-			{Name: "output", Type: jobs.String, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
+			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
 		},
 		Build: Build,
 	})

@@ -193,6 +193,13 @@ func Join(base string, elem ...string) string {
 	return trimmed + "/" + strings.Join(parts, "/")
 }
 
+// IsURL reports whether rawURL starts with a scheme ("s3://", "file://");
+// anything else is a plain path to Open.
+func IsURL(rawURL string) bool {
+	_, _, ok := splitScheme(rawURL)
+	return ok
+}
+
 // splitScheme splits "scheme:rest" when rawURL starts with an RFC 3986
 // scheme followed by "://"; anything else is a plain path.
 func splitScheme(rawURL string) (scheme, rest string, ok bool) {
