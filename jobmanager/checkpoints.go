@@ -222,7 +222,9 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 	}
 	before := job.Checkpoints
 	if _, err := c.jm.apply(CompleteCheckpoint{JobID: c.jobID, Checkpoint: cp}); err != nil {
-		c.log.Error("recording checkpoint", "checkpoint", p.id, "err", err)
+		// The job ended and its checkpoints were disposed of meanwhile.
+		c.abort(p, "recording it: "+err.Error())
+		return
 	}
 	c.mu.Lock()
 	c.core.end(p, time.Now())

@@ -176,7 +176,26 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 		}),
 	}
 	checkpoints.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	return []*cobra.Command{savepoint, stop, rescale, checkpoints}
+
+	dispose := &cobra.Command{
+		Use:   "dispose ID",
+		Short: "Delete an ended job's retained checkpoints (<checkpoint storage>/<job-id>/); savepoints stay",
+		Long: "Delete the retained checkpoints of a job that has ended (FINISHED, CANCELED or FAILED):\n" +
+			"the directory <checkpoint storage>/<job-id>/. Savepoints are never deleted. Checkpoints of\n" +
+			"ended jobs are kept until then, so a job can be resumed from one with --from-savepoint.",
+		Args: cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			ctx, cancel := savepointContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.DisposeCheckpoints(ctx, &weirv1.DisposeCheckpointsRequest{JobId: args[0]})
+			if err != nil {
+				return c.explain(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: deleted %d retained checkpoint(s) with %s\n", args[0], resp.Checkpoints, resp.Path)
+			return nil
+		}),
+	}
+	return []*cobra.Command{savepoint, stop, rescale, checkpoints, dispose}
 }
 
 // waitRunning polls until the job runs again at parallelism p.
@@ -213,6 +232,9 @@ func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {
 		}
 	}
 	fmt.Fprintf(w, "failed checkpoints: %d\n", resp.Failed)
+	if resp.DisposedTimeMs != 0 {
+		fmt.Fprintf(w, "checkpoints disposed of: %s\n", formatMs(resp.DisposedTimeMs))
+	}
 	if r := resp.Restored; r != nil {
 		fmt.Fprintf(w, "restored from: %d (%s)\n", r.Id, r.Path)
 	}
