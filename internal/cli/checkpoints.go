@@ -53,9 +53,9 @@ type storageFlags struct {
 }
 
 func (f *storageFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env AWS_ENDPOINT_URL)")
-	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env AWS_ACCESS_KEY_ID)")
-	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env WEIR_S3_ENDPOINT, else AWS_ENDPOINT_URL)")
+	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env WEIR_S3_ACCESS_KEY, else AWS_ACCESS_KEY_ID)")
+	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env WEIR_S3_SECRET_KEY, else AWS_SECRET_ACCESS_KEY)")
 }
 
 func (f *storageFlags) options() storage.Options {
@@ -69,6 +69,7 @@ func savepointContext(ctx context.Context) (context.Context, context.CancelFunc)
 
 func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) error) func(*cobra.Command, []string) error) []*cobra.Command {
 	var target string
+	var savepointJSON bool
 	savepoint := &cobra.Command{
 		Use:   "savepoint ID",
 		Short: "Take a savepoint of a running job; prints its path",
@@ -84,14 +85,18 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 			if err != nil {
 				return c.explain(err)
 			}
+			if savepointJSON {
+				return printJSON(cmd.OutOrStdout(), SavepointView{JobID: args[0], SavepointPath: resp.Path})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
 			return nil
 		}),
 	}
+	jsonFlag(savepoint, &savepointJSON)
 	savepoint.Flags().StringVar(&target, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
 
 	var stopTarget string
-	var withSavepoint, drain bool
+	var withSavepoint, drain, stopJSON bool
 	var wait time.Duration
 	stop := &cobra.Command{
 		Use:   "stop ID --savepoint",
@@ -119,10 +124,14 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 						jobmanager.JobStateName(st.GetSummary().GetState()), wait)
 				}
 			}
+			if stopJSON {
+				return printJSON(cmd.OutOrStdout(), SavepointView{JobID: args[0], SavepointPath: resp.Path})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
 			return nil
 		}),
 	}
+	jsonFlag(stop, &stopJSON)
 	stop.Flags().BoolVar(&withSavepoint, "savepoint", false, "take a savepoint before stopping (required)")
 	stop.Flags().BoolVar(&drain, "drain", false, "fire every pending timer before the savepoint, for a job that will not be resumed")
 	stop.Flags().StringVar(&stopTarget, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
@@ -130,6 +139,7 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 
 	var parallelism int
 	var rescaleWait time.Duration
+	var rescaleJSON bool
 	rescale := &cobra.Command{
 		Use:   "rescale ID --parallelism N",
 		Short: "Change a running job's parallelism: stop with a savepoint and restore from it, under the same job ID",
@@ -149,11 +159,19 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 					return err
 				}
 			}
+			if rescaleJSON {
+				return printJSON(cmd.OutOrStdout(), RescaleView{JobID: args[0], Parallelism: parallelism, SavepointPath: resp.SavepointPath})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s rescaled to parallelism %d from savepoint %s\n", args[0], parallelism, resp.SavepointPath)
 			return nil
 		}),
 	}
-	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism)")
+	jsonFlag(rescale, &rescaleJSON)
+	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism); required")
+	// Required, so a forgotten --parallelism is named rather than read as 0.
+	if err := rescale.MarkFlagRequired("parallelism"); err != nil {
+		panic(err)
+	}
 	rescale.Flags().DurationVar(&rescaleWait, "wait", time.Minute, "how long to wait for the job to run again (0: do not wait)")
 
 	var asJSON bool
@@ -169,14 +187,15 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 				return c.explain(err)
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printJSON(cmd.OutOrStdout(), checkpointListView(args[0], resp))
 			}
 			printCheckpoints(cmd.OutOrStdout(), resp)
 			return nil
 		}),
 	}
-	checkpoints.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	jsonFlag(checkpoints, &asJSON)
 
+	var disposeJSON bool
 	dispose := &cobra.Command{
 		Use:   "dispose ID",
 		Short: "Delete an ended job's retained checkpoints (<checkpoint storage>/<job-id>/); savepoints stay",
@@ -191,10 +210,14 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 			if err != nil {
 				return c.explain(err)
 			}
+			if disposeJSON {
+				return printJSON(cmd.OutOrStdout(), DisposeView{JobID: args[0], Path: resp.Path, CheckpointsDeleted: int(resp.Checkpoints)})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s: deleted %d retained checkpoint(s) with %s\n", args[0], resp.Checkpoints, resp.Path)
 			return nil
 		}),
 	}
+	jsonFlag(dispose, &disposeJSON)
 	return []*cobra.Command{savepoint, stop, rescale, checkpoints, dispose}
 }
 
