@@ -263,6 +263,10 @@ func TestClientErrors(t *testing.T) {
 		{"checkpoints of unknown job", append([]string{"job", "checkpoints", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
 		{"negative checkpoint interval", append([]string{"job", "submit", "fraud-detection", "--checkpoint-interval", "-1s"}, jm...), "must not be negative"},
 		{"bad checkpoint storage", []string{"jobmanager", "--checkpoint-storage", "ftp://x/y"}, "--checkpoint-storage"},
+		{"relative file URL", []string{"jobmanager", "--checkpoint-storage", "file://ck"}, "cannot be relative"},
+		{"relative file URL target", append([]string{"job", "savepoint", "0123456789abcdef0123456789abcdef", "--target", "file://sp"}, jm...), "--target"},
+		{"rescale without --parallelism", append([]string{"job", "rescale", "0123456789abcdef0123456789abcdef"}, jm...), `required flag(s) "parallelism" not set`},
+		{"dispose of unknown job", append([]string{"job", "dispose", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -368,7 +368,9 @@ func parseFileURL(rawURL string) (string, error) {
 		return "", fmt.Errorf("storage: malformed file URL %q: %w", rawURL, err)
 	}
 	if u.User != nil || (u.Host != "" && u.Host != "localhost") {
-		return "", fmt.Errorf("storage: file URL %q names a host; want file:///abs/dir", redactURL(rawURL))
+		// "file://out" is most often meant as a relative directory.
+		return "", fmt.Errorf("storage: file URL %q names a host (a file URL cannot be relative); "+
+			"want file:///abs/dir, or a plain path", redactURL(rawURL))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("storage: file URL %q has a query or fragment; want file:///abs/dir", rawURL)
