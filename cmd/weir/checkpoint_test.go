@@ -258,6 +258,17 @@ func TestRestoreErrors(t *testing.T) {
 	if s.Restarts != 0 {
 		t.Errorf("corrupt state restarted the job %d times; it cannot help", s.Restarts)
 	}
+
+	// Disposing of the first job's checkpoints empties its prefix.
+	var d cli.DisposeView
+	weirJSON(t, &d, append([]string{"job", "dispose", id}, jm...)...)
+	root, err := storage.Open("s3://weir/checkpoints", srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, err := root.List(context.Background(), id+"/"); err != nil || len(left) != 0 || d.CheckpointsDeleted == 0 {
+		t.Errorf("after dispose (%+v): %d objects left under %s/ (%v)", d, len(left), id, err)
+	}
 }
 
 // TestFailedUploadsAreDeclined: checkpoints whose state cannot be uploaded
