@@ -14,8 +14,15 @@ MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
 all: build
 
+# `weir version` prints these; override VERSION for a release build.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED ?= $(shell git diff --quiet HEAD 2>/dev/null || echo true)
+CLI_PKG  := github.com/weirstream/weir/internal/cli
+LDFLAGS  := -X $(CLI_PKG).version=$(VERSION) -X $(CLI_PKG).commit=$(COMMIT) -X $(CLI_PKG).modified=$(MODIFIED)
+
 build:
-	$(GO) build -o $(BIN)/weir ./cmd/weir
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weir ./cmd/weir
 
 # The fraud-detection walkthrough on an embedded cluster; prints Alert{id=3}
 # every 5 seconds. Ctrl-C stops it.

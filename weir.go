@@ -47,6 +47,7 @@ const (
 	Float    = jobs.Float
 	Duration = jobs.Duration
 	Bool     = jobs.Bool
+	Path     = jobs.Path
 )
 
 // Register adds a job to this binary. Call it before Main, typically from

@@ -39,6 +39,8 @@ func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
 		return t.applyBeginRescale(c)
 	case EndRescale:
 		return t.applyEndRescale(c)
+	case DisposeCheckpoints:
+		return t.applyDisposeCheckpoints(c)
 	}
 	return nil, fmt.Errorf("unknown command %T", cmd)
 }
@@ -346,6 +348,9 @@ func (t *jobTable) applyCompleteCheckpoint(c CompleteCheckpoint) ([]JobTransitio
 	if !ok {
 		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
 	}
+	if j.CheckpointsDisposedMs != 0 {
+		return nil, errorf(ErrJobTerminal, "job %s is %s and its checkpoints were disposed of", j.ID, JobStateName(j.State))
+	}
 	j.Checkpoints = append(j.Checkpoints, c.Checkpoint)
 	j.CompletedCheckpoints++
 	j.LastCheckpointID = max(j.LastCheckpointID, c.Checkpoint.ID)
@@ -401,6 +406,27 @@ func (t *jobTable) applyEndRescale(c EndRescale) ([]JobTransition, error) {
 	if j, ok := t.jobs[c.JobID]; ok {
 		j.Rescale = nil
 	}
+	return nil, nil
+}
+
+func (t *jobTable) applyDisposeCheckpoints(c DisposeCheckpoints) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if !TerminalJob(j.State) {
+		return nil, errorf(ErrJobNotEnded, "job %s is %s: only an ended job's checkpoints can be disposed of "+
+			"(cancel it, or stop it with a savepoint, first)", j.ID, JobStateName(j.State))
+	}
+	kept := j.Checkpoints[:0]
+	for _, cp := range j.Checkpoints {
+		if cp.Savepoint {
+			kept = append(kept, cp)
+		}
+	}
+	clear(j.Checkpoints[len(kept):])
+	j.Checkpoints = kept
+	j.CheckpointsDisposedMs = c.TimeMs
 	return nil, nil
 }
 

@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -128,4 +129,35 @@ func TestValidateRestore(t *testing.T) {
 			t.Errorf("validateRestore(%s, maxP %d, allow %v) = %v, want %q", tc.name, tc.maxP, tc.allow, err, tc.want)
 		}
 	}
+}
+
+func TestDisposeCheckpointsOfEndedJobsOnly(t *testing.T) {
+	s := restartable(t)
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 1, Path: "p/j1/chk-1"}})
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 2, Path: "sp", Savepoint: true}})
+	mustApply(t, s, CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 3, Path: "p/j1/chk-3"}})
+	for _, tc := range []struct {
+		id   string
+		want error
+	}{{"j1", ErrJobNotEnded}, {"nope", ErrJobNotFound}} {
+		if _, err := s.Apply(DisposeCheckpoints{JobID: tc.id, TimeMs: 50}); !errors.Is(err, tc.want) {
+			t.Errorf("dispose %s: %v, want %v", tc.id, err, tc.want)
+		}
+	}
+	mustApply(t, s, CancelJob{JobID: "j1", TimeMs: 60})
+	for _, u := range []UpdateTask{update(0, 0, "tm-1", taskCanceled, ""), update(1, 0, "tm-1", taskCanceled, ""),
+		update(1, 1, "tm-2", taskCanceled, "")} {
+		mustApply(t, s, u)
+	}
+	mustApply(t, s, DisposeCheckpoints{JobID: "j1", TimeMs: 70})
+	j := jobState(t, s, "j1")
+	if len(j.Checkpoints) != 1 || !j.Checkpoints[0].Savepoint || j.CheckpointsDisposedMs != 70 {
+		t.Fatalf("after dispose: checkpoints %+v, disposed at %d; want the savepoint alone, 70", j.Checkpoints, j.CheckpointsDisposedMs)
+	}
+	// A checkpoint finishing late is not recorded.
+	if _, err := s.Apply(CompleteCheckpoint{JobID: "j1", Checkpoint: CompletedCheckpoint{ID: 4, Path: "p/j1/chk-4"}}); err == nil {
+		t.Error("a checkpoint completed after the dispose")
+	}
+	// Disposing again (a delete that failed) is fine.
+	mustApply(t, s, DisposeCheckpoints{JobID: "j1", TimeMs: 80})
 }

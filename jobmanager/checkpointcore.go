@@ -16,6 +16,8 @@ type checkpointCore struct {
 	jobID string
 	cfg   CheckpointConfig
 	root  string // checkpoint storage URL
+	// savepoints is where savepoints without a target go.
+	savepoints string
 
 	pending     *pendingCheckpoint
 	queue       []*savepointRequest
@@ -40,7 +42,7 @@ type coreAction struct {
 }
 
 func newCheckpointCore(jobID, root string, cfg CheckpointConfig) *checkpointCore {
-	return &checkpointCore{jobID: jobID, root: root, cfg: cfg, attempt: -1}
+	return &checkpointCore{jobID: jobID, root: root, savepoints: storage.Join(root, "savepoints"), cfg: cfg, attempt: -1}
 }
 
 func (c *checkpointCore) timeout() time.Duration {
@@ -132,7 +134,7 @@ func (c *checkpointCore) start(job *Job, now time.Time, req *savepointRequest) (
 	if req != nil {
 		base := req.target
 		if base == "" {
-			base = storage.Join(c.root, "savepoints")
+			base = c.savepoints
 		}
 		short := job.ID
 		if len(short) > 6 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,9 @@ type coordinator struct {
 func (jm *JobManager) startCoordinator(job Job) *coordinator {
 	c := &coordinator{jm: jm, jobID: job.ID, core: newCheckpointCore(job.ID, jm.cfg.CheckpointStorage, job.Checkpointing),
 		log: jm.log.With("job_id", job.ID)}
+	if jm.cfg.SavepointDir != "" {
+		c.core.savepoints = jm.cfg.SavepointDir
+	}
 	jm.mu.Lock()
 	jm.coordinators[job.ID] = c
 	jm.mu.Unlock()
@@ -218,7 +222,9 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 	}
 	before := job.Checkpoints
 	if _, err := c.jm.apply(CompleteCheckpoint{JobID: c.jobID, Checkpoint: cp}); err != nil {
-		c.log.Error("recording checkpoint", "checkpoint", p.id, "err", err)
+		// The job ended and its checkpoints were disposed of meanwhile.
+		c.abort(p, "recording it: "+err.Error())
+		return
 	}
 	c.mu.Lock()
 	c.core.end(p, time.Now())
@@ -301,13 +307,36 @@ func (c *coordinator) notify(p *pendingCheckpoint, aborted bool) {
 }
 
 func (c *coordinator) deleteLocation(ctx context.Context, url string) {
-	st, err := storage.Open(url, c.jm.cfg.Storage)
-	if err == nil {
-		err = st.DeleteAll(ctx, "")
-	}
-	if err != nil {
+	if err := c.jm.deleteDir(ctx, url); err != nil {
 		c.log.Warn("deleting checkpoint files", "location", url, "err", err)
 	}
+}
+
+// deleteDir deletes the checkpoint or savepoint directory at url with
+// everything in it. It deletes through the checkpoint storage's root (or
+// the directory's parent), not a store rooted at url, because a directory
+// store keeps its root: this way chk-N/ goes too, and so does the job's
+// directory once its last checkpoint is gone.
+func (jm *JobManager) deleteDir(ctx context.Context, url string) error {
+	parent, name := jm.cfg.CheckpointStorage, ""
+	if rest, ok := strings.CutPrefix(url, strings.TrimRight(parent, "/")+"/"); ok {
+		name = rest
+	} else if i := strings.LastIndex(strings.TrimRight(url, "/"), "/"); i > 0 && !strings.HasSuffix(url[:i], "/") {
+		parent, name = url[:i], strings.Trim(url[i+1:], "/")
+	}
+	if name == "" {
+		// Not below anything we can open (file:///sp): empty it in place.
+		st, err := storage.Open(url, jm.cfg.Storage)
+		if err != nil {
+			return err
+		}
+		return st.DeleteAll(ctx, "")
+	}
+	st, err := storage.Open(parent, jm.cfg.Storage)
+	if err != nil {
+		return err
+	}
+	return st.DeleteAll(ctx, strings.Trim(name, "/")+"/")
 }
 
 // savepoint queues a savepoint and waits for its outcome.

@@ -20,6 +20,7 @@ const (
 	RestartJobType         CommandType = 9
 	BeginRescaleType       CommandType = 10
 	EndRescaleType         CommandType = 11
+	DisposeCheckpointsType CommandType = 12
 )
 
 // Command is one write to the Store. Commands carry everything Apply needs,
@@ -115,6 +116,14 @@ type EndRescale struct {
 	JobID string
 }
 
+// DisposeCheckpoints records that an ended job's retained checkpoints are
+// being deleted: they leave its checkpoint list (its savepoints stay, as
+// they are never deleted), and no checkpoint completes for it any more.
+type DisposeCheckpoints struct {
+	JobID  string
+	TimeMs int64
+}
+
 // CancelJob cancels a job: a job waiting for slots becomes CANCELED, a
 // deployed one CANCELING until all its tasks are terminal.
 type CancelJob struct {
@@ -141,3 +150,4 @@ func (AbortCheckpoint) Type() CommandType    { return AbortCheckpointType }
 func (RestartJob) Type() CommandType         { return RestartJobType }
 func (BeginRescale) Type() CommandType       { return BeginRescaleType }
 func (EndRescale) Type() CommandType         { return EndRescaleType }
+func (DisposeCheckpoints) Type() CommandType { return DisposeCheckpointsType }

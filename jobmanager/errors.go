@@ -30,6 +30,9 @@ var (
 	// ErrJobNotPending: the job is not waiting to be deployed
 	// (FailedPrecondition).
 	ErrJobNotPending = errors.New("job is not waiting for deployment")
+	// ErrJobNotEnded: the request needs a job that has ended: FINISHED,
+	// CANCELED or FAILED (FailedPrecondition).
+	ErrJobNotEnded = errors.New("job has not ended")
 	// ErrJobNotRunning: the request needs a RUNNING job (FailedPrecondition).
 	ErrJobNotRunning = errors.New("job is not running")
 	// ErrCheckpoint: a savepoint or checkpoint failed (Aborted).
@@ -71,7 +74,7 @@ func StatusCode(err error) codes.Code {
 	case errors.Is(err, ErrInvalidJob), errors.Is(err, ErrInvalidRequest):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrJobTerminal), errors.Is(err, ErrJobNotPending), errors.Is(err, ErrJobNotRunning),
-		errors.Is(err, ErrNoStorage):
+		errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrNoStorage):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCheckpoint):
 		return codes.Aborted

@@ -36,6 +36,10 @@ type Config struct {
 	// in the system's temp dir, which only works when every process
 	// shares the filesystem.
 	CheckpointStorage string
+	// SavepointDir is where savepoints go when a request names no target
+	// (Flink's state.savepoints.dir); empty means
+	// <CheckpointStorage>/savepoints. Retention never deletes savepoints.
+	SavepointDir string
 	// Storage holds the S3 endpoint and credentials.
 	Storage storage.Options
 }
@@ -119,6 +123,13 @@ func New(cfg Config) *JobManager {
 // DefaultCheckpointStorage is a directory under the system's temp dir.
 func DefaultCheckpointStorage() string {
 	return "file://" + filepath.Join(os.TempDir(), "weir", "checkpoints")
+}
+
+// DefaultSavepointDir is where `weir local` puts savepoints when its
+// checkpoints go to a temporary directory: beside the default checkpoint
+// storage, so they outlive the run.
+func DefaultSavepointDir() string {
+	return "file://" + filepath.Join(os.TempDir(), "weir", "savepoints")
 }
 
 // ID is the JobManager's ID, told to TaskManagers at registration.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -212,7 +213,8 @@ func (jm *JobManager) listCheckpoints(id string) (*weirv1.ListCheckpointsRespons
 	if err != nil {
 		return nil, err
 	}
-	resp := &weirv1.ListCheckpointsResponse{Failed: job.FailedCheckpoints, Restored: checkpointInfo(job.Restore)}
+	resp := &weirv1.ListCheckpointsResponse{Failed: job.FailedCheckpoints, Restored: checkpointInfo(job.Restore),
+		DisposedTimeMs: job.CheckpointsDisposedMs}
 	for k := range job.Checkpoints {
 		resp.Checkpoints = append(resp.Checkpoints, checkpointInfo(&job.Checkpoints[k]))
 	}
@@ -222,4 +224,43 @@ func (jm *JobManager) listCheckpoints(id string) (*weirv1.ListCheckpointsRespons
 func checkpointConfigProto(c CheckpointConfig) *weirv1.CheckpointConfig {
 	return &weirv1.CheckpointConfig{IntervalMs: c.IntervalMs, TimeoutMs: c.TimeoutMs, MinPauseMs: c.MinPauseMs,
 		Retained: int32(c.Retained)}
+}
+
+// disposeCheckpoints deletes an ended job's retained checkpoints, the
+// directory <checkpoint storage>/<job-id>/, and returns its URL and how
+// many checkpoints the job listed. Savepoints are never deleted: should
+// one have been taken into that directory (a --target inside it), only the
+// checkpoints' own directories go. The disposal is recorded before the
+// files go, so the job never lists a deleted checkpoint; a delete that
+// fails may be tried again.
+func (jm *JobManager) disposeCheckpoints(ctx context.Context, id string) (string, int, error) {
+	before, err := jm.store.Job(id)
+	if err != nil {
+		return "", 0, err
+	}
+	if _, err := jm.apply(DisposeCheckpoints{JobID: id, TimeMs: time.Now().UnixMilli()}); err != nil {
+		return "", 0, err
+	}
+	dir := storage.Join(jm.cfg.CheckpointStorage, id)
+	var checkpoints []string
+	savepointInside := false
+	for _, cp := range before.Checkpoints {
+		switch {
+		case !cp.Savepoint:
+			checkpoints = append(checkpoints, cp.Path)
+		case strings.HasPrefix(cp.Path, dir+"/"):
+			savepointInside = true
+		}
+	}
+	if savepointInside {
+		for _, p := range checkpoints {
+			if err := jm.deleteDir(ctx, p); err != nil {
+				return "", 0, fmt.Errorf("deleting checkpoint %s: %w", p, err)
+			}
+		}
+	} else if err := jm.deleteDir(ctx, dir); err != nil {
+		return "", 0, fmt.Errorf("deleting the checkpoints of job %s in %s: %w", id, dir, err)
+	}
+	jm.log.Info("checkpoints disposed of", "job_id", id, "dir", dir, "checkpoints", len(checkpoints))
+	return dir, len(checkpoints), nil
 }

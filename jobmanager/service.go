@@ -78,6 +78,14 @@ func (s *service) ListCheckpoints(_ context.Context, req *weirv1.ListCheckpoints
 	return s.jm.listCheckpoints(req.GetJobId())
 }
 
+func (s *service) DisposeCheckpoints(ctx context.Context, req *weirv1.DisposeCheckpointsRequest) (*weirv1.DisposeCheckpointsResponse, error) {
+	path, n, err := s.jm.disposeCheckpoints(ctx, req.GetJobId())
+	if err != nil {
+		return nil, err
+	}
+	return &weirv1.DisposeCheckpointsResponse{Path: path, Checkpoints: int32(n)}, nil
+}
+
 func (s *service) AcknowledgeCheckpoint(_ context.Context, req *weirv1.AcknowledgeCheckpointRequest) (*weirv1.AcknowledgeCheckpointResponse, error) {
 	if c := s.jm.coordinator(req.GetTask().GetJobId()); c != nil {
 		c.acknowledge(req)

@@ -88,6 +88,9 @@ type Job struct {
 	// Rescale, when set, redeploys the job at another parallelism once
 	// its stop-with-savepoint has finished every task.
 	Rescale *RescalePlan
+	// CheckpointsDisposedMs is when the ended job's retained checkpoints
+	// were disposed of (Unix ms); 0 while they are kept.
+	CheckpointsDisposedMs int64
 }
 
 // CheckpointConfig is a job's checkpoint configuration.

@@ -33,6 +33,11 @@ const (
 	Float    ParamType = "float"
 	Duration ParamType = "duration"
 	Bool     ParamType = "bool"
+	// Path is a directory or a storage URL (s3://bucket/prefix,
+	// file:///abs/dir), read with Params.String. The CLI makes a
+	// relative directory absolute before it submits the job, since the
+	// TaskManagers that use it run elsewhere.
+	Path ParamType = "path"
 )
 
 // Param documents one parameter of a job.
@@ -93,9 +98,9 @@ func (j Job) validate() error {
 	seen := map[string]bool{}
 	for _, p := range j.Params {
 		switch p.Type {
-		case String, Int, Float, Duration, Bool:
+		case String, Int, Float, Duration, Bool, Path:
 		default:
-			return fmt.Errorf("job %s: parameter %q has type %q (want string, int, float, duration or bool)", j.Name, p.Name, p.Type)
+			return fmt.Errorf("job %s: parameter %q has type %q (want string, int, float, duration, bool or path)", j.Name, p.Name, p.Type)
 		}
 		if p.Name == "" || seen[p.Name] {
 			return fmt.Errorf("job %s: parameter name %q is empty or repeated", j.Name, p.Name)

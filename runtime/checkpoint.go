@@ -143,6 +143,7 @@ func (c *RuntimeContext) Context() context.Context {
 // ContextConfig describes a RuntimeContext made outside a task, for testing
 // functions on their own.
 type ContextConfig struct {
+	JobID                      string
 	JobName, OperatorName, UID string
 	Subtask, Parallelism       int
 	MaxParallelism             int
@@ -171,7 +172,7 @@ func NewRuntimeContext(c ContextConfig) *RuntimeContext {
 	if c.MaxParallelism == 0 {
 		c.MaxParallelism = DefaultMaxParallelism(c.Parallelism)
 	}
-	return &RuntimeContext{jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
+	return &RuntimeContext{jobID: c.JobID, jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
 		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
 		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context}
 }

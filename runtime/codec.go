@@ -20,6 +20,12 @@ type Codec[T any] interface {
 // ErrCorrupt is wrapped by codecs on input they cannot decode.
 var ErrCorrupt = errors.New("corrupt record")
 
+// ErrUnrecoverable marks a failure that restarting cannot cure, such as a
+// sink pointed at another job's output: a task that fails with an error
+// wrapping it fails its job at once instead of restarting it again and
+// again.
+var ErrUnrecoverable = errors.New("unrecoverable")
+
 // Int64Codec encodes int64 as a zig-zag varint.
 type Int64Codec struct{}
 

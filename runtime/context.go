@@ -11,6 +11,7 @@ import (
 
 // RuntimeContext tells an operator instance where it runs.
 type RuntimeContext struct {
+	jobID          string
 	jobName        string
 	operatorName   string
 	uid            string
@@ -25,6 +26,10 @@ type RuntimeContext struct {
 	openStorage    StorageOpener
 	ctx            context.Context
 }
+
+// JobID is the ID of the running job; it stays the same across restarts
+// and rescales, and a job submitted from a savepoint gets a new one.
+func (c *RuntimeContext) JobID() string { return c.jobID }
 
 func (c *RuntimeContext) JobName() string      { return c.jobName }
 func (c *RuntimeContext) OperatorName() string { return c.operatorName }

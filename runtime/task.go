@@ -42,6 +42,8 @@ type TaskIO struct {
 	// OpenStorage opens checkpoint storage; nil uses the environment's
 	// S3 settings.
 	OpenStorage StorageOpener
+	// JobID is the job's ID, for RuntimeContext.JobID.
+	JobID string
 	// Attempt is the job's restart attempt.
 	Attempt int
 	// Restore is the state to start from; nil for a fresh start.
@@ -183,7 +185,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	for i := len(v.chain) - 1; i >= 0; i-- {
 		n := v.chain[i]
 		oc := &opContext{
-			RuntimeContext: RuntimeContext{jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
+			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing},

@@ -149,7 +149,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 		m = taskMetrics(key, task)
 	}
 	// Unreadable state stays unreadable; unreachable storage may recover.
-	unrecoverable := errors.Is(err, errRestore) &&
+	unrecoverable := errors.Is(err, runtime.ErrUnrecoverable) || errors.Is(err, errRestore) &&
 		(errors.Is(err, statebackend.ErrCorrupt) || errors.Is(err, storage.ErrNotExist))
 	tm.report(key, state, reason, m, unrecoverable)
 }
@@ -184,7 +184,7 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 	}
 	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.cfg.Logger,
 		Checkpoints: responder{tm: tm, key: key}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
-		Attempt: key.attempt, Restore: restore}
+		JobID: key.job, Attempt: key.attempt, Restore: restore}
 	if gate != nil {
 		tio.Input = gate
 	}

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
 	"github.com/weirstream/weir/internal/miniotest"
 	"github.com/weirstream/weir/jobs/seqcheck"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -46,17 +46,17 @@ func verifySequence(t *testing.T, srv *miniotest.Server, url string, keys, count
 
 // waitCheckpoint waits until the job's attempt has completed more
 // checkpoints than after.
-func waitCheckpoint(t *testing.T, c *cluster.Cluster, id string, after int64) *weirv1.JobStatus {
+func waitCheckpoint(t *testing.T, c *cluster.Cluster, id string, after int64) *cli.JobStatusView {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st := jobStatus(t, c, id)
-		if st.Summary.State == weirv1.JobState_JOB_STATE_RUNNING && st.CompletedCheckpoints > after {
+		if st.State == "RUNNING" && st.Checkpointing.Completed > after {
 			return st
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("job %s: no checkpoint after %d within a minute (state %v, failure %q)", id, after,
-				st.Summary.State, st.Summary.Failure)
+				st.State, st.Failure)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -76,8 +76,8 @@ func TestSequenceCheckSurvivesKilledTaskManagers(t *testing.T) {
 	var completed int64
 	for kill := 0; kill < 3; kill++ {
 		st := waitCheckpoint(t, c, id, completed)
-		completed = st.CompletedCheckpoints
-		victim := st.Vertices[0].Subtasks[kill%2].TaskManagerId
+		completed = st.Checkpointing.Completed
+		victim := st.Vertices[0].Subtasks[kill%2].TaskManagerID
 		for _, tm := range c.TaskManagers {
 			if tm.Name == "taskmanager-"+strings.TrimPrefix(victim, "tm-") {
 				t.Logf("killing %s (checkpoints so far %d)", victim, completed)
@@ -88,15 +88,15 @@ func TestSequenceCheckSurvivesKilledTaskManagers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := waitState(t, c, id, 2*time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
-	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
-		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	st := waitState(t, c, id, 2*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" {
+		t.Fatalf("job %v: %s", st.State, st.Failure)
 	}
-	if st.Summary.Restarts < 3 {
-		t.Errorf("restarts %d, want at least 3 (one per killed TaskManager)", st.Summary.Restarts)
+	if st.Restarts < 3 {
+		t.Errorf("restarts %d, want at least 3 (one per killed TaskManager)", st.Restarts)
 	}
-	if st.Restored == nil || st.Restored.Id == 0 {
-		t.Errorf("status names no restored checkpoint: %v", st.Restored)
+	if st.Checkpointing.Restored == nil || st.Checkpointing.Restored.ID == 0 {
+		t.Errorf("status names no restored checkpoint: %v", st.Checkpointing.Restored)
 	}
 	verifySequence(t, srv, "s3://weir/out", keys, count)
 }
@@ -122,8 +122,8 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
 	}
 	sp := strings.TrimSpace(r.Stdout)
-	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
-		t.Fatalf("after stop the job is %v", st.Summary.State)
+	if st := jobStatus(t, c, id); st.State != "FINISHED" {
+		t.Fatalf("after stop the job is %v", st.State)
 	}
 	r = runWeir(t, append([]string{"job", "checkpoints", id}, jm...)...)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, sp) || !strings.Contains(r.Stdout, "savepoint") {
@@ -133,16 +133,16 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 	id2 := submit(t, c, append([]string{"sequence-check", "--parallelism", "4", "--checkpoint-interval", "300ms",
 		"--from-savepoint", sp}, params...)...)
 	st := waitCheckpoint(t, c, id2, 0)
-	if st.Restored == nil || st.Restored.Path != sp {
-		t.Errorf("resumed job restored %v, want %s", st.Restored, sp)
+	if st.Checkpointing.Restored == nil || st.Checkpointing.Restored.Path != sp {
+		t.Errorf("resumed job restored %v, want %s", st.Checkpointing.Restored, sp)
 	}
 	r = runWeir(t, append([]string{"job", "rescale", id2, "--parallelism", "1"}, jm...)...)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "rescaled to parallelism 1") {
 		t.Fatalf("rescale: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	st = waitState(t, c, id2, 2*time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
-	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED || st.Summary.Parallelism != 1 {
-		t.Fatalf("job %v at parallelism %d: %s", st.Summary.State, st.Summary.Parallelism, st.Summary.Failure)
+	st = waitState(t, c, id2, 2*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" || st.Parallelism != 1 {
+		t.Fatalf("job %v at parallelism %d: %s", st.State, st.Parallelism, st.Failure)
 	}
 	verifySequence(t, srv, "s3://weir/seq", keys, count)
 }
@@ -156,20 +156,20 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 	c, _, _ := s3Cluster(t, 2, 4)
 	jm := []string{"--jobmanager", c.JobManager.Addr}
-	sourceOut := func(st *weirv1.JobStatus) int64 { return st.Vertices[0].Operators[0].RecordsOut }
+	sourceOut := func(st *cli.JobStatusView) int64 { return st.Vertices[0].Operators[0].RecordsOut }
 
 	// Run 1 at parallelism 2: transactions 0..24, no alert; it finishes
 	// with a final checkpoint, which is kept.
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--param", "count=25", "--param", "rate=0")
-	st := waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED)
-	if st.LatestCheckpoint == nil || sourceOut(st) != 25 {
-		t.Fatalf("run 1: checkpoint %v, %d transactions", st.LatestCheckpoint, sourceOut(st))
+	st := waitState(t, c, id, time.Minute, "FINISHED")
+	if st.Checkpointing.Latest == nil || sourceOut(st) != 25 {
+		t.Fatalf("run 1: checkpoint %v, %d transactions", st.Checkpointing.Latest, sourceOut(st))
 	}
 
 	// Run 2 at parallelism 4 from it, unbounded and slow, stopped with a
 	// savepoint once account 3's alert (transaction 27) is out.
 	id2 := submit(t, c, "fraud-detection", "--parallelism", "4", "--param", "rate=8",
-		"--from-savepoint", st.LatestCheckpoint.Path)
+		"--from-savepoint", st.Checkpointing.Latest.Path)
 	alerts := func() int {
 		n := 0
 		for _, tm := range c.TaskManagers {
@@ -180,7 +180,7 @@ func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	for alerts() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no alert in run 2 (the restored flag of account 3 is gone?): %+v", jobStatus(t, c, id2).Summary)
+			t.Fatalf("no alert in run 2 (the restored flag of account 3 is gone?): %+v", jobStatus(t, c, id2).JobSummaryView)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -189,15 +189,15 @@ func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
 	}
 	sp := strings.TrimSpace(r.Stdout)
-	st2 := waitState(t, c, id2, time.Minute, weirv1.JobState_JOB_STATE_FINISHED)
+	st2 := waitState(t, c, id2, time.Minute, "FINISHED")
 	n2 := sourceOut(st2)
 
 	// Run 3 at parallelism 1 from the savepoint, up to transaction 49.
 	id3 := submit(t, c, "fraud-detection", "--parallelism", "1", "--param", "count=50", "--param", "rate=0",
 		"--from-savepoint", sp)
-	st3 := waitState(t, c, id3, time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
-	if st3.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
-		t.Fatalf("run 3 %v: %s", st3.Summary.State, st3.Summary.Failure)
+	st3 := waitState(t, c, id3, time.Minute, "FINISHED", "FAILED")
+	if st3.State != "FINISHED" {
+		t.Fatalf("run 3 %v: %s", st3.State, st3.Failure)
 	}
 	if n3 := sourceOut(st3); n2+n3 != 25 || n2 < 3 {
 		t.Errorf("runs 2 and 3 read %d + %d transactions, want 25 together (25..49), at least 3 in run 2", n2, n3)
@@ -212,8 +212,8 @@ func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 func TestRestoreErrors(t *testing.T) {
 	c, srv, _ := s3Cluster(t, 1, 2)
 	id := submit(t, c, "fraud-detection", "--param", "count=25", "--param", "rate=0")
-	waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED)
-	cp := jobStatus(t, c, id).LatestCheckpoint
+	waitState(t, c, id, time.Minute, "FINISHED")
+	cp := jobStatus(t, c, id).Checkpointing.Latest
 	if cp == nil {
 		t.Fatal("no checkpoint")
 	}
@@ -251,12 +251,23 @@ func TestRestoreErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	id2 := submit(t, c, "fraud-detection", "--param", "count=50", "--param", "rate=0", "--from-savepoint", cp.Path)
-	s := waitState(t, c, id2, time.Minute, weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_FINISHED)
-	if s.Summary.State != weirv1.JobState_JOB_STATE_FAILED || !strings.Contains(s.Summary.Failure, objs[0].Name) {
-		t.Errorf("job %v with failure %q; want FAILED naming %s", s.Summary.State, s.Summary.Failure, objs[0].Name)
+	s := waitState(t, c, id2, time.Minute, "FAILED", "FINISHED")
+	if s.State != "FAILED" || !strings.Contains(s.Failure, objs[0].Name) {
+		t.Errorf("job %v with failure %q; want FAILED naming %s", s.State, s.Failure, objs[0].Name)
 	}
-	if s.Summary.Restarts != 0 {
-		t.Errorf("corrupt state restarted the job %d times; it cannot help", s.Summary.Restarts)
+	if s.Restarts != 0 {
+		t.Errorf("corrupt state restarted the job %d times; it cannot help", s.Restarts)
+	}
+
+	// Disposing of the first job's checkpoints empties its prefix.
+	var d cli.DisposeView
+	weirJSON(t, &d, append([]string{"job", "dispose", id}, jm...)...)
+	root, err := storage.Open("s3://weir/checkpoints", srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, err := root.List(context.Background(), id+"/"); err != nil || len(left) != 0 || d.CheckpointsDeleted == 0 {
+		t.Errorf("after dispose (%+v): %d objects left under %s/ (%v)", d, len(left), id, err)
 	}
 }
 
@@ -270,12 +281,12 @@ func TestFailedUploadsAreDeclined(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st := jobStatus(t, c, id)
-		if st.Summary.State != weirv1.JobState_JOB_STATE_RUNNING && st.Summary.State != weirv1.JobState_JOB_STATE_CREATED {
-			t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+		if st.State != "RUNNING" && st.State != "CREATED" {
+			t.Fatalf("job %v: %s", st.State, st.Failure)
 		}
-		if st.FailedCheckpoints >= 3 {
-			if st.CompletedCheckpoints != 0 || st.Summary.Restarts != 0 {
-				t.Errorf("completed %d, restarts %d; want 0 and 0", st.CompletedCheckpoints, st.Summary.Restarts)
+		if st.Checkpointing.Failed >= 3 {
+			if st.Checkpointing.Completed != 0 || st.Restarts != 0 {
+				t.Errorf("completed %d, restarts %d; want 0 and 0", st.Checkpointing.Completed, st.Restarts)
 			}
 			if in := st.Vertices[0].Operators[0].RecordsOut; in == 0 {
 				t.Errorf("no records processed while checkpoints failed")
@@ -283,7 +294,7 @@ func TestFailedUploadsAreDeclined(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d failed checkpoints after a minute", st.FailedCheckpoints)
+			t.Fatalf("only %d failed checkpoints after a minute", st.Checkpointing.Failed)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

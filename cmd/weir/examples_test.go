@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // buildExample builds the custom weir binary of examples/velocity, a module
@@ -49,9 +48,9 @@ func TestCustomJobFromExamplesOnACluster(t *testing.T) {
 
 	id := submit(t, c, "card-velocity", "--parallelism", "2", "--param", "count=1000", "--param", "rate=0",
 		"--param", "window=1h")
-	st := waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
-	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
-		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	st := waitState(t, c, id, time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" {
+		t.Fatalf("job %v: %s", st.State, st.Failure)
 	}
 	var out strings.Builder
 	for _, tm := range c.TaskManagers {
@@ -81,14 +80,14 @@ func TestMismatchedBinariesFailTheDeployClearly(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := submit(t, c, "card-velocity", "--parallelism", "2", "--checkpoint-interval", "1s")
-	st := waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FAILED)
+	st := waitState(t, c, id, time.Minute, "FAILED")
 	for _, want := range []string{"tm-1", "card-velocity", "does not register it", "same jobs registered"} {
-		if !strings.Contains(st.Summary.Failure, want) {
-			t.Errorf("failure %q lacks %q", st.Summary.Failure, want)
+		if !strings.Contains(st.Failure, want) {
+			t.Errorf("failure %q lacks %q", st.Failure, want)
 		}
 	}
-	if st.Summary.Restarts != 0 {
-		t.Errorf("%d restarts; a binary mismatch cannot be cured by restarting", st.Summary.Restarts)
+	if st.Restarts != 0 {
+		t.Errorf("%d restarts; a binary mismatch cannot be cured by restarting", st.Restarts)
 	}
 	if !strings.Contains(c.JobManager.Stderr(), "other jobs registered") {
 		t.Errorf("the JobManager did not warn at registration about the TaskManager's binary")

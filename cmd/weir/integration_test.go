@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,10 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // weirBin is the weir binary built once for the multi-process tests.
@@ -80,32 +79,44 @@ func submit(t *testing.T, c *cluster.Cluster, args ...string) string {
 	return id
 }
 
-func jobStatus(t *testing.T, c *cluster.Cluster, id string) *weirv1.JobStatus {
+// weirJSON runs a weir command with --json and decodes its output into
+// v strictly: a field the documented view lacks is an error.
+func weirJSON(t *testing.T, v any, args ...string) {
 	t.Helper()
-	r := runWeir(t, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, append(args, "--json")...)
 	if r.ExitCode != 0 {
-		t.Fatalf("status: exit %d: %s", r.ExitCode, r.Stderr)
+		t.Fatalf("weir %v: exit %d: %s", args, r.ExitCode, r.Stderr)
 	}
-	st := &weirv1.JobStatus{}
-	if err := protojson.Unmarshal([]byte(r.Stdout), st); err != nil {
-		t.Fatalf("status JSON: %v\n%s", err, r.Stdout)
+	d := json.NewDecoder(strings.NewReader(r.Stdout))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("weir %v --json: %v\n%s", args, err, r.Stdout)
 	}
+	if d.More() {
+		t.Fatalf("weir %v --json printed more than one value:\n%s", args, r.Stdout)
+	}
+}
+
+func jobStatus(t *testing.T, c *cluster.Cluster, id string) *cli.JobStatusView {
+	t.Helper()
+	st := &cli.JobStatusView{}
+	weirJSON(t, st, "job", "status", id, "--jobmanager", c.JobManager.Addr)
 	return st
 }
 
 // waitState polls until the job is in one of the states.
-func waitState(t *testing.T, c *cluster.Cluster, id string, within time.Duration, states ...weirv1.JobState) *weirv1.JobStatus {
+func waitState(t *testing.T, c *cluster.Cluster, id string, within time.Duration, states ...string) *cli.JobStatusView {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		st := jobStatus(t, c, id)
 		for _, s := range states {
-			if st.Summary.State == s {
+			if st.State == s {
 				return st
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("job %s is %v (failure %q) after %v, want one of %v", id, st.Summary.State, st.Summary.Failure, within, states)
+			t.Fatalf("job %s is %v (failure %q) after %v, want one of %v", id, st.State, st.Failure, within, states)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -125,9 +136,9 @@ func TestFraudJobAcrossTwoTaskManagers(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2})
 	// 20 cycles of the walkthrough's 50 transactions at 500 per second.
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--param", "rate=500", "--param", "count=1000")
-	st := waitState(t, c, id, time.Minute, weirv1.JobState_JOB_STATE_FINISHED, weirv1.JobState_JOB_STATE_FAILED)
-	if st.Summary.State != weirv1.JobState_JOB_STATE_FINISHED {
-		t.Fatalf("job %v: %s", st.Summary.State, st.Summary.Failure)
+	st := waitState(t, c, id, time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" {
+		t.Fatalf("job %v: %s", st.State, st.Failure)
 	}
 
 	var out strings.Builder
@@ -150,8 +161,8 @@ func TestFraudJobAcrossTwoTaskManagers(t *testing.T) {
 	if det.InputPartitioning != "hash" || len(det.Subtasks) != 2 {
 		t.Fatalf("detector vertex %+v", det)
 	}
-	if det.Subtasks[0].TaskManagerId == det.Subtasks[1].TaskManagerId {
-		t.Errorf("both detector subtasks on %s, want them spread", det.Subtasks[0].TaskManagerId)
+	if det.Subtasks[0].TaskManagerID == det.Subtasks[1].TaskManagerID {
+		t.Errorf("both detector subtasks on %s, want them spread", det.Subtasks[0].TaskManagerID)
 	}
 	if got := det.Operators[0].RecordsIn; got != 1000 {
 		t.Errorf("fraud-detector records in %d, want 1000", got)
@@ -190,13 +201,13 @@ func TestLocalRunsTheFraudJobToCompletion(t *testing.T) {
 func TestCancelRunningJob(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2})
 	id := submit(t, c, "fraud-detection", "--parallelism", "2")
-	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
+	waitState(t, c, id, 30*time.Second, "RUNNING")
 	r := runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "canceled") {
 		t.Fatalf("cancel: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	if st := jobStatus(t, c, id); st.Summary.State != weirv1.JobState_JOB_STATE_CANCELED {
-		t.Errorf("state %v after cancel", st.Summary.State)
+	if st := jobStatus(t, c, id); st.State != "CANCELED" {
+		t.Errorf("state %v after cancel", st.State)
 	}
 	r = runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
 	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "CANCELED") {
@@ -209,21 +220,21 @@ func TestCancelRunningJob(t *testing.T) {
 func TestTaskManagerKilledFailsTheJob(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 1, JobManagerArgs: []string{"--heartbeat-timeout", "2s"}})
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "0")
-	waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_RUNNING)
+	waitState(t, c, id, 30*time.Second, "RUNNING")
 	c.TaskManagers[1].Kill()
-	st := waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_FAILED)
-	if !strings.Contains(st.Summary.Failure, "tm-2") || !strings.Contains(st.Summary.Failure, "lost") {
-		t.Errorf("failure %q, want it to say TaskManager tm-2 was lost", st.Summary.Failure)
+	st := waitState(t, c, id, 30*time.Second, "FAILED")
+	if !strings.Contains(st.Failure, "tm-2") || !strings.Contains(st.Failure, "lost") {
+		t.Errorf("failure %q, want it to say TaskManager tm-2 was lost", st.Failure)
 	}
 }
 
 func TestNotEnoughSlots(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--slot-timeout", "1s"}})
 	id := submit(t, c, "fraud-detection", "--parallelism", "8", "--param", "source=random")
-	st := waitState(t, c, id, 30*time.Second, weirv1.JobState_JOB_STATE_FAILED)
+	st := waitState(t, c, id, 30*time.Second, "FAILED")
 	for _, want := range []string{"8", "4 free"} {
-		if !strings.Contains(st.Summary.Failure, want) {
-			t.Errorf("failure %q, want it to name %q", st.Summary.Failure, want)
+		if !strings.Contains(st.Failure, want) {
+			t.Errorf("failure %q, want it to name %q", st.Failure, want)
 		}
 	}
 }
@@ -252,6 +263,10 @@ func TestClientErrors(t *testing.T) {
 		{"checkpoints of unknown job", append([]string{"job", "checkpoints", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
 		{"negative checkpoint interval", append([]string{"job", "submit", "fraud-detection", "--checkpoint-interval", "-1s"}, jm...), "must not be negative"},
 		{"bad checkpoint storage", []string{"jobmanager", "--checkpoint-storage", "ftp://x/y"}, "--checkpoint-storage"},
+		{"relative file URL", []string{"jobmanager", "--checkpoint-storage", "file://ck"}, "cannot be relative"},
+		{"relative file URL target", append([]string{"job", "savepoint", "0123456789abcdef0123456789abcdef", "--target", "file://sp"}, jm...), "--target"},
+		{"rescale without --parallelism", append([]string{"job", "rescale", "0123456789abcdef0123456789abcdef"}, jm...), `required flag(s) "parallelism" not set`},
+		{"dispose of unknown job", append([]string{"job", "dispose", "0123456789abcdef0123456789abcdef"}, jm...), "not found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,10 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	view "github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // The throughput section (the original benchmark): the fraud detector over
@@ -51,9 +49,9 @@ func (b *bench) baseline(events int64, latencyFor time.Duration, profileDir stri
 		}
 		b.add("throughput", s.name+": max throughput", fmt.Sprintf("%.2f M events/s", thr/1e6), "")
 		b.add("throughput", s.name+": latency p50/p99", fmt.Sprintf("%v / %v at %.2f M events/s",
-			time.Duration(lat.P50Ns), time.Duration(lat.P99Ns), thr/2e6), "")
+			msDuration(lat.P50Ms), msDuration(lat.P99Ms), thr/2e6), "")
 		fmt.Printf("%s\n  max throughput %.2f M events/s\n  at %.2f M events/s: latency p50 %v  p99 %v  max %v  (%d markers)\n",
-			s.name, thr/1e6, thr/2e6, time.Duration(lat.P50Ns), time.Duration(lat.P99Ns), time.Duration(lat.MaxNs), lat.Count)
+			s.name, thr/1e6, thr/2e6, msDuration(lat.P50Ms), msDuration(lat.P99Ms), msDuration(lat.MaxMs), lat.Markers)
 		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "12", weir, profile).Output()
 		if err == nil {
 			fmt.Printf("  CPU profile of the TaskManager running the detector (%s):\n", profile)
@@ -100,7 +98,7 @@ func throughput(weir string, s scenario, events int64, profile string) (float64,
 			}
 		}
 	}
-	secs := float64(st.Summary.EndTimeMs-st.Summary.StartTimeMs) / 1000
+	secs := float64(st.EndTimeMs-st.StartTimeMs) / 1000
 	if in != per*int64(s.parallelism) || secs <= 0 {
 		return 0, fmt.Errorf("detector saw %d records in %.3fs, want %d", in, secs, per*int64(s.parallelism))
 	}
@@ -108,7 +106,7 @@ func throughput(weir string, s scenario, events int64, profile string) (float64,
 }
 
 // latency runs the job at a fixed total rate and returns its latency.
-func latency(weir string, s scenario, rate float64, d time.Duration) (*weirv1.LatencySummary, error) {
+func latency(weir string, s scenario, rate float64, d time.Duration) (*view.LatencyView, error) {
 	c, err := start(weir, s, "")
 	if err != nil {
 		return nil, err
@@ -120,13 +118,13 @@ func latency(weir string, s scenario, rate float64, d time.Duration) (*weirv1.La
 	if err != nil {
 		return nil, err
 	}
-	if st.Latency == nil || st.Latency.Count == 0 {
+	if st.Latency.Markers == 0 {
 		return nil, fmt.Errorf("no latency markers reached the sinks")
 	}
-	return st.Latency, nil
+	return &st.Latency, nil
 }
 
-func runJob(c *cluster.Cluster, parallelism int, params map[string]string, timeout time.Duration) (*weirv1.JobStatus, error) {
+func runJob(c *cluster.Cluster, parallelism int, params map[string]string, timeout time.Duration) (*view.JobStatusView, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	args := []string{"job", "submit", "fraud-detection", "--jobmanager", c.JobManager.Addr,
@@ -140,23 +138,19 @@ func runJob(c *cluster.Cluster, parallelism int, params map[string]string, timeo
 	}
 	id := strings.TrimSpace(r.Stdout)
 	for {
-		r, err := cluster.Run(ctx, c.Weir, "job", "status", id, "--json", "--jobmanager", c.JobManager.Addr)
-		if err != nil || r.ExitCode != 0 {
-			return nil, fmt.Errorf("status: %v %s", err, r.Stderr)
-		}
-		st := &weirv1.JobStatus{}
-		if err := protojson.Unmarshal([]byte(r.Stdout), st); err != nil {
+		st, err := jobStatus(c, id)
+		if err != nil {
 			return nil, err
 		}
-		switch st.Summary.State {
-		case weirv1.JobState_JOB_STATE_FINISHED:
+		switch st.State {
+		case "FINISHED":
 			return st, nil
-		case weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_CANCELED:
-			return nil, fmt.Errorf("job %s: %s\n%s", st.Summary.State, st.Summary.Failure, c.Logs())
+		case "FAILED", "CANCELED":
+			return nil, fmt.Errorf("job %s: %s\n%s", st.State, st.Failure, c.Logs())
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("job still %v: %w", st.Summary.State, ctx.Err())
+			return nil, fmt.Errorf("job still %v: %w", st.State, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

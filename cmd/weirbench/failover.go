@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	view "github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // The failover section kills (SIGKILL) a TaskManager that runs a detector
@@ -38,7 +38,7 @@ func probeJobParams(rate int) map[string]string {
 
 type failoverRun struct {
 	victim                  string
-	restarts                int32
+	restarts                int
 	restoredFrom            int64
 	lost, detected, running time.Duration
 	polled                  time.Duration
@@ -59,27 +59,27 @@ func tmIndex(c *cluster.Cluster, id string) (int, error) {
 
 // waitRunningWithCheckpoints waits until the job runs with at least n
 // completed checkpoints and records reaching the detector.
-func waitRunningWithCheckpoints(c *cluster.Cluster, id string, n int64) (*weirv1.JobStatus, error) {
-	var st *weirv1.JobStatus
+func waitRunningWithCheckpoints(c *cluster.Cluster, id string, n int64) (*view.JobStatusView, error) {
+	var st *view.JobStatusView
 	err := waitFor(time.Minute, 100*time.Millisecond, "the job to run with checkpoints", func() (bool, error) {
 		var err error
 		if st, err = jobStatus(c, id); err != nil {
 			return false, err
 		}
-		if s := st.Summary.State; s != weirv1.JobState_JOB_STATE_RUNNING && s != weirv1.JobState_JOB_STATE_CREATED {
-			return false, fmt.Errorf("job is %v: %s", s, st.Summary.Failure)
+		if s := st.State; s != "RUNNING" && s != "CREATED" {
+			return false, fmt.Errorf("job is %v: %s", s, st.Failure)
 		}
-		return st.Summary.State == weirv1.JobState_JOB_STATE_RUNNING && st.CompletedCheckpoints >= n &&
+		return st.State == "RUNNING" && st.Checkpointing.Completed >= n &&
 			operatorRecordsIn(st, "fraud-detector") > 0, nil
 	})
 	return st, err
 }
 
 // attemptLines are the TaskManager log lines msg of one job attempt.
-func attemptLines(p *cluster.Process, msg, job string, attempt int32) []logLine {
+func attemptLines(p *cluster.Process, msg, job string, attempt int) []logLine {
 	var out []logLine
 	for _, l := range parseLog(p.Stderr(), msg) {
-		if l.Attrs["job"] == job && l.Attrs["attempt"] == strconv.Itoa(int(attempt)) {
+		if l.Attrs["job"] == job && l.Attrs["attempt"] == strconv.Itoa(attempt) {
 			out = append(out, l)
 		}
 	}
@@ -113,7 +113,7 @@ func firstJMLine(c *cluster.Cluster, t time.Time, msg string, want ...string) (l
 // only growth after the new attempt's sink task logged "task running"
 // (before it processes anything) counts, and after the old attempt's tasks
 // there ended, and after since.
-func firstNewRecord(c *cluster.Cluster, probe *outputProbe, tms []int, job string, oldAttempt, newAttempt int32, since time.Time) (time.Time, bool) {
+func firstNewRecord(c *cluster.Cluster, probe *outputProbe, tms []int, job string, oldAttempt, newAttempt int, since time.Time) (time.Time, bool) {
 	var first time.Time
 	found := false
 	for k, i := range tms {
@@ -187,7 +187,7 @@ func argAfter(args []string, flag string) string {
 // 1 s heartbeat timeout, checkpoints under the bucket's prefix) running
 // the alerting fraud job at parallelism 2 with checkpoints every second,
 // and waits for two checkpoints. stop cancels the job and the cluster.
-func startProbeJob(b *bench, tms int, prefix string, rate int) (*cluster.Cluster, string, *weirv1.JobStatus, func(), error) {
+func startProbeJob(b *bench, tms int, prefix string, rate int) (*cluster.Cluster, string, *view.JobStatusView, func(), error) {
 	c, err := cluster.StartCluster(b.weir, cluster.Options{TaskManagers: tms, Slots: 2, Env: b.s3.Env(),
 		JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/%s", benchBucket, prefix),
 			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}})
@@ -221,7 +221,7 @@ func runFailover(b *bench, run, rate int, freeze bool) (*failoverRun, error) {
 	var victimID string
 	for _, v := range st.Vertices {
 		if v.InputPartitioning != "" && len(v.Subtasks) > 0 { // the detector's vertex
-			victimID = v.Subtasks[0].TaskManagerId
+			victimID = v.Subtasks[0].TaskManagerID
 		}
 	}
 	vi, err := tmIndex(c, victimID)
@@ -258,17 +258,17 @@ func runFailover(b *bench, run, rate int, freeze bool) (*failoverRun, error) {
 		kill = time.Now()
 		c.TaskManagers[vi].Kill()
 	}
-	var newAttempt int32
+	var newAttempt int
 	err = waitFor(30*time.Second, 20*time.Millisecond, "the job to process records again", func() (bool, error) {
 		st, err := jobStatus(c, id)
 		if err != nil {
 			return false, err
 		}
 		now := time.Now()
-		switch st.Summary.State {
-		case weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_CANCELED, weirv1.JobState_JOB_STATE_FINISHED:
-			return false, fmt.Errorf("job %v after the kill: %s", st.Summary.State, st.Summary.Failure)
-		case weirv1.JobState_JOB_STATE_RUNNING:
+		switch st.State {
+		case "FAILED", "CANCELED", "FINISHED":
+			return false, fmt.Errorf("job %v after the kill: %s", st.State, st.Failure)
+		case "RUNNING":
 			if st.Attempt > oldAttempt {
 				if r.polled < 0 {
 					r.polled = now.Sub(kill)
@@ -276,8 +276,8 @@ func runFailover(b *bench, run, rate int, freeze bool) (*failoverRun, error) {
 				if operatorRecordsIn(st, "fraud-detector") > 0 {
 					r.counted = now.Sub(kill)
 					newAttempt = st.Attempt
-					r.restarts = st.Summary.Restarts
-					r.restoredFrom = st.Restored.GetId()
+					r.restarts = st.Restarts
+					r.restoredFrom = restoredID(st)
 					return true, nil
 				}
 			}

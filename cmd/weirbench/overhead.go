@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	view "github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // The overhead section runs scenario (b) of the throughput section
@@ -23,7 +23,7 @@ type overheadRun struct {
 	wall        time.Duration
 	checkpoints int64
 	failed      int64
-	latest      *weirv1.CheckpointInfo
+	latest      *view.CheckpointView
 }
 
 func runOverhead(b *bench, interval time.Duration, events int64, extra map[string]string) (*overheadRun, error) {
@@ -42,17 +42,17 @@ func runOverhead(b *bench, interval time.Duration, events int64, extra map[strin
 	if err != nil {
 		return nil, err
 	}
-	var st *weirv1.JobStatus
+	var st *view.JobStatusView
 	err = waitFor(10*time.Minute, 200*time.Millisecond, "the job to finish", func() (bool, error) {
 		var err error
 		if st, err = jobStatus(c, id); err != nil {
 			return false, err
 		}
-		switch st.Summary.State {
-		case weirv1.JobState_JOB_STATE_FINISHED:
+		switch st.State {
+		case "FINISHED":
 			return true, nil
-		case weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_CANCELED:
-			return false, fmt.Errorf("job %v: %s\n%s", st.Summary.State, st.Summary.Failure, c.Logs())
+		case "FAILED", "CANCELED":
+			return false, fmt.Errorf("job %v: %s\n%s", st.State, st.Failure, c.Logs())
 		}
 		return false, nil
 	})
@@ -61,15 +61,15 @@ func runOverhead(b *bench, interval time.Duration, events int64, extra map[strin
 		return nil, err
 	}
 	in := operatorRecordsIn(st, "fraud-detector")
-	wall := time.Duration(st.Summary.EndTimeMs-st.Summary.StartTimeMs) * time.Millisecond
+	wall := time.Duration(st.EndTimeMs-st.StartTimeMs) * time.Millisecond
 	if in != per*2 || wall <= 0 {
 		return nil, fmt.Errorf("detector saw %d records in %v, want %d", in, wall, per*2)
 	}
-	if st.Summary.Restarts > 0 {
-		return nil, fmt.Errorf("job restarted %d times (%s)", st.Summary.Restarts, st.Summary.Failure)
+	if st.Restarts > 0 {
+		return nil, fmt.Errorf("job restarted %d times (%s)", st.Restarts, st.Failure)
 	}
 	return &overheadRun{interval: interval, rate: float64(in) / wall.Seconds(), wall: wall,
-		checkpoints: st.CompletedCheckpoints, failed: st.FailedCheckpoints, latest: st.LatestCheckpoint}, nil
+		checkpoints: st.Checkpointing.Completed, failed: st.Checkpointing.Failed, latest: st.Checkpointing.Latest}, nil
 }
 
 // overheadPair runs the job runs times without and with checkpoints,
@@ -88,8 +88,11 @@ func (b *bench) overheadPair(events int64, runs int, extra map[string]string) (m
 				fmt.Printf("  no checkpoints:        %.2f M events/s (%v)\n", r.rate/1e6, r.wall)
 			} else {
 				l := r.latest
+				if l == nil {
+					l = &view.CheckpointView{}
+				}
 				fmt.Printf("  checkpoints every 1s:  %.2f M events/s (%v); %d checkpoints completed, %d failed; last: %s, %d ms, stall %s\n",
-					r.rate/1e6, r.wall, r.checkpoints, r.failed, bytesText(l.GetSizeBytes()), l.GetDurationMs(), msFrac(time.Duration(l.GetMaxSyncNs())))
+					r.rate/1e6, r.wall, r.checkpoints, r.failed, bytesText(l.SizeBytes), l.DurationMs, msFrac(msDuration(l.MaxSyncMs)))
 			}
 		}
 	}

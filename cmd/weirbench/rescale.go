@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	view "github.com/weirstream/weir/internal/cli"
 )
 
 // The rescale section runs fraud-detection at parallelism 2 on two
@@ -56,18 +56,18 @@ func runRescale(b *bench, run, rate int) (*rescaleRun, error) {
 		cmdDone <- err
 	}()
 	var counted time.Time
-	var newAttempt int32
+	var newAttempt int
 	err = waitFor(time.Minute, 20*time.Millisecond, "the rescaled job to process records", func() (bool, error) {
 		st, err := jobStatus(c, id)
 		if err != nil {
 			return false, err
 		}
 		now := time.Now()
-		switch st.Summary.State {
-		case weirv1.JobState_JOB_STATE_FAILED, weirv1.JobState_JOB_STATE_CANCELED, weirv1.JobState_JOB_STATE_FINISHED:
-			return false, fmt.Errorf("job %v while rescaling: %s", st.Summary.State, st.Summary.Failure)
-		case weirv1.JobState_JOB_STATE_RUNNING:
-			if st.Attempt > oldAttempt && st.Summary.Parallelism == 4 && operatorRecordsIn(st, "fraud-detector") > 0 {
+		switch st.State {
+		case "FAILED", "CANCELED", "FINISHED":
+			return false, fmt.Errorf("job %v while rescaling: %s", st.State, st.Failure)
+		case "RUNNING":
+			if st.Attempt > oldAttempt && st.Parallelism == 4 && operatorRecordsIn(st, "fraud-detector") > 0 {
 				counted, newAttempt = now, st.Attempt
 				return true, nil
 			}
@@ -88,10 +88,10 @@ func runRescale(b *bench, run, rate int) (*rescaleRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sp *weirv1.CheckpointInfo
-	for _, cp := range cps.Checkpoints {
-		if cp.Savepoint && (sp == nil || cp.Id > sp.Id) {
-			sp = cp
+	var sp *view.CheckpointView
+	for i, cp := range cps.Checkpoints {
+		if cp.Savepoint && (sp == nil || cp.ID > sp.ID) {
+			sp = &cps.Checkpoints[i]
 		}
 	}
 	if sp == nil {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
 // The checkpoint section measures checkpoints of the fraud detector's
@@ -113,35 +112,35 @@ func runState(b *bench, accounts int64, o stateOptions) (*stateResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s := st.Summary.State; s != weirv1.JobState_JOB_STATE_RUNNING && s != weirv1.JobState_JOB_STATE_CREATED {
-			return nil, fmt.Errorf("job is %v (%s) after %v; logs:\n%s", s, st.Summary.Failure, time.Since(start), c.Logs())
+		if s := st.State; s != "RUNNING" && s != "CREATED" {
+			return nil, fmt.Errorf("job is %v (%s) after %v; logs:\n%s", s, st.Failure, time.Since(start), c.Logs())
 		}
-		if st.Summary.Restarts > 0 {
-			return nil, fmt.Errorf("job restarted (%s); logs:\n%s", st.Summary.Failure, c.Logs())
+		if st.Restarts > 0 {
+			return nil, fmt.Errorf("job restarted (%s); logs:\n%s", st.Failure, c.Logs())
 		}
-		r.failed = st.FailedCheckpoints
+		r.failed = st.Checkpointing.Failed
 		cps, err := listCheckpoints(c, id)
 		if err != nil {
 			return nil, err
 		}
 		for _, cp := range cps.Checkpoints {
-			if cp.Savepoint || seen[cp.Id] {
+			if cp.Savepoint || seen[cp.ID] {
 				continue
 			}
-			seen[cp.Id] = true
+			seen[cp.ID] = true
 			m, err := readMetadata(b.s3.Options(), cp.Path)
 			if err != nil {
-				return nil, fmt.Errorf("checkpoint %d: %w", cp.Id, err)
+				return nil, fmt.Errorf("checkpoint %d: %w", cp.ID, err)
 			}
 			keys, _ := operatorKeys(m, detectorUID)
 			lastKeys = keys
-			s := stateSample{id: cp.Id, trigger: time.UnixMilli(cp.TriggerTimeMs), duration: time.Duration(cp.DurationMs) * time.Millisecond,
-				sync: time.Duration(cp.MaxSyncNs), alignment: time.Duration(cp.MaxAlignmentNs), size: cp.SizeBytes, keys: keys}
+			s := stateSample{id: cp.ID, trigger: time.UnixMilli(cp.TriggerTimeMs), duration: time.Duration(cp.DurationMs) * time.Millisecond,
+				sync: msDuration(cp.MaxSyncMs), alignment: msDuration(cp.MaxAlignmentMs), size: cp.SizeBytes, keys: keys}
 			if !fillEnd.IsZero() && !s.trigger.Before(fillEnd) {
 				r.samples = append(r.samples, s)
 			}
 			if b.verbose {
-				fmt.Printf("    [%d keys acc] checkpoint %d: %d keys, %s, duration %v, sync %v\n", accounts, cp.Id, keys,
+				fmt.Printf("    [%d keys acc] checkpoint %d: %d keys, %s, duration %v, sync %v\n", accounts, cp.ID, keys,
 					bytesText(cp.SizeBytes), s.duration, s.sync)
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -9,10 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	view "github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
-	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -51,28 +50,45 @@ func submitJob(c *cluster.Cluster, name string, parallelism int, interval time.D
 	return strings.TrimSpace(out), nil
 }
 
-func jobStatus(c *cluster.Cluster, id string) (*weirv1.JobStatus, error) {
-	out, err := cli(context.Background(), c, "job", "status", id, "--json")
+// cliJSON runs a weir command with --json and decodes its output (the
+// shapes of docs/json.md) into v.
+func cliJSON(c *cluster.Cluster, v any, args ...string) error {
+	out, err := cli(context.Background(), c, append(args, "--json")...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	st := &weirv1.JobStatus{}
-	if err := protojson.Unmarshal([]byte(out), st); err != nil {
-		return nil, fmt.Errorf("job status: %w", err)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		return fmt.Errorf("weir %s --json: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func jobStatus(c *cluster.Cluster, id string) (*view.JobStatusView, error) {
+	st := &view.JobStatusView{}
+	if err := cliJSON(c, st, "job", "status", id); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
-func listCheckpoints(c *cluster.Cluster, id string) (*weirv1.ListCheckpointsResponse, error) {
-	out, err := cli(context.Background(), c, "job", "checkpoints", id, "--json")
-	if err != nil {
+func listCheckpoints(c *cluster.Cluster, id string) (*view.CheckpointListView, error) {
+	r := &view.CheckpointListView{}
+	if err := cliJSON(c, r, "job", "checkpoints", id); err != nil {
 		return nil, err
 	}
-	r := &weirv1.ListCheckpointsResponse{}
-	if err := protojson.Unmarshal([]byte(out), r); err != nil {
-		return nil, fmt.Errorf("job checkpoints: %w", err)
-	}
 	return r, nil
+}
+
+// msDuration turns the JSON views' fractional milliseconds into a
+// Duration.
+func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+// restoredID is the checkpoint the job's attempt restored, 0 for none.
+func restoredID(st *view.JobStatusView) int64 {
+	if r := st.Checkpointing.Restored; r != nil {
+		return r.ID
+	}
+	return 0
 }
 
 // cancelJob cancels a job, ignoring errors (the cluster is stopped next).
@@ -109,7 +125,7 @@ func operatorKeys(m *statebackend.Metadata, uid string) (keys, size int64) {
 }
 
 // operatorRecordsIn is the records-in count of the named operator.
-func operatorRecordsIn(st *weirv1.JobStatus, name string) int64 {
+func operatorRecordsIn(st *view.JobStatusView, name string) int64 {
 	var n int64
 	for _, v := range st.Vertices {
 		for _, o := range v.Operators {

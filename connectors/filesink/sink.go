@@ -19,11 +19,23 @@
 // checkpoint completed are never committed at all.
 //
 // A pending object's final name is fixed when the object is created and
-// stored with it in the state, and both names carry the writer's subtask,
-// its attempt and a random token, so they are unique across subtasks,
-// attempts and restarts of the job. Commit is therefore idempotent: a
-// pending object that is gone while its final object exists was committed
-// before.
+// stored with it in the state, and both names carry the job's ID, the
+// writer's subtask, its attempt and a random token
+// (part-<job>-<subtask>-<attempt>-<token>-<n>.jsonl), so they are unique
+// across jobs, subtasks, attempts and restarts. Commit is therefore
+// idempotent: a pending object that is gone while its final object exists
+// was committed before.
+//
+// # One job per directory, unless appending
+//
+// The job ID in the names tells this job's parts from another's. A job
+// that starts fresh (restoring no state) refuses a directory that already
+// holds committed parts of another job, with an unrecoverable error that
+// fails the job without restarts, since mixing two runs' records is
+// rarely what was meant: Append lets it add to them (jobs expose it as the
+// parameter append=true). A restored job (after a failure, a rescale, or
+// submitted from a savepoint, which gives it a new job ID) continues in its
+// directory as before.
 //
 // # Restore and rescaling
 //
@@ -36,11 +48,11 @@
 //
 // Pending objects of a failed attempt that no completed checkpoint lists
 // are garbage. On every restart (restored or not), subtask 0 deletes the
-// ones whose attempt number is lower than its own and that no restored
-// entry names. This is only safe
-// because every pending object the new attempt writes carries the new
-// attempt number, and because a Dir belongs to one job: two jobs writing
-// into the same directory would delete each other's pending files.
+// ones of its own job whose attempt number is lower than its own and that
+// no restored entry names. This is only safe because every pending object
+// the new attempt writes carries the new attempt number; the job ID in the
+// names keeps jobs that append to one directory from deleting each
+// other's pending files.
 //
 // # Cost
 //
@@ -98,11 +110,15 @@ type Sink[T any] struct {
 	// reaches this size (default 64 MiB). A part holds at least one record,
 	// so it may exceed RollBytes by up to one record.
 	RollBytes int
+	// Append lets a job that starts fresh write into a directory holding
+	// another job's committed parts; without it the sink refuses to.
+	Append bool
 
 	rc       *runtime.RuntimeContext
 	st       storage.Storage
 	buf      []byte
 	pending  []pendingFile // uploaded, not committed, in creation order
+	jobID    string
 	subtask  int
 	attempt  int
 	token    string // random, per instance: names stay unique across restarts
@@ -139,9 +155,15 @@ var (
 // files of the old subtasks this subtask now answers for. Subtask 0 of any
 // attempt but the first also removes the pending files of failed attempts
 // (after a restart without a completed checkpoint to restore, all of them).
+// A fresh start refuses a directory with another job's parts unless Append.
 func (s *Sink[T]) InitializeState(ctx *runtime.RuntimeContext, entries [][]byte) error {
 	if err := s.setup(ctx); err != nil {
 		return err
+	}
+	if !ctx.IsRestored() && !s.Append {
+		if err := s.refuseOtherJobs(); err != nil {
+			return err
+		}
 	}
 	restored := make([]pendingFile, 0, len(entries))
 	for i, e := range entries {
@@ -197,7 +219,7 @@ func (s *Sink[T]) setup(ctx *runtime.RuntimeContext) error {
 	var tok [8]byte
 	rand.Read(tok[:]) // never fails (crypto/rand panics instead)
 	s.rc, s.st = ctx, st
-	s.subtask, s.attempt = ctx.SubtaskIndex(), ctx.Attempt()
+	s.jobID, s.subtask, s.attempt = ctx.JobID(), ctx.SubtaskIndex(), ctx.Attempt()
 	s.token = hex.EncodeToString(tok[:])
 	s.direct = !ctx.CheckpointingEnabled()
 	if s.direct && ctx.SubtaskIndex() == 0 {
@@ -233,7 +255,8 @@ func (s *Sink[T]) roll() *pendingFile {
 	if len(s.buf) == 0 {
 		return nil
 	}
-	unique := strconv.Itoa(s.subtask) + "-" + strconv.Itoa(s.attempt) + "-" + s.token + "-" + strconv.FormatInt(s.counter, 10)
+	unique := s.jobID + "-" + strconv.Itoa(s.subtask) + "-" + strconv.Itoa(s.attempt) + "-" + s.token + "-" +
+		strconv.FormatInt(s.counter, 10)
 	p := &pendingFile{
 		checkpoint: noCheckpoint,
 		subtask:    s.subtask,
@@ -407,8 +430,8 @@ func (s *Sink[T]) cleanup(restored []pendingFile) error {
 		keep[p.pending] = true
 	}
 	for _, o := range objs {
-		att, ok := pendingAttempt(o.Name)
-		if !ok || att >= s.attempt || keep[o.Name] {
+		job, att, ok := pendingOwner(o.Name)
+		if !ok || job != s.jobID || att >= s.attempt || keep[o.Name] {
 			continue
 		}
 		if err := s.st.Delete(ctx, o.Name); err != nil {
@@ -419,25 +442,51 @@ func (s *Sink[T]) cleanup(restored []pendingFile) error {
 	return nil
 }
 
-// pendingAttempt parses the attempt out of ".pending/part-<subtask>-<attempt>-<token>-<n>";
-// names it does not understand are never deleted.
-func pendingAttempt(name string) (int, bool) {
+// pendingOwner parses the job and the attempt out of
+// ".pending/part-<job>-<subtask>-<attempt>-<token>-<n>"; names it does not
+// understand (those of other tools, or of sinks before job IDs were in the
+// names) are never deleted.
+func pendingOwner(name string) (job string, attempt int, ok bool) {
 	rest, ok := strings.CutPrefix(name, PendingPrefix+PartPrefix)
 	if !ok || strings.Contains(rest, "/") {
-		return 0, false
+		return "", 0, false
 	}
 	f := strings.Split(rest, "-")
-	if len(f) != 4 {
-		return 0, false
+	if len(f) < 5 {
+		return "", 0, false
 	}
+	f, job = f[len(f)-4:], strings.Join(f[:len(f)-4], "-")
 	if _, err := strconv.Atoi(f[0]); err != nil {
-		return 0, false
+		return "", 0, false
 	}
 	att, err := strconv.Atoi(f[1])
-	if err != nil || att < 0 {
-		return 0, false
+	if err != nil || att < 0 || job == "" {
+		return "", 0, false
 	}
-	return att, true
+	return job, att, true
+}
+
+// refuseOtherJobs fails when Dir holds committed parts that this job did
+// not write, naming one of them. The error wraps runtime.ErrUnrecoverable:
+// a restart would find the same files.
+func (s *Sink[T]) refuseOtherJobs() error {
+	objs, err := s.st.List(s.ioContext(), PartPrefix)
+	if err != nil {
+		return fmt.Errorf("filesink: checking %s for other jobs' parts: %w", s.st.URL(), err)
+	}
+	own := PartPrefix + s.jobID + "-"
+	var other []string
+	for _, o := range objs {
+		if !strings.Contains(o.Name, "/") && strings.HasSuffix(o.Name, PartSuffix) && (s.jobID == "" || !strings.HasPrefix(o.Name, own)) {
+			other = append(other, o.Name)
+		}
+	}
+	if len(other) == 0 {
+		return nil
+	}
+	return fmt.Errorf("filesink: the output directory %s already holds %d part file(s) of another job (%s, ...): "+
+		"pass append=true to add this job's records to them, or choose an empty directory: %w",
+		s.st.URL(), len(other), other[0], runtime.ErrUnrecoverable)
 }
 
 func (s *Sink[T]) ioContext() context.Context {

@@ -3,6 +3,7 @@ package filesink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,17 @@ type scenario struct {
 	dir  string
 	st   storage.Storage
 	opts storage.Options
+	// job is the job ID of the sinks started ("job1" when empty); append
+	// is their Append.
+	job    string
+	append bool
+}
+
+func (s *scenario) jobID() string {
+	if s.job == "" {
+		return "job1"
+	}
+	return s.job
 }
 
 func newScenario(t *testing.T, b backend) *scenario {
@@ -58,12 +70,13 @@ func newScenario(t *testing.T, b backend) *scenario {
 func (s *scenario) start(subtask, par, attempt int, restored bool, entries [][]byte, roll int) (*Sink[string], error) {
 	opts := s.opts
 	ctx := runtime.NewRuntimeContext(runtime.ContextConfig{
-		JobName: "test", OperatorName: "sink", UID: "sink",
+		JobID: s.jobID(), JobName: "test", OperatorName: "sink", UID: "sink",
 		Subtask: subtask, Parallelism: par, Attempt: attempt, Restored: restored,
 		OpenStorage: func(u string) (storage.Storage, error) { return storage.Open(u, opts) },
 		Context:     s.t.Context(),
 	})
-	k := &Sink[string]{Dir: s.dir, RollBytes: roll, Encode: func(dst []byte, v string) []byte { return append(dst, v...) }}
+	k := &Sink[string]{Dir: s.dir, RollBytes: roll, Append: s.append,
+		Encode: func(dst []byte, v string) []byte { return append(dst, v...) }}
 	if err := k.InitializeState(ctx, entries); err != nil {
 		return nil, err
 	}
@@ -192,6 +205,7 @@ func TestSink(t *testing.T) {
 		{"CleanupRemovesOnlyStale", testCleanupRemovesOnlyStale},
 		{"WithoutCheckpointsPublishesOnRoll", testWithoutCheckpointsPublishesOnRoll},
 		{"AsyncSnapshotUploadsOffTheTask", testAsyncSnapshot},
+		{"OtherJobsDirectory", testOtherJobsDirectory},
 	}
 	for _, b := range []func(*testing.T) backend{func(*testing.T) backend { return dirBackend() }, minioBackend} {
 		bk := b(t)
@@ -496,7 +510,7 @@ func testCleanupRemovesOnlyStale(t *testing.T, s *scenario) {
 	got := s.pendingNames()
 	var want []string
 	for _, n := range newerPending {
-		if strings.Contains(n, "part-1-5-") {
+		if strings.Contains(n, "-1-5-") {
 			want = append(want, n)
 		}
 	}
@@ -520,6 +534,52 @@ func testCleanupRemovesOnlyStale(t *testing.T, s *scenario) {
 	s.expectExactly("a1", "b1")
 }
 
+// testOtherJobsDirectory: a job starting fresh refuses a directory with
+// another job's committed parts (unrecoverably), unless it appends; its own
+// restarts, restores (a savepoint gives a new job ID) and appending jobs
+// work, and no job's cleanup deletes another's pending parts.
+func testOtherJobsDirectory(t *testing.T, s *scenario) {
+	k := s.mustStart(0, 1, 0, false, nil, 0)
+	write(t, k, "job1-a")
+	snapshot(t, k, 1)
+	notify(t, k, 1)
+	k.Close()
+	// Job 1 restarting without a checkpoint to restore: its own parts.
+	k = s.mustStart(0, 1, 1, false, nil, 0)
+	write(t, k, "job1-b")
+	snapshot(t, k, 2) // uploaded, never committed: job 1's pending part
+	k.Close()
+	job1Pending := s.pendingNames()
+	if len(job1Pending) != 1 {
+		t.Fatalf("job 1 pending %v, want one part", job1Pending)
+	}
+
+	s.job = "job2"
+	_, err := s.start(0, 1, 0, false, nil, 0)
+	if err == nil {
+		t.Fatal("a new job started in a directory holding another job's parts")
+	}
+	if !errors.Is(err, runtime.ErrUnrecoverable) || !strings.Contains(err.Error(), s.st.URL()) ||
+		!strings.Contains(err.Error(), "append=true") || !strings.Contains(err.Error(), "part-job1-") {
+		t.Fatalf("error %v: want an unrecoverable one naming the directory, a part of job 1 and append=true", err)
+	}
+	// Restored (from job 1's savepoint, under a new ID): allowed.
+	s.mustStart(0, 1, 0, true, nil, 0).Close()
+	// Appending: allowed, and both jobs' records are there.
+	s.append = true
+	k = s.mustStart(0, 1, 0, false, nil, 0)
+	write(t, k, "job2-a")
+	snapshot(t, k, 1)
+	notify(t, k, 1)
+	k.Close()
+	// Job 2's restart cleans up its own stale parts, not job 1's.
+	s.mustStart(0, 1, 1, true, nil, 0).Close()
+	if got := s.pendingNames(); !slices.Equal(got, job1Pending) {
+		t.Fatalf("pending after job 2's cleanup %v, want job 1's %v", got, job1Pending)
+	}
+	s.expectExactly("job1-a", "job2-a")
+}
+
 // TestSinkStorageErrors checks that refused credentials and an unreachable
 // store fail the write with context, and never leak the secret.
 func TestSinkStorageErrors(t *testing.T) {
@@ -527,7 +587,12 @@ func TestSinkStorageErrors(t *testing.T) {
 	bucket := srv.MakeBucket(t, "errors")
 	bad := srv.Options()
 	bad.SecretKey = "not-the-secret-xyzzy"
-	s := &scenario{t: t, dir: bucket + "/x", opts: bad}
+	// Appending, so the sink does not list the directory at the start.
+	s := &scenario{t: t, dir: bucket + "/x", opts: bad, append: true}
+	if _, err := (&scenario{t: t, dir: bucket + "/x", opts: bad}).start(0, 1, 0, false, nil, 0); err == nil ||
+		!strings.Contains(err.Error(), "refused") || errors.Is(err, runtime.ErrUnrecoverable) {
+		t.Fatalf("start with refused credentials: %v, want a (recoverable) error saying so", err)
+	}
 	k := s.mustStart(0, 1, 0, false, nil, 0)
 	write(t, k, "line")
 	_, err := k.SnapshotState(1)
@@ -544,7 +609,7 @@ func TestSinkStorageErrors(t *testing.T) {
 	// A rolled part on a store nobody listens on fails Invoke.
 	down := srv.Options()
 	down.Endpoint = "http://127.0.0.1:1"
-	s = &scenario{t: t, dir: bucket + "/y", opts: down}
+	s = &scenario{t: t, dir: bucket + "/y", opts: down, append: true}
 	k = s.mustStart(0, 1, 0, false, nil, 1)
 	if err := k.Invoke("x"); err == nil || !strings.Contains(err.Error(), "upload pending part") {
 		t.Fatalf("Invoke on an unreachable store: %v", err)
@@ -568,22 +633,29 @@ func TestEntryRoundTrip(t *testing.T) {
 	}
 }
 
-func TestPendingAttempt(t *testing.T) {
-	for name, want := range map[string]int{
-		".pending/part-0-3-0123abcd-7": 3,
-		".pending/part-12-0-ff-0":      0,
-		".pending/part-1-x-ff-0":       -1,
-		".pending/part-1-2-ff":         -1,
-		".pending/notes.txt":           -1,
-		".pending/sub/part-1-2-ff-0":   -1,
-		"part-1-2-ff-0.jsonl":          -1,
+func TestPendingOwner(t *testing.T) {
+	for name, want := range map[string]string{
+		".pending/part-j1-0-3-0123abcd-7":        "j1 3",
+		".pending/part-ab12-12-0-ff-0":           "ab12 0",
+		".pending/part-my-job-1-2-ff-0":          "my-job 2",
+		".pending/part-0-3-0123abcd-7":           "", // no job ID: an older sink's
+		".pending/part-j1-1-x-ff-0":              "",
+		".pending/part-j1-x-1-ff-0":              "",
+		".pending/part-j1-1-2-ff":                "",
+		".pending/notes.txt":                     "",
+		".pending/sub/part-j1-1-2-ff-0":          "",
+		"part-j1-1-2-ff-0.jsonl":                 "",
+		".pending/part--1-2-ff-0":                "",
+		".pending/part-j1-1--2-ff-0":             "",
+		".pending/part-0123456789abcdef-0-0-a-0": "0123456789abcdef 0",
 	} {
-		got, ok := pendingAttempt(name)
-		if !ok {
-			got = -1
+		job, att, ok := pendingOwner(name)
+		got := ""
+		if ok {
+			got = fmt.Sprint(job, " ", att)
 		}
 		if got != want {
-			t.Errorf("pendingAttempt(%q) = %d, want %d", name, got, want)
+			t.Errorf("pendingOwner(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

@@ -30,15 +30,21 @@ func (f *checkpointFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowNonRestored, "allow-non-restored-state", false, "start even if the savepoint has state for operators the job lacks")
 }
 
+// apply sets req's checkpoint and restore settings and makes the paths it
+// carries (--from-savepoint, path parameters) absolute.
 func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
 	if f.interval < 0 || f.timeout < 0 || f.minPause < 0 || f.retained < 1 {
 		return fmt.Errorf("--checkpoint-interval, --checkpoint-timeout and --checkpoint-min-pause must not be negative, --checkpoints-retained at least 1")
 	}
 	req.Checkpointing = &weirv1.CheckpointConfig{IntervalMs: f.interval.Milliseconds(), TimeoutMs: f.timeout.Milliseconds(),
 		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained)}
-	req.FromSavepoint = f.fromSavepoint
+	from, err := absURL("--from-savepoint", f.fromSavepoint)
+	if err != nil {
+		return err
+	}
+	req.FromSavepoint = from
 	req.AllowNonRestoredState = f.allowNonRestored
-	return nil
+	return absPathParams(req.JobName, req.Params)
 }
 
 // storageFlags are the S3 settings of a process that reads or writes state.
@@ -47,9 +53,9 @@ type storageFlags struct {
 }
 
 func (f *storageFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env AWS_ENDPOINT_URL)")
-	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env AWS_ACCESS_KEY_ID)")
-	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env WEIR_S3_ENDPOINT, else AWS_ENDPOINT_URL)")
+	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env WEIR_S3_ACCESS_KEY, else AWS_ACCESS_KEY_ID)")
+	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env WEIR_S3_SECRET_KEY, else AWS_SECRET_ACCESS_KEY)")
 }
 
 func (f *storageFlags) options() storage.Options {
@@ -63,25 +69,34 @@ func savepointContext(ctx context.Context) (context.Context, context.CancelFunc)
 
 func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) error) func(*cobra.Command, []string) error) []*cobra.Command {
 	var target string
+	var savepointJSON bool
 	savepoint := &cobra.Command{
 		Use:   "savepoint ID",
 		Short: "Take a savepoint of a running job; prints its path",
 		Args:  cobra.ExactArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			target, err := absURL("--target", target)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := savepointContext(cmd.Context())
 			defer cancel()
 			resp, err := c.jm.TriggerSavepoint(ctx, &weirv1.TriggerSavepointRequest{JobId: args[0], Target: target})
 			if err != nil {
 				return c.explain(err)
 			}
+			if savepointJSON {
+				return printJSON(cmd.OutOrStdout(), SavepointView{JobID: args[0], SavepointPath: resp.Path})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
 			return nil
 		}),
 	}
-	savepoint.Flags().StringVar(&target, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+	jsonFlag(savepoint, &savepointJSON)
+	savepoint.Flags().StringVar(&target, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
 
 	var stopTarget string
-	var withSavepoint, drain bool
+	var withSavepoint, drain, stopJSON bool
 	var wait time.Duration
 	stop := &cobra.Command{
 		Use:   "stop ID --savepoint",
@@ -91,9 +106,13 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 			if !withSavepoint {
 				return fmt.Errorf("stop takes a savepoint to resume from: pass --savepoint (or use `weir job cancel %s` to stop without one)", args[0])
 			}
+			target, err := absURL("--target", stopTarget)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := savepointContext(cmd.Context())
 			defer cancel()
-			resp, err := c.jm.StopJob(ctx, &weirv1.StopJobRequest{JobId: args[0], Target: stopTarget, Drain: drain})
+			resp, err := c.jm.StopJob(ctx, &weirv1.StopJobRequest{JobId: args[0], Target: target, Drain: drain})
 			if err != nil {
 				return c.explain(err)
 			}
@@ -105,17 +124,22 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 						jobmanager.JobStateName(st.GetSummary().GetState()), wait)
 				}
 			}
+			if stopJSON {
+				return printJSON(cmd.OutOrStdout(), SavepointView{JobID: args[0], SavepointPath: resp.Path})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Path)
 			return nil
 		}),
 	}
+	jsonFlag(stop, &stopJSON)
 	stop.Flags().BoolVar(&withSavepoint, "savepoint", false, "take a savepoint before stopping (required)")
 	stop.Flags().BoolVar(&drain, "drain", false, "fire every pending timer before the savepoint, for a job that will not be resumed")
-	stop.Flags().StringVar(&stopTarget, "target", "", "directory URL to create the savepoint in (default: <checkpoint storage>/savepoints)")
+	stop.Flags().StringVar(&stopTarget, "target", "", "directory or URL to create the savepoint in (default: the JobManager's --savepoint-dir)")
 	stop.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to finish after the savepoint (0: do not wait)")
 
 	var parallelism int
 	var rescaleWait time.Duration
+	var rescaleJSON bool
 	rescale := &cobra.Command{
 		Use:   "rescale ID --parallelism N",
 		Short: "Change a running job's parallelism: stop with a savepoint and restore from it, under the same job ID",
@@ -135,11 +159,19 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 					return err
 				}
 			}
+			if rescaleJSON {
+				return printJSON(cmd.OutOrStdout(), RescaleView{JobID: args[0], Parallelism: parallelism, SavepointPath: resp.SavepointPath})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s rescaled to parallelism %d from savepoint %s\n", args[0], parallelism, resp.SavepointPath)
 			return nil
 		}),
 	}
-	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism)")
+	jsonFlag(rescale, &rescaleJSON)
+	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism); required")
+	// Required, so a forgotten --parallelism is named rather than read as 0.
+	if err := rescale.MarkFlagRequired("parallelism"); err != nil {
+		panic(err)
+	}
 	rescale.Flags().DurationVar(&rescaleWait, "wait", time.Minute, "how long to wait for the job to run again (0: do not wait)")
 
 	var asJSON bool
@@ -155,14 +187,38 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 				return c.explain(err)
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printJSON(cmd.OutOrStdout(), checkpointListView(args[0], resp))
 			}
 			printCheckpoints(cmd.OutOrStdout(), resp)
 			return nil
 		}),
 	}
-	checkpoints.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	return []*cobra.Command{savepoint, stop, rescale, checkpoints}
+	jsonFlag(checkpoints, &asJSON)
+
+	var disposeJSON bool
+	dispose := &cobra.Command{
+		Use:   "dispose ID",
+		Short: "Delete an ended job's retained checkpoints (<checkpoint storage>/<job-id>/); savepoints stay",
+		Long: "Delete the retained checkpoints of a job that has ended (FINISHED, CANCELED or FAILED):\n" +
+			"the directory <checkpoint storage>/<job-id>/. Savepoints are never deleted. Checkpoints of\n" +
+			"ended jobs are kept until then, so a job can be resumed from one with --from-savepoint.",
+		Args: cobra.ExactArgs(1),
+		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
+			ctx, cancel := savepointContext(cmd.Context())
+			defer cancel()
+			resp, err := c.jm.DisposeCheckpoints(ctx, &weirv1.DisposeCheckpointsRequest{JobId: args[0]})
+			if err != nil {
+				return c.explain(err)
+			}
+			if disposeJSON {
+				return printJSON(cmd.OutOrStdout(), DisposeView{JobID: args[0], Path: resp.Path, CheckpointsDeleted: int(resp.Checkpoints)})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: deleted %d retained checkpoint(s) with %s\n", args[0], resp.Checkpoints, resp.Path)
+			return nil
+		}),
+	}
+	jsonFlag(dispose, &disposeJSON)
+	return []*cobra.Command{savepoint, stop, rescale, checkpoints, dispose}
 }
 
 // waitRunning polls until the job runs again at parallelism p.
@@ -199,6 +255,9 @@ func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {
 		}
 	}
 	fmt.Fprintf(w, "failed checkpoints: %d\n", resp.Failed)
+	if resp.DisposedTimeMs != 0 {
+		fmt.Fprintf(w, "checkpoints disposed of: %s\n", formatMs(resp.DisposedTimeMs))
+	}
 	if r := resp.Restored; r != nil {
 		fmt.Fprintf(w, "restored from: %d (%s)\n", r.Id, r.Path)
 	}

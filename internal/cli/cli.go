@@ -48,11 +48,20 @@ func newRoot() *cobra.Command {
 	var level, cpuProfile string
 	var stopProfile func()
 	root := &cobra.Command{
-		Use:           "weir",
-		Short:         "Weir: a distributed stream processor for fraud and anomaly detection",
+		Use:   "weir",
+		Short: "Weir: a distributed stream processor for fraud and anomaly detection",
+		Long: "Weir: a distributed stream processor for fraud and anomaly detection.\n\n" +
+			"Every flag can also be set by an environment variable: WEIR_ and the flag's name in upper\n" +
+			"case with underscores (--jobmanager: WEIR_JOBMANAGER, --checkpoint-storage:\n" +
+			"WEIR_CHECKPOINT_STORAGE). A flag on the command line wins over the variable. The S3 flags\n" +
+			"fall back to AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY after that.\n" +
+			"--json output is described in docs/json.md.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd, os.LookupEnv); err != nil {
+				return err
+			}
 			var l slog.Level
 			if err := l.UnmarshalText([]byte(level)); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
@@ -78,6 +87,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process to the file")
-	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newJobsCmd())
+	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newJobsCmd(), newVersionCmd())
+	annotateEnv(root)
 	return root
 }

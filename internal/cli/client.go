@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -15,8 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -129,7 +126,7 @@ func (c *client) cancel(ctx context.Context, id string) (weirv1.JobState, error)
 func newJobCmd() *cobra.Command {
 	var addr string
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect, savepoint, stop, rescale and cancel jobs"}
-	cmd.PersistentFlags().StringVar(&addr, "jobmanager", envOr("WEIR_JOBMANAGER", "127.0.0.1:6123"), "address of the JobManager (env WEIR_JOBMANAGER)")
+	cmd.PersistentFlags().StringVar(&addr, "jobmanager", "127.0.0.1:6123", "address of the JobManager")
 	withClient := func(run func(cmd *cobra.Command, c *client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			c, err := dial(addr)
@@ -144,6 +141,7 @@ func newJobCmd() *cobra.Command {
 	var parallelism int
 	var paramList []string
 	var ckf checkpointFlags
+	var submitJSON bool
 	submit := &cobra.Command{
 		Use:   "submit NAME",
 		Short: "Submit a job; prints its ID",
@@ -176,14 +174,19 @@ func newJobCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if submitJSON {
+				return printJSON(cmd.OutOrStdout(), SubmitView{JobID: id})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), id)
 			return nil
 		}),
 	}
+	jsonFlag(submit, &submitJSON)
 	submit.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	submit.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
 	ckf.register(submit)
 
+	var listJSON bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs",
@@ -196,6 +199,9 @@ func newJobCmd() *cobra.Command {
 				return c.explain(err)
 			}
 			w := cmd.OutOrStdout()
+			if listJSON {
+				return printJSON(w, jobListView(resp))
+			}
 			if len(resp.Jobs) == 0 {
 				fmt.Fprintln(w, "no jobs")
 				return nil
@@ -207,6 +213,7 @@ func newJobCmd() *cobra.Command {
 			return nil
 		}),
 	}
+	jsonFlag(list, &listJSON)
 
 	var asJSON bool
 	statusCmd := &cobra.Command{
@@ -219,15 +226,16 @@ func newJobCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return printJSON(cmd.OutOrStdout(), jobStatusView(st))
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
 		}),
 	}
-	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	jsonFlag(statusCmd, &asJSON)
 
 	var wait time.Duration
+	var cancelJSON bool
 	cancelCmd := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a job and wait until it is canceled",
@@ -246,33 +254,24 @@ func newJobCmd() *cobra.Command {
 				}
 				state = st.Summary.State
 			}
+			if cancelJSON {
+				return printJSON(cmd.OutOrStdout(), CancelView{JobID: args[0], State: jobmanager.JobStateName(state)})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s\n", args[0], strings.ToLower(jobmanager.JobStateName(state)))
 			return nil
 		}),
 	}
 	cancelCmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the job to be canceled (0: do not wait)")
+	jsonFlag(cancelCmd, &cancelJSON)
 
 	cmd.AddCommand(submit, newDescribeCmd(), list, statusCmd, cancelCmd)
 	cmd.AddCommand(newSavepointCmds(withClient)...)
 	return cmd
 }
 
-// printJSON prints a response as indented JSON with every field, so
-// scripts see zero values too.
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(w, string(b))
-	return nil
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
+// jsonFlag adds --json to a command that prints a result.
+func jsonFlag(cmd *cobra.Command, asJSON *bool) {
+	cmd.Flags().BoolVar(asJSON, "json", false, "print the result as JSON (shapes: docs/json.md)")
 }
 
 func formatMs(ms int64) string {

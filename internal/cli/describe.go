@@ -14,21 +14,28 @@ import (
 // the same binary, so they are the cluster's too.
 
 func newJobsCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List the jobs this binary can run, with a line on each",
 		Long: "List the jobs registered in this binary, with a one-line description of each.\n" +
 			"`weir job describe NAME` shows a job's parameters.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), registeredJobsView())
+			}
 			printJobList(cmd.OutOrStdout())
 			return nil
 		},
 	}
+	jsonFlag(cmd, &asJSON)
+	return cmd
 }
 
 func newDescribeCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "describe NAME",
 		Short: "Show a registered job's description and parameters (type, default, meaning)",
 		Args:  cobra.ExactArgs(1),
@@ -37,10 +44,15 @@ func newDescribeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), registeredJobView(j))
+			}
 			printJobDescription(cmd.OutOrStdout(), j)
 			return nil
 		},
 	}
+	jsonFlag(cmd, &asJSON)
+	return cmd
 }
 
 func printJobList(w io.Writer) {

@@ -45,6 +45,21 @@ func newLocalCmd() *cobra.Command {
 			if err := ckf.apply(req); err != nil {
 				return err
 			}
+			if !cmd.Flags().Changed("checkpoint-storage") {
+				// Checkpoints of a trial run are scratch: a fresh directory,
+				// removed at exit. Savepoints are what a user keeps.
+				dir, err := os.MkdirTemp("", "weir-local-checkpoints-")
+				if err != nil {
+					return fmt.Errorf("a directory for the checkpoints: %w", err)
+				}
+				defer os.RemoveAll(dir)
+				jmf.checkpointStorage = dir
+				if jmf.savepointDir == "" {
+					jmf.savepointDir = jobmanager.DefaultSavepointDir()
+				}
+				slog.Info("checkpoints go to a temporary directory, removed at exit; savepoints are kept",
+					"checkpoint_storage", dir, "savepoint_dir", jmf.savepointDir)
+			}
 			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf})
 		},
 	}
@@ -57,6 +72,11 @@ func newLocalCmd() *cobra.Command {
 	ckf.register(cmd)
 	cmd.Flags().Lookup("slot-timeout").DefValue = "10s"
 	jmf.slotTimeout = 10 * time.Second
+	ckpt := cmd.Flags().Lookup("checkpoint-storage")
+	ckpt.DefValue = ""
+	ckpt.Usage = "where checkpoints go: s3://bucket/prefix, file:///dir or a directory (default: a temporary directory removed at exit)"
+	cmd.Flags().Lookup("savepoint-dir").Usage = "where savepoints go when weir job savepoint or stop names no --target " +
+		"(default: <checkpoint storage>/savepoints, or " + jobmanager.DefaultSavepointDir() + " without --checkpoint-storage)"
 	return cmd
 }
 

@@ -21,6 +21,7 @@ type jobManagerFlags struct {
 	heartbeatTimeout  time.Duration
 	slotTimeout       time.Duration
 	checkpointStorage string
+	savepointDir      string
 	storage           storageFlags
 }
 
@@ -29,17 +30,30 @@ func (f *jobManagerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a TaskManager is lost")
 	cmd.Flags().DurationVar(&f.slotTimeout, "slot-timeout", 30*time.Second, "how long a job waits for enough free slots before it fails")
 	cmd.Flags().StringVar(&f.checkpointStorage, "checkpoint-storage", jobmanager.DefaultCheckpointStorage(),
-		"where checkpoints and savepoints go: s3://bucket/prefix, file:///dir or a directory (a directory only works when all processes share it)")
+		"where checkpoints go: s3://bucket/prefix, file:///dir or a directory (a directory only works when all processes share it)")
+	cmd.Flags().StringVar(&f.savepointDir, "savepoint-dir", "",
+		"where savepoints go when weir job savepoint or stop names no --target (default: <checkpoint storage>/savepoints)")
 	f.storage.register(cmd)
 }
 
+// config checks the flags and makes their directories absolute: the
+// JobManager hands checkpoint and savepoint locations to TaskManagers,
+// which may run in other working directories.
 func (f *jobManagerFlags) config() (jobmanager.Config, error) {
-	if _, err := storage.Open(f.checkpointStorage, storage.Options{}); err != nil {
-		return jobmanager.Config{}, fmt.Errorf("--checkpoint-storage: %w", err)
+	if f.checkpointStorage == "" {
+		return jobmanager.Config{}, fmt.Errorf("--checkpoint-storage must not be empty")
+	}
+	ckpts, err := absURL("--checkpoint-storage", f.checkpointStorage)
+	if err != nil {
+		return jobmanager.Config{}, err
+	}
+	savepoints, err := absURL("--savepoint-dir", f.savepointDir)
+	if err != nil {
+		return jobmanager.Config{}, err
 	}
 	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
 		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default(),
-		CheckpointStorage: f.checkpointStorage, Storage: f.storage.options()}, nil
+		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options()}, nil
 }
 
 // runningJobManager is a JobManager serving gRPC on a listener.
@@ -65,7 +79,11 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 		<-served
 		r.done <- err
 	}()
-	slog.Info("jobmanager started", "address", r.addr, "checkpoint_storage", cfg.CheckpointStorage)
+	savepoints := cfg.SavepointDir
+	if savepoints == "" {
+		savepoints = storage.Join(cfg.CheckpointStorage, "savepoints")
+	}
+	slog.Info("jobmanager started", "address", r.addr, "checkpoint_storage", cfg.CheckpointStorage, "savepoint_dir", savepoints)
 	return r, nil
 }
 

@@ -43,7 +43,8 @@ func init() {
 			{Name: "keys", Type: jobs.Int, Default: "100", Description: "number of keys"},
 			{Name: "count", Type: jobs.Int, Default: "0", Description: "sequence numbers per key; the source then finishes (0 = unbounded)"},
 			{Name: "rate", Type: jobs.Float, Default: "1000", Description: "records per second per source subtask (0 = as fast as possible)"},
-			{Name: "output", Type: jobs.String, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
+			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
+			{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to a directory holding another job's part files (a fresh job refuses one otherwise)"},
 		},
 		Build: Build,
 	})
@@ -126,6 +127,7 @@ type Config struct {
 	Count  int64   // sequence numbers per key; 0 = unbounded
 	Rate   float64 // records per second per source subtask; 0 = unlimited
 	Output string  // directory, file:// or s3:// URL of the part files
+	Append bool    // write into a directory holding another job's parts
 }
 
 func parseConfig(p *runtime.Params) Config {
@@ -134,6 +136,7 @@ func parseConfig(p *runtime.Params) Config {
 		Count:  p.Int("count", 0),
 		Rate:   p.Float("rate", 1000),
 		Output: p.String("output", ""),
+		Append: p.Bool("append", false),
 	}
 	if c.Keys < 1 || c.Keys > MaxKeys {
 		p.Errorf("keys", "%d must be between 1 and %d", c.Keys, MaxKeys)
@@ -171,7 +174,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		return &Checker{}
 	}, OutputCodec{}).UID(CheckerUID)
 	runtime.SinkTo(checked, "sequence-sink", func() runtime.SinkFunction[Output] {
-		return &filesink.Sink[Output]{Dir: c.Output, Encode: AppendJSON}
+		return &filesink.Sink[Output]{Dir: c.Output, Encode: AppendJSON, Append: c.Append}
 	}).UID(SinkUID)
 	return nil
 }

@@ -53,16 +53,24 @@ func (d *dirStorage) Put(ctx context.Context, name string, data []byte) error {
 	}
 	p := d.path(name)
 	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("put %s: %w", p, err)
-	}
 	// Same directory, so the rename is atomic and never crosses filesystems.
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("put %s: %w", p, err)
+	var f *os.File
+	for try := 0; ; try++ {
+		err := mkdirAll(dir)
+		if err == nil {
+			f, err = os.CreateTemp(dir, tmpPrefix+"*")
+		}
+		if err == nil {
+			break
+		}
+		// A Delete elsewhere may have pruned the directory after
+		// mkdirAll: make it again.
+		if !errors.Is(err, fs.ErrNotExist) || try == maxDirRetries {
+			return fmt.Errorf("put %s: %w", p, err)
+		}
 	}
 	tmp := f.Name()
-	err = writeSynced(f, data)
+	err := writeSynced(f, data)
 	if err == nil {
 		err = os.Rename(tmp, p)
 	}
@@ -242,6 +250,7 @@ func (d *dirStorage) Delete(ctx context.Context, name string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", p, err)
 	}
+	d.prune(filepath.Dir(p))
 	return nil
 }
 
@@ -258,6 +267,7 @@ func (d *dirStorage) DeleteAll(ctx context.Context, prefix string) error {
 		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("delete all %s: %w", p, err)
 		}
+		d.prune(filepath.Dir(p))
 		return nil
 	}
 	// The whole store: empty the root but keep it, since the caller may
@@ -296,16 +306,59 @@ func (d *dirStorage) Rename(ctx context.Context, from, to string) error {
 		}
 		return fmt.Errorf("rename %s: %w", src, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", src, dst, err)
-	}
-	if err := os.Rename(src, dst); err != nil {
-		if errors.Is(err, fs.ErrNotExist) { // removed since Lstat
+	for try := 0; ; try++ {
+		if err := mkdirAll(filepath.Dir(dst)); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", src, dst, err)
+		}
+		err := os.Rename(src, dst)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("rename %s to %s: %w", src, dst, err)
+		}
+		if _, serr := os.Lstat(src); serr != nil || try == maxDirRetries { // removed since Lstat
 			return fmt.Errorf("rename %s to %s: %w", src, dst, ErrNotExist)
 		}
-		return fmt.Errorf("rename %s to %s: %w", src, dst, err)
+		// The source is there, so a Delete elsewhere pruned the target's
+		// directory after MkdirAll: make it again.
 	}
+	d.prune(filepath.Dir(src))
 	return nil
+}
+
+// maxDirRetries bounds how often Put and Rename make a directory again
+// that a concurrent prune removed.
+const maxDirRetries = 10
+
+// mkdirAll is os.MkdirAll, tried again when a concurrent prune removes a
+// parent it has just made.
+func mkdirAll(dir string) error {
+	for try := 0; ; try++ {
+		err := os.MkdirAll(dir, 0o755)
+		// EEXIST: a parent was made and pruned again between MkdirAll's
+		// mkdir and its check.
+		raced := errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrExist)
+		if err == nil || !raced || try == maxDirRetries {
+			return err
+		}
+	}
+}
+
+// prune removes dir and then its parents, up to but not including the
+// root, while they are empty. Deleting or moving an object thus leaves no
+// empty directory behind (no empty chk-N/ of a retired checkpoint, no
+// empty job directory): a directory store shows a "directory" only while
+// it holds objects, as S3 shows a prefix. The root stays: its owner made
+// it. A directory a concurrent Put or Rename has just made may be pruned
+// before they write into it; they make it again.
+func (d *dirStorage) prune(dir string) {
+	for dir != d.root && strings.HasPrefix(dir, d.root+string(filepath.Separator)) {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return // not empty (or not ours to remove)
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 // parseFileURL returns the absolute directory a file:// URL names.
@@ -315,7 +368,9 @@ func parseFileURL(rawURL string) (string, error) {
 		return "", fmt.Errorf("storage: malformed file URL %q: %w", rawURL, err)
 	}
 	if u.User != nil || (u.Host != "" && u.Host != "localhost") {
-		return "", fmt.Errorf("storage: file URL %q names a host; want file:///abs/dir", redactURL(rawURL))
+		// "file://out" is most often meant as a relative directory.
+		return "", fmt.Errorf("storage: file URL %q names a host (a file URL cannot be relative); "+
+			"want file:///abs/dir, or a plain path", redactURL(rawURL))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("storage: file URL %q has a query or fragment; want file:///abs/dir", rawURL)

@@ -18,6 +18,10 @@
 // A "directory" is never an object: Get, Size, Delete and Rename of a name
 // that only prefixes other objects behave as for a missing object. (One
 // difference remains: a directory store cannot hold both "a" and "a/b".)
+// Likewise a directory store removes the directories that Delete, DeleteAll
+// or Rename leave empty, up to its root, so deleting a checkpoint's files
+// leaves no empty chk-N/ behind, as on S3, where a prefix without objects
+// does not exist. The root itself stays.
 // Callers that need atomic publication on S3 must therefore rely on Put
 // (a single PUT is atomic) and treat Rename as "eventually moved".
 //
@@ -187,6 +191,13 @@ func Join(base string, elem ...string) string {
 		trimmed += "//" // "file:///" lost its empty authority
 	}
 	return trimmed + "/" + strings.Join(parts, "/")
+}
+
+// IsURL reports whether rawURL starts with a scheme ("s3://", "file://");
+// anything else is a plain path to Open.
+func IsURL(rawURL string) bool {
+	_, _, ok := splitScheme(rawURL)
+	return ok
 }
 
 // splitScheme splits "scheme:rest" when rawURL starts with an RFC 3986

@@ -521,6 +521,95 @@ func TestDirPutLeavesNoTempFiles(t *testing.T) {
 	}
 }
 
+// dirsUnder lists the directories below root, relative to it.
+func dirsUnder(t *testing.T, root string) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.IsDir() && p != root {
+			rel, _ := filepath.Rel(root, p)
+			dirs = append(dirs, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
+// TestDirRemovesEmptiedDirectories: deleting or moving objects leaves no
+// empty directory between them and the root, as S3 leaves no prefix; the
+// root stays.
+func TestDirRemovesEmptiedDirectories(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "checkpoints")
+	s, err := storage.Open(root, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"job/chk-1/_metadata", "job/chk-1/op/0.state", "job/chk-1/op/1.state",
+		"job/chk-2/_metadata", "staging/a/part-0", "other/x"} {
+		put(t, s, n, []byte(n))
+	}
+	if err := s.DeleteAll(t.Context(), "job/chk-1/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Rename(t.Context(), "staging/a/part-0", "out/part-0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(t.Context(), "other/x"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dirsUnder(t, root), []string{"job", "job/chk-2", "out"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("directories %q, want %q", got, want)
+	}
+	// The last checkpoint goes, and with it the job's directory.
+	if err := s.Delete(t.Context(), "job/chk-2/_metadata"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAll(t.Context(), "out/"); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirsUnder(t, root); len(got) != 0 {
+		t.Errorf("directories %q left, want none", got)
+	}
+	if _, err := os.Stat(root); err != nil {
+		t.Errorf("the root is gone: %v", err)
+	}
+}
+
+// TestDirPutRacesPrune: Puts into a directory that Deletes keep emptying
+// (and so removing) all succeed.
+func TestDirPutRacesPrune(t *testing.T) {
+	s, err := storage.Open(t.TempDir(), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				name := fmt.Sprintf("d/e/w%d-%d", w, i)
+				if err := s.Put(context.Background(), name, []byte("x")); err != nil {
+					t.Errorf("Put: %v", err)
+					return
+				}
+				if err := s.Rename(context.Background(), name, name+"-moved"); err != nil {
+					t.Errorf("Rename: %v", err)
+					return
+				}
+				if err := s.Delete(context.Background(), name+"-moved"); err != nil {
+					t.Errorf("Delete: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func TestDirGetMissingNamesPath(t *testing.T) {
 	dir := t.TempDir()
 	s, err := storage.Open("file://"+dir, storage.Options{})

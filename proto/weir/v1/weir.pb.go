@@ -1217,11 +1217,14 @@ func (x *ListCheckpointsRequest) GetJobId() string {
 type ListCheckpointsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Completed checkpoints and savepoints still retained, oldest first.
-	Checkpoints   []*CheckpointInfo `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
-	Failed        int64             `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
-	Restored      *CheckpointInfo   `protobuf:"bytes,3,opt,name=restored,proto3" json:"restored,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Checkpoints []*CheckpointInfo `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	Failed      int64             `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	Restored    *CheckpointInfo   `protobuf:"bytes,3,opt,name=restored,proto3" json:"restored,omitempty"`
+	// When `weir job dispose` deleted the job's retained checkpoints (Unix
+	// ms); 0 if it did not.
+	DisposedTimeMs int64 `protobuf:"varint,4,opt,name=disposed_time_ms,json=disposedTimeMs,proto3" json:"disposed_time_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListCheckpointsResponse) Reset() {
@@ -1275,6 +1278,112 @@ func (x *ListCheckpointsResponse) GetRestored() *CheckpointInfo {
 	return nil
 }
 
+func (x *ListCheckpointsResponse) GetDisposedTimeMs() int64 {
+	if x != nil {
+		return x.DisposedTimeMs
+	}
+	return 0
+}
+
+type DisposeCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisposeCheckpointsRequest) Reset() {
+	*x = DisposeCheckpointsRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisposeCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisposeCheckpointsRequest) ProtoMessage() {}
+
+func (x *DisposeCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisposeCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*DisposeCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DisposeCheckpointsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type DisposeCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// URL of the deleted directory.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// How many retained checkpoints the job's record listed and no longer
+	// does.
+	Checkpoints   int32 `protobuf:"varint,2,opt,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisposeCheckpointsResponse) Reset() {
+	*x = DisposeCheckpointsResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisposeCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisposeCheckpointsResponse) ProtoMessage() {}
+
+func (x *DisposeCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisposeCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*DisposeCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DisposeCheckpointsResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DisposeCheckpointsResponse) GetCheckpoints() int32 {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return 0
+}
+
 type VertexStatus struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Id          int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1291,7 +1400,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1412,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1425,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VertexStatus) GetId() int32 {
@@ -1373,7 +1482,7 @@ type OperatorStatus struct {
 
 func (x *OperatorStatus) Reset() {
 	*x = OperatorStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1494,7 @@ func (x *OperatorStatus) String() string {
 func (*OperatorStatus) ProtoMessage() {}
 
 func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1507,7 @@ func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStatus.ProtoReflect.Descriptor instead.
 func (*OperatorStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OperatorStatus) GetUid() string {
@@ -1444,7 +1553,7 @@ type SubtaskStatus struct {
 
 func (x *SubtaskStatus) Reset() {
 	*x = SubtaskStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1565,7 @@ func (x *SubtaskStatus) String() string {
 func (*SubtaskStatus) ProtoMessage() {}
 
 func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1578,7 @@ func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubtaskStatus) GetIndex() int32 {
@@ -1534,7 +1643,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1655,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1668,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1599,7 +1708,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1720,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1733,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -1643,7 +1752,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1764,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1777,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1693,7 +1802,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1814,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1827,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1760,7 +1869,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1881,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1894,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -1818,7 +1927,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1939,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1952,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -1863,7 +1972,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1984,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1997,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -1914,7 +2023,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2035,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2048,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -1959,7 +2068,7 @@ type TaskManagerHeartbeat struct {
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2080,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2093,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -2012,7 +2121,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2133,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2146,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -2059,7 +2168,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2180,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2193,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -2125,7 +2234,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2246,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2259,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -2181,7 +2290,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2302,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2315,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -2246,7 +2355,7 @@ type TaskStateUpdate struct {
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2367,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2380,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -2324,7 +2433,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2445,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2458,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
 }
 
 type DeployTaskRequest struct {
@@ -2377,7 +2486,7 @@ type DeployTaskRequest struct {
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2498,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2511,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -2480,7 +2589,7 @@ type TaskRestore struct {
 
 func (x *TaskRestore) Reset() {
 	*x = TaskRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2601,7 @@ func (x *TaskRestore) String() string {
 func (*TaskRestore) ProtoMessage() {}
 
 func (x *TaskRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2614,7 @@ func (x *TaskRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
 func (*TaskRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TaskRestore) GetCheckpointId() int64 {
@@ -2541,7 +2650,7 @@ type OperatorRestore struct {
 
 func (x *OperatorRestore) Reset() {
 	*x = OperatorRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2662,7 @@ func (x *OperatorRestore) String() string {
 func (*OperatorRestore) ProtoMessage() {}
 
 func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2675,7 @@ func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
 func (*OperatorRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OperatorRestore) GetUid() string {
@@ -2596,7 +2705,7 @@ type StateFileRef struct {
 
 func (x *StateFileRef) Reset() {
 	*x = StateFileRef{}
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2717,7 @@ func (x *StateFileRef) String() string {
 func (*StateFileRef) ProtoMessage() {}
 
 func (x *StateFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2730,7 @@ func (x *StateFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
 func (*StateFileRef) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StateFileRef) GetFile() string {
@@ -2667,7 +2776,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2788,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2801,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -2752,7 +2861,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2873,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2886,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
 }
 
 type NotifyCheckpointRequest struct {
@@ -2791,7 +2900,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2912,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2925,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -2848,7 +2957,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +2969,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +2982,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
 }
 
 type OperatorStateHandle struct {
@@ -2890,7 +2999,7 @@ type OperatorStateHandle struct {
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3011,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3024,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -2975,7 +3084,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3096,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3109,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -3060,7 +3169,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3181,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3194,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
 }
 
 type DeclineCheckpointRequest struct {
@@ -3100,7 +3209,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3221,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3234,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -3164,7 +3273,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3285,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3298,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
 }
 
 type RequestCheckpointRequest struct {
@@ -3201,7 +3310,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3322,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3335,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -3244,7 +3353,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3365,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3378,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 type OutputLocations struct {
@@ -3282,7 +3391,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3403,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3416,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -3332,7 +3441,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3453,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3466,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 type CancelTaskRequest struct {
@@ -3369,7 +3478,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3490,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3503,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -3412,7 +3521,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3424,7 +3533,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3437,7 +3546,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 type ChannelOpen struct {
@@ -3454,7 +3563,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3466,7 +3575,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3479,7 +3588,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -3540,7 +3649,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3552,7 +3661,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3565,7 +3674,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -3612,7 +3721,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3733,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3746,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -3732,11 +3841,17 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12RescaleJobResponse\x12%\n" +
 	"\x0esavepoint_path\x18\x01 \x01(\tR\rsavepointPath\"/\n" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa1\x01\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xcb\x01\n" +
 	"\x17ListCheckpointsResponse\x129\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2\x17.weir.v1.CheckpointInfoR\vcheckpoints\x12\x16\n" +
 	"\x06failed\x18\x02 \x01(\x03R\x06failed\x123\n" +
-	"\brestored\x18\x03 \x01(\v2\x17.weir.v1.CheckpointInfoR\brestored\"\xee\x01\n" +
+	"\brestored\x18\x03 \x01(\v2\x17.weir.v1.CheckpointInfoR\brestored\x12(\n" +
+	"\x10disposed_time_ms\x18\x04 \x01(\x03R\x0edisposedTimeMs\"2\n" +
+	"\x19DisposeCheckpointsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"R\n" +
+	"\x1aDisposeCheckpointsResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12 \n" +
+	"\vcheckpoints\x18\x02 \x01(\x05R\vcheckpoints\"\xee\x01\n" +
 	"\fVertexStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -3919,7 +4034,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
 	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
-	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x032\x9f\t\n" +
+	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x032\xfe\t\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
@@ -3930,7 +4045,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\aStopJob\x12\x17.weir.v1.StopJobRequest\x1a\x18.weir.v1.StopJobResponse\x12E\n" +
 	"\n" +
 	"RescaleJob\x12\x1a.weir.v1.RescaleJobRequest\x1a\x1b.weir.v1.RescaleJobResponse\x12T\n" +
-	"\x0fListCheckpoints\x12\x1f.weir.v1.ListCheckpointsRequest\x1a .weir.v1.ListCheckpointsResponse\x12`\n" +
+	"\x0fListCheckpoints\x12\x1f.weir.v1.ListCheckpointsRequest\x1a .weir.v1.ListCheckpointsResponse\x12]\n" +
+	"\x12DisposeCheckpoints\x12\".weir.v1.DisposeCheckpointsRequest\x1a#.weir.v1.DisposeCheckpointsResponse\x12`\n" +
 	"\x13RegisterTaskManager\x12#.weir.v1.RegisterTaskManagerRequest\x1a$.weir.v1.RegisterTaskManagerResponse\x12E\n" +
 	"\n" +
 	"OfferSlots\x12\x1a.weir.v1.OfferSlotsRequest\x1a\x1b.weir.v1.OfferSlotsResponse\x12E\n" +
@@ -3961,7 +4077,7 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
@@ -3983,132 +4099,136 @@ var file_weir_v1_weir_proto_goTypes = []any{
 	(*RescaleJobResponse)(nil),            // 17: weir.v1.RescaleJobResponse
 	(*ListCheckpointsRequest)(nil),        // 18: weir.v1.ListCheckpointsRequest
 	(*ListCheckpointsResponse)(nil),       // 19: weir.v1.ListCheckpointsResponse
-	(*VertexStatus)(nil),                  // 20: weir.v1.VertexStatus
-	(*OperatorStatus)(nil),                // 21: weir.v1.OperatorStatus
-	(*SubtaskStatus)(nil),                 // 22: weir.v1.SubtaskStatus
-	(*LatencySummary)(nil),                // 23: weir.v1.LatencySummary
-	(*CancelJobRequest)(nil),              // 24: weir.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 25: weir.v1.CancelJobResponse
-	(*RegisterTaskManagerRequest)(nil),    // 26: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 27: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                     // 28: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),             // 29: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),            // 30: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),          // 31: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                  // 32: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                        // 33: weir.v1.TaskID
-	(*OperatorCounters)(nil),              // 34: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                   // 35: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),               // 36: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                  // 37: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),             // 38: weir.v1.DeployTaskRequest
-	(*TaskRestore)(nil),                   // 39: weir.v1.TaskRestore
-	(*OperatorRestore)(nil),               // 40: weir.v1.OperatorRestore
-	(*StateFileRef)(nil),                  // 41: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 42: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 43: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 44: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 45: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 46: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 47: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 48: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 49: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 50: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 51: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 52: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 53: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 54: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 55: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 56: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 57: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 58: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 59: weir.v1.ExchangeCredit
-	nil,                                   // 60: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 61: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 62: weir.v1.DeployTaskRequest.ParamsEntry
+	(*DisposeCheckpointsRequest)(nil),     // 20: weir.v1.DisposeCheckpointsRequest
+	(*DisposeCheckpointsResponse)(nil),    // 21: weir.v1.DisposeCheckpointsResponse
+	(*VertexStatus)(nil),                  // 22: weir.v1.VertexStatus
+	(*OperatorStatus)(nil),                // 23: weir.v1.OperatorStatus
+	(*SubtaskStatus)(nil),                 // 24: weir.v1.SubtaskStatus
+	(*LatencySummary)(nil),                // 25: weir.v1.LatencySummary
+	(*CancelJobRequest)(nil),              // 26: weir.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 27: weir.v1.CancelJobResponse
+	(*RegisterTaskManagerRequest)(nil),    // 28: weir.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 29: weir.v1.RegisterTaskManagerResponse
+	(*SlotOffer)(nil),                     // 30: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 31: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 32: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 33: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 34: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 35: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 36: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 37: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 38: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 39: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 40: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 41: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 42: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 43: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 44: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 45: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 46: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 47: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 48: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 49: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 50: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 51: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 52: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 53: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 54: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 55: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 56: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 57: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 58: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 59: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 60: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 61: weir.v1.ExchangeCredit
+	nil,                                   // 62: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 63: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 64: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	60, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	62, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
 	4,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
 	8,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
 	8,  // 4: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	61, // 5: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	20, // 6: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	23, // 7: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	63, // 5: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	22, // 6: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	25, // 7: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
 	4,  // 8: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
 	11, // 9: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
 	11, // 10: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
 	11, // 11: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
 	11, // 12: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
-	21, // 13: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	22, // 14: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	23, // 13: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	24, // 14: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
 	1,  // 15: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
 	0,  // 16: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	28, // 17: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	35, // 18: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	33, // 19: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	34, // 20: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	33, // 21: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	30, // 17: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	37, // 18: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	35, // 19: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	36, // 20: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	35, // 21: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
 	1,  // 22: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	35, // 23: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	33, // 24: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	62, // 25: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	53, // 26: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	39, // 27: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	40, // 28: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	41, // 29: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	33, // 30: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 31: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 32: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	46, // 33: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	33, // 34: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 35: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 36: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	57, // 37: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	37, // 23: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	35, // 24: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	64, // 25: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	55, // 26: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	41, // 27: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	42, // 28: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	43, // 29: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	35, // 30: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	35, // 31: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	35, // 32: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	48, // 33: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	35, // 34: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	35, // 35: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	35, // 36: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	59, // 37: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
 	2,  // 38: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
 	3,  // 39: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
 	6,  // 40: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
 	9,  // 41: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	24, // 42: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	26, // 42: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
 	12, // 43: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
 	14, // 44: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
 	16, // 45: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
 	18, // 46: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	26, // 47: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	29, // 48: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	31, // 49: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	36, // 50: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	47, // 51: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	49, // 52: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	51, // 53: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	38, // 54: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	55, // 55: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	42, // 56: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	44, // 57: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	58, // 58: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	5,  // 59: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	7,  // 60: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	10, // 61: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	25, // 62: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	13, // 63: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	15, // 64: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	17, // 65: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	19, // 66: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	27, // 67: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	30, // 68: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	32, // 69: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	37, // 70: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	48, // 71: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	50, // 72: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	52, // 73: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	54, // 74: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	56, // 75: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	43, // 76: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	45, // 77: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	59, // 78: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	59, // [59:79] is the sub-list for method output_type
-	39, // [39:59] is the sub-list for method input_type
+	20, // 47: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
+	28, // 48: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	31, // 49: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	33, // 50: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	38, // 51: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	49, // 52: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	51, // 53: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	53, // 54: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	40, // 55: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	57, // 56: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	44, // 57: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	46, // 58: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	60, // 59: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	5,  // 60: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	7,  // 61: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	10, // 62: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	27, // 63: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	13, // 64: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	15, // 65: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	17, // 66: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	19, // 67: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	21, // 68: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
+	29, // 69: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	32, // 70: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	34, // 71: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	39, // 72: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	50, // 73: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	52, // 74: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	54, // 75: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	56, // 76: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	58, // 77: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	45, // 78: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	47, // 79: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	61, // 80: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	60, // [60:81] is the sub-list for method output_type
+	39, // [39:60] is the sub-list for method input_type
 	39, // [39:39] is the sub-list for extension type_name
 	39, // [39:39] is the sub-list for extension extendee
 	0,  // [0:39] is the sub-list for field type_name
@@ -4125,7 +4245,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -31,6 +31,7 @@ const (
 	JobManager_StopJob_FullMethodName               = "/weir.v1.JobManager/StopJob"
 	JobManager_RescaleJob_FullMethodName            = "/weir.v1.JobManager/RescaleJob"
 	JobManager_ListCheckpoints_FullMethodName       = "/weir.v1.JobManager/ListCheckpoints"
+	JobManager_DisposeCheckpoints_FullMethodName    = "/weir.v1.JobManager/DisposeCheckpoints"
 	JobManager_RegisterTaskManager_FullMethodName   = "/weir.v1.JobManager/RegisterTaskManager"
 	JobManager_OfferSlots_FullMethodName            = "/weir.v1.JobManager/OfferSlots"
 	JobManager_Heartbeat_FullMethodName             = "/weir.v1.JobManager/Heartbeat"
@@ -61,6 +62,9 @@ type JobManagerClient interface {
 	// parallelism from that savepoint, under the same job ID.
 	RescaleJob(ctx context.Context, in *RescaleJobRequest, opts ...grpc.CallOption) (*RescaleJobResponse, error)
 	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// DisposeCheckpoints deletes the retained checkpoints of an ended job
+	// (<checkpoint storage>/<job-id>/), never its savepoints.
+	DisposeCheckpoints(ctx context.Context, in *DisposeCheckpointsRequest, opts ...grpc.CallOption) (*DisposeCheckpointsResponse, error)
 	// TaskManager API.
 	RegisterTaskManager(ctx context.Context, in *RegisterTaskManagerRequest, opts ...grpc.CallOption) (*RegisterTaskManagerResponse, error)
 	OfferSlots(ctx context.Context, in *OfferSlotsRequest, opts ...grpc.CallOption) (*OfferSlotsResponse, error)
@@ -166,6 +170,16 @@ func (c *jobManagerClient) ListCheckpoints(ctx context.Context, in *ListCheckpoi
 	return out, nil
 }
 
+func (c *jobManagerClient) DisposeCheckpoints(ctx context.Context, in *DisposeCheckpointsRequest, opts ...grpc.CallOption) (*DisposeCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisposeCheckpointsResponse)
+	err := c.cc.Invoke(ctx, JobManager_DisposeCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobManagerClient) RegisterTaskManager(ctx context.Context, in *RegisterTaskManagerRequest, opts ...grpc.CallOption) (*RegisterTaskManagerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RegisterTaskManagerResponse)
@@ -260,6 +274,9 @@ type JobManagerServer interface {
 	// parallelism from that savepoint, under the same job ID.
 	RescaleJob(context.Context, *RescaleJobRequest) (*RescaleJobResponse, error)
 	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// DisposeCheckpoints deletes the retained checkpoints of an ended job
+	// (<checkpoint storage>/<job-id>/), never its savepoints.
+	DisposeCheckpoints(context.Context, *DisposeCheckpointsRequest) (*DisposeCheckpointsResponse, error)
 	// TaskManager API.
 	RegisterTaskManager(context.Context, *RegisterTaskManagerRequest) (*RegisterTaskManagerResponse, error)
 	OfferSlots(context.Context, *OfferSlotsRequest) (*OfferSlotsResponse, error)
@@ -308,6 +325,9 @@ func (UnimplementedJobManagerServer) RescaleJob(context.Context, *RescaleJobRequ
 }
 func (UnimplementedJobManagerServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedJobManagerServer) DisposeCheckpoints(context.Context, *DisposeCheckpointsRequest) (*DisposeCheckpointsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DisposeCheckpoints not implemented")
 }
 func (UnimplementedJobManagerServer) RegisterTaskManager(context.Context, *RegisterTaskManagerRequest) (*RegisterTaskManagerResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RegisterTaskManager not implemented")
@@ -495,6 +515,24 @@ func _JobManager_ListCheckpoints_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobManager_DisposeCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisposeCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).DisposeCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_DisposeCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).DisposeCheckpoints(ctx, req.(*DisposeCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobManager_RegisterTaskManager_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RegisterTaskManagerRequest)
 	if err := dec(in); err != nil {
@@ -648,6 +686,10 @@ var JobManager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCheckpoints",
 			Handler:    _JobManager_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "DisposeCheckpoints",
+			Handler:    _JobManager_DisposeCheckpoints_Handler,
 		},
 		{
 			MethodName: "RegisterTaskManager",

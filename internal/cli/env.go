@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Every flag of every command can be set by an environment variable: WEIR_
+// and the flag's name in upper case with underscores, so --jobmanager is
+// WEIR_JOBMANAGER and --checkpoint-storage WEIR_CHECKPOINT_STORAGE. The
+// command line wins over the environment, the environment over the
+// default. It is done once, for all commands, in the root's
+// PersistentPreRunE, so a flag added anywhere gets its variable too.
+
+const envPrefix = "WEIR_"
+
+// envName is the environment variable of a flag.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// applyEnv sets each of cmd's flags that the command line did not give
+// from its environment variable, when that is set and not empty. A
+// repeatable flag (--param) takes the variable as one value. A value the
+// flag cannot parse is an error naming the variable.
+func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		name := envName(f.Name)
+		v, ok := lookup(name)
+		if !ok || v == "" {
+			return
+		}
+		if serr := f.Value.Set(v); serr != nil {
+			err = fmt.Errorf("environment variable %s=%q is not a valid --%s (%s): %v", name, v, f.Name, f.Value.Type(), serr)
+			return
+		}
+		// As if given: commands that ask whether a flag was set
+		// (local's --checkpoint-storage) see it.
+		f.Changed = true
+	})
+	return err
+}
+
+// annotateEnv adds "(env WEIR_...)" to the help of every flag in the
+// command tree, unless the help names its variables already.
+func annotateEnv(root *cobra.Command) {
+	seen := map[*pflag.Flag]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags(), c.Flags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if seen[f] || f.Name == "help" {
+					return
+				}
+				seen[f] = true
+				if !strings.Contains(f.Usage, "(env ") {
+					f.Usage += " (env " + envName(f.Name) + ")"
+				}
+			})
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}

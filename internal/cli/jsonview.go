@@ -1,0 +1,314 @@
+package cli
+
+import (
+	"encoding/json"
+	"io"
+
+	"github.com/weirstream/weir/jobmanager"
+	"github.com/weirstream/weir/jobs"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+// What `--json` prints. These views, not the gRPC messages, are the
+// scripting contract documented in docs/json.md: protojson would print
+// int64 as strings and states as JOB_STATE_RUNNING, and would change shape
+// whenever the wire protocol does.
+//
+// The conventions, for every command:
+//   - keys are snake_case and always present; an object that may be absent
+//     (a checkpoint not taken yet) is null, a list with nothing in it is [];
+//   - numbers are JSON numbers; counts and sizes are integers;
+//   - states are the words the text output prints: "RUNNING", "FINISHED";
+//   - times are Unix milliseconds in keys ending in _time_ms (0: not yet);
+//     durations are milliseconds in keys ending in _ms, fractional where
+//     the measurement is finer (latencies, stalls).
+//
+// Within v1, fields are only ever added, never renamed, retyped or
+// removed. To add one: a field with its json tag here, one line in the
+// converter below, a row in docs/json.md.
+
+// JobSummaryView is one job in `weir job list --json`, and the head of
+// `weir job status --json`.
+type JobSummaryView struct {
+	JobID        string `json:"job_id"`
+	Name         string `json:"name"`
+	State        string `json:"state"`
+	Failure      string `json:"failure"`
+	Parallelism  int    `json:"parallelism"`
+	Restarts     int    `json:"restarts"`
+	SubmitTimeMs int64  `json:"submit_time_ms"`
+	StartTimeMs  int64  `json:"start_time_ms"`
+	EndTimeMs    int64  `json:"end_time_ms"`
+}
+
+// JobListView is `weir job list --json`: jobs newest first.
+type JobListView struct {
+	Jobs []JobSummaryView `json:"jobs"`
+}
+
+// JobStatusView is `weir job status ID --json`: the summary's fields, then
+// the detail.
+type JobStatusView struct {
+	JobSummaryView
+	MaxParallelism int               `json:"max_parallelism"`
+	Attempt        int               `json:"attempt"`
+	Params         map[string]string `json:"params"`
+	Checkpointing  CheckpointingView `json:"checkpointing"`
+	Latency        LatencyView       `json:"latency"`
+	Vertices       []VertexView      `json:"vertices"`
+}
+
+// CheckpointingView is a job's checkpoint settings and record.
+type CheckpointingView struct {
+	// IntervalMs is 0 when periodic checkpoints (and restarts) are off.
+	IntervalMs int64 `json:"interval_ms"`
+	TimeoutMs  int64 `json:"timeout_ms"`
+	MinPauseMs int64 `json:"min_pause_ms"`
+	Retained   int   `json:"retained"`
+	Completed  int64 `json:"completed"`
+	Failed     int64 `json:"failed"`
+	// Latest is the newest completed checkpoint or savepoint; Restored is
+	// what the current attempt started from. Each may be null.
+	Latest   *CheckpointView `json:"latest"`
+	Restored *CheckpointView `json:"restored"`
+}
+
+// CheckpointView is one completed checkpoint or savepoint.
+type CheckpointView struct {
+	ID             int64   `json:"id"`
+	Path           string  `json:"path"`
+	Savepoint      bool    `json:"savepoint"`
+	TriggerTimeMs  int64   `json:"trigger_time_ms"`
+	DurationMs     int64   `json:"duration_ms"`
+	SizeBytes      int64   `json:"size_bytes"`
+	MaxSyncMs      float64 `json:"max_sync_ms"`
+	MaxAlignmentMs float64 `json:"max_alignment_ms"`
+}
+
+// LatencyView is the source-to-sink latency the markers measured.
+type LatencyView struct {
+	Markers int64   `json:"markers"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+}
+
+// VertexView is one vertex (a chain of operators) of a running job.
+type VertexView struct {
+	ID          int    `json:"id"`
+	Name        string `json:"name"`
+	Parallelism int    `json:"parallelism"`
+	// InputPartitioning is "forward", "hash" or "rebalance"; "" for a
+	// source.
+	InputPartitioning string         `json:"input_partitioning"`
+	Operators         []OperatorView `json:"operators"`
+	Subtasks          []SubtaskView  `json:"subtasks"`
+}
+
+// OperatorView is one chained operator, its counts summed over subtasks.
+type OperatorView struct {
+	UID        string `json:"uid"`
+	Name       string `json:"name"`
+	RecordsIn  int64  `json:"records_in"`
+	RecordsOut int64  `json:"records_out"`
+}
+
+// SubtaskView is one subtask of the current attempt; Index counts from 0
+// (the text output prints index+1 of the parallelism).
+type SubtaskView struct {
+	Index              int    `json:"index"`
+	State              string `json:"state"`
+	TaskManagerID      string `json:"task_manager_id"`
+	TaskManagerAddress string `json:"task_manager_address"`
+	Slot               int    `json:"slot"`
+	Attempt            int    `json:"attempt"`
+	Failure            string `json:"failure"`
+}
+
+// CheckpointListView is `weir job checkpoints ID --json`.
+type CheckpointListView struct {
+	JobID string `json:"job_id"`
+	// Checkpoints are the retained checkpoints and the savepoints, oldest
+	// first.
+	Checkpoints []CheckpointView `json:"checkpoints"`
+	Failed      int64            `json:"failed"`
+	Restored    *CheckpointView  `json:"restored"`
+	// DisposedTimeMs is when `weir job dispose` deleted the retained
+	// checkpoints; 0 if it did not.
+	DisposedTimeMs int64 `json:"disposed_time_ms"`
+}
+
+// SubmitView is `weir job submit --json`.
+type SubmitView struct {
+	JobID string `json:"job_id"`
+}
+
+// SavepointView is `weir job savepoint --json` and `weir job stop --json`.
+type SavepointView struct {
+	JobID         string `json:"job_id"`
+	SavepointPath string `json:"savepoint_path"`
+}
+
+// RescaleView is `weir job rescale --json`.
+type RescaleView struct {
+	JobID         string `json:"job_id"`
+	Parallelism   int    `json:"parallelism"`
+	SavepointPath string `json:"savepoint_path"`
+}
+
+// CancelView is `weir job cancel --json`: the state after the wait,
+// CANCELED (or CANCELING with --wait 0).
+type CancelView struct {
+	JobID string `json:"job_id"`
+	State string `json:"state"`
+}
+
+// DisposeView is `weir job dispose --json`.
+type DisposeView struct {
+	JobID string `json:"job_id"`
+	// Path is the deleted directory, <checkpoint storage>/<job-id>.
+	Path               string `json:"path"`
+	CheckpointsDeleted int    `json:"checkpoints_deleted"`
+}
+
+// RegisteredJobsView is `weir jobs --json`: the jobs of this binary, by
+// name.
+type RegisteredJobsView struct {
+	Jobs []RegisteredJobView `json:"jobs"`
+}
+
+// RegisteredJobView is one registered job, and `weir job describe NAME
+// --json`.
+type RegisteredJobView struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description"`
+	Params      []ParamView `json:"params"`
+}
+
+// ParamView is one job parameter.
+type ParamView struct {
+	Name string `json:"name"`
+	// Type is "string", "int", "float", "duration", "bool" or "path".
+	Type        string `json:"type"`
+	Default     string `json:"default"`
+	Required    bool   `json:"required"`
+	Description string `json:"description"`
+}
+
+// VersionView is `weir version --json`.
+type VersionView struct {
+	Version string `json:"version"`
+	// Commit is the VCS revision built, "" when unknown; Modified says the
+	// work tree had uncommitted changes.
+	Commit    string `json:"commit"`
+	Modified  bool   `json:"modified"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+}
+
+// printJSON prints v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func nsToMs(ns int64) float64 { return float64(ns) / 1e6 }
+
+func jobSummaryView(s *weirv1.JobSummary) JobSummaryView {
+	return JobSummaryView{
+		JobID:        s.GetJobId(),
+		Name:         s.GetJobName(),
+		State:        jobmanager.JobStateName(s.GetState()),
+		Failure:      s.GetFailure(),
+		Parallelism:  int(s.GetParallelism()),
+		Restarts:     int(s.GetRestarts()),
+		SubmitTimeMs: s.GetSubmitTimeMs(),
+		StartTimeMs:  s.GetStartTimeMs(),
+		EndTimeMs:    s.GetEndTimeMs(),
+	}
+}
+
+func jobListView(resp *weirv1.ListJobsResponse) JobListView {
+	v := JobListView{Jobs: make([]JobSummaryView, 0, len(resp.GetJobs()))}
+	for _, j := range resp.GetJobs() {
+		v.Jobs = append(v.Jobs, jobSummaryView(j))
+	}
+	return v
+}
+
+func checkpointView(c *weirv1.CheckpointInfo) *CheckpointView {
+	if c == nil {
+		return nil
+	}
+	return &CheckpointView{ID: c.GetId(), Path: c.GetPath(), Savepoint: c.GetSavepoint(), TriggerTimeMs: c.GetTriggerTimeMs(),
+		DurationMs: c.GetDurationMs(), SizeBytes: c.GetSizeBytes(), MaxSyncMs: nsToMs(c.GetMaxSyncNs()),
+		MaxAlignmentMs: nsToMs(c.GetMaxAlignmentNs())}
+}
+
+func jobStatusView(st *weirv1.JobStatus) JobStatusView {
+	c := st.GetCheckpointing()
+	l := st.GetLatency()
+	v := JobStatusView{
+		JobSummaryView: jobSummaryView(st.GetSummary()),
+		MaxParallelism: int(st.GetMaxParallelism()),
+		Attempt:        int(st.GetAttempt()),
+		Params:         map[string]string{},
+		Checkpointing: CheckpointingView{IntervalMs: c.GetIntervalMs(), TimeoutMs: c.GetTimeoutMs(), MinPauseMs: c.GetMinPauseMs(),
+			Retained: int(c.GetRetained()), Completed: st.GetCompletedCheckpoints(), Failed: st.GetFailedCheckpoints(),
+			Latest: checkpointView(st.GetLatestCheckpoint()), Restored: checkpointView(st.GetRestored())},
+		Latency: LatencyView{Markers: l.GetCount(), P50Ms: nsToMs(l.GetP50Ns()), P99Ms: nsToMs(l.GetP99Ns()),
+			MaxMs: nsToMs(l.GetMaxNs())},
+		Vertices: make([]VertexView, 0, len(st.GetVertices())),
+	}
+	for k, p := range st.GetParams() {
+		v.Params[k] = p
+	}
+	for _, vs := range st.GetVertices() {
+		vv := VertexView{ID: int(vs.GetId()), Name: vs.GetName(), Parallelism: int(vs.GetParallelism()),
+			InputPartitioning: vs.GetInputPartitioning(), Operators: make([]OperatorView, 0, len(vs.GetOperators())),
+			Subtasks: make([]SubtaskView, 0, len(vs.GetSubtasks()))}
+		for _, o := range vs.GetOperators() {
+			vv.Operators = append(vv.Operators, OperatorView{UID: o.GetUid(), Name: o.GetName(),
+				RecordsIn: o.GetRecordsIn(), RecordsOut: o.GetRecordsOut()})
+		}
+		for _, t := range vs.GetSubtasks() {
+			vv.Subtasks = append(vv.Subtasks, SubtaskView{Index: int(t.GetIndex()), State: jobmanager.TaskStateName(t.GetState()),
+				TaskManagerID: t.GetTaskManagerId(), TaskManagerAddress: t.GetTaskManagerAddress(), Slot: int(t.GetSlot()),
+				Attempt: int(t.GetAttempt()), Failure: t.GetFailure()})
+		}
+		v.Vertices = append(v.Vertices, vv)
+	}
+	return v
+}
+
+func checkpointListView(id string, resp *weirv1.ListCheckpointsResponse) CheckpointListView {
+	v := CheckpointListView{JobID: id, Checkpoints: make([]CheckpointView, 0, len(resp.GetCheckpoints())),
+		Failed: resp.GetFailed(), Restored: checkpointView(resp.GetRestored()), DisposedTimeMs: resp.GetDisposedTimeMs()}
+	for _, c := range resp.GetCheckpoints() {
+		v.Checkpoints = append(v.Checkpoints, *checkpointView(c))
+	}
+	return v
+}
+
+func registeredJobView(j jobs.Job) RegisteredJobView {
+	v := RegisteredJobView{Name: j.Name, Description: j.Description, Params: make([]ParamView, 0, len(j.Params))}
+	for _, p := range j.Params {
+		v.Params = append(v.Params, ParamView{Name: p.Name, Type: string(p.Type), Default: p.Default,
+			Required: p.Required, Description: p.Description})
+	}
+	return v
+}
+
+func registeredJobsView() RegisteredJobsView {
+	all := jobs.All()
+	v := RegisteredJobsView{Jobs: make([]RegisteredJobView, 0, len(all))}
+	for _, j := range all {
+		v.Jobs = append(v.Jobs, registeredJobView(j))
+	}
+	return v
+}
