@@ -35,7 +35,10 @@
 // tracking separately.
 //
 // Job lifecycle: a submitted job is CREATED; it stays CREATED while it waits
-// for slots (at most SlotRequestTimeout, then FAILED) and while it deploys.
+// for slots and while it deploys. Only a first submission gives up waiting
+// (after SlotRequestTimeout, FAILED); a job restarting after a failure, or
+// redeploying after a rescale, waits until enough slots return, as Flink's
+// restart strategy does — waiting for slots is a state, not a failure.
 // Its start time is when deployment began. It becomes RUNNING when every
 // task has reported RUNNING (or already FINISHED), and FINISHED when every
 // task has finished. A failed task, a failed deployment or a lost

@@ -26,8 +26,9 @@ type Config struct {
 	// HeartbeatTimeout is how long a TaskManager may stay silent before it
 	// is lost; 0 means 5s.
 	HeartbeatTimeout time.Duration
-	// SlotRequestTimeout is how long a job waits for enough free slots
-	// before it fails; 0 means 30s.
+	// SlotRequestTimeout is how long a first submission waits for enough
+	// free slots before it fails; 0 means 30s. Restarted and rescaled jobs
+	// wait until slots return.
 	SlotRequestTimeout time.Duration
 	// Logger receives the JobManager's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -333,7 +334,7 @@ func (jm *JobManager) schedule(now time.Time) {
 		if j := &all[k]; j.Pending() {
 			byID[j.ID] = j
 			pending = append(pending, PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
-				Submitted: time.UnixMilli(j.WaitingSince)})
+				Submitted: time.UnixMilli(j.WaitingSince), MayExpire: j.SlotRequestExpires()})
 		}
 	}
 	if len(pending) == 0 {

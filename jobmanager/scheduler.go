@@ -103,7 +103,12 @@ func countSlots(tms []TaskManagerSlots) int {
 type PendingJob struct {
 	JobID       string
 	SlotsNeeded int
-	Submitted   time.Time
+	// Submitted is when the job began waiting.
+	Submitted time.Time
+	// MayExpire says the job fails once it has waited the slot request
+	// timeout: only a first submission does. A restarted or rescaled job
+	// waits until slots return, as Flink's restart strategy does.
+	MayExpire bool
 }
 
 // Placement assigns slots to a job: subtask j of every vertex goes to
@@ -127,8 +132,9 @@ type Decision struct {
 
 // Schedule places the pending jobs, oldest first, on the free slots; a job
 // that does not fit does not block younger ones that do. A job that does not
-// fit and has waited at least timeout expires. free lists every registered
-// TaskManager (with its free slots) and is not modified.
+// fit, may expire and has waited at least timeout expires; the others wait.
+// free lists every registered TaskManager (with its free slots) and is not
+// modified.
 func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free []TaskManagerSlots) Decision {
 	avail := make([]TaskManagerSlots, len(free))
 	for k, tm := range free {
@@ -150,7 +156,7 @@ func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free [
 			}
 			continue
 		}
-		if now.Sub(p.Submitted) >= timeout {
+		if p.MayExpire && now.Sub(p.Submitted) >= timeout {
 			d.Expired = append(d.Expired, Expiry{JobID: p.JobID, Reason: fmt.Sprintf(
 				"not enough free slots: job needs %d, %d free on %d TaskManager(s) after waiting %s",
 				p.SlotsNeeded, countSlots(avail), len(avail), timeout)})

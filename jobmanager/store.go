@@ -179,6 +179,12 @@ func (j *Job) Pending() bool {
 	return j.State == weirv1.JobState_JOB_STATE_CREATED && !j.Deployed
 }
 
+// SlotRequestExpires reports whether the job fails when it waits for slots
+// longer than the slot request timeout. Only a first submission does: a
+// job that restarts (after a lost TaskManager, say) or is rescaled has a
+// later attempt and waits until enough slots return.
+func (j *Job) SlotRequestExpires() bool { return j.Attempt == 0 }
+
 func (j *Job) clone() Job {
 	c := *j
 	c.Params = maps.Clone(j.Params)

@@ -200,9 +200,13 @@ func newJobCmd() *cobra.Command {
 				fmt.Fprintln(w, "no jobs")
 				return nil
 			}
-			fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", "JOB ID", "STATE", "SUBMITTED", "NAME")
+			width := 10
 			for _, j := range resp.Jobs {
-				fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", j.JobId, jobmanager.JobStateName(j.State), formatMs(j.SubmitTimeMs), j.JobName)
+				width = max(width, len(stateText(j)))
+			}
+			fmt.Fprintf(w, "%-32s  %-*s  %-20s  %s\n", "JOB ID", width, "STATE", "SUBMITTED", "NAME")
+			for _, j := range resp.Jobs {
+				fmt.Fprintf(w, "%-32s  %-*s  %-20s  %s\n", j.JobId, width, stateText(j), formatMs(j.SubmitTimeMs), j.JobName)
 			}
 			return nil
 		}),
@@ -282,9 +286,25 @@ func formatMs(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05Z")
 }
 
+// stateText is a job's state as the CLI shows it: a job waiting for slots
+// is CREATED to the state machine but says what it waits for.
+func stateText(s *weirv1.JobSummary) string {
+	if w := s.GetSlotWait(); w != nil {
+		return fmt.Sprintf("WAITING FOR SLOTS (needs %d, %d free)", w.SlotsNeeded, w.SlotsFree)
+	}
+	return jobmanager.JobStateName(s.GetState())
+}
+
 func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	s := st.Summary
-	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, jobmanager.JobStateName(s.State))
+	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, stateText(s))
+	if sw := s.SlotWait; sw != nil {
+		until := "until enough slots return (a restarted or rescaled job has no slot timeout)"
+		if sw.DeadlineMs > 0 {
+			until = "until " + formatMs(sw.DeadlineMs) + ", then it fails (--slot-timeout)"
+		}
+		fmt.Fprintf(w, "  state %s, waiting for slots since %s %s\n", jobmanager.JobStateName(s.State), formatMs(sw.SinceMs), until)
+	}
 	fmt.Fprintf(w, "  submitted %s  started %s  ended %s\n", formatMs(s.SubmitTimeMs), formatMs(s.StartTimeMs), formatMs(s.EndTimeMs))
 	fmt.Fprintf(w, "  parallelism %d  maxParallelism %d\n", s.Parallelism, st.MaxParallelism)
 	if len(st.Params) > 0 {

@@ -502,7 +502,9 @@ type JobSummary struct {
 	Failure      string                 `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
 	Parallelism  int32                  `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
 	// How often the job was restarted after a failure.
-	Restarts      int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Restarts int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// Set while the job waits for free slots (state CREATED, not yet placed).
+	SlotWait      *SlotWait `protobuf:"bytes,10,opt,name=slot_wait,json=slotWait,proto3" json:"slot_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +602,87 @@ func (x *JobSummary) GetRestarts() int32 {
 	return 0
 }
 
+func (x *JobSummary) GetSlotWait() *SlotWait {
+	if x != nil {
+		return x.SlotWait
+	}
+	return nil
+}
+
+// A job waiting for slots: it is placed as soon as slots_needed slots are
+// free at once.
+type SlotWait struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SlotsNeeded int32                  `protobuf:"varint,1,opt,name=slots_needed,json=slotsNeeded,proto3" json:"slots_needed,omitempty"`
+	// Free slots now, over every registered TaskManager.
+	SlotsFree int32 `protobuf:"varint,2,opt,name=slots_free,json=slotsFree,proto3" json:"slots_free,omitempty"`
+	// When the job began waiting: its submission or its latest restart.
+	SinceMs int64 `protobuf:"varint,3,opt,name=since_ms,json=sinceMs,proto3" json:"since_ms,omitempty"`
+	// When a first submission fails for want of slots; 0 for a job that waits
+	// until slots return (a restart or a rescale).
+	DeadlineMs    int64 `protobuf:"varint,4,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotWait) Reset() {
+	*x = SlotWait{}
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotWait) ProtoMessage() {}
+
+func (x *SlotWait) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotWait.ProtoReflect.Descriptor instead.
+func (*SlotWait) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SlotWait) GetSlotsNeeded() int32 {
+	if x != nil {
+		return x.SlotsNeeded
+	}
+	return 0
+}
+
+func (x *SlotWait) GetSlotsFree() int32 {
+	if x != nil {
+		return x.SlotsFree
+	}
+	return 0
+}
+
+func (x *SlotWait) GetSinceMs() int64 {
+	if x != nil {
+		return x.SinceMs
+	}
+	return 0
+}
+
+func (x *SlotWait) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
 type GetJobStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -609,7 +692,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +704,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +717,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobStatusRequest) GetJobId() string {
@@ -664,7 +747,7 @@ type JobStatus struct {
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +759,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +772,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobStatus) GetSummary() *JobSummary {
@@ -788,7 +871,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +883,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +896,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CheckpointInfo) GetId() int64 {
@@ -883,7 +966,7 @@ type TriggerSavepointRequest struct {
 
 func (x *TriggerSavepointRequest) Reset() {
 	*x = TriggerSavepointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +978,7 @@ func (x *TriggerSavepointRequest) String() string {
 func (*TriggerSavepointRequest) ProtoMessage() {}
 
 func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +991,7 @@ func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TriggerSavepointRequest) GetJobId() string {
@@ -934,7 +1017,7 @@ type TriggerSavepointResponse struct {
 
 func (x *TriggerSavepointResponse) Reset() {
 	*x = TriggerSavepointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1029,7 @@ func (x *TriggerSavepointResponse) String() string {
 func (*TriggerSavepointResponse) ProtoMessage() {}
 
 func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1042,7 @@ func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TriggerSavepointResponse) GetPath() string {
@@ -981,7 +1064,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1076,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1089,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopJobRequest) GetJobId() string {
@@ -1039,7 +1122,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1134,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1147,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopJobResponse) GetPath() string {
@@ -1084,7 +1167,7 @@ type RescaleJobRequest struct {
 
 func (x *RescaleJobRequest) Reset() {
 	*x = RescaleJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1179,7 @@ func (x *RescaleJobRequest) String() string {
 func (*RescaleJobRequest) ProtoMessage() {}
 
 func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1192,7 @@ func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobRequest.ProtoReflect.Descriptor instead.
 func (*RescaleJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RescaleJobRequest) GetJobId() string {
@@ -1135,7 +1218,7 @@ type RescaleJobResponse struct {
 
 func (x *RescaleJobResponse) Reset() {
 	*x = RescaleJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1230,7 @@ func (x *RescaleJobResponse) String() string {
 func (*RescaleJobResponse) ProtoMessage() {}
 
 func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1243,7 @@ func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobResponse.ProtoReflect.Descriptor instead.
 func (*RescaleJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RescaleJobResponse) GetSavepointPath() string {
@@ -1179,7 +1262,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1274,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1287,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -1226,7 +1309,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1321,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1334,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointInfo {
@@ -1291,7 +1374,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1386,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1399,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VertexStatus) GetId() int32 {
@@ -1373,7 +1456,7 @@ type OperatorStatus struct {
 
 func (x *OperatorStatus) Reset() {
 	*x = OperatorStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1468,7 @@ func (x *OperatorStatus) String() string {
 func (*OperatorStatus) ProtoMessage() {}
 
 func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1481,7 @@ func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStatus.ProtoReflect.Descriptor instead.
 func (*OperatorStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OperatorStatus) GetUid() string {
@@ -1444,7 +1527,7 @@ type SubtaskStatus struct {
 
 func (x *SubtaskStatus) Reset() {
 	*x = SubtaskStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1539,7 @@ func (x *SubtaskStatus) String() string {
 func (*SubtaskStatus) ProtoMessage() {}
 
 func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1552,7 @@ func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubtaskStatus) GetIndex() int32 {
@@ -1534,7 +1617,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1629,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1642,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1599,7 +1682,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1694,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1707,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -1643,7 +1726,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1738,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1751,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1690,7 +1773,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1785,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1798,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1750,7 +1833,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1845,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1858,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -1808,7 +1891,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1903,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +1916,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -1853,7 +1936,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1948,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1961,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -1904,7 +1987,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1999,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2012,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -1949,7 +2032,7 @@ type TaskManagerHeartbeat struct {
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2044,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2057,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -2002,7 +2085,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2097,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2110,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -2049,7 +2132,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2144,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2157,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -2115,7 +2198,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2210,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2223,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -2171,7 +2254,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2266,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2279,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -2236,7 +2319,7 @@ type TaskStateUpdate struct {
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2331,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2344,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -2314,7 +2397,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2409,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2422,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
 }
 
 type DeployTaskRequest struct {
@@ -2363,7 +2446,7 @@ type DeployTaskRequest struct {
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2458,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2471,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -2459,7 +2542,7 @@ type TaskRestore struct {
 
 func (x *TaskRestore) Reset() {
 	*x = TaskRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2554,7 @@ func (x *TaskRestore) String() string {
 func (*TaskRestore) ProtoMessage() {}
 
 func (x *TaskRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2567,7 @@ func (x *TaskRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
 func (*TaskRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TaskRestore) GetCheckpointId() int64 {
@@ -2520,7 +2603,7 @@ type OperatorRestore struct {
 
 func (x *OperatorRestore) Reset() {
 	*x = OperatorRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +2615,7 @@ func (x *OperatorRestore) String() string {
 func (*OperatorRestore) ProtoMessage() {}
 
 func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +2628,7 @@ func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
 func (*OperatorRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OperatorRestore) GetUid() string {
@@ -2575,7 +2658,7 @@ type StateFileRef struct {
 
 func (x *StateFileRef) Reset() {
 	*x = StateFileRef{}
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2670,7 @@ func (x *StateFileRef) String() string {
 func (*StateFileRef) ProtoMessage() {}
 
 func (x *StateFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2683,7 @@ func (x *StateFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
 func (*StateFileRef) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StateFileRef) GetFile() string {
@@ -2646,7 +2729,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2741,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2754,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -2731,7 +2814,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2826,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2839,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
 }
 
 type NotifyCheckpointRequest struct {
@@ -2770,7 +2853,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2865,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2878,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -2827,7 +2910,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2922,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2935,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
 }
 
 type OperatorStateHandle struct {
@@ -2869,7 +2952,7 @@ type OperatorStateHandle struct {
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +2964,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +2977,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -2954,7 +3037,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3049,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3062,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -3039,7 +3122,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3134,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3147,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
 }
 
 type DeclineCheckpointRequest struct {
@@ -3079,7 +3162,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3174,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3187,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -3143,7 +3226,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3238,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3251,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
 }
 
 type RequestCheckpointRequest struct {
@@ -3180,7 +3263,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3275,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3288,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -3223,7 +3306,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3318,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,7 +3331,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 type OutputLocations struct {
@@ -3261,7 +3344,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3356,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3369,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -3311,7 +3394,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3406,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3419,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 type CancelTaskRequest struct {
@@ -3348,7 +3431,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3443,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3456,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -3391,7 +3474,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3486,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3499,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 type ChannelOpen struct {
@@ -3433,7 +3516,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3528,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3541,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -3519,7 +3602,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3614,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3627,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -3591,7 +3674,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3603,7 +3686,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3616,7 +3699,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -3653,7 +3736,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\";\n" +
 	"\x10ListJobsResponse\x12'\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xa9\x02\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xd9\x02\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -3664,7 +3747,16 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vend_time_ms\x18\x06 \x01(\x03R\tendTimeMs\x12\x18\n" +
 	"\afailure\x18\a \x01(\tR\afailure\x12 \n" +
 	"\vparallelism\x18\b \x01(\x05R\vparallelism\x12\x1a\n" +
-	"\brestarts\x18\t \x01(\x05R\brestarts\",\n" +
+	"\brestarts\x18\t \x01(\x05R\brestarts\x12.\n" +
+	"\tslot_wait\x18\n" +
+	" \x01(\v2\x11.weir.v1.SlotWaitR\bslotWait\"\x88\x01\n" +
+	"\bSlotWait\x12!\n" +
+	"\fslots_needed\x18\x01 \x01(\x05R\vslotsNeeded\x12\x1d\n" +
+	"\n" +
+	"slots_free\x18\x02 \x01(\x05R\tslotsFree\x12\x19\n" +
+	"\bsince_ms\x18\x03 \x01(\x03R\asinceMs\x12\x1f\n" +
+	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
+	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf6\x04\n" +
 	"\tJobStatus\x12-\n" +
@@ -3938,7 +4030,7 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
@@ -3949,146 +4041,148 @@ var file_weir_v1_weir_proto_goTypes = []any{
 	(*ListJobsRequest)(nil),               // 6: weir.v1.ListJobsRequest
 	(*ListJobsResponse)(nil),              // 7: weir.v1.ListJobsResponse
 	(*JobSummary)(nil),                    // 8: weir.v1.JobSummary
-	(*GetJobStatusRequest)(nil),           // 9: weir.v1.GetJobStatusRequest
-	(*JobStatus)(nil),                     // 10: weir.v1.JobStatus
-	(*CheckpointInfo)(nil),                // 11: weir.v1.CheckpointInfo
-	(*TriggerSavepointRequest)(nil),       // 12: weir.v1.TriggerSavepointRequest
-	(*TriggerSavepointResponse)(nil),      // 13: weir.v1.TriggerSavepointResponse
-	(*StopJobRequest)(nil),                // 14: weir.v1.StopJobRequest
-	(*StopJobResponse)(nil),               // 15: weir.v1.StopJobResponse
-	(*RescaleJobRequest)(nil),             // 16: weir.v1.RescaleJobRequest
-	(*RescaleJobResponse)(nil),            // 17: weir.v1.RescaleJobResponse
-	(*ListCheckpointsRequest)(nil),        // 18: weir.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 19: weir.v1.ListCheckpointsResponse
-	(*VertexStatus)(nil),                  // 20: weir.v1.VertexStatus
-	(*OperatorStatus)(nil),                // 21: weir.v1.OperatorStatus
-	(*SubtaskStatus)(nil),                 // 22: weir.v1.SubtaskStatus
-	(*LatencySummary)(nil),                // 23: weir.v1.LatencySummary
-	(*CancelJobRequest)(nil),              // 24: weir.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 25: weir.v1.CancelJobResponse
-	(*RegisterTaskManagerRequest)(nil),    // 26: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 27: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                     // 28: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),             // 29: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),            // 30: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),          // 31: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                  // 32: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                        // 33: weir.v1.TaskID
-	(*OperatorCounters)(nil),              // 34: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                   // 35: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),               // 36: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                  // 37: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),             // 38: weir.v1.DeployTaskRequest
-	(*TaskRestore)(nil),                   // 39: weir.v1.TaskRestore
-	(*OperatorRestore)(nil),               // 40: weir.v1.OperatorRestore
-	(*StateFileRef)(nil),                  // 41: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 42: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 43: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 44: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 45: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 46: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 47: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 48: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 49: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 50: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 51: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 52: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 53: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 54: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 55: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 56: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 57: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 58: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 59: weir.v1.ExchangeCredit
-	nil,                                   // 60: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 61: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 62: weir.v1.DeployTaskRequest.ParamsEntry
+	(*SlotWait)(nil),                      // 9: weir.v1.SlotWait
+	(*GetJobStatusRequest)(nil),           // 10: weir.v1.GetJobStatusRequest
+	(*JobStatus)(nil),                     // 11: weir.v1.JobStatus
+	(*CheckpointInfo)(nil),                // 12: weir.v1.CheckpointInfo
+	(*TriggerSavepointRequest)(nil),       // 13: weir.v1.TriggerSavepointRequest
+	(*TriggerSavepointResponse)(nil),      // 14: weir.v1.TriggerSavepointResponse
+	(*StopJobRequest)(nil),                // 15: weir.v1.StopJobRequest
+	(*StopJobResponse)(nil),               // 16: weir.v1.StopJobResponse
+	(*RescaleJobRequest)(nil),             // 17: weir.v1.RescaleJobRequest
+	(*RescaleJobResponse)(nil),            // 18: weir.v1.RescaleJobResponse
+	(*ListCheckpointsRequest)(nil),        // 19: weir.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 20: weir.v1.ListCheckpointsResponse
+	(*VertexStatus)(nil),                  // 21: weir.v1.VertexStatus
+	(*OperatorStatus)(nil),                // 22: weir.v1.OperatorStatus
+	(*SubtaskStatus)(nil),                 // 23: weir.v1.SubtaskStatus
+	(*LatencySummary)(nil),                // 24: weir.v1.LatencySummary
+	(*CancelJobRequest)(nil),              // 25: weir.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 26: weir.v1.CancelJobResponse
+	(*RegisterTaskManagerRequest)(nil),    // 27: weir.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 28: weir.v1.RegisterTaskManagerResponse
+	(*SlotOffer)(nil),                     // 29: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 30: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 31: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 32: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 33: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 34: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 35: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 36: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 37: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 38: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 39: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 40: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 41: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 42: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 43: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 44: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 45: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 46: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 47: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 48: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 49: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 50: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 51: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 52: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 53: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 54: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 55: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 56: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 57: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 58: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 59: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 60: weir.v1.ExchangeCredit
+	nil,                                   // 61: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 62: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 63: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	60, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	61, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
 	4,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
 	8,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
-	8,  // 4: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	61, // 5: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	20, // 6: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	23, // 7: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
-	4,  // 8: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
-	11, // 9: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
-	11, // 10: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
-	11, // 11: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
-	11, // 12: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
-	21, // 13: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	22, // 14: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
-	1,  // 15: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
-	0,  // 16: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	28, // 17: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	35, // 18: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	33, // 19: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	34, // 20: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	33, // 21: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 22: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	35, // 23: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	33, // 24: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	62, // 25: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	53, // 26: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	39, // 27: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	40, // 28: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	41, // 29: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	33, // 30: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 31: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 32: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	46, // 33: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	33, // 34: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 35: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	33, // 36: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	57, // 37: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	2,  // 38: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	3,  // 39: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	6,  // 40: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	9,  // 41: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	24, // 42: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	12, // 43: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	14, // 44: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	16, // 45: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	18, // 46: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	26, // 47: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	29, // 48: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	31, // 49: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	36, // 50: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	47, // 51: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	49, // 52: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	51, // 53: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	38, // 54: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	55, // 55: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	42, // 56: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	44, // 57: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	58, // 58: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	5,  // 59: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	7,  // 60: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	10, // 61: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	25, // 62: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	13, // 63: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	15, // 64: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	17, // 65: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	19, // 66: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	27, // 67: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	30, // 68: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	32, // 69: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	37, // 70: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	48, // 71: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	50, // 72: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	52, // 73: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	54, // 74: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	56, // 75: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	43, // 76: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	45, // 77: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	59, // 78: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	59, // [59:79] is the sub-list for method output_type
-	39, // [39:59] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	9,  // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
+	8,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
+	62, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	21, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	24, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	4,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
+	12, // 10: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
+	12, // 11: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
+	12, // 12: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
+	12, // 13: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
+	22, // 14: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	23, // 15: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	1,  // 16: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
+	0,  // 17: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
+	29, // 18: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	36, // 19: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	34, // 20: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	35, // 21: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	34, // 22: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 23: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	36, // 24: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	34, // 25: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	63, // 26: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	54, // 27: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	40, // 28: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	41, // 29: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	42, // 30: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	34, // 31: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	34, // 32: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	34, // 33: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	47, // 34: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	34, // 35: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	34, // 36: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	34, // 37: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	58, // 38: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	2,  // 39: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	3,  // 40: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	6,  // 41: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	10, // 42: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	25, // 43: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	13, // 44: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	15, // 45: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	17, // 46: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	19, // 47: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	27, // 48: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	30, // 49: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	32, // 50: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	37, // 51: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	48, // 52: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	50, // 53: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	52, // 54: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	39, // 55: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	56, // 56: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	43, // 57: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	45, // 58: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	59, // 59: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	5,  // 60: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	7,  // 61: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	11, // 62: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	26, // 63: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	14, // 64: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	16, // 65: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	18, // 66: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	20, // 67: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	28, // 68: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	31, // 69: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	33, // 70: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	38, // 71: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	49, // 72: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	51, // 73: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	53, // 74: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	55, // 75: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	57, // 76: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	44, // 77: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	46, // 78: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	60, // 79: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	60, // [60:80] is the sub-list for method output_type
+	40, // [40:60] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -4102,7 +4196,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
