@@ -20,6 +20,7 @@ const (
 	RestartJobType         CommandType = 9
 	BeginRescaleType       CommandType = 10
 	EndRescaleType         CommandType = 11
+	FallBackRescaleType    CommandType = 12
 )
 
 // Command is one write to the Store. Commands carry everything Apply needs,
@@ -104,7 +105,9 @@ type RestartJob struct {
 }
 
 // BeginRescale records that the job is to be redeployed with the plan's
-// parallelism once its stop-with-savepoint finishes all its tasks.
+// parallelism and vertices once its stop-with-savepoint finishes all its
+// tasks; the job's own parallelism and vertices are kept in the plan to
+// fall back to.
 type BeginRescale struct {
 	JobID string
 	Plan  RescalePlan
@@ -113,6 +116,16 @@ type BeginRescale struct {
 // EndRescale drops a rescale plan whose savepoint failed.
 type EndRescale struct {
 	JobID string
+}
+
+// FallBackRescale puts a rescaled job that waits for slots at its new
+// parallelism back at its previous parallelism and vertices, restoring
+// from the same savepoint, because the new parallelism cannot be placed.
+type FallBackRescale struct {
+	JobID   string
+	Attempt int // the attempt waiting to be placed
+	Reason  string
+	TimeMs  int64
 }
 
 // CancelJob cancels a job: a job waiting for slots becomes CANCELED, a
@@ -141,3 +154,4 @@ func (AbortCheckpoint) Type() CommandType    { return AbortCheckpointType }
 func (RestartJob) Type() CommandType         { return RestartJobType }
 func (BeginRescale) Type() CommandType       { return BeginRescaleType }
 func (EndRescale) Type() CommandType         { return EndRescaleType }
+func (FallBackRescale) Type() CommandType    { return FallBackRescaleType }

@@ -195,6 +195,7 @@ type fakeTaskManager struct {
 	metrics    []*weirv1.TaskMetrics
 	paused     bool
 	acks       []bool
+	triggers   []*weirv1.TriggerCheckpointRequest
 
 	srv       *grpc.Server
 	served    chan error
@@ -350,6 +351,25 @@ func (tm *fakeTaskManager) CancelTask(_ context.Context, req *weirv1.CancelTaskR
 	tm.mu.Unlock()
 	tm.report(req.GetTask(), weirv1.TaskState_TASK_STATE_CANCELED, "", nil)
 	return &weirv1.CancelTaskResponse{}, nil
+}
+
+// TriggerCheckpoint records the trigger; the test acknowledges for the
+// tasks.
+func (tm *fakeTaskManager) TriggerCheckpoint(_ context.Context, req *weirv1.TriggerCheckpointRequest) (*weirv1.TriggerCheckpointResponse, error) {
+	tm.mu.Lock()
+	tm.triggers = append(tm.triggers, req)
+	tm.mu.Unlock()
+	return &weirv1.TriggerCheckpointResponse{}, nil
+}
+
+func (tm *fakeTaskManager) NotifyCheckpoint(context.Context, *weirv1.NotifyCheckpointRequest) (*weirv1.NotifyCheckpointResponse, error) {
+	return &weirv1.NotifyCheckpointResponse{}, nil
+}
+
+func (tm *fakeTaskManager) triggered() []*weirv1.TriggerCheckpointRequest {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return slices.Clone(tm.triggers)
 }
 
 // report sends a task state to the JobManager asynchronously, as a

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -333,8 +334,12 @@ func (jm *JobManager) schedule(now time.Time) {
 	for k := len(all) - 1; k >= 0; k-- { // oldest first
 		if j := &all[k]; j.Pending() {
 			byID[j.ID] = j
-			pending = append(pending, PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
-				Submitted: time.UnixMilli(j.WaitingSince), MayExpire: j.SlotRequestExpires()})
+			p := PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
+				Submitted: time.UnixMilli(j.WaitingSince), MayExpire: j.SlotRequestExpires()}
+			if r := j.Rescale; r != nil && r.Phase == rescalePlacing {
+				p.FallbackSlots = slotsNeeded(r.PreviousVertices)
+			}
+			pending = append(pending, p)
 		}
 	}
 	if len(pending) == 0 {
@@ -352,6 +357,23 @@ func (jm *JobManager) schedule(now time.Time) {
 			continue
 		}
 		if j, err := jm.store.Job(p.JobID); err == nil {
+			deploy = append(deploy, j)
+		}
+	}
+	for _, f := range d.Fallbacks {
+		j := byID[f.JobID]
+		reason := fmt.Sprintf("parallelism %d cannot be placed after the stop (%s); back at parallelism %d from savepoint %s",
+			j.Parallelism, f.Reason, j.Rescale.PreviousParallelism, j.Rescale.Savepoint)
+		if _, err := jm.store.Apply(FallBackRescale{JobID: f.JobID, Attempt: j.Attempt, Reason: reason, TimeMs: nowMs}); err != nil {
+			jm.log.Error("falling back from a rescale", "job_id", f.JobID, "err", err)
+			continue
+		}
+		jm.log.Warn("rescale fell back", "job_id", j.ID, "job", j.Name, "reason", reason)
+		if _, err := jm.store.Apply(DeployJob{JobID: f.JobID, Attempt: j.Attempt, Slots: f.Slots, TimeMs: nowMs}); err != nil {
+			jm.log.Error("placing job", "job_id", f.JobID, "err", err)
+			continue
+		}
+		if j, err := jm.store.Job(f.JobID); err == nil {
 			deploy = append(deploy, j)
 		}
 	}

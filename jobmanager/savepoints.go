@@ -185,6 +185,18 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 		return "", errorf(ErrInvalidJob, "%w", err)
 	}
 	plan := RescalePlan{Parallelism: parallelism, Vertices: vertexSpecs(g)}
+	// Nothing is stopped unless the new parallelism fits in the slots
+	// free now and those the job holds. Another job may still take them
+	// before the stop ends; the scheduler then falls back.
+	jm.mu.Lock()
+	offered, all := jm.tms.offeredSlots(), jm.store.Jobs()
+	jm.mu.Unlock()
+	need, avail, free := slotsNeeded(plan.Vertices), SlotsAvailableTo(id, offered, all), countSlots(FreeSlots(offered, all))
+	if need > avail {
+		return "", errorf(ErrNotEnoughSlots, "cannot rescale job %s to parallelism %d: it needs %d slots, and %d are available "+
+			"(%d free + %d the job holds now); the job keeps running at parallelism %d",
+			id, parallelism, need, avail, free, avail-free, job.Parallelism)
+	}
 	if _, err := jm.apply(BeginRescale{JobID: id, Plan: plan}); err != nil {
 		return "", err
 	}

@@ -109,6 +109,10 @@ type PendingJob struct {
 	// timeout: only a first submission does. A restarted or rescaled job
 	// waits until slots return, as Flink's restart strategy does.
 	MayExpire bool
+	// FallbackSlots, when not 0, is what a rescaled job needs at its
+	// previous parallelism: if its new parallelism does not fit, it goes
+	// back to the previous one if that fits.
+	FallbackSlots int
 }
 
 // Placement assigns slots to a job: subtask j of every vertex goes to
@@ -124,15 +128,26 @@ type Expiry struct {
 	Reason string
 }
 
+// Fallback places a rescaled job at its previous parallelism, on Slots,
+// because its new one does not fit (Reason says how).
+type Fallback struct {
+	JobID  string
+	Slots  []Slot
+	Reason string
+}
+
 // Decision is what one scheduling pass decided.
 type Decision struct {
 	Placements []Placement
+	Fallbacks  []Fallback
 	Expired    []Expiry
 }
 
 // Schedule places the pending jobs, oldest first, on the free slots; a job
-// that does not fit does not block younger ones that do. A job that does not
-// fit, may expire and has waited at least timeout expires; the others wait.
+// that does not fit does not block younger ones that do. A rescaled job
+// that does not fit falls back to its previous parallelism if that fits. A
+// job that does not fit, may expire and has waited at least timeout
+// expires; the others wait.
 // free lists every registered TaskManager (with its free slots) and is not
 // modified.
 func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free []TaskManagerSlots) Decision {
@@ -141,20 +156,31 @@ func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free [
 		tm.Slots = slices.Clone(tm.Slots)
 		avail[k] = tm
 	}
+	take := func(slots []Slot) {
+		taken := map[Slot]bool{}
+		for _, s := range slots {
+			taken[s] = true
+		}
+		for k := range avail {
+			avail[k].Slots = slices.DeleteFunc(avail[k].Slots, func(i int) bool {
+				return taken[Slot{TaskManagerID: avail[k].TaskManagerID, Address: avail[k].Address, Index: i}]
+			})
+		}
+	}
 	var d Decision
 	for _, p := range pending {
 		if slots, ok := PlaceSlots(p.SlotsNeeded, avail); ok {
 			d.Placements = append(d.Placements, Placement{JobID: p.JobID, Slots: slots})
-			taken := map[Slot]bool{}
-			for _, s := range slots {
-				taken[s] = true
-			}
-			for k := range avail {
-				avail[k].Slots = slices.DeleteFunc(avail[k].Slots, func(i int) bool {
-					return taken[Slot{TaskManagerID: avail[k].TaskManagerID, Address: avail[k].Address, Index: i}]
-				})
-			}
+			take(slots)
 			continue
+		}
+		if p.FallbackSlots > 0 {
+			if slots, ok := PlaceSlots(p.FallbackSlots, avail); ok {
+				d.Fallbacks = append(d.Fallbacks, Fallback{JobID: p.JobID, Slots: slots, Reason: fmt.Sprintf(
+					"it needs %d slots, %d free on %d TaskManager(s)", p.SlotsNeeded, countSlots(avail), len(avail))})
+				take(slots)
+				continue
+			}
 		}
 		if p.MayExpire && now.Sub(p.Submitted) >= timeout {
 			d.Expired = append(d.Expired, Expiry{JobID: p.JobID, Reason: fmt.Sprintf(
@@ -163,4 +189,11 @@ func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free [
 		}
 	}
 	return d
+}
+
+// SlotsAvailableTo counts the slots the job could have if it gave up its
+// own: the offered slots that no other job's task occupies.
+func SlotsAvailableTo(jobID string, offered []TaskManagerSlots, jobs []Job) int {
+	others := slices.DeleteFunc(slices.Clone(jobs), func(j Job) bool { return j.ID == jobID })
+	return countSlots(FreeSlots(offered, others))
 }

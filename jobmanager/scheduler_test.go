@@ -115,6 +115,43 @@ func TestScheduleNeverExpiresRestartedJobs(t *testing.T) {
 	}
 }
 
+// A rescaled job that does not fit at its new parallelism takes its
+// previous one if that fits, ahead of younger jobs; if neither fits it
+// waits.
+func TestScheduleFallsBackRescaledJobs(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pending := []PendingJob{
+		{JobID: "rescaled", SlotsNeeded: 4, FallbackSlots: 2, Submitted: now},
+		{JobID: "younger", SlotsNeeded: 1, Submitted: now, MayExpire: true},
+	}
+	free := []TaskManagerSlots{tmSlots("tm-1", 0, 1), tmSlots("tm-2", 0)}
+	d := Schedule(now, time.Second, pending, free)
+	want := Decision{
+		Placements: []Placement{{JobID: "younger", Slots: []Slot{slot("tm-1", 1)}}},
+		Fallbacks: []Fallback{{JobID: "rescaled", Slots: []Slot{slot("tm-1", 0), slot("tm-2", 0)},
+			Reason: "it needs 4 slots, 3 free on 2 TaskManager(s)"}},
+	}
+	if !reflect.DeepEqual(d, want) {
+		t.Fatalf("Schedule =\n%+v\nwant\n%+v", d, want)
+	}
+	if d := Schedule(now, time.Second, pending[:1], free[1:]); len(d.Placements)+len(d.Fallbacks)+len(d.Expired) != 0 {
+		t.Fatalf("neither parallelism fits, yet %+v", d)
+	}
+	if d := Schedule(now, time.Second, pending[:1], append(free, tmSlots("tm-3", 0))); len(d.Placements) != 1 || len(d.Fallbacks) != 0 {
+		t.Fatalf("the new parallelism fits, yet %+v", d)
+	}
+}
+
+func TestSlotsAvailableToCountsTheJobsOwn(t *testing.T) {
+	mine := Job{ID: "mine", Tasks: [][]Task{{{State: taskRunning, TaskManagerID: "tm-1", Slot: 0}}}}
+	other := Job{ID: "other", Tasks: [][]Task{{{State: taskRunning, TaskManagerID: "tm-1", Slot: 1}}}}
+	lost := Job{ID: "lost", Tasks: [][]Task{{{State: taskRunning, TaskManagerID: "tm-gone", Slot: 0}}}}
+	offered := []TaskManagerSlots{tmSlots("tm-1", 0, 1, 2)}
+	if n := SlotsAvailableTo("mine", offered, []Job{mine, other, lost}); n != 2 {
+		t.Fatalf("SlotsAvailableTo = %d; want 2 (one free, one its own)", n)
+	}
+}
+
 // Only a job's first attempt may give up waiting for slots.
 func TestSlotRequestExpiresOnlyForFirstSubmission(t *testing.T) {
 	s := restartable(t)

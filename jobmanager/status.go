@@ -52,6 +52,7 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		CompletedCheckpoints: j.CompletedCheckpoints,
 		FailedCheckpoints:    j.FailedCheckpoints,
 		Attempt:              int32(j.Attempt),
+		Rescale:              rescaleStatus(j.Rescale),
 	}
 	var latency []int64
 	for v, spec := range j.Vertices {
@@ -90,6 +91,14 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 	}
 	st.Latency = latencySummary(latency)
 	return st
+}
+
+func rescaleStatus(r *RescalePlan) *weirv1.RescaleStatus {
+	if r == nil {
+		return nil
+	}
+	return &weirv1.RescaleStatus{FromParallelism: int32(r.PreviousParallelism), ToParallelism: int32(r.Parallelism),
+		Phase: r.Phase, SavepointPath: r.Savepoint, Reason: r.Reason, EndTimeMs: r.EndMs}
 }
 
 // latencySummary reads p50, p99, max and count off merged bucket counts;

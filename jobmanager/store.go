@@ -85,8 +85,10 @@ type Job struct {
 	RestartAt               int64
 	// LastFailure is the failure that caused the latest restart.
 	LastFailure string
-	// Rescale, when set, redeploys the job at another parallelism once
-	// its stop-with-savepoint has finished every task.
+	// Rescale is the job's latest rescale. While it is under way
+	// (stopping or placing) the job is redeployed at the plan's
+	// parallelism once its stop-with-savepoint has finished every task,
+	// or at its previous parallelism when the new one cannot be placed.
 	Rescale *RescalePlan
 }
 
@@ -110,10 +112,39 @@ type CompletedCheckpoint struct {
 	MaxSyncNs, MaxAlignmentNs int64
 }
 
-// RescalePlan is a rescale waiting for its savepoint.
+// RescalePlan is a rescale: the job stops with a savepoint and is
+// redeployed from it at Parallelism, or, when that cannot be placed after
+// the stop, back at PreviousParallelism from the same savepoint.
 type RescalePlan struct {
 	Parallelism int
 	Vertices    []VertexSpec
+	// PreviousParallelism and PreviousVertices are the job's before the
+	// rescale; BeginRescale sets them from the job.
+	PreviousParallelism int
+	PreviousVertices    []VertexSpec
+	Phase               weirv1.RescalePhase
+	// Savepoint is the path the job restarts from, once it has stopped.
+	Savepoint string
+	// Reason says why the job is not at Parallelism (fell back,
+	// abandoned); EndMs is when the rescale was placed, fell back or was
+	// abandoned.
+	Reason string
+	EndMs  int64
+}
+
+// UnderWay reports whether the rescale is stopping the job or placing it.
+func (p *RescalePlan) UnderWay() bool {
+	return p != nil && (p.Phase == rescaleStopping || p.Phase == rescalePlacing)
+}
+
+func (p *RescalePlan) clone() *RescalePlan {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Vertices = cloneVertices(p.Vertices)
+	c.PreviousVertices = cloneVertices(p.PreviousVertices)
+	return &c
 }
 
 // Restartable reports whether periodic checkpoints, and so restarts, are on.
@@ -160,9 +191,11 @@ type Task struct {
 
 // SlotsNeeded is the number of slots the job needs with slot sharing: its
 // largest vertex parallelism.
-func (j *Job) SlotsNeeded() int {
+func (j *Job) SlotsNeeded() int { return slotsNeeded(j.Vertices) }
+
+func slotsNeeded(vs []VertexSpec) int {
 	n := 0
-	for _, v := range j.Vertices {
+	for _, v := range vs {
 		n = max(n, v.Parallelism)
 	}
 	return n
@@ -198,10 +231,7 @@ func (j *Job) clone() Job {
 		r := *j.Restore
 		c.Restore = &r
 	}
-	if j.Rescale != nil {
-		r := RescalePlan{Parallelism: j.Rescale.Parallelism, Vertices: cloneVertices(j.Rescale.Vertices)}
-		c.Rescale = &r
-	}
+	c.Rescale = j.Rescale.clone()
 	return c
 }
 

@@ -152,6 +152,71 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_weir_v1_weir_proto_rawDescGZIP(), []int{1}
 }
 
+// How far a rescale got.
+type RescalePhase int32
+
+const (
+	RescalePhase_RESCALE_PHASE_UNSPECIFIED RescalePhase = 0
+	// The job is stopping with a savepoint.
+	RescalePhase_RESCALE_PHASE_STOPPING RescalePhase = 1
+	// The job has stopped and waits for slots at the new parallelism.
+	RescalePhase_RESCALE_PHASE_PLACING RescalePhase = 2
+	// The job was placed at the new parallelism.
+	RescalePhase_RESCALE_PHASE_DONE RescalePhase = 3
+	// The new parallelism could not be placed after the stop: the job was
+	// placed at its previous parallelism instead, from the same savepoint.
+	RescalePhase_RESCALE_PHASE_FELL_BACK RescalePhase = 4
+	// The job failed while stopping; it restarts as any failed job does.
+	RescalePhase_RESCALE_PHASE_ABANDONED RescalePhase = 5
+)
+
+// Enum value maps for RescalePhase.
+var (
+	RescalePhase_name = map[int32]string{
+		0: "RESCALE_PHASE_UNSPECIFIED",
+		1: "RESCALE_PHASE_STOPPING",
+		2: "RESCALE_PHASE_PLACING",
+		3: "RESCALE_PHASE_DONE",
+		4: "RESCALE_PHASE_FELL_BACK",
+		5: "RESCALE_PHASE_ABANDONED",
+	}
+	RescalePhase_value = map[string]int32{
+		"RESCALE_PHASE_UNSPECIFIED": 0,
+		"RESCALE_PHASE_STOPPING":    1,
+		"RESCALE_PHASE_PLACING":     2,
+		"RESCALE_PHASE_DONE":        3,
+		"RESCALE_PHASE_FELL_BACK":   4,
+		"RESCALE_PHASE_ABANDONED":   5,
+	}
+)
+
+func (x RescalePhase) Enum() *RescalePhase {
+	p := new(RescalePhase)
+	*p = x
+	return p
+}
+
+func (x RescalePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RescalePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_weir_v1_weir_proto_enumTypes[2].Descriptor()
+}
+
+func (RescalePhase) Type() protoreflect.EnumType {
+	return &file_weir_v1_weir_proto_enumTypes[2]
+}
+
+func (x RescalePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RescalePhase.Descriptor instead.
+func (RescalePhase) EnumDescriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
+}
+
 type EventKind int32
 
 const (
@@ -191,11 +256,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_weir_v1_weir_proto_enumTypes[2].Descriptor()
+	return file_weir_v1_weir_proto_enumTypes[3].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_weir_v1_weir_proto_enumTypes[2]
+	return &file_weir_v1_weir_proto_enumTypes[3]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -204,7 +269,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{3}
 }
 
 type SubmitJobRequest struct {
@@ -741,8 +806,10 @@ type JobStatus struct {
 	CompletedCheckpoints int64           `protobuf:"varint,9,opt,name=completed_checkpoints,json=completedCheckpoints,proto3" json:"completed_checkpoints,omitempty"`
 	FailedCheckpoints    int64           `protobuf:"varint,10,opt,name=failed_checkpoints,json=failedCheckpoints,proto3" json:"failed_checkpoints,omitempty"`
 	Attempt              int32           `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The job's latest rescale, if any.
+	Rescale       *RescaleStatus `protobuf:"bytes,12,opt,name=rescale,proto3" json:"rescale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -852,6 +919,101 @@ func (x *JobStatus) GetAttempt() int32 {
 	return 0
 }
 
+func (x *JobStatus) GetRescale() *RescaleStatus {
+	if x != nil {
+		return x.Rescale
+	}
+	return nil
+}
+
+type RescaleStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FromParallelism int32                  `protobuf:"varint,1,opt,name=from_parallelism,json=fromParallelism,proto3" json:"from_parallelism,omitempty"`
+	ToParallelism   int32                  `protobuf:"varint,2,opt,name=to_parallelism,json=toParallelism,proto3" json:"to_parallelism,omitempty"`
+	Phase           RescalePhase           `protobuf:"varint,3,opt,name=phase,proto3,enum=weir.v1.RescalePhase" json:"phase,omitempty"`
+	// The savepoint the stop took and the job restarts from; set once the
+	// job has stopped.
+	SavepointPath string `protobuf:"bytes,4,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
+	// Why the job is not at to_parallelism (FELL_BACK, ABANDONED).
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the rescale was placed, fell back or was abandoned.
+	EndTimeMs     int64 `protobuf:"varint,6,opt,name=end_time_ms,json=endTimeMs,proto3" json:"end_time_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescaleStatus) Reset() {
+	*x = RescaleStatus{}
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescaleStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescaleStatus) ProtoMessage() {}
+
+func (x *RescaleStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescaleStatus.ProtoReflect.Descriptor instead.
+func (*RescaleStatus) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RescaleStatus) GetFromParallelism() int32 {
+	if x != nil {
+		return x.FromParallelism
+	}
+	return 0
+}
+
+func (x *RescaleStatus) GetToParallelism() int32 {
+	if x != nil {
+		return x.ToParallelism
+	}
+	return 0
+}
+
+func (x *RescaleStatus) GetPhase() RescalePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return RescalePhase_RESCALE_PHASE_UNSPECIFIED
+}
+
+func (x *RescaleStatus) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+func (x *RescaleStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RescaleStatus) GetEndTimeMs() int64 {
+	if x != nil {
+		return x.EndTimeMs
+	}
+	return 0
+}
+
 type CheckpointInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -871,7 +1033,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1045,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1058,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckpointInfo) GetId() int64 {
@@ -966,7 +1128,7 @@ type TriggerSavepointRequest struct {
 
 func (x *TriggerSavepointRequest) Reset() {
 	*x = TriggerSavepointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1140,7 @@ func (x *TriggerSavepointRequest) String() string {
 func (*TriggerSavepointRequest) ProtoMessage() {}
 
 func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1153,7 @@ func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TriggerSavepointRequest) GetJobId() string {
@@ -1017,7 +1179,7 @@ type TriggerSavepointResponse struct {
 
 func (x *TriggerSavepointResponse) Reset() {
 	*x = TriggerSavepointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1191,7 @@ func (x *TriggerSavepointResponse) String() string {
 func (*TriggerSavepointResponse) ProtoMessage() {}
 
 func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1204,7 @@ func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TriggerSavepointResponse) GetPath() string {
@@ -1064,7 +1226,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1238,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1251,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopJobRequest) GetJobId() string {
@@ -1122,7 +1284,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1296,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1309,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopJobResponse) GetPath() string {
@@ -1167,7 +1329,7 @@ type RescaleJobRequest struct {
 
 func (x *RescaleJobRequest) Reset() {
 	*x = RescaleJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1341,7 @@ func (x *RescaleJobRequest) String() string {
 func (*RescaleJobRequest) ProtoMessage() {}
 
 func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1354,7 @@ func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobRequest.ProtoReflect.Descriptor instead.
 func (*RescaleJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RescaleJobRequest) GetJobId() string {
@@ -1218,7 +1380,7 @@ type RescaleJobResponse struct {
 
 func (x *RescaleJobResponse) Reset() {
 	*x = RescaleJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1392,7 @@ func (x *RescaleJobResponse) String() string {
 func (*RescaleJobResponse) ProtoMessage() {}
 
 func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1405,7 @@ func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobResponse.ProtoReflect.Descriptor instead.
 func (*RescaleJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RescaleJobResponse) GetSavepointPath() string {
@@ -1262,7 +1424,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1436,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1449,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -1309,7 +1471,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1483,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1496,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointInfo {
@@ -1374,7 +1536,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1548,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1561,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VertexStatus) GetId() int32 {
@@ -1456,7 +1618,7 @@ type OperatorStatus struct {
 
 func (x *OperatorStatus) Reset() {
 	*x = OperatorStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1630,7 @@ func (x *OperatorStatus) String() string {
 func (*OperatorStatus) ProtoMessage() {}
 
 func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1643,7 @@ func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStatus.ProtoReflect.Descriptor instead.
 func (*OperatorStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OperatorStatus) GetUid() string {
@@ -1527,7 +1689,7 @@ type SubtaskStatus struct {
 
 func (x *SubtaskStatus) Reset() {
 	*x = SubtaskStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1701,7 @@ func (x *SubtaskStatus) String() string {
 func (*SubtaskStatus) ProtoMessage() {}
 
 func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1714,7 @@ func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubtaskStatus) GetIndex() int32 {
@@ -1617,7 +1779,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1791,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1804,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1682,7 +1844,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1856,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1869,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -1726,7 +1888,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1900,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1913,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1773,7 +1935,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1947,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1960,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1833,7 +1995,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2007,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2020,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -1891,7 +2053,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2065,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2078,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -1936,7 +2098,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2110,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2123,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -1987,7 +2149,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2161,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2174,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -2032,7 +2194,7 @@ type TaskManagerHeartbeat struct {
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2206,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2219,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -2085,7 +2247,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2259,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2272,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -2132,7 +2294,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2306,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2319,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -2198,7 +2360,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2372,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2385,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -2254,7 +2416,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2428,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2441,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -2319,7 +2481,7 @@ type TaskStateUpdate struct {
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2493,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2506,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -2397,7 +2559,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2571,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2584,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
 }
 
 type DeployTaskRequest struct {
@@ -2446,7 +2608,7 @@ type DeployTaskRequest struct {
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2620,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2633,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -2542,7 +2704,7 @@ type TaskRestore struct {
 
 func (x *TaskRestore) Reset() {
 	*x = TaskRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2716,7 @@ func (x *TaskRestore) String() string {
 func (*TaskRestore) ProtoMessage() {}
 
 func (x *TaskRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2729,7 @@ func (x *TaskRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
 func (*TaskRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TaskRestore) GetCheckpointId() int64 {
@@ -2603,7 +2765,7 @@ type OperatorRestore struct {
 
 func (x *OperatorRestore) Reset() {
 	*x = OperatorRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2777,7 @@ func (x *OperatorRestore) String() string {
 func (*OperatorRestore) ProtoMessage() {}
 
 func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2790,7 @@ func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
 func (*OperatorRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OperatorRestore) GetUid() string {
@@ -2658,7 +2820,7 @@ type StateFileRef struct {
 
 func (x *StateFileRef) Reset() {
 	*x = StateFileRef{}
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2832,7 @@ func (x *StateFileRef) String() string {
 func (*StateFileRef) ProtoMessage() {}
 
 func (x *StateFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2845,7 @@ func (x *StateFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
 func (*StateFileRef) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StateFileRef) GetFile() string {
@@ -2729,7 +2891,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2903,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2916,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -2814,7 +2976,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +2988,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +3001,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
 }
 
 type NotifyCheckpointRequest struct {
@@ -2853,7 +3015,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +3027,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +3040,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -2910,7 +3072,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3084,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3097,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
 }
 
 type OperatorStateHandle struct {
@@ -2952,7 +3114,7 @@ type OperatorStateHandle struct {
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3126,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3139,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -3037,7 +3199,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3211,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3224,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -3122,7 +3284,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3296,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3309,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
 }
 
 type DeclineCheckpointRequest struct {
@@ -3162,7 +3324,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3336,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3349,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -3226,7 +3388,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3400,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3413,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
 }
 
 type RequestCheckpointRequest struct {
@@ -3263,7 +3425,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3275,7 +3437,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3288,7 +3450,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -3306,7 +3468,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3480,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3493,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 type OutputLocations struct {
@@ -3344,7 +3506,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3356,7 +3518,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3369,7 +3531,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -3394,7 +3556,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3568,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,7 +3581,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 type CancelTaskRequest struct {
@@ -3431,7 +3593,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3605,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3618,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -3474,7 +3636,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3648,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3661,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 type ChannelOpen struct {
@@ -3516,7 +3678,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3528,7 +3690,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3541,7 +3703,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -3602,7 +3764,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3614,7 +3776,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3627,7 +3789,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -3674,7 +3836,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3686,7 +3848,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3699,7 +3861,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -3758,7 +3920,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
 	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf6\x04\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa8\x05\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -3771,10 +3933,18 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x15completed_checkpoints\x18\t \x01(\x03R\x14completedCheckpoints\x12-\n" +
 	"\x12failed_checkpoints\x18\n" +
 	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
-	"\aattempt\x18\v \x01(\x05R\aattempt\x1a9\n" +
+	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
+	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
+	"\rRescaleStatus\x12)\n" +
+	"\x10from_parallelism\x18\x01 \x01(\x05R\x0ffromParallelism\x12%\n" +
+	"\x0eto_parallelism\x18\x02 \x01(\x05R\rtoParallelism\x12+\n" +
+	"\x05phase\x18\x03 \x01(\x0e2\x15.weir.v1.RescalePhaseR\x05phase\x12%\n" +
+	"\x0esavepoint_path\x18\x04 \x01(\tR\rsavepointPath\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\vend_time_ms\x18\x06 \x01(\x03R\tendTimeMs\"\x84\x02\n" +
 	"\x0eCheckpointInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
@@ -3983,7 +4153,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12TASK_STATE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13TASK_STATE_FINISHED\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
-	"\x11TASK_STATE_FAILED\x10\x06*\x8a\x01\n" +
+	"\x11TASK_STATE_FAILED\x10\x06*\xb6\x01\n" +
+	"\fRescalePhase\x12\x1d\n" +
+	"\x19RESCALE_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RESCALE_PHASE_STOPPING\x10\x01\x12\x19\n" +
+	"\x15RESCALE_PHASE_PLACING\x10\x02\x12\x16\n" +
+	"\x12RESCALE_PHASE_DONE\x10\x03\x12\x1b\n" +
+	"\x17RESCALE_PHASE_FELL_BACK\x10\x04\x12\x1b\n" +
+	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\x8a\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
@@ -4029,160 +4206,164 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 	return file_weir_v1_weir_proto_rawDescData
 }
 
-var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
-	(EventKind)(0),                        // 2: weir.v1.EventKind
-	(*SubmitJobRequest)(nil),              // 3: weir.v1.SubmitJobRequest
-	(*CheckpointConfig)(nil),              // 4: weir.v1.CheckpointConfig
-	(*SubmitJobResponse)(nil),             // 5: weir.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),               // 6: weir.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 7: weir.v1.ListJobsResponse
-	(*JobSummary)(nil),                    // 8: weir.v1.JobSummary
-	(*SlotWait)(nil),                      // 9: weir.v1.SlotWait
-	(*GetJobStatusRequest)(nil),           // 10: weir.v1.GetJobStatusRequest
-	(*JobStatus)(nil),                     // 11: weir.v1.JobStatus
-	(*CheckpointInfo)(nil),                // 12: weir.v1.CheckpointInfo
-	(*TriggerSavepointRequest)(nil),       // 13: weir.v1.TriggerSavepointRequest
-	(*TriggerSavepointResponse)(nil),      // 14: weir.v1.TriggerSavepointResponse
-	(*StopJobRequest)(nil),                // 15: weir.v1.StopJobRequest
-	(*StopJobResponse)(nil),               // 16: weir.v1.StopJobResponse
-	(*RescaleJobRequest)(nil),             // 17: weir.v1.RescaleJobRequest
-	(*RescaleJobResponse)(nil),            // 18: weir.v1.RescaleJobResponse
-	(*ListCheckpointsRequest)(nil),        // 19: weir.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 20: weir.v1.ListCheckpointsResponse
-	(*VertexStatus)(nil),                  // 21: weir.v1.VertexStatus
-	(*OperatorStatus)(nil),                // 22: weir.v1.OperatorStatus
-	(*SubtaskStatus)(nil),                 // 23: weir.v1.SubtaskStatus
-	(*LatencySummary)(nil),                // 24: weir.v1.LatencySummary
-	(*CancelJobRequest)(nil),              // 25: weir.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 26: weir.v1.CancelJobResponse
-	(*RegisterTaskManagerRequest)(nil),    // 27: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 28: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                     // 29: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),             // 30: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),            // 31: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),          // 32: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                  // 33: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                        // 34: weir.v1.TaskID
-	(*OperatorCounters)(nil),              // 35: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                   // 36: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),               // 37: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                  // 38: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),             // 39: weir.v1.DeployTaskRequest
-	(*TaskRestore)(nil),                   // 40: weir.v1.TaskRestore
-	(*OperatorRestore)(nil),               // 41: weir.v1.OperatorRestore
-	(*StateFileRef)(nil),                  // 42: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 43: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 44: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 45: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 46: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 47: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 48: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 49: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 50: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 51: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 52: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 53: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 54: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 55: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 56: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 57: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 58: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 59: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 60: weir.v1.ExchangeCredit
-	nil,                                   // 61: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 62: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 63: weir.v1.DeployTaskRequest.ParamsEntry
+	(RescalePhase)(0),                     // 2: weir.v1.RescalePhase
+	(EventKind)(0),                        // 3: weir.v1.EventKind
+	(*SubmitJobRequest)(nil),              // 4: weir.v1.SubmitJobRequest
+	(*CheckpointConfig)(nil),              // 5: weir.v1.CheckpointConfig
+	(*SubmitJobResponse)(nil),             // 6: weir.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 7: weir.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 8: weir.v1.ListJobsResponse
+	(*JobSummary)(nil),                    // 9: weir.v1.JobSummary
+	(*SlotWait)(nil),                      // 10: weir.v1.SlotWait
+	(*GetJobStatusRequest)(nil),           // 11: weir.v1.GetJobStatusRequest
+	(*JobStatus)(nil),                     // 12: weir.v1.JobStatus
+	(*RescaleStatus)(nil),                 // 13: weir.v1.RescaleStatus
+	(*CheckpointInfo)(nil),                // 14: weir.v1.CheckpointInfo
+	(*TriggerSavepointRequest)(nil),       // 15: weir.v1.TriggerSavepointRequest
+	(*TriggerSavepointResponse)(nil),      // 16: weir.v1.TriggerSavepointResponse
+	(*StopJobRequest)(nil),                // 17: weir.v1.StopJobRequest
+	(*StopJobResponse)(nil),               // 18: weir.v1.StopJobResponse
+	(*RescaleJobRequest)(nil),             // 19: weir.v1.RescaleJobRequest
+	(*RescaleJobResponse)(nil),            // 20: weir.v1.RescaleJobResponse
+	(*ListCheckpointsRequest)(nil),        // 21: weir.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 22: weir.v1.ListCheckpointsResponse
+	(*VertexStatus)(nil),                  // 23: weir.v1.VertexStatus
+	(*OperatorStatus)(nil),                // 24: weir.v1.OperatorStatus
+	(*SubtaskStatus)(nil),                 // 25: weir.v1.SubtaskStatus
+	(*LatencySummary)(nil),                // 26: weir.v1.LatencySummary
+	(*CancelJobRequest)(nil),              // 27: weir.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 28: weir.v1.CancelJobResponse
+	(*RegisterTaskManagerRequest)(nil),    // 29: weir.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 30: weir.v1.RegisterTaskManagerResponse
+	(*SlotOffer)(nil),                     // 31: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 32: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 33: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 34: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 35: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 36: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 37: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 38: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 39: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 40: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 41: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 42: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 43: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 44: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 45: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 46: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 47: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 48: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 49: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 50: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 51: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 52: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 53: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 54: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 55: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 56: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 57: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 58: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 59: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 60: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 61: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 62: weir.v1.ExchangeCredit
+	nil,                                   // 63: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 64: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 65: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	61, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
-	4,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
-	8,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
+	63, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	5,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
+	9,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
-	9,  // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
-	8,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	62, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	21, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	24, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
-	4,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
-	12, // 10: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
-	12, // 11: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
-	12, // 12: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
-	12, // 13: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
-	22, // 14: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	23, // 15: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
-	1,  // 16: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
-	0,  // 17: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	29, // 18: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	36, // 19: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	34, // 20: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	35, // 21: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	34, // 22: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 23: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	36, // 24: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	34, // 25: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	63, // 26: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	54, // 27: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	40, // 28: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	41, // 29: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	42, // 30: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	34, // 31: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	34, // 32: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	34, // 33: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	47, // 34: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	34, // 35: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	34, // 36: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	34, // 37: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	58, // 38: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	2,  // 39: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	3,  // 40: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	6,  // 41: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	10, // 42: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	25, // 43: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	13, // 44: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	15, // 45: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	17, // 46: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	19, // 47: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	27, // 48: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	30, // 49: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	32, // 50: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	37, // 51: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	48, // 52: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	50, // 53: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	52, // 54: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	39, // 55: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	56, // 56: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	43, // 57: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	45, // 58: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	59, // 59: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	5,  // 60: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	7,  // 61: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	11, // 62: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	26, // 63: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	14, // 64: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	16, // 65: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	18, // 66: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	20, // 67: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	28, // 68: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	31, // 69: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	33, // 70: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	38, // 71: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	49, // 72: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	51, // 73: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	53, // 74: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	55, // 75: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	57, // 76: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	44, // 77: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	46, // 78: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	60, // 79: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	60, // [60:80] is the sub-list for method output_type
-	40, // [40:60] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	10, // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
+	9,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
+	64, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	23, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	26, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	5,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
+	14, // 10: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
+	14, // 11: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
+	13, // 12: weir.v1.JobStatus.rescale:type_name -> weir.v1.RescaleStatus
+	2,  // 13: weir.v1.RescaleStatus.phase:type_name -> weir.v1.RescalePhase
+	14, // 14: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
+	14, // 15: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
+	24, // 16: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	25, // 17: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	1,  // 18: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
+	0,  // 19: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
+	31, // 20: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	38, // 21: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	36, // 22: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	37, // 23: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	36, // 24: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 25: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	38, // 26: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	36, // 27: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	65, // 28: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	56, // 29: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	42, // 30: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	43, // 31: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	44, // 32: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	36, // 33: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	36, // 34: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	36, // 35: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	49, // 36: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	36, // 37: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	36, // 38: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	36, // 39: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	60, // 40: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	3,  // 41: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	4,  // 42: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	7,  // 43: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	11, // 44: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	27, // 45: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	15, // 46: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	17, // 47: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	19, // 48: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	21, // 49: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	29, // 50: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	32, // 51: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	34, // 52: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	39, // 53: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	50, // 54: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	52, // 55: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	54, // 56: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	41, // 57: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	58, // 58: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	45, // 59: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	47, // 60: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	61, // 61: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	6,  // 62: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	8,  // 63: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	12, // 64: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	28, // 65: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	16, // 66: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	18, // 67: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	20, // 68: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	22, // 69: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	30, // 70: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	33, // 71: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	35, // 72: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	40, // 73: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	51, // 74: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	53, // 75: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	55, // 76: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	57, // 77: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	59, // 78: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	46, // 79: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	48, // 80: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	62, // 81: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	62, // [62:82] is the sub-list for method output_type
+	42, // [42:62] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -4195,8 +4376,8 @@ func file_weir_v1_weir_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   61,
+			NumEnums:      4,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
