@@ -295,6 +295,22 @@ func stateText(s *weirv1.JobSummary) string {
 	return jobmanager.JobStateName(s.GetState())
 }
 
+func rescalePhaseText(p weirv1.RescalePhase) string {
+	switch p {
+	case weirv1.RescalePhase_RESCALE_PHASE_STOPPING:
+		return "stopping with a savepoint"
+	case weirv1.RescalePhase_RESCALE_PHASE_PLACING:
+		return "waiting for slots at the new parallelism"
+	case weirv1.RescalePhase_RESCALE_PHASE_DONE:
+		return "done"
+	case weirv1.RescalePhase_RESCALE_PHASE_FELL_BACK:
+		return "fell back to the previous parallelism"
+	case weirv1.RescalePhase_RESCALE_PHASE_ABANDONED:
+		return "abandoned"
+	}
+	return strings.ToLower(p.String())
+}
+
 func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	s := st.Summary
 	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, stateText(s))
@@ -329,6 +345,16 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		}
 		fmt.Fprintf(w, "  checkpoints %s  completed %d  failed %d  restarts %d  attempt %d\n",
 			every, st.CompletedCheckpoints, st.FailedCheckpoints, s.Restarts, st.Attempt)
+	}
+	if r := st.Rescale; r != nil {
+		fmt.Fprintf(w, "  rescale %d -> %d: %s", r.FromParallelism, r.ToParallelism, rescalePhaseText(r.Phase))
+		if r.SavepointPath != "" {
+			fmt.Fprintf(w, "  savepoint %s", r.SavepointPath)
+		}
+		if r.Reason != "" {
+			fmt.Fprintf(w, "  (%s)", r.Reason)
+		}
+		fmt.Fprintln(w)
 	}
 	if r := st.Restored; r != nil {
 		fmt.Fprintf(w, "  restored from checkpoint %d (%s)\n", r.Id, r.Path)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weirstream/weir/jobmanager"
+	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -28,7 +29,8 @@ func newLocalCmd() *cobra.Command {
 		Short: "Run a job on an embedded cluster (a JobManager and TaskManagers in this process)",
 		Long: "Run a job on an embedded cluster: one JobManager and --taskmanagers TaskManagers in this\n" +
 			"process, talking gRPC over loopback exactly as separate processes do. Job output goes to\n" +
-			"stdout, logs to stderr. Exits 0 when the job finishes, 1 when it fails; Ctrl-C cancels it.",
+			"stdout, logs to stderr. Exits 0 when the job finishes, 1 when it fails; Ctrl-C cancels it.\n" +
+			"A job that needs more slots than --taskmanagers × --slots is refused before anything starts.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tms < 1 || slots < 1 {
@@ -44,6 +46,17 @@ func newLocalCmd() *cobra.Command {
 			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
 			if err := ckf.apply(req); err != nil {
 				return err
+			}
+			// The embedded cluster's slots are all there is: a job that
+			// cannot be placed at once never will be.
+			g, err := jobs.Build(job, parallelism, params)
+			if err != nil {
+				return err
+			}
+			if need, have := g.SlotsNeeded(), tms*slots; need > have {
+				return fmt.Errorf("job %s at --parallelism %d needs %d slots, but the local cluster has %d "+
+					"(--taskmanagers %d × --slots %d): raise --slots or --taskmanagers, or lower --parallelism",
+					job, parallelism, need, have, tms, slots)
 			}
 			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf})
 		},
