@@ -227,6 +227,9 @@ const (
 	EventKind_EVENT_KIND_LATENCY_MARKER EventKind = 2
 	// A checkpoint barrier; data holds the encoded runtime.Barrier.
 	EventKind_EVENT_KIND_CHECKPOINT_BARRIER EventKind = 3
+	// The producer task was canceled before its end of partition; no frame
+	// follows. The consumer ends as canceled too, not as failed.
+	EventKind_EVENT_KIND_PRODUCER_CANCELED EventKind = 4
 )
 
 // Enum value maps for EventKind.
@@ -236,12 +239,14 @@ var (
 		1: "EVENT_KIND_END_OF_PARTITION",
 		2: "EVENT_KIND_LATENCY_MARKER",
 		3: "EVENT_KIND_CHECKPOINT_BARRIER",
+		4: "EVENT_KIND_PRODUCER_CANCELED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":        0,
 		"EVENT_KIND_END_OF_PARTITION":   1,
 		"EVENT_KIND_LATENCY_MARKER":     2,
 		"EVENT_KIND_CHECKPOINT_BARRIER": 3,
+		"EVENT_KIND_PRODUCER_CANCELED":  4,
 	}
 )
 
@@ -2188,6 +2193,10 @@ type TaskManagerHeartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
 	Tasks         []*TaskMetrics         `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The TaskManager is shutting down cleanly and this is its last message:
+	// the JobManager removes it at once, as "stopped", not "lost", and ends
+	// the stream once it has.
+	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2234,6 +2243,13 @@ func (x *TaskManagerHeartbeat) GetTasks() []*TaskMetrics {
 		return x.Tasks
 	}
 	return nil
+}
+
+func (x *TaskManagerHeartbeat) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
 }
 
 type HeartbeatAck struct {
@@ -3318,6 +3334,9 @@ type DeclineCheckpointRequest struct {
 	Task          *TaskID                `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
 	CheckpointId  int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
 	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The task had ended or was being canceled: the decline comes with the
+	// task's end and is no fault of the checkpoint's (it is logged quietly).
+	TaskEnded     bool `protobuf:"varint,5,opt,name=task_ended,json=taskEnded,proto3" json:"task_ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3378,6 +3397,13 @@ func (x *DeclineCheckpointRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *DeclineCheckpointRequest) GetTaskEnded() bool {
+	if x != nil {
+		return x.TaskEnded
+	}
+	return false
 }
 
 type DeclineCheckpointResponse struct {
@@ -4023,10 +4049,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12(\n" +
 	"\x05slots\x18\x02 \x03(\v2\x12.weir.v1.SlotOfferR\x05slots\"0\n" +
 	"\x12OfferSlotsResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x03(\x05R\baccepted\"j\n" +
+	"\baccepted\x18\x01 \x03(\x05R\baccepted\"\x84\x01\n" +
 	"\x14TaskManagerHeartbeat\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12*\n" +
-	"\x05tasks\x18\x02 \x03(\v2\x14.weir.v1.TaskMetricsR\x05tasks\"$\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x14.weir.v1.TaskMetricsR\x05tasks\x12\x18\n" +
+	"\aleaving\x18\x03 \x01(\bR\aleaving\"$\n" +
 	"\fHeartbeatAck\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\"p\n" +
 	"\x06TaskID\x12\x15\n" +
@@ -4104,12 +4131,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\async_ns\x18\x05 \x01(\x03R\x06syncNs\x12\x19\n" +
 	"\basync_ns\x18\x06 \x01(\x03R\aasyncNs\x12!\n" +
 	"\falignment_ns\x18\a \x01(\x03R\valignmentNs\"\x1f\n" +
-	"\x1dAcknowledgeCheckpointResponse\"\xa4\x01\n" +
+	"\x1dAcknowledgeCheckpointResponse\"\xc3\x01\n" +
 	"\x18DeclineCheckpointRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1b\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"task_ended\x18\x05 \x01(\bR\ttaskEnded\"\x1b\n" +
 	"\x19DeclineCheckpointResponse\"?\n" +
 	"\x18RequestCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\"\x1b\n" +
@@ -4160,12 +4189,13 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x15RESCALE_PHASE_PLACING\x10\x02\x12\x16\n" +
 	"\x12RESCALE_PHASE_DONE\x10\x03\x12\x1b\n" +
 	"\x17RESCALE_PHASE_FELL_BACK\x10\x04\x12\x1b\n" +
-	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\x8a\x01\n" +
+	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\xac\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
 	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
-	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x032\x9f\t\n" +
+	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x03\x12 \n" +
+	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\x9f\t\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
