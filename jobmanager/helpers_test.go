@@ -203,6 +203,8 @@ type fakeTaskManager struct {
 	reports   sync.WaitGroup
 	stopBeats context.CancelFunc
 	beating   chan struct{}
+	leaving   chan struct{}
+	streamEnd chan error // the heartbeat stream's end, as the acks reader saw it
 }
 
 type tmOption func(*fakeTaskManager)
@@ -264,6 +266,8 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	tm.stopBeats = cancel
 	tm.beating = make(chan struct{})
+	tm.leaving = make(chan struct{})
+	tm.streamEnd = make(chan error, 1)
 	stream, err := tm.jm.Heartbeat(ctx)
 	if err != nil {
 		tm.t.Fatalf("Heartbeat: %v", err)
@@ -272,6 +276,7 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 		for {
 			ack, err := stream.Recv()
 			if err != nil {
+				tm.streamEnd <- err
 				return
 			}
 			tm.mu.Lock()
@@ -296,10 +301,27 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-tm.leaving:
+				_ = stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.id, Leaving: true})
+				_ = stream.CloseSend()
+				return
 			case <-tick.C:
 			}
 		}
 	}()
+}
+
+// leave sends the last heartbeat of a TaskManager shutting down cleanly
+// and waits for the JobManager to end the stream.
+func (tm *fakeTaskManager) leave() error {
+	close(tm.leaving)
+	<-tm.beating
+	select {
+	case err := <-tm.streamEnd:
+		return err
+	case <-time.After(waitFor):
+		return errors.New("the JobManager did not end the heartbeat stream")
+	}
 }
 
 // stopServer stops the TaskManager's gRPC server.

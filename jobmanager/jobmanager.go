@@ -398,25 +398,43 @@ func (jm *JobManager) schedule(now time.Time) {
 
 // lostTaskManager is what loseLocked did, for finishLost to log and follow.
 type lostTaskManager struct {
-	tm     *taskManager
-	reason string
-	trans  []JobTransition
+	tm      *taskManager
+	reason  string
+	stopped bool // it shut down cleanly, it did not crash
+	trans   []JobTransition
 }
 
 // loseLocked fails the tasks of a TaskManager already removed from the
 // registry. The caller MUST hold jm.mu and call finishLost after releasing
 // it.
 func (jm *JobManager) loseLocked(tm *taskManager, cause string, now time.Time) lostTaskManager {
-	reason := "TaskManager " + tm.id + " (" + tm.address + ") lost: " + cause
+	return jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") lost: "+cause, false, now)
+}
+
+// removeLocked applies the TaskManagerLost command for tm: its tasks of
+// active jobs fail those jobs, whether it crashed or stopped.
+func (jm *JobManager) removeLocked(tm *taskManager, reason string, stopped bool, now time.Time) lostTaskManager {
 	trans, err := jm.store.Apply(TaskManagerLost{TaskManagerID: tm.id, Reason: reason, TimeMs: now.UnixMilli()})
 	if err != nil {
 		jm.log.Error("applying TaskManager loss", "task_manager_id", tm.id, "err", err)
 	}
-	return lostTaskManager{tm: tm, reason: reason, trans: trans}
+	return lostTaskManager{tm: tm, reason: reason, stopped: stopped, trans: trans}
 }
 
 func (jm *JobManager) finishLost(l lostTaskManager) {
-	jm.log.Warn("TaskManager lost", "task_manager_id", l.tm.id, "address", l.tm.address, "reason", l.reason)
+	if l.stopped {
+		// A clean shutdown is no fault of the TaskManager's, even when it
+		// fails the jobs it ran (their transitions say so).
+		failed := 0
+		for _, t := range l.trans {
+			if t.To == jobRestarting || t.To == jobFailed {
+				failed++
+			}
+		}
+		jm.log.Info("TaskManager stopped", "task_manager_id", l.tm.id, "address", l.tm.address, "jobs_failed", failed)
+	} else {
+		jm.log.Warn("TaskManager lost", "task_manager_id", l.tm.id, "address", l.tm.address, "reason", l.reason)
+	}
 	jm.dropConn(l.tm.address)
 	jm.afterApply(l.trans)
 }
@@ -446,6 +464,21 @@ func (jm *JobManager) streamBroken(id string, incarnation uint64) {
 	var l lostTaskManager
 	if ok {
 		l = jm.loseLocked(tm, "heartbeat stream broken", time.Now())
+	}
+	jm.mu.Unlock()
+	if ok {
+		jm.finishLost(l)
+	}
+}
+
+// taskManagerStopped removes a TaskManager that said it is shutting down
+// (if it is still the incarnation that said so).
+func (jm *JobManager) taskManagerStopped(id string, incarnation uint64) {
+	jm.mu.Lock()
+	tm, ok := jm.tms.remove(id, incarnation)
+	var l lostTaskManager
+	if ok {
+		l = jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") stopped", true, time.Now())
 	}
 	jm.mu.Unlock()
 	if ok {

@@ -164,7 +164,7 @@ func (jm *JobManager) stopJob(ctx context.Context, id, target string, drain bool
 	defer cancel()
 	path, err := c.savepoint(ctx, target, true, drain)
 	if err == nil {
-		jm.log.Info("job stopping with savepoint", "job_id", id, "savepoint", path, "drain", drain)
+		jm.log.Info("job stopping with savepoint", "job_id", id, "location", path, "drain", drain)
 	}
 	return path, err
 }
@@ -207,7 +207,7 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 		_, _ = jm.apply(EndRescale{JobID: id})
 		return "", err
 	}
-	jm.log.Info("job rescaling", "job_id", id, "from", job.Parallelism, "to", parallelism, "savepoint", path)
+	jm.log.Info("job rescaling", "job_id", id, "from", job.Parallelism, "to", parallelism, "location", path)
 	return path, nil
 }
 

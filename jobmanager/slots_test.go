@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +160,24 @@ func TestRescaleFallsBackWhenSlotsAreTaken(t *testing.T) {
 			t.Errorf("reason %q lacks %q", rs.GetReason(), want)
 		}
 	}
+}
+
+// A TaskManager that says it is leaving is removed at once as stopped: the
+// jobs it ran fail (this one has no checkpoints), naming a stop, not a loss.
+func TestTaskManagerStoppedIsNotLost(t *testing.T) {
+	c := startJobManager(t, Config{HeartbeatTimeout: time.Hour})
+	c.startTaskManager("tm-1", 1)
+	tm2 := c.startTaskManager("tm-2", 1)
+	id := c.submit(2, nil)
+	c.waitState(id, running)
+
+	if err := tm2.leave(); err != io.EOF {
+		t.Fatalf("heartbeat stream ended with %v; want the JobManager to end it (EOF)", err)
+	}
+	st := c.waitState(id, failed)
+	if want := "TaskManager tm-2 (" + tm2.addr + ") stopped"; st.GetSummary().GetFailure() != want {
+		t.Fatalf("failure %q; want %q", st.GetSummary().GetFailure(), want)
+	}
+	_, err := c.client.OfferSlots(c.ctx(), &weirv1.OfferSlotsRequest{TaskManagerId: "tm-2"})
+	wantStatus(t, err, codes.NotFound, "TaskManager tm-2 is not registered")
 }
