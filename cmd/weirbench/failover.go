@@ -76,10 +76,10 @@ func waitRunningWithCheckpoints(c *cluster.Cluster, id string, n int64) (*weirv1
 }
 
 // attemptLines are the TaskManager log lines msg of one job attempt.
-func attemptLines(p *cluster.Process, msg, job string, attempt int32) []logLine {
+func attemptLines(p *cluster.Process, msg, jobID string, attempt int32) []logLine {
 	var out []logLine
 	for _, l := range parseLog(p.Stderr(), msg) {
-		if l.Attrs["job"] == job && l.Attrs["attempt"] == strconv.Itoa(int(attempt)) {
+		if l.Attrs["job_id"] == jobID && l.Attrs["attempt"] == strconv.Itoa(int(attempt)) {
 			out = append(out, l)
 		}
 	}

@@ -80,13 +80,17 @@ type localSpec struct {
 }
 
 func runLocal(ctx context.Context, s localSpec) error {
-	clusterCtx, stopCluster := context.WithCancel(context.Background())
-	defer stopCluster()
+	// The TaskManagers stop before the JobManager, as in an orderly
+	// shutdown of a real cluster: each tells the JobManager it leaves.
+	jmCtx, stopJM := context.WithCancel(context.Background())
+	defer stopJM()
+	tmCtx, stopTMs := context.WithCancel(context.Background())
+	defer stopTMs()
 	cfg, err := s.jm.config()
 	if err != nil {
 		return err
 	}
-	jm, err := startJobManager(clusterCtx, "127.0.0.1:0", cfg)
+	jm, err := startJobManager(jmCtx, "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
@@ -99,15 +103,16 @@ func runLocal(ctx context.Context, s localSpec) error {
 			return err
 		}
 		done := make(chan error, 1)
-		go func() { done <- tm.Run(clusterCtx) }()
+		go func() { done <- tm.Run(tmCtx) }()
 		tmDone = append(tmDone, done)
 		ready = append(ready, tm.Registered())
 	}
 	defer func() {
-		stopCluster()
+		stopTMs()
 		for _, d := range tmDone {
 			<-d
 		}
+		stopJM()
 		<-jm.done
 	}()
 
@@ -131,10 +136,10 @@ func runLocal(ctx context.Context, s localSpec) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("job submitted", "job", s.submit.JobName, "id", id)
+	slog.Info("job submitted", "job_id", id, "job", s.submit.JobName)
 	st, err := c.waitTerminal(ctx, id, 100*time.Millisecond)
 	if errors.Is(err, context.Canceled) {
-		slog.Info("interrupted: canceling the job", "id", id)
+		slog.Info("interrupted: canceling the job", "job_id", id)
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := c.cancel(cctx, id); err == nil {
@@ -147,7 +152,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	}
 	switch st.Summary.State {
 	case weirv1.JobState_JOB_STATE_FINISHED:
-		slog.Info("job finished", "id", id)
+		slog.Info("job finished", "job_id", id)
 		return nil
 	case weirv1.JobState_JOB_STATE_FAILED:
 		return fmt.Errorf("job %s failed: %s", id, st.Summary.Failure)
