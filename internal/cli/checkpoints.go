@@ -142,20 +142,18 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 				return nil
 			}
 			st, err := c.waitRescaled(cmd.Context(), id, rescaleWait)
-			s, r := st.GetSummary(), st.GetRescale()
 			switch {
-			case err != nil && s == nil:
+			case err != nil && st == nil:
 				return fmt.Errorf("job %s stopped with savepoint %s, then: %w", id, sp, err)
 			case err != nil:
-				return fmt.Errorf("job %s stopped with savepoint %s but is %s, not running again after %v", id, sp, stateText(s), rescaleWait)
-			case jobmanager.TerminalJob(s.State):
-				return fmt.Errorf("job %s stopped with savepoint %s and then ended %s: %s", id, sp, jobmanager.JobStateName(s.State), s.Failure)
-			case r.GetPhase() == weirv1.RescalePhase_RESCALE_PHASE_DONE:
-				fmt.Fprintf(w, "job %s rescaled to parallelism %d from savepoint %s\n", id, s.Parallelism, sp)
-				return nil
+				return fmt.Errorf("job %s stopped with savepoint %s but is %s, not running again after %v", id, sp,
+					stateText(st.GetSummary()), rescaleWait)
 			}
-			fmt.Fprintf(w, "job %s runs at parallelism %d, not %d, from savepoint %s\n", id, s.Parallelism, parallelism, sp)
-			return fmt.Errorf("rescale of job %s to parallelism %d not done: %s", id, parallelism, r.GetReason())
+			line, err := rescaleOutcome(id, parallelism, sp, st)
+			if line != "" {
+				fmt.Fprintln(w, line)
+			}
+			return err
 		}),
 	}
 	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (required; at most the job's maxParallelism)")
@@ -200,6 +198,22 @@ func (c *client) waitRescaled(ctx context.Context, id string, wait time.Duration
 		}
 		return jobmanager.TerminalJob(s.State) || s.State == weirv1.JobState_JOB_STATE_RUNNING
 	})
+}
+
+// rescaleOutcome says how the rescale of job id to parallelism p went,
+// from the status waitRescaled ended with: a line naming the parallelism
+// the job runs at and the savepoint sp, and an error unless it runs at p.
+func rescaleOutcome(id string, p int, sp string, st *weirv1.JobStatus) (string, error) {
+	s, r := st.GetSummary(), st.GetRescale()
+	switch {
+	case jobmanager.TerminalJob(s.GetState()):
+		return "", fmt.Errorf("job %s stopped with savepoint %s and then ended %s: %s", id, sp,
+			jobmanager.JobStateName(s.GetState()), s.GetFailure())
+	case r.GetPhase() == weirv1.RescalePhase_RESCALE_PHASE_DONE && int(s.GetParallelism()) == p:
+		return fmt.Sprintf("job %s rescaled to parallelism %d from savepoint %s", id, p, sp), nil
+	}
+	return fmt.Sprintf("job %s runs at parallelism %d, not %d, from savepoint %s", id, s.GetParallelism(), p, sp),
+		fmt.Errorf("rescale of job %s to parallelism %d not done: %s", id, p, r.GetReason())
 }
 
 func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {
