@@ -73,6 +73,9 @@ type JobManager struct {
 
 	coordinators map[string]*coordinator           // by job ID, while the job runs
 	metadata     map[string]*statebackend.Metadata // _metadata read, by checkpoint path
+	// waitLogged holds, per job waiting for slots, the attempt whose wait
+	// was logged, so a wait is logged once and not every pass.
+	waitLogged map[string]int
 }
 
 // taskKey identifies one task attempt.
@@ -115,6 +118,7 @@ func New(cfg Config) *JobManager {
 
 		coordinators: map[string]*coordinator{},
 		metadata:     map[string]*statebackend.Metadata{},
+		waitLogged:   map[string]int{},
 	}
 }
 
@@ -343,6 +347,7 @@ func (jm *JobManager) schedule(now time.Time) {
 		}
 	}
 	if len(pending) == 0 {
+		clear(jm.waitLogged)
 		jm.mu.Unlock()
 		if len(trans) > 0 {
 			jm.afterApply(trans)
@@ -377,6 +382,20 @@ func (jm *JobManager) schedule(now time.Time) {
 			deploy = append(deploy, j)
 		}
 	}
+	type waiting struct {
+		Wait
+		job *Job
+	}
+	var newWaits []waiting
+	logged := jm.waitLogged
+	jm.waitLogged = map[string]int{}
+	for _, w := range d.Waiting {
+		j := byID[w.JobID]
+		if a, ok := logged[w.JobID]; !ok || a != j.Attempt {
+			newWaits = append(newWaits, waiting{w, j})
+		}
+		jm.waitLogged[w.JobID] = j.Attempt
+	}
 	for _, e := range d.Expired {
 		// Waiting longer for slots is the user's call, not a restart's.
 		tr, err := jm.store.Apply(FailJob{JobID: e.JobID, Reason: e.Reason, Unrecoverable: true, TimeMs: nowMs})
@@ -389,6 +408,14 @@ func (jm *JobManager) schedule(now time.Time) {
 	}
 	jm.mu.Unlock()
 
+	for _, w := range newWaits {
+		until := "until slots return"
+		if w.job.SlotRequestExpires() {
+			until = "at most " + jm.cfg.SlotRequestTimeout.String()
+		}
+		jm.log.Info("job waiting for slots", "job_id", w.JobID, "job", w.job.Name, "attempt", w.job.Attempt,
+			"slots_needed", w.SlotsNeeded, "slots_free", w.SlotsFree, "waits", until)
+	}
 	for _, j := range deploy {
 		jm.log.Info("job scheduled", "job_id", j.ID, "job", j.Name, "slots", slotsText(j))
 		jm.deploy(j)

@@ -136,11 +136,19 @@ type Fallback struct {
 	Reason string
 }
 
+// Wait is a pending job that keeps waiting: it needs SlotsNeeded slots at
+// once and SlotsFree were left when its turn came.
+type Wait struct {
+	JobID                  string
+	SlotsNeeded, SlotsFree int
+}
+
 // Decision is what one scheduling pass decided.
 type Decision struct {
 	Placements []Placement
 	Fallbacks  []Fallback
 	Expired    []Expiry
+	Waiting    []Wait
 }
 
 // Schedule places the pending jobs, oldest first, on the free slots; a job
@@ -186,7 +194,9 @@ func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free [
 			d.Expired = append(d.Expired, Expiry{JobID: p.JobID, Reason: fmt.Sprintf(
 				"not enough free slots: job needs %d, %d free on %d TaskManager(s) after waiting %s",
 				p.SlotsNeeded, countSlots(avail), len(avail), timeout)})
+			continue
 		}
+		d.Waiting = append(d.Waiting, Wait{JobID: p.JobID, SlotsNeeded: p.SlotsNeeded, SlotsFree: countSlots(avail)})
 	}
 	return d
 }

@@ -74,6 +74,7 @@ func TestScheduleFIFOWithoutHeadOfLineBlocking(t *testing.T) {
 			{JobID: "big-old", Reason: "not enough free slots: job needs 4, 3 free on 2 TaskManager(s) after waiting 30s"},
 			{JobID: "late", Reason: "not enough free slots: job needs 1, 0 free on 2 TaskManager(s) after waiting 30s"},
 		},
+		Waiting: []Wait{{JobID: "big-new", SlotsNeeded: 4, SlotsFree: 3}},
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("Schedule =\n%+v\nwant\n%+v", d, want)
@@ -103,7 +104,8 @@ func TestScheduleNeverExpiresRestartedJobs(t *testing.T) {
 	free := []TaskManagerSlots{tmSlots("tm-1", 0, 1)}
 	d := Schedule(now, 2*time.Second, pending, free)
 	want := Decision{Expired: []Expiry{{JobID: "first",
-		Reason: "not enough free slots: job needs 3, 2 free on 1 TaskManager(s) after waiting 2s"}}}
+		Reason: "not enough free slots: job needs 3, 2 free on 1 TaskManager(s) after waiting 2s"}},
+		Waiting: []Wait{{JobID: "restarted", SlotsNeeded: 3, SlotsFree: 2}}}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("Schedule =\n%+v\nwant\n%+v", d, want)
 	}
@@ -134,7 +136,8 @@ func TestScheduleFallsBackRescaledJobs(t *testing.T) {
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("Schedule =\n%+v\nwant\n%+v", d, want)
 	}
-	if d := Schedule(now, time.Second, pending[:1], free[1:]); len(d.Placements)+len(d.Fallbacks)+len(d.Expired) != 0 {
+	if d := Schedule(now, time.Second, pending[:1], free[1:]); len(d.Placements)+len(d.Fallbacks)+len(d.Expired) != 0 ||
+		len(d.Waiting) != 1 {
 		t.Fatalf("neither parallelism fits, yet %+v", d)
 	}
 	if d := Schedule(now, time.Second, pending[:1], append(free, tmSlots("tm-3", 0))); len(d.Placements) != 1 || len(d.Fallbacks) != 0 {
