@@ -303,8 +303,10 @@ func (t *jobTable) failJob(j *Job, reason string, unrecoverable bool, timeMs int
 	j.FailuresSinceCheckpoint++
 	j.RestartAt = timeMs + RestartDelayMs(j.FailuresSinceCheckpoint)
 	j.LastFailure = reason
-	if j.Rescale.UnderWay() {
-		j.Rescale.Phase, j.Rescale.Reason, j.Rescale.EndMs = rescaleAbandoned, reason, timeMs
+	if r := j.Rescale; r != nil && r.Phase == rescaleStopping {
+		// The job restarts at the parallelism it has. (A job placing a
+		// rescale has no tasks to fail; it keeps its plan.)
+		r.Phase, r.Reason, r.EndMs = rescaleAbandoned, reason, timeMs
 	}
 	*out = append(*out, JobTransition{JobID: j.ID, From: j.State, To: jobRestarting, Reason: reason})
 	j.State = jobRestarting
