@@ -48,6 +48,14 @@
 // CancelJob moves a deployed job to CANCELING and then CANCELED when every
 // task is terminal; a job still waiting for slots is CANCELED at once.
 //
+// A rescale is refused, before anything stops, unless the free slots and
+// the job's own can hold the new parallelism. It then stops the job with a
+// savepoint and redeploys it from there as a new attempt at the new
+// parallelism; if that cannot be placed after the stop (a TaskManager left,
+// another job took the slots) but the previous parallelism can, the job
+// goes back to it from the same savepoint (FallBackRescale). The job's
+// RescalePlan records the outcome for its status.
+//
 // Errors carry domain sentinels (ErrJobNotFound, ErrInvalidJob, ...) and are
 // mapped to gRPC status codes once, by UnaryErrorInterceptor and
 // StreamErrorInterceptor.

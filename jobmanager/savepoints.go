@@ -170,7 +170,8 @@ func (jm *JobManager) stopJob(ctx context.Context, id, target string, drain bool
 }
 
 // rescaleJob stops the job with a savepoint and redeploys it with the new
-// parallelism from that savepoint under the same ID.
+// parallelism from that savepoint under the same ID, unless the slots
+// cannot hold the new parallelism (ErrNotEnoughSlots, nothing stopped).
 func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int) (string, error) {
 	c, job, err := jm.runningCoordinator(id)
 	if err != nil {
