@@ -41,6 +41,8 @@ func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
 		return t.applyEndRescale(c)
 	case DisposeCheckpoints:
 		return t.applyDisposeCheckpoints(c)
+	case FallBackRescale:
+		return t.applyFallBackRescale(c)
 	}
 	return nil, fmt.Errorf("unknown command %T", cmd)
 }
@@ -60,6 +62,12 @@ const (
 	taskFinished  = weirv1.TaskState_TASK_STATE_FINISHED
 	taskCanceled  = weirv1.TaskState_TASK_STATE_CANCELED
 	taskFailed    = weirv1.TaskState_TASK_STATE_FAILED
+
+	rescaleStopping  = weirv1.RescalePhase_RESCALE_PHASE_STOPPING
+	rescalePlacing   = weirv1.RescalePhase_RESCALE_PHASE_PLACING
+	rescaleDone      = weirv1.RescalePhase_RESCALE_PHASE_DONE
+	rescaleFellBack  = weirv1.RescalePhase_RESCALE_PHASE_FELL_BACK
+	rescaleAbandoned = weirv1.RescalePhase_RESCALE_PHASE_ABANDONED
 )
 
 func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
@@ -90,14 +98,8 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 		j.Restore = &r
 		j.LastCheckpointID = r.ID
 	}
-	// Clone through a temporary job so the command's slices are not shared.
-	j.Vertices = (&Job{Vertices: c.Vertices}).clone().Vertices
-	for v, spec := range j.Vertices {
-		j.Tasks[v] = make([]Task, spec.Parallelism)
-		for i := range j.Tasks[v] {
-			j.Tasks[v][i] = Task{State: taskScheduled}
-		}
-	}
+	j.Vertices = cloneVertices(c.Vertices)
+	resetTasks(j)
 	t.jobs[j.ID] = j
 	t.order = append(t.order, j.ID)
 	return []JobTransition{{JobID: j.ID, To: jobCreated}}, nil
@@ -124,6 +126,9 @@ func (t *jobTable) applyDeployJob(c DeployJob) ([]JobTransition, error) {
 	}
 	j.Deployed = true
 	j.StartTime = c.TimeMs
+	if r := j.Rescale; r != nil && r.Phase == rescalePlacing {
+		r.Phase, r.EndMs = rescaleDone, c.TimeMs
+	}
 	return nil, nil
 }
 
@@ -250,15 +255,18 @@ func (t *jobTable) advance(j *Job, timeMs int64, out *[]JobTransition) {
 			t.setState(j, jobCanceled, "", timeMs, out)
 		}
 	case j.Active() && j.Deployed:
-		if all(func(s weirv1.TaskState) bool { return s == taskFinished }) && j.Rescale != nil {
+		if all(func(s weirv1.TaskState) bool { return s == taskFinished }) && j.Rescale != nil && j.Rescale.Phase == rescaleStopping {
 			// The rescale's stop-with-savepoint has finished every task:
 			// redeploy at the new parallelism from that savepoint.
 			plan := j.Rescale
-			j.Rescale = nil
 			t.setState(j, jobRestarting, "", timeMs, out)
 			j.Parallelism = plan.Parallelism
 			j.Vertices = cloneVertices(plan.Vertices)
 			t.restart(j, timeMs, out)
+			plan.Phase = rescalePlacing
+			if j.Restore != nil {
+				plan.Savepoint = j.Restore.Path
+			}
 		} else if all(func(s weirv1.TaskState) bool { return s == taskFinished }) {
 			t.setState(j, jobFinished, "", timeMs, out)
 		} else if j.State == jobCreated &&
@@ -297,7 +305,11 @@ func (t *jobTable) failJob(j *Job, reason string, unrecoverable bool, timeMs int
 	j.FailuresSinceCheckpoint++
 	j.RestartAt = timeMs + RestartDelayMs(j.FailuresSinceCheckpoint)
 	j.LastFailure = reason
-	j.Rescale = nil
+	if r := j.Rescale; r != nil && r.Phase == rescaleStopping {
+		// The job restarts at the parallelism it has. (A job placing a
+		// rescale has no tasks to fail; it keeps its plan.)
+		r.Phase, r.Reason, r.EndMs = rescaleAbandoned, reason, timeMs
+	}
 	*out = append(*out, JobTransition{JobID: j.ID, From: j.State, To: jobRestarting, Reason: reason})
 	j.State = jobRestarting
 }
@@ -311,6 +323,15 @@ func (t *jobTable) restart(j *Job, timeMs int64, out *[]JobTransition) {
 	if c := j.LatestCheckpoint(); c != nil {
 		j.Restore = c
 	}
+	resetTasks(j)
+	// The wait for slots counts from the restart.
+	j.WaitingSince = timeMs
+	t.setState(j, jobCreated, "", timeMs, out)
+}
+
+// resetTasks gives the job's current attempt fresh tasks, waiting for
+// slots, for its vertices.
+func resetTasks(j *Job) {
 	j.Tasks = make([][]Task, len(j.Vertices))
 	for v, spec := range j.Vertices {
 		j.Tasks[v] = make([]Task, spec.Parallelism)
@@ -318,9 +339,6 @@ func (t *jobTable) restart(j *Job, timeMs int64, out *[]JobTransition) {
 			j.Tasks[v][i] = Task{Attempt: j.Attempt, State: taskScheduled}
 		}
 	}
-	// The slot request timeout counts from the restart.
-	j.WaitingSince = timeMs
-	t.setState(j, jobCreated, "", timeMs, out)
 }
 
 func (t *jobTable) applyRestartJob(c RestartJob) ([]JobTransition, error) {
@@ -395,15 +413,16 @@ func (t *jobTable) applyBeginRescale(c BeginRescale) ([]JobTransition, error) {
 	if j.State != jobRunning {
 		return nil, errorf(ErrJobNotRunning, "job %s is %s, not RUNNING", j.ID, JobStateName(j.State))
 	}
-	if j.Rescale != nil {
+	if j.Rescale.UnderWay() {
 		return nil, errorf(ErrJobNotRunning, "job %s is already being rescaled", j.ID)
 	}
-	j.Rescale = &RescalePlan{Parallelism: c.Plan.Parallelism, Vertices: cloneVertices(c.Plan.Vertices)}
+	j.Rescale = &RescalePlan{Parallelism: c.Plan.Parallelism, Vertices: cloneVertices(c.Plan.Vertices),
+		PreviousParallelism: j.Parallelism, PreviousVertices: cloneVertices(j.Vertices), Phase: rescaleStopping}
 	return nil, nil
 }
 
 func (t *jobTable) applyEndRescale(c EndRescale) ([]JobTransition, error) {
-	if j, ok := t.jobs[c.JobID]; ok {
+	if j, ok := t.jobs[c.JobID]; ok && j.Rescale != nil && j.Rescale.Phase == rescaleStopping {
 		j.Rescale = nil
 	}
 	return nil, nil
@@ -427,6 +446,25 @@ func (t *jobTable) applyDisposeCheckpoints(c DisposeCheckpoints) ([]JobTransitio
 	clear(j.Checkpoints[len(kept):])
 	j.Checkpoints = kept
 	j.CheckpointsDisposedMs = c.TimeMs
+	return nil, nil
+}
+
+func (t *jobTable) applyFallBackRescale(c FallBackRescale) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if !j.Pending() || c.Attempt != j.Attempt || j.Rescale == nil || j.Rescale.Phase != rescalePlacing {
+		return nil, errorf(ErrJobNotPending, "job %s (%s, attempt %d) is not waiting to place a rescale in attempt %d",
+			j.ID, JobStateName(j.State), j.Attempt, c.Attempt)
+	}
+	// The attempt keeps its number and its restore (the rescale's
+	// savepoint); only its shape goes back.
+	r := j.Rescale
+	j.Parallelism = r.PreviousParallelism
+	j.Vertices = cloneVertices(r.PreviousVertices)
+	resetTasks(j)
+	r.Phase, r.Reason, r.EndMs = rescaleFellBack, c.Reason, c.TimeMs
 	return nil, nil
 }
 

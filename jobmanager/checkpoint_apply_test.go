@@ -2,6 +2,7 @@ package jobmanager
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -81,8 +82,10 @@ func TestUnrecoverableFailureFailsRestartableJob(t *testing.T) {
 	}
 }
 
-func TestRescaleRedeploysWhenStopFinishes(t *testing.T) {
-	s := restartable(t)
+// rescaleTo4 begins a rescale of restartable's j1 (parallelism 2) to 4 and
+// finishes its stop with savepoint sp-7.
+func rescaleTo4(t *testing.T, s *MemStore) {
+	t.Helper()
 	plan := RescalePlan{Parallelism: 4, Vertices: []VertexSpec{
 		{Name: "Source", Parallelism: 1, Operators: []OperatorSpec{{UID: "src"}}, Outputs: []int{1}},
 		{Name: "Map -> Sink", Parallelism: 4, InputPartitioning: "rebalance", Operators: []OperatorSpec{{UID: "map"}, {UID: "sink"}}},
@@ -95,11 +98,81 @@ func TestRescaleRedeploysWhenStopFinishes(t *testing.T) {
 	mustApply(t, s, update(0, 0, "tm-1", taskFinished, ""))
 	mustApply(t, s, update(1, 0, "tm-1", taskFinished, ""))
 	mustApply(t, s, update(1, 1, "tm-2", taskFinished, ""))
+}
+
+func TestRescaleRedeploysWhenStopFinishes(t *testing.T) {
+	s := restartable(t)
+	rescaleTo4(t, s)
 	j := jobState(t, s, "j1")
 	if j.State != jobCreated || j.Parallelism != 4 || len(j.Tasks[1]) != 4 || j.Attempt != 1 ||
-		j.Restore == nil || j.Restore.Path != "sp-7" || j.Rescale != nil {
-		t.Fatalf("after the stop: state %v parallelism %d tasks %d attempt %d restore %+v", j.State, j.Parallelism,
-			len(j.Tasks[1]), j.Attempt, j.Restore)
+		j.Restore == nil || j.Restore.Path != "sp-7" || j.Rescale.Phase != rescalePlacing || j.Rescale.Savepoint != "sp-7" {
+		t.Fatalf("after the stop: state %v parallelism %d tasks %d attempt %d restore %+v rescale %+v", j.State, j.Parallelism,
+			len(j.Tasks[1]), j.Attempt, j.Restore, j.Rescale)
+	}
+	if !j.Pending() || j.SlotRequestExpires() {
+		t.Fatalf("after the stop the job should wait for slots without a timeout: pending %v expires %v", j.Pending(), j.SlotRequestExpires())
+	}
+	slots := []Slot{slot("tm-1", 0), slot("tm-1", 1), slot("tm-2", 0), slot("tm-2", 1)}
+	mustApply(t, s, DeployJob{JobID: "j1", Attempt: 1, Slots: slots, TimeMs: 30})
+	if j := jobState(t, s, "j1"); j.Rescale.Phase != rescaleDone || j.Rescale.EndMs != 30 || j.Rescale.UnderWay() {
+		t.Fatalf("after placing: rescale %+v", j.Rescale)
+	}
+	// The next rescale may begin once the job runs.
+	for i := range 4 {
+		mustApply(t, s, UpdateTask{JobID: "j1", Vertex: 1, Subtask: i, Attempt: 1, TaskManagerID: slots[i].TaskManagerID, State: taskRunning})
+	}
+	mustApply(t, s, UpdateTask{JobID: "j1", Vertex: 0, Subtask: 0, Attempt: 1, TaskManagerID: "tm-1", State: taskRunning})
+	mustApply(t, s, BeginRescale{JobID: "j1", Plan: RescalePlan{Parallelism: 1, Vertices: submitCmd("x", 1, 1).Vertices}})
+	if j := jobState(t, s, "j1"); j.Rescale.PreviousParallelism != 4 || j.Rescale.Phase != rescaleStopping {
+		t.Fatalf("second rescale: %+v", j.Rescale)
+	}
+}
+
+// A rescale that cannot be placed after its stop goes back to the previous
+// parallelism and vertices, restoring from the same savepoint, in the same
+// attempt.
+func TestRescaleFallBack(t *testing.T) {
+	s := restartable(t)
+	before := jobState(t, s, "j1")
+	rescaleTo4(t, s)
+	if _, err := s.Apply(FallBackRescale{JobID: "j1", Attempt: 0, Reason: "stale"}); err == nil {
+		t.Fatal("a fallback for an old attempt was accepted")
+	}
+	mustApply(t, s, FallBackRescale{JobID: "j1", Attempt: 1, Reason: "parallelism 4 needs 4 slots, 2 free", TimeMs: 40})
+	j := jobState(t, s, "j1")
+	if j.Parallelism != 2 || !reflect.DeepEqual(j.Vertices, before.Vertices) || len(j.Tasks[1]) != 2 || j.Attempt != 1 ||
+		j.Tasks[1][1].Attempt != 1 || j.Tasks[1][1].State != taskScheduled || !j.Pending() {
+		t.Fatalf("after the fallback: parallelism %d vertices %+v tasks %+v attempt %d", j.Parallelism, j.Vertices, j.Tasks, j.Attempt)
+	}
+	if j.Restore == nil || j.Restore.Path != "sp-7" {
+		t.Fatalf("restore %+v; want the rescale's savepoint sp-7", j.Restore)
+	}
+	want := RescalePlan{Parallelism: 4, PreviousParallelism: 2, Phase: rescaleFellBack, Savepoint: "sp-7",
+		Reason: "parallelism 4 needs 4 slots, 2 free", EndMs: 40}
+	got := *j.Rescale
+	got.Vertices, got.PreviousVertices = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("rescale %+v; want %+v", got, want)
+	}
+	if _, err := s.Apply(FallBackRescale{JobID: "j1", Attempt: 1}); !errors.Is(err, ErrJobNotPending) {
+		t.Fatalf("second fallback: %v", err)
+	}
+	// It deploys at the previous parallelism, and the record stays.
+	mustApply(t, s, DeployJob{JobID: "j1", Attempt: 1, Slots: []Slot{slot("tm-1", 0), slot("tm-1", 1)}, TimeMs: 50})
+	if j := jobState(t, s, "j1"); j.Rescale.Phase != rescaleFellBack || j.Tasks[1][1].Slot != 1 {
+		t.Fatalf("after deploying: rescale %+v tasks %+v", j.Rescale, j.Tasks)
+	}
+}
+
+// A failure while the rescale stops the job abandons it; the job restarts
+// as any failed job does, at its parallelism.
+func TestRescaleAbandonedByFailure(t *testing.T) {
+	s := restartable(t)
+	mustApply(t, s, BeginRescale{JobID: "j1", Plan: RescalePlan{Parallelism: 4, Vertices: submitCmd("x", 1, 4).Vertices}})
+	mustApply(t, s, update(1, 1, "tm-2", taskFailed, "boom"))
+	j := jobState(t, s, "j1")
+	if j.State != jobRestarting || j.Rescale.Phase != rescaleAbandoned || !strings.Contains(j.Rescale.Reason, "boom") || j.Parallelism != 2 {
+		t.Fatalf("job %v parallelism %d rescale %+v", j.State, j.Parallelism, j.Rescale)
 	}
 }
 

@@ -2,6 +2,7 @@ package jobmanager
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -26,6 +27,10 @@ type checkpointCore struct {
 	lastEnd     time.Time
 	attempt     int // the attempt lastTrigger counts from
 	requested   bool
+	// stopped is the attempt whose stop-with-savepoint completed: its
+	// sources have stopped and its tasks are finishing, so it takes no
+	// more checkpoints; -1 for none.
+	stopped int
 }
 
 // coreAction is what a tick decided.
@@ -33,16 +38,19 @@ type coreAction struct {
 	// trigger is a checkpoint just started: its sources get
 	// TriggerCheckpoint.
 	trigger *pendingCheckpoint
-	// abort is the pending checkpoint to give up, for reason.
-	abort  *pendingCheckpoint
-	reason string
+	// abort is the pending checkpoint to give up, for reason; routine
+	// when it follows from the job's stopping or restarting, or a task's
+	// end, rather than from a fault of the checkpoint.
+	abort   *pendingCheckpoint
+	reason  string
+	routine bool
 	// refuse is a savepoint request that could not start, with err.
 	refuse *savepointRequest
 	err    error
 }
 
 func newCheckpointCore(jobID, root string, cfg CheckpointConfig) *checkpointCore {
-	return &checkpointCore{jobID: jobID, root: root, savepoints: storage.Join(root, "savepoints"), cfg: cfg, attempt: -1}
+	return &checkpointCore{jobID: jobID, root: root, savepoints: storage.Join(root, "savepoints"), cfg: cfg, attempt: -1, stopped: -1}
 }
 
 func (c *checkpointCore) timeout() time.Duration {
@@ -61,7 +69,8 @@ func (c *checkpointCore) tick(job *Job, now time.Time) coreAction {
 		switch {
 		case p.finalizing:
 		case job.State != jobRunning || job.Attempt != p.attempt:
-			return coreAction{abort: p, reason: fmt.Sprintf("job is %s (attempt %d)", JobStateName(job.State), job.Attempt)}
+			return coreAction{abort: p, reason: fmt.Sprintf("job is %s (attempt %d)", JobStateName(job.State), job.Attempt),
+				routine: true}
 		case now.Sub(p.trigger) > c.timeout():
 			return coreAction{abort: p, reason: fmt.Sprintf("timed out after %v", c.timeout())}
 		default:
@@ -70,13 +79,13 @@ func (c *checkpointCore) tick(job *Job, now time.Time) coreAction {
 			for ref := range p.waiting {
 				if t := job.Tasks[ref.vertex][ref.subtask]; TerminalTask(t.State) {
 					return coreAction{abort: p, reason: fmt.Sprintf("task %s (%d) ended %s before acknowledging",
-						job.Vertices[ref.vertex].Name, ref.subtask, TaskStateName(t.State))}
+						job.Vertices[ref.vertex].Name, ref.subtask, TaskStateName(t.State)), routine: true}
 				}
 			}
 		}
 		return coreAction{}
 	}
-	if job.State != jobRunning {
+	if job.State != jobRunning || job.Attempt == c.stopped {
 		return coreAction{}
 	}
 	if job.Attempt != c.attempt {
@@ -171,6 +180,35 @@ func (c *checkpointCore) declined(id int64, attempt int) *pendingCheckpoint {
 		return p
 	}
 	return nil
+}
+
+// completed ends p as completed at now, like end. After a
+// stop-with-savepoint the attempt takes no more checkpoints.
+func (c *checkpointCore) completed(p *pendingCheckpoint, now time.Time) bool {
+	if !c.end(p, now) {
+		return false
+	}
+	if p.stop {
+		c.stopped = p.attempt
+	}
+	return true
+}
+
+// completionLevel is the level a completed checkpoint is logged at, d
+// after its trigger. A periodic checkpoint is routine (DEBUG) unless it is
+// slow: longer than the interval, which delays the next one (INFO), or
+// than half the timeout, which nearly aborted it (WARN). A savepoint was
+// asked for by a user, who wants to hear of it (INFO).
+func (c *checkpointCore) completionLevel(p *pendingCheckpoint, d time.Duration) slog.Level {
+	switch {
+	case d > c.timeout()/2:
+		return slog.LevelWarn
+	case p.savepoint:
+		return slog.LevelInfo
+	case c.cfg.IntervalMs > 0 && d > time.Duration(c.cfg.IntervalMs)*time.Millisecond:
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // end clears p, completed or aborted at now; it reports false when p was

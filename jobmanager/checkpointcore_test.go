@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestCoreAbortsOnTimeoutDeclineAndRestart(t *testing.T) {
 	c.tick(&job, t0)
 	p := c.tick(&job, t0.Add(100*time.Millisecond)).trigger
 	a := c.tick(&job, t0.Add(1101*time.Millisecond))
-	if a.abort != p || !strings.Contains(a.reason, "timed out") {
+	if a.abort != p || !strings.Contains(a.reason, "timed out") || a.routine {
 		t.Fatalf("timeout: %+v", a)
 	}
 	c.end(p, t0.Add(1101*time.Millisecond))
@@ -91,7 +92,7 @@ func TestCoreAbortsOnTimeoutDeclineAndRestart(t *testing.T) {
 
 	p = c.tick(&job, t0.Add(1500*time.Millisecond)).trigger
 	job.Tasks[0][0].State = taskFinished // the source ended without the barrier
-	if a := c.tick(&job, t0.Add(1505*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "before acknowledging") {
+	if a := c.tick(&job, t0.Add(1505*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "before acknowledging") || !a.routine {
 		t.Fatalf("a checkpoint waited for a finished task: %+v", a)
 	}
 	c.end(p, t0.Add(1505*time.Millisecond))
@@ -99,7 +100,7 @@ func TestCoreAbortsOnTimeoutDeclineAndRestart(t *testing.T) {
 
 	p = c.tick(&job, t0.Add(1700*time.Millisecond)).trigger
 	job.State, job.Attempt = jobRestarting, 1
-	if a := c.tick(&job, t0.Add(1710*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "RESTARTING") {
+	if a := c.tick(&job, t0.Add(1710*time.Millisecond)); a.abort != p || !strings.Contains(a.reason, "RESTARTING") || !a.routine {
 		t.Fatalf("a checkpoint of a restarting job went on: %+v", a)
 	}
 }
@@ -150,5 +151,52 @@ func TestCoreWaitsForRunningTasksAndLiveSources(t *testing.T) {
 	job.LastCheckpointID = 41 // restored from checkpoint 41
 	if p := c.tick(&job, t0.Add(3*time.Second)).trigger; p == nil || p.id != 42 {
 		t.Fatalf("checkpoint IDs must continue after the restored one: %+v", p)
+	}
+}
+
+// After a stop-with-savepoint completes, its attempt takes no periodic
+// checkpoint while its tasks finish; the next attempt (a rescale's) does.
+func TestCoreTakesNoCheckpointAfterAStop(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{IntervalMs: 100})
+	c := newCheckpointCore("j1", "/ck", job.Checkpointing)
+	c.tick(&job, t0)
+	c.queue = append(c.queue, &savepointRequest{stop: true})
+	p := c.tick(&job, t0.Add(time.Millisecond)).trigger
+	if p == nil || !p.stop {
+		t.Fatalf("stop savepoint %+v", p)
+	}
+	if !c.completed(p, t0.Add(10*time.Millisecond)) {
+		t.Fatal("completed reported the savepoint as ended already")
+	}
+	if a := c.tick(&job, t0.Add(time.Second)); a.trigger != nil {
+		t.Fatalf("a periodic checkpoint after the stop: %+v", a.trigger)
+	}
+	job.Attempt = 1
+	c.tick(&job, t0.Add(2*time.Second))
+	if a := c.tick(&job, t0.Add(3*time.Second)); a.trigger == nil {
+		t.Fatal("the next attempt takes no checkpoints")
+	}
+}
+
+// A completed checkpoint is logged at DEBUG unless it is slow or a
+// savepoint.
+func TestCoreCompletionLevel(t *testing.T) {
+	c := newCheckpointCore("j1", "/ck", CheckpointConfig{IntervalMs: 1000, TimeoutMs: 10_000})
+	periodic, savepoint := &pendingCheckpoint{}, &pendingCheckpoint{savepoint: true}
+	for _, tc := range []struct {
+		p    *pendingCheckpoint
+		d    time.Duration
+		want slog.Level
+	}{
+		{periodic, 50 * time.Millisecond, slog.LevelDebug},
+		{periodic, time.Second, slog.LevelDebug},
+		{periodic, 1001 * time.Millisecond, slog.LevelInfo}, // the next one is late
+		{periodic, 5001 * time.Millisecond, slog.LevelWarn}, // nearly timed out
+		{savepoint, 50 * time.Millisecond, slog.LevelInfo},
+		{savepoint, 6 * time.Second, slog.LevelWarn},
+	} {
+		if got := c.completionLevel(tc.p, tc.d); got != tc.want {
+			t.Errorf("savepoint %v after %v: level %v, want %v", tc.p.savepoint, tc.d, got, tc.want)
+		}
 	}
 }

@@ -125,7 +125,7 @@ func (c *coordinator) tick(now time.Time) bool {
 	c.mu.Unlock()
 	switch {
 	case a.abort != nil:
-		c.abort(a.abort, a.reason)
+		c.abort(a.abort, a.reason, a.routine)
 	case a.refuse != nil:
 		a.refuse.done <- savepointResult{err: a.err}
 	case a.trigger != nil:
@@ -149,7 +149,7 @@ func (c *coordinator) trigger(job *Job, p *pendingCheckpoint) {
 				return err
 			})
 			if err != nil && ctx.Err() == nil {
-				c.decline(p.id, p.attempt, fmt.Sprintf("triggering %s (%d) on %s: %v", name, s.subtask, task.TaskManagerID, err))
+				c.decline(p.id, p.attempt, fmt.Sprintf("triggering %s (%d) on %s: %v", name, s.subtask, task.TaskManagerID, err), false)
 			}
 		})
 	}
@@ -166,13 +166,14 @@ func (c *coordinator) acknowledge(req *weirv1.AcknowledgeCheckpointRequest) {
 	}
 }
 
-// decline aborts checkpoint id if it is still in flight.
-func (c *coordinator) decline(id int64, attempt int, reason string) {
+// decline aborts checkpoint id if it is still in flight; taskEnded says
+// the declining task had ended, which is routine.
+func (c *coordinator) decline(id int64, attempt int, reason string, taskEnded bool) {
 	c.mu.Lock()
 	p := c.core.declined(id, attempt)
 	c.mu.Unlock()
 	if p != nil {
-		c.abort(p, "declined: "+reason)
+		c.abort(p, "declined: "+reason, taskEnded)
 	}
 }
 
@@ -184,15 +185,27 @@ func (c *coordinator) requestCheckpoint() {
 	c.mu.Unlock()
 }
 
-// abort gives up p: the job goes on and the next checkpoint is tried.
-func (c *coordinator) abort(p *pendingCheckpoint, reason string) {
+// abort gives up p: the job goes on and the next checkpoint is tried. A
+// routine abort (the job is stopping or restarting, a task has ended) is
+// logged quietly; so is any abort once the job no longer runs p's attempt.
+func (c *coordinator) abort(p *pendingCheckpoint, reason string, routine bool) {
 	c.mu.Lock()
 	ok := c.core.end(p, time.Now())
 	c.mu.Unlock()
 	if !ok {
 		return
 	}
-	c.log.Warn("checkpoint aborted", "checkpoint", p.id, "savepoint", p.savepoint, "reason", reason)
+	if job, err := c.jm.store.Job(c.jobID); err != nil || job.State != jobRunning || job.Attempt != p.attempt {
+		routine = true
+	}
+	level := slog.LevelWarn
+	switch {
+	case routine && p.savepoint:
+		level = slog.LevelInfo // someone is waiting for it
+	case routine:
+		level = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), level, "checkpoint aborted", "checkpoint", p.id, "savepoint", p.savepoint, "reason", reason)
 	_, _ = c.jm.apply(AbortCheckpoint{JobID: c.jobID, CheckpointID: p.id})
 	if p.req != nil {
 		p.req.done <- savepointResult{err: errorf(ErrCheckpoint, "savepoint %d of job %s failed: %s", p.id, c.jobID, reason)}
@@ -208,7 +221,7 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 		err = c.writeMetadata(ctx, &job, p)
 	}
 	if err != nil {
-		c.abort(p, err.Error())
+		c.abort(p, err.Error(), false)
 		return
 	}
 	cp := CompletedCheckpoint{ID: p.id, Path: p.location, Savepoint: p.savepoint, TriggerMs: p.trigger.UnixMilli(),
@@ -223,13 +236,15 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 	before := job.Checkpoints
 	if _, err := c.jm.apply(CompleteCheckpoint{JobID: c.jobID, Checkpoint: cp}); err != nil {
 		// The job ended and its checkpoints were disposed of meanwhile.
-		c.abort(p, "recording it: "+err.Error())
+		c.abort(p, "recording it: "+err.Error(), false)
 		return
 	}
+	d := time.Since(p.trigger)
 	c.mu.Lock()
-	c.core.end(p, time.Now())
+	c.core.completed(p, time.Now())
+	level := c.core.completionLevel(p, d)
 	c.mu.Unlock()
-	c.log.Info("checkpoint complete", "checkpoint", p.id, "savepoint", p.savepoint, "duration", time.Since(p.trigger),
+	c.log.Log(ctx, level, "checkpoint complete", "checkpoint", p.id, "savepoint", p.savepoint, "duration", d,
 		"size", cp.SizeBytes, "location", p.location)
 	c.notify(p, false)
 	if p.req != nil {

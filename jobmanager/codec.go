@@ -26,6 +26,7 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	BeginRescaleType:       decodeAs[BeginRescale],
 	EndRescaleType:         decodeAs[EndRescale],
 	DisposeCheckpointsType: decodeAs[DisposeCheckpoints],
+	FallBackRescaleType:    decodeAs[FallBackRescale],
 }
 
 func decodeAs[C Command](body []byte) (Command, error) {

@@ -40,6 +40,8 @@ func commandLog() []Command {
 	log = append(log,
 		BeginRescale{JobID: "j1", Plan: RescalePlan{Parallelism: 3, Vertices: submitCmd("x", 1, 3).Vertices}},
 		EndRescale{JobID: "j1"},
+		// Refused (the job is not placing a rescale): errors replay too.
+		FallBackRescale{JobID: "j1", Attempt: 1, Reason: "no slots", TimeMs: 250},
 		CancelJob{JobID: "j1", TimeMs: 300},
 		UpdateTask{JobID: "j1", Vertex: 0, Subtask: 0, Attempt: 1, TaskManagerID: "tm-1", State: taskCanceled, TimeMs: 301},
 		UpdateTask{JobID: "j1", Vertex: 1, Subtask: 0, Attempt: 1, TaskManagerID: "tm-1", State: taskCanceled, TimeMs: 301},

@@ -21,6 +21,7 @@ const (
 	BeginRescaleType       CommandType = 10
 	EndRescaleType         CommandType = 11
 	DisposeCheckpointsType CommandType = 12
+	FallBackRescaleType    CommandType = 13
 )
 
 // Command is one write to the Store. Commands carry everything Apply needs,
@@ -105,7 +106,9 @@ type RestartJob struct {
 }
 
 // BeginRescale records that the job is to be redeployed with the plan's
-// parallelism once its stop-with-savepoint finishes all its tasks.
+// parallelism and vertices once its stop-with-savepoint finishes all its
+// tasks; the job's own parallelism and vertices are kept in the plan to
+// fall back to.
 type BeginRescale struct {
 	JobID string
 	Plan  RescalePlan
@@ -122,6 +125,16 @@ type EndRescale struct {
 type DisposeCheckpoints struct {
 	JobID  string
 	TimeMs int64
+}
+
+// FallBackRescale puts a rescaled job that waits for slots at its new
+// parallelism back at its previous parallelism and vertices, restoring
+// from the same savepoint, because the new parallelism cannot be placed.
+type FallBackRescale struct {
+	JobID   string
+	Attempt int // the attempt waiting to be placed
+	Reason  string
+	TimeMs  int64
 }
 
 // CancelJob cancels a job: a job waiting for slots becomes CANCELED, a
@@ -151,3 +164,4 @@ func (RestartJob) Type() CommandType         { return RestartJobType }
 func (BeginRescale) Type() CommandType       { return BeginRescaleType }
 func (EndRescale) Type() CommandType         { return EndRescaleType }
 func (DisposeCheckpoints) Type() CommandType { return DisposeCheckpointsType }
+func (FallBackRescale) Type() CommandType    { return FallBackRescaleType }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -27,7 +28,7 @@ func (jm *JobManager) deploy(job Job) {
 			return
 		}
 		if job.Restore != nil {
-			jm.log.Info("job restoring", "job_id", job.ID, "checkpoint", job.Restore.ID, "path", job.Restore.Path,
+			jm.log.Info("job restoring", "job_id", job.ID, "checkpoint", job.Restore.ID, "location", job.Restore.Path,
 				"attempt", job.Attempt)
 		}
 		for v, ts := range job.Tasks {
@@ -114,7 +115,13 @@ func (jm *JobManager) cancelTask(ctx context.Context, job Job, v, i int, t Task)
 	if err == nil || ctx.Err() != nil {
 		return
 	}
-	jm.log.Info("CancelTask failed; counting the task as canceled", "job_id", job.ID,
+	// NotFound: the task ended on its own meanwhile (an upstream task was
+	// canceled first, say) and its report is on its way.
+	level := slog.LevelInfo
+	if status.Code(err) == codes.NotFound {
+		level = slog.LevelDebug
+	}
+	jm.log.Log(ctx, level, "CancelTask failed; counting the task as canceled", "job_id", job.ID,
 		"vertex", job.Vertices[v].Name, "subtask", i, "task_manager_id", t.TaskManagerID, "err", err)
 	_, _ = jm.apply(UpdateTask{JobID: job.ID, Vertex: v, Subtask: i, Attempt: t.Attempt,
 		TaskManagerID: t.TaskManagerID, State: taskCanceled,

@@ -35,7 +35,10 @@
 // tracking separately.
 //
 // Job lifecycle: a submitted job is CREATED; it stays CREATED while it waits
-// for slots (at most SlotRequestTimeout, then FAILED) and while it deploys.
+// for slots and while it deploys. Only a first submission gives up waiting
+// (after SlotRequestTimeout, FAILED); a job restarting after a failure, or
+// redeploying after a rescale, waits until enough slots return, as Flink's
+// restart strategy does — waiting for slots is a state, not a failure.
 // Its start time is when deployment began. It becomes RUNNING when every
 // task has reported RUNNING (or already FINISHED), and FINISHED when every
 // task has finished. A failed task, a failed deployment or a lost
@@ -44,6 +47,14 @@
 // TaskManager cannot be reached, in which case they count as cancelled).
 // CancelJob moves a deployed job to CANCELING and then CANCELED when every
 // task is terminal; a job still waiting for slots is CANCELED at once.
+//
+// A rescale is refused, before anything stops, unless the free slots and
+// the job's own can hold the new parallelism. It then stops the job with a
+// savepoint and redeploys it from there as a new attempt at the new
+// parallelism; if that cannot be placed after the stop (a TaskManager left,
+// another job took the slots) but the previous parallelism can, the job
+// goes back to it from the same savepoint (FallBackRescale). The job's
+// RescalePlan records the outcome for its status.
 //
 // Errors carry domain sentinels (ErrJobNotFound, ErrInvalidJob, ...) and are
 // mapped to gRPC status codes once, by UnaryErrorInterceptor and

@@ -45,6 +45,9 @@ var (
 	// ErrTaskManagerNotFound: the TaskManager is not registered; it must
 	// register again (NotFound).
 	ErrTaskManagerNotFound = errors.New("TaskManager not registered")
+	// ErrNotEnoughSlots: the cluster has too few slots for the request
+	// right now (FailedPrecondition).
+	ErrNotEnoughSlots = errors.New("not enough slots")
 )
 
 // kindError is an error whose message is its own but which also matches a
@@ -74,7 +77,7 @@ func StatusCode(err error) codes.Code {
 	case errors.Is(err, ErrInvalidJob), errors.Is(err, ErrInvalidRequest):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrJobTerminal), errors.Is(err, ErrJobNotPending), errors.Is(err, ErrJobNotRunning),
-		errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrNoStorage):
+		errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrNoStorage), errors.Is(err, ErrNotEnoughSlots):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCheckpoint):
 		return codes.Aborted

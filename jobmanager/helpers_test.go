@@ -195,6 +195,7 @@ type fakeTaskManager struct {
 	metrics    []*weirv1.TaskMetrics
 	paused     bool
 	acks       []bool
+	triggers   []*weirv1.TriggerCheckpointRequest
 
 	srv       *grpc.Server
 	served    chan error
@@ -202,6 +203,8 @@ type fakeTaskManager struct {
 	reports   sync.WaitGroup
 	stopBeats context.CancelFunc
 	beating   chan struct{}
+	leaving   chan struct{}
+	streamEnd chan error // the heartbeat stream's end, as the acks reader saw it
 }
 
 type tmOption func(*fakeTaskManager)
@@ -263,6 +266,8 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	tm.stopBeats = cancel
 	tm.beating = make(chan struct{})
+	tm.leaving = make(chan struct{})
+	tm.streamEnd = make(chan error, 1)
 	stream, err := tm.jm.Heartbeat(ctx)
 	if err != nil {
 		tm.t.Fatalf("Heartbeat: %v", err)
@@ -271,6 +276,7 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 		for {
 			ack, err := stream.Recv()
 			if err != nil {
+				tm.streamEnd <- err
 				return
 			}
 			tm.mu.Lock()
@@ -295,10 +301,27 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-tm.leaving:
+				_ = stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.id, Leaving: true})
+				_ = stream.CloseSend()
+				return
 			case <-tick.C:
 			}
 		}
 	}()
+}
+
+// leave sends the last heartbeat of a TaskManager shutting down cleanly
+// and waits for the JobManager to end the stream.
+func (tm *fakeTaskManager) leave() error {
+	close(tm.leaving)
+	<-tm.beating
+	select {
+	case err := <-tm.streamEnd:
+		return err
+	case <-time.After(waitFor):
+		return errors.New("the JobManager did not end the heartbeat stream")
+	}
 }
 
 // stopServer stops the TaskManager's gRPC server.
@@ -350,6 +373,25 @@ func (tm *fakeTaskManager) CancelTask(_ context.Context, req *weirv1.CancelTaskR
 	tm.mu.Unlock()
 	tm.report(req.GetTask(), weirv1.TaskState_TASK_STATE_CANCELED, "", nil)
 	return &weirv1.CancelTaskResponse{}, nil
+}
+
+// TriggerCheckpoint records the trigger; the test acknowledges for the
+// tasks.
+func (tm *fakeTaskManager) TriggerCheckpoint(_ context.Context, req *weirv1.TriggerCheckpointRequest) (*weirv1.TriggerCheckpointResponse, error) {
+	tm.mu.Lock()
+	tm.triggers = append(tm.triggers, req)
+	tm.mu.Unlock()
+	return &weirv1.TriggerCheckpointResponse{}, nil
+}
+
+func (tm *fakeTaskManager) NotifyCheckpoint(context.Context, *weirv1.NotifyCheckpointRequest) (*weirv1.NotifyCheckpointResponse, error) {
+	return &weirv1.NotifyCheckpointResponse{}, nil
+}
+
+func (tm *fakeTaskManager) triggered() []*weirv1.TriggerCheckpointRequest {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return slices.Clone(tm.triggers)
 }
 
 // report sends a task state to the JobManager asynchronously, as a

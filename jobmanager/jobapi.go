@@ -119,11 +119,20 @@ func vertexSpecs(g *runtime.JobGraph) []VertexSpec {
 // listJobs summarises every job, newest first.
 func (jm *JobManager) listJobs() []*weirv1.JobSummary {
 	all := jm.store.Jobs()
+	free := jm.freeSlotCount(all)
 	out := make([]*weirv1.JobSummary, len(all))
 	for k := range all {
-		out[k] = jobSummary(&all[k])
+		out[k] = jobSummary(&all[k], slotWait(&all[k], free, jm.cfg.SlotRequestTimeout))
 	}
 	return out
+}
+
+// freeSlotCount counts the slots of registered TaskManagers that no task
+// of the jobs occupies.
+func (jm *JobManager) freeSlotCount(all []Job) int {
+	jm.mu.Lock()
+	defer jm.mu.Unlock()
+	return countSlots(FreeSlots(jm.tms.offeredSlots(), all))
 }
 
 // jobStatus reports a job with per-vertex and per-subtask detail and the
@@ -144,7 +153,11 @@ func (jm *JobManager) jobStatus(id string) (*weirv1.JobStatus, error) {
 		}
 	}
 	jm.mu.Unlock()
-	return buildJobStatus(&job, metrics), nil
+	var wait *weirv1.SlotWait
+	if job.Pending() {
+		wait = slotWait(&job, jm.freeSlotCount(jm.store.Jobs()), jm.cfg.SlotRequestTimeout)
+	}
+	return buildJobStatus(&job, wait, metrics), nil
 }
 
 // cancelJob cancels a job and returns its state right after: CANCELED for

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,8 +27,9 @@ type Config struct {
 	// HeartbeatTimeout is how long a TaskManager may stay silent before it
 	// is lost; 0 means 5s.
 	HeartbeatTimeout time.Duration
-	// SlotRequestTimeout is how long a job waits for enough free slots
-	// before it fails; 0 means 30s.
+	// SlotRequestTimeout is how long a first submission waits for enough
+	// free slots before it fails; 0 means 30s. Restarted and rescaled jobs
+	// wait until slots return.
 	SlotRequestTimeout time.Duration
 	// Logger receives the JobManager's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -75,6 +77,9 @@ type JobManager struct {
 
 	coordinators map[string]*coordinator           // by job ID, while the job runs
 	metadata     map[string]*statebackend.Metadata // _metadata read, by checkpoint path
+	// waitLogged holds, per job waiting for slots, the attempt whose wait
+	// was logged, so a wait is logged once and not every pass.
+	waitLogged map[string]int
 }
 
 // taskKey identifies one task attempt.
@@ -117,6 +122,7 @@ func New(cfg Config) *JobManager {
 
 		coordinators: map[string]*coordinator{},
 		metadata:     map[string]*statebackend.Metadata{},
+		waitLogged:   map[string]int{},
 	}
 }
 
@@ -343,11 +349,16 @@ func (jm *JobManager) schedule(now time.Time) {
 	for k := len(all) - 1; k >= 0; k-- { // oldest first
 		if j := &all[k]; j.Pending() {
 			byID[j.ID] = j
-			pending = append(pending, PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
-				Submitted: time.UnixMilli(j.WaitingSince)})
+			p := PendingJob{JobID: j.ID, SlotsNeeded: j.SlotsNeeded(),
+				Submitted: time.UnixMilli(j.WaitingSince), MayExpire: j.SlotRequestExpires()}
+			if r := j.Rescale; r != nil && r.Phase == rescalePlacing {
+				p.FallbackSlots = slotsNeeded(r.PreviousVertices)
+			}
+			pending = append(pending, p)
 		}
 	}
 	if len(pending) == 0 {
+		clear(jm.waitLogged)
 		jm.mu.Unlock()
 		if len(trans) > 0 {
 			jm.afterApply(trans)
@@ -365,6 +376,37 @@ func (jm *JobManager) schedule(now time.Time) {
 			deploy = append(deploy, j)
 		}
 	}
+	for _, f := range d.Fallbacks {
+		j := byID[f.JobID]
+		reason := fmt.Sprintf("parallelism %d cannot be placed after the stop (%s); back at parallelism %d from savepoint %s",
+			j.Parallelism, f.Reason, j.Rescale.PreviousParallelism, j.Rescale.Savepoint)
+		if _, err := jm.store.Apply(FallBackRescale{JobID: f.JobID, Attempt: j.Attempt, Reason: reason, TimeMs: nowMs}); err != nil {
+			jm.log.Error("falling back from a rescale", "job_id", f.JobID, "err", err)
+			continue
+		}
+		jm.log.Warn("rescale fell back", "job_id", j.ID, "job", j.Name, "reason", reason)
+		if _, err := jm.store.Apply(DeployJob{JobID: f.JobID, Attempt: j.Attempt, Slots: f.Slots, TimeMs: nowMs}); err != nil {
+			jm.log.Error("placing job", "job_id", f.JobID, "err", err)
+			continue
+		}
+		if j, err := jm.store.Job(f.JobID); err == nil {
+			deploy = append(deploy, j)
+		}
+	}
+	type waiting struct {
+		Wait
+		job *Job
+	}
+	var newWaits []waiting
+	logged := jm.waitLogged
+	jm.waitLogged = map[string]int{}
+	for _, w := range d.Waiting {
+		j := byID[w.JobID]
+		if a, ok := logged[w.JobID]; !ok || a != j.Attempt {
+			newWaits = append(newWaits, waiting{w, j})
+		}
+		jm.waitLogged[w.JobID] = j.Attempt
+	}
 	for _, e := range d.Expired {
 		// Waiting longer for slots is the user's call, not a restart's.
 		tr, err := jm.store.Apply(FailJob{JobID: e.JobID, Reason: e.Reason, Unrecoverable: true, TimeMs: nowMs})
@@ -377,6 +419,14 @@ func (jm *JobManager) schedule(now time.Time) {
 	}
 	jm.mu.Unlock()
 
+	for _, w := range newWaits {
+		until := "until slots return"
+		if w.job.SlotRequestExpires() {
+			until = "at most " + jm.cfg.SlotRequestTimeout.String()
+		}
+		jm.log.Info("job waiting for slots", "job_id", w.JobID, "job", w.job.Name, "attempt", w.job.Attempt,
+			"slots_needed", w.SlotsNeeded, "slots_free", w.SlotsFree, "waits", until)
+	}
 	for _, j := range deploy {
 		jm.log.Info("job scheduled", "job_id", j.ID, "job", j.Name, "slots", slotsText(j))
 		jm.deploy(j)
@@ -386,25 +436,43 @@ func (jm *JobManager) schedule(now time.Time) {
 
 // lostTaskManager is what loseLocked did, for finishLost to log and follow.
 type lostTaskManager struct {
-	tm     *taskManager
-	reason string
-	trans  []JobTransition
+	tm      *taskManager
+	reason  string
+	stopped bool // it shut down cleanly, it did not crash
+	trans   []JobTransition
 }
 
 // loseLocked fails the tasks of a TaskManager already removed from the
 // registry. The caller MUST hold jm.mu and call finishLost after releasing
 // it.
 func (jm *JobManager) loseLocked(tm *taskManager, cause string, now time.Time) lostTaskManager {
-	reason := "TaskManager " + tm.id + " (" + tm.address + ") lost: " + cause
+	return jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") lost: "+cause, false, now)
+}
+
+// removeLocked applies the TaskManagerLost command for tm: its tasks of
+// active jobs fail those jobs, whether it crashed or stopped.
+func (jm *JobManager) removeLocked(tm *taskManager, reason string, stopped bool, now time.Time) lostTaskManager {
 	trans, err := jm.store.Apply(TaskManagerLost{TaskManagerID: tm.id, Reason: reason, TimeMs: now.UnixMilli()})
 	if err != nil {
 		jm.log.Error("applying TaskManager loss", "task_manager_id", tm.id, "err", err)
 	}
-	return lostTaskManager{tm: tm, reason: reason, trans: trans}
+	return lostTaskManager{tm: tm, reason: reason, stopped: stopped, trans: trans}
 }
 
 func (jm *JobManager) finishLost(l lostTaskManager) {
-	jm.log.Warn("TaskManager lost", "task_manager_id", l.tm.id, "address", l.tm.address, "reason", l.reason)
+	if l.stopped {
+		// A clean shutdown is no fault of the TaskManager's, even when it
+		// fails the jobs it ran (their transitions say so).
+		failed := 0
+		for _, t := range l.trans {
+			if t.To == jobRestarting || t.To == jobFailed {
+				failed++
+			}
+		}
+		jm.log.Info("TaskManager stopped", "task_manager_id", l.tm.id, "address", l.tm.address, "jobs_failed", failed)
+	} else {
+		jm.log.Warn("TaskManager lost", "task_manager_id", l.tm.id, "address", l.tm.address, "reason", l.reason)
+	}
 	jm.dropConn(l.tm.address)
 	jm.afterApply(l.trans)
 }
@@ -434,6 +502,21 @@ func (jm *JobManager) streamBroken(id string, incarnation uint64) {
 	var l lostTaskManager
 	if ok {
 		l = jm.loseLocked(tm, "heartbeat stream broken", time.Now())
+	}
+	jm.mu.Unlock()
+	if ok {
+		jm.finishLost(l)
+	}
+}
+
+// taskManagerStopped removes a TaskManager that said it is shutting down
+// (if it is still the incarnation that said so).
+func (jm *JobManager) taskManagerStopped(id string, incarnation uint64) {
+	jm.mu.Lock()
+	tm, ok := jm.tms.remove(id, incarnation)
+	var l lostTaskManager
+	if ok {
+		l = jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") stopped", true, time.Now())
 	}
 	jm.mu.Unlock()
 	if ok {

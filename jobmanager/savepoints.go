@@ -165,13 +165,14 @@ func (jm *JobManager) stopJob(ctx context.Context, id, target string, drain bool
 	defer cancel()
 	path, err := c.savepoint(ctx, target, true, drain)
 	if err == nil {
-		jm.log.Info("job stopping with savepoint", "job_id", id, "savepoint", path, "drain", drain)
+		jm.log.Info("job stopping with savepoint", "job_id", id, "location", path, "drain", drain)
 	}
 	return path, err
 }
 
 // rescaleJob stops the job with a savepoint and redeploys it with the new
-// parallelism from that savepoint under the same ID.
+// parallelism from that savepoint under the same ID, unless the slots
+// cannot hold the new parallelism (ErrNotEnoughSlots, nothing stopped).
 func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int) (string, error) {
 	c, job, err := jm.runningCoordinator(id)
 	if err != nil {
@@ -186,6 +187,18 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 		return "", errorf(ErrInvalidJob, "%w", err)
 	}
 	plan := RescalePlan{Parallelism: parallelism, Vertices: vertexSpecs(g)}
+	// Nothing is stopped unless the new parallelism fits in the slots
+	// free now and those the job holds. Another job may still take them
+	// before the stop ends; the scheduler then falls back.
+	jm.mu.Lock()
+	offered, all := jm.tms.offeredSlots(), jm.store.Jobs()
+	jm.mu.Unlock()
+	need, avail, free := slotsNeeded(plan.Vertices), SlotsAvailableTo(id, offered, all), countSlots(FreeSlots(offered, all))
+	if need > avail {
+		return "", errorf(ErrNotEnoughSlots, "cannot rescale job %s to parallelism %d: it needs %d slots, and %d are available "+
+			"(%d free + %d the job holds now); the job keeps running at parallelism %d",
+			id, parallelism, need, avail, free, avail-free, job.Parallelism)
+	}
 	if _, err := jm.apply(BeginRescale{JobID: id, Plan: plan}); err != nil {
 		return "", err
 	}
@@ -196,7 +209,7 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 		_, _ = jm.apply(EndRescale{JobID: id})
 		return "", err
 	}
-	jm.log.Info("job rescaling", "job_id", id, "from", job.Parallelism, "to", parallelism, "savepoint", path)
+	jm.log.Info("job rescaling", "job_id", id, "from", job.Parallelism, "to", parallelism, "location", path)
 	return path, nil
 }
 

@@ -103,7 +103,16 @@ func countSlots(tms []TaskManagerSlots) int {
 type PendingJob struct {
 	JobID       string
 	SlotsNeeded int
-	Submitted   time.Time
+	// Submitted is when the job began waiting.
+	Submitted time.Time
+	// MayExpire says the job fails once it has waited the slot request
+	// timeout: only a first submission does. A restarted or rescaled job
+	// waits until slots return, as Flink's restart strategy does.
+	MayExpire bool
+	// FallbackSlots, when not 0, is what a rescaled job needs at its
+	// previous parallelism: if its new parallelism does not fit, it goes
+	// back to the previous one if that fits.
+	FallbackSlots int
 }
 
 // Placement assigns slots to a job: subtask j of every vertex goes to
@@ -119,42 +128,82 @@ type Expiry struct {
 	Reason string
 }
 
+// Fallback places a rescaled job at its previous parallelism, on Slots,
+// because its new one does not fit (Reason says how).
+type Fallback struct {
+	JobID  string
+	Slots  []Slot
+	Reason string
+}
+
+// Wait is a pending job that keeps waiting: it needs SlotsNeeded slots at
+// once and SlotsFree were left when its turn came.
+type Wait struct {
+	JobID                  string
+	SlotsNeeded, SlotsFree int
+}
+
 // Decision is what one scheduling pass decided.
 type Decision struct {
 	Placements []Placement
+	Fallbacks  []Fallback
 	Expired    []Expiry
+	Waiting    []Wait
 }
 
 // Schedule places the pending jobs, oldest first, on the free slots; a job
-// that does not fit does not block younger ones that do. A job that does not
-// fit and has waited at least timeout expires. free lists every registered
-// TaskManager (with its free slots) and is not modified.
+// that does not fit does not block younger ones that do. A rescaled job
+// that does not fit falls back to its previous parallelism if that fits. A
+// job that does not fit, may expire and has waited at least timeout
+// expires; the others wait.
+// free lists every registered TaskManager (with its free slots) and is not
+// modified.
 func Schedule(now time.Time, timeout time.Duration, pending []PendingJob, free []TaskManagerSlots) Decision {
 	avail := make([]TaskManagerSlots, len(free))
 	for k, tm := range free {
 		tm.Slots = slices.Clone(tm.Slots)
 		avail[k] = tm
 	}
+	take := func(slots []Slot) {
+		taken := map[Slot]bool{}
+		for _, s := range slots {
+			taken[s] = true
+		}
+		for k := range avail {
+			avail[k].Slots = slices.DeleteFunc(avail[k].Slots, func(i int) bool {
+				return taken[Slot{TaskManagerID: avail[k].TaskManagerID, Address: avail[k].Address, Index: i}]
+			})
+		}
+	}
 	var d Decision
 	for _, p := range pending {
 		if slots, ok := PlaceSlots(p.SlotsNeeded, avail); ok {
 			d.Placements = append(d.Placements, Placement{JobID: p.JobID, Slots: slots})
-			taken := map[Slot]bool{}
-			for _, s := range slots {
-				taken[s] = true
-			}
-			for k := range avail {
-				avail[k].Slots = slices.DeleteFunc(avail[k].Slots, func(i int) bool {
-					return taken[Slot{TaskManagerID: avail[k].TaskManagerID, Address: avail[k].Address, Index: i}]
-				})
-			}
+			take(slots)
 			continue
 		}
-		if now.Sub(p.Submitted) >= timeout {
+		if p.FallbackSlots > 0 {
+			if slots, ok := PlaceSlots(p.FallbackSlots, avail); ok {
+				d.Fallbacks = append(d.Fallbacks, Fallback{JobID: p.JobID, Slots: slots, Reason: fmt.Sprintf(
+					"it needs %d slots, %d free on %d TaskManager(s)", p.SlotsNeeded, countSlots(avail), len(avail))})
+				take(slots)
+				continue
+			}
+		}
+		if p.MayExpire && now.Sub(p.Submitted) >= timeout {
 			d.Expired = append(d.Expired, Expiry{JobID: p.JobID, Reason: fmt.Sprintf(
 				"not enough free slots: job needs %d, %d free on %d TaskManager(s) after waiting %s",
 				p.SlotsNeeded, countSlots(avail), len(avail), timeout)})
+			continue
 		}
+		d.Waiting = append(d.Waiting, Wait{JobID: p.JobID, SlotsNeeded: p.SlotsNeeded, SlotsFree: countSlots(avail)})
 	}
 	return d
+}
+
+// SlotsAvailableTo counts the slots the job could have if it gave up its
+// own: the offered slots that no other job's task occupies.
+func SlotsAvailableTo(jobID string, offered []TaskManagerSlots, jobs []Job) int {
+	others := slices.DeleteFunc(slices.Clone(jobs), func(j Job) bool { return j.ID == jobID })
+	return countSlots(FreeSlots(offered, others))
 }

@@ -95,7 +95,7 @@ func (s *service) AcknowledgeCheckpoint(_ context.Context, req *weirv1.Acknowled
 
 func (s *service) DeclineCheckpoint(_ context.Context, req *weirv1.DeclineCheckpointRequest) (*weirv1.DeclineCheckpointResponse, error) {
 	if c := s.jm.coordinator(req.GetTask().GetJobId()); c != nil {
-		c.decline(req.GetCheckpointId(), int(req.GetTask().GetAttempt()), req.GetReason())
+		c.decline(req.GetCheckpointId(), int(req.GetTask().GetAttempt()), req.GetReason(), req.GetTaskEnded())
 	}
 	return &weirv1.DeclineCheckpointResponse{}, nil
 }
@@ -136,7 +136,8 @@ func (s *service) OfferSlots(_ context.Context, req *weirv1.OfferSlotsRequest) (
 
 // Heartbeat acknowledges each heartbeat. When the stream breaks, the
 // TaskManager that last heartbeated on it (if still the same registration)
-// is lost at once.
+// is lost at once. A TaskManager that says it is leaving is removed as
+// stopped, and the stream ends without an acknowledgement.
 func (s *service) Heartbeat(stream weirv1.JobManager_HeartbeatServer) error {
 	var (
 		tmID        string
@@ -156,6 +157,12 @@ func (s *service) Heartbeat(stream weirv1.JobManager_HeartbeatServer) error {
 		inc, known := s.jm.recordHeartbeat(hb)
 		if known {
 			tmID, incarnation = hb.GetTaskManagerId(), inc
+		}
+		if hb.GetLeaving() {
+			if known {
+				s.jm.taskManagerStopped(tmID, incarnation)
+			}
+			return nil
 		}
 		if err := stream.Send(&weirv1.HeartbeatAck{Known: known}); err != nil {
 			if tmID != "" {

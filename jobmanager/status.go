@@ -2,13 +2,14 @@ package jobmanager
 
 import (
 	"maps"
+	"time"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 )
 
-// jobSummary is the JobSummary of a job.
-func jobSummary(j *Job) *weirv1.JobSummary {
+// jobSummary is the JobSummary of a job; wait is its slotWait.
+func jobSummary(j *Job, wait *weirv1.SlotWait) *weirv1.JobSummary {
 	return &weirv1.JobSummary{
 		JobId:        j.ID,
 		JobName:      j.Name,
@@ -19,15 +20,29 @@ func jobSummary(j *Job) *weirv1.JobSummary {
 		Failure:      j.Failure,
 		Parallelism:  int32(j.Parallelism),
 		Restarts:     int32(j.Restarts),
+		SlotWait:     wait,
 	}
 }
 
-// buildJobStatus assembles a job's status from its record and the latest
-// metrics of its current task attempts: operator counts summed over
-// subtasks and the latency histograms of all subtasks merged.
-func buildJobStatus(j *Job, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.JobStatus {
+// slotWait describes a job waiting for slots, with free slots free now; nil
+// for a job that does not wait.
+func slotWait(j *Job, free int, timeout time.Duration) *weirv1.SlotWait {
+	if !j.Pending() {
+		return nil
+	}
+	w := &weirv1.SlotWait{SlotsNeeded: int32(j.SlotsNeeded()), SlotsFree: int32(free), SinceMs: j.WaitingSince}
+	if j.SlotRequestExpires() {
+		w.DeadlineMs = j.WaitingSince + timeout.Milliseconds()
+	}
+	return w
+}
+
+// buildJobStatus assembles a job's status from its record, its slotWait
+// and the latest metrics of its current task attempts: operator counts
+// summed over subtasks and the latency histograms of all subtasks merged.
+func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.JobStatus {
 	st := &weirv1.JobStatus{
-		Summary:        jobSummary(j),
+		Summary:        jobSummary(j, wait),
 		MaxParallelism: int32(j.MaxParallelism),
 		Params:         maps.Clone(j.Params),
 
@@ -37,6 +52,7 @@ func buildJobStatus(j *Job, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.Job
 		CompletedCheckpoints: j.CompletedCheckpoints,
 		FailedCheckpoints:    j.FailedCheckpoints,
 		Attempt:              int32(j.Attempt),
+		Rescale:              rescaleStatus(j.Rescale),
 	}
 	var latency []int64
 	for v, spec := range j.Vertices {
@@ -75,6 +91,14 @@ func buildJobStatus(j *Job, metrics map[taskKey]*weirv1.TaskMetrics) *weirv1.Job
 	}
 	st.Latency = latencySummary(latency)
 	return st
+}
+
+func rescaleStatus(r *RescalePlan) *weirv1.RescaleStatus {
+	if r == nil {
+		return nil
+	}
+	return &weirv1.RescaleStatus{FromParallelism: int32(r.PreviousParallelism), ToParallelism: int32(r.Parallelism),
+		Phase: r.Phase, SavepointPath: r.Savepoint, Reason: r.Reason, EndTimeMs: r.EndMs}
 }
 
 // latencySummary reads p50, p99, max and count off merged bucket counts;

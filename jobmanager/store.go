@@ -85,8 +85,10 @@ type Job struct {
 	RestartAt               int64
 	// LastFailure is the failure that caused the latest restart.
 	LastFailure string
-	// Rescale, when set, redeploys the job at another parallelism once
-	// its stop-with-savepoint has finished every task.
+	// Rescale is the job's latest rescale. While it is under way
+	// (stopping or placing) the job is redeployed at the plan's
+	// parallelism once its stop-with-savepoint has finished every task,
+	// or at its previous parallelism when the new one cannot be placed.
 	Rescale *RescalePlan
 	// CheckpointsDisposedMs is when the ended job's retained checkpoints
 	// were disposed of (Unix ms); 0 while they are kept.
@@ -113,10 +115,39 @@ type CompletedCheckpoint struct {
 	MaxSyncNs, MaxAlignmentNs int64
 }
 
-// RescalePlan is a rescale waiting for its savepoint.
+// RescalePlan is a rescale: the job stops with a savepoint and is
+// redeployed from it at Parallelism, or, when that cannot be placed after
+// the stop, back at PreviousParallelism from the same savepoint.
 type RescalePlan struct {
 	Parallelism int
 	Vertices    []VertexSpec
+	// PreviousParallelism and PreviousVertices are the job's before the
+	// rescale; BeginRescale sets them from the job.
+	PreviousParallelism int
+	PreviousVertices    []VertexSpec
+	Phase               weirv1.RescalePhase
+	// Savepoint is the path the job restarts from, once it has stopped.
+	Savepoint string
+	// Reason says why the job is not at Parallelism (fell back,
+	// abandoned); EndMs is when the rescale was placed, fell back or was
+	// abandoned.
+	Reason string
+	EndMs  int64
+}
+
+// UnderWay reports whether the rescale is stopping the job or placing it.
+func (p *RescalePlan) UnderWay() bool {
+	return p != nil && (p.Phase == rescaleStopping || p.Phase == rescalePlacing)
+}
+
+func (p *RescalePlan) clone() *RescalePlan {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Vertices = cloneVertices(p.Vertices)
+	c.PreviousVertices = cloneVertices(p.PreviousVertices)
+	return &c
 }
 
 // Restartable reports whether periodic checkpoints, and so restarts, are on.
@@ -163,9 +194,11 @@ type Task struct {
 
 // SlotsNeeded is the number of slots the job needs with slot sharing: its
 // largest vertex parallelism.
-func (j *Job) SlotsNeeded() int {
+func (j *Job) SlotsNeeded() int { return slotsNeeded(j.Vertices) }
+
+func slotsNeeded(vs []VertexSpec) int {
 	n := 0
-	for _, v := range j.Vertices {
+	for _, v := range vs {
 		n = max(n, v.Parallelism)
 	}
 	return n
@@ -182,6 +215,12 @@ func (j *Job) Pending() bool {
 	return j.State == weirv1.JobState_JOB_STATE_CREATED && !j.Deployed
 }
 
+// SlotRequestExpires reports whether the job fails when it waits for slots
+// longer than the slot request timeout. Only a first submission does: a
+// job that restarts (after a lost TaskManager, say) or is rescaled has a
+// later attempt and waits until enough slots return.
+func (j *Job) SlotRequestExpires() bool { return j.Attempt == 0 }
+
 func (j *Job) clone() Job {
 	c := *j
 	c.Params = maps.Clone(j.Params)
@@ -195,10 +234,7 @@ func (j *Job) clone() Job {
 		r := *j.Restore
 		c.Restore = &r
 	}
-	if j.Rescale != nil {
-		r := RescalePlan{Parallelism: j.Rescale.Parallelism, Vertices: cloneVertices(j.Rescale.Vertices)}
-		c.Rescale = &r
-	}
+	c.Rescale = j.Rescale.clone()
 	return c
 }
 

@@ -113,7 +113,7 @@ func (jm *JobManager) updateTaskState(u *weirv1.TaskStateUpdate) error {
 		jm.recordMetricsLocked(m)
 		jm.mu.Unlock()
 	}
-	jm.log.Debug("task state", "job_id", id.GetJobId(), "vertex", id.GetVertexId(), "subtask", id.GetSubtask(),
+	jm.log.Debug("task state", "job_id", id.GetJobId(), "vertex_id", id.GetVertexId(), "subtask", id.GetSubtask(),
 		"attempt", id.GetAttempt(), "task_manager_id", u.GetTaskManagerId(), "state", TaskStateName(u.GetState()),
 		"failure", u.GetFailure())
 	_, err := jm.apply(UpdateTask{

@@ -106,6 +106,11 @@ type CheckpointResponder interface {
 // for.
 var ErrCheckpointDeclined = errors.New("checkpoint declined")
 
+// ErrTaskEnded is wrapped by the reason a task declines a checkpoint
+// triggered after its loop ended: the decline comes with the task's end,
+// it is no fault of the checkpoint's.
+var ErrTaskEnded = errors.New("has ended")
+
 // StorageOpener opens checkpoint or sink storage by URL with the process's
 // S3 settings.
 type StorageOpener func(rawURL string) (storage.Storage, error)

@@ -472,7 +472,7 @@ func (t *Task) refuseTriggers() {
 		select {
 		case c := <-t.control:
 			if c.kind == controlTrigger && t.io.Checkpoints != nil {
-				t.io.Checkpoints.Decline(c.barrier.ID, fmt.Errorf("%w: task %s (%d) has ended", ErrCheckpointDeclined, t.vertex.Name, t.subtask))
+				t.io.Checkpoints.Decline(c.barrier.ID, fmt.Errorf("%w: task %s (%d) %w", ErrCheckpointDeclined, t.vertex.Name, t.subtask, ErrTaskEnded))
 			}
 		default:
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -44,10 +45,17 @@ func (r responder) Acknowledge(ack runtime.CheckpointAck) {
 }
 
 func (r responder) Decline(id int64, reason error) {
-	r.tm.log.Warn("declining checkpoint", "job", r.key.job, "vertex", r.key.vertex, "subtask", r.key.subtask,
-		"checkpoint", id, "reason", reason)
+	// A task that ended, or whose uploads its cancellation stopped,
+	// declines as a matter of course.
+	ended := errors.Is(reason, runtime.ErrTaskEnded) || errors.Is(reason, context.Canceled) || errors.Is(reason, errCanceled)
+	level := slog.LevelWarn
+	if ended {
+		level = slog.LevelDebug
+	}
+	r.tm.log.Log(context.Background(), level, "declining checkpoint", "job_id", r.key.job, "vertex_id", r.key.vertex,
+		"subtask", r.key.subtask, "attempt", r.key.attempt, "checkpoint", id, "reason", reason)
 	req := &weirv1.DeclineCheckpointRequest{TaskManagerId: r.tm.cfg.ID, Task: r.key.proto(), CheckpointId: id,
-		Reason: reason.Error()}
+		Reason: reason.Error(), TaskEnded: ended}
 	go r.call("decline checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
 		_, err := c.DeclineCheckpoint(ctx, req)
 		return err
@@ -72,7 +80,8 @@ func (r responder) call(what string, f func(context.Context, weirv1.JobManagerCl
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := f(ctx, jm); err != nil {
-		r.tm.log.Warn(what+" failed", "job", r.key.job, "err", err)
+		r.tm.log.Warn(what+" failed", "job_id", r.key.job, "vertex_id", r.key.vertex, "subtask", r.key.subtask,
+			"attempt", r.key.attempt, "err", err)
 	}
 }
 

@@ -8,7 +8,9 @@
 // The connection to the JobManager is one registration plus a heartbeat
 // stream. If that stream breaks or the JobManager no longer knows this
 // TaskManager, the TaskManager cancels its tasks (the JobManager has failed
-// their jobs already) and registers again.
+// their jobs already) and registers again. A TaskManager that shuts down
+// says so on the stream first, so the JobManager records it as stopped,
+// not lost, and then cancels its tasks.
 package taskmanager
 
 import (
@@ -70,7 +72,7 @@ type TaskManager struct {
 	tasks map[taskKey]*runningTask
 	jm    weirv1.JobManagerClient
 	conn  *grpc.ClientConn
-	ctx   context.Context // lives as long as Run
+	ctx   context.Context // the parent of task contexts; ends after Run's
 
 	registered     chan struct{} // closed at the first registration
 	registeredOnce sync.Once
@@ -109,7 +111,7 @@ func New(cfg Config) (*TaskManager, error) {
 	if addr == "" {
 		addr = advertised(ln.Addr().(*net.TCPAddr))
 	}
-	log := cfg.Logger.With("taskmanager", cfg.ID)
+	log := cfg.Logger.With("task_manager_id", cfg.ID)
 	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
 		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
 	tm.server = grpc.NewServer()
@@ -139,10 +141,14 @@ func (tm *TaskManager) Registered() <-chan struct{} { return tm.registered }
 func (tm *TaskManager) Address() string { return tm.addr }
 
 // Run serves and keeps the TaskManager registered until ctx ends; then it
-// cancels its tasks and stops.
+// tells the JobManager it is leaving, cancels its tasks and stops.
 func (tm *TaskManager) Run(ctx context.Context) error {
+	// Tasks are not children of ctx: they end canceled, by cancelAll,
+	// after the JobManager has been told, not failed by ctx's end.
+	tasksCtx, stopTasks := context.WithCancelCause(context.Background())
+	defer stopTasks(nil)
 	tm.mu.Lock()
-	tm.ctx = ctx
+	tm.ctx = tasksCtx
 	tm.mu.Unlock()
 	conn, err := grpc.NewClient(tm.cfg.JobManager, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -152,15 +158,15 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 	tm.jm = weirv1.NewJobManagerClient(conn)
 	served := make(chan error, 1)
 	go func() { served <- tm.server.Serve(tm.ln) }()
-	tm.log.Info("taskmanager started", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager", tm.cfg.JobManager)
+	tm.log.Info("taskmanager started", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager_address", tm.cfg.JobManager)
 
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := tm.session(ctx)
-		tm.cancelAll("connection to the JobManager lost")
 		if ctx.Err() != nil {
 			break
 		}
+		tm.cancelAll("connection to the JobManager lost")
 		tm.log.Warn("not connected to the JobManager; retrying", "in", backoff, "err", err)
 		select {
 		case <-time.After(backoff):
@@ -172,6 +178,8 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 		}
 	}
 	tm.cancelAll("TaskManager shutting down")
+	// Tasks deployed from now on start canceled.
+	stopTasks(fmt.Errorf("%w: TaskManager shutting down", errCanceled))
 	tm.waitTasks(10 * time.Second)
 	tm.server.Stop()
 	tm.x.Close()
@@ -204,10 +212,11 @@ func (tm *TaskManager) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("offer slots: %w", err)
 	}
-	tm.log.Info("registered with the JobManager", "jobmanager", reg.JobManagerId, "heartbeat", interval)
+	tm.log.Info("registered with the JobManager", "job_manager_id", reg.JobManagerId, "heartbeat", interval)
 	tm.registeredOnce.Do(func() { close(tm.registered) })
 
-	hctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by the leaving message; it ends with session.
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stream, err := tm.jm.Heartbeat(hctx)
 	if err != nil {
@@ -235,11 +244,40 @@ func (tm *TaskManager) session(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			stream.CloseSend()
+			tm.leave(stream, acks)
 			return nil
 		case err := <-acks:
 			return fmt.Errorf("heartbeat: %w", err)
 		case <-tick.C:
 		}
+	}
+}
+
+// leaveTimeout bounds how long a TaskManager shutting down waits for the
+// JobManager to take note.
+const leaveTimeout = 2 * time.Second
+
+// leave sends the last heartbeat, which says the TaskManager is shutting
+// down, and waits for the JobManager to end the stream: it has then
+// removed this TaskManager, as stopped.
+func (tm *TaskManager) leave(stream weirv1.JobManager_HeartbeatClient, acks <-chan error) {
+	err := stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.cfg.ID, Leaving: true})
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	if err == nil {
+		t := time.NewTimer(leaveTimeout)
+		defer t.Stop()
+		select {
+		case err = <-acks:
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+		case <-t.C:
+			err = fmt.Errorf("no answer within %v", leaveTimeout)
+		}
+	}
+	if err != nil {
+		tm.log.Info("could not tell the JobManager this TaskManager is leaving", "err", err)
 	}
 }

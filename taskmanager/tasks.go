@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,9 @@ type runningTask struct {
 	task   *runtime.Task
 }
 
-var errCanceled = errors.New("task canceled")
+// errCanceled is the cause of a canceled task's context. It is the
+// exchange's, so the task's consumers learn it was canceled, not failed.
+var errCanceled = exchange.ErrCanceled
 
 // ErrJobMismatch marks a deployment this TaskManager's binary cannot run as
 // the JobManager built it: the job is not registered here, or builds another
@@ -123,7 +126,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	defer close(rt.done)
 	defer tm.forget(rt)
 	key := rt.key
-	log := tm.log.With("job", key.job, "task", rt.name, "attempt", key.attempt)
+	log := tm.log.With("job_id", key.job, "job", req.JobName, "task", rt.name, "attempt", key.attempt)
 	if gate != nil {
 		defer tm.x.UnregisterGate(exchange.GateKey{JobID: key.job, Attempt: key.attempt, Vertex: key.vertex, Subtask: key.subtask})
 	}
@@ -138,12 +141,15 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	case err == nil:
 	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errCanceled):
 		state = weirv1.TaskState_TASK_STATE_CANCELED
+	case errors.Is(err, errCanceled):
+		// An upstream task was canceled: this one is, too.
+		state = weirv1.TaskState_TASK_STATE_CANCELED
 	case ctx.Err() != nil:
 		state, reason = weirv1.TaskState_TASK_STATE_FAILED, context.Cause(ctx).Error()
 	default:
 		state, reason = weirv1.TaskState_TASK_STATE_FAILED, err.Error()
 	}
-	log.Info("task ended", "state", state, "reason", reason)
+	log.Info("task ended", "state", taskStateName(state), "reason", reason)
 	var m *weirv1.TaskMetrics
 	if task != nil {
 		m = taskMetrics(key, task)
@@ -182,7 +188,7 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		closeAll()
 		return nil, err
 	}
-	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.cfg.Logger,
+	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.log.With("job_id", key.job, "attempt", key.attempt),
 		Checkpoints: responder{tm: tm, key: key}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
 		JobID: key.job, Attempt: key.attempt, Restore: restore}
 	if gate != nil {
@@ -261,7 +267,8 @@ func (tm *TaskManager) report(key taskKey, state weirv1.TaskState, reason string
 		if err == nil {
 			return
 		}
-		tm.log.Warn("reporting task state failed", "state", state, "err", err)
+		tm.log.Warn("reporting task state failed", "job_id", key.job, "vertex_id", key.vertex, "subtask", key.subtask,
+			"attempt", key.attempt, "state", taskStateName(state), "err", err)
 		time.Sleep(time.Duration(100<<i) * time.Millisecond)
 	}
 }
@@ -284,6 +291,12 @@ func (tm *TaskManager) metrics() []*weirv1.TaskMetrics {
 		}
 	}
 	return out
+}
+
+// taskStateName is the state's short name, as the JobManager logs it:
+// "CANCELED".
+func taskStateName(s weirv1.TaskState) string {
+	return strings.TrimPrefix(s.String(), "TASK_STATE_")
 }
 
 func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {

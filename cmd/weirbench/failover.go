@@ -76,10 +76,10 @@ func waitRunningWithCheckpoints(c *cluster.Cluster, id string, n int64) (*view.J
 }
 
 // attemptLines are the TaskManager log lines msg of one job attempt.
-func attemptLines(p *cluster.Process, msg, job string, attempt int) []logLine {
+func attemptLines(p *cluster.Process, msg, jobID string, attempt int) []logLine {
 	var out []logLine
 	for _, l := range parseLog(p.Stderr(), msg) {
-		if l.Attrs["job"] == job && l.Attrs["attempt"] == strconv.Itoa(attempt) {
+		if l.Attrs["job_id"] == jobID && l.Attrs["attempt"] == strconv.Itoa(attempt) {
 			out = append(out, l)
 		}
 	}

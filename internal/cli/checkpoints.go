@@ -143,31 +143,57 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 	rescale := &cobra.Command{
 		Use:   "rescale ID --parallelism N",
 		Short: "Change a running job's parallelism: stop with a savepoint and restore from it, under the same job ID",
-		Args:  cobra.ExactArgs(1),
+		Long: "Change a running job's parallelism: stop it with a savepoint and redeploy it from that savepoint\n" +
+			"at --parallelism N (required), under the same job ID. Nothing stops unless the free slots and the\n" +
+			"job's own can hold N. If N cannot be placed after the stop (a TaskManager left, another job took\n" +
+			"the slots), the job goes back to its previous parallelism from the same savepoint and the command\n" +
+			"fails. The savepoint's path is printed either way.",
+		Args: cobra.ExactArgs(1),
 		RunE: withClient(func(cmd *cobra.Command, c *client, args []string) error {
 			if parallelism < 1 {
 				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
 			}
 			ctx, cancel := savepointContext(cmd.Context())
 			defer cancel()
-			resp, err := c.jm.RescaleJob(ctx, &weirv1.RescaleJobRequest{JobId: args[0], Parallelism: int32(parallelism)})
+			id := args[0]
+			resp, err := c.jm.RescaleJob(ctx, &weirv1.RescaleJobRequest{JobId: id, Parallelism: int32(parallelism)})
 			if err != nil {
 				return c.explain(err)
 			}
-			if rescaleWait > 0 {
-				if err := c.waitRunning(cmd.Context(), args[0], parallelism, rescaleWait); err != nil {
-					return err
+			w, sp := cmd.OutOrStdout(), resp.SavepointPath
+			if rescaleWait <= 0 {
+				if rescaleJSON {
+					return printJSON(w, RescaleView{JobID: id, Parallelism: parallelism, SavepointPath: sp, Outcome: "REDEPLOYING"})
 				}
+				fmt.Fprintf(w, "job %s stopped with savepoint %s; redeploying at parallelism %d\n", id, sp, parallelism)
+				return nil
 			}
+			st, err := c.waitRescaled(cmd.Context(), id, rescaleWait)
+			switch {
+			case err != nil && st == nil:
+				return fmt.Errorf("job %s stopped with savepoint %s, then: %w", id, sp, err)
+			case err != nil:
+				return fmt.Errorf("job %s stopped with savepoint %s but is %s, not running again after %v", id, sp,
+					stateText(st.GetSummary()), rescaleWait)
+			}
+			line, err := rescaleOutcome(id, parallelism, sp, st)
 			if rescaleJSON {
-				return printJSON(cmd.OutOrStdout(), RescaleView{JobID: args[0], Parallelism: parallelism, SavepointPath: resp.SavepointPath})
+				outcome := "RESCALED"
+				if err != nil {
+					outcome = "FELL_BACK"
+				}
+				if jerr := printJSON(w, RescaleView{JobID: id, Parallelism: parallelism, SavepointPath: sp,
+					Outcome: outcome, RunningParallelism: int(st.GetSummary().GetParallelism())}); jerr != nil {
+					return jerr
+				}
+			} else if line != "" {
+				fmt.Fprintln(w, line)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s rescaled to parallelism %d from savepoint %s\n", args[0], parallelism, resp.SavepointPath)
-			return nil
+			return err
 		}),
 	}
 	jsonFlag(rescale, &rescaleJSON)
-	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (at most the job's maxParallelism); required")
+	rescale.Flags().IntVar(&parallelism, "parallelism", 0, "the new parallelism (required; at most the job's maxParallelism)")
 	// Required, so a forgotten --parallelism is named rather than read as 0.
 	if err := rescale.MarkFlagRequired("parallelism"); err != nil {
 		panic(err)
@@ -221,23 +247,37 @@ func newSavepointCmds(withClient func(func(*cobra.Command, *client, []string) er
 	return []*cobra.Command{savepoint, stop, rescale, checkpoints, dispose}
 }
 
-// waitRunning polls until the job runs again at parallelism p.
-func (c *client) waitRunning(ctx context.Context, id string, p int, wait time.Duration) error {
+// waitRescaled polls until a rescaled job has been placed again — at the
+// new parallelism, or at its previous one after a fallback — and runs, or
+// until it ends. A job running at the wrong parallelism is not mistaken for
+// a finished rescale: the rescale's phase says which it is.
+func (c *client) waitRescaled(ctx context.Context, id string, wait time.Duration) (*weirv1.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	st, err := c.waitUntil(ctx, id, 50*time.Millisecond, func(st *weirv1.JobStatus) bool {
+	return c.waitUntil(ctx, id, 50*time.Millisecond, func(st *weirv1.JobStatus) bool {
 		s := st.Summary
-		return jobmanager.TerminalJob(s.State) || s.State == weirv1.JobState_JOB_STATE_RUNNING && int(s.Parallelism) == p
+		switch st.GetRescale().GetPhase() {
+		case weirv1.RescalePhase_RESCALE_PHASE_STOPPING, weirv1.RescalePhase_RESCALE_PHASE_PLACING:
+			return jobmanager.TerminalJob(s.State)
+		}
+		return jobmanager.TerminalJob(s.State) || s.State == weirv1.JobState_JOB_STATE_RUNNING
 	})
-	switch s := st.GetSummary(); {
-	case err != nil && s == nil:
-		return err
-	case err != nil:
-		return fmt.Errorf("job %s is %s, not yet running at parallelism %d after %v", id, jobmanager.JobStateName(s.State), p, wait)
-	case jobmanager.TerminalJob(s.State):
-		return fmt.Errorf("job %s ended %s while rescaling: %s", id, jobmanager.JobStateName(s.State), s.Failure)
+}
+
+// rescaleOutcome says how the rescale of job id to parallelism p went,
+// from the status waitRescaled ended with: a line naming the parallelism
+// the job runs at and the savepoint sp, and an error unless it runs at p.
+func rescaleOutcome(id string, p int, sp string, st *weirv1.JobStatus) (string, error) {
+	s, r := st.GetSummary(), st.GetRescale()
+	switch {
+	case jobmanager.TerminalJob(s.GetState()):
+		return "", fmt.Errorf("job %s stopped with savepoint %s and then ended %s: %s", id, sp,
+			jobmanager.JobStateName(s.GetState()), s.GetFailure())
+	case r.GetPhase() == weirv1.RescalePhase_RESCALE_PHASE_DONE && int(s.GetParallelism()) == p:
+		return fmt.Sprintf("job %s rescaled to parallelism %d from savepoint %s", id, p, sp), nil
 	}
-	return nil
+	return fmt.Sprintf("job %s runs at parallelism %d, not %d, from savepoint %s", id, s.GetParallelism(), p, sp),
+		fmt.Errorf("rescale of job %s to parallelism %d not done: %s", id, p, r.GetReason())
 }
 
 func printCheckpoints(w io.Writer, resp *weirv1.ListCheckpointsResponse) {

@@ -206,9 +206,13 @@ func newJobCmd() *cobra.Command {
 				fmt.Fprintln(w, "no jobs")
 				return nil
 			}
-			fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", "JOB ID", "STATE", "SUBMITTED", "NAME")
+			width := 10
 			for _, j := range resp.Jobs {
-				fmt.Fprintf(w, "%-32s  %-10s  %-20s  %s\n", j.JobId, jobmanager.JobStateName(j.State), formatMs(j.SubmitTimeMs), j.JobName)
+				width = max(width, len(stateText(j)))
+			}
+			fmt.Fprintf(w, "%-32s  %-*s  %-20s  %s\n", "JOB ID", width, "STATE", "SUBMITTED", "NAME")
+			for _, j := range resp.Jobs {
+				fmt.Fprintf(w, "%-32s  %-*s  %-20s  %s\n", j.JobId, width, stateText(j), formatMs(j.SubmitTimeMs), j.JobName)
 			}
 			return nil
 		}),
@@ -281,9 +285,41 @@ func formatMs(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05Z")
 }
 
+// stateText is a job's state as the CLI shows it: a job waiting for slots
+// is CREATED to the state machine but says what it waits for.
+func stateText(s *weirv1.JobSummary) string {
+	if w := s.GetSlotWait(); w != nil {
+		return fmt.Sprintf("WAITING FOR SLOTS (needs %d, %d free)", w.SlotsNeeded, w.SlotsFree)
+	}
+	return jobmanager.JobStateName(s.GetState())
+}
+
+func rescalePhaseText(p weirv1.RescalePhase) string {
+	switch p {
+	case weirv1.RescalePhase_RESCALE_PHASE_STOPPING:
+		return "stopping with a savepoint"
+	case weirv1.RescalePhase_RESCALE_PHASE_PLACING:
+		return "waiting for slots at the new parallelism"
+	case weirv1.RescalePhase_RESCALE_PHASE_DONE:
+		return "done"
+	case weirv1.RescalePhase_RESCALE_PHASE_FELL_BACK:
+		return "fell back to the previous parallelism"
+	case weirv1.RescalePhase_RESCALE_PHASE_ABANDONED:
+		return "abandoned"
+	}
+	return strings.ToLower(p.String())
+}
+
 func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	s := st.Summary
-	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, jobmanager.JobStateName(s.State))
+	fmt.Fprintf(w, "Job %s (%s): %s\n", s.JobId, s.JobName, stateText(s))
+	if sw := s.SlotWait; sw != nil {
+		until := "until enough slots return (a restarted or rescaled job has no slot timeout)"
+		if sw.DeadlineMs > 0 {
+			until = "until " + formatMs(sw.DeadlineMs) + ", then it fails (--slot-timeout)"
+		}
+		fmt.Fprintf(w, "  state %s, waiting for slots since %s %s\n", jobmanager.JobStateName(s.State), formatMs(sw.SinceMs), until)
+	}
 	fmt.Fprintf(w, "  submitted %s  started %s  ended %s\n", formatMs(s.SubmitTimeMs), formatMs(s.StartTimeMs), formatMs(s.EndTimeMs))
 	fmt.Fprintf(w, "  parallelism %d  maxParallelism %d\n", s.Parallelism, st.MaxParallelism)
 	if len(st.Params) > 0 {
@@ -308,6 +344,16 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		}
 		fmt.Fprintf(w, "  checkpoints %s  completed %d  failed %d  restarts %d  attempt %d\n",
 			every, st.CompletedCheckpoints, st.FailedCheckpoints, s.Restarts, st.Attempt)
+	}
+	if r := st.Rescale; r != nil {
+		fmt.Fprintf(w, "  rescale %d -> %d: %s", r.FromParallelism, r.ToParallelism, rescalePhaseText(r.Phase))
+		if r.SavepointPath != "" {
+			fmt.Fprintf(w, "  savepoint %s", r.SavepointPath)
+		}
+		if r.Reason != "" {
+			fmt.Fprintf(w, "  (%s)", r.Reason)
+		}
+		fmt.Fprintln(w)
 	}
 	if r := st.Restored; r != nil {
 		fmt.Fprintf(w, "  restored from checkpoint %d (%s)\n", r.Id, r.Path)

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"io"
+	"strings"
 
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/jobs"
@@ -39,6 +40,30 @@ type JobSummaryView struct {
 	SubmitTimeMs int64  `json:"submit_time_ms"`
 	StartTimeMs  int64  `json:"start_time_ms"`
 	EndTimeMs    int64  `json:"end_time_ms"`
+	// SlotWait is set while the job (state CREATED) waits for slots: the
+	// text output's WAITING FOR SLOTS (needs N, M free).
+	SlotWait *SlotWaitView `json:"slot_wait"`
+}
+
+// SlotWaitView is a job's wait for slots.
+type SlotWaitView struct {
+	SlotsNeeded int   `json:"slots_needed"`
+	SlotsFree   int   `json:"slots_free"`
+	SinceTimeMs int64 `json:"since_time_ms"`
+	// DeadlineTimeMs is when a first submission fails for want of slots;
+	// 0 for a restarted or rescaled job, which waits until slots return.
+	DeadlineTimeMs int64 `json:"deadline_time_ms"`
+}
+
+// RescaleStatusView is the job's latest rescale in `weir job status --json`.
+type RescaleStatusView struct {
+	FromParallelism int `json:"from_parallelism"`
+	ToParallelism   int `json:"to_parallelism"`
+	// Phase is STOPPING, PLACING, DONE, FELL_BACK or ABANDONED.
+	Phase         string `json:"phase"`
+	SavepointPath string `json:"savepoint_path"`
+	Reason        string `json:"reason"`
+	EndTimeMs     int64  `json:"end_time_ms"`
 }
 
 // JobListView is `weir job list --json`: jobs newest first.
@@ -56,6 +81,8 @@ type JobStatusView struct {
 	Checkpointing  CheckpointingView `json:"checkpointing"`
 	Latency        LatencyView       `json:"latency"`
 	Vertices       []VertexView      `json:"vertices"`
+	// Rescale is the latest rescale, null if none.
+	Rescale *RescaleStatusView `json:"rescale"`
 }
 
 // CheckpointingView is a job's checkpoint settings and record.
@@ -151,9 +178,13 @@ type SavepointView struct {
 
 // RescaleView is `weir job rescale --json`.
 type RescaleView struct {
-	JobID         string `json:"job_id"`
-	Parallelism   int    `json:"parallelism"`
-	SavepointPath string `json:"savepoint_path"`
+	JobID string `json:"job_id"`
+	// Parallelism is the one asked for; RunningParallelism the one the
+	// job runs at when the command returns (0 with --wait 0).
+	Parallelism        int    `json:"parallelism"`
+	RunningParallelism int    `json:"running_parallelism"`
+	Outcome            string `json:"outcome"`
+	SavepointPath      string `json:"savepoint_path"`
 }
 
 // CancelView is `weir job cancel --json`: the state after the wait,
@@ -230,7 +261,25 @@ func jobSummaryView(s *weirv1.JobSummary) JobSummaryView {
 		SubmitTimeMs: s.GetSubmitTimeMs(),
 		StartTimeMs:  s.GetStartTimeMs(),
 		EndTimeMs:    s.GetEndTimeMs(),
+		SlotWait:     slotWaitView(s.GetSlotWait()),
 	}
+}
+
+func slotWaitView(w *weirv1.SlotWait) *SlotWaitView {
+	if w == nil {
+		return nil
+	}
+	return &SlotWaitView{SlotsNeeded: int(w.GetSlotsNeeded()), SlotsFree: int(w.GetSlotsFree()),
+		SinceTimeMs: w.GetSinceMs(), DeadlineTimeMs: w.GetDeadlineMs()}
+}
+
+func rescaleStatusView(r *weirv1.RescaleStatus) *RescaleStatusView {
+	if r == nil {
+		return nil
+	}
+	return &RescaleStatusView{FromParallelism: int(r.GetFromParallelism()), ToParallelism: int(r.GetToParallelism()),
+		Phase: strings.TrimPrefix(r.GetPhase().String(), "RESCALE_PHASE_"), SavepointPath: r.GetSavepointPath(),
+		Reason: r.GetReason(), EndTimeMs: r.GetEndTimeMs()}
 }
 
 func jobListView(resp *weirv1.ListJobsResponse) JobListView {
@@ -264,6 +313,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 		Latency: LatencyView{Markers: l.GetCount(), P50Ms: nsToMs(l.GetP50Ns()), P99Ms: nsToMs(l.GetP99Ns()),
 			MaxMs: nsToMs(l.GetMaxNs())},
 		Vertices: make([]VertexView, 0, len(st.GetVertices())),
+		Rescale:  rescaleStatusView(st.GetRescale()),
 	}
 	for k, p := range st.GetParams() {
 		v.Params[k] = p

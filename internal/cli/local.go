@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weirstream/weir/jobmanager"
+	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -28,7 +29,8 @@ func newLocalCmd() *cobra.Command {
 		Short: "Run a job on an embedded cluster (a JobManager and TaskManagers in this process)",
 		Long: "Run a job on an embedded cluster: one JobManager and --taskmanagers TaskManagers in this\n" +
 			"process, talking gRPC over loopback exactly as separate processes do. Job output goes to\n" +
-			"stdout, logs to stderr. Exits 0 when the job finishes, 1 when it fails; Ctrl-C cancels it.",
+			"stdout, logs to stderr. Exits 0 when the job finishes, 1 when it fails; Ctrl-C cancels it.\n" +
+			"A job that needs more slots than --taskmanagers × --slots is refused before anything starts.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tms < 1 || slots < 1 {
@@ -44,6 +46,17 @@ func newLocalCmd() *cobra.Command {
 			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
 			if err := ckf.apply(req); err != nil {
 				return err
+			}
+			// The embedded cluster's slots are all there is: a job that
+			// cannot be placed at once never will be.
+			g, err := jobs.Build(job, parallelism, params)
+			if err != nil {
+				return err
+			}
+			if need, have := g.SlotsNeeded(), tms*slots; need > have {
+				return fmt.Errorf("job %s at --parallelism %d needs %d slots, but the local cluster has %d "+
+					"(--taskmanagers %d × --slots %d): raise --slots or --taskmanagers, or lower --parallelism",
+					job, parallelism, need, have, tms, slots)
 			}
 			if !cmd.Flags().Changed("checkpoint-storage") {
 				// Checkpoints of a trial run are scratch: a fresh directory,
@@ -87,13 +100,17 @@ type localSpec struct {
 }
 
 func runLocal(ctx context.Context, s localSpec) error {
-	clusterCtx, stopCluster := context.WithCancel(context.Background())
-	defer stopCluster()
+	// The TaskManagers stop before the JobManager, as in an orderly
+	// shutdown of a real cluster: each tells the JobManager it leaves.
+	jmCtx, stopJM := context.WithCancel(context.Background())
+	defer stopJM()
+	tmCtx, stopTMs := context.WithCancel(context.Background())
+	defer stopTMs()
 	cfg, err := s.jm.config()
 	if err != nil {
 		return err
 	}
-	jm, err := startJobManager(clusterCtx, "127.0.0.1:0", cfg)
+	jm, err := startJobManager(jmCtx, "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
@@ -106,15 +123,16 @@ func runLocal(ctx context.Context, s localSpec) error {
 			return err
 		}
 		done := make(chan error, 1)
-		go func() { done <- tm.Run(clusterCtx) }()
+		go func() { done <- tm.Run(tmCtx) }()
 		tmDone = append(tmDone, done)
 		ready = append(ready, tm.Registered())
 	}
 	defer func() {
-		stopCluster()
+		stopTMs()
 		for _, d := range tmDone {
 			<-d
 		}
+		stopJM()
 		<-jm.done
 	}()
 
@@ -138,10 +156,10 @@ func runLocal(ctx context.Context, s localSpec) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("job submitted", "job", s.submit.JobName, "id", id)
+	slog.Info("job submitted", "job_id", id, "job", s.submit.JobName)
 	st, err := c.waitTerminal(ctx, id, 100*time.Millisecond)
 	if errors.Is(err, context.Canceled) {
-		slog.Info("interrupted: canceling the job", "id", id)
+		slog.Info("interrupted: canceling the job", "job_id", id)
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := c.cancel(cctx, id); err == nil {
@@ -154,7 +172,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	}
 	switch st.Summary.State {
 	case weirv1.JobState_JOB_STATE_FINISHED:
-		slog.Info("job finished", "id", id)
+		slog.Info("job finished", "job_id", id)
 		return nil
 	case weirv1.JobState_JOB_STATE_FAILED:
 		return fmt.Errorf("job %s failed: %s", id, st.Summary.Failure)

@@ -28,7 +28,7 @@ type jobManagerFlags struct {
 func (f *jobManagerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.heartbeatInterval, "heartbeat-interval", time.Second, "how often TaskManagers heartbeat")
 	cmd.Flags().DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", 5*time.Second, "silence after which a TaskManager is lost")
-	cmd.Flags().DurationVar(&f.slotTimeout, "slot-timeout", 30*time.Second, "how long a job waits for enough free slots before it fails")
+	cmd.Flags().DurationVar(&f.slotTimeout, "slot-timeout", 30*time.Second, "how long a first submission waits for enough free slots before it fails (restarts and rescales wait until slots return)")
 	cmd.Flags().StringVar(&f.checkpointStorage, "checkpoint-storage", jobmanager.DefaultCheckpointStorage(),
 		"where checkpoints go: s3://bucket/prefix, file:///dir or a directory (a directory only works when all processes share it)")
 	cmd.Flags().StringVar(&f.savepointDir, "savepoint-dir", "",

@@ -33,8 +33,10 @@
 // Failures travel both ways. A producer whose consumer is gone (the stream
 // broke, or the gate was unregistered) gets an error from Send, also while
 // it waits for credit. A consumer whose producer went away before its
-// end-of-partition (the producer failed or was cancelled, or its TaskManager
-// died) gets an error on Gate.Err, which fails the consumer task. After
+// end-of-partition (the producer failed, or its TaskManager died) gets an
+// error on Gate.Err, which fails the consumer task. A producer that was
+// canceled says so (ErrCanceled, a PRODUCER_CANCELED event on the wire), and
+// the consumer task ends canceled rather than failed, as in Flink. After
 // end-of-partition a channel ends normally.
 //
 // Goroutines: each remote producer channel owns one, which reads credits

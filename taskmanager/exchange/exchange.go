@@ -31,6 +31,13 @@ var (
 	ErrChannelInUse = errors.New("input channel already open")
 	// ErrIncomplete: a channel ended before its end-of-partition event.
 	ErrIncomplete = errors.New("channel ended before end of partition")
+	// ErrCanceled marks a canceled task, as opposed to a failed one. A
+	// producer task whose context (the one OpenChannel got) is canceled
+	// with a cause matching ErrCanceled tells its consumers so when its
+	// channels close before end-of-partition: their gates fail with an
+	// error matching ErrCanceled instead of ErrIncomplete, and the
+	// consumer tasks end canceled too, as Flink's do.
+	ErrCanceled = errors.New("task canceled")
 	// ErrProtocol: the peer broke the exchange protocol.
 	ErrProtocol = errors.New("exchange protocol violation")
 )
@@ -214,7 +221,7 @@ func (x *Exchange) openLocal(ctx context.Context, id ChannelID) (*localChannel, 
 		in.credits <- struct{}{}
 	}
 	x.log.Debug("local channel open", "channel", id)
-	return &localChannel{id: id, gate: g, in: in, closing: make(chan struct{})}, nil
+	return &localChannel{id: id, ctx: ctx, gate: g, in: in, closing: make(chan struct{})}, nil
 }
 
 // conn returns the shared client connection to addr.

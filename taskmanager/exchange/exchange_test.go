@@ -461,6 +461,35 @@ func TestBrokenStream(t *testing.T) {
 		}
 	})
 
+	t.Run("producer canceled before end of partition", func(t *testing.T) {
+		for _, mode := range modes() {
+			t.Run(mode.name, func(t *testing.T) {
+				checkGoroutines(t)
+				p := newPair(t, mode.remote, Config{})
+				g, err := p.consumer.x.RegisterGate(gateKey("j", 0), producers(1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancelCause(context.Background())
+				ch := p.open(t, ctx, channelID("j", 0, 0))
+				if err := ch.Send(ctx, dataBuffer(0)); err != nil {
+					t.Fatal(err)
+				}
+				g.Recycle(receive(t, g, 5*time.Second))
+				cancel(fmt.Errorf("%w: by the JobManager", ErrCanceled))
+				if err := ch.Close(); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+				err = waitErr(t, g, 5*time.Second)
+				if !errors.Is(err, ErrCanceled) || errors.Is(err, ErrIncomplete) ||
+					!strings.Contains(err.Error(), channelID("j", 0, 0).String()) {
+					t.Fatalf("gate error %q, want ErrCanceled (not ErrIncomplete) naming the channel", err)
+				}
+				expectIdle(t)
+			})
+		}
+	})
+
 	t.Run("producer context cancelled while waiting for credit", func(t *testing.T) {
 		for _, mode := range modes() {
 			t.Run(mode.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -120,7 +121,11 @@ func (g *Gate) fail(err error) {
 	}
 	select {
 	case g.errs <- err:
-		g.log.Warn("input channel failed", "err", err)
+		if errors.Is(err, ErrCanceled) {
+			g.log.Debug("input channel canceled", "err", err) // the task is being canceled anyway
+		} else {
+			g.log.Warn("input channel failed", "err", err)
+		}
 	default:
 		g.log.Debug("input channel failed (gate already failed)", "err", err)
 	}

@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 // TaskManager: Send passes the buffer itself into the consumer's gate.
 type localChannel struct {
 	id   ChannelID
+	ctx  context.Context // the producer task's, for why it closes early
 	gate *Gate
 	in   *inputChannel
 
@@ -87,13 +89,24 @@ func (c *localChannel) drop(b *runtime.Buffer, err error) error {
 }
 
 // Close releases the channel. Closed before its end-of-partition was sent,
-// the channel fails the consumer's gate with ErrIncomplete.
+// the channel fails the consumer's gate with ErrCanceled if the producer
+// was canceled, else with ErrIncomplete.
 func (c *localChannel) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.closing)
-		if !c.eop.Load() {
+		switch {
+		case c.eop.Load():
+		case canceled(c.ctx):
+			c.gate.fail(fmt.Errorf("exchange: %v: the producer ended early: %w", c.id, ErrCanceled))
+		default:
 			c.gate.fail(fmt.Errorf("exchange: %v: producer closed the channel: %w", c.id, ErrIncomplete))
 		}
 	})
 	return nil
+}
+
+// canceled reports whether the producer task's context was canceled with
+// a cause matching ErrCanceled.
+func canceled(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrCanceled)
 }

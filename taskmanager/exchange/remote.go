@@ -21,14 +21,17 @@ import (
 // consumer's credits until the stream ends.
 type remoteChannel struct {
 	id     ChannelID
+	ctx    context.Context // the producer task's, for why it closes early
 	addr   string
 	log    *slog.Logger
 	stream weirv1.TaskManager_ExchangeClient
 	cancel context.CancelFunc // ends the stream
 	drain  time.Duration      // how long Close waits for the consumer after end-of-partition
 
-	// out is the message of every Send (only Send touches it).
-	out outFrame
+	// out is the message of every Send. Send holds sending while it
+	// writes; Close takes it to tell the consumer of a cancellation.
+	out     outFrame
+	sending sync.Mutex
 
 	// avail is the number of credits granted and not yet spent. Only Send
 	// decrements it, only receiveCredits increments it.
@@ -57,7 +60,7 @@ func (x *Exchange) openRemote(ctx context.Context, id ChannelID, addr string) (*
 	octx, ocancel := context.WithTimeout(ctx, x.cfg.OpenTimeout)
 	defer ocancel()
 	stopAbort := context.AfterFunc(octx, cancel)
-	c := &remoteChannel{id: id, addr: addr, log: x.log.With("channel", id, "consumer", addr),
+	c := &remoteChannel{id: id, ctx: ctx, addr: addr, log: x.log.With("channel", id, "consumer", addr),
 		cancel: cancel, drain: x.cfg.OpenTimeout,
 		granted: make(chan struct{}, 1), dead: make(chan struct{})}
 
@@ -153,9 +156,11 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 	// SendMsg has encoded the frame (frameCodec) when it returns, and the
 	// connection has no stats handler or interceptor that could look at the
 	// message later, so the buffer is free for reuse then.
+	c.sending.Lock()
 	c.out.buf = b
 	err := c.stream.SendMsg(&c.out)
 	c.out.buf = nil
+	c.sending.Unlock()
 	kind := b.Kind
 	runtime.PutBuffer(b)
 	if err != nil {
@@ -180,13 +185,35 @@ func (c *remoteChannel) deadErr() error {
 	return fmt.Errorf("exchange: send on %v: %w", c.id, fromStatus(err))
 }
 
+// canceledDrain bounds how long Close waits for the consumer to take a
+// cancellation; it is told to the consumer's TaskManager, whose Serve
+// answers without waiting for the task.
+const canceledDrain = time.Second
+
 // Close ends the stream. After end-of-partition it half-closes the stream
 // and waits (up to OpenTimeout) for the consumer to end it, so no frame in
-// flight is lost; before, it cancels the stream, which fails the consumer's
-// gate. Close may be called from another goroutine to abort a blocked Send.
+// flight is lost. Before, it cancels the stream, which fails the consumer's
+// gate; if the producer was canceled it first sends a PRODUCER_CANCELED
+// event (unless a Send is writing at that moment) and waits briefly for the
+// consumer to take it, so the consumer ends canceled rather than failed.
+// Close may be called from another goroutine to abort a blocked Send.
 func (c *remoteChannel) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		if !c.eop.Load() && canceled(c.ctx) && c.sending.TryLock() {
+			err := c.stream.SendMsg(&weirv1.ExchangeFrame{Event: weirv1.EventKind_EVENT_KIND_PRODUCER_CANCELED})
+			if err == nil {
+				err = c.stream.CloseSend()
+			}
+			c.sending.Unlock()
+			t := time.NewTimer(canceledDrain)
+			select {
+			case <-c.dead:
+			case <-t.C:
+			}
+			t.Stop()
+			c.log.Debug("remote channel closed: producer canceled", "err", err)
+		}
 		if c.eop.Load() {
 			// Send is done: CloseSend cannot run concurrently with SendMsg.
 			if err := c.stream.CloseSend(); err != nil {

@@ -141,6 +141,10 @@ func (r *inbound) receiveFrames() {
 			b.Kind, b.Value = runtime.BufferLatencyMarker, f.value
 		case f.event == weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER:
 			b.Kind, b.Value = runtime.BufferBarrier, f.value
+		case f.event == weirv1.EventKind_EVENT_KIND_PRODUCER_CANCELED:
+			runtime.PutBuffer(b)
+			r.finish(fmt.Errorf("exchange: %v: the producer ended early: %w", r.id, ErrCanceled))
+			return
 		default:
 			err = fmt.Errorf("%w: unknown event kind %v", ErrProtocol, f.event)
 		}

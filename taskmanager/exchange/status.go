@@ -23,6 +23,7 @@ var wireErrors = []struct {
 	{ErrChannelInUse, codes.AlreadyExists, true},
 	{ErrProtocol, codes.InvalidArgument, true},
 	{ErrClosed, codes.Unavailable, false},
+	{ErrCanceled, codes.Canceled, false},
 }
 
 // toStatus turns an error of Serve into the status the producer receives.

@@ -152,6 +152,71 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_weir_v1_weir_proto_rawDescGZIP(), []int{1}
 }
 
+// How far a rescale got.
+type RescalePhase int32
+
+const (
+	RescalePhase_RESCALE_PHASE_UNSPECIFIED RescalePhase = 0
+	// The job is stopping with a savepoint.
+	RescalePhase_RESCALE_PHASE_STOPPING RescalePhase = 1
+	// The job has stopped and waits for slots at the new parallelism.
+	RescalePhase_RESCALE_PHASE_PLACING RescalePhase = 2
+	// The job was placed at the new parallelism.
+	RescalePhase_RESCALE_PHASE_DONE RescalePhase = 3
+	// The new parallelism could not be placed after the stop: the job was
+	// placed at its previous parallelism instead, from the same savepoint.
+	RescalePhase_RESCALE_PHASE_FELL_BACK RescalePhase = 4
+	// The job failed while stopping; it restarts as any failed job does.
+	RescalePhase_RESCALE_PHASE_ABANDONED RescalePhase = 5
+)
+
+// Enum value maps for RescalePhase.
+var (
+	RescalePhase_name = map[int32]string{
+		0: "RESCALE_PHASE_UNSPECIFIED",
+		1: "RESCALE_PHASE_STOPPING",
+		2: "RESCALE_PHASE_PLACING",
+		3: "RESCALE_PHASE_DONE",
+		4: "RESCALE_PHASE_FELL_BACK",
+		5: "RESCALE_PHASE_ABANDONED",
+	}
+	RescalePhase_value = map[string]int32{
+		"RESCALE_PHASE_UNSPECIFIED": 0,
+		"RESCALE_PHASE_STOPPING":    1,
+		"RESCALE_PHASE_PLACING":     2,
+		"RESCALE_PHASE_DONE":        3,
+		"RESCALE_PHASE_FELL_BACK":   4,
+		"RESCALE_PHASE_ABANDONED":   5,
+	}
+)
+
+func (x RescalePhase) Enum() *RescalePhase {
+	p := new(RescalePhase)
+	*p = x
+	return p
+}
+
+func (x RescalePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RescalePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_weir_v1_weir_proto_enumTypes[2].Descriptor()
+}
+
+func (RescalePhase) Type() protoreflect.EnumType {
+	return &file_weir_v1_weir_proto_enumTypes[2]
+}
+
+func (x RescalePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RescalePhase.Descriptor instead.
+func (RescalePhase) EnumDescriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
+}
+
 type EventKind int32
 
 const (
@@ -162,6 +227,9 @@ const (
 	EventKind_EVENT_KIND_LATENCY_MARKER EventKind = 2
 	// A checkpoint barrier; data holds the encoded runtime.Barrier.
 	EventKind_EVENT_KIND_CHECKPOINT_BARRIER EventKind = 3
+	// The producer task was canceled before its end of partition; no frame
+	// follows. The consumer ends as canceled too, not as failed.
+	EventKind_EVENT_KIND_PRODUCER_CANCELED EventKind = 4
 )
 
 // Enum value maps for EventKind.
@@ -171,12 +239,14 @@ var (
 		1: "EVENT_KIND_END_OF_PARTITION",
 		2: "EVENT_KIND_LATENCY_MARKER",
 		3: "EVENT_KIND_CHECKPOINT_BARRIER",
+		4: "EVENT_KIND_PRODUCER_CANCELED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":        0,
 		"EVENT_KIND_END_OF_PARTITION":   1,
 		"EVENT_KIND_LATENCY_MARKER":     2,
 		"EVENT_KIND_CHECKPOINT_BARRIER": 3,
+		"EVENT_KIND_PRODUCER_CANCELED":  4,
 	}
 )
 
@@ -191,11 +261,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_weir_v1_weir_proto_enumTypes[2].Descriptor()
+	return file_weir_v1_weir_proto_enumTypes[3].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_weir_v1_weir_proto_enumTypes[2]
+	return &file_weir_v1_weir_proto_enumTypes[3]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -204,7 +274,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{2}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{3}
 }
 
 type SubmitJobRequest struct {
@@ -502,7 +572,9 @@ type JobSummary struct {
 	Failure      string                 `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
 	Parallelism  int32                  `protobuf:"varint,8,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
 	// How often the job was restarted after a failure.
-	Restarts      int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Restarts int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// Set while the job waits for free slots (state CREATED, not yet placed).
+	SlotWait      *SlotWait `protobuf:"bytes,10,opt,name=slot_wait,json=slotWait,proto3" json:"slot_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +672,87 @@ func (x *JobSummary) GetRestarts() int32 {
 	return 0
 }
 
+func (x *JobSummary) GetSlotWait() *SlotWait {
+	if x != nil {
+		return x.SlotWait
+	}
+	return nil
+}
+
+// A job waiting for slots: it is placed as soon as slots_needed slots are
+// free at once.
+type SlotWait struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SlotsNeeded int32                  `protobuf:"varint,1,opt,name=slots_needed,json=slotsNeeded,proto3" json:"slots_needed,omitempty"`
+	// Free slots now, over every registered TaskManager.
+	SlotsFree int32 `protobuf:"varint,2,opt,name=slots_free,json=slotsFree,proto3" json:"slots_free,omitempty"`
+	// When the job began waiting: its submission or its latest restart.
+	SinceMs int64 `protobuf:"varint,3,opt,name=since_ms,json=sinceMs,proto3" json:"since_ms,omitempty"`
+	// When a first submission fails for want of slots; 0 for a job that waits
+	// until slots return (a restart or a rescale).
+	DeadlineMs    int64 `protobuf:"varint,4,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotWait) Reset() {
+	*x = SlotWait{}
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotWait) ProtoMessage() {}
+
+func (x *SlotWait) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotWait.ProtoReflect.Descriptor instead.
+func (*SlotWait) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SlotWait) GetSlotsNeeded() int32 {
+	if x != nil {
+		return x.SlotsNeeded
+	}
+	return 0
+}
+
+func (x *SlotWait) GetSlotsFree() int32 {
+	if x != nil {
+		return x.SlotsFree
+	}
+	return 0
+}
+
+func (x *SlotWait) GetSinceMs() int64 {
+	if x != nil {
+		return x.SinceMs
+	}
+	return 0
+}
+
+func (x *SlotWait) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
 type GetJobStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -609,7 +762,7 @@ type GetJobStatusRequest struct {
 
 func (x *GetJobStatusRequest) Reset() {
 	*x = GetJobStatusRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +774,7 @@ func (x *GetJobStatusRequest) String() string {
 func (*GetJobStatusRequest) ProtoMessage() {}
 
 func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[6]
+	mi := &file_weir_v1_weir_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +787,7 @@ func (x *GetJobStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatusRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{6}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobStatusRequest) GetJobId() string {
@@ -658,13 +811,15 @@ type JobStatus struct {
 	CompletedCheckpoints int64           `protobuf:"varint,9,opt,name=completed_checkpoints,json=completedCheckpoints,proto3" json:"completed_checkpoints,omitempty"`
 	FailedCheckpoints    int64           `protobuf:"varint,10,opt,name=failed_checkpoints,json=failedCheckpoints,proto3" json:"failed_checkpoints,omitempty"`
 	Attempt              int32           `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The job's latest rescale, if any.
+	Rescale       *RescaleStatus `protobuf:"bytes,12,opt,name=rescale,proto3" json:"rescale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +831,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[7]
+	mi := &file_weir_v1_weir_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +844,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{7}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobStatus) GetSummary() *JobSummary {
@@ -769,6 +924,101 @@ func (x *JobStatus) GetAttempt() int32 {
 	return 0
 }
 
+func (x *JobStatus) GetRescale() *RescaleStatus {
+	if x != nil {
+		return x.Rescale
+	}
+	return nil
+}
+
+type RescaleStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FromParallelism int32                  `protobuf:"varint,1,opt,name=from_parallelism,json=fromParallelism,proto3" json:"from_parallelism,omitempty"`
+	ToParallelism   int32                  `protobuf:"varint,2,opt,name=to_parallelism,json=toParallelism,proto3" json:"to_parallelism,omitempty"`
+	Phase           RescalePhase           `protobuf:"varint,3,opt,name=phase,proto3,enum=weir.v1.RescalePhase" json:"phase,omitempty"`
+	// The savepoint the stop took and the job restarts from; set once the
+	// job has stopped.
+	SavepointPath string `protobuf:"bytes,4,opt,name=savepoint_path,json=savepointPath,proto3" json:"savepoint_path,omitempty"`
+	// Why the job is not at to_parallelism (FELL_BACK, ABANDONED).
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the rescale was placed, fell back or was abandoned.
+	EndTimeMs     int64 `protobuf:"varint,6,opt,name=end_time_ms,json=endTimeMs,proto3" json:"end_time_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescaleStatus) Reset() {
+	*x = RescaleStatus{}
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescaleStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescaleStatus) ProtoMessage() {}
+
+func (x *RescaleStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescaleStatus.ProtoReflect.Descriptor instead.
+func (*RescaleStatus) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RescaleStatus) GetFromParallelism() int32 {
+	if x != nil {
+		return x.FromParallelism
+	}
+	return 0
+}
+
+func (x *RescaleStatus) GetToParallelism() int32 {
+	if x != nil {
+		return x.ToParallelism
+	}
+	return 0
+}
+
+func (x *RescaleStatus) GetPhase() RescalePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return RescalePhase_RESCALE_PHASE_UNSPECIFIED
+}
+
+func (x *RescaleStatus) GetSavepointPath() string {
+	if x != nil {
+		return x.SavepointPath
+	}
+	return ""
+}
+
+func (x *RescaleStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RescaleStatus) GetEndTimeMs() int64 {
+	if x != nil {
+		return x.EndTimeMs
+	}
+	return 0
+}
+
 type CheckpointInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -788,7 +1038,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1050,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[8]
+	mi := &file_weir_v1_weir_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1063,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{8}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckpointInfo) GetId() int64 {
@@ -883,7 +1133,7 @@ type TriggerSavepointRequest struct {
 
 func (x *TriggerSavepointRequest) Reset() {
 	*x = TriggerSavepointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1145,7 @@ func (x *TriggerSavepointRequest) String() string {
 func (*TriggerSavepointRequest) ProtoMessage() {}
 
 func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[9]
+	mi := &file_weir_v1_weir_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1158,7 @@ func (x *TriggerSavepointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{9}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TriggerSavepointRequest) GetJobId() string {
@@ -934,7 +1184,7 @@ type TriggerSavepointResponse struct {
 
 func (x *TriggerSavepointResponse) Reset() {
 	*x = TriggerSavepointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1196,7 @@ func (x *TriggerSavepointResponse) String() string {
 func (*TriggerSavepointResponse) ProtoMessage() {}
 
 func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[10]
+	mi := &file_weir_v1_weir_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1209,7 @@ func (x *TriggerSavepointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerSavepointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerSavepointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{10}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TriggerSavepointResponse) GetPath() string {
@@ -981,7 +1231,7 @@ type StopJobRequest struct {
 
 func (x *StopJobRequest) Reset() {
 	*x = StopJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1243,7 @@ func (x *StopJobRequest) String() string {
 func (*StopJobRequest) ProtoMessage() {}
 
 func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[11]
+	mi := &file_weir_v1_weir_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1256,7 @@ func (x *StopJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobRequest.ProtoReflect.Descriptor instead.
 func (*StopJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{11}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopJobRequest) GetJobId() string {
@@ -1039,7 +1289,7 @@ type StopJobResponse struct {
 
 func (x *StopJobResponse) Reset() {
 	*x = StopJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1301,7 @@ func (x *StopJobResponse) String() string {
 func (*StopJobResponse) ProtoMessage() {}
 
 func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[12]
+	mi := &file_weir_v1_weir_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1314,7 @@ func (x *StopJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopJobResponse.ProtoReflect.Descriptor instead.
 func (*StopJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{12}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopJobResponse) GetPath() string {
@@ -1084,7 +1334,7 @@ type RescaleJobRequest struct {
 
 func (x *RescaleJobRequest) Reset() {
 	*x = RescaleJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1346,7 @@ func (x *RescaleJobRequest) String() string {
 func (*RescaleJobRequest) ProtoMessage() {}
 
 func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[13]
+	mi := &file_weir_v1_weir_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1359,7 @@ func (x *RescaleJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobRequest.ProtoReflect.Descriptor instead.
 func (*RescaleJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{13}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RescaleJobRequest) GetJobId() string {
@@ -1135,7 +1385,7 @@ type RescaleJobResponse struct {
 
 func (x *RescaleJobResponse) Reset() {
 	*x = RescaleJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1397,7 @@ func (x *RescaleJobResponse) String() string {
 func (*RescaleJobResponse) ProtoMessage() {}
 
 func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[14]
+	mi := &file_weir_v1_weir_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1410,7 @@ func (x *RescaleJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescaleJobResponse.ProtoReflect.Descriptor instead.
 func (*RescaleJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{14}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RescaleJobResponse) GetSavepointPath() string {
@@ -1179,7 +1429,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1441,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[15]
+	mi := &file_weir_v1_weir_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1454,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{15}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -1229,7 +1479,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1491,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[16]
+	mi := &file_weir_v1_weir_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1504,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{16}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointInfo {
@@ -1294,7 +1544,7 @@ type DisposeCheckpointsRequest struct {
 
 func (x *DisposeCheckpointsRequest) Reset() {
 	*x = DisposeCheckpointsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1556,7 @@ func (x *DisposeCheckpointsRequest) String() string {
 func (*DisposeCheckpointsRequest) ProtoMessage() {}
 
 func (x *DisposeCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[17]
+	mi := &file_weir_v1_weir_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1569,7 @@ func (x *DisposeCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisposeCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*DisposeCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{17}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisposeCheckpointsRequest) GetJobId() string {
@@ -1342,7 +1592,7 @@ type DisposeCheckpointsResponse struct {
 
 func (x *DisposeCheckpointsResponse) Reset() {
 	*x = DisposeCheckpointsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1604,7 @@ func (x *DisposeCheckpointsResponse) String() string {
 func (*DisposeCheckpointsResponse) ProtoMessage() {}
 
 func (x *DisposeCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[18]
+	mi := &file_weir_v1_weir_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1617,7 @@ func (x *DisposeCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisposeCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*DisposeCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{18}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DisposeCheckpointsResponse) GetPath() string {
@@ -1400,7 +1650,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1662,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[19]
+	mi := &file_weir_v1_weir_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1675,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{19}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VertexStatus) GetId() int32 {
@@ -1482,7 +1732,7 @@ type OperatorStatus struct {
 
 func (x *OperatorStatus) Reset() {
 	*x = OperatorStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1744,7 @@ func (x *OperatorStatus) String() string {
 func (*OperatorStatus) ProtoMessage() {}
 
 func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[20]
+	mi := &file_weir_v1_weir_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1757,7 @@ func (x *OperatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStatus.ProtoReflect.Descriptor instead.
 func (*OperatorStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{20}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OperatorStatus) GetUid() string {
@@ -1553,7 +1803,7 @@ type SubtaskStatus struct {
 
 func (x *SubtaskStatus) Reset() {
 	*x = SubtaskStatus{}
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1815,7 @@ func (x *SubtaskStatus) String() string {
 func (*SubtaskStatus) ProtoMessage() {}
 
 func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[21]
+	mi := &file_weir_v1_weir_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1828,7 @@ func (x *SubtaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubtaskStatus.ProtoReflect.Descriptor instead.
 func (*SubtaskStatus) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{21}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubtaskStatus) GetIndex() int32 {
@@ -1643,7 +1893,7 @@ type LatencySummary struct {
 
 func (x *LatencySummary) Reset() {
 	*x = LatencySummary{}
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1905,7 @@ func (x *LatencySummary) String() string {
 func (*LatencySummary) ProtoMessage() {}
 
 func (x *LatencySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[22]
+	mi := &file_weir_v1_weir_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1918,7 @@ func (x *LatencySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencySummary.ProtoReflect.Descriptor instead.
 func (*LatencySummary) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{22}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LatencySummary) GetCount() int64 {
@@ -1708,7 +1958,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1970,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[23]
+	mi := &file_weir_v1_weir_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1983,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{23}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -1752,7 +2002,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +2014,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[24]
+	mi := &file_weir_v1_weir_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +2027,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{24}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1802,7 +2052,7 @@ type RegisterTaskManagerRequest struct {
 
 func (x *RegisterTaskManagerRequest) Reset() {
 	*x = RegisterTaskManagerRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2064,7 @@ func (x *RegisterTaskManagerRequest) String() string {
 func (*RegisterTaskManagerRequest) ProtoMessage() {}
 
 func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[25]
+	mi := &file_weir_v1_weir_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2077,7 @@ func (x *RegisterTaskManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{25}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegisterTaskManagerRequest) GetTaskManagerId() string {
@@ -1869,7 +2119,7 @@ type RegisterTaskManagerResponse struct {
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2131,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[26]
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2144,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{26}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -1927,7 +2177,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2189,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[27]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2202,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{27}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -1972,7 +2222,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2234,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2247,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -2023,7 +2273,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2285,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2298,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -2062,13 +2312,17 @@ type TaskManagerHeartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
 	Tasks         []*TaskMetrics         `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The TaskManager is shutting down cleanly and this is its last message:
+	// the JobManager removes it at once, as "stopped", not "lost", and ends
+	// the stream once it has.
+	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2334,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2347,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -2110,6 +2364,13 @@ func (x *TaskManagerHeartbeat) GetTasks() []*TaskMetrics {
 	return nil
 }
 
+func (x *TaskManagerHeartbeat) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
 type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when the JobManager does not know this TaskManager (it restarted
@@ -2121,7 +2382,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2394,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2407,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -2168,7 +2429,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2441,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2454,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -2234,7 +2495,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2507,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2520,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -2290,7 +2551,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2563,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2576,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -2355,7 +2616,7 @@ type TaskStateUpdate struct {
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2628,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2641,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -2433,7 +2694,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2706,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2719,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
 }
 
 type DeployTaskRequest struct {
@@ -2486,7 +2747,7 @@ type DeployTaskRequest struct {
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2759,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2772,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -2589,7 +2850,7 @@ type TaskRestore struct {
 
 func (x *TaskRestore) Reset() {
 	*x = TaskRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2862,7 @@ func (x *TaskRestore) String() string {
 func (*TaskRestore) ProtoMessage() {}
 
 func (x *TaskRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2875,7 @@ func (x *TaskRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
 func (*TaskRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TaskRestore) GetCheckpointId() int64 {
@@ -2650,7 +2911,7 @@ type OperatorRestore struct {
 
 func (x *OperatorRestore) Reset() {
 	*x = OperatorRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2923,7 @@ func (x *OperatorRestore) String() string {
 func (*OperatorRestore) ProtoMessage() {}
 
 func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2936,7 @@ func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
 func (*OperatorRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OperatorRestore) GetUid() string {
@@ -2705,7 +2966,7 @@ type StateFileRef struct {
 
 func (x *StateFileRef) Reset() {
 	*x = StateFileRef{}
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +2978,7 @@ func (x *StateFileRef) String() string {
 func (*StateFileRef) ProtoMessage() {}
 
 func (x *StateFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +2991,7 @@ func (x *StateFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
 func (*StateFileRef) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StateFileRef) GetFile() string {
@@ -2776,7 +3037,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +3049,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +3062,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -2861,7 +3122,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3134,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3147,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
 }
 
 type NotifyCheckpointRequest struct {
@@ -2900,7 +3161,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3173,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3186,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -2957,7 +3218,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3230,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3243,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
 }
 
 type OperatorStateHandle struct {
@@ -2999,7 +3260,7 @@ type OperatorStateHandle struct {
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3272,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3285,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -3084,7 +3345,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3357,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3370,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -3169,7 +3430,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3181,7 +3442,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3194,7 +3455,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
 }
 
 type DeclineCheckpointRequest struct {
@@ -3203,13 +3464,16 @@ type DeclineCheckpointRequest struct {
 	Task          *TaskID                `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
 	CheckpointId  int64                  `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
 	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The task had ended or was being canceled: the decline comes with the
+	// task's end and is no fault of the checkpoint's (it is logged quietly).
+	TaskEnded     bool `protobuf:"varint,5,opt,name=task_ended,json=taskEnded,proto3" json:"task_ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3485,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3498,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -3265,6 +3529,13 @@ func (x *DeclineCheckpointRequest) GetReason() string {
 	return ""
 }
 
+func (x *DeclineCheckpointRequest) GetTaskEnded() bool {
+	if x != nil {
+		return x.TaskEnded
+	}
+	return false
+}
+
 type DeclineCheckpointResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3273,7 +3544,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3285,7 +3556,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3298,7 +3569,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 type RequestCheckpointRequest struct {
@@ -3310,7 +3581,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3593,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3606,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -3353,7 +3624,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3365,7 +3636,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3378,7 +3649,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 type OutputLocations struct {
@@ -3391,7 +3662,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3674,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3687,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -3441,7 +3712,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3724,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3737,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 type CancelTaskRequest struct {
@@ -3478,7 +3749,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3761,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3774,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -3521,7 +3792,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3804,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3817,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 type ChannelOpen struct {
@@ -3563,7 +3834,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3846,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3859,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -3649,7 +3920,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3661,7 +3932,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3674,7 +3945,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -3721,7 +3992,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +4004,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +4017,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -3783,7 +4054,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\";\n" +
 	"\x10ListJobsResponse\x12'\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xa9\x02\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xd9\x02\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -3794,9 +4065,18 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vend_time_ms\x18\x06 \x01(\x03R\tendTimeMs\x12\x18\n" +
 	"\afailure\x18\a \x01(\tR\afailure\x12 \n" +
 	"\vparallelism\x18\b \x01(\x05R\vparallelism\x12\x1a\n" +
-	"\brestarts\x18\t \x01(\x05R\brestarts\",\n" +
+	"\brestarts\x18\t \x01(\x05R\brestarts\x12.\n" +
+	"\tslot_wait\x18\n" +
+	" \x01(\v2\x11.weir.v1.SlotWaitR\bslotWait\"\x88\x01\n" +
+	"\bSlotWait\x12!\n" +
+	"\fslots_needed\x18\x01 \x01(\x05R\vslotsNeeded\x12\x1d\n" +
+	"\n" +
+	"slots_free\x18\x02 \x01(\x05R\tslotsFree\x12\x19\n" +
+	"\bsince_ms\x18\x03 \x01(\x03R\asinceMs\x12\x1f\n" +
+	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
+	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf6\x04\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa8\x05\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -3809,10 +4089,18 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x15completed_checkpoints\x18\t \x01(\x03R\x14completedCheckpoints\x12-\n" +
 	"\x12failed_checkpoints\x18\n" +
 	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
-	"\aattempt\x18\v \x01(\x05R\aattempt\x1a9\n" +
+	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
+	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
+	"\rRescaleStatus\x12)\n" +
+	"\x10from_parallelism\x18\x01 \x01(\x05R\x0ffromParallelism\x12%\n" +
+	"\x0eto_parallelism\x18\x02 \x01(\x05R\rtoParallelism\x12+\n" +
+	"\x05phase\x18\x03 \x01(\x0e2\x15.weir.v1.RescalePhaseR\x05phase\x12%\n" +
+	"\x0esavepoint_path\x18\x04 \x01(\tR\rsavepointPath\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\vend_time_ms\x18\x06 \x01(\x03R\tendTimeMs\"\x84\x02\n" +
 	"\x0eCheckpointInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
@@ -3898,10 +4186,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12(\n" +
 	"\x05slots\x18\x02 \x03(\v2\x12.weir.v1.SlotOfferR\x05slots\"0\n" +
 	"\x12OfferSlotsResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x03(\x05R\baccepted\"j\n" +
+	"\baccepted\x18\x01 \x03(\x05R\baccepted\"\x84\x01\n" +
 	"\x14TaskManagerHeartbeat\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12*\n" +
-	"\x05tasks\x18\x02 \x03(\v2\x14.weir.v1.TaskMetricsR\x05tasks\"$\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x14.weir.v1.TaskMetricsR\x05tasks\x12\x18\n" +
+	"\aleaving\x18\x03 \x01(\bR\aleaving\"$\n" +
 	"\fHeartbeatAck\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\"p\n" +
 	"\x06TaskID\x12\x15\n" +
@@ -3980,12 +4269,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\async_ns\x18\x05 \x01(\x03R\x06syncNs\x12\x19\n" +
 	"\basync_ns\x18\x06 \x01(\x03R\aasyncNs\x12!\n" +
 	"\falignment_ns\x18\a \x01(\x03R\valignmentNs\"\x1f\n" +
-	"\x1dAcknowledgeCheckpointResponse\"\xa4\x01\n" +
+	"\x1dAcknowledgeCheckpointResponse\"\xc3\x01\n" +
 	"\x18DeclineCheckpointRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x03 \x01(\x03R\fcheckpointId\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x1b\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"task_ended\x18\x05 \x01(\bR\ttaskEnded\"\x1b\n" +
 	"\x19DeclineCheckpointResponse\"?\n" +
 	"\x18RequestCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\"\x1b\n" +
@@ -4029,12 +4320,20 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12TASK_STATE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13TASK_STATE_FINISHED\x10\x04\x12\x17\n" +
 	"\x13TASK_STATE_CANCELED\x10\x05\x12\x15\n" +
-	"\x11TASK_STATE_FAILED\x10\x06*\x8a\x01\n" +
+	"\x11TASK_STATE_FAILED\x10\x06*\xb6\x01\n" +
+	"\fRescalePhase\x12\x1d\n" +
+	"\x19RESCALE_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RESCALE_PHASE_STOPPING\x10\x01\x12\x19\n" +
+	"\x15RESCALE_PHASE_PLACING\x10\x02\x12\x16\n" +
+	"\x12RESCALE_PHASE_DONE\x10\x03\x12\x1b\n" +
+	"\x17RESCALE_PHASE_FELL_BACK\x10\x04\x12\x1b\n" +
+	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\xac\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
 	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
-	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x032\xfe\t\n" +
+	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x03\x12 \n" +
+	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\xfe\t\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
@@ -4076,162 +4375,168 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 	return file_weir_v1_weir_proto_rawDescData
 }
 
-var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
-	(EventKind)(0),                        // 2: weir.v1.EventKind
-	(*SubmitJobRequest)(nil),              // 3: weir.v1.SubmitJobRequest
-	(*CheckpointConfig)(nil),              // 4: weir.v1.CheckpointConfig
-	(*SubmitJobResponse)(nil),             // 5: weir.v1.SubmitJobResponse
-	(*ListJobsRequest)(nil),               // 6: weir.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),              // 7: weir.v1.ListJobsResponse
-	(*JobSummary)(nil),                    // 8: weir.v1.JobSummary
-	(*GetJobStatusRequest)(nil),           // 9: weir.v1.GetJobStatusRequest
-	(*JobStatus)(nil),                     // 10: weir.v1.JobStatus
-	(*CheckpointInfo)(nil),                // 11: weir.v1.CheckpointInfo
-	(*TriggerSavepointRequest)(nil),       // 12: weir.v1.TriggerSavepointRequest
-	(*TriggerSavepointResponse)(nil),      // 13: weir.v1.TriggerSavepointResponse
-	(*StopJobRequest)(nil),                // 14: weir.v1.StopJobRequest
-	(*StopJobResponse)(nil),               // 15: weir.v1.StopJobResponse
-	(*RescaleJobRequest)(nil),             // 16: weir.v1.RescaleJobRequest
-	(*RescaleJobResponse)(nil),            // 17: weir.v1.RescaleJobResponse
-	(*ListCheckpointsRequest)(nil),        // 18: weir.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),       // 19: weir.v1.ListCheckpointsResponse
-	(*DisposeCheckpointsRequest)(nil),     // 20: weir.v1.DisposeCheckpointsRequest
-	(*DisposeCheckpointsResponse)(nil),    // 21: weir.v1.DisposeCheckpointsResponse
-	(*VertexStatus)(nil),                  // 22: weir.v1.VertexStatus
-	(*OperatorStatus)(nil),                // 23: weir.v1.OperatorStatus
-	(*SubtaskStatus)(nil),                 // 24: weir.v1.SubtaskStatus
-	(*LatencySummary)(nil),                // 25: weir.v1.LatencySummary
-	(*CancelJobRequest)(nil),              // 26: weir.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),             // 27: weir.v1.CancelJobResponse
-	(*RegisterTaskManagerRequest)(nil),    // 28: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 29: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                     // 30: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),             // 31: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),            // 32: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),          // 33: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                  // 34: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                        // 35: weir.v1.TaskID
-	(*OperatorCounters)(nil),              // 36: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                   // 37: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),               // 38: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                  // 39: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),             // 40: weir.v1.DeployTaskRequest
-	(*TaskRestore)(nil),                   // 41: weir.v1.TaskRestore
-	(*OperatorRestore)(nil),               // 42: weir.v1.OperatorRestore
-	(*StateFileRef)(nil),                  // 43: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 44: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 45: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 46: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 47: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 48: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 49: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 50: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 51: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 52: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 53: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 54: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 55: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 56: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 57: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 58: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 59: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 60: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 61: weir.v1.ExchangeCredit
-	nil,                                   // 62: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 63: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 64: weir.v1.DeployTaskRequest.ParamsEntry
+	(RescalePhase)(0),                     // 2: weir.v1.RescalePhase
+	(EventKind)(0),                        // 3: weir.v1.EventKind
+	(*SubmitJobRequest)(nil),              // 4: weir.v1.SubmitJobRequest
+	(*CheckpointConfig)(nil),              // 5: weir.v1.CheckpointConfig
+	(*SubmitJobResponse)(nil),             // 6: weir.v1.SubmitJobResponse
+	(*ListJobsRequest)(nil),               // 7: weir.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),              // 8: weir.v1.ListJobsResponse
+	(*JobSummary)(nil),                    // 9: weir.v1.JobSummary
+	(*SlotWait)(nil),                      // 10: weir.v1.SlotWait
+	(*GetJobStatusRequest)(nil),           // 11: weir.v1.GetJobStatusRequest
+	(*JobStatus)(nil),                     // 12: weir.v1.JobStatus
+	(*RescaleStatus)(nil),                 // 13: weir.v1.RescaleStatus
+	(*CheckpointInfo)(nil),                // 14: weir.v1.CheckpointInfo
+	(*TriggerSavepointRequest)(nil),       // 15: weir.v1.TriggerSavepointRequest
+	(*TriggerSavepointResponse)(nil),      // 16: weir.v1.TriggerSavepointResponse
+	(*StopJobRequest)(nil),                // 17: weir.v1.StopJobRequest
+	(*StopJobResponse)(nil),               // 18: weir.v1.StopJobResponse
+	(*RescaleJobRequest)(nil),             // 19: weir.v1.RescaleJobRequest
+	(*RescaleJobResponse)(nil),            // 20: weir.v1.RescaleJobResponse
+	(*ListCheckpointsRequest)(nil),        // 21: weir.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),       // 22: weir.v1.ListCheckpointsResponse
+	(*DisposeCheckpointsRequest)(nil),     // 23: weir.v1.DisposeCheckpointsRequest
+	(*DisposeCheckpointsResponse)(nil),    // 24: weir.v1.DisposeCheckpointsResponse
+	(*VertexStatus)(nil),                  // 25: weir.v1.VertexStatus
+	(*OperatorStatus)(nil),                // 26: weir.v1.OperatorStatus
+	(*SubtaskStatus)(nil),                 // 27: weir.v1.SubtaskStatus
+	(*LatencySummary)(nil),                // 28: weir.v1.LatencySummary
+	(*CancelJobRequest)(nil),              // 29: weir.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),             // 30: weir.v1.CancelJobResponse
+	(*RegisterTaskManagerRequest)(nil),    // 31: weir.v1.RegisterTaskManagerRequest
+	(*RegisterTaskManagerResponse)(nil),   // 32: weir.v1.RegisterTaskManagerResponse
+	(*SlotOffer)(nil),                     // 33: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 34: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 35: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 36: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 37: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 38: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 39: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 40: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 41: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 42: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 43: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 44: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 45: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 46: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 47: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 48: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 49: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 50: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 51: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 52: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 53: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 54: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 55: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 56: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 57: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 58: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 59: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 60: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 61: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 62: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 63: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 64: weir.v1.ExchangeCredit
+	nil,                                   // 65: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 66: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 67: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	62, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
-	4,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
-	8,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
+	65, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	5,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
+	9,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
-	8,  // 4: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	63, // 5: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	22, // 6: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	25, // 7: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
-	4,  // 8: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
-	11, // 9: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
-	11, // 10: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
-	11, // 11: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
-	11, // 12: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
-	23, // 13: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	24, // 14: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
-	1,  // 15: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
-	0,  // 16: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	30, // 17: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	37, // 18: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	35, // 19: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	36, // 20: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	35, // 21: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 22: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	37, // 23: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	35, // 24: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	64, // 25: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	55, // 26: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	41, // 27: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	42, // 28: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	43, // 29: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	35, // 30: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	35, // 31: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	35, // 32: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	48, // 33: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	35, // 34: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	35, // 35: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	35, // 36: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	59, // 37: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	2,  // 38: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	3,  // 39: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	6,  // 40: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	9,  // 41: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	26, // 42: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	12, // 43: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	14, // 44: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	16, // 45: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	18, // 46: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	20, // 47: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
-	28, // 48: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	31, // 49: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	33, // 50: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	38, // 51: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	49, // 52: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	51, // 53: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	53, // 54: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	40, // 55: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	57, // 56: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	44, // 57: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	46, // 58: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	60, // 59: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	5,  // 60: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	7,  // 61: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	10, // 62: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	27, // 63: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	13, // 64: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	15, // 65: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	17, // 66: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	19, // 67: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	21, // 68: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
-	29, // 69: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	32, // 70: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	34, // 71: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	39, // 72: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	50, // 73: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	52, // 74: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	54, // 75: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	56, // 76: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	58, // 77: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	45, // 78: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	47, // 79: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	61, // 80: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	60, // [60:81] is the sub-list for method output_type
-	39, // [39:60] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	10, // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
+	9,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
+	66, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	25, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	28, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	5,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
+	14, // 10: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
+	14, // 11: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
+	13, // 12: weir.v1.JobStatus.rescale:type_name -> weir.v1.RescaleStatus
+	2,  // 13: weir.v1.RescaleStatus.phase:type_name -> weir.v1.RescalePhase
+	14, // 14: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
+	14, // 15: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
+	26, // 16: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	27, // 17: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	1,  // 18: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
+	0,  // 19: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
+	33, // 20: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	40, // 21: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	38, // 22: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	39, // 23: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	38, // 24: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 25: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	40, // 26: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	38, // 27: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	67, // 28: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	58, // 29: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	44, // 30: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	45, // 31: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	46, // 32: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	38, // 33: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	38, // 34: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	38, // 35: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	51, // 36: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	38, // 37: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	38, // 38: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	38, // 39: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	62, // 40: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	3,  // 41: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	4,  // 42: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	7,  // 43: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	11, // 44: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	29, // 45: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	15, // 46: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	17, // 47: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	19, // 48: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	21, // 49: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	23, // 50: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
+	31, // 51: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	34, // 52: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	36, // 53: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	41, // 54: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	52, // 55: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	54, // 56: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	56, // 57: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	43, // 58: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	60, // 59: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	47, // 60: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	49, // 61: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	63, // 62: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	6,  // 63: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	8,  // 64: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	12, // 65: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	30, // 66: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	16, // 67: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	18, // 68: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	20, // 69: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	22, // 70: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	24, // 71: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
+	32, // 72: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	35, // 73: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	37, // 74: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	42, // 75: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	53, // 76: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	55, // 77: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	57, // 78: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	59, // 79: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	61, // 80: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	48, // 81: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	50, // 82: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	64, // 83: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	63, // [63:84] is the sub-list for method output_type
+	42, // [42:63] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -4244,8 +4549,8 @@ func file_weir_v1_weir_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   62,
+			NumEnums:      4,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
