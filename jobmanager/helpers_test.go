@@ -239,7 +239,7 @@ func (c *cluster) startTaskManager(id string, slots int, opts ...tmOption) *fake
 	})
 
 	resp, err := c.client.RegisterTaskManager(c.ctx(), &weirv1.RegisterTaskManagerRequest{
-		TaskManagerId: id, Address: tm.addr, Slots: int32(slots)})
+		TaskManagerId: id, Address: tm.addr, Slots: int32(slots), Jobs: jobs.Names()})
 	if err != nil {
 		c.t.Fatalf("RegisterTaskManager: %v", err)
 	}
@@ -264,10 +264,12 @@ func (c *cluster) startTaskManager(id string, slots int, opts ...tmOption) *fake
 
 func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
-	tm.stopBeats = cancel
-	tm.beating = make(chan struct{})
-	tm.leaving = make(chan struct{})
-	tm.streamEnd = make(chan error, 1)
+	// The goroutines use their own channels: a restarted heartbeat
+	// replaces tm's while the old goroutines may still run.
+	beating, leaving, streamEnd := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	tm.mu.Lock()
+	tm.stopBeats, tm.beating, tm.leaving, tm.streamEnd = cancel, beating, leaving, streamEnd
+	tm.mu.Unlock()
 	stream, err := tm.jm.Heartbeat(ctx)
 	if err != nil {
 		tm.t.Fatalf("Heartbeat: %v", err)
@@ -276,7 +278,7 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 		for {
 			ack, err := stream.Recv()
 			if err != nil {
-				tm.streamEnd <- err
+				streamEnd <- err
 				return
 			}
 			tm.mu.Lock()
@@ -285,7 +287,7 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 		}
 	}()
 	go func() {
-		defer close(tm.beating)
+		defer close(beating)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
@@ -301,7 +303,7 @@ func (tm *fakeTaskManager) startHeartbeats(interval time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-tm.leaving:
+			case <-leaving:
 				_ = stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.id, Leaving: true})
 				_ = stream.CloseSend()
 				return

@@ -106,7 +106,7 @@ func TestLocalSequenceCheckLeavesStorageClean(t *testing.T) {
 	ck := filepath.Join(work, "ck")
 	const keys, count = 8, 150
 	args := func(extra ...string) []string {
-		return append([]string{"local", "--job", "sequence-check", "--parallelism", "2", "--checkpoint-interval", "50ms",
+		return append([]string{"local", "--log-level", "debug", "--job", "sequence-check", "--parallelism", "2", "--checkpoint-interval", "50ms",
 			"--checkpoints-retained", "2", "--checkpoint-storage", "ck", "--param", fmt.Sprint("keys=", keys),
 			"--param", fmt.Sprint("count=", count), "--param", "rate=500", "--param", "output=out"}, extra...)
 	}
