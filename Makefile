@@ -31,7 +31,7 @@ run: build
 
 # Unit tests with the race detector, then the multi-process integration
 # tests (they build bin/weir themselves). The S3 tests run a real MinIO.
-test: $(TOOLS)/minio
+test: $(TOOLS)/minio $(TOOLS)/etcd
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd examples && $(GO) vet ./... && $(GO) test -race -count=1 ./...
@@ -62,13 +62,19 @@ $(TOOLS)/.protoc:
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	@touch $@
 
+# etcd 3.7 for the multi-process tests and `make etcd`: a tiny main of ours
+# calling etcdmain.Main, at the version go.mod pins (go install of etcd is
+# refused, Debian's etcd-server is 3.4).
+$(TOOLS)/etcd: go.mod go.sum internal/tools/etcd/main.go
+	$(GO) build -o $@ ./internal/tools/etcd
+
 # A cold install builds MinIO from source and takes a few minutes.
 $(TOOLS)/minio:
 	GOBIN=$(TOOLS) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
 PROTO_TOOLS := $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
 
-tools: $(PROTO_TOOLS) $(TOOLS)/minio
+tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd
 
 # A MinIO server in the foreground for trying Weir against S3 by hand:
 # S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in

@@ -2045,7 +2045,11 @@ type RegisterTaskManagerRequest struct {
 	Slots   int32  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
 	// The jobs registered in the TaskManager's binary, so the JobManager can
 	// warn at once about a binary that differs from its own.
-	Jobs          []string `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Jobs []string `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// The tasks the TaskManager runs now. A TaskManager registering with a
+	// new leader keeps its tasks running; the leader adopts those of the
+	// current attempts it knows on this TaskManager and cancels the others.
+	Tasks         []*RunningTask `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2108,18 +2112,90 @@ func (x *RegisterTaskManagerRequest) GetJobs() []string {
 	return nil
 }
 
+func (x *RegisterTaskManagerRequest) GetTasks() []*RunningTask {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+type RunningTask struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	State         TaskState              `protobuf:"varint,2,opt,name=state,proto3,enum=weir.v1.TaskState" json:"state,omitempty"`
+	Slot          int32                  `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunningTask) Reset() {
+	*x = RunningTask{}
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunningTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunningTask) ProtoMessage() {}
+
+func (x *RunningTask) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunningTask.ProtoReflect.Descriptor instead.
+func (*RunningTask) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RunningTask) GetTask() *TaskID {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *RunningTask) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *RunningTask) GetSlot() int32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
 type RegisterTaskManagerResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	JobManagerId        string                 `protobuf:"bytes,1,opt,name=job_manager_id,json=jobManagerId,proto3" json:"job_manager_id,omitempty"`
 	HeartbeatIntervalMs int64                  `protobuf:"varint,2,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	HeartbeatTimeoutMs  int64                  `protobuf:"varint,3,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The leader's raft term: the TaskManager refuses calls of lower terms.
+	LeaderTerm int64 `protobuf:"varint,4,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
+	// The tasks of RegisterTaskManagerRequest.tasks the leader adopted; the
+	// others it cancels.
+	Adopted       []*TaskID `protobuf:"bytes,5,rep,name=adopted,proto3" json:"adopted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterTaskManagerResponse) Reset() {
 	*x = RegisterTaskManagerResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2207,7 @@ func (x *RegisterTaskManagerResponse) String() string {
 func (*RegisterTaskManagerResponse) ProtoMessage() {}
 
 func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[28]
+	mi := &file_weir_v1_weir_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2220,7 @@ func (x *RegisterTaskManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskManagerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskManagerResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{28}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegisterTaskManagerResponse) GetJobManagerId() string {
@@ -2168,6 +2244,410 @@ func (x *RegisterTaskManagerResponse) GetHeartbeatTimeoutMs() int64 {
 	return 0
 }
 
+func (x *RegisterTaskManagerResponse) GetLeaderTerm() int64 {
+	if x != nil {
+		return x.LeaderTerm
+	}
+	return 0
+}
+
+func (x *RegisterTaskManagerResponse) GetAdopted() []*TaskID {
+	if x != nil {
+		return x.Adopted
+	}
+	return nil
+}
+
+type GetClusterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterStatusRequest) Reset() {
+	*x = GetClusterStatusRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterStatusRequest) ProtoMessage() {}
+
+func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+}
+
+type ClusterMember struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// The member's client address, once it has registered it with a leader.
+	ClientAddress string `protobuf:"bytes,3,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// "voter" or "nonvoter".
+	Suffrage      string `protobuf:"bytes,4,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterMember) Reset() {
+	*x = ClusterMember{}
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterMember) ProtoMessage() {}
+
+func (x *ClusterMember) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterMember.ProtoReflect.Descriptor instead.
+func (*ClusterMember) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ClusterMember) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *ClusterMember) GetSuffrage() string {
+	if x != nil {
+		return x.Suffrage
+	}
+	return ""
+}
+
+type ClusterTaskManager struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Slots         int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	FreeSlots     int32                  `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterTaskManager) Reset() {
+	*x = ClusterTaskManager{}
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterTaskManager) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterTaskManager) ProtoMessage() {}
+
+func (x *ClusterTaskManager) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterTaskManager.ProtoReflect.Descriptor instead.
+func (*ClusterTaskManager) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ClusterTaskManager) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterTaskManager) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ClusterTaskManager) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+func (x *ClusterTaskManager) GetFreeSlots() int32 {
+	if x != nil {
+		return x.FreeSlots
+	}
+	return 0
+}
+
+type ClusterStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	MemberId string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// "leader", "follower", "candidate" or "shutdown".
+	RaftState        string `protobuf:"bytes,2,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	Term             uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	LastAppliedIndex uint64 `protobuf:"varint,4,opt,name=last_applied_index,json=lastAppliedIndex,proto3" json:"last_applied_index,omitempty"`
+	CommitIndex      uint64 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	LeaderId         string `protobuf:"bytes,6,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// The leader's client address; empty while there is no leader.
+	LeaderAddress string `protobuf:"bytes,7,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	// The raft configuration as this member knows it.
+	Members []*ClusterMember `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	// Set by the leader only.
+	TaskManagers  []*ClusterTaskManager `protobuf:"bytes,9,rep,name=task_managers,json=taskManagers,proto3" json:"task_managers,omitempty"`
+	ClusterId     string                `protobuf:"bytes,10,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClientAddress string                `protobuf:"bytes,11,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatus) Reset() {
+	*x = ClusterStatus{}
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatus) ProtoMessage() {}
+
+func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
+func (*ClusterStatus) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ClusterStatus) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetRaftState() string {
+	if x != nil {
+		return x.RaftState
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetLastAppliedIndex() uint64 {
+	if x != nil {
+		return x.LastAppliedIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetMembers() []*ClusterMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetTaskManagers() []*ClusterTaskManager {
+	if x != nil {
+		return x.TaskManagers
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterStatus) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+type RegisterMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ClientAddress string                 `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterMemberRequest) Reset() {
+	*x = RegisterMemberRequest{}
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterMemberRequest) ProtoMessage() {}
+
+func (x *RegisterMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterMemberRequest.ProtoReflect.Descriptor instead.
+func (*RegisterMemberRequest) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RegisterMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RegisterMemberRequest) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+type RegisterMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterMemberResponse) Reset() {
+	*x = RegisterMemberResponse{}
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterMemberResponse) ProtoMessage() {}
+
+func (x *RegisterMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterMemberResponse.ProtoReflect.Descriptor instead.
+func (*RegisterMemberResponse) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+}
+
 type SlotOffer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -2177,7 +2657,7 @@ type SlotOffer struct {
 
 func (x *SlotOffer) Reset() {
 	*x = SlotOffer{}
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2669,7 @@ func (x *SlotOffer) String() string {
 func (*SlotOffer) ProtoMessage() {}
 
 func (x *SlotOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[29]
+	mi := &file_weir_v1_weir_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2682,7 @@ func (x *SlotOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotOffer.ProtoReflect.Descriptor instead.
 func (*SlotOffer) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{29}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SlotOffer) GetIndex() int32 {
@@ -2222,7 +2702,7 @@ type OfferSlotsRequest struct {
 
 func (x *OfferSlotsRequest) Reset() {
 	*x = OfferSlotsRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2714,7 @@ func (x *OfferSlotsRequest) String() string {
 func (*OfferSlotsRequest) ProtoMessage() {}
 
 func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[30]
+	mi := &file_weir_v1_weir_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2727,7 @@ func (x *OfferSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsRequest.ProtoReflect.Descriptor instead.
 func (*OfferSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{30}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OfferSlotsRequest) GetTaskManagerId() string {
@@ -2273,7 +2753,7 @@ type OfferSlotsResponse struct {
 
 func (x *OfferSlotsResponse) Reset() {
 	*x = OfferSlotsResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2765,7 @@ func (x *OfferSlotsResponse) String() string {
 func (*OfferSlotsResponse) ProtoMessage() {}
 
 func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[31]
+	mi := &file_weir_v1_weir_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2778,7 @@ func (x *OfferSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferSlotsResponse.ProtoReflect.Descriptor instead.
 func (*OfferSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{31}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OfferSlotsResponse) GetAccepted() []int32 {
@@ -2322,7 +2802,7 @@ type TaskManagerHeartbeat struct {
 
 func (x *TaskManagerHeartbeat) Reset() {
 	*x = TaskManagerHeartbeat{}
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2814,7 @@ func (x *TaskManagerHeartbeat) String() string {
 func (*TaskManagerHeartbeat) ProtoMessage() {}
 
 func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[32]
+	mi := &file_weir_v1_weir_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2827,7 @@ func (x *TaskManagerHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskManagerHeartbeat.ProtoReflect.Descriptor instead.
 func (*TaskManagerHeartbeat) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{32}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TaskManagerHeartbeat) GetTaskManagerId() string {
@@ -2382,7 +2862,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2874,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[33]
+	mi := &file_weir_v1_weir_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2887,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{33}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HeartbeatAck) GetKnown() bool {
@@ -2429,7 +2909,7 @@ type TaskID struct {
 
 func (x *TaskID) Reset() {
 	*x = TaskID{}
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2921,7 @@ func (x *TaskID) String() string {
 func (*TaskID) ProtoMessage() {}
 
 func (x *TaskID) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[34]
+	mi := &file_weir_v1_weir_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2934,7 @@ func (x *TaskID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskID.ProtoReflect.Descriptor instead.
 func (*TaskID) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{34}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TaskID) GetJobId() string {
@@ -2495,7 +2975,7 @@ type OperatorCounters struct {
 
 func (x *OperatorCounters) Reset() {
 	*x = OperatorCounters{}
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2987,7 @@ func (x *OperatorCounters) String() string {
 func (*OperatorCounters) ProtoMessage() {}
 
 func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[35]
+	mi := &file_weir_v1_weir_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +3000,7 @@ func (x *OperatorCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorCounters.ProtoReflect.Descriptor instead.
 func (*OperatorCounters) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{35}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OperatorCounters) GetRecordsIn() int64 {
@@ -2551,7 +3031,7 @@ type TaskMetrics struct {
 
 func (x *TaskMetrics) Reset() {
 	*x = TaskMetrics{}
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +3043,7 @@ func (x *TaskMetrics) String() string {
 func (*TaskMetrics) ProtoMessage() {}
 
 func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[36]
+	mi := &file_weir_v1_weir_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +3056,7 @@ func (x *TaskMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetrics.ProtoReflect.Descriptor instead.
 func (*TaskMetrics) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{36}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TaskMetrics) GetTask() *TaskID {
@@ -2616,7 +3096,7 @@ type TaskStateUpdate struct {
 
 func (x *TaskStateUpdate) Reset() {
 	*x = TaskStateUpdate{}
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +3108,7 @@ func (x *TaskStateUpdate) String() string {
 func (*TaskStateUpdate) ProtoMessage() {}
 
 func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[37]
+	mi := &file_weir_v1_weir_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +3121,7 @@ func (x *TaskStateUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateUpdate.ProtoReflect.Descriptor instead.
 func (*TaskStateUpdate) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{37}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TaskStateUpdate) GetTaskManagerId() string {
@@ -2694,7 +3174,7 @@ type TaskStateAck struct {
 
 func (x *TaskStateAck) Reset() {
 	*x = TaskStateAck{}
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +3186,7 @@ func (x *TaskStateAck) String() string {
 func (*TaskStateAck) ProtoMessage() {}
 
 func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[38]
+	mi := &file_weir_v1_weir_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +3199,7 @@ func (x *TaskStateAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStateAck.ProtoReflect.Descriptor instead.
 func (*TaskStateAck) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{38}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
 }
 
 type DeployTaskRequest struct {
@@ -2747,7 +3227,7 @@ type DeployTaskRequest struct {
 
 func (x *DeployTaskRequest) Reset() {
 	*x = DeployTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +3239,7 @@ func (x *DeployTaskRequest) String() string {
 func (*DeployTaskRequest) ProtoMessage() {}
 
 func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[39]
+	mi := &file_weir_v1_weir_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +3252,7 @@ func (x *DeployTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeployTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{39}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeployTaskRequest) GetTask() *TaskID {
@@ -2850,7 +3330,7 @@ type TaskRestore struct {
 
 func (x *TaskRestore) Reset() {
 	*x = TaskRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3342,7 @@ func (x *TaskRestore) String() string {
 func (*TaskRestore) ProtoMessage() {}
 
 func (x *TaskRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[40]
+	mi := &file_weir_v1_weir_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3355,7 @@ func (x *TaskRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRestore.ProtoReflect.Descriptor instead.
 func (*TaskRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{40}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TaskRestore) GetCheckpointId() int64 {
@@ -2911,7 +3391,7 @@ type OperatorRestore struct {
 
 func (x *OperatorRestore) Reset() {
 	*x = OperatorRestore{}
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3403,7 @@ func (x *OperatorRestore) String() string {
 func (*OperatorRestore) ProtoMessage() {}
 
 func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[41]
+	mi := &file_weir_v1_weir_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3416,7 @@ func (x *OperatorRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorRestore.ProtoReflect.Descriptor instead.
 func (*OperatorRestore) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{41}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *OperatorRestore) GetUid() string {
@@ -2966,7 +3446,7 @@ type StateFileRef struct {
 
 func (x *StateFileRef) Reset() {
 	*x = StateFileRef{}
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3458,7 @@ func (x *StateFileRef) String() string {
 func (*StateFileRef) ProtoMessage() {}
 
 func (x *StateFileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[42]
+	mi := &file_weir_v1_weir_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3471,7 @@ func (x *StateFileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFileRef.ProtoReflect.Descriptor instead.
 func (*StateFileRef) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{42}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StateFileRef) GetFile() string {
@@ -3037,7 +3517,7 @@ type TriggerCheckpointRequest struct {
 
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3529,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[43]
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3542,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{43}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -3122,7 +3602,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3134,7 +3614,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[44]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3147,7 +3627,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{44}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 type NotifyCheckpointRequest struct {
@@ -3161,7 +3641,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3653,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[45]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3666,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{45}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -3218,7 +3698,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3710,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[46]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3723,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{46}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 type OperatorStateHandle struct {
@@ -3260,7 +3740,7 @@ type OperatorStateHandle struct {
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3272,7 +3752,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[47]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3285,7 +3765,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{47}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -3345,7 +3825,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3357,7 +3837,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[48]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3370,7 +3850,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{48}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -3430,7 +3910,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3922,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[49]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3935,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{49}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 type DeclineCheckpointRequest struct {
@@ -3473,7 +3953,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3485,7 +3965,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3498,7 +3978,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -3544,7 +4024,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3556,7 +4036,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3569,7 +4049,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
 }
 
 type RequestCheckpointRequest struct {
@@ -3581,7 +4061,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +4073,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +4086,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -3624,7 +4104,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3636,7 +4116,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3649,7 +4129,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{60}
 }
 
 type OutputLocations struct {
@@ -3662,7 +4142,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +4154,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +4167,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -3712,7 +4192,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3724,7 +4204,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3737,7 +4217,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{62}
 }
 
 type CancelTaskRequest struct {
@@ -3749,7 +4229,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3761,7 +4241,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3774,7 +4254,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -3792,7 +4272,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3804,7 +4284,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3817,7 +4297,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{64}
 }
 
 type ChannelOpen struct {
@@ -3834,7 +4314,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +4326,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +4339,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -3920,7 +4400,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[59]
+	mi := &file_weir_v1_weir_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4412,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[59]
+	mi := &file_weir_v1_weir_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4425,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{59}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -3992,7 +4472,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[60]
+	mi := &file_weir_v1_weir_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4004,7 +4484,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[60]
+	mi := &file_weir_v1_weir_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4017,7 +4497,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{60}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -4170,16 +4650,55 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x10CancelJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"<\n" +
 	"\x11CancelJobResponse\x12'\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x11.weir.v1.JobStateR\x05state\"\x88\x01\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x11.weir.v1.JobStateR\x05state\"\xb4\x01\n" +
 	"\x1aRegisterTaskManagerRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x12\n" +
-	"\x04jobs\x18\x04 \x03(\tR\x04jobs\"\xa9\x01\n" +
+	"\x04jobs\x18\x04 \x03(\tR\x04jobs\x12*\n" +
+	"\x05tasks\x18\x05 \x03(\v2\x14.weir.v1.RunningTaskR\x05tasks\"p\n" +
+	"\vRunningTask\x12#\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12(\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12\x12\n" +
+	"\x04slot\x18\x03 \x01(\x05R\x04slot\"\xf5\x01\n" +
 	"\x1bRegisterTaskManagerResponse\x12$\n" +
 	"\x0ejob_manager_id\x18\x01 \x01(\tR\fjobManagerId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
-	"\x14heartbeat_timeout_ms\x18\x03 \x01(\x03R\x12heartbeatTimeoutMs\"!\n" +
+	"\x14heartbeat_timeout_ms\x18\x03 \x01(\x03R\x12heartbeatTimeoutMs\x12\x1f\n" +
+	"\vleader_term\x18\x04 \x01(\x03R\n" +
+	"leaderTerm\x12)\n" +
+	"\aadopted\x18\x05 \x03(\v2\x0f.weir.v1.TaskIDR\aadopted\"\x19\n" +
+	"\x17GetClusterStatusRequest\"\x85\x01\n" +
+	"\rClusterMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12%\n" +
+	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12\x1a\n" +
+	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"s\n" +
+	"\x12ClusterTaskManager\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x1d\n" +
+	"\n" +
+	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\"\xae\x03\n" +
+	"\rClusterStatus\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1d\n" +
+	"\n" +
+	"raft_state\x18\x02 \x01(\tR\traftState\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12,\n" +
+	"\x12last_applied_index\x18\x04 \x01(\x04R\x10lastAppliedIndex\x12!\n" +
+	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12\x1b\n" +
+	"\tleader_id\x18\x06 \x01(\tR\bleaderId\x12%\n" +
+	"\x0eleader_address\x18\a \x01(\tR\rleaderAddress\x120\n" +
+	"\amembers\x18\b \x03(\v2\x16.weir.v1.ClusterMemberR\amembers\x12@\n" +
+	"\rtask_managers\x18\t \x03(\v2\x1b.weir.v1.ClusterTaskManagerR\ftaskManagers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\n" +
+	" \x01(\tR\tclusterId\x12%\n" +
+	"\x0eclient_address\x18\v \x01(\tR\rclientAddress\"N\n" +
+	"\x15RegisterMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0eclient_address\x18\x02 \x01(\tR\rclientAddress\"\x18\n" +
+	"\x16RegisterMemberResponse\"!\n" +
 	"\tSlotOffer\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\"e\n" +
 	"\x11OfferSlotsRequest\x12&\n" +
@@ -4333,7 +4852,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
 	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
 	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x03\x12 \n" +
-	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\xfe\t\n" +
+	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\x9f\v\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
@@ -4353,7 +4872,9 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x0fUpdateTaskState\x12\x18.weir.v1.TaskStateUpdate\x1a\x15.weir.v1.TaskStateAck\x12f\n" +
 	"\x15AcknowledgeCheckpoint\x12%.weir.v1.AcknowledgeCheckpointRequest\x1a&.weir.v1.AcknowledgeCheckpointResponse\x12Z\n" +
 	"\x11DeclineCheckpoint\x12!.weir.v1.DeclineCheckpointRequest\x1a\".weir.v1.DeclineCheckpointResponse\x12Z\n" +
-	"\x11RequestCheckpoint\x12!.weir.v1.RequestCheckpointRequest\x1a\".weir.v1.RequestCheckpointResponse2\x91\x03\n" +
+	"\x11RequestCheckpoint\x12!.weir.v1.RequestCheckpointRequest\x1a\".weir.v1.RequestCheckpointResponse\x12L\n" +
+	"\x10GetClusterStatus\x12 .weir.v1.GetClusterStatusRequest\x1a\x16.weir.v1.ClusterStatus\x12Q\n" +
+	"\x0eRegisterMember\x12\x1e.weir.v1.RegisterMemberRequest\x1a\x1f.weir.v1.RegisterMemberResponse2\x91\x03\n" +
 	"\vTaskManager\x12E\n" +
 	"\n" +
 	"DeployTask\x12\x1a.weir.v1.DeployTaskRequest\x1a\x1b.weir.v1.DeployTaskResponse\x12E\n" +
@@ -4376,7 +4897,7 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
@@ -4410,51 +4931,58 @@ var file_weir_v1_weir_proto_goTypes = []any{
 	(*CancelJobRequest)(nil),              // 29: weir.v1.CancelJobRequest
 	(*CancelJobResponse)(nil),             // 30: weir.v1.CancelJobResponse
 	(*RegisterTaskManagerRequest)(nil),    // 31: weir.v1.RegisterTaskManagerRequest
-	(*RegisterTaskManagerResponse)(nil),   // 32: weir.v1.RegisterTaskManagerResponse
-	(*SlotOffer)(nil),                     // 33: weir.v1.SlotOffer
-	(*OfferSlotsRequest)(nil),             // 34: weir.v1.OfferSlotsRequest
-	(*OfferSlotsResponse)(nil),            // 35: weir.v1.OfferSlotsResponse
-	(*TaskManagerHeartbeat)(nil),          // 36: weir.v1.TaskManagerHeartbeat
-	(*HeartbeatAck)(nil),                  // 37: weir.v1.HeartbeatAck
-	(*TaskID)(nil),                        // 38: weir.v1.TaskID
-	(*OperatorCounters)(nil),              // 39: weir.v1.OperatorCounters
-	(*TaskMetrics)(nil),                   // 40: weir.v1.TaskMetrics
-	(*TaskStateUpdate)(nil),               // 41: weir.v1.TaskStateUpdate
-	(*TaskStateAck)(nil),                  // 42: weir.v1.TaskStateAck
-	(*DeployTaskRequest)(nil),             // 43: weir.v1.DeployTaskRequest
-	(*TaskRestore)(nil),                   // 44: weir.v1.TaskRestore
-	(*OperatorRestore)(nil),               // 45: weir.v1.OperatorRestore
-	(*StateFileRef)(nil),                  // 46: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 47: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 48: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 49: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 50: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 51: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 52: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 53: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 54: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 55: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 56: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 57: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 58: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 59: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 60: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 61: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 62: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 63: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 64: weir.v1.ExchangeCredit
-	nil,                                   // 65: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 66: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 67: weir.v1.DeployTaskRequest.ParamsEntry
+	(*RunningTask)(nil),                   // 32: weir.v1.RunningTask
+	(*RegisterTaskManagerResponse)(nil),   // 33: weir.v1.RegisterTaskManagerResponse
+	(*GetClusterStatusRequest)(nil),       // 34: weir.v1.GetClusterStatusRequest
+	(*ClusterMember)(nil),                 // 35: weir.v1.ClusterMember
+	(*ClusterTaskManager)(nil),            // 36: weir.v1.ClusterTaskManager
+	(*ClusterStatus)(nil),                 // 37: weir.v1.ClusterStatus
+	(*RegisterMemberRequest)(nil),         // 38: weir.v1.RegisterMemberRequest
+	(*RegisterMemberResponse)(nil),        // 39: weir.v1.RegisterMemberResponse
+	(*SlotOffer)(nil),                     // 40: weir.v1.SlotOffer
+	(*OfferSlotsRequest)(nil),             // 41: weir.v1.OfferSlotsRequest
+	(*OfferSlotsResponse)(nil),            // 42: weir.v1.OfferSlotsResponse
+	(*TaskManagerHeartbeat)(nil),          // 43: weir.v1.TaskManagerHeartbeat
+	(*HeartbeatAck)(nil),                  // 44: weir.v1.HeartbeatAck
+	(*TaskID)(nil),                        // 45: weir.v1.TaskID
+	(*OperatorCounters)(nil),              // 46: weir.v1.OperatorCounters
+	(*TaskMetrics)(nil),                   // 47: weir.v1.TaskMetrics
+	(*TaskStateUpdate)(nil),               // 48: weir.v1.TaskStateUpdate
+	(*TaskStateAck)(nil),                  // 49: weir.v1.TaskStateAck
+	(*DeployTaskRequest)(nil),             // 50: weir.v1.DeployTaskRequest
+	(*TaskRestore)(nil),                   // 51: weir.v1.TaskRestore
+	(*OperatorRestore)(nil),               // 52: weir.v1.OperatorRestore
+	(*StateFileRef)(nil),                  // 53: weir.v1.StateFileRef
+	(*TriggerCheckpointRequest)(nil),      // 54: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 55: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 56: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 57: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 58: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 59: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 60: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 61: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 62: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 63: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 64: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 65: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 66: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 67: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 68: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 69: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 70: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 71: weir.v1.ExchangeCredit
+	nil,                                   // 72: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 73: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 74: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	65, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	72, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
 	5,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
 	9,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
 	10, // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
 	9,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	66, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	73, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
 	25, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
 	28, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
 	5,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
@@ -4468,75 +4996,85 @@ var file_weir_v1_weir_proto_depIdxs = []int32{
 	27, // 17: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
 	1,  // 18: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
 	0,  // 19: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	33, // 20: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	40, // 21: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	38, // 22: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	39, // 23: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	38, // 24: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 25: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	40, // 26: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	38, // 27: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	67, // 28: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	58, // 29: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	44, // 30: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	45, // 31: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	46, // 32: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	38, // 33: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	38, // 34: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	38, // 35: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	51, // 36: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	38, // 37: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	38, // 38: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	38, // 39: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	62, // 40: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	3,  // 41: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	4,  // 42: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	7,  // 43: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	11, // 44: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	29, // 45: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	15, // 46: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	17, // 47: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	19, // 48: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	21, // 49: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	23, // 50: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
-	31, // 51: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	34, // 52: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	36, // 53: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	41, // 54: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	52, // 55: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	54, // 56: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	56, // 57: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	43, // 58: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	60, // 59: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	47, // 60: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	49, // 61: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	63, // 62: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	6,  // 63: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	8,  // 64: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	12, // 65: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	30, // 66: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	16, // 67: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	18, // 68: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	20, // 69: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	22, // 70: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	24, // 71: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
-	32, // 72: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	35, // 73: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	37, // 74: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	42, // 75: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	53, // 76: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	55, // 77: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	57, // 78: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	59, // 79: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	61, // 80: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	48, // 81: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	50, // 82: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	64, // 83: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	63, // [63:84] is the sub-list for method output_type
-	42, // [42:63] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	32, // 20: weir.v1.RegisterTaskManagerRequest.tasks:type_name -> weir.v1.RunningTask
+	45, // 21: weir.v1.RunningTask.task:type_name -> weir.v1.TaskID
+	1,  // 22: weir.v1.RunningTask.state:type_name -> weir.v1.TaskState
+	45, // 23: weir.v1.RegisterTaskManagerResponse.adopted:type_name -> weir.v1.TaskID
+	35, // 24: weir.v1.ClusterStatus.members:type_name -> weir.v1.ClusterMember
+	36, // 25: weir.v1.ClusterStatus.task_managers:type_name -> weir.v1.ClusterTaskManager
+	40, // 26: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	47, // 27: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	45, // 28: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	46, // 29: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	45, // 30: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 31: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	47, // 32: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	45, // 33: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	74, // 34: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	65, // 35: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	51, // 36: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	52, // 37: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	53, // 38: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	45, // 39: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 40: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 41: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	58, // 42: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	45, // 43: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 44: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 45: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	69, // 46: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	3,  // 47: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	4,  // 48: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	7,  // 49: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	11, // 50: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	29, // 51: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	15, // 52: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	17, // 53: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	19, // 54: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	21, // 55: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	23, // 56: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
+	31, // 57: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	41, // 58: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	43, // 59: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	48, // 60: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	59, // 61: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	61, // 62: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	63, // 63: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	34, // 64: weir.v1.JobManager.GetClusterStatus:input_type -> weir.v1.GetClusterStatusRequest
+	38, // 65: weir.v1.JobManager.RegisterMember:input_type -> weir.v1.RegisterMemberRequest
+	50, // 66: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	67, // 67: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	54, // 68: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	56, // 69: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	70, // 70: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	6,  // 71: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	8,  // 72: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	12, // 73: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	30, // 74: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	16, // 75: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	18, // 76: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	20, // 77: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	22, // 78: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	24, // 79: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
+	33, // 80: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	42, // 81: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	44, // 82: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	49, // 83: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	60, // 84: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	62, // 85: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	64, // 86: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	37, // 87: weir.v1.JobManager.GetClusterStatus:output_type -> weir.v1.ClusterStatus
+	39, // 88: weir.v1.JobManager.RegisterMember:output_type -> weir.v1.RegisterMemberResponse
+	66, // 89: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	68, // 90: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	55, // 91: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	57, // 92: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	71, // 93: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	71, // [71:94] is the sub-list for method output_type
+	48, // [48:71] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -4550,7 +5088,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   64,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -39,13 +39,25 @@ const (
 	JobManager_AcknowledgeCheckpoint_FullMethodName = "/weir.v1.JobManager/AcknowledgeCheckpoint"
 	JobManager_DeclineCheckpoint_FullMethodName     = "/weir.v1.JobManager/DeclineCheckpoint"
 	JobManager_RequestCheckpoint_FullMethodName     = "/weir.v1.JobManager/RequestCheckpoint"
+	JobManager_GetClusterStatus_FullMethodName      = "/weir.v1.JobManager/GetClusterStatus"
+	JobManager_RegisterMember_FullMethodName        = "/weir.v1.JobManager/RegisterMember"
 )
 
 // JobManagerClient is the client API for JobManager service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// JobManager is served by the JobManager (the leader, once HA exists).
+// JobManager is served by every JobManager of the raft group. Only the
+// leader answers the client and TaskManager calls; a follower refuses them
+// with codes.Unavailable and a google.rpc.ErrorInfo detail of domain
+// "weir.dev" and reason "NOT_LEADER", whose metadata "leader_address" (the
+// leader's client address, absent while there is none) and "leader_id" say
+// where to go. GetClusterStatus is answered by every member.
+//
+// Fencing: every call the leader makes to a TaskManager carries its raft
+// term in the gRPC metadata key "weir-leader-term"; a TaskManager refuses
+// (codes.FailedPrecondition) calls with a term below the highest it has
+// seen, so a deposed leader cannot deploy, cancel or trigger anything.
 type JobManagerClient interface {
 	// Client API.
 	SubmitJob(ctx context.Context, in *SubmitJobRequest, opts ...grpc.CallOption) (*SubmitJobResponse, error)
@@ -80,6 +92,13 @@ type JobManagerClient interface {
 	// A source reached the end of its input and waits for a checkpoint before
 	// it finishes; the coordinator triggers one as soon as it may.
 	RequestCheckpoint(ctx context.Context, in *RequestCheckpointRequest, opts ...grpc.CallOption) (*RequestCheckpointResponse, error)
+	// Raft group API.
+	// GetClusterStatus reports this member's raft view; the leader adds the
+	// TaskManagers. Every member answers it.
+	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
+	// RegisterMember tells the leader a member's client address, so every
+	// member can send callers to the leader. Followers call it on the leader.
+	RegisterMember(ctx context.Context, in *RegisterMemberRequest, opts ...grpc.CallOption) (*RegisterMemberResponse, error)
 }
 
 type jobManagerClient struct {
@@ -253,11 +272,41 @@ func (c *jobManagerClient) RequestCheckpoint(ctx context.Context, in *RequestChe
 	return out, nil
 }
 
+func (c *jobManagerClient) GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterStatus)
+	err := c.cc.Invoke(ctx, JobManager_GetClusterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobManagerClient) RegisterMember(ctx context.Context, in *RegisterMemberRequest, opts ...grpc.CallOption) (*RegisterMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterMemberResponse)
+	err := c.cc.Invoke(ctx, JobManager_RegisterMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobManagerServer is the server API for JobManager service.
 // All implementations must embed UnimplementedJobManagerServer
 // for forward compatibility.
 //
-// JobManager is served by the JobManager (the leader, once HA exists).
+// JobManager is served by every JobManager of the raft group. Only the
+// leader answers the client and TaskManager calls; a follower refuses them
+// with codes.Unavailable and a google.rpc.ErrorInfo detail of domain
+// "weir.dev" and reason "NOT_LEADER", whose metadata "leader_address" (the
+// leader's client address, absent while there is none) and "leader_id" say
+// where to go. GetClusterStatus is answered by every member.
+//
+// Fencing: every call the leader makes to a TaskManager carries its raft
+// term in the gRPC metadata key "weir-leader-term"; a TaskManager refuses
+// (codes.FailedPrecondition) calls with a term below the highest it has
+// seen, so a deposed leader cannot deploy, cancel or trigger anything.
 type JobManagerServer interface {
 	// Client API.
 	SubmitJob(context.Context, *SubmitJobRequest) (*SubmitJobResponse, error)
@@ -292,6 +341,13 @@ type JobManagerServer interface {
 	// A source reached the end of its input and waits for a checkpoint before
 	// it finishes; the coordinator triggers one as soon as it may.
 	RequestCheckpoint(context.Context, *RequestCheckpointRequest) (*RequestCheckpointResponse, error)
+	// Raft group API.
+	// GetClusterStatus reports this member's raft view; the leader adds the
+	// TaskManagers. Every member answers it.
+	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*ClusterStatus, error)
+	// RegisterMember tells the leader a member's client address, so every
+	// member can send callers to the leader. Followers call it on the leader.
+	RegisterMember(context.Context, *RegisterMemberRequest) (*RegisterMemberResponse, error)
 	mustEmbedUnimplementedJobManagerServer()
 }
 
@@ -349,6 +405,12 @@ func (UnimplementedJobManagerServer) DeclineCheckpoint(context.Context, *Decline
 }
 func (UnimplementedJobManagerServer) RequestCheckpoint(context.Context, *RequestCheckpointRequest) (*RequestCheckpointResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RequestCheckpoint not implemented")
+}
+func (UnimplementedJobManagerServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*ClusterStatus, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedJobManagerServer) RegisterMember(context.Context, *RegisterMemberRequest) (*RegisterMemberResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RegisterMember not implemented")
 }
 func (UnimplementedJobManagerServer) mustEmbedUnimplementedJobManagerServer() {}
 func (UnimplementedJobManagerServer) testEmbeddedByValue()                    {}
@@ -648,6 +710,42 @@ func _JobManager_RequestCheckpoint_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobManager_GetClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClusterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).GetClusterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_GetClusterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).GetClusterStatus(ctx, req.(*GetClusterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobManager_RegisterMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobManagerServer).RegisterMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobManager_RegisterMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobManagerServer).RegisterMember(ctx, req.(*RegisterMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobManager_ServiceDesc is the grpc.ServiceDesc for JobManager service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -714,6 +812,14 @@ var JobManager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequestCheckpoint",
 			Handler:    _JobManager_RequestCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetClusterStatus",
+			Handler:    _JobManager_GetClusterStatus_Handler,
+		},
+		{
+			MethodName: "RegisterMember",
+			Handler:    _JobManager_RegisterMember_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
