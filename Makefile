@@ -62,7 +62,7 @@ $(TOOLS)/.protoc:
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	@touch $@
 
-# etcd 3.7 for the multi-process tests and `make etcd`: a tiny main of ours
+# etcd 3.7 for the multi-process tests: a tiny main of ours
 # calling etcdmain.Main, at the version go.mod pins (go install of etcd is
 # refused, Debian's etcd-server is 3.4).
 $(TOOLS)/etcd: go.mod go.sum internal/tools/etcd/main.go
