@@ -44,6 +44,10 @@ type Config struct {
 	SavepointDir string
 	// Storage holds the S3 endpoint and credentials.
 	Storage storage.Options
+	// Advertise is the client address (host:port) the CLI and TaskManagers
+	// reach this JobManager at; members of a raft group tell each other
+	// theirs, so a follower can send callers to the leader.
+	Advertise string
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.

@@ -179,3 +179,7 @@ func (s *service) UpdateTaskState(_ context.Context, req *weirv1.TaskStateUpdate
 	}
 	return &weirv1.TaskStateAck{}, nil
 }
+
+func (s *service) GetClusterStatus(context.Context, *weirv1.GetClusterStatusRequest) (*weirv1.ClusterStatus, error) {
+	return s.jm.clusterStatus(), nil
+}

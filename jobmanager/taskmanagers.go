@@ -129,3 +129,24 @@ func (jm *JobManager) updateTaskState(u *weirv1.TaskStateUpdate) error {
 	})
 	return err
 }
+
+// clusterStatus reports this JobManager's view of the group and, on the
+// leader, the TaskManagers with their free slots.
+func (jm *JobManager) clusterStatus() *weirv1.ClusterStatus {
+	st := &weirv1.ClusterStatus{MemberId: jm.id, RaftState: "leader", LeaderId: jm.id,
+		LeaderAddress: jm.cfg.Advertise, ClientAddress: jm.cfg.Advertise,
+		Members: []*weirv1.ClusterMember{{Id: jm.id, ClientAddress: jm.cfg.Advertise, Suffrage: "voter"}}}
+	all := jm.store.Jobs()
+	jm.mu.Lock()
+	offered := jm.tms.offeredSlots()
+	slots := map[string]int{}
+	for _, tm := range jm.tms.tms {
+		slots[tm.id] = tm.slots
+	}
+	jm.mu.Unlock()
+	for _, free := range FreeSlots(offered, all) {
+		st.TaskManagers = append(st.TaskManagers, &weirv1.ClusterTaskManager{Id: free.TaskManagerID, Address: free.Address,
+			Slots: int32(slots[free.TaskManagerID]), FreeSlots: int32(len(free.Slots))})
+	}
+	return st
+}

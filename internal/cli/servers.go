@@ -67,6 +67,9 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	if err != nil {
 		return nil, fmt.Errorf("jobmanager listen: %w", err)
 	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = ln.Addr().String()
+	}
 	jm := jobmanager.New(cfg)
 	srv := grpc.NewServer(jobmanager.ServerOptions()...)
 	jm.Register(srv)
