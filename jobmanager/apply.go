@@ -13,6 +13,8 @@ import (
 type jobTable struct {
 	jobs  map[string]*Job
 	order []string // job IDs in submission order
+	// members maps the raft group's member IDs to their client addresses.
+	members map[string]string
 }
 
 func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
@@ -43,6 +45,14 @@ func (t *jobTable) apply(cmd Command) ([]JobTransition, error) {
 		return t.applyDisposeCheckpoints(c)
 	case FallBackRescale:
 		return t.applyFallBackRescale(c)
+	case SetMemberAddress:
+		if t.members == nil {
+			t.members = map[string]string{}
+		}
+		t.members[c.MemberID] = c.Address
+		return nil, nil
+	case ReserveCheckpoint:
+		return t.applyReserveCheckpoint(c)
 	}
 	return nil, fmt.Errorf("unknown command %T", cmd)
 }
@@ -402,6 +412,18 @@ func (t *jobTable) applyAbortCheckpoint(c AbortCheckpoint) ([]JobTransition, err
 	}
 	j.FailedCheckpoints++
 	j.LastCheckpointID = max(j.LastCheckpointID, c.CheckpointID)
+	return nil, nil
+}
+
+func (t *jobTable) applyReserveCheckpoint(c ReserveCheckpoint) ([]JobTransition, error) {
+	j, ok := t.jobs[c.JobID]
+	if !ok {
+		return nil, errorf(ErrJobNotFound, "job %s not found", c.JobID)
+	}
+	if c.CheckpointID <= j.LastCheckpointID {
+		return nil, errorf(ErrCheckpoint, "job %s: checkpoint %d is not above the last one used, %d", j.ID, c.CheckpointID, j.LastCheckpointID)
+	}
+	j.LastCheckpointID = c.CheckpointID
 	return nil, nil
 }
 

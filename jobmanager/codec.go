@@ -27,6 +27,8 @@ var decoders = map[CommandType]func([]byte) (Command, error){
 	EndRescaleType:         decodeAs[EndRescale],
 	DisposeCheckpointsType: decodeAs[DisposeCheckpoints],
 	FallBackRescaleType:    decodeAs[FallBackRescale],
+	SetMemberAddressType:   decodeAs[SetMemberAddress],
+	ReserveCheckpointType:  decodeAs[ReserveCheckpoint],
 }
 
 func decodeAs[C Command](body []byte) (Command, error) {

@@ -47,6 +47,8 @@ func commandLog() []Command {
 		UpdateTask{JobID: "j1", Vertex: 1, Subtask: 0, Attempt: 1, TaskManagerID: "tm-1", State: taskCanceled, TimeMs: 301},
 		UpdateTask{JobID: "j1", Vertex: 1, Subtask: 1, Attempt: 1, TaskManagerID: "tm-3", State: taskCanceled, TimeMs: 301},
 		DisposeCheckpoints{JobID: "j1", TimeMs: 400},
+		SetMemberAddress{MemberID: "jm-1", Address: "10.0.0.1:6123"},
+		ReserveCheckpoint{JobID: "j1", CheckpointID: 7},
 		submitCmd("j2", 1, 1),
 		FailJob{JobID: "j2", Reason: "no slots", Unrecoverable: true, TimeMs: 500},
 	)

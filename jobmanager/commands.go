@@ -22,6 +22,8 @@ const (
 	EndRescaleType         CommandType = 11
 	DisposeCheckpointsType CommandType = 12
 	FallBackRescaleType    CommandType = 13
+	SetMemberAddressType   CommandType = 14
+	ReserveCheckpointType  CommandType = 15
 )
 
 // Command is one write to the Store. Commands carry everything Apply needs,
@@ -165,3 +167,20 @@ func (BeginRescale) Type() CommandType       { return BeginRescaleType }
 func (EndRescale) Type() CommandType         { return EndRescaleType }
 func (DisposeCheckpoints) Type() CommandType { return DisposeCheckpointsType }
 func (FallBackRescale) Type() CommandType    { return FallBackRescaleType }
+
+// SetMemberAddress records the client address of a JobManager of the raft
+// group, so every member can send callers to the leader.
+type SetMemberAddress struct {
+	MemberID string
+	Address  string
+}
+
+// ReserveCheckpoint records a checkpoint ID before its barriers go out, so
+// that no later leader ever uses it again for another checkpoint.
+type ReserveCheckpoint struct {
+	JobID        string
+	CheckpointID int64
+}
+
+func (SetMemberAddress) Type() CommandType  { return SetMemberAddressType }
+func (ReserveCheckpoint) Type() CommandType { return ReserveCheckpointType }

@@ -24,6 +24,9 @@ type Store interface {
 	Job(id string) (Job, error)
 	// Jobs returns copies of all jobs, newest first.
 	Jobs() []Job
+	// Members returns a copy of the raft group's member client addresses,
+	// by member ID.
+	Members() map[string]string
 }
 
 // JobTransition records one change of a job's state.
@@ -275,6 +278,13 @@ func JobStateName(s weirv1.JobState) string {
 // TaskStateName is the state's short name: "DEPLOYING".
 func TaskStateName(s weirv1.TaskState) string {
 	return strings.TrimPrefix(s.String(), "TASK_STATE_")
+}
+
+// Members implements Store.
+func (s *MemStore) Members() map[string]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return maps.Clone(s.t.members)
 }
 
 // MemStore is the in-memory Store of a single JobManager.
