@@ -158,6 +158,6 @@ func (s *raftStore) Apply(cmd Command) ([]JobTransition, error) {
 	return res.trans, res.err
 }
 
-func (s *raftStore) Job(id string) (Job, error)  { return s.f.job(id) }
-func (s *raftStore) Jobs() []Job                 { return s.f.jobs() }
+func (s *raftStore) Job(id string) (Job, error) { return s.f.job(id) }
+func (s *raftStore) Jobs() []Job                { return s.f.jobs() }
 func (s *raftStore) Members() map[string]string { return s.f.members() }
