@@ -129,6 +129,12 @@ func (c *coordinator) tick(now time.Time) bool {
 	case a.refuse != nil:
 		a.refuse.done <- savepointResult{err: a.err}
 	case a.trigger != nil:
+		// The ID is taken for good before any barrier carries it, so no
+		// later leader reuses it for another checkpoint.
+		if _, err := c.jm.apply(ReserveCheckpoint{JobID: c.jobID, CheckpointID: a.trigger.id}); err != nil {
+			c.abort(a.trigger, "reserving its ID: "+err.Error(), true)
+			return true
+		}
 		c.trigger(&job, a.trigger)
 	}
 	return true

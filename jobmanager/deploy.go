@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/leader"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -129,12 +130,20 @@ func (jm *JobManager) cancelTask(ctx context.Context, job Job, v, i int, t Task)
 }
 
 // callTaskManager calls the TaskManager at addr with a deadline.
+// Every call carries the leader's term, by which TaskManagers fence off a
+// deposed leader.
 func (jm *JobManager) callTaskManager(ctx context.Context, addr string, call func(context.Context, weirv1.TaskManagerClient) error) error {
 	c, err := jm.client(addr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	jm.mu.Lock()
+	l := jm.lead
+	jm.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("calling TaskManager %s: this JobManager does not lead", addr)
+	}
+	ctx, cancel := context.WithTimeout(leader.WithTerm(ctx, l.term), rpcTimeout)
 	defer cancel()
 	return call(ctx, c)
 }

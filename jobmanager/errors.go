@@ -48,6 +48,9 @@ var (
 	// ErrNotEnoughSlots: the cluster has too few slots for the request
 	// right now (FailedPrecondition).
 	ErrNotEnoughSlots = errors.New("not enough slots")
+	// ErrMemberMismatch: a JobManager was started with another
+	// description of the raft group than the leader's (FailedPrecondition).
+	ErrMemberMismatch = errors.New("raft member mismatch")
 )
 
 // kindError is an error whose message is its own but which also matches a
@@ -77,7 +80,8 @@ func StatusCode(err error) codes.Code {
 	case errors.Is(err, ErrInvalidJob), errors.Is(err, ErrInvalidRequest):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrJobTerminal), errors.Is(err, ErrJobNotPending), errors.Is(err, ErrJobNotRunning),
-		errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrNoStorage), errors.Is(err, ErrNotEnoughSlots):
+		errors.Is(err, ErrJobNotEnded), errors.Is(err, ErrNoStorage), errors.Is(err, ErrNotEnoughSlots),
+		errors.Is(err, ErrMemberMismatch):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCheckpoint):
 		return codes.Aborted

@@ -84,12 +84,15 @@ func startJobManager(t *testing.T, cfg Config) *cluster {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 50 * time.Millisecond
 	}
-	jm := New(cfg)
+	jm, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true))...)
+	srv := grpc.NewServer(append(jm.ServerOptions(), grpc.WaitForHandlers(true))...)
 	jm.Register(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,10 +45,15 @@ type Config struct {
 	SavepointDir string
 	// Storage holds the S3 endpoint and credentials.
 	Storage storage.Options
+	// Raft is this JobManager's place in its raft group; the zero value is
+	// a group of one in memory.
+	Raft RaftConfig
 	// Advertise is the client address (host:port) the CLI and TaskManagers
 	// reach this JobManager at; members of a raft group tell each other
 	// theirs, so a follower can send callers to the leader.
 	Advertise string
+	// ClusterID names the group, for etcd keys and cluster status.
+	ClusterID string
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.
@@ -61,19 +67,18 @@ type JobManager struct {
 	id    string
 	store Store
 
+	node *raftNode
+
 	kick chan struct{} // wakes the scheduler; buffered, never blocks
 
-	// ctx is the parent of every call to a TaskManager; it ends with Run.
-	ctx  context.Context
-	stop context.CancelFunc
-	wg   sync.WaitGroup // goroutines started by goAsync
-
-	// mu guards the volatile state below. Store writes are made under mu
-	// too, so that registry changes and the commands that follow from
-	// them are atomic to the scheduler. Never hold mu during an RPC.
-	mu         sync.Mutex
-	running    bool
-	closed     bool
+	// mu guards the volatile state below. It is never held during an RPC
+	// or a store write (which is a raft round trip).
+	mu      sync.Mutex
+	running bool
+	closed  bool
+	// lead is the current term of leadership, nil while this member does
+	// not lead. Everything that acts on the cluster runs under its context.
+	lead       *leadership
 	tms        *registry
 	metrics    map[taskKey]*weirv1.TaskMetrics // latest per task attempt; never mutated
 	cancelSent map[taskKey]bool
@@ -92,8 +97,23 @@ type taskKey struct {
 	vertex, subtask, attempt int
 }
 
-// New returns a JobManager with an in-memory store.
-func New(cfg Config) *JobManager {
+// leadership is one term of leading the group. Its context is the parent
+// of every leader-only loop and of every call to a TaskManager; it ends the
+// moment leadership is lost.
+type leadership struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // goroutines started by goAsync in this term
+	term   uint64
+	since  time.Time
+	// ready is closed once the leader has caught up with the log and
+	// serves calls.
+	ready chan struct{}
+}
+
+// New returns a JobManager and starts its raft member (a group of one in
+// memory unless cfg.Raft says otherwise). Call Run next.
+func New(cfg Config) (*JobManager, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second
 	}
@@ -109,16 +129,23 @@ func New(cfg Config) *JobManager {
 	if cfg.CheckpointStorage == "" {
 		cfg.CheckpointStorage = DefaultCheckpointStorage()
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	id := newID()
+	id := cfg.Raft.ID
+	if id == "" {
+		id = newID()
+		cfg.Raft.ID = id
+	}
+	log := cfg.Logger.With("component", "jobmanager", "job_manager_id", id)
+	node, err := startRaft(cfg.Raft, log)
+	if err != nil {
+		return nil, err
+	}
 	return &JobManager{
 		cfg:        cfg,
-		log:        cfg.Logger.With("component", "jobmanager", "job_manager_id", id),
+		log:        log,
 		id:         id,
-		store:      NewMemStore(),
+		node:       node,
+		store:      &raftStore{r: node.r, f: node.fsm, timeout: raftApplyTimeout},
 		kick:       make(chan struct{}, 1),
-		ctx:        ctx,
-		stop:       stop,
 		tms:        newRegistry(),
 		metrics:    map[taskKey]*weirv1.TaskMetrics{},
 		cancelSent: map[taskKey]bool{},
@@ -127,7 +154,7 @@ func New(cfg Config) *JobManager {
 		coordinators: map[string]*coordinator{},
 		metadata:     map[string]*statebackend.Metadata{},
 		waitLogged:   map[string]int{},
-	}
+	}, nil
 }
 
 // DefaultCheckpointStorage is a directory under the system's temp dir.
@@ -145,10 +172,12 @@ func DefaultSavepointDir() string {
 // ID is the JobManager's ID, told to TaskManagers at registration.
 func (jm *JobManager) ID() string { return jm.id }
 
-// Run runs the background loops — heartbeat timeouts and the scheduling of
-// pending jobs — until ctx ends. On return it has stopped every call to
-// TaskManagers and closed their connections. It returns nil when ctx ends
-// and may be called once.
+// Run follows the raft group until ctx ends: while this member leads, it
+// runs the leader's loops (scheduling, heartbeat timeouts, restarts,
+// checkpoint coordinators) and serves calls; while it follows, it makes its
+// client address known to the leader. On return it has stopped every loop
+// and call, shut raft down and closed its connections. It returns nil when
+// ctx ends and may be called once.
 func (jm *JobManager) Run(ctx context.Context) error {
 	jm.mu.Lock()
 	if jm.running || jm.closed {
@@ -159,27 +188,134 @@ func (jm *JobManager) Run(ctx context.Context) error {
 	jm.mu.Unlock()
 	defer jm.shutdown()
 
-	tick := time.NewTicker(jm.tickInterval())
-	defer tick.Stop()
-	jm.log.Info("JobManager running",
+	jm.log.Info("JobManager running", "raft_address", jm.node.addr, "peers", peersText(jm.node.peers),
 		"heartbeat_interval", jm.cfg.HeartbeatInterval, "heartbeat_timeout", jm.cfg.HeartbeatTimeout,
 		"slot_request_timeout", jm.cfg.SlotRequestTimeout)
-	jm.schedule(time.Now())
+	follow := time.NewTicker(time.Second)
+	defer follow.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			jm.stopLeading()
 			return nil
-		case <-jm.kick:
-			jm.schedule(time.Now())
-		case <-tick.C:
-			now := time.Now()
-			jm.expireTaskManagers(now)
-			jm.schedule(now)
+		case leading := <-jm.node.notify:
+			if leading {
+				jm.startLeading()
+			} else {
+				jm.stopLeading()
+			}
+		case <-follow.C:
+			if err := jm.announce(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// tickInterval is how often Run checks heartbeats and slot request
+// startLeading begins a term of leadership: the leader loop catches up with
+// the log first, then takes over the cluster.
+func (jm *JobManager) startLeading() {
+	jm.mu.Lock()
+	if jm.lead != nil || jm.closed {
+		jm.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &leadership{ctx: ctx, cancel: cancel, term: jm.node.r.CurrentTerm(), since: time.Now(), ready: make(chan struct{})}
+	jm.lead = l
+	jm.mu.Unlock()
+	jm.log.Info("leading the JobManager group", "term", l.term)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		jm.lead1(l)
+	}()
+}
+
+// stopLeading ends the current term of leadership, if any: every leader
+// loop and call stops, and the volatile state of the term is dropped (the
+// TaskManagers register again with the next leader).
+func (jm *JobManager) stopLeading() {
+	jm.mu.Lock()
+	l := jm.lead
+	jm.lead = nil
+	jm.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.cancel()
+	l.wg.Wait()
+	jm.mu.Lock()
+	jm.tms = newRegistry()
+	jm.metrics = map[taskKey]*weirv1.TaskMetrics{}
+	jm.cancelSent = map[taskKey]bool{}
+	jm.coordinators = map[string]*coordinator{}
+	jm.waitLogged = map[string]int{}
+	closing := jm.closed
+	jm.mu.Unlock()
+	if !closing {
+		jm.log.Info("no longer leading the JobManager group", "term", l.term)
+	}
+}
+
+// lead1 is the leader's main loop for one term.
+func (jm *JobManager) lead1(l *leadership) {
+	// Serve nothing until every entry of earlier terms is applied here.
+	for {
+		if err := jm.node.r.Barrier(raftApplyTimeout).Error(); err == nil {
+			break
+		} else if l.ctx.Err() != nil {
+			return
+		} else {
+			jm.log.Info("leader catching up with the log", "err", err)
+		}
+	}
+	if jm.store.Members()[jm.id] != jm.cfg.Advertise {
+		if _, err := jm.store.Apply(SetMemberAddress{MemberID: jm.id, Address: jm.cfg.Advertise}); err != nil {
+			jm.log.Info("recording this leader's address", "err", err)
+		}
+	}
+	for _, j := range jm.store.Jobs() {
+		if !TerminalJob(j.State) {
+			jm.startCoordinator(j)
+		}
+	}
+	close(l.ready)
+
+	tick := time.NewTicker(jm.tickInterval())
+	defer tick.Stop()
+	restart := time.NewTimer(time.Hour)
+	defer restart.Stop()
+	// TaskManagers that ran tasks for the last leader have until then to
+	// register with this one and have them adopted.
+	graceEnd := time.Now().Add(jm.cfg.HeartbeatTimeout)
+	grace := time.NewTimer(jm.cfg.HeartbeatTimeout)
+	defer grace.Stop()
+	pass := func(now time.Time) {
+		if next := jm.schedule(now); !next.IsZero() {
+			restart.Reset(max(time.Until(next), 0))
+		}
+	}
+	pass(time.Now())
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-jm.kick:
+			pass(time.Now())
+		case <-restart.C:
+			pass(time.Now())
+		case <-grace.C:
+			jm.loseUnregistered(graceEnd)
+		case <-tick.C:
+			now := time.Now()
+			jm.expireTaskManagers(now)
+			pass(now)
+		}
+	}
+}
+
+// tickInterval is how often the leader checks heartbeats and slot request
 // timeouts: a tenth of the shorter timeout, within [10ms, 1s].
 func (jm *JobManager) tickInterval() time.Duration {
 	d := min(jm.cfg.HeartbeatTimeout, jm.cfg.SlotRequestTimeout) / 10
@@ -190,8 +326,8 @@ func (jm *JobManager) shutdown() {
 	jm.mu.Lock()
 	jm.closed = true
 	jm.mu.Unlock()
-	jm.stop()
-	jm.wg.Wait()
+	jm.stopLeading()
+	jm.node.shutdown()
 	jm.mu.Lock()
 	conns := jm.conns
 	jm.conns = map[string]*grpc.ClientConn{}
@@ -204,17 +340,36 @@ func (jm *JobManager) shutdown() {
 	jm.log.Info("JobManager stopped")
 }
 
-// goAsync runs f on a goroutine owned by Run, unless Run has ended.
+// leading returns the current term of leadership once it serves calls, or
+// nil.
+func (jm *JobManager) leading() *leadership {
+	jm.mu.Lock()
+	l := jm.lead
+	jm.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	select {
+	case <-l.ready:
+		return l
+	default:
+		return nil
+	}
+}
+
+// goAsync runs f on a goroutine of the current term of leadership, with its
+// context; while this member does not lead, f does not run.
 func (jm *JobManager) goAsync(f func(ctx context.Context)) {
 	jm.mu.Lock()
 	defer jm.mu.Unlock()
-	if jm.closed {
+	l := jm.lead
+	if jm.closed || l == nil || l.ctx.Err() != nil {
 		return
 	}
-	jm.wg.Add(1)
+	l.wg.Add(1)
 	go func() {
-		defer jm.wg.Done()
-		f(jm.ctx)
+		defer l.wg.Done()
+		f(l.ctx)
 	}()
 }
 
@@ -229,9 +384,7 @@ func (jm *JobManager) wake() {
 // apply applies cmd to the store and carries out what follows. The caller
 // MUST NOT hold jm.mu.
 func (jm *JobManager) apply(cmd Command) ([]JobTransition, error) {
-	jm.mu.Lock()
 	trans, err := jm.store.Apply(cmd)
-	jm.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +414,6 @@ func (jm *JobManager) afterApply(trans []JobTransition, ids ...string) {
 			if j, err := jm.store.Job(t.JobID); err == nil {
 				delay := time.Until(time.UnixMilli(j.RestartAt))
 				jm.log.Warn("job state changed", append(attrs, "reason", t.Reason, "restart_in", delay)...)
-				time.AfterFunc(max(delay, 0), jm.wake)
 			}
 		} else if t.To == jobFailed {
 			jm.log.Warn("job state changed", append(attrs, "reason", t.Reason)...)
@@ -318,19 +470,26 @@ func (jm *JobManager) reconcile(jobID string) {
 	}
 }
 
-// schedule runs one scheduling pass: pending jobs that fit are placed and
-// deployed, those that waited too long fail.
-func (jm *JobManager) schedule(now time.Time) {
+// schedule runs one scheduling pass: restarting jobs whose delay is over
+// get a new attempt, pending jobs that fit are placed and deployed, those
+// that waited too long fail. It returns when the next restart is due (zero
+// if none is). Only the leader loop calls it, so passes never overlap.
+func (jm *JobManager) schedule(now time.Time) (nextRestart time.Time) {
 	nowMs := now.UnixMilli()
 	var deploy []Job
 	var trans []JobTransition
 	var expired []string
 
-	jm.mu.Lock()
 	all := jm.store.Jobs()
 	restarted := false
 	for _, j := range all {
-		if j.State != jobRestarting || j.RestartAt > nowMs {
+		if j.State != jobRestarting {
+			continue
+		}
+		if j.RestartAt > nowMs {
+			if at := time.UnixMilli(j.RestartAt); nextRestart.IsZero() || at.Before(nextRestart) {
+				nextRestart = at
+			}
 			continue
 		}
 		tr, err := jm.store.Apply(RestartJob{JobID: j.ID, Attempt: j.Attempt, TimeMs: nowMs})
@@ -362,14 +521,18 @@ func (jm *JobManager) schedule(now time.Time) {
 		}
 	}
 	if len(pending) == 0 {
+		jm.mu.Lock()
 		clear(jm.waitLogged)
 		jm.mu.Unlock()
 		if len(trans) > 0 {
 			jm.afterApply(trans)
 		}
-		return
+		return nextRestart
 	}
-	d := Schedule(now, jm.cfg.SlotRequestTimeout, pending, FreeSlots(jm.tms.offeredSlots(), all))
+	jm.mu.Lock()
+	offered := jm.tms.offeredSlots()
+	jm.mu.Unlock()
+	d := Schedule(now, jm.cfg.SlotRequestTimeout, pending, FreeSlots(offered, all))
 	for _, p := range d.Placements {
 		cmd := DeployJob{JobID: p.JobID, Attempt: byID[p.JobID].Attempt, Slots: p.Slots, TimeMs: nowMs}
 		if _, err := jm.store.Apply(cmd); err != nil {
@@ -402,6 +565,7 @@ func (jm *JobManager) schedule(now time.Time) {
 		job *Job
 	}
 	var newWaits []waiting
+	jm.mu.Lock()
 	logged := jm.waitLogged
 	jm.waitLogged = map[string]int{}
 	for _, w := range d.Waiting {
@@ -411,6 +575,7 @@ func (jm *JobManager) schedule(now time.Time) {
 		}
 		jm.waitLogged[w.JobID] = j.Attempt
 	}
+	jm.mu.Unlock()
 	for _, e := range d.Expired {
 		// Waiting longer for slots is the user's call, not a restart's.
 		tr, err := jm.store.Apply(FailJob{JobID: e.JobID, Reason: e.Reason, Unrecoverable: true, TimeMs: nowMs})
@@ -421,7 +586,6 @@ func (jm *JobManager) schedule(now time.Time) {
 		trans = append(trans, tr...)
 		expired = append(expired, e.JobID)
 	}
-	jm.mu.Unlock()
 
 	for _, w := range newWaits {
 		until := "until slots return"
@@ -436,39 +600,34 @@ func (jm *JobManager) schedule(now time.Time) {
 		jm.deploy(j)
 	}
 	jm.afterApply(trans, expired...)
+	return nextRestart
 }
 
-// lostTaskManager is what loseLocked did, for finishLost to log and follow.
+// lostTaskManager is a TaskManager removed from the registry, for
+// finishLost to record and follow.
 type lostTaskManager struct {
 	tm      *taskManager
 	reason  string
 	stopped bool // it shut down cleanly, it did not crash
-	trans   []JobTransition
 }
 
-// loseLocked fails the tasks of a TaskManager already removed from the
-// registry. The caller MUST hold jm.mu and call finishLost after releasing
-// it.
-func (jm *JobManager) loseLocked(tm *taskManager, cause string, now time.Time) lostTaskManager {
-	return jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") lost: "+cause, false, now)
+func lostTM(tm *taskManager, cause string) lostTaskManager {
+	return lostTaskManager{tm: tm, reason: "TaskManager " + tm.id + " (" + tm.address + ") lost: " + cause}
 }
 
-// removeLocked applies the TaskManagerLost command for tm: its tasks of
-// active jobs fail those jobs, whether it crashed or stopped.
-func (jm *JobManager) removeLocked(tm *taskManager, reason string, stopped bool, now time.Time) lostTaskManager {
-	trans, err := jm.store.Apply(TaskManagerLost{TaskManagerID: tm.id, Reason: reason, TimeMs: now.UnixMilli()})
-	if err != nil {
-		jm.log.Error("applying TaskManager loss", "task_manager_id", tm.id, "err", err)
-	}
-	return lostTaskManager{tm: tm, reason: reason, stopped: stopped, trans: trans}
-}
-
+// finishLost applies the TaskManagerLost command for a TaskManager already
+// removed from the registry: its tasks of active jobs fail those jobs,
+// whether it crashed or stopped. The caller MUST NOT hold jm.mu.
 func (jm *JobManager) finishLost(l lostTaskManager) {
+	trans, err := jm.store.Apply(TaskManagerLost{TaskManagerID: l.tm.id, Reason: l.reason, TimeMs: time.Now().UnixMilli()})
+	if err != nil {
+		jm.log.Error("applying TaskManager loss", "task_manager_id", l.tm.id, "err", err)
+	}
 	if l.stopped {
 		// A clean shutdown is no fault of the TaskManager's, even when it
 		// fails the jobs it ran (their transitions say so).
 		failed := 0
-		for _, t := range l.trans {
+		for _, t := range trans {
 			if t.To == jobRestarting || t.To == jobFailed {
 				failed++
 			}
@@ -478,7 +637,7 @@ func (jm *JobManager) finishLost(l lostTaskManager) {
 		jm.log.Warn("TaskManager lost", "task_manager_id", l.tm.id, "address", l.tm.address, "reason", l.reason)
 	}
 	jm.dropConn(l.tm.address)
-	jm.afterApply(l.trans)
+	jm.afterApply(trans)
 }
 
 // expireTaskManagers loses the TaskManagers silent for too long.
@@ -486,7 +645,7 @@ func (jm *JobManager) expireTaskManagers(now time.Time) {
 	jm.mu.Lock()
 	var lost []lostTaskManager
 	for _, tm := range jm.tms.expired(now, jm.cfg.HeartbeatTimeout) {
-		lost = append(lost, jm.loseLocked(tm, "no heartbeat for "+jm.cfg.HeartbeatTimeout.String(), now))
+		lost = append(lost, lostTM(tm, "no heartbeat for "+jm.cfg.HeartbeatTimeout.String()))
 	}
 	jm.mu.Unlock()
 	for _, l := range lost {
@@ -494,22 +653,47 @@ func (jm *JobManager) expireTaskManagers(now time.Time) {
 	}
 }
 
+// loseUnregistered fails, after a new leader's grace period, the tasks of
+// TaskManagers that ran them for the previous leader and have not
+// registered with this one (they are gone): normal failover.
+func (jm *JobManager) loseUnregistered(graceEnd time.Time) {
+	missing := map[string]string{}
+	for _, j := range jm.store.Jobs() {
+		for _, ts := range j.Tasks {
+			for _, t := range ts {
+				if t.TaskManagerID != "" && !TerminalTask(t.State) {
+					missing[t.TaskManagerID] = t.Address
+				}
+			}
+		}
+	}
+	jm.mu.Lock()
+	for id := range missing {
+		if _, ok := jm.tms.tms[id]; ok {
+			delete(missing, id)
+		}
+	}
+	jm.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(missing)) {
+		tm := &taskManager{id: id, address: missing[id]}
+		jm.finishLost(lostTM(tm, "it did not register with the new leader by "+graceEnd.Format(time.RFC3339Nano)))
+	}
+}
+
 // streamBroken loses the TaskManager whose heartbeat stream broke, if it is
 // still the incarnation that opened the stream.
 func (jm *JobManager) streamBroken(id string, incarnation uint64) {
 	jm.mu.Lock()
-	if jm.closed {
+	if jm.closed || jm.lead == nil || jm.lead.ctx.Err() != nil {
+		// The stream ended because leadership did: the next leader
+		// adopts what this TaskManager runs.
 		jm.mu.Unlock()
 		return
 	}
 	tm, ok := jm.tms.remove(id, incarnation)
-	var l lostTaskManager
-	if ok {
-		l = jm.loseLocked(tm, "heartbeat stream broken", time.Now())
-	}
 	jm.mu.Unlock()
 	if ok {
-		jm.finishLost(l)
+		jm.finishLost(lostTM(tm, "heartbeat stream broken"))
 	}
 }
 
@@ -518,13 +702,9 @@ func (jm *JobManager) streamBroken(id string, incarnation uint64) {
 func (jm *JobManager) taskManagerStopped(id string, incarnation uint64) {
 	jm.mu.Lock()
 	tm, ok := jm.tms.remove(id, incarnation)
-	var l lostTaskManager
-	if ok {
-		l = jm.removeLocked(tm, "TaskManager "+tm.id+" ("+tm.address+") stopped", true, time.Now())
-	}
 	jm.mu.Unlock()
 	if ok {
-		jm.finishLost(l)
+		jm.finishLost(lostTaskManager{tm: tm, reason: "TaskManager " + tm.id + " (" + tm.address + ") stopped", stopped: true})
 	}
 }
 

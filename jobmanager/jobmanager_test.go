@@ -317,19 +317,37 @@ func TestHeartbeatSilenceFailsJob(t *testing.T) {
 	}
 }
 
-func TestReRegistrationFailsJobsOfOldIncarnation(t *testing.T) {
+// A TaskManager that registers again without its task (it restarted)
+// fails the job; one that lists it keeps it running, adopted.
+func TestReRegistrationAdoptsOnlyTheTasksItRuns(t *testing.T) {
 	c := startJobManager(t, Config{})
 	tm := c.startTaskManager("tm-1", 1)
 	id := c.submit(1, nil)
-	c.waitState(id, running)
-	_, err := c.client.RegisterTaskManager(c.ctx(), &weirv1.RegisterTaskManagerRequest{
+	st := c.waitState(id, running)
+	attempt := st.GetAttempt()
+	own := &weirv1.RunningTask{Task: tid(id, 0, 0), State: weirv1.TaskState_TASK_STATE_RUNNING}
+	own.Task.Attempt = attempt
+	stranger := &weirv1.RunningTask{Task: tid("no-such-job", 0, 0), State: weirv1.TaskState_TASK_STATE_RUNNING}
+	resp, err := c.client.RegisterTaskManager(c.ctx(), &weirv1.RegisterTaskManagerRequest{
+		TaskManagerId: "tm-1", Address: tm.addr, Slots: 1, Tasks: []*weirv1.RunningTask{own, stranger}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetAdopted()) != 1 || resp.GetAdopted()[0].GetJobId() != id || resp.GetLeaderTerm() < 1 {
+		t.Fatalf("adopted %v (term %d), want the job's task only", resp.GetAdopted(), resp.GetLeaderTerm())
+	}
+	if st := c.status(id); st.GetSummary().GetState() != running {
+		t.Fatalf("job %v after an adopting registration", st.GetSummary().GetState())
+	}
+
+	_, err = c.client.RegisterTaskManager(c.ctx(), &weirv1.RegisterTaskManagerRequest{
 		TaskManagerId: "tm-1", Address: tm.addr, Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := c.waitState(id, failed)
-	if want := fmt.Sprintf("TaskManager tm-1 (%s) lost: it registered again", tm.addr); st.GetSummary().GetFailure() != want {
-		t.Fatalf("failure %q; want %q", st.GetSummary().GetFailure(), want)
+	st = c.waitState(id, failed)
+	if want := "TaskManager tm-1 registered again without this task"; !strings.Contains(st.GetSummary().GetFailure(), want) {
+		t.Fatalf("failure %q; want it to contain %q", st.GetSummary().GetFailure(), want)
 	}
 }
 

@@ -108,13 +108,20 @@ func (s *service) RequestCheckpoint(_ context.Context, req *weirv1.RequestCheckp
 }
 
 func (s *service) RegisterTaskManager(_ context.Context, req *weirv1.RegisterTaskManagerRequest) (*weirv1.RegisterTaskManagerResponse, error) {
-	if err := s.jm.registerTaskManager(req.GetTaskManagerId(), req.GetAddress(), int(req.GetSlots()), req.GetJobs()); err != nil {
+	l := s.jm.leading()
+	if l == nil {
+		return nil, s.jm.notLeader()
+	}
+	adopted, err := s.jm.registerTaskManager(req.GetTaskManagerId(), req.GetAddress(), int(req.GetSlots()), req.GetJobs(), req.GetTasks())
+	if err != nil {
 		return nil, err
 	}
 	return &weirv1.RegisterTaskManagerResponse{
 		JobManagerId:        s.jm.id,
 		HeartbeatIntervalMs: s.jm.cfg.HeartbeatInterval.Milliseconds(),
 		HeartbeatTimeoutMs:  s.jm.cfg.HeartbeatTimeout.Milliseconds(),
+		LeaderTerm:          int64(l.term),
+		Adopted:             adopted,
 	}, nil
 }
 
@@ -182,4 +189,11 @@ func (s *service) UpdateTaskState(_ context.Context, req *weirv1.TaskStateUpdate
 
 func (s *service) GetClusterStatus(context.Context, *weirv1.GetClusterStatusRequest) (*weirv1.ClusterStatus, error) {
 	return s.jm.clusterStatus(), nil
+}
+
+func (s *service) RegisterMember(_ context.Context, req *weirv1.RegisterMemberRequest) (*weirv1.RegisterMemberResponse, error) {
+	if err := s.jm.registerMember(req); err != nil {
+		return nil, err
+	}
+	return &weirv1.RegisterMemberResponse{}, nil
 }

@@ -15,7 +15,11 @@ func TestDeleteDirRemovesTheDirectory(t *testing.T) {
 	root := t.TempDir()
 	other := t.TempDir()
 	for _, rootURL := range []string{root, "file://" + root} {
-		jm := New(Config{CheckpointStorage: rootURL, Logger: testLogger(t)})
+		jm, err := New(Config{CheckpointStorage: rootURL, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(jm.node.shutdown)
 		st, err := storage.Open(rootURL, storage.Options{})
 		if err != nil {
 			t.Fatal(err)

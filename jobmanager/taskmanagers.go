@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -11,37 +12,113 @@ import (
 // The TaskManager API's logic: registration, slot offers, heartbeats and
 // task state updates.
 
-// registerTaskManager records a TaskManager. A known ID is a restarted
-// TaskManager: the old incarnation is lost, failing the jobs that had tasks
-// on it.
-func (jm *JobManager) registerTaskManager(id, address string, slots int, registered []string) error {
+// registerTaskManager records a TaskManager and reconciles the tasks it
+// says it runs with the store: tasks of the jobs' current attempts placed on
+// it are adopted as they run (a new leader takes over without restarting
+// them); the TaskManager cancels the others itself. Tasks the store has on
+// it that it no longer runs (it restarted) fail, and their jobs restart.
+// It returns the adopted tasks.
+func (jm *JobManager) registerTaskManager(id, address string, slots int, registered []string, running []*weirv1.RunningTask) ([]*weirv1.TaskID, error) {
 	switch {
 	case id == "":
-		return errorf(ErrInvalidRequest, "register: empty TaskManager ID")
+		return nil, errorf(ErrInvalidRequest, "register: empty TaskManager ID")
 	case address == "":
-		return errorf(ErrInvalidRequest, "register: TaskManager %s has no address", id)
+		return nil, errorf(ErrInvalidRequest, "register: TaskManager %s has no address", id)
 	case slots < 1:
-		return errorf(ErrInvalidRequest, "register: TaskManager %s offers %d slots, want at least 1", id, slots)
+		return nil, errorf(ErrInvalidRequest, "register: TaskManager %s offers %d slots, want at least 1", id, slots)
 	}
-	now := time.Now()
 	jm.mu.Lock()
-	_, old := jm.tms.register(id, address, slots, now)
-	var lost lostTaskManager
-	if old != nil {
-		lost = jm.loseLocked(old, "it registered again", now)
-	}
+	jm.tms.register(id, address, slots, time.Now())
 	jm.mu.Unlock()
-	if old != nil {
-		jm.finishLost(lost)
+	adopted, updates := reconcileRegistration(jm.store.Jobs(), id, running, time.Now().UnixMilli())
+	for _, u := range updates {
+		if _, err := jm.apply(u); err != nil {
+			return nil, err
+		}
 	}
-	jm.log.Info("TaskManager registered", "task_manager_id", id, "address", address, "slots", slots)
+	jm.log.Info("TaskManager registered", "task_manager_id", id, "address", address, "slots", slots,
+		"tasks_adopted", len(adopted), "tasks_reported", len(running))
 	if missing, extra := jobsDiff(jobs.Names(), registered); len(missing)+len(extra) > 0 {
 		// Deployments of the missing jobs will fail on it; say why now.
 		jm.log.Warn("TaskManager runs a binary with other jobs registered than the JobManager's; "+
 			"every process of a cluster must run the same binary", "task_manager_id", id,
 			"jobs_missing", missing, "jobs_extra", extra)
 	}
-	return nil
+	jm.renotify(adopted)
+	return adopted, nil
+}
+
+// reconcileRegistration decides, from the jobs in the store, which tasks a
+// registering TaskManager keeps (those of a current attempt the store
+// places on it and holds as not ended) and what the store learns: adopted
+// tasks that run while the store still says DEPLOYING are RUNNING; tasks
+// the store places on it that it does not report have failed.
+func reconcileRegistration(all []Job, tmID string, running []*weirv1.RunningTask, nowMs int64) ([]*weirv1.TaskID, []UpdateTask) {
+	reported := map[taskKey]weirv1.TaskState{}
+	for _, r := range running {
+		id := r.GetTask()
+		reported[taskKey{jobID: id.GetJobId(), vertex: int(id.GetVertexId()), subtask: int(id.GetSubtask()),
+			attempt: int(id.GetAttempt())}] = r.GetState()
+	}
+	var adopted []*weirv1.TaskID
+	var updates []UpdateTask
+	for _, j := range all {
+		if !j.Active() && j.State != jobCanceling {
+			continue
+		}
+		for v, ts := range j.Tasks {
+			for i, t := range ts {
+				if t.TaskManagerID != tmID || TerminalTask(t.State) {
+					continue
+				}
+				k := taskKey{jobID: j.ID, vertex: v, subtask: i, attempt: t.Attempt}
+				state, ok := reported[k]
+				switch {
+				case !ok:
+					updates = append(updates, UpdateTask{JobID: j.ID, Vertex: v, Subtask: i, Attempt: t.Attempt,
+						TaskManagerID: tmID, State: taskFailed, TimeMs: nowMs,
+						Failure: "TaskManager " + tmID + " registered again without this task: it restarted and lost it"})
+				case j.Active():
+					adopted = append(adopted, taskID(j.ID, v, i, t.Attempt))
+					if state == taskRunning && t.State == taskDeploying {
+						updates = append(updates, UpdateTask{JobID: j.ID, Vertex: v, Subtask: i, Attempt: t.Attempt,
+							TaskManagerID: tmID, State: taskRunning, TimeMs: nowMs})
+					}
+				}
+				// A task of a CANCELING job is not adopted: the
+				// TaskManager cancels it and reports it CANCELED.
+			}
+		}
+	}
+	return adopted, updates
+}
+
+// renotify tells adopted tasks, again, the latest checkpoint of their job
+// that completed: the leader that completed it may have died before every
+// task heard, and sinks commit on that word. Notifying twice is harmless.
+func (jm *JobManager) renotify(adopted []*weirv1.TaskID) {
+	for _, t := range adopted {
+		job, err := jm.store.Job(t.GetJobId())
+		if err != nil {
+			continue
+		}
+		latest := job.LatestCheckpoint()
+		v, i := int(t.GetVertexId()), int(t.GetSubtask())
+		if latest == nil || v >= len(job.Tasks) || i >= len(job.Tasks[v]) {
+			continue
+		}
+		addr := job.Tasks[v][i].Address
+		req := &weirv1.NotifyCheckpointRequest{Task: t, CheckpointId: latest.ID}
+		jm.goAsync(func(ctx context.Context) {
+			err := jm.callTaskManager(ctx, addr, func(ctx context.Context, c weirv1.TaskManagerClient) error {
+				_, err := c.NotifyCheckpoint(ctx, req)
+				return err
+			})
+			if err != nil && ctx.Err() == nil {
+				jm.log.Debug("notifying an adopted task of the latest checkpoint", "job_id", t.GetJobId(), "err", err)
+			}
+		})
+	}
 }
 
 // jobsDiff lists the jobs of want that got lacks, and those got has beyond
@@ -128,25 +205,4 @@ func (jm *JobManager) updateTaskState(u *weirv1.TaskStateUpdate) error {
 		TimeMs:        time.Now().UnixMilli(),
 	})
 	return err
-}
-
-// clusterStatus reports this JobManager's view of the group and, on the
-// leader, the TaskManagers with their free slots.
-func (jm *JobManager) clusterStatus() *weirv1.ClusterStatus {
-	st := &weirv1.ClusterStatus{MemberId: jm.id, RaftState: "leader", LeaderId: jm.id,
-		LeaderAddress: jm.cfg.Advertise, ClientAddress: jm.cfg.Advertise,
-		Members: []*weirv1.ClusterMember{{Id: jm.id, ClientAddress: jm.cfg.Advertise, Suffrage: "voter"}}}
-	all := jm.store.Jobs()
-	jm.mu.Lock()
-	offered := jm.tms.offeredSlots()
-	slots := map[string]int{}
-	for _, tm := range jm.tms.tms {
-		slots[tm.id] = tm.slots
-	}
-	jm.mu.Unlock()
-	for _, free := range FreeSlots(offered, all) {
-		st.TaskManagers = append(st.TaskManagers, &weirv1.ClusterTaskManager{Id: free.TaskManagerID, Address: free.Address,
-			Slots: int32(slots[free.TaskManagerID]), FreeSlots: int32(len(free.Slots))})
-	}
-	return st
 }

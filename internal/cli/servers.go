@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ import (
 )
 
 type jobManagerFlags struct {
-	listen            string
+	listen, advertise string
 	heartbeatInterval time.Duration
 	heartbeatTimeout  time.Duration
 	slotTimeout       time.Duration
@@ -70,8 +71,12 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	if cfg.Advertise == "" {
 		cfg.Advertise = ln.Addr().String()
 	}
-	jm := jobmanager.New(cfg)
-	srv := grpc.NewServer(jobmanager.ServerOptions()...)
+	jm, err := jobmanager.New(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := grpc.NewServer(jm.ServerOptions()...)
 	jm.Register(srv)
 	r := &runningJobManager{addr: ln.Addr().String(), done: make(chan error, 1)}
 	served := make(chan error, 1)
@@ -92,6 +97,7 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 
 func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
+	var rf raftFlags
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -101,6 +107,10 @@ func newJobManagerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.Raft, err = rf.config(); err != nil {
+				return err
+			}
+			cfg.Advertise = f.advertise
 			jm, err := startJobManager(cmd.Context(), f.listen, cfg)
 			if err != nil {
 				return err
@@ -109,8 +119,52 @@ func newJobManagerCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:6123", "address of the JobManager's gRPC server")
+	cmd.Flags().StringVar(&f.advertise, "advertise", "", "client address the CLI, the TaskManagers and the other JobManagers reach this one at (default: the listen address)")
 	f.register(cmd)
+	rf.register(cmd)
 	return cmd
+}
+
+// raftFlags place a JobManager in its raft group.
+type raftFlags struct {
+	id, listen, dir, peers                          string
+	heartbeatTimeout, electionTimeout, leaseTimeout time.Duration
+	snapshotThreshold, trailingLogs                 uint64
+	snapshotInterval                                time.Duration
+}
+
+func (f *raftFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "this JobManager's member ID among --peers (default without --peers: random)")
+	fl.StringVar(&f.peers, "peers", "", "the raft group: id1=host:port,id2=host:port,... with every member's raft address, the same list on each member (default: a group of one)")
+	fl.StringVar(&f.listen, "raft-listen", "", "address raft listens on (default: this member's address in --peers)")
+	fl.StringVar(&f.dir, "raft-dir", "", "directory for the raft log, stable store and snapshots; restarting with it keeps every job (default: in memory)")
+	fl.DurationVar(&f.heartbeatTimeout, "raft-heartbeat-timeout", jobmanager.DefaultRaftHeartbeatTimeout, "a follower that hears nothing from the leader this long starts an election")
+	fl.DurationVar(&f.electionTimeout, "raft-election-timeout", jobmanager.DefaultRaftElectionTimeout, "how long a candidate waits for votes before it tries again")
+	fl.DurationVar(&f.leaseTimeout, "raft-leader-lease-timeout", jobmanager.DefaultRaftLeaderLeaseTimeout, "a leader that cannot reach a quorum this long steps down")
+	fl.Uint64Var(&f.snapshotThreshold, "raft-snapshot-threshold", jobmanager.DefaultRaftSnapshotThreshold, "log entries after which raft takes a snapshot and compacts its log")
+	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", jobmanager.DefaultRaftTrailingLogs, "log entries kept after a snapshot, for followers that fall a little behind")
+	fl.DurationVar(&f.snapshotInterval, "raft-snapshot-interval", jobmanager.DefaultRaftSnapshotInterval, "how often raft checks whether to take a snapshot")
+}
+
+func (f *raftFlags) config() (jobmanager.RaftConfig, error) {
+	peers, err := jobmanager.ParsePeers(f.peers)
+	if err != nil {
+		return jobmanager.RaftConfig{}, fmt.Errorf("--peers: %w", err)
+	}
+	dir := f.dir
+	if dir != "" {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return jobmanager.RaftConfig{}, fmt.Errorf("--raft-dir: %w", err)
+		}
+	}
+	c := jobmanager.RaftConfig{ID: f.id, Listen: f.listen, Dir: dir, Peers: peers,
+		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs, SnapshotInterval: f.snapshotInterval}
+	if len(peers) > 0 {
+		// A group of one keeps its own fast timeouts.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = f.heartbeatTimeout, f.electionTimeout, f.leaseTimeout
+	}
+	return c, nil
 }
 
 func newTaskManagerCmd() *cobra.Command {

@@ -2564,6 +2564,9 @@ type RegisterMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	ClientAddress string                 `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// The member's --peers, as id=addr,... sorted by ID: the leader refuses a
+	// member started with another list.
+	Peers         string `protobuf:"bytes,3,opt,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2608,6 +2611,13 @@ func (x *RegisterMemberRequest) GetId() string {
 func (x *RegisterMemberRequest) GetClientAddress() string {
 	if x != nil {
 		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *RegisterMemberRequest) GetPeers() string {
+	if x != nil {
+		return x.Peers
 	}
 	return ""
 }
@@ -4694,10 +4704,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\n" +
 	" \x01(\tR\tclusterId\x12%\n" +
-	"\x0eclient_address\x18\v \x01(\tR\rclientAddress\"N\n" +
+	"\x0eclient_address\x18\v \x01(\tR\rclientAddress\"d\n" +
 	"\x15RegisterMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
-	"\x0eclient_address\x18\x02 \x01(\tR\rclientAddress\"\x18\n" +
+	"\x0eclient_address\x18\x02 \x01(\tR\rclientAddress\x12\x14\n" +
+	"\x05peers\x18\x03 \x01(\tR\x05peers\"\x18\n" +
 	"\x16RegisterMemberResponse\"!\n" +
 	"\tSlotOffer\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\"e\n" +
