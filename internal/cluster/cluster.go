@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -159,11 +161,23 @@ func (p *Process) wait(d time.Duration) error {
 	}
 }
 
-// Cluster is a JobManager and TaskManagers as separate processes.
+// Signal sends sig (SIGSTOP, SIGCONT, ...) to the process.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Cluster is a JobManager (or a raft group of them) and TaskManagers as
+// separate processes.
 type Cluster struct {
-	Weir         string
+	Weir string
+	// JobManager is the first JobManager; JobManagers are all of them.
 	JobManager   *Process
+	JobManagers  []*Process
 	TaskManagers []*Process
+	// JobManagerAddrs is the comma-separated client addresses of the
+	// JobManagers, for --jobmanager.
+	JobManagerAddrs string
+
+	env    []string
+	jmArgs [][]string
 }
 
 // Options shape a cluster.
@@ -179,21 +193,50 @@ type Options struct {
 	// TaskManagerArgs returns extra flags for TaskManager i.
 	TaskManagerArgs func(i int) []string
 	DiscardStdout   bool
+	// JobManagers above 1 start a raft group (--id jm-N, --peers,
+	// --raft-dir under RaftDir) on ports chosen up front, so members can
+	// be restarted on the same addresses.
+	JobManagers int
+	RaftDir     string
 }
 
-// StartCluster starts a JobManager and the TaskManagers and waits until all
-// have announced their addresses.
+// StartCluster starts the JobManager(s) and the TaskManagers and waits
+// until all have announced their addresses.
 func StartCluster(weir string, o Options) (*Cluster, error) {
-	c := &Cluster{Weir: weir}
-	jm, err := Start("jobmanager", weir, o.Env, true, append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)...)
-	if err != nil {
-		return nil, err
+	c := &Cluster{Weir: weir, env: o.Env}
+	if o.JobManagers <= 1 {
+		c.jmArgs = [][]string{append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)}
+	} else {
+		var peers, clients []string
+		for i := range o.JobManagers {
+			raftAddr, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			client, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			peers = append(peers, fmt.Sprintf("jm-%d=%s", i+1, raftAddr))
+			clients = append(clients, client)
+		}
+		for i := range o.JobManagers {
+			c.jmArgs = append(c.jmArgs, append([]string{"jobmanager", "--id", fmt.Sprintf("jm-%d", i+1),
+				"--listen", clients[i], "--peers", strings.Join(peers, ","),
+				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, o.JobManagerArgs...))
+		}
 	}
-	c.JobManager = jm
-	if _, err := jm.WaitAddr(30 * time.Second); err != nil {
-		c.Stop()
-		return nil, err
+	c.JobManagers = make([]*Process, len(c.jmArgs))
+	var addrs []string
+	for i := range c.jmArgs {
+		if err := c.StartJobManager(i); err != nil {
+			c.Stop()
+			return nil, err
+		}
+		addrs = append(addrs, c.JobManagers[i].Addr)
 	}
+	c.JobManager = c.JobManagers[0]
+	c.JobManagerAddrs = strings.Join(addrs, ",")
 	for i := 0; i < o.TaskManagers; i++ {
 		if _, err := c.AddTaskManager(o, i); err != nil {
 			c.Stop()
@@ -203,13 +246,41 @@ func StartCluster(weir string, o Options) (*Cluster, error) {
 	return c, nil
 }
 
+// StartJobManager starts JobManager i (again, after a Kill or Stop), with
+// the arguments it was first started with.
+func (c *Cluster) StartJobManager(i int) error {
+	name := "jobmanager"
+	if len(c.jmArgs) > 1 {
+		name = fmt.Sprintf("jobmanager-%d", i+1)
+	}
+	jm, err := Start(name, c.Weir, c.env, true, c.jmArgs[i]...)
+	if err != nil {
+		return err
+	}
+	c.JobManagers[i] = jm
+	if i == 0 {
+		c.JobManager = jm
+	}
+	_, err = jm.WaitAddr(30 * time.Second)
+	return err
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
 // AddTaskManager starts TaskManager number i of the cluster.
 func (c *Cluster) AddTaskManager(o Options, i int) (*Process, error) {
 	slots := o.Slots
 	if slots == 0 {
 		slots = 2
 	}
-	args := []string{"taskmanager", "--jobmanager", c.JobManager.Addr, "--listen", "127.0.0.1:0",
+	args := []string{"taskmanager", "--jobmanager", c.JobManagerAddrs, "--listen", "127.0.0.1:0",
 		"--slots", fmt.Sprint(slots), "--id", fmt.Sprintf("tm-%d", i+1)}
 	if o.TaskManagerArgs != nil {
 		args = append(args, o.TaskManagerArgs(i)...)
@@ -236,15 +307,17 @@ func (c *Cluster) Stop() {
 	for _, tm := range c.TaskManagers {
 		tm.Stop()
 	}
-	if c.JobManager != nil {
-		c.JobManager.Stop()
+	for _, jm := range c.JobManagers {
+		if jm != nil {
+			jm.Stop()
+		}
 	}
 }
 
 // Logs returns every process's stderr, for test failure messages.
 func (c *Cluster) Logs() string {
 	var b strings.Builder
-	for _, p := range append([]*Process{c.JobManager}, c.TaskManagers...) {
+	for _, p := range append(append([]*Process(nil), c.JobManagers...), c.TaskManagers...) {
 		if p != nil {
 			fmt.Fprintf(&b, "==== %s ====\n%s\n", p.Name, p.Stderr())
 		}
