@@ -106,7 +106,7 @@ func TestSequenceCheckSurvivesKilledTaskManagers(t *testing.T) {
 // checks the committed output is still exactly once.
 func TestSavepointStopResumeRescale(t *testing.T) {
 	c, srv, _ := s3Cluster(t, 2, 4)
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	const keys, count = 16, 400
 	params := []string{"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
 		"--param", "rate=200", "--param", "output=s3://weir/seq"}
@@ -155,7 +155,7 @@ func TestSavepointStopResumeRescale(t *testing.T) {
 // the three runs together read transactions 0..49 exactly once.
 func TestFraudStateCarriedAcrossParallelism(t *testing.T) {
 	c, _, _ := s3Cluster(t, 2, 4)
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	sourceOut := func(st *cli.JobStatusView) int64 { return st.Vertices[0].Operators[0].RecordsOut }
 
 	// Run 1 at parallelism 2: transactions 0..24, no alert; it finishes
@@ -217,7 +217,7 @@ func TestRestoreErrors(t *testing.T) {
 	if cp == nil {
 		t.Fatal("no checkpoint")
 	}
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	for _, tc := range []struct {
 		name string
 		args []string

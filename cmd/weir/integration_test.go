@@ -68,7 +68,7 @@ func startCluster(t *testing.T, o cluster.Options) *cluster.Cluster {
 
 func submit(t *testing.T, c *cluster.Cluster, args ...string) string {
 	t.Helper()
-	r := runWeir(t, append([]string{"job", "submit", "--jobmanager", c.JobManager.Addr}, args...)...)
+	r := runWeir(t, append([]string{"job", "submit", "--jobmanager", c.JobManagerAddrs}, args...)...)
 	if r.ExitCode != 0 {
 		t.Fatalf("submit %v: exit %d: %s", args, r.ExitCode, r.Stderr)
 	}
@@ -100,7 +100,7 @@ func weirJSON(t *testing.T, v any, args ...string) {
 func jobStatus(t *testing.T, c *cluster.Cluster, id string) *cli.JobStatusView {
 	t.Helper()
 	st := &cli.JobStatusView{}
-	weirJSON(t, st, "job", "status", id, "--jobmanager", c.JobManager.Addr)
+	weirJSON(t, st, "job", "status", id, "--jobmanager", c.JobManagerAddrs)
 	return st
 }
 
@@ -175,13 +175,13 @@ func TestFraudJobAcrossTwoTaskManagers(t *testing.T) {
 	}
 
 	// The human-readable status names the subtasks and where they ran.
-	r := runWeir(t, "job", "status", id, "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, "job", "status", id, "--jobmanager", c.JobManagerAddrs)
 	for _, want := range []string{"FINISHED", "fraud-detector -> send-alerts", "tm-1", "tm-2", "input hash"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("status output lacks %q:\n%s", want, r.Stdout)
 		}
 	}
-	r = runWeir(t, "job", "list", "--jobmanager", c.JobManager.Addr)
+	r = runWeir(t, "job", "list", "--jobmanager", c.JobManagerAddrs)
 	if !strings.Contains(r.Stdout, id) || !strings.Contains(r.Stdout, "FINISHED") {
 		t.Errorf("job list lacks the job:\n%s", r.Stdout)
 	}
@@ -202,14 +202,14 @@ func TestCancelRunningJob(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2})
 	id := submit(t, c, "fraud-detection", "--parallelism", "2")
 	waitState(t, c, id, 30*time.Second, "RUNNING")
-	r := runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	r := runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManagerAddrs)
 	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "canceled") {
 		t.Fatalf("cancel: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
 	if st := jobStatus(t, c, id); st.State != "CANCELED" {
 		t.Errorf("state %v after cancel", st.State)
 	}
-	r = runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManager.Addr)
+	r = runWeir(t, "job", "cancel", id, "--jobmanager", c.JobManagerAddrs)
 	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "CANCELED") {
 		t.Errorf("second cancel: exit %d, stderr %q; want an error saying it is already CANCELED", r.ExitCode, r.Stderr)
 	}
@@ -241,7 +241,7 @@ func TestNotEnoughSlots(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 1})
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	cases := []struct {
 		name string
 		args []string

@@ -13,7 +13,7 @@ import (
 // any process; TaskManagers that shut down are "stopped", not "lost".
 func TestCancelAndStopLogNoWarnings(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", t.TempDir()}})
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "300ms")
 	waitCheckpoint(t, c, id, 1)

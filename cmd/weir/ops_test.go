@@ -234,7 +234,7 @@ func TestJobCommandsJSONAndDispose(t *testing.T) {
 	ck := t.TempDir()
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2,
 		JobManagerArgs: []string{"--checkpoint-storage", ck}})
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	cmd := func(args ...string) []string { return append(args, jm...) }
 
 	var sub cli.SubmitView
@@ -332,7 +332,7 @@ func TestJobCommandsJSONAndDispose(t *testing.T) {
 // the variable.
 func TestEnvironmentVariables(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 0})
-	tm, err := cluster.Start("taskmanager-env", weirBin, []string{"WEIR_JOBMANAGER=" + c.JobManager.Addr, "WEIR_SLOTS=3",
+	tm, err := cluster.Start("taskmanager-env", weirBin, []string{"WEIR_JOBMANAGER=" + c.JobManagerAddrs, "WEIR_SLOTS=3",
 		"WEIR_ID=tm-env"}, true, "taskmanager", "--listen", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +346,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	if st.State != "RUNNING" || st.Vertices[1].Subtasks[2].TaskManagerID != "tm-env" {
 		t.Errorf("job %s on %+v: want 3 slots on tm-env", st.State, st.Vertices[1].Subtasks)
 	}
-	r := runWeirIn(t, t.TempDir(), []string{"WEIR_JOBMANAGER=" + c.JobManager.Addr}, "job", "cancel", id)
+	r := runWeirIn(t, t.TempDir(), []string{"WEIR_JOBMANAGER=" + c.JobManagerAddrs}, "job", "cancel", id)
 	if r.ExitCode != 0 {
 		t.Errorf("cancel with WEIR_JOBMANAGER: exit %d: %s", r.ExitCode, r.Stderr)
 	}

@@ -17,7 +17,7 @@ func TestRestartingJobWaitsForTaskManager(t *testing.T) {
 	o := cluster.Options{TaskManagers: 2, Slots: 1,
 		JobManagerArgs: []string{"--slot-timeout", "2s", "--checkpoint-storage", t.TempDir()}}
 	c := startCluster(t, o)
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "500ms")
 	waitCheckpoint(t, c, id, 0)
 
@@ -63,7 +63,7 @@ func TestRestartingJobWaitsForTaskManager(t *testing.T) {
 // its parallelism in the same attempt.
 func TestRescaleRefusedForLackOfSlots(t *testing.T) {
 	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", t.TempDir()}})
-	jm := []string{"--jobmanager", c.JobManager.Addr}
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	id := submit(t, c, "fraud-detection", "--parallelism", "2")
 	waitState(t, c, id, 30*time.Second, "RUNNING")
 
