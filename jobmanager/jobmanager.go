@@ -620,6 +620,11 @@ func lostTM(tm *taskManager, cause string) lostTaskManager {
 // whether it crashed or stopped. The caller MUST NOT hold jm.mu.
 func (jm *JobManager) finishLost(l lostTaskManager) {
 	trans, err := jm.store.Apply(TaskManagerLost{TaskManagerID: l.tm.id, Reason: l.reason, TimeMs: time.Now().UnixMilli()})
+	if errors.Is(err, ErrNotLeader) {
+		// Deposed meanwhile: the next leader judges the TaskManager.
+		jm.log.Debug("TaskManager loss not recorded: no longer the leader", "task_manager_id", l.tm.id)
+		return
+	}
 	if err != nil {
 		jm.log.Error("applying TaskManager loss", "task_manager_id", l.tm.id, "err", err)
 	}
