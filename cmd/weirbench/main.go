@@ -16,6 +16,9 @@
 //     again and the first record processed after the restore.
 //   - rescale: `weir job rescale` from parallelism 2 to 4: the gap from the
 //     stop-with-savepoint to the first record at the new parallelism.
+//   - ha: SIGKILL of the leader of three JobManagers: time to a new leader,
+//     to its first checkpoint, the gap in the output, task restarts; and
+//     submit and checkpoint latency with one JobManager against three.
 //
 // -only selects sections; a results table ends the output.
 package main
@@ -32,7 +35,7 @@ import (
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale"}
+var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale", "ha"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -84,6 +87,7 @@ func main() {
 	freezeRuns := flag.Int("failover-freeze-runs", 2, "failover: extra runs that freeze (SIGSTOP) the TaskManager instead of killing it")
 	failoverRate := flag.Int("failover-rate", 20000, "failover and rescale: source rate per subtask (records/s)")
 	rescaleRuns := flag.Int("rescale-runs", 2, "rescale: rescales 2 -> 4, each on a fresh cluster")
+	haRuns := flag.Int("ha-runs", 3, "ha: JobManager leader kills, each on a fresh cluster")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -133,6 +137,7 @@ func main() {
 	runSection("overhead", func() error { return b.overheadSection(*overheadEvents, *overheadStateEvents, *overheadRuns) })
 	runSection("failover", func() error { return b.failoverSection(*failoverRuns, *freezeRuns, *failoverRate) })
 	runSection("rescale", func() error { return b.rescaleSection(*rescaleRuns, *failoverRate) })
+	runSection("ha", func() error { return b.haSection(*haRuns, *failoverRate) })
 	if b.s3 != nil {
 		b.s3.Stop()
 	}

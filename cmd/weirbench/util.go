@@ -20,7 +20,7 @@ import (
 func cli(ctx context.Context, c *cluster.Cluster, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	r, err := cluster.Run(ctx, c.Weir, append(args, "--jobmanager", c.JobManager.Addr)...)
+	r, err := cluster.Run(ctx, c.Weir, append(args, "--jobmanager", c.JobManagerAddrs)...)
 	if err != nil {
 		return "", fmt.Errorf("weir %s: %w", strings.Join(args, " "), err)
 	}
