@@ -67,6 +67,7 @@ type TaskManager struct {
 	ln     net.Listener
 	server *grpc.Server
 	addr   string
+	fence  *fence
 
 	mu    sync.Mutex
 	tasks map[taskKey]*runningTask
@@ -112,9 +113,9 @@ func New(cfg Config) (*TaskManager, error) {
 		addr = advertised(ln.Addr().(*net.TCPAddr))
 	}
 	log := cfg.Logger.With("task_manager_id", cfg.ID)
-	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
-		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
-	tm.server = grpc.NewServer()
+	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, fence: &fence{log: log}, tasks: map[taskKey]*runningTask{},
+		registered: make(chan struct{}), x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
+	tm.server = grpc.NewServer(grpc.ChainUnaryInterceptor(tm.fence.interceptor()))
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
 }
@@ -198,6 +199,7 @@ func (tm *TaskManager) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	tm.fence.observe(uint64(max(reg.GetLeaderTerm(), 0)))
 	interval := time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
 	if interval <= 0 {
 		interval = time.Second
