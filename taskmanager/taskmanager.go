@@ -8,11 +8,13 @@
 // The JobManagers form a raft group, and the TaskManager talks to its
 // leader, found with a leader.Finder; a member that answers NOT_LEADER sends
 // it to the leader. The connection is one registration plus a heartbeat
-// stream. If that stream breaks or the JobManager no longer knows this
-// TaskManager, the TaskManager cancels its tasks (the JobManager has failed
-// their jobs already) and registers again. What the leader must hear (task
-// states, checkpoint acknowledgements, declines, requests) goes through an
-// outbox, in order, to the leader the TaskManager registered with last.
+// stream. If the stream breaks, the leader turns out to be a follower, or it
+// no longer knows this TaskManager, the tasks keep running: the TaskManager
+// finds the leader again (with backoff, for as long as it takes), registers
+// with the tasks it runs and cancels those the leader does not adopt. What
+// the leader must hear (task states, checkpoint acknowledgements, declines,
+// requests) waits in an outbox meanwhile and goes, in order, to the leader
+// the TaskManager registered with last.
 //
 // Every call of the leader carries its raft term, and the TaskManager
 // refuses calls of terms older than the highest it has seen: a deposed
@@ -32,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -174,7 +177,7 @@ const flushTimeout = 5 * time.Second
 
 // Run serves and keeps the TaskManager registered with the JobManager
 // leader until ctx ends; then it tells the leader it is leaving, cancels its
-// tasks and stops.
+// tasks and stops. Losing the leader does not touch the tasks.
 func (tm *TaskManager) Run(ctx context.Context) error {
 	// Tasks are not children of ctx: they end canceled, by cancelAll,
 	// after the JobManager has been told, not failed by ctx's end.
@@ -210,11 +213,10 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 				backoff = retryMin
 			}
 		}
-		tm.cancelAll("connection to the JobManager lost")
 		// Once per loss, not per attempt.
 		if !searching {
 			searching = true
-			tm.log.Warn("no JobManager leader; looking for one", "tasks", tm.taskCount(),
+			tm.log.Warn("no JobManager leader; looking for one, tasks keep running", "tasks", tm.taskCount(),
 				"jobmanager_address", tm.jobManagers, "err", err)
 		} else {
 			tm.log.Debug("still no JobManager leader", "retry_in", backoff, "err", err)
@@ -245,12 +247,12 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 	return nil
 }
 
-// session registers with the leader, offers
+// session registers with the leader (with the tasks running here), offers
 // slots and heartbeats until the stream breaks, the leader is lost or ctx
 // ends; then it leaves. registered says it got as far as heartbeating.
 func (tm *TaskManager) session(ctx context.Context) (registered bool, err error) {
 	req := &weirv1.RegisterTaskManagerRequest{TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots),
-		Jobs: jobs.Names()}
+		Jobs: jobs.Names(), Tasks: tm.runningTasks()}
 	var (
 		reg  *weirv1.RegisterTaskManagerResponse
 		conn *grpc.ClientConn
@@ -277,6 +279,7 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 		return false, fmt.Errorf("register with %s: %w %d: this TaskManager follows term %d", addr, ErrStaleTerm, term, seen)
 	}
 	tm.fence.observe(term)
+	canceled := tm.reconcile(req.Tasks, reg.GetAdopted())
 	interval := time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
 	if interval <= 0 {
 		interval = time.Second
@@ -301,7 +304,7 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 		return false, fmt.Errorf("heartbeat to %s: %w", addr, err)
 	}
 	tm.log.Info("registered with the JobManager", "job_manager_id", reg.JobManagerId, "jobmanager_address", addr,
-		"leader_term", term, "heartbeat", interval)
+		"leader_term", term, "heartbeat", interval, "tasks", len(req.Tasks), "adopted", len(reg.GetAdopted()), "canceled", canceled)
 	tm.registeredOnce.Do(func() { close(tm.registered) })
 	lost := make(chan error, 1)
 	link := &leaderLink{addr: addr, jm: jm, lost: func(err error) {
@@ -350,6 +353,54 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 		case <-tick.C:
 		}
 	}
+}
+
+// runningTasks lists the tasks for a registration: those running, and
+// those that ended but whose last state the JobManager has not heard yet.
+func (tm *TaskManager) runningTasks() []*weirv1.RunningTask {
+	// Tasks first: a task posts its last state before it leaves tm.tasks,
+	// so one that ends in between shows in both, never in neither.
+	tm.mu.Lock()
+	rts := make([]*runningTask, 0, len(tm.tasks))
+	for _, rt := range tm.tasks {
+		rts = append(rts, rt)
+	}
+	tm.mu.Unlock()
+	byKey := map[taskKey]*weirv1.RunningTask{}
+	for _, rt := range rts {
+		byKey[rt.key] = &weirv1.RunningTask{Task: rt.key.proto(), State: rt.getState(), Slot: int32(rt.slot)}
+	}
+	for _, f := range tm.out.finals() {
+		byKey[keyOf(f.Task)] = f
+	}
+	out := make([]*weirv1.RunningTask, 0, len(byKey))
+	for _, t := range byKey {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b *weirv1.RunningTask) int { return keyOf(a.Task).compare(keyOf(b.Task)) })
+	return out
+}
+
+// reconcile cancels the listed tasks the leader did not adopt: they belong
+// to attempts or jobs it does not run. It returns how many it canceled.
+func (tm *TaskManager) reconcile(listed []*weirv1.RunningTask, adopted []*weirv1.TaskID) int {
+	keep := make(map[taskKey]bool, len(adopted))
+	for _, id := range adopted {
+		keep[keyOf(id)] = true
+	}
+	n := 0
+	for _, t := range listed {
+		key := keyOf(t.Task)
+		if keep[key] || terminalTask(t.State) {
+			continue
+		}
+		if tm.cancelKey(key, "the JobManager leader did not adopt it") {
+			tm.log.Info("canceling a task the JobManager leader did not adopt", "job_id", key.job, "vertex_id", key.vertex,
+				"subtask", key.subtask, "attempt", key.attempt)
+			n++
+		}
+	}
+	return n
 }
 
 // leaveTimeout bounds how long a TaskManager shutting down waits for the
