@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
@@ -23,9 +22,9 @@ func (tm *TaskManager) openStorage(url string) (storage.Storage, error) {
 	return storage.Open(url, tm.cfg.Storage)
 }
 
-// responder reports one task's checkpoints to the JobManager. Its calls
-// come from the task's goroutines; RPCs run on their own goroutines so the
-// task never waits for the JobManager.
+// responder reports one task's checkpoints to the JobManager leader. Its
+// calls come from the task's goroutines and only post to the outbox, so the
+// task never waits for the JobManager, nor for a leader to be found.
 type responder struct {
 	tm  *TaskManager
 	key taskKey
@@ -38,7 +37,7 @@ func (r responder) Acknowledge(ack runtime.CheckpointAck) {
 		req.States = append(req.States, &weirv1.OperatorStateHandle{Uid: s.UID, File: s.File, Size: s.Size,
 			FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last), Keys: s.Keys})
 	}
-	r.call("acknowledge checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+	r.post(fmt.Sprintf("acknowledge checkpoint %d", ack.CheckpointID), func(ctx context.Context, c weirv1.JobManagerClient) error {
 		_, err := c.AcknowledgeCheckpoint(ctx, req)
 		return err
 	})
@@ -56,7 +55,7 @@ func (r responder) Decline(id int64, reason error) {
 		"subtask", r.key.subtask, "attempt", r.key.attempt, "checkpoint", id, "reason", reason)
 	req := &weirv1.DeclineCheckpointRequest{TaskManagerId: r.tm.cfg.ID, Task: r.key.proto(), CheckpointId: id,
 		Reason: reason.Error(), TaskEnded: ended}
-	go r.call("decline checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+	r.post(fmt.Sprintf("decline checkpoint %d", id), func(ctx context.Context, c weirv1.JobManagerClient) error {
 		_, err := c.DeclineCheckpoint(ctx, req)
 		return err
 	})
@@ -64,25 +63,14 @@ func (r responder) Decline(id int64, reason error) {
 
 func (r responder) EndOfInput() {
 	req := &weirv1.RequestCheckpointRequest{Task: r.key.proto()}
-	go r.call("request checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
+	r.post("request checkpoint", func(ctx context.Context, c weirv1.JobManagerClient) error {
 		_, err := c.RequestCheckpoint(ctx, req)
 		return err
 	})
 }
 
-func (r responder) call(what string, f func(context.Context, weirv1.JobManagerClient) error) {
-	r.tm.mu.Lock()
-	jm := r.tm.jm
-	r.tm.mu.Unlock()
-	if jm == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := f(ctx, jm); err != nil {
-		r.tm.log.Warn(what+" failed", "job_id", r.key.job, "vertex_id", r.key.vertex, "subtask", r.key.subtask,
-			"attempt", r.key.attempt, "err", err)
-	}
+func (r responder) post(what string, call func(context.Context, weirv1.JobManagerClient) error) {
+	r.tm.out.post(&outMessage{what: what, task: r.key, call: call})
 }
 
 // readRestore reads the state a subtask restores: for each operator, the

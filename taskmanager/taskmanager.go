@@ -5,12 +5,23 @@
 // exchange and runs it on its own goroutine, reporting state changes and
 // heartbeating metrics back.
 //
-// The connection to the JobManager is one registration plus a heartbeat
-// stream. If that stream breaks or the JobManager no longer knows this
-// TaskManager, the TaskManager cancels its tasks (the JobManager has failed
-// their jobs already) and registers again. A TaskManager that shuts down
-// says so on the stream first, so the JobManager records it as stopped,
-// not lost, and then cancels its tasks.
+// The JobManagers form a raft group, and the TaskManager talks to its
+// leader, found with a leader.Finder; a member that answers NOT_LEADER sends
+// it to the leader. The connection is one registration plus a heartbeat
+// stream. If the stream breaks, the leader turns out to be a follower, or it
+// no longer knows this TaskManager, the tasks keep running: the TaskManager
+// finds the leader again (with backoff, for as long as it takes), registers
+// with the tasks it runs and cancels those the leader does not adopt. What
+// the leader must hear (task states, checkpoint acknowledgements, declines,
+// requests) waits in an outbox meanwhile and goes, in order, to the leader
+// the TaskManager registered with last.
+//
+// Every call of the leader carries its raft term, and the TaskManager
+// refuses calls of terms older than the highest it has seen: a deposed
+// leader that wakes up cannot deploy, cancel or trigger anything.
+//
+// A TaskManager that shuts down says so on the stream first, so the
+// JobManager records it as stopped, not lost, and then cancels its tasks.
 package taskmanager
 
 import (
@@ -23,12 +34,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -39,7 +52,12 @@ import (
 type Config struct {
 	// ID names the TaskManager; empty picks "tm-" and random hex.
 	ID string
-	// JobManager is the JobManager's gRPC address.
+	// Finder finds the leader of the JobManager group. The caller owns it:
+	// the TaskManager does not close it.
+	Finder *leader.Finder
+	// JobManager is used when Finder is nil: a JobManager's gRPC address,
+	// or a comma-separated list of the group's members. The TaskManager
+	// then builds, and closes, a Finder of its own.
 	JobManager string
 	// Listen is the address the TaskManager's gRPC server listens on.
 	Listen string
@@ -61,17 +79,20 @@ type Config struct {
 
 // TaskManager is one worker process's task runtime.
 type TaskManager struct {
-	cfg    Config
-	log    *slog.Logger
-	x      *exchange.Exchange
-	ln     net.Listener
-	server *grpc.Server
-	addr   string
+	cfg         Config
+	log         *slog.Logger
+	x           *exchange.Exchange
+	ln          net.Listener
+	server      *grpc.Server
+	addr        string
+	finder      *leader.Finder
+	ownFinder   bool // built from cfg.JobManager: Run closes it
+	fence       *fence
+	out         *outbox
+	jobManagers string // for logs
 
 	mu    sync.Mutex
 	tasks map[taskKey]*runningTask
-	jm    weirv1.JobManagerClient
-	conn  *grpc.ClientConn
 	ctx   context.Context // the parent of task contexts; ends after Run's
 
 	registered     chan struct{} // closed at the first registration
@@ -86,8 +107,13 @@ func New(cfg Config) (*TaskManager, error) {
 	if cfg.Slots < 0 {
 		return nil, fmt.Errorf("slots %d must be at least 1", cfg.Slots)
 	}
-	if cfg.JobManager == "" {
-		return nil, errors.New("no JobManager address")
+	finder, own := cfg.Finder, false
+	if finder == nil {
+		f, err := leader.NewFinder(leader.ParseAddrs(cfg.JobManager))
+		if err != nil {
+			return nil, err
+		}
+		finder, own = f, true
 	}
 	if cfg.ID == "" {
 		var b [4]byte
@@ -105,6 +131,9 @@ func New(cfg Config) (*TaskManager, error) {
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		if own {
+			finder.Close()
+		}
 		return nil, fmt.Errorf("taskmanager listen: %w", err)
 	}
 	addr := cfg.Advertise
@@ -112,9 +141,11 @@ func New(cfg Config) (*TaskManager, error) {
 		addr = advertised(ln.Addr().(*net.TCPAddr))
 	}
 	log := cfg.Logger.With("task_manager_id", cfg.ID)
-	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
+	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, finder: finder, ownFinder: own,
+		fence: &fence{log: log}, out: newOutbox(log), jobManagers: strings.Join(finder.Addrs(), ","),
+		tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
 		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
-	tm.server = grpc.NewServer()
+	tm.server = grpc.NewServer(grpc.ChainUnaryInterceptor(tm.fence.interceptor()))
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
 }
@@ -140,8 +171,13 @@ func (tm *TaskManager) Registered() <-chan struct{} { return tm.registered }
 // Address is the address the TaskManager advertises.
 func (tm *TaskManager) Address() string { return tm.addr }
 
-// Run serves and keeps the TaskManager registered until ctx ends; then it
-// tells the JobManager it is leaving, cancels its tasks and stops.
+// flushTimeout bounds how long a TaskManager shutting down tries to deliver
+// its tasks' last states.
+const flushTimeout = 5 * time.Second
+
+// Run serves and keeps the TaskManager registered with the JobManager
+// leader until ctx ends; then it tells the leader it is leaving, cancels its
+// tasks and stops. Losing the leader does not touch the tasks.
 func (tm *TaskManager) Run(ctx context.Context) error {
 	// Tasks are not children of ctx: they end canceled, by cancelAll,
 	// after the JobManager has been told, not failed by ctx's end.
@@ -150,78 +186,141 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 	tm.mu.Lock()
 	tm.ctx = tasksCtx
 	tm.mu.Unlock()
-	conn, err := grpc.NewClient(tm.cfg.JobManager, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("jobmanager address %q: %w", tm.cfg.JobManager, err)
+	if tm.ownFinder {
+		defer tm.finder.Close()
 	}
-	tm.conn = conn
-	tm.jm = weirv1.NewJobManagerClient(conn)
+	// The outbox outlives ctx by the last task states.
+	outCtx, stopOut := context.WithCancel(context.Background())
+	defer stopOut()
+	delivered := make(chan struct{})
+	go func() { defer close(delivered); tm.out.run(outCtx) }()
 	served := make(chan error, 1)
 	go func() { served <- tm.server.Serve(tm.ln) }()
-	tm.log.Info("taskmanager started", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager_address", tm.cfg.JobManager)
+	tm.log.Info("taskmanager started", "address", tm.addr, "slots", tm.cfg.Slots, "jobmanager_address", tm.jobManagers)
 
-	backoff := 100 * time.Millisecond
+	backoff, searching := retryMin, false
 	for ctx.Err() == nil {
-		err := tm.session(ctx)
+		start := time.Now()
+		registered, err := tm.session(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		tm.cancelAll("connection to the JobManager lost")
-		tm.log.Warn("not connected to the JobManager; retrying", "in", backoff, "err", err)
+		if registered {
+			searching = false
+			// A registration that lasted starts the next search afresh;
+			// one the leader drops at once backs off further.
+			if time.Since(start) > retryMax {
+				backoff = retryMin
+			}
+		}
+		// Once per loss, not per attempt.
+		if !searching {
+			searching = true
+			tm.log.Warn("no JobManager leader; looking for one, tasks keep running", "tasks", tm.taskCount(),
+				"jobmanager_address", tm.jobManagers, "err", err)
+		} else {
+			tm.log.Debug("still no JobManager leader", "retry_in", backoff, "err", err)
+		}
+		t := time.NewTimer(backoff)
 		select {
-		case <-time.After(backoff):
+		case <-t.C:
 		case <-ctx.Done():
 		}
-		backoff = min(2*backoff, 5*time.Second)
-		if err == nil {
-			backoff = 100 * time.Millisecond
-		}
+		t.Stop()
+		backoff = min(2*backoff, retryMax)
 	}
 	tm.cancelAll("TaskManager shutting down")
 	// Tasks deployed from now on start canceled.
 	stopTasks(fmt.Errorf("%w: TaskManager shutting down", errCanceled))
 	tm.waitTasks(10 * time.Second)
+	fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	if n := tm.out.flush(fctx); n > 0 {
+		tm.log.Info("messages to the JobManager not delivered at shutdown", "messages", n)
+	}
+	cancel()
+	stopOut()
+	<-delivered
 	tm.server.Stop()
 	tm.x.Close()
-	conn.Close()
 	<-served
 	tm.log.Info("taskmanager stopped")
 	return nil
 }
 
-// session registers, offers slots and heartbeats until the stream breaks.
-func (tm *TaskManager) session(ctx context.Context) error {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	reg, err := tm.jm.RegisterTaskManager(rctx, &weirv1.RegisterTaskManagerRequest{
-		TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots), Jobs: jobs.Names()})
+// session registers with the leader (with the tasks running here), offers
+// slots and heartbeats until the stream breaks, the leader is lost or ctx
+// ends; then it leaves. registered says it got as far as heartbeating.
+func (tm *TaskManager) session(ctx context.Context) (registered bool, err error) {
+	req := &weirv1.RegisterTaskManagerRequest{TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots),
+		Jobs: jobs.Names(), Tasks: tm.runningTasks()}
+	var (
+		reg  *weirv1.RegisterTaskManagerResponse
+		conn *grpc.ClientConn
+	)
+	rctx, cancel := context.WithTimeout(ctx, callTimeout)
+	err = tm.finder.Call(rctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		r, err := weirv1.NewJobManagerClient(c).RegisterTaskManager(ctx, req)
+		reg, conn = r, c
+		return err
+	})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("register: %w", err)
+		return false, fmt.Errorf("register: %w", err)
 	}
+	addr := conn.Target() // the address the Finder dialed
+	// Whatever ends the session, the next one asks who leads.
+	defer func() {
+		if err != nil {
+			tm.finder.Forget(addr)
+		}
+	}()
+	term := uint64(max(reg.GetLeaderTerm(), 0))
+	if seen := tm.fence.term(); term < seen {
+		return false, fmt.Errorf("register with %s: %w %d: this TaskManager follows term %d", addr, ErrStaleTerm, term, seen)
+	}
+	tm.fence.observe(term)
+	canceled := tm.reconcile(req.Tasks, reg.GetAdopted())
 	interval := time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
 	if interval <= 0 {
 		interval = time.Second
 	}
+	jm := weirv1.NewJobManagerClient(conn)
 	slots := make([]*weirv1.SlotOffer, tm.cfg.Slots)
 	for i := range slots {
 		slots[i] = &weirv1.SlotOffer{Index: int32(i)}
 	}
-	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err = tm.jm.OfferSlots(octx, &weirv1.OfferSlotsRequest{TaskManagerId: tm.cfg.ID, Slots: slots})
+	octx, cancel := context.WithTimeout(ctx, callTimeout)
+	_, err = jm.OfferSlots(octx, &weirv1.OfferSlotsRequest{TaskManagerId: tm.cfg.ID, Slots: slots})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("offer slots: %w", err)
+		return false, fmt.Errorf("offer slots to %s: %w", addr, err)
 	}
-	tm.log.Info("registered with the JobManager", "job_manager_id", reg.JobManagerId, "heartbeat", interval)
-	tm.registeredOnce.Do(func() { close(tm.registered) })
 
 	// The stream outlives ctx by the leaving message; it ends with session.
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	stream, err := tm.jm.Heartbeat(hctx)
+	stream, err := jm.Heartbeat(hctx)
 	if err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
+		return false, fmt.Errorf("heartbeat to %s: %w", addr, err)
 	}
+	tm.log.Info("registered with the JobManager", "job_manager_id", reg.JobManagerId, "jobmanager_address", addr,
+		"leader_term", term, "heartbeat", interval, "tasks", len(req.Tasks), "adopted", len(reg.GetAdopted()), "canceled", canceled)
+	tm.registeredOnce.Do(func() { close(tm.registered) })
+	lost := make(chan error, 1)
+	link := &leaderLink{addr: addr, jm: jm, lost: func(err error) {
+		select {
+		case lost <- err:
+		default:
+		}
+	}}
+	tm.out.connect(link)
+	left := false
+	defer func() {
+		if !left { // a TaskManager that left keeps the link for its last task states
+			tm.out.disconnect(link)
+		}
+	}()
+
 	acks := make(chan error, 1)
 	go func() {
 		for {
@@ -240,17 +339,68 @@ func (tm *TaskManager) session(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		if err := stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.cfg.ID, Tasks: tm.metrics()}); err != nil {
-			return fmt.Errorf("heartbeat send: %w", err)
+			return true, fmt.Errorf("heartbeat to %s: %w", addr, err)
 		}
 		select {
 		case <-ctx.Done():
 			tm.leave(stream, acks)
-			return nil
+			left = true
+			return true, nil
 		case err := <-acks:
-			return fmt.Errorf("heartbeat: %w", err)
+			return true, fmt.Errorf("heartbeat to %s: %w", addr, err)
+		case err := <-lost:
+			return true, fmt.Errorf("leader %s lost: %w", addr, err)
 		case <-tick.C:
 		}
 	}
+}
+
+// runningTasks lists the tasks for a registration: those running, and
+// those that ended but whose last state the JobManager has not heard yet.
+func (tm *TaskManager) runningTasks() []*weirv1.RunningTask {
+	// Tasks first: a task posts its last state before it leaves tm.tasks,
+	// so one that ends in between shows in both, never in neither.
+	tm.mu.Lock()
+	rts := make([]*runningTask, 0, len(tm.tasks))
+	for _, rt := range tm.tasks {
+		rts = append(rts, rt)
+	}
+	tm.mu.Unlock()
+	byKey := map[taskKey]*weirv1.RunningTask{}
+	for _, rt := range rts {
+		byKey[rt.key] = &weirv1.RunningTask{Task: rt.key.proto(), State: rt.getState(), Slot: int32(rt.slot)}
+	}
+	for _, f := range tm.out.finals() {
+		byKey[keyOf(f.Task)] = f
+	}
+	out := make([]*weirv1.RunningTask, 0, len(byKey))
+	for _, t := range byKey {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b *weirv1.RunningTask) int { return keyOf(a.Task).compare(keyOf(b.Task)) })
+	return out
+}
+
+// reconcile cancels the listed tasks the leader did not adopt: they belong
+// to attempts or jobs it does not run. It returns how many it canceled.
+func (tm *TaskManager) reconcile(listed []*weirv1.RunningTask, adopted []*weirv1.TaskID) int {
+	keep := make(map[taskKey]bool, len(adopted))
+	for _, id := range adopted {
+		keep[keyOf(id)] = true
+	}
+	n := 0
+	for _, t := range listed {
+		key := keyOf(t.Task)
+		if keep[key] || terminalTask(t.State) {
+			continue
+		}
+		if tm.cancelKey(key, "the JobManager leader did not adopt it") {
+			tm.log.Info("canceling a task the JobManager leader did not adopt", "job_id", key.job, "vertex_id", key.vertex,
+				"subtask", key.subtask, "attempt", key.attempt)
+			n++
+		}
+	}
+	return n
 }
 
 // leaveTimeout bounds how long a TaskManager shutting down waits for the

@@ -1,6 +1,7 @@
 package taskmanager
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,14 +31,36 @@ func (k taskKey) proto() *weirv1.TaskID {
 	return &weirv1.TaskID{JobId: k.job, VertexId: int32(k.vertex), Subtask: int32(k.subtask), Attempt: int32(k.attempt)}
 }
 
+func (k taskKey) compare(o taskKey) int {
+	return cmp.Or(strings.Compare(k.job, o.job), cmp.Compare(k.vertex, o.vertex), cmp.Compare(k.subtask, o.subtask),
+		cmp.Compare(k.attempt, o.attempt))
+}
+
 // runningTask is a deployed subtask and the goroutine that runs it.
 type runningTask struct {
 	key    taskKey
 	name   string
+	slot   int
 	cancel context.CancelCauseFunc
 	done   chan struct{}
-	mu     sync.Mutex // guards task, which heartbeats read
+	mu     sync.Mutex // guards task, which heartbeats read, and state
 	task   *runtime.Task
+	state  weirv1.TaskState // DEPLOYING, then RUNNING once started
+}
+
+func (rt *runningTask) getState() weirv1.TaskState {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.state
+}
+
+// terminalTask reports whether s is a state a task does not leave.
+func terminalTask(s weirv1.TaskState) bool {
+	switch s {
+	case weirv1.TaskState_TASK_STATE_FINISHED, weirv1.TaskState_TASK_STATE_CANCELED, weirv1.TaskState_TASK_STATE_FAILED:
+		return true
+	}
+	return false
 }
 
 // errCanceled is the cause of a canceled task's context. It is the
@@ -98,8 +121,8 @@ func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
 		return errors.New("taskmanager is not running")
 	}
 	ctx, cancel := context.WithCancelCause(tm.ctx)
-	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism),
-		cancel: cancel, done: make(chan struct{})}
+	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism), slot: int(req.Slot),
+		cancel: cancel, done: make(chan struct{}), state: weirv1.TaskState_TASK_STATE_DEPLOYING}
 	tm.tasks[key] = rt
 	tm.mu.Unlock()
 
@@ -132,7 +155,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	}
 	task, err := tm.start(ctx, rt, g, v, gate, req)
 	if err == nil {
-		tm.report(key, weirv1.TaskState_TASK_STATE_RUNNING, "", nil, false)
+		tm.report(rt, weirv1.TaskState_TASK_STATE_RUNNING, "", nil, false)
 		log.Info("task running")
 		err = task.Run(ctx)
 	}
@@ -157,7 +180,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	// Unreadable state stays unreadable; unreachable storage may recover.
 	unrecoverable := errors.Is(err, runtime.ErrUnrecoverable) || errors.Is(err, errRestore) &&
 		(errors.Is(err, statebackend.ErrCorrupt) || errors.Is(err, storage.ErrNotExist))
-	tm.report(key, state, reason, m, unrecoverable)
+	tm.report(rt, state, reason, m, unrecoverable)
 }
 
 // start opens the subtask's output channels and instantiates it.
@@ -220,13 +243,30 @@ func (tm *TaskManager) forget(rt *runningTask) {
 // TaskManager does not run (it ended, or never arrived), so the JobManager
 // stops waiting for it.
 func (tm *TaskManager) cancelTask(id *weirv1.TaskID) bool {
+	return tm.cancelKey(keyOf(id), "")
+}
+
+// cancelKey cancels the task key, for reason (empty: the JobManager
+// canceled it), and reports whether it runs here.
+func (tm *TaskManager) cancelKey(key taskKey, reason string) bool {
 	tm.mu.Lock()
-	rt := tm.tasks[keyOf(id)]
+	rt := tm.tasks[key]
 	tm.mu.Unlock()
-	if rt != nil {
-		rt.cancel(errCanceled)
+	if rt == nil {
+		return false
 	}
-	return rt != nil
+	if reason == "" {
+		rt.cancel(errCanceled)
+	} else {
+		rt.cancel(fmt.Errorf("%w: %s", errCanceled, reason))
+	}
+	return true
+}
+
+func (tm *TaskManager) taskCount() int {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return len(tm.tasks)
 }
 
 func (tm *TaskManager) cancelAll(reason string) {
@@ -254,23 +294,25 @@ func (tm *TaskManager) waitTasks(d time.Duration) {
 	}
 }
 
-// report tells the JobManager about a task's state, retrying briefly: a
-// final state that is lost would leave the job waiting for the heartbeat
-// timeout.
-func (tm *TaskManager) report(key taskKey, state weirv1.TaskState, reason string, m *weirv1.TaskMetrics, unrecoverable bool) {
+// report posts a task's state to the JobManager leader. A final state that
+// is lost would leave the job waiting for the heartbeat timeout: the outbox
+// keeps it until the leader has it, across a change of leader.
+func (tm *TaskManager) report(rt *runningTask, state weirv1.TaskState, reason string, m *weirv1.TaskMetrics, unrecoverable bool) {
+	key := rt.key
 	req := &weirv1.TaskStateUpdate{TaskManagerId: tm.cfg.ID, Task: key.proto(), State: state, Failure: reason, Metrics: m,
 		Unrecoverable: unrecoverable}
-	for i := 0; i < 5; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := tm.jm.UpdateTaskState(ctx, req)
-		cancel()
-		if err == nil {
-			return
-		}
-		tm.log.Warn("reporting task state failed", "job_id", key.job, "vertex_id", key.vertex, "subtask", key.subtask,
-			"attempt", key.attempt, "state", taskStateName(state), "err", err)
-		time.Sleep(time.Duration(100<<i) * time.Millisecond)
+	msg := &outMessage{what: "task state " + taskStateName(state), task: key,
+		call: func(ctx context.Context, jm weirv1.JobManagerClient) error {
+			_, err := jm.UpdateTaskState(ctx, req)
+			return err
+		}}
+	if terminalTask(state) {
+		msg.final = &weirv1.RunningTask{Task: key.proto(), State: state, Slot: int32(rt.slot)}
 	}
+	rt.mu.Lock()
+	rt.state = state
+	rt.mu.Unlock()
+	tm.out.post(msg)
 }
 
 // metrics collects the running tasks' counters for a heartbeat.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
@@ -167,6 +168,16 @@ func (f *raftFlags) config() (jobmanager.RaftConfig, error) {
 	return c, nil
 }
 
+// jobManagerFinder finds the JobManager leader among the members a
+// TaskManager is given: list is --jobmanager, comma-separated.
+func jobManagerFinder(list string) (*leader.Finder, error) {
+	f, err := leader.NewFinder(leader.ParseAddrs(list))
+	if err != nil {
+		return nil, fmt.Errorf("--jobmanager: %w", err)
+	}
+	return f, nil
+}
+
 func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
@@ -180,6 +191,12 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.Default()
 			cfg.Storage = sf.options()
+			finder, err := jobManagerFinder(cfg.JobManager)
+			if err != nil {
+				return err
+			}
+			defer finder.Close()
+			cfg.Finder = finder
 			tm, err := taskmanager.New(cfg)
 			if err != nil {
 				return err
@@ -187,7 +204,8 @@ func newTaskManagerCmd() *cobra.Command {
 			return tm.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&cfg.JobManager, "jobmanager", "127.0.0.1:6123", "address of the JobManager")
+	cmd.Flags().StringVar(&cfg.JobManager, "jobmanager", "127.0.0.1:6123",
+		"addresses of the JobManagers, comma-separated: the TaskManager follows their leader")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "address of the TaskManager's gRPC server (data exchange and deployments)")
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
