@@ -2046,7 +2046,8 @@ type RegisterTaskManagerRequest struct {
 	// The jobs registered in the TaskManager's binary, so the JobManager can
 	// warn at once about a binary that differs from its own.
 	Jobs []string `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
-	// The tasks the TaskManager runs now. A TaskManager registering with a
+	// The tasks the TaskManager runs now, and those that ended but whose end
+	// no leader has heard of yet. A TaskManager registering with a
 	// new leader keeps its tasks running; the leader adopts those of the
 	// current attempts it knows on this TaskManager and cancels the others.
 	Tasks         []*RunningTask `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
