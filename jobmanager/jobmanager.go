@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -48,6 +49,14 @@ type Config struct {
 	// reach this JobManager at; members of a raft group tell each other
 	// theirs, so a follower can send callers to the leader.
 	Advertise string
+	// Etcd, when set, is the etcd the leader publishes Advertise in while
+	// it leads (leader.Publish, key /weir/<ClusterID>/leader), for the
+	// TaskManagers and the CLI to find it. The caller owns the client and
+	// closes it after Run returns. Nil: no etcd.
+	Etcd *clientv3.Client
+	// ClusterID namespaces the cluster's keys in etcd; empty means
+	// "default" (leader.DefaultClusterID).
+	ClusterID string
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
@@ -76,10 +77,26 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	r := &runningJobManager{addr: ln.Addr().String(), done: make(chan error, 1)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	listed := make(chan struct{})
+	if cfg.Etcd != nil {
+		// Every member, leader or not, lists itself for callers that
+		// know only etcd (weir cluster status); the leader publishes the
+		// leader key itself while it leads. The key is revoked before
+		// done, so before the caller closes the etcd client.
+		go func() {
+			defer close(listed)
+			if err := leader.PublishMember(ctx, cfg.Etcd, cfg.ClusterID, jm.ID(), cfg.Advertise, leader.DefaultTTL); err != nil {
+				slog.Warn("not listed in etcd", "err", err)
+			}
+		}()
+	} else {
+		close(listed)
+	}
 	go func() {
 		err := jm.Run(ctx)
 		srv.Stop()
 		<-served
+		<-listed
 		r.done <- err
 	}()
 	savepoints := cfg.SavepointDir
@@ -92,6 +109,7 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 
 func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
+	var d discoveryFlags
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -101,6 +119,16 @@ func newJobManagerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A JobManager told to publish itself in etcd does not start
+			// without it: TaskManagers and clients may know no other way
+			// to find it.
+			if cfg.Etcd, err = d.dialEtcd(cmd.Context()); err != nil {
+				return err
+			}
+			if cfg.Etcd != nil {
+				defer cfg.Etcd.Close()
+			}
+			cfg.ClusterID = d.clusterID
 			jm, err := startJobManager(cmd.Context(), f.listen, cfg)
 			if err != nil {
 				return err
@@ -110,12 +138,14 @@ func newJobManagerCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:6123", "address of the JobManager's gRPC server")
 	f.register(cmd)
+	d.register(cmd, false, false)
 	return cmd
 }
 
 func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
+	var d discoveryFlags
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
 		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
@@ -126,6 +156,16 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.Default()
 			cfg.Storage = sf.options()
+			finder, closeFinder, err := d.finder(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeFinder()
+			// HA: set cfg.Finder = finder here once taskmanager.Config has
+			// the field (the TaskManager side of the leader failover);
+			// until then the TaskManager gets the one address the Finder
+			// finds the leader at when it starts.
+			cfg.JobManager = startLeader(cmd.Context(), finder)
 			tm, err := taskmanager.New(cfg)
 			if err != nil {
 				return err
@@ -133,11 +173,29 @@ func newTaskManagerCmd() *cobra.Command {
 			return tm.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&cfg.JobManager, "jobmanager", "127.0.0.1:6123", "address of the JobManager")
+	d.register(cmd, false, true)
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "address of the TaskManager's gRPC server (data exchange and deployments)")
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
 	sf.register(cmd)
 	return cmd
+}
+
+// startLeader is the JobManager leader's address as the Finder finds it
+// now, or, when it finds none yet (the JobManagers are starting), the first
+// --jobmanager address.
+func startLeader(ctx context.Context, f *leader.Finder) string {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr, err := f.Leader(lctx)
+	if err == nil {
+		return addr
+	}
+	if addrs := f.Addrs(); len(addrs) > 0 {
+		slog.Warn("no JobManager leader found at start; trying the first --jobmanager address", "address", addrs[0], "err", err)
+		return addrs[0]
+	}
+	slog.Warn("no JobManager leader found at start", "err", err)
+	return ""
 }
