@@ -25,12 +25,21 @@ const DefaultTTL = 5 * time.Second
 // DefaultClusterID namespaces the keys when no --cluster-id is given.
 const DefaultClusterID = "default"
 
+// namespace is the prefix of a cluster's keys; an empty cluster ID is
+// DefaultClusterID.
+func namespace(clusterID string) string {
+	if clusterID == "" {
+		clusterID = DefaultClusterID
+	}
+	return "/weir/" + clusterID + "/"
+}
+
 // LeaderKey is the key holding the leader's client address.
-func LeaderKey(clusterID string) string { return "/weir/" + clusterID + "/leader" }
+func LeaderKey(clusterID string) string { return namespace(clusterID) + "leader" }
 
 // MembersPrefix is the prefix of the keys holding the members' client
 // addresses, one per member ID.
-func MembersPrefix(clusterID string) string { return "/weir/" + clusterID + "/members/" }
+func MembersPrefix(clusterID string) string { return namespace(clusterID) + "members/" }
 
 // MemberKey is the key holding one member's client address.
 func MemberKey(clusterID, memberID string) string { return MembersPrefix(clusterID) + memberID }
@@ -64,7 +73,8 @@ func DialEtcd(ctx context.Context, endpoints string, timeout time.Duration) (*cl
 	return cli, nil
 }
 
-// Publish keeps clientAddr under /weir/<clusterID>/leader while ctx lasts:
+// Publish keeps clientAddr under /weir/<clusterID>/leader (an empty
+// clusterID is "default", as everywhere in this file) while ctx lasts:
 // the leader runs it for as long as it leads. The key is attached to a lease
 // of ttl (rounded up to whole seconds, at least 1 s) that Publish keeps
 // alive; should the lease expire anyway (etcd unreachable for longer than
@@ -87,8 +97,8 @@ func PublishMember(ctx context.Context, cli *clientv3.Client, clusterID, memberI
 }
 
 func publish(ctx context.Context, cli *clientv3.Client, key, value string, ttl time.Duration) error {
-	if cli == nil || value == "" || strings.Contains(key, "//") {
-		return fmt.Errorf("publish %s: needs an etcd client, a cluster ID and an address", key)
+	if cli == nil || value == "" {
+		return fmt.Errorf("publish %s: needs an etcd client and an address", key)
 	}
 	secs := int64((ttl + time.Second - 1) / time.Second)
 	log := slog.Default().With("component", "leader", "etcd_key", key, "address", value)

@@ -251,8 +251,14 @@ func TestPublishMemberAndEtcdMembers(t *testing.T) {
 	if err := PublishMember(ctx, cli, "c1", "", "10.0.0.3:6123", ttl); err == nil {
 		t.Error("PublishMember with no ID succeeded")
 	}
-	if err := Publish(ctx, cli, "", "10.0.0.3:6123", ttl); err == nil {
-		t.Error("Publish with no cluster ID succeeded")
+	if err := Publish(ctx, cli, "c1", "", ttl); err == nil {
+		t.Error("Publish with no address succeeded")
+	}
+	// No cluster ID is the default one.
+	go Publish(ctx, cli, "", "10.0.0.3:6123", ttl)
+	waitKey(t, cli, "/weir/default/leader", "10.0.0.3:6123", 5*time.Second)
+	if got, err := EtcdLeader(t.Context(), cli, "default"); err != nil || got != "10.0.0.3:6123" {
+		t.Errorf("EtcdLeader(default) = %q, %v", got, err)
 	}
 }
 
