@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,12 +19,12 @@ import (
 )
 
 // Finder finds the leader of a JobManager group and keeps one gRPC
-// connection per member address. It asks etcd first when it has an etcd
-// client (WithEtcd): the leader's published address, then the members'. Then
-// it asks the members at the addresses it was given and those the members it
-// reaches name in their raft configuration. It remembers the leader it found
-// last, so the common case costs no extra call. It is safe for concurrent
-// use, and it is a grpc.ClientConnInterface whose calls go to the leader
+// connection per member address. With an etcd client (WithEtcd) it tries
+// the address the leader published there first; then the addresses it was
+// given, the members etcd lists, and the members that those it reaches name
+// in their raft configuration. It remembers the leader it found last, so
+// the common case costs no extra call. It is safe for concurrent use, and
+// it is a grpc.ClientConnInterface whose calls go to the leader
 // (weirv1.NewJobManagerClient(finder)).
 type Finder struct {
 	addrs     []string
