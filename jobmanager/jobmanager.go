@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -52,7 +53,13 @@ type Config struct {
 	// reach this JobManager at; members of a raft group tell each other
 	// theirs, so a follower can send callers to the leader.
 	Advertise string
-	// ClusterID names the group, for etcd keys and cluster status.
+	// Etcd, when set, is the etcd the leader publishes Advertise in while
+	// it leads (leader.Publish, key /weir/<ClusterID>/leader), for the
+	// TaskManagers and the CLI to find it. The caller owns the client and
+	// closes it after Run returns. Nil: no etcd.
+	Etcd *clientv3.Client
+	// ClusterID namespaces the cluster's keys in etcd; empty means
+	// "default" (leader.DefaultClusterID).
 	ClusterID string
 }
 

@@ -53,8 +53,9 @@ func newRoot() *cobra.Command {
 		Long: "Weir: a distributed stream processor for fraud and anomaly detection.\n\n" +
 			"Every flag can also be set by an environment variable: WEIR_ and the flag's name in upper\n" +
 			"case with underscores (--jobmanager: WEIR_JOBMANAGER, --checkpoint-storage:\n" +
-			"WEIR_CHECKPOINT_STORAGE). A flag on the command line wins over the variable. The S3 flags\n" +
-			"fall back to AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY after that.\n" +
+			"WEIR_CHECKPOINT_STORAGE), except --etcd: WEIR_ETCD_ENDPOINTS. A flag on the command line\n" +
+			"wins over the variable. The S3 flags fall back to AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and\n" +
+			"AWS_SECRET_ACCESS_KEY after that.\n" +
 			"--json output is described in docs/json.md.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -87,7 +88,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process to the file")
-	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newJobsCmd(), newVersionCmd())
+	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newClusterCmd(), newJobsCmd(), newVersionCmd())
 	annotateEnv(root)
 	return root
 }

@@ -76,8 +76,8 @@ func TestEveryFlagNamesItsVariable(t *testing.T) {
 	walk = func(c *cobra.Command) {
 		for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.InheritedFlags()} {
 			fs.VisitAll(func(f *pflag.Flag) {
-				if f.Name != "help" && !strings.Contains(f.Usage, envName(f.Name)) {
-					t.Errorf("%s --%s: help %q does not name %s", c.CommandPath(), f.Name, f.Usage, envName(f.Name))
+				if f.Name != "help" && !strings.Contains(f.Usage, flagEnv(f)) {
+					t.Errorf("%s --%s: help %q does not name %s", c.CommandPath(), f.Name, f.Usage, flagEnv(f))
 				}
 			})
 		}
@@ -233,7 +233,7 @@ func TestJSONKeysDocumented(t *testing.T) {
 		}
 	}
 	for _, v := range []any{JobListView{}, JobStatusView{}, CheckpointListView{}, SubmitView{}, SavepointView{},
-		RescaleView{}, CancelView{}, DisposeView{}, RegisteredJobsView{}, VersionView{}} {
+		RescaleView{}, CancelView{}, DisposeView{}, RegisteredJobsView{}, VersionView{}, ClusterStatusView{}} {
 		walk(reflect.TypeOf(v))
 	}
 }

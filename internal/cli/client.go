@@ -10,44 +10,49 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 )
 
-// client talks to a JobManager.
+// client talks to the JobManager leader: its calls go through a Finder,
+// which finds the leader among the --jobmanager addresses (and in etcd) and
+// follows followers' redirects.
 type client struct {
-	addr string
-	conn *grpc.ClientConn
-	jm   weirv1.JobManagerClient
+	addrs string // --jobmanager, for messages
+	jm    weirv1.JobManagerClient
+	close func()
 }
 
-func dial(addr string) (*client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func dial(ctx context.Context, d *discoveryFlags) (*client, error) {
+	f, closeFinder, err := d.finder(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("jobmanager address %q: %w", addr, err)
+		return nil, err
 	}
-	return &client{addr: addr, conn: conn, jm: weirv1.NewJobManagerClient(conn)}, nil
+	return &client{addrs: strings.Join(d.addrs(), ","), jm: weirv1.NewJobManagerClient(f), close: closeFinder}, nil
 }
 
-func (c *client) Close() { c.conn.Close() }
+func (c *client) Close() { c.close() }
 
-// explain turns a gRPC error into the message a user needs.
+// explain turns a gRPC error into the message a user needs. The Finder's
+// own errors (no leader, no member reachable) say it already.
 func (c *client) explain(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
+	if _, redirected := leader.Redirect(err); redirected {
+		return fmt.Errorf("the JobManagers at %s keep sending calls elsewhere (leadership is changing?): %s", c.addrs, st.Message())
+	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("cannot reach the JobManager at %s: %s", c.addr, st.Message())
+		return fmt.Errorf("cannot reach the JobManager leader (--jobmanager %s): %s", c.addrs, st.Message())
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("the JobManager at %s did not answer in time", c.addr)
+		return fmt.Errorf("the JobManager leader (--jobmanager %s) did not answer in time", c.addrs)
 	}
 	return errors.New(st.Message())
 }
@@ -124,12 +129,12 @@ func (c *client) cancel(ctx context.Context, id string) (weirv1.JobState, error)
 }
 
 func newJobCmd() *cobra.Command {
-	var addr string
+	var d discoveryFlags
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect, savepoint, stop, rescale and cancel jobs"}
-	cmd.PersistentFlags().StringVar(&addr, "jobmanager", "127.0.0.1:6123", "address of the JobManager")
+	d.register(cmd, true, true)
 	withClient := func(run func(cmd *cobra.Command, c *client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			c, err := dial(addr)
+			c, err := dial(cmd.Context(), &d)
 			if err != nil {
 				return err
 			}

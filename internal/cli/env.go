@@ -10,16 +10,38 @@ import (
 
 // Every flag of every command can be set by an environment variable: WEIR_
 // and the flag's name in upper case with underscores, so --jobmanager is
-// WEIR_JOBMANAGER and --checkpoint-storage WEIR_CHECKPOINT_STORAGE. The
-// command line wins over the environment, the environment over the
-// default. It is done once, for all commands, in the root's
-// PersistentPreRunE, so a flag added anywhere gets its variable too.
+// WEIR_JOBMANAGER and --checkpoint-storage WEIR_CHECKPOINT_STORAGE, unless
+// the flag names another variable with setEnvName (--etcd:
+// WEIR_ETCD_ENDPOINTS). The command line wins over the environment, the
+// environment over the default. It is done once, for all commands, in the
+// root's PersistentPreRunE, so a flag added anywhere gets its variable too.
 
 const envPrefix = "WEIR_"
 
-// envName is the environment variable of a flag.
+// envAnnotation is the flag annotation holding a variable name chosen by
+// setEnvName.
+const envAnnotation = "weir_env"
+
+// envName is the environment variable of a flag named flag, by the rule.
 func envName(flag string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// flagEnv is the environment variable of a flag: the one setEnvName gave
+// it, else the rule's.
+func flagEnv(f *pflag.Flag) string {
+	if v := f.Annotations[envAnnotation]; len(v) == 1 {
+		return v[0]
+	}
+	return envName(f.Name)
+}
+
+// setEnvName makes the flag of fs named flag read the variable env rather
+// than the rule's. It panics on a flag fs lacks: a programming error.
+func setEnvName(fs *pflag.FlagSet, flag, env string) {
+	if err := fs.SetAnnotation(flag, envAnnotation, []string{env}); err != nil {
+		panic(err)
+	}
 }
 
 // applyEnv sets each of cmd's flags that the command line did not give
@@ -32,7 +54,7 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		if err != nil || f.Changed || f.Name == "help" {
 			return
 		}
-		name := envName(f.Name)
+		name := flagEnv(f)
 		v, ok := lookup(name)
 		if !ok || v == "" {
 			return
@@ -61,7 +83,7 @@ func annotateEnv(root *cobra.Command) {
 				}
 				seen[f] = true
 				if !strings.Contains(f.Usage, "(env ") {
-					f.Usage += " (env " + envName(f.Name) + ")"
+					f.Usage += " (env " + flagEnv(f) + ")"
 				}
 			})
 		}

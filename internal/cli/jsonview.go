@@ -238,6 +238,55 @@ type VersionView struct {
 	Arch      string `json:"arch"`
 }
 
+// ClusterStatusView is `weir cluster status --json`: the JobManager group
+// as the members reached see it, and the leader's TaskManagers. It is
+// printed even when there is no leader (the command then exits 1).
+type ClusterStatusView struct {
+	ClusterID string `json:"cluster_id"`
+	// LeaderID and LeaderAddress name the leader, "" while there is none.
+	// LeaderReached is false when members name a leader that did not
+	// answer.
+	LeaderID      string `json:"leader_id"`
+	LeaderAddress string `json:"leader_address"`
+	LeaderReached bool   `json:"leader_reached"`
+	// Term is the leader's raft term; without a leader, the highest term
+	// a member reported.
+	Term uint64 `json:"term"`
+	// Reached is how many of Members answered.
+	Reached int                 `json:"reached"`
+	Members []ClusterMemberView `json:"members"`
+	// TaskManagers are the leader's; [] when it was not reached.
+	TaskManagers []ClusterTaskManagerView `json:"task_managers"`
+}
+
+// ClusterMemberView is one JobManager: a member of the raft configuration
+// of a member reached, a member reached, or an address asked that did not
+// answer and that no member lists (its ID is then "").
+type ClusterMemberView struct {
+	ID            string `json:"id"`
+	RaftAddress   string `json:"raft_address"`
+	ClientAddress string `json:"client_address"`
+	// State is leader, follower, candidate or shutdown as the member
+	// reports it, or unreachable.
+	State string `json:"state"`
+	// Suffrage is voter or nonvoter; "" when unknown.
+	Suffrage         string `json:"suffrage"`
+	Term             uint64 `json:"term"`
+	LastAppliedIndex uint64 `json:"last_applied_index"`
+	CommitIndex      uint64 `json:"commit_index"`
+	// Error says why an unreachable member is: its client address did not
+	// answer, or is unknown. "" otherwise.
+	Error string `json:"error"`
+}
+
+// ClusterTaskManagerView is one TaskManager registered with the leader.
+type ClusterTaskManagerView struct {
+	ID        string `json:"id"`
+	Address   string `json:"address"`
+	Slots     int    `json:"slots"`
+	FreeSlots int    `json:"free_slots"`
+}
+
 // printJSON prints v as indented JSON.
 func printJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")

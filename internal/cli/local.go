@@ -147,7 +147,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 			return errors.New("the embedded TaskManagers did not register within 30s")
 		}
 	}
-	c, err := dial(jm.addr)
+	c, err := dial(ctx, &discoveryFlags{jobManagers: jm.addr})
 	if err != nil {
 		return err
 	}

@@ -82,10 +82,26 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	r := &runningJobManager{addr: ln.Addr().String(), done: make(chan error, 1)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	listed := make(chan struct{})
+	if cfg.Etcd != nil {
+		// Every member, leader or not, lists itself for callers that
+		// know only etcd (weir cluster status); the leader publishes the
+		// leader key itself while it leads. The key is revoked before
+		// done, so before the caller closes the etcd client.
+		go func() {
+			defer close(listed)
+			if err := leader.PublishMember(ctx, cfg.Etcd, cfg.ClusterID, jm.ID(), cfg.Advertise, leader.DefaultTTL); err != nil {
+				slog.Warn("not listed in etcd", "err", err)
+			}
+		}()
+	} else {
+		close(listed)
+	}
 	go func() {
 		err := jm.Run(ctx)
 		srv.Stop()
 		<-served
+		<-listed
 		r.done <- err
 	}()
 	savepoints := cfg.SavepointDir
@@ -99,6 +115,7 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
 	var rf raftFlags
+	var d discoveryFlags
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -112,6 +129,16 @@ func newJobManagerCmd() *cobra.Command {
 				return err
 			}
 			cfg.Advertise = f.advertise
+			// A JobManager told to publish itself in etcd does not start
+			// without it: TaskManagers and clients may know no other way
+			// to find it.
+			if cfg.Etcd, err = d.dialEtcd(cmd.Context()); err != nil {
+				return err
+			}
+			if cfg.Etcd != nil {
+				defer cfg.Etcd.Close()
+			}
+			cfg.ClusterID = d.clusterID
 			jm, err := startJobManager(cmd.Context(), f.listen, cfg)
 			if err != nil {
 				return err
@@ -123,6 +150,7 @@ func newJobManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "client address the CLI, the TaskManagers and the other JobManagers reach this one at (default: the listen address)")
 	f.register(cmd)
 	rf.register(cmd)
+	d.register(cmd, false, false)
 	return cmd
 }
 
@@ -168,19 +196,10 @@ func (f *raftFlags) config() (jobmanager.RaftConfig, error) {
 	return c, nil
 }
 
-// jobManagerFinder finds the JobManager leader among the members a
-// TaskManager is given: list is --jobmanager, comma-separated.
-func jobManagerFinder(list string) (*leader.Finder, error) {
-	f, err := leader.NewFinder(leader.ParseAddrs(list))
-	if err != nil {
-		return nil, fmt.Errorf("--jobmanager: %w", err)
-	}
-	return f, nil
-}
-
 func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
+	var d discoveryFlags
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
 		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
@@ -191,11 +210,11 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.Default()
 			cfg.Storage = sf.options()
-			finder, err := jobManagerFinder(cfg.JobManager)
+			finder, closeFinder, err := d.finder(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer finder.Close()
+			defer closeFinder()
 			cfg.Finder = finder
 			tm, err := taskmanager.New(cfg)
 			if err != nil {
@@ -204,8 +223,7 @@ func newTaskManagerCmd() *cobra.Command {
 			return tm.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&cfg.JobManager, "jobmanager", "127.0.0.1:6123",
-		"addresses of the JobManagers, comma-separated: the TaskManager follows their leader")
+	d.register(cmd, false, true)
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "address of the TaskManager's gRPC server (data exchange and deployments)")
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
@@ -213,3 +231,4 @@ func newTaskManagerCmd() *cobra.Command {
 	sf.register(cmd)
 	return cmd
 }
+

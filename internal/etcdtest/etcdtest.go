@@ -1,143 +1,209 @@
-// Package etcdtest starts a real etcd server (the binary `make` builds into
-// <repo>/.tools/etcd; $WEIR_ETCD overrides the path) on free 127.0.0.1
-// ports with its data in a test temp dir, for the multi-process tests, and
-// stops it when the test ends. A missing binary fails the test rather than
-// skipping it.
+// Package etcdtest starts a real etcd server for tests, so discovery is
+// tested against etcd's leases and watches rather than a mock. Start embeds
+// one in the test process (go.etcd.io/etcd/server/v3/embed); StartProcess
+// runs the etcd binary that `make` builds into <repo>/.tools/etcd
+// ($WEIR_ETCD overrides the path), for tests whose processes share it. Each
+// server listens on free 127.0.0.1 ports with its data in a test temp dir,
+// and stops when the test ends.
 package etcdtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
-// Server is a running etcd.
+const (
+	readyTimeout = 30 * time.Second
+	// A free port found by listen-and-close can be taken by someone else
+	// before etcd binds it; a fresh pair of ports fixes that.
+	startAttempts = 3
+)
+
+// Server is a running etcd server of one member.
 type Server struct {
-	// Endpoint is its client URL, http://127.0.0.1:port.
+	// Endpoint is the client URL, http://127.0.0.1:port.
 	Endpoint string
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	stopOnce sync.Once
+	stop     func()
 }
 
-// Start starts etcd and waits until it answers.
-func Start(t testing.TB) *Server {
+// Stop stops the server; a test that wants etcd gone calls it. It is
+// idempotent, and runs anyway when the test ends.
+func (s *Server) Stop() { s.stopOnce.Do(s.stop) }
+
+// Client returns a client of the server, closed when the test ends.
+func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	bin, err := binary()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		s, err := start(bin, dir)
-		if err == nil {
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Start embeds an etcd server in the test process.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	var err error
+	for range startAttempts {
+		var s *Server
+		if s, err = startEmbedded(t.TempDir()); err == nil {
 			t.Cleanup(s.Stop)
 			return s
 		}
-		if attempt == 3 {
-			t.Fatalf("starting etcd: %v", err)
-		}
 	}
+	t.Fatalf("etcdtest: %v", err)
+	return nil
 }
 
-func start(bin, dir string) (*Server, error) {
-	client, err := freePort()
+func startEmbedded(dir string) (*Server, error) {
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	peer, err := freePort()
+	cfg := embed.NewConfig()
+	cfg.Name = "etcdtest"
+	cfg.Dir = dir
+	// Its logs would bury the test's; the client's errors say enough.
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	peer := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[0])}
+	client := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(ports[1])}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd failed: %w", err)
+	case <-time.After(readyTimeout):
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd not ready after %v", readyTimeout)
+	}
+	return &Server{Endpoint: client.String(), stop: e.Close}, nil
+}
+
+// StartProcess runs the etcd binary as a process of its own.
+func StartProcess(t testing.TB) *Server {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	for range startAttempts {
+		var s *Server
+		if s, err = startProcess(bin, t.TempDir(), &logs); err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("etcdtest: %v\netcd log:\n%s", err, logs.String())
+	return nil
+}
+
+func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	_ = os.RemoveAll(data)
-	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		return nil, err
+	peer := "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	client := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	logs.Reset()
+	cmd := exec.Command(bin, "--name", "etcdtest", "--data-dir", filepath.Join(dir, "data"), "--log-level", "error",
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "etcdtest="+peer,
+		"--listen-client-urls", client, "--advertise-client-urls", client)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start etcd %s: %w", bin, err)
 	}
-	defer logf.Close()
-	s := &Server{Endpoint: "http://" + client, exited: make(chan struct{})}
-	s.cmd = exec.Command(bin, "--name", "test", "--data-dir", data,
-		"--listen-client-urls", s.Endpoint, "--advertise-client-urls", s.Endpoint,
-		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
-		"--initial-cluster", "test=http://"+peer, "--log-level", "error")
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: time.Second})
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	kill := func() { cmd.Process.Kill(); <-exited }
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: time.Second, Logger: zap.NewNop()})
 	if err != nil {
-		s.Stop()
+		kill()
 		return nil, err
 	}
 	defer cli.Close()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(readyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := cli.Get(ctx, "health")
+		_, err := cli.Get(ctx, "ready")
 		cancel()
 		if err == nil {
-			return s, nil
+			return &Server{Endpoint: client, stop: kill}, nil
 		}
 		select {
-		case <-s.exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
-			return nil, fmt.Errorf("etcd exited: %s", b)
-		default:
+		case <-exited:
+			return nil, fmt.Errorf("etcd on %s exited before it was ready", client)
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.Stop()
-			return nil, fmt.Errorf("etcd at %s did not answer: %w", s.Endpoint, err)
+			kill()
+			return nil, fmt.Errorf("etcd on %s not ready after %v: %v", client, readyTimeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// Stop kills etcd and waits for it. It is idempotent.
-func (s *Server) Stop() {
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-func binary() (string, error) {
+// Binary returns the etcd binary's path: $WEIR_ETCD if set, else <repo
+// root>/.tools/etcd (the repo root found by walking up from the working
+// dir to go.mod). It fails if the file is not there.
+func Binary() (string, error) {
 	if p := os.Getenv("WEIR_ETCD"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("etcd not found at %s (from $WEIR_ETCD): %w", p, err)
+		}
 		return p, nil
 	}
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			p := filepath.Join(d, ".tools", "etcd")
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("etcd not found at %s: run `make tools`", p)
+			}
+			return p, nil
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("etcdtest: no go.mod above the working directory")
+		if filepath.Dir(d) == d {
+			return "", errors.New("find repo root: no go.mod above " + dir)
 		}
-		dir = parent
 	}
-	p := filepath.Join(dir, ".tools", "etcd")
-	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("etcd not found at %s: run `make tools`", p)
+}
+
+// freePorts returns n distinct ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	return p, nil
+	return ports, nil
 }

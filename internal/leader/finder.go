@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
+	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -15,18 +18,48 @@ import (
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
-// Finder finds the leader of a JobManager group from a list of member
-// addresses, and keeps one gRPC connection per address. It remembers the
-// leader it found last, so the common case costs no extra call. It is safe
-// for concurrent use.
+// Finder finds the leader of a JobManager group and keeps one gRPC
+// connection per member address. With an etcd client (WithEtcd) it tries
+// the address the leader published there first; then the addresses it was
+// given, the members etcd lists, and the members that those it reaches name
+// in their raft configuration. It remembers the leader it found last, so
+// the common case costs no extra call. It is safe for concurrent use, and
+// it is a grpc.ClientConnInterface whose calls go to the leader
+// (weirv1.NewJobManagerClient(finder)).
 type Finder struct {
-	addrs []string
+	addrs     []string
+	etcd      *clientv3.Client
+	clusterID string
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	leader string // last known leader's client address
 	closed bool
 }
+
+// An Option configures a Finder.
+type Option func(*Finder)
+
+// WithEtcd makes the Finder read the leader's address, and the members',
+// from etcd under /weir/<clusterID>/ before it asks the members it knows.
+// When etcd does not answer the Finder goes on with its addresses. The
+// caller owns cli and closes it after the Finder.
+func WithEtcd(cli *clientv3.Client, clusterID string) Option {
+	return func(f *Finder) {
+		if clusterID == "" {
+			clusterID = DefaultClusterID
+		}
+		f.etcd, f.clusterID = cli, clusterID
+	}
+}
+
+// probeTimeout bounds each GetClusterStatus call of Leader and Survey, and
+// etcdTimeout the etcd reads before them, so that one hung member or etcd
+// does not hold the others up for long.
+const (
+	probeTimeout = 3 * time.Second
+	etcdTimeout  = time.Second
+)
 
 // ParseAddrs splits a comma-separated address list, dropping blanks.
 func ParseAddrs(list string) []string {
@@ -39,12 +72,17 @@ func ParseAddrs(list string) []string {
 	return out
 }
 
-// NewFinder returns a Finder over the members' client addresses.
-func NewFinder(addrs []string) (*Finder, error) {
-	if len(addrs) == 0 {
+// NewFinder returns a Finder over the members' client addresses. With etcd
+// (WithEtcd) the list may be empty.
+func NewFinder(addrs []string, opts ...Option) (*Finder, error) {
+	f := &Finder{addrs: addrs, conns: map[string]*grpc.ClientConn{}}
+	for _, o := range opts {
+		o(f)
+	}
+	if len(addrs) == 0 && f.etcd == nil {
 		return nil, errors.New("no JobManager address given")
 	}
-	return &Finder{addrs: addrs, conns: map[string]*grpc.ClientConn{}}, nil
+	return f, nil
 }
 
 // Addrs are the addresses the Finder was given.
@@ -71,58 +109,191 @@ func (f *Finder) Conn(addr string) (*grpc.ClientConn, error) {
 // NoLeaderError says no member named a leader: the group has no quorum,
 // or is electing one.
 type NoLeaderError struct {
+	// Reached members answered; Tried is how many the Finder knew of: the
+	// addresses it asked, or the size of a reached member's raft
+	// configuration when that is larger.
 	Reached, Tried int
-	Last           error
+	// Addrs are the addresses asked.
+	Addrs []string
+	Last  error
 }
 
 func (e *NoLeaderError) Error() string {
 	if e.Reached == 0 {
-		return fmt.Sprintf("cannot reach any of the %d JobManager(s): %v", e.Tried, e.Last)
+		if len(e.Addrs) == 1 {
+			return fmt.Sprintf("cannot reach the JobManager at %s: %s", e.Addrs[0], errText(e.Last))
+		}
+		return fmt.Sprintf("cannot reach any of the %d JobManagers (%s): %s", e.Tried, strings.Join(e.Addrs, ", "), errText(e.Last))
 	}
 	return fmt.Sprintf("no JobManager leader: reached %d of %d JobManager(s), none is or knows the leader "+
 		"(without a quorum of members there is none)", e.Reached, e.Tried)
 }
 
-// Leader returns the leader's client address, asking the members in turn
-// (the last known leader first) with GetClusterStatus.
+// errText is a gRPC error's message without its "rpc error: code =" frame.
+func errText(err error) string {
+	if err == nil {
+		return "no answer"
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
+
+// candidates collects member addresses in the order they are asked,
+// without repeats.
+type candidates struct {
+	list []string
+	seen map[string]bool
+}
+
+func (c *candidates) add(addrs ...string) {
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	for _, a := range addrs {
+		if a != "" && !c.seen[a] {
+			c.seen[a] = true
+			c.list = append(c.list, a)
+		}
+	}
+}
+
+// fromEtcd returns the leader's and the members' addresses published in
+// etcd; nothing when there is no etcd client or it does not answer.
+func (f *Finder) fromEtcd(ctx context.Context) (leaderAddr string, members []string) {
+	if f.etcd == nil {
+		return "", nil
+	}
+	ectx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	defer cancel()
+	leaderAddr, err := EtcdLeader(ectx, f.etcd, f.clusterID)
+	if err != nil {
+		return "", nil // the addresses given still count
+	}
+	byID, err := EtcdMembers(ectx, f.etcd, f.clusterID)
+	if err != nil {
+		return leaderAddr, nil
+	}
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		members = append(members, byID[id])
+	}
+	return leaderAddr, members
+}
+
+// clusterStatus asks the member at addr for its view of the group.
+func (f *Finder) clusterStatus(ctx context.Context, addr string) (*weirv1.ClusterStatus, error) {
+	c, err := f.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return weirv1.NewJobManagerClient(c).GetClusterStatus(pctx, &weirv1.GetClusterStatusRequest{})
+}
+
+// leaderOf is the leader's client address as the member at addr sees it:
+// addr itself when it leads (the address the caller can reach it at).
+func leaderOf(addr string, st *weirv1.ClusterStatus) string {
+	if st.GetRaftState() == "leader" {
+		return addr
+	}
+	return st.GetLeaderAddress()
+}
+
+// Leader returns the leader's client address. It asks, in turn and with
+// GetClusterStatus, the last known leader, the leader etcd names, the
+// addresses given, the members etcd lists, and the members that the ones
+// reached list in their raft configuration, until one is or names the
+// leader. When none does it returns a *NoLeaderError with the counts.
 func (f *Finder) Leader(ctx context.Context) (string, error) {
 	f.mu.Lock()
-	order := make([]string, 0, len(f.addrs)+1)
-	if f.leader != "" {
-		order = append(order, f.leader)
-	}
+	remembered := f.leader
 	f.mu.Unlock()
-	for _, a := range f.addrs {
-		if len(order) == 0 || a != order[0] {
-			order = append(order, a)
-		}
-	}
-	e := &NoLeaderError{Tried: len(f.addrs)}
-	for _, addr := range order {
-		c, err := f.Conn(addr)
+	var q candidates
+	q.add(remembered)
+	etcdLeader, etcdMembers := f.fromEtcd(ctx)
+	q.add(etcdLeader)
+	q.add(f.addrs...)
+	q.add(etcdMembers...)
+	e := &NoLeaderError{}
+	group := 0
+	for i := 0; i < len(q.list); i++ {
+		addr := q.list[i]
+		st, err := f.clusterStatus(ctx, addr)
 		if err != nil {
-			e.Last = err
-			continue
-		}
-		st, err := weirv1.NewJobManagerClient(c).GetClusterStatus(ctx, &weirv1.GetClusterStatusRequest{})
-		if err != nil {
-			e.Last = err
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
+			e.Last = err
 			continue
 		}
 		e.Reached++
-		leader := st.GetLeaderAddress()
-		if st.GetRaftState() == "leader" {
-			leader = addr // the address the caller can reach it at
-		}
-		if leader != "" {
+		if leader := leaderOf(addr, st); leader != "" {
 			f.setLeader(leader)
 			return leader, nil
 		}
+		group = max(group, len(st.GetMembers()))
+		for _, m := range st.GetMembers() {
+			q.add(m.GetClientAddress())
+		}
 	}
+	e.Addrs = q.list
+	e.Tried = max(len(q.list), group)
 	return "", e
+}
+
+// Reply is one member's answer to GetClusterStatus, or why there was none.
+type Reply struct {
+	Addr   string
+	Status *weirv1.ClusterStatus
+	Err    error
+}
+
+// Survey asks every member it can find for GetClusterStatus, all at once:
+// the addresses given, those etcd lists, and then those that the answers
+// name (their raft configuration's client addresses and the leader's),
+// until no new address turns up. Replies come in the order the addresses
+// were found; the leader found, if any, is remembered for Call.
+func (f *Finder) Survey(ctx context.Context) []Reply {
+	var q candidates
+	etcdLeader, etcdMembers := f.fromEtcd(ctx)
+	q.add(f.addrs...)
+	q.add(etcdLeader)
+	q.add(etcdMembers...)
+	var replies []Reply
+	for asked := 0; asked < len(q.list); {
+		wave := q.list[asked:]
+		asked = len(q.list)
+		out := make([]Reply, len(wave))
+		var wg sync.WaitGroup
+		for i, addr := range wave {
+			wg.Go(func() {
+				st, err := f.clusterStatus(ctx, addr)
+				out[i] = Reply{Addr: addr, Status: st, Err: err}
+			})
+		}
+		wg.Wait()
+		for _, r := range out {
+			if r.Err != nil {
+				continue
+			}
+			if r.Status.GetRaftState() == "leader" {
+				f.setLeader(r.Addr)
+			}
+			q.add(r.Status.GetLeaderAddress())
+			for _, m := range r.Status.GetMembers() {
+				q.add(m.GetClientAddress())
+			}
+		}
+		replies = append(replies, out...)
+	}
+	return replies
 }
 
 func (f *Finder) setLeader(addr string) {
@@ -167,13 +338,35 @@ func (f *Finder) Call(ctx context.Context, call func(context.Context, *grpc.Clie
 			if next != "" && next != addr {
 				f.setLeader(next)
 			}
-		case status.Code(err) == codes.Unavailable && ctx.Err() == nil && len(f.addrs) > 1:
+		case status.Code(err) == codes.Unavailable && ctx.Err() == nil && (len(f.addrs) > 1 || f.etcd != nil):
 			f.Forget(addr) // the leader may be gone: look again
 		default:
 			return err
 		}
 	}
 	return err
+}
+
+var _ grpc.ClientConnInterface = (*Finder)(nil)
+
+// Invoke makes a unary call on the leader, through Call: a generated client
+// over a Finder follows redirects.
+func (f *Finder) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return f.Call(ctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		return c.Invoke(ctx, method, args, reply, opts...)
+	})
+}
+
+// NewStream opens a stream on the leader. Only the opening follows
+// redirects; a stream's own messages go to the member it was opened on.
+func (f *Finder) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	var s grpc.ClientStream
+	err := f.Call(ctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		var err error
+		s, err = c.NewStream(ctx, desc, method, opts...)
+		return err
+	})
+	return s, err
 }
 
 // Close closes the connections. It is idempotent.

@@ -2,7 +2,8 @@
 // (the CLI, the TaskManagers) share about leadership: how a follower says
 // "not me, go there", how the leader's term travels with its calls so that
 // TaskManagers can fence a deposed leader, and how a caller finds the
-// leader among several JobManager addresses.
+// leader among several JobManager addresses or in etcd, where the leader
+// publishes its address under a lease (etcd.go).
 //
 // A follower answers a call meant for the leader with codes.Unavailable and
 // a google.rpc.ErrorInfo detail (domain "weir.dev", reason "NOT_LEADER")

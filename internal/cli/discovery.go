@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weirstream/weir/internal/leader"
+)
+
+// How the client commands and TaskManagers find the JobManager leader:
+// --jobmanager lists member addresses (comma-separated), --etcd names an
+// etcd the leader publishes itself in, under --cluster-id. A Finder (package
+// leader) asks etcd first, then the members, and follows the NOT_LEADER
+// redirects of followers.
+
+// etcdDialTimeout bounds the check that etcd answers at start.
+const etcdDialTimeout = 3 * time.Second
+
+// discoveryFlags are --jobmanager, --etcd and --cluster-id.
+type discoveryFlags struct {
+	jobManagers string
+	etcd        string
+	clusterID   string
+}
+
+// register adds the flags to cmd, as persistent flags when persistent (a
+// command group such as `weir job`). withJobManager adds --jobmanager; a
+// JobManager takes only --etcd and --cluster-id.
+func (d *discoveryFlags) register(cmd *cobra.Command, persistent, withJobManager bool) {
+	fs := cmd.Flags()
+	if persistent {
+		fs = cmd.PersistentFlags()
+	}
+	if withJobManager {
+		fs.StringVar(&d.jobManagers, "jobmanager", "127.0.0.1:6123",
+			"JobManager client addresses, comma-separated: any members of the group; the leader is found and followed")
+	}
+	fs.StringVar(&d.etcd, "etcd", "",
+		"etcd endpoints, comma-separated, where the JobManager leader publishes its address (env WEIR_ETCD_ENDPOINTS)")
+	setEnvName(fs, "etcd", "WEIR_ETCD_ENDPOINTS")
+	fs.StringVar(&d.clusterID, "cluster-id", leader.DefaultClusterID, "namespaces the cluster's keys in etcd: /weir/<cluster-id>/...")
+}
+
+// addrs is the --jobmanager list.
+func (d *discoveryFlags) addrs() []string { return leader.ParseAddrs(d.jobManagers) }
+
+// dialEtcd opens the --etcd client, or returns nil without --etcd.
+func (d *discoveryFlags) dialEtcd(ctx context.Context) (*clientv3.Client, error) {
+	if strings.TrimSpace(d.etcd) == "" {
+		return nil, nil
+	}
+	cli, err := leader.DialEtcd(ctx, d.etcd, etcdDialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("--etcd: %w", err)
+	}
+	return cli, nil
+}
+
+// finder returns a Finder over --jobmanager and, when etcd answers, --etcd.
+// An unreachable etcd is a warning: the addresses are used alone. close
+// releases the Finder and the etcd client.
+func (d *discoveryFlags) finder(ctx context.Context) (f *leader.Finder, close func(), err error) {
+	var opts []leader.Option
+	cli, err := d.dialEtcd(ctx)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, nil, ctx.Err()
+	case err != nil:
+		slog.Warn("etcd unreachable; finding the JobManager leader from --jobmanager alone", "err", err, "jobmanager", d.jobManagers)
+	case cli != nil:
+		opts = append(opts, leader.WithEtcd(cli, d.clusterID))
+	}
+	f, err = leader.NewFinder(d.addrs(), opts...)
+	if err != nil {
+		if cli != nil {
+			cli.Close()
+		}
+		return nil, nil, fmt.Errorf("--jobmanager: %w", err)
+	}
+	return f, func() {
+		f.Close()
+		if cli != nil {
+			cli.Close()
+		}
+	}, nil
+}
