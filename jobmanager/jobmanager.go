@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/leader"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -288,6 +289,17 @@ func (jm *JobManager) lead1(l *leadership) {
 		}
 	}
 	close(l.ready)
+	if jm.cfg.Etcd != nil {
+		// The leader's address under /weir/<cluster>/leader, for as long
+		// as this term lasts (a lease keeps it; it expires if we die).
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := leader.Publish(l.ctx, jm.cfg.Etcd, jm.cfg.ClusterID, jm.cfg.Advertise, leader.DefaultTTL); err != nil {
+				jm.log.Warn("publishing the leader in etcd", "err", err)
+			}
+		}()
+	}
 
 	tick := time.NewTicker(jm.tickInterval())
 	defer tick.Stop()

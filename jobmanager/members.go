@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -164,7 +165,7 @@ func (jm *JobManager) clusterStatus() *weirv1.ClusterStatus {
 	lid, laddr := jm.leaderAddress()
 	st := &weirv1.ClusterStatus{MemberId: jm.id, RaftState: strings.ToLower(r.State().String()),
 		Term: r.CurrentTerm(), LastAppliedIndex: r.AppliedIndex(), CommitIndex: r.CommitIndex(),
-		LeaderId: lid, LeaderAddress: laddr, ClientAddress: jm.cfg.Advertise, ClusterId: jm.cfg.ClusterID}
+		LeaderId: lid, LeaderAddress: laddr, ClientAddress: jm.cfg.Advertise, ClusterId: cmp.Or(jm.cfg.ClusterID, leader.DefaultClusterID)}
 	addrs := jm.store.Members()
 	if f := r.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {

@@ -23,7 +23,7 @@ func haCluster(t *testing.T, tms int) (*cluster.Cluster, *miniotest.Server, clus
 	t.Helper()
 	srv := miniotest.Start(t)
 	srv.MakeBucket(t, "weir")
-	etcd := etcdtest.Start(t)
+	etcd := etcdtest.StartProcess(t)
 	env := append(srv.Env(), "WEIR_ETCD_ENDPOINTS="+etcd.Endpoint)
 	o := cluster.Options{JobManagers: 3, RaftDir: t.TempDir(), TaskManagers: tms, Slots: 2, Env: env,
 		JobManagerArgs: []string{"--checkpoint-storage", "s3://weir/checkpoints", "--heartbeat-timeout", "3s",
