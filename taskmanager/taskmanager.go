@@ -37,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -321,6 +322,16 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 		}
 	}()
 
+	// A leader that stops acknowledging (a frozen or partitioned process
+	// keeps its connections open) is as lost as one whose stream broke:
+	// after the heartbeat timeout without an ack, look for the leader
+	// again. Cancelling the stream also frees a Send blocked on it.
+	silence := time.Duration(reg.HeartbeatTimeoutMs) * time.Millisecond
+	if silence <= 0 {
+		silence = 5 * time.Second
+	}
+	var lastAck atomic.Int64
+	lastAck.Store(time.Now().UnixNano())
 	acks := make(chan error, 1)
 	go func() {
 		for {
@@ -329,8 +340,28 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 				acks <- err
 				return
 			}
+			lastAck.Store(time.Now().UnixNano())
 			if !ack.Known {
 				acks <- errors.New("the JobManager does not know this TaskManager")
+				return
+			}
+		}
+	}()
+	go func() { // ends with the session, which cancels hctx
+		t := time.NewTicker(silence / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			if quiet := time.Since(time.Unix(0, lastAck.Load())); quiet >= silence {
+				select {
+				case lost <- fmt.Errorf("no heartbeat acknowledgement for %v", quiet.Round(time.Millisecond)):
+				default:
+				}
+				cancel()
 				return
 			}
 		}
@@ -339,6 +370,11 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 	defer tick.Stop()
 	for {
 		if err := stream.Send(&weirv1.TaskManagerHeartbeat{TaskManagerId: tm.cfg.ID, Tasks: tm.metrics()}); err != nil {
+			select {
+			case lerr := <-lost:
+				return true, fmt.Errorf("leader %s lost: %w", addr, lerr)
+			default:
+			}
 			return true, fmt.Errorf("heartbeat to %s: %w", addr, err)
 		}
 		select {

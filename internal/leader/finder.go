@@ -344,7 +344,29 @@ func (f *Finder) Call(ctx context.Context, call func(context.Context, *grpc.Clie
 			return err
 		}
 	}
+	if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
+		// The leader named keeps not answering: it is gone and no other
+		// leads yet. Say how much of the group is there.
+		return f.noLeader(ctx, err)
+	}
 	return err
+}
+
+// noLeader surveys the group after the leader failed to answer: unless a
+// leader turns up, the error says how many members answered.
+func (f *Finder) noLeader(ctx context.Context, last error) error {
+	e := &NoLeaderError{Tried: len(f.addrs), Addrs: f.Addrs(), Last: last}
+	for _, r := range f.Survey(ctx) {
+		if r.Err != nil {
+			continue
+		}
+		if r.Status.GetRaftState() == "leader" {
+			return last
+		}
+		e.Reached++
+		e.Tried = max(e.Tried, len(r.Status.GetMembers()))
+	}
+	return e
 }
 
 var _ grpc.ClientConnInterface = (*Finder)(nil)
