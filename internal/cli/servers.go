@@ -231,4 +231,3 @@ func newTaskManagerCmd() *cobra.Command {
 	sf.register(cmd)
 	return cmd
 }
-
