@@ -181,7 +181,7 @@ func TestLocalTemporaryCheckpoints(t *testing.T) {
 	if _, err := p.WaitAddr(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster.Cluster{Weir: weirBin, JobManager: p}
+	c := &cluster.Cluster{Weir: weirBin, JobManager: p, JobManagerAddrs: p.Addr}
 	jm := []string{"--jobmanager", p.Addr}
 	var list cli.JobListView
 	deadline := time.Now().Add(30 * time.Second)

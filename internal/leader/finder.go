@@ -211,7 +211,31 @@ func leaderOf(addr string, st *weirv1.ClusterStatus) string {
 // addresses given, the members etcd lists, and the members that the ones
 // reached list in their raft configuration, until one is or names the
 // leader. When none does it returns a *NoLeaderError with the counts.
+//
+// Members that answer but know of no leader may be electing one, which
+// takes well under a second: Leader asks again for up to electionWait
+// before it reports that there is no leader.
 func (f *Finder) Leader(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(electionWait)
+	for {
+		addr, err := f.leaderOnce(ctx)
+		var nl *NoLeaderError
+		if err == nil || !errors.As(err, &nl) || nl.Reached == 0 || time.Now().After(deadline) {
+			return addr, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// electionWait is how long Leader waits for reachable members to elect a
+// leader.
+const electionWait = 2 * time.Second
+
+func (f *Finder) leaderOnce(ctx context.Context) (string, error) {
 	f.mu.Lock()
 	remembered := f.leader
 	f.mu.Unlock()
