@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
 	"github.com/weirstream/weir/internal/etcdtest"
 	"github.com/weirstream/weir/internal/miniotest"
@@ -199,4 +202,45 @@ func TestDeposedLeaderCannotDisturbTheJob(t *testing.T) {
 		t.Fatalf("job %s, attempt %d, restarts %d: %s", st.State, st.Attempt, st.Restarts, st.Failure)
 	}
 	verifySequence(t, srv, "s3://weir/fenced-out", keys, count)
+}
+
+// A member whose raft directory is wiped rejoins and catches up, and the
+// group keeps its jobs when the leader is killed afterwards (the rejoined
+// member is part of the new quorum).
+func TestWipedMemberRejoins(t *testing.T) {
+	dir := t.TempDir()
+	c := startCluster(t, cluster.Options{JobManagers: 3, RaftDir: dir,
+		JobManagerArgs: []string{"--raft-snapshot-threshold", "16", "--raft-trailing-logs", "4", "--raft-snapshot-interval", "100ms"}})
+	var ids []string
+	for range 20 {
+		ids = append(ids, submit(t, c, "fraud-detection", "--parallelism", "1", "--param", "count=1"))
+	}
+	l := waitLeader(t, c, -1)
+	f := (l + 1) % 3
+	c.JobManagers[f].Kill()
+	if err := os.RemoveAll(filepath.Join(dir, fmt.Sprintf("jm-%d", f+1))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartJobManager(f); err != nil {
+		t.Fatal(err)
+	}
+	leaderIndex := memberStatus(t, c, l).GetCommitIndex()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := memberStatus(t, c, f)
+		if st != nil && st.GetRaftState() == "follower" && st.GetLastAppliedIndex() >= leaderIndex {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the wiped jm-%d did not catch up to index %d: %v", f+1, leaderIndex, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.JobManagers[l].Kill()
+	waitLeader(t, c, l)
+	var list cli.JobListView
+	weirJSON(t, &list, "job", "list", "--jobmanager", c.JobManagerAddrs)
+	if len(list.Jobs) != len(ids) {
+		t.Fatalf("%d jobs after the wipe and a failover, want %d", len(list.Jobs), len(ids))
+	}
 }
