@@ -68,25 +68,28 @@ func startHACluster(b *bench, jms int, prefix string) (*cluster.Cluster, error) 
 			"--heartbeat-timeout", "3s", "--heartbeat-interval", "200ms", "--log-level", "debug"}})
 }
 
-// maxGap is the longest time between two growths of any probed output in
-// [from, to).
+// maxGap is the longest time between two growths of the output of any
+// TaskManager that printed in [from, to) (one that runs no sink prints
+// nothing and says nothing about gaps).
 func (p *outputProbe) maxGap(from, to time.Time) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var longest time.Duration
 	for _, ss := range p.samples {
-		last := from
-		for _, s := range ss {
-			if s.t.Before(from) {
-				continue
+		last, grew := from, false
+		for k, s := range ss {
+			if s.t.Before(from) || k == 0 {
+				continue // the first sample is the base, not a growth
 			}
 			if !s.t.Before(to) {
 				break
 			}
 			longest = max(longest, s.t.Sub(last))
-			last = s.t
+			last, grew = s.t, true
 		}
-		longest = max(longest, to.Sub(last))
+		if grew {
+			longest = max(longest, to.Sub(last))
+		}
 	}
 	return longest
 }
