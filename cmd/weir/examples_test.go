@@ -27,16 +27,7 @@ func buildExample(t *testing.T) string {
 // its keyed state, its timer and an exchange between two TaskManagers.
 func TestCustomJobFromExamplesOnACluster(t *testing.T) {
 	bin := buildExample(t)
-	c, err := cluster.StartCluster(bin, cluster.Options{TaskManagers: 2, Slots: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Log(c.Logs())
-		}
-	})
+	c := startClusterOf(t, bin, cluster.Options{TaskManagers: 2, Slots: 2})
 	r := runWeir(t, "job", "describe", "card-velocity")
 	if r.ExitCode == 0 {
 		t.Errorf("plain weir describes card-velocity; it should not have the example's job:\n%s", r.Stdout)
@@ -65,16 +56,7 @@ func TestCustomJobFromExamplesOnACluster(t *testing.T) {
 // fails at once with the reason, and is not restarted in a loop.
 func TestMismatchedBinariesFailTheDeployClearly(t *testing.T) {
 	bin := buildExample(t)
-	c, err := cluster.StartCluster(bin, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Stop()
-		if t.Failed() {
-			t.Log(c.Logs())
-		}
-	})
+	c := startClusterOf(t, bin, cluster.Options{})
 	c.Weir = weirBin // the TaskManager runs plain weir, without card-velocity
 	if _, err := c.AddTaskManager(cluster.Options{Slots: 2}, 0); err != nil {
 		t.Fatal(err)

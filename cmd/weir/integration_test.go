@@ -53,7 +53,14 @@ func runWeir(t *testing.T, args ...string) cluster.Result {
 
 func startCluster(t *testing.T, o cluster.Options) *cluster.Cluster {
 	t.Helper()
-	c, err := cluster.StartCluster(weirBin, o)
+	return startClusterOf(t, weirBin, o)
+}
+
+// startClusterOf starts a cluster of the given binary's processes, stopped
+// (and its logs shown on failure) when the test ends.
+func startClusterOf(t *testing.T, bin string, o cluster.Options) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.StartCluster(bin, o)
 	if err != nil {
 		t.Fatal(err)
 	}
