@@ -22,7 +22,7 @@ import (
 //   - first checkpoint: the new leader's log line completing a checkpoint;
 //   - gap: the longest time between two growths of the alert output of any
 //     TaskManager from 1 s before the kill to 5 s after it, beside the
-//     longest gap in the 6 s before (the normal jitter);
+//     longest gap in the 4 s before (the normal jitter);
 //   - restarts and attempt after the failover (both must stay 0).
 //
 // It then measures the cost of raft on the control path: SubmitJob latency
@@ -144,7 +144,7 @@ func runHAFailover(b *bench, run, rate int) (*haRun, error) {
 	time.Sleep(time.Until(kill.Add(5 * time.Second)))
 	probe.Stop()
 	r.gap = probe.maxGap(kill.Add(-time.Second), kill.Add(5*time.Second))
-	r.normalGap = probe.maxGap(kill.Add(-7*time.Second), kill.Add(-time.Second))
+	r.normalGap = probe.maxGap(kill.Add(-5*time.Second), kill.Add(-time.Second))
 	st, err := jobStatus(c, id)
 	if err != nil {
 		return nil, err
@@ -211,7 +211,7 @@ func (b *bench) haSection(runs, rate int) error {
 	}
 	fmt.Printf("fraud-detection, parallelism 2 on 3 TaskManagers, rate %d/s per source subtask, checkpoints every 500 ms to MinIO,\n"+
 		"3 JobManagers (raft, 500/500/250 ms); SIGKILL of the leader; times from the kill to a new leader and to its first\n"+
-		"completed checkpoint; the longest gap in the alert output around the kill against the 6 s before\n", rate)
+		"completed checkpoint; the longest gap in the alert output around the kill against the 4 s before\n", rate)
 	var leaders, firsts []time.Duration
 	for i := range runs {
 		r, err := runHAFailover(b, i, rate)
