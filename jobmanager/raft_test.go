@@ -255,3 +255,22 @@ func TestRaftMembershipErrors(t *testing.T) {
 		t.Error("a peer without address was accepted")
 	}
 }
+
+// A member started with another --peers list is refused by the leader with
+// both lists; one not in the group is refused too.
+func TestLeaderRefusesMembersWithOtherPeers(t *testing.T) {
+	ms := startGroup(t, 3, nil)
+	l := leaderOf(t, ms)
+	_, err := l.client.RegisterMember(ctxFor(t), &weirv1.RegisterMemberRequest{Id: "jm-2", ClientAddress: "127.0.0.1:1",
+		Peers: "jm-1=127.0.0.1:1,jm-2=127.0.0.1:2"})
+	if err == nil || !strings.Contains(err.Error(), "was started with --peers jm-1=127.0.0.1:1,jm-2=127.0.0.1:2") {
+		t.Errorf("other peers: %v", err)
+	}
+	_, err = l.client.RegisterMember(ctxFor(t), &weirv1.RegisterMemberRequest{Id: "jm-9", ClientAddress: "127.0.0.1:1",
+		Peers: peersText(l.cfg.Raft.Peers)})
+	if err == nil || !strings.Contains(err.Error(), "is not a member of this group") {
+		t.Errorf("a stranger: %v", err)
+	}
+	// Every member's address reached the log.
+	waitUntil(t, "every member's client address", func() bool { return len(l.jm.store.Members()) == 3 })
+}
