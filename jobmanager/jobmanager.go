@@ -270,12 +270,15 @@ func (jm *JobManager) stopLeading() {
 func (jm *JobManager) lead1(l *leadership) {
 	// Serve nothing until every entry of earlier terms is applied here.
 	for {
-		if err := jm.node.r.Barrier(raftApplyTimeout).Error(); err == nil {
+		err := jm.node.r.Barrier(raftApplyTimeout).Error()
+		if err == nil {
 			break
-		} else if l.ctx.Err() != nil {
+		}
+		jm.log.Info("leader catching up with the log", "err", err)
+		select {
+		case <-l.ctx.Done():
 			return
-		} else {
-			jm.log.Info("leader catching up with the log", "err", err)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	if jm.store.Members()[jm.id] != jm.cfg.Advertise {
