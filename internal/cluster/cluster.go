@@ -198,6 +198,9 @@ type Options struct {
 	// be restarted on the same addresses.
 	JobManagers int
 	RaftDir     string
+	// TLSArgs are flags given to every JobManager and TaskManager
+	// (--tls-cert, --tls-key, --tls-ca).
+	TLSArgs []string
 }
 
 // StartCluster starts the JobManager(s) and the TaskManagers and waits
@@ -205,7 +208,7 @@ type Options struct {
 func StartCluster(weir string, o Options) (*Cluster, error) {
 	c := &Cluster{Weir: weir, env: o.Env}
 	if o.JobManagers <= 1 {
-		c.jmArgs = [][]string{append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)}
+		c.jmArgs = [][]string{append(append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...), o.TLSArgs...)}
 	} else {
 		var peers, clients []string
 		for i := range o.JobManagers {
@@ -223,7 +226,7 @@ func StartCluster(weir string, o Options) (*Cluster, error) {
 		for i := range o.JobManagers {
 			c.jmArgs = append(c.jmArgs, append([]string{"jobmanager", "--id", fmt.Sprintf("jm-%d", i+1),
 				"--listen", clients[i], "--peers", strings.Join(peers, ","),
-				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, o.JobManagerArgs...))
+				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, append(o.JobManagerArgs, o.TLSArgs...)...))
 		}
 	}
 	c.JobManagers = make([]*Process, len(c.jmArgs))
@@ -282,6 +285,7 @@ func (c *Cluster) AddTaskManager(o Options, i int) (*Process, error) {
 	}
 	args := []string{"taskmanager", "--jobmanager", c.JobManagerAddrs, "--listen", "127.0.0.1:0",
 		"--slots", fmt.Sprint(slots), "--id", fmt.Sprintf("tm-%d", i+1)}
+	args = append(args, o.TLSArgs...)
 	if o.TaskManagerArgs != nil {
 		args = append(args, o.TaskManagerArgs(i)...)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -84,6 +85,24 @@ func (ca *CA) Issue(name string, hosts []string, notBefore, notAfter time.Time) 
 		return nil, nil, err
 	}
 	return pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", kder), nil
+}
+
+// LoadCA reads a CA written by Generate (ca.pem, ca-key.pem), to issue
+// more certificates with it.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("CA %s with key %s: %w", certFile, keyFile, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("CA key %s is not ECDSA", keyFile)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, CertPEM: pemBlock("CERTIFICATE", pair.Certificate[0])}, nil
 }
 
 // KeyPEM is the CA's private key in PEM.
