@@ -161,6 +161,21 @@ func (p *Process) wait(d time.Duration) error {
 	}
 }
 
+// CPUTime is the user and system CPU time the process used, once it has
+// exited (after Stop or Kill); 0 before.
+func (p *Process) CPUTime() time.Duration {
+	select {
+	case err := <-p.waitErr:
+		p.waitErr <- err
+	default:
+		return 0
+	}
+	if ps := p.cmd.ProcessState; ps != nil {
+		return ps.UserTime() + ps.SystemTime()
+	}
+	return 0
+}
+
 // Signal sends sig (SIGSTOP, SIGCONT, ...) to the process.
 func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 
