@@ -49,6 +49,9 @@ type bench struct {
 	s3      *minioServer // nil until a section needs it
 	verbose bool
 	results []result
+	// tlsArgs, when set, are the --tls-* flags of the clusters the
+	// failover runs start (the tls section sets them for its TLS runs).
+	tlsArgs []string
 }
 
 // result is one row of the final table.
@@ -94,6 +97,7 @@ func main() {
 	tlsEvents := flag.Int64("tls-events", 20_000_000, "tls: events per run (all source subtasks together)")
 	tlsRuns := flag.Int("tls-runs", 3, "tls: runs with and without TLS each (alternating)")
 	tlsHandshakes := flag.Int("tls-handshakes", 200, "tls: new connections timed with and without TLS")
+	tlsFailovers := flag.Int("tls-failover-runs", 3, "tls: TaskManager kills with and without TLS each (alternating; 0 skips them)")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -144,7 +148,7 @@ func main() {
 	runSection("failover", func() error { return b.failoverSection(*failoverRuns, *freezeRuns, *failoverRate) })
 	runSection("rescale", func() error { return b.rescaleSection(*rescaleRuns, *failoverRate) })
 	runSection("ha", func() error { return b.haSection(*haRuns, *failoverRate) })
-	runSection("tls", func() error { return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes) })
+	runSection("tls", func() error { return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *failoverRate) })
 	if b.s3 != nil {
 		b.s3.Stop()
 	}

@@ -45,7 +45,7 @@ func withTLSEnv(dir string, f func() error) error {
 	return f()
 }
 
-func (b *bench) tlsSection(events int64, runs, handshakes int) error {
+func (b *bench) tlsSection(events int64, runs, handshakes, failovers, rate int) error {
 	dir, err := os.MkdirTemp("", "weirbench-tls-")
 	if err != nil {
 		return err
@@ -121,6 +121,47 @@ func (b *bench) tlsSection(events int64, runs, handshakes int) error {
 	}
 	b.add("tls", "new connection + first call: plaintext / TLS (median)", fmt.Sprintf("%s / %s", msFrac(med[0]), msFrac(med[1])), "")
 	b.add("tls", "handshake cost per new connection (median)", msFrac(med[1]-med[0]), "")
+	if failovers <= 0 {
+		return nil
+	}
+	return b.tlsFailovers(dir, tlsArgs, failovers, rate)
+}
+
+// tlsFailovers runs the failover section's SIGKILL of a TaskManager with
+// and without TLS: the restarted subtasks open new connections (the
+// JobManager to a TaskManager it never deployed to, the exchange to it),
+// each with a handshake.
+func (b *bench) tlsFailovers(dir string, tlsArgs []string, runs, rate int) error {
+	if _, err := b.minio(); err != nil {
+		return err
+	}
+	fmt.Printf("failover as in the failover section (SIGKILL of a TaskManager, 3 TaskManagers, rate %d/s per source subtask), plaintext and TLS alternating:\n", rate)
+	var firsts [2][]time.Duration
+	for i := range runs {
+		for k, on := range []bool{false, true} {
+			var r *failoverRun
+			run := func() error {
+				var err error
+				r, err = runFailover(b, 100+2*i+k, rate, false)
+				return err
+			}
+			var err error
+			if on {
+				b.tlsArgs = tlsArgs
+				err = withTLSEnv(dir, run)
+				b.tlsArgs = nil
+			} else {
+				err = run()
+			}
+			if err != nil {
+				return fmt.Errorf("failover, TLS %v: %w", on, err)
+			}
+			firsts[k] = append(firsts[k], r.firstRecord)
+			fmt.Printf("  %-11s kill -> RUNNING %s, first record %s\n", map[bool]string{false: "plaintext:", true: "mutual TLS:"}[on], ms(r.running), ms(r.firstRecord))
+		}
+	}
+	p, t := statsOf(firsts[0]), statsOf(firsts[1])
+	b.add("tls", "TaskManager kill -> first record, plaintext / TLS (median)", fmt.Sprintf("%s / %s", ms(p.median), ms(t.median)), "")
 	return nil
 }
 

@@ -14,7 +14,11 @@
 // in use until the files agree again. No goroutine is involved.
 //
 // TLS 1.3 is the minimum. Its cipher suites are chosen by crypto/tls, which
-// prefers AES-GCM when the CPU has AES instructions.
+// prefers AES-GCM when the CPU has AES instructions (about 4 % of a
+// TaskManager's CPU in the fraud job's exchange). Records are always full
+// size (16 KiB): dynamic record sizing, which starts every connection with
+// small records for web pages' first bytes, is off, since the exchange
+// writes 32 KiB buffers.
 package tlsconf
 
 import (
@@ -134,11 +138,12 @@ func (c *Config) ServerTLS(nextProtos ...string) *tls.Config {
 				return nil, err
 			}
 			return &tls.Config{
-				MinVersion:   tls.VersionTLS13,
-				NextProtos:   nextProtos,
-				Certificates: []tls.Certificate{*cert},
-				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    pool,
+				MinVersion:                  tls.VersionTLS13,
+				DynamicRecordSizingDisabled: true,
+				NextProtos:                  nextProtos,
+				Certificates:                []tls.Certificate{*cert},
+				ClientAuth:                  tls.RequireAndVerifyClientCert,
+				ClientCAs:                   pool,
 			}, nil
 		},
 	}
@@ -153,10 +158,11 @@ func (c *Config) ClientTLS(serverName string) (*tls.Config, error) {
 		return nil, err
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		ServerName:   serverName,
-		Certificates: []tls.Certificate{*cert},
-		RootCAs:      pool,
+		MinVersion:                  tls.VersionTLS13,
+		DynamicRecordSizingDisabled: true,
+		ServerName:                  serverName,
+		Certificates:                []tls.Certificate{*cert},
+		RootCAs:                     pool,
 	}, nil
 }
 
