@@ -20,8 +20,9 @@
 //     to its first checkpoint, the gap in the output, task restarts; and
 //     submit and checkpoint latency with one JobManager against three.
 //   - tls: throughput of scenario (b) with mutual TLS on every connection
-//     against plaintext, and the cost of a TLS handshake on a new
-//     connection (what TLS adds to the connections a failover opens).
+//     against plaintext, the cost of a TLS handshake on a new connection,
+//     and the TaskManager and JobManager leader failovers with and without
+//     TLS (the handshakes of the connections a failover opens).
 //
 // -only selects sections; a results table ends the output.
 package main
@@ -35,6 +36,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/weirstream/weir/internal/tlsconf"
 )
 
 // sections, in the order they run.
@@ -50,8 +53,10 @@ type bench struct {
 	verbose bool
 	results []result
 	// tlsArgs, when set, are the --tls-* flags of the clusters the
-	// failover runs start (the tls section sets them for its TLS runs).
-	tlsArgs []string
+	// failover and ha runs start, and clientTLS what the harness dials
+	// their JobManagers with (the tls section sets both for its TLS runs).
+	tlsArgs   []string
+	clientTLS *tlsconf.Config
 }
 
 // result is one row of the final table.
@@ -98,6 +103,7 @@ func main() {
 	tlsRuns := flag.Int("tls-runs", 3, "tls: runs with and without TLS each (alternating)")
 	tlsHandshakes := flag.Int("tls-handshakes", 200, "tls: new connections timed with and without TLS")
 	tlsFailovers := flag.Int("tls-failover-runs", 3, "tls: TaskManager kills with and without TLS each (alternating; 0 skips them)")
+	tlsHARuns := flag.Int("tls-ha-runs", 2, "tls: JobManager leader kills with and without TLS each (alternating; 0 skips them)")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -148,7 +154,9 @@ func main() {
 	runSection("failover", func() error { return b.failoverSection(*failoverRuns, *freezeRuns, *failoverRate) })
 	runSection("rescale", func() error { return b.rescaleSection(*rescaleRuns, *failoverRate) })
 	runSection("ha", func() error { return b.haSection(*haRuns, *failoverRate) })
-	runSection("tls", func() error { return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *failoverRate) })
+	runSection("tls", func() error {
+		return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *tlsHARuns, *failoverRate)
+	})
 	if b.s3 != nil {
 		b.s3.Stop()
 	}

@@ -20,13 +20,15 @@ import (
 //     two TaskManager processes with one slot each, the keyBy crossing
 //     the exchange between them, unthrottled sources), with every process
 //     under --tls-* and without, alternating runs; with the CPU time the
-//     TaskManagers used per event, steadier than the rate on a shared
-//     machine;
+//     TaskManagers used per event, less dependent than the rate on a shared
+//     machine's other load;
 //   - handshake: a new connection plus its first call (GetClusterStatus)
 //     to a JobManager, with and without TLS, the median of many; this is
 //     what TLS adds to every connection a failover opens (a TaskManager
 //     registering with a new leader, the leader dialing TaskManagers, the
-//     exchange dialing a TaskManager it had no connection to).
+//     exchange dialing a TaskManager it had no connection to);
+//   - failover: the failover section's TaskManager kill and the ha
+//     section's leader kill, with and without TLS, alternating.
 //
 // The CLI the harness runs reads WEIR_TLS_* from the environment, set for
 // the runs with TLS and cleared after them.
@@ -45,7 +47,7 @@ func withTLSEnv(dir string, f func() error) error {
 	return f()
 }
 
-func (b *bench) tlsSection(events int64, runs, handshakes, failovers, rate int) error {
+func (b *bench) tlsSection(events int64, runs, handshakes, failovers, haRuns, rate int) error {
 	dir, err := os.MkdirTemp("", "weirbench-tls-")
 	if err != nil {
 		return err
@@ -121,17 +123,72 @@ func (b *bench) tlsSection(events int64, runs, handshakes, failovers, rate int) 
 	}
 	b.add("tls", "new connection + first call: plaintext / TLS (median)", fmt.Sprintf("%s / %s", msFrac(med[0]), msFrac(med[1])), "")
 	b.add("tls", "handshake cost per new connection (median)", msFrac(med[1]-med[0]), "")
-	if failovers <= 0 {
-		return nil
+	client, err := tlsconf.Load(tlsconf.Files{Cert: g.ClientCert, Key: g.ClientKey, CA: g.CA})
+	if err != nil {
+		return err
 	}
-	return b.tlsFailovers(dir, tlsArgs, failovers, rate)
+	// withTLS runs f with every process, the CLI and the harness's own
+	// calls under TLS.
+	withTLS := func(f func() error) error {
+		b.tlsArgs, b.clientTLS = tlsArgs, client
+		defer func() { b.tlsArgs, b.clientTLS = nil, nil }()
+		return withTLSEnv(dir, f)
+	}
+	if failovers > 0 {
+		if err := b.tlsFailovers(withTLS, failovers, rate); err != nil {
+			return err
+		}
+	}
+	if haRuns > 0 {
+		return b.tlsHAFailovers(withTLS, haRuns, rate)
+	}
+	return nil
+}
+
+// tlsHAFailovers runs the ha section's SIGKILL of the JobManager leader
+// with and without TLS: raft elects over TLS, and every TaskManager
+// connects to the new leader, and the leader to each TaskManager, with a
+// handshake. The new leader's first checkpoint, from its log, is after
+// all of that; the time to a new leader is polled with a new connection
+// every 5 ms, so under TLS its resolution includes a handshake.
+func (b *bench) tlsHAFailovers(withTLS func(func() error) error, runs, rate int) error {
+	if _, err := b.minio(); err != nil {
+		return err
+	}
+	fmt.Printf("leader failover as in the ha section (SIGKILL of the leader of 3 JobManagers), plaintext and TLS alternating:\n")
+	var firsts [2][]time.Duration
+	for i := range runs {
+		for k, on := range []bool{false, true} {
+			var r *haRun
+			run := func() error {
+				var err error
+				r, err = runHAFailover(b, 100+2*i+k, rate)
+				return err
+			}
+			var err error
+			if on {
+				err = withTLS(run)
+			} else {
+				err = run()
+			}
+			if err != nil {
+				return fmt.Errorf("leader failover, TLS %v: %w", on, err)
+			}
+			firsts[k] = append(firsts[k], r.firstCheckpoint)
+			fmt.Printf("  %-11s kill -> new leader %s, first checkpoint %s, restarts %d\n",
+				map[bool]string{false: "plaintext:", true: "mutual TLS:"}[on], ms(r.newLeader), ms(r.firstCheckpoint), r.restarts)
+		}
+	}
+	p, t := statsOf(firsts[0]), statsOf(firsts[1])
+	b.add("tls", "leader kill -> first checkpoint, plaintext / TLS (median)", fmt.Sprintf("%s / %s", ms(p.median), ms(t.median)), "")
+	return nil
 }
 
 // tlsFailovers runs the failover section's SIGKILL of a TaskManager with
 // and without TLS: the restarted subtasks open new connections (the
 // JobManager to a TaskManager it never deployed to, the exchange to it),
 // each with a handshake.
-func (b *bench) tlsFailovers(dir string, tlsArgs []string, runs, rate int) error {
+func (b *bench) tlsFailovers(withTLS func(func() error) error, runs, rate int) error {
 	if _, err := b.minio(); err != nil {
 		return err
 	}
@@ -147,9 +204,7 @@ func (b *bench) tlsFailovers(dir string, tlsArgs []string, runs, rate int) error
 			}
 			var err error
 			if on {
-				b.tlsArgs = tlsArgs
-				err = withTLSEnv(dir, run)
-				b.tlsArgs = nil
+				err = withTLS(run)
 			} else {
 				err = run()
 			}
