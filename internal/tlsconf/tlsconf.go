@@ -1,7 +1,7 @@
 // Package tlsconf gives every Weir connection mutual TLS from three PEM
 // files: a certificate, its key, and the CA that signs the certificates of
 // every process of the cluster. A Config hands out server and client
-// settings for gRPC (ServerOption, DialOption) and for plain TCP (raft's
+// settings for gRPC (ServerOptions, DialOption) and for plain TCP (raft's
 // transport: ServerTLS, ClientTLS). Servers require a client certificate
 // signed by the CA; clients verify the server's certificate against the CA
 // and the host they dialed.
