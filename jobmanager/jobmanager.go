@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -62,6 +63,10 @@ type Config struct {
 	// ClusterID namespaces the cluster's keys in etcd; empty means
 	// "default" (leader.DefaultClusterID).
 	ClusterID string
+	// TLS, when set, secures every connection of the JobManager with
+	// mutual TLS: its gRPC server, its calls to TaskManagers and to the
+	// leader, and raft between the members. Nil: plaintext.
+	TLS *tlsconf.Config
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.
@@ -143,7 +148,7 @@ func New(cfg Config) (*JobManager, error) {
 		cfg.Raft.ID = id
 	}
 	log := cfg.Logger.With("component", "jobmanager", "job_manager_id", id)
-	node, err := startRaft(cfg.Raft, log)
+	node, err := startRaft(cfg.Raft, cfg.TLS, log)
 	if err != nil {
 		return nil, err
 	}

@@ -10,10 +10,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -46,13 +46,14 @@ var memberOnly = map[string]bool{
 	weirv1.JobManager_RegisterMember_FullMethodName:   true,
 }
 
-// ServerOptions installs the error interceptors and the leader gate on the
-// JobManager's gRPC server: grpc.NewServer(jm.ServerOptions()...).
+// ServerOptions installs the error interceptors, the leader gate and, with
+// Config.TLS, mutual TLS on the JobManager's gRPC server:
+// grpc.NewServer(jm.ServerOptions()...).
 func (jm *JobManager) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), jm.unaryLeaderGate),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), jm.streamLeaderGate),
-	}
+	}, tlsconf.ServerOptions(jm.cfg.TLS)...)
 }
 
 // awaitLeading returns the current term of leadership once it serves
@@ -124,7 +125,7 @@ func (jm *JobManager) announce(ctx context.Context) error {
 	if id == "" || id == jm.id || addr == "" {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, tlsconf.DialOption(jm.cfg.TLS))
 	if err != nil {
 		return nil
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/weirstream/weir/internal/tlsconf"
 )
 
 // RaftConfig is a JobManager's place in its raft group. The zero value is
@@ -138,7 +140,7 @@ func checkRaftDir(dir, id string, peers map[string]string) (bool, error) {
 // startRaft starts this member's raft node: storage, transport, the
 // bootstrap of a new group, and the checks that the flags describe the group
 // its directory holds.
-func startRaft(cfg RaftConfig, log *slog.Logger) (*raftNode, error) {
+func startRaft(cfg RaftConfig, tc *tlsconf.Config, log *slog.Logger) (*raftNode, error) {
 	single := len(cfg.Peers) == 0
 	if cfg.ID == "" {
 		if !single {
@@ -214,7 +216,15 @@ func startRaft(cfg RaftConfig, log *slog.Logger) (*raftNode, error) {
 			n.closeStores()
 			return nil, fmt.Errorf("raft address %s of %s: %w", self, cfg.ID, err)
 		}
-		t, err := raft.NewTCPTransportWithLogger(listen, adv, 3, 10*time.Second, rc.Logger)
+		var t *raft.NetworkTransport
+		if tc == nil {
+			t, err = raft.NewTCPTransportWithLogger(listen, adv, 3, 10*time.Second, rc.Logger)
+		} else {
+			var stream *tlsStreamLayer
+			if stream, err = newTLSStreamLayer(listen, adv, tc); err == nil {
+				t = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, rc.Logger)
+			}
+		}
 		if err != nil {
 			n.closeStores()
 			return nil, fmt.Errorf("raft address %s: %w (is another process using it?)", listen, err)

@@ -43,6 +43,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -76,6 +77,12 @@ type Config struct {
 	// Storage holds the S3 endpoint and credentials used to read and
 	// write checkpoint state and sink files.
 	Storage storage.Options
+	// TLS, when set, secures the TaskManager's gRPC server (deployments
+	// and the data exchange) and its connections to other TaskManagers
+	// with mutual TLS, and the connection to the JobManagers when the
+	// TaskManager builds its own Finder (with Finder set, give it
+	// leader.WithTLS). Nil: plaintext.
+	TLS *tlsconf.Config
 }
 
 // TaskManager is one worker process's task runtime.
@@ -110,7 +117,7 @@ func New(cfg Config) (*TaskManager, error) {
 	}
 	finder, own := cfg.Finder, false
 	if finder == nil {
-		f, err := leader.NewFinder(leader.ParseAddrs(cfg.JobManager))
+		f, err := leader.NewFinder(leader.ParseAddrs(cfg.JobManager), leader.WithTLS(cfg.TLS))
 		if err != nil {
 			return nil, err
 		}
@@ -145,8 +152,8 @@ func New(cfg Config) (*TaskManager, error) {
 	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, finder: finder, ownFinder: own,
 		fence: &fence{log: log}, out: newOutbox(log), jobManagers: strings.Join(finder.Addrs(), ","),
 		tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
-		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
-	tm.server = grpc.NewServer(grpc.ChainUnaryInterceptor(tm.fence.interceptor()))
+		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log, TLS: cfg.TLS})}
+	tm.server = grpc.NewServer(append(tlsconf.ServerOptions(cfg.TLS), grpc.ChainUnaryInterceptor(tm.fence.interceptor()))...)
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
 }

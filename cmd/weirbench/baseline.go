@@ -25,6 +25,7 @@ type scenario struct {
 	slots        int
 	parallelism  int
 	env          []string
+	tlsArgs      []string // --tls-* for every process; nil: plaintext
 }
 
 func (b *bench) baseline(events int64, latencyFor time.Duration, profileDir string) error {
@@ -68,7 +69,7 @@ func (b *bench) baseline(events int64, latencyFor time.Duration, profileDir stri
 
 func start(weir string, s scenario, profile string) (*cluster.Cluster, error) {
 	return cluster.StartCluster(weir, cluster.Options{
-		TaskManagers: s.taskManagers, Slots: s.slots, TaskManagerEnv: s.env, DiscardStdout: true,
+		TaskManagers: s.taskManagers, Slots: s.slots, TaskManagerEnv: s.env, DiscardStdout: true, TLSArgs: s.tlsArgs,
 		TaskManagerArgs: func(i int) []string {
 			if profile != "" && i == s.taskManagers-1 {
 				return []string{"--cpu-profile", profile}

@@ -190,7 +190,7 @@ func argAfter(args []string, flag string) string {
 func startProbeJob(b *bench, tms int, prefix string, rate int) (*cluster.Cluster, string, *view.JobStatusView, func(), error) {
 	c, err := cluster.StartCluster(b.weir, cluster.Options{TaskManagers: tms, Slots: 2, Env: b.s3.Env(),
 		JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/%s", benchBucket, prefix),
-			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}})
+			"--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}, TLSArgs: b.tlsArgs})
 	if err != nil {
 		return nil, "", nil, nil, err
 	}

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -34,8 +34,8 @@ type haRun struct {
 	restarts, attempt          int
 }
 
-func memberStatusAt(addr string) (*weirv1.ClusterStatus, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (b *bench) memberStatusAt(addr string) (*weirv1.ClusterStatus, error) {
+	conn, err := grpc.NewClient(addr, tlsconf.DialOption(b.clientTLS))
 	if err != nil {
 		return nil, err
 	}
@@ -46,12 +46,12 @@ func memberStatusAt(addr string) (*weirv1.ClusterStatus, error) {
 }
 
 // leaderIndex returns the member that leads, or -1; skip is not asked.
-func leaderIndex(c *cluster.Cluster, skip int) int {
+func (b *bench) leaderIndex(c *cluster.Cluster, skip int) int {
 	for i, jm := range c.JobManagers {
 		if i == skip {
 			continue
 		}
-		if st, err := memberStatusAt(jm.Addr); err == nil && st.GetRaftState() == "leader" {
+		if st, err := b.memberStatusAt(jm.Addr); err == nil && st.GetRaftState() == "leader" {
 			return i
 		}
 	}
@@ -65,7 +65,7 @@ func startHACluster(b *bench, jms int, prefix string) (*cluster.Cluster, error) 
 	}
 	return cluster.StartCluster(b.weir, cluster.Options{JobManagers: jms, RaftDir: dir, TaskManagers: 3, Slots: 2,
 		Env: b.s3.Env(), JobManagerArgs: []string{"--checkpoint-storage", fmt.Sprintf("s3://%s/%s", benchBucket, prefix),
-			"--heartbeat-timeout", "3s", "--heartbeat-interval", "200ms", "--log-level", "debug"}})
+			"--heartbeat-timeout", "3s", "--heartbeat-interval", "200ms", "--log-level", "debug"}, TLSArgs: b.tlsArgs})
 }
 
 // maxGap is the longest time between two growths of the output of any
@@ -111,7 +111,7 @@ func runHAFailover(b *bench, run, rate int) (*haRun, error) {
 	probe := startProbe(c.TaskManagers, 2*time.Millisecond)
 	defer probe.Stop()
 	time.Sleep(6 * time.Second)
-	l := leaderIndex(c, -1)
+	l := b.leaderIndex(c, -1)
 	if l < 0 {
 		return nil, fmt.Errorf("no leader before the kill")
 	}
@@ -120,7 +120,7 @@ func runHAFailover(b *bench, run, rate int) (*haRun, error) {
 	r := &haRun{newLeader: -1, firstCheckpoint: -1}
 	nl := -1
 	err = waitFor(30*time.Second, 5*time.Millisecond, "a new leader", func() (bool, error) {
-		if nl = leaderIndex(c, l); nl >= 0 {
+		if nl = b.leaderIndex(c, l); nl >= 0 {
 			r.newLeader = time.Since(kill)
 			return true, nil
 		}
@@ -161,12 +161,12 @@ func controlPath(b *bench, jms, submits int) (submit, checkpoint stats, err erro
 		return stats{}, stats{}, err
 	}
 	defer c.Stop()
-	l := leaderIndex(c, -1)
+	l := b.leaderIndex(c, -1)
 	for l < 0 {
 		time.Sleep(10 * time.Millisecond)
-		l = leaderIndex(c, -1)
+		l = b.leaderIndex(c, -1)
 	}
-	conn, err := grpc.NewClient(c.JobManagers[l].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.JobManagers[l].Addr, tlsconf.DialOption(b.clientTLS))
 	if err != nil {
 		return stats{}, stats{}, err
 	}

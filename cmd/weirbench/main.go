@@ -19,6 +19,10 @@
 //   - ha: SIGKILL of the leader of three JobManagers: time to a new leader,
 //     to its first checkpoint, the gap in the output, task restarts; and
 //     submit and checkpoint latency with one JobManager against three.
+//   - tls: throughput of scenario (b) with mutual TLS on every connection
+//     against plaintext, the cost of a TLS handshake on a new connection,
+//     and the TaskManager and JobManager leader failovers with and without
+//     TLS (the handshakes of the connections a failover opens).
 //
 // -only selects sections; a results table ends the output.
 package main
@@ -32,10 +36,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/weirstream/weir/internal/tlsconf"
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale", "ha"}
+var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale", "ha", "tls"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -46,6 +52,11 @@ type bench struct {
 	s3      *minioServer // nil until a section needs it
 	verbose bool
 	results []result
+	// tlsArgs, when set, are the --tls-* flags of the clusters the
+	// failover and ha runs start, and clientTLS what the harness dials
+	// their JobManagers with (the tls section sets both for its TLS runs).
+	tlsArgs   []string
+	clientTLS *tlsconf.Config
 }
 
 // result is one row of the final table.
@@ -88,6 +99,11 @@ func main() {
 	failoverRate := flag.Int("failover-rate", 20000, "failover and rescale: source rate per subtask (records/s)")
 	rescaleRuns := flag.Int("rescale-runs", 2, "rescale: rescales 2 -> 4, each on a fresh cluster")
 	haRuns := flag.Int("ha-runs", 3, "ha: JobManager leader kills, each on a fresh cluster")
+	tlsEvents := flag.Int64("tls-events", 20_000_000, "tls: events per run (all source subtasks together)")
+	tlsRuns := flag.Int("tls-runs", 3, "tls: runs with and without TLS each (alternating)")
+	tlsHandshakes := flag.Int("tls-handshakes", 200, "tls: new connections timed with and without TLS")
+	tlsFailovers := flag.Int("tls-failover-runs", 3, "tls: TaskManager kills with and without TLS each (alternating; 0 skips them)")
+	tlsHARuns := flag.Int("tls-ha-runs", 2, "tls: JobManager leader kills with and without TLS each (alternating; 0 skips them)")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -138,6 +154,9 @@ func main() {
 	runSection("failover", func() error { return b.failoverSection(*failoverRuns, *freezeRuns, *failoverRate) })
 	runSection("rescale", func() error { return b.rescaleSection(*rescaleRuns, *failoverRate) })
 	runSection("ha", func() error { return b.haSection(*haRuns, *failoverRate) })
+	runSection("tls", func() error {
+		return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *tlsHARuns, *failoverRate)
+	})
 	if b.s3 != nil {
 		b.s3.Stop()
 	}

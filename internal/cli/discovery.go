@@ -22,11 +22,13 @@ import (
 // etcdDialTimeout bounds the check that etcd answers at start.
 const etcdDialTimeout = 3 * time.Second
 
-// discoveryFlags are --jobmanager, --etcd and --cluster-id.
+// discoveryFlags are --jobmanager, --etcd and --cluster-id, and the TLS
+// flags every command that connects to the cluster takes.
 type discoveryFlags struct {
 	jobManagers string
 	etcd        string
 	clusterID   string
+	tls         tlsFlags
 }
 
 // register adds the flags to cmd, as persistent flags when persistent (a
@@ -45,6 +47,7 @@ func (d *discoveryFlags) register(cmd *cobra.Command, persistent, withJobManager
 		"etcd endpoints, comma-separated, where the JobManager leader publishes its address (env WEIR_ETCD_ENDPOINTS)")
 	setEnvName(fs, "etcd", "WEIR_ETCD_ENDPOINTS")
 	fs.StringVar(&d.clusterID, "cluster-id", leader.DefaultClusterID, "namespaces the cluster's keys in etcd: /weir/<cluster-id>/...")
+	d.tls.register(fs)
 }
 
 // addrs is the --jobmanager list.
@@ -66,7 +69,11 @@ func (d *discoveryFlags) dialEtcd(ctx context.Context) (*clientv3.Client, error)
 // An unreachable etcd is a warning: the addresses are used alone. close
 // releases the Finder and the etcd client.
 func (d *discoveryFlags) finder(ctx context.Context) (f *leader.Finder, close func(), err error) {
-	var opts []leader.Option
+	tc, err := d.tls.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []leader.Option{leader.WithTLS(tc)}
 	cli, err := d.dialEtcd(ctx)
 	switch {
 	case err != nil && ctx.Err() != nil:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -23,6 +24,7 @@ func newLocalCmd() *cobra.Command {
 		paramList               []string
 		jmf                     jobManagerFlags
 		ckf                     checkpointFlags
+		tf                      tlsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -73,7 +75,11 @@ func newLocalCmd() *cobra.Command {
 				slog.Info("checkpoints go to a temporary directory, removed at exit; savepoints are kept",
 					"checkpoint_storage", dir, "savepoint_dir", jmf.savepointDir)
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf})
+			tc, err := tf.config()
+			if err != nil {
+				return err
+			}
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc})
 		},
 	}
 	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
@@ -83,6 +89,7 @@ func newLocalCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
 	jmf.register(cmd)
 	ckf.register(cmd)
+	tf.register(cmd.Flags())
 	cmd.Flags().Lookup("slot-timeout").DefValue = "10s"
 	jmf.slotTimeout = 10 * time.Second
 	ckpt := cmd.Flags().Lookup("checkpoint-storage")
@@ -97,6 +104,9 @@ type localSpec struct {
 	tms, slots int
 	submit     *weirv1.SubmitJobRequest
 	jm         jobManagerFlags
+	// tls, when set, puts the in-process connections (all on 127.0.0.1)
+	// under mutual TLS too, like a cluster's; nil keeps them plaintext.
+	tls *tlsconf.Config
 }
 
 func runLocal(ctx context.Context, s localSpec) error {
@@ -110,6 +120,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	if err != nil {
 		return err
 	}
+	cfg.TLS = s.tls
 	jm, err := startJobManager(jmCtx, "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
@@ -118,7 +129,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	var ready []<-chan struct{}
 	for i := 0; i < s.tms; i++ {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
-			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage})
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls})
 		if err != nil {
 			return err
 		}
@@ -147,7 +158,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 			return errors.New("the embedded TaskManagers did not register within 30s")
 		}
 	}
-	c, err := dial(ctx, &discoveryFlags{jobManagers: jm.addr})
+	c, err := dial(ctx, &discoveryFlags{jobManagers: jm.addr, tls: tlsFlags{loaded: true, cfg: s.tls}})
 	if err != nil {
 		return err
 	}

@@ -129,6 +129,9 @@ func newJobManagerCmd() *cobra.Command {
 				return err
 			}
 			cfg.Advertise = f.advertise
+			if cfg.TLS, err = d.tls.config(); err != nil {
+				return err
+			}
 			// A JobManager told to publish itself in etcd does not start
 			// without it: TaskManagers and clients may know no other way
 			// to find it.
@@ -210,6 +213,10 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.Default()
 			cfg.Storage = sf.options()
+			var err error
+			if cfg.TLS, err = d.tls.config(); err != nil {
+				return err
+			}
 			finder, closeFinder, err := d.finder(cmd.Context())
 			if err != nil {
 				return err

@@ -161,6 +161,21 @@ func (p *Process) wait(d time.Duration) error {
 	}
 }
 
+// CPUTime is the user and system CPU time the process used, once it has
+// exited (after Stop or Kill); 0 before.
+func (p *Process) CPUTime() time.Duration {
+	select {
+	case err := <-p.waitErr:
+		p.waitErr <- err
+	default:
+		return 0
+	}
+	if ps := p.cmd.ProcessState; ps != nil {
+		return ps.UserTime() + ps.SystemTime()
+	}
+	return 0
+}
+
 // Signal sends sig (SIGSTOP, SIGCONT, ...) to the process.
 func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 
@@ -198,6 +213,9 @@ type Options struct {
 	// be restarted on the same addresses.
 	JobManagers int
 	RaftDir     string
+	// TLSArgs are flags given to every JobManager and TaskManager
+	// (--tls-cert, --tls-key, --tls-ca).
+	TLSArgs []string
 }
 
 // StartCluster starts the JobManager(s) and the TaskManagers and waits
@@ -205,7 +223,7 @@ type Options struct {
 func StartCluster(weir string, o Options) (*Cluster, error) {
 	c := &Cluster{Weir: weir, env: o.Env}
 	if o.JobManagers <= 1 {
-		c.jmArgs = [][]string{append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...)}
+		c.jmArgs = [][]string{append(append([]string{"jobmanager", "--listen", "127.0.0.1:0"}, o.JobManagerArgs...), o.TLSArgs...)}
 	} else {
 		var peers, clients []string
 		for i := range o.JobManagers {
@@ -223,7 +241,7 @@ func StartCluster(weir string, o Options) (*Cluster, error) {
 		for i := range o.JobManagers {
 			c.jmArgs = append(c.jmArgs, append([]string{"jobmanager", "--id", fmt.Sprintf("jm-%d", i+1),
 				"--listen", clients[i], "--peers", strings.Join(peers, ","),
-				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, o.JobManagerArgs...))
+				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, append(o.JobManagerArgs, o.TLSArgs...)...))
 		}
 	}
 	c.JobManagers = make([]*Process, len(c.jmArgs))
@@ -282,6 +300,7 @@ func (c *Cluster) AddTaskManager(o Options, i int) (*Process, error) {
 	}
 	args := []string{"taskmanager", "--jobmanager", c.JobManagerAddrs, "--listen", "127.0.0.1:0",
 		"--slots", fmt.Sprint(slots), "--id", fmt.Sprintf("tm-%d", i+1)}
+	args = append(args, o.TLSArgs...)
 	if o.TaskManagerArgs != nil {
 		args = append(args, o.TaskManagerArgs(i)...)
 	}

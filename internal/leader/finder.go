@@ -12,9 +12,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -30,6 +30,7 @@ type Finder struct {
 	addrs     []string
 	etcd      *clientv3.Client
 	clusterID string
+	tls       *tlsconf.Config
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -51,6 +52,13 @@ func WithEtcd(cli *clientv3.Client, clusterID string) Option {
 		}
 		f.etcd, f.clusterID = cli, clusterID
 	}
+}
+
+// WithTLS makes the Finder dial the members with mutual TLS: it presents
+// c's certificate and verifies theirs against c's CA and the host dialed.
+// A nil c keeps plaintext.
+func WithTLS(c *tlsconf.Config) Option {
+	return func(f *Finder) { f.tls = c }
 }
 
 // probeTimeout bounds each GetClusterStatus call of Leader and Survey, and
@@ -98,7 +106,7 @@ func (f *Finder) Conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, tlsconf.DialOption(f.tls))
 	if err != nil {
 		return nil, fmt.Errorf("JobManager address %q: %w", addr, err)
 	}
@@ -194,7 +202,30 @@ func (f *Finder) clusterStatus(ctx context.Context, addr string) (*weirv1.Cluste
 	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	return weirv1.NewJobManagerClient(c).GetClusterStatus(pctx, &weirv1.GetClusterStatusRequest{})
+	st, err := weirv1.NewJobManagerClient(c).GetClusterStatus(pctx, &weirv1.GetClusterStatusRequest{})
+	return st, f.tlsHint(err)
+}
+
+// tlsHint adds what to check to an Unavailable error that looks like a
+// refused TLS handshake, keeping its code. gRPC gives these causes only as
+// text, so the text is what is read; the hint is for people.
+func (f *Finder) tlsHint(err error) error {
+	st, ok := status.FromError(err)
+	if err == nil || !ok || st.Code() != codes.Unavailable {
+		return err
+	}
+	msg := st.Message()
+	switch {
+	case f.tls == nil && strings.Contains(msg, "server preface"):
+		msg += " (the JobManager may require mutual TLS: pass --tls-cert, --tls-key and --tls-ca)"
+	case f.tls != nil && (strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset")):
+		msg += " (TLS handshake refused: --tls-cert must be valid now and signed by the cluster's CA, " +
+			"--tls-ca must be that CA, and the JobManager must use TLS)"
+	default:
+		return err
+	}
+	return status.Error(codes.Unavailable, msg)
 }
 
 // leaderOf is the leader's client address as the member at addr sees it:

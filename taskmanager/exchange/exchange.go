@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/runtime"
 )
 
@@ -94,6 +94,9 @@ type Config struct {
 	// remote channel waits for the consumer to confirm; 0 means 30s.
 	OpenTimeout time.Duration
 	Logger      *slog.Logger
+	// TLS, when set, dials other TaskManagers with mutual TLS (their
+	// servers require it too). Nil: plaintext.
+	TLS *tlsconf.Config
 }
 
 // Exchange is a TaskManager's data exchange: the registry of its consumers'
@@ -236,7 +239,7 @@ func (x *Exchange) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	// No interceptors or stats handlers: remoteChannel relies on gRPC not
 	// looking at a message after SendMsg returned (see remoteChannel.Send).
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, tlsconf.DialOption(x.cfg.TLS))
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
