@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend"
@@ -62,6 +63,10 @@ type Config struct {
 	// ClusterID namespaces the cluster's keys in etcd; empty means
 	// "default" (leader.DefaultClusterID).
 	ClusterID string
+	// Tokens, when set, are the bearer tokens client calls must carry
+	// (JobManager --auth-tokens); nil lets every client in. See
+	// ClientPolicy for the role each call needs.
+	Tokens *auth.Tokens
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.

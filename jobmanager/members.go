@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
@@ -46,12 +47,14 @@ var memberOnly = map[string]bool{
 	weirv1.JobManager_RegisterMember_FullMethodName:   true,
 }
 
-// ServerOptions installs the error interceptors and the leader gate on the
-// JobManager's gRPC server: grpc.NewServer(jm.ServerOptions()...).
+// ServerOptions installs the error interceptors, the auth guard (tokens
+// and audit lines, ClientPolicy) and the leader gate on the JobManager's
+// gRPC server: grpc.NewServer(jm.ServerOptions()...).
 func (jm *JobManager) ServerOptions() []grpc.ServerOption {
+	g := &auth.Guard{Policy: ClientPolicy, Tokens: jm.cfg.Tokens, Log: jm.log}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), jm.unaryLeaderGate),
-		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), jm.streamLeaderGate),
+		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), g.UnaryInterceptor(), jm.unaryLeaderGate),
+		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), g.StreamInterceptor(), jm.streamLeaderGate),
 	}
 }
 

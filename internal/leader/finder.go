@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -30,6 +31,7 @@ type Finder struct {
 	addrs     []string
 	etcd      *clientv3.Client
 	clusterID string
+	perRPC    credentials.PerRPCCredentials
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -51,6 +53,12 @@ func WithEtcd(cli *clientv3.Client, clusterID string) Option {
 		}
 		f.etcd, f.clusterID = cli, clusterID
 	}
+}
+
+// WithPerRPC makes every call of the Finder carry creds (a bearer token,
+// auth.BearerToken), the probes for the leader included.
+func WithPerRPC(creds credentials.PerRPCCredentials) Option {
+	return func(f *Finder) { f.perRPC = creds }
 }
 
 // probeTimeout bounds each GetClusterStatus call of Leader and Survey, and
@@ -98,7 +106,11 @@ func (f *Finder) Conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if f.perRPC != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(f.perRPC))
+	}
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("JobManager address %q: %w", addr, err)
 	}
