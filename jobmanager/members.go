@@ -15,6 +15,7 @@ import (
 
 	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/rpcopts"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -52,10 +53,10 @@ var memberOnly = map[string]bool{
 // gRPC server: grpc.NewServer(jm.ServerOptions()...).
 func (jm *JobManager) ServerOptions() []grpc.ServerOption {
 	g := &auth.Guard{Policy: ClientPolicy, Tokens: jm.cfg.Tokens, Log: jm.log}
-	return []grpc.ServerOption{
+	return append(rpcopts.ServerOptions(),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), g.UnaryInterceptor(), jm.unaryLeaderGate),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), g.StreamInterceptor(), jm.streamLeaderGate),
-	}
+	)
 }
 
 // awaitLeading returns the current term of leadership once it serves
@@ -127,7 +128,7 @@ func (jm *JobManager) announce(ctx context.Context) error {
 	if id == "" || id == jm.id || addr == "" {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append(rpcopts.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil
 	}

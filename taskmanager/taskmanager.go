@@ -43,6 +43,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -146,7 +147,7 @@ func New(cfg Config) (*TaskManager, error) {
 		fence: &fence{log: log}, out: newOutbox(log), jobManagers: strings.Join(finder.Addrs(), ","),
 		tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
 		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log})}
-	tm.server = grpc.NewServer(grpc.ChainUnaryInterceptor(tm.fence.interceptor()))
+	tm.server = grpc.NewServer(append(rpcopts.ServerOptions(), grpc.ChainUnaryInterceptor(tm.fence.interceptor()))...)
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
 }

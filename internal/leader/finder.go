@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/rpcopts"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
 
@@ -106,7 +107,7 @@ func (f *Finder) Conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	opts := append(rpcopts.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if f.perRPC != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(f.perRPC))
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/runtime"
 )
 
@@ -236,7 +237,7 @@ func (x *Exchange) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	// No interceptors or stats handlers: remoteChannel relies on gRPC not
 	// looking at a message after SendMsg returned (see remoteChannel.Send).
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, append(rpcopts.StreamDialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
