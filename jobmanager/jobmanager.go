@@ -67,6 +67,9 @@ type Config struct {
 	// (JobManager --auth-tokens); nil lets every client in. See
 	// ClientPolicy for the role each call needs.
 	Tokens *auth.Tokens
+	// Limits bound the jobs, their parallelism and their parameters; the
+	// zero value takes the defaults.
+	Limits Limits
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.
@@ -139,6 +142,7 @@ func New(cfg Config) (*JobManager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.CheckpointStorage == "" {
 		cfg.CheckpointStorage = DefaultCheckpointStorage()
 	}

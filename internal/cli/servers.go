@@ -26,6 +26,7 @@ type jobManagerFlags struct {
 	checkpointStorage string
 	savepointDir      string
 	authTokens        string
+	limits            jobmanager.Limits
 	storage           storageFlags
 }
 
@@ -39,6 +40,10 @@ func (f *jobManagerFlags) register(cmd *cobra.Command) {
 		"where savepoints go when weir job savepoint or stop names no --target (default: <checkpoint storage>/savepoints)")
 	cmd.Flags().StringVar(&f.authTokens, "auth-tokens", "",
 		"file of client tokens, lines `name role token` (role viewer or operator); with it every client call needs a token, without it auth is off")
+	cmd.Flags().IntVar(&f.limits.MaxJobs, "max-jobs", jobmanager.DefaultMaxJobs, "jobs that may be running or waiting at once; a submission beyond is refused (ResourceExhausted)")
+	cmd.Flags().IntVar(&f.limits.MaxParallelismPerJob, "max-parallelism-per-job", jobmanager.DefaultMaxParallelismPerJob,
+		"subtasks a job may run, over all its vertices together; a larger submission or rescale is refused")
+	cmd.Flags().IntVar(&f.limits.MaxParamBytes, "max-param-bytes", jobmanager.DefaultMaxParamBytes, "bytes a job's parameter names and values may take together")
 	f.storage.register(cmd)
 }
 
@@ -72,7 +77,7 @@ func (f *jobManagerFlags) config() (jobmanager.Config, error) {
 	}
 	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
 		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default(),
-		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options(), Tokens: tokens}, nil
+		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options(), Tokens: tokens, Limits: f.limits}, nil
 }
 
 // runningJobManager is a JobManager serving gRPC on a listener.
