@@ -49,7 +49,8 @@ FUZZ_TARGETS := \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
-	./jobs/seqcheck:FuzzParseJSON
+	./jobs/seqcheck:FuzzParseJSON \
+	./internal/auth:FuzzParseTokens
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

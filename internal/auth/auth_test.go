@@ -173,3 +173,21 @@ func TestBearerToken(t *testing.T) {
 		t.Fatalf("%v %v", md, err)
 	}
 }
+
+// FuzzParseTokens reads arbitrary token files: an error or tokens that
+// each satisfy the format's rules.
+func FuzzParseTokens(f *testing.F) {
+	f.Add([]byte("# c\nci-bot viewer " + viewerToken + "\ndeployer operator " + operatorToken + "\n"))
+	f.Add([]byte("a b c d\n\n\t# x"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseTokens(data)
+		if err != nil {
+			return
+		}
+		for _, id := range m {
+			if id.Name == "" || (id.Role != Viewer && id.Role != Operator) || id.Kind != "token" {
+				t.Fatalf("a token file yielded %+v", id)
+			}
+		}
+	})
+}
