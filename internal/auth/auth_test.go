@@ -3,6 +3,9 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,7 +15,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -190,4 +195,30 @@ func FuzzParseTokens(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A verified client certificate's subject is an identity too, when no
+// token is presented; a token wins over it.
+func TestGuardCertificateSubject(t *testing.T) {
+	var log bytes.Buffer
+	g := guard(t, &log)
+	g.Subjects = map[string]Role{"CN=ci-bot,O=acme": Viewer}
+	withCert := func(cn string) context.Context {
+		cert := &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: []string{"acme"}}}
+		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{
+			State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}}})
+	}
+	_, err := g.UnaryInterceptor()(withCert("ci-bot"), jobReq{}, &grpc.UnaryServerInfo{FullMethod: writeMethod},
+		func(context.Context, any) (any, error) { return "ok", nil })
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied ||
+		st.Message() != `certificate "CN=ci-bot,O=acme" has role viewer; cancel needs operator` {
+		t.Errorf("cancel with a viewer certificate: %v", err)
+	}
+	if id, err := g.Identify(withCert("stranger")); err == nil {
+		t.Errorf("an unknown certificate (with tokens configured and none sent) was let in as %v", id)
+	}
+	ctx := metadata.NewIncomingContext(withCert("ci-bot"), metadata.Pairs("authorization", "Bearer "+operatorToken))
+	if id, err := g.Identify(ctx); err != nil || id.Name != "deployer" {
+		t.Errorf("token and certificate: %v %v, want the token's identity", id, err)
+	}
 }
