@@ -39,7 +39,7 @@ func (f *jobManagerFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.savepointDir, "savepoint-dir", "",
 		"where savepoints go when weir job savepoint or stop names no --target (default: <checkpoint storage>/savepoints)")
 	cmd.Flags().StringVar(&f.authTokens, "auth-tokens", "",
-		"file of client tokens, lines `name role token` (role viewer or operator); with it every client call needs a token, without it auth is off")
+		"`FILE` of client tokens, one line \"name role token\" each (role viewer or operator); with it every client call needs a token, without it auth is off")
 	cmd.Flags().IntVar(&f.limits.MaxJobs, "max-jobs", jobmanager.DefaultMaxJobs, "jobs that may be running or waiting at once; a submission beyond is refused (ResourceExhausted)")
 	cmd.Flags().IntVar(&f.limits.MaxParallelismPerJob, "max-parallelism-per-job", jobmanager.DefaultMaxParallelismPerJob,
 		"subtasks a job may run, over all its vertices together; a larger submission or rescale is refused")
