@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build run test bench proto lint tools minio clean
+.PHONY: all build run test bench fuzz proto lint tools minio clean
 
 all: build
 
@@ -35,6 +35,29 @@ test: $(TOOLS)/minio $(TOOLS)/etcd
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd examples && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# Each fuzz target for FUZZTIME (30s) on one worker. `make test` runs
+# their seeds and the crashers committed under testdata/fuzz as ordinary
+# tests; a crash found here writes its input there: commit it with the fix.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./taskmanager/exchange:FuzzFrameCodec \
+	./statebackend:FuzzStateFile \
+	./statebackend:FuzzMetadata \
+	./runtime:FuzzCodecs \
+	./runtime:FuzzParams \
+	./jobs:FuzzBuild \
+	./jobs/fraud:FuzzCodecs \
+	./jobs/seqcheck:FuzzCodecs \
+	./jobs/seqcheck:FuzzParseJSON \
+	./internal/auth:FuzzParseTokens
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name in $$pkg ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZ_PARALLEL) $$pkg; \
+	done
+FUZZ_PARALLEL ?= 1
 
 # Micro-benchmarks, then cmd/weirbench on real processes: throughput and
 # latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
@@ -159,7 +160,7 @@ func (jm *JobManager) client(addr string) (weirv1.TaskManagerClient, error) {
 	conn, ok := jm.conns[addr]
 	if !ok {
 		var err error
-		conn, err = grpc.NewClient(addr, tlsconf.DialOption(jm.cfg.TLS))
+		conn, err = grpc.NewClient(addr, append(rpcopts.DialOptions(), tlsconf.DialOption(jm.cfg.TLS))...)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to TaskManager %s: %w", addr, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/jobs"
 )
 
@@ -51,6 +52,9 @@ var (
 	// ErrMemberMismatch: a JobManager was started with another
 	// description of the raft group than the leader's (FailedPrecondition).
 	ErrMemberMismatch = errors.New("raft member mismatch")
+	// ErrLimit: a resource limit of the JobManager (--max-jobs) is
+	// reached (ResourceExhausted).
+	ErrLimit = errors.New("resource limit reached")
 )
 
 // kindError is an error whose message is its own but which also matches a
@@ -87,6 +91,8 @@ func StatusCode(err error) codes.Code {
 		return codes.Aborted
 	case errors.Is(err, ErrJobExists):
 		return codes.AlreadyExists
+	case errors.Is(err, ErrLimit):
+		return codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -124,12 +130,13 @@ func StreamErrorInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
-// ServerOptions installs the error interceptors on a gRPC server:
+// ServerOptions installs the message size limits and the error
+// interceptors on a gRPC server:
 // grpc.NewServer(jobmanager.ServerOptions()...). Add further interceptors
 // with more grpc.ChainUnaryInterceptor options; they chain.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append(rpcopts.ServerOptions(),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor()),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor()),
-	}
+	)
 }

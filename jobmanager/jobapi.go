@@ -33,6 +33,16 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	if parallelism == 0 {
 		parallelism = 1
 	}
+	lim := jm.cfg.Limits
+	if err := lim.checkParams(params); err != nil {
+		return "", err
+	}
+	if err := lim.checkParallelism(parallelism, nil); err != nil {
+		return "", err
+	}
+	if err := lim.checkJobs(jm.store.Jobs()); err != nil {
+		return "", err
+	}
 	g, err := buildGraph(name, parallelism, params)
 	if errors.Is(err, jobs.ErrUnknownJob) {
 		return "", err
@@ -53,13 +63,17 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	if cc.TimeoutMs == 0 {
 		cc.TimeoutMs = DefaultCheckpointTimeout.Milliseconds()
 	}
+	vertices := vertexSpecs(g)
+	if err := lim.checkParallelism(parallelism, vertices); err != nil {
+		return "", err
+	}
 	cmd := SubmitJob{
 		JobID:            newID(),
 		Name:             name,
 		Parallelism:      parallelism,
 		MaxParallelism:   g.MaxParallelism,
 		Params:           params,
-		Vertices:         vertexSpecs(g),
+		Vertices:         vertices,
 		TimeMs:           time.Now().UnixMilli(),
 		Checkpointing:    cc,
 		AllowNonRestored: opts.AllowNonRestored,

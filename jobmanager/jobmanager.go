@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -67,6 +68,13 @@ type Config struct {
 	// mutual TLS: its gRPC server, its calls to TaskManagers and to the
 	// leader, and raft between the members. Nil: plaintext.
 	TLS *tlsconf.Config
+	// Tokens, when set, are the bearer tokens client calls must carry
+	// (JobManager --auth-tokens); nil lets every client in. See
+	// ClientPolicy for the role each call needs.
+	Tokens *auth.Tokens
+	// Limits bound the jobs, their parallelism and their parameters; the
+	// zero value takes the defaults.
+	Limits Limits
 }
 
 // rpcTimeout bounds every call the JobManager makes to a TaskManager.
@@ -139,6 +147,7 @@ func New(cfg Config) (*JobManager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.CheckpointStorage == "" {
 		cfg.CheckpointStorage = DefaultCheckpointStorage()
 	}

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
@@ -46,14 +48,17 @@ var memberOnly = map[string]bool{
 	weirv1.JobManager_RegisterMember_FullMethodName:   true,
 }
 
-// ServerOptions installs the error interceptors, the leader gate and, with
-// Config.TLS, mutual TLS on the JobManager's gRPC server:
+// ServerOptions installs the error interceptors, the auth guard (tokens
+// and audit lines, ClientPolicy), the leader gate and, with Config.TLS,
+// mutual TLS on the JobManager's gRPC server:
 // grpc.NewServer(jm.ServerOptions()...).
 func (jm *JobManager) ServerOptions() []grpc.ServerOption {
-	return append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), jm.unaryLeaderGate),
-		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), jm.streamLeaderGate),
-	}, tlsconf.ServerOptions(jm.cfg.TLS)...)
+	g := &auth.Guard{Policy: ClientPolicy, Tokens: jm.cfg.Tokens, Log: jm.log}
+	opts := append(rpcopts.ServerOptions(),
+		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), g.UnaryInterceptor(), jm.unaryLeaderGate),
+		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), g.StreamInterceptor(), jm.streamLeaderGate),
+	)
+	return append(opts, tlsconf.ServerOptions(jm.cfg.TLS)...)
 }
 
 // awaitLeading returns the current term of leadership once it serves
@@ -125,7 +130,7 @@ func (jm *JobManager) announce(ctx context.Context) error {
 	if id == "" || id == jm.id || addr == "" {
 		return nil
 	}
-	conn, err := grpc.NewClient(addr, tlsconf.DialOption(jm.cfg.TLS))
+	conn, err := grpc.NewClient(addr, append(rpcopts.DialOptions(), tlsconf.DialOption(jm.cfg.TLS))...)
 	if err != nil {
 		return nil
 	}

@@ -182,11 +182,17 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 		return "", errorf(ErrInvalidRequest, "parallelism %d must be between 1 and the job's maxParallelism %d",
 			parallelism, job.MaxParallelism)
 	}
+	if err := jm.cfg.Limits.checkParallelism(parallelism, nil); err != nil {
+		return "", err
+	}
 	g, err := buildGraph(job.Name, parallelism, job.Params)
 	if err != nil {
 		return "", errorf(ErrInvalidJob, "%w", err)
 	}
 	plan := RescalePlan{Parallelism: parallelism, Vertices: vertexSpecs(g)}
+	if err := jm.cfg.Limits.checkParallelism(parallelism, plan.Vertices); err != nil {
+		return "", err
+	}
 	// Nothing is stopped unless the new parallelism fits in the slots
 	// free now and those the job holds. Another job may still take them
 	// before the stop ends; the scheduler then falls back.

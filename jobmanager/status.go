@@ -1,9 +1,9 @@
 package jobmanager
 
 import (
-	"maps"
 	"time"
 
+	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 )
@@ -44,7 +44,7 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 	st := &weirv1.JobStatus{
 		Summary:        jobSummary(j, wait),
 		MaxParallelism: int32(j.MaxParallelism),
-		Params:         maps.Clone(j.Params),
+		Params:         jobs.Redact(j.Name, j.Params),
 
 		Checkpointing:        checkpointConfigProto(j.Checkpointing),
 		Restored:             checkpointInfo(j.Restore),

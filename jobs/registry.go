@@ -50,6 +50,36 @@ type Param struct {
 	Default     string
 	Description string
 	Required    bool
+	// Secret marks a credential (a password, a token, a webhook URL): its
+	// value reaches the builder, but `weir job status`, the logs and the
+	// parameter errors show it as Redacted.
+	Secret bool
+}
+
+// Redacted is what a secret parameter's value shows as.
+const Redacted = "***"
+
+// Redact returns a copy of params with the values of the named job's
+// secret parameters replaced by Redacted. The parameters of an unknown job
+// are copied as they are.
+func Redact(name string, params map[string]string) map[string]string {
+	if params == nil {
+		return nil
+	}
+	out := make(map[string]string, len(params))
+	for k, v := range params {
+		out[k] = v
+	}
+	j, err := Lookup(name)
+	if err != nil {
+		return out
+	}
+	for _, p := range j.Params {
+		if _, ok := out[p.Name]; ok && p.Secret {
+			out[p.Name] = Redacted
+		}
+	}
+	return out
 }
 
 // Job is a registered job.
@@ -159,8 +189,12 @@ func Build(name string, parallelism int, params map[string]string) (*runtime.Job
 		return nil, err
 	}
 	declared := make([]string, len(j.Params))
+	var secret []string
 	for k, p := range j.Params {
 		declared[k] = p.Name
+		if p.Secret {
+			secret = append(secret, p.Name)
+		}
 	}
 	for _, d := range j.Params {
 		if _, given := params[d.Name]; d.Required && !given {
@@ -168,6 +202,7 @@ func Build(name string, parallelism int, params map[string]string) (*runtime.Job
 		}
 	}
 	p := runtime.NewDeclaredParams(params, declared)
+	p.SetSecret(secret...)
 	if err := j.Build(env, p); err != nil {
 		return nil, fmt.Errorf("job %s: %w", name, err)
 	}

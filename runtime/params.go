@@ -17,6 +17,19 @@ type Params struct {
 	// declared, when not nil, are the only keys the job may read: the
 	// parameters its registration documents.
 	declared map[string]bool
+	// secret are the keys whose values errors do not quote.
+	secret map[string]bool
+}
+
+// SetSecret marks keys as secrets: a malformed value of one is not quoted
+// in the errors.
+func (p *Params) SetSecret(keys ...string) {
+	if p.secret == nil {
+		p.secret = map[string]bool{}
+	}
+	for _, k := range keys {
+		p.secret[k] = true
+	}
 }
 
 // NewParams wraps a parameter map.
@@ -50,6 +63,9 @@ func (p *Params) lookup(key string) (string, bool) {
 }
 
 func (p *Params) fail(key, v, want string) {
+	if p.secret[key] {
+		v = "***"
+	}
 	p.errs = append(p.errs, fmt.Sprintf("parameter %s=%q: want %s", key, v, want))
 }
 

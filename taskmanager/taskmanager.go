@@ -43,6 +43,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -153,7 +154,8 @@ func New(cfg Config) (*TaskManager, error) {
 		fence: &fence{log: log}, out: newOutbox(log), jobManagers: strings.Join(finder.Addrs(), ","),
 		tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
 		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log, TLS: cfg.TLS})}
-	tm.server = grpc.NewServer(append(tlsconf.ServerOptions(cfg.TLS), grpc.ChainUnaryInterceptor(tm.fence.interceptor()))...)
+	tm.server = grpc.NewServer(append(append(rpcopts.ServerOptions(), tlsconf.ServerOptions(cfg.TLS)...),
+		grpc.ChainUnaryInterceptor(tm.fence.interceptor()))...)
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
 }

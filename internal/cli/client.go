@@ -53,6 +53,8 @@ func (c *client) explain(err error) error {
 		return fmt.Errorf("cannot reach the JobManager leader (--jobmanager %s): %s", c.addrs, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the JobManager leader (--jobmanager %s) did not answer in time", c.addrs)
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return fmt.Errorf("%s: %s", st.Code(), st.Message())
 	}
 	return errors.New(st.Message())
 }
@@ -132,6 +134,7 @@ func newJobCmd() *cobra.Command {
 	var d discoveryFlags
 	cmd := &cobra.Command{Use: "job", Short: "Submit, inspect, savepoint, stop, rescale and cancel jobs"}
 	d.register(cmd, true, true)
+	d.registerToken(cmd)
 	withClient := func(run func(cmd *cobra.Command, c *client, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			c, err := dial(cmd.Context(), &d)

@@ -24,6 +24,7 @@ func newClusterCmd() *cobra.Command {
 	var d discoveryFlags
 	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the JobManager group and its TaskManagers"}
 	d.register(cmd, true, true)
+	d.registerToken(cmd)
 	var asJSON bool
 	statusCmd := &cobra.Command{
 		Use:   "status",

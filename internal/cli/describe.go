@@ -86,6 +86,9 @@ func printJobDescription(w io.Writer, j jobs.Job) {
 		case def == "":
 			def = "-"
 		}
+		if p.Secret {
+			def += " (secret)"
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", p.Name, p.Type, def, p.Description)
 	}
 	tw.Flush()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
 )
 
@@ -29,6 +31,41 @@ type discoveryFlags struct {
 	etcd        string
 	clusterID   string
 	tls         tlsFlags
+	// tokenFile is --token-file; withToken says the command has it and
+	// reads WEIR_TOKEN.
+	tokenFile string
+	withToken bool
+}
+
+// tokenEnv holds a bearer token itself; --token-file wins over it.
+const tokenEnv = "WEIR_TOKEN"
+
+// registerToken adds --token-file to a client command group (job,
+// cluster): its calls then carry the token, or WEIR_TOKEN's.
+func (d *discoveryFlags) registerToken(cmd *cobra.Command) {
+	d.withToken = true
+	fs := cmd.PersistentFlags()
+	fs.StringVar(&d.tokenFile, "token-file", "",
+		"file holding the bearer token the JobManager's --auth-tokens lists (default: the token in WEIR_TOKEN)")
+}
+
+// token returns the bearer token of --token-file or WEIR_TOKEN, or "".
+func (d *discoveryFlags) token() (string, error) {
+	if !d.withToken {
+		return "", nil
+	}
+	if d.tokenFile != "" {
+		b, err := os.ReadFile(d.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("--token-file %s is empty", d.tokenFile)
+		}
+		return t, nil
+	}
+	return strings.TrimSpace(os.Getenv(tokenEnv)), nil
 }
 
 // register adds the flags to cmd, as persistent flags when persistent (a
@@ -74,6 +111,13 @@ func (d *discoveryFlags) finder(ctx context.Context) (f *leader.Finder, close fu
 		return nil, nil, err
 	}
 	opts := []leader.Option{leader.WithTLS(tc)}
+	token, err := d.token()
+	if err != nil {
+		return nil, nil, err
+	}
+	if token != "" {
+		opts = append(opts, leader.WithPerRPC(auth.BearerToken(token)))
+	}
 	cli, err := d.dialEtcd(ctx)
 	switch {
 	case err != nil && ctx.Err() != nil:

@@ -223,6 +223,7 @@ type ParamView struct {
 	Type        string `json:"type"`
 	Default     string `json:"default"`
 	Required    bool   `json:"required"`
+	Secret      bool   `json:"secret"`
 	Description string `json:"description"`
 }
 
@@ -398,7 +399,7 @@ func registeredJobView(j jobs.Job) RegisteredJobView {
 	v := RegisteredJobView{Name: j.Name, Description: j.Description, Params: make([]ParamView, 0, len(j.Params))}
 	for _, p := range j.Params {
 		v.Params = append(v.Params, ParamView{Name: p.Name, Type: string(p.Type), Default: p.Default,
-			Required: p.Required, Description: p.Description})
+			Required: p.Required, Secret: p.Secret, Description: p.Description})
 	}
 	return v
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -24,6 +25,8 @@ type jobManagerFlags struct {
 	slotTimeout       time.Duration
 	checkpointStorage string
 	savepointDir      string
+	authTokens        string
+	limits            jobmanager.Limits
 	storage           storageFlags
 }
 
@@ -35,6 +38,12 @@ func (f *jobManagerFlags) register(cmd *cobra.Command) {
 		"where checkpoints go: s3://bucket/prefix, file:///dir or a directory (a directory only works when all processes share it)")
 	cmd.Flags().StringVar(&f.savepointDir, "savepoint-dir", "",
 		"where savepoints go when weir job savepoint or stop names no --target (default: <checkpoint storage>/savepoints)")
+	cmd.Flags().StringVar(&f.authTokens, "auth-tokens", "",
+		"`FILE` of client tokens, one line \"name role token\" each (role viewer or operator); with it every client call needs a token, without it auth is off")
+	cmd.Flags().IntVar(&f.limits.MaxJobs, "max-jobs", jobmanager.DefaultMaxJobs, "jobs that may be running or waiting at once; a submission beyond is refused (ResourceExhausted)")
+	cmd.Flags().IntVar(&f.limits.MaxParallelismPerJob, "max-parallelism-per-job", jobmanager.DefaultMaxParallelismPerJob,
+		"subtasks a job may run, over all its vertices together; a larger submission or rescale is refused")
+	cmd.Flags().IntVar(&f.limits.MaxParamBytes, "max-param-bytes", jobmanager.DefaultMaxParamBytes, "bytes a job's parameter names and values may take together")
 	f.storage.register(cmd)
 }
 
@@ -53,9 +62,22 @@ func (f *jobManagerFlags) config() (jobmanager.Config, error) {
 	if err != nil {
 		return jobmanager.Config{}, err
 	}
+	var tokens *auth.Tokens
+	if f.authTokens != "" {
+		if tokens, err = auth.LoadTokens(f.authTokens); err != nil {
+			return jobmanager.Config{}, fmt.Errorf("--auth-tokens: %w", err)
+		}
+		tokens.OnReload = func(n int, err error) {
+			if err != nil {
+				slog.Warn("token file not reloaded; keeping the tokens read before", "err", err)
+				return
+			}
+			slog.Info("token file reloaded", "tokens", n)
+		}
+	}
 	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
 		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default(),
-		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options()}, nil
+		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options(), Tokens: tokens, Limits: f.limits}, nil
 }
 
 // runningJobManager is a JobManager serving gRPC on a listener.
@@ -108,7 +130,8 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	if savepoints == "" {
 		savepoints = storage.Join(cfg.CheckpointStorage, "savepoints")
 	}
-	slog.Info("jobmanager started", "address", r.addr, "checkpoint_storage", cfg.CheckpointStorage, "savepoint_dir", savepoints)
+	slog.Info("jobmanager started", "address", r.addr, "checkpoint_storage", cfg.CheckpointStorage, "savepoint_dir", savepoints,
+		"auth", cfg.Tokens != nil)
 	return r, nil
 }
 

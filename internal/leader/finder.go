@@ -12,8 +12,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 )
@@ -31,6 +33,7 @@ type Finder struct {
 	etcd      *clientv3.Client
 	clusterID string
 	tls       *tlsconf.Config
+	perRPC    credentials.PerRPCCredentials
 
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -59,6 +62,12 @@ func WithEtcd(cli *clientv3.Client, clusterID string) Option {
 // A nil c keeps plaintext.
 func WithTLS(c *tlsconf.Config) Option {
 	return func(f *Finder) { f.tls = c }
+}
+
+// WithPerRPC makes every call of the Finder carry creds (a bearer token,
+// auth.BearerToken), the probes for the leader included.
+func WithPerRPC(creds credentials.PerRPCCredentials) Option {
+	return func(f *Finder) { f.perRPC = creds }
 }
 
 // probeTimeout bounds each GetClusterStatus call of Leader and Survey, and
@@ -106,7 +115,11 @@ func (f *Finder) Conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, tlsconf.DialOption(f.tls))
+	opts := append(rpcopts.DialOptions(), tlsconf.DialOption(f.tls))
+	if f.perRPC != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(f.perRPC))
+	}
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("JobManager address %q: %w", addr, err)
 	}

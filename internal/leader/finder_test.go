@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -35,6 +36,8 @@ type fakeMember struct {
 	deposed     bool
 	listJobs    int
 	statusCalls int
+	// bearer is the authorization header of each ListJobs call.
+	bearer []string
 }
 
 func startMember(t *testing.T, id string) *fakeMember {
@@ -80,10 +83,12 @@ func (m *fakeMember) GetClusterStatus(context.Context, *weirv1.GetClusterStatusR
 		LeaderId: m.leaderID, LeaderAddress: m.leaderAddr, Members: m.members, ClientAddress: m.addr}, nil
 }
 
-func (m *fakeMember) ListJobs(context.Context, *weirv1.ListJobsRequest) (*weirv1.ListJobsResponse, error) {
+func (m *fakeMember) ListJobs(ctx context.Context, _ *weirv1.ListJobsRequest) (*weirv1.ListJobsResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.listJobs++
+	md, _ := metadata.FromIncomingContext(ctx)
+	m.bearer = append(m.bearer, strings.Join(md.Get("authorization"), ","))
 	if m.state != "leader" || m.deposed {
 		return nil, NotLeaderError(m.id, m.leaderID, m.leaderAddr)
 	}
@@ -290,5 +295,34 @@ func TestNewFinderNeedsAnAddress(t *testing.T) {
 	}
 	if got := ParseAddrs(" a:1, ,b:2,"); len(got) != 2 || got[0] != "a:1" || got[1] != "b:2" {
 		t.Errorf("ParseAddrs = %q", got)
+	}
+}
+
+// bearerToken is a per-RPC credential, as auth.BearerToken is (package
+// auth is not imported here: it sits above leader).
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearerToken) RequireTransportSecurity() bool { return false }
+
+// WithPerRPC's credentials go with every call: to the follower asked first
+// and to the leader it redirects to.
+func TestFinderSendsPerRPCCredentials(t *testing.T) {
+	a, b, _ := threeMembers(t)
+	f := newFinder(t, []string{a.addr}, WithPerRPC(bearerToken("s3cr3t")))
+	// Make the Finder try a first: it believes a leads.
+	f.setLeader(a.addr)
+	if id, err := listJobs(t, f); err != nil || id != "b" {
+		t.Fatalf("ListJobs: %q, %v", id, err)
+	}
+	for _, m := range []*fakeMember{a, b} {
+		m.mu.Lock()
+		got := m.bearer
+		m.mu.Unlock()
+		if len(got) != 1 || got[0] != "Bearer s3cr3t" {
+			t.Errorf("%s saw authorization %q", m.id, got)
+		}
 	}
 }

@@ -141,7 +141,9 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 				return err
 			}
 		default:
-			f.open = f.open || num == 1
+			// ChannelOpen is a message: a field 1 of another wire type is
+			// an unknown field, as the generated code reads it.
+			f.open = f.open || (num == 1 && typ == protowire.BytesType)
 			if err := r.skip(typ); err != nil {
 				return err
 			}

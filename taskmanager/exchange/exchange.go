@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/runtime"
 )
@@ -239,7 +240,7 @@ func (x *Exchange) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	// No interceptors or stats handlers: remoteChannel relies on gRPC not
 	// looking at a message after SendMsg returned (see remoteChannel.Send).
-	c, err := grpc.NewClient(addr, tlsconf.DialOption(x.cfg.TLS))
+	c, err := grpc.NewClient(addr, append(rpcopts.StreamDialOptions(), tlsconf.DialOption(x.cfg.TLS))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
