@@ -323,9 +323,13 @@ func (jm *JobManager) lead1(l *leadership) {
 	restart := time.NewTimer(time.Hour)
 	defer restart.Stop()
 	// TaskManagers that ran tasks for the last leader have until then to
-	// register with this one and have them adopted.
-	graceEnd := time.Now().Add(jm.cfg.HeartbeatTimeout)
-	grace := time.NewTimer(jm.cfg.HeartbeatTimeout)
+	// register with this one and have them adopted. One whose leader froze
+	// (its connections stay open) notices only after a heartbeat timeout
+	// without acknowledgements, which may have begun just before this
+	// election: twice the timeout covers it.
+	adoptGrace := 2 * jm.cfg.HeartbeatTimeout
+	graceEnd := time.Now().Add(adoptGrace)
+	grace := time.NewTimer(adoptGrace)
 	defer grace.Stop()
 	pass := func(now time.Time) {
 		if next := jm.schedule(now); !next.IsZero() {
