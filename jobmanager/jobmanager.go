@@ -72,6 +72,10 @@ type Config struct {
 	// (JobManager --auth-tokens); nil lets every client in. See
 	// ClientPolicy for the role each call needs.
 	Tokens *auth.Tokens
+	// Subjects give verified client-certificate subjects a role
+	// (JobManager --auth-subject); with Tokens nil they alone turn
+	// authentication on.
+	Subjects map[string]auth.Role
 	// Limits bound the jobs, their parallelism and their parameters; the
 	// zero value takes the defaults.
 	Limits Limits

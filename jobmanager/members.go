@@ -53,7 +53,7 @@ var memberOnly = map[string]bool{
 // mutual TLS on the JobManager's gRPC server:
 // grpc.NewServer(jm.ServerOptions()...).
 func (jm *JobManager) ServerOptions() []grpc.ServerOption {
-	g := &auth.Guard{Policy: ClientPolicy, Tokens: jm.cfg.Tokens, Log: jm.log}
+	g := &auth.Guard{Policy: ClientPolicy, Tokens: jm.cfg.Tokens, Subjects: jm.cfg.Subjects, Log: jm.log}
 	opts := append(rpcopts.ServerOptions(),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(), g.UnaryInterceptor(), jm.unaryLeaderGate),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor(), g.StreamInterceptor(), jm.streamLeaderGate),

@@ -78,8 +78,11 @@ func pemSerial(t *testing.T, certPEM []byte) string {
 func TestMutualTLSCluster(t *testing.T) {
 	dir := tlsDir(t)
 	clientTLSEnv(t, dir)
+	// The CLI's certificate is an operator's; an auditor's certificate of the
+	// same CA may only look.
 	o := cluster.Options{TaskManagers: 2, Slots: 2, TLSArgs: tlsFlags(dir, "node"),
-		JobManagerArgs: []string{"--heartbeat-interval", "200ms", "--heartbeat-timeout", "2s"}}
+		JobManagerArgs: []string{"--heartbeat-interval", "200ms", "--heartbeat-timeout", "2s",
+			"--auth-subject", "operator:CN=weir client,O=weir", "--auth-subject", "viewer:CN=auditor,O=weir"}}
 	c := startCluster(t, o)
 	jm := []string{"--jobmanager", c.JobManagerAddrs}
 
@@ -124,6 +127,25 @@ func TestMutualTLSCluster(t *testing.T) {
 		} else {
 			t.Logf("a CLI with %s: %s", name, strings.TrimSpace(r.Stderr))
 		}
+	}
+
+	// Roles by certificate subject: the auditor may look, not act.
+	audCert, audKey, err := ca.Issue("auditor", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"auditor.pem": audCert, "auditor-key.pem": audKey} {
+		if err := tlsconf.WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auditor := append(tlsFlags(dir, "auditor"), jm...)
+	if r := runWeirIn(t, "", nil, append([]string{"job", "status", id}, auditor...)...); r.ExitCode != 0 {
+		t.Errorf("the auditor's status: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	r := runWeirIn(t, "", nil, append([]string{"job", "cancel", id}, auditor...)...)
+	if r.ExitCode == 0 || !strings.Contains(r.Stderr, `PermissionDenied: certificate "CN=auditor,O=weir" has role viewer; cancel needs operator`) {
+		t.Errorf("the auditor's cancel: exit %d: %s", r.ExitCode, r.Stderr)
 	}
 
 	// TaskManagers without a valid certificate cannot register.

@@ -38,10 +38,10 @@ func newLocalCmd() *cobra.Command {
 			if tms < 1 || slots < 1 {
 				return fmt.Errorf("--taskmanagers %d and --slots %d must be at least 1", tms, slots)
 			}
-			if jmf.authTokens != "" {
+			if jmf.authTokens != "" || len(jmf.authSubjects) > 0 {
 				// Its own client would need a token; the embedded cluster
 				// listens on loopback only.
-				return errors.New("weir local runs without authentication: --auth-tokens (WEIR_AUTH_TOKENS) is for weir jobmanager")
+				return errors.New("weir local runs without authentication: --auth-tokens and --auth-subject are for weir jobmanager")
 			}
 			if parallelism < 1 {
 				return fmt.Errorf("--parallelism %d must be at least 1", parallelism)
@@ -95,8 +95,10 @@ func newLocalCmd() *cobra.Command {
 	jmf.register(cmd)
 	ckf.register(cmd)
 	tf.register(cmd.Flags())
-	if err := cmd.Flags().MarkHidden("auth-tokens"); err != nil {
-		panic(err)
+	for _, hidden := range []string{"auth-tokens", "auth-subject"} {
+		if err := cmd.Flags().MarkHidden(hidden); err != nil {
+			panic(err)
+		}
 	}
 	cmd.Flags().Lookup("slot-timeout").DefValue = "10s"
 	jmf.slotTimeout = 10 * time.Second

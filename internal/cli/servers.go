@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,7 @@ type jobManagerFlags struct {
 	authTokens        string
 	limits            jobmanager.Limits
 	storage           storageFlags
+	authSubjects      []string
 }
 
 func (f *jobManagerFlags) register(cmd *cobra.Command) {
@@ -40,6 +42,8 @@ func (f *jobManagerFlags) register(cmd *cobra.Command) {
 		"where savepoints go when weir job savepoint or stop names no --target (default: <checkpoint storage>/savepoints)")
 	cmd.Flags().StringVar(&f.authTokens, "auth-tokens", "",
 		"`FILE` of client tokens, one line \"name role token\" each (role viewer or operator); with it every client call needs a token, without it auth is off")
+	cmd.Flags().StringArrayVar(&f.authSubjects, "auth-subject", nil,
+		"`ROLE:SUBJECT` giving a verified client certificate's subject (as \"CN=weir client,O=weir\") a role, viewer or operator (repeatable; needs --tls-*); with it every client call needs a known certificate or a token")
 	cmd.Flags().IntVar(&f.limits.MaxJobs, "max-jobs", jobmanager.DefaultMaxJobs, "jobs that may be running or waiting at once; a submission beyond is refused (ResourceExhausted)")
 	cmd.Flags().IntVar(&f.limits.MaxParallelismPerJob, "max-parallelism-per-job", jobmanager.DefaultMaxParallelismPerJob,
 		"subtasks a job may run, over all its vertices together; a larger submission or rescale is refused")
@@ -75,9 +79,22 @@ func (f *jobManagerFlags) config() (jobmanager.Config, error) {
 			slog.Info("token file reloaded", "tokens", n)
 		}
 	}
+	var subjects map[string]auth.Role
+	for _, rs := range f.authSubjects {
+		r, subject, ok := strings.Cut(rs, ":")
+		role, err := auth.ParseRole(r)
+		if !ok || subject == "" || err != nil {
+			return jobmanager.Config{}, fmt.Errorf("--auth-subject %q: want ROLE:SUBJECT, role viewer or operator", rs)
+		}
+		if subjects == nil {
+			subjects = map[string]auth.Role{}
+		}
+		subjects[subject] = role
+	}
 	return jobmanager.Config{HeartbeatInterval: f.heartbeatInterval, HeartbeatTimeout: f.heartbeatTimeout,
 		SlotRequestTimeout: f.slotTimeout, Logger: slog.Default(),
-		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options(), Tokens: tokens, Limits: f.limits}, nil
+		CheckpointStorage: ckpts, SavepointDir: savepoints, Storage: f.storage.options(), Tokens: tokens,
+		Subjects: subjects, Limits: f.limits}, nil
 }
 
 // runningJobManager is a JobManager serving gRPC on a listener.
