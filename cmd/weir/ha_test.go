@@ -34,6 +34,15 @@ func haCluster(t *testing.T, tms int) (*cluster.Cluster, *miniotest.Server, clus
 	return startCluster(t, o), srv, o
 }
 
+// submitSequence submits sequence-check with checkpoints every 500 ms,
+// its output under url.
+func submitSequence(t *testing.T, c *cluster.Cluster, parallelism, keys, count, rate int, url string) string {
+	t.Helper()
+	return submit(t, c, "sequence-check", "--parallelism", fmt.Sprint(parallelism), "--checkpoint-interval", "500ms",
+		"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
+		"--param", fmt.Sprint("rate=", rate), "--param", "output="+url)
+}
+
 // memberStatus asks JobManager i for its view of the group; nil if it
 // does not answer.
 func memberStatus(t *testing.T, c *cluster.Cluster, i int) *weirv1.ClusterStatus {
@@ -96,9 +105,7 @@ func waitCheckpointAbove(t *testing.T, c *cluster.Cluster, job string, id int64)
 func TestLeaderKilledThreeTimesRestartsNoTask(t *testing.T) {
 	c, srv, _ := haCluster(t, 3)
 	const keys, count = 20, 500
-	id := submit(t, c, "sequence-check", "--parallelism", "3", "--checkpoint-interval", "500ms",
-		"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
-		"--param", "rate=200", "--param", "output=s3://weir/ha-out")
+	id := submitSequence(t, c, 3, keys, count, 200, "s3://weir/ha-out")
 	latest := waitCheckpointAbove(t, c, id, 0)
 	for kill := range 3 {
 		l := waitLeader(t, c, -1)
@@ -129,9 +136,7 @@ func TestLeaderKilledThreeTimesRestartsNoTask(t *testing.T) {
 func TestQuorumLossAndReturn(t *testing.T) {
 	c, srv, o := haCluster(t, 3)
 	const keys, count = 12, 600
-	id := submit(t, c, "sequence-check", "--parallelism", "2", "--checkpoint-interval", "500ms",
-		"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
-		"--param", "rate=150", "--param", "output=s3://weir/quorum-out")
+	id := submitSequence(t, c, 2, keys, count, 150, "s3://weir/quorum-out")
 	waitCheckpointAbove(t, c, id, 0)
 	st := jobStatus(t, c, id)
 	victim := st.Vertices[0].Subtasks[0].TaskManagerID
@@ -173,9 +178,7 @@ func TestQuorumLossAndReturn(t *testing.T) {
 func TestDeposedLeaderCannotDisturbTheJob(t *testing.T) {
 	c, srv, _ := haCluster(t, 2)
 	const keys, count = 10, 400
-	id := submit(t, c, "sequence-check", "--parallelism", "2", "--checkpoint-interval", "500ms",
-		"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
-		"--param", "rate=100", "--param", "output=s3://weir/fenced-out")
+	id := submitSequence(t, c, 2, keys, count, 100, "s3://weir/fenced-out")
 	latest := waitCheckpointAbove(t, c, id, 0)
 	l := waitLeader(t, c, -1)
 	if err := c.JobManagers[l].Signal(syscall.SIGSTOP); err != nil {
