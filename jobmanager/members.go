@@ -32,6 +32,16 @@ func (jm *JobManager) leaderAddress() (id, addr string) {
 	return id, jm.store.Members()[id]
 }
 
+// Ready returns nil once this member knows the raft group's leader (itself
+// or another), and otherwise an error saying so (a readiness probe: a
+// member that knows no leader can neither serve nor forward calls).
+func (jm *JobManager) Ready() error {
+	if id, _ := jm.leaderAddress(); id == "" {
+		return fmt.Errorf("JobManager %s knows no leader yet", jm.id)
+	}
+	return nil
+}
+
 // notLeader is the answer of a member that does not lead (yet).
 func (jm *JobManager) notLeader() error {
 	id, addr := jm.leaderAddress()

@@ -106,6 +106,7 @@ type TaskManager struct {
 
 	registered     chan struct{} // closed at the first registration
 	registeredOnce sync.Once
+	inSession      atomic.Bool // registered with the current leader and heartbeating
 }
 
 // New listens on cfg.Listen and prepares the TaskManager; Run starts it.
@@ -177,6 +178,20 @@ func (tm *TaskManager) ID() string { return tm.cfg.ID }
 // Registered is closed once the TaskManager has first registered and
 // offered its slots.
 func (tm *TaskManager) Registered() <-chan struct{} { return tm.registered }
+
+// Ready returns nil while the TaskManager is registered with a JobManager
+// leader, and otherwise an error saying why not (a readiness probe).
+func (tm *TaskManager) Ready() error {
+	if tm.inSession.Load() {
+		return nil
+	}
+	select {
+	case <-tm.registered:
+		return errors.New("lost the JobManager leader; registering again")
+	default:
+		return errors.New("not registered with a JobManager leader yet")
+	}
+}
 
 // Address is the address the TaskManager advertises.
 func (tm *TaskManager) Address() string { return tm.addr }
@@ -261,6 +276,7 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 // slots and heartbeats until the stream breaks, the leader is lost or ctx
 // ends; then it leaves. registered says it got as far as heartbeating.
 func (tm *TaskManager) session(ctx context.Context) (registered bool, err error) {
+	defer tm.inSession.Store(false)
 	req := &weirv1.RegisterTaskManagerRequest{TaskManagerId: tm.cfg.ID, Address: tm.addr, Slots: int32(tm.cfg.Slots),
 		Jobs: jobs.Names(), Tasks: tm.runningTasks()}
 	var (
@@ -315,6 +331,7 @@ func (tm *TaskManager) session(ctx context.Context) (registered bool, err error)
 	}
 	tm.log.Info("registered with the JobManager", "job_manager_id", reg.JobManagerId, "jobmanager_address", addr,
 		"leader_term", term, "heartbeat", interval, "tasks", len(req.Tasks), "adopted", len(reg.GetAdopted()), "canceled", canceled)
+	tm.inSession.Store(true)
 	tm.registeredOnce.Do(func() { close(tm.registered) })
 	lost := make(chan error, 1)
 	link := &leaderLink{addr: addr, jm: jm, lost: func(err error) {

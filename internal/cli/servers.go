@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/auth"
+	"github.com/weirstream/weir/internal/health"
 	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -100,6 +101,7 @@ func (f *jobManagerFlags) config() (jobmanager.Config, error) {
 // runningJobManager is a JobManager serving gRPC on a listener.
 type runningJobManager struct {
 	addr string
+	jm   *jobmanager.JobManager
 	done chan error
 }
 
@@ -118,7 +120,7 @@ func startJobManager(ctx context.Context, listen string, cfg jobmanager.Config) 
 	}
 	srv := grpc.NewServer(jm.ServerOptions()...)
 	jm.Register(srv)
-	r := &runningJobManager{addr: ln.Addr().String(), done: make(chan error, 1)}
+	r := &runningJobManager{addr: ln.Addr().String(), jm: jm, done: make(chan error, 1)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	listed := make(chan struct{})
@@ -156,6 +158,7 @@ func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
 	var rf raftFlags
 	var d discoveryFlags
+	var healthListen string
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -182,8 +185,15 @@ func newJobManagerCmd() *cobra.Command {
 				defer cfg.Etcd.Close()
 			}
 			cfg.ClusterID = d.clusterID
-			jm, err := startJobManager(cmd.Context(), f.listen, cfg)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			jm, err := startJobManager(ctx, f.listen, cfg)
 			if err != nil {
+				return err
+			}
+			if err := serveHealth(ctx, healthListen, jm.jm.Ready); err != nil {
+				cancel()
+				<-jm.done
 				return err
 			}
 			return <-jm.done
@@ -191,6 +201,7 @@ func newJobManagerCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:6123", "address of the JobManager's gRPC server")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "client address the CLI, the TaskManagers and the other JobManagers reach this one at (default: the listen address)")
+	healthFlag(cmd, &healthListen, "once it knows the raft group's leader")
 	f.register(cmd)
 	rf.register(cmd)
 	d.register(cmd, false, false)
@@ -243,6 +254,7 @@ func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
 	var d discoveryFlags
+	var healthListen string
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
 		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
@@ -267,6 +279,9 @@ func newTaskManagerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := serveHealth(cmd.Context(), healthListen, tm.Ready); err != nil {
+				return err
+			}
 			return tm.Run(cmd.Context())
 		},
 	}
@@ -275,6 +290,27 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
+	healthFlag(cmd, &healthListen, "while registered with the JobManager leader")
 	sf.register(cmd)
 	return cmd
+}
+
+func healthFlag(cmd *cobra.Command, addr *string, ready string) {
+	cmd.Flags().StringVar(addr, "health-listen", "",
+		"`ADDR` serving plain-HTTP probes: GET /healthz is 200 while the process runs, /readyz 200 "+ready+
+			" and 503 with the reason otherwise (default: no probe server)")
+}
+
+// serveHealth serves the probes on addr until ctx ends; an empty addr
+// serves none.
+func serveHealth(ctx context.Context, addr string, ready func() error) error {
+	if addr == "" {
+		return nil
+	}
+	s, err := health.Listen(ctx, addr, ready)
+	if err != nil {
+		return err
+	}
+	slog.Info("health probes served", "address", s.Addr())
+	return nil
 }
