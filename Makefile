@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build run test bench fuzz proto lint tools minio clean
+.PHONY: all build image run test bench fuzz proto lint tools minio clean
 
 all: build
 
@@ -23,6 +23,18 @@ LDFLAGS  := -X $(CLI_PKG).version=$(VERSION) -X $(CLI_PKG).commit=$(COMMIT) -X $
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weir ./cmd/weir
+
+# The container image, built without Docker (internal/tools/image): a
+# static linux weir, a non-root user and no shell, written to
+# bin/image/oci (an OCI layout) and bin/image/weir-<version>.tar
+# (`docker load -i` it), tagged weir:<version>. IMAGE_ARCH picks the
+# architecture; the host's CA bundle is included for S3 over https.
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+CA_CERTS   ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+image:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/image/weir ./cmd/weir
+	$(GO) run ./internal/tools/image --binary $(BIN)/image/weir --version $(VERSION) --arch $(IMAGE_ARCH) \
+		$(if $(CA_CERTS),--ca-certs $(CA_CERTS)) --out $(BIN)/image
 
 # The fraud-detection walkthrough on an embedded cluster; prints Alert{id=3}
 # every 5 seconds. Ctrl-C stops it.
