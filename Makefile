@@ -43,7 +43,7 @@ run: build
 
 # Unit tests with the race detector, then the multi-process integration
 # tests (they build bin/weir themselves). The S3 tests run a real MinIO.
-test: $(TOOLS)/minio $(TOOLS)/etcd
+test: $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd examples && $(GO) vet ./... && $(GO) test -race -count=1 ./...
@@ -107,9 +107,16 @@ $(TOOLS)/etcd: go.mod go.sum internal/tools/etcd/main.go
 $(TOOLS)/minio:
 	GOBIN=$(TOOLS) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
+# Helm, for the chart's tests (deploy/helm/weir: helm lint --strict and
+# helm template against good and bad values). A cold build takes a few
+# minutes.
+HELM_VERSION := v3.22.0
+$(TOOLS)/helm:
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
 PROTO_TOOLS := $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
 
-tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd
+tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm
 
 # A MinIO server in the foreground for trying Weir against S3 by hand:
 # S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in

@@ -1,0 +1,136 @@
+package helm
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// helmBin is .tools/helm (make installs it before `make test`) or $HELM.
+func helmBin(t *testing.T) string {
+	t.Helper()
+	if h := os.Getenv("HELM"); h != "" {
+		return h
+	}
+	h, err := filepath.Abs("../../.tools/helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h); err != nil {
+		t.Skipf("no helm at %s: run `make test` (or make %s) to install it", h, h)
+	}
+	return h
+}
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(helmBin(t), args...)
+	// No repositories, no cache or config of the user's.
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func template(t *testing.T, values ...string) (string, error) {
+	t.Helper()
+	args := []string{"template", "weir", "weir", "--namespace", "streams"}
+	for _, v := range values {
+		args = append(args, "--values", filepath.Join("testdata", v))
+	}
+	return helm(t, args...)
+}
+
+func TestLintStrict(t *testing.T) {
+	if out, err := helm(t, "lint", "--strict", "weir"); err != nil {
+		t.Fatalf("helm lint --strict: %v\n%s", err, out)
+	}
+	if out, err := helm(t, "lint", "--strict", "weir", "--values", "testdata/inline-s3.yaml"); err != nil {
+		t.Fatalf("helm lint --strict with inline-s3.yaml: %v\n%s", err, out)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	out, err := template(t)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"kind: StatefulSet",
+		"podManagementPolicy: Parallel",
+		"publishNotReadyAddresses: true",
+		"- --peers=weir-jobmanager-0=weir-jobmanager-0.weir-jobmanager-raft.streams.svc:7000," +
+			"weir-jobmanager-1=weir-jobmanager-1.weir-jobmanager-raft.streams.svc:7000," +
+			"weir-jobmanager-2=weir-jobmanager-2.weir-jobmanager-raft.streams.svc:7000\n",
+		"name: WEIR_ID\n              value: $(POD_NAME)",
+		"value: $(POD_NAME).weir-jobmanager-raft.streams.svc:6123",
+		"value: \"weir-jobmanager-0.weir-jobmanager-raft.streams.svc:6123," +
+			"weir-jobmanager-1.weir-jobmanager-raft.streams.svc:6123,weir-jobmanager-2.weir-jobmanager-raft.streams.svc:6123\"",
+		"kind: PodDisruptionBudget",
+		"maxUnavailable: 1\n",
+		"preferredDuringSchedulingIgnoredDuringExecution",
+		"kind: Deployment",
+		"- --slots=2",
+		"path: /healthz",
+		"path: /readyz",
+		"readOnlyRootFilesystem: true",
+		"allowPrivilegeEscalation: false",
+		"runAsNonRoot: true",
+		"name: weir-s3",
+		"kind: ServiceAccount",
+		"helm.sh/hook: test",
+		`args: ["cluster", "status", "--jobmanager",`,
+		"image: weir:devel",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("default manifests lack %q", want)
+		}
+	}
+	for _, unwanted := range []string{"kind: NetworkPolicy", "kind: Secret", "/bin/sh"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("default manifests have %q", unwanted)
+		}
+	}
+}
+
+func TestOneJobManagerInlineSecret(t *testing.T) {
+	out, err := template(t, "inline-s3.yaml")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{"kind: Secret", "AWS_ACCESS_KEY_ID: \"weiradmin\"", "name: weir-s3\n",
+		"kind: NetworkPolicy", "requiredDuringSchedulingIgnoredDuringExecution", "value: \"http://minio.storage.svc:9000\""} {
+		if !strings.Contains(out, want) {
+			t.Errorf("manifests lack %q", want)
+		}
+	}
+	for _, unwanted := range []string{"--peers", "WEIR_ID\n              value: $(POD_NAME)\n            - name: WEIR_ADVERTISE\n              value: $(POD_NAME).", "kind: PodDisruptionBudget"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("a single JobManager's manifests have %q", unwanted)
+		}
+	}
+}
+
+// TestBadValues: each fails at install (helm template runs the same
+// checks) with a message that names the value and says what is wrong.
+func TestBadValues(t *testing.T) {
+	for file, want := range map[string][]string{
+		"even-jobmanagers.yaml": {"jobmanager.replicas is 2: a raft group needs an odd number of JobManagers"},
+		"zero-slots.yaml":       {"taskmanager", "slots", "minimum"},
+		"no-s3-secret.yaml":     {"S3 credentials are missing: set s3.existingSecret"},
+		"file-storage.yaml":     {"checkpoints", "storage", "s3://"},
+	} {
+		out, err := template(t, file)
+		if err == nil {
+			t.Errorf("%s: helm template succeeded, want it to fail", file)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: the failure lacks %q:\n%s", file, w, out)
+			}
+		}
+	}
+}
