@@ -10,11 +10,8 @@ package etcdtest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -25,6 +22,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/weirstream/weir/internal/testenv"
 )
 
 const (
@@ -73,7 +72,7 @@ func Start(t testing.TB) *Server {
 }
 
 func startEmbedded(dir string) (*Server, error) {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +122,7 @@ func StartProcess(t testing.TB) *Server {
 }
 
 func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -169,41 +168,4 @@ func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
 // Binary returns the etcd binary's path: $WEIR_ETCD if set, else <repo
 // root>/.tools/etcd (the repo root found by walking up from the working
 // dir to go.mod). It fails if the file is not there.
-func Binary() (string, error) {
-	if p := os.Getenv("WEIR_ETCD"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("etcd not found at %s (from $WEIR_ETCD): %w", p, err)
-		}
-		return p, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			p := filepath.Join(d, ".tools", "etcd")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("etcd not found at %s: run `make tools`", p)
-			}
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("find repo root: no go.mod above " + dir)
-		}
-	}
-}
-
-// freePorts returns n distinct ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+func Binary() (string, error) { return testenv.Tool("etcd", "WEIR_ETCD") }

@@ -12,10 +12,7 @@ package miniotest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +25,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/weirstream/weir/internal/testenv"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -87,7 +85,7 @@ func Start(t testing.TB) *Server {
 // start runs the server once and waits for it to be live. On success the
 // returned channel is closed when the process has exited and been reaped.
 func (s *Server) start(bin, logPath string) (*exec.Cmd, <-chan struct{}, error) {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,21 +168,6 @@ func withoutMinIOEnv(env []string) []string {
 	return out
 }
 
-// freePorts returns n distinct ports that were free a moment ago. All
-// listeners stay open until every port is chosen, so they differ.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // tail returns the last n lines of the file at p, or why it cannot.
 func tail(p string, n int) string {
 	data, err := os.ReadFile(p)
@@ -200,45 +183,7 @@ func tail(p string, n int) string {
 
 // Binary returns the MinIO binary's path: $WEIR_MINIO if set, else <repo root>/.tools/minio (repo root found by
 // walking up from the working dir to go.mod). It fails if the file is not there.
-func Binary() (string, error) {
-	if p := os.Getenv("WEIR_MINIO"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("MinIO server not found at %s (from $WEIR_MINIO): %w", p, err)
-		}
-		return p, nil
-	}
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(root, ".tools", "minio")
-	if _, err := os.Stat(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("MinIO server not found at %s: run `make tools`", p)
-		}
-		return "", fmt.Errorf("MinIO server at %s: %w", p, err)
-	}
-	return p, nil
-}
-
-// repoRoot walks up from the working directory (a package dir under go
-// test) to the directory holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find repo root: %w", err)
-	}
-	for d := dir; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("find repo root: no go.mod above %s", dir)
-		}
-		d = parent
-	}
-}
+func Binary() (string, error) { return testenv.Tool("minio", "WEIR_MINIO") }
 
 // MakeBucket creates a bucket (through minio-go) and returns "s3://<bucket>".
 func (s *Server) MakeBucket(t testing.TB, name string) string {
