@@ -168,4 +168,4 @@ func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
 // Binary returns the etcd binary's path: $WEIR_ETCD if set, else <repo
 // root>/.tools/etcd (the repo root found by walking up from the working
 // dir to go.mod). It fails if the file is not there.
-func Binary() (string, error) { return testenv.Tool("etcd", "WEIR_ETCD") }
+func Binary() (string, error) { return testenv.Tool("etcd", "etcd", "WEIR_ETCD") }

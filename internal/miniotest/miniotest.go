@@ -183,7 +183,7 @@ func tail(p string, n int) string {
 
 // Binary returns the MinIO binary's path: $WEIR_MINIO if set, else <repo root>/.tools/minio (repo root found by
 // walking up from the working dir to go.mod). It fails if the file is not there.
-func Binary() (string, error) { return testenv.Tool("minio", "WEIR_MINIO") }
+func Binary() (string, error) { return testenv.Tool("minio", "MinIO server", "WEIR_MINIO") }
 
 // MakeBucket creates a bucket (through minio-go) and returns "s3://<bucket>".
 func (s *Server) MakeBucket(t testing.TB, name string) string {

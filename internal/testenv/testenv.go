@@ -27,13 +27,14 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// Tool returns the path of a tool `make` installs into <repo>/.tools/name,
-// or the path in the environment variable env when it is set. A missing
-// tool is an error saying how to install it: tests fail rather than skip.
-func Tool(name, env string) (string, error) {
+// Tool returns the path of a tool `make` installs into <repo>/.tools/file,
+// or the path in the environment variable env when it is set; what names
+// it in errors ("MinIO server"). A missing tool is an error saying how to
+// install it: tests fail rather than skip.
+func Tool(file, what, env string) (string, error) {
 	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s not found at %s (from $%s): %w", name, p, env, err)
+			return "", fmt.Errorf("%s not found at %s (from $%s): %w", what, p, env, err)
 		}
 		return p, nil
 	}
@@ -41,12 +42,12 @@ func Tool(name, env string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, ".tools", name)
+	p := filepath.Join(root, ".tools", file)
 	if _, err := os.Stat(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("%s not found at %s: run `make tools`", name, p)
+			return "", fmt.Errorf("%s not found at %s: run `make tools`", what, p)
 		}
-		return "", fmt.Errorf("%s at %s: %w", name, p, err)
+		return "", fmt.Errorf("%s at %s: %w", what, p, err)
 	}
 	return p, nil
 }
