@@ -157,27 +157,18 @@ func (b *bench) tlsHAFailovers(withTLS func(func() error) error, runs, rate int)
 	}
 	fmt.Printf("leader failover as in the ha section (SIGKILL of the leader of 3 JobManagers), plaintext and TLS alternating:\n")
 	var firsts [2][]time.Duration
-	for i := range runs {
-		for k, on := range []bool{false, true} {
-			var r *haRun
-			run := func() error {
-				var err error
-				r, err = runHAFailover(b, 100+2*i+k, rate)
-				return err
-			}
-			var err error
-			if on {
-				err = withTLS(run)
-			} else {
-				err = run()
-			}
-			if err != nil {
-				return fmt.Errorf("leader failover, TLS %v: %w", on, err)
-			}
-			firsts[k] = append(firsts[k], r.firstCheckpoint)
-			fmt.Printf("  %-11s kill -> new leader %s, first checkpoint %s, restarts %d\n",
-				map[bool]string{false: "plaintext:", true: "mutual TLS:"}[on], ms(r.newLeader), ms(r.firstCheckpoint), r.restarts)
+	err := alternateTLS(withTLS, runs, func(n, k int, label string) error {
+		r, err := runHAFailover(b, n, rate)
+		if err != nil {
+			return fmt.Errorf("leader failover, %s %w", label, err)
 		}
+		firsts[k] = append(firsts[k], r.firstCheckpoint)
+		fmt.Printf("  %-11s kill -> new leader %s, first checkpoint %s, restarts %d\n",
+			label, ms(r.newLeader), ms(r.firstCheckpoint), r.restarts)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	p, t := statsOf(firsts[0]), statsOf(firsts[1])
 	b.add("tls", "leader kill -> first checkpoint, plaintext / TLS (median)", fmt.Sprintf("%s / %s", ms(p.median), ms(t.median)), "")
@@ -194,26 +185,17 @@ func (b *bench) tlsFailovers(withTLS func(func() error) error, runs, rate int) e
 	}
 	fmt.Printf("failover as in the failover section (SIGKILL of a TaskManager, 3 TaskManagers, rate %d/s per source subtask), plaintext and TLS alternating:\n", rate)
 	var firsts [2][]time.Duration
-	for i := range runs {
-		for k, on := range []bool{false, true} {
-			var r *failoverRun
-			run := func() error {
-				var err error
-				r, err = runFailover(b, 100+2*i+k, rate, false)
-				return err
-			}
-			var err error
-			if on {
-				err = withTLS(run)
-			} else {
-				err = run()
-			}
-			if err != nil {
-				return fmt.Errorf("failover, TLS %v: %w", on, err)
-			}
-			firsts[k] = append(firsts[k], r.firstRecord)
-			fmt.Printf("  %-11s kill -> RUNNING %s, first record %s\n", map[bool]string{false: "plaintext:", true: "mutual TLS:"}[on], ms(r.running), ms(r.firstRecord))
+	err := alternateTLS(withTLS, runs, func(n, k int, label string) error {
+		r, err := runFailover(b, n, rate, false)
+		if err != nil {
+			return fmt.Errorf("failover, %s %w", label, err)
 		}
+		firsts[k] = append(firsts[k], r.firstRecord)
+		fmt.Printf("  %-11s kill -> RUNNING %s, first record %s\n", label, ms(r.running), ms(r.firstRecord))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	p, t := statsOf(firsts[0]), statsOf(firsts[1])
 	b.add("tls", "TaskManager kill -> first record, plaintext / TLS (median)", fmt.Sprintf("%s / %s", ms(p.median), ms(t.median)), "")
@@ -272,4 +254,25 @@ func connectTimes(addr string, tc *tlsconf.Config, n int) ([]time.Duration, erro
 		ds = append(ds, d)
 	}
 	return ds, nil
+}
+
+// alternateTLS runs one measurement per run, plaintext then under mutual
+// TLS (withTLS), runs times: f gets a fresh run number, 0 for plaintext or
+// 1 for TLS, and a label for its output.
+func alternateTLS(withTLS func(func() error) error, runs int, f func(n, k int, label string) error) error {
+	for i := range runs {
+		for k, label := range []string{"plaintext:", "mutual TLS:"} {
+			run := func() error { return f(100+2*i+k, k, label) }
+			var err error
+			if k == 1 {
+				err = withTLS(run)
+			} else {
+				err = run()
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
