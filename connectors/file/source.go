@@ -466,4 +466,3 @@ func decodeEntry(e []byte) (*position, error) {
 	p.done = done == 1
 	return p, nil
 }
-
