@@ -41,6 +41,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -205,7 +206,7 @@ func (s *Source) Open(ctx *runtime.RuntimeContext) error {
 	}
 	fi, err := os.Stat(s.Path)
 	if err != nil {
-		return fmt.Errorf("file source: input %w: %w", err, runtime.ErrUnrecoverable)
+		return fmt.Errorf("%w: %w", inputError(s.Path, err), runtime.ErrUnrecoverable)
 	}
 	s.isDir = fi.IsDir()
 	if s.isDir {
@@ -225,6 +226,15 @@ func (s *Source) Open(ctx *runtime.RuntimeContext) error {
 	return nil
 }
 
+// inputError says what is wrong with the input path, naming it once.
+func inputError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is named below, with no "stat" or "open"
+	}
+	return fmt.Errorf("file source: input %s: %w", path, err)
+}
+
 // scan lists Path and queues the new files this subtask owns.
 func (s *Source) scan() error {
 	s.lastScan = time.Now()
@@ -232,7 +242,7 @@ func (s *Source) scan() error {
 	if s.isDir {
 		entries, err := os.ReadDir(s.Path)
 		if err != nil {
-			return fmt.Errorf("file source: input directory %w", err)
+			return inputError(s.Path, err)
 		}
 		for _, e := range entries {
 			name := e.Name()
