@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/internal/cluster"
+)
+
+// thresholdAlert is an alert line of threshold-alerts' part files.
+type thresholdAlert struct {
+	Rule      string `json:"rule"`
+	Key       string `json:"key"`
+	EventTime *int64 `json:"event_time_ms"`
+	Evidence  struct {
+		TransactionID string  `json:"transaction_id"`
+		Amount        float64 `json:"amount"`
+		Threshold     float64 `json:"threshold"`
+		Source        string  `json:"source"`
+		Line          int64   `json:"line"`
+	} `json:"evidence"`
+}
+
+// deadLetter is a line of the dead-letter part files.
+type deadLetter struct {
+	Source string `json:"source"`
+	Line   int64  `json:"line"`
+	Reason string `json:"reason"`
+	Text   string `json:"text"`
+}
+
+// readParts decodes, strictly, every line of the committed part files
+// directly in dir.
+func readParts[T any](t *testing.T, dir string) []T {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "part-*.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []T
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+			var v T
+			d := json.NewDecoder(strings.NewReader(line))
+			d.DisallowUnknownFields()
+			if err := d.Decode(&v); err != nil {
+				t.Fatalf("%s: %q: %v", name, line, err)
+			}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// thresholdInput writes files of transactions into dir: timestamps out of
+// order, some files with their columns in another order and CRLF line
+// ends, bad rows among good ones, and a hidden file the source must skip.
+// It returns the alerts expected at threshold 8000 by transaction ID
+// (printed line, customer, event time, file, line) and the dead letters as
+// "file:line: reason".
+func thresholdInput(t *testing.T, dir string, files, rows int) (map[string]string, []string) {
+	t.Helper()
+	alerts := map[string]string{}
+	var dead []string
+	for k := range files {
+		name := fmt.Sprintf("batch-%02d.csv", k)
+		path := filepath.Join(dir, name)
+		header, eol := "transaction_id,customer_id,amount,timestamp", "\n"
+		if k%2 == 1 {
+			header, eol = "customer_id,timestamp,amount,transaction_id", "\r\n"
+		}
+		var b strings.Builder
+		b.WriteString(header + eol)
+		for j := range rows {
+			id, cust := fmt.Sprintf("tx-%d-%d", k, j), fmt.Sprintf("cust%d", (k*7+j)%13)
+			whole := (k*1000 + j) * 7919 % 16000
+			amount := fmt.Sprintf("%d.25", whole)
+			ts := fmt.Sprint(1_700_000_000_000 + int64((j*37)%rows)*1000) // a permutation: out of order
+			line := j + 2
+			switch {
+			case j%50 == 7:
+				amount = "oops"
+				dead = append(dead, fmt.Sprintf("%s:%d: amount \"oops\" is not a finite number", name, line))
+			case j%97 == 3:
+				ts = "" // and one field fewer below
+				dead = append(dead, fmt.Sprintf("%s:%d: row has 3 fields, the header has 4", name, line))
+			case whole >= 8000:
+				alerts[id] = fmt.Sprintf("%s, %s, %s|%s|%s|%s:%d", id, cust, amount, cust, ts, name, line)
+			}
+			fields := map[string]string{"transaction_id": id, "customer_id": cust, "amount": amount, "timestamp": ts}
+			var row []string
+			for _, col := range strings.Split(header, ",") {
+				if col == "timestamp" && ts == "" {
+					continue
+				}
+				row = append(row, fields[col])
+			}
+			b.WriteString(strings.Join(row, ",") + eol)
+		}
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".in-progress.csv"), []byte("transaction_id,customer_id,amount\nhidden,c,99999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(dead)
+	return alerts, dead
+}
+
+// TestThresholdAlertsOnACluster is the seed job on a JobManager and two
+// TaskManagers at parallelism 2 with checkpoints: the committed part files
+// hold exactly the expected alerts, each once, with rule, key, event time
+// and evidence; the dead-letter files exactly the bad rows with their
+// reasons; and the TaskManagers print exactly the expected lines.
+func TestThresholdAlertsOnACluster(t *testing.T) {
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alerts, dead := thresholdInput(t, in, 6, 400)
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2,
+		JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	id := submit(t, c, "threshold-alerts", "--parallelism", "2", "--checkpoint-interval", "50ms",
+		"--param", "input="+in, "--param", "output="+out)
+	st := waitState(t, c, id, 2*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" {
+		t.Fatalf("job %v: %s", st.State, st.Failure)
+	}
+	if st.Checkpointing.Completed == 0 {
+		t.Errorf("no checkpoint completed: the part files were not committed by one")
+	}
+	// Every row (not the headers, not the hidden file) was read once.
+	parsed := int64(-1)
+	for _, op := range st.Vertices[0].Operators {
+		if op.Name == "parse-transactions" {
+			parsed = op.RecordsIn
+		}
+	}
+	if parsed != 6*400 {
+		t.Errorf("parse-transactions read %d rows, want %d (vertex %+v)", parsed, 6*400, st.Vertices[0])
+	}
+
+	got := readParts[thresholdAlert](t, out)
+	seen := map[string]int{}
+	for _, a := range got {
+		ev := a.Evidence
+		seen[ev.TransactionID]++
+		want, ok := alerts[ev.TransactionID]
+		if !ok {
+			t.Errorf("unexpected alert %+v", a)
+			continue
+		}
+		ts := "null"
+		if a.EventTime != nil {
+			ts = fmt.Sprint(*a.EventTime)
+		}
+		line := fmt.Sprintf("%s, %s, %.2f|%s|%s|%s:%d", ev.TransactionID, a.Key, ev.Amount, a.Key, ts, filepath.Base(ev.Source), ev.Line)
+		if line != want || a.Rule != "amount-above-threshold" || ev.Threshold != 8000 || filepath.Dir(ev.Source) != in {
+			t.Errorf("alert %+v, want %s", a, want)
+		}
+	}
+	for tx := range alerts {
+		if seen[tx] != 1 {
+			t.Errorf("alert for %s committed %d times, want once", tx, seen[tx])
+		}
+	}
+	if len(got) != len(alerts) {
+		t.Errorf("%d alerts committed, want %d", len(got), len(alerts))
+	}
+
+	var gotDead []string
+	for _, d := range readParts[deadLetter](t, filepath.Join(out, "dead-letters")) {
+		if filepath.Dir(d.Source) != in || d.Text == "" {
+			t.Errorf("dead letter %+v", d)
+		}
+		gotDead = append(gotDead, fmt.Sprintf("%s:%d: %s", filepath.Base(d.Source), d.Line, d.Reason))
+	}
+	slices.Sort(gotDead)
+	if !slices.Equal(gotDead, dead) {
+		t.Errorf("dead letters (%d):\n%s\nwant (%d):\n%s", len(gotDead), strings.Join(gotDead, "\n"), len(dead), strings.Join(dead, "\n"))
+	}
+
+	var printed, want []string
+	for _, tm := range c.TaskManagers {
+		for _, l := range strings.Split(tm.Stdout(), "\n") {
+			if l != "" {
+				printed = append(printed, l)
+			}
+		}
+	}
+	for _, a := range alerts {
+		want = append(want, strings.SplitN(a, "|", 2)[0])
+	}
+	slices.Sort(printed)
+	slices.Sort(want)
+	if !slices.Equal(printed, want) {
+		t.Errorf("printed %d lines, want the %d alerts once each", len(printed), len(want))
+	}
+}
+
+// TestLocalThresholdAlertsOnTheSampleData runs the README's command on the
+// sample data, and a missing input, which fails at once naming the path.
+func TestLocalThresholdAlertsOnTheSampleData(t *testing.T) {
+	work := t.TempDir()
+	sample, err := filepath.Abs("../../jobs/threshold/testdata/transactions.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runWeirIn(t, work, nil, "local", "--job", "threshold-alerts", "--parallelism", "2",
+		"--param", "input="+sample, "--param", "output=alerts")
+	if r.ExitCode != 0 {
+		t.Fatalf("weir local: exit %d:\n%s", r.ExitCode, r.Stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.Stdout, "\n"), "\n")
+	slices.Sort(lines)
+	if want := []string{"tx1002, cust2, 9200.0", "tx1005, cust4, 15000.75", "tx1010, cust6, 12000.0"}; !slices.Equal(lines, want) {
+		t.Errorf("stdout %q, want %q", r.Stdout, want)
+	}
+	if n := len(readParts[thresholdAlert](t, filepath.Join(work, "alerts"))); n != 3 {
+		t.Errorf("%d alerts in the part files, want 3", n)
+	}
+	var gotDead []string
+	for _, d := range readParts[deadLetter](t, filepath.Join(work, "alerts", "dead-letters")) {
+		if d.Source != sample {
+			t.Errorf("dead letter from %q, want %q", d.Source, sample)
+		}
+		gotDead = append(gotDead, fmt.Sprintf("%d: %s: %s", d.Line, d.Reason, d.Text))
+	}
+	slices.Sort(gotDead)
+	want := []string{
+		`10: amount "8,500.00" is not a finite number: tx1009,cust3,"8,500.00"`,
+		`5: amount "not-a-number" is not a finite number: tx1004,cust1,not-a-number`,
+		`7: row has 2 fields, the header has 3: tx1006,cust2`,
+		`9: customer_id is empty: tx1008,,9000`,
+	}
+	if !slices.Equal(gotDead, want) {
+		t.Errorf("dead letters %q, want %q", gotDead, want)
+	}
+
+	missing := filepath.Join(work, "no-such.csv")
+	r = runWeirIn(t, work, nil, "local", "--job", "threshold-alerts", "--param", "input="+missing, "--param", "output=other")
+	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "input "+missing+": no such file or directory") {
+		t.Errorf("a missing input: exit %d, stderr lacks the path:\n%s", r.ExitCode, r.Stderr)
+	}
+	if strings.Contains(r.Stderr, "restarting job") {
+		t.Errorf("the job restarted on a missing input:\n%s", r.Stderr)
+	}
+}
