@@ -17,7 +17,9 @@ type lines []Line
 
 func (l *lines) Collect(v Line) { *l = append(*l, v) }
 
-func write(t *testing.T, path, content string) {
+func write(t *testing.T, path, content string) { writeFile(t, path, content) }
+
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
