@@ -68,7 +68,7 @@ type Transaction struct {
 	ID, Customer string
 	Amount       float64
 	// Time is the row's timestamp column in Unix ms, or
-	// NoTimestamp when the file has none.
+	// runtime.NoTimestamp when the file has none.
 	Time int64
 	// Source and Line say where the row came from, for the evidence.
 	Source string
@@ -155,7 +155,7 @@ func AppendJSON(dst []byte, a Alert) []byte {
 	dst = append(dst, `{"rule":"`+Rule+`","key":`...)
 	dst = file.AppendJSONString(dst, a.Customer)
 	dst = append(dst, `,"event_time_ms":`...)
-	if a.Time == NoTimestamp {
+	if a.Time == runtime.NoTimestamp {
 		dst = append(dst, "null"...)
 	} else {
 		dst = strconv.AppendInt(dst, a.Time, 10)
@@ -186,7 +186,7 @@ func NewParser() *file.CSV[Transaction] {
 // decode builds a transaction from transaction_id, customer_id, amount and
 // timestamp. Source and Line are filled in by the caller.
 func decode(f []string) (Transaction, error) {
-	t := Transaction{ID: strings.TrimSpace(f[0]), Customer: strings.TrimSpace(f[1]), Time: NoTimestamp}
+	t := Transaction{ID: strings.TrimSpace(f[0]), Customer: strings.TrimSpace(f[1]), Time: runtime.NoTimestamp}
 	if t.ID == "" {
 		return t, errors.New("transaction_id is empty")
 	}
@@ -209,7 +209,7 @@ func decode(f []string) (Transaction, error) {
 
 // parseTime reads Unix milliseconds or an RFC 3339 time.
 func parseTime(s string) (int64, error) {
-	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && ms != NoTimestamp {
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil && ms != runtime.NoTimestamp {
 		return ms, nil
 	}
 	tm, err := time.Parse(time.RFC3339Nano, s)
@@ -313,7 +313,3 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 }
 
 func appendDeadLetter(dst []byte, d file.DeadLetter) []byte { return d.AppendJSON(dst) }
-
-// NoTimestamp marks a transaction without a timestamp column (the value of
-// runtime.NoTimestamp).
-const NoTimestamp int64 = math.MinInt64

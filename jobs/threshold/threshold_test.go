@@ -8,6 +8,7 @@ import (
 
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/runtime"
 )
 
 func TestParseRows(t *testing.T) {
@@ -17,11 +18,11 @@ func TestParseRows(t *testing.T) {
 		want         Transaction
 		err          string
 	}{
-		{"transaction_id,customer_id,amount", "tx1002,cust2,9200.0", Transaction{ID: "tx1002", Customer: "cust2", Amount: 9200, Time: NoTimestamp}, ""},
-		{"amount,customer_id,transaction_id", " 1e3 , c , t ", Transaction{ID: "t", Customer: "c", Amount: 1000, Time: NoTimestamp}, ""},
+		{"transaction_id,customer_id,amount", "tx1002,cust2,9200.0", Transaction{ID: "tx1002", Customer: "cust2", Amount: 9200, Time: runtime.NoTimestamp}, ""},
+		{"amount,customer_id,transaction_id", " 1e3 , c , t ", Transaction{ID: "t", Customer: "c", Amount: 1000, Time: runtime.NoTimestamp}, ""},
 		{header, "t,c,5,1700000000000", Transaction{ID: "t", Customer: "c", Amount: 5, Time: 1700000000000}, ""},
 		{header, "t,c,5,2024-01-02T03:04:05.5Z", Transaction{ID: "t", Customer: "c", Amount: 5, Time: 1704164645500}, ""},
-		{header, "t,c,5,", Transaction{ID: "t", Customer: "c", Amount: 5, Time: NoTimestamp}, ""},
+		{header, "t,c,5,", Transaction{ID: "t", Customer: "c", Amount: 5, Time: runtime.NoTimestamp}, ""},
 		{header, "t,c,5,yesterday", Transaction{}, `timestamp "yesterday" is neither Unix milliseconds nor RFC 3339`},
 		{header, "t,c,NaN,1", Transaction{}, `amount "NaN" is not a finite number`},
 		{header, "t,c,1e999,1", Transaction{}, `amount "1e999" is not a finite number`},
@@ -58,7 +59,7 @@ func TestPythonFloat(t *testing.T) {
 }
 
 func TestAlertRenderings(t *testing.T) {
-	a := Alert{Transaction: Transaction{ID: "tx1002", Customer: "cust\"2", Amount: 9200, Time: NoTimestamp, Source: "/in/a.csv", Line: 3}, Threshold: 8000}
+	a := Alert{Transaction: Transaction{ID: "tx1002", Customer: "cust\"2", Amount: 9200, Time: runtime.NoTimestamp, Source: "/in/a.csv", Line: 3}, Threshold: 8000}
 	if got := a.String(); got != `tx1002, cust"2, 9200.0` {
 		t.Errorf("String() = %q", got)
 	}
