@@ -65,14 +65,15 @@ func readParts[T any](t *testing.T, dir string) []T {
 // thresholdInput writes files of transactions into dir: timestamps out of
 // order, some files with their columns in another order and CRLF line
 // ends, bad rows among good ones, and a hidden file the source must skip.
-// It returns the alerts expected at threshold 8000 by transaction ID
-// (printed line, customer, event time, file, line) and the dead letters as
-// "file:line: reason".
-func thresholdInput(t *testing.T, dir string, files, rows int) (map[string]string, []string) {
+// Files batch-<from> to batch-<to-1> are written under a hidden name and
+// renamed, as a continuous source's writers should. It returns the alerts
+// expected at threshold 8000 by transaction ID (printed line, customer,
+// event time, file, line) and the dead letters as "file:line: reason".
+func thresholdInput(t *testing.T, dir string, from, to, rows int) (map[string]string, []string) {
 	t.Helper()
 	alerts := map[string]string{}
 	var dead []string
-	for k := range files {
+	for k := from; k < to; k++ {
 		name := fmt.Sprintf("batch-%02d.csv", k)
 		path := filepath.Join(dir, name)
 		header, eol := "transaction_id,customer_id,amount,timestamp", "\n"
@@ -107,7 +108,11 @@ func thresholdInput(t *testing.T, dir string, files, rows int) (map[string]strin
 			}
 			b.WriteString(strings.Join(row, ",") + eol)
 		}
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +134,7 @@ func TestThresholdAlertsOnACluster(t *testing.T) {
 	if err := os.Mkdir(in, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	alerts, dead := thresholdInput(t, in, 6, 400)
+	alerts, dead := thresholdInput(t, in, 0, 6, 400)
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2,
 		JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
 	id := submit(t, c, "threshold-alerts", "--parallelism", "2", "--checkpoint-interval", "50ms",
@@ -152,6 +157,31 @@ func TestThresholdAlertsOnACluster(t *testing.T) {
 		t.Errorf("parse-transactions read %d rows, want %d (vertex %+v)", parsed, 6*400, st.Vertices[0])
 	}
 
+	checkThresholdOutput(t, in, out, alerts, dead)
+
+	var printed, want []string
+	for _, tm := range c.TaskManagers {
+		for _, l := range strings.Split(tm.Stdout(), "\n") {
+			if l != "" {
+				printed = append(printed, l)
+			}
+		}
+	}
+	for _, a := range alerts {
+		want = append(want, strings.SplitN(a, "|", 2)[0])
+	}
+	slices.Sort(printed)
+	slices.Sort(want)
+	if !slices.Equal(printed, want) {
+		t.Errorf("printed %d lines, want the %d alerts once each", len(printed), len(want))
+	}
+}
+
+// checkThresholdOutput checks that the committed part files under out hold
+// exactly the expected alerts, each once, and its dead-letters/ exactly the
+// expected dead letters.
+func checkThresholdOutput(t *testing.T, in, out string, alerts map[string]string, dead []string) {
+	t.Helper()
 	got := readParts[thresholdAlert](t, out)
 	seen := map[string]int{}
 	for _, a := range got {
@@ -191,23 +221,72 @@ func TestThresholdAlertsOnACluster(t *testing.T) {
 	if !slices.Equal(gotDead, dead) {
 		t.Errorf("dead letters (%d):\n%s\nwant (%d):\n%s", len(gotDead), strings.Join(gotDead, "\n"), len(dead), strings.Join(dead, "\n"))
 	}
+}
 
-	var printed, want []string
-	for _, tm := range c.TaskManagers {
-		for _, l := range strings.Split(tm.Stdout(), "\n") {
-			if l != "" {
-				printed = append(printed, l)
-			}
+// waitCommitted waits until out holds at least the given numbers of
+// committed alerts and dead letters.
+func waitCommitted(t *testing.T, out string, alerts, dead int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a := len(readParts[thresholdAlert](t, out))
+		d := len(readParts[deadLetter](t, filepath.Join(out, "dead-letters")))
+		if a >= alerts && d >= dead {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d alerts and %d dead letters committed after a minute, want %d and %d", a, d, alerts, dead)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	for _, a := range alerts {
-		want = append(want, strings.SplitN(a, "|", 2)[0])
+}
+
+// TestThresholdAlertsWatchAcrossASavepointAndRescale runs threshold-alerts
+// watching a directory at parallelism 2, adds files while it runs, stops it
+// with a savepoint, adds more, and resumes it at parallelism 3: files read
+// before the savepoint are not read again, the ones read partly go on from
+// their position, the new ones are picked up, and the committed output
+// holds every alert and dead letter exactly once.
+func TestThresholdAlertsWatchAcrossASavepointAndRescale(t *testing.T) {
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(printed)
-	slices.Sort(want)
-	if !slices.Equal(printed, want) {
-		t.Errorf("printed %d lines, want the %d alerts once each", len(printed), len(want))
+	const rows = 300
+	alerts, dead := thresholdInput(t, in, 0, 3, rows)
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2,
+		JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
+	params := []string{"--checkpoint-interval", "100ms", "--param", "input=" + in, "--param", "output=" + out,
+		"--param", "monitor=50ms"}
+	id := submit(t, c, append([]string{"threshold-alerts", "--parallelism", "2"}, params...)...)
+	waitCommitted(t, out, len(alerts), len(dead))
+
+	more := func(from, to int) {
+		a, d := thresholdInput(t, in, from, to, rows)
+		for k, v := range a {
+			alerts[k] = v
+		}
+		dead = append(dead, d...)
+		slices.Sort(dead)
 	}
+	more(3, 6) // while it runs: read in part or in full before the savepoint
+	r := runWeir(t, append([]string{"job", "stop", id, "--savepoint"}, jm...)...)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	sp := strings.TrimSpace(r.Stdout)
+	more(6, 9) // while it is stopped
+
+	id2 := submit(t, c, append([]string{"threshold-alerts", "--parallelism", "3", "--from-savepoint", sp}, params...)...)
+	waitCommitted(t, out, len(alerts), len(dead))
+	time.Sleep(300 * time.Millisecond) // a few more checkpoints: nothing may be read again
+	if st := jobStatus(t, c, id2); st.State != "RUNNING" || st.Parallelism != 3 {
+		t.Fatalf("resumed job %v at parallelism %d: %s", st.State, st.Parallelism, st.Failure)
+	}
+	checkThresholdOutput(t, in, out, alerts, dead)
+	runWeir(t, append([]string{"job", "cancel", id2}, jm...)...)
 }
 
 // TestLocalThresholdAlertsOnTheSampleData runs the README's command on the
