@@ -289,9 +289,54 @@ func TestThresholdAlertsWatchAcrossASavepointAndRescale(t *testing.T) {
 	runWeir(t, append([]string{"job", "cancel", id2}, jm...)...)
 }
 
-// TestLocalThresholdAlertsOnTheSampleData runs the README's command on the
-// sample data, and a missing input, which fails at once naming the path.
-func TestLocalThresholdAlertsOnTheSampleData(t *testing.T) {
+// sampleOutput renders what threshold-alerts printed and committed for the
+// sample data into out: the printed lines sorted, the alerts' part files'
+// lines sorted, and the dead letters as "line: reason: text" sorted.
+func sampleOutput(t *testing.T, stdout, out, sample string) string {
+	t.Helper()
+	var b strings.Builder
+	printed := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	slices.Sort(printed)
+	b.WriteString(strings.Join(printed, "\n") + "\n--\n")
+	var alerts []string
+	for _, a := range readParts[thresholdAlert](t, out) {
+		alerts = append(alerts, fmt.Sprintf("%s %s %g>%g %s:%d", a.Evidence.TransactionID, a.Key, a.Evidence.Amount,
+			a.Evidence.Threshold, strings.TrimPrefix(a.Evidence.Source, sample), a.Evidence.Line))
+	}
+	slices.Sort(alerts)
+	b.WriteString(strings.Join(alerts, "\n") + "\n--\n")
+	var dead []string
+	for _, d := range readParts[deadLetter](t, filepath.Join(out, "dead-letters")) {
+		if d.Source != sample {
+			t.Errorf("dead letter from %q, want %q", d.Source, sample)
+		}
+		dead = append(dead, fmt.Sprintf("%d: %s: %s", d.Line, d.Reason, d.Text))
+	}
+	slices.Sort(dead)
+	b.WriteString(strings.Join(dead, "\n") + "\n")
+	return b.String()
+}
+
+// sampleWant is sampleOutput for the sample data.
+const sampleWant = `tx1002, cust2, 9200.0
+tx1005, cust4, 15000.75
+tx1010, cust6, 12000.0
+--
+tx1002 cust2 9200>8000 :3
+tx1005 cust4 15000.75>8000 :6
+tx1010 cust6 12000>8000 :11
+--
+10: amount "8,500.00" is not a finite number: tx1009,cust3,"8,500.00"
+5: amount "not-a-number" is not a finite number: tx1004,cust1,not-a-number
+7: row has 2 fields, the header has 3: tx1006,cust2
+9: customer_id is empty: tx1008,,9000
+`
+
+// TestSampleDataLocallyAndOnACluster runs the README's command on the
+// sample data, and the same job on a JobManager and two TaskManagers:
+// both print and commit the same alerts and dead letters. A missing input
+// fails at once, naming the path.
+func TestSampleDataLocallyAndOnACluster(t *testing.T) {
 	work := t.TempDir()
 	sample, err := filepath.Abs("../../jobs/threshold/testdata/transactions.csv")
 	if err != nil {
@@ -302,30 +347,24 @@ func TestLocalThresholdAlertsOnTheSampleData(t *testing.T) {
 	if r.ExitCode != 0 {
 		t.Fatalf("weir local: exit %d:\n%s", r.ExitCode, r.Stderr)
 	}
-	lines := strings.Split(strings.TrimSuffix(r.Stdout, "\n"), "\n")
-	slices.Sort(lines)
-	if want := []string{"tx1002, cust2, 9200.0", "tx1005, cust4, 15000.75", "tx1010, cust6, 12000.0"}; !slices.Equal(lines, want) {
-		t.Errorf("stdout %q, want %q", r.Stdout, want)
+	if got := sampleOutput(t, r.Stdout, filepath.Join(work, "alerts"), sample); got != sampleWant {
+		t.Errorf("weir local:\n%s\nwant:\n%s", got, sampleWant)
 	}
-	if n := len(readParts[thresholdAlert](t, filepath.Join(work, "alerts"))); n != 3 {
-		t.Errorf("%d alerts in the part files, want 3", n)
+
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2,
+		JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	out := filepath.Join(work, "cluster-alerts")
+	id := submit(t, c, "threshold-alerts", "--parallelism", "2", "--checkpoint-interval", "50ms",
+		"--param", "input="+sample, "--param", "output="+out)
+	if st := waitState(t, c, id, time.Minute, "FINISHED", "FAILED"); st.State != "FINISHED" {
+		t.Fatalf("job %v: %s", st.State, st.Failure)
 	}
-	var gotDead []string
-	for _, d := range readParts[deadLetter](t, filepath.Join(work, "alerts", "dead-letters")) {
-		if d.Source != sample {
-			t.Errorf("dead letter from %q, want %q", d.Source, sample)
-		}
-		gotDead = append(gotDead, fmt.Sprintf("%d: %s: %s", d.Line, d.Reason, d.Text))
+	var stdout strings.Builder
+	for _, tm := range c.TaskManagers {
+		stdout.WriteString(tm.Stdout())
 	}
-	slices.Sort(gotDead)
-	want := []string{
-		`10: amount "8,500.00" is not a finite number: tx1009,cust3,"8,500.00"`,
-		`5: amount "not-a-number" is not a finite number: tx1004,cust1,not-a-number`,
-		`7: row has 2 fields, the header has 3: tx1006,cust2`,
-		`9: customer_id is empty: tx1008,,9000`,
-	}
-	if !slices.Equal(gotDead, want) {
-		t.Errorf("dead letters %q, want %q", gotDead, want)
+	if got := sampleOutput(t, stdout.String(), out, sample); got != sampleWant {
+		t.Errorf("on a cluster:\n%s\nwant:\n%s", got, sampleWant)
 	}
 
 	missing := filepath.Join(work, "no-such.csv")
