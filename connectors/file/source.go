@@ -16,7 +16,13 @@
 // is one entry per file it owns (name, byte offset, line number, done), so
 // a restore resumes every file exactly after the last line emitted before
 // the checkpoint, and a subtask restored at another parallelism takes the
-// entries of the files it now owns from the union of all entries.
+// entries of the files it now owns from the union of all entries. A hash
+// needs no coordination: every subtask, listing the directory at its own
+// moment, agrees on who reads a file. The file is the unit of parallelism,
+// as in Flink for formats it cannot split: one large file is read by one
+// subtask, so give a parallel job several files. Finished files stay in
+// the state (one small entry each) so that a continuous source never reads
+// them again.
 //
 // A line is emitted without its terminator ("\n" or "\r\n"); a last line
 // without one is still a line, a UTF-8 byte order mark at the start of a
