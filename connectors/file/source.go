@@ -241,7 +241,9 @@ func inputError(path string, err error) error {
 	return fmt.Errorf("file source: input %s: %w", path, err)
 }
 
-// scan lists Path and queues the new files this subtask owns.
+// scan lists Path and queues the new files this subtask owns. It runs
+// only between files (at Open, and when the queue is empty), so the file
+// being read always stays first in the queue.
 func (s *Source) scan() error {
 	s.lastScan = time.Now()
 	var names []string
@@ -277,16 +279,6 @@ func (s *Source) scan() error {
 		}
 	}
 	sort.Slice(s.queue, func(a, b int) bool { return s.queue[a].name < s.queue[b].name })
-	if s.cur != nil && len(s.queue) > 0 && s.queue[0] != s.cur.pos {
-		// Never switch files mid-way: the open one stays first.
-		for i, p := range s.queue {
-			if p == s.cur.pos {
-				copy(s.queue[1:i+1], s.queue[:i])
-				s.queue[0] = p
-				break
-			}
-		}
-	}
 	return nil
 }
 
