@@ -136,6 +136,7 @@ type Source struct {
 	files    map[string]*position
 	queue    []*position
 	cur      *openFile
+	reader   *bufio.Reader
 	lastScan time.Time
 
 	// The lines of the batch being read, copied into one buffer that
@@ -341,7 +342,12 @@ func (s *Source) open(p *position) error {
 			return fmt.Errorf("file source: %s: resuming at byte %d: %w", p.path, p.offset, err)
 		}
 	}
-	s.cur = &openFile{pos: p, f: f, r: bufio.NewReaderSize(f, readBufferSize)}
+	if s.reader == nil {
+		s.reader = bufio.NewReaderSize(f, readBufferSize)
+	} else {
+		s.reader.Reset(f) // one buffer for all files: many small files are common
+	}
+	s.cur = &openFile{pos: p, f: f, r: s.reader}
 	if p.offset == 0 {
 		if b, err := s.cur.r.Peek(3); err == nil && bytes.Equal(b, []byte{0xEF, 0xBB, 0xBF}) {
 			s.cur.r.Discard(3)
