@@ -40,6 +40,10 @@ func (e *Env) SetMaxParallelism(n int) {
 	e.maxParallelism = n
 }
 
+// MaxParallelism is the maxParallelism the builder fixed with
+// SetMaxParallelism, or 0 when it left the default to the runtime.
+func (e *Env) MaxParallelism() int { return e.maxParallelism }
+
 func (e *Env) fail(err error) {
 	if e.err == nil {
 		e.err = err
