@@ -128,8 +128,11 @@ func vertexSpecs(g *runtime.JobGraph) []VertexSpec {
 		for _, op := range v.Operators {
 			s.Operators = append(s.Operators, OperatorSpec{UID: op.UID, Name: op.Name})
 		}
-		if len(v.Inputs) > 0 {
-			s.InputPartitioning = v.Inputs[0].Partitioning.String()
+		for k, e := range v.Inputs {
+			if k > 0 {
+				s.InputPartitioning += ", "
+			}
+			s.InputPartitioning += e.Partitioning.String()
 		}
 		for _, e := range v.Outputs {
 			s.Outputs = append(s.Outputs, e.Target)
