@@ -1,0 +1,137 @@
+package rules
+
+import "math"
+
+// profileState is a baseline rule's history of one key over its horizon.
+type profileState struct {
+	stats  *lookback       // one column per profile.stats field
+	hist   []histRing      // per profile.lastN field
+	seen   []map[any]int64 // per profile.seen field: value -> last time
+	prev   map[string]any
+	prevTS int64
+}
+
+// histRing keeps the last n values of a field and their times, oldest
+// first; vals[head:] is what hist.<field> shows, without a copy.
+type histRing struct {
+	n    int
+	head int
+	ts   []int64
+	vals []any
+}
+
+func newProfileState(p *profile) *profileState {
+	ps := &profileState{hist: make([]histRing, len(p.lastN)), seen: make([]map[any]int64, len(p.seen))}
+	if len(p.stats) > 0 {
+		ps.stats = newLookback(len(p.stats))
+	}
+	for i, l := range p.lastN {
+		ps.hist[i].n = l.n
+	}
+	for i := range ps.seen {
+		ps.seen[i] = map[any]int64{}
+	}
+	return ps
+}
+
+func (h *histRing) expire(t int64) {
+	for h.head < len(h.ts) && h.ts[h.head] <= t {
+		h.vals[h.head] = nil
+		h.head++
+	}
+}
+
+func (h *histRing) add(t int64, v any) {
+	h.ts = append(h.ts, t)
+	h.vals = append(h.vals, v)
+	if len(h.ts)-h.head > h.n {
+		h.vals[h.head] = nil
+		h.head++
+	}
+	if h.head > 32 && h.head*2 > len(h.ts) {
+		h.ts = append(h.ts[:0], h.ts[h.head:]...)
+		h.vals = append(h.vals[:0], h.vals[h.head:]...)
+		h.head = 0
+	}
+}
+
+// baselineEvent evaluates the condition against the key's history
+// before the event, then adds the event to it.
+func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, out []Alert) ([]Alert, error) {
+	p, ps := &r.profile, st.prof
+	cut := ev.TS - p.horizon
+	// Inputs first: an event with a bad value changes nothing.
+	ins := rn.ins[:0]
+	for _, f := range p.stats {
+		in, err := toInput(fnSum, ev.Fields[f])
+		if err != nil {
+			return out, wrap(r, "profile.stats."+f, err)
+		}
+		ins = append(ins, in)
+	}
+	rn.ins = ins
+	for i, f := range p.seen {
+		if v := ev.Fields[f]; v != nil {
+			if _, err := toInput(fnCountDistinct, v); err != nil {
+				return out, wrap(r, "profile.seen."+f, err)
+			}
+		}
+		for v, t := range ps.seen[i] {
+			if t <= cut {
+				delete(ps.seen[i], v)
+			}
+		}
+	}
+	if ps.stats != nil {
+		ps.stats.expire(cut)
+	}
+	for i := range ps.hist {
+		ps.hist[i].expire(cut)
+	}
+	if ps.prev != nil && ps.prevTS <= cut {
+		ps.prev = nil
+	}
+
+	clear(rn.env.Stats)
+	if cap(rn.stats) < len(p.stats) {
+		rn.stats = make([]Stats, len(p.stats))
+	}
+	rn.stats = rn.stats[:len(p.stats)]
+	for j, f := range p.stats {
+		s, l := &rn.stats[j], ps.stats
+		*s = Stats{Count: l.count[j], Sum: l.sum[j], Min: l.value(j, fnMin), Max: l.value(j, fnMax)}
+		if s.Count > 0 {
+			s.Mean = s.Sum / s.Count
+			s.Stddev = math.Sqrt(max(0, l.sumsq[j]/s.Count-s.Mean*s.Mean))
+		}
+		rn.env.Stats[f] = s
+	}
+	clear(rn.env.Hist)
+	for i, l := range p.lastN {
+		h := &ps.hist[i]
+		rn.env.Hist[l.field] = h.vals[h.head:]
+	}
+	clear(rn.env.Seen)
+	for i, f := range p.seen {
+		rn.env.Seen[f] = ps.seen[i]
+	}
+	rn.env.Prev = ps.prev
+
+	out, err := rn.hit(r, st, ev.TS, nil, out)
+	if err != nil {
+		return out, err
+	}
+	if ps.stats != nil {
+		ps.stats.add(ev.TS, ins)
+	}
+	for i, l := range p.lastN {
+		ps.hist[i].add(ev.TS, ev.Fields[l.field])
+	}
+	for i, f := range p.seen {
+		if v := ev.Fields[f]; v != nil {
+			ps.seen[i][v] = ev.TS
+		}
+	}
+	ps.prev, ps.prevTS = ev.Fields, ev.TS
+	return out, nil
+}

@@ -1,0 +1,259 @@
+package rules
+
+import (
+	"cmp"
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+)
+
+// Engine runs a rule Set over a stream of events on one goroutine: the
+// local counterpart of the keyed operator a cluster job runs. Rules with
+// the same key fields share one state lookup per event (a group), and
+// event-time timers fire in (time, rule, key) order, so a run is
+// deterministic.
+type Engine struct {
+	set    *Set
+	rn     *Runner
+	groups []*group
+	timers timerHeap
+	armed  map[timer]struct{}
+	stats  []RuleStats
+	loc    []struct {
+		g *group
+		i int
+	} // per rule: its group and place in it
+
+	// The rule and key whose OnEvent is running, for Register.
+	cur    int
+	curKey string
+	keyBuf []byte
+}
+
+// RuleStats counts one rule's work in an Engine.
+type RuleStats struct {
+	Rule        string `json:"rule"`
+	Version     int64  `json:"version"`
+	Evaluations int64  `json:"evaluations"`
+	Alerts      int64  `json:"alerts"`
+	Errors      int64  `json:"errors"`
+}
+
+type group struct {
+	key    []string
+	rules  []int // indexes into set.Rules
+	states map[string][]*State
+}
+
+type timer struct {
+	t    int64
+	rule int
+	key  string
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	return cmp.Or(cmp.Compare(h[i].t, h[j].t), cmp.Compare(h[i].rule, h[j].rule), cmp.Compare(h[i].key, h[j].key)) < 0
+}
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+// NewEngine prepares set to run. Paused rules are not evaluated.
+func NewEngine(set *Set) *Engine {
+	e := &Engine{set: set, rn: NewRunner(), armed: map[timer]struct{}{}, stats: make([]RuleStats, len(set.Rules))}
+	e.loc = make([]struct {
+		g *group
+		i int
+	}, len(set.Rules))
+	byKey := map[string]*group{}
+	for i, r := range set.Rules {
+		e.stats[i] = RuleStats{Rule: r.ID, Version: r.Version}
+		if r.State == "paused" {
+			continue
+		}
+		sig := fmt.Sprintf("%q", r.Key)
+		g := byKey[sig]
+		if g == nil {
+			g = &group{key: r.Key, states: map[string][]*State{}}
+			byKey[sig] = g
+			e.groups = append(e.groups, g)
+		}
+		e.loc[i].g, e.loc[i].i = g, len(g.rules)
+		g.rules = append(g.rules, i)
+	}
+	return e
+}
+
+// Stats are the counters of every rule, in the set's order.
+func (e *Engine) Stats() []RuleStats { return slices.Clone(e.stats) }
+
+// Register arms an event-time timer for the rule and key being evaluated.
+func (e *Engine) Register(t int64) {
+	tm := timer{t: t, rule: e.cur, key: e.curKey}
+	if _, ok := e.armed[tm]; ok {
+		return
+	}
+	e.armed[tm] = struct{}{}
+	heap.Push(&e.timers, tm)
+}
+
+// Process evaluates every rule on ev and appends the alerts to out. A rule
+// that fails on the event is reported in the joined error; the other
+// rules still see the event.
+func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
+	var errs []error
+	for _, g := range e.groups {
+		kb, err := appendKey(e.keyBuf[:0], ev, g.key)
+		e.keyBuf = kb
+		if err != nil {
+			for _, ri := range g.rules {
+				e.stats[ri].Errors++
+				errs = append(errs, &EvalError{Rule: e.set.Rules[ri].ID, Version: e.set.Rules[ri].Version, Part: "key", Err: err})
+			}
+			continue
+		}
+		states, ok := g.states[string(kb)]
+		if !ok {
+			states = make([]*State, len(g.rules))
+			g.states[string(kb)] = states
+		}
+		e.curKey = ""
+		for i, ri := range g.rules {
+			r := e.set.Rules[ri]
+			if states[i] == nil {
+				states[i] = r.NewState(ev)
+			}
+			if r.Kind == KindAggregate && r.window.typ != Lookback && e.curKey == "" {
+				e.curKey = string(kb) // only timers need the key as a string
+			}
+			e.cur = ri
+			n := len(out)
+			e.stats[ri].Evaluations++
+			out, err = e.rn.OnEvent(r, states[i], ev, e, out)
+			e.stats[ri].Alerts += int64(len(out) - n)
+			if err != nil {
+				e.stats[ri].Errors++
+				errs = append(errs, err)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// Advance fires the timers at or before the watermark wm, in order.
+func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
+	var errs []error
+	for len(e.timers) > 0 && e.timers[0].t <= wm {
+		tm := heap.Pop(&e.timers).(timer)
+		delete(e.armed, tm)
+		r := e.set.Rules[tm.rule]
+		g, i := e.groupOf(tm.rule)
+		states := g.states[tm.key]
+		if states == nil || states[i] == nil {
+			continue
+		}
+		n := len(out)
+		var err error
+		out, err = e.rn.OnTimer(r, states[i], tm.t, out)
+		e.stats[tm.rule].Alerts += int64(len(out) - n)
+		if err != nil {
+			e.stats[tm.rule].Errors++
+			errs = append(errs, err)
+		}
+		if states[i].Empty() {
+			states[i] = nil
+			if !slices.ContainsFunc(states, func(s *State) bool { return s != nil }) {
+				delete(g.states, tm.key)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (e *Engine) groupOf(rule int) (*group, int) {
+	l := e.loc[rule]
+	return l.g, l.i
+}
+
+// appendKey appends the encoding of ev's key fields: each value tagged
+// with its type, so the string "1" and the number 1 are different keys.
+func appendKey(dst []byte, ev *Event, fields []string) ([]byte, error) {
+	for _, f := range fields {
+		v, ok := ev.Fields[f]
+		if !ok || v == nil {
+			return dst, fmt.Errorf("the event has no key field %q", f)
+		}
+		switch x := v.(type) {
+		case string:
+			dst = append(dst, 's')
+			dst = strconv.AppendQuote(dst, x)
+		case float64:
+			dst = append(dst, 'n')
+			dst = strconv.AppendFloat(dst, x, 'g', -1, 64)
+		case bool:
+			dst = append(dst, 'b')
+			dst = strconv.AppendBool(dst, x)
+		default:
+			if f, ok := number(v); ok {
+				dst = append(dst, 'n')
+				dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
+				break
+			}
+			return dst, fmt.Errorf("key field %q is a %T: want a string, number or boolean", f, v)
+		}
+		dst = append(dst, 0)
+	}
+	return dst, nil
+}
+
+// Run evaluates set on events as a job with a perfect watermark would:
+// events in event-time order (stable, so equal times keep their input
+// order), the watermark one millisecond behind each event, and every
+// remaining timer fired at the end. Errors of single events do not stop
+// the run; they are returned with the index of the event.
+func Run(set *Set, events []Event) ([]Alert, *Engine, []error) {
+	order := make([]int, len(events))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(events[a].TS, events[b].TS) })
+	e := NewEngine(set)
+	var out []Alert
+	var errs []error
+	for _, i := range order {
+		ev := &events[i]
+		var err error
+		if out, err = e.Advance(ev.TS-1, out); err != nil {
+			errs = append(errs, fmt.Errorf("at time %d: %w", ev.TS-1, err))
+		}
+		if out, err = e.Process(ev, out); err != nil {
+			errs = append(errs, &EventError{Index: i, Err: err})
+		}
+	}
+	out, err := e.Advance(math.MaxInt64, out)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("at the end of input: %w", err))
+	}
+	return out, e, errs
+}
+
+// EventError is a failure of one input event (its index in the input).
+type EventError struct {
+	Index int
+	Err   error
+}
+
+func (e *EventError) Error() string { return fmt.Sprintf("event %d: %v", e.Index+1, e.Err) }
+
+func (e *EventError) Unwrap() error { return e.Err }

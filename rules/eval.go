@@ -1,0 +1,235 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/expr-lang/expr/vm"
+)
+
+// Event is one input record: its fields (JSON types: float64, string,
+// bool, nil, []any, map[string]any) and its event time in Unix ms.
+type Event struct {
+	Fields map[string]any
+	TS     int64
+	Line   int // its line in the input, for messages; 0 if none
+}
+
+// Alert is what a rule's hit produces; it is written as one JSON line.
+type Alert struct {
+	Rule    string         `json:"rule"`
+	Version int64          `json:"version"`
+	Key     map[string]any `json:"key"`
+	Time    int64          `json:"time"` // Unix ms: the event's, or the window's last millisecond
+	Action  string         `json:"action"`
+	Shadow  bool           `json:"shadow,omitempty"`
+	Window  *Bounds        `json:"window,omitempty"`
+	Fields  map[string]any `json:"fields,omitempty"`
+}
+
+// Bounds are a window's [Start, End) in Unix ms.
+type Bounds struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+}
+
+// State is one rule's state for one key. Its parts depend on the kind.
+type State struct {
+	key       map[string]any
+	alerted   bool
+	lastAlert int64
+
+	look    *lookback       // aggregate, lookback window
+	wins    map[int64]*accs // aggregate, tumbling and sliding: window start -> accumulators
+	session *sessionWindow  // aggregate, session window
+	prof    *profileState   // baseline
+}
+
+// NewState is the empty state of r for the key of ev.
+func (r *Rule) NewState(ev *Event) *State {
+	st := &State{key: make(map[string]any, len(r.Key))}
+	for _, k := range r.Key {
+		st.key[k] = ev.Fields[k]
+	}
+	switch {
+	case r.Kind == KindAggregate && r.window.typ == Lookback:
+		st.look = newLookback(len(r.aggs))
+	case r.Kind == KindAggregate && r.window.typ == Session:
+	case r.Kind == KindAggregate:
+		st.wins = map[int64]*accs{}
+	case r.Kind == KindBaseline:
+		st.prof = newProfileState(&r.profile)
+	}
+	return st
+}
+
+// Empty reports whether st holds nothing a later event or timer needs,
+// so its owner may drop it.
+func (st *State) Empty() bool {
+	switch {
+	case st.look != nil:
+		return st.look.len() == 0 && !st.alerted
+	case st.wins != nil:
+		return len(st.wins) == 0 && !st.alerted
+	case st.prof != nil:
+		return false // expires with the horizon, on the next event
+	}
+	return st.session == nil && !st.alerted
+}
+
+// Runner evaluates compiled rules. It holds the expression VM and the
+// environment scratch, so it is not safe for concurrent use: give each
+// goroutine (each subtask) its own.
+type Runner struct {
+	vm    vm.VM
+	env   Env
+	ins   []aggInput
+	stats []Stats
+}
+
+// NewRunner is a Runner with its scratch allocated.
+func NewRunner() *Runner {
+	r := &Runner{env: Env{Agg: map[string]float64{}, Stats: map[string]*Stats{}, Hist: map[string][]any{},
+		Seen: map[string]map[any]int64{}}}
+	r.vm.MemoryBudget = memoryBudget
+	return r
+}
+
+// Timers is where a rule asks to be called back: OnTimer(t) once the
+// watermark reaches t. Registering the same t twice for a key must fire
+// once (runtime event-time timers behave so).
+type Timers interface {
+	Register(t int64)
+}
+
+func (rn *Runner) run(p *vm.Program) (any, error) {
+	return rn.vm.Run(p, &rn.env)
+}
+
+func (rn *Runner) runBool(p *vm.Program) (bool, error) {
+	v, err := rn.run(p)
+	if err != nil {
+		return false, err
+	}
+	b, _ := v.(bool)
+	return b, nil
+}
+
+// bind sets the environment for r and ev.
+func (rn *Runner) bind(r *Rule, ev *Event) {
+	rn.env.E, rn.env.TS, rn.env.P, rn.env.Lists = ev.Fields, ev.TS, r.params, r.lists
+	rn.env.Prev = nil
+}
+
+// OnEvent evaluates r on ev with the key's state st, appends the alerts to
+// out, and asks timers for the window ends it must hear about. The result
+// depends only on (ev, st, r's params): no clock, no randomness. An error
+// leaves st as it was before the event only for filter and lookback
+// rules; the caller counts it and sends the event to its dead letters.
+func (rn *Runner) OnEvent(r *Rule, st *State, ev *Event, timers Timers, out []Alert) ([]Alert, error) {
+	rn.bind(r, ev)
+	if r.when != nil {
+		ok, err := rn.runBool(r.when)
+		if err != nil || !ok {
+			return out, wrap(r, "when", err)
+		}
+	}
+	switch r.Kind {
+	case KindFilter:
+		return rn.hit(r, st, ev.TS, nil, out)
+	case KindAggregate:
+		return rn.aggregateEvent(r, st, ev, timers, out)
+	case KindBaseline:
+		return rn.baselineEvent(r, st, ev, out)
+	}
+	return out, fmt.Errorf("rule %s: unknown kind", r.ID)
+}
+
+// OnTimer fires the windows of st that end at t+1.
+func (rn *Runner) OnTimer(r *Rule, st *State, t int64, out []Alert) ([]Alert, error) {
+	if r.Kind != KindAggregate {
+		return out, nil
+	}
+	return rn.aggregateTimer(r, st, t, out)
+}
+
+// hit evaluates the condition (the environment is bound) and emits.
+func (rn *Runner) hit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([]Alert, error) {
+	ok, err := rn.runBool(r.cond)
+	if err != nil || !ok {
+		return out, wrap(r, "condition", err)
+	}
+	if r.dedupe > 0 && st.alerted && ts < st.lastAlert+r.dedupe {
+		return out, nil
+	}
+	a := Alert{Rule: r.ID, Version: r.Version, Key: st.key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win}
+	if len(r.fields) > 0 {
+		a.Fields = make(map[string]any, len(r.fields))
+		for _, f := range r.fields {
+			v, err := rn.run(f.prog)
+			if err != nil {
+				return out, wrap(r, "emit.fields."+f.name, err)
+			}
+			a.Fields[f.name] = jsonSafe(v)
+		}
+	} else if r.Kind == KindAggregate {
+		// Without fields, the evidence of an aggregate is its values.
+		a.Fields = make(map[string]any, len(rn.env.Agg))
+		for k, v := range rn.env.Agg {
+			a.Fields[k] = jsonSafe(v)
+		}
+	}
+	st.alerted, st.lastAlert = true, ts
+	return append(out, a), nil
+}
+
+// jsonSafe replaces what encoding/json refuses (NaN, ±Inf) with nil.
+func jsonSafe(v any) any {
+	if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		return nil
+	}
+	return v
+}
+
+// EvalError is an expression that failed on an event: the rule and the
+// part, with expr's reason.
+type EvalError struct {
+	Rule    string
+	Version int64
+	Part    string
+	Err     error
+}
+
+func (e *EvalError) Error() string {
+	return fmt.Sprintf("rule %s version %d: %s: %v", e.Rule, e.Version, e.Part, e.Err)
+}
+
+func (e *EvalError) Unwrap() error { return e.Err }
+
+func wrap(r *Rule, part string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &EvalError{Rule: r.ID, Version: r.Version, Part: part, Err: err}
+}
+
+// number converts an expression's value to float64 for an aggregate.
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	case bool:
+		return 0, false
+	}
+	return 0, false
+}
