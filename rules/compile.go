@@ -14,7 +14,6 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
-	"gopkg.in/yaml.v3"
 )
 
 // Kind is what a rule computes.
@@ -252,7 +251,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 	default:
 		return nil, s.errorf(s.lineOf("time"), "time %q: want event", s.Time)
 	}
-	unsupported := map[string]*yaml.Node{"lateness": s.Lateness, "history": s.History, "global": s.Global, "pattern": s.Pattern,
+	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "global": s.Global, "pattern": s.Pattern,
 		"serve": s.Serve, "emit.priority": s.Emit.Priority, "emit.format": s.Emit.Format, "emit.sinks": s.Emit.Sinks}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
@@ -540,7 +539,10 @@ func (c *compiler) compile(what string, e Expr, asBool bool, sc scope) (*vm.Prog
 		msg := err.Error()
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			msg = fmt.Sprintf("%s (column %d)", fe.Message, fe.Column+1)
+			msg = fe.Message
+			if fe.Snippet != "" { // bound to a place in the source
+				msg = fmt.Sprintf("%s (column %d)", fe.Message, fe.Column+1)
+			}
 		}
 		return nil, c.s.errorf(e.Line, "%s: %q does not compile: %s", what, e.Src, msg)
 	}

@@ -46,11 +46,11 @@ type Spec struct {
 
 	// Fields of the draft format that are not implemented yet: decoded
 	// only to be refused with a message that says so.
-	Lateness *yaml.Node `yaml:"lateness"`
-	History  *yaml.Node `yaml:"history"`
-	Global   *yaml.Node `yaml:"global"`
-	Pattern  *yaml.Node `yaml:"pattern"`
-	Serve    *yaml.Node `yaml:"serve"`
+	Lateness any `yaml:"lateness"`
+	History  any `yaml:"history"`
+	Global   any `yaml:"global"`
+	Pattern  any `yaml:"pattern"`
+	Serve    any `yaml:"serve"`
 
 	file   string     // where the document came from
 	node   *yaml.Node // the document, for the lines of its parts
@@ -89,9 +89,9 @@ type EmitSpec struct {
 	Dedupe *struct {
 		For Duration `yaml:"for"`
 	} `yaml:"dedupe"`
-	Priority *yaml.Node `yaml:"priority"`
-	Format   *yaml.Node `yaml:"format"`
-	Sinks    *yaml.Node `yaml:"sinks"`
+	Priority any `yaml:"priority"`
+	Format   any `yaml:"format"`
+	Sinks    any `yaml:"sinks"`
 }
 
 // TestSpec is an inline test: the events, in order, and the alerts they
