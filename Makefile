@@ -63,7 +63,8 @@ FUZZ_TARGETS := \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
-	./internal/auth:FuzzParseTokens
+	./internal/auth:FuzzParseTokens \
+	./rules:FuzzCompile
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,9 +1,11 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
 
@@ -201,7 +203,14 @@ type EvalError struct {
 }
 
 func (e *EvalError) Error() string {
-	return fmt.Sprintf("rule %s version %d: %s: %v", e.Rule, e.Version, e.Part, e.Err)
+	msg := e.Err.Error()
+	// expr's runtime errors carry a multi-line snippet; one line is
+	// what a dead-letter record and a terminal want.
+	var fe *file.Error
+	if errors.As(e.Err, &fe) {
+		msg = fe.Message
+	}
+	return fmt.Sprintf("rule %s version %d: %s: %s", e.Rule, e.Version, e.Part, msg)
 }
 
 func (e *EvalError) Unwrap() error { return e.Err }

@@ -53,7 +53,7 @@ func Parse(file string, data []byte) ([]*Spec, error) {
 		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxDocBytes)}
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	var specs []*Spec
+	var roots []*yaml.Node
 	var errs []error
 	for {
 		var doc yaml.Node
@@ -66,10 +66,19 @@ func Parse(file string, data []byte) ([]*Spec, error) {
 			errs = append(errs, yamlError(file, "", err))
 			break
 		}
-		if len(doc.Content) == 0 {
-			continue
+		if len(doc.Content) > 0 && doc.Content[0].Tag != "!!null" { // skip empty documents
+			roots = append(roots, doc.Content[0])
 		}
-		root := doc.Content[0]
+	}
+	// Each document's source is its lines as written, up to the next
+	// document: re-encoding the tree would not always read back the same.
+	lines := strings.SplitAfter(string(data), "\n")
+	var specs []*Spec
+	for i, root := range roots {
+		end := len(lines)
+		if i+1 < len(roots) {
+			end = roots[i+1].Line - 1
+		}
 		if root.Kind != yaml.MappingNode {
 			errs = append(errs, &Error{File: file, Line: root.Line, Msg: "a rule document must be a mapping"})
 			continue
@@ -87,12 +96,7 @@ func Parse(file string, data []byte) ([]*Spec, error) {
 			errs = append(errs, yamlError(file, id, err))
 			continue
 		}
-		src, err := yaml.Marshal(root)
-		if err != nil {
-			errs = append(errs, yamlError(file, id, err))
-			continue
-		}
-		s.source = src
+		s.source = []byte(strings.Join(lines[max(root.Line-1, 0):max(end, root.Line-1)], ""))
 		specs = append(specs, s)
 	}
 	return specs, errors.Join(errs...)
