@@ -23,7 +23,7 @@ type histRing struct {
 func newProfileState(p *profile) *profileState {
 	ps := &profileState{hist: make([]histRing, len(p.lastN)), seen: make([]map[any]int64, len(p.seen))}
 	if len(p.stats) > 0 {
-		ps.stats = newLookback(len(p.stats))
+		ps.stats = newLookback(make([]aggFn, len(p.stats)), true)
 	}
 	for i, l := range p.lastN {
 		ps.hist[i].n = l.n
@@ -99,10 +99,11 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, out []Alert) ([]A
 	rn.stats = rn.stats[:len(p.stats)]
 	for j, f := range p.stats {
 		s, l := &rn.stats[j], ps.stats
-		*s = Stats{Count: l.count[j], Sum: l.sum[j], Min: l.value(j, fnMin), Max: l.value(j, fnMax)}
+		c := &l.cols[j]
+		*s = Stats{Count: c.count, Sum: c.sum, Min: l.value(j, fnMin), Max: l.value(j, fnMax)}
 		if s.Count > 0 {
 			s.Mean = s.Sum / s.Count
-			s.Stddev = math.Sqrt(max(0, l.sumsq[j]/s.Count-s.Mean*s.Mean))
+			s.Stddev = math.Sqrt(max(0, c.sumsq/s.Count-s.Mean*s.Mean))
 		}
 		rn.env.Stats[f] = s
 	}

@@ -82,6 +82,7 @@ type Rule struct {
 	fields  []namedProgram
 	dedupe  int64 // ms; 0 = every hit alerts
 	aggs    []aggregate
+	fns     []aggFn // the aggregates' functions, in order
 	derived []namedProgram
 	window  window
 	reset   bool
@@ -388,6 +389,7 @@ func (c *compiler) aggregate() error {
 			}
 		}
 		r.aggs = append(r.aggs, ag)
+		r.fns = append(r.fns, fn)
 		c.aggNames = append(c.aggNames, name)
 	}
 	// Derived values read the aggregates only, so their order is free.
@@ -583,7 +585,7 @@ func (v *refCheck) Visit(n *ast.Node) {
 		if !ok || !ok2 {
 			return
 		}
-		s := v.c.s
+		s, c := v.c.s, v.c
 		var known []string
 		what := ""
 		switch id.Value {
@@ -606,6 +608,21 @@ func (v *refCheck) Visit(n *ast.Node) {
 				known, what = slices.Collect(maps.Keys(s.Profile.LastN)), "profile.lastN fields"
 			}
 		default:
+			return
+		}
+		if id.Value == "p" && slices.Contains(known, prop.Value) {
+			// A param is a constant of this version of the rule: folding
+			// it saves a map lookup per run and lets the optimizer fold
+			// what depends on it. Tuning it compiles a new version, whose
+			// state shape (key, window, aggregates) is unchanged.
+			switch v := c.s.Params[prop.Value].V.(type) {
+			case float64:
+				ast.Patch(n, &ast.FloatNode{Value: v})
+			case string:
+				ast.Patch(n, &ast.StringNode{Value: v})
+			case bool:
+				ast.Patch(n, &ast.BoolNode{Value: v})
+			}
 			return
 		}
 		if !slices.Contains(known, prop.Value) {

@@ -28,9 +28,10 @@ type Engine struct {
 	} // per rule: its group and place in it
 
 	// The rule and key whose OnEvent is running, for Register.
-	cur    int
-	curKey string
-	keyBuf []byte
+	cur     int
+	curKey  string
+	keyBuf  []byte
+	scratch State // the State of stateless rules
 }
 
 // RuleStats counts one rule's work in an Engine.
@@ -43,9 +44,16 @@ type RuleStats struct {
 }
 
 type group struct {
-	key    []string
-	rules  []int // indexes into set.Rules
-	states map[string][]*State
+	key       []string
+	rules     []int // indexes into set.Rules
+	stateless bool  // every rule is: no slot per key
+	slots     map[string]*slot
+}
+
+// slot is one key's states in a group: one per rule, nil until needed.
+type slot struct {
+	key    map[string]any
+	states []*State
 }
 
 type timer struct {
@@ -85,12 +93,13 @@ func NewEngine(set *Set) *Engine {
 		sig := fmt.Sprintf("%q", r.Key)
 		g := byKey[sig]
 		if g == nil {
-			g = &group{key: r.Key, states: map[string][]*State{}}
+			g = &group{key: r.Key, slots: map[string]*slot{}, stateless: true}
 			byKey[sig] = g
 			e.groups = append(e.groups, g)
 		}
 		e.loc[i].g, e.loc[i].i = g, len(g.rules)
 		g.rules = append(g.rules, i)
+		g.stateless = g.stateless && r.Stateless()
 	}
 	return e
 }
@@ -123,16 +132,26 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			}
 			continue
 		}
-		states, ok := g.states[string(kb)]
-		if !ok {
-			states = make([]*State, len(g.rules))
-			g.states[string(kb)] = states
+		var sl *slot
+		if !g.stateless {
+			if sl = g.slots[string(kb)]; sl == nil {
+				sl = &slot{key: e.set.Rules[g.rules[0]].KeyOf(ev.Fields), states: make([]*State, len(g.rules))}
+				g.slots[string(kb)] = sl
+			}
 		}
 		e.curKey = ""
 		for i, ri := range g.rules {
 			r := e.set.Rules[ri]
-			if states[i] == nil {
-				states[i] = r.NewState(ev)
+			var st *State
+			switch {
+			case r.Stateless():
+				e.scratch = State{}
+				st = &e.scratch
+			case sl.states[i] == nil:
+				st = r.NewState(sl.key)
+				sl.states[i] = st
+			default:
+				st = sl.states[i]
 			}
 			if r.Kind == KindAggregate && r.window.typ != Lookback && e.curKey == "" {
 				e.curKey = string(kb) // only timers need the key as a string
@@ -140,7 +159,7 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			e.cur = ri
 			n := len(out)
 			e.stats[ri].Evaluations++
-			out, err = e.rn.OnEvent(r, states[i], ev, e, out)
+			out, err = e.rn.OnEvent(r, st, ev, e, out)
 			e.stats[ri].Alerts += int64(len(out) - n)
 			if err != nil {
 				e.stats[ri].Errors++
@@ -159,10 +178,11 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		delete(e.armed, tm)
 		r := e.set.Rules[tm.rule]
 		g, i := e.groupOf(tm.rule)
-		states := g.states[tm.key]
-		if states == nil || states[i] == nil {
+		sl := g.slots[tm.key]
+		if sl == nil || sl.states[i] == nil {
 			continue
 		}
+		states := sl.states
 		n := len(out)
 		var err error
 		out, err = e.rn.OnTimer(r, states[i], tm.t, out)
@@ -174,7 +194,7 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		if states[i].Empty() {
 			states[i] = nil
 			if !slices.ContainsFunc(states, func(s *State) bool { return s != nil }) {
-				delete(g.states, tm.key)
+				delete(g.slots, tm.key)
 			}
 		}
 	}

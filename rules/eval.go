@@ -47,15 +47,13 @@ type State struct {
 	prof    *profileState   // baseline
 }
 
-// NewState is the empty state of r for the key of ev.
-func (r *Rule) NewState(ev *Event) *State {
-	st := &State{key: make(map[string]any, len(r.Key))}
-	for _, k := range r.Key {
-		st.key[k] = ev.Fields[k]
-	}
+// NewState is the empty state of r for a key; key maps the key fields to
+// the key's values (shared by every state of the key, and by its alerts).
+func (r *Rule) NewState(key map[string]any) *State {
+	st := &State{key: key}
 	switch {
 	case r.Kind == KindAggregate && r.window.typ == Lookback:
-		st.look = newLookback(len(r.aggs))
+		st.look = newLookback(r.fns, false)
 	case r.Kind == KindAggregate && r.window.typ == Session:
 	case r.Kind == KindAggregate:
 		st.wins = map[int64]*accs{}
@@ -63,6 +61,19 @@ func (r *Rule) NewState(ev *Event) *State {
 		st.prof = newProfileState(&r.profile)
 	}
 	return st
+}
+
+// Stateless reports whether r keeps nothing between events (a filter
+// without dedupe): its owner need not hold a State per key for it.
+func (r *Rule) Stateless() bool { return r.Kind == KindFilter && r.dedupe == 0 }
+
+// KeyOf maps r's key fields to their values in fields.
+func (r *Rule) KeyOf(fields map[string]any) map[string]any {
+	key := make(map[string]any, len(r.Key))
+	for _, k := range r.Key {
+		key[k] = fields[k]
+	}
+	return key
 }
 
 // Empty reports whether st holds nothing a later event or timer needs,
@@ -164,7 +175,11 @@ func (rn *Runner) hit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([
 	if r.dedupe > 0 && st.alerted && ts < st.lastAlert+r.dedupe {
 		return out, nil
 	}
-	a := Alert{Rule: r.ID, Version: r.Version, Key: st.key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win}
+	key := st.key
+	if key == nil { // a stateless rule's shared State
+		key = r.KeyOf(rn.env.E)
+	}
+	a := Alert{Rule: r.ID, Version: r.Version, Key: key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win}
 	if len(r.fields) > 0 {
 		a.Fields = make(map[string]any, len(r.fields))
 		for _, f := range r.fields {

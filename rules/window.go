@@ -62,58 +62,74 @@ func (a *acc) value(fn aggFn) float64 {
 // monotonic queues for min and max, and value counts for countDistinct,
 // so adding and expiring an event is amortised O(1) per aggregate.
 type lookback struct {
-	n                 int
-	base              int64      // sequence number of ts[0]
-	head              int        // first live entry
-	ts                []int64    // entry times
-	in                []aggInput // len(ts)*n
-	count, sum, sumsq []float64
-	minQ, maxQ        [][]int64 // per aggregate: sequence numbers
-	distinct          []map[any]int
+	base int64      // sequence number of ts[0]
+	head int        // first live entry
+	ts   []int64    // entry times
+	in   []aggInput // len(ts)*len(cols)
+	cols []lbColumn
 }
 
-func newLookback(n int) *lookback {
-	return &lookback{n: n, count: make([]float64, n), sum: make([]float64, n), sumsq: make([]float64, n),
-		minQ: make([][]int64, n), maxQ: make([][]int64, n), distinct: make([]map[any]int, n)}
+// lbColumn is one aggregate's running values. The queues are kept only
+// for min and max, the value counts only for countDistinct.
+type lbColumn struct {
+	count, sum, sumsq float64
+	minmax            bool
+	minQ, maxQ        []int64 // sequence numbers, values increasing / decreasing
+	distinct          map[any]int
+}
+
+// newLookback makes the columns of fns; minmax keeps min and max for all.
+func newLookback(fns []aggFn, minmax bool) *lookback {
+	l := &lookback{cols: make([]lbColumn, len(fns))}
+	for j, fn := range fns {
+		l.cols[j].minmax = minmax || fn == fnMin || fn == fnMax
+	}
+	return l
 }
 
 func (l *lookback) len() int { return len(l.ts) - l.head }
 
-func (l *lookback) input(seq int64, j int) aggInput { return l.in[int(seq-l.base)*l.n+j] }
+func (l *lookback) input(seq int64, j int) aggInput { return l.in[int(seq-l.base)*len(l.cols)+j] }
 
 // expire drops the entries at or before t.
 func (l *lookback) expire(t int64) {
+	n := len(l.cols)
 	for l.head < len(l.ts) && l.ts[l.head] <= t {
 		seq := l.base + int64(l.head)
-		for j := range l.n {
-			in := l.in[l.head*l.n+j]
+		for j := range l.cols {
+			in, c := l.in[l.head*n+j], &l.cols[j]
 			if !in.ok {
 				continue
 			}
-			l.count[j]--
-			l.sum[j] -= in.f
-			l.sumsq[j] -= in.f * in.f
-			if l.count[j] == 0 {
-				l.sum[j], l.sumsq[j] = 0, 0 // no rounding residue in an empty window
+			c.count--
+			c.sum -= in.f
+			c.sumsq -= in.f * in.f
+			if c.count == 0 {
+				c.sum, c.sumsq = 0, 0 // no rounding residue in an empty window
 			}
-			if q := l.minQ[j]; len(q) > 0 && q[0] == seq {
-				l.minQ[j] = q[1:]
+			if len(c.minQ) > 0 && c.minQ[0] == seq {
+				c.minQ = c.minQ[1:]
 			}
-			if q := l.maxQ[j]; len(q) > 0 && q[0] == seq {
-				l.maxQ[j] = q[1:]
+			if len(c.maxQ) > 0 && c.maxQ[0] == seq {
+				c.maxQ = c.maxQ[1:]
 			}
-			if d := l.distinct[j]; d != nil && in.v != nil {
-				if d[in.v]--; d[in.v] <= 0 {
-					delete(d, in.v)
+			if c.distinct != nil && in.v != nil {
+				if c.distinct[in.v]--; c.distinct[in.v] <= 0 {
+					delete(c.distinct, in.v)
 				}
 			}
 		}
 		l.head++
 	}
-	if l.head > 32 && l.head*2 > len(l.ts) {
+	switch {
+	case l.head == len(l.ts):
+		// Empty: start over at the front of the same arrays.
+		l.base += int64(l.head)
+		l.ts, l.in, l.head = l.ts[:0], l.in[:0], 0
+	case l.head > 32 && l.head*2 > len(l.ts):
 		l.base += int64(l.head)
 		l.ts = append(l.ts[:0], l.ts[l.head:]...)
-		l.in = append(l.in[:0], l.in[l.head*l.n:]...)
+		l.in = append(l.in[:0], l.in[l.head*n:]...)
 		l.head = 0
 	}
 }
@@ -124,27 +140,30 @@ func (l *lookback) add(t int64, ins []aggInput) {
 	l.ts = append(l.ts, t)
 	l.in = append(l.in, ins...)
 	for j, in := range ins {
+		c := &l.cols[j]
 		if !in.ok {
 			continue
 		}
-		l.count[j]++
-		l.sum[j] += in.f
-		l.sumsq[j] += in.f * in.f
-		q := l.minQ[j]
-		for len(q) > 0 && l.input(q[len(q)-1], j).f >= in.f {
-			q = q[:len(q)-1]
-		}
-		l.minQ[j] = append(q, seq)
-		q = l.maxQ[j]
-		for len(q) > 0 && l.input(q[len(q)-1], j).f <= in.f {
-			q = q[:len(q)-1]
-		}
-		l.maxQ[j] = append(q, seq)
-		if in.v != nil {
-			if l.distinct[j] == nil {
-				l.distinct[j] = map[any]int{}
+		c.count++
+		c.sum += in.f
+		c.sumsq += in.f * in.f
+		if c.minmax {
+			q := c.minQ
+			for len(q) > 0 && l.input(q[len(q)-1], j).f >= in.f {
+				q = q[:len(q)-1]
 			}
-			l.distinct[j][in.v]++
+			c.minQ = append(q, seq)
+			q = c.maxQ
+			for len(q) > 0 && l.input(q[len(q)-1], j).f <= in.f {
+				q = q[:len(q)-1]
+			}
+			c.maxQ = append(q, seq)
+		}
+		if in.v != nil {
+			if c.distinct == nil {
+				c.distinct = map[any]int{}
+			}
+			c.distinct[in.v]++
 		}
 	}
 }
@@ -154,26 +173,27 @@ func (l *lookback) reset() {
 }
 
 func (l *lookback) value(j int, fn aggFn) float64 {
+	c := &l.cols[j]
 	switch fn {
 	case fnCount:
-		return l.count[j]
+		return c.count
 	case fnSum:
-		return l.sum[j]
+		return c.sum
 	case fnAvg:
-		if l.count[j] == 0 {
+		if c.count == 0 {
 			return 0
 		}
-		return l.sum[j] / l.count[j]
+		return c.sum / c.count
 	case fnMin:
-		if q := l.minQ[j]; len(q) > 0 {
-			return l.input(q[0], j).f
+		if len(c.minQ) > 0 {
+			return l.input(c.minQ[0], j).f
 		}
 	case fnMax:
-		if q := l.maxQ[j]; len(q) > 0 {
-			return l.input(q[0], j).f
+		if len(c.maxQ) > 0 {
+			return l.input(c.maxQ[0], j).f
 		}
 	case fnCountDistinct:
-		return float64(len(l.distinct[j]))
+		return float64(len(c.distinct))
 	}
 	return 0
 }
