@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"math/rand/v2"
+	goruntime "runtime"
 	"strings"
 	"testing"
 )
@@ -77,5 +78,28 @@ func benchEngine(b *testing.B, keys int, warm bool) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/rule-eval")
 		})
+	}
+}
+
+// BenchmarkStateBytes is the heap one key's state takes per rule, for the
+// rule mix of BenchmarkEngine (half stateless filters): what bounds
+// rules × keys in memory.
+func BenchmarkStateBytes(b *testing.B) {
+	const rules, keys = 100, 10_000
+	set := benchSet(b, rules)
+	for range b.N {
+		e := NewEngine(set)
+		var ms0, ms1 goruntime.MemStats
+		goruntime.GC()
+		goruntime.ReadMemStats(&ms0)
+		var out []Alert
+		for k := range keys {
+			ev := Event{TS: int64(k), Fields: map[string]any{"accountId": float64(k), "amount": 1.0}}
+			out, _ = e.Process(&ev, out[:0])
+		}
+		goruntime.GC()
+		goruntime.ReadMemStats(&ms1)
+		b.ReportMetric(float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(keys*rules/2), "B/aggregate-state")
+		goruntime.KeepAlive(e)
 	}
 }
