@@ -29,11 +29,11 @@ type cond[T any] func(e T, ctx *condCtx[T]) bool
 type contiguity uint8
 
 const (
-	strict     contiguity = iota // Next: no event in between
-	skipTillNext                  // FollowedBy: skip non-matching events
-	skipTillAny                   // FollowedByAny: also skip matching ones
-	notNext                       // NotNext
-	notFollow                     // NotFollowedBy
+	strict       contiguity = iota // Next: no event in between
+	skipTillNext                   // FollowedBy: skip non-matching events
+	skipTillAny                    // FollowedByAny: also skip matching ones
+	notNext                        // NotNext
+	notFollow                      // NotFollowedBy
 )
 
 // quantifier kinds.
