@@ -223,13 +223,15 @@ const (
 	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
 	// The producer has finished; no frame follows on this channel.
 	EventKind_EVENT_KIND_END_OF_PARTITION EventKind = 1
-	// A latency marker; value is its creation time in Unix nanoseconds.
-	EventKind_EVENT_KIND_LATENCY_MARKER EventKind = 2
-	// A checkpoint barrier; data holds the encoded runtime.Barrier.
-	EventKind_EVENT_KIND_CHECKPOINT_BARRIER EventKind = 3
 	// The producer task was canceled before its end of partition; no frame
 	// follows. The consumer ends as canceled too, not as failed.
 	EventKind_EVENT_KIND_PRODUCER_CANCELED EventKind = 4
+	// An in-band event of the runtime (a checkpoint barrier, a latency
+	// marker, a watermark, ...): task_event holds its runtime.BufferKind,
+	// event_value and data its payload. The exchange passes it through
+	// without knowing it, in order with the channel's records and without
+	// taking credit.
+	EventKind_EVENT_KIND_TASK_EVENT EventKind = 5
 )
 
 // Enum value maps for EventKind.
@@ -237,16 +239,14 @@ var (
 	EventKind_name = map[int32]string{
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_END_OF_PARTITION",
-		2: "EVENT_KIND_LATENCY_MARKER",
-		3: "EVENT_KIND_CHECKPOINT_BARRIER",
 		4: "EVENT_KIND_PRODUCER_CANCELED",
+		5: "EVENT_KIND_TASK_EVENT",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED":        0,
-		"EVENT_KIND_END_OF_PARTITION":   1,
-		"EVENT_KIND_LATENCY_MARKER":     2,
-		"EVENT_KIND_CHECKPOINT_BARRIER": 3,
-		"EVENT_KIND_PRODUCER_CANCELED":  4,
+		"EVENT_KIND_UNSPECIFIED":       0,
+		"EVENT_KIND_END_OF_PARTITION":  1,
+		"EVENT_KIND_PRODUCER_CANCELED": 4,
+		"EVENT_KIND_TASK_EVENT":        5,
 	}
 )
 
@@ -4403,8 +4403,10 @@ type ExchangeFrame struct {
 	Data    []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	Records int32  `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
 	// An event frame (data is empty).
-	Event         EventKind `protobuf:"varint,4,opt,name=event,proto3,enum=weir.v1.EventKind" json:"event,omitempty"`
-	EventValue    int64     `protobuf:"varint,5,opt,name=event_value,json=eventValue,proto3" json:"event_value,omitempty"`
+	Event      EventKind `protobuf:"varint,4,opt,name=event,proto3,enum=weir.v1.EventKind" json:"event,omitempty"`
+	EventValue int64     `protobuf:"varint,5,opt,name=event_value,json=eventValue,proto3" json:"event_value,omitempty"`
+	// The runtime.BufferKind of an EVENT_KIND_TASK_EVENT.
+	TaskEvent     uint32 `protobuf:"varint,6,opt,name=task_event,json=taskEvent,proto3" json:"task_event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4470,6 +4472,13 @@ func (x *ExchangeFrame) GetEvent() EventKind {
 func (x *ExchangeFrame) GetEventValue() int64 {
 	if x != nil {
 		return x.EventValue
+	}
+	return 0
+}
+
+func (x *ExchangeFrame) GetTaskEvent() uint32 {
+	if x != nil {
+		return x.TaskEvent
 	}
 	return 0
 }
@@ -4825,14 +4834,16 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12producer_vertex_id\x18\x03 \x01(\x05R\x10producerVertexId\x12)\n" +
 	"\x10producer_subtask\x18\x04 \x01(\x05R\x0fproducerSubtask\x12,\n" +
 	"\x12consumer_vertex_id\x18\x05 \x01(\x05R\x10consumerVertexId\x12)\n" +
-	"\x10consumer_subtask\x18\x06 \x01(\x05R\x0fconsumerSubtask\"\xb2\x01\n" +
+	"\x10consumer_subtask\x18\x06 \x01(\x05R\x0fconsumerSubtask\"\xd1\x01\n" +
 	"\rExchangeFrame\x12(\n" +
 	"\x04open\x18\x01 \x01(\v2\x14.weir.v1.ChannelOpenR\x04open\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\x05R\arecords\x12(\n" +
 	"\x05event\x18\x04 \x01(\x0e2\x12.weir.v1.EventKindR\x05event\x12\x1f\n" +
 	"\vevent_value\x18\x05 \x01(\x03R\n" +
-	"eventValue\"*\n" +
+	"eventValue\x12\x1d\n" +
+	"\n" +
+	"task_event\x18\x06 \x01(\rR\ttaskEvent\"*\n" +
 	"\x0eExchangeCredit\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\x05R\acredits*\xcc\x01\n" +
 	"\bJobState\x12\x19\n" +
@@ -4858,13 +4869,12 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x15RESCALE_PHASE_PLACING\x10\x02\x12\x16\n" +
 	"\x12RESCALE_PHASE_DONE\x10\x03\x12\x1b\n" +
 	"\x17RESCALE_PHASE_FELL_BACK\x10\x04\x12\x1b\n" +
-	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\xac\x01\n" +
+	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\x91\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
-	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
-	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
-	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x03\x12 \n" +
-	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\x9f\v\n" +
+	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12 \n" +
+	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x04\x12\x19\n" +
+	"\x15EVENT_KIND_TASK_EVENT\x10\x05\"\x04\b\x02\x10\x02\"\x04\b\x03\x10\x032\x9f\v\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
