@@ -279,10 +279,22 @@ func (n *NFA[T]) pruningID(m *node[T]) (eventID, bool, error) {
 			}
 			id, found = eventID{x.ts, x.seq}, true
 		}
-		if !found && n.skip.errorOnMiss {
+		if !n.skip.errorOnMiss {
+			return id, found, nil
+		}
+		if !found {
 			return id, false, fmt.Errorf("cep: skip strategy %v: the match has no event for %q", n.skip, n.skip.name)
 		}
-		return id, found, nil
+		// Skipping to the match's own first event would find the same
+		// match again; in the error mode (as Flink's) that is an error.
+		first := m
+		for first.prev != nil {
+			first = first.prev
+		}
+		if id == (eventID{first.ts, first.seq}) {
+			return id, false, fmt.Errorf("cep: skip strategy %v: cannot skip to the first event of the match", n.skip)
+		}
+		return id, true, nil
 	}
 	return eventID{}, false, nil
 }

@@ -495,3 +495,155 @@ func TestMalformedPatterns(t *testing.T) {
 		}
 	}
 }
+
+// Cases of Flink's GreedyITCase ("ax" is an a whose price is over 3, the
+// until condition there).
+func TestGreedyFlinkCases(t *testing.T) {
+	cad := func(q func(*Pattern[string]) *Pattern[string], end bool) func() *Pattern[string] {
+		return func() *Pattern[string] {
+			mid := q(Begin[string]("start").Where(is("c")).FollowedBy("middle").Where(is("a")))
+			if !end {
+				return mid
+			}
+			return mid.FollowedBy("end").Where(is("d"))
+		}
+	}
+	zeroOrMore := func(p *Pattern[string]) *Pattern[string] { return p.OneOrMore().Optional().Greedy() }
+	oneOrMore := func(p *Pattern[string]) *Pattern[string] { return p.OneOrMore().Greedy() }
+	until := func(q func(*Pattern[string]) *Pattern[string]) func(*Pattern[string]) *Pattern[string] {
+		return func(p *Pattern[string]) *Pattern[string] { return q(p).Until(is("ax")) }
+	}
+	runDocCases(t, []docCase{
+		{"zero or more", cad(zeroOrMore, true), "c a1 a2 a3 d", []string{"c a1 a2 a3 d"}, false},
+		{"zero or more in between", cad(zeroOrMore, true), "c x a1 x a2 x a3 d", []string{"c a1 a2 a3 d"}, false},
+		{"zero or more, dummy after", cad(zeroOrMore, true), "c a1 a2 x d", []string{"c a1 a2 d"}, false},
+		{"zero or more, dummy before", cad(zeroOrMore, true), "c x d", []string{"c d"}, false},
+		{"until zero or more, dummy after", cad(until(zeroOrMore), true), "c a1 a2 a3 ax d", []string{"c a1 a2 a3 d"}, false},
+		{"until, dummy before", cad(until(zeroOrMore), true), "c ax a1 a2 a3 d", []string{"c d"}, false},
+		{"one or more", cad(oneOrMore, true), "c a1 a2 a3 d", []string{"c a1 a2 a3 d"}, false},
+		{"one or more in between", cad(oneOrMore, true), "c x a1 x a2 x a3 d", []string{"c a1 a2 a3 d"}, false},
+		{"one or more, dummy after", cad(oneOrMore, true), "c a1 a2 x d", []string{"c a1 a2 d"}, false},
+		{"one or more, dummy before", cad(oneOrMore, true), "c x d", nil, false},
+		{"until one or more, dummy after", cad(until(oneOrMore), true), "c a1 a2 a3 ax d", []string{"c a1 a2 a3 d"}, false},
+		{"until one or more, dummy before", cad(until(oneOrMore), true), "c ax a1 a2 a3 d", nil, false},
+		{"ends with zero or more", cad(zeroOrMore, false), "c a1 a2 x a3", []string{"c", "c a1", "c a1 a2", "c a1 a2 a3"}, false},
+		{"ends with zero or more consecutive", cad(func(p *Pattern[string]) *Pattern[string] {
+			return p.OneOrMore().Optional().Consecutive().Greedy()
+		}, false), "c a1 a2 x a3", []string{"c", "c a1", "c a1 a2"}, false},
+		{"ends with times 2..5", cad(func(p *Pattern[string]) *Pattern[string] { return p.TimesRange(2, 5).Greedy() }, false),
+			"c a1 a2 a3 a4 x", []string{"c a1 a2", "c a1 a2 a3", "c a1 a2 a3 a4"}, false},
+		{"times 2..5", cad(func(p *Pattern[string]) *Pattern[string] { return p.TimesRange(2, 5).Greedy() }, true),
+			"c a1 a2 a3 a4 d", []string{"c a1 a2 a3 a4 d"}, false},
+	})
+}
+
+// Cases of Flink's NotPatternITCase.
+func TestNotFlinkCases(t *testing.T) {
+	a := func() *Pattern[string] { return Begin[string]("start").Where(is("a")) }
+	runDocCases(t, []docCase{
+		{"notNext", func() *Pattern[string] {
+			return a().NotNext("not").Where(is("b")).FollowedByAny("middle").Where(is("c")).FollowedBy("end").Where(is("d"))
+		}, "a1 c1 b1 c2 d", []string{"a1 c1 d", "a1 c2 d"}, false},
+		{"notNext, no matches", func() *Pattern[string] {
+			return a().NotNext("not").Where(is("b")).FollowedBy("middle").Where(is("c")).FollowedBy("end").Where(is("d"))
+		}, "a1 b1 c1 c2 d", nil, false},
+		{"notNext at the end, no matches", func() *Pattern[string] {
+			return a().FollowedByAny("middle").Where(is("c")).FollowedByAny("end").Where(is("d")).NotNext("not").Where(is("b"))
+		}, "a1 c1 c2 d b1", nil, false},
+		{"notFollowedBy", func() *Pattern[string] {
+			return a().NotFollowedBy("not").Where(is("b")).FollowedByAny("middle").Where(is("c")).FollowedBy("end").Where(is("d"))
+		}, "a1 c1 b1 c2 d", []string{"a1 c1 d"}, false},
+		{"notFollowedBy before optional", func() *Pattern[string] {
+			return a().NotFollowedBy("not").Where(is("b")).FollowedByAny("middle").Where(is("c")).Optional().FollowedBy("end").Where(is("d"))
+		}, "a1 c1 b1 c2 d", []string{"a1 c1 d"}, false},
+		{"times with notFollowedBy", func() *Pattern[string] {
+			return a().FollowedByAny("middle").Where(is("b")).Times(2).NotFollowedBy("not").Where(is("c")).FollowedBy("end").Where(is("d"))
+		}, "a1 b1 c b2 d", nil, false},
+		{"ignore state of times with notFollowedBy", func() *Pattern[string] {
+			return a().NotFollowedBy("not").Where(is("b")).FollowedByAny("middle").Where(is("c")).Times(2).Optional().
+				FollowedBy("end").Where(is("d"))
+		}, "a1 d1 e b1 c1 c2 d2", []string{"a1 d1"}, false},
+	})
+}
+
+func has(sub string) func(string) bool { return func(e string) bool { return strings.Contains(e, sub) } }
+
+// Cases of Flink's AfterMatchSkipITCase.
+func TestSkipFlinkCases(t *testing.T) {
+	runDocCases(t, []docCase{
+		{"no skip, times 3", func() *Pattern[string] { return Begin[string]("start", NoSkip()).Where(is("a")).Times(3) },
+			"a1 a2 a3 a4 a5 a6", []string{"a1 a2 a3", "a2 a3 a4", "a3 a4 a5", "a4 a5 a6"}, false},
+		{"skip past last, times 3", func() *Pattern[string] { return Begin[string]("start", SkipPastLastEvent()).Where(is("a")).Times(3) },
+			"a1 a2 a3 a4 a5 a6", []string{"a1 a2 a3", "a4 a5 a6"}, false},
+		{"no skip, followedByAny", func() *Pattern[string] {
+			return Begin[string]("start", NoSkip()).Where(is("a")).FollowedByAny("end").Where(is("b"))
+		}, "a1 b1 a2 b2", []string{"a1 b1", "a1 b2", "a2 b2"}, false},
+		{"skip to next, followedByAny", func() *Pattern[string] {
+			return Begin[string]("start", SkipToNext()).Where(is("a")).FollowedByAny("end").Where(is("b"))
+		}, "a1 b1 a2 b2", []string{"a1 b1", "a2 b2"}, false},
+		{"no skip, quantifier at the end", func() *Pattern[string] {
+			return Begin[string]("start", NoSkip()).Where(is("a")).Next("end").Where(is("b")).OneOrMore()
+		}, "a1 b1 b2 b3", []string{"a1 b1 b2 b3", "a1 b1 b2", "a1 b1"}, false},
+		{"skip to next, quantifier at the end", func() *Pattern[string] {
+			return Begin[string]("start", SkipToNext()).Where(is("a")).Next("end").Where(is("b")).OneOrMore()
+		}, "a1 b1 b2 b3", []string{"a1 b1"}, false},
+		{"skip to first", func() *Pattern[string] {
+			return Begin[string]("start", SkipToFirst("end")).Where(has("a")).Times(2).Next("end").Where(has("b")).Times(2)
+		}, "ab1 ab2 ab3 ab4 ab5 ab6", []string{"ab1 ab2 ab3 ab4", "ab3 ab4 ab5 ab6"}, false},
+		{"skip to last", func() *Pattern[string] {
+			return Begin[string]("start", SkipToLast("end")).Where(has("a")).Times(2).Next("end").Where(has("b")).Times(2)
+		}, "ab1 ab2 ab3 ab4 ab5 ab6 ab7", []string{"ab1 ab2 ab3 ab4", "ab4 ab5 ab6 ab7"}, false},
+		{"skip past last 2", func() *Pattern[string] {
+			return Begin[string]("a", SkipPastLastEvent()).Where(has("a")).FollowedByAny("b").Where(has("b")).
+				FollowedByAny("c").Where(has("c")).FollowedBy("d").Where(has("d"))
+		}, "a1 a2 b1 b2 c1 c2 d1@7 d2@7", []string{"a1 b1 c1 d1"}, false},
+		{"skip past last 3", func() *Pattern[string] {
+			return Begin[string]("a", SkipPastLastEvent()).Where(has("a")).Next("b").Where(has("b"))
+		}, "a1 c a2 b2", []string{"a2 b2"}, false},
+		{"skip to first with optional match", func() *Pattern[string] {
+			return Begin[string]("x", SkipToFirst("b")).Where(has("x")).OneOrMore().Optional().
+				Next("b").Where(has("b")).Next("c").Where(has("c"))
+		}, "ab1 c1 ab2 c2", []string{"ab1 c1", "ab2 c2"}, false},
+		{"skip to first at start position", func() *Pattern[string] {
+			return Begin[string]("b", SkipToFirst("b")).Where(has("b")).Next("c").Where(has("c"))
+		}, "ab1 c1 ab2 c2", []string{"ab1 c1", "ab2 c2"}, false},
+		{"skip to first with one or more", func() *Pattern[string] {
+			return Begin[string]("a", SkipToFirst("b")).Where(has("a")).Next("b").Where(has("b")).OneOrMore().Consecutive()
+		}, "a1@1 b1@2 a2@3 b2@4 b3@5 a3@3 b4@4", []string{"a1 b1", "a2 b2", "a3 b4"}, false},
+		{"skip to first, missing step", func() *Pattern[string] {
+			return Begin[string]("a", SkipToFirst("b")).Where(has("a")).Next("b").Where(has("b")).OneOrMore().Optional().Consecutive().
+				Next("c").Where(has("c"))
+		}, "a c", []string{"a c"}, false},
+	})
+
+	errs := map[string]func() *Pattern[string]{
+		"skip to the first element of the match": func() *Pattern[string] {
+			return Begin[string]("a", SkipToFirst("a").ErrorOnMiss()).Where(has("a"))
+		},
+		"skip to first, missing step": func() *Pattern[string] {
+			return Begin[string]("a", SkipToFirst("b").ErrorOnMiss()).Where(has("a")).Next("b").Where(has("b")).OneOrMore().Optional().Consecutive().
+				Next("c").Where(has("c"))
+		},
+		"skip to last, missing step": func() *Pattern[string] {
+			return Begin[string]("a", SkipToLast("b").ErrorOnMiss()).Where(has("a")).Next("b").Where(has("b")).OneOrMore().Optional().Consecutive().
+				Next("c").Where(has("c"))
+		},
+	}
+	for name, p := range errs {
+		n, err := p().Compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := n.NewState()
+		var failed error
+		for i, ev := range []string{"a", "c"} {
+			if s, _, err = n.Process(s, ev, int64(i)); err != nil {
+				failed = err
+				break
+			}
+		}
+		if failed == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
