@@ -566,7 +566,9 @@ func TestNotFlinkCases(t *testing.T) {
 	})
 }
 
-func has(sub string) func(string) bool { return func(e string) bool { return strings.Contains(e, sub) } }
+func has(sub string) func(string) bool {
+	return func(e string) bool { return strings.Contains(e, sub) }
+}
 
 // Cases of Flink's AfterMatchSkipITCase.
 func TestSkipFlinkCases(t *testing.T) {
@@ -644,6 +646,38 @@ func TestSkipFlinkCases(t *testing.T) {
 		}
 		if failed == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// Cases of Flink's UntilConditionITCase ("ax" is the a whose price is 5,
+// the until and end condition there). Afterwards only the start state is
+// left, as Flink's tests check.
+func TestUntilFlinkCases(t *testing.T) {
+	cae := func(q func(*Pattern[string]) *Pattern[string]) func() *Pattern[string] {
+		return func() *Pattern[string] {
+			return q(Begin[string]("start").Where(is("c")).FollowedBy("middle").Where(is("a")).OneOrMore()).
+				Until(is("ax")).FollowedBy("end").Where(is("ax"))
+		}
+	}
+	same := func(p *Pattern[string]) *Pattern[string] { return p }
+	cases := []docCase{
+		{"one or more", cae(same), "c a1 a2 ax a6", []string{"c a1 a2 ax", "c a1 ax"}, false},
+		{"one or more, combinations", cae((*Pattern[string]).AllowCombinations), "c a1 a2 a3 ax a6",
+			[]string{"c a1 a2 a3 ax", "c a1 a2 ax", "c a1 a3 ax", "c a1 ax"}, false},
+		{"one or more, consecutive", cae((*Pattern[string]).Consecutive), "c a1 a2 ax a6", []string{"c a1 a2 ax", "c a1 ax"}, false},
+		{"one or more, consecutive 2", cae((*Pattern[string]).Consecutive), "c a1 b a3 ax a6", []string{"c a1 ax"}, false},
+	}
+	runDocCases(t, cases)
+	for _, c := range cases {
+		n, _ := c.pattern().Compile()
+		s := n.NewState()
+		evs, tss := parseEvents(t, c.events)
+		for i, ev := range evs {
+			s, _, _ = n.Process(s, ev, tss[i])
+		}
+		if !n.Idle(s) {
+			t.Errorf("%s: %d partial matches left, want only the start", c.name, len(s.runs))
 		}
 	}
 }
