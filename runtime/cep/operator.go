@@ -3,7 +3,6 @@ package cep
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/weirstream/weir/runtime"
 )
@@ -74,11 +73,19 @@ type detector[K comparable, T, OUT any] struct {
 	sel     func(K, Match[T]) OUT
 	initial *State[T] // immutable, shared by keys without state
 
-	state    runtime.ValueState[*State[T]]
-	buffer   runtime.MapState[int64, []T] // event time: events by timestamp, not yet matched
+	state runtime.ValueState[*State[T]]
+	// buffer holds, in event time, the events the watermark has not
+	// passed yet, in timestamp order (ties in arrival order). A slice per
+	// key, replaced on every change, is cheaper on the heap backend than
+	// Flink's map of lists, and a snapshot may keep the old one.
+	buffer   runtime.ValueState[[]pending[T]]
 	late     runtime.Collector[T]
 	timedOut func(Match[T], int64)
-	stamps   []int64
+}
+
+type pending[T any] struct {
+	ts int64
+	ev T
 }
 
 func (d *detector[K, T, OUT]) Open(ctx *runtime.KeyedContext[K]) (err error) {
@@ -86,7 +93,7 @@ func (d *detector[K, T, OUT]) Open(ctx *runtime.KeyedContext[K]) (err error) {
 		return err
 	}
 	if !d.cfg.processingTime {
-		if d.buffer, err = runtime.GetMapState(ctx, "cep-buffer", runtime.Codec[int64](runtime.Int64Codec{}), runtime.Codec[[]T](listCodec[T]{d.events})); err != nil {
+		if d.buffer, err = runtime.GetValueState(ctx, "cep-buffer", runtime.Codec[[]pending[T]](bufferCodec[T]{d.events})); err != nil {
 			return err
 		}
 	}
@@ -120,11 +127,17 @@ func (d *detector[K, T, OUT]) ProcessElement(v T, ctx *runtime.KeyedContext[K], 
 		}
 		return nil
 	}
-	// Cap the old slice so that appending copies: a snapshot may still
-	// hold it.
-	old, _ := d.buffer.Get(ts)
-	d.buffer.Put(ts, append(old[:len(old):len(old)], v))
-	ctx.RegisterEventTimeTimer(ts)
+	old, _ := d.buffer.Value()
+	i := len(old)
+	for i > 0 && old[i-1].ts > ts {
+		i--
+	}
+	buf := make([]pending[T], 0, len(old)+1)
+	buf = append(append(append(buf, old[:i]...), pending[T]{ts, v}), old[i:]...)
+	d.buffer.Update(buf)
+	if i == 0 || old[i-1].ts != ts {
+		ctx.RegisterEventTimeTimer(ts)
+	}
 	return nil
 }
 
@@ -139,29 +152,28 @@ func (d *detector[K, T, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[K], ou
 		return nil
 	}
 	wm := ctx.CurrentWatermark()
-	d.stamps = d.stamps[:0]
-	for t := range d.buffer.All() {
-		if t <= wm {
-			d.stamps = append(d.stamps, t)
-		}
-	}
-	slices.Sort(d.stamps)
+	buf, _ := d.buffer.Value()
 	s := d.load()
 	key := ctx.CurrentKey()
-	for _, t := range d.stamps {
-		evs, _ := d.buffer.Get(t)
-		for _, ev := range evs {
-			var res Result[T]
-			var err error
-			if s, res, err = d.nfa.Process(s, ev, t); err != nil {
-				return err
-			}
-			d.emit(key, res, out)
+	i := 0
+	for ; i < len(buf) && buf[i].ts <= wm; i++ {
+		p := buf[i]
+		var res Result[T]
+		var err error
+		if s, res, err = d.nfa.Process(s, p.ev, p.ts); err != nil {
+			return err
 		}
-		d.buffer.Remove(t)
-		if t != ts {
-			ctx.DeleteEventTimeTimer(t) // its events are matched already
+		d.emit(key, res, out)
+		if p.ts != ts && (i == 0 || buf[i-1].ts != p.ts) {
+			ctx.DeleteEventTimeTimer(p.ts) // its events are matched already
 		}
+	}
+	if i == len(buf) {
+		if len(buf) > 0 {
+			d.buffer.Clear()
+		}
+	} else if i > 0 {
+		d.buffer.Update(buf[i:])
 	}
 	s, res, err := d.nfa.Advance(s, wm)
 	if err != nil {
@@ -207,28 +219,30 @@ func (d *detector[K, T, OUT]) emit(key K, res Result[T], out runtime.Collector[O
 	}
 }
 
-// listCodec encodes the events buffered under one timestamp.
-type listCodec[T any] struct{ c runtime.Codec[T] }
+// bufferCodec encodes a key's buffered events with their timestamps.
+type bufferCodec[T any] struct{ c runtime.Codec[T] }
 
-func (l listCodec[T]) Append(dst []byte, v []T) []byte {
+func (l bufferCodec[T]) Append(dst []byte, v []pending[T]) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(v)))
 	var b []byte
-	for _, e := range v {
-		b = l.c.Append(b[:0], e)
+	for _, p := range v {
+		dst = binary.AppendVarint(dst, p.ts)
+		b = l.c.Append(b[:0], p.ev)
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
 		dst = append(dst, b...)
 	}
 	return dst
 }
 
-func (l listCodec[T]) Decode(src []byte) ([]T, error) {
+func (l bufferCodec[T]) Decode(src []byte) ([]pending[T], error) {
 	d := &decoder{b: src}
 	n := d.uvarint()
 	if d.err != nil || n > uint64(len(d.b)) {
 		return nil, fmt.Errorf("cep buffer: %w", runtime.ErrCorrupt)
 	}
-	out := make([]T, 0, n)
+	out := make([]pending[T], 0, n)
 	for i := uint64(0); i < n; i++ {
+		ts := d.varint()
 		sz := d.uvarint()
 		if d.err != nil || sz > uint64(len(d.b)) {
 			return nil, fmt.Errorf("cep buffer: %w", runtime.ErrCorrupt)
@@ -238,7 +252,10 @@ func (l listCodec[T]) Decode(src []byte) ([]T, error) {
 			return nil, fmt.Errorf("cep buffer: %w", err)
 		}
 		d.b = d.b[sz:]
-		out = append(out, e)
+		if len(out) > 0 && ts < out[len(out)-1].ts {
+			return nil, fmt.Errorf("cep buffer: timestamps out of order: %w", runtime.ErrCorrupt)
+		}
+		out = append(out, pending[T]{ts, e})
 	}
 	if len(d.b) != 0 {
 		return nil, fmt.Errorf("cep buffer: %w", runtime.ErrCorrupt)
