@@ -10,6 +10,7 @@ import (
 	_ "github.com/weirstream/weir/jobs/fraud" // the shipped jobs
 	_ "github.com/weirstream/weir/jobs/seqcheck"
 	_ "github.com/weirstream/weir/jobs/sequence"
+	_ "github.com/weirstream/weir/jobs/threshold"
 )
 
 func main() { weir.Main() }
