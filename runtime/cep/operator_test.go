@@ -278,3 +278,62 @@ func TestDetectCheckpointRestore(t *testing.T) {
 		t.Errorf("after restore: matches %q, want %q", o2.matches, want)
 	}
 }
+
+// waitingSource emits its events, then keeps polling (idle, so that
+// processing-time timers fire between polls) until done reports true.
+type waitingSource struct {
+	events []event
+	done   func() bool
+	sent   bool
+}
+
+func (s *waitingSource) Poll(out runtime.Collector[event]) (time.Duration, error) {
+	if !s.sent {
+		for _, e := range s.events {
+			out.Collect(e)
+		}
+		s.sent = true
+		return 0, nil
+	}
+	if s.done() {
+		return 0, runtime.ErrEndOfInput
+	}
+	return 5 * time.Millisecond, nil
+}
+
+// In processing time a partial match times out by the wall clock, through
+// a processing-time timer, without further events.
+func TestDetectProcessingTimeTimeout(t *testing.T) {
+	var o outputs
+	done := func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.timedOut) > 0
+	}
+	p := Begin[event]("a").Where(kind("A")).FollowedBy("b").Where(kind("B")).Within(300 * time.Millisecond) // wide: u2's A and B must fall in one window even on a loaded machine
+	env, _ := runtime.NewEnv("cep", 1)
+	in := runtime.FromSource(env, "events", func() runtime.SourceFunction[event] {
+		return &waitingSource{events: []event{{"u1", "A", 0}, {"u2", "A", 0}, {"u2", "B", 0}}, done: done}
+	}, runtime.Codec[event](eventCodec{}))
+	tag := runtime.NewOutputTag[string]("timed-out", runtime.StringCodec{})
+	matches, err := Detect(runtime.KeyBy(in, runtime.StringKey, func(e event) string { return e.user }), "cep", p, eventCodec{},
+		func(user string, m Match[event]) string { return user }, runtime.StringCodec{},
+		InProcessingTime[event](), TimedOutTo(tag, func(m Match[event], ts int64) string { return m["a"][0].user }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.SinkTo(matches.UID("cep"), "matches", func() runtime.SinkFunction[string] { return sink{&o.mu, &o.matches} })
+	runtime.SinkTo(runtime.SideOutput(matches, tag), "timed-out", func() runtime.SinkFunction[string] { return sink{&o.mu, &o.timedOut} })
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{LatencyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runTask(t, task)
+	if !slices.Equal(o.matches, []string{"u2"}) || !slices.Equal(o.timedOut, []string{"u1"}) {
+		t.Errorf("matches %q, timed out %q; want [u2] and [u1]", o.matches, o.timedOut)
+	}
+}
