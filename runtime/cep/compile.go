@@ -95,14 +95,14 @@ func (p *Pattern[T]) Compile() (*NFA[T], error) {
 			// window closes; elsewhere it becomes stop edges of the states
 			// that wait for the next step.
 			if sink.kind == finalState {
-				nc := c.takeCond(st)
+				nc := st.cond
 				pending := c.newState(st.name, pendingState)
 				pending.add(proceed, c.stopState(nc, st.name), nc)
 				pending.add(ignore, pending, not(nc))
 				sink = pending
 			}
 		case notNext:
-			nc := c.takeCond(st)
+			nc := st.cond
 			s := c.newState(st.name, normalState)
 			if sink.kind == finalState {
 				// An ignore, not a proceed: a proceed to the final state
@@ -146,9 +146,6 @@ func validate[T any](steps []*Pattern[T]) error {
 			return fmt.Errorf("%w: duplicate step name %q; names must be unique", ErrMalformedPattern, st.name)
 		}
 		names[st.name] = true
-		if i > 0 && st.skip != (SkipStrategy{}) {
-			return fmt.Errorf("%w: the skip strategy is given to Begin, not to step %q", ErrMalformedPattern, st.name)
-		}
 		if (st.contig == notNext || st.contig == notFollow) && i > 0 && steps[i-1].optional {
 			return fmt.Errorf("%w: NOT step %q cannot follow the optional step %q", ErrMalformedPattern, st.name, steps[i-1].name)
 		}
@@ -163,9 +160,6 @@ func validate[T any](steps []*Pattern[T]) error {
 	}
 	return nil
 }
-
-// takeCond is the condition for accepting an event into step st.
-func (c *compiler[T]) takeCond(st *Pattern[T]) cond[T] { return st.cond }
 
 // ignoreCond is the condition for skipping an event while waiting for the
 // first event of st, from how st is joined to the step before it.

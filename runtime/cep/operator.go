@@ -49,7 +49,8 @@ func TimedOutTo[T, X any](tag runtime.OutputTag[X], fn func(m Match[T], timeout 
 // timestamp order (ties in arrival order); events at or behind the
 // watermark are late. The matcher's state is keyed state, so checkpoints
 // and rescaling carry partial matches along. Set a UID on the returned
-// stream.
+// stream. The subtasks share the compiled pattern, so its conditions must
+// be safe to call concurrently (pure functions of their arguments are).
 func Detect[K comparable, T, OUT any](ks runtime.KeyedStream[T, K], name string, p *Pattern[T], eventCodec runtime.Codec[T],
 	selectFn func(key K, m Match[T]) OUT, outCodec runtime.Codec[OUT], opts ...Option[T]) (runtime.Stream[OUT], error) {
 	n, err := p.Compile()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -335,5 +336,32 @@ func TestDetectProcessingTimeTimeout(t *testing.T) {
 	runTask(t, task)
 	if !slices.Equal(o.matches, []string{"u2"}) || !slices.Equal(o.timedOut, []string{"u1"}) {
 		t.Errorf("matches %q, timed out %q; want [u2] and [u1]", o.matches, o.timedOut)
+	}
+}
+
+// Event time without timestamps is a job error that says what to do.
+func TestDetectEventTimeNeedsTimestamps(t *testing.T) {
+	env, _ := runtime.NewEnv("cep", 1)
+	in := runtime.FromSource(env, "events", func() runtime.SourceFunction[event] {
+		return &batches{polls: [][]event{{{"u1", "A", 1}}}}
+	}, runtime.Codec[event](eventCodec{}))
+	out, err := Detect(runtime.KeyBy(in, runtime.StringKey, func(e event) string { return e.user }), "cep", aThenB(), eventCodec{},
+		func(string, Match[event]) string { return "" }, runtime.StringCodec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.SinkTo(out, "discard", func() runtime.SinkFunction[string] { var mu sync.Mutex; var got []string; return sink{&mu, &got} })
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{LatencyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := task.Run(ctx); err == nil || !strings.Contains(err.Error(), "AssignTimestampsAndWatermarks") {
+		t.Errorf("run: %v, want an error naming AssignTimestampsAndWatermarks", err)
 	}
 }
