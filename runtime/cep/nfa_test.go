@@ -681,3 +681,24 @@ func TestUntilFlinkCases(t *testing.T) {
 		}
 	}
 }
+
+// Cases of Flink's TimesOrMoreITCase.
+func TestTimesOrMoreFlinkCases(t *testing.T) {
+	cab := func(join func(*Pattern[string], string) *Pattern[string], q func(*Pattern[string]) *Pattern[string]) func() *Pattern[string] {
+		return func() *Pattern[string] {
+			return q(join(Begin[string]("start").Where(is("c")), "middle").Where(is("a"))).FollowedBy("end1").Where(is("b"))
+		}
+	}
+	followedBy, followedByAny := (*Pattern[string]).FollowedBy, (*Pattern[string]).FollowedByAny
+	runDocCases(t, []docCase{
+		{"times or more 2, combinations", cab(followedBy, func(p *Pattern[string]) *Pattern[string] { return p.TimesOrMore(2).AllowCombinations() }),
+			"c a1 a2 a3 b", []string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 a3 b"}, false},
+		{"times or more 2, non-strict", cab(followedByAny, func(p *Pattern[string]) *Pattern[string] { return p.TimesOrMore(2).AllowCombinations() }),
+			"c f a1 f a2 a3 b", []string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 a3 b", "c a2 a3 b"}, false},
+		{"times 2, strict", cab(followedByAny, func(p *Pattern[string]) *Pattern[string] { return p.Times(2).Consecutive() }),
+			"c f a1 f a2 a3 b", []string{"c a2 a3 b"}, false},
+		{"times or more 2, strict, optional", cab(followedByAny, func(p *Pattern[string]) *Pattern[string] {
+			return p.TimesOrMore(2).Consecutive().Optional()
+		}), "c f a1 f a2 a3 b", []string{"c a2 a3 b", "c b"}, false},
+	})
+}
