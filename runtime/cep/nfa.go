@@ -125,8 +125,10 @@ func (n *NFA[T]) Process(s *State[T], ev T, ts int64) (*State[T], Result[T], err
 	id := eventID{ts, s.seq}
 	runs := make([]run[T], 0, len(s.runs)+2)
 	var potential []run[T]
-	var next []run[T]
-	var edges []edgeRef
+	// Scratch space on the stack for the common case of few branches.
+	var nextBuf [8]run[T]
+	var edgeBuf [8]edgeRef
+	next, edges := nextBuf[:0], edgeBuf[:0]
 	cc := &condCtx[T]{n: n}
 	for _, r := range s.runs {
 		cc.reset(r.path, ts)
