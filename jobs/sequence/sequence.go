@@ -8,7 +8,10 @@
 //
 // The source generates events for users 1..users with types drawn from a
 // hash of (subtask, index), about a quarter each of A, B, C and D, and
-// synthetic event times `spacing` apart, so a run is reproducible. Each
+// synthetic event times `spacing` apart, so a run is reproducible (a
+// source subtask that a rescale adds starts again at time 0, behind the
+// watermark, so its events are late and dropped: rescale this job's
+// source only for experiments). Each
 // match prints one Match{user=…, a=…, b=…} line with the two timestamps;
 // partial matches the window discards go to a side output that prints
 // Timeout{user=…, a=…}.
