@@ -702,3 +702,39 @@ func TestTimesOrMoreFlinkCases(t *testing.T) {
 		}), "c f a1 f a2 a3 b", []string{"c a2 a3 b", "c b"}, false},
 	})
 }
+
+// Cases of Flink's TimesRangeITCase.
+func TestTimesRangeFlinkCases(t *testing.T) {
+	cab := func(join func(*Pattern[string], string) *Pattern[string], q func(*Pattern[string]) *Pattern[string]) func() *Pattern[string] {
+		return func() *Pattern[string] {
+			return q(join(Begin[string]("start").Where(is("c")), "middle").Where(is("a"))).FollowedBy("end1").Where(is("b"))
+		}
+	}
+	next, followedBy, followedByAny := (*Pattern[string]).Next, (*Pattern[string]).FollowedBy, (*Pattern[string]).FollowedByAny
+	q := func(from, to int, inner func(*Pattern[string]) *Pattern[string], optional bool) func(*Pattern[string]) *Pattern[string] {
+		return func(p *Pattern[string]) *Pattern[string] {
+			p = inner(p.TimesRange(from, to))
+			if optional {
+				p = p.Optional()
+			}
+			return p
+		}
+	}
+	combinations, consecutive := (*Pattern[string]).AllowCombinations, (*Pattern[string]).Consecutive
+	same := func(p *Pattern[string]) *Pattern[string] { return p }
+	runDocCases(t, []docCase{
+		{"1..3", cab(next, q(1, 3, combinations, false)), "c a1 a2 a3 b",
+			[]string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 a3 b", "c a1 b"}, false},
+		{"0..2", cab(next, q(0, 2, combinations, false)), "c a1 a2 a3 b",
+			[]string{"c a1 a2 b", "c a1 a3 b", "c a1 b", "c b"}, false},
+		{"1..3 non-strict", cab(followedByAny, q(1, 3, combinations, false)), "c f a1 f a2 a3 b",
+			[]string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 a3 b", "c a2 a3 b", "c a1 b", "c a2 b", "c a3 b"}, false},
+		{"0..3 strict", cab(followedByAny, q(0, 3, consecutive, false)), "c f a1 f a2 a3 b",
+			[]string{"c a2 a3 b", "c a1 b", "c a2 b", "c a3 b", "c b"}, false},
+		{"1..3 strict optional", cab(followedByAny, q(1, 3, consecutive, true)), "c f a1 f a2 a3 b",
+			[]string{"c a2 a3 b", "c a1 b", "c a2 b", "c a3 b", "c b"}, false},
+		{"1..3 strict optional 1", cab(next, q(1, 3, consecutive, true)), "c a1 a2 a3 b",
+			[]string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 b", "c b"}, false},
+		{"1..3 non-strict optional 1", cab(followedBy, q(1, 3, same, true)), "c f b", []string{"c b"}, false},
+	})
+}
