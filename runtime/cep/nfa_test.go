@@ -738,3 +738,41 @@ func TestTimesRangeFlinkCases(t *testing.T) {
 		{"1..3 non-strict optional 1", cab(followedBy, q(1, 3, same, true)), "c f b", []string{"c b"}, false},
 	})
 }
+
+// Cases of Flink's NFAITCase about zero-or-more loops.
+func TestZeroOrMoreFlinkCases(t *testing.T) {
+	runDocCases(t, []docCase{
+		{"zero or more", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("c")).FollowedByAny("middle").Where(is("a")).OneOrMore().AllowCombinations().Optional().
+				FollowedBy("end1").Where(is("b"))
+		}, "c a1 a2 b", []string{"c a1 a2 b", "c a1 b", "c a2 b", "c b"}, false},
+		{"eager zero or more", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("c")).FollowedBy("middle").Where(is("a")).OneOrMore().Optional().
+				FollowedBy("end1").Where(is("b"))
+		}, "c a1 a2 d a3 b", []string{"c a1 a2 a3 b", "c a1 a2 b", "c a1 b", "c b"}, false},
+		{"begin with zero or more", func() *Pattern[string] {
+			return Begin[string]("middle").Where(is("a")).OneOrMore().Optional().FollowedBy("end").Where(is("b"))
+		}, "a1 a2 a3 b", []string{"a1 a2 a3 b", "a1 a2 b", "a2 a3 b", "a1 b", "a2 b", "a3 b", "b"}, false},
+		{"zero or more after zero or more", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("c")).
+				FollowedByAny("middle-first").Where(is("a")).OneOrMore().AllowCombinations().Optional().
+				FollowedBy("middle-second").Where(is("d")).OneOrMore().AllowCombinations().Optional().
+				FollowedBy("end").Where(is("e"))
+		}, "c a1 d1 d2 e", []string{"c a1 d1 d2 e", "c a1 d1 e", "c d1 d2 e", "c d1 e", "c a1 e", "c e"}, false},
+		{"zero or more after branching", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("c")).FollowedByAny("branching").Where(is("a")).
+				FollowedByAny("merging").Where(is("f")).
+				FollowedByAny("kleene").Where(is("d")).OneOrMore().AllowCombinations().Optional().
+				FollowedBy("end").Where(is("e"))
+		}, "c a1 a2 f d1 d2 e", []string{"c a1 f e", "c a1 f d1 e", "c a1 f d2 e", "c a1 f d1 d2 e",
+			"c a2 f e", "c a2 f d1 e", "c a2 f d2 e", "c a2 f d1 d2 e"}, false},
+		{"strict contiguity, no results after zero or more", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("d")).FollowedBy("middle").Where(is("a")).OneOrMore().Optional().
+				Next("end").Where(is("b"))
+		}, "d a1 a2 c b", nil, false},
+		{"strict contiguity, results after zero or more", func() *Pattern[string] {
+			return Begin[string]("start").Where(is("d")).FollowedByAny("middle").Where(is("a")).OneOrMore().Optional().AllowCombinations().
+				Next("end").Where(is("b"))
+		}, "d a1 a2 b", []string{"d a1 a2 b", "d a2 b"}, false},
+	})
+}
