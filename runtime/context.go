@@ -25,6 +25,8 @@ type RuntimeContext struct {
 	noCheckpoints  bool
 	openStorage    StorageOpener
 	ctx            context.Context
+	// sideOuts maps an output tag's ID to its Collector[T].
+	sideOuts map[string]any
 }
 
 // JobID is the ID of the running job; it stays the same across restarts

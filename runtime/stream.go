@@ -58,6 +58,9 @@ type node struct {
 	partitioning Partitioning
 	chained      bool
 	codec        any // Codec[OUT]; nil if the output never crosses an exchange
+	// side is the output tag this node reads from its input's operator;
+	// empty for a node fed by the input's main output.
+	side string
 
 	// instantiate builds the operator for one subtask. out is a
 	// Collector[OUT] (nil for sinks); it returns a Collector[IN], or a
@@ -84,6 +87,17 @@ func (e *Env) add(n *node, input *node) *node {
 	}
 	e.nodes = append(e.nodes, n)
 	return n
+}
+
+// mainConsumers counts the consumers fed by n's main output.
+func (n *node) mainConsumers() int {
+	c := 0
+	for _, m := range n.consumers {
+		if m.side == "" {
+			c++
+		}
+	}
+	return c
 }
 
 // Collector receives an operator's output records.

@@ -67,7 +67,11 @@ type Task struct {
 	timers  []timerOwner
 	writers []eventWriter
 
-	counts    []opCounters
+	counts []opCounters
+	// outFrom[i] is the chained main consumer of operator i whose
+	// records-in are i's records-out, or -1 when i's output leaves the
+	// chain (its first writer counts it).
+	outFrom   []int
 	published []publishedCounters
 	latency   Histogram
 
@@ -156,40 +160,82 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		t.eopCh = make([]bool, tio.Input.NumChannels())
 	}
 
-	// The chain's tail writes to the output edges.
-	tail := v.chain[len(v.chain)-1]
-	var out any
-	var writers []any
+	// Each operator's output goes to its chained consumers and to the
+	// output edges leaving it: the tail's, or, where the chain branches
+	// at side outputs, an inner operator's.
+	pos := make(map[*node]int, len(v.chain))
+	for i, n := range v.chain {
+		pos[n] = i
+	}
+	edgeWriters := make(map[*node][]any)
 	for i, e := range v.Outputs {
 		chs := tio.Outputs[i]
 		if want := len(g.OutputChannels(e, subtask)); len(chs) != want {
 			return nil, fmt.Errorf("edge %d->%d: got %d channels, want %d", e.Source, e.Target, len(chs), want)
 		}
-		ew, w := tail.writer(t, g.Vertices[e.Target].chain[0], chs, subtask)
+		ew, w := e.from.writer(t, g.Vertices[e.Target].chain[0], chs, subtask)
 		t.writers = append(t.writers, ew)
-		writers = append(writers, w)
+		edgeWriters[e.from] = append(edgeWriters[e.from], w)
 	}
-	if len(writers) > 0 {
-		setWriterCount(writers[0], &t.counts[len(t.counts)-1].out)
-		out = writers[0]
-		if len(writers) > 1 {
-			out = tail.fanOut(writers)
-		}
-	}
+	t.outFrom = make([]int, len(v.chain))
 
 	// Build the chain from its tail to its head, each operator handed its
-	// successor's input collector.
+	// consumers' input collectors.
 	kgs := KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
 	logger := tio.Logger.With("job", g.Name, "vertex", v.Name, "subtask", subtask)
 	t.log = logger
+	ins := make([]any, len(v.chain))
 	for i := len(v.chain) - 1; i >= 0; i-- {
 		n := v.chain[i]
+		var outs []any
+		sides := map[string][]any{}
+		t.outFrom[i] = -1
+		for _, c := range n.consumers {
+			j, ok := pos[c]
+			if !ok || !c.chained {
+				continue
+			}
+			if c.side != "" {
+				sides[c.side] = append(sides[c.side], ins[j])
+				continue
+			}
+			outs = append(outs, ins[j])
+			t.outFrom[i] = j
+		}
+		if ws := edgeWriters[n]; len(ws) > 0 {
+			setWriterCount(ws[0], &t.counts[i].out)
+			outs = append(outs, ws...)
+		}
+		var out any
+		switch len(outs) {
+		case 0:
+		case 1:
+			out = outs[0]
+		default:
+			out = n.fanOut(outs)
+		}
 		oc := &opContext{
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
+		}
+		if len(sides) > 0 {
+			oc.sideOuts = make(map[string]any, len(sides))
+			for tag, cs := range sides {
+				oc.sideOuts[tag] = cs[0]
+				if len(cs) > 1 {
+					// Every consumer of one tag is a side node of the
+					// same type, so any of them can combine them.
+					for _, c := range n.consumers {
+						if c.side == tag {
+							oc.sideOuts[tag] = c.fanOut(cs)
+							break
+						}
+					}
+				}
+			}
 		}
 		if tio.Restore != nil {
 			oc.restore = tio.Restore.Operators[n.uid]
@@ -198,6 +244,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		if err != nil {
 			return nil, fmt.Errorf("operator %s (%s): %w", n.name, n.uid, err)
 		}
+		ins[i] = in
 		t.contexts = append(t.contexts, &oc.RuntimeContext)
 		if oc.keyedSnap != nil || oc.fnState != nil {
 			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
@@ -211,8 +258,8 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		t.opens = append(t.opens, oc.opens...)             // tail first, as Flink opens
 		t.closes = append(oc.closes, t.closes...)
 		t.timers = append(t.timers, oc.timers...)
-		out = in
 	}
+	out := ins[0]
 	if v.IsSource {
 		t.source = out.(sourceRunner)
 	} else {
@@ -637,11 +684,10 @@ func (t *Task) flush(now int64) {
 }
 
 func (t *Task) publish() {
-	last := len(t.counts) - 1
 	for i := range t.counts {
 		c := t.counts[i]
-		if i < last {
-			c.out = t.counts[i+1].in
+		if j := t.outFrom[i]; j >= 0 {
+			c.out = t.counts[j].in
 		}
 		t.published[i].in.Store(c.in)
 		t.published[i].out.Store(c.out)
