@@ -38,6 +38,9 @@ type JobGraph struct {
 	Name           string
 	MaxParallelism int
 	Vertices       []*Vertex
+	// EventTime says the job assigns event timestamps: records cross
+	// exchanges with their timestamps, and watermarks flow.
+	EventTime bool
 }
 
 // Vertex is a chain of operators run by one goroutine per subtask.
@@ -128,6 +131,9 @@ func (e *Env) Graph() (*JobGraph, error) {
 		}
 	}
 	g := &JobGraph{Name: e.name, MaxParallelism: maxP}
+	for _, n := range e.nodes {
+		g.EventTime = g.EventTime || n.eventTime
+	}
 
 	// Decide each edge's partitioning and whether it is chained.
 	for _, n := range e.nodes {

@@ -73,6 +73,14 @@ type ProcessContext struct {
 	*RuntimeContext
 }
 
+// Timestamp is the event time (Unix ms) of the record being processed, or
+// NoTimestamp.
+func (c *ProcessContext) Timestamp() int64 { return *c.ts }
+
+// CurrentWatermark is the operator's event-time clock (NoTimestamp before
+// the first watermark).
+func (c *ProcessContext) CurrentWatermark() int64 { return *c.wm }
+
 type processStreamOperator[IN, OUT any] struct {
 	fn    ProcessFunction[IN, OUT]
 	ctx   *ProcessContext

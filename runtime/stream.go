@@ -61,6 +61,9 @@ type node struct {
 	// side is the output tag this node reads from its input's operator;
 	// empty for a node fed by the input's main output.
 	side string
+	// eventTime marks a timestamp assigner: the job's records then carry
+	// their timestamps across exchanges.
+	eventTime bool
 
 	// instantiate builds the operator for one subtask. out is a
 	// Collector[OUT] (nil for sinks); it returns a Collector[IN], or a
@@ -257,6 +260,7 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 			oc.opens = append(oc.opens, func() error { return o.Open(op.ctx) })
 		}
 		oc.timers = append(oc.timers, op)
+		oc.eventTimers = append(oc.eventTimers, op)
 		return op, nil
 	}
 	return Stream[OUT]{env: ks.s.env, node: ks.s.env.add(n, ks.s.node)}

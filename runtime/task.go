@@ -68,6 +68,10 @@ type Task struct {
 	writers []eventWriter
 
 	counts []opCounters
+	// wmk is the task's event-time clock; publishedWM its watermark for
+	// status readers.
+	wmk         watermarks
+	publishedWM atomic.Int64
 	// outFrom[i] is the chained main consumer of operator i whose
 	// records-in are i's records-out, or -1 when i's output leaves the
 	// chain (its first writer counts it).
@@ -155,9 +159,12 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	t := &Task{graph: g, vertex: v, subtask: subtask, io: tio,
 		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain)),
 		control: make(chan control, 64)}
+	t.publishedWM.Store(NoTimestamp)
+	t.wmk.init(0)
 	if tio.Input != nil {
 		t.align.init(tio.Input.NumChannels())
 		t.eopCh = make([]bool, tio.Input.NumChannels())
+		t.wmk.init(tio.Input.NumChannels())
 	}
 
 	// Each operator's output goes to its chained consumers and to the
@@ -218,7 +225,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing},
+				noCheckpoints: !tio.Checkpointing, ts: &t.wmk.ts, wm: &t.wmk.wm},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
 		}
 		if len(sides) > 0 {
@@ -258,6 +265,10 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		t.opens = append(t.opens, oc.opens...)             // tail first, as Flink opens
 		t.closes = append(oc.closes, t.closes...)
 		t.timers = append(t.timers, oc.timers...)
+		t.wmk.timers = append(oc.eventTimers, t.wmk.timers...) // head first
+		if oc.generator != nil && t.wmk.gen == nil {
+			t.wmk.gen = oc.generator // the one nearest the tail makes the output's watermarks
+		}
 	}
 	out := ins[0]
 	if v.IsSource {
@@ -308,6 +319,7 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	}
 	now := time.Now().UnixNano()
 	t.lastFlush = now
+	t.wmk.genAt = now
 	t.nextMarker = now + int64(t.io.LatencyInterval)
 	if t.source != nil {
 		err = t.runSource(ctx)
@@ -360,12 +372,17 @@ func (t *Task) runSource(ctx context.Context) error {
 			continue
 		}
 		t.pollStart = time.Now().UnixNano()
+		t.wmk.ts = NoTimestamp
 		wait, perr := t.source.poll()
 		if t.err != nil {
 			return t.err
 		}
 		if perr != nil {
 			if errors.Is(perr, ErrEndOfInput) {
+				if t.graph.EventTime {
+					// A bounded input's end closes every window.
+					t.advanceWatermark(MaxWatermark)
+				}
 				if t.io.Checkpointing && t.io.Checkpoints != nil {
 					t.ended = true
 					t.io.Checkpoints.EndOfInput()
@@ -388,6 +405,9 @@ func (t *Task) runSource(ctx context.Context) error {
 			}
 			if ts, ok := t.nextTimer(); ok {
 				wake = min(wake, ts*int64(time.Millisecond))
+			}
+			if d := t.idleDeadline(); d > 0 {
+				wake = min(wake, d)
 			}
 			finished, err := t.sleep(ctx, time.Duration(wake-now.UnixNano()))
 			if err != nil || finished {
@@ -557,9 +577,17 @@ func (t *Task) runInput(ctx context.Context) error {
 	armed := int64(-1)
 	for {
 		// Sleep until a buffer arrives or the next timer is due.
-		if ts, ok := t.nextTimer(); ok && ts != armed {
-			t.sleeper.Reset(time.Until(time.UnixMilli(ts)))
-			armed = ts
+		wake, ok := t.nextTimer()
+		if d := t.idleDeadline(); d > 0 {
+			// An assigner after an exchange turns idle without input.
+			ms := d/int64(time.Millisecond) + 1
+			if !ok || ms < wake {
+				wake, ok = ms, true
+			}
+		}
+		if ok && wake != armed {
+			t.sleeper.Reset(time.Until(time.UnixMilli(wake)))
+			armed = wake
 		}
 		select {
 		case b := <-bufs:
@@ -601,7 +629,16 @@ func (t *Task) handle(b *Buffer) bool {
 				t.fail(fmt.Errorf("corrupt frame on input channel %d", b.Channel))
 				break
 			}
-			if err := t.decode(data[n : n+int(l)]); err != nil {
+			rec := data[n : n+int(l)]
+			if t.graph.EventTime {
+				ts, m := binary.Varint(rec)
+				if m <= 0 {
+					t.fail(fmt.Errorf("corrupt record timestamp on input channel %d", b.Channel))
+					break
+				}
+				t.wmk.ts, rec = ts, rec[m:]
+			}
+			if err := t.decode(rec); err != nil {
 				t.fail(fmt.Errorf("input channel %d: %w", b.Channel, err))
 				break
 			}
@@ -612,6 +649,9 @@ func (t *Task) handle(b *Buffer) bool {
 		t.eop++
 		t.eopCh[b.Channel] = true
 		t.io.Input.Recycle(b)
+		if t.graph.EventTime && t.wmk.gen == nil {
+			t.combineInputs() // an ended channel no longer holds the watermark
+		}
 		if t.eop == t.io.Input.NumChannels() {
 			return true
 		}
@@ -625,6 +665,10 @@ func (t *Task) handle(b *Buffer) bool {
 			return false
 		}
 		return !t.onBarrier(ch, bar)
+	case BufferWatermark, BufferWatermarkStatus:
+		ch, kind, v := b.Channel, b.Kind, b.Value
+		t.io.Input.Recycle(b)
+		t.onInputWatermark(ch, kind, v)
 	case BufferLatencyMarker:
 		if len(t.writers) == 0 {
 			t.latency.Record(time.Now().UnixNano() - b.Value)
@@ -652,6 +696,9 @@ func (t *Task) nextTimer() (int64, bool) {
 // latency markers and the flush deadline.
 func (t *Task) afterBatch(now int64) {
 	t.publish()
+	if t.wmk.gen != nil {
+		t.generateWatermark(now)
+	}
 	if len(t.timers) > 0 {
 		ms := now / int64(time.Millisecond)
 		for _, o := range t.timers {
