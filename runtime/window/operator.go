@@ -171,7 +171,11 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	accCodec runtime.Codec[ACC]
 	fn       any // the user's process window function, for Open/Close
 
-	windows runtime.MapState[Window, ACC]
+	// windows maps a window's start to its accumulator: the start alone
+	// names a window of a tumbling or sliding assigner (the end follows
+	// from the size), and a session's state window too (a key's sessions
+	// are disjoint), and an int64 key hashes faster than a window.
+	windows runtime.MapState[int64, ACC]
 	// sessions maps a key's session windows to the window their
 	// accumulator is stored under (merging assigners only).
 	sessions runtime.MapState[Window, Window]
@@ -187,7 +191,7 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 }
 
 func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err error) {
-	if o.windows, err = runtime.GetMapState(ctx, "window-contents", Codec{}, o.accCodec); err != nil {
+	if o.windows, err = runtime.GetMapState(ctx, "window-contents", runtime.Int64Codec{}, o.accCodec); err != nil {
 		return fmt.Errorf("window state: %w", err)
 	}
 	if o.assigner.merging() {
@@ -273,12 +277,12 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 			continue // late for this window: its state is gone
 		}
 		skipped = false
-		acc, ok := o.windows.Get(w)
+		acc, ok := o.windows.Get(w.Start)
 		if !ok {
 			acc = o.create()
 		}
 		acc = o.add(v, acc)
-		o.windows.Put(w, acc)
+		o.windows.Put(w.Start, acc)
 		// The timers of a window are registered with its first element
 		// and restored with its state, so later elements need not touch
 		// the timer service.
@@ -322,21 +326,42 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 	if o.assigner.merging() {
 		return o.onTimerMerging(ts, ctx, out)
 	}
+	size := o.assigner.size
+	if ts >= math.MaxInt64-size-o.lateness-1 {
+		return o.onTimerScan(ts, ctx, out) // windows at the end of time are cut short
+	}
+	// A timer at ts is the firing time of the window starting at
+	// ts+1-size and the cleanup time of the one starting lateness
+	// earlier: look them up rather than scan the key's windows.
+	fire := ts + 1 - size
+	if acc, ok := o.windows.Get(fire); ok {
+		if err := o.emit(ctx.CurrentKey(), Window{Start: fire, End: fire + size}, acc, out); err != nil {
+			return err
+		}
+	}
+	o.windows.Remove(fire - o.lateness)
+	return nil
+}
+
+// onTimerScan fires and purges the windows due at ts by scanning the key's
+// windows; it handles windows whose end was saturated at the end of time.
+func (o *operator[K, IN, ACC, OUT]) onTimerScan(ts int64, ctx *runtime.KeyedContext[K], out runtime.Collector[OUT]) error {
 	o.due = o.due[:0]
-	for w := range o.windows.All() {
+	for start := range o.windows.All() {
+		w := Window{Start: start, End: end(start, o.assigner.size)}
 		if w.MaxTimestamp() == ts || o.cleanupTime(w) == ts {
 			o.due = append(o.due, w)
 		}
 	}
 	for _, w := range o.due {
 		if w.MaxTimestamp() == ts {
-			acc, _ := o.windows.Get(w)
+			acc, _ := o.windows.Get(w.Start)
 			if err := o.emit(ctx.CurrentKey(), w, acc, out); err != nil {
 				return err
 			}
 		}
 		if o.cleanupTime(w) == ts {
-			o.windows.Remove(w)
+			o.windows.Remove(w.Start)
 		}
 	}
 	return nil
@@ -399,19 +424,19 @@ func (o *operator[K, IN, ACC, OUT]) processMerging(v IN, ts, wm int64, ctx *runt
 					}
 				}
 			}
-			acc, ok := o.windows.Get(op.state)
+			acc, ok := o.windows.Get(op.state.Start)
 			for _, sw := range op.mergedState {
-				if b, found := o.windows.Get(sw); found {
+				if b, found := o.windows.Get(sw.Start); found {
 					if ok {
 						acc = o.merge(acc, b)
 					} else {
 						acc, ok = b, true
 					}
-					o.windows.Remove(sw)
+					o.windows.Remove(sw.Start)
 				}
 			}
 			if ok {
-				o.windows.Put(op.state, acc)
+				o.windows.Put(op.state.Start, acc)
 			}
 		}
 		if o.cleanupTime(actual) <= wm {
@@ -422,12 +447,12 @@ func (o *operator[K, IN, ACC, OUT]) processMerging(v IN, ts, wm int64, ctx *runt
 			continue
 		}
 		sw, _ := o.ms.stateOf(actual)
-		acc, ok := o.windows.Get(sw)
+		acc, ok := o.windows.Get(sw.Start)
 		if !ok {
 			acc = o.create()
 		}
 		acc = o.add(v, acc)
-		o.windows.Put(sw, acc)
+		o.windows.Put(sw.Start, acc)
 		if actual.MaxTimestamp() <= wm {
 			if err := o.emit(ctx.CurrentKey(), actual, acc, out); err != nil {
 				return err
@@ -448,14 +473,14 @@ func (o *operator[K, IN, ACC, OUT]) onTimerMerging(ts int64, ctx *runtime.KeyedC
 	for i := 0; i < len(o.ms.set); i++ {
 		m := o.ms.set[i]
 		if m.w.MaxTimestamp() == ts {
-			if acc, ok := o.windows.Get(m.state); ok {
+			if acc, ok := o.windows.Get(m.state.Start); ok {
 				if err := o.emit(ctx.CurrentKey(), m.w, acc, out); err != nil {
 					return err
 				}
 			}
 		}
 		if o.cleanupTime(m.w) == ts {
-			o.windows.Remove(m.state)
+			o.windows.Remove(m.state.Start)
 			o.ms.retire(m.w)
 			changed = true
 			i--
