@@ -24,7 +24,9 @@ var ioParams = []jobs.Param{
 	{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
 }
 
-func withIO(ps ...jobs.Param) []jobs.Param { return append(append([]jobs.Param(nil), ioParams...), ps...) }
+func withIO(ps ...jobs.Param) []jobs.Param {
+	return append(append([]jobs.Param(nil), ioParams...), ps...)
+}
 
 // ioConfig is the parameters of ioParams.
 type ioConfig struct {
