@@ -200,16 +200,6 @@ func anomalyInput(t *testing.T, dir string, from, to, perFile int, start int64) 
 	return ts + 5000
 }
 
-// flush writes a last file whose one event is an hour after the rest, so a
-// job watching the directory passes every window and pattern before it.
-func flush(t *testing.T, dir string, at int64) {
-	t.Helper()
-	line := fmt.Sprintf(`{"time":%d,"user":"flush","type":"noop"}`+"\n", at+time.Hour.Milliseconds())
-	if err := os.WriteFile(filepath.Join(dir, "zz-flush.jsonl"), []byte(line), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // reference runs anomaly-detection undisturbed under weir local over the
 // input and returns its committed alerts.
 func reference(t *testing.T, in string) []string {
@@ -223,37 +213,21 @@ func reference(t *testing.T, in string) []string {
 	return alertLines(committedLines(t, out, in+"/"))
 }
 
-// waitAlerts waits until out holds at least n committed alerts.
-func waitAlerts(t *testing.T, out, in string, n int) []string {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		got := alertLines(committedLines(t, out, in+"/"))
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d alerts committed after 2 minutes, want %d", len(got), n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestAnomalyDetectionSurvivesAKilledTaskManager runs anomaly-detection
-// watching a directory with checkpoints on; a TaskManager running it is
-// killed with SIGKILL mid-run and replaced. The committed alerts are
-// exactly those of an undisturbed run: none lost, none twice.
+// with checkpoints on; a TaskManager running it is killed with SIGKILL
+// mid-run and replaced. The committed alerts are exactly those of an
+// undisturbed run: none lost, none twice.
 func TestAnomalyDetectionSurvivesAKilledTaskManager(t *testing.T) {
 	work := t.TempDir()
 	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
 	if err := os.Mkdir(in, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	next := anomalyInput(t, in, 0, 2, 20000, 1_772_000_000_000)
+	anomalyInput(t, in, 0, 4, 50000, 1_772_000_000_000)
 	o := cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}}
 	c := startCluster(t, o)
 	id := submit(t, c, "anomaly-detection", "--parallelism", "2", "--checkpoint-interval", "100ms",
-		"--param", "input="+in, "--param", "output="+out, "--param", "monitor=50ms")
+		"--param", "input="+in, "--param", "output="+out)
 	st := waitCheckpoint(t, c, id, 0)
 	victim := st.Vertices[len(st.Vertices)-1].Subtasks[0].TaskManagerID
 	for _, tm := range c.TaskManagers {
@@ -265,27 +239,25 @@ func TestAnomalyDetectionSurvivesAKilledTaskManager(t *testing.T) {
 	if _, err := c.AddTaskManager(o, 2); err != nil {
 		t.Fatal(err)
 	}
-	next = anomalyInput(t, in, 2, 4, 20000, next)
-	flush(t, in, next)
-
 	want := reference(t, in)
 	if len(want) < 50 {
 		t.Fatalf("the reference run raised %d alerts; the input should raise more", len(want))
 	}
-	got := waitAlerts(t, out, in, len(want))
-	time.Sleep(300 * time.Millisecond) // a few more checkpoints: nothing may come twice
-	got = alertLines(committedLines(t, out, in+"/"))
-	if !slices.Equal(got, want) {
-		t.Errorf("%d alerts committed, %d in the undisturbed run; first difference: %s", len(got), len(want), firstDiff(got, want))
+	st = waitState(t, c, id, 3*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" {
+		t.Fatalf("job %s: %s", st.State, st.Failure)
 	}
-	if st := jobStatus(t, c, id); st.Restarts < 1 {
-		t.Errorf("restarts %d, want at least one", st.Restarts)
+	if st.Restarts < 1 {
+		t.Errorf("restarts %d: the job finished before the kill; give it more input", st.Restarts)
+	}
+	if got := alertLines(committedLines(t, out, in+"/")); !slices.Equal(got, want) {
+		t.Errorf("%d alerts committed, %d in the undisturbed run; first difference: %s", len(got), len(want), firstDiff(got, want))
 	}
 }
 
 // TestAnomalyDetectionRescalesWithOpenWindowsAndMatches stops
-// anomaly-detection with a savepoint at parallelism 2 while windows and
-// partial CEP matches are open, adds input, and resumes it at parallelism
+// anomaly-detection with a savepoint at parallelism 2 mid-run, while
+// windows and partial CEP matches are open, and resumes it at parallelism
 // 3: the alerts are exactly those of an undisturbed run.
 func TestAnomalyDetectionRescalesWithOpenWindowsAndMatches(t *testing.T) {
 	work := t.TempDir()
@@ -293,35 +265,33 @@ func TestAnomalyDetectionRescalesWithOpenWindowsAndMatches(t *testing.T) {
 	if err := os.Mkdir(in, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	next := anomalyInput(t, in, 0, 2, 5000, 1_772_000_000_000)
+	anomalyInput(t, in, 0, 4, 50000, 1_772_000_000_000)
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 3,
 		JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
-	params := []string{"--checkpoint-interval", "100ms", "--param", "input=" + in, "--param", "output=" + out,
-		"--param", "monitor=50ms"}
+	params := []string{"--checkpoint-interval", "100ms", "--param", "input=" + in, "--param", "output=" + out}
 	id := submit(t, c, append([]string{"anomaly-detection", "--parallelism", "2"}, params...)...)
-	st := waitCheckpoint(t, c, id, 0)
-	for st.Vertices[0].Operators[0].RecordsOut < 10000 {
-		time.Sleep(50 * time.Millisecond)
-		st = jobStatus(t, c, id)
-	}
+	waitCheckpoint(t, c, id, 0)
 	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
 	if r.ExitCode != 0 {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
 	}
 	sp := strings.TrimSpace(r.Stdout)
-	next = anomalyInput(t, in, 2, 3, 5000, next)
-	flush(t, in, next)
+	if st := jobStatus(t, c, id); st.State != "FINISHED" {
+		t.Fatalf("stopped job %s", st.State)
+	}
+	before := len(alertLines(committedLines(t, out, in+"/")))
 	id2 := submit(t, c, append([]string{"anomaly-detection", "--parallelism", "3", "--from-savepoint", sp}, params...)...)
-
 	want := reference(t, in)
-	got := waitAlerts(t, out, in, len(want))
-	time.Sleep(300 * time.Millisecond)
-	got = alertLines(committedLines(t, out, in+"/"))
+	st := waitState(t, c, id2, 3*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" || st.Parallelism != 3 {
+		t.Fatalf("resumed job %s at parallelism %d: %s", st.State, st.Parallelism, st.Failure)
+	}
+	got := alertLines(committedLines(t, out, in+"/"))
+	if before == 0 || before == len(got) {
+		t.Errorf("%d of %d alerts were committed before the savepoint: it was not taken mid-run", before, len(got))
+	}
 	if !slices.Equal(got, want) {
 		t.Errorf("%d alerts committed, %d in the undisturbed run; first difference: %s", len(got), len(want), firstDiff(got, want))
-	}
-	if st := jobStatus(t, c, id2); st.State != "RUNNING" || st.Parallelism != 3 {
-		t.Errorf("resumed job %s at parallelism %d: %s", st.State, st.Parallelism, st.Failure)
 	}
 }
 

@@ -90,8 +90,14 @@ func readEventsFrom(env *runtime.Env, c ioConfig, path, uid string, need field, 
 	events := file.Parse(lines, "parse-"+uid, func() file.Parser[Event] { return eventParser{need: need} }, EventCodec{}).
 		UID("parse-" + uid)
 	writeDeadLetters(c, runtime.SideOutput(events, file.DeadLetters), "dead-letters-"+uid, "dead-letters")
-	return runtime.AssignTimestampsAndWatermarks(events,
-		runtime.ForBoundedOutOfOrderness(ooo, func(e Event) int64 { return e.Time }))
+	ws := runtime.ForBoundedOutOfOrderness(ooo, func(e Event) int64 { return e.Time })
+	if c.monitor > 0 {
+		// Watching a directory, a source subtask with no new file has no
+		// records and would hold the watermark back for good; idle, it is
+		// left out until a file comes.
+		ws = ws.WithIdleness(max(time.Second, 4*c.monitor))
+	}
+	return runtime.AssignTimestampsAndWatermarks(events, ws)
 }
 
 func writeDeadLetters(c ioConfig, s runtime.Stream[file.DeadLetter], uid, dir string) {
