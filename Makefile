@@ -63,6 +63,7 @@ FUZZ_TARGETS := \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
+	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens
 
 fuzz:
