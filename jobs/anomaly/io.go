@@ -1,9 +1,6 @@
 package anomaly
 
 import (
-	"errors"
-	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -40,7 +37,7 @@ func parseIO(p *runtime.Params) ioConfig {
 	c := ioConfig{input: p.String("input", ""), output: p.String("output", ""),
 		outOfOrderness: p.Duration("out-of-orderness", 5*time.Second), monitor: p.Duration("monitor", 0),
 		append: p.Bool("append", false)}
-	if in, err := localPath(c.input); err != nil {
+	if in, err := file.LocalPath(c.input); err != nil {
 		p.Errorf("input", "%v", err)
 	} else {
 		c.input = in
@@ -57,22 +54,6 @@ func parseIO(p *runtime.Params) ioConfig {
 		p.Errorf("monitor", "%v must be 0 (read once) or positive", c.monitor)
 	}
 	return c
-}
-
-// localPath accepts a path or a file:// URL: the file source reads the
-// TaskManagers' local file system.
-func localPath(in string) (string, error) {
-	if in == "" {
-		return "", errors.New("must not be empty: the file or directory to read")
-	}
-	if !storage.IsURL(in) {
-		return in, nil
-	}
-	u, err := url.Parse(in)
-	if err != nil || u.Scheme != "file" || u.Path == "" {
-		return "", fmt.Errorf("%q must be a local file or directory (or a file:// URL)", in)
-	}
-	return u.Path, nil
 }
 
 func (c ioConfig) dir(name string) string { return strings.TrimSuffix(c.output, "/") + "/" + name }

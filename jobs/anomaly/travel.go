@@ -42,7 +42,7 @@ func buildTravel(env *runtime.Env, p *runtime.Params) error {
 	}
 	blacklist := p.String("blacklist", "")
 	if blacklist != "" {
-		if b, err := localPath(blacklist); err != nil {
+		if b, err := file.LocalPath(blacklist); err != nil {
 			p.Errorf("blacklist", "%v", err)
 		} else {
 			blacklist = b
