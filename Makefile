@@ -67,6 +67,7 @@ FUZZ_TARGETS := \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
 	./jobs/sequence:FuzzCodecs \
+	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens
 
 fuzz:
