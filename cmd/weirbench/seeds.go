@@ -70,8 +70,8 @@ func (b *bench) seedsSection(events int) error {
 		}
 		start := time.Now()
 		st, err := runNamedJob(c, s.job, 1, map[string]string{"input": in, "output": filepath.Join(dir, s.job+"-out")}, 10*time.Minute)
-		cpu := c.TaskManagers[0].CPUTime()
 		c.Stop()
+		cpu := c.TaskManagers[0].CPUTime() // known once it has exited
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.job, err)
 		}
