@@ -1,0 +1,242 @@
+package window_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/window"
+	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/storage"
+)
+
+// gate feeds hand-made buffers to a task, as the exchange would deliver
+// them from the upstream subtasks.
+type gate struct {
+	n    int
+	bufs chan *runtime.Buffer
+	errs chan error
+}
+
+func newGate(n int) *gate {
+	return &gate{n: n, bufs: make(chan *runtime.Buffer, 256), errs: make(chan error)}
+}
+
+func (g *gate) NumChannels() int                { return g.n }
+func (g *gate) Buffers() <-chan *runtime.Buffer { return g.bufs }
+func (g *gate) Recycle(*runtime.Buffer)         {}
+func (g *gate) Err() <-chan error               { return g.errs }
+
+// records sends evs on channel ch, each framed with its timestamp as in an
+// event-time job.
+func (g *gate) records(ch int, evs ...ev) {
+	b := &runtime.Buffer{Kind: runtime.BufferData, Channel: ch}
+	for _, e := range evs {
+		rec := binary.AppendVarint(nil, e.ts)
+		rec = evCodec{}.Append(rec, e)
+		b.Data = binary.AppendUvarint(b.Data, uint64(len(rec)))
+		b.Data = append(b.Data, rec...)
+		b.Records++
+	}
+	g.bufs <- b
+}
+
+// all sends a watermark, barrier or end of partition on every channel.
+func (g *gate) watermark(wm int64) {
+	for ch := range g.n {
+		g.bufs <- &runtime.Buffer{Kind: runtime.BufferWatermark, Channel: ch, Value: wm}
+	}
+}
+
+func (g *gate) barrier(b runtime.Barrier) {
+	for ch := range g.n {
+		g.bufs <- &runtime.Buffer{Kind: runtime.BufferBarrier, Channel: ch, Value: b.ID, Data: runtime.EncodeBarrier(nil, b)}
+	}
+}
+
+func (g *gate) end() {
+	for ch := range g.n {
+		g.bufs <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: ch}
+	}
+}
+
+// acks collects checkpoint acknowledgements.
+type acks struct {
+	mu    sync.Mutex
+	acked []runtime.CheckpointAck
+	errs  []error
+	done  chan struct{}
+}
+
+func (a *acks) Acknowledge(ack runtime.CheckpointAck) {
+	a.mu.Lock()
+	a.acked = append(a.acked, ack)
+	a.mu.Unlock()
+	a.done <- struct{}{}
+}
+
+func (a *acks) Decline(_ int64, err error) {
+	a.mu.Lock()
+	a.errs = append(a.errs, err)
+	a.mu.Unlock()
+	a.done <- struct{}{}
+}
+
+func (a *acks) EndOfInput() {}
+
+const maxP = 8
+
+// windowGraph is events (parallelism 2, not run) -> timestamps -> keyBy ->
+// a 10 ms tumbling count with 5 ms allowed lateness (parallelism p) ->
+// stamp -> collect: the test feeds the window vertex (vertex 1) itself.
+func windowGraph(t *testing.T, p int, out *collector) *runtime.JobGraph {
+	t.Helper()
+	env, _ := runtime.NewEnv("windows", 2)
+	env.SetMaxParallelism(maxP)
+	src := runtime.FromSource(env, "events", func() runtime.SourceFunction[ev] { return &batchSource{} }, evCodec{})
+	ts := runtime.AssignTimestampsAndWatermarks(src, runtime.ForMonotonousTimestamps(func(e ev) int64 { return e.ts }))
+	counts := window.AggregateProcess(runtime.KeyBy(ts, runtime.StringKey, func(e ev) string { return e.key }), "count",
+		window.Tumbling(10*time.Millisecond), window.Count[ev](), nil, describe[int64], nil,
+		window.AllowedLateness(5*time.Millisecond)).UID("win").Parallelism(p)
+	stamped := runtime.ProcessStream(counts, "stamp", func() runtime.ProcessFunction[string, string] { return stamp{} }, nil).Parallelism(p)
+	runtime.SinkTo(stamped, "collect", func() runtime.SinkFunction[string] { return out }).Parallelism(p)
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Vertices) != 2 || !g.EventTime {
+		t.Fatalf("unexpected graph %+v", g.Vertices)
+	}
+	return g
+}
+
+// run runs subtask i of the window vertex until its input ends.
+func run(t *testing.T, g *runtime.JobGraph, i int, tio runtime.TaskIO) {
+	t.Helper()
+	tio.LatencyInterval = -1
+	task, err := runtime.NewTask(g, 1, i, tio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := task.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWindowStateAndTimersSurviveRescale snapshots a window operator at
+// parallelism 1 with fired-but-retained windows (allowed lateness) and
+// open ones, and restores it at parallelism 2: every subtask gets the
+// windows and timers of its key groups, late firings see the restored
+// counts, the restored timers fire the open windows, and once the
+// watermark passes the cleanup times no window state is left.
+func TestWindowStateAndTimersSurviveRescale(t *testing.T) {
+	keys := make([]string, 20)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%02d", i)
+	}
+	var out collector
+	g := windowGraph(t, 1, &out)
+	dir := t.TempDir()
+	in := newGate(2)
+	rep := &acks{done: make(chan struct{}, 4)}
+	for _, k := range keys {
+		in.records(0, ev{k, 2, 0})
+		in.records(1, ev{k, 12, 0})
+	}
+	in.watermark(10) // [0, 10) fires; its state stays until 14
+	in.barrier(runtime.Barrier{ID: 1, Location: dir})
+	for _, k := range keys {
+		in.records(0, ev{k, 13, 0}) // after the snapshot
+	}
+	in.end()
+	run(t, g, 0, runtime.TaskIO{Input: in, Checkpoints: rep})
+	<-rep.done
+	if len(rep.errs) > 0 || len(rep.acked) != 1 {
+		t.Fatalf("acks %+v, declines %v", rep.acked, rep.errs)
+	}
+	var h runtime.OperatorSnapshot
+	for _, s := range rep.acked[0].States {
+		if s.UID == "win" {
+			h = s
+		}
+	}
+	if h.File == "" || h.Keys == 0 {
+		t.Fatalf("no window state in the checkpoint: %+v", rep.acked[0].States)
+	}
+	var want []string
+	for _, k := range keys {
+		want = append(want, k+" [0, 10) [1] @9", k+" [10, 20) [2] @19")
+	}
+	expect(t, "before the rescale", out.sorted(), want)
+
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sf, err := statebackend.OpenStateFile(ctx, h.File, h.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
+		return st.GetRange(ctx, h.File, off, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got2 []string
+	for i := range 2 {
+		var out2 collector
+		g2 := windowGraph(t, 2, &out2)
+		r := runtime.KeyGroupRangeForSubtask(maxP, 2, i)
+		ks, err := sf.ReadKeyGroups(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []string
+		for _, k := range keys {
+			if r.Contains(runtime.KeyGroupForHash(runtime.StringKey.Hash(k), maxP)) {
+				mine = append(mine, k)
+			}
+		}
+		if len(mine) == 0 || len(mine) == len(keys) {
+			t.Fatalf("subtask %d owns %d of the keys; pick keys that spread", i, len(mine))
+		}
+		in := newGate(2)
+		rep := &acks{done: make(chan struct{}, 4)}
+		in.watermark(10) // watermarks are not checkpointed: event time resumes with the input
+		for _, k := range mine {
+			in.records(0, ev{k, 5, 0})  // late but allowed: fires [0, 10) again with the restored count
+			in.records(1, ev{k, 15, 0}) // joins the restored open window
+		}
+		in.watermark(25) // restored timers: 14 purges [0, 10), 19 fires [10, 20), 24 purges it
+		in.barrier(runtime.Barrier{ID: 2, Location: t.TempDir()})
+		in.end()
+		restore := &runtime.TaskRestore{CheckpointID: 1, Operators: map[string]*runtime.OperatorRestore{"win": {Keyed: []*statebackend.KeyedState{ks}}}}
+		run(t, g2, i, runtime.TaskIO{Input: in, Checkpoints: rep, Restore: restore})
+		<-rep.done
+		found := false
+		for _, s := range rep.acked[0].States {
+			if s.UID == "win" {
+				found = true
+				if s.Keys != 0 {
+					t.Errorf("subtask %d: %d keys of window state left after every cleanup time", i, s.Keys)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("subtask %d: no window operator in checkpoint 2: %+v", i, rep.acked[0].States)
+		}
+		var want []string
+		for _, k := range mine {
+			want = append(want, k+" [0, 10) [2] @5", k+" [10, 20) [2] @19")
+		}
+		expect(t, fmt.Sprintf("subtask %d after the rescale", i), out2.sorted(), want)
+		got2 = append(got2, out2.sorted()...)
+	}
+	if len(got2) != 2*len(keys) {
+		t.Errorf("%d results after the rescale, want %d", len(got2), 2*len(keys))
+	}
+}
