@@ -71,12 +71,13 @@ fuzz:
 	done
 FUZZ_PARALLEL ?= 1
 
-# Micro-benchmarks, then cmd/weirbench on real processes: throughput and
+# Micro-benchmarks (fraud job, exchange, state backend, windows), then
+# cmd/weirbench on real processes: throughput and
 # latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
 # failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./runtime/window/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:
