@@ -58,6 +58,7 @@ FUZZ_TARGETS := \
 	./statebackend:FuzzMetadata \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
+	./runtime/window:FuzzCodecs \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \

@@ -99,6 +99,7 @@ func TestAssignerValidation(t *testing.T) {
 		Session(0), Session(time.Second).WithOffset(time.Millisecond),
 		Tumbling(time.Second).WithOffset(time.Second), Tumbling(time.Second).WithOffset(-time.Second),
 		Sliding(time.Minute, 10*time.Second).WithOffset(10 * time.Second),
+		{}, // the zero value
 	}
 	for _, a := range bad {
 		if a.Err() == nil {

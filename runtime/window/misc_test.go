@@ -162,3 +162,42 @@ func TestEventTimeWindowNeedsTimestamps(t *testing.T) {
 		t.Errorf("Run = %v, want an error about the missing timestamp", err)
 	}
 }
+
+// TestProcessingTimeSessions: records a few milliseconds apart form
+// sessions on the wall clock, which fire once the gap has passed. How
+// many sessions depends on scheduling, so the test checks that every
+// record is in exactly one fired session that spans at least the gap.
+func TestProcessingTimeSessions(t *testing.T) {
+	recs := []ev{{key: "a"}, {key: "a"}, {key: "b"}, {key: "a"}}
+	env, _ := runtime.NewEnv("proc-sessions", 1)
+	src := runtime.FromSource(env, "events", func() runtime.SourceFunction[ev] {
+		return &pacedEvents{recs: recs, pause: 2 * time.Millisecond, tail: 400 * time.Millisecond}
+	}, nil)
+	elems := map[string]int{}
+	sessions := window.Process(runtime.KeyBy(src, runtime.StringKey, func(e ev) string { return e.key }), "sessions",
+		window.Session(50*time.Millisecond).InProcessingTime(),
+		func() window.ProcessWindowFunction[string, ev, string] {
+			return window.ProcessFunc[string, ev, string](func(k string, w window.Window, es []ev, out runtime.Collector[string]) error {
+				if w.End-w.Start < 50 {
+					t.Errorf("session %v is shorter than the gap", w)
+				}
+				elems[k] += len(es)
+				return nil
+			})
+		}, evCodec{}, nil)
+	runtime.SinkTo(sessions, "out", func() runtime.SinkFunction[string] { return sinkFunc(func(string) {}) })
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{LatencyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if elems["a"] != 3 || elems["b"] != 1 {
+		t.Errorf("sessions held %v, want a:3 b:1", elems)
+	}
+}

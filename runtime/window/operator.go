@@ -14,7 +14,8 @@ import (
 // with the window's key and bounds (Flink's ProcessWindowFunction).
 // elements belongs to the window's state: read it, do not modify or keep
 // it. Combined with an aggregate (AggregateProcess) it sees the single
-// aggregated result instead.
+// aggregated result instead. Optional Open(*runtime.RuntimeContext) error
+// and Close() error methods are called around the subtask's work.
 type ProcessWindowFunction[K comparable, IN, OUT any] interface {
 	Process(key K, w Window, elements []IN, out runtime.Collector[OUT]) error
 }
