@@ -94,13 +94,17 @@ const maxP = 8
 // a 10 ms tumbling count with 5 ms allowed lateness (parallelism p) ->
 // stamp -> collect: the test feeds the window vertex (vertex 1) itself.
 func windowGraph(t *testing.T, p int, out *collector) *runtime.JobGraph {
+	return windowGraphWith(t, p, out, window.Tumbling(10*time.Millisecond))
+}
+
+func windowGraphWith(t *testing.T, p int, out *collector, a window.Assigner) *runtime.JobGraph {
 	t.Helper()
 	env, _ := runtime.NewEnv("windows", 2)
 	env.SetMaxParallelism(maxP)
 	src := runtime.FromSource(env, "events", func() runtime.SourceFunction[ev] { return &batchSource{} }, evCodec{})
 	ts := runtime.AssignTimestampsAndWatermarks(src, runtime.ForMonotonousTimestamps(func(e ev) int64 { return e.ts }))
 	counts := window.AggregateProcess(runtime.KeyBy(ts, runtime.StringKey, func(e ev) string { return e.key }), "count",
-		window.Tumbling(10*time.Millisecond), window.Count[ev](), nil, describe[int64], nil,
+		a, window.Count[ev](), nil, describe[int64], nil,
 		window.AllowedLateness(5*time.Millisecond)).UID("win").Parallelism(p)
 	stamped := runtime.ProcessStream(counts, "stamp", func() runtime.ProcessFunction[string, string] { return stamp{} }, nil).Parallelism(p)
 	runtime.SinkTo(stamped, "collect", func() runtime.SinkFunction[string] { return out }).Parallelism(p)
@@ -238,5 +242,36 @@ func TestWindowStateAndTimersSurviveRescale(t *testing.T) {
 	}
 	if len(got2) != 2*len(keys) {
 		t.Errorf("%d results after the rescale, want %d", len(got2), 2*len(keys))
+	}
+}
+
+// TestEveryPaneIsPurged: sliding windows of 10 ms every 4 ms are kept in
+// 2 ms panes, two per slide; once the watermark has passed every cleanup
+// time, a checkpoint finds no window state left.
+func TestEveryPaneIsPurged(t *testing.T) {
+	var out collector
+	g := windowGraphWith(t, 1, &out, window.Sliding(10*time.Millisecond, 4*time.Millisecond))
+	in := newGate(2)
+	rep := &acks{done: make(chan struct{}, 4)}
+	for ts := int64(0); ts < 40; ts++ {
+		in.records(int(ts%2), ev{[]string{"a", "b", "c"}[ts%3], ts, 0})
+	}
+	in.watermark(60)
+	in.barrier(runtime.Barrier{ID: 1, Location: t.TempDir()})
+	in.end()
+	run(t, g, 0, runtime.TaskIO{Input: in, Checkpoints: rep})
+	<-rep.done
+	if len(rep.acked) != 1 {
+		t.Fatalf("acks %+v, declines %v", rep.acked, rep.errs)
+	}
+	for _, s := range rep.acked[0].States {
+		if s.UID == "win" && s.Keys != 0 {
+			t.Errorf("%d keys of window state left after every cleanup time", s.Keys)
+		}
+	}
+	// Windows [-8, 2) to [36, 46) each fired once per key they hold:
+	// all but [-8, 2) hold all three keys (c's first element is at 2).
+	if n := len(out.sorted()); n != 3*12-1 {
+		t.Errorf("%d results, want 35: %q", n, out.sorted())
 	}
 }

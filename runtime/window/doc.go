@@ -31,12 +31,18 @@
 //     windows a key has, and where each one's state lives, is kept in
 //     keyed state too (Flink's MergingWindowSet).
 //
+// Tumbling and sliding windows are stored as panes (Flink SQL's window
+// slicing): slices of the greatest common divisor of size and slide. An
+// element is added to its one pane, however many windows hold it, and a
+// window's result merges its panes when it fires; a pane is purged with
+// the last window that holds it.
+//
 // Timers are per (key, time), so one timer may stand for several windows
-// of a key: on a timer the operator fires every window of the key whose
-// maxTimestamp is that time and purges every window whose cleanup time is.
+// of a key: on a timer the operator fires the window of the key that ends
+// then and purges what is due for cleanup then, looking both up by time.
 //
 // On the hot path of incremental aggregation an element costs a window
 // computation, one state read and one state write; timers are registered
-// only when a window first gets state, so the steady state allocates
-// nothing per element.
+// only when a pane or session first gets state, so the steady state
+// allocates nothing per element.
 package window

@@ -154,8 +154,16 @@ func build[K comparable, IN, ACC, OUT any](ks runtime.KeyedStream[IN, K], name s
 	return runtime.Process(ks, name, func() runtime.KeyedProcessFunction[K, IN, OUT] {
 		op := newOp()
 		op.assigner, op.lateness, op.lateTag = a, o.lateness, lateTag
+		op.pane = gcd(a.size, a.slide)
 		return op
 	}, codec)
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // operator is the window operator for one subtask: a keyed process
@@ -172,18 +180,22 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	accCodec runtime.Codec[ACC]
 	fn       any // the user's process window function, for Open/Close
 
-	// windows maps a window's start to its accumulator: the start alone
-	// names a window of a tumbling or sliding assigner (the end follows
-	// from the size), and a session's state window too (a key's sessions
-	// are disjoint), and an int64 key hashes faster than a window.
+	// windows maps the start of a pane (tumbling and sliding windows) or
+	// of a session's state window (a key's sessions are disjoint, so the
+	// start names it) to its accumulator; an int64 key hashes faster
+	// than a window.
 	windows runtime.MapState[int64, ACC]
 	// sessions maps a key's session windows to the window their
 	// accumulator is stored under (merging assigners only).
 	sessions runtime.MapState[Window, Window]
 	late     runtime.Collector[IN]
 
+	// pane is the length of the slices a tumbling or sliding window is
+	// made of: the greatest common divisor of size and slide, so that
+	// each element goes into one pane, and a window's result merges its
+	// size/pane panes (Flink SQL's window slicing).
+	pane     int64
 	assigned []Window
-	due      []Window
 	ms       mergingSet
 	old      []mapped
 	// dropped counts late records dropped for want of a late output.
@@ -268,51 +280,109 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 	} else {
 		ts, wm = ctx.CurrentProcessingTime(), runtime.NoTimestamp
 	}
-	o.assigned = o.assigner.Assign(ts, o.assigned[:0])
+	if ts < minTimestamp || ts > maxTimestamp {
+		// Window arithmetic stays exact within ±2^62 ms (146 million
+		// years); a record outside is no real event: handle it as late.
+		o.toLate(v)
+		return nil
+	}
 	if o.assigner.merging() {
+		o.assigned = o.assigner.Assign(ts, o.assigned[:0])
 		return o.processMerging(v, ts, wm, ctx, out)
 	}
-	skipped := true
-	for _, w := range o.assigned {
-		if o.cleanupTime(w) <= wm {
-			continue // late for this window: its state is gone
-		}
-		skipped = false
-		acc, ok := o.windows.Get(w.Start)
-		if !ok {
-			acc = o.create()
-		}
-		acc = o.add(v, acc)
-		o.windows.Put(w.Start, acc)
-		// The timers of a window are registered with its first element
-		// and restored with its state, so later elements need not touch
-		// the timer service.
-		if w.MaxTimestamp() <= wm {
-			// The watermark has passed the window's end but not its
-			// cleanup time: fire at once with the updated result.
-			if err := o.emit(ctx.CurrentKey(), w, acc, out); err != nil {
-				return err
+	a := &o.assigner
+	// The windows holding ts start at last, last-slide, ... down to
+	// above ts-size; ts is in a gap when slide > size.
+	last := windowStart(ts, a.offset, a.slide)
+	latest := Window{Start: last, End: last + a.size}
+	if latest.End <= ts || o.cleanupTime(latest) <= wm {
+		// Every window holding ts is past its cleanup time (the latest
+		// one is the last to go), or there is none.
+		o.lateRecord(v, ts, wm)
+		return nil
+	}
+	ps := windowStart(ts, a.offset, o.pane)
+	acc, ok := o.windows.Get(ps)
+	if !ok {
+		acc = o.create()
+	}
+	acc = o.add(v, acc)
+	o.windows.Put(ps, acc)
+	if !ok {
+		// A new pane: the windows holding it need their timers (time
+		// and key identify a timer, so one registered already is not
+		// doubled), and the pane goes when the latest of them is
+		// cleaned up. The timers are restored with the panes, so
+		// later elements need not touch the timer service.
+		for s := last; s > ts-a.size; s -= a.slide {
+			if m := s + a.size - 1; m > wm {
+				o.registerTimer(ctx, m)
 			}
-		} else if !ok {
-			o.registerTimer(ctx, w.MaxTimestamp())
 		}
-		if !ok {
-			o.registerCleanup(ctx, w)
+		if c := o.cleanupTime(latest); c != latest.MaxTimestamp() {
+			o.registerTimer(ctx, c)
 		}
 	}
-	if skipped {
-		o.lateRecord(v, ts, wm)
+	if ts <= wm {
+		// Some window holding ts may have fired already: each one that
+		// is not yet cleaned up fires again at once with the update.
+		for s := last; s > ts-a.size; s -= a.slide {
+			if w := (Window{Start: s, End: s + a.size}); w.MaxTimestamp() <= wm && o.cleanupTime(w) > wm {
+				if err := o.fire(ctx, w, out); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
+}
+
+// Timestamps the operator accepts: see ProcessElement.
+const (
+	minTimestamp = -1 << 62
+	maxTimestamp = 1 << 62
+)
+
+// fire emits w's result: the merge of its panes (its one pane for
+// tumbling windows). A window without panes has no elements and no result.
+func (o *operator[K, IN, ACC, OUT]) fire(ctx *runtime.KeyedContext[K], w Window, out runtime.Collector[OUT]) error {
+	if o.pane == o.assigner.size {
+		if acc, ok := o.windows.Get(w.Start); ok {
+			return o.emit(ctx.CurrentKey(), w, acc, out)
+		}
+		return nil
+	}
+	var acc ACC
+	found := false
+	for ps := w.Start; ps < w.End; ps += o.pane {
+		p, ok := o.windows.Get(ps)
+		if !ok {
+			continue
+		}
+		if !found {
+			// Merge into a fresh accumulator: the pane's own must not
+			// change (an element list would grow in place).
+			acc, found = o.create(), true
+		}
+		acc = o.merge(acc, p)
+	}
+	if !found {
+		return nil
+	}
+	return o.emit(ctx.CurrentKey(), w, acc, out)
 }
 
 // lateRecord handles a record that went into no window: it is late if its
 // timestamp is past the allowed lateness (otherwise the assigner simply
 // has no window for it, as sliding windows with gaps between them).
 func (o *operator[K, IN, ACC, OUT]) lateRecord(v IN, ts, wm int64) {
-	if ts > math.MaxInt64-o.lateness || ts+o.lateness > wm {
-		return
+	if ts+o.lateness <= wm {
+		o.toLate(v)
 	}
+}
+
+// toLate sends v to the late output, or drops and counts it.
+func (o *operator[K, IN, ACC, OUT]) toLate(v IN) {
 	if o.late != nil {
 		o.late.Collect(v)
 	} else {
@@ -327,42 +397,19 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 	if o.assigner.merging() {
 		return o.onTimerMerging(ts, ctx, out)
 	}
-	size := o.assigner.size
-	if ts >= math.MaxInt64-size-o.lateness-1 {
-		return o.onTimerScan(ts, ctx, out) // windows at the end of time are cut short
-	}
-	// A timer at ts is the firing time of the window starting at
-	// ts+1-size and the cleanup time of the one starting lateness
-	// earlier: look them up rather than scan the key's windows.
-	fire := ts + 1 - size
-	if acc, ok := o.windows.Get(fire); ok {
-		if err := o.emit(ctx.CurrentKey(), Window{Start: fire, End: fire + size}, acc, out); err != nil {
+	a := &o.assigner
+	// A timer at ts is the firing time of the window ending at ts+1, and
+	// the cleanup time of the window ending lateness earlier, with whose
+	// cleanup the panes starting in its first slide go: look them up
+	// rather than scan the key's panes.
+	if s := ts + 1 - a.size; windowStart(s, a.offset, a.slide) == s {
+		if err := o.fire(ctx, Window{Start: s, End: s + a.size}, out); err != nil {
 			return err
 		}
 	}
-	o.windows.Remove(fire - o.lateness)
-	return nil
-}
-
-// onTimerScan fires and purges the windows due at ts by scanning the key's
-// windows; it handles windows whose end was saturated at the end of time.
-func (o *operator[K, IN, ACC, OUT]) onTimerScan(ts int64, ctx *runtime.KeyedContext[K], out runtime.Collector[OUT]) error {
-	o.due = o.due[:0]
-	for start := range o.windows.All() {
-		w := Window{Start: start, End: end(start, o.assigner.size)}
-		if w.MaxTimestamp() == ts || o.cleanupTime(w) == ts {
-			o.due = append(o.due, w)
-		}
-	}
-	for _, w := range o.due {
-		if w.MaxTimestamp() == ts {
-			acc, _ := o.windows.Get(w.Start)
-			if err := o.emit(ctx.CurrentKey(), w, acc, out); err != nil {
-				return err
-			}
-		}
-		if o.cleanupTime(w) == ts {
-			o.windows.Remove(w.Start)
+	if s := ts + 1 - a.size - o.lateness; windowStart(s, a.offset, a.slide) == s {
+		for ps := s; ps < s+min(a.slide, a.size); ps += o.pane {
+			o.windows.Remove(ps)
 		}
 	}
 	return nil
