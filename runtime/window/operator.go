@@ -309,14 +309,18 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 	acc = o.add(v, acc)
 	o.windows.Put(ps, acc)
 	if !ok {
-		// A new pane: the windows holding it need their timers (time
-		// and key identify a timer, so one registered already is not
-		// doubled), and the pane goes when the latest of them is
-		// cleaned up. The timers are restored with the panes, so
-		// later elements need not touch the timer service.
-		for s := last; s > ts-a.size; s -= a.slide {
+		// A new pane: the earliest window holding it that has yet to
+		// fire needs its timer (time and key identify a timer, so one
+		// registered already is not doubled); each window that fires
+		// registers the next one's if that holds a pane (see OnTimer),
+		// so the later windows follow. The pane goes when the latest
+		// window holding it is cleaned up. Timers are restored with the
+		// panes, so later elements need not touch the timer service.
+		first := last - (last-ts+a.size-1)/a.slide*a.slide
+		for s := first; s <= last; s += a.slide {
 			if m := s + a.size - 1; m > wm {
 				o.registerTimer(ctx, m)
+				break
 			}
 		}
 		if c := o.cleanupTime(latest); c != latest.MaxTimestamp() {
@@ -372,6 +376,16 @@ func (o *operator[K, IN, ACC, OUT]) fire(ctx *runtime.KeyedContext[K], w Window,
 	return o.emit(ctx.CurrentKey(), w, acc, out)
 }
 
+// hasPane reports whether a pane starts in [from, to).
+func (o *operator[K, IN, ACC, OUT]) hasPane(from, to int64) bool {
+	for ps := from; ps < to; ps += o.pane {
+		if o.windows.Contains(ps) {
+			return true
+		}
+	}
+	return false
+}
+
 // lateRecord handles a record that went into no window: it is late if its
 // timestamp is past the allowed lateness (otherwise the assigner simply
 // has no window for it, as sliding windows with gaps between them).
@@ -403,8 +417,12 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 	// cleanup the panes starting in its first slide go: look them up
 	// rather than scan the key's panes.
 	if s := ts + 1 - a.size; windowStart(s, a.offset, a.slide) == s {
-		if err := o.fire(ctx, Window{Start: s, End: s + a.size}, out); err != nil {
+		w := Window{Start: s, End: s + a.size}
+		if err := o.fire(ctx, w, out); err != nil {
 			return err
+		}
+		if a.slide < a.size && o.hasPane(w.Start+a.slide, w.End+a.slide) {
+			o.registerTimer(ctx, w.MaxTimestamp()+a.slide) // the next window's
 		}
 	}
 	if s := ts + 1 - a.size - o.lateness; windowStart(s, a.offset, a.slide) == s {
