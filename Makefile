@@ -73,7 +73,8 @@ fuzz:
 	done
 FUZZ_PARALLEL ?= 1
 
-# Micro-benchmarks (fraud job, exchange, state backend, windows), then
+# Micro-benchmarks (fraud job, exchange, state backend, file source,
+# windows), then
 # cmd/weirbench on real processes: throughput and
 # latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
 # failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
