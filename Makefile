@@ -74,10 +74,9 @@ fuzz:
 FUZZ_PARALLEL ?= 1
 
 # Micro-benchmarks (fraud job, exchange, state backend, file source,
-# windows), then
-# cmd/weirbench on real processes: throughput and
-# latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
-# failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
+# windows), then cmd/weirbench on real processes: throughput and latency,
+# checkpoint size/duration/stall to MinIO, checkpoint overhead, failover
+# and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/window/
