@@ -201,3 +201,35 @@ func TestProcessingTimeSessions(t *testing.T) {
 		t.Errorf("sessions held %v, want a:3 b:1", elems)
 	}
 }
+
+// lifecycleFn records that Open and Close were called around Process.
+type lifecycleFn struct {
+	log *[]string
+}
+
+func (f lifecycleFn) Open(ctx *runtime.RuntimeContext) error {
+	*f.log = append(*f.log, "open "+ctx.OperatorName())
+	return nil
+}
+
+func (f lifecycleFn) Process(k string, w window.Window, n []int64, out runtime.Collector[string]) error {
+	*f.log = append(*f.log, "process "+k)
+	return nil
+}
+
+func (f lifecycleFn) Close() error {
+	*f.log = append(*f.log, "close")
+	return nil
+}
+
+func TestProcessWindowFunctionOpenAndClose(t *testing.T) {
+	var log []string
+	p := pipeline{batches: [][]ev{{{"a", 1, 1}}}}
+	p.run(t, func(ks runtime.KeyedStream[ev, string]) runtime.Stream[string] {
+		return window.AggregateProcess(ks, "lifecycle", window.Tumbling(time.Second), window.Count[ev](), nil,
+			func() window.ProcessWindowFunction[string, int64, string] { return lifecycleFn{&log} }, nil)
+	})
+	if got := strings.Join(log, ", "); got != "open lifecycle, process a, close" {
+		t.Errorf("calls: %s", got)
+	}
+}
