@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -273,5 +274,96 @@ func TestEveryPaneIsPurged(t *testing.T) {
 	// all but [-8, 2) hold all three keys (c's first element is at 2).
 	if n := len(out.sorted()); n != 3*12-1 {
 		t.Errorf("%d results, want 35: %q", n, out.sorted())
+	}
+}
+
+// sessionGraph is windowGraph with 10 ms session windows that keep their
+// elements (window.Process).
+func sessionGraph(t *testing.T, p int, out *collector) *runtime.JobGraph {
+	t.Helper()
+	env, _ := runtime.NewEnv("sessions", 2)
+	env.SetMaxParallelism(maxP)
+	src := runtime.FromSource(env, "events", func() runtime.SourceFunction[ev] { return &batchSource{} }, evCodec{})
+	ts := runtime.AssignTimestampsAndWatermarks(src, runtime.ForMonotonousTimestamps(func(e ev) int64 { return e.ts }))
+	sessions := window.Process(runtime.KeyBy(ts, runtime.StringKey, func(e ev) string { return e.key }), "sessions",
+		window.Session(10*time.Millisecond), describe[ev], evCodec{}, nil).UID("sessions").Parallelism(p)
+	stamped := runtime.ProcessStream(sessions, "stamp", func() runtime.ProcessFunction[string, string] { return stamp{} }, nil).Parallelism(p)
+	runtime.SinkTo(stamped, "collect", func() runtime.SinkFunction[string] { return out }).Parallelism(p)
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestSessionsSurviveRescale checkpoints two open sessions per key with
+// their elements and restores them at parallelism 2, where a bridging
+// element merges the restored sessions: the merged session has every
+// element, and fires once, on the restored timer's successor.
+func TestSessionsSurviveRescale(t *testing.T) {
+	keys := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"}
+	var out collector
+	g := sessionGraph(t, 1, &out)
+	dir := t.TempDir()
+	in := newGate(2)
+	rep := &acks{done: make(chan struct{}, 4)}
+	for _, k := range keys {
+		in.records(0, ev{k, 0, 0}, ev{k, 5, 0}) // session [0, 15)
+		in.records(1, ev{k, 20, 0})             // session [20, 30)
+	}
+	in.barrier(runtime.Barrier{ID: 1, Location: dir})
+	in.end()
+	run(t, g, 0, runtime.TaskIO{Input: in, Checkpoints: rep})
+	<-rep.done
+	var h runtime.OperatorSnapshot
+	for _, s := range rep.acked[0].States {
+		if s.UID == "sessions" {
+			h = s
+		}
+	}
+	if h.File == "" {
+		t.Fatalf("no session state in the checkpoint: %+v", rep.acked[0].States)
+	}
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sf, err := statebackend.OpenStateFile(ctx, h.File, h.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
+		return st.GetRange(ctx, h.File, off, n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for i := range 2 {
+		var out2 collector
+		g2 := sessionGraph(t, 2, &out2)
+		r := runtime.KeyGroupRangeForSubtask(maxP, 2, i)
+		ks, err := sf.ReadKeyGroups(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := newGate(2)
+		var want []string
+		for _, k := range keys {
+			if r.Contains(runtime.KeyGroupForHash(runtime.StringKey.Hash(k), maxP)) {
+				in.records(0, ev{k, 12, 0}) // [12, 22) bridges [0, 15) and [20, 30)
+				want = append(want, k+" [0, 30) [k@0 k@5 k@20 k@12] @29")
+			}
+		}
+		in.watermark(40)
+		in.end()
+		restore := &runtime.TaskRestore{CheckpointID: 1, Operators: map[string]*runtime.OperatorRestore{"sessions": {Keyed: []*statebackend.KeyedState{ks}}}}
+		run(t, g2, i, runtime.TaskIO{Input: in, Restore: restore})
+		for j := range want {
+			k := want[j][:2]
+			want[j] = strings.ReplaceAll(want[j], "k@", k+"@")
+		}
+		expect(t, fmt.Sprintf("subtask %d", i), out2.sorted(), want)
+		total += len(want)
+	}
+	if total != len(keys) {
+		t.Errorf("%d sessions after the rescale, want %d", total, len(keys))
 	}
 }
