@@ -18,7 +18,8 @@ import (
 type AggregateFunction[IN, ACC, OUT any] interface {
 	CreateAccumulator() ACC
 	Add(v IN, acc ACC) ACC
-	// Merge combines the accumulators of two session windows that merge.
+	// Merge combines two accumulators: of session windows that merge,
+	// and of the panes a sliding window is made of when it fires.
 	Merge(a, b ACC) ACC
 	Result(acc ACC) OUT
 }
