@@ -167,7 +167,8 @@ func gcd(a, b int64) int64 {
 }
 
 // operator is the window operator for one subtask: a keyed process
-// function whose state maps each window of a key to its accumulator.
+// function whose state maps the panes or sessions of a key to their
+// accumulators.
 type operator[K comparable, IN, ACC, OUT any] struct {
 	assigner Assigner
 	lateness int64
