@@ -236,7 +236,7 @@ func TestWindowStateAndTimersSurviveRescale(t *testing.T) {
 		}
 		var want []string
 		for _, k := range mine {
-			want = append(want, k+" [0, 10) [2] @5", k+" [10, 20) [2] @19")
+			want = append(want, k+" [0, 10) [2] @9", k+" [10, 20) [2] @19")
 		}
 		expect(t, fmt.Sprintf("subtask %d after the rescale", i), out2.sorted(), want)
 		got2 = append(got2, out2.sorted()...)

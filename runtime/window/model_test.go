@@ -49,7 +49,7 @@ func (m *model) element(e ev) {
 		}
 		mw.sum += e.n
 		if w.MaxTimestamp() <= m.wm {
-			m.out = append(m.out, fmt.Sprintf("%s %v [%d] @%d", e.key, w, mw.sum, e.ts))
+			m.out = append(m.out, fmt.Sprintf("%s %v [%d] @%d", e.key, w, mw.sum, w.MaxTimestamp()))
 		}
 	}
 	if skipped && e.ts+m.lateness <= m.wm {

@@ -333,7 +333,9 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 		// is not yet cleaned up fires again at once with the update.
 		for s := last; s > ts-a.size; s -= a.slide {
 			if w := (Window{Start: s, End: s + a.size}); w.MaxTimestamp() <= wm && o.cleanupTime(w) > wm {
-				if err := o.fire(ctx, w, out); err != nil {
+				// The result belongs to the window's end, as on time.
+				err := runtime.AtTimestamp(ctx.RuntimeContext, w.MaxTimestamp(), func() error { return o.fire(ctx, w, out) })
+				if err != nil {
 					return err
 				}
 			}
@@ -521,7 +523,10 @@ func (o *operator[K, IN, ACC, OUT]) processMerging(v IN, ts, wm int64, ctx *runt
 		acc = o.add(v, acc)
 		o.windows.Put(sw.Start, acc)
 		if actual.MaxTimestamp() <= wm {
-			if err := o.emit(ctx.CurrentKey(), actual, acc, out); err != nil {
+			err := runtime.AtTimestamp(ctx.RuntimeContext, actual.MaxTimestamp(), func() error {
+				return o.emit(ctx.CurrentKey(), actual, acc, out)
+			})
+			if err != nil {
 				return err
 			}
 		} else {
