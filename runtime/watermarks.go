@@ -50,8 +50,8 @@ func (t *Task) advanceWatermark(wm int64) {
 
 // setIdle tells the consumers whether this task's output is idle.
 func (t *Task) setIdle(idle bool) {
-	if t.wmk.idleOut == idle {
-		return
+	if t.wmk.idleOut == idle || t.wmk.wm == MaxWatermark {
+		return // after the last watermark, idleness means nothing
 	}
 	t.wmk.idleOut = idle
 	v := int64(0)
@@ -97,7 +97,10 @@ func (t *Task) combineInputs() {
 	}
 	switch {
 	case !open:
-		t.advanceWatermark(MaxWatermark) // every input ended
+		// Every input ended. One that reached the end of its data sent
+		// MaxWatermark first; one stopped by a savepoint did not, and
+		// then nothing fires: the job resumed from the savepoint goes on
+		// where this one stopped.
 	case !active:
 		t.setIdle(true)
 	default:
