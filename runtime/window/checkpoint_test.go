@@ -46,7 +46,7 @@ func (g *gate) records(ch int, evs ...ev) {
 	g.bufs <- b
 }
 
-// all sends a watermark, barrier or end of partition on every channel.
+// watermark, barrier and end send on every channel.
 func (g *gate) watermark(wm int64) {
 	for ch := range g.n {
 		g.bufs <- &runtime.Buffer{Kind: runtime.BufferWatermark, Channel: ch, Value: wm}
@@ -59,7 +59,10 @@ func (g *gate) barrier(b runtime.Barrier) {
 	}
 }
 
+// end ends every channel as an upstream subtask that reached the end of
+// its data does: with the maximum watermark, then the end of partition.
 func (g *gate) end() {
+	g.watermark(runtime.MaxWatermark)
 	for ch := range g.n {
 		g.bufs <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: ch}
 	}
