@@ -15,12 +15,14 @@ func FuzzCodecs(f *testing.F) {
 	f.Add(SliceCodec[string]{Elem: runtime.StringCodec{}}.Append(nil, []string{"a", "bc"}))
 	f.Add(MeanCodec{}.Append(nil, Mean{Sum: 2.5, Count: 2}))
 	f.Add(ExtremeCodec[int64]{}.Append(nil, Extreme[int64]{V: 7, Set: true}))
+	f.Add(sessionsCodec{}.Append(nil, []mapped{{Window{0, 30}, Window{0, 10}}, {Window{40, 50}, Window{40, 50}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		roundTrip(t, "window", Codec{}, b)
 		roundTrip(t, "slice", SliceCodec[string]{Elem: runtime.StringCodec{}}, b)
 		roundTrip(t, "mean", MeanCodec{}, b)
 		roundTrip(t, "extreme", ExtremeCodec[int64]{}, b)
 		roundTrip(t, "float", NumberCodec[float64]{}, b)
+		roundTrip(t, "sessions", sessionsCodec{}, b)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/weirstream/weir/runtime"
@@ -186,9 +187,11 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	// start names it) to its accumulator; an int64 key hashes faster
 	// than a window.
 	windows runtime.MapState[int64, ACC]
-	// sessions maps a key's session windows to the window their
-	// accumulator is stored under (merging assigners only).
-	sessions runtime.MapState[Window, Window]
+	// sessions holds a key's session windows, each with the window its
+	// accumulator is stored under (merging assigners only). It is one
+	// value, read without iterating a map; being shared with
+	// checkpoints, it is replaced, never modified.
+	sessions runtime.ValueState[[]mapped]
 	late     runtime.Collector[IN]
 
 	// pane is the length of the slices a tumbling or sliding window is
@@ -198,7 +201,6 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	pane     int64
 	assigned []Window
 	ms       mergingSet
-	old      []mapped
 	// dropped counts late records dropped for want of a late output.
 	dropped int64
 	logger  *slog.Logger
@@ -209,7 +211,7 @@ func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err erro
 		return fmt.Errorf("window state: %w", err)
 	}
 	if o.assigner.merging() {
-		if o.sessions, err = runtime.GetMapState(ctx, "merging-windows", Codec{}, Codec{}); err != nil {
+		if o.sessions, err = runtime.GetValueState(ctx, "merging-windows", sessionsCodec{}); err != nil {
 			return fmt.Errorf("session state: %w", err)
 		}
 	}
@@ -436,26 +438,21 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 	return nil
 }
 
-// loadSessions reads the key's session windows into o.ms and keeps a copy
-// in o.old to write back only what changed.
+// loadSessions copies the key's session windows into o.ms.
 func (o *operator[K, IN, ACC, OUT]) loadSessions() {
-	o.ms.set = o.ms.set[:0]
-	for w, st := range o.sessions.All() {
-		o.ms.set = append(o.ms.set, mapped{w: w, state: st})
-	}
-	o.old = append(o.old[:0], o.ms.set...)
+	stored, _ := o.sessions.Value()
+	o.ms.set = append(o.ms.set[:0], stored...)
 }
 
+// storeSessions writes o.ms back if it differs from what is stored.
 func (o *operator[K, IN, ACC, OUT]) storeSessions() {
-	for _, m := range o.old {
-		if _, ok := o.ms.stateOf(m.w); !ok {
-			o.sessions.Remove(m.w)
-		}
-	}
-	for _, m := range o.ms.set {
-		if st, ok := o.sessions.Get(m.w); !ok || st != m.state {
-			o.sessions.Put(m.w, m.state)
-		}
+	stored, _ := o.sessions.Value()
+	switch {
+	case slices.Equal(stored, o.ms.set):
+	case len(o.ms.set) == 0:
+		o.sessions.Clear()
+	default:
+		o.sessions.Update(slices.Clone(o.ms.set))
 	}
 }
 
