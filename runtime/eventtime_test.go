@@ -355,3 +355,29 @@ func TestWatermarkStrategyValidation(t *testing.T) {
 		t.Errorf("no timestamp function: %v", err)
 	}
 }
+
+// A channel stopped by a savepoint ends without the maximum watermark and
+// keeps holding the watermark where it stopped, so the other inputs cannot
+// fire windows past it on partial data.
+func TestAStoppedInputHoldsTheWatermark(t *testing.T) {
+	g := twoInputGraph(t)
+	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	out, other := &recordingChannel{}, &recordingChannel{}
+	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Outputs: [][]OutputChannel{{out, other}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate.watermark(0, 100)
+	gate.watermark(1, 50)
+	gate.end(1) // stopped at 50
+	gate.watermark(0, 200)
+	gate.end(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := task.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(out.events(), " "); got != "wm:50" {
+		t.Errorf("watermark events %q, want only wm:50", got)
+	}
+}
