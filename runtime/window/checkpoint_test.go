@@ -94,6 +94,41 @@ func (a *acks) EndOfInput() {}
 
 const maxP = 8
 
+// restoreFrom builds what a TaskManager restores operator uid's subtask
+// owning key groups r from: the operator-state entries of every state
+// file (union redistribution) and the keyed state of r from each.
+func restoreFrom(t *testing.T, dir, uid string, files []runtime.OperatorSnapshot, r runtime.KeyGroupRange) *runtime.TaskRestore {
+	t.Helper()
+	st, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	or := &runtime.OperatorRestore{}
+	for _, h := range files {
+		sf, err := statebackend.OpenStateFile(ctx, h.File, h.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
+			return st.GetRange(ctx, h.File, off, n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, err := sf.ReadOperatorState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		or.OperatorState = append(or.OperatorState, entries...)
+		if !h.KeyGroups.Overlaps(r) {
+			continue
+		}
+		ks, err := sf.ReadKeyGroups(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		or.Keyed = append(or.Keyed, ks)
+	}
+	return &runtime.TaskRestore{CheckpointID: 1, Operators: map[string]*runtime.OperatorRestore{uid: or}}
+}
+
 // windowGraph is events (parallelism 2, not run) -> timestamps -> keyBy ->
 // a 10 ms tumbling count with 5 ms allowed lateness (parallelism p) ->
 // stamp -> collect: the test feeds the window vertex (vertex 1) itself.
@@ -183,26 +218,12 @@ func TestWindowStateAndTimersSurviveRescale(t *testing.T) {
 	}
 	expect(t, "before the rescale", out.sorted(), want)
 
-	st, err := storage.Open(dir, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	sf, err := statebackend.OpenStateFile(ctx, h.File, h.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
-		return st.GetRange(ctx, h.File, off, n)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got2 []string
 	for i := range 2 {
 		var out2 collector
 		g2 := windowGraph(t, 2, &out2)
 		r := runtime.KeyGroupRangeForSubtask(maxP, 2, i)
-		ks, err := sf.ReadKeyGroups(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		restore := restoreFrom(t, dir, "win", []runtime.OperatorSnapshot{h}, r)
 		var mine []string
 		for _, k := range keys {
 			if r.Contains(runtime.KeyGroupForHash(runtime.StringKey.Hash(k), maxP)) {
@@ -222,7 +243,6 @@ func TestWindowStateAndTimersSurviveRescale(t *testing.T) {
 		in.watermark(25) // restored timers: 14 purges [0, 10), 19 fires [10, 20), 24 purges it
 		in.barrier(runtime.Barrier{ID: 2, Location: t.TempDir()})
 		in.end()
-		restore := &runtime.TaskRestore{CheckpointID: 1, Operators: map[string]*runtime.OperatorRestore{"win": {Keyed: []*statebackend.KeyedState{ks}}}}
 		run(t, g2, i, runtime.TaskIO{Input: in, Checkpoints: rep, Restore: restore})
 		<-rep.done
 		found := false
@@ -327,26 +347,12 @@ func TestSessionsSurviveRescale(t *testing.T) {
 	if h.File == "" {
 		t.Fatalf("no session state in the checkpoint: %+v", rep.acked[0].States)
 	}
-	st, err := storage.Open(dir, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	sf, err := statebackend.OpenStateFile(ctx, h.File, h.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
-		return st.GetRange(ctx, h.File, off, n)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	total := 0
 	for i := range 2 {
 		var out2 collector
 		g2 := sessionGraph(t, 2, &out2)
 		r := runtime.KeyGroupRangeForSubtask(maxP, 2, i)
-		ks, err := sf.ReadKeyGroups(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		restore := restoreFrom(t, dir, "sessions", []runtime.OperatorSnapshot{h}, r)
 		in := newGate(2)
 		var want []string
 		for _, k := range keys {
@@ -357,7 +363,6 @@ func TestSessionsSurviveRescale(t *testing.T) {
 		}
 		in.watermark(40)
 		in.end()
-		restore := &runtime.TaskRestore{CheckpointID: 1, Operators: map[string]*runtime.OperatorRestore{"sessions": {Keyed: []*statebackend.KeyedState{ks}}}}
 		run(t, g2, i, runtime.TaskIO{Input: in, Restore: restore})
 		for j := range want {
 			k := want[j][:2]
@@ -369,4 +374,54 @@ func TestSessionsSurviveRescale(t *testing.T) {
 	if total != len(keys) {
 		t.Errorf("%d sessions after the rescale, want %d", total, len(keys))
 	}
+}
+
+// TestWindowStateMergesOnScaleIn checkpoints the window operator at
+// parallelism 2 and restores both subtasks' state into one subtask: the
+// restored windows of every key fire on their restored timers.
+func TestWindowStateMergesOnScaleIn(t *testing.T) {
+	keys := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
+	dir := t.TempDir()
+	var handles []runtime.OperatorSnapshot
+	for i := range 2 {
+		var out collector
+		g := windowGraph(t, 2, &out)
+		r := runtime.KeyGroupRangeForSubtask(maxP, 2, i)
+		in := newGate(2)
+		rep := &acks{done: make(chan struct{}, 4)}
+		for _, k := range keys {
+			if r.Contains(runtime.KeyGroupForHash(runtime.StringKey.Hash(k), maxP)) {
+				in.records(i, ev{k, 3, 0}, ev{k, 13, 0})
+			}
+		}
+		in.watermark(10) // [0, 10) fires; [10, 20) stays open
+		in.barrier(runtime.Barrier{ID: 1, Location: dir})
+		in.end()
+		run(t, g, i, runtime.TaskIO{Input: in, Checkpoints: rep})
+		<-rep.done
+		for _, s := range rep.acked[0].States {
+			if s.UID == "win" {
+				handles = append(handles, s)
+			}
+		}
+	}
+	if len(handles) != 2 {
+		t.Fatalf("state handles %+v, want one per subtask", handles)
+	}
+	var out collector
+	g := windowGraph(t, 1, &out)
+	in := newGate(2)
+	for _, k := range keys {
+		in.records(0, ev{k, 4, 0}) // late but allowed: [0, 10) fires again with 2
+	}
+	in.watermark(10)
+	in.watermark(30)
+	in.end()
+	restore := restoreFrom(t, dir, "win", handles, runtime.KeyGroupRangeForSubtask(maxP, 1, 0))
+	run(t, g, 0, runtime.TaskIO{Input: in, Restore: restore})
+	var want []string
+	for _, k := range keys {
+		want = append(want, k+" [0, 10) [2] @9", k+" [10, 20) [1] @19")
+	}
+	expect(t, "after the scale-in", out.sorted(), want)
 }

@@ -156,6 +156,7 @@ func build[K comparable, IN, ACC, OUT any](ks runtime.KeyedStream[IN, K], name s
 		op := newOp()
 		op.assigner, op.lateness, op.lateTag = a, o.lateness, lateTag
 		op.pane = gcd(a.size, a.slide)
+		op.restoredLow, op.restoredHigh = runtime.NoTimestamp, runtime.NoTimestamp
 		return op
 	}, codec)
 }
@@ -204,6 +205,17 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	// dropped counts late records dropped for want of a late output.
 	dropped int64
 	logger  *slog.Logger
+	ctx     *runtime.KeyedContext[K]
+
+	// After a restore, event time starts again from nothing, below the
+	// watermarks the subtasks had reached at the checkpoint: the lowest
+	// and the highest of them. Up to the highest, windows that fired
+	// before the checkpoint may get records again, and a fired window
+	// has no timer any more: while the watermark is below it, each
+	// record registers the timers of its windows, as Flink's trigger
+	// does for every record. A window that surely fired before (not
+	// after the lowest) is not chained to by its predecessor's timer.
+	restoredLow, restoredHigh int64
 }
 
 func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err error) {
@@ -215,7 +227,7 @@ func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err erro
 			return fmt.Errorf("session state: %w", err)
 		}
 	}
-	o.logger = ctx.Logger()
+	o.logger, o.ctx = ctx.Logger(), ctx
 	if o.lateTag != nil {
 		o.late = runtime.SideCollector(ctx.RuntimeContext, *o.lateTag)
 	}
@@ -225,6 +237,31 @@ func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err erro
 		return op.Open(ctx.RuntimeContext)
 	}
 	return nil
+}
+
+// InitializeState reads the watermarks the subtasks had reached at the
+// checkpoint restored from (every subtask gets all of them).
+func (o *operator[K, IN, ACC, OUT]) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
+	o.restoredLow, o.restoredHigh = runtime.NoTimestamp, runtime.NoTimestamp
+	for i, e := range entries {
+		wm, err := runtime.Int64Codec{}.Decode(e)
+		if err != nil {
+			return fmt.Errorf("restored watermark: %w", err)
+		}
+		if i == 0 || wm < o.restoredLow {
+			o.restoredLow = wm
+		}
+		o.restoredHigh = max(o.restoredHigh, wm)
+	}
+	return nil
+}
+
+// SnapshotState records the subtask's watermark.
+func (o *operator[K, IN, ACC, OUT]) SnapshotState(int64) ([][]byte, error) {
+	if !o.eventTime() || o.ctx == nil {
+		return nil, nil
+	}
+	return [][]byte{runtime.Int64Codec{}.Append(nil, o.ctx.CurrentWatermark())}, nil
 }
 
 func (o *operator[K, IN, ACC, OUT]) Close() error {
@@ -329,6 +366,12 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 		if c := o.cleanupTime(latest); c != latest.MaxTimestamp() {
 			o.registerTimer(ctx, c)
 		}
+	} else if wm < o.restoredHigh {
+		for s := last; s > ts-a.size; s -= a.slide {
+			if m := s + a.size - 1; m > wm {
+				o.registerTimer(ctx, m)
+			}
+		}
 	}
 	if ts <= wm {
 		// Some window holding ts may have fired already: each one that
@@ -426,8 +469,8 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 		if err := o.fire(ctx, w, out); err != nil {
 			return err
 		}
-		if a.slide < a.size && o.hasPane(w.Start+a.slide, w.End+a.slide) {
-			o.registerTimer(ctx, w.MaxTimestamp()+a.slide) // the next window's
+		if next := w.MaxTimestamp() + a.slide; a.slide < a.size && next > o.restoredLow && o.hasPane(w.Start+a.slide, w.End+a.slide) {
+			o.registerTimer(ctx, next)
 		}
 	}
 	if s := ts + 1 - a.size - o.lateness; windowStart(s, a.offset, a.slide) == s {
