@@ -49,4 +49,10 @@
 // touched per pane and window, and nothing is allocated per element.
 // Timestamps beyond ±2^62 ms, where window arithmetic could overflow, are
 // handled as late records.
+//
+// Watermarks are not restored: event time starts again from nothing. The
+// operator therefore checkpoints the watermark it had reached (operator
+// state), and until the watermark passes it again, every record registers
+// its windows' timers, so a window that fired before the checkpoint fires
+// again on the records it gets meanwhile, as in Flink.
 package window
