@@ -58,11 +58,17 @@ FUZZ_TARGETS := \
 	./statebackend:FuzzMetadata \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
+	./runtime/window:FuzzCodecs \
 	./connectors/file:FuzzSplitCSV \
+	./runtime/cep:FuzzStateRoundTrip \
+	./runtime/cep:FuzzStateDecode \
+	./runtime/cep:FuzzBufferDecode \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
+	./jobs/sequence:FuzzCodecs \
+	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens \
 	./rules:FuzzCompile
 
@@ -73,12 +79,13 @@ fuzz:
 	done
 FUZZ_PARALLEL ?= 1
 
-# Micro-benchmarks, then cmd/weirbench on real processes: throughput and
-# latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
-# failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
+# Micro-benchmarks (fraud job, exchange, state backend, file source,
+# windows, rules), then cmd/weirbench on real processes: throughput and latency,
+# checkpoint size/duration/stall to MinIO, checkpoint overhead, failover
+# and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./rules/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:
