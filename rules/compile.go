@@ -25,6 +25,7 @@ const (
 	KindFilter Kind = iota + 1
 	KindAggregate
 	KindBaseline
+	KindSequence
 )
 
 func (k Kind) String() string {
@@ -35,6 +36,8 @@ func (k Kind) String() string {
 		return "aggregate"
 	case KindBaseline:
 		return "baseline"
+	case KindSequence:
+		return "sequence"
 	}
 	return "unknown"
 }
@@ -87,6 +90,7 @@ type Rule struct {
 	window  window
 	reset   bool
 	profile profile
+	pattern *seqPattern
 	spec    *Spec
 }
 
@@ -252,7 +256,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 	default:
 		return nil, s.errorf(s.lineOf("time"), "time %q: want event", s.Time)
 	}
-	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "global": s.Global, "pattern": s.Pattern,
+	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "global": s.Global,
 		"serve": s.Serve, "emit.priority": s.Emit.Priority, "emit.format": s.Emit.Format, "emit.sinks": s.Emit.Sinks}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
@@ -295,12 +299,14 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 		r.Kind = KindAggregate
 	case "baseline":
 		r.Kind = KindBaseline
-	case "sequence", "profile":
+	case "sequence":
+		r.Kind = KindSequence
+	case "profile":
 		return nil, s.errorf(s.lineOf("kind"), "kind %s is not supported yet", s.Kind)
 	case "":
-		return nil, s.errorf(s.lineOf(), "kind is missing: want filter, aggregate, baseline or list")
+		return nil, s.errorf(s.lineOf(), "kind is missing: want filter, aggregate, baseline, sequence or list")
 	default:
-		return nil, s.errorf(s.lineOf("kind"), "kind %q: want filter, aggregate, baseline or list", s.Kind)
+		return nil, s.errorf(s.lineOf("kind"), "kind %q: want filter, aggregate, baseline, sequence or list", s.Kind)
 	}
 	if err := c.kindFields(); err != nil {
 		return nil, err
@@ -311,7 +317,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 			return nil, err
 		}
 	}
-	if s.Condition.Src == "" {
+	if s.Condition.Src == "" && s.Kind != "sequence" {
 		return nil, s.errorf(s.lineOf(), "condition is missing")
 	}
 	scope := scopeEvent
@@ -326,9 +332,16 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 			return nil, err
 		}
 		scope = scopeBaseline
+	case KindSequence:
+		if err := c.sequence(); err != nil {
+			return nil, err
+		}
+		scope = scopeSequence
 	}
-	if r.cond, err = c.compile("condition", s.Condition, true, scope); err != nil {
-		return nil, err
+	if s.Condition.Src != "" {
+		if r.cond, err = c.compile("condition", s.Condition, true, scope); err != nil {
+			return nil, err
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(s.Emit.Fields)) {
 		p, err := c.compile("emit.fields."+name, s.Emit.Fields[name], false, scope)
@@ -344,7 +357,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 func (c *compiler) kindFields() error {
 	s := c.s
 	own := map[string]Kind{"window": KindAggregate, "aggregates": KindAggregate, "derived": KindAggregate,
-		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline}
+		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline, "pattern": KindSequence}
 	for _, f := range slices.Sorted(maps.Keys(own)) {
 		if k := own[f]; k != c.r.Kind && child(s.node, f) != nil {
 			return s.errorf(s.lineOf(f), "%s belongs to kind %s, not %s", f, k, c.r.Kind)
@@ -513,10 +526,11 @@ const (
 	scopeEvent    scope = iota // e, ts, p, lists
 	scopeAgg                   // + agg
 	scopeBaseline              // + stats, hist, seen, prev
+	scopeSequence              // + m
 )
 
 var scopeOf = map[string]scope{"e": scopeEvent, "ts": scopeEvent, "p": scopeEvent, "lists": scopeEvent,
-	"agg": scopeAgg, "stats": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline}
+	"agg": scopeAgg, "stats": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline, "m": scopeSequence}
 
 type compiler struct {
 	s        *Spec
@@ -571,10 +585,12 @@ func (v *refCheck) Visit(n *ast.Node) {
 			v.err = "e is not available here: a window evaluated onWindowClose sees its aggregates (agg), not one event"
 			return
 		}
-		if sc, ok := scopeOf[x.Value]; ok && sc > v.scope {
+		if sc, ok := scopeOf[x.Value]; ok && sc != scopeEvent && sc != v.scope {
 			switch sc {
 			case scopeAgg:
 				v.err = fmt.Sprintf("%s is only available in an aggregate rule's condition, derived values and emit.fields", x.Value)
+			case scopeSequence:
+				v.err = fmt.Sprintf("%s is only available in a sequence rule's condition and emit.fields", x.Value)
 			default:
 				v.err = fmt.Sprintf("%s is only available in a baseline rule's condition and emit.fields", x.Value)
 			}

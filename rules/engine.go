@@ -153,7 +153,7 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			default:
 				st = sl.states[i]
 			}
-			if r.Kind == KindAggregate && r.window.typ != Lookback && e.curKey == "" {
+			if (r.Kind == KindSequence || r.Kind == KindAggregate && r.window.typ != Lookback) && e.curKey == "" {
 				e.curKey = string(kb) // only timers need the key as a string
 			}
 			e.cur = ri
@@ -185,7 +185,8 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		states := sl.states
 		n := len(out)
 		var err error
-		out, err = e.rn.OnTimer(r, states[i], tm.t, out)
+		e.cur, e.curKey = tm.rule, tm.key
+		out, err = e.rn.OnTimer(r, states[i], tm.t, e, out)
 		e.stats[tm.rule].Alerts += int64(len(out) - n)
 		if err != nil {
 			e.stats[tm.rule].Errors++

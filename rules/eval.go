@@ -7,6 +7,8 @@ import (
 
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/weirstream/weir/runtime/cep"
 )
 
 // Event is one input record: its fields (JSON types: float64, string,
@@ -41,10 +43,12 @@ type State struct {
 	alerted   bool
 	lastAlert int64
 
-	look    *lookback       // aggregate, lookback window
-	wins    map[int64]*accs // aggregate, tumbling and sliding: window start -> accumulators
-	session *sessionWindow  // aggregate, session window
-	prof    *profileState   // baseline
+	look    *lookback          // aggregate, lookback window
+	wins    map[int64]*accs    // aggregate, tumbling and sliding: window start -> accumulators
+	session *sessionWindow     // aggregate, session window
+	prof    *profileState      // baseline
+	seq     *cep.State[*Event] // sequence
+	seqIdle bool
 }
 
 // NewState is the empty state of r for a key; key maps the key fields to
@@ -86,6 +90,8 @@ func (st *State) Empty() bool {
 		return len(st.wins) == 0 && !st.alerted
 	case st.prof != nil:
 		return false // expires with the horizon, on the next event
+	case st.seq != nil:
+		return st.seqIdle && !st.alerted
 	}
 	return st.session == nil && !st.alerted
 }
@@ -94,10 +100,12 @@ func (st *State) Empty() bool {
 // environment scratch, so it is not safe for concurrent use: give each
 // goroutine (each subtask) its own.
 type Runner struct {
-	vm    vm.VM
-	env   Env
-	ins   []aggInput
-	stats []Stats
+	nfas   map[*Rule]*cep.NFA[*Event] // sequence automata, whose conditions run here
+	seqErr error                      // the first condition error of a Process
+	vm     vm.VM
+	env    Env
+	ins    []aggInput
+	stats  []Stats
 }
 
 // NewRunner is a Runner with its scratch allocated.
@@ -154,16 +162,23 @@ func (rn *Runner) OnEvent(r *Rule, st *State, ev *Event, timers Timers, out []Al
 		return rn.aggregateEvent(r, st, ev, timers, out)
 	case KindBaseline:
 		return rn.baselineEvent(r, st, ev, out)
+	case KindSequence:
+		return rn.sequenceEvent(r, st, ev, timers, out)
 	}
 	return out, fmt.Errorf("rule %s: unknown kind", r.ID)
 }
 
-// OnTimer fires the windows of st that end at t+1.
-func (rn *Runner) OnTimer(r *Rule, st *State, t int64, out []Alert) ([]Alert, error) {
-	if r.Kind != KindAggregate {
-		return out, nil
+// OnTimer fires the windows of st that end at t+1, or times out the
+// partial matches of a sequence at t (which may ask for the next timer).
+func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Alert) ([]Alert, error) {
+	switch r.Kind {
+	case KindAggregate:
+		return rn.aggregateTimer(r, st, t, out)
+	case KindSequence:
+		rn.bind(r, &Event{TS: t})
+		return rn.sequenceTimer(r, st, t, timers, out)
 	}
-	return rn.aggregateTimer(r, st, t, out)
+	return out, nil
 }
 
 // hit evaluates the condition (the environment is bound) and emits.
@@ -172,6 +187,11 @@ func (rn *Runner) hit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([
 	if err != nil || !ok {
 		return out, wrap(r, "condition", err)
 	}
+	return rn.emit(r, st, ts, win, out)
+}
+
+// emit appends the alert of a hit, unless dedupe holds it back.
+func (rn *Runner) emit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([]Alert, error) {
 	if r.dedupe > 0 && st.alerted && ts < st.lastAlert+r.dedupe {
 		return out, nil
 	}

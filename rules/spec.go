@@ -38,6 +38,9 @@ type Spec struct {
 	// kind: baseline
 	Profile *ProfileSpec `yaml:"profile"`
 
+	// kind: sequence
+	Pattern *PatternSpec `yaml:"pattern"`
+
 	// kind: list
 	Items []yaml.Node `yaml:"items"`
 
@@ -49,7 +52,6 @@ type Spec struct {
 	Lateness any `yaml:"lateness"`
 	History  any `yaml:"history"`
 	Global   any `yaml:"global"`
-	Pattern  any `yaml:"pattern"`
 	Serve    any `yaml:"serve"`
 
 	file   string     // where the document came from

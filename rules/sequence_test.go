@@ -1,0 +1,66 @@
+package rules
+
+import "testing"
+
+func TestSequence(t *testing.T) {
+	cases := []struct{ name, doc, events, want string }{
+		{"A then B within 10 s without C in between",
+			"id: s\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+				"    - {name: a, where: 'e.type == \"A\"'}\n    - {name: noC, after: notFollowedBy, where: 'e.type == \"C\"'}\n" +
+				"    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\nemit: {fields: {a_ts: 'm.a[0].ts', b_ts: e.ts}}\n",
+			lines(`{"ts":0,"u":"x","type":"A"}`, `{"ts":1000,"u":"x","type":"D"}`, `{"ts":2000,"u":"x","type":"B"}`,
+				`{"ts":3000,"u":"y","type":"A"}`, `{"ts":4000,"u":"y","type":"C"}`, `{"ts":5000,"u":"y","type":"B"}`,
+				`{"ts":6000,"u":"z","type":"A"}`, `{"ts":16000,"u":"z","type":"B"}`),
+			lines(`{"rule":"s","version":1,"key":{"u":"x"},"time":2000,"action":"alert","fields":{"a_ts":0,"b_ts":2000}}`)},
+		{"small then next large, one alert per episode",
+			"id: w\nkind: sequence\nkey: [a]\nparams: {small: 1, large: 500}\npattern:\n  within: {size: 1m}\n  steps:\n" +
+				"    - {name: small, where: 'e.amount < p.small'}\n    - {name: large, after: next, where: 'e.amount > p.large'}\n",
+			lines(`{"ts":0,"a":3,"amount":0.5}`, `{"ts":1,"a":3,"amount":900}`, `{"ts":2,"a":1,"amount":0.5}`, `{"ts":3,"a":1,"amount":20}`, `{"ts":4,"a":1,"amount":900}`),
+			lines(`{"rule":"w","version":1,"key":{"a":3},"time":1,"action":"alert","fields":{"large":[1],"small":[0]}}`)},
+		{"a trailing notFollowedBy completes when the window closes",
+			"id: t\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+				"    - {name: a, where: 'e.type == \"A\"'}\n    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\n" +
+				"    - {name: noC, after: notFollowedBy, where: 'e.type == \"C\"'}\n",
+			lines(`{"ts":0,"u":"x","type":"A"}`, `{"ts":1000,"u":"x","type":"B"}`, `{"ts":0,"u":"y","type":"A"}`, `{"ts":2000,"u":"y","type":"B"}`, `{"ts":3000,"u":"y","type":"C"}`),
+			lines(`{"rule":"t","version":1,"key":{"u":"x"},"time":10000,"action":"alert","fields":{"a":[0],"b":[1000]}}`)},
+		{"times and a condition on the match",
+			"id: n\nkind: sequence\nkey: [u]\npattern:\n  steps:\n    - {name: fail, where: 'e.ok == false', times: 3, consecutive: true}\n" +
+				"    - {name: ok, after: next, where: 'e.ok'}\ncondition: 'len(m.fail) == 3 && m.fail[0].ip != e.ip'\nemit: {fields: {ip: e.ip}}\n",
+			lines(`{"ts":1,"u":"x","ok":false,"ip":"a"}`, `{"ts":2,"u":"x","ok":false,"ip":"a"}`, `{"ts":3,"u":"x","ok":false,"ip":"a"}`, `{"ts":4,"u":"x","ok":true,"ip":"b"}`,
+				`{"ts":5,"u":"y","ok":false,"ip":"a"}`, `{"ts":6,"u":"y","ok":false,"ip":"a"}`, `{"ts":7,"u":"y","ok":false,"ip":"a"}`, `{"ts":8,"u":"y","ok":true,"ip":"a"}`),
+			lines(`{"rule":"n","version":1,"key":{"u":"x"},"time":4,"action":"alert","fields":{"ip":"b"}}`)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, errs := runDoc(t, c.doc, c.events)
+			if len(errs) > 0 {
+				t.Fatalf("errors: %v", errs)
+			}
+			if got != c.want {
+				t.Errorf("alerts:\n%s\nwant:\n%s", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSequenceRefused(t *testing.T) {
+	cases := []struct{ name, doc, want string }{
+		{"no steps", "id: s\nkind: sequence\npattern: {}\n", `r.yaml:1: rule s: a sequence rule needs a pattern with steps`},
+		{"bad after", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true'}\n    - {name: b, after: then, where: 'true'}\n",
+			`r.yaml:6: rule s: pattern.steps[1]: after "then": want next, followedBy, followedByAny, notNext, notFollowedBy`},
+		{"trailing not without within", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true'}\n    - {name: b, after: notFollowedBy, where: 'true'}\n",
+			`r.yaml:4: rule s: pattern: malformed pattern: NotFollowedBy "b" ends the pattern without Within, so it could never complete`},
+		{"m outside a sequence", "id: f\nkind: filter\ncondition: 'len(m.a) > 0'\n",
+			`r.yaml:3: rule f: condition: m is only available in a sequence rule's condition and emit.fields`},
+		{"bad times", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true', times: [1, 2, 3]}\n",
+			`r.yaml:5: rule s: times: want a count (3) or a range ([2, 4])`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := compileDoc(c.doc)
+			if err == nil || err.Error() != c.want {
+				t.Errorf("error:\n%v\nwant:\n%s", err, c.want)
+			}
+		})
+	}
+}
