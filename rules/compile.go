@@ -148,6 +148,8 @@ func (r *Rule) Source() []byte { return r.spec.source }
 type Set struct {
 	Rules []*Rule
 	Lists map[string]List
+
+	lists []*Spec // the list documents, for Append
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -155,7 +157,9 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // Compile checks and compiles specs: list documents first, then every
 // rule, whose inline tests must pass. Every refused document is reported,
 // each as an *Error with its file and line.
-func Compile(specs []*Spec) (*Set, error) {
+func Compile(specs []*Spec) (*Set, error) { return compile(specs, true) }
+
+func compile(specs []*Spec, tests bool) (*Set, error) {
 	set := &Set{Lists: map[string]List{}}
 	var errs []error
 	ids := map[string]string{}
@@ -174,13 +178,14 @@ func Compile(specs []*Spec) (*Set, error) {
 		}
 		ids[s.ID] = fmt.Sprintf("%s:%d", s.file, s.lineOf())
 		set.Lists[s.ID] = l
+		set.lists = append(set.lists, s)
 	}
 	for _, s := range specs {
 		if s.Kind == "list" {
 			continue
 		}
 		r, err := compileRule(s, set.Lists)
-		if err == nil {
+		if err == nil && tests {
 			err = runInlineTests(r, set.Lists)
 		}
 		if err != nil {
