@@ -12,7 +12,9 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 )
 
@@ -80,8 +82,8 @@ type Rule struct {
 
 	params  map[string]any
 	lists   map[string]List
-	when    *vm.Program
-	cond    *vm.Program
+	when    *program
+	cond    *program
 	fields  []namedProgram
 	dedupe  int64 // ms; 0 = every hit alerts
 	aggs    []aggregate
@@ -96,7 +98,7 @@ type Rule struct {
 
 type namedProgram struct {
 	name string
-	prog *vm.Program
+	prog *program
 }
 
 type aggFn uint8
@@ -115,8 +117,8 @@ var aggFns = map[string]aggFn{"count": fnCount, "sum": fnSum, "avg": fnAvg, "min
 type aggregate struct {
 	name  string
 	fn    aggFn
-	of    *vm.Program // nil for count
-	where *vm.Program // nil = every event
+	of    *program // nil for count
+	where *program // nil = every event
 }
 
 type window struct {
@@ -543,10 +545,25 @@ type compiler struct {
 	aggNames []string
 }
 
+// program is a compiled expression. One that reads only event fields and
+// params (most conditions, when, of and where) is compiled with e.<field>
+// rewritten to a plain name and runs with the event map itself as its
+// environment: expr then reads a field with one map lookup instead of
+// reflection and an allocation.
+type program struct {
+	p       *vm.Program
+	onEvent bool
+}
+
 // compile compiles one expression of the rule.
-func (c *compiler) compile(what string, e Expr, asBool bool, sc scope) (*vm.Program, error) {
-	refs := &refCheck{c: c, scope: sc, noEvent: sc == scopeAgg && c.r.window.typ != Lookback}
+func (c *compiler) compile(what string, e Expr, asBool bool, sc scope) (*program, error) {
+	onEvent := eventOnly(e.Src)
+	refs := &refCheck{c: c, scope: sc, noEvent: sc == scopeAgg && c.r.window.typ != Lookback, onEvent: onEvent}
 	opts := []expr.Option{expr.Env(Env{}), expr.DisableBuiltin("now"), expr.MaxNodes(maxNodes), expr.Patch(refs)}
+	if onEvent {
+		opts = []expr.Option{expr.Env(map[string]any{}), expr.AllowUndefinedVariables(), expr.DisableBuiltin("now"),
+			expr.MaxNodes(maxNodes), expr.Patch(refs)}
+	}
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
@@ -567,7 +584,57 @@ func (c *compiler) compile(what string, e Expr, asBool bool, sc scope) (*vm.Prog
 		}
 		return nil, c.s.errorf(e.Line, "%s: %q does not compile: %s", what, e.Src, msg)
 	}
-	return prog, nil
+	return &program{p: prog, onEvent: onEvent}, nil
+}
+
+// eventOnly reports whether src names nothing but e.<field> (a field
+// that is a plain name and not a builtin's) and p.<param>.
+func eventOnly(src string) bool {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return false
+	}
+	v := &eventOnlyCheck{ok: true}
+	ast.Walk(&tree.Node, v)
+	return v.ok && v.fields == v.es
+}
+
+type eventOnlyCheck struct {
+	ok         bool
+	es, fields int // uses of e; of e as e.<field>
+}
+
+var plainName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (v *eventOnlyCheck) Visit(n *ast.Node) {
+	switch x := (*n).(type) {
+	case *ast.IdentifierNode:
+		switch x.Value {
+		case "e":
+			v.es++
+		case "p":
+		default:
+			v.ok = false
+		}
+	case *ast.BuiltinNode:
+		if x.Name == "now" {
+			v.ok = false
+		}
+	case *ast.MemberNode:
+		id, ok := x.Node.(*ast.IdentifierNode)
+		prop, ok2 := x.Property.(*ast.StringNode)
+		if ok && id.Value == "e" {
+			if !ok2 || x.Optional || !plainName.MatchString(prop.Value) || isBuiltin(prop.Value) {
+				v.ok = false
+			}
+			v.fields++
+		}
+	}
+}
+
+func isBuiltin(name string) bool {
+	_, ok := builtin.Index[name]
+	return ok || name == "nil" || name == "true" || name == "false" || name == "e" || name == "p"
 }
 
 // refCheck resolves p.x, agg.x, stats.x, hist.x, seen.x and lists.x
@@ -577,6 +644,7 @@ type refCheck struct {
 	c       *compiler
 	scope   scope
 	noEvent bool // a window's condition: it sees the window, not one event
+	onEvent bool // rewrite e.<field> to <field>: the program runs on the event map
 	err     string
 }
 
@@ -607,6 +675,10 @@ func (v *refCheck) Visit(n *ast.Node) {
 			return
 		}
 		s, c := v.c.s, v.c
+		if v.onEvent && id.Value == "e" {
+			ast.Patch(n, &ast.IdentifierNode{Value: prop.Value})
+			return
+		}
 		var known []string
 		what := ""
 		switch id.Value {

@@ -123,11 +123,14 @@ type Timers interface {
 	Register(t int64)
 }
 
-func (rn *Runner) run(p *vm.Program) (any, error) {
-	return rn.vm.Run(p, &rn.env)
+func (rn *Runner) run(p *program) (any, error) {
+	if p.onEvent {
+		return rn.vm.Run(p.p, rn.env.E)
+	}
+	return rn.vm.Run(p.p, &rn.env)
 }
 
-func (rn *Runner) runBool(p *vm.Program) (bool, error) {
+func (rn *Runner) runBool(p *program) (bool, error) {
 	v, err := rn.run(p)
 	if err != nil {
 		return false, err

@@ -166,3 +166,31 @@ func TestReadEvents(t *testing.T) {
 		t.Errorf("error:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+// Expressions on event fields and params alone run on the event map; the
+// others on the full environment. Both give the same answers, also for
+// field names that are builtins.
+func TestEventOnlyPrograms(t *testing.T) {
+	for src, want := range map[string]bool{
+		"e.amount > p.max":       true,
+		"e.a > 1 && e.b == nil":  true,
+		"all(e.items, # > 1)":    true,
+		"e.count > 1":            false, // count is a builtin's name
+		"e.amount > 1 && ts > 0": false,
+		"e?.a > 1":               false,
+		"e['a b'] > 1":           false,
+		"e.u in lists.b":         false,
+		"let x = e.a; x > 1":     false,
+		"now().Year() > 1":       false,
+		"len(e) > 1":             false,
+	} {
+		if got := eventOnly(src); got != want {
+			t.Errorf("eventOnly(%q) = %v, want %v", src, got, want)
+		}
+	}
+	got, errs := runDoc(t, "id: f\nkind: filter\nparams: {max: 2}\ncondition: 'e.count > p.max && e.amount > p.max && e.missing == nil'\n",
+		lines(`{"ts":1,"count":3,"amount":3}`, `{"ts":2,"count":1,"amount":3}`, `{"ts":3,"count":3,"amount":1}`))
+	if len(errs) > 0 || got != lines(`{"rule":"f","version":1,"key":{},"time":1,"action":"alert"}`) {
+		t.Errorf("alerts %q, errors %v", got, errs)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
 
 	"github.com/weirstream/weir/runtime/cep"
@@ -69,7 +68,7 @@ type seqPattern struct {
 }
 
 type seqStep struct {
-	where, until *vm.Program
+	where, until *program
 }
 
 var afters = []string{"next", "followedBy", "followedByAny", "notNext", "notFollowedBy"}
@@ -149,7 +148,7 @@ func (c *compiler) sequence() error {
 // build compiles the automaton whose conditions run on rn (nil: for
 // checking only).
 func (sp *seqPattern) build(rn *Runner) (*cep.NFA[*Event], error) {
-	cond := func(p *vm.Program) func(*Event) bool {
+	cond := func(p *program) func(*Event) bool {
 		return func(ev *Event) bool {
 			if rn == nil {
 				return false
