@@ -553,6 +553,7 @@ type compiler struct {
 type program struct {
 	p       *vm.Program
 	onEvent bool
+	readsM  bool // names m (sequence rules)
 }
 
 // compile compiles one expression of the rule.
@@ -584,7 +585,7 @@ func (c *compiler) compile(what string, e Expr, asBool bool, sc scope) (*program
 		}
 		return nil, c.s.errorf(e.Line, "%s: %q does not compile: %s", what, e.Src, msg)
 	}
-	return &program{p: prog, onEvent: onEvent}, nil
+	return &program{p: prog, onEvent: onEvent, readsM: refs.readsM}, nil
 }
 
 // eventOnly reports whether src names nothing but e.<field> (a field
@@ -645,6 +646,7 @@ type refCheck struct {
 	scope   scope
 	noEvent bool // a window's condition: it sees the window, not one event
 	onEvent bool // rewrite e.<field> to <field>: the program runs on the event map
+	readsM  bool
 	err     string
 }
 
@@ -654,6 +656,9 @@ func (v *refCheck) Visit(n *ast.Node) {
 	}
 	switch x := (*n).(type) {
 	case *ast.IdentifierNode:
+		if x.Value == "m" {
+			v.readsM = true
+		}
 		if v.noEvent && x.Value == "e" {
 			v.err = "e is not available here: a window evaluated onWindowClose sees its aggregates (agg), not one event"
 			return
@@ -663,7 +668,7 @@ func (v *refCheck) Visit(n *ast.Node) {
 			case scopeAgg:
 				v.err = fmt.Sprintf("%s is only available in an aggregate rule's condition, derived values and emit.fields", x.Value)
 			case scopeSequence:
-				v.err = fmt.Sprintf("%s is only available in a sequence rule's condition and emit.fields", x.Value)
+				v.err = fmt.Sprintf("%s is only available in a sequence rule's steps, condition and emit.fields", x.Value)
 			default:
 				v.err = fmt.Sprintf("%s is only available in a baseline rule's condition and emit.fields", x.Value)
 			}
@@ -688,6 +693,14 @@ func (v *refCheck) Visit(n *ast.Node) {
 			known, what = v.c.aggNames, "aggregates or derived values"
 		case "lists":
 			known, what = slices.Collect(maps.Keys(v.c.r.lists)), "lists"
+		case "m":
+			if s.Pattern == nil {
+				return // the scope check reports it
+			}
+			for _, st := range s.Pattern.Steps {
+				known = append(known, st.Name)
+			}
+			what = "pattern steps"
 		case "stats", "seen", "hist":
 			if s.Profile == nil {
 				return // the scope check reports it

@@ -71,6 +71,10 @@ type seqStep struct {
 	where, until *program
 }
 
+// usesMatch reports whether p reads m, the events accepted so far: such a
+// condition is iterative (Flink's IterativeCondition) and gets them.
+func (p *program) usesMatch() bool { return p.readsM }
+
 var afters = []string{"next", "followedBy", "followedByAny", "notNext", "notFollowedBy"}
 
 func (c *compiler) sequence() error {
@@ -126,11 +130,11 @@ func (c *compiler) sequence() error {
 		}
 		var ss seqStep
 		var err error
-		if ss.where, err = c.compile(what+".where", st.Where, true, scopeEvent); err != nil {
+		if ss.where, err = c.compile(what+".where", st.Where, true, scopeSequence); err != nil {
 			return err
 		}
 		if st.Until.Src != "" {
-			if ss.until, err = c.compile(what+".until", st.Until, true, scopeEvent); err != nil {
+			if ss.until, err = c.compile(what+".until", st.Until, true, scopeSequence); err != nil {
 				return err
 			}
 		}
@@ -148,16 +152,41 @@ func (c *compiler) sequence() error {
 // build compiles the automaton whose conditions run on rn (nil: for
 // checking only).
 func (sp *seqPattern) build(rn *Runner) (*cep.NFA[*Event], error) {
+	eval := func(p *program, ev *Event) bool {
+		if rn == nil {
+			return false
+		}
+		rn.env.E, rn.env.TS = ev.Fields, ev.TS
+		ok, err := rn.runBool(p)
+		if err != nil && rn.seqErr == nil {
+			rn.seqErr = err
+		}
+		return ok
+	}
 	cond := func(p *program) func(*Event) bool {
-		return func(ev *Event) bool {
+		return func(ev *Event) bool { return eval(p, ev) }
+	}
+	names := make([]string, len(sp.spec.Steps))
+	for i, st := range sp.spec.Steps {
+		names[i] = st.Name
+	}
+	iterative := func(p *program) func(*Event, cep.Context[*Event]) bool {
+		return func(ev *Event, ctx cep.Context[*Event]) bool {
 			if rn == nil {
 				return false
 			}
-			rn.env.E, rn.env.TS = ev.Fields, ev.TS
-			ok, err := rn.runBool(p)
-			if err != nil && rn.seqErr == nil {
-				rn.seqErr = err
+			m := make(map[string][]map[string]any, len(names))
+			for _, name := range names {
+				evs := ctx.Events(name)
+				l := make([]map[string]any, len(evs))
+				for i, e := range evs {
+					l[i] = e.Fields
+				}
+				m[name] = l
 			}
+			rn.env.M = m
+			ok := eval(p, ev)
+			rn.env.M = nil
 			return ok
 		}
 	}
@@ -177,7 +206,11 @@ func (sp *seqPattern) build(rn *Runner) (*cep.NFA[*Event], error) {
 		case "notFollowedBy":
 			pat = pat.NotFollowedBy(st.Name)
 		}
-		pat = pat.Where(cond(sp.steps[i].where))
+		if w := sp.steps[i].where; w.usesMatch() {
+			pat = pat.WhereCtx(iterative(w))
+		} else {
+			pat = pat.Where(cond(w))
+		}
 		switch {
 		case st.Times.Set && st.Times.From == st.Times.To:
 			pat = pat.Times(st.Times.From)
@@ -199,8 +232,10 @@ func (sp *seqPattern) build(rn *Runner) (*cep.NFA[*Event], error) {
 		if st.Combinations {
 			pat = pat.AllowCombinations()
 		}
-		if sp.steps[i].until != nil {
-			pat = pat.Until(cond(sp.steps[i].until))
+		if u := sp.steps[i].until; u != nil && u.usesMatch() {
+			pat = pat.UntilCtx(iterative(u))
+		} else if u != nil {
+			pat = pat.Until(cond(u))
 		}
 	}
 	if sp.window > 0 {

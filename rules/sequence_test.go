@@ -30,6 +30,11 @@ func TestSequence(t *testing.T) {
 				`{"ts":5,"u":"y","ok":false,"ip":"a"}`, `{"ts":6,"u":"y","ok":false,"ip":"a"}`, `{"ts":7,"u":"y","ok":false,"ip":"a"}`, `{"ts":8,"u":"y","ok":true,"ip":"a"}`),
 			lines(`{"rule":"n","version":1,"key":{"u":"x"},"time":4,"action":"alert","fields":{"ip":"b"}}`)},
 	}
+	cases = append(cases, struct{ name, doc, events, want string }{"an iterative condition reads the events accepted so far",
+		"id: i\nkind: sequence\nkey: [u]\npattern:\n  steps:\n    - {name: first, where: 'e.x > 0'}\n" +
+			"    - {name: rise, after: next, where: 'e.x > m.first[0].x * 2'}\n",
+		lines(`{"ts":1,"u":"a","x":5}`, `{"ts":2,"u":"a","x":9}`, `{"ts":3,"u":"a","x":19}`),
+		lines(`{"rule":"i","version":1,"key":{"u":"a"},"time":3,"action":"alert","fields":{"first":[2],"rise":[3]}}`)})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, errs := runDoc(t, c.doc, c.events)
@@ -51,7 +56,9 @@ func TestSequenceRefused(t *testing.T) {
 		{"trailing not without within", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true'}\n    - {name: b, after: notFollowedBy, where: 'true'}\n",
 			`r.yaml:4: rule s: pattern: malformed pattern: NotFollowedBy "b" ends the pattern without Within, so it could never complete`},
 		{"m outside a sequence", "id: f\nkind: filter\ncondition: 'len(m.a) > 0'\n",
-			`r.yaml:3: rule f: condition: m is only available in a sequence rule's condition and emit.fields`},
+			`r.yaml:3: rule f: condition: m is only available in a sequence rule's steps, condition and emit.fields`},
+		{"unknown step in m", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'len(m.b) == 0'}\n",
+			`r.yaml:5: rule s: pattern.steps[0].where: unknown name m.b (pattern steps: a)`},
 		{"bad times", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true', times: [1, 2, 3]}\n",
 			`r.yaml:5: rule s: times: want a count (3) or a range ([2, 4])`},
 	}
