@@ -57,7 +57,7 @@ func (h *histRing) add(t int64, v any) {
 
 // baselineEvent evaluates the condition against the key's history
 // before the event, then adds the event to it.
-func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, out []Alert) ([]Alert, error) {
+func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, out []Alert) ([]Alert, error) {
 	p, ps := &r.profile, st.prof
 	cut := ev.TS - p.horizon
 	// Inputs first: an event with a bad value changes nothing.
@@ -70,28 +70,14 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, out []Alert) ([]A
 		ins = append(ins, in)
 	}
 	rn.ins = ins
-	for i, f := range p.seen {
+	for _, f := range p.seen {
 		if v := ev.Fields[f]; v != nil {
 			if _, err := toInput(fnCountDistinct, v); err != nil {
 				return out, wrap(r, "profile.seen."+f, err)
 			}
 		}
-		for v, t := range ps.seen[i] {
-			if t <= cut {
-				delete(ps.seen[i], v)
-			}
-		}
 	}
-	if ps.stats != nil {
-		ps.stats.expire(cut)
-	}
-	for i := range ps.hist {
-		ps.hist[i].expire(cut)
-	}
-	if ps.prev != nil && ps.prevTS <= cut {
-		ps.prev = nil
-	}
-
+	ps.expire(p, cut)
 	clear(rn.env.Stats)
 	if cap(rn.stats) < len(p.stats) {
 		rn.stats = make([]Stats, len(p.stats))
@@ -134,5 +120,44 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, out []Alert) ([]A
 		}
 	}
 	ps.prev, ps.prevTS = ev.Fields, ev.TS
+	timers.Register(ev.TS + p.horizon) // when this event leaves the horizon
 	return out, nil
+}
+
+// expire drops what is at or before cut.
+func (ps *profileState) expire(p *profile, cut int64) {
+	for i := range ps.seen {
+		for v, t := range ps.seen[i] {
+			if t <= cut {
+				delete(ps.seen[i], v)
+			}
+		}
+	}
+	if ps.stats != nil {
+		ps.stats.expire(cut)
+	}
+	for i := range ps.hist {
+		ps.hist[i].expire(cut)
+	}
+	if ps.prev != nil && ps.prevTS <= cut {
+		ps.prev = nil
+	}
+}
+
+// empty reports whether the profile holds nothing.
+func (ps *profileState) empty() bool {
+	if ps.prev != nil || ps.stats != nil && ps.stats.len() > 0 {
+		return false
+	}
+	for i := range ps.hist {
+		if len(ps.hist[i].ts) > ps.hist[i].head {
+			return false
+		}
+	}
+	for i := range ps.seen {
+		if len(ps.seen[i]) > 0 {
+			return false
+		}
+	}
+	return true
 }

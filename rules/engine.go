@@ -28,10 +28,11 @@ type Engine struct {
 	} // per rule: its group and place in it
 
 	// The rule and key whose OnEvent is running, for Register.
-	cur     int
-	curKey  string
-	keyBuf  []byte
-	scratch State // the State of stateless rules
+	cur       int
+	curKey    string
+	curKeySet bool
+	keyBuf    []byte
+	scratch   State // the State of stateless rules
 }
 
 // RuleStats counts one rule's work in an Engine.
@@ -109,6 +110,10 @@ func (e *Engine) Stats() []RuleStats { return slices.Clone(e.stats) }
 
 // Register arms an event-time timer for the rule and key being evaluated.
 func (e *Engine) Register(t int64) {
+	if !e.curKeySet {
+		// Only timers need the key as a string: make it once per event.
+		e.curKey, e.curKeySet = string(e.keyBuf), true
+	}
 	tm := timer{t: t, rule: e.cur, key: e.curKey}
 	if _, ok := e.armed[tm]; ok {
 		return
@@ -139,7 +144,7 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 				g.slots[string(kb)] = sl
 			}
 		}
-		e.curKey = ""
+		e.curKey, e.curKeySet = "", false
 		for i, ri := range g.rules {
 			r := e.set.Rules[ri]
 			var st *State
@@ -153,9 +158,6 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			default:
 				st = sl.states[i]
 			}
-			if (r.Kind == KindSequence || r.Kind == KindAggregate && r.window.typ != Lookback) && e.curKey == "" {
-				e.curKey = string(kb) // only timers need the key as a string
-			}
 			e.cur = ri
 			n := len(out)
 			e.stats[ri].Evaluations++
@@ -165,6 +167,12 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 				e.stats[ri].Errors++
 				errs = append(errs, err)
 			}
+			if sl != nil && sl.states[i] != nil && st.Empty() {
+				sl.states[i] = nil // e.g. a sequence back at its start
+			}
+		}
+		if sl != nil && !slices.ContainsFunc(sl.states, func(s *State) bool { return s != nil }) {
+			delete(g.slots, string(kb))
 		}
 	}
 	return out, errors.Join(errs...)
@@ -185,7 +193,7 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		states := sl.states
 		n := len(out)
 		var err error
-		e.cur, e.curKey = tm.rule, tm.key
+		e.cur, e.curKey, e.curKeySet = tm.rule, tm.key, true
 		out, err = e.rn.OnTimer(r, states[i], tm.t, e, out)
 		e.stats[tm.rule].Alerts += int64(len(out) - n)
 		if err != nil {

@@ -89,7 +89,7 @@ func (st *State) Empty() bool {
 	case st.wins != nil:
 		return len(st.wins) == 0 && !st.alerted
 	case st.prof != nil:
-		return false // expires with the horizon, on the next event
+		return st.prof.empty() && !st.alerted
 	case st.seq != nil:
 		return st.seqIdle && !st.alerted
 	}
@@ -151,6 +151,15 @@ func (rn *Runner) bind(r *Rule, ev *Event) {
 // leaves st as it was before the event only for filter and lookback
 // rules; the caller counts it and sends the event to its dead letters.
 func (rn *Runner) OnEvent(r *Rule, st *State, ev *Event, timers Timers, out []Alert) ([]Alert, error) {
+	out, err := rn.onEvent(r, st, ev, timers, out)
+	if st.alerted {
+		// Dedupe holds the state until its interval has passed.
+		timers.Register(st.lastAlert + r.dedupe)
+	}
+	return out, err
+}
+
+func (rn *Runner) onEvent(r *Rule, st *State, ev *Event, timers Timers, out []Alert) ([]Alert, error) {
 	rn.bind(r, ev)
 	if r.when != nil {
 		ok, err := rn.runBool(r.when)
@@ -164,19 +173,32 @@ func (rn *Runner) OnEvent(r *Rule, st *State, ev *Event, timers Timers, out []Al
 	case KindAggregate:
 		return rn.aggregateEvent(r, st, ev, timers, out)
 	case KindBaseline:
-		return rn.baselineEvent(r, st, ev, out)
+		return rn.baselineEvent(r, st, ev, timers, out)
 	case KindSequence:
 		return rn.sequenceEvent(r, st, ev, timers, out)
 	}
 	return out, fmt.Errorf("rule %s: unknown kind", r.ID)
 }
 
-// OnTimer fires the windows of st that end at t+1, or times out the
-// partial matches of a sequence at t (which may ask for the next timer).
+// OnTimer fires the windows of st that end at t+1, times out the partial
+// matches of a sequence at t (which may ask for the next timer), or drops
+// from a look-back or a profile what is older than its size or horizon
+// at t, so that a key whose state is all gone is Empty.
 func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Alert) ([]Alert, error) {
+	if st.alerted && t >= st.lastAlert+r.dedupe {
+		st.alerted = false
+	}
 	switch r.Kind {
 	case KindAggregate:
+		if st.look != nil {
+			// The cleanup timer of a look-back: drop what has left it.
+			st.look.expire(t - r.window.size)
+			return out, nil
+		}
 		return rn.aggregateTimer(r, st, t, out)
+	case KindBaseline:
+		st.prof.expire(&r.profile, t-r.profile.horizon)
+		return out, nil
 	case KindSequence:
 		rn.bind(r, &Event{TS: t})
 		return rn.sequenceTimer(r, st, t, timers, out)
@@ -219,7 +241,9 @@ func (rn *Runner) emit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) (
 			a.Fields[k] = jsonSafe(v)
 		}
 	}
-	st.alerted, st.lastAlert = true, ts
+	if r.dedupe > 0 {
+		st.alerted, st.lastAlert = true, ts
+	}
 	return append(out, a), nil
 }
 

@@ -194,3 +194,35 @@ func TestEventOnlyPrograms(t *testing.T) {
 		t.Errorf("alerts %q, errors %v", got, errs)
 	}
 }
+
+// Once the watermark passes everything, no key keeps state: look-backs
+// and profiles ask for a timer when their events leave them, windows and
+// sessions close, idle sequences and spent dedupe intervals are dropped.
+func TestStateIsDropped(t *testing.T) {
+	doc := "id: l\nkind: aggregate\nkey: [u]\nwindow: {type: lookback, size: 1m}\naggregates: {n: {fn: count}}\ncondition: 'agg.n > 1'\nemit: {dedupe: {for: 1h}}\n---\n" +
+		"id: b\nkind: baseline\nkey: [u]\nprofile: {horizon: 1d, stats: [x], lastN: {x: 3}, seen: [x]}\ncondition: 'stats.x.count > 0'\n---\n" +
+		"id: t\nkind: aggregate\nkey: [u]\nwindow: {type: sliding, size: 10s, slide: 5s}\naggregates: {n: {fn: count}}\ncondition: 'agg.n > 0'\n---\n" +
+		"id: s\nkind: aggregate\nkey: [u]\nwindow: {type: session, gap: 10s}\naggregates: {n: {fn: count}}\ncondition: 'agg.n > 0'\n---\n" +
+		"id: q\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 1m}\n  steps:\n    - {name: a, where: 'e.x == 1'}\n    - {name: b, after: followedBy, where: 'e.x == 2'}\n---\n" +
+		"id: f\nkind: filter\nkey: [u]\ncondition: 'e.x == 2'\nemit: {dedupe: {for: 1m}}\n"
+	set, err := compileDoc(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := ReadEvents(strings.NewReader(lines(`{"ts":0,"u":"a","x":1}`, `{"ts":1000,"u":"a","x":2}`, `{"ts":2000,"u":"b","x":1}`)), "in", "ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts, e, errs := Run(set, evs)
+	if len(errs) > 0 || len(alerts) == 0 {
+		t.Fatalf("%d alerts, errors %v", len(alerts), errs)
+	}
+	for _, g := range e.groups {
+		if len(g.slots) != 0 {
+			t.Errorf("%d keys keep state after the end of input", len(g.slots))
+		}
+	}
+	if len(e.timers) != 0 || len(e.armed) != 0 {
+		t.Errorf("%d timers left", len(e.timers))
+	}
+}
