@@ -120,7 +120,7 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, ou
 		}
 	}
 	ps.prev, ps.prevTS = ev.Fields, ev.TS
-	timers.Register(ev.TS + p.horizon) // when this event leaves the horizon
+	st.armCleanup(timers, ev.TS+p.horizon)
 	return out, nil
 }
 

@@ -49,6 +49,18 @@ type State struct {
 	prof    *profileState      // baseline
 	seq     *cep.State[*Event] // sequence
 	seqIdle bool
+	cleanup int64 // look-back, baseline: the armed cleanup timer, 0 if none
+}
+
+// armCleanup arms the timer at which a look-back's or a profile's entries
+// are all gone, unless one is armed: one timer per rule and key at a
+// time, re-armed when it fires on a state that has grown since. Between
+// timers, entries expire as events arrive.
+func (st *State) armCleanup(timers Timers, t int64) {
+	if st.cleanup == 0 {
+		st.cleanup = t
+		timers.Register(t)
+	}
 }
 
 // NewState is the empty state of r for a key; key maps the key fields to
@@ -191,13 +203,24 @@ func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Aler
 	switch r.Kind {
 	case KindAggregate:
 		if st.look != nil {
-			// The cleanup timer of a look-back: drop what has left it.
-			st.look.expire(t - r.window.size)
+			if t == st.cleanup {
+				st.look.expire(t - r.window.size)
+				st.cleanup = 0
+				if n := len(st.look.ts); n > 0 {
+					st.armCleanup(timers, st.look.ts[n-1]+r.window.size)
+				}
+			}
 			return out, nil
 		}
 		return rn.aggregateTimer(r, st, t, out)
 	case KindBaseline:
-		st.prof.expire(&r.profile, t-r.profile.horizon)
+		if t == st.cleanup {
+			st.prof.expire(&r.profile, t-r.profile.horizon)
+			st.cleanup = 0
+			if !st.prof.empty() {
+				st.armCleanup(timers, st.prof.prevTS+r.profile.horizon)
+			}
+		}
 		return out, nil
 	case KindSequence:
 		rn.bind(r, &Event{TS: t})

@@ -280,7 +280,7 @@ func (rn *Runner) aggregateEvent(r *Rule, st *State, ev *Event, timers Timers, o
 		if err == nil && r.reset && len(out) > n {
 			st.look.reset()
 		}
-		timers.Register(ev.TS + w.size) // when this event leaves the window
+		st.armCleanup(timers, ev.TS+w.size)
 		return out, err
 	case Tumbling:
 		start := floorTo(ev.TS-w.offset, w.size) + w.offset
