@@ -42,11 +42,11 @@ type runningTask struct {
 	name    string
 	jobName string
 	slot    int
-	cancel context.CancelCauseFunc
-	done   chan struct{}
-	mu     sync.Mutex // guards task, which heartbeats read, and state
-	task   *runtime.Task
-	state  weirv1.TaskState // DEPLOYING, then RUNNING once started
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
+	mu      sync.Mutex // guards task, which heartbeats read, and state
+	task    *runtime.Task
+	state   weirv1.TaskState // DEPLOYING, then RUNNING once started
 }
 
 func (rt *runningTask) getState() weirv1.TaskState {

@@ -46,8 +46,10 @@ var (
 	latency    = taskDesc("weir_task_latency_seconds", "End-to-end latency of the latency markers that reached this sink task from the sources.")
 )
 
-func opDesc(name, help string) *prometheus.Desc   { return prometheus.NewDesc(name, help, opLabels, nil) }
-func taskDesc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, taskLabels, nil) }
+func opDesc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, opLabels, nil) }
+func taskDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, taskLabels, nil)
+}
 
 // LatencyBuckets are the upper bounds (seconds) of the latency histogram.
 var LatencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
