@@ -250,3 +250,57 @@ func TestMetricsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// stamped emits records 1..n with event times base+i s, then idles
+// until the task is canceled.
+type stamped struct {
+	n, i int64
+	base int64
+}
+
+func (s *stamped) Poll(out runtime.Collector[int64]) (time.Duration, error) {
+	if s.i == s.n {
+		return 10 * time.Millisecond, nil
+	}
+	s.i++
+	out.Collect(s.base + s.i*1000)
+	return 0, nil
+}
+
+func TestWatermarkAndLagOfAnEventTimeTask(t *testing.T) {
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	env, _ := runtime.NewEnv("event-time", 1)
+	src := runtime.FromSource(env, "stamped", func() runtime.SourceFunction[int64] { return &stamped{n: 10, base: base} }, runtime.Int64Codec{})
+	timed := runtime.AssignTimestampsAndWatermarks(src, runtime.ForBoundedOutOfOrderness(2*time.Second, func(v int64) int64 { return v }))
+	runtime.SinkTo(timed, "drop", func() runtime.SinkFunction[int64] { return drop{} })
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{LatencyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- task.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	c := &TaskCollector{Tasks: func() []TaskInfo { return []TaskInfo{{JobID: "j", JobName: "event-time", TaskManager: "tm", Task: task}} }}
+	want := float64(base+10*1000-2000-1) / 1e3 // newest timestamp - out-of-orderness - 1 ms
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fams := scrape(t, c)
+		if wm := fams["weir_task_watermark_seconds"]; wm != nil && wm.GetMetric()[0].GetGauge().GetValue() == want {
+			lag := fams["weir_task_watermark_lag_seconds"].GetMetric()[0].GetGauge().GetValue()
+			if lag < 3600-10 || lag > 3600+60 {
+				t.Errorf("watermark lag %vs, want about an hour", lag)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watermark %v, want %v", fams["weir_task_watermark_seconds"], want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
