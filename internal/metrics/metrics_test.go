@@ -286,7 +286,9 @@ func TestWatermarkAndLagOfAnEventTimeTask(t *testing.T) {
 	go func() { done <- task.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	c := &TaskCollector{Tasks: func() []TaskInfo { return []TaskInfo{{JobID: "j", JobName: "event-time", TaskManager: "tm", Task: task}} }}
+	c := &TaskCollector{Tasks: func() []TaskInfo {
+		return []TaskInfo{{JobID: "j", JobName: "event-time", TaskManager: "tm", Task: task}}
+	}}
 	want := float64(base+10*1000-2000-1) / 1e3 // newest timestamp - out-of-orderness - 1 ms
 	deadline := time.Now().Add(10 * time.Second)
 	for {
