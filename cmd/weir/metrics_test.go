@@ -102,20 +102,25 @@ func TestMetricsOfARunningJob(t *testing.T) {
 	waitState(t, c, id, time.Minute, "RUNNING")
 
 	job := map[string]string{"job_id": id, "job": "fraud-detection"}
-	// Wait for a checkpoint with state, then take the first scrapes.
+	// Wait for two checkpoints, the later with keyed state (the detector
+	// keeps state only for accounts that made a small payment, about 1 %
+	// of them), then take the first scrapes.
 	var jm map[string]*dto.MetricFamily
+	var tms []map[string]*dto.MetricFamily
 	deadline := time.Now().Add(time.Minute)
 	for {
+		tms = []map[string]*dto.MetricFamily{scrapeMetrics(t, addr(1)), scrapeMetrics(t, addr(2))}
 		jm = scrapeMetrics(t, jmMetrics)
-		if sumOf(selectSeries(jm, "weir_job_checkpoints_completed_total", job)) >= 2 {
+		keys := sumOf(selectSeries(mergeFamilies(tms), "weir_operator_state_keys", map[string]string{"operator": "fraud-detector"}))
+		if sumOf(selectSeries(jm, "weir_job_checkpoints_completed_total", job)) >= 2 && keys > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no two completed checkpoints in the JobManager's metrics after a minute")
+			t.Fatalf("after a minute: checkpoints %v, detector keys %v; want 2 and some",
+				selectSeries(jm, "weir_job_checkpoints_completed_total", job), keys)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	tms := []map[string]*dto.MetricFamily{scrapeMetrics(t, addr(1)), scrapeMetrics(t, addr(2))}
 
 	// The JobManager: jobs, TaskManagers, slots, raft, checkpoints.
 	if got := selectSeries(jm, "weir_jobs", map[string]string{"state": "running"}); sumOf(got) != 1 {
