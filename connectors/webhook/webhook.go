@@ -483,4 +483,3 @@ func (s *Sink[T]) try(ctx context.Context, body []byte, keys []string) (time.Dur
 		return 0, fmt.Errorf("%w: %s answered %s: %q", ErrRejected, s.host, resp.Status, head)
 	}
 }
-

@@ -190,7 +190,9 @@ func TestSlackMessagesAndRateLimit(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("WEIR_TEST_SLACK_URL", srv.URL)
 	s := &Sink[alert]{URL: Secret{Env: "WEIR_TEST_SLACK_URL"}, Format: Slack{}, BatchSize: 2, RateLimit: 20,
-		Encode: func(dst []byte, a alert) []byte { return append(dst, "Fraud \"alert\" for account "+strconv.Itoa(a.ID)...) }}
+		Encode: func(dst []byte, a alert) []byte {
+			return append(dst, "Fraud \"alert\" for account "+strconv.Itoa(a.ID)...)
+		}}
 	if err := s.Open(runtime.NewRuntimeContext(runtime.ContextConfig{JobID: "j"})); err != nil {
 		t.Fatal(err)
 	}
