@@ -38,6 +38,9 @@ type JobGraph struct {
 	Name           string
 	MaxParallelism int
 	Vertices       []*Vertex
+	// EventTime says the job assigns event timestamps: records cross
+	// exchanges with their timestamps, and watermarks flow.
+	EventTime bool
 }
 
 // Vertex is a chain of operators run by one goroutine per subtask.
@@ -63,6 +66,11 @@ type OperatorInfo struct {
 type Edge struct {
 	Source, Target int // vertex IDs
 	Partitioning   Partitioning
+
+	// from is the operator of the source vertex whose output the edge
+	// carries: the chain's tail, or a node inside it whose chain
+	// branches (an operator with side outputs).
+	from *node
 }
 
 // SlotsNeeded is how many slots the job needs with slot sharing (a slot
@@ -97,6 +105,9 @@ func (e *Env) Graph() (*JobGraph, error) {
 	for _, n := range e.nodes {
 		if n.parallelism == 0 {
 			n.parallelism = e.parallelism
+			if n.side != "" {
+				n.parallelism = n.input.parallelism
+			}
 		}
 		if n.parallelism < 1 {
 			return nil, fmt.Errorf("operator %s: parallelism %d must be at least 1", n.name, n.parallelism)
@@ -120,6 +131,9 @@ func (e *Env) Graph() (*JobGraph, error) {
 		}
 	}
 	g := &JobGraph{Name: e.name, MaxParallelism: maxP}
+	for _, n := range e.nodes {
+		g.EventTime = g.EventTime || n.eventTime
+	}
 
 	// Decide each edge's partitioning and whether it is chained.
 	for _, n := range e.nodes {
@@ -127,10 +141,18 @@ func (e *Env) Graph() (*JobGraph, error) {
 			continue
 		}
 		in := n.input
+		if n.side != "" {
+			// A side output is a branch of its producer's chain.
+			if n.parallelism != in.parallelism {
+				return nil, fmt.Errorf("operator %s: a side output runs with its operator's parallelism %d, not %d", n.name, in.parallelism, n.parallelism)
+			}
+			n.chained = true
+			continue
+		}
 		if n.partitioning == Forward && in.parallelism != n.parallelism {
 			n.partitioning = Rebalance
 		}
-		n.chained = len(in.consumers) == 1 && in.parallelism == n.parallelism &&
+		n.chained = in.mainConsumers() == 1 && in.parallelism == n.parallelism &&
 			(n.partitioning == Forward ||
 				// With one subtask on each side every key goes to the same
 				// place, so a keyBy is a direct call, not an exchange.
@@ -163,7 +185,7 @@ func (e *Env) Graph() (*JobGraph, error) {
 			if head.input.codec == nil {
 				return nil, fmt.Errorf("operator %s: its output crosses an exchange to %s but it has no codec", head.input.name, head.name)
 			}
-			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: head.partitioning}
+			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: head.partitioning, from: head.input}
 			v.Inputs = append(v.Inputs, e)
 			src.Outputs = append(src.Outputs, e)
 		}

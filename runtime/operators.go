@@ -88,7 +88,7 @@ type processOperator[K comparable, IN, OUT any] struct {
 	fail      func(error)
 	// spare is the timer copy of an earlier snapshot, handed back once
 	// written, so the next snapshot copies into memory already mapped.
-	spare atomic.Pointer[[]timerEntry[K]]
+	spare, espare atomic.Pointer[[]timerEntry[K]]
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
@@ -106,8 +106,11 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 		if err := o.ctx.backend.Restore(ks); err != nil {
 			return err
 		}
-		if err := restoreTimers(&o.ctx.timers, o.kt, ks); err != nil {
+		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
 			return fmt.Errorf("restoring timers: %w", err)
+		}
+		if err := restoreTimers(&o.ctx.etimers, eventTimersSection, o.kt, ks); err != nil {
+			return fmt.Errorf("restoring event-time timers: %w", err)
 		}
 	}
 	return nil
@@ -123,8 +126,17 @@ func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
 			buf = (*p)[:0]
 		}
 		buf = append(buf, o.ctx.timers.h...)
-		sections = append(sections, &timerSection[K]{entries: buf, codec: o.kt, keyGroups: o.keyGroups,
+		sections = append(sections, &timerSection[K]{name: timersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
 			release: func(b []timerEntry[K]) { o.spare.Store(&b) }})
+	}
+	if o.ctx.etimers.len() > 0 {
+		var buf []timerEntry[K]
+		if p := o.espare.Swap(nil); p != nil {
+			buf = (*p)[:0]
+		}
+		buf = append(buf, o.ctx.etimers.h...)
+		sections = append(sections, &timerSection[K]{name: eventTimersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
+			release: func(b []timerEntry[K]) { o.espare.Store(&b) }})
 	}
 	return sections
 }
@@ -155,9 +167,26 @@ func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
 			return
 		}
 		o.ctx.timers.pop()
-		o.ctx.key, o.ctx.kg = e.key, e.kg
+		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, ProcessingTime
+		*o.ctx.ts = NoTimestamp // as Flink, processing-time output has no event time
 		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
 			o.fail(fmt.Errorf("%s: timer: %w", o.ctx.operatorName, err))
+			return
+		}
+	}
+}
+
+func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
+	for {
+		e, ok := o.ctx.etimers.peek()
+		if !ok || e.ts > wm {
+			return
+		}
+		o.ctx.etimers.pop()
+		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, EventTime
+		*o.ctx.ts = e.ts // what OnTimer emits happens at the timer's time
+		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
+			o.fail(fmt.Errorf("%s: event-time timer: %w", o.ctx.operatorName, err))
 			return
 		}
 	}

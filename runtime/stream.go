@@ -58,6 +58,12 @@ type node struct {
 	partitioning Partitioning
 	chained      bool
 	codec        any // Codec[OUT]; nil if the output never crosses an exchange
+	// side is the output tag this node reads from its input's operator;
+	// empty for a node fed by the input's main output.
+	side string
+	// eventTime marks a timestamp assigner: the job's records then carry
+	// their timestamps across exchanges.
+	eventTime bool
 
 	// instantiate builds the operator for one subtask. out is a
 	// Collector[OUT] (nil for sinks); it returns a Collector[IN], or a
@@ -84,6 +90,17 @@ func (e *Env) add(n *node, input *node) *node {
 	}
 	e.nodes = append(e.nodes, n)
 	return n
+}
+
+// mainConsumers counts the consumers fed by n's main output.
+func (n *node) mainConsumers() int {
+	c := 0
+	for _, m := range n.consumers {
+		if m.side == "" {
+			c++
+		}
+	}
+	return c
 }
 
 // Collector receives an operator's output records.
@@ -243,6 +260,7 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 			oc.opens = append(oc.opens, func() error { return o.Open(op.ctx) })
 		}
 		oc.timers = append(oc.timers, op)
+		oc.eventTimers = append(oc.eventTimers, op)
 		return op, nil
 	}
 	return Stream[OUT]{env: ks.s.env, node: ks.s.env.add(n, ks.s.node)}

@@ -343,6 +343,9 @@ func taskStateName(s weirv1.TaskState) string {
 
 func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency()}
+	if wm := t.Watermark(); wm != runtime.NoTimestamp {
+		m.Watermark = &wm
+	}
 	for _, c := range t.Operators() {
 		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
 	}
