@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -148,6 +147,3 @@ func (d DeadLetter) AppendJSON(dst []byte) []byte {
 	}
 	return append(dst, b...)
 }
-
-// errUndecodable marks decoder failures (they go to the dead letters).
-var errUndecodable = errors.New("undecodable record")

@@ -178,7 +178,7 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 	if s.Discovery == 0 {
 		s.Discovery = 10 * time.Second
 	}
-	s.dead = sideCollector(ctx)
+	s.dead = &deadLetters{out: runtime.SideCollector(ctx, DeadLetterTag), rc: ctx}
 	opts, err := s.Client.options()
 	if err != nil {
 		return err
