@@ -73,6 +73,10 @@ type Source[T any] struct {
 	Discovery time.Duration
 	// MaxPollRecords bounds the records one Poll emits (default 500).
 	MaxPollRecords int
+	// Bounded ends the source once it has read every partition up to
+	// its last stable offset at the start (a backfill, or a test); no
+	// partitions are discovered then.
+	Bounded bool
 
 	rc       *runtime.RuntimeContext
 	cl       *kgo.Client
@@ -90,6 +94,7 @@ type Source[T any] struct {
 	pending   []checkpointOffsets
 	reporting chan struct{}
 	badCount  int64
+	stopAt    map[tp]int64 // Bounded: the end offsets
 	// mu guards parts against the discovery goroutine's copy.
 	mu sync.Mutex
 }
@@ -178,6 +183,9 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 	if s.Discovery == 0 {
 		s.Discovery = 10 * time.Second
 	}
+	if s.Bounded {
+		s.Discovery = -1
+	}
 	s.dead = &deadLetters{out: runtime.SideCollector(ctx, DeadLetterTag), rc: ctx}
 	opts, err := s.Client.options()
 	if err != nil {
@@ -197,8 +205,17 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 	}
 	start := map[string]map[int32]kgo.Offset{}
 	s.add(assign, start)
+	if s.Bounded {
+		if err := s.endOffsets(ctx.Context()); err != nil {
+			s.adm.Close()
+			return fmt.Errorf("kafka source: %w", err)
+		}
+	}
 	opts = append(opts,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers advance the position too, so a checkpoint
+		// (and a bounded source's end) is exact after a transaction.
+		kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(start),
 		kgo.FetchMaxPartitionBytes(1<<20), // bounds what one partition buffers
 	)
@@ -216,6 +233,42 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 	}
 	ctx.Logger().Info("kafka source reading", "partitions", len(s.order), "brokers", s.Client.Brokers)
 	return nil
+}
+
+// endOffsets fixes where a bounded source stops.
+func (s *Source[T]) endOffsets(ctx context.Context) error {
+	s.stopAt = map[tp]int64{}
+	var topics []string
+	for _, p := range s.order {
+		if !slices.Contains(topics, p.topic) {
+			topics = append(topics, p.topic)
+		}
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	lo, err := s.adm.ListCommittedOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("listing end offsets: %w", err)
+	}
+	for _, p := range s.order {
+		l, ok := lo.Lookup(p.topic, p.partition)
+		if !ok || l.Err != nil {
+			return fmt.Errorf("no end offset for %s/%d: %v", p.topic, p.partition, l.Err)
+		}
+		s.stopAt[p.tp] = l.Offset
+	}
+	return nil
+}
+
+// atEnd reports whether a bounded source has read all it should.
+func (s *Source[T]) atEnd() bool {
+	for _, p := range s.order {
+		if p.next < s.stopAt[p.tp] {
+			return false
+		}
+	}
+	return true
 }
 
 // add registers newly assigned partitions and their start offsets.
@@ -399,6 +452,9 @@ func (s *Source[T]) Poll(out runtime.Collector[T]) (time.Duration, error) {
 		}
 	default:
 	}
+	if s.Bounded && s.atEnd() {
+		return 0, runtime.ErrEndOfInput
+	}
 	fs := s.cl.PollRecords(nil, s.MaxPollRecords) //nolint:staticcheck // nil: return what is buffered
 	if fs.Empty() {
 		return 5 * time.Millisecond, nil
@@ -421,8 +477,15 @@ func (s *Source[T]) Poll(out runtime.Collector[T]) (time.Duration, error) {
 			if r.Offset < p.next {
 				continue // a re-fetch of records already emitted
 			}
-			v, derr := s.Decode(r)
+			if s.Bounded && r.Offset >= s.stopAt[p.tp] {
+				p.next = max(p.next, s.stopAt[p.tp]) // past the end: not ours to read
+				break
+			}
 			p.next = r.Offset + 1
+			if r.Attrs.IsControl() {
+				continue
+			}
+			v, derr := s.Decode(r)
 			if derr != nil {
 				s.badCount++
 				val := r.Value

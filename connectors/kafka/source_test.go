@@ -235,9 +235,21 @@ func TestSourceReadsOnlyCommittedAndDeadLettersBadRecords(t *testing.T) {
 	}
 	produceN(t, addrs, "tx", 1, 1, "last")
 	s := newSource(addrs, "tx")
+	s.Bounded = true
 	openSource(t, s, 0, 1, nil)
+	produceN(t, addrs, "tx", 1, 1, "after-the-end")
 	out := &collect[string]{}
-	pollUntil(t, 3, []*Source[string]{s}, []*collect[string]{out})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := s.Poll(out)
+		if errors.Is(err, runtime.ErrEndOfInput) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("bounded source: %v after %v", err, out.got)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	want := []string{"txn1-0", "txn1-2", "last0"}
 	if fmt.Sprint(out.got) != fmt.Sprint(want) {
 		t.Fatalf("read %v, want %v (aborted records must not appear)", out.got, want)
