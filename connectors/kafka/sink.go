@@ -251,10 +251,11 @@ func (s *Sink[T]) setup() error {
 	_, err = s.Client.checkTopics(ctx, s.adm, s.Topic)
 	if errors.Is(err, ErrUnknownTopic) && s.CreateTopicPartitions > 0 {
 		resp, cerr := s.adm.CreateTopic(ctx, s.CreateTopicPartitions, -1, nil, s.Topic)
-		if cerr == nil && resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		if cerr == nil {
 			cerr = resp.Err
 		}
-		if cerr != nil {
+		// Another subtask may have created it a moment before.
+		if cerr != nil && !errors.Is(cerr, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("kafka sink: creating topic %q: %w", s.Topic, cerr)
 		}
 		err = nil
