@@ -361,11 +361,7 @@ func (s *Sink[T]) Open(ctx *runtime.RuntimeContext) error {
 	}
 	s.pool.New = func() any { return &kgo.Record{} }
 	if !s.eos {
-		opts := s.opts
-		if s.Guarantee == None {
-			opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
-		}
-		cl, err := kgo.NewClient(opts...)
+		cl, err := kgo.NewClient(s.opts...)
 		if err != nil {
 			return fmt.Errorf("kafka sink: %w", err)
 		}
