@@ -96,6 +96,10 @@ type txn struct {
 	checkpoint int64
 	pid        int64
 	epoch      int16
+	// flushed is closed once the pre-commit's flush has set pid and
+	// epoch; a later checkpoint's snapshot waits for it.
+	flushed  chan struct{}
+	flushErr error
 }
 
 const (
@@ -452,6 +456,7 @@ func (s *Sink[T]) SnapshotStateAsync(checkpointID int64) (func(context.Context) 
 	if s.cur.records > 0 {
 		flush = s.cur
 		flush.checkpoint = checkpointID
+		flush.flushed = make(chan struct{})
 		s.pending = append(s.pending, flush)
 		if err := s.begin(); err != nil {
 			return nil, err
@@ -466,24 +471,44 @@ func (s *Sink[T]) SnapshotStateAsync(checkpointID int64) (func(context.Context) 
 	sub := s.rc.SubtaskIndex()
 	return func(ctx context.Context) ([][]byte, error) {
 		if flush != nil {
-			if err := flush.cl.Flush(ctx); err != nil {
-				return nil, fmt.Errorf("kafka sink: flushing transaction %s: %w", flush.id, err)
+			flush.flushErr = precommit(ctx, flush, &s.asyncErr)
+			close(flush.flushed)
+			if flush.flushErr != nil {
+				return nil, flush.flushErr
 			}
-			if p := s.asyncErr.Load(); p != nil {
-				return nil, fmt.Errorf("kafka sink: producing: %w", *p)
-			}
-			pid, epoch, err := flush.cl.ProducerID(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("kafka sink: transaction %s: %w", flush.id, err)
-			}
-			flush.pid, flush.epoch = pid, epoch
 		}
 		entries := [][]byte{appendPosition(pos)}
 		for _, t := range pend {
+			// An earlier checkpoint's pre-commit may still be running.
+			select {
+			case <-t.flushed:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if t.flushErr != nil {
+				return nil, t.flushErr
+			}
 			entries = append(entries, appendPending(pendingTxn{id: t.id, subtask: sub, pid: t.pid, epoch: t.epoch, checkpoint: t.checkpoint}))
 		}
 		return entries, nil
 	}, nil
+}
+
+// precommit flushes t (every record acknowledged inside the open
+// transaction) and records its producer ID and epoch.
+func precommit(ctx context.Context, t *txn, asyncErr *atomic.Pointer[error]) error {
+	if err := t.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("kafka sink: flushing transaction %s: %w", t.id, err)
+	}
+	if p := asyncErr.Load(); p != nil {
+		return fmt.Errorf("kafka sink: producing: %w", *p)
+	}
+	pid, epoch, err := t.cl.ProducerID(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka sink: transaction %s: %w", t.id, err)
+	}
+	t.pid, t.epoch = pid, epoch
+	return nil
 }
 
 // SnapshotState is the synchronous form of SnapshotStateAsync.

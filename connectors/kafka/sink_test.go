@@ -272,3 +272,40 @@ func TestSinkCreatesAMissingTopicWhenAsked(t *testing.T) {
 	s.Close()
 	expectOnce(t, committed(t, addrs, 2), "c", 3)
 }
+
+// TestSinkOverlappingCheckpoints runs a later checkpoint's asynchronous
+// part before an earlier one's has finished: its state must still carry
+// the earlier transaction's producer ID, so a restore from it commits both.
+func TestSinkOverlappingCheckpoints(t *testing.T) {
+	c := kafkatest.Start(t, map[string]int32{"out": 1})
+	addrs := c.ListenAddrs()
+	s := newSink(t, addrs, ExactlyOnce, 0, 1, nil)
+	write(t, s, "one", 5)
+	first, err := s.SnapshotStateAsync(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, s, "two", 5)
+	second, err := s.SnapshotStateAsync(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan [][]byte)
+	go func() {
+		e, err := second(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- e
+	}()
+	if _, err := first(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	entries := <-done
+	// The first attempt dies; a restore from checkpoint 2 commits both.
+	r := newSink(t, addrs, ExactlyOnce, 0, 1, entries)
+	defer r.Close()
+	m := committed(t, addrs, 1)
+	expectOnce(t, m, "one", 5)
+	expectOnce(t, m, "two", 5)
+}
