@@ -217,7 +217,11 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 		// (and a bounded source's end) is exact after a transaction.
 		kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(start),
-		kgo.FetchMaxPartitionBytes(1<<20), // bounds what one partition buffers
+		// Bounded reads: what one fetch and one partition may return (a
+		// single larger record still comes whole, up to the broker limit).
+		kgo.FetchMaxBytes(16<<20),
+		kgo.FetchMaxPartitionBytes(1<<20),
+		kgo.BrokerMaxReadBytes(64<<20),
 	)
 	if s.cl, err = kgo.NewClient(opts...); err != nil {
 		s.adm.Close()

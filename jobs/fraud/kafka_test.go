@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,5 +72,60 @@ func TestKafkaInAndOut(t *testing.T) {
 				t.Fatalf("dead letters %v", dead)
 			}
 		})
+	}
+}
+
+// TestAlertsToAWebhook runs the walkthrough into an HTTP receiver whose
+// URL comes from an environment variable: every alert arrives with a key
+// made of its account and transaction time.
+func TestAlertsToAWebhook(t *testing.T) {
+	var mu sync.Mutex
+	keys := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []struct {
+			Key    string `json:"idempotency_key"`
+			Record struct {
+				AccountID int64 `json:"account_id"`
+			} `json:"record"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range batch {
+			if a.Record.AccountID != 3 {
+				http.Error(w, "unexpected account", http.StatusBadRequest)
+				return
+			}
+			keys[a.Key]++
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("WEIR_TEST_FRAUD_WEBHOOK", srv.URL+"/alerts?token=abc")
+	g, err := jobs.Build(Name, 1, map[string]string{"rate": "0", "count": "500", "sink": "webhook",
+		"webhook-url-env": "WEIR_TEST_FRAUD_WEBHOOK", "webhook-linger": "5ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := task.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 10 {
+		t.Fatalf("%d distinct alerts delivered, want 10: %v", len(keys), keys)
+	}
+	for k, n := range keys {
+		if n != 1 || !strings.HasPrefix(k, "fraud/3/") {
+			t.Fatalf("alert key %q delivered %d times", k, n)
+		}
 	}
 }
