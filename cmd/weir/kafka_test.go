@@ -32,21 +32,7 @@ func TestKafkaSequenceCheckExactlyOnceAcrossKills(t *testing.T) {
 		"--param", fmt.Sprint("keys=", keys), "--param", "source=kafka", "--param", "sink=kafka",
 		"--param", "kafka-brokers="+addrs[0], "--param", "transaction-timeout=30s")
 
-	// Feed the topic while the job runs: seq s of every key, then s+1, so
-	// the input outlasts the kills.
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		for s := 1; s <= count; s++ {
-			rs := make([]*kgo.Record, 0, keys)
-			for k := range keys {
-				rs = append(rs, &kgo.Record{Topic: seqcheck.InputTopic, Partition: int32(k % parts),
-					Key: []byte(strconv.Itoa(k)), Value: fmt.Appendf(nil, "%d,%d", k, s)})
-			}
-			kafkatest.Produce(t, addrs, rs...)
-			time.Sleep(25 * time.Millisecond)
-		}
-	}()
+	fed := feedSequences(t, addrs, keys, count, parts)
 
 	var completed int64
 	for kill := range 3 {
@@ -65,8 +51,36 @@ func TestKafkaSequenceCheckExactlyOnceAcrossKills(t *testing.T) {
 	}
 	<-fed
 
-	// Wait until the committed output holds every record, then check it
-	// holds each exactly once.
+	verifyKafkaSequences(t, c, id, addrs, keys, count)
+	if st := jobStatus(t, c, id); st.Restarts < 3 {
+		t.Errorf("restarts %d, want at least 3 (one per killed TaskManager)", st.Restarts)
+	}
+}
+
+// feedSequences writes seq s of every key, then s+1, and so on, key k to
+// partition k % parts, pacing itself so the input outlasts what the test
+// does to the job meanwhile. The channel closes when all is written.
+func feedSequences(t *testing.T, addrs []string, keys, count, parts int) chan struct{} {
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for s := 1; s <= count; s++ {
+			rs := make([]*kgo.Record, 0, keys)
+			for k := range keys {
+				rs = append(rs, &kgo.Record{Topic: seqcheck.InputTopic, Partition: int32(k % parts),
+					Key: []byte(strconv.Itoa(k)), Value: fmt.Appendf(nil, "%d,%d", k, s)})
+			}
+			kafkatest.Produce(t, addrs, rs...)
+			time.Sleep(25 * time.Millisecond)
+		}
+	}()
+	return fed
+}
+
+// verifyKafkaSequences waits until the committed output holds every
+// (key, seq), failing as soon as one is there twice or flagged.
+func verifyKafkaSequences(t *testing.T, c *cluster.Cluster, id string, addrs []string, keys, count int64) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		counts := map[[2]int64]int{}
@@ -84,7 +98,7 @@ func TestKafkaSequenceCheckExactlyOnceAcrossKills(t *testing.T) {
 		}
 		err := seqcheck.Verify(counts, keys, count)
 		if err == nil {
-			break
+			return
 		}
 		dup := false
 		for _, n := range counts {
@@ -96,7 +110,29 @@ func TestKafkaSequenceCheckExactlyOnceAcrossKills(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if st := jobStatus(t, c, id); st.Restarts < 3 {
-		t.Errorf("restarts %d, want at least 3 (one per killed TaskManager)", st.Restarts)
+}
+
+// TestKafkaRescale rescales a running Kafka-to-Kafka sequence-check from 2
+// to 4: the source's partitions move to their new owners with their
+// offsets, the sink's transactions to the new subtasks, and the output
+// stays exactly once.
+func TestKafkaRescale(t *testing.T) {
+	const keys, count, parts = 16, 200, 8
+	kc := kafkatest.Start(t, map[string]int32{seqcheck.InputTopic: parts, seqcheck.OutputTopic: 4})
+	addrs := kc.ListenAddrs()
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 4, JobManagerArgs: []string{"--checkpoint-storage", t.TempDir()}})
+	id := submit(t, c, "sequence-check", "--parallelism", "2", "--checkpoint-interval", "500ms",
+		"--param", fmt.Sprint("keys=", keys), "--param", "source=kafka", "--param", "sink=kafka",
+		"--param", "kafka-brokers="+addrs[0])
+	fed := feedSequences(t, addrs, keys, count, parts)
+	waitCheckpoint(t, c, id, 0)
+	r := runWeir(t, "job", "rescale", id, "--parallelism", "4", "--jobmanager", c.JobManagerAddrs)
+	if r.ExitCode != 0 || !strings.Contains(r.Stdout, "rescaled to parallelism 4") {
+		t.Fatalf("rescale: exit %d, stdout %q, stderr %s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	<-fed
+	verifyKafkaSequences(t, c, id, addrs, keys, count)
+	if st := jobStatus(t, c, id); st.Parallelism != 4 {
+		t.Fatalf("job at parallelism %d after the rescale", st.Parallelism)
 	}
 }
