@@ -30,6 +30,8 @@ type RuntimeContext struct {
 	// ts is the timestamp of the record (or event-time timer) being
 	// processed and wm the task's watermark; both belong to the task.
 	ts, wm *int64
+	// broadcast holds a broadcast operator's states.
+	broadcast *broadcastStore
 }
 
 // JobID is the ID of the running job; it stays the same across restarts

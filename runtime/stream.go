@@ -40,6 +40,10 @@ func (e *Env) SetMaxParallelism(n int) {
 	e.maxParallelism = n
 }
 
+// MaxParallelism is the maxParallelism the builder fixed with
+// SetMaxParallelism, or 0 when it left the default to the runtime.
+func (e *Env) MaxParallelism() int { return e.maxParallelism }
+
 func (e *Env) fail(err error) {
 	if e.err == nil {
 		e.err = err
@@ -72,9 +76,13 @@ type node struct {
 	// decoder returns a function that decodes one record of the node's
 	// input type and hands it to in (a Collector[IN]).
 	decoder func(in any) func([]byte) error
+	// input2 is the second input of a two-input node (the broadcast side
+	// of ConnectBroadcast), and decoder2 decodes its records.
+	input2   *node
+	decoder2 func(in any) func([]byte) error
 	// writer builds the collector that serialises this node's output onto
 	// the given output channels for an edge to consumer.
-	writer func(t *Task, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)
+	writer func(t *Task, e *Edge, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)
 	// keyGroupOf (hash inputs only) returns a func(IN) int giving a record's
 	// key group.
 	keyGroupOf func(maxP int) any
@@ -138,8 +146,8 @@ func newNode[IN, OUT any](name string, codec Codec[OUT]) *node {
 	}
 	if codec != nil {
 		n.codec = codec
-		n.writer = func(t *Task, consumer *node, chs []OutputChannel, subtask int) (eventWriter, any) {
-			w := newRecordWriter[OUT](t, codec, chs, consumer, subtask)
+		n.writer = func(t *Task, e *Edge, consumer *node, chs []OutputChannel, subtask int) (eventWriter, any) {
+			w := newRecordWriter[OUT](t, codec, chs, e, consumer, subtask)
 			return w, w
 		}
 	}

@@ -60,12 +60,15 @@ type Task struct {
 	ctx     context.Context
 	err     error
 
-	source  sourceRunner
-	decode  func([]byte) error
-	opens   []func() error
-	closes  []func() error
-	timers  []timerOwner
-	writers []eventWriter
+	source sourceRunner
+	// decoders decode the records of each input; inputOf maps an input
+	// channel to its input.
+	decoders []func([]byte) error
+	inputOf  []uint8
+	opens    []func() error
+	closes   []func() error
+	timers   []timerOwner
+	writers  []eventWriter
 
 	counts []opCounters
 	// wmk is the task's event-time clock; publishedWM its watermark for
@@ -180,7 +183,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		if want := len(g.OutputChannels(e, subtask)); len(chs) != want {
 			return nil, fmt.Errorf("edge %d->%d: got %d channels, want %d", e.Source, e.Target, len(chs), want)
 		}
-		ew, w := e.from.writer(t, g.Vertices[e.Target].chain[0], chs, subtask)
+		ew, w := e.from.writer(t, e, g.Vertices[e.Target].chain[0], chs, subtask)
 		t.writers = append(t.writers, ew)
 		edgeWriters[e.from] = append(edgeWriters[e.from], w)
 	}
@@ -273,8 +276,23 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	out := ins[0]
 	if v.IsSource {
 		t.source = out.(sourceRunner)
+		return t, nil
+	}
+	head := v.chain[0]
+	if ti, ok := out.(twoInputs); ok {
+		t.decoders = []func([]byte) error{head.decoder(ti.first), head.decoder2(ti.second)}
 	} else {
-		t.decode = v.chain[0].decoder(out)
+		t.decoders = []func([]byte) error{head.decoder(out)}
+	}
+	// Channels are numbered edge after edge, in Vertex.Inputs order.
+	for k, e := range v.Inputs {
+		for range g.InputChannels(e, subtask) {
+			t.inputOf = append(t.inputOf, uint8(min(k, len(t.decoders)-1)))
+			t.wmk.noWM = append(t.wmk.noWM, !e.Watermarks)
+		}
+	}
+	if len(t.inputOf) != tio.Input.NumChannels() {
+		return nil, fmt.Errorf("vertex %s: the input gate has %d channels, the graph %d", v.Name, tio.Input.NumChannels(), len(t.inputOf))
 	}
 	return t, nil
 }
@@ -638,7 +656,7 @@ func (t *Task) handle(b *Buffer) bool {
 				}
 				t.wmk.ts, rec = ts, rec[m:]
 			}
-			if err := t.decode(rec); err != nil {
+			if err := t.decoders[t.inputOf[b.Channel]](rec); err != nil {
 				t.fail(fmt.Errorf("input channel %d: %w", b.Channel, err))
 				break
 			}

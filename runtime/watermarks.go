@@ -11,6 +11,7 @@ type watermarks struct {
 	ts, wm  int64
 	inWM    []int64
 	inIdle  []bool
+	noWM    []bool // channels of inputs without event time
 	gen     watermarkGenerator
 	genSeen int64
 	genAt   int64 // Unix ns the generator last saw a record
@@ -88,7 +89,7 @@ func (t *Task) combineInputs() {
 			continue
 		}
 		open = true
-		if t.wmk.inIdle[ch] {
+		if t.wmk.inIdle[ch] || t.wmk.noWM[ch] {
 			continue
 		}
 		active = true

@@ -3260,9 +3260,17 @@ type DeployTaskRequest struct {
 	// The UIDs of the vertex's chained operators as the JobManager built the
 	// job: a TaskManager whose binary builds the job differently refuses the
 	// deployment (codes.Unimplemented) instead of running another graph.
-	OperatorUids  []string `protobuf:"bytes,9,rep,name=operator_uids,json=operatorUids,proto3" json:"operator_uids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OperatorUids []string `protobuf:"bytes,9,rep,name=operator_uids,json=operatorUids,proto3" json:"operator_uids,omitempty"`
+	// What the JobManager's graph fixes, so that no TaskManager derives it
+	// again: the number of key groups (fixed for the job's lifetime, also
+	// when a rescale would give another default), each vertex's parallelism
+	// and which vertices are sources. A TaskManager building another graph
+	// refuses the deployment (codes.Unimplemented).
+	MaxParallelism    int32   `protobuf:"varint,10,opt,name=max_parallelism,json=maxParallelism,proto3" json:"max_parallelism,omitempty"`
+	VertexParallelism []int32 `protobuf:"varint,11,rep,packed,name=vertex_parallelism,json=vertexParallelism,proto3" json:"vertex_parallelism,omitempty"`
+	SourceVertices    []int32 `protobuf:"varint,12,rep,packed,name=source_vertices,json=sourceVertices,proto3" json:"source_vertices,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DeployTaskRequest) Reset() {
@@ -3354,6 +3362,27 @@ func (x *DeployTaskRequest) GetCheckpointing() bool {
 func (x *DeployTaskRequest) GetOperatorUids() []string {
 	if x != nil {
 		return x.OperatorUids
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetMaxParallelism() int32 {
+	if x != nil {
+		return x.MaxParallelism
+	}
+	return 0
+}
+
+func (x *DeployTaskRequest) GetVertexParallelism() []int32 {
+	if x != nil {
+		return x.VertexParallelism
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetSourceVertices() []int32 {
+	if x != nil {
+		return x.SourceVertices
 	}
 	return nil
 }
@@ -4792,7 +4821,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\xb3\x03\n" +
+	"\fTaskStateAck\"\xb4\x04\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -4802,7 +4831,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\aoutputs\x18\x06 \x03(\v2\x18.weir.v1.OutputLocationsR\aoutputs\x12.\n" +
 	"\arestore\x18\a \x01(\v2\x14.weir.v1.TaskRestoreR\arestore\x12$\n" +
 	"\rcheckpointing\x18\b \x01(\bR\rcheckpointing\x12#\n" +
-	"\roperator_uids\x18\t \x03(\tR\foperatorUids\x1a9\n" +
+	"\roperator_uids\x18\t \x03(\tR\foperatorUids\x12'\n" +
+	"\x0fmax_parallelism\x18\n" +
+	" \x01(\x05R\x0emaxParallelism\x12-\n" +
+	"\x12vertex_parallelism\x18\v \x03(\x05R\x11vertexParallelism\x12'\n" +
+	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
