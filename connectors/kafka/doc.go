@@ -69,5 +69,11 @@
 // transaction anyway, its commit fails and the job fails with an error
 // naming the transaction rather than going on with a gap.
 //
+// A task that fails or is cancelled aborts its open transaction but leaves
+// the pre-committed ones for a restore to commit: after a cancellation
+// they stay open until the broker's transaction timeout, and read-committed
+// consumers of the partitions they wrote wait that long. Stop a job with a
+// savepoint to have everything committed.
+//
 // AtLeastOnce flushes at every barrier; None never waits.
 package kafka

@@ -97,7 +97,8 @@ func TestWebhookDeliversEverythingThroughFailuresAndRestores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The receiver goes down; records queue up (backpressure, no loss).
+	// The receiver goes down for 5 s; records queue up (backpressure) and
+	// the batch in flight is retried.
 	rv.down.Store(true)
 	done := make(chan error, 1)
 	go func() {
@@ -109,7 +110,7 @@ func TestWebhookDeliversEverythingThroughFailuresAndRestores(t *testing.T) {
 		}
 		done <- nil
 	}()
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(5 * time.Second) // down for a while: retries, no loss
 	rv.down.Store(false)
 	if err := <-done; err != nil {
 		t.Fatal(err)
