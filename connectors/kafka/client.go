@@ -120,11 +120,15 @@ func (c ClientConfig) checkTopics(ctx context.Context, adm *kadm.Client, topics 
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var (
-		td  kadm.TopicDetails
-		err error
+		td   kadm.TopicDetails
+		err  error
+		last error // the last error that says more than the deadline
 	)
 	for {
 		td, err = adm.ListTopics(ctx, topics...)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			last = err
+		}
 		if err == nil || ctx.Err() != nil {
 			break
 		}
@@ -134,7 +138,10 @@ func (c ClientConfig) checkTopics(ctx context.Context, adm *kadm.Client, topics 
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrBrokersUnreachable, strings.Join(c.Brokers, ","), err)
+		if last != nil {
+			err = last
+		}
+		return nil, fmt.Errorf("%w: %s (within %v): %w", ErrBrokersUnreachable, strings.Join(c.Brokers, ","), wait, err)
 	}
 	for _, t := range topics {
 		d, ok := td[t]
