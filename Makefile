@@ -58,6 +58,7 @@ FUZZ_TARGETS := \
 	./statebackend:FuzzMetadata \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
+	./connectors/file:FuzzSplitCSV \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
@@ -76,7 +77,7 @@ FUZZ_PARALLEL ?= 1
 # failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:
