@@ -198,7 +198,7 @@ func (s *Source[T]) Open(ctx *runtime.RuntimeContext) error {
 	}
 	s.adm = kadm.NewClient(admCl)
 	first := !ctx.IsRestored()
-	assign, err := s.assignment(ctx.Context(), first, true)
+	assign, err := s.assignment(ctx.Context(), first, true, nil)
 	if err != nil {
 		s.adm.Close()
 		return fmt.Errorf("kafka source: %w", err)
@@ -304,10 +304,12 @@ func (s *Source[T]) add(assign map[tp]int64, start map[string]map[int32]kgo.Offs
 }
 
 // assignment lists the partitions this subtask owns and resolves the
-// start offset of those it does not read yet. initial says whether the
-// configured start position applies (the first discovery of a fresh
-// start) or the earliest offset (partitions that appeared later).
-func (s *Source[T]) assignment(ctx context.Context, initial, startup bool) (map[tp]int64, error) {
+// start offset of those not in known (the partitions read already).
+// initial says whether the configured start position applies (the first
+// discovery of a fresh start) or the earliest offset (partitions that
+// appeared later). It reads only immutable fields of s and the
+// thread-safe admin client, so the discovery goroutine may call it.
+func (s *Source[T]) assignment(ctx context.Context, initial, startup bool, known map[tp]bool) (map[tp]int64, error) {
 	var (
 		td  kadm.TopicDetails
 		err error
@@ -338,7 +340,7 @@ func (s *Source[T]) assignment(ctx context.Context, initial, startup bool) (map[
 	for topic, ps := range owned {
 		for _, p := range ps {
 			k := tp{topic, p}
-			if s.parts[k] != nil {
+			if known[k] {
 				continue
 			}
 			if off, ok := s.restored[k]; ok {
@@ -405,9 +407,7 @@ func (s *Source[T]) discover(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		// Only the task goroutine writes parts; s.parts is read here
-		// under the rule that discovery results are re-checked there.
-		assign, err := s.assignmentSnapshot(ctx)
+		assign, err := s.assignment(ctx, false, false, s.knownCopy())
 		if err != nil {
 			s.rc.Logger().Warn("kafka source: partition discovery failed", "err", err)
 			continue
@@ -423,20 +423,13 @@ func (s *Source[T]) discover(ctx context.Context) {
 	}
 }
 
-// assignmentSnapshot runs a discovery against a copy of the known
-// partitions, so the background goroutine never reads the task's map.
-func (s *Source[T]) assignmentSnapshot(ctx context.Context) (map[tp]int64, error) {
-	known := s.knownCopy()
-	probe := &Source[T]{Client: s.Client, Topics: s.Topics, re: s.re, Group: s.Group, rc: s.rc, adm: s.adm, parts: known}
-	return probe.assignment(ctx, false, false)
-}
-
-func (s *Source[T]) knownCopy() map[tp]*partition {
+// knownCopy is the set of partitions read, for the discovery goroutine.
+func (s *Source[T]) knownCopy() map[tp]bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := make(map[tp]*partition, len(s.parts))
+	m := make(map[tp]bool, len(s.parts))
 	for k := range s.parts {
-		m[k] = &partition{}
+		m[k] = true
 	}
 	return m
 }

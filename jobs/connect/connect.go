@@ -52,6 +52,7 @@ func SinkParams(defaultTopic string) []jobs.Param {
 		{Name: "sink-topic", Type: jobs.String, Default: defaultTopic, Description: "sink=kafka: topic to write"},
 		{Name: "delivery", Type: jobs.String, Default: "exactly-once", Description: "sink=kafka: exactly-once (transactions committed with checkpoints), at-least-once or none"},
 		{Name: "transaction-timeout", Type: jobs.Duration, Default: "1m", Description: "sink=kafka exactly-once: broker-side transaction timeout; must exceed the checkpoint interval plus the time a checkpoint takes"},
+		{Name: "transactional-id-prefix", Type: jobs.String, Description: "sink=kafka exactly-once: prefix of the sink's transactional IDs (default weir-<job id>-<sink uid>); set one your broker's ACLs allow, unique to the job"},
 		{Name: "create-topic-partitions", Type: jobs.Int, Default: "0", Description: "sink=kafka: create a missing sink topic with this many partitions (0: a missing topic is an error)"},
 		{Name: "webhook-url-env", Type: jobs.String, Description: "sink=webhook|slack: environment variable of the TaskManagers holding the URL"},
 		{Name: "webhook-url-file", Type: jobs.String, Description: "sink=webhook|slack: file on the TaskManagers holding the URL"},
@@ -131,29 +132,31 @@ func Source(p *runtime.Params, defaultTopic string) SourceConfig {
 
 // SinkConfig is the sink parameters, decoded.
 type SinkConfig struct {
-	Client             kafka.ClientConfig
-	Topic              string
-	Delivery           kafka.Guarantee
-	TransactionTimeout time.Duration
-	CreateTopicParts   int32
-	WebhookURL         webhook.Secret
-	WebhookBatch       int
-	WebhookLinger      time.Duration
-	WebhookRate        float64
+	Client              kafka.ClientConfig
+	Topic               string
+	Delivery            kafka.Guarantee
+	TransactionTimeout  time.Duration
+	TransactionalPrefix string
+	CreateTopicParts    int32
+	WebhookURL          webhook.Secret
+	WebhookBatch        int
+	WebhookLinger       time.Duration
+	WebhookRate         float64
 }
 
 // Sink reads the sink parameters; kind is the job's sink parameter
 // (kafka, webhook, slack or another), whose required settings it checks.
 func Sink(p *runtime.Params, kind, defaultTopic string, client kafka.ClientConfig) SinkConfig {
 	c := SinkConfig{
-		Client:             client,
-		Topic:              p.String("sink-topic", defaultTopic),
-		TransactionTimeout: p.Duration("transaction-timeout", time.Minute),
-		CreateTopicParts:   int32(p.Int("create-topic-partitions", 0)),
-		WebhookURL:         webhook.Secret{Env: p.String("webhook-url-env", ""), File: p.String("webhook-url-file", "")},
-		WebhookBatch:       int(p.Int("webhook-batch", 100)),
-		WebhookLinger:      p.Duration("webhook-linger", 200*time.Millisecond),
-		WebhookRate:        p.Float("webhook-rate", 0),
+		Client:              client,
+		Topic:               p.String("sink-topic", defaultTopic),
+		TransactionTimeout:  p.Duration("transaction-timeout", time.Minute),
+		TransactionalPrefix: p.String("transactional-id-prefix", ""),
+		CreateTopicParts:    int32(p.Int("create-topic-partitions", 0)),
+		WebhookURL:          webhook.Secret{Env: p.String("webhook-url-env", ""), File: p.String("webhook-url-file", "")},
+		WebhookBatch:        int(p.Int("webhook-batch", 100)),
+		WebhookLinger:       p.Duration("webhook-linger", 200*time.Millisecond),
+		WebhookRate:         p.Float("webhook-rate", 0),
 	}
 	var err error
 	if c.Delivery, err = kafka.ParseGuarantee(p.String("delivery", "exactly-once")); err != nil {
@@ -180,7 +183,7 @@ func Sink(p *runtime.Params, kind, defaultTopic string, client kafka.ClientConfi
 // KafkaSink makes a Kafka sink for one subtask.
 func KafkaSink[T any](c SinkConfig, encode func(r *kgo.Record, v T)) *kafka.Sink[T] {
 	return &kafka.Sink[T]{Client: c.Client, Topic: c.Topic, Encode: encode, Guarantee: c.Delivery,
-		TransactionTimeout: c.TransactionTimeout, CreateTopicPartitions: c.CreateTopicParts}
+		TransactionTimeout: c.TransactionTimeout, TransactionalIDPrefix: c.TransactionalPrefix, CreateTopicPartitions: c.CreateTopicParts}
 }
 
 // WebhookSink makes a webhook (slack=false) or Slack sink for one subtask.
