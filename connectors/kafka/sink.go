@@ -351,7 +351,7 @@ func (s *Sink[T]) abortFrom(prefix string, subtask int, seq int64) error {
 		aborted++
 	}
 	if aborted > 0 {
-		s.rc.Logger().Info("kafka sink: fenced the transactions of a failed attempt", "prefix", prefix, "subtask", subtask, "count", aborted)
+		s.rc.Logger().Info("kafka sink: fenced the transactional IDs of earlier attempts, aborting what they left open", "prefix", prefix, "subtask", subtask, "ids", aborted)
 	}
 	return nil
 }
