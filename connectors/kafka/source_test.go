@@ -301,3 +301,90 @@ func TestParseStartFromAndGuarantee(t *testing.T) {
 		t.Error("ParseGuarantee(twice) accepted")
 	}
 }
+
+func TestSourceTopicRegexFindsNewTopicsAndReportsOffsets(t *testing.T) {
+	c := kafkatest.Start(t, map[string]int32{"ev-a": 1, "other": 1})
+	addrs := c.ListenAddrs()
+	produceN(t, addrs, "ev-a", 1, 3, "a")
+	produceN(t, addrs, "other", 1, 3, "o")
+	s := newSource(addrs, "")
+	s.Topics, s.TopicRegex, s.Group = nil, "ev-.*", "monitor"
+	openSource(t, s, 0, 1, nil)
+	adm := kadm.NewClient(mustClient(t, addrs))
+	if _, err := adm.CreateTopic(context.Background(), 2, -1, nil, "ev-b"); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, addrs, "ev-b", 2, 4, "b")
+	out := &collect[string]{}
+	pollUntil(t, 7, []*Source[string]{s}, []*collect[string]{out})
+	for _, v := range out.got {
+		if v[0] == 'o' {
+			t.Fatalf("read %q from a topic the regex does not match", v)
+		}
+	}
+	// Offsets reach the group only once a checkpoint completes.
+	if _, err := s.SnapshotState(1); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := adm.FetchOffsets(context.Background(), "monitor"); err == nil {
+		if o, ok := g.Lookup("ev-a", 0); ok && o.At >= 0 {
+			t.Fatalf("offset %d committed before the checkpoint completed", o.At)
+		}
+	}
+	if err := s.NotifyCheckpointComplete(1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		g, err := adm.FetchOffsets(context.Background(), "monitor")
+		if err == nil {
+			a, _ := g.Lookup("ev-a", 0)
+			b1, _ := g.Lookup("ev-b", 1)
+			if a.At == 3 && b1.At == 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group offsets after the checkpoint: %v %v", g, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDecoders(t *testing.T) {
+	type tx struct {
+		ID     int64   `json:"id"`
+		Amount float64 `json:"amount"`
+	}
+	v, err := JSON[tx]()(&kgo.Record{Value: []byte(`{"id":7,"amount":1.5}`)})
+	if err != nil || v != (tx{7, 1.5}) {
+		t.Fatalf("json: %+v %v", v, err)
+	}
+	if _, err := JSON[tx]()(&kgo.Record{Value: []byte(`{"id":`)}); err == nil {
+		t.Fatal("truncated JSON decoded")
+	}
+	parse := CSV(func(f [][]byte) (tx, error) {
+		id, err := CSVInt(f, 0, "id")
+		if err != nil {
+			return tx{}, err
+		}
+		amt, err := CSVFloat(f, 2, "amount")
+		return tx{id, amt}, err
+	})
+	for in, want := range map[string]tx{"7,x,1.5\n": {7, 1.5}, `8,"a, b",2.25`: {8, 2.25}} {
+		if v, err := parse(&kgo.Record{Value: []byte(in)}); err != nil || v != want {
+			t.Errorf("csv %q: %+v %v", in, v, err)
+		}
+	}
+	if _, err := parse(&kgo.Record{Value: []byte("7,x")}); err == nil || !strings.Contains(err.Error(), "amount") {
+		t.Errorf("short csv row: %v", err)
+	}
+	d := DeadLetter{Topic: "t", Partition: 3, Offset: 9, Reason: "bad \"json\"", Value: []byte("x\n")}
+	got, err := DeadLetterCodec{}.Decode(DeadLetterCodec{}.Append(nil, d))
+	if err != nil || got.Topic != "t" || got.Partition != 3 || got.Offset != 9 || got.Reason != d.Reason || string(got.Value) != "x\n" {
+		t.Fatalf("dead letter round trip: %+v %v", got, err)
+	}
+	if j := string(d.AppendJSON(nil)); j != `{"topic":"t","partition":3,"offset":9,"reason":"bad \"json\"","value":"x\n"}` {
+		t.Fatalf("dead letter JSON %s", j)
+	}
+}
