@@ -70,6 +70,11 @@ type Sink[T any] struct {
 	// CreateTopicPartitions creates a missing topic with this many
 	// partitions (0: a missing topic is an error).
 	CreateTopicPartitions int32
+	// SkipLostTransactions lets a restore go on past a pre-committed
+	// transaction the broker has aborted (its records are lost), logging
+	// an error, instead of failing the job. For an operator who has
+	// decided to accept the gap.
+	SkipLostTransactions bool
 
 	rc       *runtime.RuntimeContext
 	opts     []kgo.Opt
@@ -301,9 +306,14 @@ func (s *Sink[T]) recoverCommit(p pendingTxn) error {
 			case <-time.After(50 * time.Millisecond):
 			}
 		case errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.InvalidTxnState) || errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.TransactionalIDNotFound):
+			if s.SkipLostTransactions {
+				s.rc.Logger().Error("kafka sink: a transaction of a completed checkpoint was aborted by the broker; its records are lost",
+					"transaction", p.id, "checkpoint", p.checkpoint, "err", err)
+				return nil
+			}
 			return fmt.Errorf("kafka sink: transaction %s of completed checkpoint %d can no longer be committed (%w): "+
 				"the broker aborted it, most likely because it stayed open longer than the transaction timeout (%v); its records are lost. "+
-				"Raise the transaction timeout above the checkpoint interval plus the time checkpoints take: %w",
+				"Raise the transaction timeout above the checkpoint interval plus the time checkpoints take; to restore anyway, accepting the gap, set skip-lost-transactions: %w",
 				p.id, p.checkpoint, err, s.TransactionTimeout, runtime.ErrUnrecoverable)
 		default:
 			return fmt.Errorf("kafka sink: committing transaction %s of checkpoint %d: %w", p.id, p.checkpoint, err)

@@ -209,6 +209,11 @@ func TestSinkTransactionTimeoutFailsTheRestore(t *testing.T) {
 	if !errors.Is(err, runtime.ErrUnrecoverable) {
 		t.Fatalf("restore over an aborted transaction: %v, want an unrecoverable error", err)
 	}
+	r.SkipLostTransactions = true
+	if err := r.InitializeState(runtime.NewRuntimeContext(runtime.ContextConfig{JobID: "job2", UID: "sink", Restored: true}), entries); err != nil {
+		t.Fatalf("restore skipping lost transactions: %v", err)
+	}
+	r.Close()
 }
 
 func TestSinkAtLeastOnceFlushesAtTheBarrier(t *testing.T) {

@@ -53,6 +53,7 @@ func SinkParams(defaultTopic string) []jobs.Param {
 		{Name: "delivery", Type: jobs.String, Default: "exactly-once", Description: "sink=kafka: exactly-once (transactions committed with checkpoints), at-least-once or none"},
 		{Name: "transaction-timeout", Type: jobs.Duration, Default: "1m", Description: "sink=kafka exactly-once: broker-side transaction timeout; must exceed the checkpoint interval plus the time a checkpoint takes"},
 		{Name: "transactional-id-prefix", Type: jobs.String, Description: "sink=kafka exactly-once: prefix of the sink's transactional IDs (default weir-<job id>-<sink uid>); set one your broker's ACLs allow, unique to the job"},
+		{Name: "skip-lost-transactions", Type: jobs.Bool, Default: "false", Description: "sink=kafka exactly-once: restore past a transaction of a completed checkpoint that the broker aborted (its records are lost; logged as an error) instead of failing the job"},
 		{Name: "create-topic-partitions", Type: jobs.Int, Default: "0", Description: "sink=kafka: create a missing sink topic with this many partitions (0: a missing topic is an error)"},
 		{Name: "webhook-url-env", Type: jobs.String, Description: "sink=webhook|slack: environment variable of the TaskManagers holding the URL"},
 		{Name: "webhook-url-file", Type: jobs.String, Description: "sink=webhook|slack: file on the TaskManagers holding the URL"},
@@ -137,6 +138,7 @@ type SinkConfig struct {
 	Delivery            kafka.Guarantee
 	TransactionTimeout  time.Duration
 	TransactionalPrefix string
+	SkipLost            bool
 	CreateTopicParts    int32
 	WebhookURL          webhook.Secret
 	WebhookBatch        int
@@ -152,6 +154,7 @@ func Sink(p *runtime.Params, kind, defaultTopic string, client kafka.ClientConfi
 		Topic:               p.String("sink-topic", defaultTopic),
 		TransactionTimeout:  p.Duration("transaction-timeout", time.Minute),
 		TransactionalPrefix: p.String("transactional-id-prefix", ""),
+		SkipLost:            p.Bool("skip-lost-transactions", false),
 		CreateTopicParts:    int32(p.Int("create-topic-partitions", 0)),
 		WebhookURL:          webhook.Secret{Env: p.String("webhook-url-env", ""), File: p.String("webhook-url-file", "")},
 		WebhookBatch:        int(p.Int("webhook-batch", 100)),
@@ -183,7 +186,8 @@ func Sink(p *runtime.Params, kind, defaultTopic string, client kafka.ClientConfi
 // KafkaSink makes a Kafka sink for one subtask.
 func KafkaSink[T any](c SinkConfig, encode func(r *kgo.Record, v T)) *kafka.Sink[T] {
 	return &kafka.Sink[T]{Client: c.Client, Topic: c.Topic, Encode: encode, Guarantee: c.Delivery,
-		TransactionTimeout: c.TransactionTimeout, TransactionalIDPrefix: c.TransactionalPrefix, CreateTopicPartitions: c.CreateTopicParts}
+		TransactionTimeout: c.TransactionTimeout, TransactionalIDPrefix: c.TransactionalPrefix, CreateTopicPartitions: c.CreateTopicParts,
+		SkipLostTransactions: c.SkipLost}
 }
 
 // WebhookSink makes a webhook (slack=false) or Slack sink for one subtask.
