@@ -76,19 +76,23 @@ type Sink[T any] struct {
 	// decided to accept the gap.
 	SkipLostTransactions bool
 
-	rc       *runtime.RuntimeContext
-	opts     []kgo.Opt
-	cl       *kgo.Client // at-least-once and none
-	adm      *kadm.Client
-	raw      *kgo.Client // adm's client, for raw transaction requests
-	cur      *txn        // exactly-once: the open transaction
-	pending  []*txn      // pre-committed, awaiting their checkpoint's completion
-	prefix   string
-	nextSeq  int64 // sequence number of the next transaction
-	asyncErr atomic.Pointer[error]
-	pool     sync.Pool
-	inflight sync.WaitGroup
-	eos      bool
+	rc      *runtime.RuntimeContext
+	opts    []kgo.Opt
+	cl      *kgo.Client // at-least-once and none
+	adm     *kadm.Client
+	raw     *kgo.Client // adm's client, for raw transaction requests
+	cur     *txn        // exactly-once: the open transaction
+	pending []*txn      // pre-committed, awaiting their checkpoint's completion
+	// inherited are the positions of old subtasks this one took over at
+	// a lower parallelism, carried in its snapshots.
+	inherited []position
+	fenced    int // IDs probed at start-up that had been used
+	prefix    string
+	nextSeq   int64 // sequence number of the next transaction
+	asyncErr  atomic.Pointer[error]
+	pool      sync.Pool
+	inflight  sync.WaitGroup
+	eos       bool
 }
 
 // txn is one transaction of the sink, with its own producer (a
@@ -217,21 +221,32 @@ func (s *Sink[T]) InitializeState(ctx *runtime.RuntimeContext, entries [][]byte)
 		if p.subtask%par != sub {
 			continue
 		}
-		if p.subtask == sub && p.prefix == s.prefix {
-			s.nextSeq = p.next
-			probed = true
-		}
-		if err := s.abortFrom(p.prefix, p.subtask, p.next); err != nil {
+		end, err := s.abortFrom(p.prefix, p.subtask, p.next)
+		if err != nil {
 			return err
+		}
+		switch {
+		case p.prefix != s.prefix:
+			// Another job's IDs (this one started from its savepoint):
+			// nothing of it will be restored again.
+		case p.subtask == sub:
+			s.nextSeq, probed = end, true
+		default:
+			// Old subtask p.subtask is gone at this parallelism; keep its
+			// position, so a later scale-up resumes there instead of
+			// probing every ID it ever used.
+			s.inherited = append(s.inherited, position{prefix: p.prefix, subtask: p.subtask, next: end})
 		}
 	}
 	if !probed {
 		// A subtask new at this parallelism, or a fresh start: a failed
 		// attempt before the first checkpoint may still have left
 		// transactions under this prefix.
-		if err := s.abortFrom(s.prefix, sub, 0); err != nil {
+		end, err := s.abortFrom(s.prefix, sub, 0)
+		if err != nil {
 			return err
 		}
+		s.nextSeq = end
 	}
 	return nil
 }
@@ -324,8 +339,9 @@ func (s *Sink[T]) recoverCommit(p pendingTxn) error {
 // abortFrom fences and aborts the transactions of a failed attempt: the
 // sink uses IDs prefix-subtask-0, -1, ... in order, each for one
 // transaction, so InitProducerID on each from the restored position on,
-// up to the first never used (epoch 0), aborts whatever is open.
-func (s *Sink[T]) abortFrom(prefix string, subtask int, seq int64) error {
+// up to the first never used (epoch 0), aborts whatever is open. It
+// returns the sequence number of that first unused ID.
+func (s *Sink[T]) abortFrom(prefix string, subtask int, seq int64) (int64, error) {
 	ctx, cancel := context.WithTimeout(s.rc.Context(), time.Minute)
 	defer cancel()
 	timeout := int32(s.TransactionTimeout.Milliseconds())
@@ -347,11 +363,11 @@ func (s *Sink[T]) abortFrom(prefix string, subtask int, seq int64) error {
 				break
 			}
 			if !errors.Is(err, kerr.ConcurrentTransactions) && !errors.Is(err, kerr.CoordinatorLoadInProgress) && !errors.Is(err, kerr.NotCoordinator) {
-				return fmt.Errorf("kafka sink: fencing transaction %s: %w", id, err)
+				return 0, fmt.Errorf("kafka sink: fencing transaction %s: %w", id, err)
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("kafka sink: fencing transaction %s: %w", id, ctx.Err())
+				return 0, fmt.Errorf("kafka sink: fencing transaction %s: %w", id, ctx.Err())
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
@@ -360,10 +376,11 @@ func (s *Sink[T]) abortFrom(prefix string, subtask int, seq int64) error {
 		}
 		aborted++
 	}
+	s.fenced += aborted
 	if aborted > 0 {
 		s.rc.Logger().Info("kafka sink: fenced the transactional IDs of earlier attempts, aborting what they left open", "prefix", prefix, "subtask", subtask, "ids", aborted)
 	}
-	return nil
+	return seq, nil
 }
 
 // Open starts the first transaction, or the plain producer.
@@ -478,6 +495,7 @@ func (s *Sink[T]) SnapshotStateAsync(checkpointID int64) (func(context.Context) 
 	// Producer IDs are only known once flushed, so they are read then.
 	pend := append([]*txn(nil), s.pending...)
 	pos := position{prefix: s.prefix, subtask: s.rc.SubtaskIndex(), next: s.cur.seq}
+	inherited := s.inherited
 	sub := s.rc.SubtaskIndex()
 	return func(ctx context.Context) ([][]byte, error) {
 		if flush != nil {
@@ -488,6 +506,9 @@ func (s *Sink[T]) SnapshotStateAsync(checkpointID int64) (func(context.Context) 
 			}
 		}
 		entries := [][]byte{appendPosition(pos)}
+		for _, p := range inherited {
+			entries = append(entries, appendPosition(p))
+		}
 		for _, t := range pend {
 			// An earlier checkpoint's pre-commit may still be running.
 			select {

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -313,4 +314,49 @@ func TestSinkOverlappingCheckpoints(t *testing.T) {
 	m := committed(t, addrs, 1)
 	expectOnce(t, m, "one", 5)
 	expectOnce(t, m, "two", 5)
+}
+
+// TestSinkScaleDownAndUpKeepsPositions takes two sink subtasks down to one
+// and back to two: the second resumes after the IDs it used before instead
+// of probing all of them again, and the output stays exactly once.
+func TestSinkScaleDownAndUpKeepsPositions(t *testing.T) {
+	c := kafkatest.Start(t, map[string]int32{"out": 2})
+	addrs := c.ListenAddrs()
+	var union [][]byte
+	for i := range 2 {
+		s := newSink(t, addrs, ExactlyOnce, i, 2, nil)
+		for cp := int64(1); cp <= 4; cp++ {
+			write(t, s, fmt.Sprintf("p2-%d-%d-", i, cp), 3)
+			e, err := s.SnapshotState(cp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.NotifyCheckpointComplete(cp); err != nil {
+				t.Fatal(err)
+			}
+			if cp == 4 {
+				union = append(union, e...)
+			}
+		}
+		s.Close()
+	}
+	one := newSink(t, addrs, ExactlyOnce, 0, 1, union)
+	write(t, one, "p1-", 3)
+	e, err := one.SnapshotState(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := one.NotifyCheckpointComplete(5); err != nil {
+		t.Fatal(err)
+	}
+	one.Close()
+	second := newSink(t, addrs, ExactlyOnce, 1, 2, e)
+	defer second.Close()
+	if second.nextSeq < 4 || second.fenced > 1 {
+		t.Fatalf("subtask 1 resumes at transaction %d after probing %d used IDs; want at 4 or later, probing at most 1", second.nextSeq, second.fenced)
+	}
+	m := committed(t, addrs, 2)
+	if len(m) != 27 {
+		t.Fatalf("%d records committed, want 27", len(m))
+	}
 }
