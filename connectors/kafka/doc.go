@@ -59,7 +59,9 @@
 // and epoch can only ever commit the transaction they were stored for (a
 // pool of reused IDs could commit a later, partial transaction under the
 // same epoch). Old subtask j is recovered by new subtask j % parallelism,
-// so rescaling keeps the guarantee.
+// so rescaling keeps the guarantee; that subtask also carries j's position
+// in its own snapshots while j does not exist, so scaling up again resumes
+// after the IDs j used rather than probing them all.
 //
 // The broker aborts a transaction open longer than TransactionTimeout. A
 // transaction lives from one barrier to the completion of the next
