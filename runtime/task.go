@@ -667,9 +667,6 @@ func (t *Task) handle(b *Buffer) bool {
 		t.eop++
 		t.eopCh[b.Channel] = true
 		t.io.Input.Recycle(b)
-		if t.graph.EventTime && t.wmk.gen == nil {
-			t.combineInputs() // an ended channel no longer holds the watermark
-		}
 		if t.eop == t.io.Input.NumChannels() {
 			return true
 		}

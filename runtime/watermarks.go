@@ -50,8 +50,8 @@ func (t *Task) advanceWatermark(wm int64) {
 
 // setIdle tells the consumers whether this task's output is idle.
 func (t *Task) setIdle(idle bool) {
-	if t.wmk.idleOut == idle {
-		return
+	if t.wmk.idleOut == idle || t.wmk.wm == MaxWatermark {
+		return // after the last watermark, idleness means nothing
 	}
 	t.wmk.idleOut = idle
 	v := int64(0)
@@ -81,29 +81,26 @@ func (t *Task) onInputWatermark(ch int, kind BufferKind, v int64) {
 	t.combineInputs()
 }
 
-// combineInputs recomputes the watermark from the input channels.
+// combineInputs recomputes the watermark from the input channels: the
+// lowest of those that are not idle. A channel that ended keeps its last
+// watermark: MaxWatermark if its input reached the end, the one before the
+// stop if a savepoint stopped it (so the others cannot run ahead of it and
+// fire windows early on partial data).
 func (t *Task) combineInputs() {
-	lo, active, open := MaxWatermark, false, false
+	lo, active := MaxWatermark, false
 	for ch, wm := range t.wmk.inWM {
-		if t.eopCh[ch] {
-			continue
-		}
-		open = true
 		if t.wmk.inIdle[ch] || t.wmk.noWM[ch] {
 			continue
 		}
 		active = true
 		lo = min(lo, wm)
 	}
-	switch {
-	case !open:
-		t.advanceWatermark(MaxWatermark) // every input ended
-	case !active:
+	if !active {
 		t.setIdle(true)
-	default:
-		t.setIdle(false)
-		t.advanceWatermark(lo)
+		return
 	}
+	t.setIdle(false)
+	t.advanceWatermark(lo)
 }
 
 // generateWatermark polls the chain's timestamp assigner after a batch:
