@@ -1,9 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,5 +140,78 @@ func TestKafkaRescale(t *testing.T) {
 	verifyKafkaSequences(t, c, id, addrs, keys, count)
 	if st := jobStatus(t, c, id); st.Parallelism != 4 {
 		t.Fatalf("job at parallelism %d after the rescale", st.Parallelism)
+	}
+}
+
+// TestWebhookAlertsSurviveKillsAndOutages sends fraud-detection's alerts
+// to an HTTP receiver that fails every third request and is down for 5 s,
+// while the TaskManager running the sink is killed: every alert arrives,
+// and whatever arrives twice carries a key the receiver has seen. The URL
+// reaches the TaskManagers only through their environment.
+func TestWebhookAlertsSurviveKillsAndOutages(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		keys     = map[string]int{}
+		requests int
+		down     atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []struct {
+			Key string `json:"idempotency_key"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		if down.Load() || requests%3 == 0 {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if err := json.Unmarshal(body, &batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, a := range batch {
+			keys[a.Key]++
+		}
+	}))
+	defer srv.Close()
+	o := cluster.Options{TaskManagers: 2, Slots: 2, Env: []string{"WEIR_TEST_ALERTS_URL=" + srv.URL + "/hook?token=zq9x"},
+		JobManagerArgs: []string{"--checkpoint-storage", t.TempDir(), "--heartbeat-timeout", "1s", "--heartbeat-interval", "200ms"}}
+	c := startCluster(t, o)
+	// 3000 walkthrough transactions at 300/s: 60 cycles, one alert each.
+	id := submit(t, c, "fraud-detection", "--parallelism", "1", "--checkpoint-interval", "500ms",
+		"--param", "rate=300", "--param", "count=3000", "--param", "sink=webhook",
+		"--param", "webhook-url-env=WEIR_TEST_ALERTS_URL", "--param", "webhook-linger=20ms", "--param", "webhook-batch=4")
+	st := waitCheckpoint(t, c, id, 0)
+	if strings.Contains(fmt.Sprint(st), "zq9x") {
+		t.Fatal("job status shows the webhook URL's token")
+	}
+	victim := st.Vertices[len(st.Vertices)-1].Subtasks[0].TaskManagerID
+	for _, tm := range c.TaskManagers {
+		if tm.Name == "taskmanager-"+strings.TrimPrefix(victim, "tm-") {
+			tm.Kill()
+		}
+	}
+	if _, err := c.AddTaskManager(o, 2); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, c, id, 0)
+	down.Store(true)
+	time.Sleep(5 * time.Second)
+	down.Store(false)
+	st = waitState(t, c, id, 2*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" || st.Restarts < 1 {
+		t.Fatalf("job %s after %d restarts: %s", st.State, st.Restarts, st.Failure)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 60 {
+		t.Fatalf("%d distinct alerts delivered, want 60", len(keys))
+	}
+	for k := range keys {
+		if !strings.HasPrefix(k, "fraud/3/") {
+			t.Fatalf("alert key %q", k)
+		}
 	}
 }
