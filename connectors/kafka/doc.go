@@ -78,4 +78,15 @@
 // savepoint to have everything committed.
 //
 // AtLeastOnce flushes at every barrier; None never waits.
+//
+// # Cost
+//
+// Exactly-once costs, per subtask and checkpoint, a new producer (its own
+// connections, InitProducerID, AddPartitionsToTxn) and an EndTxn: a few
+// round trips, hidden behind processing except the commit, which runs on
+// the task goroutine when the checkpoint completes. franz-go cannot change
+// a client's transactional ID, so producers are not pooled as Flink pools
+// its own. The per-record path (Invoke) reuses pooled records and only
+// hands them to the producer; the source's decodes each record into the
+// user's type and updates one offset per partition batch.
 package kafka

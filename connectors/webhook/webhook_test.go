@@ -212,3 +212,29 @@ func TestSlackMessagesAndRateLimit(t *testing.T) {
 		t.Fatalf("messages %q", texts)
 	}
 }
+
+// TestTooManyRequestsIsRetried answers 429 with Retry-After first: the
+// batch is sent again and delivered.
+func TestTooManyRequestsIsRetried(t *testing.T) {
+	var calls atomic.Int32
+	var got atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return
+		}
+		got.Add(1)
+	}))
+	defer srv.Close()
+	s := openSink(t, srv.URL, nil)
+	if err := s.Invoke(alert{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EndInput(); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 2 || got.Load() != 1 {
+		t.Fatalf("%d requests, %d accepted; want the 429 retried once", calls.Load(), got.Load())
+	}
+}
