@@ -161,32 +161,30 @@ func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
 }
 
 func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
-	for {
-		e, ok := o.ctx.timers.peek()
-		if !ok || e.ts > now {
-			return
-		}
-		o.ctx.timers.pop()
-		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, ProcessingTime
-		*o.ctx.ts = NoTimestamp // as Flink, processing-time output has no event time
-		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
-			o.fail(fmt.Errorf("%s: timer: %w", o.ctx.operatorName, err))
-			return
-		}
-	}
+	o.fire(&o.ctx.timers, now, ProcessingTime)
 }
 
 func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
+	o.fire(&o.ctx.etimers, wm, EventTime)
+}
+
+// fire calls OnTimer for each timer of h at or before limit, earliest
+// first. What OnTimer emits carries the timer's time in event time and no
+// timestamp in processing time, as in Flink.
+func (o *processOperator[K, IN, OUT]) fire(h *timerHeap[K], limit int64, d TimeDomain) {
 	for {
-		e, ok := o.ctx.etimers.peek()
-		if !ok || e.ts > wm {
+		e, ok := h.peek()
+		if !ok || e.ts > limit {
 			return
 		}
-		o.ctx.etimers.pop()
-		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, EventTime
-		*o.ctx.ts = e.ts // what OnTimer emits happens at the timer's time
+		h.pop()
+		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, d
+		*o.ctx.ts = NoTimestamp
+		if d == EventTime {
+			*o.ctx.ts = e.ts
+		}
 		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
-			o.fail(fmt.Errorf("%s: event-time timer: %w", o.ctx.operatorName, err))
+			o.fail(fmt.Errorf("%s: %v timer: %w", o.ctx.operatorName, d, err))
 			return
 		}
 	}
