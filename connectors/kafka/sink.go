@@ -623,5 +623,7 @@ func (s *Sink[T]) Close() error {
 	if s.adm != nil {
 		s.adm.Close()
 	}
+	// A second Close does nothing.
+	s.cur, s.pending, s.cl, s.adm = nil, nil, nil, nil
 	return nil
 }

@@ -562,7 +562,7 @@ func (s *Source[T]) NotifyCheckpointComplete(id int64) error {
 // DeadLetters counts the records the decoder rejected.
 func (s *Source[T]) DeadLetters() int64 { return s.badCount }
 
-// Close stops fetching.
+// Close stops fetching. Calling it again does nothing.
 func (s *Source[T]) Close() error {
 	if s.stop != nil {
 		s.stop()
@@ -570,9 +570,11 @@ func (s *Source[T]) Close() error {
 	s.wg.Wait()
 	if s.cl != nil {
 		s.cl.Close()
+		s.cl = nil
 	}
 	if s.adm != nil {
 		s.adm.Close()
+		s.adm = nil
 	}
 	return nil
 }
