@@ -59,10 +59,15 @@ FUZZ_TARGETS := \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
 	./connectors/file:FuzzSplitCSV \
+	./runtime/cep:FuzzStateRoundTrip \
+	./runtime/cep:FuzzStateDecode \
+	./runtime/cep:FuzzBufferDecode \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
+	./jobs/sequence:FuzzCodecs \
+	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens
 
 fuzz:
@@ -77,7 +82,7 @@ FUZZ_PARALLEL ?= 1
 # failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:
