@@ -13,11 +13,13 @@ import (
 // Accumulators are stored in keyed state as returned: Add and Merge must
 // return a new value rather than modify one they were given in place
 // (value types such as numbers and small structs do this naturally), or a
-// checkpoint taken earlier would see the change.
+// checkpoint taken earlier would see the change. One value serves every
+// subtask of the operator, on their own goroutines: keep it stateless.
 type AggregateFunction[IN, ACC, OUT any] interface {
 	CreateAccumulator() ACC
 	Add(v IN, acc ACC) ACC
-	// Merge combines the accumulators of two session windows that merge.
+	// Merge combines two accumulators: of session windows that merge,
+	// and of the panes a sliding window is made of when it fires.
 	Merge(a, b ACC) ACC
 	Result(acc ACC) OUT
 }

@@ -99,6 +99,7 @@ func TestAssignerValidation(t *testing.T) {
 		Session(0), Session(time.Second).WithOffset(time.Millisecond),
 		Tumbling(time.Second).WithOffset(time.Second), Tumbling(time.Second).WithOffset(-time.Second),
 		Sliding(time.Minute, 10*time.Second).WithOffset(10 * time.Second),
+		{}, // the zero value
 	}
 	for _, a := range bad {
 		if a.Err() == nil {
@@ -215,20 +216,25 @@ func TestCodecsRoundTrip(t *testing.T) {
 	if got, err := (MeanCodec{}).Decode(MeanCodec{}.Append(nil, Mean{1.5, 3})); err != nil || got != (Mean{1.5, 3}) {
 		t.Errorf("mean: %v, %v", got, err)
 	}
+	set := []mapped{{Window{0, 30}, Window{0, 10}}, {Window{-40, -5}, Window{-40, -5}}}
+	if got, err := (sessionsCodec{}).Decode(sessionsCodec{}.Append(nil, set)); err != nil || !slices.Equal(got, set) {
+		t.Errorf("sessions: %v, %v", got, err)
+	}
 	sc := SliceCodec[string]{Elem: runtime.StringCodec{}}
 	l := []string{"a", "", "ccc"}
 	if got, err := sc.Decode(sc.Append(nil, l)); err != nil || !slices.Equal(got, l) {
 		t.Errorf("slice: %q, %v", got, err)
 	}
 	for name, bad := range map[string]func() error{
-		"window":  func() error { _, err := (Codec{}).Decode([]byte{2}); return err },
-		"trail":   func() error { _, err := (Codec{}).Decode(append(Codec{}.Append(nil, w), 0)); return err },
-		"number":  func() error { _, err := (NumberCodec[float64]{}).Decode([]byte{1, 2}); return err },
-		"extreme": func() error { _, err := (ExtremeCodec[int]{}).Decode([]byte{2, 4}); return err },
-		"mean":    func() error { _, err := (MeanCodec{}).Decode([]byte{1}); return err },
-		"slice":   func() error { _, err := sc.Decode([]byte{3, 1, 'a'}); return err },
-		"elem":    func() error { _, err := sc.Decode([]byte{1, 5, 'a'}); return err },
-		"tail":    func() error { _, err := sc.Decode([]byte{1, 1, 'a', 0}); return err },
+		"window":   func() error { _, err := (Codec{}).Decode([]byte{2}); return err },
+		"trail":    func() error { _, err := (Codec{}).Decode(append(Codec{}.Append(nil, w), 0)); return err },
+		"number":   func() error { _, err := (NumberCodec[float64]{}).Decode([]byte{1, 2}); return err },
+		"extreme":  func() error { _, err := (ExtremeCodec[int]{}).Decode([]byte{2, 4}); return err },
+		"mean":     func() error { _, err := (MeanCodec{}).Decode([]byte{1}); return err },
+		"slice":    func() error { _, err := sc.Decode([]byte{3, 1, 'a'}); return err },
+		"elem":     func() error { _, err := sc.Decode([]byte{1, 5, 'a'}); return err },
+		"tail":     func() error { _, err := sc.Decode([]byte{1, 1, 'a', 0}); return err },
+		"sessions": func() error { _, err := (sessionsCodec{}).Decode([]byte{9, 0, 0, 0, 0}); return err },
 	} {
 		if err := bad(); !errors.Is(err, runtime.ErrCorrupt) {
 			t.Errorf("%s: corrupt input gave %v", name, err)

@@ -242,3 +242,12 @@ func measureRate(b *testing.B) float64 {
 	}
 	return benchEvents / time.Since(start).Seconds()
 }
+
+// BenchmarkSessionCount counts events per account in sessions with a 5 s
+// gap: an account's events come about 1 s apart, so every event extends
+// its account's session, the merging path.
+func BenchmarkSessionCount(b *testing.B) {
+	benchWindow(b, func(ks runtime.KeyedStream[txn, int64]) runtime.Stream[int64] {
+		return window.Aggregate(ks, "sessions", window.Session(5*time.Second), window.Count[txn](), nil, nil)
+	})
+}

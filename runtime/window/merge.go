@@ -1,6 +1,12 @@
 package window
 
-import "slices"
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/weirstream/weir/runtime"
+)
 
 // mapped is one session window of a key and the window under which its
 // accumulator is stored. The state window stays put when sessions merge,
@@ -26,6 +32,9 @@ type mergingSet struct {
 	set    []mapped
 	sorted []Window
 	ops    []mergeOp
+	// wins backs the ops' window lists; a list stays valid when a later
+	// append moves the buffer, since nothing writes to it in place.
+	wins []Window
 }
 
 func (s *mergingSet) find(w Window) int {
@@ -42,6 +51,7 @@ func (s *mergingSet) find(w Window) int {
 // the caller must carry out on state and timers are left in s.ops.
 func (s *mergingSet) add(nw Window) Window {
 	s.ops = s.ops[:0]
+	s.wins = s.wins[:0]
 	s.sorted = s.sorted[:0]
 	for _, m := range s.set {
 		s.sorted = append(s.sorted, m.w)
@@ -87,13 +97,16 @@ func (s *mergingSet) add(nw Window) Window {
 func (s *mergingSet) mergeGroup(group []Window, cover, nw Window) bool {
 	op := mergeOp{result: cover}
 	hadNew := false
+	from := len(s.wins)
 	for _, w := range group {
 		if w == nw && !hadNew {
 			hadNew = true // the new window has no state of its own
 			continue
 		}
-		op.merged = append(op.merged, w)
+		s.wins = append(s.wins, w)
 	}
+	op.merged = s.wins[from:len(s.wins):len(s.wins)]
+	from = len(s.wins)
 	for k, w := range op.merged {
 		i := s.find(w)
 		if i < 0 {
@@ -102,10 +115,11 @@ func (s *mergingSet) mergeGroup(group []Window, cover, nw Window) bool {
 		if k == 0 {
 			op.state = s.set[i].state
 		} else {
-			op.mergedState = append(op.mergedState, s.set[i].state)
+			s.wins = append(s.wins, s.set[i].state)
 		}
 		s.set = slices.Delete(s.set, i, i+1)
 	}
+	op.mergedState = s.wins[from:len(s.wins):len(s.wins)]
 	s.set = append(s.set, mapped{w: cover, state: op.state})
 	// A window that only absorbed the new element without growing needs
 	// no merge of state or timers.
@@ -128,4 +142,33 @@ func (s *mergingSet) retire(w Window) {
 	if i := s.find(w); i >= 0 {
 		s.set = slices.Delete(s.set, i, i+1)
 	}
+}
+
+// sessionsCodec serialises a key's session windows and their state
+// windows: a count, then four varints each.
+type sessionsCodec struct{}
+
+func (sessionsCodec) Append(dst []byte, set []mapped) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(set)))
+	for _, m := range set {
+		dst = Codec{}.Append(dst, m.w)
+		dst = Codec{}.Append(dst, m.state)
+	}
+	return dst
+}
+
+func (sessionsCodec) Decode(src []byte) ([]mapped, error) {
+	n, k := binary.Uvarint(src)
+	if k <= 0 || n > uint64(len(src))/4 { // each window pair takes at least 4 bytes
+		return nil, fmt.Errorf("session windows: %w", runtime.ErrCorrupt)
+	}
+	r := runtime.NewReader(src[k:])
+	set := make([]mapped, 0, n)
+	for range n {
+		set = append(set, mapped{w: Window{Start: r.Varint(), End: r.Varint()}, state: Window{Start: r.Varint(), End: r.Varint()}})
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("session windows: %w", err)
+	}
+	return set, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/weirstream/weir/runtime"
@@ -14,7 +15,8 @@ import (
 // with the window's key and bounds (Flink's ProcessWindowFunction).
 // elements belongs to the window's state: read it, do not modify or keep
 // it. Combined with an aggregate (AggregateProcess) it sees the single
-// aggregated result instead.
+// aggregated result instead. Optional Open(*runtime.RuntimeContext) error
+// and Close() error methods are called around the subtask's work.
 type ProcessWindowFunction[K comparable, IN, OUT any] interface {
 	Process(key K, w Window, elements []IN, out runtime.Collector[OUT]) error
 }
@@ -153,12 +155,22 @@ func build[K comparable, IN, ACC, OUT any](ks runtime.KeyedStream[IN, K], name s
 	return runtime.Process(ks, name, func() runtime.KeyedProcessFunction[K, IN, OUT] {
 		op := newOp()
 		op.assigner, op.lateness, op.lateTag = a, o.lateness, lateTag
+		op.pane = gcd(a.size, a.slide)
+		op.restoredLow, op.restoredHigh = runtime.NoTimestamp, runtime.NoTimestamp
 		return op
 	}, codec)
 }
 
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
 // operator is the window operator for one subtask: a keyed process
-// function whose state maps each window of a key to its accumulator.
+// function whose state maps the panes or sessions of a key to their
+// accumulators.
 type operator[K comparable, IN, ACC, OUT any] struct {
 	assigner Assigner
 	lateness int64
@@ -171,23 +183,39 @@ type operator[K comparable, IN, ACC, OUT any] struct {
 	accCodec runtime.Codec[ACC]
 	fn       any // the user's process window function, for Open/Close
 
-	// windows maps a window's start to its accumulator: the start alone
-	// names a window of a tumbling or sliding assigner (the end follows
-	// from the size), and a session's state window too (a key's sessions
-	// are disjoint), and an int64 key hashes faster than a window.
+	// windows maps the start of a pane (tumbling and sliding windows) or
+	// of a session's state window (a key's sessions are disjoint, so the
+	// start names it) to its accumulator; an int64 key hashes faster
+	// than a window.
 	windows runtime.MapState[int64, ACC]
-	// sessions maps a key's session windows to the window their
-	// accumulator is stored under (merging assigners only).
-	sessions runtime.MapState[Window, Window]
+	// sessions holds a key's session windows, each with the window its
+	// accumulator is stored under (merging assigners only). It is one
+	// value, read without iterating a map; being shared with
+	// checkpoints, it is replaced, never modified.
+	sessions runtime.ValueState[[]mapped]
 	late     runtime.Collector[IN]
 
+	// pane is the length of the slices a tumbling or sliding window is
+	// made of: the greatest common divisor of size and slide, so that
+	// each element goes into one pane, and a window's result merges its
+	// size/pane panes (Flink SQL's window slicing).
+	pane     int64
 	assigned []Window
-	due      []Window
 	ms       mergingSet
-	old      []mapped
 	// dropped counts late records dropped for want of a late output.
 	dropped int64
 	logger  *slog.Logger
+	ctx     *runtime.KeyedContext[K]
+
+	// After a restore, event time starts again from nothing, below the
+	// watermarks the subtasks had reached at the checkpoint: the lowest
+	// and the highest of them. Up to the highest, windows that fired
+	// before the checkpoint may get records again, and a fired window
+	// has no timer any more: while the watermark is below it, each
+	// record registers the timers of its windows, as Flink's trigger
+	// does for every record. A window that surely fired before (not
+	// after the lowest) is not chained to by its predecessor's timer.
+	restoredLow, restoredHigh int64
 }
 
 func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err error) {
@@ -195,11 +223,11 @@ func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err erro
 		return fmt.Errorf("window state: %w", err)
 	}
 	if o.assigner.merging() {
-		if o.sessions, err = runtime.GetMapState(ctx, "merging-windows", Codec{}, Codec{}); err != nil {
+		if o.sessions, err = runtime.GetValueState(ctx, "merging-windows", sessionsCodec{}); err != nil {
 			return fmt.Errorf("session state: %w", err)
 		}
 	}
-	o.logger = ctx.Logger()
+	o.logger, o.ctx = ctx.Logger(), ctx
 	if o.lateTag != nil {
 		o.late = runtime.SideCollector(ctx.RuntimeContext, *o.lateTag)
 	}
@@ -209,6 +237,31 @@ func (o *operator[K, IN, ACC, OUT]) Open(ctx *runtime.KeyedContext[K]) (err erro
 		return op.Open(ctx.RuntimeContext)
 	}
 	return nil
+}
+
+// InitializeState reads the watermarks the subtasks had reached at the
+// checkpoint restored from (every subtask gets all of them).
+func (o *operator[K, IN, ACC, OUT]) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
+	o.restoredLow, o.restoredHigh = runtime.NoTimestamp, runtime.NoTimestamp
+	for i, e := range entries {
+		wm, err := runtime.Int64Codec{}.Decode(e)
+		if err != nil {
+			return fmt.Errorf("restored watermark: %w", err)
+		}
+		if i == 0 || wm < o.restoredLow {
+			o.restoredLow = wm
+		}
+		o.restoredHigh = max(o.restoredHigh, wm)
+	}
+	return nil
+}
+
+// SnapshotState records the subtask's watermark.
+func (o *operator[K, IN, ACC, OUT]) SnapshotState(int64) ([][]byte, error) {
+	if !o.eventTime() || o.ctx == nil {
+		return nil, nil
+	}
+	return [][]byte{runtime.Int64Codec{}.Append(nil, o.ctx.CurrentWatermark())}, nil
 }
 
 func (o *operator[K, IN, ACC, OUT]) Close() error {
@@ -267,51 +320,131 @@ func (o *operator[K, IN, ACC, OUT]) ProcessElement(v IN, ctx *runtime.KeyedConte
 	} else {
 		ts, wm = ctx.CurrentProcessingTime(), runtime.NoTimestamp
 	}
-	o.assigned = o.assigner.Assign(ts, o.assigned[:0])
+	if ts < minTimestamp || ts > maxTimestamp {
+		// Window arithmetic stays exact within ±2^62 ms (146 million
+		// years); a record outside is no real event: handle it as late.
+		o.toLate(v)
+		return nil
+	}
 	if o.assigner.merging() {
+		o.assigned = o.assigner.Assign(ts, o.assigned[:0])
 		return o.processMerging(v, ts, wm, ctx, out)
 	}
-	skipped := true
-	for _, w := range o.assigned {
-		if o.cleanupTime(w) <= wm {
-			continue // late for this window: its state is gone
-		}
-		skipped = false
-		acc, ok := o.windows.Get(w.Start)
-		if !ok {
-			acc = o.create()
-		}
-		acc = o.add(v, acc)
-		o.windows.Put(w.Start, acc)
-		// The timers of a window are registered with its first element
-		// and restored with its state, so later elements need not touch
-		// the timer service.
-		if w.MaxTimestamp() <= wm {
-			// The watermark has passed the window's end but not its
-			// cleanup time: fire at once with the updated result.
-			if err := o.emit(ctx.CurrentKey(), w, acc, out); err != nil {
-				return err
+	a := &o.assigner
+	// The windows holding ts start at last, last-slide, ... down to
+	// above ts-size; ts is in a gap when slide > size.
+	last := windowStart(ts, a.offset, a.slide)
+	latest := Window{Start: last, End: last + a.size}
+	if latest.End <= ts || o.cleanupTime(latest) <= wm {
+		// Every window holding ts is past its cleanup time (the latest
+		// one is the last to go), or there is none.
+		o.lateRecord(v, ts, wm)
+		return nil
+	}
+	ps := windowStart(ts, a.offset, o.pane)
+	acc, ok := o.windows.Get(ps)
+	if !ok {
+		acc = o.create()
+	}
+	acc = o.add(v, acc)
+	o.windows.Put(ps, acc)
+	if !ok {
+		// A new pane: the earliest window holding it that has yet to
+		// fire needs its timer (time and key identify a timer, so one
+		// registered already is not doubled); each window that fires
+		// registers the next one's if that holds a pane (see OnTimer),
+		// so the later windows follow. The pane goes when the latest
+		// window holding it is cleaned up. Timers are restored with the
+		// panes, so later elements need not touch the timer service.
+		first := last - (last-ts+a.size-1)/a.slide*a.slide
+		for s := first; s <= last; s += a.slide {
+			if m := s + a.size - 1; m > wm {
+				o.registerTimer(ctx, m)
+				break
 			}
-		} else if !ok {
-			o.registerTimer(ctx, w.MaxTimestamp())
 		}
-		if !ok {
-			o.registerCleanup(ctx, w)
+		if c := o.cleanupTime(latest); c != latest.MaxTimestamp() {
+			o.registerTimer(ctx, c)
+		}
+	} else if wm < o.restoredHigh {
+		for s := last; s > ts-a.size; s -= a.slide {
+			if m := s + a.size - 1; m > wm {
+				o.registerTimer(ctx, m)
+			}
 		}
 	}
-	if skipped {
-		o.lateRecord(v, ts, wm)
+	if ts <= wm {
+		// Some window holding ts may have fired already: each one that
+		// is not yet cleaned up fires again at once with the update.
+		for s := last; s > ts-a.size; s -= a.slide {
+			if w := (Window{Start: s, End: s + a.size}); w.MaxTimestamp() <= wm && o.cleanupTime(w) > wm {
+				// The result belongs to the window's end, as on time.
+				err := runtime.AtTimestamp(ctx.RuntimeContext, w.MaxTimestamp(), func() error { return o.fire(ctx, w, out) })
+				if err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
+}
+
+// Timestamps the operator accepts: see ProcessElement.
+const (
+	minTimestamp = -1 << 62
+	maxTimestamp = 1 << 62
+)
+
+// fire emits w's result: the merge of its panes (its one pane for
+// tumbling windows). A window without panes has no elements and no result.
+func (o *operator[K, IN, ACC, OUT]) fire(ctx *runtime.KeyedContext[K], w Window, out runtime.Collector[OUT]) error {
+	if o.pane == o.assigner.size {
+		if acc, ok := o.windows.Get(w.Start); ok {
+			return o.emit(ctx.CurrentKey(), w, acc, out)
+		}
+		return nil
+	}
+	var acc ACC
+	found := false
+	for ps := w.Start; ps < w.End; ps += o.pane {
+		p, ok := o.windows.Get(ps)
+		if !ok {
+			continue
+		}
+		if !found {
+			// Merge into a fresh accumulator: the pane's own must not
+			// change (an element list would grow in place).
+			acc, found = o.create(), true
+		}
+		acc = o.merge(acc, p)
+	}
+	if !found {
+		return nil
+	}
+	return o.emit(ctx.CurrentKey(), w, acc, out)
+}
+
+// hasPane reports whether a pane starts in [from, to).
+func (o *operator[K, IN, ACC, OUT]) hasPane(from, to int64) bool {
+	for ps := from; ps < to; ps += o.pane {
+		if o.windows.Contains(ps) {
+			return true
+		}
+	}
+	return false
 }
 
 // lateRecord handles a record that went into no window: it is late if its
 // timestamp is past the allowed lateness (otherwise the assigner simply
 // has no window for it, as sliding windows with gaps between them).
 func (o *operator[K, IN, ACC, OUT]) lateRecord(v IN, ts, wm int64) {
-	if ts > math.MaxInt64-o.lateness || ts+o.lateness > wm {
-		return
+	if ts+o.lateness <= wm {
+		o.toLate(v)
 	}
+}
+
+// toLate sends v to the late output, or drops and counts it.
+func (o *operator[K, IN, ACC, OUT]) toLate(v IN) {
 	if o.late != nil {
 		o.late.Collect(v)
 	} else {
@@ -326,67 +459,43 @@ func (o *operator[K, IN, ACC, OUT]) OnTimer(ts int64, ctx *runtime.KeyedContext[
 	if o.assigner.merging() {
 		return o.onTimerMerging(ts, ctx, out)
 	}
-	size := o.assigner.size
-	if ts >= math.MaxInt64-size-o.lateness-1 {
-		return o.onTimerScan(ts, ctx, out) // windows at the end of time are cut short
-	}
-	// A timer at ts is the firing time of the window starting at
-	// ts+1-size and the cleanup time of the one starting lateness
-	// earlier: look them up rather than scan the key's windows.
-	fire := ts + 1 - size
-	if acc, ok := o.windows.Get(fire); ok {
-		if err := o.emit(ctx.CurrentKey(), Window{Start: fire, End: fire + size}, acc, out); err != nil {
+	a := &o.assigner
+	// A timer at ts is the firing time of the window ending at ts+1, and
+	// the cleanup time of the window ending lateness earlier, with whose
+	// cleanup the panes starting in its first slide go: look them up
+	// rather than scan the key's panes.
+	if s := ts + 1 - a.size; windowStart(s, a.offset, a.slide) == s {
+		w := Window{Start: s, End: s + a.size}
+		if err := o.fire(ctx, w, out); err != nil {
 			return err
 		}
-	}
-	o.windows.Remove(fire - o.lateness)
-	return nil
-}
-
-// onTimerScan fires and purges the windows due at ts by scanning the key's
-// windows; it handles windows whose end was saturated at the end of time.
-func (o *operator[K, IN, ACC, OUT]) onTimerScan(ts int64, ctx *runtime.KeyedContext[K], out runtime.Collector[OUT]) error {
-	o.due = o.due[:0]
-	for start := range o.windows.All() {
-		w := Window{Start: start, End: end(start, o.assigner.size)}
-		if w.MaxTimestamp() == ts || o.cleanupTime(w) == ts {
-			o.due = append(o.due, w)
+		if next := w.MaxTimestamp() + a.slide; a.slide < a.size && next > o.restoredLow && o.hasPane(w.Start+a.slide, w.End+a.slide) {
+			o.registerTimer(ctx, next)
 		}
 	}
-	for _, w := range o.due {
-		if w.MaxTimestamp() == ts {
-			acc, _ := o.windows.Get(w.Start)
-			if err := o.emit(ctx.CurrentKey(), w, acc, out); err != nil {
-				return err
-			}
-		}
-		if o.cleanupTime(w) == ts {
-			o.windows.Remove(w.Start)
+	if s := ts + 1 - a.size - o.lateness; windowStart(s, a.offset, a.slide) == s {
+		for ps := s; ps < s+min(a.slide, a.size); ps += o.pane {
+			o.windows.Remove(ps)
 		}
 	}
 	return nil
 }
 
-// loadSessions reads the key's session windows into o.ms and keeps a copy
-// in o.old to write back only what changed.
+// loadSessions copies the key's session windows into o.ms.
 func (o *operator[K, IN, ACC, OUT]) loadSessions() {
-	o.ms.set = o.ms.set[:0]
-	for w, st := range o.sessions.All() {
-		o.ms.set = append(o.ms.set, mapped{w: w, state: st})
-	}
-	o.old = append(o.old[:0], o.ms.set...)
+	stored, _ := o.sessions.Value()
+	o.ms.set = append(o.ms.set[:0], stored...)
 }
 
+// storeSessions writes o.ms back if it differs from what is stored.
 func (o *operator[K, IN, ACC, OUT]) storeSessions() {
-	for _, m := range o.old {
-		if _, ok := o.ms.stateOf(m.w); !ok {
-			o.sessions.Remove(m.w)
-		}
-	}
-	for _, m := range o.ms.set {
-		if st, ok := o.sessions.Get(m.w); !ok || st != m.state {
-			o.sessions.Put(m.w, m.state)
-		}
+	stored, _ := o.sessions.Value()
+	switch {
+	case slices.Equal(stored, o.ms.set):
+	case len(o.ms.set) == 0:
+		o.sessions.Clear()
+	default:
+		o.sessions.Update(slices.Clone(o.ms.set))
 	}
 }
 
@@ -454,7 +563,10 @@ func (o *operator[K, IN, ACC, OUT]) processMerging(v IN, ts, wm int64, ctx *runt
 		acc = o.add(v, acc)
 		o.windows.Put(sw.Start, acc)
 		if actual.MaxTimestamp() <= wm {
-			if err := o.emit(ctx.CurrentKey(), actual, acc, out); err != nil {
+			err := runtime.AtTimestamp(ctx.RuntimeContext, actual.MaxTimestamp(), func() error {
+				return o.emit(ctx.CurrentKey(), actual, acc, out)
+			})
+			if err != nil {
 				return err
 			}
 		} else {

@@ -199,8 +199,8 @@ func TestAllowedLatenessFiresLateThenPurges(t *testing.T) {
 		return window.AggregateProcess(ks, "sum", window.Tumbling(10*time.Millisecond), window.Sum(func(e ev) int64 { return e.n }), nil,
 			describe[int64], nil, window.AllowedLateness(5*time.Millisecond), window.LateOutput(lateTag))
 	})
-	// Late firings happen on the record, so they carry its timestamp.
-	expect(t, "results", out, []string{"a [0, 10) [3] @9", "a [0, 10) [13] @3", "a [0, 10) [13] @5"})
+	// Late firings carry the window's maxTimestamp too.
+	expect(t, "results", out, []string{"a [0, 10) [3] @9", "a [0, 10) [13] @9", "a [0, 10) [13] @9"})
 	expect(t, "late", late, []string{"a@4", "b@9"})
 }
 
@@ -237,4 +237,19 @@ func TestSessionWindowsMerge(t *testing.T) {
 			describe[int64], nil)
 	})
 	expect(t, "sums", out, []string{"a [0, 30) [10] @29", "b [2, 21) [11] @20", "a [31, 45) [15] @44"})
+}
+
+func TestSessionLateFiringAndCleanup(t *testing.T) {
+	p := pipeline{late: &lateTag, batches: [][]ev{
+		{{"a", 0, 1}, mark(16)}, // watermark 15: [0, 10) fires
+		{{"a", 5, 2}},           // [5, 15) merges into [0, 15), already past: fires at once
+		{{"a", 30, 4}},          // watermark 29 passes [0, 15)'s cleanup time 24
+		{{"a", 1, 8}},           // late: its session is gone
+	}}
+	out, late := p.run(t, func(ks runtime.KeyedStream[ev, string]) runtime.Stream[string] {
+		return window.AggregateProcess(ks, "sessions", window.Session(10*time.Millisecond), window.Sum(func(e ev) int64 { return e.n }), nil,
+			describe[int64], nil, window.AllowedLateness(10*time.Millisecond), window.LateOutput(lateTag))
+	})
+	expect(t, "results", out, []string{"a [0, 10) [1] @9", "a [0, 15) [3] @14", "a [30, 40) [4] @39"})
+	expect(t, "late", late, []string{"a@1"})
 }

@@ -145,7 +145,12 @@ func (a Assigner) Domain() TimeDomain { return a.domain }
 
 // Err reports an invalid configuration; the window constructors fail the
 // job graph with it.
-func (a Assigner) Err() error { return a.err }
+func (a Assigner) Err() error {
+	if a.err == nil && (a.size <= 0 || (a.kind != session && a.slide <= 0)) {
+		return errors.New("window assigner not made by Tumbling, Sliding or Session")
+	}
+	return a.err
+}
 
 func (a Assigner) merging() bool { return a.kind == session }
 
