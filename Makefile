@@ -10,7 +10,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build image run test bench fuzz proto lint tools minio clean
+.PHONY: all build image run test bench fuzz proto lint tools minio kafka clean
 
 all: build
 
@@ -136,6 +136,12 @@ minio: $(TOOLS)/minio
 	@mkdir -p $(TOOLS)/minio-data/weir
 	MINIO_ROOT_USER=weiradmin MINIO_ROOT_PASSWORD=weiradmin-secret \
 		$(TOOLS)/minio server --address 127.0.0.1:9000 --console-address 127.0.0.1:9001 $(TOOLS)/minio-data
+
+# A development Kafka (franz-go's in-memory kfake) on 127.0.0.1:9092 with
+# the topics transactions and alerts, for the README's Kafka walkthrough.
+# Not a production broker: it keeps everything in memory. Ctrl-C stops it.
+kafka:
+	$(GO) run ./internal/tools/kafka serve --listen 127.0.0.1:9092
 
 # Regenerates the committed Go code from proto/weir/v1/*.proto.
 # Needs only the protoc tools, not a MinIO build.
