@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"regexp"
@@ -280,14 +281,27 @@ type clusterApply struct {
 	wait time.Duration
 }
 
+// listJobs retries until --wait ends: right after `helm install` the
+// JobManagers may not have elected a leader yet.
 func (a clusterApply) listJobs(ctx context.Context) ([]*weirv1.JobSummary, error) {
-	rctx, cancel := rpcContext(ctx)
-	defer cancel()
-	resp, err := a.c.jm.ListJobs(rctx, &weirv1.ListJobsRequest{})
-	if err != nil {
-		return nil, a.c.explain(err)
+	deadline := time.Now().Add(a.wait)
+	for {
+		rctx, cancel := rpcContext(ctx)
+		resp, err := a.c.jm.ListJobs(rctx, &weirv1.ListJobsRequest{})
+		cancel()
+		if err == nil {
+			return resp.Jobs, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, a.c.explain(err)
+		}
+		slog.Info("waiting for the JobManager leader", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	return resp.Jobs, nil
 }
 
 func (a clusterApply) stopWithSavepoint(ctx context.Context, id string) (string, error) {
