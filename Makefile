@@ -71,10 +71,15 @@ FUZZ_TARGETS := \
 	./statebackend:FuzzMetadata \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
+	./connectors/file:FuzzSplitCSV \
+	./runtime/cep:FuzzStateRoundTrip \
+	./runtime/cep:FuzzStateDecode \
+	./runtime/cep:FuzzBufferDecode \
 	./jobs:FuzzBuild \
 	./jobs/fraud:FuzzCodecs \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
+	./jobs/sequence:FuzzCodecs \
 	./internal/auth:FuzzParseTokens
 
 fuzz:
@@ -89,7 +94,7 @@ FUZZ_PARALLEL ?= 1
 # failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:

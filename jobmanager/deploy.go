@@ -60,6 +60,13 @@ func deployRequest(job Job, v, i int, restore *weirv1.TaskRestore) *weirv1.Deplo
 	for _, op := range job.Vertices[v].Operators {
 		req.OperatorUids = append(req.OperatorUids, op.UID)
 	}
+	req.MaxParallelism = int32(job.MaxParallelism)
+	for k, vs := range job.Vertices {
+		req.VertexParallelism = append(req.VertexParallelism, int32(vs.Parallelism))
+		if vs.InputPartitioning == "" {
+			req.SourceVertices = append(req.SourceVertices, int32(k))
+		}
+	}
 	for _, c := range job.Vertices[v].Outputs {
 		loc := &weirv1.OutputLocations{ConsumerVertexId: int32(c)}
 		for _, ct := range job.Tasks[c] {

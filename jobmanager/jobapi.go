@@ -9,6 +9,7 @@ import (
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend"
 )
 
 // The client API's logic: submit, list, status, cancel.
@@ -48,7 +49,18 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	if err := lim.checkJobs(jm.store.Jobs()); err != nil {
 		return "", err
 	}
-	g, err := buildGraph(name, parallelism, params)
+	// A job restored from a savepoint keeps the savepoint's key groups; a
+	// builder pinning another count fails to build, saying so.
+	var restoreMeta *statebackend.Metadata
+	fixedMaxP := 0
+	if opts.FromSavepoint != "" {
+		m, err := jm.loadMetadata(ctx, opts.FromSavepoint)
+		if err != nil {
+			return "", errorf(ErrInvalidJob, "%w", err)
+		}
+		restoreMeta, fixedMaxP = m, m.MaxParallelism
+	}
+	g, err := buildGraph(name, parallelism, fixedMaxP, params)
 	if errors.Is(err, jobs.ErrUnknownJob) {
 		return "", err
 	}
@@ -84,11 +96,7 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 		Checkpointing:    cc,
 		AllowNonRestored: opts.AllowNonRestored,
 	}
-	if opts.FromSavepoint != "" {
-		m, err := jm.loadMetadata(ctx, opts.FromSavepoint)
-		if err != nil {
-			return "", errorf(ErrInvalidJob, "%w", err)
-		}
+	if m := restoreMeta; m != nil {
 		if err := validateRestore(m, opts.FromSavepoint, name, g.MaxParallelism, cmd.Vertices, opts.AllowNonRestored); err != nil {
 			return "", err
 		}
@@ -108,13 +116,14 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 
 // buildGraph runs the job's builder, turning a panic into an error so a
 // broken builder cannot take the JobManager down.
-func buildGraph(name string, parallelism int, params map[string]string) (g *runtime.JobGraph, err error) {
+// maxParallelism > 0 fixes the job's key groups (see jobs.BuildFixed).
+func buildGraph(name string, parallelism, maxParallelism int, params map[string]string) (g *runtime.JobGraph, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			g, err = nil, fmt.Errorf("job %s: builder panicked: %v", name, r)
 		}
 	}()
-	return jobs.Build(name, parallelism, params)
+	return jobs.BuildFixed(name, parallelism, maxParallelism, params)
 }
 
 // vertexSpecs keeps what the JobManager needs of a graph.
@@ -125,8 +134,11 @@ func vertexSpecs(g *runtime.JobGraph) []VertexSpec {
 		for _, op := range v.Operators {
 			s.Operators = append(s.Operators, OperatorSpec{UID: op.UID, Name: op.Name})
 		}
-		if len(v.Inputs) > 0 {
-			s.InputPartitioning = v.Inputs[0].Partitioning.String()
+		for k, e := range v.Inputs {
+			if k > 0 {
+				s.InputPartitioning += ", "
+			}
+			s.InputPartitioning += e.Partitioning.String()
 		}
 		for _, e := range v.Outputs {
 			s.Outputs = append(s.Outputs, e.Target)

@@ -185,7 +185,9 @@ func (jm *JobManager) rescaleJob(ctx context.Context, id string, parallelism int
 	if err := jm.cfg.Limits.checkParallelism(parallelism, nil); err != nil {
 		return "", err
 	}
-	g, err := buildGraph(job.Name, parallelism, job.Params)
+	// The key groups stay as the job started: a rescale past the point
+	// where the default maxParallelism grows must not repartition state.
+	g, err := buildGraph(job.Name, parallelism, job.MaxParallelism, job.Params)
 	if err != nil {
 		return "", errorf(ErrInvalidJob, "%w", err)
 	}

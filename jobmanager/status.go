@@ -66,6 +66,8 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		for _, op := range spec.Operators {
 			vs.Operators = append(vs.Operators, &weirv1.OperatorStatus{Uid: op.UID, Name: op.Name})
 		}
+		var lowest *int64
+		watermarks := true
 		for i, t := range j.Tasks[v] {
 			vs.Subtasks = append(vs.Subtasks, &weirv1.SubtaskStatus{
 				Index:              int32(i),
@@ -78,7 +80,17 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 			})
 			m := metrics[taskKey{jobID: j.ID, vertex: v, subtask: i, attempt: t.Attempt}]
 			if m == nil {
+				watermarks = false
 				continue
+			}
+			if m.Watermark != nil {
+				wm := m.GetWatermark()
+				vs.Subtasks[i].Watermark = &wm
+				if lowest == nil || wm < *lowest {
+					lowest = &wm
+				}
+			} else {
+				watermarks = false
 			}
 			for k, c := range m.GetOperators() {
 				if k < len(vs.Operators) {
@@ -87,6 +99,9 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 				}
 			}
 			latency = runtime.MergeHistogram(latency, m.GetLatencyBuckets())
+		}
+		if watermarks {
+			vs.Watermark = lowest
 		}
 		st.Vertices = append(st.Vertices, vs)
 	}

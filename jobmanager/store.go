@@ -173,8 +173,9 @@ type VertexSpec struct {
 	Name        string
 	Parallelism int
 	Operators   []OperatorSpec
-	// InputPartitioning is "forward", "hash" or "rebalance"; empty for
-	// sources.
+	// InputPartitioning is "forward", "hash", "rebalance" or
+	// "broadcast", one per input joined by ", " ("hash, broadcast" for a
+	// ConnectBroadcast); empty for sources.
 	InputPartitioning string
 	// Outputs are the consumer vertex IDs of the vertex's output edges, in
 	// the graph's order.

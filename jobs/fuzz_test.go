@@ -7,6 +7,8 @@ import (
 	"github.com/weirstream/weir/jobs"
 	_ "github.com/weirstream/weir/jobs/fraud"
 	_ "github.com/weirstream/weir/jobs/seqcheck"
+	_ "github.com/weirstream/weir/jobs/sequence"
+	_ "github.com/weirstream/weir/jobs/threshold"
 	"github.com/weirstream/weir/runtime"
 )
 
@@ -18,6 +20,9 @@ func FuzzBuild(f *testing.F) {
 	f.Add("fraud-detection", "timeout=-1s\nsmall=NaN\nlarge=1e400", 1)
 	f.Add("sequence-check", "output=/tmp/x\nkeys=4194305\ncount=-3", 4)
 	f.Add("sequence-check", "output=s3://b/p\nappend=maybe\nrate=-1", 0)
+	f.Add("sequence", "users=0\nspacing=0s\nwindow=-1s", 2)
+	f.Add("threshold-alerts", "input=/nonexistent\noutput=/tmp/x\nthreshold=NaN\nmonitor=-1s", 2)
+	f.Add("threshold-alerts", "input=s3://b/in\noutput=s3://b/out", 1)
 	f.Add("no-such-job", "", 1)
 	f.Fuzz(func(t *testing.T, name, text string, parallelism int) {
 		params := map[string]string{}

@@ -178,8 +178,17 @@ func Lookup(name string) (Job, error) {
 	return j, nil
 }
 
-// Build runs the named job's builder and returns its graph.
+// Build runs the named job's builder and returns its graph, with the
+// default maxParallelism for parallelism unless the builder fixes one.
 func Build(name string, parallelism int, params map[string]string) (*runtime.JobGraph, error) {
+	return BuildFixed(name, parallelism, 0, params)
+}
+
+// BuildFixed is Build for a job whose key groups are already fixed: a
+// running, rescaled or restored job keeps the maxParallelism it started
+// with (when maxParallelism > 0), since its keyed state is partitioned by
+// it. A builder that pins another value fails.
+func BuildFixed(name string, parallelism, maxParallelism int, params map[string]string) (*runtime.JobGraph, error) {
 	j, err := Lookup(name)
 	if err != nil {
 		return nil, err
@@ -205,6 +214,13 @@ func Build(name string, parallelism int, params map[string]string) (*runtime.Job
 	p.SetSecret(secret...)
 	if err := j.Build(env, p); err != nil {
 		return nil, fmt.Errorf("job %s: %w", name, err)
+	}
+	if maxParallelism > 0 {
+		if pinned := env.MaxParallelism(); pinned != 0 && pinned != maxParallelism {
+			return nil, fmt.Errorf("job %s sets maxParallelism %d, but its state is partitioned into %d key groups: "+
+				"maxParallelism cannot change over a job's lifetime", name, pinned, maxParallelism)
+		}
+		env.SetMaxParallelism(maxParallelism)
 	}
 	if err := p.CheckUnused(); err != nil {
 		return nil, fmt.Errorf("job %s: %w", name, err)

@@ -84,3 +84,25 @@ func TestUnknownParametersListTheDeclaredOnes(t *testing.T) {
 		t.Errorf("Lookup: %+v, %v", j, err)
 	}
 }
+
+func TestBuildFixedKeepsTheKeyGroups(t *testing.T) {
+	Register(Job{Name: "unpinned-test", Description: "leaves maxParallelism to the default", Build: pipeline()})
+	g, err := Build("unpinned-test", 90, nil)
+	if err != nil || g.MaxParallelism != 256 {
+		t.Fatalf("default at 90: %v, %v; want 256", g, err)
+	}
+	if g, err = BuildFixed("unpinned-test", 90, 128, nil); err != nil || g.MaxParallelism != 128 {
+		t.Fatalf("fixed at 128: %v, %v", g, err)
+	}
+	Register(Job{Name: "pinned-test", Description: "pins 64", Build: func(env *runtime.Env, p *runtime.Params) error {
+		env.SetMaxParallelism(64)
+		return pipeline()(env, p)
+	}})
+	if g, err = BuildFixed("pinned-test", 2, 64, nil); err != nil || g.MaxParallelism != 64 {
+		t.Fatalf("pinned 64 fixed at 64: %v, %v", g, err)
+	}
+	_, err = BuildFixed("pinned-test", 2, 128, nil)
+	if err == nil || !strings.Contains(err.Error(), "sets maxParallelism 64, but its state is partitioned into 128 key groups") {
+		t.Fatalf("pinned 64 fixed at 128: %v", err)
+	}
+}

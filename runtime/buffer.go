@@ -23,7 +23,20 @@ const (
 	// BufferBarrier carries a checkpoint barrier, encoded in Data
 	// (EncodeBarrier); Value holds its checkpoint ID.
 	BufferBarrier
+	// BufferWatermark carries an event-time watermark (Unix ms) in Value:
+	// no record with an earlier timestamp follows on the channel.
+	BufferWatermark
+	// BufferWatermarkStatus says whether the channel is idle (Value 1)
+	// or active again (0). An idle channel is left out of its consumer's
+	// watermark, so a quiet input does not hold event time back.
+	BufferWatermarkStatus
 )
+
+// IsTaskEvent reports whether k is one of the runtime's in-band events,
+// which a transport passes through opaquely (kind, Value and Data), in order
+// with the records and without taking credit. Data and end-of-partition are
+// the two kinds a transport itself understands.
+func (k BufferKind) IsTaskEvent() bool { return k > BufferEndOfPartition }
 
 // Buffer is the unit of the data exchange: a batch of serialised records or
 // one in-band event. Events travel in order with the records of their channel.

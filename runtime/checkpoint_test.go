@@ -261,7 +261,7 @@ func TestTimersSurviveRescale(t *testing.T) {
 			t.Fatal(err)
 		}
 		var h timerHeap[string]
-		if err := restoreTimers(&h, StringKey, ks); err != nil {
+		if err := restoreTimers(&h, timersSection, StringKey, ks); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range h.h {

@@ -25,6 +25,13 @@ type RuntimeContext struct {
 	noCheckpoints  bool
 	openStorage    StorageOpener
 	ctx            context.Context
+	// sideOuts maps an output tag's ID to its Collector[T].
+	sideOuts map[string]any
+	// ts is the timestamp of the record (or event-time timer) being
+	// processed and wm the task's watermark; both belong to the task.
+	ts, wm *int64
+	// broadcast holds a broadcast operator's states.
+	broadcast *broadcastStore
 }
 
 // JobID is the ID of the running job; it stays the same across restarts
@@ -49,10 +56,14 @@ type opContext struct {
 	RuntimeContext
 	counters  *opCounters
 	keyGroups KeyGroupRange
-	fail      func(error)
-	opens     []func() error
-	closes    []func() error
-	timers    []timerOwner
+	// generator is set by a timestamp assigner; eventTimers by keyed
+	// operators, which fire them as the watermark advances.
+	generator   watermarkGenerator
+	eventTimers []eventTimerOwner
+	fail        func(error)
+	opens       []func() error
+	closes      []func() error
+	timers      []timerOwner
 
 	// Checkpointing: what the operator restores from and how the task
 	// snapshots and notifies it.
@@ -75,6 +86,32 @@ type KeyedContext[K comparable] struct {
 	key     K
 	kg      int
 	timers  timerHeap[K]
+	etimers timerHeap[K]
+	domain  TimeDomain
+}
+
+// Timestamp is the event time (Unix ms) of the record being processed, or
+// in OnTimer the time of an event-time timer; NoTimestamp if it has none.
+func (c *KeyedContext[K]) Timestamp() int64 { return *c.ts }
+
+// CurrentWatermark is the operator's event-time clock: no record with an
+// earlier timestamp is expected any more (NoTimestamp before the first
+// watermark).
+func (c *KeyedContext[K]) CurrentWatermark() int64 { return *c.wm }
+
+// TimeDomain says, in OnTimer, which kind of timer fired.
+func (c *KeyedContext[K]) TimeDomain() TimeDomain { return c.domain }
+
+// RegisterEventTimeTimer asks for OnTimer(ts) for the current key once the
+// watermark reaches ts. Registering the same time twice for a key yields
+// one call; a time the watermark has passed fires with the next watermark.
+func (c *KeyedContext[K]) RegisterEventTimeTimer(ts int64) {
+	c.etimers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg})
+}
+
+// DeleteEventTimeTimer cancels the current key's event-time timer at ts.
+func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
+	c.etimers.remove(timerKey[K]{ts: ts, key: c.key})
 }
 
 // CurrentKey is the key of the record or timer being processed.

@@ -16,6 +16,8 @@ const (
 	Hash
 	// Rebalance spreads records round-robin over all consumer subtasks.
 	Rebalance
+	// BroadcastEdge sends every record to every consumer subtask.
+	BroadcastEdge
 )
 
 func (p Partitioning) String() string {
@@ -26,6 +28,8 @@ func (p Partitioning) String() string {
 		return "hash"
 	case Rebalance:
 		return "rebalance"
+	case BroadcastEdge:
+		return "broadcast"
 	}
 	return fmt.Sprintf("partitioning(%d)", uint8(p))
 }
@@ -38,6 +42,9 @@ type JobGraph struct {
 	Name           string
 	MaxParallelism int
 	Vertices       []*Vertex
+	// EventTime says the job assigns event timestamps: records cross
+	// exchanges with their timestamps, and watermarks flow.
+	EventTime bool
 }
 
 // Vertex is a chain of operators run by one goroutine per subtask.
@@ -63,6 +70,16 @@ type OperatorInfo struct {
 type Edge struct {
 	Source, Target int // vertex IDs
 	Partitioning   Partitioning
+
+	// Watermarks says an assigner is upstream of the edge, so its
+	// channels take part in the consumer's watermark; an input without
+	// event time (rules, say) never holds the watermark back.
+	Watermarks bool
+
+	// from is the operator of the source vertex whose output the edge
+	// carries: the chain's tail, or a node inside it whose chain
+	// branches (an operator with side outputs).
+	from *node
 }
 
 // SlotsNeeded is how many slots the job needs with slot sharing (a slot
@@ -97,6 +114,9 @@ func (e *Env) Graph() (*JobGraph, error) {
 	for _, n := range e.nodes {
 		if n.parallelism == 0 {
 			n.parallelism = e.parallelism
+			if n.side != "" {
+				n.parallelism = n.input.parallelism
+			}
 		}
 		if n.parallelism < 1 {
 			return nil, fmt.Errorf("operator %s: parallelism %d must be at least 1", n.name, n.parallelism)
@@ -120,6 +140,9 @@ func (e *Env) Graph() (*JobGraph, error) {
 		}
 	}
 	g := &JobGraph{Name: e.name, MaxParallelism: maxP}
+	for _, n := range e.nodes {
+		g.EventTime = g.EventTime || n.eventTime
+	}
 
 	// Decide each edge's partitioning and whether it is chained.
 	for _, n := range e.nodes {
@@ -127,10 +150,18 @@ func (e *Env) Graph() (*JobGraph, error) {
 			continue
 		}
 		in := n.input
+		if n.side != "" {
+			// A side output is a branch of its producer's chain.
+			if n.parallelism != in.parallelism {
+				return nil, fmt.Errorf("operator %s: a side output runs with its operator's parallelism %d, not %d", n.name, in.parallelism, n.parallelism)
+			}
+			n.chained = true
+			continue
+		}
 		if n.partitioning == Forward && in.parallelism != n.parallelism {
 			n.partitioning = Rebalance
 		}
-		n.chained = len(in.consumers) == 1 && in.parallelism == n.parallelism &&
+		n.chained = n.input2 == nil && in.mainConsumers() == 1 && in.parallelism == n.parallelism &&
 			(n.partitioning == Forward ||
 				// With one subtask on each side every key goes to the same
 				// place, so a keyBy is a direct call, not an exchange.
@@ -163,12 +194,36 @@ func (e *Env) Graph() (*JobGraph, error) {
 			if head.input.codec == nil {
 				return nil, fmt.Errorf("operator %s: its output crosses an exchange to %s but it has no codec", head.input.name, head.name)
 			}
-			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: head.partitioning}
+			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: head.partitioning, from: head.input,
+				Watermarks: g.EventTime && hasEventTime(head.input)}
+			v.Inputs = append(v.Inputs, e)
+			src.Outputs = append(src.Outputs, e)
+		}
+		if in2 := head.input2; in2 != nil {
+			src := vertexOf[in2]
+			if src == vertexOf[head.input] {
+				return nil, fmt.Errorf("operator %s: its two inputs come from one chain (%s); give one of them its own operator", head.name, src.Name)
+			}
+			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: BroadcastEdge, from: in2,
+				Watermarks: g.EventTime && hasEventTime(in2)}
 			v.Inputs = append(v.Inputs, e)
 			src.Outputs = append(src.Outputs, e)
 		}
 	}
 	return g, nil
+}
+
+// hasEventTime reports whether a timestamp assigner is upstream of n (or n).
+func hasEventTime(n *node) bool {
+	for ; n != nil; n = n.input {
+		if n.eventTime {
+			return true
+		}
+		if n.input2 != nil && hasEventTime(n.input2) {
+			return true
+		}
+	}
+	return false
 }
 
 // InputChannels lists the producer subtasks feeding consumer subtask i over

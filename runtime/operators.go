@@ -88,7 +88,7 @@ type processOperator[K comparable, IN, OUT any] struct {
 	fail      func(error)
 	// spare is the timer copy of an earlier snapshot, handed back once
 	// written, so the next snapshot copies into memory already mapped.
-	spare atomic.Pointer[[]timerEntry[K]]
+	spare, espare atomic.Pointer[[]timerEntry[K]]
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
@@ -106,8 +106,11 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 		if err := o.ctx.backend.Restore(ks); err != nil {
 			return err
 		}
-		if err := restoreTimers(&o.ctx.timers, o.kt, ks); err != nil {
+		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
 			return fmt.Errorf("restoring timers: %w", err)
+		}
+		if err := restoreTimers(&o.ctx.etimers, eventTimersSection, o.kt, ks); err != nil {
+			return fmt.Errorf("restoring event-time timers: %w", err)
 		}
 	}
 	return nil
@@ -123,8 +126,17 @@ func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
 			buf = (*p)[:0]
 		}
 		buf = append(buf, o.ctx.timers.h...)
-		sections = append(sections, &timerSection[K]{entries: buf, codec: o.kt, keyGroups: o.keyGroups,
+		sections = append(sections, &timerSection[K]{name: timersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
 			release: func(b []timerEntry[K]) { o.spare.Store(&b) }})
+	}
+	if o.ctx.etimers.len() > 0 {
+		var buf []timerEntry[K]
+		if p := o.espare.Swap(nil); p != nil {
+			buf = (*p)[:0]
+		}
+		buf = append(buf, o.ctx.etimers.h...)
+		sections = append(sections, &timerSection[K]{name: eventTimersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
+			release: func(b []timerEntry[K]) { o.espare.Store(&b) }})
 	}
 	return sections
 }
@@ -149,15 +161,30 @@ func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
 }
 
 func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
+	o.fire(&o.ctx.timers, now, ProcessingTime)
+}
+
+func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
+	o.fire(&o.ctx.etimers, wm, EventTime)
+}
+
+// fire calls OnTimer for each timer of h at or before limit, earliest
+// first. What OnTimer emits carries the timer's time in event time and no
+// timestamp in processing time, as in Flink.
+func (o *processOperator[K, IN, OUT]) fire(h *timerHeap[K], limit int64, d TimeDomain) {
 	for {
-		e, ok := o.ctx.timers.peek()
-		if !ok || e.ts > now {
+		e, ok := h.peek()
+		if !ok || e.ts > limit {
 			return
 		}
-		o.ctx.timers.pop()
-		o.ctx.key, o.ctx.kg = e.key, e.kg
+		h.pop()
+		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, d
+		*o.ctx.ts = NoTimestamp
+		if d == EventTime {
+			*o.ctx.ts = e.ts
+		}
 		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
-			o.fail(fmt.Errorf("%s: timer: %w", o.ctx.operatorName, err))
+			o.fail(fmt.Errorf("%s: %v timer: %w", o.ctx.operatorName, d, err))
 			return
 		}
 	}

@@ -50,6 +50,9 @@ type operatorSnapshot struct {
 // processing-time timers.
 const timersSection = "_timers"
 
+// eventTimersSection holds its event-time timers.
+const eventTimersSection = "_event_timers"
+
 // checkpoint takes the task's part of checkpoint b: the synchronous
 // snapshot (copy-on-write views and operator state), then the barrier goes
 // downstream, then the state files are written on another goroutine while
@@ -58,6 +61,7 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 	start := time.Now()
 	if b.Drain {
 		t.fireTimers(math.MaxInt64)
+		t.advanceWatermark(MaxWatermark)
 	}
 	snaps := make([]operatorSnapshot, 0, len(t.states))
 	var err error
@@ -164,6 +168,7 @@ func (t *Task) openStorage(url string) (storage.Storage, error) {
 // heap's entries, taken synchronously (one memmove into a reused buffer),
 // and grouped by key group on the writer's goroutine.
 type timerSection[K comparable] struct {
+	name      string
 	entries   []timerEntry[K]
 	codec     Codec[K]
 	keyGroups KeyGroupRange
@@ -175,7 +180,7 @@ type timerSection[K comparable] struct {
 	offsets []int           // sorted[offsets[i]:offsets[i+1]] is key group First+i
 }
 
-func (s *timerSection[K]) Name() string            { return timersSection }
+func (s *timerSection[K]) Name() string            { return s.name }
 func (s *timerSection[K]) Kind() statebackend.Kind { return statebackend.KindTimers }
 
 // group orders the entries by key group with a counting sort: O(n), and
@@ -221,8 +226,8 @@ func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 }
 
 // restoreTimers re-registers the timers of a restored keyed state.
-func restoreTimers[K comparable](h *timerHeap[K], kt KeyType[K], ks *statebackend.KeyedState) error {
-	return ks.Each(timersSection, func(kg int, key, value []byte) error {
+func restoreTimers[K comparable](h *timerHeap[K], section string, kt KeyType[K], ks *statebackend.KeyedState) error {
+	return ks.Each(section, func(kg int, key, value []byte) error {
 		k, err := kt.Decode(key)
 		if err != nil {
 			return fmt.Errorf("timer key: %w", err)

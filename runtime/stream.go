@@ -40,6 +40,10 @@ func (e *Env) SetMaxParallelism(n int) {
 	e.maxParallelism = n
 }
 
+// MaxParallelism is the maxParallelism the builder fixed with
+// SetMaxParallelism, or 0 when it left the default to the runtime.
+func (e *Env) MaxParallelism() int { return e.maxParallelism }
+
 func (e *Env) fail(err error) {
 	if e.err == nil {
 		e.err = err
@@ -58,6 +62,12 @@ type node struct {
 	partitioning Partitioning
 	chained      bool
 	codec        any // Codec[OUT]; nil if the output never crosses an exchange
+	// side is the output tag this node reads from its input's operator;
+	// empty for a node fed by the input's main output.
+	side string
+	// eventTime marks a timestamp assigner: the job's records then carry
+	// their timestamps across exchanges.
+	eventTime bool
 
 	// instantiate builds the operator for one subtask. out is a
 	// Collector[OUT] (nil for sinks); it returns a Collector[IN], or a
@@ -66,9 +76,13 @@ type node struct {
 	// decoder returns a function that decodes one record of the node's
 	// input type and hands it to in (a Collector[IN]).
 	decoder func(in any) func([]byte) error
+	// input2 is the second input of a two-input node (the broadcast side
+	// of ConnectBroadcast), and decoder2 decodes its records.
+	input2   *node
+	decoder2 func(in any) func([]byte) error
 	// writer builds the collector that serialises this node's output onto
 	// the given output channels for an edge to consumer.
-	writer func(t *Task, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)
+	writer func(t *Task, e *Edge, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)
 	// keyGroupOf (hash inputs only) returns a func(IN) int giving a record's
 	// key group.
 	keyGroupOf func(maxP int) any
@@ -84,6 +98,17 @@ func (e *Env) add(n *node, input *node) *node {
 	}
 	e.nodes = append(e.nodes, n)
 	return n
+}
+
+// mainConsumers counts the consumers fed by n's main output.
+func (n *node) mainConsumers() int {
+	c := 0
+	for _, m := range n.consumers {
+		if m.side == "" {
+			c++
+		}
+	}
+	return c
 }
 
 // Collector receives an operator's output records.
@@ -121,8 +146,8 @@ func newNode[IN, OUT any](name string, codec Codec[OUT]) *node {
 	}
 	if codec != nil {
 		n.codec = codec
-		n.writer = func(t *Task, consumer *node, chs []OutputChannel, subtask int) (eventWriter, any) {
-			w := newRecordWriter[OUT](t, codec, chs, consumer, subtask)
+		n.writer = func(t *Task, e *Edge, consumer *node, chs []OutputChannel, subtask int) (eventWriter, any) {
+			w := newRecordWriter[OUT](t, codec, chs, e, consumer, subtask)
 			return w, w
 		}
 	}
@@ -243,6 +268,7 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 			oc.opens = append(oc.opens, func() error { return o.Open(op.ctx) })
 		}
 		oc.timers = append(oc.timers, op)
+		oc.eventTimers = append(oc.eventTimers, op)
 		return op, nil
 	}
 	return Stream[OUT]{env: ks.s.env, node: ks.s.env.add(n, ks.s.node)}

@@ -60,14 +60,25 @@ type Task struct {
 	ctx     context.Context
 	err     error
 
-	source  sourceRunner
-	decode  func([]byte) error
-	opens   []func() error
-	closes  []func() error
-	timers  []timerOwner
-	writers []eventWriter
+	source sourceRunner
+	// decoders decode the records of each input; inputOf maps an input
+	// channel to its input.
+	decoders []func([]byte) error
+	inputOf  []uint8
+	opens    []func() error
+	closes   []func() error
+	timers   []timerOwner
+	writers  []eventWriter
 
-	counts    []opCounters
+	counts []opCounters
+	// wmk is the task's event-time clock; publishedWM its watermark for
+	// status readers.
+	wmk         watermarks
+	publishedWM atomic.Int64
+	// outFrom[i] is the chained main consumer of operator i whose
+	// records-in are i's records-out, or -1 when i's output leaves the
+	// chain (its first writer counts it).
+	outFrom   []int
 	published []publishedCounters
 	latency   Histogram
 
@@ -151,45 +162,90 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	t := &Task{graph: g, vertex: v, subtask: subtask, io: tio,
 		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain)),
 		control: make(chan control, 64)}
+	t.publishedWM.Store(NoTimestamp)
+	t.wmk.init(0)
 	if tio.Input != nil {
 		t.align.init(tio.Input.NumChannels())
 		t.eopCh = make([]bool, tio.Input.NumChannels())
+		t.wmk.init(tio.Input.NumChannels())
 	}
 
-	// The chain's tail writes to the output edges.
-	tail := v.chain[len(v.chain)-1]
-	var out any
-	var writers []any
+	// Each operator's output goes to its chained consumers and to the
+	// output edges leaving it: the tail's, or, where the chain branches
+	// at side outputs, an inner operator's.
+	pos := make(map[*node]int, len(v.chain))
+	for i, n := range v.chain {
+		pos[n] = i
+	}
+	edgeWriters := make(map[*node][]any)
 	for i, e := range v.Outputs {
 		chs := tio.Outputs[i]
 		if want := len(g.OutputChannels(e, subtask)); len(chs) != want {
 			return nil, fmt.Errorf("edge %d->%d: got %d channels, want %d", e.Source, e.Target, len(chs), want)
 		}
-		ew, w := tail.writer(t, g.Vertices[e.Target].chain[0], chs, subtask)
+		ew, w := e.from.writer(t, e, g.Vertices[e.Target].chain[0], chs, subtask)
 		t.writers = append(t.writers, ew)
-		writers = append(writers, w)
+		edgeWriters[e.from] = append(edgeWriters[e.from], w)
 	}
-	if len(writers) > 0 {
-		setWriterCount(writers[0], &t.counts[len(t.counts)-1].out)
-		out = writers[0]
-		if len(writers) > 1 {
-			out = tail.fanOut(writers)
-		}
-	}
+	t.outFrom = make([]int, len(v.chain))
 
 	// Build the chain from its tail to its head, each operator handed its
-	// successor's input collector.
+	// consumers' input collectors.
 	kgs := KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
 	logger := tio.Logger.With("job", g.Name, "vertex", v.Name, "subtask", subtask)
 	t.log = logger
+	ins := make([]any, len(v.chain))
 	for i := len(v.chain) - 1; i >= 0; i-- {
 		n := v.chain[i]
+		var outs []any
+		sides := map[string][]any{}
+		t.outFrom[i] = -1
+		for _, c := range n.consumers {
+			j, ok := pos[c]
+			if !ok || !c.chained {
+				continue
+			}
+			if c.side != "" {
+				sides[c.side] = append(sides[c.side], ins[j])
+				continue
+			}
+			outs = append(outs, ins[j])
+			t.outFrom[i] = j
+		}
+		if ws := edgeWriters[n]; len(ws) > 0 {
+			setWriterCount(ws[0], &t.counts[i].out)
+			outs = append(outs, ws...)
+		}
+		var out any
+		switch len(outs) {
+		case 0:
+		case 1:
+			out = outs[0]
+		default:
+			out = n.fanOut(outs)
+		}
 		oc := &opContext{
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing},
+				noCheckpoints: !tio.Checkpointing, ts: &t.wmk.ts, wm: &t.wmk.wm},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
+		}
+		if len(sides) > 0 {
+			oc.sideOuts = make(map[string]any, len(sides))
+			for tag, cs := range sides {
+				oc.sideOuts[tag] = cs[0]
+				if len(cs) > 1 {
+					// Every consumer of one tag is a side node of the
+					// same type, so any of them can combine them.
+					for _, c := range n.consumers {
+						if c.side == tag {
+							oc.sideOuts[tag] = c.fanOut(cs)
+							break
+						}
+					}
+				}
+			}
 		}
 		if tio.Restore != nil {
 			oc.restore = tio.Restore.Operators[n.uid]
@@ -198,6 +254,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		if err != nil {
 			return nil, fmt.Errorf("operator %s (%s): %w", n.name, n.uid, err)
 		}
+		ins[i] = in
 		t.contexts = append(t.contexts, &oc.RuntimeContext)
 		if oc.keyedSnap != nil || oc.fnState != nil {
 			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
@@ -211,12 +268,31 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		t.opens = append(t.opens, oc.opens...)             // tail first, as Flink opens
 		t.closes = append(oc.closes, t.closes...)
 		t.timers = append(t.timers, oc.timers...)
-		out = in
+		t.wmk.timers = append(oc.eventTimers, t.wmk.timers...) // head first
+		if oc.generator != nil && t.wmk.gen == nil {
+			t.wmk.gen = oc.generator // the one nearest the tail makes the output's watermarks
+		}
 	}
+	out := ins[0]
 	if v.IsSource {
 		t.source = out.(sourceRunner)
+		return t, nil
+	}
+	head := v.chain[0]
+	if ti, ok := out.(twoInputs); ok {
+		t.decoders = []func([]byte) error{head.decoder(ti.first), head.decoder2(ti.second)}
 	} else {
-		t.decode = v.chain[0].decoder(out)
+		t.decoders = []func([]byte) error{head.decoder(out)}
+	}
+	// Channels are numbered edge after edge, in Vertex.Inputs order.
+	for k, e := range v.Inputs {
+		for range g.InputChannels(e, subtask) {
+			t.inputOf = append(t.inputOf, uint8(min(k, len(t.decoders)-1)))
+			t.wmk.noWM = append(t.wmk.noWM, !e.Watermarks)
+		}
+	}
+	if len(t.inputOf) != tio.Input.NumChannels() {
+		return nil, fmt.Errorf("vertex %s: the input gate has %d channels, the graph %d", v.Name, tio.Input.NumChannels(), len(t.inputOf))
 	}
 	return t, nil
 }
@@ -261,6 +337,7 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	}
 	now := time.Now().UnixNano()
 	t.lastFlush = now
+	t.wmk.genAt = now
 	t.nextMarker = now + int64(t.io.LatencyInterval)
 	if t.source != nil {
 		err = t.runSource(ctx)
@@ -313,12 +390,17 @@ func (t *Task) runSource(ctx context.Context) error {
 			continue
 		}
 		t.pollStart = time.Now().UnixNano()
+		t.wmk.ts = NoTimestamp
 		wait, perr := t.source.poll()
 		if t.err != nil {
 			return t.err
 		}
 		if perr != nil {
 			if errors.Is(perr, ErrEndOfInput) {
+				if t.graph.EventTime {
+					// A bounded input's end closes every window.
+					t.advanceWatermark(MaxWatermark)
+				}
 				if t.io.Checkpointing && t.io.Checkpoints != nil {
 					t.ended = true
 					t.io.Checkpoints.EndOfInput()
@@ -341,6 +423,9 @@ func (t *Task) runSource(ctx context.Context) error {
 			}
 			if ts, ok := t.nextTimer(); ok {
 				wake = min(wake, ts*int64(time.Millisecond))
+			}
+			if d := t.idleDeadline(); d > 0 {
+				wake = min(wake, d)
 			}
 			finished, err := t.sleep(ctx, time.Duration(wake-now.UnixNano()))
 			if err != nil || finished {
@@ -510,9 +595,17 @@ func (t *Task) runInput(ctx context.Context) error {
 	armed := int64(-1)
 	for {
 		// Sleep until a buffer arrives or the next timer is due.
-		if ts, ok := t.nextTimer(); ok && ts != armed {
-			t.sleeper.Reset(time.Until(time.UnixMilli(ts)))
-			armed = ts
+		wake, ok := t.nextTimer()
+		if d := t.idleDeadline(); d > 0 {
+			// An assigner after an exchange turns idle without input.
+			ms := d/int64(time.Millisecond) + 1
+			if !ok || ms < wake {
+				wake, ok = ms, true
+			}
+		}
+		if ok && wake != armed {
+			t.sleeper.Reset(time.Until(time.UnixMilli(wake)))
+			armed = wake
 		}
 		select {
 		case b := <-bufs:
@@ -554,7 +647,16 @@ func (t *Task) handle(b *Buffer) bool {
 				t.fail(fmt.Errorf("corrupt frame on input channel %d", b.Channel))
 				break
 			}
-			if err := t.decode(data[n : n+int(l)]); err != nil {
+			rec := data[n : n+int(l)]
+			if t.graph.EventTime {
+				ts, m := binary.Varint(rec)
+				if m <= 0 {
+					t.fail(fmt.Errorf("corrupt record timestamp on input channel %d", b.Channel))
+					break
+				}
+				t.wmk.ts, rec = ts, rec[m:]
+			}
+			if err := t.decoders[t.inputOf[b.Channel]](rec); err != nil {
 				t.fail(fmt.Errorf("input channel %d: %w", b.Channel, err))
 				break
 			}
@@ -578,6 +680,10 @@ func (t *Task) handle(b *Buffer) bool {
 			return false
 		}
 		return !t.onBarrier(ch, bar)
+	case BufferWatermark, BufferWatermarkStatus:
+		ch, kind, v := b.Channel, b.Kind, b.Value
+		t.io.Input.Recycle(b)
+		t.onInputWatermark(ch, kind, v)
 	case BufferLatencyMarker:
 		if len(t.writers) == 0 {
 			t.latency.Record(time.Now().UnixNano() - b.Value)
@@ -605,6 +711,9 @@ func (t *Task) nextTimer() (int64, bool) {
 // latency markers and the flush deadline.
 func (t *Task) afterBatch(now int64) {
 	t.publish()
+	if t.wmk.gen != nil {
+		t.generateWatermark(now)
+	}
 	if len(t.timers) > 0 {
 		ms := now / int64(time.Millisecond)
 		for _, o := range t.timers {
@@ -637,11 +746,10 @@ func (t *Task) flush(now int64) {
 }
 
 func (t *Task) publish() {
-	last := len(t.counts) - 1
 	for i := range t.counts {
 		c := t.counts[i]
-		if i < last {
-			c.out = t.counts[i+1].in
+		if j := t.outFrom[i]; j >= 0 {
+			c.out = t.counts[j].in
 		}
 		t.published[i].in.Store(c.in)
 		t.published[i].out.Store(c.out)

@@ -8,6 +8,13 @@ type timerOwner interface {
 	fireTimers(now int64)
 }
 
+// eventTimerOwner is an operator with event-time timers.
+type eventTimerOwner interface {
+	// fireEventTimers calls OnTimer for every event-time timer at or
+	// before the watermark wm.
+	fireEventTimers(wm int64)
+}
+
 type timerKey[K comparable] struct {
 	ts  int64
 	key K

@@ -31,12 +31,18 @@ type recordWriter[T any] struct {
 	next     int // rebalance and marker cursor
 	scratch  []byte
 	count    *int64 // records out of the chain's tail, or nil
+	// ts, when the job has event time, is the task's current record
+	// timestamp, written before each record.
+	ts *int64
 }
 
-func newRecordWriter[T any](t *Task, codec Codec[T], chs []OutputChannel, consumer *node, subtask int) *recordWriter[T] {
+func newRecordWriter[T any](t *Task, codec Codec[T], chs []OutputChannel, e *Edge, consumer *node, subtask int) *recordWriter[T] {
 	w := &recordWriter[T]{t: t, codec: codec, channels: chs, bufs: make([]*Buffer, len(chs)),
-		mode: consumer.partitioning, maxP: t.graph.MaxParallelism, next: subtask % len(chs),
+		mode: e.Partitioning, maxP: t.graph.MaxParallelism, next: subtask % len(chs),
 		scratch: make([]byte, 0, 256)}
+	if t.graph.EventTime {
+		w.ts = &t.wmk.ts
+	}
 	if w.mode == Hash {
 		w.kgOf = consumer.keyGroupOf(w.maxP).(func(T) int)
 	}
@@ -60,7 +66,23 @@ func (w *recordWriter[T]) Collect(v T) {
 			w.next = 0
 		}
 	}
-	w.scratch = w.codec.Append(w.scratch[:0], v)
+	w.scratch = w.scratch[:0]
+	if w.ts != nil {
+		w.scratch = binary.AppendVarint(w.scratch, *w.ts)
+	}
+	w.scratch = w.codec.Append(w.scratch, v)
+	if w.mode == BroadcastEdge {
+		for ch := range w.bufs {
+			w.append(ch)
+		}
+		return
+	}
+	w.append(ch)
+}
+
+// append adds the record in scratch to channel ch's buffer, sending the
+// buffer first if the record does not fit.
+func (w *recordWriter[T]) append(ch int) {
 	b := w.bufs[ch]
 	if len(b.Data)+len(w.scratch)+binary.MaxVarintLen32 > cap(b.Data) && b.Records > 0 {
 		w.send(ch)

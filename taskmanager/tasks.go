@@ -79,13 +79,16 @@ func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
 	if req.Slot < 0 || int(req.Slot) >= tm.cfg.Slots {
 		return fmt.Errorf("slot %d does not exist (this TaskManager has %d)", req.Slot, tm.cfg.Slots)
 	}
-	g, err := jobs.Build(req.JobName, int(req.Parallelism), req.Params)
+	g, err := jobs.BuildFixed(req.JobName, int(req.Parallelism), int(req.MaxParallelism), req.Params)
 	if errors.Is(err, jobs.ErrUnknownJob) {
 		return fmt.Errorf("%w: TaskManager %s cannot run job %q: its binary does not register it (it has %v)",
 			ErrJobMismatch, tm.cfg.ID, req.JobName, jobs.Names())
 	}
 	if err != nil {
 		return err
+	}
+	if err := matchDescriptor(g, req); err != nil {
+		return fmt.Errorf("%w: TaskManager %s: %w", ErrJobMismatch, tm.cfg.ID, err)
 	}
 	v := g.Vertex(key.vertex)
 	if v == nil || key.subtask < 0 || key.subtask >= v.Parallelism {
@@ -335,6 +338,34 @@ func (tm *TaskManager) metrics() []*weirv1.TaskMetrics {
 	return out
 }
 
+// matchDescriptor checks the graph this binary built against what the
+// JobManager's graph fixed. A JobManager that sends no descriptor (an
+// older one) is taken at its word.
+func matchDescriptor(g *runtime.JobGraph, req *weirv1.DeployTaskRequest) error {
+	if req.MaxParallelism > 0 && g.MaxParallelism != int(req.MaxParallelism) {
+		return fmt.Errorf("job %s builds with maxParallelism %d, the JobManager's with %d", req.JobName, g.MaxParallelism, req.MaxParallelism)
+	}
+	if len(req.VertexParallelism) == 0 {
+		return nil
+	}
+	if len(req.VertexParallelism) != len(g.Vertices) {
+		return fmt.Errorf("job %s builds %d vertices, the JobManager's %d", req.JobName, len(g.Vertices), len(req.VertexParallelism))
+	}
+	sources := map[int]bool{}
+	for _, id := range req.SourceVertices {
+		sources[int(id)] = true
+	}
+	for k, v := range g.Vertices {
+		if p := int(req.VertexParallelism[k]); v.Parallelism != p {
+			return fmt.Errorf("job %s builds vertex %d (%s) with parallelism %d, the JobManager's with %d", req.JobName, k, v.Name, v.Parallelism, p)
+		}
+		if v.IsSource != sources[k] {
+			return fmt.Errorf("job %s builds vertex %d (%s) as source=%v, the JobManager's as source=%v", req.JobName, k, v.Name, v.IsSource, sources[k])
+		}
+	}
+	return nil
+}
+
 // taskStateName is the state's short name, as the JobManager logs it:
 // "CANCELED".
 func taskStateName(s weirv1.TaskState) string {
@@ -343,6 +374,9 @@ func taskStateName(s weirv1.TaskState) string {
 
 func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency()}
+	if wm := t.Watermark(); wm != runtime.NoTimestamp {
+		m.Watermark = &wm
+	}
 	for _, c := range t.Operators() {
 		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
 	}

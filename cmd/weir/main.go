@@ -9,6 +9,8 @@ import (
 	"github.com/weirstream/weir"
 	_ "github.com/weirstream/weir/jobs/fraud" // the shipped jobs
 	_ "github.com/weirstream/weir/jobs/seqcheck"
+	_ "github.com/weirstream/weir/jobs/sequence"
+	_ "github.com/weirstream/weir/jobs/threshold"
 )
 
 func main() { weir.Main() }

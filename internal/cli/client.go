@@ -313,6 +313,14 @@ func formatMs(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05Z")
 }
 
+// formatWatermark shows an event-time watermark to the millisecond.
+func formatWatermark(ms int64) string {
+	if ms == runtime.MaxWatermark {
+		return "end of input"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
 // stateText is a job's state as the CLI shows it: a job waiting for slots
 // is CREATED to the state machine but says what it waits for.
 func stateText(s *weirv1.JobSummary) string {
@@ -406,7 +414,11 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		if v.InputPartitioning != "" {
 			in = ", input " + v.InputPartitioning
 		}
-		fmt.Fprintf(w, "\n  [%d] %s  (parallelism %d%s)\n", v.Id, v.Name, v.Parallelism, in)
+		wm := ""
+		if v.Watermark != nil {
+			wm = "  watermark " + formatWatermark(v.GetWatermark())
+		}
+		fmt.Fprintf(w, "\n  [%d] %s  (parallelism %d%s)%s\n", v.Id, v.Name, v.Parallelism, in, wm)
 		for _, o := range v.Operators {
 			fmt.Fprintf(w, "      operator %-20s uid %-20s records in %-12d out %d\n", o.Name, o.Uid, o.RecordsIn, o.RecordsOut)
 		}
@@ -416,6 +428,9 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 				where = fmt.Sprintf("on %s (%s) slot %d", t.TaskManagerId, t.TaskManagerAddress, t.Slot)
 			}
 			fmt.Fprintf(w, "      subtask %d/%d  %-9s %s  attempt %d", t.Index+1, v.Parallelism, jobmanager.TaskStateName(t.State), where, t.Attempt)
+			if t.Watermark != nil {
+				fmt.Fprintf(w, "  watermark %s", formatWatermark(t.GetWatermark()))
+			}
 			if t.Failure != "" {
 				fmt.Fprintf(w, "  failure: %s", t.Failure)
 			}

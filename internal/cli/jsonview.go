@@ -133,6 +133,9 @@ type VertexView struct {
 	InputPartitioning string         `json:"input_partitioning"`
 	Operators         []OperatorView `json:"operators"`
 	Subtasks          []SubtaskView  `json:"subtasks"`
+	// WatermarkMs is the vertex's event-time watermark, the lowest of its
+	// subtasks'; nil without event time.
+	WatermarkMs *int64 `json:"watermark_ms"`
 }
 
 // OperatorView is one chained operator, its counts summed over subtasks.
@@ -153,6 +156,7 @@ type SubtaskView struct {
 	Slot               int    `json:"slot"`
 	Attempt            int    `json:"attempt"`
 	Failure            string `json:"failure"`
+	WatermarkMs        *int64 `json:"watermark_ms"`
 }
 
 // CheckpointListView is `weir job checkpoints ID --json`.
@@ -379,7 +383,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 	for _, vs := range st.GetVertices() {
 		vv := VertexView{ID: int(vs.GetId()), Name: vs.GetName(), Parallelism: int(vs.GetParallelism()),
 			InputPartitioning: vs.GetInputPartitioning(), Operators: make([]OperatorView, 0, len(vs.GetOperators())),
-			Subtasks: make([]SubtaskView, 0, len(vs.GetSubtasks()))}
+			Subtasks: make([]SubtaskView, 0, len(vs.GetSubtasks())), WatermarkMs: vs.Watermark}
 		for _, o := range vs.GetOperators() {
 			vv.Operators = append(vv.Operators, OperatorView{UID: o.GetUid(), Name: o.GetName(),
 				RecordsIn: o.GetRecordsIn(), RecordsOut: o.GetRecordsOut()})
@@ -387,7 +391,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 		for _, t := range vs.GetSubtasks() {
 			vv.Subtasks = append(vv.Subtasks, SubtaskView{Index: int(t.GetIndex()), State: jobmanager.TaskStateName(t.GetState()),
 				TaskManagerID: t.GetTaskManagerId(), TaskManagerAddress: t.GetTaskManagerAddress(), Slot: int(t.GetSlot()),
-				Attempt: int(t.GetAttempt()), Failure: t.GetFailure()})
+				Attempt: int(t.GetAttempt()), Failure: t.GetFailure(), WatermarkMs: t.Watermark})
 		}
 		v.Vertices = append(v.Vertices, vv)
 	}

@@ -382,13 +382,14 @@ func TestReadOutputAndVerify(t *testing.T) {
 	}
 }
 
-// gate is a one-channel InputGate fed by the test.
+// gate is an InputGate of n channels fed by the test.
 type gate struct {
+	n    int
 	ch   chan *runtime.Buffer
 	errs chan error
 }
 
-func (g *gate) NumChannels() int                { return 1 }
+func (g *gate) NumChannels() int                { return g.n }
 func (g *gate) Buffers() <-chan *runtime.Buffer { return g.ch }
 func (g *gate) Recycle(*runtime.Buffer)         {}
 func (g *gate) Err() <-chan error               { return g.errs }
@@ -425,9 +426,13 @@ func TestCheckerInTask(t *testing.T) {
 			data.Data = append(data.Data, rec...)
 			data.Records++
 		}
-		gt := &gate{ch: make(chan *runtime.Buffer, 2), errs: make(chan error)}
+		// The records come on channel 0; every producer channel ends.
+		n := len(g.InputChannels(v.Inputs[0], subtask))
+		gt := &gate{n: n, ch: make(chan *runtime.Buffer, n+1), errs: make(chan error)}
 		gt.ch <- data
-		gt.ch <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition}
+		for c := range n {
+			gt.ch <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: c}
+		}
 		task, err := runtime.NewTask(g, v.ID, subtask, runtime.TaskIO{Input: gt, Outputs: [][]runtime.OutputChannel{}, Stdout: io.Discard, Logger: logger, LatencyInterval: -1})
 		if err != nil {
 			t.Fatal(err)

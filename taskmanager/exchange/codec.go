@@ -37,7 +37,9 @@ type inFrame struct {
 	buf   *runtime.Buffer // Data and Records are filled in; Kind is not
 	event weirv1.EventKind
 	value int64
-	open  bool // the frame carried a ChannelOpen
+	// taskEvent is the runtime.BufferKind of a task event.
+	taskEvent runtime.BufferKind
+	open      bool // the frame carried a ChannelOpen
 }
 
 // frameCodec encodes outFrame and decodes inFrame, and hands every other
@@ -53,14 +55,13 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	b := f.buf
 	var event weirv1.EventKind
-	switch b.Kind {
-	case runtime.BufferData:
-	case runtime.BufferEndOfPartition:
+	var taskEvent uint64
+	switch {
+	case b.Kind == runtime.BufferData:
+	case b.Kind == runtime.BufferEndOfPartition:
 		event = weirv1.EventKind_EVENT_KIND_END_OF_PARTITION
-	case runtime.BufferLatencyMarker:
-		event = weirv1.EventKind_EVENT_KIND_LATENCY_MARKER
-	case runtime.BufferBarrier:
-		event = weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER
+	case b.Kind.IsTaskEvent():
+		event, taskEvent = weirv1.EventKind_EVENT_KIND_TASK_EVENT, uint64(b.Kind)
 	default:
 		return nil, fmt.Errorf("unknown buffer kind %d", b.Kind)
 	}
@@ -77,6 +78,9 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	if event != 0 && b.Value != 0 {
 		size += 1 + protowire.SizeVarint(uint64(b.Value))
+	}
+	if taskEvent != 0 {
+		size += 1 + protowire.SizeVarint(taskEvent)
 	}
 	p := framePool.Get(size)
 	out := (*p)[:0]
@@ -96,6 +100,10 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		out = protowire.AppendTag(out, 5, protowire.VarintType)
 		out = protowire.AppendVarint(out, uint64(b.Value))
 	}
+	if taskEvent != 0 {
+		out = protowire.AppendTag(out, 6, protowire.VarintType)
+		out = protowire.AppendVarint(out, taskEvent)
+	}
 	*p = out
 	return mem.BufferSlice{mem.NewBuffer(p, framePool)}, nil
 }
@@ -105,7 +113,7 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	f.event, f.value, f.open = 0, 0, false
+	f.event, f.value, f.taskEvent, f.open = 0, 0, 0, false
 	b := f.buf
 	b.Data, b.Records = b.Data[:0], 0
 	r := sliceReader{s: data}
@@ -139,6 +147,16 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			f.value = int64(x)
 			if err != nil {
 				return err
+			}
+		case num == 6 && typ == protowire.VarintType:
+			x, err := r.varint()
+			if err != nil {
+				return err
+			}
+			if k := runtime.BufferKind(x); x <= 255 && k.IsTaskEvent() {
+				f.taskEvent = k
+			} else {
+				return fmt.Errorf("%w: task event kind %d", ErrProtocol, x)
 			}
 		default:
 			// ChannelOpen is a message: a field 1 of another wire type is

@@ -57,8 +57,8 @@ func kindOf(e weirv1.EventKind) runtime.BufferKind {
 	switch e {
 	case weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
 		return runtime.BufferEndOfPartition
-	case weirv1.EventKind_EVENT_KIND_LATENCY_MARKER:
-		return runtime.BufferLatencyMarker
+	case weirv1.EventKind_EVENT_KIND_TASK_EVENT:
+		return runtime.BufferLatencyMarker // the only task event randomBuffer makes
 	}
 	return runtime.BufferData
 }
@@ -81,7 +81,8 @@ func TestFrameCodec(t *testing.T) {
 		case runtime.BufferEndOfPartition:
 			want.Event, want.EventValue = weirv1.EventKind_EVENT_KIND_END_OF_PARTITION, b.Value
 		case runtime.BufferLatencyMarker:
-			want.Event, want.EventValue = weirv1.EventKind_EVENT_KIND_LATENCY_MARKER, b.Value
+			want.Event, want.EventValue = weirv1.EventKind_EVENT_KIND_TASK_EVENT, b.Value
+			want.TaskEvent = uint32(runtime.BufferLatencyMarker)
 		}
 		wantBytes, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
 		if err != nil {
@@ -101,7 +102,7 @@ func TestFrameCodec(t *testing.T) {
 		if err := codec.Unmarshal(pieces(rng, wantBytes), in); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
-		if kindOf(in.event) != b.Kind || in.value != want.EventValue || in.buf.Records != b.Records ||
+		if kindOf(in.event) != b.Kind || uint32(in.taskEvent) != want.TaskEvent || in.value != want.EventValue || in.buf.Records != b.Records ||
 			!bytes.Equal(in.buf.Data, want.Data) || in.open {
 			t.Fatalf("frame %d: decoded event %v value %d records %d len %d open %v, want %v", i,
 				in.event, in.value, in.buf.Records, len(in.buf.Data), in.open, want)

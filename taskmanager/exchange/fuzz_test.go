@@ -18,7 +18,7 @@ func FuzzFrameCodec(f *testing.F) {
 	c := frameCodec{}
 	for _, fr := range []*weirv1.ExchangeFrame{
 		{Data: []byte("records"), Records: 3},
-		{Event: weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER, EventValue: 7},
+		{Event: weirv1.EventKind_EVENT_KIND_TASK_EVENT, EventValue: 7, TaskEvent: uint32(runtime.BufferBarrier)},
 		{Event: weirv1.EventKind_EVENT_KIND_END_OF_PARTITION},
 		{Open: &weirv1.ChannelOpen{}},
 	} {
@@ -38,7 +38,7 @@ func FuzzFrameCodec(f *testing.F) {
 			return
 		}
 		if !bytes.Equal(in.buf.Data, want.GetData()) || in.buf.Records != int(want.GetRecords()) ||
-			in.event != want.GetEvent() || in.value != want.GetEventValue() || in.open != (want.GetOpen() != nil) {
+			in.event != want.GetEvent() || in.value != want.GetEventValue() || uint32(in.taskEvent) != want.GetTaskEvent() || in.open != (want.GetOpen() != nil) {
 			t.Fatalf("codec read data %d bytes, records %d, event %v/%d, open %v; proto: %d, %d, %v/%d, %v",
 				len(in.buf.Data), in.buf.Records, in.event, in.value, in.open,
 				len(want.GetData()), want.GetRecords(), want.GetEvent(), want.GetEventValue(), want.GetOpen() != nil)

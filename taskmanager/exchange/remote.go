@@ -148,8 +148,11 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 			}
 		}
 		c.avail.Add(-1)
-	case runtime.BufferEndOfPartition, runtime.BufferLatencyMarker, runtime.BufferBarrier:
+	case runtime.BufferEndOfPartition:
 	default:
+		if b.Kind.IsTaskEvent() {
+			break
+		}
 		runtime.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: unknown buffer kind %d", c.id, b.Kind)
 	}

@@ -137,10 +137,8 @@ func (r *inbound) receiveFrames() {
 			}
 		case f.event == weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
 			b.Kind, b.Value = runtime.BufferEndOfPartition, f.value
-		case f.event == weirv1.EventKind_EVENT_KIND_LATENCY_MARKER:
-			b.Kind, b.Value = runtime.BufferLatencyMarker, f.value
-		case f.event == weirv1.EventKind_EVENT_KIND_CHECKPOINT_BARRIER:
-			b.Kind, b.Value = runtime.BufferBarrier, f.value
+		case f.event == weirv1.EventKind_EVENT_KIND_TASK_EVENT && f.taskEvent != 0:
+			b.Kind, b.Value = f.taskEvent, f.value
 		case f.event == weirv1.EventKind_EVENT_KIND_PRODUCER_CANCELED:
 			runtime.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: the producer ended early: %w", r.id, ErrCanceled))

@@ -223,13 +223,15 @@ const (
 	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
 	// The producer has finished; no frame follows on this channel.
 	EventKind_EVENT_KIND_END_OF_PARTITION EventKind = 1
-	// A latency marker; value is its creation time in Unix nanoseconds.
-	EventKind_EVENT_KIND_LATENCY_MARKER EventKind = 2
-	// A checkpoint barrier; data holds the encoded runtime.Barrier.
-	EventKind_EVENT_KIND_CHECKPOINT_BARRIER EventKind = 3
 	// The producer task was canceled before its end of partition; no frame
 	// follows. The consumer ends as canceled too, not as failed.
 	EventKind_EVENT_KIND_PRODUCER_CANCELED EventKind = 4
+	// An in-band event of the runtime (a checkpoint barrier, a latency
+	// marker, a watermark, ...): task_event holds its runtime.BufferKind,
+	// event_value and data its payload. The exchange passes it through
+	// without knowing it, in order with the channel's records and without
+	// taking credit.
+	EventKind_EVENT_KIND_TASK_EVENT EventKind = 5
 )
 
 // Enum value maps for EventKind.
@@ -237,16 +239,14 @@ var (
 	EventKind_name = map[int32]string{
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_END_OF_PARTITION",
-		2: "EVENT_KIND_LATENCY_MARKER",
-		3: "EVENT_KIND_CHECKPOINT_BARRIER",
 		4: "EVENT_KIND_PRODUCER_CANCELED",
+		5: "EVENT_KIND_TASK_EVENT",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED":        0,
-		"EVENT_KIND_END_OF_PARTITION":   1,
-		"EVENT_KIND_LATENCY_MARKER":     2,
-		"EVENT_KIND_CHECKPOINT_BARRIER": 3,
-		"EVENT_KIND_PRODUCER_CANCELED":  4,
+		"EVENT_KIND_UNSPECIFIED":       0,
+		"EVENT_KIND_END_OF_PARTITION":  1,
+		"EVENT_KIND_PRODUCER_CANCELED": 4,
+		"EVENT_KIND_TASK_EVENT":        5,
 	}
 )
 
@@ -1664,8 +1664,12 @@ type VertexStatus struct {
 	Subtasks  []*SubtaskStatus  `protobuf:"bytes,5,rep,name=subtasks,proto3" json:"subtasks,omitempty"`
 	// How the vertex's input is partitioned: "forward", "hash", "rebalance".
 	InputPartitioning string `protobuf:"bytes,6,opt,name=input_partitioning,json=inputPartitioning,proto3" json:"input_partitioning,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The vertex's event-time watermark (Unix ms): the lowest of its
+	// subtasks'. Unset until every subtask has one (jobs without event time
+	// never have one).
+	Watermark     *int64 `protobuf:"varint,7,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VertexStatus) Reset() {
@@ -1738,6 +1742,13 @@ func (x *VertexStatus) GetInputPartitioning() string {
 		return x.InputPartitioning
 	}
 	return ""
+}
+
+func (x *VertexStatus) GetWatermark() int64 {
+	if x != nil && x.Watermark != nil {
+		return *x.Watermark
+	}
+	return 0
 }
 
 type OperatorStatus struct {
@@ -1817,8 +1828,10 @@ type SubtaskStatus struct {
 	Slot               int32                  `protobuf:"varint,5,opt,name=slot,proto3" json:"slot,omitempty"`
 	Failure            string                 `protobuf:"bytes,6,opt,name=failure,proto3" json:"failure,omitempty"`
 	Attempt            int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The subtask's event-time watermark (Unix ms), once it has one.
+	Watermark     *int64 `protobuf:"varint,8,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubtaskStatus) Reset() {
@@ -1896,6 +1909,13 @@ func (x *SubtaskStatus) GetFailure() string {
 func (x *SubtaskStatus) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetWatermark() int64 {
+	if x != nil && x.Watermark != nil {
+		return *x.Watermark
 	}
 	return 0
 }
@@ -3056,8 +3076,10 @@ type TaskMetrics struct {
 	// Latency-marker histogram of sink tasks: counts per bucket of the
 	// runtime's fixed log-linear bucket layout.
 	LatencyBuckets []int64 `protobuf:"varint,3,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The task's event-time watermark (Unix ms), once it has one.
+	Watermark     *int64 `protobuf:"varint,4,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskMetrics) Reset() {
@@ -3109,6 +3131,13 @@ func (x *TaskMetrics) GetLatencyBuckets() []int64 {
 		return x.LatencyBuckets
 	}
 	return nil
+}
+
+func (x *TaskMetrics) GetWatermark() int64 {
+	if x != nil && x.Watermark != nil {
+		return *x.Watermark
+	}
+	return 0
 }
 
 type TaskStateUpdate struct {
@@ -3251,9 +3280,17 @@ type DeployTaskRequest struct {
 	// The UIDs of the vertex's chained operators as the JobManager built the
 	// job: a TaskManager whose binary builds the job differently refuses the
 	// deployment (codes.Unimplemented) instead of running another graph.
-	OperatorUids  []string `protobuf:"bytes,9,rep,name=operator_uids,json=operatorUids,proto3" json:"operator_uids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OperatorUids []string `protobuf:"bytes,9,rep,name=operator_uids,json=operatorUids,proto3" json:"operator_uids,omitempty"`
+	// What the JobManager's graph fixes, so that no TaskManager derives it
+	// again: the number of key groups (fixed for the job's lifetime, also
+	// when a rescale would give another default), each vertex's parallelism
+	// and which vertices are sources. A TaskManager building another graph
+	// refuses the deployment (codes.Unimplemented).
+	MaxParallelism    int32   `protobuf:"varint,10,opt,name=max_parallelism,json=maxParallelism,proto3" json:"max_parallelism,omitempty"`
+	VertexParallelism []int32 `protobuf:"varint,11,rep,packed,name=vertex_parallelism,json=vertexParallelism,proto3" json:"vertex_parallelism,omitempty"`
+	SourceVertices    []int32 `protobuf:"varint,12,rep,packed,name=source_vertices,json=sourceVertices,proto3" json:"source_vertices,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DeployTaskRequest) Reset() {
@@ -3345,6 +3382,27 @@ func (x *DeployTaskRequest) GetCheckpointing() bool {
 func (x *DeployTaskRequest) GetOperatorUids() []string {
 	if x != nil {
 		return x.OperatorUids
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetMaxParallelism() int32 {
+	if x != nil {
+		return x.MaxParallelism
+	}
+	return 0
+}
+
+func (x *DeployTaskRequest) GetVertexParallelism() []int32 {
+	if x != nil {
+		return x.VertexParallelism
+	}
+	return nil
+}
+
+func (x *DeployTaskRequest) GetSourceVertices() []int32 {
+	if x != nil {
+		return x.SourceVertices
 	}
 	return nil
 }
@@ -4423,8 +4481,10 @@ type ExchangeFrame struct {
 	Data    []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	Records int32  `protobuf:"varint,3,opt,name=records,proto3" json:"records,omitempty"`
 	// An event frame (data is empty).
-	Event         EventKind `protobuf:"varint,4,opt,name=event,proto3,enum=weir.v1.EventKind" json:"event,omitempty"`
-	EventValue    int64     `protobuf:"varint,5,opt,name=event_value,json=eventValue,proto3" json:"event_value,omitempty"`
+	Event      EventKind `protobuf:"varint,4,opt,name=event,proto3,enum=weir.v1.EventKind" json:"event,omitempty"`
+	EventValue int64     `protobuf:"varint,5,opt,name=event_value,json=eventValue,proto3" json:"event_value,omitempty"`
+	// The runtime.BufferKind of an EVENT_KIND_TASK_EVENT.
+	TaskEvent     uint32 `protobuf:"varint,6,opt,name=task_event,json=taskEvent,proto3" json:"task_event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4490,6 +4550,13 @@ func (x *ExchangeFrame) GetEvent() EventKind {
 func (x *ExchangeFrame) GetEventValue() int64 {
 	if x != nil {
 		return x.EventValue
+	}
+	return 0
+}
+
+func (x *ExchangeFrame) GetTaskEvent() uint32 {
+	if x != nil {
+		return x.TaskEvent
 	}
 	return 0
 }
@@ -4658,21 +4725,24 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"R\n" +
 	"\x1aDisposeCheckpointsResponse\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12 \n" +
-	"\vcheckpoints\x18\x02 \x01(\x05R\vcheckpoints\"\xee\x01\n" +
+	"\vcheckpoints\x18\x02 \x01(\x05R\vcheckpoints\"\x9f\x02\n" +
 	"\fVertexStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vparallelism\x18\x03 \x01(\x05R\vparallelism\x125\n" +
 	"\toperators\x18\x04 \x03(\v2\x17.weir.v1.OperatorStatusR\toperators\x122\n" +
 	"\bsubtasks\x18\x05 \x03(\v2\x16.weir.v1.SubtaskStatusR\bsubtasks\x12-\n" +
-	"\x12input_partitioning\x18\x06 \x01(\tR\x11inputPartitioning\"v\n" +
+	"\x12input_partitioning\x18\x06 \x01(\tR\x11inputPartitioning\x12!\n" +
+	"\twatermark\x18\a \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\n" +
+	"_watermark\"v\n" +
 	"\x0eOperatorStatus\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x03 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x04 \x01(\x03R\n" +
-	"recordsOut\"\xf1\x01\n" +
+	"recordsOut\"\xa2\x02\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -4680,7 +4750,10 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x14task_manager_address\x18\x04 \x01(\tR\x12taskManagerAddress\x12\x12\n" +
 	"\x04slot\x18\x05 \x01(\x05R\x04slot\x12\x18\n" +
 	"\afailure\x18\x06 \x01(\tR\afailure\x12\x18\n" +
-	"\aattempt\x18\a \x01(\x05R\aattempt\"k\n" +
+	"\aattempt\x18\a \x01(\x05R\aattempt\x12!\n" +
+	"\twatermark\x18\b \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\n" +
+	"_watermark\"k\n" +
 	"\x0eLatencySummary\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x15\n" +
 	"\x06p50_ns\x18\x02 \x01(\x03R\x05p50Ns\x12\x15\n" +
@@ -4761,11 +4834,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x02 \x01(\x03R\n" +
-	"recordsOut\"\x94\x01\n" +
+	"recordsOut\"\xc5\x01\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
-	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\"\xf8\x01\n" +
+	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\x12!\n" +
+	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\n" +
+	"_watermark\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12(\n" +
@@ -4773,7 +4849,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\xb3\x03\n" +
+	"\fTaskStateAck\"\xb4\x04\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -4783,7 +4859,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\aoutputs\x18\x06 \x03(\v2\x18.weir.v1.OutputLocationsR\aoutputs\x12.\n" +
 	"\arestore\x18\a \x01(\v2\x14.weir.v1.TaskRestoreR\arestore\x12$\n" +
 	"\rcheckpointing\x18\b \x01(\bR\rcheckpointing\x12#\n" +
-	"\roperator_uids\x18\t \x03(\tR\foperatorUids\x1a9\n" +
+	"\roperator_uids\x18\t \x03(\tR\foperatorUids\x12'\n" +
+	"\x0fmax_parallelism\x18\n" +
+	" \x01(\x05R\x0emaxParallelism\x12-\n" +
+	"\x12vertex_parallelism\x18\v \x03(\x05R\x11vertexParallelism\x12'\n" +
+	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
@@ -4853,14 +4933,16 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12producer_vertex_id\x18\x03 \x01(\x05R\x10producerVertexId\x12)\n" +
 	"\x10producer_subtask\x18\x04 \x01(\x05R\x0fproducerSubtask\x12,\n" +
 	"\x12consumer_vertex_id\x18\x05 \x01(\x05R\x10consumerVertexId\x12)\n" +
-	"\x10consumer_subtask\x18\x06 \x01(\x05R\x0fconsumerSubtask\"\xb2\x01\n" +
+	"\x10consumer_subtask\x18\x06 \x01(\x05R\x0fconsumerSubtask\"\xd1\x01\n" +
 	"\rExchangeFrame\x12(\n" +
 	"\x04open\x18\x01 \x01(\v2\x14.weir.v1.ChannelOpenR\x04open\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\x05R\arecords\x12(\n" +
 	"\x05event\x18\x04 \x01(\x0e2\x12.weir.v1.EventKindR\x05event\x12\x1f\n" +
 	"\vevent_value\x18\x05 \x01(\x03R\n" +
-	"eventValue\"*\n" +
+	"eventValue\x12\x1d\n" +
+	"\n" +
+	"task_event\x18\x06 \x01(\rR\ttaskEvent\"*\n" +
 	"\x0eExchangeCredit\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\x05R\acredits*\xcc\x01\n" +
 	"\bJobState\x12\x19\n" +
@@ -4886,13 +4968,12 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x15RESCALE_PHASE_PLACING\x10\x02\x12\x16\n" +
 	"\x12RESCALE_PHASE_DONE\x10\x03\x12\x1b\n" +
 	"\x17RESCALE_PHASE_FELL_BACK\x10\x04\x12\x1b\n" +
-	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\xac\x01\n" +
+	"\x17RESCALE_PHASE_ABANDONED\x10\x05*\x91\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
-	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12\x1d\n" +
-	"\x19EVENT_KIND_LATENCY_MARKER\x10\x02\x12!\n" +
-	"\x1dEVENT_KIND_CHECKPOINT_BARRIER\x10\x03\x12 \n" +
-	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x042\x9f\v\n" +
+	"\x1bEVENT_KIND_END_OF_PARTITION\x10\x01\x12 \n" +
+	"\x1cEVENT_KIND_PRODUCER_CANCELED\x10\x04\x12\x19\n" +
+	"\x15EVENT_KIND_TASK_EVENT\x10\x05\"\x04\b\x02\x10\x02\"\x04\b\x03\x10\x032\x9f\v\n" +
 	"\n" +
 	"JobManager\x12B\n" +
 	"\tSubmitJob\x12\x19.weir.v1.SubmitJobRequest\x1a\x1a.weir.v1.SubmitJobResponse\x12?\n" +
@@ -5126,6 +5207,9 @@ func file_weir_v1_weir_proto_init() {
 	if File_weir_v1_weir_proto != nil {
 		return
 	}
+	file_weir_v1_weir_proto_msgTypes[21].OneofWrappers = []any{}
+	file_weir_v1_weir_proto_msgTypes[23].OneofWrappers = []any{}
+	file_weir_v1_weir_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
