@@ -161,8 +161,12 @@ func TestHelmOnKubernetes(t *testing.T) {
 
 	// The post-install hook Job (weir apply) runs on a fake node, where
 	// kwok makes it succeed: helm waits for it.
-	if out, err := c.helm(t, "install", "weir", chart, "-n", ns, "--values", "../testdata/jobs.yaml", "--timeout", "3m"); err != nil {
+	out, err := c.helm(t, "install", "weir", chart, "-n", ns, "--values", "../testdata/jobs.yaml", "--timeout", "3m")
+	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Declared jobs (fraud, seq) are submitted by the hook Job\nweir-jobs-apply;") {
+		t.Errorf("the install's notes do not name the declared jobs:\n%s", out)
 	}
 	c.hooksRan(t, map[string]int{"weir-jobs-apply": 1, "weir-jobs-prepare": 0})
 	sts := "/apis/apps/v1/namespaces/" + ns + "/statefulsets/weir-jobmanager"
