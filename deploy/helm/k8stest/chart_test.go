@@ -289,23 +289,25 @@ func testServerSideDryRun(t *testing.T, c *cluster) {
 func (c *cluster) hooksRan(t *testing.T, want map[string]int) {
 	t.Helper()
 	for job, n := range want {
-		var events struct {
-			Items []struct {
-				Reason string `json:"reason"`
-			} `json:"items"`
-		}
-		if _, err := c.do("GET", "/api/v1/namespaces/"+ns+"/events?fieldSelector=involvedObject.kind%3DJob,involvedObject.name%3D"+job, nil, &events); err != nil {
-			t.Fatal(err)
-		}
-		done := 0
-		for _, e := range events.Items {
-			if e.Reason == "Completed" {
-				done++
+		// Events are recorded asynchronously, maybe just after helm saw
+		// the Job complete.
+		c.waitFor(t, fmt.Sprintf("hook Job %s to have completed %d times", job, n), func() (bool, error) {
+			var events struct {
+				Items []struct {
+					Reason string `json:"reason"`
+				} `json:"items"`
 			}
-		}
-		if done != n {
-			t.Errorf("hook Job %s completed %d times, want %d", job, done, n)
-		}
+			if _, err := c.do("GET", "/api/v1/namespaces/"+ns+"/events?fieldSelector=involvedObject.kind%3DJob,involvedObject.name%3D"+job, nil, &events); err != nil {
+				return false, err
+			}
+			done := 0
+			for _, e := range events.Items {
+				if e.Reason == "Completed" {
+					done++
+				}
+			}
+			return done == n, fmt.Errorf("%d Completed events", done)
+		})
 	}
 	for _, p := range []string{"/api/v1/namespaces/" + ns + "/configmaps/weir-jobs",
 		"/apis/batch/v1/namespaces/" + ns + "/jobs/weir-jobs-apply", "/apis/batch/v1/namespaces/" + ns + "/jobs/weir-jobs-prepare"} {
