@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -112,5 +114,30 @@ func TestPlanApply(t *testing.T) {
 	if got, want := describe(planApply(specs, jobs, "g", false)),
 		"same:unchanged(j1) changed:stop(j2) changed:submit<j0 new:submit<j7<j6 gone:stop(j3)"; got != want {
 		t.Errorf("apply: %s, want %s", got, want)
+	}
+}
+
+// TestApplyCommandErrors: what is wrong with the command line or the file
+// is said before any JobManager is dialed.
+func TestApplyCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("jobs: [{name: x}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"apply"}, "--file is required"},
+		{[]string{"apply", "-f", bad, "--phase", "later"}, `--phase "later": want prepare or apply`},
+		{[]string{"apply", "-f", bad, "--group", ""}, "--group must not be empty"},
+		{[]string{"apply", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
+		{[]string{"apply", "-f", bad}, "bad.yaml: jobs[0] (x): job is empty"},
+	} {
+		_, err := run(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("weir %v: got %v, want %q", c.args, err, c.want)
+		}
 	}
 }
