@@ -71,6 +71,7 @@ FUZZ_TARGETS := \
 	./statebackend:FuzzMetadata \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
+	./runtime/window:FuzzCodecs \
 	./connectors/file:FuzzSplitCSV \
 	./runtime/cep:FuzzStateRoundTrip \
 	./runtime/cep:FuzzStateDecode \
@@ -80,6 +81,7 @@ FUZZ_TARGETS := \
 	./jobs/seqcheck:FuzzCodecs \
 	./jobs/seqcheck:FuzzParseJSON \
 	./jobs/sequence:FuzzCodecs \
+	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens
 
 fuzz:
@@ -89,12 +91,13 @@ fuzz:
 	done
 FUZZ_PARALLEL ?= 1
 
-# Micro-benchmarks, then cmd/weirbench on real processes: throughput and
-# latency, checkpoint size/duration/stall to MinIO, checkpoint overhead,
-# failover and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
+# Micro-benchmarks (fraud job, exchange, state backend, file source,
+# windows), then cmd/weirbench on real processes: throughput and latency,
+# checkpoint size/duration/stall to MinIO, checkpoint overhead, failover
+# and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/ ./runtime/window/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 
 lint:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
@@ -48,8 +49,14 @@ func (r responder) Decline(id int64, reason error) {
 	// declines as a matter of course.
 	ended := errors.Is(reason, runtime.ErrTaskEnded) || errors.Is(reason, context.Canceled) || errors.Is(reason, errCanceled)
 	level := slog.LevelWarn
-	if ended {
+	switch {
+	case ended:
 		level = slog.LevelDebug
+	case errors.Is(reason, fs.ErrNotExist) || errors.Is(reason, storage.ErrNotExist):
+		// The checkpoint's directory went away under the upload: the
+		// JobManager aborted the checkpoint (a cancel, a newer
+		// checkpoint), and says so in its own log if it matters.
+		level = slog.LevelInfo
 	}
 	r.tm.log.Log(context.Background(), level, "declining checkpoint", "job_id", r.key.job, "vertex_id", r.key.vertex,
 		"subtask", r.key.subtask, "attempt", r.key.attempt, "checkpoint", id, "reason", reason)

@@ -7,7 +7,8 @@ package main
 
 import (
 	"github.com/weirstream/weir"
-	_ "github.com/weirstream/weir/jobs/fraud" // the shipped jobs
+	_ "github.com/weirstream/weir/jobs/anomaly" // the shipped jobs
+	_ "github.com/weirstream/weir/jobs/fraud"
 	_ "github.com/weirstream/weir/jobs/seqcheck"
 	_ "github.com/weirstream/weir/jobs/sequence"
 	_ "github.com/weirstream/weir/jobs/threshold"

@@ -137,7 +137,12 @@ func runJob(c *cluster.Cluster, parallelism int, params map[string]string, timeo
 	if err != nil || r.ExitCode != 0 {
 		return nil, fmt.Errorf("submit: %v %s", err, r.Stderr)
 	}
-	id := strings.TrimSpace(r.Stdout)
+	return waitFinished(ctx, c, strings.TrimSpace(r.Stdout))
+}
+
+// waitFinished polls job id until it finishes, and fails if it fails or
+// ctx ends first.
+func waitFinished(ctx context.Context, c *cluster.Cluster, id string) (*view.JobStatusView, error) {
 	for {
 		st, err := jobStatus(c, id)
 		if err != nil {

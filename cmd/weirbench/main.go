@@ -7,6 +7,9 @@
 //     crossing the network. For each, the maximum rate (source as fast as
 //     possible, default checkpointing), then end-to-end latency (latency
 //     markers) at half of it.
+//   - seeds: the seeds' event-time jobs (anomaly-detection,
+//     transfer-monitor, impossible-travel) over a generated JSON-lines
+//     file, one subtask on one core: events per second.
 //   - checkpoint: checkpoint duration and the longest synchronous snapshot
 //     (the processing stall) with 100 thousand, 1 million and 10 million
 //     keys of detector state, to MinIO.
@@ -41,7 +44,7 @@ import (
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "checkpoint", "overhead", "failover", "rescale", "ha", "tls"}
+var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -104,6 +107,7 @@ func main() {
 	tlsHandshakes := flag.Int("tls-handshakes", 200, "tls: new connections timed with and without TLS")
 	tlsFailovers := flag.Int("tls-failover-runs", 3, "tls: TaskManager kills with and without TLS each (alternating; 0 skips them)")
 	tlsHARuns := flag.Int("tls-ha-runs", 2, "tls: JobManager leader kills with and without TLS each (alternating; 0 skips them)")
+	seedsEvents := flag.Int("seeds-events", 2_000_000, "seeds: events per job run")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -147,6 +151,7 @@ func main() {
 		fmt.Printf("(%s took %v)\n\n", name, time.Since(start).Round(time.Second))
 	}
 	runSection("throughput", func() error { return b.baseline(*events, *latencyFor, *profileDir) })
+	runSection("seeds", func() error { return b.seedsSection(*seedsEvents) })
 	runSection("checkpoint", func() error {
 		return b.checkpointSection(sizes, stateOptions{fillMax: *stateFill, measure: *stateCheckpoints, measureMax: *stateMeasure})
 	})

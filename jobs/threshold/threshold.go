@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -245,7 +244,7 @@ func parseConfig(p *runtime.Params) Config {
 		Monitor:   p.Duration("monitor", 0),
 		Append:    p.Bool("append", false),
 	}
-	if in, err := localPath(c.Input); err != nil {
+	if in, err := file.LocalPath(c.Input); err != nil {
 		p.Errorf("input", "%v", err)
 	} else {
 		c.Input = in
@@ -262,22 +261,6 @@ func parseConfig(p *runtime.Params) Config {
 		p.Errorf("monitor", "%v must be 0 (read once) or positive", c.Monitor)
 	}
 	return c
-}
-
-// localPath accepts a path or a file:// URL: the file source reads the
-// local file system of the TaskManagers.
-func localPath(in string) (string, error) {
-	if in == "" {
-		return "", errors.New("must not be empty: the CSV file or directory to read")
-	}
-	if !storage.IsURL(in) {
-		return in, nil
-	}
-	u, err := url.Parse(in)
-	if err != nil || u.Scheme != "file" || u.Path == "" {
-		return "", fmt.Errorf("%q: the input must be a local file or directory (or a file:// URL)", in)
-	}
-	return u.Path, nil
 }
 
 // outputDir returns dir's subdirectory name, for paths and URLs alike.
