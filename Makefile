@@ -7,10 +7,12 @@ BIN   := $(CURDIR)/bin
 
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+# The Kubernetes parts test-k8s builds into .tools (see their targets).
+KUBE_BINS := $(TOOLS)/kube-apiserver $(TOOLS)/kube-controller-manager $(TOOLS)/kube-scheduler
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build image run test bench fuzz proto lint tools minio clean
+.PHONY: all build image run test test-k8s podman bench fuzz proto lint tools minio kafka clean
 
 all: build
 
@@ -43,10 +45,21 @@ run: build
 
 # Unit tests with the race detector, then the multi-process integration
 # tests (they build bin/weir themselves). The S3 tests run a real MinIO.
+# Then the chart on Kubernetes and in containers (test-k8s).
 test: $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd examples && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	$(MAKE) test-k8s
+
+# The chart (deploy/helm/weir) proven on real parts (deploy/helm/k8stest,
+# build tag k8s): helm install/upgrade/uninstall on etcd, kube-apiserver,
+# kube-controller-manager and kube-scheduler with kwok's fake nodes; the
+# rendered pods run as podman containers of the image. Nothing is skipped:
+# a missing tool fails the run.
+test-k8s: $(KUBE_BINS) $(TOOLS)/kwok $(TOOLS)/helm $(TOOLS)/etcd $(TOOLS)/minio podman image
+	$(GO) vet -tags k8s ./deploy/helm/k8stest/
+	WEIR_IMAGE_TAR=$(BIN)/image/weir-$(VERSION).tar $(GO) test -tags k8s -count=1 -timeout 15m -v ./deploy/helm/k8stest/
 
 # Each fuzz target for FUZZTIME (30s) on one worker. `make test` runs
 # their seeds and the crashers committed under testdata/fuzz as ordinary
@@ -123,9 +136,31 @@ HELM_VERSION := v3.22.0
 $(TOOLS)/helm:
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
+# Kubernetes for test-k8s: kube-apiserver, kube-controller-manager and
+# kube-scheduler built from k8s.io/kubernetes at the version
+# internal/tools/k8s/go.mod pins (a module of ours, as `go install` of
+# k8s.io/kubernetes is refused). One go build shares the compilation; a
+# cold build takes several minutes.
+$(KUBE_BINS) &: internal/tools/k8s/go.mod internal/tools/k8s/go.sum
+	@mkdir -p $(TOOLS)
+	cd internal/tools/k8s && $(GO) build -o $(TOOLS)/ k8s.io/kubernetes/cmd/kube-apiserver \
+		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+	@touch $(KUBE_BINS)
+
+# kwok: fake nodes that report the pods placed on them as running.
+KWOK_VERSION := v0.8.0
+$(TOOLS)/kwok:
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
+
+# podman with the runc runtime (crun fails in this VM), from Debian,
+# installed only when missing.
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc; }
+
 PROTO_TOOLS := $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
 
-tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm
+tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm $(KUBE_BINS) $(TOOLS)/kwok
 
 # A MinIO server in the foreground for trying Weir against S3 by hand:
 # S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in
@@ -137,6 +172,12 @@ minio: $(TOOLS)/minio
 	@mkdir -p $(TOOLS)/minio-data/weir
 	MINIO_ROOT_USER=weiradmin MINIO_ROOT_PASSWORD=weiradmin-secret \
 		$(TOOLS)/minio server --address 127.0.0.1:9000 --console-address 127.0.0.1:9001 $(TOOLS)/minio-data
+
+# A development Kafka (franz-go's in-memory kfake) on 127.0.0.1:9092 with
+# the topics transactions and alerts, for the README's Kafka walkthrough.
+# Not a production broker: it keeps everything in memory. Ctrl-C stops it.
+kafka:
+	$(GO) run ./internal/tools/kafka serve --listen 127.0.0.1:9092
 
 # Regenerates the committed Go code from proto/weir/v1/*.proto.
 # Needs only the protoc tools, not a MinIO build.

@@ -93,6 +93,7 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 		Parallelism:    c.Parallelism,
 		MaxParallelism: c.MaxParallelism,
 		Params:         maps.Clone(c.Params),
+		Labels:         maps.Clone(c.Labels),
 		State:          jobCreated,
 		SubmitTime:     c.TimeMs,
 		WaitingSince:   c.TimeMs,

@@ -40,6 +40,7 @@ type SubmitJob struct {
 	Parallelism    int
 	MaxParallelism int
 	Params         map[string]string
+	Labels         map[string]string `json:",omitempty"`
 	Vertices       []VertexSpec
 	TimeMs         int64
 

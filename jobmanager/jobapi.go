@@ -20,6 +20,8 @@ type SubmitOptions struct {
 	Checkpointing    *weirv1.CheckpointConfig
 	FromSavepoint    string
 	AllowNonRestored bool
+	// Labels are stored with the job and shown in its summary.
+	Labels map[string]string
 }
 
 // submitJob validates the job by building its graph, stores it as CREATED
@@ -36,6 +38,9 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	}
 	lim := jm.cfg.Limits
 	if err := lim.checkParams(params); err != nil {
+		return "", err
+	}
+	if err := lim.checkLabels(opts.Labels); err != nil {
 		return "", err
 	}
 	if err := lim.checkParallelism(parallelism, nil); err != nil {
@@ -85,6 +90,7 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 		Parallelism:      parallelism,
 		MaxParallelism:   g.MaxParallelism,
 		Params:           params,
+		Labels:           opts.Labels,
 		Vertices:         vertices,
 		TimeMs:           time.Now().UnixMilli(),
 		Checkpointing:    cc,

@@ -2,6 +2,8 @@ package jobmanager
 
 import (
 	"fmt"
+	"strings"
+	"unicode"
 )
 
 // Resource limits of the client API, so one caller cannot exhaust the
@@ -49,6 +51,34 @@ func (l Limits) checkParams(params map[string]string) error {
 	}
 	if n > l.MaxParamBytes {
 		return errorf(ErrInvalidRequest, "the job's parameters are %d bytes, above the JobManager's --max-param-bytes %d", n, l.MaxParamBytes)
+	}
+	return nil
+}
+
+// Label limits: labels name things (`weir apply` stores a job's declared
+// name and spec hash in them), so they are short and printable.
+const (
+	maxLabels        = 16
+	maxLabelKeyBytes = 63
+	maxLabelBytes    = 253
+)
+
+// checkLabels refuses more than maxLabels labels, empty or long keys,
+// long values and control characters.
+func (l Limits) checkLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return errorf(ErrInvalidRequest, "the job has %d labels, at most %d are allowed", len(labels), maxLabels)
+	}
+	for k, v := range labels {
+		if k == "" || len(k) > maxLabelKeyBytes {
+			return errorf(ErrInvalidRequest, "label key %q must be 1 to %d bytes", k, maxLabelKeyBytes)
+		}
+		if len(v) > maxLabelBytes {
+			return errorf(ErrInvalidRequest, "label %s is %d bytes, at most %d are allowed", k, len(v), maxLabelBytes)
+		}
+		if strings.ContainsFunc(k+v, unicode.IsControl) {
+			return errorf(ErrInvalidRequest, "label %q=%q holds a control character", k, v)
+		}
 	}
 	return nil
 }

@@ -51,3 +51,52 @@ func TestResourceLimits(t *testing.T) {
 		t.Errorf("after a cancel: %v", err)
 	}
 }
+
+// TestLabels: a job's labels come back in its summary (list and status);
+// too many, empty or long keys, long values and control characters are
+// refused with a sentence naming the label.
+func TestLabels(t *testing.T) {
+	c := startJobManager(t, Config{})
+	submit := func(labels map[string]string) (string, error) {
+		resp, err := c.client.SubmitJob(c.ctx(), &weirv1.SubmitJobRequest{JobName: testJob, Parallelism: 1,
+			Checkpointing: &weirv1.CheckpointConfig{}, Labels: labels})
+		return resp.GetJobId(), err
+	}
+	id, err := submit(map[string]string{"weir.dev/apply-name": "fraud", "team": "risk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.client.GetJobStatus(c.ctx(), &weirv1.GetJobStatusRequest{JobId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := st.Summary.Labels; len(l) != 2 || l["weir.dev/apply-name"] != "fraud" || l["team"] != "risk" {
+		t.Errorf("status labels %v", l)
+	}
+	list, err := c.client.ListJobs(c.ctx(), &weirv1.ListJobsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Jobs) != 1 || list.Jobs[0].Labels["team"] != "risk" {
+		t.Errorf("list %v", list.Jobs)
+	}
+	many := map[string]string{}
+	for i := range 17 {
+		many[strings.Repeat("k", i+1)] = "v"
+	}
+	for _, bad := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{many, "17 labels, at most 16"},
+		{map[string]string{"": "x"}, `label key "" must be 1 to 63 bytes`},
+		{map[string]string{strings.Repeat("k", 64): "x"}, "must be 1 to 63 bytes"},
+		{map[string]string{"k": strings.Repeat("v", 254)}, "label k is 254 bytes"},
+		{map[string]string{"k": "a\nb"}, "control character"},
+	} {
+		_, err := submit(bad.labels)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), bad.want) {
+			t.Errorf("labels %v: got %v, want InvalidArgument naming %q", bad.labels, err, bad.want)
+		}
+	}
+}

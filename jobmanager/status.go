@@ -21,6 +21,7 @@ func jobSummary(j *Job, wait *weirv1.SlotWait) *weirv1.JobSummary {
 		Parallelism:  int32(j.Parallelism),
 		Restarts:     int32(j.Restarts),
 		SlotWait:     wait,
+		Labels:       j.Labels,
 	}
 }
 

@@ -46,7 +46,9 @@ type Job struct {
 	Parallelism    int
 	MaxParallelism int
 	Params         map[string]string
-	Vertices       []VertexSpec
+	// Labels are the caller's, stored and shown, never interpreted.
+	Labels   map[string]string
+	Vertices []VertexSpec
 
 	State   weirv1.JobState
 	Failure string
@@ -228,6 +230,7 @@ func (j *Job) SlotRequestExpires() bool { return j.Attempt == 0 }
 func (j *Job) clone() Job {
 	c := *j
 	c.Params = maps.Clone(j.Params)
+	c.Labels = maps.Clone(j.Labels)
 	c.Vertices = cloneVertices(j.Vertices)
 	c.Tasks = make([][]Task, len(j.Tasks))
 	for i, ts := range j.Tasks {

@@ -32,6 +32,8 @@ type RuntimeContext struct {
 	ts, wm *int64
 	// broadcast holds a broadcast operator's states.
 	broadcast *broadcastStore
+	// metrics is the task's registry of user metrics.
+	metrics *userMetrics
 }
 
 // JobID is the ID of the running job; it stays the same across restarts

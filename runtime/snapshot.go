@@ -144,6 +144,7 @@ func (t *Task) upload(b Barrier, snaps []operatorSnapshot, syncNs, alignNs int64
 		}
 	}
 	ack.AsyncNs = time.Since(start).Nanoseconds()
+	t.lastAck.Store(&ack)
 	t.io.Checkpoints.Acknowledge(ack)
 }
 

@@ -81,6 +81,12 @@ type Task struct {
 	outFrom   []int
 	published []publishedCounters
 	latency   Histogram
+	stats     ioCounters
+	// lastAck is the newest checkpoint acknowledgement, for metrics.
+	lastAck atomic.Pointer[CheckpointAck]
+	// metrics holds what the operators registered through
+	// RuntimeContext.Metrics.
+	metrics *userMetrics
 
 	nextMarker int64 // Unix ns
 	pollStart  int64 // Unix ns
@@ -161,7 +167,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	}
 	t := &Task{graph: g, vertex: v, subtask: subtask, io: tio,
 		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain)),
-		control: make(chan control, 64)}
+		control: make(chan control, 64), metrics: &userMetrics{}}
 	t.publishedWM.Store(NoTimestamp)
 	t.wmk.init(0)
 	if tio.Input != nil {
@@ -228,7 +234,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing, ts: &t.wmk.ts, wm: &t.wmk.wm},
+				noCheckpoints: !tio.Checkpointing, ts: &t.wmk.ts, wm: &t.wmk.wm, metrics: t.metrics},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
 		}
 		if len(sides) > 0 {
@@ -320,11 +326,13 @@ func (t *Task) Run(ctx context.Context) (err error) {
 	}
 	t.sleeper = time.NewTimer(time.Hour)
 	t.sleeper.Stop()
+	t.stats.started.Store(time.Now().UnixNano())
 	defer func() {
 		for _, w := range t.writers {
 			w.closeChannels()
 		}
 		t.publish()
+		t.stats.ended.Store(time.Now().UnixNano())
 	}()
 	// State uploads in flight finish (or fail with ctx) before the task
 	// reports its end, so their acknowledgements are not lost.
@@ -334,6 +342,9 @@ func (t *Task) Run(ctx context.Context) (err error) {
 		if err := open(); err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
+	}
+	if err := t.metrics.failure(); err != nil {
+		return fmt.Errorf("open: %w", err)
 	}
 	now := time.Now().UnixNano()
 	t.lastFlush = now
@@ -447,6 +458,9 @@ func (t *Task) sleep(ctx context.Context, d time.Duration) (bool, error) {
 	}
 	t.sleeper.Reset(d)
 	defer t.sleeper.Stop()
+	since := time.Now().UnixNano()
+	t.stats.idleFrom(since)
+	defer func() { t.stats.idleUntil(since, time.Now().UnixNano()) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -473,9 +487,14 @@ func (t *Task) sleep(ctx context.Context, d time.Duration) (bool, error) {
 func (t *Task) nextControl(ctx context.Context, block bool) (handled, finished bool, err error) {
 	var c control
 	if block {
+		since := time.Now().UnixNano()
+		t.stats.idleFrom(since)
 		select {
 		case c = <-t.control:
 		case <-ctx.Done():
+		}
+		t.stats.idleUntil(since, time.Now().UnixNano())
+		if ctx.Err() != nil {
 			return false, false, ctx.Err()
 		}
 	} else {
@@ -607,19 +626,34 @@ func (t *Task) runInput(ctx context.Context) error {
 			t.sleeper.Reset(time.Until(time.UnixMilli(wake)))
 			armed = wake
 		}
+		// Idle time is the wait for the select; a buffer that is ready
+		// makes it a few nanoseconds. Two clock reads per buffer (of up
+		// to BufferSize bytes) are the whole cost.
+		since := time.Now().UnixNano()
+		t.stats.idleFrom(since)
+		var b *Buffer
+		var c control
+		var gotControl bool
 		select {
-		case b := <-bufs:
+		case b = <-bufs:
+		case <-t.sleeper.C:
+			armed = -1
+		case c = <-t.control:
+			gotControl = true
+		case err := <-errs:
+			t.stats.idleUntil(since, time.Now().UnixNano())
+			return fmt.Errorf("input: %w", err)
+		case <-ctx.Done():
+			t.stats.idleUntil(since, time.Now().UnixNano())
+			return ctx.Err()
+		}
+		t.stats.idleUntil(since, time.Now().UnixNano())
+		if b != nil {
 			if t.handle(b) {
 				return t.err
 			}
-		case <-t.sleeper.C:
-			armed = -1
-		case c := <-t.control:
+		} else if gotControl {
 			t.handleControl(c)
-		case err := <-errs:
-			return fmt.Errorf("input: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 		if t.err != nil {
 			return t.err
@@ -640,6 +674,8 @@ func (t *Task) handle(b *Buffer) bool {
 	}
 	switch b.Kind {
 	case BufferData:
+		t.stats.bytesIn += int64(len(b.Data))
+		t.stats.buffersIn++
 		data := b.Data
 		for len(data) > 0 {
 			l, n := binary.Uvarint(data)
@@ -746,6 +782,7 @@ func (t *Task) flush(now int64) {
 }
 
 func (t *Task) publish() {
+	t.stats.publish()
 	for i := range t.counts {
 		c := t.counts[i]
 		if j := t.outFrom[i]; j >= 0 {

@@ -15,6 +15,8 @@ type eventWriter interface {
 	// broadcastBarrier sends a checkpoint barrier to every channel.
 	broadcastBarrier(b Barrier)
 	closeChannels()
+	// channelList returns the writer's channels, for stats.
+	channelList() []OutputChannel
 }
 
 // recordWriter serialises records of type T into one buffer per output
@@ -100,6 +102,8 @@ func (w *recordWriter[T]) send(ch int) {
 		PutBuffer(b)
 		return
 	}
+	w.t.stats.bytesOut += int64(len(b.Data))
+	w.t.stats.buffersOut++
 	if err := w.channels[ch].Send(w.t.ctx, b); err != nil {
 		w.t.fail(err)
 	}
@@ -157,6 +161,8 @@ func (w *recordWriter[T]) forwardMarker(value int64) {
 	}
 	w.sendEvent(ch, BufferLatencyMarker, value)
 }
+
+func (w *recordWriter[T]) channelList() []OutputChannel { return w.channels }
 
 func (w *recordWriter[T]) closeChannels() {
 	for i, b := range w.bufs {

@@ -38,14 +38,15 @@ func (k taskKey) compare(o taskKey) int {
 
 // runningTask is a deployed subtask and the goroutine that runs it.
 type runningTask struct {
-	key    taskKey
-	name   string
-	slot   int
-	cancel context.CancelCauseFunc
-	done   chan struct{}
-	mu     sync.Mutex // guards task, which heartbeats read, and state
-	task   *runtime.Task
-	state  weirv1.TaskState // DEPLOYING, then RUNNING once started
+	key     taskKey
+	name    string
+	jobName string
+	slot    int
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
+	mu      sync.Mutex // guards task, which heartbeats read, and state
+	task    *runtime.Task
+	state   weirv1.TaskState // DEPLOYING, then RUNNING once started
 }
 
 func (rt *runningTask) getState() weirv1.TaskState {
@@ -124,7 +125,7 @@ func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
 		return errors.New("taskmanager is not running")
 	}
 	ctx, cancel := context.WithCancelCause(tm.ctx)
-	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism), slot: int(req.Slot),
+	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism), jobName: req.JobName, slot: int(req.Slot),
 		cancel: cancel, done: make(chan struct{}), state: weirv1.TaskState_TASK_STATE_DEPLOYING}
 	tm.tasks[key] = rt
 	tm.mu.Unlock()

@@ -44,7 +44,7 @@ import (
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls"}
+var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls", "kafka"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -108,6 +108,10 @@ func main() {
 	tlsFailovers := flag.Int("tls-failover-runs", 3, "tls: TaskManager kills with and without TLS each (alternating; 0 skips them)")
 	tlsHARuns := flag.Int("tls-ha-runs", 2, "tls: JobManager leader kills with and without TLS each (alternating; 0 skips them)")
 	seedsEvents := flag.Int("seeds-events", 2_000_000, "seeds: events per job run")
+	kafkaEvents := flag.Int64("kafka-events", 1_000_000, "kafka: transactions in the topic each throughput run reads")
+	kafkaRuns := flag.Int("kafka-runs", 2, "kafka: throughput runs with exactly-once and at-least-once each (alternating)")
+	kafkaRate := flag.Int("kafka-rate", 20000, "kafka: transactions per second of the latency run")
+	kafkaLatency := flag.Duration("kafka-latency-duration", 15*time.Second, "kafka: length of the latency run")
 	flag.Parse()
 
 	sel := map[string]bool{}
@@ -162,6 +166,7 @@ func main() {
 	runSection("tls", func() error {
 		return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *tlsHARuns, *failoverRate)
 	})
+	runSection("kafka", func() error { return b.kafkaSection(*kafkaEvents, *kafkaRuns, *kafkaRate, *kafkaLatency) })
 	if b.s3 != nil {
 		b.s3.Stop()
 	}

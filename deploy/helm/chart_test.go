@@ -134,3 +134,52 @@ func TestBadValues(t *testing.T) {
 		}
 	}
 }
+
+// TestJobsHooks: the declared jobs become a hook ConfigMap that each hook
+// phase reads, a pre-upgrade Job running `weir apply --phase prepare` and
+// a post-install/post-upgrade Job running the apply phase, both grouped by
+// the release name and pointed at every JobManager.
+func TestJobsHooks(t *testing.T) {
+	out, err := template(t, "jobs.yaml")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"kind: ConfigMap\nmetadata:\n  name: weir-jobs\n",
+		"helm.sh/hook: post-install,pre-upgrade,post-upgrade\n    helm.sh/hook-weight: \"-10\"",
+		"  jobs.yaml: |\n    jobs:\n    - checkpointInterval: 10s\n      job: fraud-detection\n      name: fraud\n      parallelism: 2\n      params:\n        rate: 100\n",
+		"name: weir-jobs-prepare\n",
+		"helm.sh/hook: pre-upgrade\n",
+		"- --phase=prepare\n",
+		"name: weir-jobs-apply\n",
+		"helm.sh/hook: post-install,post-upgrade\n",
+		"- --phase=apply\n",
+		"- --group=weir\n",
+		"- --file=/etc/weir/jobs.yaml\n",
+		"helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded",
+		"name: WEIR_JOBMANAGER\n              value: \"weir-jobmanager-0.weir-jobmanager-raft.streams.svc:6123,",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("manifests lack %q", want)
+		}
+	}
+	if strings.Count(out, "kind: Job\n") != 2 {
+		t.Errorf("want two hook Jobs:\n%s", out)
+	}
+	off, err := helm(t, "template", "weir", "weir", "--set", "jobsHooks.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(off, "weir-jobs") {
+		t.Error("jobsHooks.enabled=false still renders the hooks")
+	}
+	for file, want := range map[string]string{
+		"bad-job-name.yaml":  "/jobs/0/name",
+		"bad-job-field.yaml": "paralelism",
+	} {
+		out, err := template(t, file)
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("%s: got %v, want a failure naming %q:\n%s", file, err, want, out)
+		}
+	}
+}

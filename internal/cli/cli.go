@@ -88,7 +88,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process to the file")
-	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newClusterCmd(), newJobsCmd(), newVersionCmd(), newCertsCmd(), newRulesCmd())
+	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newClusterCmd(), newJobsCmd(), newVersionCmd(), newCertsCmd(), newApplyCmd(), newRulesCmd())
 	annotateEnv(root)
 	return root
 }

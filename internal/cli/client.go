@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -74,6 +76,19 @@ func parseParams(list []string) (map[string]string, error) {
 		params[k] = v
 	}
 	return params, nil
+}
+
+// parseLabels turns repeated --label key=value flags into a map.
+func parseLabels(list []string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, l := range list {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", l)
+		}
+		labels[k] = v
+	}
+	return labels, nil
 }
 
 func (c *client) submit(ctx context.Context, req *weirv1.SubmitJobRequest) (string, error) {
@@ -147,7 +162,7 @@ func newJobCmd() *cobra.Command {
 	}
 
 	var parallelism int
-	var paramList []string
+	var paramList, labelList []string
 	var ckf checkpointFlags
 	var submitJSON bool
 	submit := &cobra.Command{
@@ -174,7 +189,11 @@ func newJobCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &weirv1.SubmitJobRequest{JobName: args[0], Parallelism: int32(parallelism), Params: params}
+			labels, err := parseLabels(labelList)
+			if err != nil {
+				return err
+			}
+			req := &weirv1.SubmitJobRequest{JobName: args[0], Parallelism: int32(parallelism), Params: params, Labels: labels}
 			if err := ckf.apply(req); err != nil {
 				return err
 			}
@@ -192,6 +211,7 @@ func newJobCmd() *cobra.Command {
 	jsonFlag(submit, &submitJSON)
 	submit.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	submit.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
+	submit.Flags().StringArrayVar(&labelList, "label", nil, "label key=value stored with the job and shown by list and status (repeatable)")
 	ckf.register(submit)
 
 	var listJSON bool
@@ -349,6 +369,13 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 			parts[i] = k + "=" + st.Params[k]
 		}
 		fmt.Fprintf(w, "  params %s\n", strings.Join(parts, " "))
+	}
+	if len(s.Labels) > 0 {
+		parts := make([]string, 0, len(s.Labels))
+		for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+			parts = append(parts, k+"="+s.Labels[k])
+		}
+		fmt.Fprintf(w, "  labels %s\n", strings.Join(parts, " "))
 	}
 	if s.Failure != "" {
 		fmt.Fprintf(w, "  failure: %s\n", s.Failure)

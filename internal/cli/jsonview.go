@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"io"
+	"maps"
 	"strings"
 
 	"github.com/weirstream/weir/jobmanager"
@@ -43,6 +44,8 @@ type JobSummaryView struct {
 	// SlotWait is set while the job (state CREATED) waits for slots: the
 	// text output's WAITING FOR SLOTS (needs N, M free).
 	SlotWait *SlotWaitView `json:"slot_wait"`
+	// Labels are the job's labels (--label, `weir apply`); {} if none.
+	Labels map[string]string `json:"labels"`
 }
 
 // SlotWaitView is a job's wait for slots.
@@ -305,7 +308,7 @@ func printJSON(w io.Writer, v any) error {
 func nsToMs(ns int64) float64 { return float64(ns) / 1e6 }
 
 func jobSummaryView(s *weirv1.JobSummary) JobSummaryView {
-	return JobSummaryView{
+	v := JobSummaryView{
 		JobID:        s.GetJobId(),
 		Name:         s.GetJobName(),
 		State:        jobmanager.JobStateName(s.GetState()),
@@ -316,7 +319,12 @@ func jobSummaryView(s *weirv1.JobSummary) JobSummaryView {
 		StartTimeMs:  s.GetStartTimeMs(),
 		EndTimeMs:    s.GetEndTimeMs(),
 		SlotWait:     slotWaitView(s.GetSlotWait()),
+		Labels:       maps.Clone(s.GetLabels()),
 	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	return v
 }
 
 func slotWaitView(w *weirv1.SlotWait) *SlotWaitView {

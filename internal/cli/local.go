@@ -25,6 +25,7 @@ func newLocalCmd() *cobra.Command {
 		jmf                     jobManagerFlags
 		ckf                     checkpointFlags
 		tf                      tlsFlags
+		metricsListen           string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -84,7 +85,7 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc})
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen})
 		},
 	}
 	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
@@ -92,6 +93,7 @@ func newLocalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&job, "job", "fraud-detection", "name of the job to run")
 	cmd.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	cmd.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
+	metricsFlag(cmd, &metricsListen)
 	jmf.register(cmd)
 	ckf.register(cmd)
 	tf.register(cmd.Flags())
@@ -117,6 +119,9 @@ type localSpec struct {
 	// tls, when set, puts the in-process connections (all on 127.0.0.1)
 	// under mutual TLS too, like a cluster's; nil keeps them plaintext.
 	tls *tlsconf.Config
+	// metrics is the address to serve the cluster's metrics at; empty
+	// serves none.
+	metrics string
 }
 
 func runLocal(ctx context.Context, s localSpec) error {
@@ -131,8 +136,19 @@ func runLocal(ctx context.Context, s localSpec) error {
 		return err
 	}
 	cfg.TLS = s.tls
+	// One /metrics for the whole embedded cluster: the JobManager's
+	// series and every TaskManager's (told apart by task_manager).
+	reg, err := serveMetrics(jmCtx, s.metrics)
+	if err != nil {
+		return err
+	}
 	jm, err := startJobManager(jmCtx, "127.0.0.1:0", cfg)
 	if err != nil {
+		return err
+	}
+	if err := registerMetrics(reg, jm.jm.Collector()); err != nil {
+		stopJM()
+		<-jm.done
 		return err
 	}
 	var tmDone []chan error
@@ -141,6 +157,9 @@ func runLocal(ctx context.Context, s localSpec) error {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
 			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls})
 		if err != nil {
+			return err
+		}
+		if err := registerMetrics(reg, tm.Collector()); err != nil {
 			return err
 		}
 		done := make(chan error, 1)

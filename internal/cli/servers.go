@@ -9,12 +9,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
 	"github.com/weirstream/weir/internal/auth"
 	"github.com/weirstream/weir/internal/health"
 	"github.com/weirstream/weir/internal/leader"
+	"github.com/weirstream/weir/internal/metrics"
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
@@ -158,7 +160,7 @@ func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
 	var rf raftFlags
 	var d discoveryFlags
-	var healthListen string
+	var healthListen, metricsListen string
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -187,8 +189,17 @@ func newJobManagerCmd() *cobra.Command {
 			cfg.ClusterID = d.clusterID
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			reg, err := serveMetrics(ctx, metricsListen)
+			if err != nil {
+				return err
+			}
 			jm, err := startJobManager(ctx, f.listen, cfg)
 			if err != nil {
+				return err
+			}
+			if err := registerMetrics(reg, jm.jm.Collector()); err != nil {
+				cancel()
+				<-jm.done
 				return err
 			}
 			if err := serveHealth(ctx, healthListen, jm.jm.Ready); err != nil {
@@ -202,6 +213,7 @@ func newJobManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:6123", "address of the JobManager's gRPC server")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "client address the CLI, the TaskManagers and the other JobManagers reach this one at (default: the listen address)")
 	healthFlag(cmd, &healthListen, "once it knows the raft group's leader")
+	metricsFlag(cmd, &metricsListen)
 	f.register(cmd)
 	rf.register(cmd)
 	d.register(cmd, false, false)
@@ -254,7 +266,7 @@ func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
 	var d discoveryFlags
-	var healthListen string
+	var healthListen, metricsListen string
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
 		Short: "Run a TaskManager: offers slots to the JobManager and runs subtasks",
@@ -275,8 +287,15 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			defer closeFinder()
 			cfg.Finder = finder
+			reg, err := serveMetrics(cmd.Context(), metricsListen)
+			if err != nil {
+				return err
+			}
 			tm, err := taskmanager.New(cfg)
 			if err != nil {
+				return err
+			}
+			if err := registerMetrics(reg, tm.Collector()); err != nil {
 				return err
 			}
 			if err := serveHealth(cmd.Context(), healthListen, tm.Ready); err != nil {
@@ -291,6 +310,7 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
 	healthFlag(cmd, &healthListen, "while registered with the JobManager leader")
+	metricsFlag(cmd, &metricsListen)
 	sf.register(cmd)
 	return cmd
 }
@@ -312,5 +332,42 @@ func serveHealth(ctx context.Context, addr string, ready func() error) error {
 		return err
 	}
 	slog.Info("health probes served", "address", s.Addr())
+	return nil
+}
+
+func metricsFlag(cmd *cobra.Command, addr *string) {
+	cmd.Flags().StringVar(addr, "metrics-listen", "",
+		"`ADDR` serving Prometheus metrics over plain HTTP at GET /metrics, as host:port (default: no metrics server)")
+}
+
+// serveMetrics serves /metrics on addr until ctx ends and returns the
+// registry to add collectors to; an empty addr serves nothing (nil).
+// Listening comes first, so a port in use fails the start at once.
+func serveMetrics(ctx context.Context, addr string) (*prometheus.Registry, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	reg, err := metrics.NewRegistry()
+	if err != nil {
+		return nil, err
+	}
+	s, err := metrics.Listen(ctx, addr, reg)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen %s: %w", addr, err)
+	}
+	slog.Info("metrics served", "address", s.Addr(), "path", "/metrics")
+	return reg, nil
+}
+
+// registerMetrics adds collectors to reg, if metrics are served.
+func registerMetrics(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
 	return nil
 }

@@ -22,15 +22,16 @@ func init() {
 	jobs.Register(jobs.Job{
 		Name:        Name,
 		Description: "Flink's fraud walkthrough: a transaction under `small` then one over `large` within `timeout` on one account raises an alert",
-		Params: []jobs.Param{
-			{Name: "source", Type: jobs.String, Default: "walkthrough", Description: "walkthrough: the walkthrough's 50 transactions of accounts 1..5, looping, from one source subtask; random: uniform over `accounts`, about 1 % small amounts, one source subtask per parallel instance"},
+		Params: append([]jobs.Param{
+			{Name: "source", Type: jobs.String, Default: "walkthrough", Description: "walkthrough: the walkthrough's 50 transactions of accounts 1..5, looping, from one source subtask; random: uniform over `accounts`, about 1 % small amounts, one source subtask per parallel instance; kafka: transactions from source-topic as JSON {\"account_id\":1,\"timestamp\":1546300800000,\"amount\":188.23} or CSV account_id,timestamp,amount"},
+			{Name: "sink", Type: jobs.String, Default: "print", Description: "print: Alert{id=N} lines on the TaskManagers' stdout; kafka: JSON {\"account_id\":N,\"timestamp\":T} records keyed by account to sink-topic; webhook: JSON batches POSTed to the URL; slack: Slack incoming-webhook messages"},
 			{Name: "rate", Type: jobs.Float, Description: "records per second per source subtask, 0 = as fast as possible (default 10 for walkthrough, 0 for random)"},
 			{Name: "accounts", Type: jobs.Int, Default: "100000", Description: "number of accounts of the random source"},
 			{Name: "count", Type: jobs.Int, Default: "0", Description: "records per source subtask before it finishes (0 = unbounded)"},
 			{Name: "small", Type: jobs.Float, Default: "1.00", Description: "an amount below this flags the account"},
 			{Name: "large", Type: jobs.Float, Default: "500.00", Description: "an amount above this on a flagged account raises an alert"},
 			{Name: "timeout", Type: jobs.Duration, Default: "1m", Description: "how long a small transaction keeps the account flagged"},
-		},
+		}, ioParams()...),
 		Build: Build,
 	})
 }
@@ -42,9 +43,10 @@ type Transaction struct {
 	Amount    float64
 }
 
-// Alert flags an account.
+// Alert flags an account. Timestamp is the large transaction's.
 type Alert struct {
-	ID int64
+	ID        int64
+	Timestamp int64
 }
 
 func (a Alert) String() string { return "Alert{id=" + strconv.FormatInt(a.ID, 10) + "}" }
@@ -70,10 +72,18 @@ func (TransactionCodec) Decode(src []byte) (Transaction, error) {
 // AlertCodec serialises alerts.
 type AlertCodec struct{}
 
-func (AlertCodec) Append(dst []byte, a Alert) []byte { return runtime.Int64Codec{}.Append(dst, a.ID) }
+func (AlertCodec) Append(dst []byte, a Alert) []byte {
+	dst = runtime.Int64Codec{}.Append(dst, a.ID)
+	return runtime.Int64Codec{}.Append(dst, a.Timestamp)
+}
+
 func (AlertCodec) Decode(src []byte) (Alert, error) {
-	id, err := runtime.Int64Codec{}.Decode(src)
-	return Alert{ID: id}, err
+	r := runtime.NewReader(src)
+	a := Alert{ID: r.Varint(), Timestamp: r.Varint()}
+	if err := r.Done(); err != nil {
+		return Alert{}, fmt.Errorf("alert: %w", err)
+	}
+	return a, nil
 }
 
 // walkthroughAmounts are the 50 transactions of flink-walkthrough-common's
@@ -114,6 +124,8 @@ type Config struct {
 	Small    float64
 	Large    float64
 	Timeout  time.Duration
+	Sink     string // print, kafka, webhook or slack
+	IO       ioConfig
 }
 
 func parseConfig(p *runtime.Params) Config {
@@ -124,15 +136,22 @@ func parseConfig(p *runtime.Params) Config {
 		Small:    p.Float("small", 1.00),
 		Large:    p.Float("large", 500.00),
 		Timeout:  p.Duration("timeout", time.Minute),
+		Sink:     p.String("sink", "print"),
 	}
 	switch c.Source {
 	case "walkthrough":
 		c.Rate = p.Float("rate", 10)
-	case "random":
+	case "random", "kafka":
 		c.Rate = p.Float("rate", 0)
 	default:
-		p.Errorf("source", "%q is not a source: use walkthrough or random", c.Source)
+		p.Errorf("source", "%q is not a source: use walkthrough, random or kafka", c.Source)
 	}
+	switch c.Sink {
+	case "print", "kafka", "webhook", "slack":
+	default:
+		p.Errorf("sink", "%q is not a sink: use print, kafka, webhook or slack", c.Sink)
+	}
+	c.IO = parseIO(p, c.Sink)
 	if err := connectors.ValidateRate(c.Rate); err != nil {
 		p.Errorf("rate", "%v", err)
 	}
@@ -164,17 +183,33 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	if c.Source == "walkthrough" {
 		txs = txs.Parallelism(1) // one looping sequence, whatever the job's parallelism
 	}
+	if c.Source == "kafka" {
+		c.IO.deadLetters(txs)
+	}
 	keyed := runtime.KeyBy(txs, runtime.Int64Key, func(t Transaction) int64 { return t.AccountID })
 	alerts := runtime.Process(keyed, "fraud-detector", func() runtime.KeyedProcessFunction[int64, Transaction, Alert] {
 		return &Detector{Small: c.Small, Large: c.Large, Timeout: c.Timeout.Milliseconds()}
 	}, AlertCodec{}).UID("fraud-detector")
 	runtime.SinkTo(alerts, "send-alerts", func() runtime.SinkFunction[Alert] {
-		return &connectors.Print[Alert]{Format: Alert.String}
+		return newSink(c)
 	}).UID("send-alerts")
 	return nil
 }
 
+func newSink(c Config) runtime.SinkFunction[Alert] {
+	switch c.Sink {
+	case "kafka":
+		return c.IO.kafkaSink()
+	case "webhook", "slack":
+		return c.IO.webhookSink(c.Sink == "slack", c.Small, c.Large, c.Timeout)
+	}
+	return &connectors.Print[Alert]{Format: Alert.String}
+}
+
 func newSource(c Config) runtime.SourceFunction[Transaction] {
+	if c.Source == "kafka" {
+		return c.IO.kafkaSource()
+	}
 	if c.Source == "walkthrough" {
 		return &connectors.Generator[Transaction]{Rate: c.Rate, Count: c.Count,
 			Next: func(i int64, _ time.Time) Transaction { return WalkthroughTransaction(i) }}
@@ -242,7 +277,7 @@ func (d *Detector) Open(ctx *runtime.KeyedContext[int64]) error {
 func (d *Detector) ProcessElement(t Transaction, ctx *runtime.KeyedContext[int64], out runtime.Collector[Alert]) error {
 	if _, flagged := d.flag.Value(); flagged {
 		if t.Amount > d.Large {
-			out.Collect(Alert{ID: t.AccountID})
+			out.Collect(Alert{ID: t.AccountID, Timestamp: t.Timestamp})
 		}
 		d.cleanUp(ctx)
 	}

@@ -67,13 +67,21 @@ func TestWalkthroughDataIsFlinks(t *testing.T) {
 
 func TestInvalidParameters(t *testing.T) {
 	for params, want := range map[string]string{
-		"source=kafka": `"kafka" is not a source`,
-		"rate=fast":    `rate="fast": want a number`,
-		"rate=-1":      "must be 0 (unlimited) or positive",
-		"timeout=soon": "want a duration",
-		"accounts=0":   "must be at least 1",
-		"colour=blue":  "unknown parameter(s) colour",
-		"count=-5":     "must be 0 (unbounded) or positive",
+		"source=pulsar":            `"pulsar" is not a source`,
+		"sink=email":               `"email" is not a sink`,
+		"sink=slack":               "needs webhook-url-env or webhook-url-file",
+		"start=first":              "use earliest, latest, committed or timestamp",
+		"delivery=twice":           "use exactly-once, at-least-once or none",
+		"format=xml":               `"xml": use json or csv`,
+		"kafka-brokers=a b":        "is not host:port",
+		"kafka-sasl-mechanism=MD5": "SASL mechanism",
+		"transaction-timeout=-1s":  "must be positive",
+		"rate=fast":                `rate="fast": want a number`,
+		"rate=-1":                  "must be 0 (unlimited) or positive",
+		"timeout=soon":             "want a duration",
+		"accounts=0":               "must be at least 1",
+		"colour=blue":              "unknown parameter(s) colour",
+		"count=-5":                 "must be 0 (unbounded) or positive",
 	} {
 		k, v, _ := strings.Cut(params, "=")
 		_, err := jobs.Build(Name, 1, map[string]string{k: v})

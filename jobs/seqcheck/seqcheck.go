@@ -39,13 +39,15 @@ func init() {
 	jobs.Register(jobs.Job{
 		Name:        Name,
 		Description: "Verification job: per-key sequence numbers through keyed state to the exactly-once file sink; the output holds every (key, seq) once",
-		Params: []jobs.Param{
+		Params: append([]jobs.Param{
 			{Name: "keys", Type: jobs.Int, Default: "100", Description: "number of keys"},
 			{Name: "count", Type: jobs.Int, Default: "0", Description: "sequence numbers per key; the source then finishes (0 = unbounded)"},
 			{Name: "rate", Type: jobs.Float, Default: "1000", Description: "records per second per source subtask (0 = as fast as possible)"},
-			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL the part files go to"},
+			{Name: "output", Type: jobs.Path, Description: "sink=files (required): directory or s3://bucket/prefix URL the part files go to"},
 			{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to a directory holding another job's part files (a fresh job refuses one otherwise)"},
-		},
+			{Name: "source", Type: jobs.String, Default: "generator", Description: "generator: the built-in sequence source; kafka: CSV records key,seq from source-topic (each key's numbers in order in one partition)"},
+			{Name: "sink", Type: jobs.String, Default: "files", Description: "files: exactly-once part files under output; kafka: JSON lines as records keyed by key to sink-topic"},
+		}, kafkaParams()...),
 		Build: Build,
 	})
 }
@@ -128,6 +130,9 @@ type Config struct {
 	Rate   float64 // records per second per source subtask; 0 = unlimited
 	Output string  // directory, file:// or s3:// URL of the part files
 	Append bool    // write into a directory holding another job's parts
+	Source string  // generator or kafka
+	Sink   string  // files or kafka
+	IO     kafkaConfig
 }
 
 func parseConfig(p *runtime.Params) Config {
@@ -137,6 +142,15 @@ func parseConfig(p *runtime.Params) Config {
 		Rate:   p.Float("rate", 1000),
 		Output: p.String("output", ""),
 		Append: p.Bool("append", false),
+		Source: p.String("source", "generator"),
+		Sink:   p.String("sink", "files"),
+	}
+	c.IO = parseKafka(p)
+	if c.Source != "generator" && c.Source != "kafka" {
+		p.Errorf("source", "%q: use generator or kafka", c.Source)
+	}
+	if c.Sink != "files" && c.Sink != "kafka" {
+		p.Errorf("sink", "%q: use files or kafka", c.Sink)
 	}
 	if c.Keys < 1 || c.Keys > MaxKeys {
 		p.Errorf("keys", "%d must be between 1 and %d", c.Keys, MaxKeys)
@@ -148,6 +162,9 @@ func parseConfig(p *runtime.Params) Config {
 		p.Errorf("rate", "%v", err)
 	} else if math.IsInf(c.Rate, 0) || math.IsNaN(c.Rate) {
 		p.Errorf("rate", "%g must be a finite number (0 means unlimited)", c.Rate)
+	}
+	if c.Sink == "kafka" {
+		return c
 	}
 	if c.Output == "" {
 		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
@@ -167,6 +184,9 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	// state survives rescaling.
 	env.SetMaxParallelism(128)
 	src := runtime.FromSource(env, "sequence-source", func() runtime.SourceFunction[Record] {
+		if c.Source == "kafka" {
+			return c.IO.newSource()
+		}
 		return &Source{Keys: c.Keys, Count: c.Count, Rate: c.Rate}
 	}, RecordCodec{}).UID(SourceUID).Parallelism(env.Parallelism())
 	keyed := runtime.KeyBy(src, runtime.Int64Key, func(r Record) int64 { return r.Key })
@@ -174,6 +194,9 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		return &Checker{}
 	}, OutputCodec{}).UID(CheckerUID)
 	runtime.SinkTo(checked, "sequence-sink", func() runtime.SinkFunction[Output] {
+		if c.Sink == "kafka" {
+			return c.IO.newSink()
+		}
 		return &filesink.Sink[Output]{Dir: c.Output, Encode: AppendJSON, Append: c.Append}
 	}).UID(SinkUID)
 	return nil

@@ -26,7 +26,7 @@ func TestParams(t *testing.T) {
 		{map[string]string{"output": dir}, ""},
 		{map[string]string{"output": dir, "keys": "7", "count": "10", "rate": "0"}, ""},
 		{map[string]string{"output": "s3://bucket/prefix"}, ""},
-		{map[string]string{}, "parameter output is required"},
+		{map[string]string{}, "parameter output: must not be empty"},
 		{map[string]string{"output": dir, "keys": "0"}, "parameter keys"},
 		{map[string]string{"output": dir, "keys": "-3"}, "parameter keys"},
 		{map[string]string{"output": dir, "keys": "99999999"}, "parameter keys"},

@@ -69,6 +69,10 @@ func (g *Gate) NumChannels() int { return len(g.inputs) }
 // Buffers delivers the buffers of all channels; Buffer.Channel tells which.
 func (g *Gate) Buffers() <-chan *runtime.Buffer { return g.buffers }
 
+// Queued returns the buffers waiting for the task and the most the gate
+// queues (the channels' credits plus room for events).
+func (g *Gate) Queued() (queued, capacity int) { return len(g.buffers), cap(g.buffers) }
+
 // Err delivers the first failure of an input channel: a producer that went
 // away before its end-of-partition.
 func (g *Gate) Err() <-chan error { return g.errs }

@@ -18,6 +18,7 @@ type localChannel struct {
 	gate *Gate
 	in   *inputChannel
 
+	bp        backpressure
 	eop       atomic.Bool   // end-of-partition was delivered
 	closing   chan struct{} // closed by Close; aborts a blocked Send
 	closeOnce sync.Once
@@ -39,7 +40,10 @@ func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		select {
 		case <-c.in.credits: // the common case, without a multi-way select
 		default:
-			if err := c.wait(ctx, c.in.credits, nil, nil); err != nil {
+			since := c.bp.begin()
+			err := c.wait(ctx, c.in.credits, nil, nil)
+			c.bp.end(since)
+			if err != nil {
 				return c.drop(b, err)
 			}
 		}
@@ -81,6 +85,15 @@ func (c *localChannel) wait(ctx context.Context, take <-chan struct{}, put chan<
 	case <-c.closing:
 		return ErrClosed
 	}
+}
+
+// BackpressuredNanos is how long Send has waited for credit.
+func (c *localChannel) BackpressuredNanos() int64 { return c.bp.nanos() }
+
+// Credits returns the buffers sent and not yet recycled by the consumer,
+// and the channel's credit.
+func (c *localChannel) Credits() (inUse, capacity int) {
+	return c.gate.credits - len(c.in.credits), c.gate.credits
 }
 
 func (c *localChannel) drop(b *runtime.Buffer, err error) error {

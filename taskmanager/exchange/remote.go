@@ -34,8 +34,11 @@ type remoteChannel struct {
 	sending sync.Mutex
 
 	// avail is the number of credits granted and not yet spent. Only Send
-	// decrements it, only receiveCredits increments it.
-	avail atomic.Int64
+	// decrements it, only receiveCredits increments it. capacity is the
+	// consumer's initial grant, the most there may be.
+	avail    atomic.Int64
+	capacity int64
+	bp       backpressure
 	// granted is signalled (without blocking) when credits arrive.
 	granted chan struct{}
 	// dead is closed when the stream has ended; err (set before) says why:
@@ -83,6 +86,7 @@ func (x *Exchange) openRemote(ctx context.Context, id ChannelID, addr string) (*
 	}
 	stopped := stopAbort()
 	if opened && stopped {
+		c.capacity = c.avail.Load() // nothing is sent yet: all of it is the initial grant
 		c.log.Debug("remote channel open", "credits", c.avail.Load())
 		return c, nil
 	}
@@ -136,15 +140,13 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 	}
 	switch b.Kind {
 	case runtime.BufferData:
-		for c.avail.Load() <= 0 {
-			select {
-			case <-c.granted:
-			case <-c.dead:
+		if c.avail.Load() <= 0 {
+			since := c.bp.begin()
+			err := c.awaitCredit(ctx)
+			c.bp.end(since)
+			if err != nil {
 				runtime.PutBuffer(b)
-				return c.deadErr()
-			case <-ctx.Done():
-				runtime.PutBuffer(b)
-				return fmt.Errorf("exchange: send on %v: %w", c.id, context.Cause(ctx))
+				return err
 			}
 		}
 		c.avail.Add(-1)
@@ -177,6 +179,29 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		c.eop.Store(true)
 	}
 	return nil
+}
+
+// awaitCredit waits until the consumer has granted a credit.
+func (c *remoteChannel) awaitCredit(ctx context.Context) error {
+	for c.avail.Load() <= 0 {
+		select {
+		case <-c.granted:
+		case <-c.dead:
+			return c.deadErr()
+		case <-ctx.Done():
+			return fmt.Errorf("exchange: send on %v: %w", c.id, context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+// BackpressuredNanos is how long Send has waited for credit.
+func (c *remoteChannel) BackpressuredNanos() int64 { return c.bp.nanos() }
+
+// Credits returns the buffers sent and not yet recycled by the consumer,
+// and the consumer's grant.
+func (c *remoteChannel) Credits() (inUse, capacity int) {
+	return int(max(c.capacity-c.avail.Load(), 0)), int(c.capacity)
 }
 
 // deadErr is the error of Send on an ended stream.

@@ -289,8 +289,12 @@ type SubmitJobRequest struct {
 	FromSavepoint string `protobuf:"bytes,5,opt,name=from_savepoint,json=fromSavepoint,proto3" json:"from_savepoint,omitempty"`
 	// Start even if the savepoint holds state for operators the job lacks.
 	AllowNonRestoredState bool `protobuf:"varint,6,opt,name=allow_non_restored_state,json=allowNonRestoredState,proto3" json:"allow_non_restored_state,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Labels stored with the job and shown in its summary; the JobManager
+	// does not interpret them. `weir apply` finds the jobs it declared by
+	// them.
+	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitJobRequest) Reset() {
@@ -363,6 +367,13 @@ func (x *SubmitJobRequest) GetAllowNonRestoredState() bool {
 		return x.AllowNonRestoredState
 	}
 	return false
+}
+
+func (x *SubmitJobRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type CheckpointConfig struct {
@@ -574,7 +585,9 @@ type JobSummary struct {
 	// How often the job was restarted after a failure.
 	Restarts int32 `protobuf:"varint,9,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	// Set while the job waits for free slots (state CREATED, not yet placed).
-	SlotWait      *SlotWait `protobuf:"bytes,10,opt,name=slot_wait,json=slotWait,proto3" json:"slot_wait,omitempty"`
+	SlotWait *SlotWait `protobuf:"bytes,10,opt,name=slot_wait,json=slotWait,proto3" json:"slot_wait,omitempty"`
+	// The labels the job was submitted with.
+	Labels        map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +688,13 @@ func (x *JobSummary) GetRestarts() int32 {
 func (x *JobSummary) GetSlotWait() *SlotWait {
 	if x != nil {
 		return x.SlotWait
+	}
+	return nil
+}
+
+func (x *JobSummary) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -4589,15 +4609,19 @@ var File_weir_v1_weir_proto protoreflect.FileDescriptor
 
 const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
-	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xea\x02\n" +
+	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xe4\x03\n" +
 	"\x10SubmitJobRequest\x12\x19\n" +
 	"\bjob_name\x18\x01 \x01(\tR\ajobName\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\x12=\n" +
 	"\x06params\x18\x03 \x03(\v2%.weir.v1.SubmitJobRequest.ParamsEntryR\x06params\x12?\n" +
 	"\rcheckpointing\x18\x04 \x01(\v2\x19.weir.v1.CheckpointConfigR\rcheckpointing\x12%\n" +
 	"\x0efrom_savepoint\x18\x05 \x01(\tR\rfromSavepoint\x127\n" +
-	"\x18allow_non_restored_state\x18\x06 \x01(\bR\x15allowNonRestoredState\x1a9\n" +
+	"\x18allow_non_restored_state\x18\x06 \x01(\bR\x15allowNonRestoredState\x12=\n" +
+	"\x06labels\x18\a \x03(\v2%.weir.v1.SubmitJobRequest.LabelsEntryR\x06labels\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\x10CheckpointConfig\x12\x1f\n" +
@@ -4612,7 +4636,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\";\n" +
 	"\x10ListJobsResponse\x12'\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xd9\x02\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x13.weir.v1.JobSummaryR\x04jobs\"\xcd\x03\n" +
 	"\n" +
 	"JobSummary\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
@@ -4625,7 +4649,11 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vparallelism\x18\b \x01(\x05R\vparallelism\x12\x1a\n" +
 	"\brestarts\x18\t \x01(\x05R\brestarts\x12.\n" +
 	"\tslot_wait\x18\n" +
-	" \x01(\v2\x11.weir.v1.SlotWaitR\bslotWait\"\x88\x01\n" +
+	" \x01(\v2\x11.weir.v1.SlotWaitR\bslotWait\x127\n" +
+	"\x06labels\x18\v \x03(\v2\x1f.weir.v1.JobSummary.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
 	"\bSlotWait\x12!\n" +
 	"\fslots_needed\x18\x01 \x01(\x05R\vslotsNeeded\x12\x1d\n" +
 	"\n" +
@@ -4990,7 +5018,7 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
@@ -5065,109 +5093,113 @@ var file_weir_v1_weir_proto_goTypes = []any{
 	(*ExchangeFrame)(nil),                 // 70: weir.v1.ExchangeFrame
 	(*ExchangeCredit)(nil),                // 71: weir.v1.ExchangeCredit
 	nil,                                   // 72: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 73: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 74: weir.v1.DeployTaskRequest.ParamsEntry
+	nil,                                   // 73: weir.v1.SubmitJobRequest.LabelsEntry
+	nil,                                   // 74: weir.v1.JobSummary.LabelsEntry
+	nil,                                   // 75: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 76: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
 	72, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
 	5,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
-	9,  // 2: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
-	0,  // 3: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
-	10, // 4: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
-	9,  // 5: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	73, // 6: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
-	25, // 7: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
-	28, // 8: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
-	5,  // 9: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
-	14, // 10: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
-	14, // 11: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
-	13, // 12: weir.v1.JobStatus.rescale:type_name -> weir.v1.RescaleStatus
-	2,  // 13: weir.v1.RescaleStatus.phase:type_name -> weir.v1.RescalePhase
-	14, // 14: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
-	14, // 15: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
-	26, // 16: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
-	27, // 17: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
-	1,  // 18: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
-	0,  // 19: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
-	32, // 20: weir.v1.RegisterTaskManagerRequest.tasks:type_name -> weir.v1.RunningTask
-	45, // 21: weir.v1.RunningTask.task:type_name -> weir.v1.TaskID
-	1,  // 22: weir.v1.RunningTask.state:type_name -> weir.v1.TaskState
-	45, // 23: weir.v1.RegisterTaskManagerResponse.adopted:type_name -> weir.v1.TaskID
-	35, // 24: weir.v1.ClusterStatus.members:type_name -> weir.v1.ClusterMember
-	36, // 25: weir.v1.ClusterStatus.task_managers:type_name -> weir.v1.ClusterTaskManager
-	40, // 26: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
-	47, // 27: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
-	45, // 28: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
-	46, // 29: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
-	45, // 30: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
-	1,  // 31: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
-	47, // 32: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
-	45, // 33: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	74, // 34: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	65, // 35: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
-	51, // 36: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
-	52, // 37: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
-	53, // 38: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	45, // 39: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 40: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 41: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	58, // 42: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	45, // 43: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 44: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 45: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	69, // 46: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	3,  // 47: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	4,  // 48: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	7,  // 49: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	11, // 50: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	29, // 51: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	15, // 52: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	17, // 53: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	19, // 54: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	21, // 55: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	23, // 56: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
-	31, // 57: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	41, // 58: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	43, // 59: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	48, // 60: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	59, // 61: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	61, // 62: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	63, // 63: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	34, // 64: weir.v1.JobManager.GetClusterStatus:input_type -> weir.v1.GetClusterStatusRequest
-	38, // 65: weir.v1.JobManager.RegisterMember:input_type -> weir.v1.RegisterMemberRequest
-	50, // 66: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	67, // 67: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	54, // 68: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	56, // 69: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	70, // 70: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	6,  // 71: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	8,  // 72: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	12, // 73: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	30, // 74: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	16, // 75: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	18, // 76: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	20, // 77: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	22, // 78: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	24, // 79: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
-	33, // 80: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	42, // 81: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	44, // 82: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	49, // 83: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	60, // 84: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	62, // 85: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	64, // 86: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	37, // 87: weir.v1.JobManager.GetClusterStatus:output_type -> weir.v1.ClusterStatus
-	39, // 88: weir.v1.JobManager.RegisterMember:output_type -> weir.v1.RegisterMemberResponse
-	66, // 89: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	68, // 90: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	55, // 91: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	57, // 92: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	71, // 93: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	71, // [71:94] is the sub-list for method output_type
-	48, // [48:71] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	73, // 2: weir.v1.SubmitJobRequest.labels:type_name -> weir.v1.SubmitJobRequest.LabelsEntry
+	9,  // 3: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
+	0,  // 4: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
+	10, // 5: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
+	74, // 6: weir.v1.JobSummary.labels:type_name -> weir.v1.JobSummary.LabelsEntry
+	9,  // 7: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
+	75, // 8: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	25, // 9: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
+	28, // 10: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
+	5,  // 11: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
+	14, // 12: weir.v1.JobStatus.restored:type_name -> weir.v1.CheckpointInfo
+	14, // 13: weir.v1.JobStatus.latest_checkpoint:type_name -> weir.v1.CheckpointInfo
+	13, // 14: weir.v1.JobStatus.rescale:type_name -> weir.v1.RescaleStatus
+	2,  // 15: weir.v1.RescaleStatus.phase:type_name -> weir.v1.RescalePhase
+	14, // 16: weir.v1.ListCheckpointsResponse.checkpoints:type_name -> weir.v1.CheckpointInfo
+	14, // 17: weir.v1.ListCheckpointsResponse.restored:type_name -> weir.v1.CheckpointInfo
+	26, // 18: weir.v1.VertexStatus.operators:type_name -> weir.v1.OperatorStatus
+	27, // 19: weir.v1.VertexStatus.subtasks:type_name -> weir.v1.SubtaskStatus
+	1,  // 20: weir.v1.SubtaskStatus.state:type_name -> weir.v1.TaskState
+	0,  // 21: weir.v1.CancelJobResponse.state:type_name -> weir.v1.JobState
+	32, // 22: weir.v1.RegisterTaskManagerRequest.tasks:type_name -> weir.v1.RunningTask
+	45, // 23: weir.v1.RunningTask.task:type_name -> weir.v1.TaskID
+	1,  // 24: weir.v1.RunningTask.state:type_name -> weir.v1.TaskState
+	45, // 25: weir.v1.RegisterTaskManagerResponse.adopted:type_name -> weir.v1.TaskID
+	35, // 26: weir.v1.ClusterStatus.members:type_name -> weir.v1.ClusterMember
+	36, // 27: weir.v1.ClusterStatus.task_managers:type_name -> weir.v1.ClusterTaskManager
+	40, // 28: weir.v1.OfferSlotsRequest.slots:type_name -> weir.v1.SlotOffer
+	47, // 29: weir.v1.TaskManagerHeartbeat.tasks:type_name -> weir.v1.TaskMetrics
+	45, // 30: weir.v1.TaskMetrics.task:type_name -> weir.v1.TaskID
+	46, // 31: weir.v1.TaskMetrics.operators:type_name -> weir.v1.OperatorCounters
+	45, // 32: weir.v1.TaskStateUpdate.task:type_name -> weir.v1.TaskID
+	1,  // 33: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
+	47, // 34: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
+	45, // 35: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
+	76, // 36: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	65, // 37: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	51, // 38: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
+	52, // 39: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
+	53, // 40: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
+	45, // 41: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 42: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 43: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	58, // 44: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	45, // 45: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 46: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 47: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	69, // 48: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	3,  // 49: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	4,  // 50: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	7,  // 51: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	11, // 52: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	29, // 53: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	15, // 54: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	17, // 55: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	19, // 56: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	21, // 57: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	23, // 58: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
+	31, // 59: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	41, // 60: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	43, // 61: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	48, // 62: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	59, // 63: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	61, // 64: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	63, // 65: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	34, // 66: weir.v1.JobManager.GetClusterStatus:input_type -> weir.v1.GetClusterStatusRequest
+	38, // 67: weir.v1.JobManager.RegisterMember:input_type -> weir.v1.RegisterMemberRequest
+	50, // 68: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	67, // 69: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	54, // 70: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	56, // 71: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	70, // 72: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	6,  // 73: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	8,  // 74: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	12, // 75: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	30, // 76: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	16, // 77: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	18, // 78: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	20, // 79: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	22, // 80: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	24, // 81: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
+	33, // 82: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	42, // 83: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	44, // 84: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	49, // 85: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	60, // 86: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	62, // 87: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	64, // 88: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	37, // 89: weir.v1.JobManager.GetClusterStatus:output_type -> weir.v1.ClusterStatus
+	39, // 90: weir.v1.JobManager.RegisterMember:output_type -> weir.v1.RegisterMemberResponse
+	66, // 91: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	68, // 92: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	55, // 93: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	57, // 94: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	71, // 95: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	73, // [73:96] is the sub-list for method output_type
+	50, // [50:73] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -5184,7 +5216,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   71,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+)
+
+func TestParseJobsFile(t *testing.T) {
+	specs, err := parseJobsFile([]byte(`
+jobs:
+  - name: fraud
+    job: fraud-detection
+    parallelism: 2
+    checkpointInterval: 5s
+    params: {rate: 100.5, count: 400, flag: true, output: s3://weir/out}
+  - name: seq
+    job: sequence-check
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 2 {
+		t.Fatalf("%d specs", len(specs))
+	}
+	f := specs[0]
+	if f.parallelism != 2 || f.intervalMs != 5000 || f.params["rate"] != "100.5" || f.params["count"] != "400" ||
+		f.params["flag"] != "true" || f.params["output"] != "s3://weir/out" {
+		t.Errorf("fraud spec %+v", f)
+	}
+	if s := specs[1]; s.parallelism != 1 || s.intervalMs != 10000 || len(s.params) != 0 {
+		t.Errorf("defaults: %+v", s)
+	}
+	// The same spec written differently hashes the same; any change does not.
+	again, err := parseJobsFile([]byte(`{"jobs":[{"name":"fraud","job":"fraud-detection","parallelism":2,"checkpointInterval":"5000ms",
+		"params":{"output":"s3://weir/out","flag":"true","count":"400","rate":"100.5"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].hash != f.hash {
+		t.Errorf("equal specs hash %s and %s", again[0].hash, f.hash)
+	}
+	changed, err := parseJobsFile([]byte(`{"jobs":[{"name":"fraud","job":"fraud-detection","parallelism":2,"checkpointInterval":"5s",
+		"params":{"output":"s3://weir/out","flag":"true","count":"401","rate":"100.5"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed[0].hash == f.hash {
+		t.Error("a changed param left the hash the same")
+	}
+}
+
+func TestParseJobsFileErrors(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{`jobs: [{name: Fraud, job: x}]`, `name "Fraud" must be 1 to 63 lowercase letters`},
+		{`jobs: [{name: a, job: x}, {name: a, job: y}]`, "the name a is declared twice"},
+		{`jobs: [{name: a}]`, "job is empty"},
+		{`jobs: [{name: a, job: x, parallelism: -1}]`, "parallelism -1 must be at least 1"},
+		{`jobs: [{name: a, job: x, checkpointInterval: often}]`, `checkpointInterval "often" is not a duration`},
+		{`jobs: [{name: a, job: x, params: {k: [1, 2]}}]`, "param k must be a string, number or boolean"},
+		{`jobs: [{name: a, job: x, paralelism: 2}]`, `unknown field "paralelism"`},
+	} {
+		_, err := parseJobsFile([]byte(c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.file, err, c.want)
+		}
+	}
+}
+
+func summary(id, name, hash, group string, state weirv1.JobState, submitted int64) *weirv1.JobSummary {
+	return &weirv1.JobSummary{JobId: id, State: state, SubmitTimeMs: submitted,
+		Labels: map[string]string{labelGroup: group, labelName: name, labelHash: hash}}
+}
+
+// TestPlanApply: unchanged jobs are left alone, changed ones stopped (and
+// in the apply phase submitted again), new ones submitted, undeclared ones
+// of the group stopped; other groups' and unlabelled jobs are ignored.
+func TestPlanApply(t *testing.T) {
+	specs, err := parseJobsFile([]byte(`jobs: [{name: same, job: x}, {name: changed, job: x, parallelism: 2}, {name: new, job: x}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, finished := weirv1.JobState_JOB_STATE_RUNNING, weirv1.JobState_JOB_STATE_FINISHED
+	jobs := []*weirv1.JobSummary{
+		summary("j1", "same", specs[0].hash, "g", running, 1),
+		summary("j2", "changed", "old", "g", running, 2),
+		summary("j0", "changed", "older", "g", finished, 1),
+		summary("j3", "gone", "h", "g", running, 3),
+		summary("j4", "same", "h", "other-group", running, 4),
+		{JobId: "j5", State: running},
+		summary("j6", "new", "h", "g", finished, 5),
+		summary("j7", "new", "h", "g", finished, 7),
+	}
+	describe := func(steps []applyStep) string {
+		var parts []string
+		for _, s := range steps {
+			p := s.name + ":" + [...]string{"unchanged", "stop", "submit"}[s.action]
+			if s.job != nil {
+				p += "(" + s.job.JobId + ")"
+			}
+			for _, e := range s.earlier {
+				p += "<" + e.JobId
+			}
+			parts = append(parts, p)
+		}
+		return strings.Join(parts, " ")
+	}
+	if got, want := describe(planApply(specs, jobs, "g", true)), "same:unchanged(j1) changed:stop(j2) gone:stop(j3)"; got != want {
+		t.Errorf("prepare: %s, want %s", got, want)
+	}
+	if got, want := describe(planApply(specs, jobs, "g", false)),
+		"same:unchanged(j1) changed:stop(j2) changed:submit<j0 new:submit<j7<j6 gone:stop(j3)"; got != want {
+		t.Errorf("apply: %s, want %s", got, want)
+	}
+}
+
+// TestApplyCommandErrors: what is wrong with the command line or the file
+// is said before any JobManager is dialed.
+func TestApplyCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("jobs: [{name: x}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"apply"}, "--file is required"},
+		{[]string{"apply", "-f", bad, "--phase", "later"}, `--phase "later": want prepare or apply`},
+		{[]string{"apply", "-f", bad, "--group", ""}, "--group must not be empty"},
+		{[]string{"apply", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
+		{[]string{"apply", "-f", bad}, "bad.yaml: jobs[0] (x): job is empty"},
+	} {
+		_, err := run(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("weir %v: got %v, want %q", c.args, err, c.want)
+		}
+	}
+}
