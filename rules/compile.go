@@ -597,12 +597,13 @@ func eventOnly(src string) bool {
 	}
 	v := &eventOnlyCheck{ok: true}
 	ast.Walk(&tree.Node, v)
-	return v.ok && v.fields == v.es
+	return v.ok && v.fields == v.es && v.params == v.ps
 }
 
 type eventOnlyCheck struct {
 	ok         bool
 	es, fields int // uses of e; of e as e.<field>
+	ps, params int // uses of p; of p as p.<name> (folded to constants)
 }
 
 var plainName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -614,6 +615,7 @@ func (v *eventOnlyCheck) Visit(n *ast.Node) {
 		case "e":
 			v.es++
 		case "p":
+			v.ps++
 		default:
 			v.ok = false
 		}
@@ -629,6 +631,9 @@ func (v *eventOnlyCheck) Visit(n *ast.Node) {
 				v.ok = false
 			}
 			v.fields++
+		}
+		if ok && id.Value == "p" && ok2 && !x.Optional {
+			v.params++
 		}
 	}
 }
