@@ -83,7 +83,8 @@ FUZZ_TARGETS := \
 	./jobs/sequence:FuzzCodecs \
 	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens \
-	./rules:FuzzCompile
+	./rules:FuzzCompile \
+	./rules:FuzzSetDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -76,6 +76,9 @@ func (SetCodec) Decode(src []byte) (*Set, error) {
 			if err != nil || len(docs) != 1 {
 				return nil, fmt.Errorf("%w: a stored document does not parse: %v", ErrCorruptSet, err)
 			}
+			if isList := docs[0].Kind == "list"; isList != (part == 0) {
+				return nil, fmt.Errorf("%w: a %s document among the %s", ErrCorruptSet, docs[0].Kind, [2]string{"lists", "rules"}[part])
+			}
 			specs = append(specs, docs[0])
 			if part == 1 {
 				overrides = append(overrides, override{version, state})

@@ -57,4 +57,10 @@ func TestSetCodecRoundTrip(t *testing.T) {
 			t.Fatalf("truncation at %d: %v does not wrap ErrCorruptSet", n, err)
 		}
 	}
+	// A rule where the lists go is refused, not misread.
+	bad := appendDoc([]byte{setFormat, 1}, "x", 1, "active", []byte("id: r\nkind: filter\ncondition: 'true'\n"))
+	bad = append(bad, 0)
+	if _, err := (SetCodec{}).Decode(bad); !errors.Is(err, ErrCorruptSet) {
+		t.Errorf("a rule among the lists: %v", err)
+	}
 }
