@@ -209,7 +209,7 @@ func TestChartPodsInContainers(t *testing.T) {
 	s3.MakeBucket(t, "weir")
 	secrets := map[string]map[string]string{"weir-s3": {"AWS_ACCESS_KEY_ID": s3.AccessKey, "AWS_SECRET_ACCESS_KEY": s3.SecretKey}}
 
-	values := []string{"--set", "image.repository=" + repo, "--set", "image.tag=" + tag, "--set", "s3.endpoint=" + s3.Endpoint}
+	values := []string{"--set", "image.repository=" + repo, "--set-string", "image.tag=" + tag, "--set", "s3.endpoint=" + s3.Endpoint}
 	install := render(t, append(values, "--values", "../testdata/jobs.yaml")...)
 	jm, tm := install.workload(t, "StatefulSet/weir-jobmanager"), install.workload(t, "Deployment/weir-taskmanager")
 	if jm.Spec.Replicas != 3 || tm.Spec.Replicas != 2 {
