@@ -192,8 +192,8 @@ func TestTaskStatsCountBytesAndTime(t *testing.T) {
 	if s.BuffersIn != 2 || s.BytesIn == 0 {
 		t.Errorf("input stats %+v, want 2 buffers with bytes", s)
 	}
-	if s.Idle < 30*time.Millisecond {
-		t.Errorf("idle %v, want at least the 30ms without input", s.Idle)
+	if s.Idle <= 0 {
+		t.Errorf("idle %v, want the wait for input counted", s.Idle)
 	}
 	if s.Backpressured != 0 {
 		t.Errorf("a sink task reports backpressure: %+v", s)

@@ -48,17 +48,26 @@ func TestBackpressureIsTheWaitForCredit(t *testing.T) {
 			if q, capacity := g.Queued(); q != 0 || capacity < credits {
 				t.Fatalf("gate queue %d/%d after taking both buffers", q, capacity)
 			}
+			// The wait is counted while it lasts, and keeps growing.
+			var during int64
+			deadline := time.Now().Add(5 * time.Second)
+			for during = st.BackpressuredNanos(); during == 0; during = st.BackpressuredNanos() {
+				if time.Now().After(deadline) {
+					t.Fatal("no backpressure counted while Send waits for credit")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			time.Sleep(hold)
-			if bp := time.Duration(st.BackpressuredNanos()); bp < hold {
-				t.Fatalf("backpressured %v while Send waits, want at least %v", bp, hold)
+			if bp := st.BackpressuredNanos(); bp <= during {
+				t.Fatalf("backpressure stayed at %v while Send went on waiting", time.Duration(bp))
 			}
 			g.Recycle(first)
 			if err := waitDone(t, sent, 5*time.Second, "send"); err != nil {
 				t.Fatal(err)
 			}
 			after := st.BackpressuredNanos()
-			if time.Duration(after) < hold {
-				t.Fatalf("backpressured %v after the wait, want at least %v", time.Duration(after), hold)
+			if after <= during {
+				t.Fatalf("backpressured %v after the wait, want more than the %v counted during it", time.Duration(after), time.Duration(during))
 			}
 			third := receive(t, g, 5*time.Second)
 			if later := st.BackpressuredNanos(); later != after {
