@@ -161,7 +161,7 @@ func (e *Env) Graph() (*JobGraph, error) {
 		if n.partitioning == Forward && in.parallelism != n.parallelism {
 			n.partitioning = Rebalance
 		}
-		n.chained = n.input2 == nil && in.mainConsumers() == 1 && in.parallelism == n.parallelism &&
+		n.chained = n.input2 == nil && in.parallelism == n.parallelism &&
 			(n.partitioning == Forward ||
 				// With one subtask on each side every key goes to the same
 				// place, so a keyBy is a direct call, not an exchange.
