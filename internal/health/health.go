@@ -11,13 +11,10 @@ package health
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
+	"github.com/weirstream/weir/internal/httpserve"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // Handler serves /healthz and /readyz; ready decides readiness.
@@ -39,42 +36,10 @@ func Handler(ready func() error) http.Handler {
 	return mux
 }
 
-// Server is a running probe server.
-type Server struct {
-	srv  *http.Server
-	addr string
-	done chan struct{}
-}
+// Server is a running health server.
+type Server = httpserve.Server
 
 // Listen starts serving the probes on addr until ctx ends or Close.
 func Listen(ctx context.Context, addr string, ready func() error) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("health listen: %w", err)
-	}
-	s := &Server{srv: &http.Server{Handler: Handler(ready), ReadHeaderTimeout: 5 * time.Second},
-		addr: ln.Addr().String(), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			slog.Warn("health server stopped", "err", err)
-		}
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Close()
-		case <-s.done:
-		}
-	}()
-	return s, nil
-}
-
-// Addr is the address the probes are served at.
-func (s *Server) Addr() string { return s.addr }
-
-// Close stops the server and waits for it; it may be called more than once.
-func (s *Server) Close() {
-	s.srv.Close()
-	<-s.done
+	return httpserve.Listen(ctx, "health", addr, Handler(ready))
 }

@@ -61,7 +61,7 @@ func TestStopsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	<-s.done
+	<-s.Done()
 	if _, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil {
 		t.Error("served after its context ended")
 	}

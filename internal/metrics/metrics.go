@@ -14,12 +14,9 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
+	"github.com/weirstream/weir/internal/httpserve"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,41 +45,9 @@ func Handler(g prometheus.Gatherer) http.Handler {
 }
 
 // Server is a running metrics server.
-type Server struct {
-	srv  *http.Server
-	addr string
-	done chan struct{}
-}
+type Server = httpserve.Server
 
 // Listen serves GET /metrics on addr until ctx ends or Close.
 func Listen(ctx context.Context, addr string, g prometheus.Gatherer) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listen: %w", err)
-	}
-	s := &Server{srv: &http.Server{Handler: Handler(g), ReadHeaderTimeout: 5 * time.Second},
-		addr: ln.Addr().String(), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			slog.Warn("metrics server stopped", "err", err)
-		}
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Close()
-		case <-s.done:
-		}
-	}()
-	return s, nil
-}
-
-// Addr is the address /metrics is served at.
-func (s *Server) Addr() string { return s.addr }
-
-// Close stops the server and waits for it; it may be called more than once.
-func (s *Server) Close() {
-	s.srv.Close()
-	<-s.done
+	return httpserve.Listen(ctx, "metrics", addr, Handler(g))
 }
