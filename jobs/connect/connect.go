@@ -221,3 +221,23 @@ func DeadLetters[T any](s runtime.Stream[T], c SourceConfig, uid string) {
 		})
 	}).UID(uid)
 }
+
+// Params is what a job reading from and writing to Kafka (or a webhook)
+// declares: the client's, the source's and the sink's parameters.
+func Params(sourceTopic, sinkTopic string) []jobs.Param {
+	ps := ClientParams()
+	ps = append(ps, SourceParams(sourceTopic)...)
+	return append(ps, SinkParams(sinkTopic)...)
+}
+
+// IO is a job's parsed source and sink parameters, sharing one client.
+type IO struct {
+	Source SourceConfig
+	Sink   SinkConfig
+}
+
+// ParseIO reads what Params declared; kind is the job's sink choice.
+func ParseIO(p *runtime.Params, kind, sourceTopic, sinkTopic string) IO {
+	src := Source(p, sourceTopic)
+	return IO{Source: src, Sink: Sink(p, kind, sinkTopic, src.Client)}
+}

@@ -20,35 +20,27 @@ const (
 	AlertsTopic       = "alerts"
 )
 
-func ioParams() []jobs.Param {
-	ps := connect.ClientParams()
-	ps = append(ps, connect.SourceParams(TransactionsTopic)...)
-	return append(ps, connect.SinkParams(AlertsTopic)...)
-}
+func ioParams() []jobs.Param { return connect.Params(TransactionsTopic, AlertsTopic) }
 
 // ioConfig is the job's Kafka and webhook parameters.
-type ioConfig struct {
-	src  connect.SourceConfig
-	sink connect.SinkConfig
-}
+type ioConfig connect.IO
 
 func parseIO(p *runtime.Params, sink string) ioConfig {
-	src := connect.Source(p, TransactionsTopic)
-	return ioConfig{src: src, sink: connect.Sink(p, sink, AlertsTopic, src.Client)}
+	return ioConfig(connect.ParseIO(p, sink, TransactionsTopic, AlertsTopic))
 }
 
 func (c ioConfig) kafkaSource() runtime.SourceFunction[Transaction] {
 	dec := kafka.JSON[Transaction]()
-	if c.src.Format == "csv" {
+	if c.Source.Format == "csv" {
 		dec = kafka.CSV(ParseCSV)
 	} else {
 		dec = func(r *kgo.Record) (Transaction, error) { return ParseJSON(r.Value) }
 	}
-	return connect.NewKafkaSource(c.src, dec)
+	return connect.NewKafkaSource(c.Source, dec)
 }
 
 func (c ioConfig) deadLetters(s runtime.Stream[Transaction]) {
-	connect.DeadLetters(s, c.src, "transactions-dead-letters")
+	connect.DeadLetters(s, c.Source, "transactions-dead-letters")
 }
 
 // jsonTransaction is a transaction as JSON.
@@ -115,7 +107,7 @@ func AppendAlertJSON(dst []byte, a Alert) []byte {
 var alertHeader = []kgo.RecordHeader{{Key: "weir-rule", Value: []byte("small-then-large")}}
 
 func (c ioConfig) kafkaSink() runtime.SinkFunction[Alert] {
-	return connect.KafkaSink(c.sink, func(r *kgo.Record, a Alert) {
+	return connect.KafkaSink(c.Sink, func(r *kgo.Record, a Alert) {
 		r.Key = strconv.AppendInt(r.Key, a.ID, 10)
 		r.Value = AppendAlertJSON(r.Value, a)
 		r.Headers = append(r.Headers, alertHeader...)
@@ -137,5 +129,5 @@ func (c ioConfig) webhookSink(slack bool, small, large float64, timeout time.Dur
 	key := func(a Alert) string {
 		return "fraud/" + strconv.FormatInt(a.ID, 10) + "/" + strconv.FormatInt(a.Timestamp, 10)
 	}
-	return connect.WebhookSink(c.sink, slack, enc, key)
+	return connect.WebhookSink(c.Sink, slack, enc, key)
 }

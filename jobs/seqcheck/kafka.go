@@ -18,20 +18,12 @@ const (
 	OutputTopic = "sequences-checked"
 )
 
-func kafkaParams() []jobs.Param {
-	ps := connect.ClientParams()
-	ps = append(ps, connect.SourceParams(InputTopic)...)
-	return append(ps, connect.SinkParams(OutputTopic)...)
-}
+func kafkaParams() []jobs.Param { return connect.Params(InputTopic, OutputTopic) }
 
-type kafkaConfig struct {
-	src  connect.SourceConfig
-	sink connect.SinkConfig
-}
+type kafkaConfig connect.IO
 
 func parseKafka(p *runtime.Params) kafkaConfig {
-	src := connect.Source(p, InputTopic)
-	return kafkaConfig{src: src, sink: connect.Sink(p, "kafka", OutputTopic, src.Client)}
+	return kafkaConfig(connect.ParseIO(p, "kafka", InputTopic, OutputTopic))
 }
 
 // ParseCSV reads a "key,seq" input record.
@@ -51,11 +43,11 @@ func ParseCSV(f [][]byte) (Record, error) {
 }
 
 func (c kafkaConfig) newSource() runtime.SourceFunction[Record] {
-	return connect.NewKafkaSource(c.src, kafka.CSV(ParseCSV))
+	return connect.NewKafkaSource(c.Source, kafka.CSV(ParseCSV))
 }
 
 func (c kafkaConfig) newSink() runtime.SinkFunction[Output] {
-	return connect.KafkaSink(c.sink, func(r *kgo.Record, o Output) {
+	return connect.KafkaSink(c.Sink, func(r *kgo.Record, o Output) {
 		r.Key = strconv.AppendInt(r.Key, o.Key, 10)
 		r.Value = AppendJSON(r.Value, o)
 	})
