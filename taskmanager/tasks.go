@@ -379,7 +379,9 @@ func taskStateName(s weirv1.TaskState) string {
 }
 
 func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
-	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency()}
+	st := t.Stats()
+	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency(),
+		BusyNs: int64(st.Busy), IdleNs: int64(st.Idle), BackpressuredNs: int64(st.Backpressured)}
 	if wm := t.Watermark(); wm != runtime.NoTimestamp {
 		m.Watermark = &wm
 	}

@@ -1829,7 +1829,17 @@ type SubtaskStatus struct {
 	Failure            string                 `protobuf:"bytes,6,opt,name=failure,proto3" json:"failure,omitempty"`
 	Attempt            int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The subtask's event-time watermark (Unix ms), once it has one.
-	Watermark     *int64 `protobuf:"varint,8,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	Watermark *int64 `protobuf:"varint,8,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	// Its time since it started, split as Flink splits it (cumulative, from
+	// the latest heartbeat): busy, idle (waiting for input) and
+	// backpressured (blocked waiting for output credit). The rate of each
+	// between two reads is the fraction of that interval spent so.
+	BusyNs          int64 `protobuf:"varint,9,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"`
+	IdleNs          int64 `protobuf:"varint,10,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
+	BackpressuredNs int64 `protobuf:"varint,11,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
+	// Records into the chain's head operator and out of its last one.
+	RecordsIn     int64 `protobuf:"varint,12,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
+	RecordsOut    int64 `protobuf:"varint,13,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1916,6 +1926,41 @@ func (x *SubtaskStatus) GetAttempt() int32 {
 func (x *SubtaskStatus) GetWatermark() int64 {
 	if x != nil && x.Watermark != nil {
 		return *x.Watermark
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetBusyNs() int64 {
+	if x != nil {
+		return x.BusyNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetIdleNs() int64 {
+	if x != nil {
+		return x.IdleNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetBackpressuredNs() int64 {
+	if x != nil {
+		return x.BackpressuredNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetRecordsIn() int64 {
+	if x != nil {
+		return x.RecordsIn
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetRecordsOut() int64 {
+	if x != nil {
+		return x.RecordsOut
 	}
 	return 0
 }
@@ -3077,9 +3122,14 @@ type TaskMetrics struct {
 	// runtime's fixed log-linear bucket layout.
 	LatencyBuckets []int64 `protobuf:"varint,3,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
 	// The task's event-time watermark (Unix ms), once it has one.
-	Watermark     *int64 `protobuf:"varint,4,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Watermark *int64 `protobuf:"varint,4,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	// How the task's time since it started splits (runtime.TaskStats):
+	// waiting for input, blocked waiting for output credit, and the rest.
+	BusyNs          int64 `protobuf:"varint,5,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"`
+	IdleNs          int64 `protobuf:"varint,6,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
+	BackpressuredNs int64 `protobuf:"varint,7,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TaskMetrics) Reset() {
@@ -3136,6 +3186,27 @@ func (x *TaskMetrics) GetLatencyBuckets() []int64 {
 func (x *TaskMetrics) GetWatermark() int64 {
 	if x != nil && x.Watermark != nil {
 		return *x.Watermark
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetBusyNs() int64 {
+	if x != nil {
+		return x.BusyNs
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetIdleNs() int64 {
+	if x != nil {
+		return x.IdleNs
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetBackpressuredNs() int64 {
+	if x != nil {
+		return x.BackpressuredNs
 	}
 	return 0
 }
@@ -4742,7 +4813,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x03 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x04 \x01(\x03R\n" +
-	"recordsOut\"\xa2\x02\n" +
+	"recordsOut\"\xbf\x03\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -4751,7 +4822,15 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x04slot\x18\x05 \x01(\x05R\x04slot\x12\x18\n" +
 	"\afailure\x18\x06 \x01(\tR\afailure\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12!\n" +
-	"\twatermark\x18\b \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\twatermark\x18\b \x01(\x03H\x00R\twatermark\x88\x01\x01\x12\x17\n" +
+	"\abusy_ns\x18\t \x01(\x03R\x06busyNs\x12\x17\n" +
+	"\aidle_ns\x18\n" +
+	" \x01(\x03R\x06idleNs\x12)\n" +
+	"\x10backpressured_ns\x18\v \x01(\x03R\x0fbackpressuredNs\x12\x1d\n" +
+	"\n" +
+	"records_in\x18\f \x01(\x03R\trecordsIn\x12\x1f\n" +
+	"\vrecords_out\x18\r \x01(\x03R\n" +
+	"recordsOutB\f\n" +
 	"\n" +
 	"_watermark\"k\n" +
 	"\x0eLatencySummary\x12\x14\n" +
@@ -4834,12 +4913,15 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x02 \x01(\x03R\n" +
-	"recordsOut\"\xc5\x01\n" +
+	"recordsOut\"\xa2\x02\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
 	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\x12!\n" +
-	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01\x12\x17\n" +
+	"\abusy_ns\x18\x05 \x01(\x03R\x06busyNs\x12\x17\n" +
+	"\aidle_ns\x18\x06 \x01(\x03R\x06idleNs\x12)\n" +
+	"\x10backpressured_ns\x18\a \x01(\x03R\x0fbackpressuredNsB\f\n" +
 	"\n" +
 	"_watermark\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
