@@ -2451,13 +2451,15 @@ func (x *ClusterMember) GetSuffrage() string {
 }
 
 type ClusterTaskManager struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Slots         int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
-	FreeSlots     int32                  `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Slots     int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	FreeSlots int32                  `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	// When the leader last heard the TaskManager's heartbeat (Unix ms).
+	LastHeartbeatMs int64 `protobuf:"varint,5,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ClusterTaskManager) Reset() {
@@ -2514,6 +2516,13 @@ func (x *ClusterTaskManager) GetSlots() int32 {
 func (x *ClusterTaskManager) GetFreeSlots() int32 {
 	if x != nil {
 		return x.FreeSlots
+	}
+	return 0
+}
+
+func (x *ClusterTaskManager) GetLastHeartbeatMs() int64 {
+	if x != nil {
+		return x.LastHeartbeatMs
 	}
 	return 0
 }
@@ -4864,13 +4873,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12%\n" +
 	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12\x1a\n" +
-	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"s\n" +
+	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"\x9f\x01\n" +
 	"\x12ClusterTaskManager\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\"\xae\x03\n" +
+	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12*\n" +
+	"\x11last_heartbeat_ms\x18\x05 \x01(\x03R\x0flastHeartbeatMs\"\xae\x03\n" +
 	"\rClusterStatus\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1d\n" +
 	"\n" +
