@@ -164,6 +164,9 @@ function vertexRates(v, rates) {
 
 let timer = null;
 let generation = 0;
+// actionError is a refused action's reason: it stays in the page until the
+// next action or page, while reads go on.
+let actionError = null;
 
 function route() {
   const h = location.hash || "#/";
@@ -171,13 +174,14 @@ function route() {
   generation++;
   clearTimeout(timer);
   $("#main").replaceChildren();
+  actionError = null;
   showError(null);
   const gen = generation;
   const tick = async () => {
     try {
       if (m) await renderJob(m[1], gen);
       else await renderOverview(gen);
-      if (gen === generation) { showError(null); $("#live").classList.remove("stale"); }
+      if (gen === generation) { showError(actionError); $("#live").classList.remove("stale"); }
     } catch (e) {
       if (gen !== generation) return;
       showError(e.message);
@@ -360,17 +364,20 @@ function confirmAction(text, extra, run, job, describe) {
     if (d.returnValue !== "ok") return;
     const values = { target: ($("#confirm-target") || {}).value || "", drain: !!($("#confirm-drain") || {}).checked };
     actionResult = { job: job.id, text: "Working…" };
+    actionError = null;
+    showError(null);
     try {
       const r = await run(values);
       actionResult = { job: job.id, text: describe(r) };
-      showError(null);
     } catch (e) {
       actionResult = null;
-      showError(e.message);
+      actionError = e.message;
+      showError(actionError);
     }
-    // Draw the outcome at once (the error banner stays until the next read).
+    // Draw the outcome at once.
     const res = $("#action-result");
-    if (res && actionResult) res.textContent = actionResult.text;
+    if (res && !actionResult) res.remove();
+    else if (res) res.textContent = actionResult.text;
     else if (actionResult && actionResult.job === job.id) {
       const a = document.querySelector(".actions");
       if (a) a.after(el("div", { class: "result", id: "action-result", text: actionResult.text }));
