@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/web"
 )
 
 // screenshotDir is where the dashboard tests keep their screenshots:
@@ -216,4 +218,48 @@ func TestDashboardInABrowser(t *testing.T) {
 	if !found {
 		t.Errorf("no JSON \"task running\" line with job_id, job, vertex, subtask and attempt in:\n%s", c.TaskManagers[0].Stderr())
 	}
+}
+
+// TestDashboardOnAFollower: every JobManager of a raft group serves the
+// dashboard; a follower's reads and actions go to the leader, as the CLI's
+// do, and its page says whose figures they are.
+func TestDashboardOnAFollower(t *testing.T) {
+	webAddrs := []string{freePort(t), freePort(t), freePort(t)}
+	c := startCluster(t, cluster.Options{JobManagers: 3, RaftDir: t.TempDir(), TaskManagers: 1, Slots: 2, DiscardStdout: true,
+		JobManagerArgs:    []string{"--checkpoint-storage", t.TempDir()},
+		JobManagerArgsFor: func(i int) []string { return []string{"--web-listen", webAddrs[i]} }})
+	lead := waitLeader(t, c, -1)
+	follower := (lead + 1) % 3
+	id := submit(t, c, "fraud-detection", "--parallelism", "2")
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get("http://" + webAddrs[follower] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s on the follower: %d %v", path, resp.StatusCode, err)
+		}
+	}
+	var cl web.ClusterView
+	get("/api/cluster", &cl)
+	leaderID := fmt.Sprintf("jm-%d", lead+1)
+	if cl.ServedBy != fmt.Sprintf("jm-%d", follower+1) || cl.LeaderID != leaderID || cl.RaftState != "leader" || len(cl.TaskManagers) != 1 {
+		t.Errorf("a follower's cluster view: %+v", cl)
+	}
+	var jobs web.JobsView
+	get("/api/jobs", &jobs)
+	if len(jobs.Jobs) != 1 || jobs.Jobs[0].ID != id {
+		t.Errorf("a follower's job list: %+v", jobs)
+	}
+	resp, err := http.Post("http://"+webAddrs[follower]+"/api/jobs/"+id+"/cancel", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("cancel through a follower: %d", resp.StatusCode)
+	}
+	waitState(t, c, id, 30*time.Second, "CANCELED")
 }
