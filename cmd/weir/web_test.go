@@ -263,3 +263,54 @@ func TestDashboardOnAFollower(t *testing.T) {
 	}
 	waitState(t, c, id, 30*time.Second, "CANCELED")
 }
+
+// TestWebPortTaken: a dashboard port in use fails the start, naming the
+// flag, on the JobManager and on weir local when the flag is given.
+func TestWebPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	for _, args := range [][]string{
+		{"jobmanager", "--listen", "127.0.0.1:0", "--web-listen", addr, "--checkpoint-storage", t.TempDir()},
+		{"local", "--web-listen", addr, "--job", "fraud-detection", "--param", "count=10", "--param", "rate=0"},
+	} {
+		r := runWeir(t, args...)
+		if want := "--web-listen " + addr; r.ExitCode == 0 || !strings.Contains(r.Stderr, want) {
+			t.Errorf("weir %s with a taken port: exit %d, stderr lacks %q:\n%s", args[0], r.ExitCode, want, r.Stderr)
+		}
+	}
+}
+
+// TestDashboardWithTokens: against a JobManager with --auth-tokens the page
+// shows the refusal and a token field; with a viewer's token it reads the
+// cluster (the API tests check that a viewer's action is refused).
+func TestDashboardWithTokens(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("ann viewer viewer-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	webAddr := freePort(t)
+	startCluster(t, cluster.Options{TaskManagers: 1, Slots: 1, DiscardStdout: true,
+		JobManagerArgs: []string{"--checkpoint-storage", t.TempDir(), "--web-listen", webAddr, "--auth-tokens", tokens}})
+	ctx, problems := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+webAddr+"/"), chromedp.WaitVisible(css(`#token`))); err != nil {
+		t.Fatalf("no token field: %v", err)
+	}
+	refused, err := chromedp.Run(ctx, chromedp.Text(css(`#error`)))
+	if err != nil || !strings.HasPrefix(refused, "401:") {
+		t.Errorf("the page says %q (%v), want the 401", refused, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SetValue(css(`#token`), "viewer-token-0123456789"), chromedp.Click(css(`#token-save`)),
+		chromedp.WaitVisible(css(`tr[data-taskmanager="tm-1"]`))); err != nil {
+		t.Fatalf("with a viewer's token: %v", err)
+	}
+	if hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector("#error").hidden`)); err != nil || !hidden {
+		t.Errorf("the error stays shown with a good token (%v)", err)
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+}

@@ -58,11 +58,24 @@ async function api(path, method, body) {
   return data;
 }
 
+// showError shows msg in the banner (none: hides it). A 401 or 403 adds a
+// field for the bearer token the JobManager's --auth-tokens lists; it is
+// kept in this tab's session storage and sent with every call.
 function showError(msg) {
   const e = $("#error");
-  if (!msg) { e.hidden = true; e.textContent = ""; return; }
+  if ((msg || "") === e.dataset.msg) return; // keep a token being typed
+  e.dataset.msg = msg || "";
+  if (!msg) { e.hidden = true; e.replaceChildren(); return; }
   e.hidden = false;
-  e.textContent = msg;
+  e.replaceChildren(document.createTextNode(msg));
+  if (/^40[13]:/.test(msg)) {
+    const input = el("input", { type: "password", id: "token", placeholder: "bearer token", size: "32" });
+    e.append(el("div", { class: "row" }, document.createTextNode("Token: "), input,
+      el("button", { id: "token-save", text: "Use token", onclick: () => {
+        sessionStorage.setItem("weir-token", input.value.trim());
+        route();
+      } })));
+  }
 }
 
 // ---- formatting ----
