@@ -385,6 +385,9 @@ func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	if wm := t.Watermark(); wm != runtime.NoTimestamp {
 		m.Watermark = &wm
 	}
+	if first, counts := t.KeyGroupRecords(); counts != nil {
+		m.KeyGroupFirst, m.KeyGroupRecords = int32(first), counts
+	}
 	for _, c := range t.Operators() {
 		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -35,14 +36,22 @@ func screenshotDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-func freePort(t *testing.T) string {
+var webServedRE = regexp.MustCompile(`msg="web dashboard served" address=(\S+)`)
+
+// webAddr waits for a JobManager started with --web-listen 127.0.0.1:0 to
+// log the address its dashboard took.
+func webAddr(t *testing.T, p *cluster.Process) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := webServedRE.FindStringSubmatch(p.Stderr()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s announced no dashboard:\n%s", p.Name, p.Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // browser starts a headless Chromium (Debian's chromium, which `make test`
@@ -110,10 +119,10 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 // checkpoints), a refused rescale shown in the page, and no console error.
 // The TaskManagers log JSON, whose task lines name the task.
 func TestDashboardInABrowser(t *testing.T) {
-	webAddr := freePort(t)
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, DiscardStdout: true,
-		JobManagerArgs:  []string{"--checkpoint-storage", t.TempDir(), "--web-listen", webAddr},
+		JobManagerArgs:  []string{"--checkpoint-storage", t.TempDir(), "--web-listen", "127.0.0.1:0"},
 		TaskManagerArgs: func(int) []string { return []string{"--log-format", "json"} }})
+	webAddr := webAddr(t, c.JobManager)
 	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "500ms",
 		"--param", "source=random", "--param", "rate=2000", "--param", "accounts=1000")
 	waitCheckpoint(t, c, id, 1)
@@ -160,7 +169,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	// have something to show.
 	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](`document.querySelector("#subtasks tbody tr td:nth-child(10)").textContent.includes("/s") &&
 		!document.querySelector("#subtasks tbody tr td:nth-child(10)").textContent.startsWith("-") &&
-		document.querySelectorAll("#keygroups .heat div").length === 128`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		document.querySelectorAll("#keygroups .heat div").length === 128 &&
+		Array.from(document.querySelectorAll("#keygroups .heat div")).some(d => d.title.includes("/s,") && !d.title.startsWith("key group " + d.dataset.kg + ": 0.0 /s"))`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("rates and key groups: %v", err)
 	}
 	screenshot(t, ctx, dir, "dashboard-job.png")
@@ -224,10 +235,12 @@ func TestDashboardInABrowser(t *testing.T) {
 // dashboard; a follower's reads and actions go to the leader, as the CLI's
 // do, and its page says whose figures they are.
 func TestDashboardOnAFollower(t *testing.T) {
-	webAddrs := []string{freePort(t), freePort(t), freePort(t)}
 	c := startCluster(t, cluster.Options{JobManagers: 3, RaftDir: t.TempDir(), TaskManagers: 1, Slots: 2, DiscardStdout: true,
-		JobManagerArgs:    []string{"--checkpoint-storage", t.TempDir()},
-		JobManagerArgsFor: func(i int) []string { return []string{"--web-listen", webAddrs[i]} }})
+		JobManagerArgs: []string{"--checkpoint-storage", t.TempDir(), "--web-listen", "127.0.0.1:0"}})
+	var webAddrs []string
+	for _, jm := range c.JobManagers {
+		webAddrs = append(webAddrs, webAddr(t, jm))
+	}
 	lead := waitLeader(t, c, -1)
 	follower := (lead + 1) % 3
 	id := submit(t, c, "fraud-detection", "--parallelism", "2")
@@ -292,9 +305,9 @@ func TestDashboardWithTokens(t *testing.T) {
 	if err := os.WriteFile(tokens, []byte("ann viewer viewer-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	webAddr := freePort(t)
-	startCluster(t, cluster.Options{TaskManagers: 1, Slots: 1, DiscardStdout: true,
-		JobManagerArgs: []string{"--checkpoint-storage", t.TempDir(), "--web-listen", webAddr, "--auth-tokens", tokens}})
+	c := startCluster(t, cluster.Options{TaskManagers: 1, Slots: 1, DiscardStdout: true,
+		JobManagerArgs: []string{"--checkpoint-storage", t.TempDir(), "--web-listen", "127.0.0.1:0", "--auth-tokens", tokens}})
+	webAddr := webAddr(t, c.JobManager)
 	ctx, problems := browser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+webAddr+"/"), chromedp.WaitVisible(css(`#token`))); err != nil {
 		t.Fatalf("no token field: %v", err)

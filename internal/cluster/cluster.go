@@ -204,9 +204,6 @@ type Options struct {
 	Env []string
 	// JobManagerArgs are extra flags, e.g. --heartbeat-timeout.
 	JobManagerArgs []string
-	// JobManagerArgsFor returns extra flags for JobManager i alone (its
-	// own --web-listen, say).
-	JobManagerArgsFor func(i int) []string
 	// TaskManagerEnv is extra environment for TaskManagers (GOMAXPROCS).
 	TaskManagerEnv []string
 	// TaskManagerArgs returns extra flags for TaskManager i.
@@ -246,11 +243,6 @@ func StartCluster(weir string, o Options) (*Cluster, error) {
 			c.jmArgs = append(c.jmArgs, append([]string{"jobmanager", "--id", fmt.Sprintf("jm-%d", i+1),
 				"--listen", clients[i], "--peers", strings.Join(peers, ","),
 				"--raft-dir", filepath.Join(o.RaftDir, fmt.Sprintf("jm-%d", i+1))}, append(o.JobManagerArgs, o.TLSArgs...)...))
-		}
-	}
-	if o.JobManagerArgsFor != nil {
-		for i := range c.jmArgs {
-			c.jmArgs[i] = append(c.jmArgs[i], o.JobManagerArgsFor(i)...)
 		}
 	}
 	c.JobManagers = make([]*Process, len(c.jmArgs))

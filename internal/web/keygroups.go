@@ -12,9 +12,7 @@ import (
 
 // KeyGroupsView is GET /api/jobs/{id}/keygroups: the state bytes of each
 // key group in the job's latest completed checkpoint, per keyed operator.
-// Weir counts no records per key group (that would cost the record path a
-// counter per record); a hot key shows as a key group whose state grows,
-// and as the records/s of the subtask that owns it.
+// (The records per key group are in the job's status, per subtask.)
 type KeyGroupsView struct {
 	CheckpointID   int64              `json:"checkpointId"`
 	Path           string             `json:"path,omitempty"`
@@ -38,28 +36,35 @@ type KeyGroupOperator struct {
 // keyGroupCache keeps the view of each checkpoint read: a checkpoint's files
 // never change, and the page polls.
 type keyGroupCache struct {
-	opts storage.Options
-	mu   sync.Mutex
-	path string
-	view *KeyGroupsView
+	opts  storage.Options
+	mu    sync.Mutex
+	views map[string]*KeyGroupsView // by checkpoint path
 }
 
-func newKeyGroupCache(opts storage.Options) *keyGroupCache { return &keyGroupCache{opts: opts} }
+// maxKeyGroupViews bounds the cache (a view per job open in a page, as a
+// rule); past it, it starts over.
+const maxKeyGroupViews = 64
+
+func newKeyGroupCache(opts storage.Options) *keyGroupCache {
+	return &keyGroupCache{opts: opts, views: map[string]*KeyGroupsView{}}
+}
 
 func (c *keyGroupCache) get(ctx context.Context, cp *weirv1.CheckpointInfo) (*KeyGroupsView, error) {
 	c.mu.Lock()
-	if c.path == cp.GetPath() && c.view != nil {
-		v := c.view
-		c.mu.Unlock()
+	v, ok := c.views[cp.GetPath()]
+	c.mu.Unlock()
+	if ok {
 		return v, nil
 	}
-	c.mu.Unlock()
 	v, err := readKeyGroups(ctx, cp.GetPath(), c.opts)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.path, c.view = cp.GetPath(), v
+	if len(c.views) >= maxKeyGroupViews {
+		clear(c.views)
+	}
+	c.views[cp.GetPath()] = v
 	c.mu.Unlock()
 	return v, nil
 }

@@ -154,6 +154,11 @@ type SubtaskView struct {
 	BackpressuredNs int64  `json:"backpressuredNs"`
 	RecordsIn       int64  `json:"recordsIn"`
 	RecordsOut      int64  `json:"recordsOut"`
+	// KeyGroupRecords are the records its keyed operator received per key
+	// group (cumulative), from key group KeyGroupRecordsFirst on; absent
+	// without a keyed operator.
+	KeyGroupRecordsFirst int     `json:"keyGroupRecordsFirst"`
+	KeyGroupRecords      []int64 `json:"keyGroupRecords,omitempty"`
 }
 
 // EdgeView is one edge of the job graph.
@@ -232,7 +237,8 @@ func jobView(st *weirv1.JobStatus) JobView {
 				TaskManagerID: t.GetTaskManagerId(), Address: t.GetTaskManagerAddress(), Slot: int(t.GetSlot()), Attempt: int(t.GetAttempt()),
 				Failure: t.GetFailure(), WatermarkMs: t.Watermark, KeyGroupFirst: kg.First, KeyGroupLast: kg.Last,
 				BusyNs: t.GetBusyNs(), IdleNs: t.GetIdleNs(), BackpressuredNs: t.GetBackpressuredNs(),
-				RecordsIn: t.GetRecordsIn(), RecordsOut: t.GetRecordsOut()})
+				RecordsIn: t.GetRecordsIn(), RecordsOut: t.GetRecordsOut(),
+				KeyGroupRecordsFirst: int(t.GetKeyGroupFirst()), KeyGroupRecords: t.GetKeyGroupRecords()})
 		}
 		v.Vertices = append(v.Vertices, vv)
 	}

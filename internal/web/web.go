@@ -13,7 +13,9 @@
 // not compute: the job graph's edges (rebuilt from the job's registered
 // builder, as the JobManager itself builds it) and the state bytes per key
 // group of the job's latest checkpoint, read from the state files' indexes
-// (two small ranged reads per file, cached per checkpoint).
+// (two small ranged reads per file, cached per checkpoint). Rates (records/s,
+// busy and backpressured shares, records/s per key group) are the page's:
+// differences between two reads of the status's cumulative counters.
 package web
 
 import (

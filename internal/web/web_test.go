@@ -199,6 +199,34 @@ func TestAPI(t *testing.T) {
 			t.Errorf("subtask %d: %+v", i, s)
 		}
 	}
+	if s := v.Vertices[0].Subtasks[0]; s.KeyGroupRecords != nil {
+		t.Errorf("the source, not keyed, counts records by key group: %v", s.KeyGroupRecords)
+	}
+
+	// Records per key group: each keyed subtask counts its own key groups,
+	// never more than the records it took in.
+	v = c.waitJob(id, "records counted by key group", func(v JobView) bool {
+		for _, s := range v.Vertices[1].Subtasks {
+			var sum int64
+			for _, n := range s.KeyGroupRecords {
+				sum += n
+			}
+			if sum == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, s := range v.Vertices[1].Subtasks {
+		var sum int64
+		for _, n := range s.KeyGroupRecords {
+			sum += n
+		}
+		if s.KeyGroupRecordsFirst != 64*i || len(s.KeyGroupRecords) != 64 || sum > s.RecordsIn {
+			t.Errorf("subtask %d: key groups from %d, %d counts summing to %d of %d records in", i, s.KeyGroupRecordsFirst,
+				len(s.KeyGroupRecords), sum, s.RecordsIn)
+		}
+	}
 
 	var cl ClusterView
 	c.get("/api/cluster", &cl)

@@ -136,7 +136,8 @@ function computeRates(job) {
       const key = v.id + "/" + s.index;
       cur.set(key, s);
       const p = prev && prev.subtasks.get(key);
-      if (!p || p.attempt !== s.attempt || p.busyNs !== s.busyNs || p.idleNs !== s.idleNs || p.recordsIn !== s.recordsIn || p.recordsOut !== s.recordsOut) changed = true;
+      if (!p || p.attempt !== s.attempt || p.busyNs !== s.busyNs || p.idleNs !== s.idleNs || p.recordsIn !== s.recordsIn || p.recordsOut !== s.recordsOut ||
+          String(p.keyGroupRecords) !== String(s.keyGroupRecords)) changed = true;
     }
   }
   if (!changed) return prev.rates;
@@ -148,12 +149,18 @@ function computeRates(job) {
       if (!p || p.attempt !== s.attempt) continue;
       const db = s.busyNs - p.busyNs, di = s.idleNs - p.idleNs, dp = s.backpressuredNs - p.backpressuredNs;
       const total = db + di + dp;
+      let kgRates = null;
+      if (s.keyGroupRecords && p.keyGroupRecords && s.keyGroupRecords.length === p.keyGroupRecords.length &&
+          s.keyGroupRecordsFirst === p.keyGroupRecordsFirst) {
+        kgRates = s.keyGroupRecords.map((n, j) => Math.max(0, (n - p.keyGroupRecords[j]) / dt));
+      }
       rates.set(key, {
         busy: total > 0 ? db / total : null,
         idle: total > 0 ? di / total : null,
         bp: total > 0 ? dp / total : null,
         inRate: Math.max(0, (s.recordsIn - p.recordsIn) / dt),
         outRate: Math.max(0, (s.recordsOut - p.recordsOut) / dt),
+        kgRates,
       });
     }
   }
@@ -262,7 +269,7 @@ async function renderOverview(gen) {
 
 let lastCheckpoints = { t: 0, data: null, job: null };
 let lastKeyGroups = { t: 0, data: null, job: null, error: null };
-let heatMode = "bytes";
+let heatMode = "rate";
 let actionResult = null; // {job, text, ok}
 
 async function renderJob(id, gen) {
@@ -539,49 +546,61 @@ function renderSubtasks(job, rates) {
     el("tbody", {}, ...rows));
 }
 
+// The key-group heat map: one grid per keyed vertex, a cell per key group,
+// coloured by the records/s it received in the last interval or by its
+// state bytes in the latest checkpoint; a cell's bottom edge tells the
+// subtask that owns it.
 function renderKeyGroups(job, rates) {
   const box = el("div", { class: "card", id: "keygroups" });
-  if (lastKeyGroups.error) {
-    box.append(el("p", { class: "muted", text: lastKeyGroups.error }));
-    return box;
-  }
   const kg = lastKeyGroups.data;
-  if (!kg || !kg.operators.length) {
-    box.append(el("p", { class: "muted", text: kg && kg.checkpointId ? "The latest checkpoint holds no keyed state." : "No completed checkpoint yet: the heat map shows the state of the latest one." }));
+  const keyed = job.vertices.filter((v) => v.subtasks.some((s) => s.keyGroupRecords));
+  const stateOps = kg ? kg.operators : [];
+  if (!keyed.length && !stateOps.length) {
+    box.append(el("p", { class: "muted", text: "The job has no keyed operator (or its subtasks have not reported yet)." }));
     return box;
   }
+  const radio = (value, label) => el("label", {}, el("input", { type: "radio", name: "heat", value, id: "heat-" + value,
+    ...(heatMode === value ? { checked: "" } : {}), onchange: () => { heatMode = value; } }), document.createTextNode(" " + label));
+  const source = kg && kg.checkpointId ? `state from checkpoint ${kg.checkpointId}` : "no checkpoint yet";
   box.append(el("div", { class: "row" },
-    el("span", { class: "muted", text: `checkpoint ${kg.checkpointId} · ${kg.maxParallelism} key groups · colour by ` }),
-    el("label", {}, el("input", { type: "radio", name: "heat", value: "bytes", ...(heatMode === "bytes" ? { checked: "" } : {}), onchange: () => { heatMode = "bytes"; } }), document.createTextNode(" state bytes")),
-    el("label", {}, el("input", { type: "radio", name: "heat", value: "rate", ...(heatMode === "rate" ? { checked: "" } : {}), onchange: () => { heatMode = "rate"; } }), document.createTextNode(" records/s of the owning subtask"))));
-  const cols = Math.min(64, kg.maxParallelism);
-  for (const op of kg.operators) {
-    const vertex = job.vertices.find((v) => v.operators.some((o) => o.uid === op.uid));
-    const owner = (g) => {
-      if (!vertex) return op.subtask[g];
-      return vertex.subtasks.findIndex((s) => g >= s.keyGroupFirst && g <= s.keyGroupLast);
-    };
-    const rateOf = (g) => {
-      const i = owner(g);
-      const r = vertex && i >= 0 ? rates.get(vertex.id + "/" + i) : null;
-      return r ? r.inRate : 0;
-    };
-    const values = op.bytes.map((b, g) => (heatMode === "bytes" ? b : rateOf(g)));
+    el("span", { class: "muted", text: `${job.maxParallelism} key groups · ${source} · colour by ` }),
+    radio("rate", "records/s"), radio("bytes", "state bytes")));
+  if (lastKeyGroups.error) box.append(el("p", { class: "muted", text: lastKeyGroups.error }));
+  const cols = Math.min(64, job.maxParallelism);
+  const vertices = keyed.length ? keyed : job.vertices.filter((v) => v.operators.some((o) => stateOps.some((s) => s.uid === o.uid)));
+  for (const v of vertices) {
+    const n = job.maxParallelism;
+    const owner = new Array(n).fill(-1), rate = new Array(n).fill(0), total = new Array(n).fill(0), bytes = new Array(n).fill(0);
+    for (const s of v.subtasks) {
+      for (let g = Math.max(0, s.keyGroupFirst); g <= s.keyGroupLast && g < n; g++) owner[g] = s.index;
+      const r = rates.get(v.id + "/" + s.index);
+      (s.keyGroupRecords || []).forEach((c, j) => {
+        const g = s.keyGroupRecordsFirst + j;
+        if (g < 0 || g >= n) return;
+        total[g] = c;
+        if (r && r.kgRates) rate[g] = r.kgRates[j];
+      });
+    }
+    const ops = stateOps.filter((o) => v.operators.some((vo) => vo.uid === o.uid));
+    for (const o of ops) o.bytes.forEach((b, g) => { if (g < n) bytes[g] += b; });
+    const values = heatMode === "bytes" ? bytes : rate;
     const maxV = Math.max(1e-9, ...values);
-    const total = op.bytes.reduce((a, b) => a + b, 0);
-    box.append(el("div", { class: "muted", text: `${op.name} [${op.uid}]: ${fmtBytes(total)}, ${op.keys} keys, written at parallelism ${op.parallelism}` }));
-    const grid = el("div", { class: "heat", "data-operator": op.uid, style: `grid-template-columns: repeat(${cols}, 1fr)` });
-    values.forEach((v, g) => {
-      const i = owner(g);
-      const title = `key group ${g}: ${fmtBytes(op.bytes[g])} of state` + (i >= 0 ? `, owned by subtask ${i + 1}` : "") +
-        (vertex && i >= 0 ? `, which takes ${fmtRate(rateOf(g))}` : "");
-      // The bottom edge's colour tells the owning subtask.
+    const sumRate = rate.reduce((a, b) => a + b, 0), sumBytes = bytes.reduce((a, b) => a + b, 0);
+    const hot = rate.indexOf(Math.max(...rate));
+    let summary = `${v.name}: ${fmtRate(sumRate)} over its key groups`;
+    if (sumRate > 0) summary += `, the busiest key group ${hot} takes ${fmtRate(rate[hot])} (${(100 * rate[hot] / sumRate).toFixed(0)} %)`;
+    summary += ops.length ? ` · state ${fmtBytes(sumBytes)}, ${ops.reduce((a, o) => a + o.keys, 0)} keys` : " · no keyed state checkpointed yet";
+    box.append(el("div", { class: "muted", text: summary }));
+    const grid = el("div", { class: "heat", "data-vertex": v.name, style: `grid-template-columns: repeat(${cols}, 1fr)` });
+    values.forEach((val, g) => {
+      const i = owner[g];
+      const title = `key group ${g}: ${fmtRate(rate[g])}, ${total[g]} records, ${fmtBytes(bytes[g])} of state` + (i >= 0 ? `; owned by subtask ${i + 1}` : "");
       const ownerColor = i >= 0 ? `hsl(${(i * 67) % 360}, 55%, 45%)` : "#eef0f3";
-      grid.append(el("div", { title, "data-kg": String(g), style: `background:${v > 0 ? heatColor(v / maxV) : "#eef0f3"};border-bottom:4px solid ${ownerColor}` }));
+      grid.append(el("div", { title, "data-kg": String(g), style: `background:${val > 0 ? heatColor(val / maxV) : "#eef0f3"};border-bottom:4px solid ${ownerColor}` }));
     });
     box.append(grid);
   }
-  box.append(el("p", { class: "muted", text: "Bytes per key group come from the latest checkpoint's state files; Weir does not count records per key group, so the rate view colours each key group by the records/s of the subtask that owns it. A cell's bottom edge is coloured by its owning subtask." }));
+  box.append(el("p", { class: "muted", text: "Records/s per key group are counted by the keyed operator and sent with the heartbeats; state bytes per key group come from the latest checkpoint's state files. Hover a cell for its figures; its bottom edge is coloured by the subtask that owns it." }));
   return box;
 }
 

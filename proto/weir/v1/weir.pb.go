@@ -1838,10 +1838,14 @@ type SubtaskStatus struct {
 	IdleNs          int64 `protobuf:"varint,10,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
 	BackpressuredNs int64 `protobuf:"varint,11,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
 	// Records into the chain's head operator and out of its last one.
-	RecordsIn     int64 `protobuf:"varint,12,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
-	RecordsOut    int64 `protobuf:"varint,13,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RecordsIn  int64 `protobuf:"varint,12,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
+	RecordsOut int64 `protobuf:"varint,13,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	// Records its keyed operator received per key group (cumulative), from
+	// key group key_group_first on; empty without a keyed operator.
+	KeyGroupFirst   int32   `protobuf:"varint,14,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
+	KeyGroupRecords []int64 `protobuf:"varint,15,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubtaskStatus) Reset() {
@@ -1963,6 +1967,20 @@ func (x *SubtaskStatus) GetRecordsOut() int64 {
 		return x.RecordsOut
 	}
 	return 0
+}
+
+func (x *SubtaskStatus) GetKeyGroupFirst() int32 {
+	if x != nil {
+		return x.KeyGroupFirst
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetKeyGroupRecords() []int64 {
+	if x != nil {
+		return x.KeyGroupRecords
+	}
+	return nil
 }
 
 // End-to-end latency measured by latency markers from sources to sinks.
@@ -3137,6 +3155,11 @@ type TaskMetrics struct {
 	BusyNs          int64 `protobuf:"varint,5,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"`
 	IdleNs          int64 `protobuf:"varint,6,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
 	BackpressuredNs int64 `protobuf:"varint,7,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
+	// Records the task's keyed operator received per key group since the
+	// task started, for key groups key_group_first, key_group_first+1, ...;
+	// empty without a keyed operator.
+	KeyGroupFirst   int32   `protobuf:"varint,8,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
+	KeyGroupRecords []int64 `protobuf:"varint,9,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -3218,6 +3241,20 @@ func (x *TaskMetrics) GetBackpressuredNs() int64 {
 		return x.BackpressuredNs
 	}
 	return 0
+}
+
+func (x *TaskMetrics) GetKeyGroupFirst() int32 {
+	if x != nil {
+		return x.KeyGroupFirst
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetKeyGroupRecords() []int64 {
+	if x != nil {
+		return x.KeyGroupRecords
+	}
+	return nil
 }
 
 type TaskStateUpdate struct {
@@ -4822,7 +4859,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x03 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x04 \x01(\x03R\n" +
-	"recordsOut\"\xbf\x03\n" +
+	"recordsOut\"\x93\x04\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -4839,7 +4876,9 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\f \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\r \x01(\x03R\n" +
-	"recordsOutB\f\n" +
+	"recordsOut\x12&\n" +
+	"\x0fkey_group_first\x18\x0e \x01(\x05R\rkeyGroupFirst\x12*\n" +
+	"\x11key_group_records\x18\x0f \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
 	"\n" +
 	"_watermark\"k\n" +
 	"\x0eLatencySummary\x12\x14\n" +
@@ -4923,7 +4962,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x02 \x01(\x03R\n" +
-	"recordsOut\"\xa2\x02\n" +
+	"recordsOut\"\xf6\x02\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
@@ -4931,7 +4970,9 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01\x12\x17\n" +
 	"\abusy_ns\x18\x05 \x01(\x03R\x06busyNs\x12\x17\n" +
 	"\aidle_ns\x18\x06 \x01(\x03R\x06idleNs\x12)\n" +
-	"\x10backpressured_ns\x18\a \x01(\x03R\x0fbackpressuredNsB\f\n" +
+	"\x10backpressured_ns\x18\a \x01(\x03R\x0fbackpressuredNs\x12&\n" +
+	"\x0fkey_group_first\x18\b \x01(\x05R\rkeyGroupFirst\x12*\n" +
+	"\x11key_group_records\x18\t \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
 	"\n" +
 	"_watermark\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
