@@ -25,6 +25,7 @@ import (
 	"github.com/weirstream/weir/jobmanager"
 	_ "github.com/weirstream/weir/jobs/fraud" // the job the tests run
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
 )
 
@@ -350,5 +351,21 @@ func TestListenNamesTheFlag(t *testing.T) {
 	_, err = Listen(t.Context(), taken.Addr().String(), Config{})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("--web-listen %s", taken.Addr())) {
 		t.Errorf("a taken port: %v", err)
+	}
+}
+
+// TestKeyGroupsOfAMissingCheckpoint: a checkpoint whose files are gone is
+// an error naming its _metadata, not an empty heat map.
+func TestKeyGroupsOfAMissingCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	_, err := readKeyGroups(t.Context(), dir, storage.Options{})
+	if err == nil || !strings.Contains(err.Error(), "_metadata") {
+		t.Errorf("reading the key groups of an empty directory: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "_metadata"), []byte("not a manifest"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readKeyGroups(t.Context(), dir, storage.Options{}); err == nil {
+		t.Error("a corrupt _metadata was read")
 	}
 }
