@@ -95,8 +95,14 @@ type processOperator[K comparable, IN, OUT any] struct {
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
+	var kgRecords []int64
+	if oc.countKeyGroups != nil {
+		kgRecords = oc.countKeyGroups()
+	} else {
+		kgRecords = make([]int64, oc.keyGroups.Len()) // an operator outside a task (tests)
+	}
 	return &processOperator[K, IN, OUT]{
-		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: oc.countKeyGroups(),
+		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
 		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
 		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt},
 	}
