@@ -107,6 +107,10 @@ type tp struct {
 type partition struct {
 	tp
 	next int64 // the offset of the next record to emit
+	// The partition's watermark generator (EventTime): the newest event
+	// timestamp read and when the partition last had a record (Unix ns).
+	// Not checkpointed: a restored or reassigned partition starts afresh.
+	maxTs, activeAt int64
 }
 
 type checkpointOffsets struct {
@@ -292,8 +296,9 @@ func (s *Source[T]) add(assign map[tp]int64, start map[string]map[int32]kgo.Offs
 		}
 		return int(a.partition - b.partition)
 	})
+	now := time.Now().UnixNano()
 	for _, k := range keys {
-		p := &partition{tp: k, next: assign[k]}
+		p := &partition{tp: k, next: assign[k], maxTs: runtime.NoTimestamp, activeAt: now}
 		s.parts[k] = p
 		s.order = append(s.order, p)
 		if start[k.topic] == nil {
@@ -437,6 +442,11 @@ func (s *Source[T]) knownCopy() map[tp]bool {
 // Poll emits the records fetched so far (never blocking) and adds newly
 // discovered partitions.
 func (s *Source[T]) Poll(out runtime.Collector[T]) (time.Duration, error) {
+	return s.poll(func(_ *partition, _ *kgo.Record, v T) { out.Collect(v) })
+}
+
+// poll hands every new decoded record to emit with its partition.
+func (s *Source[T]) poll(emit func(p *partition, r *kgo.Record, v T)) (time.Duration, error) {
 	select {
 	case assign := <-s.discovered:
 		start := map[string]map[int32]kgo.Offset{}
@@ -493,7 +503,7 @@ func (s *Source[T]) Poll(out runtime.Collector[T]) (time.Duration, error) {
 					Reason: derr.Error(), Value: append([]byte(nil), val...)})
 				continue
 			}
-			out.Collect(v)
+			emit(p, r, v)
 		}
 	})
 	return 0, nil
