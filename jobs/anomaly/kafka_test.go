@@ -1,0 +1,153 @@
+package anomaly
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirstream/weir/connectors/kafka/kafkatest"
+	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/runtime"
+)
+
+// produceSample writes the lines of a sample file as records to a topic
+// of parts partitions, each to the partition of its key field (lines
+// without one to partition 0), as a producer keyed by that field would:
+// one key's events stay in order. It returns the file line of each
+// "<topic>/<partition>" and offset.
+func produceSample(t *testing.T, addrs []string, topic string, parts int32, path, keyField string) map[string]int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	next := make([]int64, parts)
+	var rs []*kgo.Record
+	for i, l := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		var m map[string]any
+		p := int32(0)
+		if json.Unmarshal([]byte(l), &m) == nil {
+			if k, ok := m[keyField].(string); ok {
+				h := fnv.New32a()
+				h.Write([]byte(k))
+				p = int32(h.Sum32() % uint32(parts))
+			}
+		}
+		lines[topic+"/"+strconv.Itoa(int(p))+":"+strconv.FormatInt(next[p], 10)] = i + 1
+		next[p]++
+		rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(l)})
+	}
+	kafkatest.Produce(t, addrs, rs...)
+	return lines
+}
+
+var originRE = regexp.MustCompile(`"([ab]_)?source":"([^"/]+/\d+)","([ab]_)?line":(\d+)`)
+
+// asFileOrigins rewrites the Kafka origins of an output line (topic,
+// partition, offset) into the sample file's (name, line).
+func asFileOrigins(t *testing.T, l, file string, lines map[string]int) string {
+	return originRE.ReplaceAllStringFunc(l, func(m string) string {
+		sub := originRE.FindStringSubmatch(m)
+		n, ok := lines[sub[2]+":"+sub[4]]
+		if !ok {
+			t.Errorf("no sample line for %s offset %s", sub[2], sub[4])
+		}
+		return `"` + sub[1] + `source":"` + file + `","` + sub[3] + `line":` + strconv.Itoa(n)
+	})
+}
+
+// partLines returns the lines of the committed part files under dir.
+func partLines(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), "part-") {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		out = append(out, strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")...)
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestKafkaInAndOutGivesTheSampleAlerts runs each job (impossible-travel
+// without its blacklist, which is a file) at parallelism 1 from a topic
+// holding its sample file's lines, keyed, in three partitions, to an
+// alerts topic: a read-committed consumer reads exactly the alerts of the
+// file input, and the bad records are dead letters under output.
+func TestKafkaInAndOutGivesTheSampleAlerts(t *testing.T) {
+	for _, j := range []struct{ job, topic, sample, key string }{
+		{AnomalyDetection, EventsTopic, "events.jsonl", "user"},
+		{TransferMonitor, TransfersTopic, "transfers.jsonl", "account"},
+		{ImpossibleTravel, CardUsesTopic, "card-uses.jsonl", "card"},
+	} {
+		t.Run(j.job, func(t *testing.T) {
+			c := kafkatest.Start(t, map[string]int32{j.topic: 3, AlertsTopic: 2})
+			addrs := c.ListenAddrs()
+			lines := produceSample(t, addrs, j.topic, 3, filepath.Join("testdata", j.sample), j.key)
+			out := t.TempDir()
+			g, err := jobs.Build(j.job, 1, map[string]string{"source": "kafka", "sink": "kafka", "bounded": "true",
+				"kafka-brokers": addrs[0], "output": out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(g.Vertices) != 1 {
+				t.Fatalf("%d vertices, want the whole job chained", len(g.Vertices))
+			}
+			task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: io.Discard, LatencyInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := task.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range kafkatest.ReadCommitted(t, addrs, AlertsTopic, 2, 30*time.Second) {
+				var a struct {
+					Detector string `json:"detector"`
+					Key      string `json:"key"`
+				}
+				if err := json.Unmarshal(r.Value, &a); err != nil || string(r.Key) != a.Key ||
+					len(r.Headers) != 1 || string(r.Headers[0].Value) != a.Detector {
+					t.Errorf("alert %s key %q headers %v: %v", r.Value, r.Key, r.Headers, err)
+				}
+				got = append(got, asFileOrigins(t, string(r.Value), j.sample, lines))
+			}
+			for _, l := range partLines(t, out) {
+				got = append(got, asFileOrigins(t, l, j.sample, lines))
+			}
+			slices.Sort(got)
+			data, err := os.ReadFile(filepath.Join("testdata", "expected-"+j.job+".jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.DeleteFunc(strings.Split(strings.TrimSuffix(string(data), "\n"), "\n"), func(l string) bool {
+				return strings.HasPrefix(l, `{"detector":"blacklist"`)
+			})
+			if !slices.Equal(got, want) {
+				t.Errorf("alerts and dead letters\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
