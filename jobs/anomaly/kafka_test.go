@@ -3,14 +3,18 @@ package anomaly
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +151,82 @@ func TestKafkaInAndOutGivesTheSampleAlerts(t *testing.T) {
 			})
 			if !slices.Equal(got, want) {
 				t.Errorf("alerts and dead letters\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// TestAlertsToAWebhookAndSlack sends transfer-monitor's sample alerts to
+// an HTTP receiver, as JSON with idempotency keys and as Slack messages.
+func TestAlertsToAWebhookAndSlack(t *testing.T) {
+	for _, sink := range []string{"webhook", "slack"} {
+		t.Run(sink, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				defer mu.Unlock()
+				if sink == "slack" {
+					var m struct {
+						Text string `json:"text"`
+					}
+					if err := json.Unmarshal(body, &m); err != nil {
+						http.Error(w, err.Error(), http.StatusBadRequest)
+						return
+					}
+					got = append(got, strings.Split(m.Text, "\n")...)
+					return
+				}
+				var batch []struct {
+					Key    string `json:"idempotency_key"`
+					Record struct {
+						Detector string `json:"detector"`
+						Key      string `json:"key"`
+						TimeMs   int64  `json:"time_ms"`
+					} `json:"record"`
+				}
+				if err := json.Unmarshal(body, &batch); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				for _, a := range batch {
+					got = append(got, fmt.Sprintf("%s %s/%s/%d", a.Key, a.Record.Detector, a.Record.Key, a.Record.TimeMs))
+				}
+			}))
+			defer srv.Close()
+			t.Setenv("WEIR_TEST_ANOMALY_WEBHOOK", srv.URL)
+			g, err := jobs.Build(TransferMonitor, 1, map[string]string{"input": filepath.Join("testdata", "transfers.jsonl"),
+				"output": t.TempDir(), "sink": sink, "webhook-url-env": "WEIR_TEST_ANOMALY_WEBHOOK", "webhook-linger": "5ms"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: io.Discard, LatencyInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := task.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			slices.Sort(got)
+			if len(got) != 3 {
+				t.Fatalf("%d alerts delivered, want the sample's 3: %q", len(got), got)
+			}
+			for i, want := range []string{"large-transfer", "small-transfer", "transfer-sum"} {
+				prefix := want + "/acct-"
+				if sink == "slack" {
+					prefix = ":rotating_light: " + want + " alert on acct-"
+				}
+				if !strings.HasPrefix(got[i], prefix) {
+					t.Errorf("alert %d: %q, want it to start with %q", i, got[i], prefix)
+				}
+				if k, rest, _ := strings.Cut(got[i], " "); sink == "webhook" && !strings.HasPrefix(k, rest+"/") {
+					t.Errorf("idempotency key %q of alert %s", k, rest)
+				}
 			}
 		})
 	}
