@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,43 +17,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/weirstream/weir/connectors/kafka/kafkatest"
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/runtime"
 )
 
 // produceSample writes the lines of a sample file as records to a topic
-// of parts partitions, each to the partition of its key field (lines
-// without one to partition 0), as a producer keyed by that field would:
-// one key's events stay in order. It returns the file line of each
-// "<topic>/<partition>" and offset.
+// of parts partitions, keyed by the JSON field key (see
+// kafkatest.ProduceLines).
 func produceSample(t *testing.T, addrs []string, topic string, parts int32, path, keyField string) map[string]int {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := map[string]int{}
-	next := make([]int64, parts)
-	var rs []*kgo.Record
-	for i, l := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	return kafkatest.ProduceLines(t, addrs, topic, parts, lines, func(l string) string {
 		var m map[string]any
-		p := int32(0)
-		if json.Unmarshal([]byte(l), &m) == nil {
-			if k, ok := m[keyField].(string); ok {
-				h := fnv.New32a()
-				h.Write([]byte(k))
-				p = int32(h.Sum32() % uint32(parts))
-			}
+		if json.Unmarshal([]byte(l), &m) != nil {
+			return ""
 		}
-		lines[topic+"/"+strconv.Itoa(int(p))+":"+strconv.FormatInt(next[p], 10)] = i + 1
-		next[p]++
-		rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(l)})
-	}
-	kafkatest.Produce(t, addrs, rs...)
-	return lines
+		k, _ := m[keyField].(string)
+		return k
+	})
 }
 
 var originRE = regexp.MustCompile(`"([ab]_)?source":"([^"/]+/\d+)","([ab]_)?line":(\d+)`)
