@@ -234,3 +234,47 @@ func TestAQuietPartitionDoesNotHoldTimersBack(t *testing.T) {
 		}
 	}
 }
+
+// Generators are not checkpointed: partitions restored at another
+// parallelism start without a watermark and make one from their next
+// records only.
+func TestRestoredPartitionsRestartTheirGenerators(t *testing.T) {
+	c := kafkatest.Start(t, map[string]int32{"ev": 2})
+	addrs := c.ListenAddrs()
+	stampedAt(t, addrs, "ev", 0, 5000)
+	stampedAt(t, addrs, "ev", 1, 6000)
+	e := newSource(addrs, "ev").EventTime(Watermarks[string]{})
+	openEventTime(t, e, 0, 1)
+	out := &wmOutput{wm: runtime.NoTimestamp}
+	pollEventTime(t, e, out, 2)
+	if out.wm != 4999 {
+		t.Fatalf("watermark %d, want 4999", out.wm)
+	}
+	entries, err := e.SnapshotState(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	stampedAt(t, addrs, "ev", 0, 1000) // behind the old watermark
+	stampedAt(t, addrs, "ev", 1, 2000)
+	for sub := range 2 {
+		r := newSource(addrs, "ev").EventTime(Watermarks[string]{})
+		ctx := runtime.NewRuntimeContext(runtime.ContextConfig{JobID: "j", UID: "src", Subtask: sub, Parallelism: 2, Restored: true})
+		if err := r.InitializeState(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ro := &wmOutput{wm: runtime.NoTimestamp}
+		pollEventTime(t, r, ro, 1)
+		if len(ro.got) != 1 || len(r.order) != 1 {
+			t.Fatalf("subtask %d read %v from %d partitions, want one new record of one partition", sub, ro.got, len(r.order))
+		}
+		p := r.order[0].partition
+		if want := []int64{999, 1999}[p]; ro.wm != want {
+			t.Errorf("subtask %d (partition %d): watermark %d, want %d from its new record alone", sub, p, ro.wm, want)
+		}
+	}
+}
