@@ -16,7 +16,7 @@
 // key's events in keyed state until the watermark passes them, and break
 // ties by origin, so every run at any parallelism, restored or not, raises
 // the same alerts; events behind the watermark go to a late side output.
-// Alerts go to files, Kafka, a webhook or Slack (io.go); dead letters and
-// late events always to files under output, so nothing is lost whatever
-// the sink.
+// Alerts go to files, Kafka, a webhook or Slack (io.go); late events
+// always go to files under output, and dead letters too unless a Kafka
+// source has a dead-letter topic, so nothing is lost whatever the sink.
 package anomaly
