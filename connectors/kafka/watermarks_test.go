@@ -14,6 +14,7 @@ import (
 
 	"github.com/weirstream/weir/connectors/kafka/kafkatest"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/window"
 )
 
 // wmOutput keeps what a source emits as the runtime would: records with
@@ -175,9 +176,9 @@ func (s lockedSink) Invoke(v string) error {
 }
 
 // Through a real task: p2 has one old record and goes quiet while p0 and
-// p1 go on; once p2 is idle the watermark passes it and the timers of all
-// three fire (with p2 counted, nothing above 499 could fire).
-func TestAQuietPartitionDoesNotHoldTimersBack(t *testing.T) {
+// p1 go on; once p2 is idle the watermark passes it and the timers and
+// windows of all three fire (with p2 counted, nothing above 499 could).
+func TestAQuietPartitionDoesNotHoldEventTimeBack(t *testing.T) {
 	c := kafkatest.Start(t, map[string]int32{"ev": 3})
 	addrs := c.ListenAddrs()
 	stampedAt(t, addrs, "ev", 2, 500)
@@ -187,9 +188,18 @@ func TestAQuietPartitionDoesNotHoldTimersBack(t *testing.T) {
 	}, runtime.StringCodec{})
 	fired := runtime.Process(runtime.KeyBy(src, runtime.StringKey, func(v string) string { return v[:2] }), "fire",
 		func() runtime.KeyedProcessFunction[string, string, string] { return fireAt{} }, nil).UID("fire")
+	// And a tumbling window per partition: p2's [0,1000) closes too.
+	windows := window.Process(runtime.KeyBy(src, runtime.StringKey, func(v string) string { return v[:2] }), "count",
+		window.Tumbling(time.Second), func() window.ProcessWindowFunction[string, string, string] {
+			return window.ProcessFunc[string, string, string](func(k string, w window.Window, els []string, out runtime.Collector[string]) error {
+				out.Collect(fmt.Sprintf("%s[%d,%d)=%d", k, w.Start, w.End, len(els)))
+				return nil
+			})
+		}, runtime.StringCodec{}, nil).UID("count")
 	var mu sync.Mutex
 	var got []string
 	runtime.SinkTo(fired, "collect", func() runtime.SinkFunction[string] { return lockedSink{&mu, &got} })
+	runtime.SinkTo(windows, "collect-windows", func() runtime.SinkFunction[string] { return lockedSink{&mu, &got} })
 	g, err := env.Graph()
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +223,7 @@ func TestAQuietPartitionDoesNotHoldTimersBack(t *testing.T) {
 		return true
 	}
 	// p0 and p1 keep receiving records, so they never go idle.
-	for ts := int64(1000); !has("p2@500", "p0@1000", "p1@1000"); ts += 1000 {
+	for ts := int64(1000); !has("p2@500", "p0@1000", "p1@1000", "p2[0,1000)=1", "p0[1000,2000)=1"); ts += 1000 {
 		select {
 		case err := <-done:
 			t.Fatalf("task ended: %v", err)
@@ -229,7 +239,7 @@ func TestAQuietPartitionDoesNotHoldTimersBack(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, f := range got {
-		if strings.HasPrefix(f, "p2@") && f != "p2@500" {
+		if strings.HasPrefix(f, "p2") && f != "p2@500" && f != "p2[0,1000)=1" {
 			t.Errorf("unexpected timer %s", f)
 		}
 	}
