@@ -1,7 +1,7 @@
 // Package threshold is the job "threshold-alerts", after the PyFlink seed
 // job: it reads CSV transactions (transaction_id,customer_id,amount) from
-// a file or a directory and raises an alert for every transaction whose
-// amount exceeds a threshold.
+// a file or a directory, or one per record (CSV or JSON) from Kafka, and
+// raises an alert for every transaction whose amount exceeds a threshold.
 //
 // The file source hands lines to the CSV parser; a row that does not parse
 // goes, with its file, line and reason, to the dead-letter side output,
@@ -10,7 +10,10 @@
 // written by the same sink under <output> as JSON lines naming the rule,
 // the key (the customer), the event time and the evidence. The rule is
 // stateless, so the job needs no keyed state and no ordering: records out
-// of order alert exactly as in order.
+// of order alert exactly as in order. From Kafka, a record that does not
+// decode is a dead letter naming its topic, partition and offset, and
+// alerts may go to a topic (exactly once), a webhook or Slack instead of
+// the files.
 package threshold
 
 import (
@@ -387,6 +390,11 @@ func kafkaDecoder(format string) kafka.Decoder[Transaction] {
 		}
 		return decode(f)
 	})
+	type tp struct {
+		topic string
+		part  int32
+	}
+	origins := map[tp]string{} // the subtask's partitions, named once
 	return func(r *kgo.Record) (Transaction, error) {
 		var t Transaction
 		var err error
@@ -395,7 +403,12 @@ func kafkaDecoder(format string) kafka.Decoder[Transaction] {
 		} else {
 			t, err = decodeJSON(r.Value)
 		}
-		t.Source, t.Line = r.Topic+"/"+strconv.Itoa(int(r.Partition)), r.Offset
+		o, ok := origins[tp{r.Topic, r.Partition}]
+		if !ok {
+			o = r.Topic + "/" + strconv.Itoa(int(r.Partition))
+			origins[tp{r.Topic, r.Partition}] = o
+		}
+		t.Source, t.Line = o, r.Offset
 		return t, err
 	}
 }
