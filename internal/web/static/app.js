@@ -445,7 +445,8 @@ function renderGraph(job, rates) {
     const x1 = a.x + a.w, y1 = a.y + a.h / 2, x2 = b.x, y2 = b.y + b.h / 2, mx = (x1 + x2) / 2;
     const g = svg("g", { class: "edge-group", "data-edge": `${e.source}->${e.target}`, "data-partitioning": e.partitioning });
     g.append(svg("path", { class: "edge", d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2 - 2} ${y2}`, "marker-end": "url(#arrow)" }));
-    g.append(svg("text", { class: "elabel", x: String(mx), y: String((y1 + y2) / 2 - 6), "text-anchor": "middle", text: e.partitioning.toUpperCase() }));
+    // The label sits by the arrow's head, where fanned-out edges part.
+    g.append(svg("text", { class: "elabel", x: String(x2 - 8), y: String(y2 - 6), "text-anchor": "end", text: e.partitioning.toUpperCase() }));
     root.append(g);
   }
   for (const v of job.vertices) {
@@ -455,7 +456,7 @@ function renderGraph(job, rates) {
     const g = svg("g", { class: "vertex", "data-vertex": v.name, "data-parallelism": String(v.parallelism), transform: `translate(${p.x},${p.y})` });
     g.append(svg("title", { text: `${v.name}\noperators: ${v.operators.map((o) => o.name + " [" + o.uid + "]").join(" → ")}` }));
     g.append(svg("rect", { width: String(p.w), height: String(p.h), rx: "7", fill: r ? heatColor(load) : "#eef0f3", stroke: "#7a8699" }));
-    const name = v.name.length > 34 ? v.name.slice(0, 33) + "…" : v.name;
+    const name = v.name.length > 28 ? v.name.slice(0, 27) + "…" : v.name;
     g.append(svg("text", { class: "vname", x: "10", y: "20", text: name }));
     g.append(svg("text", { x: "10", y: "39", text: `parallelism ${v.parallelism}` + (v.inputPartitioning ? ` · in: ${v.inputPartitioning}` : " · source") }));
     const line3 = r ? `busy ${fmtPct(r.busy)} · backpressured ${fmtPct(r.bp)}` : "no metrics yet";
