@@ -292,15 +292,39 @@ func TestAPI(t *testing.T) {
 		t.Errorf("a refused rescale changed the job: %+v", st.JobSummaryView)
 	}
 
+	// Rescale and stop with a savepoint, as the page sends them.
+	var rescaled ActionView
+	if code, body := c.do("POST", "/api/jobs/"+id+"/rescale", `{"parallelism": 1}`, "", &rescaled); code != http.StatusOK || rescaled.SavepointPath == "" {
+		t.Fatalf("rescale to 1: %d %s", code, body)
+	}
+	// At parallelism 1 the keyBy is chained: one vertex, no edge.
+	v = c.waitJob(id, "the job to run at parallelism 1", func(v JobView) bool {
+		return v.State == "RUNNING" && v.Parallelism == 1 && v.Rescale != nil && v.Rescale.Phase == "DONE"
+	})
+	if len(v.Vertices) != 1 || len(v.Edges) != 0 || v.GraphError != "" || v.Vertices[0].Subtasks[0].KeyGroupLast != 127 {
+		t.Errorf("at parallelism 1: %d vertices, edges %v (%s)", len(v.Vertices), v.Edges, v.GraphError)
+	}
+	var stopped ActionView
+	if code, body := c.do("POST", "/api/jobs/"+id+"/stop", `{"drain": true}`, "", &stopped); code != http.StatusOK || stopped.SavepointPath == "" {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	c.waitJob(id, "the stopped job to finish", func(v JobView) bool { return v.State == "FINISHED" })
+	c.get("/api/jobs/"+id+"/checkpoints", &cps)
+	if !slices.ContainsFunc(cps.Checkpoints, func(c CheckpointView) bool { return c.Savepoint && c.Path == stopped.SavepointPath }) {
+		t.Errorf("the stop's savepoint %s not among %+v", stopped.SavepointPath, cps.Checkpoints)
+	}
+	code, body = c.do("POST", "/api/jobs/"+id+"/savepoint", "", "", nil)
+	if code != http.StatusConflict && code != http.StatusBadRequest {
+		t.Errorf("savepoint of a finished job: %d %s", code, body)
+	}
+
+	id = c.submit(2)
+	c.waitJob(id, "the second job to run", func(v JobView) bool { return v.State == "RUNNING" })
 	var canceled ActionView
 	if code, body := c.do("POST", "/api/jobs/"+id+"/cancel", "", "", &canceled); code != http.StatusOK || canceled.JobID != id {
 		t.Fatalf("cancel: %d %s", code, body)
 	}
 	c.waitJob(id, "the job to be canceled", func(v JobView) bool { return v.State == "CANCELED" })
-	code, body = c.do("POST", "/api/jobs/"+id+"/savepoint", "", "", nil)
-	if code != http.StatusConflict && code != http.StatusBadRequest {
-		t.Errorf("savepoint of a canceled job: %d %s", code, body)
-	}
 }
 
 func TestStaticPages(t *testing.T) {
