@@ -27,6 +27,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -221,8 +222,16 @@ type actionBody struct {
 	Parallelism int    `json:"parallelism"`
 }
 
+// readBody reads an action's body. Actions must say they send JSON: a
+// browser sends that content type across origins only after a CORS
+// preflight, which this server never grants, so another site's page cannot
+// make a visitor's browser cancel a job here.
 func readBody(w http.ResponseWriter, r *http.Request) (actionBody, bool) {
 	var b actionBody
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, "an action's request must have Content-Type: application/json")
+		return b, false
+	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "reading the request: "+err.Error())

@@ -100,6 +100,9 @@ func (c *testCluster) do(method, path, body, token string, v any) (int, string) 
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
@@ -282,6 +285,15 @@ func TestAPI(t *testing.T) {
 	wantError(t, code, body, http.StatusBadRequest, "parallelism 0")
 	code, body = c.do("POST", "/api/jobs/"+id+"/stop", `{"drian": true}`, "", nil)
 	wantError(t, code, body, http.StatusBadRequest, `unknown field "drian"`)
+	// A form post (what another site's page may send without asking) is
+	// refused before it reaches the service.
+	resp, err := http.Post(c.web.URL+"/api/jobs/"+id+"/cancel", "text/plain", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantError(t, resp.StatusCode, string(data), http.StatusUnsupportedMediaType, "Content-Type: application/json")
 	code, body = c.do("GET", "/api/jobs/0123456789abcdef0123456789abcdef", "", "", nil)
 	wantError(t, code, body, http.StatusNotFound, "0123456789abcdef0123456789abcdef")
 	code, body = c.do("GET", "/api/nothing", "", "", nil)
