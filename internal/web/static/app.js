@@ -434,6 +434,7 @@ function layout(job) {
 }
 
 function renderGraph(job, rates) {
+  if (!job.vertices.length) return el("p", { class: "muted", text: "The job has no vertices to draw." });
   const { pos, width, height } = layout(job);
   const root = svg("svg", { id: "graph", width: String(width), height: String(height), viewBox: `0 0 ${width} ${height}` });
   const defs = svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
