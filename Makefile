@@ -12,7 +12,7 @@ KUBE_BINS := $(TOOLS)/kube-apiserver $(TOOLS)/kube-controller-manager $(TOOLS)/k
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build image run test test-k8s podman chromium bench fuzz proto lint tools minio kafka clean
+.PHONY: all build image run test test-k8s podman chromium bench bench-nexmark fuzz proto lint tools minio kafka clean
 
 all: build
 
@@ -101,6 +101,13 @@ FUZZ_PARALLEL ?= 1
 bench: build $(TOOLS)/minio
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
+
+# The Nexmark queries of the nexmark job (20 M events each, parallelism 2,
+# checkpoints every 10 s, blackhole sink): events/s and events/s per core
+# used beside Flink's published figures. NEXMARK_FLAGS, e.g.
+# NEXMARK_FLAGS='-nexmark-queries q5 -nexmark-events 5000000', narrow it.
+bench-nexmark: build
+	$(GO) run ./cmd/weirbench --weir $(BIN)/weir -only nexmark $(NEXMARK_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -22,6 +22,9 @@
 //   - ha: SIGKILL of the leader of three JobManagers: time to a new leader,
 //     to its first checkpoint, the gap in the output, task restarts; and
 //     submit and checkpoint latency with one JobManager against three.
+//   - nexmark: the Nexmark queries of the nexmark job on a fixed event
+//     count, events per second per core used beside Flink's published
+//     figures (also `make bench-nexmark`).
 //   - tls: throughput of scenario (b) with mutual TLS on every connection
 //     against plaintext, the cost of a TLS handshake on a new connection,
 //     and the TaskManager and JobManager leader failovers with and without
@@ -44,7 +47,7 @@ import (
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls", "kafka"}
+var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls", "kafka", "nexmark"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -111,6 +114,8 @@ func main() {
 	kafkaEvents := flag.Int64("kafka-events", 1_000_000, "kafka: transactions in the topic each throughput run reads")
 	kafkaRuns := flag.Int("kafka-runs", 2, "kafka: throughput runs with exactly-once and at-least-once each (alternating)")
 	kafkaRate := flag.Int("kafka-rate", 20000, "kafka: transactions per second of the latency run")
+	nexmarkEvents := flag.Int64("nexmark-events", 20_000_000, "nexmark: events per query")
+	nexmarkQueries := flag.String("nexmark-queries", "q0,q1,q2,q5,q7", "nexmark: the queries to run")
 	kafkaLatency := flag.Duration("kafka-latency-duration", 15*time.Second, "kafka: length of the latency run")
 	flag.Parse()
 
@@ -167,6 +172,9 @@ func main() {
 		return b.tlsSection(*tlsEvents, *tlsRuns, *tlsHandshakes, *tlsFailovers, *tlsHARuns, *failoverRate)
 	})
 	runSection("kafka", func() error { return b.kafkaSection(*kafkaEvents, *kafkaRuns, *kafkaRate, *kafkaLatency) })
+	runSection("nexmark", func() error {
+		return b.nexmarkSection(*nexmarkEvents, strings.Split(*nexmarkQueries, ","), *profileDir)
+	})
 	if b.s3 != nil {
 		b.s3.Stop()
 	}
