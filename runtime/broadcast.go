@@ -218,7 +218,7 @@ func ConnectBroadcast[K comparable, IN, B, OUT any](ks KeyedStream[IN, K], bs Br
 	n.keyGroupOf = func(maxP int) any {
 		return func(v IN) int { return KeyGroupForHash(ks.kt.Hash(ks.sel(v)), maxP) }
 	}
-	n.input2 = bs.s.node
+	n.input2, n.partitioning2 = bs.s.node, BroadcastEdge
 	n.decoder2 = func(in any) func([]byte) error {
 		c := bs.s.node.codec.(Codec[B])
 		next := in.(Collector[B])

@@ -204,7 +204,7 @@ func (e *Env) Graph() (*JobGraph, error) {
 			if src == vertexOf[head.input] {
 				return nil, fmt.Errorf("operator %s: its two inputs come from one chain (%s); give one of them its own operator", head.name, src.Name)
 			}
-			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: BroadcastEdge, from: in2,
+			e := &Edge{Source: src.ID, Target: v.ID, Partitioning: head.partitioning2, from: in2,
 				Watermarks: g.EventTime && hasEventTime(in2)}
 			v.Inputs = append(v.Inputs, e)
 			src.Outputs = append(src.Outputs, e)

@@ -77,9 +77,13 @@ type node struct {
 	// input type and hands it to in (a Collector[IN]).
 	decoder func(in any) func([]byte) error
 	// input2 is the second input of a two-input node (the broadcast side
-	// of ConnectBroadcast), and decoder2 decodes its records.
-	input2   *node
-	decoder2 func(in any) func([]byte) error
+	// of ConnectBroadcast, the second stream of ProcessConnected),
+	// decoder2 decodes its records, partitioning2 routes them (Hash or
+	// BroadcastEdge) and keyGroupOf2 (Hash only) gives their key groups.
+	input2        *node
+	decoder2      func(in any) func([]byte) error
+	partitioning2 Partitioning
+	keyGroupOf2   func(maxP int) any
 	// writer builds the collector that serialises this node's output onto
 	// the given output channels for an edge to consumer.
 	writer func(t *Task, e *Edge, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)

@@ -46,7 +46,11 @@ func newRecordWriter[T any](t *Task, codec Codec[T], chs []OutputChannel, e *Edg
 		w.ts = &t.wmk.ts
 	}
 	if w.mode == Hash {
-		w.kgOf = consumer.keyGroupOf(w.maxP).(func(T) int)
+		kgOf := consumer.keyGroupOf
+		if e.from == consumer.input2 {
+			kgOf = consumer.keyGroupOf2
+		}
+		w.kgOf = kgOf(w.maxP).(func(T) int)
 	}
 	for i := range w.bufs {
 		w.bufs[i] = GetBuffer()
