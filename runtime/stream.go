@@ -219,6 +219,24 @@ func Filter[T any](s Stream[T], name string, fn func(T) bool) Stream[T] {
 	return Stream[T]{env: s.env, node: s.env.add(n, s.node)}
 }
 
+// Rebalanced passes s's records on round-robin over the next operator's
+// subtasks (Flink's rebalance()), through an exchange: the operators after
+// it run in a task of their own. That is also how one operator's output
+// feeds both inputs of a two-input operator, whose inputs must come from
+// two tasks. s's operator needs a codec.
+func Rebalanced[T any](s Stream[T]) Stream[T] {
+	codec, ok := s.node.codec.(Codec[T])
+	if !ok {
+		s.env.fail(fmt.Errorf("operator %s: its output is rebalanced over an exchange but has no codec", s.node.name))
+	}
+	n := newNode[T, T]("rebalance", codec)
+	n.partitioning = Rebalance
+	n.instantiate = func(oc *opContext, out any) (any, error) {
+		return &filterOperator[T]{fn: func(T) bool { return true }, out: collectorOrDiscard[T](out), count: oc.counters}, nil
+	}
+	return Stream[T]{env: s.env, node: s.env.add(n, s.node)}
+}
+
 // FlatMap calls fn for every record; fn emits zero or more outputs.
 func FlatMap[IN, OUT any](s Stream[IN], name string, fn func(IN, Collector[OUT]), codec Codec[OUT]) Stream[OUT] {
 	n := newNode[IN, OUT](name, codec)
