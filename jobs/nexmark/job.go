@@ -32,14 +32,14 @@ import (
 const Name = "nexmark"
 
 // Queries lists the queries the job runs.
-var Queries = []string{"q0", "q1", "q2", "q5", "q7"}
+var Queries = []string{"q0", "q1", "q2", "q3", "q5", "q7", "q8"}
 
 func init() {
 	jobs.Register(jobs.Job{
 		Name:        Name,
 		Description: "The Nexmark benchmark: the suite's person/auction/bid generator and a query over it",
 		Params: []jobs.Param{
-			{Name: "query", Type: jobs.String, Default: "q0", Description: "q0 (pass-through), q1 (currency conversion), q2 (selection), q5 (hot items), q7 (highest bid)"},
+			{Name: "query", Type: jobs.String, Default: "q0", Description: "q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item suggestion, regular join), q5 (hot items), q7 (highest bid), q8 (monitor new users, window join)"},
 			{Name: "count", Type: jobs.Int, Default: "10000000", Description: "events to generate, over all source subtasks; the job then finishes"},
 			{Name: "event-rate", Type: jobs.Int, Default: "100000", Description: "events per second of event time (how fast event time advances, not a wall-clock rate)"},
 			{Name: "seed", Type: jobs.Int, Default: "1", Description: "the generator's seed"},
@@ -113,10 +113,14 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		sink(c, Q1(events), AppendBidJSON)
 	case "q2":
 		sink(c, Q2(events), AppendAuctionPriceJSON)
+	case "q3":
+		sink(c, Q3(events), AppendLocalItemJSON)
 	case "q5":
 		sink(c, Q5(events), AppendHotItemJSON)
 	case "q7":
 		sink(c, Q7(events), AppendTopBidJSON)
+	case "q8":
+		sink(c, Q8(events), AppendNewUserJSON)
 	}
 	return nil
 }

@@ -33,10 +33,23 @@ func reference(query string, cfg GenConfig, count int64) []string {
 	counts := map[aw]int64{}
 	top := map[int64]maxSet[Bid]{}
 	size5, slide5, size7 := Q5Size.Milliseconds(), Q5Slide.Milliseconds(), Q7Size.Milliseconds()
+	persons := map[int64]Person{}
+	type pw struct{ person, start int64 }
+	joined, sold := map[pw]bool{}, map[pw]bool{}
 	var e Event
 	for n := range count {
 		Generate(cfg, n, &e)
-		if e.Kind != KindBid {
+		switch e.Kind {
+		case KindPerson:
+			persons[e.Person.ID] = e.Person
+			joined[pw{e.Person.ID, e.Person.DateTime / Q8Size.Milliseconds() * Q8Size.Milliseconds()}] = true
+			continue
+		case KindAuction:
+			a := e.Auction
+			if p, ok := persons[a.Seller]; ok && query == "q3" && a.Category == 10 && (p.State == "OR" || p.State == "ID" || p.State == "CA") {
+				emit(AppendLocalItemJSON(nil, LocalItem{Name: p.Name, City: p.City, State: p.State, Auction: a.ID}))
+			}
+			sold[pw{a.Seller, a.DateTime / Q8Size.Milliseconds() * Q8Size.Milliseconds()}] = true
 			continue
 		}
 		b := e.Bid
@@ -69,6 +82,13 @@ func reference(query string, cfg GenConfig, count int64) []string {
 	for _, k := range slices.SortedFunc(maps.Keys(counts), func(a, b aw) int { return int(a.end - b.end) }) {
 		if counts[k] == best[k.end] {
 			emit(AppendHotItemJSON(nil, HotItem{Auction: k.auction, Num: counts[k], WindowEnd: k.end}))
+		}
+	}
+	if query == "q8" {
+		for k := range joined {
+			if sold[k] {
+				emit(AppendNewUserJSON(nil, NewUser{ID: k.person, Name: persons[k.person].Name, WindowStart: k.start}))
+			}
 		}
 	}
 	for end, s := range top {
@@ -219,6 +239,7 @@ func TestQueriesMatchTheReference(t *testing.T) {
 		if len(want) == 0 {
 			t.Fatalf("%s: the reference has no output", q)
 		}
+		t.Logf("%s: %d result lines", q, len(want))
 		for _, p := range []int{1, 4} {
 			t.Run(fmt.Sprintf("%s/p%d", q, p), func(t *testing.T) {
 				params["query"] = q
