@@ -183,10 +183,14 @@ type Source struct {
 	Config GenConfig
 	// Count is the number of events of the whole sequence (all subtasks).
 	Count int64
+	// Rate limits the subtask to Rate events per second of wall-clock
+	// time; 0 is as fast as downstream accepts.
+	Rate float64
 
 	subtask, parallelism int
 	emitted              int64 // events this subtask emitted
 	ev                   Event
+	start                time.Time // when emitted would have been 0, at Rate
 }
 
 var _ runtime.CheckpointedFunction = (*Source)(nil)
@@ -225,7 +229,21 @@ func (s *Source) SnapshotState(int64) ([][]byte, error) {
 func (s *Source) Poll(out runtime.Collector[Event]) (time.Duration, error) {
 	p := int64(max(s.parallelism, 1))
 	n := int64(s.subtask) + s.emitted*p
-	for range sourceBatch {
+	batch := int64(sourceBatch)
+	if s.Rate > 0 {
+		now := time.Now()
+		if s.start.IsZero() {
+			// A restored subtask goes on at its rate from its position.
+			s.start = now.Add(-time.Duration(float64(s.emitted) / s.Rate * float64(time.Second)))
+		}
+		due := int64(now.Sub(s.start).Seconds() * s.Rate)
+		if due <= s.emitted {
+			next := s.start.Add(time.Duration(float64(s.emitted+1) / s.Rate * float64(time.Second)))
+			return max(next.Sub(now), time.Microsecond), nil
+		}
+		batch = min(batch, due-s.emitted)
+	}
+	for range batch {
 		if n >= s.Count {
 			return 0, runtime.ErrEndOfInput
 		}

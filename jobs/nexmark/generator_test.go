@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weirstream/weir/runtime"
 )
@@ -225,5 +226,19 @@ func BenchmarkGenerate(b *testing.B) {
 	var e Event
 	for i := range b.N {
 		Generate(testGen, int64(i), &e)
+	}
+}
+
+func TestSourceRate(t *testing.T) {
+	s := newSource(t, 1000, 0, 1, nil)
+	s.Rate = 100
+	c := &collector{}
+	wait, err := s.Poll(c)
+	if err != nil || len(c.evs) != 0 || wait <= 0 || wait > 10*time.Millisecond {
+		t.Fatalf("first poll at 100/s: %d events, wait %v, %v; want none and a wait of up to 10ms", len(c.evs), wait, err)
+	}
+	time.Sleep(wait)
+	if _, err := s.Poll(c); err != nil || len(c.evs) != 1 {
+		t.Fatalf("after the wait: %d events, %v; want 1", len(c.evs), err)
 	}
 }

@@ -20,6 +20,7 @@
 package nexmark
 
 import (
+	"math"
 	"strconv"
 
 	"github.com/weirstream/weir/connectors/filesink"
@@ -42,6 +43,7 @@ func init() {
 			{Name: "query", Type: jobs.String, Default: "q0", Description: "q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item suggestion, regular join), q5 (hot items), q7 (highest bid), q8 (monitor new users, window join)"},
 			{Name: "count", Type: jobs.Int, Default: "10000000", Description: "events to generate, over all source subtasks; the job then finishes"},
 			{Name: "event-rate", Type: jobs.Int, Default: "100000", Description: "events per second of event time (how fast event time advances, not a wall-clock rate)"},
+			{Name: "rate", Type: jobs.Float, Default: "0", Description: "events per second of wall-clock time per source subtask (0 = as fast as possible)"},
 			{Name: "seed", Type: jobs.Int, Default: "1", Description: "the generator's seed"},
 			{Name: "sink", Type: jobs.String, Default: "blackhole", Description: "blackhole (discard, for throughput) or files (exactly-once JSON-lines part files under output)"},
 			{Name: "output", Type: jobs.Path, Description: "sink=files: the directory or s3://bucket/prefix of the part files"},
@@ -54,6 +56,7 @@ func init() {
 type Config struct {
 	Query  string
 	Count  int64
+	Rate   float64
 	Gen    GenConfig
 	Sink   string
 	Output string
@@ -63,6 +66,7 @@ func parseConfig(p *runtime.Params) Config {
 	c := Config{
 		Query:  p.String("query", "q0"),
 		Count:  p.Int("count", 10_000_000),
+		Rate:   p.Float("rate", 0),
 		Gen:    GenConfig{EventRate: p.Int("event-rate", 100_000), Seed: uint64(p.Int("seed", 1))},
 		Sink:   p.String("sink", "blackhole"),
 		Output: p.String("output", ""),
@@ -76,6 +80,9 @@ func parseConfig(p *runtime.Params) Config {
 	}
 	if c.Count < 0 {
 		p.Errorf("count", "%d must not be negative", c.Count)
+	}
+	if c.Rate < 0 || math.IsInf(c.Rate, 0) || math.IsNaN(c.Rate) {
+		p.Errorf("rate", "%g must be 0 (unlimited) or a positive number", c.Rate)
 	}
 	if c.Gen.EventRate < 1 || c.Gen.EventRate > 1_000_000_000 {
 		p.Errorf("event-rate", "%d must be between 1 and 1000000000", c.Gen.EventRate)
@@ -103,7 +110,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	c := parseConfig(p)
 	env.SetMaxParallelism(128)
 	src := runtime.FromSource(env, "nexmark-source", func() runtime.SourceFunction[Event] {
-		return &Source{Config: c.Gen, Count: c.Count}
+		return &Source{Config: c.Gen, Count: c.Count, Rate: c.Rate}
 	}, EventCodec{}).UID(SourceUID)
 	events := runtime.AssignTimestampsAndWatermarks(src, runtime.ForMonotonousTimestamps(func(e Event) int64 { return e.Time() }))
 	switch c.Query {
