@@ -33,14 +33,14 @@ import (
 const Name = "nexmark"
 
 // Queries lists the queries the job runs.
-var Queries = []string{"q0", "q1", "q2", "q3", "q5", "q7", "q8"}
+var Queries = []string{"q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"}
 
 func init() {
 	jobs.Register(jobs.Job{
 		Name:        Name,
 		Description: "The Nexmark benchmark: the suite's person/auction/bid generator and a query over it",
 		Params: []jobs.Param{
-			{Name: "query", Type: jobs.String, Default: "q0", Description: "q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item suggestion, regular join), q5 (hot items), q7 (highest bid), q8 (monitor new users, window join)"},
+			{Name: "query", Type: jobs.String, Default: "q0", Description: "q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item suggestion, regular join), q4 (average price per category), q5 (hot items), q7 (highest bid), q8 (monitor new users, window join)"},
 			{Name: "count", Type: jobs.Int, Default: "10000000", Description: "events to generate, over all source subtasks; the job then finishes"},
 			{Name: "event-rate", Type: jobs.Int, Default: "100000", Description: "events per second of event time (how fast event time advances, not a wall-clock rate)"},
 			{Name: "rate", Type: jobs.Float, Default: "0", Description: "events per second of wall-clock time per source subtask (0 = as fast as possible)"},
@@ -122,6 +122,8 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		sink(c, Q2(events), AppendAuctionPriceJSON)
 	case "q3":
 		sink(c, Q3(events), AppendLocalItemJSON)
+	case "q4":
+		sink(c, Q4(events), AppendCategoryAverageJSON)
 	case "q5":
 		sink(c, Q5(events), AppendHotItemJSON)
 	case "q7":

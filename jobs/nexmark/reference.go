@@ -2,6 +2,7 @@ package nexmark
 
 import (
 	"bufio"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -19,6 +20,8 @@ func Reference(query string, cfg GenConfig, count int64) []string {
 	counts := map[aw]int64{}
 	top := map[int64]maxSet[Bid]{}
 	size5, slide5, size7 := Q5Size.Milliseconds(), Q5Slide.Milliseconds(), Q7Size.Milliseconds()
+	auctions := map[int64]Auction{}
+	winning := map[int64]int64{}
 	persons := map[int64]Person{}
 	type pw struct{ person, start int64 }
 	joined, sold := map[pw]bool{}, map[pw]bool{}
@@ -35,10 +38,14 @@ func Reference(query string, cfg GenConfig, count int64) []string {
 			if p, ok := persons[a.Seller]; ok && query == "q3" && a.Category == 10 && (p.State == "OR" || p.State == "ID" || p.State == "CA") {
 				emit(AppendLocalItemJSON(nil, LocalItem{Name: p.Name, City: p.City, State: p.State, Auction: a.ID}))
 			}
+			auctions[a.ID] = a
 			sold[pw{a.Seller, a.DateTime / Q8Size.Milliseconds() * Q8Size.Milliseconds()}] = true
 			continue
 		}
 		b := e.Bid
+		if a := auctions[b.Auction]; b.DateTime >= a.DateTime && b.DateTime <= a.Expires {
+			winning[b.Auction] = max(winning[b.Auction], b.Price)
+		}
 		switch query {
 		case "q0":
 			emit(AppendBidJSON(nil, b))
@@ -70,6 +77,17 @@ func Reference(query string, cfg GenConfig, count int64) []string {
 			emit(AppendHotItemJSON(nil, HotItem{Auction: k.auction, Num: counts[k], WindowEnd: k.end}))
 		}
 	}
+	if query == "q4" {
+		sum, n := map[int64]int64{}, map[int64]int64{}
+		for id, p := range winning {
+			c := auctions[id].Category
+			sum[c] += p
+			n[c]++
+		}
+		for c := range n {
+			emit(AppendCategoryAverageJSON(nil, CategoryAverage{Category: c, Avg: sum[c] / n[c], Auctions: n[c]}))
+		}
+	}
 	if query == "q8" {
 		for k := range joined {
 			if sold[k] {
@@ -84,6 +102,39 @@ func Reference(query string, cfg GenConfig, count int64) []string {
 	}
 	slices.Sort(lines)
 	return lines
+}
+
+// Q4Final checks that q4's output lines hold, per category, one update
+// for each of the category's closed auctions (auctions 1, 2, ... n), and
+// returns the last update of each category (the one with n), sorted: what
+// Reference returns for q4.
+func Q4Final(lines []string) ([]string, error) {
+	seen := map[int64]map[int64]string{}
+	for _, l := range lines {
+		var c CategoryAverage
+		if _, err := fmt.Sscanf(l, `{"category":%d,"avg":%d,"auctions":%d}`, &c.Category, &c.Avg, &c.Auctions); err != nil {
+			return nil, fmt.Errorf("q4 line %q: %w", l, err)
+		}
+		if seen[c.Category] == nil {
+			seen[c.Category] = map[int64]string{}
+		}
+		if _, dup := seen[c.Category][c.Auctions]; dup {
+			return nil, fmt.Errorf("category %d: two updates with %d auctions", c.Category, c.Auctions)
+		}
+		seen[c.Category][c.Auctions] = l
+	}
+	var final []string
+	for c, updates := range seen {
+		n := int64(len(updates))
+		for i := int64(1); i <= n; i++ {
+			if _, ok := updates[i]; !ok {
+				return nil, fmt.Errorf("category %d: %d updates, but none with %d auctions", c, n, i)
+			}
+		}
+		final = append(final, updates[n])
+	}
+	slices.Sort(final)
+	return final, nil
 }
 
 // ReadOutput reads the committed part files under dir, lines sorted.
