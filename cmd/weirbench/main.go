@@ -115,7 +115,7 @@ func main() {
 	kafkaRuns := flag.Int("kafka-runs", 2, "kafka: throughput runs with exactly-once and at-least-once each (alternating)")
 	kafkaRate := flag.Int("kafka-rate", 20000, "kafka: transactions per second of the latency run")
 	nexmarkEvents := flag.Int64("nexmark-events", 20_000_000, "nexmark: events per query")
-	nexmarkQueries := flag.String("nexmark-queries", "q0,q1,q2,q5,q7", "nexmark: the queries to run")
+	nexmarkQueries := flag.String("nexmark-queries", "q0,q1,q2,q3,q4,q5,q7,q8", "nexmark: the queries to run")
 	kafkaLatency := flag.Duration("kafka-latency-duration", 15*time.Second, "kafka: length of the latency run")
 	flag.Parse()
 

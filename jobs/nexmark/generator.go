@@ -66,7 +66,7 @@ func (r *rng) float() float64     { return float64(r.next()>>11) / (1 << 53) }
 
 // price draws a price in cents, log-uniform between $1 and $1M, as the
 // suite's generator does.
-func (r *rng) price() int64 { return int64(math.Round(math.Pow(10, r.float()*6) * 100)) }
+func (r *rng) price() int64 { return int64(math.Round(math.Exp(r.float()*(6*math.Ln10)) * 100)) }
 
 // lastPerson is the number (from 0) of the newest person at event n, and
 // lastAuction that of the newest auction (-1 before the first).
