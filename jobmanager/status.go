@@ -5,7 +5,7 @@ import (
 
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // jobSummary is the JobSummary of a job; wait is its slotWait.
@@ -98,7 +98,7 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 					vs.Operators[k].RecordsOut += c.GetRecordsOut()
 				}
 			}
-			latency = runtime.MergeHistogram(latency, m.GetLatencyBuckets())
+			latency = engine.MergeHistogram(latency, m.GetLatencyBuckets())
 		}
 		if watermarks {
 			vs.Watermark = lowest
@@ -120,14 +120,14 @@ func rescaleStatus(r *RescalePlan) *weirv1.RescaleStatus {
 // latencySummary reads p50, p99, max and count off merged bucket counts;
 // values are bucket upper bounds.
 func latencySummary(counts []int64) *weirv1.LatencySummary {
-	p50, total := runtime.HistogramQuantile(counts, 0.5)
+	p50, total := engine.HistogramQuantile(counts, 0.5)
 	if total == 0 {
 		return &weirv1.LatencySummary{}
 	}
-	p99, _ := runtime.HistogramQuantile(counts, 0.99)
+	p99, _ := engine.HistogramQuantile(counts, 0.99)
 	last := len(counts) - 1
 	for last > 0 && counts[last] == 0 {
 		last--
 	}
-	return &weirv1.LatencySummary{Count: total, P50Ns: p50, P99Ns: p99, MaxNs: runtime.HistogramBucketUpper(last)}
+	return &weirv1.LatencySummary{Count: total, P50Ns: p50, P99Ns: p99, MaxNs: engine.HistogramBucketUpper(last)}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
@@ -190,7 +191,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 // start opens the subtask's output channels and instantiates it.
 func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.JobGraph, v *runtime.Vertex, gate *exchange.Gate, req *weirv1.DeployTaskRequest) (*runtime.Task, error) {
 	key := rt.key
-	outputs := make([][]runtime.OutputChannel, len(v.Outputs))
+	outputs := make([][]engine.OutputChannel, len(v.Outputs))
 	closeAll := func() {
 		for _, chs := range outputs {
 			for _, c := range chs {
