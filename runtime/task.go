@@ -63,7 +63,7 @@ type TaskIO struct {
 // (input, timers, watermarks, checkpoints, control requests); Task adds
 // the typed operator chain it drives and the job's view of it.
 type Task struct {
-	*engine.Task
+	eng     *engine.Task
 	graph   *JobGraph
 	vertex  *Vertex
 	subtask int
@@ -156,7 +156,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		return nil, err
 	}
 	c.task = et
-	t := &Task{Task: et, graph: g, vertex: v, subtask: subtask, chain: c}
+	t := &Task{eng: et, graph: g, vertex: v, subtask: subtask, chain: c}
 
 	// Each operator's output goes to its chained consumers and to the
 	// output edges leaving it: the tail's, or, where the chain branches
@@ -281,6 +281,38 @@ func setWriterCount(w any, c *int64) {
 }
 
 func (w *recordWriter[T]) setCount(c *int64) { w.count = c }
+
+// Run processes until the input ends (nil), the context is cancelled
+// (its error) or an operator fails. It MUST be called once.
+func (t *Task) Run(ctx context.Context) error { return t.eng.Run(ctx) }
+
+// TriggerCheckpoint asks a source task to take checkpoint b and emit its
+// barrier. It returns at once; the outcome is reported through
+// TaskIO.Checkpoints.
+func (t *Task) TriggerCheckpoint(b Barrier) error { return t.eng.TriggerCheckpoint(b) }
+
+// NotifyCheckpointComplete tells the task that checkpoint id is complete.
+func (t *Task) NotifyCheckpointComplete(id int64) { t.eng.NotifyCheckpointComplete(id) }
+
+// NotifyCheckpointAborted tells the task that checkpoint id was aborted.
+func (t *Task) NotifyCheckpointAborted(id int64) { t.eng.NotifyCheckpointAborted(id) }
+
+// LastCheckpoint is the newest checkpoint the task has snapshotted.
+func (t *Task) LastCheckpoint() int64 { return t.eng.LastCheckpoint() }
+
+// LastAck returns the acknowledgement of the newest checkpoint the task
+// stored its state for, or nil.
+func (t *Task) LastAck() *CheckpointAck { return t.eng.LastAck() }
+
+// Stats returns the task's I/O and time counters; safe while it runs.
+func (t *Task) Stats() engine.TaskStats { return t.eng.Stats() }
+
+// Latency returns the latency-marker histogram of a sink task's buckets.
+func (t *Task) Latency() []int64 { return t.eng.Latency() }
+
+// Watermark is the task's current event-time watermark (NoTimestamp
+// before the first); safe while the task runs.
+func (t *Task) Watermark() int64 { return t.eng.Watermark() }
 
 // Vertex is the vertex the task runs a subtask of.
 func (t *Task) Vertex() *Vertex { return t.vertex }

@@ -25,7 +25,7 @@ type recordWriter[T any] struct {
 }
 
 func newRecordWriter[T any](t *Task, codec Codec[T], chs []engine.OutputChannel, e *Edge, consumer *node, subtask int) *recordWriter[T] {
-	w := &recordWriter[T]{w: t.NewWriter(chs, subtask), codec: codec, mode: e.Partitioning, maxP: t.graph.MaxParallelism,
+	w := &recordWriter[T]{w: t.eng.NewWriter(chs, subtask), codec: codec, mode: e.Partitioning, maxP: t.graph.MaxParallelism,
 		n: len(chs), next: subtask % len(chs), scratch: make([]byte, 0, 256)}
 	if t.graph.EventTime {
 		w.ts = &t.chain.ts
