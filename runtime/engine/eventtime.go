@@ -65,6 +65,13 @@ func (t *Task) onInputWatermark(ch int, kind BufferKind, v int64) {
 // the watermark its records allow, and whether its input went idle.
 func (t *Task) generateWatermark(now int64) {
 	g := t.gen
+	if d := t.genIdle; d != nil {
+		if d.IsIdle() {
+			t.setIdle(true)
+			return
+		}
+		t.setIdle(false) // a record or watermark since: active again
+	}
 	if n := g.Records(); n != t.genSeen {
 		t.genSeen, t.genAt = n, now
 	} else if d := g.IdleTimeout(); d > 0 && !t.idleOut && now-t.genAt >= int64(d) {

@@ -63,6 +63,11 @@ type WatermarkGenerator interface {
 	IdleTimeout() time.Duration
 }
 
+// IdleDeclarer is a watermark generator that says itself whether its
+// input is idle (a source that knows its partitions are quiet), instead
+// of the task timing its records.
+type IdleDeclarer interface{ IsIdle() bool }
+
 // Config is what a task is given: its place in the job, its I/O, and the
 // services the TaskManager injects (clock, uploader, checkpoint reports).
 type Config struct {
@@ -107,6 +112,9 @@ type Task struct {
 	cfg     Config
 	chain   Chain
 	gen     WatermarkGenerator
+	// genIdle is gen's own idleness when it declares it; nil for an
+	// assigner, whose idleness the task times.
+	genIdle IdleDeclarer
 	clock   Clock
 	log     *slog.Logger
 	ctx     context.Context
@@ -187,6 +195,7 @@ func (t *Task) NewWriter(chs []OutputChannel, first int) *Writer {
 func (t *Task) SetChain(c Chain) {
 	t.chain = c
 	t.gen = c.Generator()
+	t.genIdle, _ = t.gen.(IdleDeclarer)
 }
 
 // Clock is the task's processing-time service.
