@@ -109,9 +109,9 @@ type Config struct {
 // Task runs one subtask: its chain on one goroutine, fed by a source or by
 // the input gate, between the control requests of its mailbox.
 type Task struct {
-	cfg     Config
-	chain   Chain
-	gen     WatermarkGenerator
+	cfg   Config
+	chain Chain
+	gen   WatermarkGenerator
 	// genIdle is gen's own idleness when it declares it; nil for an
 	// assigner, whose idleness the task times.
 	genIdle IdleDeclarer
