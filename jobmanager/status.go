@@ -68,6 +68,10 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		}
 		var lowest *int64
 		watermarks := true
+		// opLowest[k] is operator k's lowest watermark over the subtasks;
+		// opMissing[k] says a subtask has none yet.
+		opLowest := make([]int64, len(vs.Operators))
+		opMissing := make([]bool, len(vs.Operators))
 		for i, t := range j.Tasks[v] {
 			vs.Subtasks = append(vs.Subtasks, &weirv1.SubtaskStatus{
 				Index:              int32(i),
@@ -81,6 +85,9 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 			m := metrics[taskKey{jobID: j.ID, vertex: v, subtask: i, attempt: t.Attempt}]
 			if m == nil {
 				watermarks = false
+				for k := range opMissing {
+					opMissing[k] = true
+				}
 				continue
 			}
 			if m.Watermark != nil {
@@ -96,12 +103,27 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 				if k < len(vs.Operators) {
 					vs.Operators[k].RecordsIn += c.GetRecordsIn()
 					vs.Operators[k].RecordsOut += c.GetRecordsOut()
+					switch {
+					case c.Watermark == nil:
+						opMissing[k] = true
+					case i == 0 || c.GetWatermark() < opLowest[k]:
+						opLowest[k] = c.GetWatermark() // subtask 0's is the first
+					}
 				}
+			}
+			for k := len(m.GetOperators()); k < len(opMissing); k++ {
+				opMissing[k] = true
 			}
 			latency = engine.MergeHistogram(latency, m.GetLatencyBuckets())
 		}
 		if watermarks {
 			vs.Watermark = lowest
+		}
+		for k, op := range vs.Operators {
+			if !opMissing[k] && len(j.Tasks[v]) > 0 {
+				wm := opLowest[k]
+				op.Watermark = &wm
+			}
 		}
 		st.Vertices = append(st.Vertices, vs)
 	}

@@ -84,9 +84,17 @@ type chain struct {
 	opens    []func() error
 	closes   []func() error
 	timers   []timerOwner
-	// eventTimers fire as the watermark advances, head first.
+	// eventTimers fire as the task's watermark advances, head first.
 	eventTimers []eventTimerOwner
 	gen         watermarkGenerator
+	// ownWM[i] says operator i has the task's watermark: it is the
+	// generator (assigner, watermarking source) or downstream of it, or
+	// the chain has none. The others, upstream of the generator, have the
+	// input's watermark (inWM), as in Flink, and their event-time timers
+	// (inEventTimers, head first) fire with it.
+	ownWM         []bool
+	inWM          int64
+	inEventTimers []eventTimerOwner
 
 	// ts is the timestamp of the record (or event-time timer) being
 	// processed, wm the task's watermark; operators read both by pointer.
@@ -137,7 +145,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	if tio.Uploader == nil {
 		tio.Uploader = engine.StorageUploader{Open: tio.OpenStorage}
 	}
-	c := &chain{eventTime: g.EventTime, ts: NoTimestamp, wm: NoTimestamp,
+	c := &chain{eventTime: g.EventTime, ts: NoTimestamp, wm: NoTimestamp, inWM: NoTimestamp,
 		counts: make([]opCounters, len(v.chain)), published: make([]publishedCounters, len(v.chain)), metrics: &userMetrics{}}
 	// Channels are numbered edge after edge, in Vertex.Inputs order.
 	var noWM []bool
@@ -180,6 +188,26 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 	// consumers' input collectors.
 	kgs := KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
 	ins := make([]any, len(v.chain))
+	// The generator is the timestamp assigner nearest the tail (the first
+	// instantiated below); which operators it reaches is known from the
+	// graph, before any is instantiated.
+	genAt := -1
+	for i, n := range v.chain {
+		if n.eventTime {
+			genAt = i
+		}
+	}
+	c.ownWM = make([]bool, len(v.chain))
+	for i, n := range v.chain {
+		c.ownWM[i] = genAt < 0
+		for m := n; m != nil && !c.ownWM[i]; m = m.input {
+			j, ok := pos[m]
+			if !ok {
+				break
+			}
+			c.ownWM[i] = j == genAt
+		}
+	}
 	for i := len(v.chain) - 1; i >= 0; i-- {
 		n := v.chain[i]
 		var outs []any
@@ -232,6 +260,9 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 				}
 			}
 		}
+		if !c.ownWM[i] {
+			oc.wm = &c.inWM
+		}
 		if tio.Restore != nil {
 			oc.restore = tio.Restore.Operators[n.uid]
 		}
@@ -253,7 +284,11 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		c.opens = append(c.opens, oc.opens...)             // tail first, as Flink opens
 		c.closes = append(oc.closes, c.closes...)
 		c.timers = append(c.timers, oc.timers...)
-		c.eventTimers = append(oc.eventTimers, c.eventTimers...) // head first
+		if c.ownWM[i] {
+			c.eventTimers = append(oc.eventTimers, c.eventTimers...) // head first
+		} else {
+			c.inEventTimers = append(oc.eventTimers, c.inEventTimers...)
+		}
 		if oc.generator != nil && c.gen == nil {
 			c.gen = oc.generator // the one nearest the tail makes the output's watermarks
 		}
@@ -313,6 +348,26 @@ func (t *Task) Latency() []int64 { return t.eng.Latency() }
 // Watermark is the task's current event-time watermark (NoTimestamp
 // before the first); safe while the task runs.
 func (t *Task) Watermark() int64 { return t.eng.Watermark() }
+
+// OperatorWatermarks returns the event-time watermark of each chained
+// operator, head first (NoTimestamp where there is none yet): the task's
+// for the timestamp assigner and what follows it, the input's for the
+// operators before it (none in a source's chain until its end). It is safe to call while
+// the task runs.
+func (t *Task) OperatorWatermarks() []int64 {
+	out := make([]int64, len(t.chain.ownWM))
+	own, in := t.eng.Watermark(), t.eng.InputWatermark()
+	if own == MaxWatermark {
+		in = own // the end reaches the whole chain
+	}
+	for i, o := range t.chain.ownWM {
+		out[i] = in
+		if o {
+			out[i] = own
+		}
+	}
+	return out
+}
 
 // Vertex is the vertex the task runs a subtask of.
 func (t *Task) Vertex() *Vertex { return t.vertex }
@@ -400,12 +455,30 @@ func (c *chain) FireTimers(now int64) {
 	}
 }
 
-// AdvanceWatermark implements engine.Chain.
+// AdvanceWatermark implements engine.Chain. The maximum watermark (the
+// input ended, or a drain) reaches the operators upstream of the
+// generator too, first.
 func (c *chain) AdvanceWatermark(wm int64) {
+	if wm == MaxWatermark {
+		c.AdvanceInputWatermark(wm)
+	}
 	c.wm = wm
-	for _, o := range c.eventTimers {
+	fireEventTimers(c.task, c.eventTimers, wm)
+}
+
+// AdvanceInputWatermark implements engine.Chain.
+func (c *chain) AdvanceInputWatermark(wm int64) {
+	if wm <= c.inWM {
+		return
+	}
+	c.inWM = wm
+	fireEventTimers(c.task, c.inEventTimers, wm)
+}
+
+func fireEventTimers(t *engine.Task, owners []eventTimerOwner, wm int64) {
+	for _, o := range owners {
 		o.fireEventTimers(wm)
-		if c.task.Failed() {
+		if t.Failed() {
 			return
 		}
 	}

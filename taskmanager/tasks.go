@@ -380,8 +380,13 @@ func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	if wm := t.Watermark(); wm != runtime.NoTimestamp {
 		m.Watermark = &wm
 	}
-	for _, c := range t.Operators() {
-		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
+	wms := t.OperatorWatermarks()
+	for i, c := range t.Operators() {
+		oc := &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out}
+		if wm := wms[i]; wm != runtime.NoTimestamp {
+			oc.Watermark = &wm
+		}
+		m.Operators = append(m.Operators, oc)
 	}
 	return m
 }

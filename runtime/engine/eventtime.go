@@ -1,12 +1,15 @@
 package engine
 
-// The task's event-time clock. A task has one watermark for its whole
-// chain: with input channels it is the minimum over the channels that are
-// neither idle nor ended (InputWatermarks); with a timestamp assigner in
-// the chain, it is the assigner's. When it advances, the chain fires its
-// event-time timers (head first, so what a timer emits reaches the next
-// operator before that one's timers fire), and then the watermark goes
-// downstream behind every record emitted before it.
+// The task's event-time clock. A task's watermark is, with input channels,
+// the minimum over the channels that are neither idle nor ended
+// (InputWatermarks). With a timestamp assigner in the chain (or a
+// watermarking source, which also says when it is idle) it is the
+// assigner's, for the assigner and the operators after it; the operators
+// before it keep the inputs' (Chain.AdvanceInputWatermark). When it
+// advances, the chain fires its event-time timers (head first, so what a
+// timer emits reaches the next operator before that one's timers fire),
+// and then the watermark goes downstream behind every record emitted
+// before it.
 
 // advanceWatermark moves the task's watermark forward to wm, if that is
 // forward.
@@ -43,16 +46,23 @@ func (t *Task) setIdle(idle bool) {
 
 // onInputWatermark handles a watermark or status event of channel ch.
 func (t *Task) onInputWatermark(ch int, kind BufferKind, v int64) {
+	t.inWM.Update(ch, kind, v)
+	wm, active := t.inWM.Combined()
+	if active && wm > t.publishedIn.Load() {
+		t.publishedIn.Store(wm)
+		if t.gen != nil {
+			t.chain.AdvanceInputWatermark(wm)
+		}
+	}
 	if t.gen != nil {
-		// An assigner makes this task's watermarks; only the end of the
-		// input gets through, as in Flink.
+		// An assigner makes this task's watermarks, for itself and the
+		// operators after it; only the end of the input gets through,
+		// as in Flink.
 		if kind == BufferWatermark && v == MaxWatermark {
 			t.advanceWatermark(MaxWatermark)
 		}
 		return
 	}
-	t.inWM.Update(ch, kind, v)
-	wm, active := t.inWM.Combined()
 	if !active {
 		t.setIdle(true)
 		return
@@ -99,3 +109,9 @@ func (t *Task) idleDeadline() int64 {
 // Watermark is the task's current event-time watermark (NoTimestamp before
 // the first). It is safe to call while the task runs.
 func (t *Task) Watermark() int64 { return t.publishedWM.Load() }
+
+// InputWatermark is the lowest watermark of the task's active input
+// channels (NoTimestamp before the first, and always for a source): the
+// watermark of the operators a timestamp assigner in the chain does not
+// reach. It is safe to call while the task runs.
+func (t *Task) InputWatermark() int64 { return t.publishedIn.Load() }

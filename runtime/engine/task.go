@@ -35,6 +35,11 @@ type Chain interface {
 	// AdvanceWatermark moves the chain's watermark to wm and fires its
 	// event-time timers up to it, head first.
 	AdvanceWatermark(wm int64)
+	// AdvanceInputWatermark moves the watermark of the operators upstream
+	// of the chain's Generator to wm, the inputs' combined watermark,
+	// which the generator replaces for the rest of the chain. Only chains
+	// with a Generator and inputs get it.
+	AdvanceInputWatermark(wm int64)
 	// Generator is the chain's timestamp assigner, which makes the task's
 	// watermarks; nil when the chain has none.
 	Generator() WatermarkGenerator
@@ -127,6 +132,9 @@ type Task struct {
 	// wm is the task's watermark, publishedWM the same for status readers.
 	wm          int64
 	publishedWM atomic.Int64
+	// publishedIn is the combined watermark of the input channels, which
+	// differs from wm when an assigner in the chain replaces it.
+	publishedIn atomic.Int64
 	idleOut     bool
 	genSeen     int64
 	genAt       int64 // clock time the generator last saw a record
@@ -177,6 +185,7 @@ func NewTask(cfg Config) (*Task, error) {
 	t := &Task{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, mailbox: NewMailbox(64), wm: NoTimestamp,
 		inWM: NewInputWatermarks(cfg.NoWatermark)}
 	t.publishedWM.Store(NoTimestamp)
+	t.publishedIn.Store(NoTimestamp)
 	if cfg.Input != nil {
 		t.align = NewAligner(cfg.Input.NumChannels())
 	}
