@@ -106,6 +106,9 @@ type chain struct {
 	// chain (its first writer counts it).
 	outFrom   []int
 	published []publishedCounters
+	// kgRecords counts records per key group of the keyed operator; nil
+	// without one.
+	kgRecords *keyGroupRecords
 	// metrics holds what the operators registered through
 	// RuntimeContext.Metrics.
 	metrics *userMetrics
@@ -243,6 +246,10 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock},
 			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail,
+			countKeyGroups: func() []int64 {
+				c.kgRecords = newKeyGroupRecords(kgs)
+				return c.kgRecords.counts
+			},
 		}
 		if len(sides) > 0 {
 			oc.sideOuts = make(map[string]any, len(sides))
@@ -526,6 +533,9 @@ func (c *chain) Close() error {
 
 // Publish implements engine.Chain.
 func (c *chain) Publish() {
+	if c.kgRecords != nil {
+		c.kgRecords.publish()
+	}
 	for i := range c.counts {
 		n := c.counts[i]
 		if j := c.outFrom[i]; j >= 0 {

@@ -475,6 +475,10 @@ func (t *Task) NotifyCheckpointComplete(id int64) { t.mailbox.Notify(ControlComp
 // NotifyCheckpointAborted tells the task that checkpoint id was aborted.
 func (t *Task) NotifyCheckpointAborted(id int64) { t.mailbox.Notify(ControlAbort, id) }
 
+// Ended reports whether Run has returned: the task goroutine no longer
+// touches the chain (the end is recorded last).
+func (t *Task) Ended() bool { return t.stats.ended.Load() != 0 }
+
 // LastCheckpoint is the newest checkpoint the task has snapshotted.
 func (t *Task) LastCheckpoint() int64 { return t.lastCheckpoint.Load() }
 
