@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/runtime/join"
 	"github.com/weirstream/weir/runtime/window"
 	"github.com/weirstream/weir/statebackend"
@@ -170,22 +171,22 @@ func model(k kind, left, right []ev) []string {
 
 // gate feeds hand-made buffers to the join's task.
 type gate struct {
-	bufs chan *runtime.Buffer
+	bufs chan *engine.Buffer
 	errs chan error
 }
 
-func newGate() *gate { return &gate{bufs: make(chan *runtime.Buffer, 1024), errs: make(chan error)} }
+func newGate() *gate { return &gate{bufs: make(chan *engine.Buffer, 1024), errs: make(chan error)} }
 
-func (g *gate) NumChannels() int                { return 2 }
-func (g *gate) Buffers() <-chan *runtime.Buffer { return g.bufs }
-func (g *gate) Recycle(*runtime.Buffer)         {}
-func (g *gate) Err() <-chan error               { return g.errs }
+func (g *gate) NumChannels() int               { return 2 }
+func (g *gate) Buffers() <-chan *engine.Buffer { return g.bufs }
+func (g *gate) Recycle(*engine.Buffer)         {}
+func (g *gate) Err() <-chan error              { return g.errs }
 
 func (g *gate) records(ch int, evs ...ev) {
 	for _, e := range evs {
 		rec := binary.AppendVarint(nil, e.ts)
 		rec = evCodec{}.Append(rec, e)
-		b := &runtime.Buffer{Kind: runtime.BufferData, Channel: ch, Records: 1}
+		b := &engine.Buffer{Kind: engine.BufferData, Channel: ch, Records: 1}
 		b.Data = binary.AppendUvarint(b.Data, uint64(len(rec)))
 		b.Data = append(b.Data, rec...)
 		g.bufs <- b
@@ -194,20 +195,20 @@ func (g *gate) records(ch int, evs ...ev) {
 
 func (g *gate) watermark(wm int64) {
 	for ch := range 2 {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferWatermark, Channel: ch, Value: wm}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferWatermark, Channel: ch, Value: wm}
 	}
 }
 
 func (g *gate) barrier(b runtime.Barrier) {
 	for ch := range 2 {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferBarrier, Channel: ch, Value: b.ID, Data: runtime.EncodeBarrier(nil, b)}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferBarrier, Channel: ch, Value: b.ID, Data: engine.EncodeBarrier(nil, b)}
 	}
 }
 
 func (g *gate) end() {
 	g.watermark(runtime.MaxWatermark)
 	for ch := range 2 {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: ch}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferEndOfPartition, Channel: ch}
 	}
 }
 
