@@ -77,9 +77,13 @@ func AppendCategoryAverageJSON(dst []byte, c CategoryAverage) []byte {
 // average is emitted again each time an auction of the category closes:
 // the last result of a category is Flink's final value.
 func Q4(events runtime.Stream[Event]) runtime.Stream[CategoryAverage] {
-	auctions := runtime.KeyBy(Auctions(events), runtime.Int64Key, func(a Auction) int64 { return a.ID })
-	bids := runtime.KeyBy(runtime.Map(runtime.Rebalanced(runtime.Filter(events, "bids", func(e Event) bool { return e.Kind == KindBid })),
-		"bid", func(e Event) Bid { return e.Bid }, BidCodec{}), runtime.Int64Key, func(b Bid) int64 { return b.Auction })
+	// The two inputs need two tasks: the auctions, 3 events in 50, take
+	// the extra exchange, and the bids go from the source's task to the
+	// join directly.
+	onlyAuctions := runtime.Filter(events, "auctions", func(e Event) bool { return e.Kind == KindAuction })
+	auctions := runtime.KeyBy(runtime.Map(runtime.Rebalanced(onlyAuctions), "auction", func(e Event) Auction { return e.Auction }, AuctionCodec{}),
+		runtime.Int64Key, func(a Auction) int64 { return a.ID })
+	bids := runtime.KeyBy(Bids(events), runtime.Int64Key, func(b Bid) int64 { return b.Auction })
 	closed := runtime.ProcessConnected(runtime.ConnectKeyed(auctions, bids), "q4-winning-bids",
 		func() runtime.KeyedCoProcessFunction[int64, Auction, Bid, ClosedAuction] { return &winningBids{} },
 		ClosedAuctionCodec{}).UID("q4-winning-bids")
