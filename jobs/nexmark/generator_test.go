@@ -215,6 +215,16 @@ func TestCodecs(t *testing.T) {
 	if got, err := (TopBidCodec{}).Decode(TopBidCodec{}.Append(nil, tb)); err != nil || got != tb {
 		t.Errorf("top bid %+v, %v", got, err)
 	}
+	var p, a Event
+	Generate(testGen, 0, &p)
+	Generate(testGen, 1, &a)
+	roundTrip(t, PersonCodec{}, p.Person)
+	roundTrip(t, AuctionCodec{}, a.Auction)
+	roundTrip(t, openAuctionCodec{}, openAuction{Auction: a.Auction, Best: 12345})
+	roundTrip(t, LocalItemCodec{}, LocalItem{Name: p.Person.Name, City: p.Person.City, State: p.Person.State, Auction: 7})
+	roundTrip(t, NewUserCodec{}, NewUser{ID: 1000, Name: p.Person.Name, WindowStart: BaseTime})
+	roundTrip(t, ClosedAuctionCodec{}, ClosedAuction{Auction: 1, Category: 10, Price: 99})
+	roundTrip(t, CategoryAverageCodec{}, CategoryAverage{Category: 10, Avg: 5, Auctions: 2})
 	m := maxSet[Bid]{Max: 3, Items: []Bid{e.Bid, e.Bid}}
 	c := maxSetCodec[Bid]{BidCodec{}}
 	if got, err := c.Decode(c.Append(nil, m)); err != nil || got.Max != 3 || !slices.Equal(got.Items, m.Items) {
@@ -240,5 +250,20 @@ func TestSourceRate(t *testing.T) {
 	time.Sleep(wait)
 	if _, err := s.Poll(c); err != nil || len(c.evs) != 1 {
 		t.Fatalf("after the wait: %d events, %v; want 1", len(c.evs), err)
+	}
+}
+
+// roundTrip checks that c decodes what it encodes, and refuses every
+// truncation of it.
+func roundTrip[T comparable](t *testing.T, c runtime.Codec[T], v T) {
+	t.Helper()
+	b := c.Append(nil, v)
+	if got, err := c.Decode(b); err != nil || got != v {
+		t.Errorf("%T: %+v, %v; want %+v", c, got, err, v)
+	}
+	for cut := range len(b) {
+		if _, err := c.Decode(b[:cut]); err == nil {
+			t.Errorf("%T: %d of %d bytes decoded", c, cut, len(b))
+		}
 	}
 }

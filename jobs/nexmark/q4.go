@@ -98,68 +98,84 @@ func Q4(events runtime.Stream[Event]) runtime.Stream[CategoryAverage] {
 // may arrive before its auction (they come by different paths): it waits
 // in state until the auction does, or until the watermark passes the
 // bid's time with no auction there, which means the auction closed
-// before the bid (auctions are always older than their bids).
+// before the bid (auctions are always older than their bids). The auction
+// and its best price are one state value, so a bid costs one lookup.
 type winningBids struct {
-	auction runtime.ValueState[Auction]
-	best    runtime.ValueState[int64]
+	open    runtime.ValueState[openAuction]
 	pending runtime.ListState[Bid]
 }
 
-func (w *winningBids) Open(ctx *runtime.KeyedContext[int64]) (err error) {
-	if w.auction, err = runtime.GetValueState(ctx, "auction", runtime.Codec[Auction](AuctionCodec{})); err != nil {
-		return err
+// openAuction is an auction with the highest price bid on it so far (0:
+// none yet).
+type openAuction struct {
+	Auction Auction
+	Best    int64
+}
+
+type openAuctionCodec struct{}
+
+func (openAuctionCodec) Append(dst []byte, o openAuction) []byte {
+	dst = binary.AppendVarint(dst, o.Best)
+	return AuctionCodec{}.Append(dst, o.Auction)
+}
+
+func (openAuctionCodec) Decode(src []byte) (openAuction, error) {
+	best, n := binary.Varint(src)
+	if n <= 0 {
+		return openAuction{}, fmt.Errorf("nexmark open auction: %w", runtime.ErrCorrupt)
 	}
-	if w.best, err = runtime.GetValueState(ctx, "best", runtime.Codec[int64](runtime.Int64Codec{})); err != nil {
+	a, err := AuctionCodec{}.Decode(src[n:])
+	return openAuction{Auction: a, Best: best}, err
+}
+
+func (w *winningBids) Open(ctx *runtime.KeyedContext[int64]) (err error) {
+	if w.open, err = runtime.GetValueState(ctx, "auction", runtime.Codec[openAuction](openAuctionCodec{})); err != nil {
 		return err
 	}
 	w.pending, err = runtime.GetListState(ctx, "pending", runtime.Codec[Bid](BidCodec{}))
 	return err
 }
 
-func open(a Auction, b Bid) bool { return b.DateTime >= a.DateTime && b.DateTime <= a.Expires }
+// during reports whether b was made while a was open.
+func during(a Auction, b Bid) bool { return b.DateTime >= a.DateTime && b.DateTime <= a.Expires }
 
 func (w *winningBids) ProcessElement1(a Auction, ctx *runtime.KeyedContext[int64], _ runtime.Collector[ClosedAuction]) error {
-	w.auction.Update(a)
-	best := int64(0)
+	o := openAuction{Auction: a}
 	for _, b := range w.pending.Get() {
-		if open(a, b) {
-			best = max(best, b.Price)
+		if during(a, b) {
+			o.Best = max(o.Best, b.Price)
 		}
 	}
 	w.pending.Clear()
-	if best > 0 {
-		w.best.Update(best)
-	}
+	w.open.Update(o)
 	ctx.RegisterEventTimeTimer(a.Expires)
 	return nil
 }
 
 func (w *winningBids) ProcessElement2(b Bid, ctx *runtime.KeyedContext[int64], _ runtime.Collector[ClosedAuction]) error {
-	a, ok := w.auction.Value()
+	o, ok := w.open.Value()
 	if !ok {
 		w.pending.Add(b)
 		ctx.RegisterEventTimeTimer(b.DateTime)
 		return nil
 	}
-	if open(a, b) {
-		if best, _ := w.best.Value(); b.Price > best {
-			w.best.Update(b.Price)
-		}
+	if during(o.Auction, b) && b.Price > o.Best {
+		o.Best = b.Price
+		w.open.Update(o)
 	}
 	return nil
 }
 
 func (w *winningBids) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Collector[ClosedAuction]) error {
-	a, ok := w.auction.Value()
+	o, ok := w.open.Value()
 	switch {
 	case !ok:
 		w.pending.Clear() // bids of an auction that closed before they came
-	case t >= a.Expires:
-		if best, ok := w.best.Value(); ok {
-			out.Collect(ClosedAuction{Auction: a.ID, Category: a.Category, Price: best})
+	case t >= o.Auction.Expires:
+		if o.Best > 0 {
+			out.Collect(ClosedAuction{Auction: o.Auction.ID, Category: o.Auction.Category, Price: o.Best})
 		}
-		w.auction.Clear()
-		w.best.Clear()
+		w.open.Clear()
 	}
 	return nil
 }

@@ -36,7 +36,8 @@ type Func[K comparable, A, B, OUT any] func(key K, a A, b B, out runtime.Collect
 // Regular joins a and b on their key, keeping every record of both sides
 // for good (Flink SQL's regular inner join without a state TTL): each
 // record is paired with every record of the other side seen before it, so
-// every pair is emitted exactly once, whatever the order of arrival.
+// every pair is emitted exactly once, whatever the order of arrival, with
+// the timestamp of the record that completed it.
 // codecA and codecB serialise the buffered records for checkpoints.
 func Regular[K comparable, A, B, OUT any](a runtime.KeyedStream[A, K], b runtime.KeyedStream[B, K], name string,
 	fn Func[K, A, B, OUT], codecA runtime.Codec[A], codecB runtime.Codec[B], codec runtime.Codec[OUT]) runtime.Stream[OUT] {
