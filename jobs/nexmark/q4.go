@@ -155,8 +155,13 @@ func (w *winningBids) ProcessElement1(a Auction, ctx *runtime.KeyedContext[int64
 func (w *winningBids) ProcessElement2(b Bid, ctx *runtime.KeyedContext[int64], _ runtime.Collector[ClosedAuction]) error {
 	o, ok := w.open.Value()
 	if !ok {
+		// Once the watermark passes any pending bid's time with no auction
+		// here, the auction has closed (it is older than all its bids), so
+		// one timer, at the first pending bid's time, serves all of them.
+		if len(w.pending.Get()) == 0 {
+			ctx.RegisterEventTimeTimer(b.DateTime)
+		}
 		w.pending.Add(b)
-		ctx.RegisterEventTimeTimer(b.DateTime)
 		return nil
 	}
 	if during(o.Auction, b) && b.Price > o.Best {
