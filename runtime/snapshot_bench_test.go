@@ -9,7 +9,8 @@ func BenchmarkSnapshotTimers(b *testing.B) {
 	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
 	op := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
 	for k := int64(0); k < 1_000_000; k++ {
-		op.ctx.timers.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: k, key: k}, kg: KeyGroupForHash(Int64Key.Hash(k), 128)})
+		h := Int64Key.Hash(k)
+		op.ctx.timers.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: k, key: k}, kg: KeyGroupForHash(h, 128), hash: h})
 	}
 	b.ResetTimer()
 	for b.Loop() {

@@ -1,5 +1,7 @@
 package runtime
 
+import "slices"
+
 // timerOwner is an operator with processing-time timers.
 type timerOwner interface {
 	// nextTimer returns the earliest registered timer (Unix ms).
@@ -20,76 +22,136 @@ type timerKey[K comparable] struct {
 	key K
 }
 
+// timerEntry is one registered timer. hash is the key's KeyType hash; the
+// index finds timers by (hash, key), so every add and remove of one key
+// must give the same hash (the runtime computes it once per record).
 type timerEntry[K comparable] struct {
 	timerKey[K]
-	kg int
-	// slot is the timer's index in timerHeap.pos while it is registered.
+	kg   int
+	hash int32
+}
+
+// timerHeap is the timer service of a keyed operator: a min-heap of timers
+// with an index by key, so that registering is idempotent and deleting is
+// O(log n), as in Flink's HeapPriorityQueueSet, without the per-access
+// hashing of a (time, key) struct.
+//
+// Timers live in slots, stable while registered. The heap holds only
+// (time, slot) pairs, 16 bytes, so sifting compares times in one array;
+// pos maps a slot to its heap position and next chains the slots of one
+// key, whose first slot the index holds. A key has few timers (most
+// operators keep one), so finding (time, key) is one index probe and a
+// short walk. The index is open addressing over the key's hash with
+// backward-shift deletion: a key's timer deleted and registered again on
+// every record leaves no tombstones behind.
+//
+// The entries themselves (time, key, key group) are in a paged
+// copy-on-write array, ents: a snapshot takes its directory in O(1), and
+// the first write to a page afterwards copies that page only, so the
+// synchronous part of a checkpoint does not grow with the number of
+// timers.
+type timerHeap[K comparable] struct {
+	h     []heapItem
+	ents  cowSlice[timerSlot[K]]
+	pos   []int32 // heap position by slot
+	next  []int32 // next slot of the same key, or -1
+	free  []int32 // slots to reuse
+	index keyIndex[K]
+}
+
+type heapItem struct {
+	ts   int64
 	slot int32
 }
 
-// timerHeap is a min-heap of timers with an index by (time, key), so that
-// registering is idempotent and deleting is O(log n), as in Flink's
-// HeapPriorityQueueSet. The index maps a timer to a stable slot, and the
-// slot to the timer's heap position, so that moving timers within the heap
-// writes a slice, not the map: with many keys, map writes on every swap
-// made the heap the larger part of a window operator's cost.
-type timerHeap[K comparable] struct {
-	h     []timerEntry[K]
-	slots map[timerKey[K]]int32
-	pos   []int32 // heap position by slot
-	free  []int32 // slots to reuse
+// timerSlot is a slot's entry; live is false for free slots.
+type timerSlot[K comparable] struct {
+	timerEntry[K]
+	live bool
 }
 
 func (t *timerHeap[K]) len() int { return len(t.h) }
 
+// find returns the slot of timer (k.ts, k.key) and its predecessor in the
+// key's chain (-1 if it is the head), or slot -1.
+func (t *timerHeap[K]) find(h int32, k timerKey[K]) (slot, prev int32) {
+	prev = -1
+	for s := t.index.get(uint32(h), k.key); s >= 0; prev, s = s, t.next[s] {
+		if t.ents.at(s).ts == k.ts {
+			return s, prev
+		}
+	}
+	return -1, -1
+}
+
 func (t *timerHeap[K]) add(e timerEntry[K]) bool {
-	if t.slots == nil {
-		t.slots = make(map[timerKey[K]]int32)
+	head := t.index.get(uint32(e.hash), e.key)
+	for s := head; s >= 0; s = t.next[s] {
+		if t.ents.at(s).ts == e.ts {
+			return false
+		}
 	}
-	if _, ok := t.slots[e.timerKey]; ok {
-		return false
-	}
+	var slot int32
 	if n := len(t.free); n > 0 {
-		e.slot = t.free[n-1]
+		slot = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
-		e.slot = int32(len(t.pos))
+		slot = int32(len(t.pos))
 		t.pos = append(t.pos, 0)
+		t.next = append(t.next, 0)
+		t.ents.grow()
 	}
-	t.slots[e.timerKey] = e.slot
-	t.h = append(t.h, e)
-	t.pos[e.slot] = int32(len(t.h) - 1)
+	*t.ents.writable(slot) = timerSlot[K]{timerEntry: e, live: true}
+	t.next[slot] = head
+	t.index.put(uint32(e.hash), e.key, slot)
+	t.h = append(t.h, heapItem{ts: e.ts, slot: slot})
+	t.pos[slot] = int32(len(t.h) - 1)
 	t.up(len(t.h) - 1)
 	return true
 }
 
-func (t *timerHeap[K]) remove(k timerKey[K]) bool {
-	slot, ok := t.slots[k]
-	if !ok {
+// remove deletes timer k of a key whose hash is h.
+func (t *timerHeap[K]) remove(k timerKey[K], h int32) bool {
+	slot, prev := t.find(h, k)
+	if slot < 0 {
 		return false
 	}
+	t.unlink(slot, prev, h)
 	t.removeAt(int(t.pos[slot]))
 	return true
+}
+
+// unlink takes slot out of its key's chain and frees it.
+func (t *timerHeap[K]) unlink(slot, prev, h int32) {
+	if prev >= 0 {
+		t.next[prev] = t.next[slot]
+	} else if n := t.next[slot]; n >= 0 {
+		t.index.put(uint32(h), t.ents.at(slot).key, n)
+	} else {
+		t.index.del(uint32(h), t.ents.at(slot).key)
+	}
+	*t.ents.writable(slot) = timerSlot[K]{}
+	t.free = append(t.free, slot)
 }
 
 func (t *timerHeap[K]) peek() (timerEntry[K], bool) {
 	if len(t.h) == 0 {
 		return timerEntry[K]{}, false
 	}
-	return t.h[0], true
+	return t.ents.at(t.h[0].slot).timerEntry, true
 }
 
 func (t *timerHeap[K]) pop() timerEntry[K] {
-	e := t.h[0]
+	slot := t.h[0].slot
+	e := t.ents.at(slot).timerEntry
+	_, prev := t.find(e.hash, e.timerKey)
+	t.unlink(slot, prev, e.hash)
 	t.removeAt(0)
 	return e
 }
 
 func (t *timerHeap[K]) removeAt(i int) {
 	last := len(t.h) - 1
-	e := t.h[i]
-	delete(t.slots, e.timerKey)
-	t.free = append(t.free, e.slot)
 	if i != last {
 		t.h[i] = t.h[last]
 		t.pos[t.h[i].slot] = int32(i)
@@ -101,7 +163,12 @@ func (t *timerHeap[K]) removeAt(i int) {
 	}
 }
 
-func (t *timerHeap[K]) less(i, j int) bool { return t.h[i].ts < t.h[j].ts }
+// each calls f for every registered timer, in no particular order.
+func (t *timerHeap[K]) each(f func(timerEntry[K])) {
+	for _, it := range t.h {
+		f(t.ents.at(it.slot).timerEntry)
+	}
+}
 
 func (t *timerHeap[K]) swap(i, j int) {
 	t.h[i], t.h[j] = t.h[j], t.h[i]
@@ -112,7 +179,7 @@ func (t *timerHeap[K]) swap(i, j int) {
 func (t *timerHeap[K]) up(i int) {
 	for i > 0 {
 		p := (i - 1) / 2
-		if !t.less(i, p) {
+		if t.h[i].ts >= t.h[p].ts {
 			return
 		}
 		t.swap(i, p)
@@ -128,13 +195,166 @@ func (t *timerHeap[K]) down(i int) {
 			return
 		}
 		m := l
-		if r := l + 1; r < n && t.less(r, l) {
+		if r := l + 1; r < n && t.h[r].ts < t.h[l].ts {
 			m = r
 		}
-		if !t.less(m, i) {
+		if t.h[m].ts >= t.h[i].ts {
 			return
 		}
 		t.swap(i, m)
 		i = m
+	}
+}
+
+// cowSlice is a growable array in pages of cowPage elements, copied on
+// write by page after a snapshot: the page version scheme of
+// statebackend's value tables.
+type cowSlice[T any] struct {
+	pages     []*cowPage[T]
+	n         int32
+	ver       uint32
+	sharedDir bool
+}
+
+const (
+	cowPageBits = 9
+	cowPageLen  = 1 << cowPageBits
+)
+
+type cowPage[T any] struct {
+	ver uint32
+	s   [cowPageLen]T
+}
+
+func (c *cowSlice[T]) at(i int32) *T { return &c.pages[i>>cowPageBits].s[i&(cowPageLen-1)] }
+
+// grow appends one zero element.
+func (c *cowSlice[T]) grow() {
+	if int(c.n)>>cowPageBits == len(c.pages) {
+		if c.sharedDir {
+			c.pages = slices.Clone(c.pages)
+			c.sharedDir = false
+		}
+		c.pages = append(c.pages, &cowPage[T]{ver: c.ver})
+	}
+	c.n++
+}
+
+// writable returns element i, copying its page first if a snapshot
+// shares it.
+func (c *cowSlice[T]) writable(i int32) *T {
+	p := c.pages[i>>cowPageBits]
+	if p.ver != c.ver {
+		if c.sharedDir {
+			c.pages = slices.Clone(c.pages)
+			c.sharedDir = false
+		}
+		cp := *p
+		cp.ver = c.ver
+		p = &cp
+		c.pages[i>>cowPageBits] = p
+	}
+	return &p.s[i&(cowPageLen-1)]
+}
+
+// snapshot freezes the slice in O(1): the returned pages and their first
+// n elements are never written again.
+func (c *cowSlice[T]) snapshot() ([]*cowPage[T], int32) {
+	c.ver++
+	c.sharedDir = true
+	return c.pages, c.n
+}
+
+// keyIndex maps keys to an int32 (a key's first timer slot): open
+// addressing with linear probing over the caller's hash and backward-shift
+// deletion, so churn leaves no tombstones.
+type keyIndex[K comparable] struct {
+	s     []indexSlot[K]
+	n     int
+	shift uint8
+}
+
+type indexSlot[K comparable] struct {
+	key  K
+	hash uint32
+	val  int32 // -1: empty
+}
+
+func (x *keyIndex[K]) home(h uint32) int { return int((h * 0x9e3779b9) >> x.shift) }
+
+func (x *keyIndex[K]) get(h uint32, k K) int32 {
+	if x.n == 0 {
+		return -1
+	}
+	mask := len(x.s) - 1
+	for i := x.home(h); ; i = (i + 1) & mask {
+		s := &x.s[i]
+		if s.val < 0 {
+			return -1
+		}
+		if s.hash == h && s.key == k {
+			return s.val
+		}
+	}
+}
+
+func (x *keyIndex[K]) put(h uint32, k K, v int32) {
+	if (x.n+1)*4 > len(x.s)*3 {
+		x.resize()
+	}
+	mask := len(x.s) - 1
+	i := x.home(h)
+	for ; x.s[i].val >= 0; i = (i + 1) & mask {
+		if x.s[i].hash == h && x.s[i].key == k {
+			x.s[i].val = v
+			return
+		}
+	}
+	x.s[i] = indexSlot[K]{key: k, hash: h, val: v}
+	x.n++
+}
+
+func (x *keyIndex[K]) del(h uint32, k K) {
+	if x.n == 0 {
+		return
+	}
+	mask := len(x.s) - 1
+	gap := x.home(h)
+	for ; ; gap = (gap + 1) & mask {
+		s := &x.s[gap]
+		if s.val < 0 {
+			return
+		}
+		if s.hash == h && s.key == k {
+			break
+		}
+	}
+	for j := (gap + 1) & mask; x.s[j].val >= 0; j = (j + 1) & mask {
+		if (j-x.home(x.s[j].hash))&mask >= (j-gap)&mask {
+			x.s[gap] = x.s[j]
+			gap = j
+		}
+	}
+	x.s[gap] = indexSlot[K]{val: -1}
+	x.n--
+}
+
+func (x *keyIndex[K]) resize() {
+	c := max(8, 2*len(x.s))
+	old := x.s
+	x.s = make([]indexSlot[K], c)
+	for i := range x.s {
+		x.s[i].val = -1
+	}
+	bits := 0
+	for 1<<bits < c {
+		bits++
+	}
+	x.shift = uint8(32 - bits)
+	x.n = 0
+	for _, s := range old {
+		if s.val >= 0 {
+			x.put(s.hash, s.key, s.val)
+		}
 	}
 }

@@ -7,21 +7,25 @@ import (
 
 // TestTimerHeapAgainstModel adds, removes and pops timers at random and
 // checks the heap against a plain set: idempotent adds, exact removes,
-// pops in time order, and the index consistent throughout.
+// pops in time order, and the heap, slot chains and key index consistent
+// throughout. Key hashes take three values, so the index's probe runs and
+// backward-shift deletes see colliding keys, and keys hold several timers,
+// so the per-key chains are walked and unlinked in every position.
 func TestTimerHeapAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var h timerHeap[int]
+	hash := func(k int) int32 { return int32(k % 3) }
 	model := map[timerKey[int]]bool{}
-	for step := 0; step < 20000; step++ {
-		k := timerKey[int]{ts: int64(rng.IntN(200)), key: rng.IntN(20)}
+	for step := 0; step < 50000; step++ {
+		k := timerKey[int]{ts: int64(rng.IntN(200)), key: rng.IntN(40)}
 		switch op := rng.IntN(3); {
 		case op == 0:
-			if got := h.add(timerEntry[int]{timerKey: k}); got == model[k] {
+			if got := h.add(timerEntry[int]{timerKey: k, hash: hash(k.key)}); got == model[k] {
 				t.Fatalf("step %d: add(%v) = %v with the timer present=%v", step, k, got, model[k])
 			}
 			model[k] = true
 		case op == 1:
-			if got := h.remove(k); got != model[k] {
+			if got := h.remove(k, hash(k.key)); got != model[k] {
 				t.Fatalf("step %d: remove(%v) = %v, want %v", step, k, got, model[k])
 			}
 			delete(model, k)
@@ -37,13 +41,109 @@ func TestTimerHeapAgainstModel(t *testing.T) {
 			}
 			delete(model, e.timerKey)
 		}
-		if h.len() != len(model) || len(h.slots) != len(model) {
-			t.Fatalf("step %d: heap holds %d (index %d), want %d", step, h.len(), len(h.slots), len(model))
+		checkTimerHeap(t, step, &h, model)
+	}
+}
+
+func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKey[int]]bool) {
+	t.Helper()
+	if h.len() != len(model) {
+		t.Fatalf("step %d: heap holds %d, want %d", step, h.len(), len(model))
+	}
+	for i, it := range h.h {
+		e := h.ents.at(it.slot)
+		if int(h.pos[it.slot]) != i || !e.live || e.ts != it.ts || !model[e.timerKey] {
+			t.Fatalf("step %d: heap position %d out of step with its slot", step, i)
 		}
-		for i, e := range h.h {
-			if int(h.pos[e.slot]) != i || h.slots[e.timerKey] != e.slot {
-				t.Fatalf("step %d: index out of step at %d", step, i)
+	}
+	keys := map[int]int{}
+	for k := range model {
+		keys[k.key]++
+	}
+	if h.index.n != len(keys) {
+		t.Fatalf("step %d: index holds %d keys, want %d", step, h.index.n, len(keys))
+	}
+	for k, n := range keys {
+		got := 0
+		for s := h.index.get(uint32(k%3), k); s >= 0; s = h.next[s] {
+			if e := h.ents.at(s); !e.live || e.key != k {
+				t.Fatalf("step %d: key %d's chain reaches slot %d of %+v", step, k, s, e)
 			}
+			got++
 		}
+		if got != n {
+			t.Fatalf("step %d: key %d's chain has %d timers, want %d", step, k, got, n)
+		}
+	}
+}
+
+// TestTimerSnapshotIsolation snapshots the timers, then deletes, re-adds
+// and pops timers: the snapshot keeps exactly the timers of its time.
+func TestTimerSnapshotIsolation(t *testing.T) {
+	var h timerHeap[int]
+	want := map[timerKey[int]]bool{}
+	for k := range 3000 {
+		tk := timerKey[int]{ts: int64(k % 97), key: k}
+		h.add(timerEntry[int]{timerKey: tk, hash: int32(k)})
+		want[tk] = true
+	}
+	s := newTimerSection("_timers", &h, Codec[int](nil), KeyGroupRange{First: 0, Last: 0})
+	for k := range 3000 {
+		if k%2 == 0 {
+			h.remove(timerKey[int]{ts: int64(k % 97), key: k}, int32(k))
+		}
+		h.add(timerEntry[int]{timerKey: timerKey[int]{ts: int64(5000 + k), key: k + 10_000}, hash: int32(k + 10_000)})
+	}
+	for range 500 {
+		h.pop()
+	}
+	got := map[timerKey[int]]bool{}
+	s.live(func(e *timerEntry[int]) {
+		if got[e.timerKey] {
+			t.Fatalf("timer %v twice in the snapshot", e.timerKey)
+		}
+		got[e.timerKey] = true
+	})
+	if len(got) != len(want) {
+		t.Fatalf("snapshot holds %d timers, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if !got[k] {
+			t.Fatalf("snapshot lost %v", k)
+		}
+	}
+}
+
+// TestTimerChurnAllocationFree is the fraud detector's pattern: each
+// record deletes its key's timer and registers a later one. Once the
+// timer service has grown to the key count, that allocates nothing.
+func TestTimerChurnAllocationFree(t *testing.T) {
+	var h timerHeap[int64]
+	const keys = 10_000
+	for k := range int64(keys) {
+		h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: k, key: k}, hash: Int64Key.Hash(k)})
+	}
+	ts := make([]int64, keys)
+	for k := range ts {
+		ts[k] = int64(k)
+	}
+	i := int64(0)
+	allocs := testing.AllocsPerRun(100, func() {
+		for range 1000 {
+			k := (i * 7919) % keys
+			i++
+			hk := Int64Key.Hash(k)
+			if !h.remove(timerKey[int64]{ts: ts[k], key: k}, hk) {
+				t.Fatalf("timer of key %d missing", k)
+			}
+			ts[k] = keys + i
+			h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: ts[k], key: k}, hash: hk})
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per 1000 records, want 0", allocs)
+	}
+	if h.len() != keys {
+		t.Fatalf("%d timers, want %d", h.len(), keys)
 	}
 }
