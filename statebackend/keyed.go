@@ -310,7 +310,9 @@ func (t *ValueTable[K, V]) GetHashed(kg int, h int32, k K) (V, bool) {
 }
 
 // PutHashed is Put with the key's hash (see GetHashed).
-func (t *ValueTable[K, V]) PutHashed(kg int, h int32, k K, v V) { t.gs[kg-t.first].put(uint32(h), k, v) }
+func (t *ValueTable[K, V]) PutHashed(kg int, h int32, k K, v V) {
+	t.gs[kg-t.first].put(uint32(h), k, v)
+}
 
 // DeleteHashed is Delete with the key's hash (see GetHashed).
 func (t *ValueTable[K, V]) DeleteHashed(kg int, h int32, k K) { t.gs[kg-t.first].del(uint32(h), k) }
