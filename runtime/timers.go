@@ -38,7 +38,7 @@ type timerEntry[K comparable] struct {
 //
 // Timers live in slots, stable while registered. The heap holds only
 // (time, slot) pairs, 16 bytes, so sifting compares times in one array;
-// pos maps a slot to its heap position and next chains the slots of one
+// links maps a slot to its heap position and chains the slots of one
 // key, whose first slot the index holds. A key has few timers (most
 // operators keep one), so finding (time, key) is one index probe and a
 // short walk. The index is open addressing over the key's hash with
@@ -53,10 +53,15 @@ type timerEntry[K comparable] struct {
 type timerHeap[K comparable] struct {
 	h     []heapItem
 	ents  cowSlice[timerSlot[K]]
-	pos   []int32 // heap position by slot
-	next  []int32 // next slot of the same key, or -1
+	links []timerLink // by slot
 	free  []int32 // slots to reuse
 	index keyIndex[K]
+}
+
+// timerLink is a slot's heap position and the next slot of its key (-1
+// at the end); kept together since a remove needs both.
+type timerLink struct {
+	pos, next int32
 }
 
 type heapItem struct {
@@ -76,7 +81,7 @@ func (t *timerHeap[K]) len() int { return len(t.h) }
 // key's chain (-1 if it is the head), or slot -1.
 func (t *timerHeap[K]) find(h int32, k timerKey[K]) (slot, prev int32) {
 	prev = -1
-	for s := t.index.get(uint32(h), k.key); s >= 0; prev, s = s, t.next[s] {
+	for s := t.index.get(uint32(h), k.key); s >= 0; prev, s = s, t.links[s].next {
 		if t.ents.at(s).ts == k.ts {
 			return s, prev
 		}
@@ -86,7 +91,7 @@ func (t *timerHeap[K]) find(h int32, k timerKey[K]) (slot, prev int32) {
 
 func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 	head := t.index.get(uint32(e.hash), e.key)
-	for s := head; s >= 0; s = t.next[s] {
+	for s := head; s >= 0; s = t.links[s].next {
 		if t.ents.at(s).ts == e.ts {
 			return false
 		}
@@ -96,16 +101,15 @@ func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 		slot = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
-		slot = int32(len(t.pos))
-		t.pos = append(t.pos, 0)
-		t.next = append(t.next, 0)
+		slot = int32(len(t.links))
+		t.links = append(t.links, timerLink{})
 		t.ents.grow()
 	}
 	*t.ents.writable(slot) = timerSlot[K]{timerEntry: e, live: true}
-	t.next[slot] = head
+	t.links[slot].next = head
 	t.index.put(uint32(e.hash), e.key, slot)
 	t.h = append(t.h, heapItem{ts: e.ts, slot: slot})
-	t.pos[slot] = int32(len(t.h) - 1)
+	t.links[slot].pos = int32(len(t.h) - 1)
 	t.up(len(t.h) - 1)
 	return true
 }
@@ -117,15 +121,15 @@ func (t *timerHeap[K]) remove(k timerKey[K], h int32) bool {
 		return false
 	}
 	t.unlink(slot, prev, h)
-	t.removeAt(int(t.pos[slot]))
+	t.removeAt(int(t.links[slot].pos))
 	return true
 }
 
 // unlink takes slot out of its key's chain and frees it.
 func (t *timerHeap[K]) unlink(slot, prev, h int32) {
 	if prev >= 0 {
-		t.next[prev] = t.next[slot]
-	} else if n := t.next[slot]; n >= 0 {
+		t.links[prev].next = t.links[slot].next
+	} else if n := t.links[slot].next; n >= 0 {
 		t.index.put(uint32(h), t.ents.at(slot).key, n)
 	} else {
 		t.index.del(uint32(h), t.ents.at(slot).key)
@@ -154,7 +158,7 @@ func (t *timerHeap[K]) removeAt(i int) {
 	last := len(t.h) - 1
 	if i != last {
 		t.h[i] = t.h[last]
-		t.pos[t.h[i].slot] = int32(i)
+		t.links[t.h[i].slot].pos = int32(i)
 	}
 	t.h = t.h[:last]
 	if i < last {
@@ -172,8 +176,8 @@ func (t *timerHeap[K]) each(f func(timerEntry[K])) {
 
 func (t *timerHeap[K]) swap(i, j int) {
 	t.h[i], t.h[j] = t.h[j], t.h[i]
-	t.pos[t.h[i].slot] = int32(i)
-	t.pos[t.h[j].slot] = int32(j)
+	t.links[t.h[i].slot].pos = int32(i)
+	t.links[t.h[j].slot].pos = int32(j)
 }
 
 func (t *timerHeap[K]) up(i int) {
@@ -280,7 +284,17 @@ type indexSlot[K comparable] struct {
 	val  int32 // -1: empty
 }
 
-func (x *keyIndex[K]) home(h uint32) int { return int((h * 0x9e3779b9) >> x.shift) }
+func (x *keyIndex[K]) home(h uint32) int { return int(mix32(h) >> x.shift) }
+
+// mix32 is the MurmurHash3 finalizer: an int64 key's hash is the key, and
+// runs of consecutive keys must not cluster.
+func mix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	return h ^ h>>16
+}
 
 func (x *keyIndex[K]) get(h uint32, k K) int32 {
 	if x.n == 0 {

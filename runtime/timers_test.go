@@ -52,7 +52,7 @@ func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKe
 	}
 	for i, it := range h.h {
 		e := h.ents.at(it.slot)
-		if int(h.pos[it.slot]) != i || !e.live || e.ts != it.ts || !model[e.timerKey] {
+		if int(h.links[it.slot].pos) != i || !e.live || e.ts != it.ts || !model[e.timerKey] {
 			t.Fatalf("step %d: heap position %d out of step with its slot", step, i)
 		}
 	}
@@ -65,7 +65,7 @@ func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKe
 	}
 	for k, n := range keys {
 		got := 0
-		for s := h.index.get(uint32(k%3), k); s >= 0; s = h.next[s] {
+		for s := h.index.get(uint32(k%3), k); s >= 0; s = h.links[s].next {
 			if e := h.ents.at(s); !e.live || e.key != k {
 				t.Fatalf("step %d: key %d's chain reaches slot %d of %+v", step, k, s, e)
 			}

@@ -24,7 +24,10 @@ import "slices"
 // and the synchronous part of a checkpoint does not depend on the number
 // of entries.
 type cowTable[K comparable, V any] struct {
-	pages []*page[K, V]
+	// pages is the directory; vers holds each page's version apart, so a
+	// read goes from the directory straight to the slot.
+	pages [][]slot[K, V]
+	vers  []uint32
 	// mask is capacity-1; capacity is a power of two.
 	mask  uint32
 	shift uint8 // 32 - log2(capacity), for Fibonacci hashing
@@ -49,18 +52,23 @@ type slot[K comparable, V any] struct {
 	full bool
 }
 
-type page[K comparable, V any] struct {
-	ver   uint32
-	slots []slot[K, V]
+// home is the first slot probed for hash h: the top bits of a mix of h,
+// so that neither bits shared by a key group's keys (the key group is
+// derived from the same hash) nor runs of consecutive keys (an int64 key's
+// hash is the key) cluster the keys.
+func (t *cowTable[K, V]) home(h uint32) uint32 { return mix32(h) >> t.shift }
+
+// mix32 is the MurmurHash3 finalizer.
+func mix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	return h ^ h>>16
 }
 
-// home is the first slot probed for hash h: the top bits of h times the
-// golden ratio, so that low bits shared by a key group's keys (the key
-// group is derived from the same hash) do not cluster the keys.
-func (t *cowTable[K, V]) home(h uint32) uint32 { return (h * 0x9e3779b9) >> t.shift }
-
 func (t *cowTable[K, V]) at(i uint32) *slot[K, V] {
-	return &t.pages[i>>pageBits].slots[i&pageMask]
+	return &t.pages[i>>pageBits][i&pageMask]
 }
 
 // find returns the slot index of k, or -1.
@@ -90,23 +98,21 @@ func (t *cowTable[K, V]) get(h uint32, k K) (V, bool) {
 // writable returns slot i ready for writing, copying its page first if a
 // snapshot shares it.
 func (t *cowTable[K, V]) writable(i uint32) *slot[K, V] {
-	p := t.pages[i>>pageBits]
-	if p.ver != t.ver {
-		p = t.copyPage(i >> pageBits)
+	if t.vers[i>>pageBits] != t.ver {
+		t.copyPage(i >> pageBits)
 	}
-	return &p.slots[i&pageMask]
+	return &t.pages[i>>pageBits][i&pageMask]
 }
 
 // copyPage is the rare part of writable: the first write to a page since
 // a snapshot.
-func (t *cowTable[K, V]) copyPage(pi uint32) *page[K, V] {
+func (t *cowTable[K, V]) copyPage(pi uint32) {
 	if t.sharedDir {
 		t.pages = slices.Clone(t.pages)
 		t.sharedDir = false
 	}
-	p := &page[K, V]{ver: t.ver, slots: slices.Clone(t.pages[pi].slots)}
-	t.pages[pi] = p
-	return p
+	t.pages[pi] = slices.Clone(t.pages[pi])
+	t.vers[pi] = t.ver
 }
 
 func (t *cowTable[K, V]) put(h uint32, k K, v V) {
@@ -169,16 +175,18 @@ func (t *cowTable[K, V]) grow(n int) {
 		oldCap = 0
 	}
 	np := (c + pageSlots - 1) / pageSlots
-	t.pages = make([]*page[K, V], np)
+	t.pages = make([][]slot[K, V], np)
+	t.vers = make([]uint32, np)
 	per := min(c, pageSlots)
 	for i := range t.pages {
-		t.pages[i] = &page[K, V]{ver: t.ver, slots: make([]slot[K, V], per)}
+		t.pages[i] = make([]slot[K, V], per)
+		t.vers[i] = t.ver
 	}
 	t.mask = c - 1
 	t.shift = uint8(32 - bitsLen(c-1))
 	t.sharedDir = false
 	for i := uint32(0); i < oldCap; i++ {
-		s := &old[i>>pageBits].slots[i&pageMask]
+		s := &old[i>>pageBits][i&pageMask]
 		if !s.full {
 			continue
 		}
@@ -203,7 +211,7 @@ func bitsLen(x uint32) int {
 // cowView is a snapshot of a cowTable: its directory at the time, whose
 // pages nobody writes again.
 type cowView[K comparable, V any] struct {
-	pages []*page[K, V]
+	pages [][]slot[K, V]
 	n     int
 }
 
@@ -220,8 +228,8 @@ func (t *cowTable[K, V]) snapshot() cowView[K, V] {
 // each calls f for every entry of the view, in slot order.
 func (v cowView[K, V]) each(f func(k K, v V)) {
 	for _, p := range v.pages {
-		for i := range p.slots {
-			if s := &p.slots[i]; s.full {
+		for i := range p {
+			if s := &p[i]; s.full {
 				f(s.key, s.val)
 			}
 		}

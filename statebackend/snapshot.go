@@ -90,8 +90,8 @@ func (s *valueSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 		return dst, 0
 	}
 	for _, pg := range s.views[i].pages {
-		for j := range pg.slots {
-			e := &pg.slots[j]
+		for j := range pg {
+			e := &pg[j]
 			if !e.full {
 				continue
 			}
