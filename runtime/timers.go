@@ -33,17 +33,24 @@ type timerEntry[K comparable] struct {
 
 // timerHeap is the timer service of a keyed operator: a min-heap of timers
 // with an index by key, so that registering is idempotent and deleting is
-// O(log n), as in Flink's HeapPriorityQueueSet, without the per-access
-// hashing of a (time, key) struct.
+// cheap, without the per-access hashing of a (time, key) struct.
 //
-// Timers live in slots, stable while registered. The heap holds only
-// (time, slot) pairs, 16 bytes, so sifting compares times in one array;
-// links maps a slot to its heap position and chains the slots of one
-// key, whose first slot the index holds. A key has few timers (most
+// Timers live in slots, stable while registered; links chains the slots
+// of one key, whose first slot the index holds. A key has few timers (most
 // operators keep one), so finding (time, key) is one index probe and a
 // short walk. The index is open addressing over the key's hash with
 // backward-shift deletion: a key's timer deleted and registered again on
 // every record leaves no tombstones behind.
+//
+// Deleting is O(1) and lazy: it frees the slot and bumps its generation;
+// the heap item, 16 bytes of (time, slot, generation), stays until it
+// reaches the top, where peek and pop drop it, or until dead items
+// outnumber live ones, when the heap is rebuilt without them in O(n)
+// (amortised O(1) per delete, and at most twice the live items in
+// memory). Removing from the middle of a heap instead would sift the last
+// item down: a timer registered now+timeout is the latest, so it sank
+// through every level, one cache miss each, on every record of a
+// detector that moves its key's timer.
 //
 // The entries themselves (time, key, key group) are in a paged
 // copy-on-write array, ents: a snapshot takes its directory in O(1), and
@@ -52,21 +59,25 @@ type timerEntry[K comparable] struct {
 // timers.
 type timerHeap[K comparable] struct {
 	h     []heapItem
+	dead  int // items of h whose slot moved on
 	ents  cowSlice[timerSlot[K]]
 	links []timerLink // by slot
-	free  []int32 // slots to reuse
+	free  []int32     // slots to reuse
 	index keyIndex[K]
 }
 
-// timerLink is a slot's heap position and the next slot of its key (-1
-// at the end); kept together since a remove needs both.
+// timerLink is a slot's next slot of the same key (-1 at the end) and its
+// generation, bumped when the slot is freed so that heap items of earlier
+// timers in it are recognised as dead.
 type timerLink struct {
-	pos, next int32
+	next int32
+	gen  uint32
 }
 
 type heapItem struct {
 	ts   int64
 	slot int32
+	gen  uint32
 }
 
 // timerSlot is a slot's entry; live is false for free slots.
@@ -75,7 +86,9 @@ type timerSlot[K comparable] struct {
 	live bool
 }
 
-func (t *timerHeap[K]) len() int { return len(t.h) }
+func (t *timerHeap[K]) len() int { return len(t.h) - t.dead }
+
+func (t *timerHeap[K]) isDead(it heapItem) bool { return t.links[it.slot].gen != it.gen }
 
 // find returns the slot of timer (k.ts, k.key) and its predecessor in the
 // key's chain (-1 if it is the head), or slot -1.
@@ -108,8 +121,7 @@ func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 	*t.ents.writable(slot) = timerSlot[K]{timerEntry: e, live: true}
 	t.links[slot].next = head
 	t.index.put(uint32(e.hash), e.key, slot)
-	t.h = append(t.h, heapItem{ts: e.ts, slot: slot})
-	t.links[slot].pos = int32(len(t.h) - 1)
+	t.h = append(t.h, heapItem{ts: e.ts, slot: slot, gen: t.links[slot].gen})
 	t.up(len(t.h) - 1)
 	return true
 }
@@ -121,93 +133,121 @@ func (t *timerHeap[K]) remove(k timerKey[K], h int32) bool {
 		return false
 	}
 	t.unlink(slot, prev, h)
-	t.removeAt(int(t.links[slot].pos))
+	t.dead++
+	if t.dead > 64 && t.dead > len(t.h)/2 {
+		t.compact()
+	}
 	return true
 }
 
-// unlink takes slot out of its key's chain and frees it.
+// unlink takes slot out of its key's chain and frees it; its heap item is
+// dead from then on.
 func (t *timerHeap[K]) unlink(slot, prev, h int32) {
+	l := &t.links[slot]
 	if prev >= 0 {
-		t.links[prev].next = t.links[slot].next
-	} else if n := t.links[slot].next; n >= 0 {
-		t.index.put(uint32(h), t.ents.at(slot).key, n)
+		t.links[prev].next = l.next
+	} else if l.next >= 0 {
+		t.index.put(uint32(h), t.ents.at(slot).key, l.next)
 	} else {
 		t.index.del(uint32(h), t.ents.at(slot).key)
 	}
+	l.gen++
 	*t.ents.writable(slot) = timerSlot[K]{}
 	t.free = append(t.free, slot)
 }
 
+// compact rebuilds the heap from its live items.
+func (t *timerHeap[K]) compact() {
+	live := t.h[:0]
+	for _, it := range t.h {
+		if !t.isDead(it) {
+			live = append(live, it)
+		}
+	}
+	clear(t.h[len(live):])
+	t.h, t.dead = live, 0
+	for i := len(t.h)/2 - 1; i >= 0; i-- {
+		t.down(i)
+	}
+}
+
+// dropDead pops dead items off the top, so that the top is live.
+func (t *timerHeap[K]) dropDead() {
+	for len(t.h) > 0 && t.isDead(t.h[0]) {
+		t.removeTop()
+		t.dead--
+	}
+}
+
 func (t *timerHeap[K]) peek() (timerEntry[K], bool) {
+	t.dropDead()
 	if len(t.h) == 0 {
 		return timerEntry[K]{}, false
 	}
 	return t.ents.at(t.h[0].slot).timerEntry, true
 }
 
+// pop removes and returns the earliest timer; the heap must not be empty.
 func (t *timerHeap[K]) pop() timerEntry[K] {
+	t.dropDead()
 	slot := t.h[0].slot
 	e := t.ents.at(slot).timerEntry
 	_, prev := t.find(e.hash, e.timerKey)
 	t.unlink(slot, prev, e.hash)
-	t.removeAt(0)
+	t.removeTop()
 	return e
 }
 
-func (t *timerHeap[K]) removeAt(i int) {
+func (t *timerHeap[K]) removeTop() {
 	last := len(t.h) - 1
-	if i != last {
-		t.h[i] = t.h[last]
-		t.links[t.h[i].slot].pos = int32(i)
-	}
+	t.h[0] = t.h[last]
 	t.h = t.h[:last]
-	if i < last {
-		t.down(i)
-		t.up(i)
+	if last > 0 {
+		t.down(0)
 	}
 }
 
 // each calls f for every registered timer, in no particular order.
 func (t *timerHeap[K]) each(f func(timerEntry[K])) {
 	for _, it := range t.h {
-		f(t.ents.at(it.slot).timerEntry)
+		if !t.isDead(it) {
+			f(t.ents.at(it.slot).timerEntry)
+		}
 	}
-}
-
-func (t *timerHeap[K]) swap(i, j int) {
-	t.h[i], t.h[j] = t.h[j], t.h[i]
-	t.links[t.h[i].slot].pos = int32(i)
-	t.links[t.h[j].slot].pos = int32(j)
 }
 
 func (t *timerHeap[K]) up(i int) {
+	it := t.h[i]
 	for i > 0 {
 		p := (i - 1) / 2
-		if t.h[i].ts >= t.h[p].ts {
-			return
+		if it.ts >= t.h[p].ts {
+			break
 		}
-		t.swap(i, p)
+		t.h[i] = t.h[p]
 		i = p
 	}
+	t.h[i] = it
 }
 
 func (t *timerHeap[K]) down(i int) {
 	n := len(t.h)
+	it := t.h[i]
 	for {
 		l := 2*i + 1
 		if l >= n {
-			return
+			break
 		}
 		m := l
 		if r := l + 1; r < n && t.h[r].ts < t.h[l].ts {
 			m = r
 		}
-		if t.h[m].ts >= t.h[i].ts {
-			return
+		if t.h[m].ts >= it.ts {
+			break
 		}
-		t.swap(i, m)
+		t.h[i] = t.h[m]
 		i = m
 	}
+	t.h[i] = it
 }
 
 // cowSlice is a growable array in pages of cowPage elements, copied on
@@ -221,7 +261,7 @@ type cowSlice[T any] struct {
 }
 
 const (
-	cowPageBits = 9
+	cowPageBits = 6
 	cowPageLen  = 1 << cowPageBits
 )
 

@@ -50,11 +50,22 @@ func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKe
 	if h.len() != len(model) {
 		t.Fatalf("step %d: heap holds %d, want %d", step, h.len(), len(model))
 	}
+	live := 0
 	for i, it := range h.h {
-		e := h.ents.at(it.slot)
-		if int(h.links[it.slot].pos) != i || !e.live || e.ts != it.ts || !model[e.timerKey] {
-			t.Fatalf("step %d: heap position %d out of step with its slot", step, i)
+		if i > 0 && it.ts < h.h[(i-1)/2].ts {
+			t.Fatalf("step %d: heap order broken at %d", step, i)
 		}
+		if h.isDead(it) {
+			continue
+		}
+		live++
+		e := h.ents.at(it.slot)
+		if !e.live || e.ts != it.ts || !model[e.timerKey] {
+			t.Fatalf("step %d: live heap item %d out of step with its slot", step, i)
+		}
+	}
+	if live != len(model) || h.dead > max(64, len(h.h)/2) {
+		t.Fatalf("step %d: %d live items and %d dead of %d, want %d live", step, live, h.dead, len(h.h), len(model))
 	}
 	keys := map[int]int{}
 	for k := range model {

@@ -39,7 +39,7 @@ type cowTable[K comparable, V any] struct {
 }
 
 const (
-	pageBits  = 8
+	pageBits  = 5
 	pageSlots = 1 << pageBits
 	pageMask  = pageSlots - 1
 	minCap    = 8
