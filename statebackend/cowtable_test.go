@@ -1,8 +1,10 @@
 package statebackend
 
 import (
+	"context"
 	"maps"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -175,4 +177,103 @@ func TestValueTableSteadyStateAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per 100 records, want 0", allocs)
 	}
+}
+
+// hashedInt64Codec is an int64 key codec that, like the runtime's key
+// types, knows the keys' hash (KeyHasher), so the table uses it.
+type hashedInt64Codec struct{ int64Codec }
+
+func (hashedInt64Codec) Hash(k int64) int32 { return int32(k ^ k>>32) }
+
+// TestValueTableRestoreAndRescale churns a value table of 64 key groups
+// with snapshots in between, then writes one snapshot's state file after
+// further writes and restores it whole, split over three subtasks, and
+// merged back from the three subtasks' own snapshots: every restore holds
+// exactly the entries of its key groups at the snapshot, findable by the
+// hashed path the runtime uses.
+func TestValueTableRestoreAndRescale(t *testing.T) {
+	const groups = 64
+	all := KeyGroupRange{First: 0, Last: groups - 1}
+	kc := hashedInt64Codec{}
+	kgOf := func(k int64) int { return int(uint64(k)*0x9e3779b97f4a7c15>>40) % groups }
+	b := NewBackend(all)
+	tab, err := NewValueTable[int64, int64](b, "v", kc, int64Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	model := map[int64]int64{}
+	var sec Section
+	var want map[int64]int64
+	for op := range 100_000 {
+		k := int64(r.IntN(20_000)) - 10_000
+		if r.IntN(3) == 0 {
+			tab.DeleteHashed(kgOf(k), kc.Hash(k), k)
+			delete(model, k)
+		} else {
+			tab.PutHashed(kgOf(k), kc.Hash(k), k, int64(op))
+			model[k] = int64(op)
+		}
+		if op == 60_000 {
+			sec, want = b.Snapshot()[0], maps.Clone(model)
+		} else if op%7_000 == 0 {
+			b.Snapshot()
+		}
+	}
+	data := writeSnapshot(t, []Section{sec}, all)
+	restore := func(r KeyGroupRange, files ...[]byte) (*Backend, *ValueTable[int64, int64]) {
+		t.Helper()
+		nb := NewBackend(r)
+		for i, d := range files {
+			f, _ := openMem(t, "f"+strconv.Itoa(i), d)
+			ks, err := f.ReadKeyGroups(context.Background(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nb.Restore(ks); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nt, err := NewValueTable[int64, int64](nb, "v", kc, int64Codec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nb, nt
+	}
+	check := func(name string, r KeyGroupRange, nt *ValueTable[int64, int64]) int {
+		t.Helper()
+		n := 0
+		for k, v := range want {
+			if !r.Contains(kgOf(k)) {
+				continue
+			}
+			n++
+			if got, ok := nt.GetHashed(kgOf(k), kc.Hash(k), k); !ok || got != v {
+				t.Fatalf("%s: key %d = %d %v, want %d", name, k, got, ok, v)
+			}
+		}
+		keys := 0
+		for kg := r.First; kg <= r.Last; kg++ {
+			keys += nt.KeysInGroup(kg)
+		}
+		if keys != n {
+			t.Fatalf("%s: %d keys, want %d", name, keys, n)
+		}
+		return n
+	}
+	_, whole := restore(all, data)
+	check("whole", all, whole)
+	var parts [][]byte
+	total := 0
+	for i := range 3 {
+		r := KeyGroupRange{First: i * groups / 3, Last: (i+1)*groups/3 - 1}
+		pb, pt := restore(r, data)
+		total += check("subtask "+strconv.Itoa(i), r, pt)
+		parts = append(parts, writeSnapshot(t, pb.Snapshot(), r))
+	}
+	if total != len(want) {
+		t.Fatalf("the three subtasks hold %d keys, want %d", total, len(want))
+	}
+	_, merged := restore(all, parts...)
+	check("merged", all, merged)
 }
