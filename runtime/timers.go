@@ -35,7 +35,7 @@ type timerEntry[K comparable] struct {
 // with an index by key, so that registering is idempotent and deleting is
 // cheap, without the per-access hashing of a (time, key) struct.
 //
-// Timers live in slots, stable while registered; links chains the slots
+// Timers live in slots, stable while registered, which chain the slots
 // of one key, whose first slot the index holds. A key has few timers (most
 // operators keep one), so finding (time, key) is one index probe and a
 // short walk. The index is open addressing over the key's hash with
@@ -61,17 +61,9 @@ type timerHeap[K comparable] struct {
 	h     []heapItem
 	dead  int // items of h whose slot moved on
 	ents  cowSlice[timerSlot[K]]
-	links []timerLink // by slot
-	free  []int32     // slots to reuse
+	slots int32   // slots in ents
+	free  []int32 // slots to reuse
 	index keyIndex[K]
-}
-
-// timerLink is a slot's next slot of the same key (-1 at the end) and its
-// generation, bumped when the slot is freed so that heap items of earlier
-// timers in it are recognised as dead.
-type timerLink struct {
-	next int32
-	gen  uint32
 }
 
 type heapItem struct {
@@ -80,21 +72,26 @@ type heapItem struct {
 	gen  uint32
 }
 
-// timerSlot is a slot's entry; live is false for free slots.
+// timerSlot is a slot: its timer, live (false for free slots), the next
+// slot of the same key (-1 at the end), and its generation, bumped when
+// the slot is freed so that heap items of earlier timers in it are known
+// dead. All in one place, since a remove needs them all.
 type timerSlot[K comparable] struct {
 	timerEntry[K]
+	next int32
+	gen  uint32
 	live bool
 }
 
 func (t *timerHeap[K]) len() int { return len(t.h) - t.dead }
 
-func (t *timerHeap[K]) isDead(it heapItem) bool { return t.links[it.slot].gen != it.gen }
+func (t *timerHeap[K]) isDead(it heapItem) bool { return t.ents.at(it.slot).gen != it.gen }
 
 // find returns the slot of timer (k.ts, k.key) and its predecessor in the
 // key's chain (-1 if it is the head), or slot -1.
 func (t *timerHeap[K]) find(h int32, k timerKey[K]) (slot, prev int32) {
 	prev = -1
-	for s := t.index.get(uint32(h), k.key); s >= 0; prev, s = s, t.links[s].next {
+	for s := t.index.get(uint32(h), k.key); s >= 0; prev, s = s, t.ents.at(s).next {
 		if t.ents.at(s).ts == k.ts {
 			return s, prev
 		}
@@ -104,7 +101,7 @@ func (t *timerHeap[K]) find(h int32, k timerKey[K]) (slot, prev int32) {
 
 func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 	head := t.index.get(uint32(e.hash), e.key)
-	for s := head; s >= 0; s = t.links[s].next {
+	for s := head; s >= 0; s = t.ents.at(s).next {
 		if t.ents.at(s).ts == e.ts {
 			return false
 		}
@@ -114,14 +111,14 @@ func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 		slot = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
-		slot = int32(len(t.links))
-		t.links = append(t.links, timerLink{})
+		slot = t.slots
+		t.slots++
 		t.ents.grow()
 	}
-	*t.ents.writable(slot) = timerSlot[K]{timerEntry: e, live: true}
-	t.links[slot].next = head
+	es := t.ents.writable(slot)
+	es.timerEntry, es.next, es.live = e, head, true
 	t.index.put(uint32(e.hash), e.key, slot)
-	t.h = append(t.h, heapItem{ts: e.ts, slot: slot, gen: t.links[slot].gen})
+	t.h = append(t.h, heapItem{ts: e.ts, slot: slot, gen: es.gen})
 	t.up(len(t.h) - 1)
 	return true
 }
@@ -143,16 +140,16 @@ func (t *timerHeap[K]) remove(k timerKey[K], h int32) bool {
 // unlink takes slot out of its key's chain and frees it; its heap item is
 // dead from then on.
 func (t *timerHeap[K]) unlink(slot, prev, h int32) {
-	l := &t.links[slot]
+	es := t.ents.writable(slot)
 	if prev >= 0 {
-		t.links[prev].next = l.next
-	} else if l.next >= 0 {
-		t.index.put(uint32(h), t.ents.at(slot).key, l.next)
+		t.ents.writable(prev).next = es.next
+	} else if es.next >= 0 {
+		t.index.put(uint32(h), es.key, es.next)
 	} else {
-		t.index.del(uint32(h), t.ents.at(slot).key)
+		t.index.del(uint32(h), es.key)
 	}
-	l.gen++
-	*t.ents.writable(slot) = timerSlot[K]{}
+	es.timerEntry, es.next, es.live = timerEntry[K]{}, -1, false
+	es.gen++
 	t.free = append(t.free, slot)
 }
 

@@ -76,7 +76,7 @@ func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKe
 	}
 	for k, n := range keys {
 		got := 0
-		for s := h.index.get(uint32(k%3), k); s >= 0; s = h.links[s].next {
+		for s := h.index.get(uint32(k%3), k); s >= 0; s = h.ents.at(s).next {
 			if e := h.ents.at(s); !e.live || e.key != k {
 				t.Fatalf("step %d: key %d's chain reaches slot %d of %+v", step, k, s, e)
 			}
