@@ -116,19 +116,16 @@ func (t *cowTable[K, V]) copyPage(pi uint32) {
 }
 
 func (t *cowTable[K, V]) put(h uint32, k K, v V) {
+	if i := t.find(h, k); i >= 0 {
+		t.writable(uint32(i)).val = v
+		return
+	}
 	if t.pages == nil || (t.n+1)*4 > int(t.mask+1)*3 {
 		t.grow(t.n + 1)
 	}
 	i := t.home(h)
-	for ; ; i = (i + 1) & t.mask {
-		s := t.at(i)
-		if !s.full {
-			break
-		}
-		if s.hash == h && s.key == k {
-			t.writable(i).val = v
-			return
-		}
+	for t.at(i).full {
+		i = (i + 1) & t.mask
 	}
 	*t.writable(i) = slot[K, V]{key: k, val: v, hash: h, full: true}
 	t.n++
