@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 )
@@ -156,5 +157,59 @@ func TestTimerChurnAllocationFree(t *testing.T) {
 	}
 	if h.len() != keys {
 		t.Fatalf("%d timers, want %d", h.len(), keys)
+	}
+}
+
+// TestTimerSectionConcurrentWithChurn encodes a timer snapshot on another
+// goroutine while the owner keeps deleting, registering and firing timers
+// (run with -race): the encoding holds exactly the timers at the snapshot.
+func TestTimerSectionConcurrentWithChurn(t *testing.T) {
+	const maxP = 32
+	r := KeyGroupRange{First: 0, Last: maxP - 1}
+	var h timerHeap[int64]
+	want := map[timerKey[int64]]int{}
+	for k := range int64(20_000) {
+		hk := Int64Key.Hash(k)
+		e := timerEntry[int64]{timerKey: timerKey[int64]{ts: 1000 + k%500, key: k}, kg: KeyGroupForHash(hk, maxP), hash: hk}
+		h.add(e)
+		want[e.timerKey] = e.kg
+	}
+	s := newTimerSection(timersSection, &h, Codec[int64](Int64Key), r)
+	got := make(chan map[timerKey[int64]]int)
+	go func() {
+		m := map[timerKey[int64]]int{}
+		for kg := r.First; kg <= r.Last; kg++ {
+			data, n := s.AppendGroup(nil, kg)
+			for i := 0; i < n; i++ {
+				kl, w := binary.Uvarint(data)
+				k, _ := Int64Key.Decode(data[w : w+int(kl)])
+				data = data[w+int(kl):]
+				vl, w := binary.Uvarint(data)
+				ts, _ := binary.Varint(data[w : w+int(vl)])
+				data = data[w+int(vl):]
+				m[timerKey[int64]{ts: ts, key: k}] = kg
+			}
+		}
+		got <- m
+	}()
+	for round := range int64(5) {
+		for k := range int64(20_000) {
+			hk := Int64Key.Hash(k)
+			if h.remove(timerKey[int64]{ts: 1000 + k%500 + round*10_000, key: k}, hk) {
+				h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: 1000 + k%500 + (round+1)*10_000, key: k}, kg: KeyGroupForHash(hk, maxP), hash: hk})
+			}
+		}
+		for range 1000 {
+			h.pop()
+		}
+	}
+	m := <-got
+	if len(m) != len(want) {
+		t.Fatalf("snapshot encoded %d timers, want %d", len(m), len(want))
+	}
+	for k, kg := range want {
+		if m[k] != kg {
+			t.Fatalf("timer %v: key group %d in the snapshot, want %d", k, m[k], kg)
+		}
 	}
 }
