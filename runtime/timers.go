@@ -35,8 +35,8 @@ type timerEntry[K comparable] struct {
 // with an index by key, so that registering is idempotent and deleting is
 // cheap, without the per-access hashing of a (time, key) struct.
 //
-// Timers live in slots, stable while registered, which chain the slots
-// of one key, whose first slot the index holds. A key has few timers (most
+// Timers live in slots, stable while registered; the slots of one key form
+// a chain, whose first slot the index holds. A key has few timers (most
 // operators keep one), so finding (time, key) is one index probe and a
 // short walk. The index is open addressing over the key's hash with
 // backward-shift deletion: a key's timer deleted and registered again on
@@ -61,7 +61,6 @@ type timerHeap[K comparable] struct {
 	h     []heapItem
 	dead  int // items of h whose slot moved on
 	ents  cowSlice[timerSlot[K]]
-	slots int32   // slots in ents
 	free  []int32 // slots to reuse
 	index keyIndex[K]
 }
@@ -111,8 +110,7 @@ func (t *timerHeap[K]) add(e timerEntry[K]) bool {
 		slot = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
-		slot = t.slots
-		t.slots++
+		slot = t.ents.n
 		t.ents.grow()
 	}
 	es := t.ents.writable(slot)
