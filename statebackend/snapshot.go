@@ -14,9 +14,10 @@ type Section interface {
 }
 
 // Snapshot freezes every table and returns one Section per table, in
-// registration order. It copies no entries, only one map reference per key
-// group; the first write to a frozen key group afterwards copies that
-// group. The sections stay valid and immutable forever, may be read
+// registration order. It copies no entries, only one page directory (value
+// tables) or map reference (map and list tables) per key group; the first
+// write afterwards to a frozen page copies that page, to a frozen map that
+// map. The sections stay valid and immutable forever, may be read
 // concurrently with further writes and snapshots, and also have a
 // Keys() int64 method counting their entries.
 //
