@@ -227,7 +227,7 @@ func TestTimersSurviveRescale(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		k := timerKey[string]{ts: int64(1000 + i%7), key: "k" + itoa(int64(i))}
 		kg := KeyGroupForHash(StringHash(k.key), maxP)
-		op.ctx.timers.add(timerEntry[string]{timerKey: k, kg: kg})
+		op.ctx.timers.add(timerEntry[string]{timerKey: k, kg: kg, hash: StringHash(k.key)})
 		want[k] = kg
 	}
 	data, err := statebackend.WriteStateFile(all, op.snapshot(), nil)
@@ -253,12 +253,19 @@ func TestTimersSurviveRescale(t *testing.T) {
 		if err := restoreTimers(&h, timersSection, StringKey, ks); err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range h.h {
+		var restored []timerEntry[string]
+		h.each(func(e timerEntry[string]) { restored = append(restored, e) })
+		for _, e := range restored {
 			if kg, ok := want[e.timerKey]; !ok || kg != e.kg || !r.Contains(e.kg) {
 				t.Errorf("subtask %d restored %+v (want key group %d in %v, known %v)", i, e, kg, r, ok)
 			}
 		}
 		got += h.len()
+		for _, e := range restored {
+			if !h.remove(e.timerKey, StringHash(e.key)) {
+				t.Errorf("subtask %d: restored timer %v not found by its key's hash", i, e.timerKey)
+			}
+		}
 	}
 	if got != len(want) {
 		t.Errorf("restored %d timers, want %d", got, len(want))

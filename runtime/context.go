@@ -94,6 +94,9 @@ type KeyedContext[K comparable] struct {
 	kt      KeyType[K]
 	key     K
 	kg      int
+	// hash is kt.Hash(key), computed once per record (it gives kg) and
+	// reused by every state and timer access for the record.
+	hash    int32
 	timers  timerHeap[K]
 	etimers timerHeap[K]
 	domain  TimeDomain
@@ -115,12 +118,12 @@ func (c *KeyedContext[K]) TimeDomain() TimeDomain { return c.domain }
 // watermark reaches ts. Registering the same time twice for a key yields
 // one call; a time the watermark has passed fires with the next watermark.
 func (c *KeyedContext[K]) RegisterEventTimeTimer(ts int64) {
-	c.etimers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg})
+	c.etimers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg, hash: c.hash})
 }
 
 // DeleteEventTimeTimer cancels the current key's event-time timer at ts.
 func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
-	c.etimers.remove(timerKey[K]{ts: ts, key: c.key})
+	c.etimers.remove(timerKey[K]{ts: ts, key: c.key}, c.hash)
 }
 
 // CurrentKey is the key of the record or timer being processed.
@@ -136,10 +139,10 @@ func (c *KeyedContext[K]) CurrentProcessingTime() int64 {
 // the wall clock reaches ts (Unix ms). Registering the same time twice for a
 // key yields one call.
 func (c *KeyedContext[K]) RegisterProcessingTimeTimer(ts int64) {
-	c.timers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg})
+	c.timers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg, hash: c.hash})
 }
 
 // DeleteProcessingTimeTimer cancels the current key's timer at ts, if any.
 func (c *KeyedContext[K]) DeleteProcessingTimeTimer(ts int64) {
-	c.timers.remove(timerKey[K]{ts: ts, key: c.key})
+	c.timers.remove(timerKey[K]{ts: ts, key: c.key}, c.hash)
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/weirstream/weir/runtime/engine"
@@ -89,9 +88,6 @@ type processOperator[K comparable, IN, OUT any] struct {
 	// keyGroups.First).
 	kgRecords []int64
 	fail      func(error)
-	// spare is the timer copy of an earlier snapshot, handed back once
-	// written, so the next snapshot copies into memory already mapped.
-	spare, espare atomic.Pointer[[]timerEntry[K]]
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
@@ -126,26 +122,15 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 }
 
 // snapshot is the synchronous part of a checkpoint: copy-on-write views of
-// the state tables and a copy of the timers.
+// the state tables and of the timers, in O(key groups + pages) whatever
+// the number of entries.
 func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
 	sections := o.ctx.backend.Snapshot()
 	if o.ctx.timers.len() > 0 {
-		var buf []timerEntry[K]
-		if p := o.spare.Swap(nil); p != nil {
-			buf = (*p)[:0]
-		}
-		buf = append(buf, o.ctx.timers.h...)
-		sections = append(sections, &timerSection[K]{name: timersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
-			release: func(b []timerEntry[K]) { o.spare.Store(&b) }})
+		sections = append(sections, newTimerSection(timersSection, &o.ctx.timers, o.kt, o.keyGroups))
 	}
 	if o.ctx.etimers.len() > 0 {
-		var buf []timerEntry[K]
-		if p := o.espare.Swap(nil); p != nil {
-			buf = (*p)[:0]
-		}
-		buf = append(buf, o.ctx.etimers.h...)
-		sections = append(sections, &timerSection[K]{name: eventTimersSection, entries: buf, codec: o.kt, keyGroups: o.keyGroups,
-			release: func(b []timerEntry[K]) { o.espare.Store(&b) }})
+		sections = append(sections, newTimerSection(eventTimersSection, &o.ctx.etimers, o.kt, o.keyGroups))
 	}
 	return sections
 }
@@ -153,13 +138,14 @@ func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	o.count.in++
 	k := o.sel(v)
-	kg := KeyGroupForHash(o.kt.Hash(k), o.maxP)
+	h := o.kt.Hash(k)
+	kg := KeyGroupForHash(h, o.maxP)
 	if !o.keyGroups.Contains(kg) {
 		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
 		return
 	}
 	o.kgRecords[kg-o.keyGroups.First]++
-	o.ctx.key, o.ctx.kg = k, kg
+	o.ctx.key, o.ctx.kg, o.ctx.hash = k, kg, h
 	if err := o.fn.ProcessElement(v, o.ctx, o.out); err != nil {
 		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))
 	}
@@ -188,7 +174,7 @@ func (o *processOperator[K, IN, OUT]) fire(h *timerHeap[K], limit int64, d TimeD
 			return
 		}
 		h.pop()
-		o.ctx.key, o.ctx.kg, o.ctx.domain = e.key, e.kg, d
+		o.ctx.key, o.ctx.kg, o.ctx.hash, o.ctx.domain = e.key, e.kg, e.hash, d
 		*o.ctx.ts = NoTimestamp
 		if d == EventTime {
 			*o.ctx.ts = e.ts

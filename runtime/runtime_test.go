@@ -239,12 +239,12 @@ func TestProcessingTimeTimersFirePerKeyAndCanBeDeleted(t *testing.T) {
 func TestTimerHeapOrderAndRemoval(t *testing.T) {
 	var h timerHeap[int]
 	for _, k := range []timerKey[int]{{50, 0}, {10, 1}, {40, 2}, {10, 1}, {30, 0}, {20, 1}} {
-		h.add(timerEntry[int]{timerKey: k})
+		h.add(timerEntry[int]{timerKey: k, hash: int32(k.key)})
 	}
 	if h.len() != 5 { // (10, key 1) was added twice
 		t.Fatalf("len %d, want 5", h.len())
 	}
-	if !h.remove(timerKey[int]{ts: 40, key: 2}) || h.remove(timerKey[int]{ts: 40, key: 2}) {
+	if !h.remove(timerKey[int]{ts: 40, key: 2}, 2) || h.remove(timerKey[int]{ts: 40, key: 2}, 2) {
 		t.Fatal("remove should succeed once")
 	}
 	var order []int64

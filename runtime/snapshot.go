@@ -52,7 +52,7 @@ const timersSection = "_timers"
 const eventTimersSection = "_event_timers"
 
 // Snapshot implements engine.Chain: the synchronous part of checkpoint
-// id (copy-on-write views of keyed state, a copy of the timers, operator
+// id (copy-on-write views of keyed state, of the timers, operator
 // state), and for each stateful operator the function that encodes its
 // state file off the task goroutine.
 func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
@@ -99,45 +99,55 @@ func countKeys(sections []statebackend.Section, r KeyGroupRange) int64 {
 	return 0
 }
 
-// timerSection is a snapshot of a keyed operator's timers: a copy of the
-// heap's entries, taken synchronously (one memmove into a reused buffer),
-// and grouped by key group on the writer's goroutine.
+// timerSection is a snapshot of a keyed operator's timers: the timer
+// service's copy-on-write entry pages, frozen synchronously in O(1), and
+// grouped by key group on the writer's goroutine.
 type timerSection[K comparable] struct {
 	name      string
-	entries   []timerEntry[K]
+	pages     []*cowPage[timerSlot[K]]
+	n         int32 // slots in pages; free ones are not live
 	codec     Codec[K]
 	keyGroups KeyGroupRange
-	// release hands entries back for the next snapshot once grouped.
-	release func([]timerEntry[K])
 
 	once    sync.Once
 	sorted  []timerEntry[K] // entries ordered by key group
 	offsets []int           // sorted[offsets[i]:offsets[i+1]] is key group First+i
 }
 
+func newTimerSection[K comparable](name string, h *timerHeap[K], codec Codec[K], r KeyGroupRange) *timerSection[K] {
+	pages, n := h.ents.snapshot()
+	return &timerSection[K]{name: name, pages: pages, n: n, codec: codec, keyGroups: r}
+}
+
 func (s *timerSection[K]) Name() string            { return s.name }
 func (s *timerSection[K]) Kind() statebackend.Kind { return statebackend.KindTimers }
+
+// live calls f for every registered timer of the snapshot.
+func (s *timerSection[K]) live(f func(*timerEntry[K])) {
+	for i := range s.n {
+		if e := &s.pages[i>>cowPageBits].s[i&(cowPageLen-1)]; e.live {
+			f(&e.timerEntry)
+		}
+	}
+}
 
 // group orders the entries by key group with a counting sort: O(n), and
 // the order within a group does not matter to a restore.
 func (s *timerSection[K]) group() {
 	n := s.keyGroups.Len()
 	s.offsets = make([]int, n+1)
-	for _, e := range s.entries {
-		s.offsets[e.kg-s.keyGroups.First+1]++
-	}
+	s.live(func(e *timerEntry[K]) { s.offsets[e.kg-s.keyGroups.First+1]++ })
 	for i := 1; i <= n; i++ {
 		s.offsets[i] += s.offsets[i-1]
 	}
 	next := slices.Clone(s.offsets[:n])
-	s.sorted = make([]timerEntry[K], len(s.entries))
-	for _, e := range s.entries {
+	s.sorted = make([]timerEntry[K], s.offsets[n])
+	s.live(func(e *timerEntry[K]) {
 		i := e.kg - s.keyGroups.First
-		s.sorted[next[i]] = e
+		s.sorted[next[i]] = *e
 		next[i]++
-	}
-	s.release(s.entries)
-	s.entries = nil
+	})
+	s.pages = nil
 }
 
 func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
@@ -171,7 +181,7 @@ func restoreTimers[K comparable](h *timerHeap[K], section string, kt KeyType[K],
 		if n <= 0 || n != len(value) {
 			return fmt.Errorf("timer time: %w", statebackend.ErrCorrupt)
 		}
-		h.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: k}, kg: kg})
+		h.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: k}, kg: kg, hash: kt.Hash(k)})
 		return nil
 	})
 }

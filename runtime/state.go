@@ -53,9 +53,9 @@ func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec
 	return &valueState[K, V]{ctx: ctx, t: t, codec: codec}, nil
 }
 
-func (s *valueState[K, V]) Value() (V, bool) { return s.t.Get(s.ctx.kg, s.ctx.key) }
-func (s *valueState[K, V]) Update(v V)       { s.t.Put(s.ctx.kg, s.ctx.key, v) }
-func (s *valueState[K, V]) Clear()           { s.t.Delete(s.ctx.kg, s.ctx.key) }
+func (s *valueState[K, V]) Value() (V, bool) { return s.t.GetHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
+func (s *valueState[K, V]) Update(v V)       { s.t.PutHashed(s.ctx.kg, s.ctx.hash, s.ctx.key, v) }
+func (s *valueState[K, V]) Clear()           { s.t.DeleteHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
 
 type mapState[K comparable, UK comparable, V any] struct {
 	ctx      *KeyedContext[K]

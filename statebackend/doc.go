@@ -5,28 +5,44 @@
 //
 // Key groups are the unit Weir snapshots, restores and moves when a job is
 // rescaled, so every table (ValueTable, MapTable, ListTable) is split by key
-// group from the start: one lazily allocated Go map per key group of the
-// subtask's KeyGroupRange. A snapshot can then write key groups one after
-// another with an offset index, and a restore at another parallelism reads
-// only the groups its subtask owns. Tables are owned by one task goroutine
-// and are not safe for concurrent use; each carries the codecs of its key
-// and value types for snapshots and restores.
+// group from the start: one table per key group of the subtask's
+// KeyGroupRange. A snapshot can then write key groups one after another
+// with an offset index, and a restore at another parallelism reads only
+// the groups its subtask owns. Tables are owned by one task goroutine and
+// are not safe for concurrent use; each carries the codecs of its key and
+// value types for snapshots and restores.
+//
+// A value table's key group is an open-addressing hash table over the
+// key's hash (cowTable): linear probing, deletes that shift the following
+// entries back instead of leaving tombstones, and no allocation once it
+// has grown. The runtime computes a key's hash once per record, for its
+// key group, and passes it to GetHashed, PutHashed and DeleteHashed (see
+// KeyHasher). Map and list tables keep one Go map per key group.
 //
 // # Copy-on-write snapshots
 //
 // Backend.Snapshot is the synchronous part of a checkpoint and costs
-// O(tables × key groups), whatever the number of entries: for every
-// non-empty key group it marks the group frozen and hands the map itself to
-// the returned Section. The write path checks the frozen flag (one branch on
-// a bool stored next to the map) and, the first time a frozen group is
-// written, replaces the map by a clone, which the writer then owns; the
-// snapshot keeps the original, which nobody writes again. So sections are
-// immutable, can be serialised on another goroutine while the task goes on
-// writing, and stay valid after further snapshots. Map tables clone their
-// inner maps with the group, since Put and Remove write into them; list
-// tables share backing arrays between live and frozen lists, which is safe
-// because the table only writes past the end of every frozen list (see
-// ListTable). Values themselves are not copied: a value of a reference type
+// O(tables × key groups), whatever the number of entries.
+//
+// Value tables copy on write by page, after Flink's CopyOnWriteStateMap
+// (which does it by entry): a key group's slots are in pages of 32, each
+// stamped with the table version it was written under. A snapshot takes
+// the page directory and bumps the version; a write to a page of an older
+// version copies that page first (and, once per snapshot, the directory),
+// so the snapshot's pages are never written again. The first write after
+// a checkpoint copies half a kilobyte, not a key group.
+//
+// Map and list tables share whole key groups: for every non-empty key
+// group the snapshot marks the group frozen and keeps the map itself; the
+// first write to a frozen group replaces the map by a clone, which the
+// writer then owns. Map tables clone their inner maps with the group,
+// since Put and Remove write into them; list tables share backing arrays
+// between live and frozen lists, which is safe because the table only
+// writes past the end of every frozen list (see ListTable).
+//
+// Either way sections are immutable, can be serialised on another
+// goroutine while the task goes on writing, and stay valid after further
+// snapshots. Values themselves are not copied: a value of a reference type
 // must not be changed in place after it is stored.
 //
 // # Section entries

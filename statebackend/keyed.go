@@ -3,6 +3,7 @@ package statebackend
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"strings"
 )
@@ -254,25 +255,79 @@ func (g *groups[K, V]) freeze() ([]map[K]V, int64) {
 // ValueTable holds one value per key. Values are stored as given: a value
 // of a reference type (pointer, slice, map) must not be modified after Put,
 // or snapshots taken before would see the change.
+//
+// Each key group is a cowTable (see there): open addressing over the key's
+// hash, with copy-on-write by page. The Hashed methods take the hash the
+// caller already has; the others compute it.
 type ValueTable[K comparable, V any] struct {
-	name string
-	kc   Codec[K]
-	vc   Codec[V]
-	groups[K, V]
+	name  string
+	kc    Codec[K]
+	vc    Codec[V]
+	hash  func(K) int32
+	first int
+	gs    []cowTable[K, V]
+}
+
+// KeyHasher is implemented by key codecs that know the hash a job uses to
+// assign keys to key groups (the runtime's KeyType). Tables with such a key
+// codec accept that hash in their Hashed methods, so it is computed once
+// per record; with another codec they hash keys themselves.
+type KeyHasher[K any] interface {
+	Hash(K) int32
 }
 
 // NewValueTable registers (or returns the existing) value table name;
 // kc and vc serialise keys and values for snapshots and restores.
 func NewValueTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ValueTable[K, V], error) {
-	return register(b, &ValueTable[K, V]{name: name, kc: kc, vc: vc, groups: newGroups(b.keyGroups, maps.Clone[map[K]V])})
+	t := &ValueTable[K, V]{name: name, kc: kc, vc: vc, first: b.keyGroups.First,
+		gs: make([]cowTable[K, V], b.keyGroups.Len())}
+	if h, ok := kc.(KeyHasher[K]); ok {
+		t.hash = h.Hash
+	} else {
+		seed := maphash.MakeSeed()
+		t.hash = func(k K) int32 { return int32(maphash.Comparable(seed, k)) }
+	}
+	return register(b, t)
 }
 
-func (t *ValueTable[K, V]) Name() string              { return t.name }
-func (t *ValueTable[K, V]) Kind() Kind                { return KindValue }
-func (t *ValueTable[K, V]) KeysInGroup(kg int) int    { return t.keys(kg) }
-func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) { return t.get(kg, k) }
-func (t *ValueTable[K, V]) Put(kg int, k K, v V)      { t.put(kg, k, v) }
-func (t *ValueTable[K, V]) Delete(kg int, k K)        { t.del(kg, k) }
+func (t *ValueTable[K, V]) Name() string           { return t.name }
+func (t *ValueTable[K, V]) Kind() Kind             { return KindValue }
+func (t *ValueTable[K, V]) KeysInGroup(kg int) int { return t.gs[kg-t.first].n }
+
+// Get returns k's value in key group kg.
+func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) { return t.GetHashed(kg, t.hash(k), k) }
+
+// Put sets k's value in key group kg.
+func (t *ValueTable[K, V]) Put(kg int, k K, v V) { t.PutHashed(kg, t.hash(k), k, v) }
+
+// Delete drops k's value in key group kg.
+func (t *ValueTable[K, V]) Delete(kg int, k K) { t.DeleteHashed(kg, t.hash(k), k) }
+
+// GetHashed is Get with h, the key codec's Hash(k), given by the caller
+// (see KeyHasher); a wrong h finds nothing or stores a duplicate.
+func (t *ValueTable[K, V]) GetHashed(kg int, h int32, k K) (V, bool) {
+	return t.gs[kg-t.first].get(uint32(h), k)
+}
+
+// PutHashed is Put with the key's hash (see GetHashed).
+func (t *ValueTable[K, V]) PutHashed(kg int, h int32, k K, v V) {
+	t.gs[kg-t.first].put(uint32(h), k, v)
+}
+
+// DeleteHashed is Delete with the key's hash (see GetHashed).
+func (t *ValueTable[K, V]) DeleteHashed(kg int, h int32, k K) { t.gs[kg-t.first].del(uint32(h), k) }
+
+// Group copies key group kg's entries into a new map (nil when empty), for
+// tests and tools; it is not for the per-record path.
+func (t *ValueTable[K, V]) Group(kg int) map[K]V {
+	g := &t.gs[kg-t.first]
+	if g.n == 0 {
+		return nil
+	}
+	m := make(map[K]V, g.n)
+	cowView[K, V]{pages: g.pages, n: g.n}.each(func(k K, v V) { m[k] = v })
+	return m
+}
 
 // MapTable holds a map of user keys to values per key.
 type MapTable[K comparable, UK comparable, V any] struct {

@@ -113,18 +113,32 @@ func collection(b []byte, perElem int) (int, []byte, error) {
 }
 
 func (t *ValueTable[K, V]) restore(p *restoredSection) error {
-	return restoreGroups(p, &t.groups, func(m map[K]V, kb, vb []byte) error {
-		k, err := decodeKey(t.kc, kb)
-		if err != nil {
-			return err
+	for _, ge := range p.groups {
+		g := &t.gs[ge.kg-t.first]
+		before, data := g.n, ge.data
+		g.grow(before + ge.count)
+		for len(data) > 0 {
+			kb, vb, rest, ok := nextEntry(data)
+			if !ok {
+				return p.corrupt(ge.kg, nil, "truncated entry")
+			}
+			k, err := decodeKey(t.kc, kb)
+			if err == nil {
+				var v V
+				if v, err = decodeValue(t.vc, vb); err == nil {
+					g.put(uint32(t.hash(k)), k, v)
+				}
+			}
+			if err != nil {
+				return p.corrupt(ge.kg, err, "entry %d", g.n-before)
+			}
+			data = rest
 		}
-		v, err := decodeValue(t.vc, vb)
-		if err != nil {
-			return err
+		if g.n-before != ge.count {
+			return p.corrupt(ge.kg, nil, "%d new distinct keys, the block says %d entries", g.n-before, ge.count)
 		}
-		m[k] = v
-		return nil
-	})
+	}
+	return nil
 }
 
 func (t *MapTable[K, UK, V]) restore(p *restoredSection) error {

@@ -14,9 +14,10 @@ type Section interface {
 }
 
 // Snapshot freezes every table and returns one Section per table, in
-// registration order. It copies no entries, only one map reference per key
-// group; the first write to a frozen key group afterwards copies that
-// group. The sections stay valid and immutable forever, may be read
+// registration order. It copies no entries, only one page directory (value
+// tables) or map reference (map and list tables) per key group; the first
+// write afterwards to a frozen page copies that page, to a frozen map that
+// map. The sections stay valid and immutable forever, may be read
 // concurrently with further writes and snapshots, and also have a
 // Keys() int64 method counting their entries.
 //
@@ -58,29 +59,52 @@ func freezeGroups[K comparable, V any](name string, g *groups[K, V]) frozen[K, V
 	return frozen[K, V]{name: name, first: g.first, maps: maps, keys: keys}
 }
 
+// valueSection is a value table's snapshot: the copy-on-write view of
+// every key group's table.
 type valueSection[K comparable, V any] struct {
-	frozen[K, V]
-	kc Codec[K]
-	vc Codec[V]
+	name  string
+	first int
+	views []cowView[K, V]
+	keys  int64
+	kc    Codec[K]
+	vc    Codec[V]
 }
 
 func (t *ValueTable[K, V]) snapshot() Section {
-	return &valueSection[K, V]{frozen: freezeGroups(t.name, &t.groups), kc: t.kc, vc: t.vc}
+	s := &valueSection[K, V]{name: t.name, first: t.first, views: make([]cowView[K, V], len(t.gs)), kc: t.kc, vc: t.vc}
+	for i := range t.gs {
+		s.views[i] = t.gs[i].snapshot()
+		s.keys += int64(s.views[i].n)
+	}
+	return s
 }
 
-func (s *valueSection[K, V]) Kind() Kind { return KindValue }
+func (s *valueSection[K, V]) Name() string { return s.name }
+func (s *valueSection[K, V]) Kind() Kind   { return KindValue }
+
+// Keys is the number of keys with state in the snapshot.
+func (s *valueSection[K, V]) Keys() int64 { return s.keys }
 
 func (s *valueSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
-	m := s.group(kg)
-	for k, v := range m {
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = s.vc.Append(append(dst, 0), v)
-		dst = fixLen(dst, p)
+	i := kg - s.first
+	if i < 0 || i >= len(s.views) {
+		return dst, 0
 	}
-	return dst, len(m)
+	for _, pg := range s.views[i].pages {
+		for j := range pg {
+			e := &pg[j]
+			if !e.full {
+				continue
+			}
+			p := len(dst)
+			dst = s.kc.Append(append(dst, 0), e.key)
+			dst = fixLen(dst, p)
+			p = len(dst)
+			dst = s.vc.Append(append(dst, 0), e.val)
+			dst = fixLen(dst, p)
+		}
+	}
+	return dst, s.views[i].n
 }
 
 type mapSection[K comparable, UK comparable, V any] struct {

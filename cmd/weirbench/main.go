@@ -7,6 +7,9 @@
 //     crossing the network. For each, the maximum rate (source as fast as
 //     possible, default checkpointing), then end-to-end latency (latency
 //     markers) at half of it.
+//   - stateheavy: scenario (a) with small=1000 large=1000 timeout=1h, so
+//     that every event writes the detector's state and timers, at 100
+//     thousand and 10 million accounts, with CPU profiles.
 //   - seeds: the seeds' event-time jobs (anomaly-detection,
 //     transfer-monitor, impossible-travel) over a generated JSON-lines
 //     file, one subtask on one core: events per second.
@@ -47,7 +50,7 @@ import (
 )
 
 // sections, in the order they run.
-var sections = []string{"throughput", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls", "kafka", "nexmark"}
+var sections = []string{"throughput", "stateheavy", "seeds", "checkpoint", "overhead", "failover", "rescale", "ha", "tls", "kafka", "nexmark"}
 
 // benchBucket is the MinIO bucket every S3 section writes under.
 const benchBucket = "weirbench"
@@ -93,6 +96,8 @@ func main() {
 	events := flag.Int64("events", 40_000_000, "throughput: events per max-throughput run (all source subtasks together)")
 	latencyFor := flag.Duration("latency-duration", 10*time.Second, "throughput: length of each latency run")
 	profileDir := flag.String("profile-dir", ".bench", "throughput: where CPU profiles are written")
+	heavyAccounts := flag.String("stateheavy-accounts", "100000,10000000", "stateheavy: account counts to run")
+	heavyEvents := flag.Int64("stateheavy-events", 20_000_000, "stateheavy: events per run")
 	stateKeys := flag.String("state-keys", "100000,1000000,10000000", "checkpoint: state sizes (accounts) to measure")
 	stateFill := flag.Duration("state-fill", 60*time.Second, "checkpoint: longest time to fill the state, per size")
 	stateCheckpoints := flag.Int("state-checkpoints", 5, "checkpoint: checkpoints measured per size once the state is full")
@@ -134,15 +139,8 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	var sizes []int64
-	for _, s := range strings.Split(*stateKeys, ",") {
-		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "weirbench: -state-keys: %q is not a positive number\n", s)
-			os.Exit(2)
-		}
-		sizes = append(sizes, n)
-	}
+	sizes := positiveList("state-keys", *stateKeys)
+	heavySizes := positiveList("stateheavy-accounts", *heavyAccounts)
 
 	b := &bench{weir: *weir, verbose: *verbose}
 	var failed []string
@@ -160,6 +158,7 @@ func main() {
 		fmt.Printf("(%s took %v)\n\n", name, time.Since(start).Round(time.Second))
 	}
 	runSection("throughput", func() error { return b.baseline(*events, *latencyFor, *profileDir) })
+	runSection("stateheavy", func() error { return b.stateHeavySection(heavySizes, *heavyEvents, *profileDir) })
 	runSection("seeds", func() error { return b.seedsSection(*seedsEvents) })
 	runSection("checkpoint", func() error {
 		return b.checkpointSection(sizes, stateOptions{fillMax: *stateFill, measure: *stateCheckpoints, measureMax: *stateMeasure})
@@ -190,6 +189,21 @@ func main() {
 		fmt.Fprintf(os.Stderr, "weirbench: failed sections: %s\n", strings.Join(failed, ", "))
 		os.Exit(1)
 	}
+}
+
+// positiveList parses the comma-separated positive numbers of flag name,
+// or exits with a usage error.
+func positiveList(name, list string) []int64 {
+	var out []int64
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "weirbench: -%s: %q is not a positive number\n", name, s)
+			os.Exit(2)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func firstLine(s string) string {

@@ -3,6 +3,9 @@ package fraud
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -124,4 +127,43 @@ func BenchmarkDetectorChained(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(2_000_000*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDetectorStateHeavy is the state-heavy variant of
+// BenchmarkDetectorChained: small=large=1000 and timeout=1h make every
+// transaction clear and set the account's flag, delete its timer and
+// register a new one, so the detector writes state and timers on every
+// event. Run it with -cpu 1 for the one-core figure; WEIR_BENCH_EVENTS
+// changes the events per run (10 M accounts need far more than 2 M events
+// to reach a steady state).
+func BenchmarkDetectorStateHeavy(b *testing.B) {
+	events := int64(2_000_000)
+	if s := os.Getenv("WEIR_BENCH_EVENTS"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("WEIR_BENCH_EVENTS: %v", err)
+		}
+		events = n
+	}
+	for _, accounts := range []int64{100_000, 10_000_000} {
+		b.Run(fmt.Sprintf("accounts=%d", accounts), func(b *testing.B) {
+			g, err := jobs.Build(Name, 1, map[string]string{"source": "random", "rate": "0", "count": fmt.Sprint(events),
+				"accounts": fmt.Sprint(accounts), "small": "1000", "large": "1000", "timeout": "1h"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				var out bytes.Buffer
+				task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: &out, LatencyInterval: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := task.Run(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(events*int64(b.N))/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }

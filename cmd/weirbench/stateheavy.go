@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The stateheavy section is scenario (a) of the throughput section (one
+// subtask, fully chained, one core) with the fraud detector's parameters
+// small=1000 large=1000 timeout=1h: every transaction then clears and sets
+// its account's flag, deletes its timer and registers a new one, so every
+// event writes keyed state and timers. It runs at each -stateheavy-accounts
+// size and prints the top of the TaskManager's CPU profile. At 10 M
+// accounts most events of a short run still create their account's state;
+// -stateheavy-events sets the run's length.
+
+func (b *bench) stateHeavySection(accounts []int64, events int64, profileDir string) error {
+	if err := os.MkdirAll(profileDir, 0o755); err != nil {
+		return err
+	}
+	s := scenario{name: "(a) 1 subtask, chained, 1 core", taskManagers: 1, slots: 1, parallelism: 1, env: []string{"GOMAXPROCS=1"}}
+	fmt.Printf("fraud-detection, state-heavy (small=1000 large=1000 timeout=1h), %s, %d events per run\n", s.name, events)
+	for _, n := range accounts {
+		profile, _ := filepath.Abs(filepath.Join(profileDir, fmt.Sprintf("taskmanager-stateheavy-%d.pprof", n)))
+		c, err := start(b.weir, s, profile)
+		if err != nil {
+			return err
+		}
+		st, err := runJob(c, 1, map[string]string{"rate": "0", "count": fmt.Sprint(events), "accounts": fmt.Sprint(n),
+			"small": "1000", "large": "1000", "timeout": "1h"}, 20*time.Minute)
+		c.Stop()
+		if err != nil {
+			return fmt.Errorf("%d accounts: %w", n, err)
+		}
+		in := operatorRecordsIn(st, "fraud-detector")
+		secs := float64(st.EndTimeMs-st.StartTimeMs) / 1000
+		if in != events || secs <= 0 {
+			return fmt.Errorf("%d accounts: detector saw %d records in %.3fs, want %d", n, in, secs, events)
+		}
+		rate := float64(in) / secs
+		fmt.Printf("%d accounts: %.2f M events/s\n", n, rate/1e6)
+		b.add("stateheavy", fmt.Sprintf("%s accounts, 1 core: max throughput", keyCount(n)), fmt.Sprintf("%.2f M events/s", rate/1e6), "4 M events/s at 100k")
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "12", b.weir, profile).Output()
+		if err == nil {
+			fmt.Printf("  CPU profile (%s):\n", profile)
+			for _, l := range strings.Split(string(top), "\n") {
+				if strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "File:") && !strings.HasPrefix(l, "Build ID:") && !strings.HasPrefix(l, "Type:") && !strings.HasPrefix(l, "Time:") {
+					fmt.Println("    " + l)
+				}
+			}
+		}
+	}
+	return nil
+}
