@@ -119,13 +119,16 @@ func (s *secondSide[K, IN1, IN2, OUT]) Collect(v IN2) {
 	o := s.op
 	o.count.in++
 	k := s.sel(v)
-	kg := KeyGroupForHash(o.kt.Hash(k), o.maxP)
+	h := o.kt.Hash(k)
+	kg := KeyGroupForHash(h, o.maxP)
 	if !o.keyGroups.Contains(kg) {
 		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
 		return
 	}
 	o.kgRecords[kg-o.keyGroups.First]++
-	o.ctx.key, o.ctx.kg = k, kg
+	// Everything processOperator.Collect sets for the current key: state
+	// and timers find the key by its hash.
+	o.ctx.key, o.ctx.kg, o.ctx.hash = k, kg, h
 	if err := s.fn.ProcessElement2(v, o.ctx, o.out); err != nil {
 		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))
 	}
