@@ -26,7 +26,9 @@
 // (a single PUT is atomic) and treat Rename as "eventually moved".
 //
 // Credentials come from Options (flags) merged over OptionsFromEnv. The
-// secret key never appears in errors, logs or String output.
+// secret key never appears in errors, logs or String output. A missing
+// bucket is an error unless Options.CreateBucket asks for it to be made,
+// which development stores that start empty want and production does not.
 package storage
 
 import (
