@@ -64,6 +64,7 @@ type volume struct {
 type rendered struct {
 	workloads  map[string]*workload
 	configMaps map[string]map[string]string
+	secrets    map[string]map[string]string // the stringData of the Secrets the chart makes
 }
 
 func render(t *testing.T, args ...string) rendered {
@@ -72,7 +73,7 @@ func render(t *testing.T, args ...string) rendered {
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}
-	r := rendered{workloads: map[string]*workload{}, configMaps: map[string]map[string]string{}}
+	r := rendered{workloads: map[string]*workload{}, configMaps: map[string]map[string]string{}, secrets: map[string]map[string]string{}}
 	for _, doc := range strings.Split(string(out), "\n---") {
 		var w workload
 		if err := yaml.Unmarshal([]byte(doc), &w); err != nil {
@@ -89,6 +90,14 @@ func render(t *testing.T, args ...string) rendered {
 				t.Fatal(err)
 			}
 			r.configMaps[w.Metadata.Name] = cm.Data
+		case "Secret":
+			var sec struct {
+				StringData map[string]string `json:"stringData"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &sec); err != nil {
+				t.Fatal(err)
+			}
+			r.secrets[w.Metadata.Name] = sec.StringData
 		}
 	}
 	return r
