@@ -236,7 +236,8 @@ func (s *s3Storage) mapErr(op, key string, err error) error {
 		case "NoSuchKey":
 			return fmt.Errorf("%s %s: %w", op, where, ErrNotExist)
 		case "NoSuchBucket":
-			return fmt.Errorf("%s %s: bucket %q does not exist: %w", op, where, s.bucket, ErrNotExist)
+			return fmt.Errorf("%s %s: bucket %q does not exist (create it, or for a development store run with --s3-create-bucket): %w",
+				op, where, s.bucket, ErrNotExist)
 		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
 			return fmt.Errorf("%s %s: the S3 credentials were refused (%s: %w); check --s3-access-key/--s3-secret-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
 				op, where, resp.Code, err)

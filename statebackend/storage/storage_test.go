@@ -692,7 +692,7 @@ func TestS3MissingBucket(t *testing.T) {
 	}
 	_, err = s.Get(t.Context(), "x")
 	wantNotExist(t, "Get in a missing bucket", err)
-	if !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
+	if !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist (create it, or for a development store run with --s3-create-bucket)`) {
 		t.Errorf("error %q does not name the missing bucket", err)
 	}
 	if err := s.Put(t.Context(), "x", []byte("x")); !errors.Is(err, storage.ErrNotExist) {
