@@ -334,3 +334,15 @@ func TestServiceMonitor(t *testing.T) {
 		}
 	}
 }
+
+// TestPortClash: a metrics port equal to another port of the same process
+// fails at install, naming both values; with metrics off it is unused.
+func TestPortClash(t *testing.T) {
+	out, err := template(t, "metrics-port-clash.yaml")
+	if want := "jobmanager.ports.health and metrics.port are both 8080"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("metrics.port 8080: got %v, want a failure with %q:\n%s", err, want, out)
+	}
+	if out, err := helm(t, "template", "weir", "weir", "--values", "testdata/metrics-port-clash.yaml", "--set", "metrics.enabled=false"); err != nil {
+		t.Errorf("metrics.port 8080 with metrics off: %v\n%s", err, out)
+	}
+}

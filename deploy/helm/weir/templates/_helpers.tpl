@@ -134,6 +134,23 @@ prometheus.io/path: /metrics
 {{- if and .Values.etcd.enabled (eq (mod $e 2) 0) }}
 {{- fail (printf "etcd.replicas is %d: etcd needs an odd number of members (1, 3, 5...) for a quorum" $e) }}
 {{- end }}
+{{- /* Two listeners on one port: the process would fail at start. */}}
+{{- $jm := dict "jobmanager.ports.client" .Values.jobmanager.ports.client "jobmanager.ports.raft" .Values.jobmanager.ports.raft "jobmanager.ports.health" .Values.jobmanager.ports.health }}
+{{- $tm := dict "taskmanager.ports.data" .Values.taskmanager.ports.data "taskmanager.ports.health" .Values.taskmanager.ports.health }}
+{{- if .Values.metrics.enabled }}
+{{- $_ := set $jm "metrics.port" .Values.metrics.port }}
+{{- $_ := set $tm "metrics.port" .Values.metrics.port }}
+{{- end }}
+{{- range $ports := list $jm $tm }}
+{{- $seen := dict }}
+{{- range $name := keys $ports | sortAlpha }}
+{{- $p := toString (index $ports $name) }}
+{{- if hasKey $seen $p }}
+{{- fail (printf "%s and %s are both %s: one process cannot listen twice on a port; set one of them to another port" (index $seen $p) $name $p) }}
+{{- end }}
+{{- $_ := set $seen $p $name }}
+{{- end }}
+{{- end }}
 {{- if and (not .Values.minio.enabled) (not .Values.s3.existingSecret) (or (not .Values.s3.accessKey) (not .Values.s3.secretKey)) }}
 {{- fail "S3 credentials are missing: set s3.existingSecret to the name of a Secret with the keys s3.accessKeyKey and s3.secretKeyKey, or set both s3.accessKey and s3.secretKey" }}
 {{- end }}
