@@ -137,6 +137,9 @@ prometheus.io/path: /metrics
 {{- /* Two listeners on one port: the process would fail at start. */}}
 {{- $jm := dict "jobmanager.ports.client" .Values.jobmanager.ports.client "jobmanager.ports.raft" .Values.jobmanager.ports.raft "jobmanager.ports.health" .Values.jobmanager.ports.health }}
 {{- $tm := dict "taskmanager.ports.data" .Values.taskmanager.ports.data "taskmanager.ports.health" .Values.taskmanager.ports.health }}
+{{- if .Values.web.enabled }}
+{{- $_ := set $jm "web.port" .Values.web.port }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 {{- $_ := set $jm "metrics.port" .Values.metrics.port }}
 {{- $_ := set $tm "metrics.port" .Values.metrics.port }}
