@@ -44,6 +44,31 @@ func verifySequence(t *testing.T, srv *miniotest.Server, url string, keys, count
 	}
 }
 
+// TestCreateBucket runs a cluster as the Helm chart runs it against its
+// development MinIO: every process has WEIR_S3_CREATE_BUCKET=true and the
+// checkpoint storage names a bucket nobody made. The first checkpoint
+// creates it and lands in it.
+func TestCreateBucket(t *testing.T) {
+	srv := miniotest.Start(t)
+	o := cluster.Options{TaskManagers: 1, Slots: 2, Env: append(srv.Env(), "WEIR_S3_CREATE_BUCKET=true"),
+		JobManagerArgs: []string{"--checkpoint-storage", "s3://made-by-weir/checkpoints"}}
+	c := startCluster(t, o)
+	id := submit(t, c, "fraud-detection", "--parallelism", "2", "--checkpoint-interval", "300ms", "--param", "rate=100")
+	st := waitCheckpoint(t, c, id, 0)
+	path := st.Checkpointing.Latest.Path
+	if !strings.HasPrefix(path, "s3://made-by-weir/checkpoints/") {
+		t.Fatalf("latest checkpoint at %s, want under s3://made-by-weir/checkpoints/", path)
+	}
+	// Read it back without the option: the bucket and the checkpoint are real.
+	ckpt, err := storage.Open(path, srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ckpt.Size(context.Background(), "_metadata"); err != nil || n == 0 {
+		t.Errorf("checkpoint %s/_metadata: %d bytes, %v", path, n, err)
+	}
+}
+
 // waitCheckpoint waits until the job's attempt has completed more
 // checkpoints than after.
 func waitCheckpoint(t *testing.T, c *cluster.Cluster, id string, after int64) *cli.JobStatusView {

@@ -47,8 +47,10 @@ func TestLintStrict(t *testing.T) {
 	if out, err := helm(t, "lint", "--strict", "weir"); err != nil {
 		t.Fatalf("helm lint --strict: %v\n%s", err, out)
 	}
-	if out, err := helm(t, "lint", "--strict", "weir", "--values", "testdata/inline-s3.yaml"); err != nil {
-		t.Fatalf("helm lint --strict with inline-s3.yaml: %v\n%s", err, out)
+	for _, values := range []string{"inline-s3.yaml", "dev-storage.yaml"} {
+		if out, err := helm(t, "lint", "--strict", "weir", "--values", "testdata/"+values); err != nil {
+			t.Fatalf("helm lint --strict with %s: %v\n%s", values, err, out)
+		}
 	}
 }
 

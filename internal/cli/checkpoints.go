@@ -50,16 +50,19 @@ func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
 // storageFlags are the S3 settings of a process that reads or writes state.
 type storageFlags struct {
 	endpoint, accessKey, secretKey string
+	createBucket                   bool
 }
 
 func (f *storageFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.endpoint, "s3-endpoint", "", "S3 endpoint URL, http:// or https:// (env WEIR_S3_ENDPOINT, else AWS_ENDPOINT_URL)")
 	cmd.Flags().StringVar(&f.accessKey, "s3-access-key", "", "S3 access key (env WEIR_S3_ACCESS_KEY, else AWS_ACCESS_KEY_ID)")
 	cmd.Flags().StringVar(&f.secretKey, "s3-secret-key", "", "S3 secret key (env WEIR_S3_SECRET_KEY, else AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().BoolVar(&f.createBucket, "s3-create-bucket", false,
+		"create a missing S3 bucket before the first checkpoint or savepoint is written or read there (for development stores such as an empty MinIO)")
 }
 
 func (f *storageFlags) options() storage.Options {
-	return storage.Options{Endpoint: f.endpoint, AccessKey: f.accessKey, SecretKey: f.secretKey}.Merge(storage.OptionsFromEnv())
+	return storage.Options{Endpoint: f.endpoint, AccessKey: f.accessKey, SecretKey: f.secretKey, CreateBucket: f.createBucket}.Merge(storage.OptionsFromEnv())
 }
 
 // savepointContext bounds a savepoint RPC: they wait for the checkpoint.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"sort"
@@ -39,6 +40,9 @@ type s3Storage struct {
 	endpoint string // scheme://host, for errors
 	bucket   string
 	base     string // key prefix with a trailing '/', or "" for the whole bucket
+	// create is Options.CreateBucket; region is the one to create it in.
+	create bool
+	region string
 }
 
 func newS3(bucket, prefix string, opts Options) (*s3Storage, error) {
@@ -46,7 +50,7 @@ func newS3(bucket, prefix string, opts Options) (*s3Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &s3Storage{client: client, endpoint: endpoint, bucket: bucket}
+	s := &s3Storage{client: client, endpoint: endpoint, bucket: bucket, create: opts.CreateBucket, region: opts.Region}
 	if prefix != "" {
 		s.base = prefix + "/"
 	}
@@ -108,6 +112,43 @@ func s3Client(opts Options) (*minio.Client, string, error) {
 	}
 	clients.m[key] = c
 	return c, endpoint, nil
+}
+
+// ensured holds the buckets (endpoint + "/" + bucket) that ensureBucket
+// has found or made in this process, so each costs one request per
+// process rather than one per Open.
+var ensured sync.Map
+
+// ensureBucket creates the bucket if it is missing, when the storage was
+// opened with Options.CreateBucket; otherwise it does nothing. Every
+// operation calls it first, so reads of a fresh store see an empty bucket
+// rather than a missing one. Two processes racing to create the same
+// bucket both succeed: "already exists" from the loser is success.
+func (s *s3Storage) ensureBucket(ctx context.Context) error {
+	if !s.create {
+		return nil
+	}
+	key := s.endpoint + "/" + s.bucket
+	if _, ok := ensured.Load(key); ok {
+		return nil
+	}
+	exists, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return s.mapErr("check bucket", "", err)
+	}
+	if !exists {
+		err := s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
+		var resp minio.ErrorResponse
+		if errors.As(err, &resp) && (resp.Code == "BucketAlreadyOwnedByYou" || resp.Code == "BucketAlreadyExists") {
+			err = nil
+		}
+		if err != nil {
+			return s.mapErr("create bucket", "", err)
+		}
+		slog.Info("created S3 bucket", "bucket", s.bucket, "endpoint", s.endpoint)
+	}
+	ensured.Store(key, struct{}{})
+	return nil
 }
 
 // parseEndpoint splits an S3 endpoint URL into TLS-or-not and host[:port].
@@ -195,7 +236,8 @@ func (s *s3Storage) mapErr(op, key string, err error) error {
 		case "NoSuchKey":
 			return fmt.Errorf("%s %s: %w", op, where, ErrNotExist)
 		case "NoSuchBucket":
-			return fmt.Errorf("%s %s: bucket %q does not exist: %w", op, where, s.bucket, ErrNotExist)
+			return fmt.Errorf("%s %s: bucket %q does not exist (create it, or for a development store run with --s3-create-bucket): %w",
+				op, where, s.bucket, ErrNotExist)
 		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
 			return fmt.Errorf("%s %s: the S3 credentials were refused (%s: %w); check --s3-access-key/--s3-secret-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
 				op, where, resp.Code, err)
@@ -219,6 +261,9 @@ func (s *s3Storage) Put(ctx context.Context, name string, data []byte) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if err := s.ensureBucket(ctx); err != nil {
+		return err
+	}
 	key := s.key(name)
 	// A single PUT (or a completed multipart upload for large objects) is
 	// atomic on S3: no reader ever sees a partial object.
@@ -232,6 +277,9 @@ func (s *s3Storage) Put(ctx context.Context, name string, data []byte) error {
 
 func (s *s3Storage) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
 		return nil, err
 	}
 	key := s.key(name)
@@ -254,6 +302,9 @@ func (s *s3Storage) GetRange(ctx context.Context, name string, off, n int64) ([]
 		return nil, err
 	}
 	if err := checkRange(off, n); err != nil {
+		return nil, err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
 		return nil, err
 	}
 	key := s.key(name)
@@ -306,6 +357,9 @@ func (s *s3Storage) Size(ctx context.Context, name string) (int64, error) {
 	if err := checkName(name); err != nil {
 		return 0, err
 	}
+	if err := s.ensureBucket(ctx); err != nil {
+		return 0, err
+	}
 	key := s.key(name)
 	info, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
@@ -316,6 +370,9 @@ func (s *s3Storage) Size(ctx context.Context, name string) (int64, error) {
 
 func (s *s3Storage) List(ctx context.Context, prefix string) ([]Object, error) {
 	if err := checkPrefix(prefix); err != nil {
+		return nil, err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
 		return nil, err
 	}
 	keys, err := s.list(ctx, s.base+prefix)
@@ -355,6 +412,9 @@ func (s *s3Storage) Delete(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if err := s.ensureBucket(ctx); err != nil {
+		return err
+	}
 	return s.remove(ctx, s.key(name))
 }
 
@@ -375,6 +435,9 @@ func (s *s3Storage) remove(ctx context.Context, key string) error {
 
 func (s *s3Storage) DeleteAll(ctx context.Context, prefix string) error {
 	if err := checkPrefix(prefix); err != nil {
+		return err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
 		return err
 	}
 	// Like os.RemoveAll on a directory store: "p" removes the object p
@@ -420,6 +483,9 @@ func (s *s3Storage) Rename(ctx context.Context, from, to string) error {
 		return err
 	}
 	if err := checkName(to); err != nil {
+		return err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
 		return err
 	}
 	src, dst := s.key(from), s.key(to)

@@ -26,7 +26,9 @@
 // (a single PUT is atomic) and treat Rename as "eventually moved".
 //
 // Credentials come from Options (flags) merged over OptionsFromEnv. The
-// secret key never appears in errors, logs or String output.
+// secret key never appears in errors, logs or String output. A missing
+// bucket is an error unless Options.CreateBucket asks for it to be made,
+// which development stores that start empty want and production does not.
 package storage
 
 import (
@@ -50,6 +52,12 @@ type Options struct {
 	AccessKey string
 	SecretKey string
 	Region    string // optional
+	// CreateBucket makes an S3 storage create its bucket when it is
+	// missing, once per process and bucket, before its first request.
+	// Off by default: a mistyped bucket name must fail, not quietly make
+	// a new bucket. Meant for development stores such as the Helm
+	// chart's in-cluster MinIO, which start empty.
+	CreateBucket bool
 }
 
 // OptionsFromEnv reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
@@ -76,6 +84,7 @@ func (o Options) Merge(d Options) Options {
 	if o.Region == "" {
 		o.Region = d.Region
 	}
+	o.CreateBucket = o.CreateBucket || d.CreateBucket
 	return o
 }
 
@@ -85,7 +94,7 @@ func (o Options) String() string {
 	if o.SecretKey != "" {
 		secret = "REDACTED"
 	}
-	return fmt.Sprintf("{Endpoint:%s AccessKey:%s SecretKey:%s Region:%s}", o.Endpoint, o.AccessKey, secret, o.Region)
+	return fmt.Sprintf("{Endpoint:%s AccessKey:%s SecretKey:%s Region:%s CreateBucket:%t}", o.Endpoint, o.AccessKey, secret, o.Region, o.CreateBucket)
 }
 
 // GoString keeps %#v from printing the secret key.
@@ -102,6 +111,7 @@ func (o Options) LogValue() slog.Value {
 		slog.String("access_key", o.AccessKey),
 		slog.String("secret_key", secret),
 		slog.String("region", o.Region),
+		slog.Bool("create_bucket", o.CreateBucket),
 	)
 }
 

@@ -692,7 +692,7 @@ func TestS3MissingBucket(t *testing.T) {
 	}
 	_, err = s.Get(t.Context(), "x")
 	wantNotExist(t, "Get in a missing bucket", err)
-	if !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
+	if !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist (create it, or for a development store run with --s3-create-bucket)`) {
 		t.Errorf("error %q does not name the missing bucket", err)
 	}
 	if err := s.Put(t.Context(), "x", []byte("x")); !errors.Is(err, storage.ErrNotExist) {
@@ -700,6 +700,76 @@ func TestS3MissingBucket(t *testing.T) {
 	}
 	if _, err := s.List(t.Context(), ""); !errors.Is(err, storage.ErrNotExist) {
 		t.Errorf("List in a missing bucket = %v, want ErrNotExist", err)
+	}
+}
+
+// TestS3CreateBucket: with Options.CreateBucket a storage in a missing
+// bucket creates it before its first request, so a fresh store reads as
+// empty and takes writes; goroutines racing to create it all succeed; and
+// refused credentials still fail with the usual sentence.
+func TestS3CreateBucket(t *testing.T) {
+	srv := miniotest.Start(t)
+	opts := srv.Options()
+	opts.CreateBucket = true
+
+	s, err := storage.Open("s3://made-on-demand/checkpoints", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.List(t.Context(), "")
+	if err != nil || len(objs) != 0 {
+		t.Fatalf("List of a created bucket = %v, %v; want no objects and no error", objs, err)
+	}
+	if err := s.Put(t.Context(), "job/chk-1/_metadata", []byte("meta")); err != nil {
+		t.Fatal(err)
+	}
+	// The bucket is real: a storage without the option sees the object.
+	plain, err := storage.Open("s3://made-on-demand/checkpoints", srv.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := plain.Get(t.Context(), "job/chk-1/_metadata"); err != nil || string(got) != "meta" {
+		t.Errorf("Get through a storage without CreateBucket = %q, %v; want meta", got, err)
+	}
+
+	// Many first requests at once, each from its own Open: every one
+	// either creates the bucket or finds it made by another.
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := storage.Open("s3://raced-bucket", opts)
+			if err == nil {
+				err = st.Put(t.Context(), fmt.Sprintf("o%d", i), []byte{byte(i)})
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("racing Put %d: %v", i, err)
+		}
+	}
+	raced, _ := storage.Open("s3://raced-bucket", srv.Options())
+	if objs, err := raced.List(t.Context(), ""); err != nil || len(objs) != len(errs) {
+		t.Errorf("raced bucket holds %v (%v), want %d objects", objs, err, len(errs))
+	}
+
+	bad := opts
+	bad.SecretKey = "not-the-secret-0123456789"
+	s, err = storage.Open("s3://never-made", bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(t.Context(), "x", []byte("x")); err == nil || !strings.Contains(err.Error(), "credentials were refused") {
+		t.Errorf("Put with a wrong secret and CreateBucket = %v, want the credentials refused", err)
+	}
+	missing, _ := storage.Open("s3://never-made", srv.Options())
+	if _, err := missing.List(t.Context(), ""); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("the refused Put made the bucket never-made: List = %v, want ErrNotExist", err)
 	}
 }
 
@@ -874,6 +944,13 @@ func TestOptionsFromEnvAndMerge(t *testing.T) {
 	}
 	if got := (storage.Options{}).Merge(env); got != env {
 		t.Errorf("empty.Merge(env) = %v, want %v", got, env)
+	}
+	// CreateBucket has no variable of its own: either side turns it on.
+	if got := (storage.Options{CreateBucket: true}).Merge(env); !got.CreateBucket {
+		t.Error("Merge dropped the flags' CreateBucket")
+	}
+	if got := flags.Merge(storage.Options{CreateBucket: true}); !got.CreateBucket {
+		t.Error("Merge dropped the defaults' CreateBucket")
 	}
 }
 

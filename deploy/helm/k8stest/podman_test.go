@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +64,7 @@ type volume struct {
 type rendered struct {
 	workloads  map[string]*workload
 	configMaps map[string]map[string]string
+	secrets    map[string]map[string]string // the stringData of the Secrets the chart makes
 }
 
 func render(t *testing.T, args ...string) rendered {
@@ -70,7 +73,7 @@ func render(t *testing.T, args ...string) rendered {
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}
-	r := rendered{workloads: map[string]*workload{}, configMaps: map[string]map[string]string{}}
+	r := rendered{workloads: map[string]*workload{}, configMaps: map[string]map[string]string{}, secrets: map[string]map[string]string{}}
 	for _, doc := range strings.Split(string(out), "\n---") {
 		var w workload
 		if err := yaml.Unmarshal([]byte(doc), &w); err != nil {
@@ -87,6 +90,14 @@ func render(t *testing.T, args ...string) rendered {
 				t.Fatal(err)
 			}
 			r.configMaps[w.Metadata.Name] = cm.Data
+		case "Secret":
+			var sec struct {
+				StringData map[string]string `json:"stringData"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &sec); err != nil {
+				t.Fatal(err)
+			}
+			r.secrets[w.Metadata.Name] = sec.StringData
 		}
 	}
 	return r
@@ -354,6 +365,58 @@ func TestChartPodsInContainers(t *testing.T) {
 			}
 		}
 	}
+
+	// The chart's metrics port (metrics.enabled, the default), as rendered:
+	// every JobManager reports its raft term, one leads and counts both
+	// TaskManagers, and the TaskManagers count the fraud job's records.
+	scrape := func(p pod) string {
+		t.Helper()
+		hport, ok := p.ports[9249]
+		if !ok {
+			t.Fatalf("pod %s has no container port 9249 (metrics)", p.name)
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", hport))
+		if err != nil {
+			t.Fatalf("scraping %s: %v", p.name, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("scraping %s: %s %v", p.name, resp.Status, err)
+		}
+		return string(body)
+	}
+	leaders := 0
+	for _, p := range jms {
+		body := scrape(p)
+		if !strings.Contains(body, `weir_jobmanager_raft_term{member="`+p.name+`"}`) {
+			t.Errorf("JobManager %s's metrics lack its raft term:\n%.2000s", p.name, body)
+		}
+		if strings.Contains(body, `weir_jobmanager_leader{member="`+p.name+`"} 1`) {
+			leaders++
+			if !strings.Contains(body, "weir_taskmanagers_registered 2\n") {
+				t.Errorf("the leader %s does not count two TaskManagers:\n%.2000s", p.name, body)
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d JobManagers report leading, want 1", leaders)
+	}
+	recordsOut := regexp.MustCompile(`(?m)^weir_operator_records_out_total\{[^}]*job_id="` + fraud[1] + `"[^}]*\} ([0-9.e+]+)$`)
+	var records float64
+	for _, p := range tms {
+		for _, m := range recordsOut.FindAllStringSubmatch(scrape(p), -1) {
+			v, err := strconv.ParseFloat(m[1], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			records += v
+		}
+	}
+	if records <= 0 {
+		t.Errorf("the TaskManagers' metrics count no records out of the running fraud job %s", fraud[1])
+	}
+	t.Logf("metrics: one leader of %d JobManagers; %.0f records out of the fraud job's operators", len(jms), records)
 
 	// helm upgrade with the fraud job changed: the pre-upgrade hook stops it
 	// with a savepoint, the post-upgrade hook resubmits it from there, at
