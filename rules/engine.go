@@ -33,6 +33,12 @@ type Engine struct {
 	curKeySet bool
 	keyBuf    []byte
 	scratch   State // the State of stateless rules
+
+	// Wake, if set, hears every timer a rule arms, so that a driver whose
+	// clock is not Advance's caller (a keyed operator of the runtime,
+	// which fires timers per key) can ask to be woken at t and then call
+	// Advance(t). Several wakes at one t are harmless.
+	Wake func(t int64)
 }
 
 // RuleStats counts one rule's work in an Engine.
@@ -120,6 +126,9 @@ func (e *Engine) Register(t int64) {
 	}
 	e.armed[tm] = struct{}{}
 	heap.Push(&e.timers, tm)
+	if e.Wake != nil {
+		e.Wake(t)
+	}
 }
 
 // Process evaluates every rule on ev and appends the alerts to out. A rule

@@ -1,0 +1,234 @@
+package rulesjob
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/weirstream/weir/connectors/file"
+	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/runtime"
+)
+
+// Change is a rule set taking effect from event time From on: every event
+// at or after From (and before the next change's From) is evaluated by Set.
+// Changes are broadcast, so every subtask holds the same ones, and since
+// an event is evaluated only once the watermark (the lower of the events'
+// and the changes') has passed it, every subtask agrees on which events
+// saw which set.
+type Change struct {
+	From int64
+	Set  *rules.Set
+}
+
+// ChangeCodec serialises changes; the set travels as its rules' sources.
+type ChangeCodec struct{}
+
+func (ChangeCodec) Append(dst []byte, c Change) []byte {
+	dst = runtime.Int64Codec{}.Append(dst, c.From)
+	return appendBytes(dst, rules.SetCodec{}.Append(nil, c.Set))
+}
+
+func (ChangeCodec) Decode(src []byte) (Change, error) {
+	rd := runtime.NewReader(src)
+	from, b := rd.Varint(), rd.Bytes()
+	if err := rd.Done(); err != nil {
+		return Change{}, fmt.Errorf("rule change: %w", err)
+	}
+	set, err := rules.SetCodec{}.Decode(b)
+	if err != nil {
+		return Change{}, fmt.Errorf("rule change: %w", err)
+	}
+	return Change{From: from, Set: set}, nil
+}
+
+// setSource emits the rule set loaded at start, once.
+type setSource struct {
+	set  *rules.Set
+	done bool
+}
+
+func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
+	if s.done {
+		return 0, runtime.ErrEndOfInput
+	}
+	s.done = true
+	out.Collect(Change{From: setTime, Set: s.set})
+	return 0, nil
+}
+
+// The evaluator's side outputs.
+var (
+	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
+	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+)
+
+// ruleSets is the broadcast state: the rule set of each change, by From.
+var ruleSets = runtime.BroadcastStateDescriptor[int64, *rules.Set]{Name: "rule-sets", Key: runtime.Int64Codec{}, Value: rules.SetCodec{}}
+
+// evaluator runs the rules of each routed key. Events wait in keyed state
+// until the watermark passes their time; then the engine of their rule key
+// sees them in order, with its own timers fired before (those due before
+// the events' time) and after (those due at it), as rules.Run does.
+type evaluator struct {
+	ctx     *runtime.KeyedContext[string]
+	sets    runtime.BroadcastState[int64, *rules.Set]
+	pending runtime.MapState[int64, []Record]
+	shadow  runtime.Collector[string]
+	errs    runtime.Collector[file.DeadLetter]
+	late    runtime.Collector[file.DeadLetter]
+
+	// The set in force and one engine per rule key of it (in memory).
+	from    int64
+	active  *rules.Set
+	engines map[string]*rules.Engine
+	alerts  []rules.Alert
+	line    []byte
+}
+
+func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
+	e.ctx = ctx
+	if e.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
+		return err
+	}
+	if e.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
+		return err
+	}
+	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
+	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
+	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	return nil
+}
+
+func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
+	e.sets.Put(c.From, c.Set)
+	// A set superseded by one in force at the watermark serves no event
+	// any more.
+	wm := ctx.CurrentWatermark()
+	var inForce int64 = math.MinInt64
+	for from := range e.sets.All() {
+		if from <= wm && from > inForce {
+			inForce = from
+		}
+	}
+	var old []int64
+	for from := range e.sets.All() {
+		if from < inForce {
+			old = append(old, from)
+		}
+	}
+	for _, from := range old {
+		e.sets.Remove(from)
+	}
+	return nil
+}
+
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
+	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
+		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
+			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
+		return nil
+	}
+	rs, _ := e.pending.Get(r.Rec.TS)
+	e.pending.Put(r.Rec.TS, append(rs, r.Rec))
+	ctx.RegisterEventTimeTimer(r.Rec.TS)
+	return nil
+}
+
+// setAt is the rule set in force at event time t and its From.
+func (e *evaluator) setAt(t int64) (int64, *rules.Set) {
+	best, var_ := int64(math.MinInt64), (*rules.Set)(nil)
+	for from, s := range e.sets.All() {
+		if from <= t && (var_ == nil || from > best) {
+			best, var_ = from, s
+		}
+	}
+	return best, var_
+}
+
+// engine is the engine of sig under the set in force at t, made anew
+// when the set changes.
+func (e *evaluator) engine(sig string, t int64) *rules.Engine {
+	from, set := e.setAt(t)
+	if set == nil {
+		return nil
+	}
+	if set != e.active || from != e.from {
+		e.from, e.active = from, set
+		e.engines = map[string]*rules.Engine{}
+		bySig := map[string][]*rules.Rule{}
+		var order []string
+		for _, r := range set.Rules {
+			s := keySig(r.Key)
+			if _, ok := bySig[s]; !ok {
+				order = append(order, s)
+			}
+			bySig[s] = append(bySig[s], r)
+		}
+		for _, s := range order {
+			eng := rules.NewEngine(&rules.Set{Rules: bySig[s], Lists: set.Lists})
+			// The engine's timers are kept by the engine; the runtime
+			// only needs to wake this subtask at their times. Any key
+			// of the rule key will do, and the current one is.
+			eng.Wake = e.ctx.RegisterEventTimeTimer
+			e.engines[s] = eng
+		}
+	}
+	return e.engines[sig]
+}
+
+func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	rs, _ := e.pending.Get(t)
+	if len(rs) > 0 {
+		e.pending.Remove(t)
+	}
+	eng := e.engine(sigOf(ctx.CurrentKey()), t)
+	if eng == nil {
+		return nil // no rule of the set in force has this key
+	}
+	var err error
+	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		ctx.Logger().Warn("a rule failed on a timer", "time", t-1, "err", err)
+	}
+	// A checkpoint being written may still hold this slice: sort a copy.
+	rs = slices.Clone(rs)
+	slices.SortStableFunc(rs, compareRecords)
+	for i := range rs {
+		ev := rules.Event{Fields: rs[i].Fields, TS: rs[i].TS, Line: int(rs[i].Line)}
+		e.alerts, err = eng.Process(&ev, e.alerts[:0])
+		e.emit(out)
+		if err != nil {
+			// The other rules saw the event; this one's failure goes to
+			// the dead letters with the reason.
+			e.errs.Collect(file.DeadLetter{Source: rs[i].Source, Line: rs[i].Line, Text: rs[i].Text(),
+				Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
+		}
+	}
+	e.alerts, err = eng.Advance(t, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		ctx.Logger().Warn("a rule failed on a timer", "time", t, "err", err)
+	}
+	return nil
+}
+
+// emit writes the alerts as JSON lines, a shadow rule's to its output.
+func (e *evaluator) emit(out runtime.Collector[string]) {
+	for i := range e.alerts {
+		b, err := json.Marshal(&e.alerts[i])
+		if err != nil {
+			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
+		}
+		if e.alerts[i].Shadow {
+			e.shadow.Collect(string(b))
+		} else {
+			out.Collect(string(b))
+		}
+	}
+}
