@@ -214,7 +214,7 @@ func (c Config) dir(name string) string { return strings.TrimSuffix(c.Output, "/
 // Build defines the job (see the package comment).
 func Build(env *runtime.Env, p *runtime.Params) error {
 	c := parseConfig(p)
-	if c.Set == nil {
+	if c.Set == nil || !slices.Contains([]string{"files", "kafka", "walkthrough", "random"}, c.Source) {
 		return nil // the parameter errors say why
 	}
 	env.SetMaxParallelism(128)
