@@ -85,7 +85,7 @@ type evaluator struct {
 	// The set in force and one engine per rule key of it (in memory).
 	from    int64
 	active  *rules.Set
-	engines map[string]*rules.Engine
+	engines map[string]*sigEngine
 	alerts  []rules.Alert
 	line    []byte
 }
@@ -105,26 +105,32 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 }
 
 func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
-	e.sets.Put(c.From, c.Set)
-	// A set superseded by one in force at the watermark serves no event
-	// any more.
-	wm := ctx.CurrentWatermark()
+	applyChange(e.sets, c, ctx.CurrentWatermark())
+	return nil
+}
+
+// applyChange keeps c's set (a tick has none: it only moves the
+// watermark) and drops the sets superseded by one in force at the
+// watermark wm: no event waiting (all are after wm) needs them.
+func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm int64) {
+	if c.Set != nil {
+		sets.Put(c.From, c.Set)
+	}
 	var inForce int64 = math.MinInt64
-	for from := range e.sets.All() {
+	for from := range sets.All() {
 		if from <= wm && from > inForce {
 			inForce = from
 		}
 	}
 	var old []int64
-	for from := range e.sets.All() {
+	for from := range sets.All() {
 		if from < inForce {
 			old = append(old, from)
 		}
 	}
 	for _, from := range old {
-		e.sets.Remove(from)
+		sets.Remove(from)
 	}
-	return nil
 }
 
 func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
@@ -140,45 +146,68 @@ func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], 
 }
 
 // setAt is the rule set in force at event time t and its From.
-func (e *evaluator) setAt(t int64) (int64, *rules.Set) {
-	best, var_ := int64(math.MinInt64), (*rules.Set)(nil)
-	for from, s := range e.sets.All() {
-		if from <= t && (var_ == nil || from > best) {
-			best, var_ = from, s
+func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rules.Set) {
+	best, set := int64(math.MinInt64), (*rules.Set)(nil)
+	for from, s := range sets.All() {
+		if from <= t && (set == nil || from > best) {
+			best, set = from, s
 		}
 	}
-	return best, var_
+	return best, set
 }
 
-// engine is the engine of sig under the set in force at t, made anew
-// when the set changes.
+// engine is the engine of sig under the set in force at t. When the set
+// changes, the engines of the rule keys whose rules (ID, version, state)
+// are the same are kept with their state; the others start empty.
 func (e *evaluator) engine(sig string, t int64) *rules.Engine {
-	from, set := e.setAt(t)
+	from, set := setAt(e.sets, t)
 	if set == nil {
 		return nil
 	}
 	if set != e.active || from != e.from {
 		e.from, e.active = from, set
-		e.engines = map[string]*rules.Engine{}
 		bySig := map[string][]*rules.Rule{}
-		var order []string
 		for _, r := range set.Rules {
 			s := keySig(r.Key)
-			if _, ok := bySig[s]; !ok {
-				order = append(order, s)
-			}
 			bySig[s] = append(bySig[s], r)
 		}
-		for _, s := range order {
-			eng := rules.NewEngine(&rules.Set{Rules: bySig[s], Lists: set.Lists})
+		engines := make(map[string]*sigEngine, len(bySig))
+		for s, rs := range bySig {
+			id := rulesIdentity(rs, set.Lists)
+			if old, ok := e.engines[s]; ok && old.id == id {
+				engines[s] = old
+				continue
+			}
+			eng := rules.NewEngine(&rules.Set{Rules: rs, Lists: set.Lists})
 			// The engine's timers are kept by the engine; the runtime
 			// only needs to wake this subtask at their times. Any key
 			// of the rule key will do, and the current one is.
 			eng.Wake = e.ctx.RegisterEventTimeTimer
-			e.engines[s] = eng
+			engines[s] = &sigEngine{eng: eng, id: id}
 		}
+		e.engines = engines
 	}
-	return e.engines[sig]
+	if se := e.engines[sig]; se != nil {
+		return se.eng
+	}
+	return nil
+}
+
+// sigEngine is the engine of one rule key and what its rules are.
+type sigEngine struct {
+	eng *rules.Engine
+	id  string
+}
+
+// rulesIdentity names a rule key's rules and the lists they may read:
+// equal names, equal behaviour.
+func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
+	var b strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%s/%d/%s/%x;", r.ID, r.Version, r.State, r.Source())
+	}
+	fmt.Fprintf(&b, "%v", lists)
+	return b.String()
 }
 
 func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {

@@ -69,7 +69,11 @@ const (
 
 func init() {
 	ps := []jobs.Param{
-		{Name: "rules", Type: jobs.Path, Required: true, Description: "a rule file or a directory of *.yaml/*.yml rule files (README, Rules), loaded at start by every process; a refused rule fails the submission with its line and reason"},
+		{Name: "rules", Type: jobs.Path, Description: "a rule file or a directory of *.yaml/*.yml rule files (README, Rules), loaded at start by every process; a refused rule fails the submission with its line and reason. Required without etcd"},
+		{Name: "etcd", Type: jobs.String, Description: "etcd endpoints (comma-separated): follow the rules stored under /weir/<cluster-id>/jobs/<job id>/rules/ (weir rules put/pause/resume/shadow/delete/rollback); the rules parameter's rules are stored there at start if absent"},
+		{Name: "cluster-id", Type: jobs.String, Default: "default", Description: "with etcd: the cluster ID the rules are kept under (the --cluster-id of the weir rules commands)"},
+		{Name: "rules-clock", Type: jobs.String, Default: "wall", Description: "with etcd: wall (a change applies from the event time it was put at; events wait rules-lag behind the wall clock for changes) or marks (a change applies from its --at; events wait for weir rules mark)"},
+		{Name: "rules-lag", Type: jobs.Duration, Default: "1s", Description: "rules-clock=wall: how far behind the wall clock the rule watermark trails (the longest a put may take to reach the job and still apply from its time)"},
 		{Name: "source", Type: jobs.String, Default: "files", Description: "files: JSON-lines or CSV files of `input`; walkthrough: Flink's walkthrough transactions {accountId, amount, ts} looping from one subtask; random: {accountId, amount, ts} uniform over `accounts`, one subtask per parallel instance, event time the wall clock; kafka: records of source-topic"},
 		{Name: "input", Type: jobs.Path, Description: "source=files: a file, or a directory whose files (not starting with . or _) are read in name order"},
 		{Name: "schema", Type: jobs.String, Description: "the events' declared fields, name:type,... (types string, number, bool, time; name:type? for an optional field): an event lacking a field or with another type is a dead letter; with format=csv, the header columns read and their types (required)"},
@@ -116,6 +120,7 @@ type Config struct {
 	Count          int64
 	Accounts       int64
 	IO             connect.IO
+	Live           *liveConfig // nil without etcd
 }
 
 func parseConfig(p *runtime.Params) Config {
@@ -192,19 +197,44 @@ func parseConfig(p *runtime.Params) Config {
 	if c.Monitor < 0 {
 		p.Errorf("monitor", "%v must be 0 (read once) or positive", c.Monitor)
 	}
+	etcd := p.String("etcd", "")
+	cluster := p.String("cluster-id", "default")
+	clock := p.String("rules-clock", "wall")
+	lag := p.Duration("rules-lag", time.Second)
+	if clock != "wall" && clock != "marks" {
+		p.Errorf("rules-clock", "%q: use wall or marks", clock)
+	}
+	if lag < 0 {
+		p.Errorf("rules-lag", "%v must not be negative", lag)
+	}
+	var specs []*rules.Spec
 	if c.Rules == "" {
-		p.Errorf("rules", "must not be empty: a rule file or directory")
-		return c
+		if etcd == "" {
+			p.Errorf("rules", "must not be empty without etcd: a rule file or directory")
+			return c
+		}
+		c.Set = &rules.Set{}
+	} else {
+		specs, err = rules.LoadPath(c.Rules)
+		if err == nil {
+			c.Set, err = rules.Compile(specs)
+		}
+		switch {
+		case err != nil:
+			p.Errorf("rules", "refused:\n%v", err)
+			c.Set = nil
+		case len(c.Set.Rules) == 0 && etcd == "":
+			p.Errorf("rules", "%s holds no rules", c.Rules)
+		}
 	}
-	specs, err := rules.LoadPath(c.Rules)
-	if err == nil {
-		c.Set, err = rules.Compile(specs)
-	}
-	switch {
-	case err != nil:
-		p.Errorf("rules", "refused:\n%v", err)
-	case len(c.Set.Rules) == 0:
-		p.Errorf("rules", "%s holds no rules", c.Rules)
+	if etcd != "" {
+		live := &liveConfig{cluster: cluster, marks: clock == "marks", lag: lag, file: specs}
+		for _, e := range strings.Split(etcd, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				live.endpoints = append(live.endpoints, e)
+			}
+		}
+		c.Live = live
 	}
 	return c
 }
@@ -220,21 +250,23 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	env.SetMaxParallelism(128)
 	records := readRecords(env, c)
 
-	// The rule set: one broadcast record, stamped before any event, so
-	// the evaluator's watermark (the lower of both inputs') lets no event
-	// be evaluated before the set has arrived.
-	set := c.Set
+	// The rule set: broadcast records stamped with the event time they
+	// apply from, so the watermark of the router and the evaluator (the
+	// lower of both inputs') lets no event through before the set in force
+	// at its time has arrived. Without etcd, one record before any event.
+	set, live := c.Set, c.Live
 	changes := runtime.FromSource(env, "rule-set", func() runtime.SourceFunction[Change] {
+		if live != nil {
+			return &liveSource{cfg: *live}
+		}
 		return &setSource{set: set}
 	}, ChangeCodec{}).UID(RuleSourceUID).Parallelism(1)
 	changes = runtime.AssignTimestampsAndWatermarks(changes, runtime.ForMonotonousTimestamps(func(Change) int64 { return setTime })).Parallelism(1)
 
-	sigs := keySigs(set)
-	routed := runtime.FlatMap(records, "route-by-rule-key", func(r Record, out runtime.Collector[Routed]) {
-		for _, s := range sigs {
-			out.Collect(Routed{Key: string(appendKey(nil, s.sig, s.fields, r)), Rec: r})
-		}
-	}, RoutedCodec{})
+	routed := runtime.ConnectBroadcast(runtime.KeyBy(records, runtime.Int64Key, bucketOf), runtime.Broadcast(changes),
+		"route-by-rule-key", func() runtime.KeyedBroadcastProcessFunction[int64, Record, Change, Routed] { return &router{} },
+		RoutedCodec{}).UID(RouterUID)
+	writeDeadLetters(c, runtime.SideOutput(routed, lateRecords), "late-files", LateDir)
 	keyed := runtime.KeyBy(routed, runtime.StringKey, func(r Routed) string { return r.Key })
 	alerts := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
 		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] { return &evaluator{} },
@@ -243,7 +275,6 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	writeLines(c, alerts, "alert-files", AlertsDir)
 	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
 	writeDeadLetters(c, runtime.SideOutput(alerts, evalErrors), "rule-error-files", RuleErrorDir)
-	writeDeadLetters(c, runtime.SideOutput(alerts, lateRecords), "late-files", LateDir)
 	switch c.Sink {
 	case "print":
 		runtime.SinkTo(alerts, "print-alerts", func() runtime.SinkFunction[string] {
