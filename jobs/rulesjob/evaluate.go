@@ -15,6 +15,8 @@ import (
 
 // Change is a rule set taking effect from event time From on: every event
 // at or after From (and before the next change's From) is evaluated by Set.
+// A Change without a Set is a tick of the rule source: it only moves the
+// rule watermark (see live.go).
 // Changes are broadcast, so every subtask holds the same ones, and since
 // an event is evaluated only once the watermark (the lower of the events'
 // and the changes') has passed it, every subtask agrees on which events
@@ -29,6 +31,9 @@ type ChangeCodec struct{}
 
 func (ChangeCodec) Append(dst []byte, c Change) []byte {
 	dst = runtime.Int64Codec{}.Append(dst, c.From)
+	if c.Set == nil { // a tick: an empty field
+		return appendBytes(dst, nil)
+	}
 	return appendBytes(dst, rules.SetCodec{}.Append(nil, c.Set))
 }
 
@@ -37,6 +42,9 @@ func (ChangeCodec) Decode(src []byte) (Change, error) {
 	from, b := rd.Varint(), rd.Bytes()
 	if err := rd.Done(); err != nil {
 		return Change{}, fmt.Errorf("rule change: %w", err)
+	}
+	if len(b) == 0 {
+		return Change{From: from}, nil
 	}
 	set, err := rules.SetCodec{}.Decode(b)
 	if err != nil {

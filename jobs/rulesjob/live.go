@@ -108,15 +108,20 @@ func (s *liveSource) Close() error {
 	return nil
 }
 
-// emit sends a change (set nil: a tick) from event time from, or from
-// just after the last record if from is not after it.
+// emit sends a change (set nil: a tick) from event time from. The rule
+// watermark is one below the last record's time, so a change may still
+// apply from that time (two puts at one --at); one from before it is
+// applied from it, and logged.
 func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.Set) {
-	if from <= s.last {
+	if set == nil && from <= s.last {
+		return
+	}
+	if from < s.last {
 		if set != nil && s.started {
 			s.log.Warn("rules: a change arrived behind the rule watermark; it applies from the watermark on",
-				"at", from, "applies_from", s.last+1)
+				"at", from, "applies_from", s.last)
 		}
-		from = s.last + 1
+		from = s.last
 	}
 	s.last = from
 	out.Collect(Change{From: from, Set: set})

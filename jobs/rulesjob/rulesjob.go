@@ -261,7 +261,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		}
 		return &setSource{set: set}
 	}, ChangeCodec{}).UID(RuleSourceUID).Parallelism(1)
-	changes = runtime.AssignTimestampsAndWatermarks(changes, runtime.ForMonotonousTimestamps(func(Change) int64 { return setTime })).Parallelism(1)
+	changes = runtime.AssignTimestampsAndWatermarks(changes, runtime.ForMonotonousTimestamps(func(c Change) int64 { return c.From })).Parallelism(1)
 
 	routed := runtime.ConnectBroadcast(runtime.KeyBy(records, runtime.Int64Key, bucketOf), runtime.Broadcast(changes),
 		"route-by-rule-key", func() runtime.KeyedBroadcastProcessFunction[int64, Record, Change, Routed] { return &router{} },

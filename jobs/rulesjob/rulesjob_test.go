@@ -89,6 +89,9 @@ func TestCodecsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tick, err := (ChangeCodec{}).Decode(ChangeCodec{}.Append(nil, Change{From: 7})); err != nil || tick.From != 7 || tick.Set != nil {
+		t.Fatalf("tick: %+v, %v", tick, err)
+	}
 	c, err := ChangeCodec{}.Decode(ChangeCodec{}.Append(nil, Change{From: math.MinInt64 / 2, Set: set}))
 	if err != nil || c.From != math.MinInt64/2 || len(c.Set.Rules) != 1 || c.Set.Rules[0].ID != "f" {
 		t.Fatalf("%+v, %v", c, err)

@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -167,7 +168,7 @@ func (s *Store) Mark(ctx context.Context) (int64, error) {
 }
 
 // NoMark is the mark before any.
-const NoMark = -1 << 62
+const NoMark = math.MinInt64
 
 // SetMark moves the mark forward to at; a mark never goes back (events up
 // to it may have been evaluated).
@@ -289,7 +290,7 @@ func (s *Store) write(ctx context.Context, prev, e Entry, ch Change) (Entry, err
 	if err != nil {
 		return Entry{}, err
 	}
-	if ch.At <= mark {
+	if mark != NoMark && ch.At <= mark {
 		return Entry{}, fmt.Errorf("rule %s: %w: --at %d is not after the job's mark %d (events up to the mark may have been evaluated)",
 			e.ID, ErrRefused, ch.At, mark)
 	}

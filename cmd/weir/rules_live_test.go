@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/etcdtest"
+)
+
+// liveEvent is one event of TestRulesLiveChanges and the alert lines it
+// must raise under each rule, if it does.
+type liveEvent struct {
+	ts     int64
+	user   string
+	ip     string
+	amount float64
+}
+
+func liveEvents(base int64) []liveEvent {
+	amounts := []float64{50, 150, 600, 90, 700, 120, 30, 501, 101, 99}
+	var out []liveEvent
+	for i, a := range amounts {
+		ip := fmt.Sprintf("10.0.0.%d", i)
+		if i%4 == 1 {
+			ip = "6.6.6.6"
+		}
+		out = append(out, liveEvent{ts: base + int64(i)*1000, user: fmt.Sprintf("u%d", i%3), ip: ip, amount: a})
+	}
+	return out
+}
+
+// writeEvents writes evs as one JSON-lines file of the watched directory
+// (under a hidden name, then renamed, as a continuous source wants).
+func writeEvents(t *testing.T, dir, name string, evs []liveEvent) {
+	t.Helper()
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, `{"ts":%d,"user":%q,"ip":%q,"amount":%g}`+"\n", e.ts, e.user, e.ip, e.amount)
+	}
+	tmp := filepath.Join(dir, "."+name)
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func alertLine(rule string, version int64, keyField, key string, ts int64, shadow bool) string {
+	k, _ := json.Marshal(map[string]string{keyField: key})
+	s := fmt.Sprintf(`{"rule":%q,"version":%d,"key":%s,"time":%d,"action":"alert"`, rule, version, k, ts)
+	if shadow {
+		s += `,"shadow":true`
+	}
+	return s + "}"
+}
+
+// waitRead waits until the job's parser has read n lines.
+func waitRead(t *testing.T, c *cluster.Cluster, id string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var read int64
+		for _, v := range jobStatus(t, c, id).Vertices {
+			for _, op := range v.Operators {
+				if op.Name == "parse-events" {
+					read += op.RecordsIn
+				}
+			}
+		}
+		if read >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job read %d lines in a minute, want %d", read, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRulesLiveChanges runs the rules job at parallelism 2 on three
+// TaskManagers with its rules in a real etcd and rules-clock=marks, and
+// changes the rules while it runs: at event time 10000 it pauses one rule
+// and adds one with another key, at 20000 it resumes the first and shadows
+// a third. Each change applies exactly from its time on every subtask, so
+// the alerts are exactly those of the rules in force at each event's time.
+// A TaskManager running the job is killed after the changes: the restored
+// job evaluates the events still waiting under the rule sets of the
+// checkpoint.
+func TestRulesLiveChanges(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := filepath.Join(work, "rules.yaml")
+	if err := os.WriteFile(ruleFile, []byte(`id: big
+key: [user]
+kind: filter
+condition: 'e.amount > 100'
+emit: {action: alert}
+---
+id: huge
+key: [user]
+kind: filter
+condition: 'e.amount > 500'
+emit: {action: alert}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ipRule := filepath.Join(work, "ip.yaml")
+	if err := os.WriteFile(ipRule, []byte(`id: bad-ip
+key: [ip]
+kind: filter
+condition: 'e.ip == "6.6.6.6"'
+emit: {action: alert}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := cluster.Options{TaskManagers: 3, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}}
+	c := startCluster(t, o)
+	id := submit(t, c, "rules", "--parallelism", "2", "--checkpoint-interval", "100ms",
+		"--param", "rules="+ruleFile, "--param", "input="+in, "--param", "output="+out, "--param", "monitor=100ms",
+		"--param", "out-of-orderness=0s", "--param", "etcd="+etcd.Endpoint, "--param", "cluster-id=live",
+		"--param", "rules-clock=marks")
+	waitState(t, c, id, time.Minute, "RUNNING")
+	rules := func(args ...string) string {
+		t.Helper()
+		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--cluster-id", "live", "--job", id)...)
+		if r.ExitCode != 0 {
+			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+		}
+		return r.Stdout
+	}
+	// The job stores the rules of its parameter at start.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		l := rules("list")
+		if strings.Contains(l, "big") && strings.Contains(l, "huge") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not store its rules: %s", l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	a, b, cc := liveEvents(0), liveEvents(10000), liveEvents(20000)
+	writeEvents(t, in, "a.jsonl", a)
+	waitRead(t, c, id, 10)
+	rules("mark", "--at", "9999")
+	rules("pause", "big", "--at", "10000")
+	rules("put", ipRule, "--at", "10000")
+	writeEvents(t, in, "b.jsonl", b)
+	waitRead(t, c, id, 20)
+	rules("mark", "--at", "19999")
+	rules("resume", "big", "--at", "20000")
+	rules("shadow", "huge", "--at", "20000")
+	writeEvents(t, in, "c.jsonl", cc)
+	waitRead(t, c, id, 30)
+
+	// Kill a TaskManager of the job once a checkpoint holds the changes.
+	st := waitCheckpoint(t, c, id, jobStatus(t, c, id).Checkpointing.Completed)
+	victim := st.Vertices[len(st.Vertices)-1].Subtasks[0].TaskManagerID
+	for _, tm := range c.TaskManagers {
+		if tm.Name == "taskmanager-"+strings.TrimPrefix(victim, "tm-") {
+			tm.Kill()
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for st := jobStatus(t, c, id); st.Restarts == 0 || st.State != "RUNNING"; st = jobStatus(t, c, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not restart: %v %s", st.State, st.Failure)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rules("mark", "--at", "50000")
+
+	var want, wantShadow []string
+	for _, e := range a {
+		if e.amount > 100 {
+			want = append(want, alertLine("big", 1, "user", e.user, e.ts, false))
+		}
+		if e.amount > 500 {
+			want = append(want, alertLine("huge", 1, "user", e.user, e.ts, false))
+		}
+	}
+	for _, e := range b { // big paused (version 2), bad-ip added
+		if e.amount > 500 {
+			want = append(want, alertLine("huge", 1, "user", e.user, e.ts, false))
+		}
+		if e.ip == "6.6.6.6" {
+			want = append(want, alertLine("bad-ip", 1, "ip", e.ip, e.ts, false))
+		}
+	}
+	for _, e := range cc { // big resumed (version 3), huge shadowed (version 2)
+		if e.amount > 100 {
+			want = append(want, alertLine("big", 3, "user", e.user, e.ts, false))
+		}
+		if e.amount > 500 {
+			wantShadow = append(wantShadow, alertLine("huge", 2, "user", e.user, e.ts, true))
+		}
+		if e.ip == "6.6.6.6" {
+			want = append(want, alertLine("bad-ip", 1, "ip", e.ip, e.ts, false))
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(wantShadow)
+	var got, gotShadow []string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		got = committedLines(t, filepath.Join(out, "alerts"), "")
+		gotShadow = committedLines(t, filepath.Join(out, "shadow"), "")
+		if len(got) >= len(want) && len(gotShadow) >= len(wantShadow) {
+			break
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(gotShadow, wantShadow) {
+		t.Errorf("shadow alerts:\n%s\nwant:\n%s", strings.Join(gotShadow, "\n"), strings.Join(wantShadow, "\n"))
+	}
+	for _, d := range []string{"dead-letters", "rule-errors", "late"} {
+		if l := committedLines(t, filepath.Join(out, d), ""); len(l) > 0 {
+			t.Errorf("%s: %q", d, l)
+		}
+	}
+	h := rules("history", "big")
+	if !strings.Contains(h, "paused") || strings.Count(h, "\n") != 4 {
+		t.Errorf("history of big:\n%s", h)
+	}
+}
