@@ -95,7 +95,8 @@ type evaluator struct {
 	active  *rules.Set
 	engines map[string]*sigEngine
 	alerts  []rules.Alert
-	line    []byte
+
+	setFrom, switchedAt runtime.Gauge
 }
 
 func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
@@ -106,6 +107,9 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	if e.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
 		return err
 	}
+	g := ctx.Metrics()
+	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
+	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
@@ -174,6 +178,8 @@ func (e *evaluator) engine(sig string, t int64) *rules.Engine {
 	}
 	if set != e.active || from != e.from {
 		e.from, e.active = from, set
+		e.setFrom.Set(float64(from))
+		e.switchedAt.Set(float64(time.Now().UnixMilli()))
 		bySig := map[string][]*rules.Rule{}
 		for _, r := range set.Rules {
 			s := keySig(r.Key)

@@ -31,7 +31,7 @@ import (
 // watermark on, and logged.
 
 // tickEvery is how often a wall-clock source moves its watermark.
-const tickEvery = 50 * time.Millisecond
+const tickEvery = 10 * time.Millisecond
 
 // etcdTimeout bounds one etcd call of the source.
 const etcdTimeout = 3 * time.Second
@@ -175,7 +175,7 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 			s.emit(out, t, nil)
 		}
 	}
-	return tickEvery / 5, nil
+	return tickEvery / 2, nil
 }
 
 // connect reads the stored rules (seeding those of the rules parameter
