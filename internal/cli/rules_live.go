@@ -87,12 +87,18 @@ func parseEventTime(s string) (int64, error) {
 	return t.UnixMilli(), nil
 }
 
+// RulesView is the --json output of the weir rules commands that print
+// entries (all but get, which prints one store.Entry).
+type RulesView struct {
+	Rules []store.Entry `json:"rules"`
+}
+
 func printEntries(w io.Writer, asJSON bool, es []store.Entry) error {
 	if asJSON {
 		if es == nil {
 			es = []store.Entry{}
 		}
-		return printJSON(w, es)
+		return printJSON(w, RulesView{Rules: es})
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tVERSION\tSTATE\tAT\tBY\tWHEN")

@@ -51,10 +51,10 @@ type Entry struct {
 	// one, so a rollback can find it).
 	Source string `json:"source"`
 	// At is the event time (Unix ms) from which this version applies.
-	At int64 `json:"at"`
+	At int64 `json:"at_time_ms"`
 	// By and Time say who made the change and when (wall clock, Unix ms).
 	By   string `json:"by"`
-	Time int64  `json:"time"`
+	Time int64  `json:"changed_time_ms"`
 	// Kind is the document's kind (list documents are stored as rules).
 	Kind string `json:"kind"`
 }
