@@ -103,7 +103,11 @@ func printEntries(w io.Writer, asJSON bool, es []store.Entry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tVERSION\tSTATE\tAT\tBY\tWHEN")
 	for _, e := range es {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", e.ID, e.Version, e.State, e.At, e.By,
+		at := strconv.FormatInt(e.At, 10)
+		if e.At < -1<<61 {
+			at = "start" // the rules a job stored at start: before any event
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Version, e.State, at, e.By,
 			time.UnixMilli(e.Time).UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
