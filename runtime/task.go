@@ -277,6 +277,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		t.wmk.timers = append(oc.eventTimers, t.wmk.timers...) // head first
 		if oc.generator != nil && t.wmk.gen == nil {
 			t.wmk.gen = oc.generator // the one nearest the tail makes the output's watermarks
+			t.wmk.genIdle, _ = oc.generator.(idleDeclarer)
 		}
 	}
 	out := ins[0]

@@ -3,16 +3,21 @@ package runtime
 // The task's event-time clock. A task has one watermark for its whole
 // chain: with input channels it is the minimum over the channels that are
 // neither idle nor ended; with a timestamp assigner in the chain, it is
-// the assigner's. When it advances, the chain's keyed operators fire their
-// event-time timers (head first, so what a timer emits reaches the next
-// operator before that one's timers fire), and then the watermark goes
-// downstream behind every record emitted before it.
+// the assigner's (or, for FromWatermarkingSource, the source's, which
+// also says when it is idle). When it advances, the chain's keyed
+// operators fire their event-time timers (head first, so what a timer
+// emits reaches the next operator before that one's timers fire), and
+// then the watermark goes downstream behind every record emitted before
+// it.
 type watermarks struct {
-	ts, wm  int64
-	inWM    []int64
-	inIdle  []bool
-	noWM    []bool // channels of inputs without event time
-	gen     watermarkGenerator
+	ts, wm int64
+	inWM   []int64
+	inIdle []bool
+	noWM   []bool // channels of inputs without event time
+	gen    watermarkGenerator
+	// genIdle is gen's own idleness, for a source that declares it
+	// (FromWatermarkingSource); nil for an assigner.
+	genIdle idleDeclarer
 	genSeen int64
 	genAt   int64 // Unix ns the generator last saw a record
 	idleOut bool
@@ -103,10 +108,21 @@ func (t *Task) combineInputs() {
 	t.advanceWatermark(lo)
 }
 
+// idleDeclarer is a watermark generator that says itself whether its
+// input is idle, instead of the task timing its records.
+type idleDeclarer interface{ isIdle() bool }
+
 // generateWatermark polls the chain's timestamp assigner after a batch:
 // the watermark its records allow, and whether its input went idle.
 func (t *Task) generateWatermark(now int64) {
 	g := t.wmk.gen
+	if d := t.wmk.genIdle; d != nil {
+		if d.isIdle() {
+			t.setIdle(true)
+			return
+		}
+		t.setIdle(false) // a record or watermark since: active again
+	}
 	if n := g.records(); n != t.wmk.genSeen {
 		t.wmk.genSeen, t.wmk.genAt = n, now
 	} else if d := g.idleTimeout(); d > 0 && !t.wmk.idleOut && now-t.wmk.genAt >= int64(d) {

@@ -24,9 +24,18 @@
 // the dead letters (topic, partition, offset, reason, value) instead of
 // failing the job.
 //
-// Per-partition watermarks are not implemented: they need a hook for
-// sources to emit watermarks, which the runtime does not have. Assign
-// timestamps and watermarks on the stream after the source instead.
+// # Source: per-partition watermarks
+//
+// Source.EventTime(Watermarks{...}) makes the source a
+// runtime.WatermarkingSource: each partition it reads has its own bounded
+// out-of-orderness generator, the subtask's watermark is the lowest of
+// its partitions that are not idle (no record for Watermarks.Idleness),
+// and a subtask whose partitions are all idle, or that reads none, is idle
+// itself, so a quiet partition does not hold back event time downstream.
+// An assigner after the source could not do this: it sees one interleaved
+// stream, in which one partition's late records look out of order and a
+// quiet partition is invisible. Generators are not checkpointed; a
+// partition restored or moved by a rescale starts without a watermark.
 //
 // # Sink: two-phase commit with Kafka transactions
 //

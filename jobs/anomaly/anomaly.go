@@ -26,7 +26,7 @@ func init() {
 		Name: AnomalyDetection,
 		Description: "three detectors on JSON-lines events in event time: an amount spike against the user's average, " +
 			"failed logins from one IP in a sliding minute, and A then B within 10s without C (CEP)",
-		Params: withIO(
+		Params: withIO(EventsTopic,
 			jobs.Param{Name: "factor", Type: jobs.Float, Default: "3", Description: "spike: a transaction above factor × the user's average of earlier transactions alerts"},
 			jobs.Param{Name: "min-count", Type: jobs.Int, Default: "5", Description: "spike: earlier transactions a user needs before spikes are judged"},
 			jobs.Param{Name: "max-failed", Type: jobs.Int, Default: "10", Description: "failed-logins: this many failed logins from one IP within a window alert"},
@@ -39,7 +39,7 @@ func init() {
 }
 
 func buildAnomaly(env *runtime.Env, p *runtime.Params) error {
-	c := parseIO(p)
+	c := parseIO(p, EventsTopic)
 	factor := p.Float("factor", 3)
 	minCount := p.Int("min-count", 5)
 	maxFailed := p.Int("max-failed", 10)

@@ -104,7 +104,13 @@ func TestBadParameters(t *testing.T) {
 		params map[string]string
 		want   string
 	}{
-		{AnomalyDetection, map[string]string{"output": dir}, "parameter input is required"},
+		{AnomalyDetection, map[string]string{"output": dir}, "parameter input: required with source=file"},
+		{AnomalyDetection, map[string]string{"source": "kafka"}, "parameter output is required"},
+		{AnomalyDetection, map[string]string{"source": "files", "output": dir}, `"files" is not a source`},
+		{AnomalyDetection, map[string]string{"input": dir, "output": dir, "sink": "print"}, `"print" is not a sink`},
+		{TransferMonitor, map[string]string{"source": "kafka", "output": dir, "format": "csv"}, "the events are JSON objects"},
+		{TransferMonitor, map[string]string{"source": "kafka", "output": dir, "idleness": "-1s"}, "must not be negative"},
+		{ImpossibleTravel, map[string]string{"input": dir, "output": dir, "sink": "webhook"}, "needs webhook-url-env or webhook-url-file"},
 		{AnomalyDetection, map[string]string{"input": "s3://b/x", "output": dir}, "must be a local file or directory"},
 		{AnomalyDetection, map[string]string{"input": dir, "output": dir, "factor": "0"}, "must be above 0"},
 		{AnomalyDetection, map[string]string{"input": dir, "output": dir, "login-slide": "2m"}, "slide no longer than the window"},

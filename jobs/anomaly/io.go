@@ -1,54 +1,100 @@
 package anomaly
 
 import (
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirstream/weir/connectors"
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/connectors/filesink"
+	"github.com/weirstream/weir/connectors/kafka"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
-// The parameters every job of the package has.
-var ioParams = []jobs.Param{
-	{Name: "input", Type: jobs.Path, Required: true, Description: "a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
-	{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: each detector's alerts go to <output>/<detector>/, lines that do not parse to <output>/dead-letters/, events behind the watermark to <output>/late/"},
-	{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen; the watermark trails by this much"},
-	{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
-	{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
+// The default topics of source=kafka (one per job, named as its input)
+// and of sink=kafka (shared: every alert names its detector).
+const (
+	EventsTopic    = "events"
+	TransfersTopic = "transfers"
+	CardUsesTopic  = "card-uses"
+	AlertsTopic    = "anomaly-alerts"
+)
+
+// ioParams are the parameters every job of the package has; topic is the
+// job's default source topic.
+func ioParams(topic string) []jobs.Param {
+	ps := []jobs.Param{
+		{Name: "source", Type: jobs.String, Default: "file", Description: "file: JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
+		{Name: "sink", Type: jobs.String, Default: "file", Description: "file: each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
+		{Name: "input", Type: jobs.Path, Description: "source=file (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
+		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen (with source=kafka, the newest of its partition); the watermark trails by this much"},
+		{Name: "idleness", Type: jobs.Duration, Default: "10s", Description: "source=kafka: a partition without records for this long is left out of the watermark until its next record (0s: never, and a partition without records holds event time back)"},
+		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+		{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
+	}
+	return append(ps, connect.Params(topic, AlertsTopic)...)
 }
 
-func withIO(ps ...jobs.Param) []jobs.Param {
-	return append(append([]jobs.Param(nil), ioParams...), ps...)
+func withIO(topic string, ps ...jobs.Param) []jobs.Param {
+	return append(ioParams(topic), ps...)
 }
 
 // ioConfig is the parameters of ioParams.
 type ioConfig struct {
+	source, sink   string
 	input, output  string
 	outOfOrderness time.Duration
+	idleness       time.Duration
 	monitor        time.Duration
 	append         bool
+	kafka          connect.IO
 }
 
-func parseIO(p *runtime.Params) ioConfig {
-	c := ioConfig{input: p.String("input", ""), output: p.String("output", ""),
-		outOfOrderness: p.Duration("out-of-orderness", 5*time.Second), monitor: p.Duration("monitor", 0),
-		append: p.Bool("append", false)}
-	if in, err := file.LocalPath(c.input); err != nil {
-		p.Errorf("input", "%v", err)
-	} else {
-		c.input = in
+func parseIO(p *runtime.Params, topic string) ioConfig {
+	c := ioConfig{source: p.String("source", "file"), sink: p.String("sink", "file"),
+		input: p.String("input", ""), output: p.String("output", ""),
+		outOfOrderness: p.Duration("out-of-orderness", 5*time.Second), idleness: p.Duration("idleness", 10*time.Second),
+		monitor: p.Duration("monitor", 0), append: p.Bool("append", false)}
+	c.kafka = connect.ParseIO(p, c.sink, topic, AlertsTopic)
+	switch c.source {
+	case "file":
+		if c.input == "" {
+			p.Errorf("input", "required with source=file: the JSON-lines file or directory to read")
+		} else if in, err := file.LocalPath(c.input); err != nil {
+			p.Errorf("input", "%v", err)
+		} else {
+			c.input = in
+		}
+	case "kafka":
+		if c.kafka.Source.Format != "json" {
+			p.Errorf("format", "%q: the events are JSON objects; use json", c.kafka.Source.Format)
+		}
+	default:
+		p.Errorf("source", "%q is not a source: use file or kafka", c.source)
+	}
+	switch c.sink {
+	case "file", "kafka", "webhook", "slack":
+	default:
+		p.Errorf("sink", "%q is not a sink: use file, kafka, webhook or slack", c.sink)
 	}
 	if c.output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts go to")
+		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts, dead letters and late events go to")
 	} else if _, err := storage.Open(c.output, storage.Options{}); err != nil {
 		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
 	}
 	if c.outOfOrderness < 0 {
 		p.Errorf("out-of-orderness", "%v must not be negative", c.outOfOrderness)
+	}
+	if c.idleness < 0 {
+		p.Errorf("idleness", "%v must not be negative", c.idleness)
 	}
 	if c.monitor < 0 {
 		p.Errorf("monitor", "%v must be 0 (read once) or positive", c.monitor)
@@ -58,20 +104,20 @@ func parseIO(p *runtime.Params) ioConfig {
 
 func (c ioConfig) dir(name string) string { return strings.TrimSuffix(c.output, "/") + "/" + name }
 
-// readEvents reads the input's JSON lines as events with the fields in
-// need, in event time; lines that do not parse go to <output>/dead-letters.
+// readEvents reads the events with the fields in need, in event time, from
+// the input files or the source topic; what does not parse goes to
+// <output>/dead-letters (or, from Kafka, to the dead-letter topic if set).
 func readEvents(env *runtime.Env, c ioConfig, uid string, need field) runtime.Stream[Event] {
-	return readEventsFrom(env, c, c.input, uid, need, c.outOfOrderness)
-}
-
-func readEventsFrom(env *runtime.Env, c ioConfig, path, uid string, need field, ooo time.Duration) runtime.Stream[Event] {
+	if c.source == "kafka" {
+		return readKafkaEvents(env, c, uid, need)
+	}
 	lines := runtime.FromSource(env, uid, func() runtime.SourceFunction[file.Line] {
-		return &file.Source{Path: path, Monitor: c.monitor}
+		return &file.Source{Path: c.input, Monitor: c.monitor}
 	}, file.LineCodec{}).UID(uid)
 	events := file.Parse(lines, "parse-"+uid, func() file.Parser[Event] { return eventParser{need: need} }, EventCodec{}).
 		UID("parse-" + uid)
 	writeDeadLetters(c, runtime.SideOutput(events, file.DeadLetters), "dead-letters-"+uid, "dead-letters")
-	ws := runtime.ForBoundedOutOfOrderness(ooo, func(e Event) int64 { return e.Time })
+	ws := runtime.ForBoundedOutOfOrderness(c.outOfOrderness, func(e Event) int64 { return e.Time })
 	if c.monitor > 0 {
 		// Watching a directory, a source subtask with no new file has no
 		// records and would hold the watermark back for good; idle, it is
@@ -81,6 +127,50 @@ func readEventsFrom(env *runtime.Env, c ioConfig, path, uid string, need field, 
 	return runtime.AssignTimestampsAndWatermarks(events, ws)
 }
 
+// readKafkaEvents reads one JSON event per record. Each partition has its
+// own watermark, so a quiet partition does not hold event time back once
+// idle. An event's Source is "<topic>/<partition>" and its Line the
+// record's offset: the origin in the evidence, and the tie-break of events
+// with equal times (an order every run agrees on, as the file's is).
+func readKafkaEvents(env *runtime.Env, c ioConfig, uid string, need field) runtime.Stream[Event] {
+	wm := kafka.Watermarks[Event]{Timestamp: func(e Event, _ *kgo.Record) int64 { return e.Time },
+		OutOfOrderness: c.outOfOrderness, Idleness: c.idleness}
+	events := runtime.FromWatermarkingSource(env, "kafka-"+uid, func() runtime.WatermarkingSource[Event] {
+		return connect.NewKafkaSource(c.kafka.Source, eventDecoder(need)).EventTime(wm)
+	}, EventCodec{}).UID("kafka-" + uid)
+	if c.kafka.Source.DeadLetterTopic != "" {
+		connect.DeadLetters(events, c.kafka.Source, "dead-letter-topic-"+uid)
+	} else {
+		writeDeadLetters(c, runtime.Map(runtime.SideOutput(events, kafka.DeadLetterTag), "dead-letters-"+uid+"-records",
+			connect.FileDeadLetter, nil), "dead-letters-"+uid, "dead-letters")
+	}
+	return events
+}
+
+// eventDecoder decodes records as eventParser parses lines. Made per
+// subtask: its cache of origins is the subtask's own.
+func eventDecoder(need field) kafka.Decoder[Event] {
+	type tp struct {
+		topic string
+		part  int32
+	}
+	origins := map[tp]string{}
+	return func(r *kgo.Record) (Event, error) {
+		e, err := parseEvent(r.Value, need)
+		if err == nil && need&fCity != 0 {
+			err = knownCity(e)
+		}
+		k := tp{r.Topic, r.Partition}
+		o, ok := origins[k]
+		if !ok {
+			o = r.Topic + "/" + strconv.Itoa(int(r.Partition))
+			origins[k] = o
+		}
+		e.Source, e.Line = o, r.Offset
+		return e, err
+	}
+}
+
 func writeDeadLetters(c ioConfig, s runtime.Stream[file.DeadLetter], uid, dir string) {
 	runtime.SinkTo(s, uid, func() runtime.SinkFunction[file.DeadLetter] {
 		return &filesink.Sink[file.DeadLetter]{Dir: c.dir(dir), Encode: func(dst []byte, d file.DeadLetter) []byte { return d.AppendJSON(dst) },
@@ -88,14 +178,71 @@ func writeDeadLetters(c ioConfig, s runtime.Stream[file.DeadLetter], uid, dir st
 	}).UID(uid)
 }
 
-// writeAlerts prints a detector's alerts and writes them exactly once to
-// <output>/<detector>.
+// writeAlerts prints a detector's alerts and sends them to the sink:
+// exactly once to <output>/<detector> or to the topic (with
+// delivery=exactly-once), at least once with an idempotency key to a
+// webhook.
 func writeAlerts(c ioConfig, alerts runtime.Stream[Alert], detector string) {
 	runtime.SinkTo(alerts, "print-"+detector, func() runtime.SinkFunction[Alert] {
 		return &connectors.Print[Alert]{Format: Alert.String}
 	}).UID("print-" + detector)
-	runtime.SinkTo(alerts, "files-"+detector, func() runtime.SinkFunction[Alert] {
-		return &filesink.Sink[Alert]{Dir: c.dir(detector), Encode: func(dst []byte, a Alert) []byte { return a.AppendJSON(dst) },
-			Append: c.append}
-	}).UID("files-" + detector)
+	switch c.sink {
+	case "kafka":
+		sc := c.kafka.Sink
+		if sc.TransactionalPrefix != "" {
+			// One sink per detector: each needs IDs of its own.
+			sc.TransactionalPrefix += "-" + detector
+		}
+		runtime.SinkTo(alerts, "kafka-"+detector, func() runtime.SinkFunction[Alert] {
+			names := map[string][]byte{} // a stream's few detector names, as header values
+			return connect.KafkaSink(sc, func(r *kgo.Record, a Alert) {
+				r.Key = append(r.Key, a.Key...)
+				r.Value = a.AppendJSON(r.Value)
+				name, ok := names[a.Detector]
+				if !ok {
+					name = []byte(a.Detector)
+					names[a.Detector] = name
+				}
+				r.Headers = append(r.Headers, kgo.RecordHeader{Key: "weir-detector", Value: name})
+			})
+		}).UID("kafka-" + detector)
+	case "webhook", "slack":
+		slack := c.sink == "slack"
+		enc := func(dst []byte, a Alert) []byte { return a.AppendJSON(dst) }
+		if slack {
+			enc = slackLine
+		}
+		runtime.SinkTo(alerts, c.sink+"-"+detector, func() runtime.SinkFunction[Alert] {
+			return connect.WebhookSink(c.kafka.Sink, slack, enc, alertKey)
+		}).UID(c.sink + "-" + detector)
+	default:
+		runtime.SinkTo(alerts, "files-"+detector, func() runtime.SinkFunction[Alert] {
+			return &filesink.Sink[Alert]{Dir: c.dir(detector), Encode: func(dst []byte, a Alert) []byte { return a.AppendJSON(dst) },
+				Append: c.append}
+		}).UID("files-" + detector)
+	}
+}
+
+// alertKey identifies an alert across restores, for a webhook receiver to
+// drop the ones it has seen: detector, key, time and a hash of the
+// evidence (which tells apart two alerts of one key at one time).
+func alertKey(a Alert) string {
+	h := fnv.New32a()
+	h.Write([]byte(a.Evidence))
+	return a.Detector + "/" + a.Key + "/" + strconv.FormatInt(a.Time, 10) + "/" + strconv.FormatUint(uint64(h.Sum32()), 16)
+}
+
+// slackLine renders an alert as one line of a Slack message.
+func slackLine(dst []byte, a Alert) []byte {
+	dst = append(dst, ":rotating_light: "...)
+	dst = append(dst, a.Detector...)
+	dst = append(dst, " alert on "...)
+	dst = append(dst, a.Key...)
+	dst = append(dst, " at "...)
+	dst = time.UnixMilli(a.Time).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	if a.Evidence != "" {
+		dst = append(dst, ": "...)
+		dst = append(dst, a.Evidence...)
+	}
+	return dst
 }

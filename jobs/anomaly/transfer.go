@@ -26,7 +26,7 @@ func init() {
 		Name: TransferMonitor,
 		Description: "per account, single transfers above `high` or below `low`, and transfers summing above `sum-limit` " +
 			"in a sliding window (JSON lines with time, account, amount; event time)",
-		Params: withIO(
+		Params: withIO(TransfersTopic,
 			jobs.Param{Name: "high", Type: jobs.Float, Default: "19000", Description: "a single transfer above this alerts (large-transfer)"},
 			jobs.Param{Name: "low", Type: jobs.Float, Default: "300", Description: "a single transfer below this alerts (small-transfer)"},
 			jobs.Param{Name: "sum-limit", Type: jobs.Float, Default: "100000", Description: "an account's transfers summing above this within a window alert (transfer-sum)"},
@@ -38,7 +38,7 @@ func init() {
 }
 
 func buildTransfer(env *runtime.Env, p *runtime.Params) error {
-	c := parseIO(p)
+	c := parseIO(p, TransfersTopic)
 	high, low, limit := p.Float("high", 19000), p.Float("low", 300), p.Float("sum-limit", 100000)
 	size, slide := p.Duration("window", 10*time.Second), p.Duration("slide", 5*time.Second)
 	if size <= 0 || slide <= 0 || slide > size {

@@ -26,7 +26,7 @@ func init() {
 		Name: ImpossibleTravel,
 		Description: "per card, two uses from cities too far apart for the time between them, and uses of a blacklisted " +
 			"card or device (JSON lines with time, card, city, device; event time)",
-		Params: withIO(
+		Params: withIO(CardUsesTopic,
 			jobs.Param{Name: "max-speed", Type: jobs.Float, Default: "900", Description: "km/h: two uses of a card whose distance over the time between them is faster alert"},
 			jobs.Param{Name: "blacklist", Type: jobs.Path, Description: "a file (or directory of files) of blacklisted card and device IDs, one per line; # starts a comment; none if empty"},
 		),
@@ -35,7 +35,7 @@ func init() {
 }
 
 func buildTravel(env *runtime.Env, p *runtime.Params) error {
-	c := parseIO(p)
+	c := parseIO(p, CardUsesTopic)
 	maxSpeed := p.Float("max-speed", 900)
 	if !(maxSpeed > 0) || math.IsInf(maxSpeed, 0) {
 		p.Errorf("max-speed", "%g must be a positive number of km/h", maxSpeed)

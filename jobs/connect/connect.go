@@ -9,11 +9,13 @@
 package connect
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/connectors/kafka"
 	"github.com/weirstream/weir/connectors/webhook"
 	"github.com/weirstream/weir/jobs"
@@ -240,4 +242,12 @@ type IO struct {
 func ParseIO(p *runtime.Params, kind, sourceTopic, sinkTopic string) IO {
 	src := Source(p, sourceTopic)
 	return IO{Source: src, Sink: Sink(p, kind, sinkTopic, src.Client)}
+}
+
+// FileDeadLetter turns a Kafka source's dead letter into the files'
+// kind, for jobs that write every dead letter to one place: Source is
+// "<topic>/<partition>", Line the record's offset, Text its value.
+func FileDeadLetter(d kafka.DeadLetter) file.DeadLetter {
+	return file.DeadLetter{Source: d.Topic + "/" + strconv.Itoa(int(d.Partition)), Line: d.Offset,
+		Text: string(d.Value), Reason: d.Reason}
 }

@@ -1,7 +1,7 @@
 // Package threshold is the job "threshold-alerts", after the PyFlink seed
 // job: it reads CSV transactions (transaction_id,customer_id,amount) from
-// a file or a directory and raises an alert for every transaction whose
-// amount exceeds a threshold.
+// a file or a directory, or one per record (CSV or JSON) from Kafka, and
+// raises an alert for every transaction whose amount exceeds a threshold.
 //
 // The file source hands lines to the CSV parser; a row that does not parse
 // goes, with its file, line and reason, to the dead-letter side output,
@@ -10,10 +10,14 @@
 // written by the same sink under <output> as JSON lines naming the rule,
 // the key (the customer), the event time and the evidence. The rule is
 // stateless, so the job needs no keyed state and no ordering: records out
-// of order alert exactly as in order.
+// of order alert exactly as in order. From Kafka, a record that does not
+// decode is a dead letter naming its topic, partition and offset, and
+// alerts may go to a topic (exactly once), a webhook or Slack instead of
+// the files.
 package threshold
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -21,10 +25,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/weirstream/weir/connectors"
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/connectors/filesink"
+	"github.com/weirstream/weir/connectors/kafka"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -38,26 +46,35 @@ const Rule = "amount-above-threshold"
 // DeadLetterDir is where, under output, the dead letters go.
 const DeadLetterDir = "dead-letters"
 
+// The default topics of source=kafka and sink=kafka.
+const (
+	TransactionsTopic = "threshold-transactions"
+	AlertsTopic       = "threshold-alerts"
+)
+
 // The operators' stable identifiers.
 const (
-	SourceUID     = "transactions"
-	ParseUID      = "parse-transactions"
-	AlertSinkUID  = "alert-files"
-	DeadLetterUID = "dead-letter-files"
-	PrintUID      = "print-alerts"
+	KafkaSourceUID = "kafka-transactions"
+	SourceUID      = "transactions"
+	ParseUID       = "parse-transactions"
+	AlertSinkUID   = "alert-files"
+	DeadLetterUID  = "dead-letter-files"
+	PrintUID       = "print-alerts"
 )
 
 func init() {
 	jobs.Register(jobs.Job{
 		Name:        Name,
-		Description: "CSV transactions (transaction_id,customer_id,amount) from files; alerts on amounts above `threshold`, printed and written exactly once; bad rows to dead letters",
-		Params: []jobs.Param{
-			{Name: "input", Type: jobs.Path, Required: true, Description: "a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
-			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL for the alerts' part files; the dead letters go to its dead-letters/ subdirectory"},
+		Description: "CSV transactions (transaction_id,customer_id,amount) from files or Kafka; alerts on amounts above `threshold`, printed and written exactly once; bad rows to dead letters",
+		Params: append([]jobs.Param{
+			{Name: "source", Type: jobs.String, Default: "file", Description: "file: CSV files from input; kafka: one transaction per record from source-topic, CSV transaction_id,customer_id,amount[,timestamp] or JSON {\"transaction_id\":\"tx1\",\"customer_id\":\"c1\",\"amount\":9200,\"timestamp\":...} (format)"},
+			{Name: "sink", Type: jobs.String, Default: "file", Description: "file: alerts' part files under output; kafka: JSON alerts keyed by customer to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
+			{Name: "input", Type: jobs.Path, Description: "source=file (required): a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
+			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file the alerts' part files; with every sink, the dead letters go to its dead-letters/ subdirectory (unless dead-letter-topic is set)"},
 			{Name: "threshold", Type: jobs.Float, Default: "8000", Description: "an amount above this raises an alert"},
-			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
 			{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
-		},
+		}, connect.Params(TransactionsTopic, AlertsTopic)...),
 		Build: Build,
 	})
 }
@@ -229,25 +246,43 @@ func (p parser) Parse(l file.Line) (Transaction, error) {
 
 // Config is the job's parameters.
 type Config struct {
-	Input     string // a local file or directory
-	Output    string // directory, file:// or s3:// URL
-	Threshold float64
-	Monitor   time.Duration
-	Append    bool
+	Source, Sink string
+	Input        string // a local file or directory
+	Output       string // directory, file:// or s3:// URL
+	Threshold    float64
+	Monitor      time.Duration
+	Append       bool
+	IO           connect.IO
 }
 
 func parseConfig(p *runtime.Params) Config {
 	c := Config{
+		Source:    p.String("source", "file"),
+		Sink:      p.String("sink", "file"),
 		Input:     p.String("input", ""),
 		Output:    p.String("output", ""),
 		Threshold: p.Float("threshold", 8000),
 		Monitor:   p.Duration("monitor", 0),
 		Append:    p.Bool("append", false),
 	}
-	if in, err := file.LocalPath(c.Input); err != nil {
-		p.Errorf("input", "%v", err)
-	} else {
-		c.Input = in
+	c.IO = connect.ParseIO(p, c.Sink, TransactionsTopic, AlertsTopic)
+	switch c.Source {
+	case "file":
+		if c.Input == "" {
+			p.Errorf("input", "required with source=file: the CSV file or directory to read")
+		} else if in, err := file.LocalPath(c.Input); err != nil {
+			p.Errorf("input", "%v", err)
+		} else {
+			c.Input = in
+		}
+	case "kafka":
+	default:
+		p.Errorf("source", "%q is not a source: use file or kafka", c.Source)
+	}
+	switch c.Sink {
+	case "file", "kafka", "webhook", "slack":
+	default:
+		p.Errorf("sink", "%q is not a sink: use file, kafka, webhook or slack", c.Sink)
 	}
 	if c.Output == "" {
 		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
@@ -267,16 +302,34 @@ func parseConfig(p *runtime.Params) Config {
 func outputDir(dir, name string) string { return strings.TrimSuffix(dir, "/") + "/" + name }
 
 // Build defines the job: transactions (file source) -> parse-transactions
-// (CSV; bad rows to the dead-letter side output) -> above-threshold ->
-// print-alerts and alert-files; dead letters -> dead-letter-files.
+// (CSV; bad rows to the dead-letter side output), or kafka-transactions
+// (bad records to its dead letters) -> above-threshold -> print-alerts and
+// alert-files (or alert-kafka, alert-webhook, alert-slack); dead letters
+// -> dead-letter-files (or the dead-letter topic).
 func Build(env *runtime.Env, p *runtime.Params) error {
 	c := parseConfig(p)
-	lines := runtime.FromSource(env, "transactions", func() runtime.SourceFunction[file.Line] {
-		return &file.Source{Path: c.Input, Header: true, Monitor: c.Monitor}
-	}, file.LineCodec{}).UID(SourceUID)
-	txs := file.Parse(lines, "parse-transactions", func() file.Parser[Transaction] {
-		return parser{csv: NewParser()}
-	}, TransactionCodec{}).UID(ParseUID)
+	var txs runtime.Stream[Transaction]
+	var dead runtime.Stream[file.DeadLetter]
+	toFiles := true // the dead letters, unless they go to a topic
+	if c.Source == "kafka" {
+		txs = runtime.FromSource(env, "kafka-transactions", func() runtime.SourceFunction[Transaction] {
+			return connect.NewKafkaSource(c.IO.Source, kafkaDecoder(c.IO.Source.Format))
+		}, TransactionCodec{}).UID(KafkaSourceUID)
+		if c.IO.Source.DeadLetterTopic != "" {
+			connect.DeadLetters(txs, c.IO.Source, "dead-letter-topic")
+			toFiles = false
+		} else {
+			dead = runtime.Map(runtime.SideOutput(txs, kafka.DeadLetterTag), "dead-letter-records", connect.FileDeadLetter, nil)
+		}
+	} else {
+		lines := runtime.FromSource(env, "transactions", func() runtime.SourceFunction[file.Line] {
+			return &file.Source{Path: c.Input, Header: true, Monitor: c.Monitor}
+		}, file.LineCodec{}).UID(SourceUID)
+		txs = file.Parse(lines, "parse-transactions", func() file.Parser[Transaction] {
+			return parser{csv: NewParser()}
+		}, TransactionCodec{}).UID(ParseUID)
+		dead = runtime.SideOutput(txs, file.DeadLetters)
+	}
 	alerts := runtime.FlatMap(txs, "above-threshold", func(t Transaction, out runtime.Collector[Alert]) {
 		if t.Amount > c.Threshold {
 			out.Collect(Alert{Transaction: t, Threshold: c.Threshold})
@@ -285,14 +338,98 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	runtime.SinkTo(alerts, "print-alerts", func() runtime.SinkFunction[Alert] {
 		return &connectors.Print[Alert]{Format: Alert.String}
 	}).UID(PrintUID)
-	runtime.SinkTo(alerts, "alert-files", func() runtime.SinkFunction[Alert] {
-		return &filesink.Sink[Alert]{Dir: c.Output, Encode: AppendJSON, Append: c.Append}
-	}).UID(AlertSinkUID)
-	dead := runtime.SideOutput(txs, file.DeadLetters)
-	runtime.SinkTo(dead, "dead-letter-files", func() runtime.SinkFunction[file.DeadLetter] {
-		return &filesink.Sink[file.DeadLetter]{Dir: outputDir(c.Output, DeadLetterDir), Encode: appendDeadLetter, Append: c.Append}
-	}).UID(DeadLetterUID)
+	switch c.Sink {
+	case "kafka":
+		runtime.SinkTo(alerts, "alert-kafka", func() runtime.SinkFunction[Alert] {
+			return connect.KafkaSink(c.IO.Sink, func(r *kgo.Record, a Alert) {
+				r.Key = append(r.Key, a.Customer...)
+				r.Value = AppendJSON(r.Value, a)
+			})
+		}).UID("alert-kafka")
+	case "webhook", "slack":
+		slack := c.Sink == "slack"
+		enc := AppendJSON
+		if slack {
+			enc = func(dst []byte, a Alert) []byte {
+				dst = append(dst, ":rotating_light: "...)
+				dst = append(dst, a.String()...)
+				dst = append(dst, " is above "...)
+				return append(dst, PythonFloat(a.Threshold)...)
+			}
+		}
+		// The transaction's origin identifies it across restores (its ID
+		// need not be unique across files).
+		key := func(a Alert) string { return Rule + "/" + a.Source + "/" + strconv.FormatInt(a.Line, 10) }
+		runtime.SinkTo(alerts, "alert-"+c.Sink, func() runtime.SinkFunction[Alert] {
+			return connect.WebhookSink(c.IO.Sink, slack, enc, key)
+		}).UID("alert-" + c.Sink)
+	default:
+		runtime.SinkTo(alerts, "alert-files", func() runtime.SinkFunction[Alert] {
+			return &filesink.Sink[Alert]{Dir: c.Output, Encode: AppendJSON, Append: c.Append}
+		}).UID(AlertSinkUID)
+	}
+	if toFiles {
+		runtime.SinkTo(dead, "dead-letter-files", func() runtime.SinkFunction[file.DeadLetter] {
+			return &filesink.Sink[file.DeadLetter]{Dir: outputDir(c.Output, DeadLetterDir), Encode: appendDeadLetter, Append: c.Append}
+		}).UID(DeadLetterUID)
+	}
 	return nil
+}
+
+// kafkaDecoder decodes a record as a CSV row
+// (transaction_id,customer_id,amount[,timestamp]) or a JSON object with
+// those names. Source and Line are "<topic>/<partition>" and the offset.
+func kafkaDecoder(format string) kafka.Decoder[Transaction] {
+	fromCSV := kafka.CSV(func(fields [][]byte) (Transaction, error) {
+		if len(fields) != 3 && len(fields) != 4 {
+			return Transaction{}, fmt.Errorf("row has %d fields, want transaction_id,customer_id,amount[,timestamp]", len(fields))
+		}
+		f := []string{string(fields[0]), string(fields[1]), string(fields[2]), ""}
+		if len(fields) == 4 {
+			f[3] = string(fields[3])
+		}
+		return decode(f)
+	})
+	type tp struct {
+		topic string
+		part  int32
+	}
+	origins := map[tp]string{} // the subtask's partitions, named once
+	return func(r *kgo.Record) (Transaction, error) {
+		var t Transaction
+		var err error
+		if format == "csv" {
+			t, err = fromCSV(r)
+		} else {
+			t, err = decodeJSON(r.Value)
+		}
+		o, ok := origins[tp{r.Topic, r.Partition}]
+		if !ok {
+			o = r.Topic + "/" + strconv.Itoa(int(r.Partition))
+			origins[tp{r.Topic, r.Partition}] = o
+		}
+		t.Source, t.Line = o, r.Offset
+		return t, err
+	}
+}
+
+// decodeJSON reads {"transaction_id":"tx1","customer_id":"c1","amount":9200,
+// "timestamp":...}; amount and timestamp may be numbers or strings.
+func decodeJSON(b []byte) (Transaction, error) {
+	var j struct {
+		ID        string          `json:"transaction_id"`
+		Customer  string          `json:"customer_id"`
+		Amount    json.RawMessage `json:"amount"`
+		Timestamp json.RawMessage `json:"timestamp"`
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return Transaction{}, fmt.Errorf("invalid JSON: %w", err)
+	}
+	f := []string{j.ID, j.Customer, strings.Trim(string(j.Amount), `"`), strings.Trim(string(j.Timestamp), `"`)}
+	if f[3] == "null" {
+		f[3] = ""
+	}
+	return decode(f)
 }
 
 func appendDeadLetter(dst []byte, d file.DeadLetter) []byte { return d.AppendJSON(dst) }

@@ -104,7 +104,12 @@ func TestParams(t *testing.T) {
 		params map[string]string
 		err    string
 	}{
-		{map[string]string{"output": "/tmp/o"}, "parameter input is required"},
+		{map[string]string{"output": "/tmp/o"}, "parameter input: required with source=file"},
+		{map[string]string{"source": "kafka"}, "parameter output is required"},
+		{map[string]string{"source": "stdin", "output": "/tmp/o"}, `"stdin" is not a source`},
+		{map[string]string{"input": "/in", "output": "/tmp/o", "sink": "print"}, `"print" is not a sink`},
+		{map[string]string{"source": "kafka", "output": "/tmp/o", "format": "xml"}, `"xml": use json or csv`},
+		{map[string]string{"input": "/in", "output": "/tmp/o", "sink": "slack"}, "needs webhook-url-env or webhook-url-file"},
 		{map[string]string{"input": "/in", "output": "/tmp/o", "threshold": "NaN"}, "must be a finite number"},
 		{map[string]string{"input": "/in", "output": "/tmp/o", "monitor": "-1s"}, "must be 0 (read once) or positive"},
 		{map[string]string{"input": "s3://b/in", "output": "/tmp/o"}, "must be a local file or directory"},

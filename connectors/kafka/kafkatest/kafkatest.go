@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"testing"
 	"time"
@@ -85,8 +86,11 @@ func readCommitted(addrs []string, topic string, partitions int32, within time.D
 	if err := p.ProduceSync(ctx, sentinels...).FirstErr(); err != nil {
 		return nil, fmt.Errorf("writing sentinels: %w", err)
 	}
+	// No fetch sessions: closing a client races with its last fetch's
+	// session update (see the source's options).
 	c, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableFetchSessions())
 	if err != nil {
 		return nil, err
 	}
@@ -111,4 +115,30 @@ func readCommitted(addrs []string, topic string, partitions int32, within time.D
 		})
 	}
 	return out, nil
+}
+
+// ProduceLines writes lines as records to a new topic of parts partitions,
+// each to the partition of its key (FNV-1a of key(line), modulo parts;
+// partition 0 for an empty key), as a keyed producer would: one key's
+// lines stay in order. It returns the 1-based line number of each record,
+// by "<topic>/<partition>:<offset>", offsets counting from 0 in each
+// partition (so the topic must start empty).
+func ProduceLines(t testing.TB, addrs []string, topic string, parts int32, lines []string, key func(line string) string) map[string]int {
+	t.Helper()
+	origins := make(map[string]int, len(lines))
+	next := make([]int64, parts)
+	rs := make([]*kgo.Record, 0, len(lines))
+	for i, l := range lines {
+		p := int32(0)
+		if k := key(l); k != "" {
+			h := fnv.New32a()
+			h.Write([]byte(k))
+			p = int32(h.Sum32() % uint32(parts))
+		}
+		origins[topic+"/"+strconv.Itoa(int(p))+":"+strconv.FormatInt(next[p], 10)] = i + 1
+		next[p]++
+		rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(l)})
+	}
+	Produce(t, addrs, rs...)
+	return origins
 }

@@ -5,11 +5,13 @@
 //
 //	kafka serve   [--listen 127.0.0.1:9092] [--topic name:partitions]...
 //	kafka produce-walkthrough [--brokers ...] [--topic transactions] [--count 500] [--format json|csv]
+//	kafka produce-lines [--brokers ...] --topic events [--key field] [--skip-header] file...
 //	kafka consume [--brokers ...] --topic alerts [--count N] [--timeout 30s]
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +26,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirstream/weir/jobs/anomaly"
 	"github.com/weirstream/weir/jobs/fraud"
+	"github.com/weirstream/weir/jobs/threshold"
 )
 
 func main() {
@@ -37,6 +41,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "produce-walkthrough":
 		err = produce(os.Args[2:])
+	case "produce-lines":
+		err = produceLines(os.Args[2:])
 	case "consume":
 		err = consume(os.Args[2:])
 	default:
@@ -49,7 +55,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: kafka serve|produce-walkthrough|consume [flags] (-h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: kafka serve|produce-walkthrough|produce-lines|consume [flags] (-h for the flags)")
 	os.Exit(2)
 }
 
@@ -62,10 +68,13 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:9092", "address to listen on")
 	var topics topicsFlag
-	fs.Var(&topics, "topic", "topic to create, name:partitions (repeatable; default transactions:4 and alerts:4)")
+	fs.Var(&topics, "topic", "topic to create, name:partitions (repeatable; default: the jobs' default topics, 4 partitions each)")
 	fs.Parse(args)
 	if len(topics) == 0 {
-		topics = topicsFlag{fraud.TransactionsTopic + ":4", fraud.AlertsTopic + ":4"}
+		for _, t := range []string{fraud.TransactionsTopic, fraud.AlertsTopic, anomaly.EventsTopic, anomaly.TransfersTopic,
+			anomaly.CardUsesTopic, anomaly.AlertsTopic, threshold.TransactionsTopic, threshold.AlertsTopic} {
+			topics = append(topics, t+":4")
+		}
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", *listen, err)
@@ -127,6 +136,55 @@ func produce(args []string) error {
 		return fmt.Errorf("producing to %s at %s: %w", *topic, *brokers, err)
 	}
 	fmt.Printf("produced %d transactions to %s\n", *count, *topic)
+	return nil
+}
+
+// produceLines writes each line of the files as a record, keyed by a
+// JSON field so that one key's lines stay in order in one partition.
+func produceLines(args []string) error {
+	fs := flag.NewFlagSet("produce-lines", flag.ExitOnError)
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated brokers")
+	topic := fs.String("topic", "", "topic to write (required)")
+	key := fs.String("key", "", "JSON field whose string value keys each record (default: no key)")
+	skipHeader := fs.Bool("skip-header", false, "leave out each file's first line (a CSV header)")
+	fs.Parse(args)
+	if *topic == "" || fs.NArg() == 0 {
+		return errors.New("produce-lines needs --topic and at least one file")
+	}
+	var rs []*kgo.Record
+	for _, path := range fs.Args() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		if *skipHeader && len(lines) > 0 {
+			lines = lines[1:]
+		}
+		for _, l := range lines {
+			r := &kgo.Record{Topic: *topic, Value: []byte(strings.TrimSuffix(l, "\r"))}
+			if *key != "" {
+				var m map[string]any
+				if json.Unmarshal(r.Value, &m) == nil {
+					if k, ok := m[*key].(string); ok {
+						r.Key = []byte(k)
+					}
+				}
+			}
+			rs = append(rs, r)
+		}
+	}
+	cl, err := client(*brokers)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("producing to %s at %s: %w", *topic, *brokers, err)
+	}
+	fmt.Printf("produced %d records to %s\n", len(rs), *topic)
 	return nil
 }
 
