@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
 	"github.com/weirstream/weir/internal/etcdtest"
 )
@@ -230,6 +231,24 @@ emit: {action: alert}
 	for _, d := range []string{"dead-letters", "rule-errors", "late"} {
 		if l := committedLines(t, filepath.Join(out, d), ""); len(l) > 0 {
 			t.Errorf("%s: %q", d, l)
+		}
+	}
+	// The events of c.jsonl were all evaluated after the restart, under
+	// big version 3 and huge version 2: the counts the evaluator's
+	// subtasks publish say so.
+	want3 := map[string][3]int64{"big/3": {10, 6, 0}, "huge/2": {10, 3, 0}}
+	var stats cli.RuleStatsView
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		weirJSON(t, &stats, "rules", "stats", "--etcd", etcd.Endpoint, "--cluster-id", "live", "--job", id)
+		got := map[string][3]int64{}
+		for _, r := range stats.Rules {
+			got[fmt.Sprintf("%s/%d", r.Rule, r.Version)] = [3]int64{r.Evaluations, r.Alerts, r.Errors}
+		}
+		if got["big/3"] == want3["big/3"] && got["huge/2"] == want3["huge/2"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rules stats %+v, want big/3 and huge/2 %v", stats.Rules, want3)
 		}
 	}
 	h := rules("history", "big")

@@ -87,6 +87,11 @@ func parseEventTime(s string) (int64, error) {
 	return t.UnixMilli(), nil
 }
 
+// RuleStatsView is the --json output of weir rules stats.
+type RuleStatsView struct {
+	Rules []store.RuleStat `json:"rules"`
+}
+
 // RulesView is the --json output of the weir rules commands that print
 // entries (all but get, which prints one store.Entry).
 type RulesView struct {
@@ -285,6 +290,42 @@ func newRulesLiveCmds() []*cobra.Command {
 	}
 	hist.register(histCmd, false)
 	cmds = append(cmds, histCmd)
+
+	stats := &liveFlags{}
+	statsCmd := &cobra.Command{
+		Use:   "stats --job ID",
+		Short: "Each rule version's evaluations, alerts, errors and evaluation time in a running rules job",
+		Long: "Sum the counts the job's evaluator subtasks publish to etcd every few seconds (since each\n" +
+			"subtask started: a restart starts them again), by rule and version.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, done, err := stats.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			st, err := s.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if stats.asJSON {
+				return printJSON(cmd.OutOrStdout(), RuleStatsView{Rules: st})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RULE\tVERSION\tEVALUATIONS\tALERTS\tERRORS\tHIT RATE\tEVAL µs/EVENT")
+			for _, r := range st {
+				rate, per := 0.0, 0.0
+				if r.Evaluations > 0 {
+					rate = float64(r.Alerts) / float64(r.Evaluations)
+					per = float64(r.EvalNanos) / float64(r.Evaluations) / 1e3
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.2f%%\t%.2f\n", r.Rule, r.Version, r.Evaluations, r.Alerts, r.Errors, 100*rate, per)
+			}
+			return tw.Flush()
+		},
+	}
+	stats.register(statsCmd, false)
+	cmds = append(cmds, statsCmd)
 
 	mark := &liveFlags{}
 	markCmd := &cobra.Command{

@@ -1,15 +1,23 @@
 package rulesjob
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/rules/store"
 	"github.com/weirstream/weir/runtime"
 )
 
@@ -97,10 +105,22 @@ type evaluator struct {
 	alerts  []rules.Alert
 
 	setFrom, switchedAt runtime.Gauge
+
+	// With live rules, the per-rule counts are published to etcd for
+	// `weir rules stats` by a goroutine reading stats.
+	live    *liveConfig
+	statsMu sync.Mutex
+	stats   map[string]*atomicStat
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.ctx = ctx
+	e.stats = map[string]*atomicStat{}
+	if e.live != nil {
+		e.startPublisher(ctx.RuntimeContext)
+	}
 	if e.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
 		return err
 	}
@@ -171,7 +191,7 @@ func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rul
 // engine is the engine of sig under the set in force at t. When the set
 // changes, the engines of the rule keys whose rules (ID, version, state)
 // are the same are kept with their state; the others start empty.
-func (e *evaluator) engine(sig string, t int64) *rules.Engine {
+func (e *evaluator) engine(sig string, t int64) *sigEngine {
 	from, set := setAt(e.sets, t)
 	if set == nil {
 		return nil
@@ -197,20 +217,75 @@ func (e *evaluator) engine(sig string, t int64) *rules.Engine {
 			// only needs to wake this subtask at their times. Any key
 			// of the rule key will do, and the current one is.
 			eng.Wake = e.ctx.RegisterEventTimeTimer
-			engines[s] = &sigEngine{eng: eng, id: id}
+			eng.TimeRules = true
+			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs))}
+			for _, r := range rs {
+				se.counters = append(se.counters, e.ruleCounters(r))
+			}
+			engines[s] = se
 		}
 		e.engines = engines
 	}
-	if se := e.engines[sig]; se != nil {
-		return se.eng
-	}
-	return nil
+	return e.engines[sig]
 }
 
-// sigEngine is the engine of one rule key and what its rules are.
+// sigEngine is the engine of one rule key and what its rules are, with
+// the per-rule counters and what of the engine's counts they hold.
 type sigEngine struct {
-	eng *rules.Engine
-	id  string
+	eng      *rules.Engine
+	id       string
+	counters []ruleCounters
+	pushed   []rules.RuleStats
+}
+
+// ruleCounters are one rule version's metrics: registered by rule and
+// version, so a version's counts survive its engine being rebuilt and
+// every version has its own.
+type ruleCounters struct {
+	evals, alerts, errs, nanos runtime.Counter
+	// The same counts, for the publisher's goroutine.
+	sum *atomicStat
+}
+
+// atomicStat is one rule version's counts in this subtask.
+type atomicStat struct {
+	rule                       string
+	version                    int64
+	evals, alerts, errs, nanos atomic.Int64
+}
+
+func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
+	g := e.ctx.Metrics().With("rule", r.ID).With("version", strconv.FormatInt(r.Version, 10))
+	e.statsMu.Lock()
+	k := r.ID + "\x00" + strconv.FormatInt(r.Version, 10)
+	sum := e.stats[k]
+	if sum == nil {
+		sum = &atomicStat{rule: r.ID, version: r.Version}
+		e.stats[k] = sum
+	}
+	e.statsMu.Unlock()
+	return ruleCounters{sum: sum,
+		evals:  g.Counter("rule_evaluations_total", "events and timers a rule version evaluated"),
+		alerts: g.Counter("rule_alerts_total", "alerts a rule version raised (shadow ones too)"),
+		errs:   g.Counter("rule_errors_total", "events and timers a rule version failed on"),
+		nanos:  g.Counter("rule_eval_nanoseconds_total", "time spent evaluating a rule version"),
+	}
+}
+
+// push adds what the engine counted since the last push to the metrics.
+func (se *sigEngine) push() {
+	for i, st := range se.eng.StatsView() {
+		p, c := &se.pushed[i], se.counters[i]
+		c.evals.Add(st.Evaluations - p.Evaluations)
+		c.alerts.Add(st.Alerts - p.Alerts)
+		c.errs.Add(st.Errors - p.Errors)
+		c.nanos.Add(st.EvalNanos - p.EvalNanos)
+		c.sum.evals.Add(st.Evaluations - p.Evaluations)
+		c.sum.alerts.Add(st.Alerts - p.Alerts)
+		c.sum.errs.Add(st.Errors - p.Errors)
+		c.sum.nanos.Add(st.EvalNanos - p.EvalNanos)
+		*p = st
+	}
 }
 
 // rulesIdentity names a rule key's rules and the lists they may read:
@@ -229,10 +304,12 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if len(rs) > 0 {
 		e.pending.Remove(t)
 	}
-	eng := e.engine(sigOf(ctx.CurrentKey()), t)
-	if eng == nil {
+	se := e.engine(sigOf(ctx.CurrentKey()), t)
+	if se == nil {
 		return nil // no rule of the set in force has this key
 	}
+	defer se.push()
+	eng := se.eng
 	var err error
 	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
 	e.emit(out)
@@ -274,4 +351,54 @@ func (e *evaluator) emit(out runtime.Collector[string]) {
 			out.Collect(string(b))
 		}
 	}
+}
+
+// statsEvery is how often a subtask publishes its rule counts.
+const statsEvery = 2 * time.Second
+
+// startPublisher publishes this subtask's per-rule counts to etcd every
+// statsEvery (under a lease, so a subtask that is gone drops out), off
+// the task's goroutine; an unreachable etcd costs a skipped publication.
+func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.done = cancel, make(chan struct{})
+	subtask, job, log := rc.SubtaskIndex(), rc.JobID(), rc.Logger()
+	go func() {
+		defer close(e.done)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: e.live.endpoints, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
+		if err != nil {
+			log.Warn("rules: no etcd client for the rule stats", "err", err)
+			return
+		}
+		defer cli.Close()
+		st := store.New(cli, e.live.cluster, job)
+		t := time.NewTicker(statsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			e.statsMu.Lock()
+			out := make([]store.RuleStat, 0, len(e.stats))
+			for _, s := range e.stats {
+				out = append(out, store.RuleStat{Rule: s.rule, Version: s.version, Evaluations: s.evals.Load(),
+					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
+			}
+			e.statsMu.Unlock()
+			pctx, pcancel := context.WithTimeout(ctx, etcdTimeout)
+			_ = st.PublishStats(pctx, subtask, out, int64(5*statsEvery/time.Second)) // the next one retries
+			pcancel()
+		}
+	}()
+}
+
+// Close stops the publisher.
+func (e *evaluator) Close() error {
+	if e.stop != nil {
+		e.stop()
+		<-e.done
+	}
+	return nil
 }

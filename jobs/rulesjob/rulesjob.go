@@ -269,7 +269,9 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	writeDeadLetters(c, runtime.SideOutput(routed, lateRecords), "late-files", LateDir)
 	keyed := runtime.KeyBy(routed, runtime.StringKey, func(r Routed) string { return r.Key })
 	alerts := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
-		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] { return &evaluator{} },
+		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] {
+			return &evaluator{live: live}
+		},
 		runtime.StringCodec{}).UID(EvaluatorUID)
 
 	writeLines(c, alerts, "alert-files", AlertsDir)

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -436,4 +437,73 @@ func cmpOr(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// RuleStat is one rule version's counts in one subtask of a job, as the
+// job publishes them under rules-stats/ and `weir rules stats` sums them.
+type RuleStat struct {
+	Rule        string `json:"rule"`
+	Version     int64  `json:"version"`
+	Evaluations int64  `json:"evaluations"`
+	Alerts      int64  `json:"alerts"`
+	Errors      int64  `json:"errors"`
+	EvalNanos   int64  `json:"eval_ns"`
+}
+
+// StatsKey is where a subtask of the job publishes its rule counts.
+func (s *Store) StatsKey(subtask int) string {
+	return s.prefix + "rules-stats/" + strconv.Itoa(subtask)
+}
+
+// PublishStats writes a subtask's counts with a lease of ttl seconds, so
+// the counts of a subtask that is gone expire.
+func (s *Store) PublishStats(ctx context.Context, subtask int, stats []RuleStat, ttl int64) error {
+	b, err := json.Marshal(stats)
+	if err != nil {
+		return err
+	}
+	l, err := s.cli.Grant(ctx, ttl)
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	if _, err := s.cli.Put(ctx, s.StatsKey(subtask), string(b), clientv3.WithLease(l.ID)); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	return nil
+}
+
+// Stats sums the counts every subtask published, by rule and version, in
+// (rule, version) order.
+func (s *Store) Stats(ctx context.Context) ([]RuleStat, error) {
+	r, err := s.cli.Get(ctx, s.prefix+"rules-stats/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	sum := map[[2]string]*RuleStat{}
+	var order [][2]string
+	for _, kv := range r.Kvs {
+		var part []RuleStat
+		if err := json.Unmarshal(kv.Value, &part); err != nil {
+			return nil, fmt.Errorf("%s: %w", kv.Key, err)
+		}
+		for _, p := range part {
+			k := [2]string{p.Rule, fmt.Sprintf("%020d", p.Version)}
+			t := sum[k]
+			if t == nil {
+				t = &RuleStat{Rule: p.Rule, Version: p.Version}
+				sum[k] = t
+				order = append(order, k)
+			}
+			t.Evaluations += p.Evaluations
+			t.Alerts += p.Alerts
+			t.Errors += p.Errors
+			t.EvalNanos += p.EvalNanos
+		}
+	}
+	slices.SortFunc(order, func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })
+	out := make([]RuleStat, 0, len(order))
+	for _, k := range order {
+		out = append(out, *sum[k])
+	}
+	return out, nil
 }
