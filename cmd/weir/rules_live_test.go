@@ -256,3 +256,105 @@ emit: {action: alert}
 		t.Errorf("history of big:\n%s", h)
 	}
 }
+
+// stderrOf is every TaskManager's log so far.
+func stderrOf(c *cluster.Cluster) string {
+	var b strings.Builder
+	for _, tm := range c.TaskManagers {
+		b.WriteString(tm.Stderr())
+	}
+	return b.String()
+}
+
+func waitLog(t *testing.T, c *cluster.Cluster, text string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); strings.Count(stderrOf(c), text) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the TaskManagers' logs within a minute", text)
+		}
+	}
+}
+
+// waitLines waits until dir's committed part files hold n lines.
+func waitLines(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		got := committedLines(t, dir, "")
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+	}
+}
+
+// TestRulesJobKeepsItsRulesWhileEtcdIsDown: with etcd gone the job says
+// so in its logs and goes on evaluating under its current rules
+// (rules-clock=wall); when etcd is back it follows changes again.
+func TestRulesJobKeepsItsRulesWhileEtcdIsDown(t *testing.T) {
+	etcd := etcdtest.StartProcess(t)
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := filepath.Join(work, "rules.yaml")
+	if err := os.WriteFile(ruleFile, []byte(`id: big
+key: [user]
+kind: filter
+condition: 'e.amount > 100'
+emit: {action: alert}
+---
+id: any
+key: [user]
+kind: filter
+condition: 'e.amount > 0'
+emit: {action: alert}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2})
+	id := submit(t, c, "rules", "--parallelism", "2", "--checkpoint-interval", "200ms",
+		"--param", "rules="+ruleFile, "--param", "input="+in, "--param", "output="+out, "--param", "monitor=100ms",
+		"--param", "out-of-orderness=0s", "--param", "etcd="+etcd.Endpoint, "--param", "rules-lag=2s")
+	waitState(t, c, id, time.Minute, "RUNNING")
+	rules := func(args ...string) {
+		t.Helper()
+		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--job", id)...)
+		if r.ExitCode != 0 {
+			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r := runWeir(t, "rules", "list", "--etcd", etcd.Endpoint, "--job", id)
+		if strings.Contains(r.Stdout, "big") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not store its rules: %s %s", r.Stdout, r.Stderr)
+		}
+	}
+	event := func(name string, amount int) int64 {
+		ts := time.Now().UnixMilli()
+		writeEvents(t, in, name, []liveEvent{{ts: ts, user: "u", ip: "i", amount: float64(amount)}})
+		return ts
+	}
+
+	etcd.Stop()
+	waitLog(t, c, "rules: etcd unreachable; the job keeps its current rules and retries", 1)
+	t1 := event("1.jsonl", 500)
+	got := waitLines(t, filepath.Join(out, "alerts"), 2)
+	want := []string{alertLine("any", 1, "user", "u", t1, false), alertLine("big", 1, "user", "u", t1, false)}
+	if !slices.Equal(got, want) {
+		t.Fatalf("while etcd was down:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	etcd.Restart(t)
+	waitLog(t, c, "rules: etcd reachable again; following rule changes", 1)
+	rules("pause", "big")
+	t2 := event("2.jsonl", 600)
+	got = waitLines(t, filepath.Join(out, "alerts"), 3)
+	want = append(want, alertLine("any", 1, "user", "u", t2, false))
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after etcd came back and big was paused:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,6 +67,36 @@ type liveSource struct {
 	down     bool // etcd unreachable: keeping the rules, retrying
 	retryAt  time.Time
 	lastTick time.Time
+	up       runtime.Gauge // 1 while etcd answers
+
+	// A watch stays silent while etcd is gone (the client retries), so a
+	// probe goroutine asks etcd every probeEvery and says whether it
+	// answered; the task never blocks on an etcd that is away.
+	probeErr    atomic.Pointer[error]
+	watchCancel context.CancelFunc
+}
+
+// probeEvery is how often the rule source checks that etcd answers.
+const probeEvery = 500 * time.Millisecond
+
+func (s *liveSource) probe() {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, probeEvery)
+		_, err := s.cli.Get(ctx, s.st.MarkKey())
+		cancel()
+		if err != nil && s.ctx.Err() == nil {
+			s.probeErr.Store(&err)
+		} else {
+			s.probeErr.Store(nil)
+		}
+	}
 }
 
 func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
@@ -88,6 +119,7 @@ func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
 func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
 	s.log = ctx.Logger().With("operator", ctx.OperatorName())
 	s.job = ctx.JobID()
+	s.up = ctx.Metrics().Gauge("rules_etcd_up", "1 while the rule source reaches etcd, 0 while it keeps the current rules and retries")
 	s.mark = store.NoMark
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.endpoints, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
@@ -95,6 +127,7 @@ func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
 		return fmt.Errorf("rule source: etcd %v: %w", s.cfg.endpoints, err)
 	}
 	s.cli, s.st = cli, store.New(cli, s.cfg.cluster, s.job)
+	go s.probe()
 	return nil
 }
 
@@ -153,7 +186,10 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 			s.started = true
 		}
 	}
-	if s.down && time.Now().After(s.retryAt) {
+	if e := s.probeErr.Load(); e != nil && !s.down {
+		s.unreachable(*e)
+	}
+	if s.down && s.probeErr.Load() == nil && time.Now().After(s.retryAt) {
 		if err := s.connect(); err != nil {
 			s.unreachable(err)
 		} else {
@@ -217,11 +253,17 @@ func (s *liveSource) connect() error {
 		return err
 	}
 	s.rev = rev
-	s.watch = s.cli.Watch(clientv3.WithRequireLeader(s.ctx), store.Prefix(s.cfg.cluster, s.job), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	if s.watchCancel != nil {
+		s.watchCancel() // a reconnect's watch replaces the old one
+	}
+	var wctx context.Context
+	wctx, s.watchCancel = context.WithCancel(s.ctx)
+	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), store.Prefix(s.cfg.cluster, s.job), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	if s.down {
 		s.log.Info("rules: etcd reachable again; following rule changes")
 	}
 	s.down = false
+	s.up.Set(1)
 	return nil
 }
 
@@ -230,6 +272,7 @@ func (s *liveSource) unreachable(err error) {
 		s.log.Warn("rules: etcd unreachable; the job keeps its current rules and retries", "err", err)
 	}
 	s.down, s.retryAt = true, time.Now().Add(time.Second)
+	s.up.Set(0)
 }
 
 // drain applies the watch's pending responses: one change per response
