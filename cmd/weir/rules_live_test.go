@@ -358,3 +358,77 @@ emit: {action: alert}
 		t.Fatalf("after etcd came back and big was paused:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestRulesJobSavepointCarriesRules stops a live rules job (rules-clock=
+// marks, rules-name fixed) with a savepoint while the events after the
+// last change still wait for the rule watermark, resumes a paused rule
+// while no job runs, and submits the job again from the savepoint: the
+// new job evaluates the waiting events under the rule sets the savepoint
+// holds (big paused from 10000) and applies the change made meanwhile
+// from its own time (big resumed from 20000).
+func TestRulesJobSavepointCarriesRules(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := filepath.Join(work, "rules.yaml")
+	if err := os.WriteFile(ruleFile, []byte("id: big\nkey: [user]\nkind: filter\ncondition: 'e.amount > 100'\nemit: {action: alert}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	params := []string{"--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + ruleFile, "--param", "input=" + in,
+		"--param", "output=" + out, "--param", "monitor=100ms", "--param", "out-of-orderness=0s", "--param", "etcd=" + etcd.Endpoint,
+		"--param", "rules-clock=marks", "--param", "rules-name=fraud", "--param", "append=true"}
+	id := submit(t, c, append([]string{"rules"}, params...)...)
+	waitState(t, c, id, time.Minute, "RUNNING")
+	rules := func(args ...string) {
+		t.Helper()
+		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--job", "fraud")...)
+		if r.ExitCode != 0 {
+			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r := runWeir(t, "rules", "list", "--etcd", etcd.Endpoint, "--job", "fraud"); strings.Contains(r.Stdout, "big") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not store its rules under its rules-name")
+		}
+	}
+	a, b, cc := liveEvents(0), liveEvents(10000), liveEvents(20000)
+	writeEvents(t, in, "a.jsonl", a)
+	rules("pause", "big", "--at", "10000")
+	writeEvents(t, in, "b.jsonl", b)
+	waitRead(t, c, id, 20)
+	waitCheckpoint(t, c, id, jobStatus(t, c, id).Checkpointing.Completed)
+	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	// Changed while no job runs: the new job applies it from its time,
+	// not from where the savepoint's rule sets end.
+	rules("resume", "big", "--at", "20000")
+	id2 := submit(t, c, append([]string{"rules", "--from-savepoint", strings.TrimSpace(r.Stdout)}, params...)...)
+	waitState(t, c, id2, time.Minute, "RUNNING")
+	writeEvents(t, in, "c.jsonl", cc)
+	rules("mark", "--at", "50000")
+
+	var want []string
+	for _, e := range append(a, cc...) {
+		if e.amount > 100 {
+			v := int64(1)
+			if e.ts >= 20000 {
+				v = 3
+			}
+			want = append(want, alertLine("big", v, "user", e.user, e.ts, false))
+		}
+	}
+	slices.Sort(want)
+	got := waitLines(t, filepath.Join(out, "alerts"), len(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

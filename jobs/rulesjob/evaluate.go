@@ -362,7 +362,7 @@ const statsEvery = 2 * time.Second
 func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop, e.done = cancel, make(chan struct{})
-	subtask, job, log := rc.SubtaskIndex(), rc.JobID(), rc.Logger()
+	subtask, job, log := rc.SubtaskIndex(), e.live.rulesName(rc), rc.Logger()
 	go func() {
 		defer close(e.done)
 		cli, err := clientv3.New(clientv3.Config{Endpoints: e.live.endpoints, DialTimeout: etcdTimeout, Logger: zap.NewNop()})

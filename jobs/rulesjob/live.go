@@ -1,10 +1,13 @@
 package rulesjob
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -41,9 +44,18 @@ const etcdTimeout = 3 * time.Second
 type liveConfig struct {
 	endpoints []string
 	cluster   string
+	name      string // the rules' name in etcd; "" for the job's ID
 	marks     bool
 	lag       time.Duration
 	file      []*rules.Spec // the rules parameter's documents
+}
+
+// rulesName is the name the job's rules are kept under.
+func (c *liveConfig) rulesName(ctx *runtime.RuntimeContext) string {
+	if c.name != "" {
+		return c.name
+	}
+	return ctx.JobID()
 }
 
 // liveSource watches the job's rules in etcd and emits a Change for every
@@ -99,13 +111,22 @@ func (s *liveSource) probe() {
 	}
 }
 
+// InitializeState restores the time of the last record and the entries
+// the source had applied: what the restored broadcast state holds.
 func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
+	s.entries = map[string]store.Entry{}
 	if len(entries) == 0 {
 		s.last = setTime
 		return nil
 	}
+	if len(entries) != 2 {
+		return fmt.Errorf("rule source state: %d entries, want 2: %w", len(entries), runtime.ErrCorrupt)
+	}
 	v, err := runtime.Int64Codec{}.Decode(entries[0])
 	if err != nil {
+		return fmt.Errorf("rule source state: %w", err)
+	}
+	if err := json.Unmarshal(entries[1], &s.entries); err != nil {
 		return fmt.Errorf("rule source state: %w", err)
 	}
 	s.last, s.restored = v, true
@@ -113,12 +134,16 @@ func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte
 }
 
 func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
-	return [][]byte{runtime.Int64Codec{}.Append(nil, s.last)}, nil
+	b, err := json.Marshal(s.entries)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{runtime.Int64Codec{}.Append(nil, s.last), b}, nil
 }
 
 func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
 	s.log = ctx.Logger().With("operator", ctx.OperatorName())
-	s.job = ctx.JobID()
+	s.job = s.cfg.rulesName(ctx)
 	s.up = ctx.Metrics().Gauge("rules_etcd_up", "1 while the rule source reaches etcd, 0 while it keeps the current rules and retries")
 	s.mark = store.NoMark
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -162,42 +187,26 @@ func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.
 
 func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 	if !s.started {
-		// Until etcd answers, the rules of the parameter are the set.
-		if err := s.connect(); err != nil {
-			s.unreachable(err)
-			if !s.restored {
-				set, err := s.compile()
-				if err != nil {
-					return 0, err
-				}
-				s.emit(out, setTime, set)
-			}
-			s.started = true
-		} else {
+		s.started = true
+		if !s.restored {
+			// The rules of the parameter, before any event; etcd's
+			// entries follow in the order of their times.
 			set, err := s.compile()
 			if err != nil {
 				return 0, err
 			}
-			if s.restored {
-				s.emit(out, s.last+1, set)
-			} else {
-				s.emit(out, setTime, set)
-			}
-			s.started = true
+			s.emit(out, setTime, set)
+		}
+		if err := s.connect(out); err != nil {
+			s.unreachable(err)
 		}
 	}
 	if e := s.probeErr.Load(); e != nil && !s.down {
 		s.unreachable(*e)
 	}
 	if s.down && s.probeErr.Load() == nil && time.Now().After(s.retryAt) {
-		if err := s.connect(); err != nil {
+		if err := s.connect(out); err != nil {
 			s.unreachable(err)
-		} else {
-			set, err := s.compile()
-			if err != nil {
-				return 0, err
-			}
-			s.emit(out, s.last+1, set)
 		}
 	}
 	if !s.down {
@@ -215,8 +224,12 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 }
 
 // connect reads the stored rules (seeding those of the rules parameter
-// that are not stored yet, so the CLI sees them) and starts the watch.
-func (s *liveSource) connect() error {
+// that are not stored yet, so the CLI sees them), applies the entries that
+// differ from the ones the source holds (restored from a checkpoint, or
+// from before an outage) one by one in the order of their times, so each
+// applies from its own time (or from the rule watermark, if that has
+// passed it), and starts the watch.
+func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	ctx, cancel := context.WithTimeout(s.ctx, etcdTimeout)
 	defer cancel()
 	es, _, err := s.st.List(ctx)
@@ -243,9 +256,20 @@ func (s *liveSource) connect() error {
 	if err != nil {
 		return err
 	}
-	s.entries = map[string]store.Entry{}
+	var changed []store.Entry
 	for _, e := range es {
+		if old, ok := s.entries[e.ID]; !ok || old.Version != e.Version {
+			changed = append(changed, e)
+		}
+	}
+	slices.SortStableFunc(changed, func(a, b store.Entry) int { return cmp.Compare(a.At, b.At) })
+	for _, e := range changed {
 		s.entries[e.ID] = e
+		set, err := s.compile()
+		if err != nil {
+			return err
+		}
+		s.emit(out, e.At, set)
 	}
 	if m, err := s.st.Mark(ctx); err == nil {
 		s.mark = m

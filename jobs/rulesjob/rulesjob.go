@@ -71,6 +71,7 @@ func init() {
 	ps := []jobs.Param{
 		{Name: "rules", Type: jobs.Path, Description: "a rule file or a directory of *.yaml/*.yml rule files (README, Rules), loaded at start by every process; a refused rule fails the submission with its line and reason. Required without etcd"},
 		{Name: "etcd", Type: jobs.String, Description: "etcd endpoints (comma-separated): follow the rules stored under /weir/<cluster-id>/jobs/<job id>/rules/ (weir rules put/pause/resume/shadow/delete/rollback); the rules parameter's rules are stored there at start if absent"},
+		{Name: "rules-name", Type: jobs.String, Description: "with etcd: the name the rules are kept under, /weir/<cluster-id>/jobs/<rules-name>/ (default: the job's ID); give one to keep following the same rules after a stop with a savepoint and a new submission, which gets a new ID"},
 		{Name: "cluster-id", Type: jobs.String, Default: "default", Description: "with etcd: the cluster ID the rules are kept under (the --cluster-id of the weir rules commands)"},
 		{Name: "rules-clock", Type: jobs.String, Default: "wall", Description: "with etcd: wall (a change applies from the event time it was put at; events wait rules-lag behind the wall clock for changes) or marks (a change applies from its --at; events wait for weir rules mark)"},
 		{Name: "rules-lag", Type: jobs.Duration, Default: "1s", Description: "rules-clock=wall: how far behind the wall clock the rule watermark trails (the longest a put may take to reach the job and still apply from its time)"},
@@ -199,6 +200,10 @@ func parseConfig(p *runtime.Params) Config {
 	}
 	etcd := p.String("etcd", "")
 	cluster := p.String("cluster-id", "default")
+	rulesName := p.String("rules-name", "")
+	if strings.Contains(rulesName, "/") {
+		p.Errorf("rules-name", "%q must not contain /", rulesName)
+	}
 	clock := p.String("rules-clock", "wall")
 	lag := p.Duration("rules-lag", time.Second)
 	if clock != "wall" && clock != "marks" {
@@ -228,7 +233,7 @@ func parseConfig(p *runtime.Params) Config {
 		}
 	}
 	if etcd != "" {
-		live := &liveConfig{cluster: cluster, marks: clock == "marks", lag: lag, file: specs}
+		live := &liveConfig{cluster: cluster, name: rulesName, marks: clock == "marks", lag: lag, file: specs}
 		for _, e := range strings.Split(etcd, ",") {
 			if e = strings.TrimSpace(e); e != "" {
 				live.endpoints = append(live.endpoints, e)
