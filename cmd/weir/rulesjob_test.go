@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/jobs/fraud"
 )
 
 func sortedLines(s string) []string {
@@ -131,5 +133,38 @@ emit: {action: alert}
 	if len(failed) != 1 || !strings.Contains(failed[0], `"line":4`) ||
 		!strings.Contains(failed[0], `rule big version 1: condition: invalid operation`) {
 		t.Errorf("rule errors %q", failed)
+	}
+}
+
+// TestRulesJobOnTheWalkthroughGenerator runs the rules job on the
+// walkthrough generator with `weir local`, printing the alerts: one per
+// transaction above 500, with the account as key, once each, on stdout
+// and in the committed files.
+func TestRulesJobOnTheWalkthroughGenerator(t *testing.T) {
+	work := t.TempDir()
+	ruleFile := filepath.Join(work, "rules.yaml")
+	if err := os.WriteFile(ruleFile, []byte("id: large\nkey: [accountId]\nkind: filter\ncondition: 'e.amount > 500'\nemit: {action: alert}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(work, "out")
+	r := runWeir(t, "local", "--taskmanagers", "2", "--slots", "2", "--parallelism", "2", "--job", "rules",
+		"--param", "rules="+ruleFile, "--param", "source=walkthrough", "--param", "rate=0", "--param", "count=100",
+		"--param", "sink=print", "--param", "output="+out)
+	if r.ExitCode != 0 {
+		t.Fatalf("weir local exit %d:\n%s", r.ExitCode, r.Stderr)
+	}
+	var want []string
+	for i := range int64(100) {
+		tx := fraud.WalkthroughTransaction(i)
+		if tx.Amount > 500 {
+			want = append(want, fmt.Sprintf(`{"rule":"large","version":1,"key":{"accountId":%d},"time":%d,"action":"alert"}`, tx.AccountID, tx.Timestamp))
+		}
+	}
+	slices.Sort(want)
+	if got := sortedLines(r.Stdout); len(want) == 0 || !slices.Equal(got, want) {
+		t.Errorf("printed:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, want) {
+		t.Errorf("committed %d alerts, want %d", len(got), len(want))
 	}
 }

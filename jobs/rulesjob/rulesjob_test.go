@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/rules"
@@ -169,5 +171,28 @@ func TestBadRulesFailTheBuild(t *testing.T) {
 	if _, err := jobs.Build(Name, 2, map[string]string{"rules": good, "input": good, "output": dir, "format": "csv"}); err == nil ||
 		!strings.Contains(err.Error(), "format=csv needs a schema") {
 		t.Errorf("build: %v", err)
+	}
+}
+
+func TestKafkaDecoder(t *testing.T) {
+	s, err := ParseSchema("user:string,amount:number", "ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := kafkaDecoder(Config{Format: "json", Schema: s})
+	r, err := dec(&kgo.Record{Topic: "events", Partition: 2, Offset: 7, Value: []byte(`{"ts":5,"user":"u","amount":3}`)})
+	if err != nil || r.TS != 5 || r.Source != "events/2" || r.Line != 7 || r.Fields["user"] != "u" {
+		t.Fatalf("json: %+v, %v", r, err)
+	}
+	if _, err := dec(&kgo.Record{Value: []byte(`{"ts":5,"amount":3}`)}); err == nil || !strings.Contains(err.Error(), `"user" is missing`) {
+		t.Errorf("json without user: %v", err)
+	}
+	csv := kafkaDecoder(Config{Format: "csv", Schema: s})
+	r, err = csv(&kgo.Record{Topic: "events", Value: []byte("u,3,9")})
+	if err != nil || r.TS != 9 || r.Fields["amount"] != 3.0 {
+		t.Fatalf("csv: %+v, %v", r, err)
+	}
+	if _, err := csv(&kgo.Record{Value: []byte("u,x,9")}); err == nil {
+		t.Errorf("csv with a bad number decoded")
 	}
 }
