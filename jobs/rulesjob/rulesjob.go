@@ -3,24 +3,33 @@
 //
 //	input (files, a generator or Kafka) -> parse with the declared schema
 //	  (bad records to dead letters with the reason) -> event time
-//	  -> route: one copy of each event per distinct rule key (not per rule)
-//	  -> evaluate (keyed by the key's fields and values, connected to the
-//	     broadcast rule set) -> alerts as JSON lines -> sinks
+//	  -> route (keyed by a spread of the events): one copy of each event per
+//	     distinct rule key of the set in force at its time, not per rule
+//	  -> evaluate (keyed by the rule key's fields and values)
+//	  -> alerts as JSON lines -> sinks
 //
-// The rule set travels as a broadcast stream and lives in broadcast state,
-// so checkpoints and savepoints carry it. Rules need each key's events in
-// event-time order, which is what `weir rules test` gives them: the
-// evaluator buffers each key's events in keyed state until the watermark
-// passes their time, and then evaluates them in (time, file, line) order,
-// firing the rules' own timers in between exactly as the local engine does
-// (a timer at t fires after the events at t and before those at t+1). So
-// the alerts of a run equal those of `weir rules test` on the same data.
+// The rule set comes from a rule source (the rules parameter; with etcd,
+// the job's entries in package rules/store, watched: live.go) as Change
+// records broadcast to the router and the evaluator and kept in broadcast
+// state, so checkpoints and savepoints carry it. A Change's event time is
+// the time it applies from, and the rule source's watermark follows its
+// records, so no event is routed or evaluated before every change that
+// applies to it has arrived: all subtasks agree on which events saw which
+// rule version.
+//
+// Rules need each key's events in event-time order, which is what `weir
+// rules test` gives them: the evaluator buffers each key's events in keyed
+// state until the watermark passes their time, and then evaluates them in
+// (time, file, line) order, firing the rules' own timers in between
+// exactly as the local engine does (a timer at t fires after the events at
+// t and before those at t+1). So the alerts of a run equal those of `weir
+// rules test` on the same data.
 //
 // The per-key state of the rules themselves (windows, profiles, partial
 // sequence matches) is held in memory by one rules.Engine per rule key and
 // subtask; it is not written into checkpoints yet, so a restore starts the
-// rules with empty state (the buffered events, the timers and the rule set
-// are restored).
+// rules with empty state (the buffered events, the timers, the rule sets
+// and the rule source's position are restored).
 package rulesjob
 
 import (
