@@ -168,6 +168,17 @@ func TestBadRulesFailTheBuild(t *testing.T) {
 	if _, err := jobs.Build(Name, 2, map[string]string{"rules": good, "input": good, "output": dir}); err != nil {
 		t.Errorf("build: %v", err)
 	}
+	// With etcd the rules may all come from there.
+	if _, err := jobs.Build(Name, 2, map[string]string{"etcd": "127.0.0.1:2379", "input": good, "output": dir}); err != nil {
+		t.Errorf("build with etcd and no rules file: %v", err)
+	}
+	if _, err := jobs.Build(Name, 2, map[string]string{"input": good, "output": dir}); err == nil || !strings.Contains(err.Error(), "without etcd") {
+		t.Errorf("build without rules: %v", err)
+	}
+	if _, err := jobs.Build(Name, 2, map[string]string{"etcd": "x", "rules-clock": "sundial", "rules-name": "a/b", "input": good, "output": dir}); err == nil ||
+		!strings.Contains(err.Error(), "sundial") || !strings.Contains(err.Error(), "must not contain /") {
+		t.Errorf("build with a bad clock and name: %v", err)
+	}
 	if _, err := jobs.Build(Name, 2, map[string]string{"rules": good, "input": good, "output": dir, "format": "csv"}); err == nil ||
 		!strings.Contains(err.Error(), "format=csv needs a schema") {
 		t.Errorf("build: %v", err)
