@@ -12,7 +12,7 @@ KUBE_BINS := $(TOOLS)/kube-apiserver $(TOOLS)/kube-controller-manager $(TOOLS)/k
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build image run test test-k8s podman bench fuzz proto lint tools minio kafka clean
+.PHONY: all build image run test test-k8s podman chromium bench fuzz proto lint tools minio kafka clean
 
 all: build
 
@@ -46,7 +46,7 @@ run: build
 # Unit tests with the race detector, then the multi-process integration
 # tests (they build bin/weir themselves). The S3 tests run a real MinIO.
 # Then the chart on Kubernetes and in containers (test-k8s).
-test: $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm
+test: $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm chromium
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd examples && $(GO) vet ./... && $(GO) test -race -count=1 ./...
@@ -160,9 +160,16 @@ podman:
 	@command -v podman >/dev/null && command -v runc >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc; }
 
+# Chromium for the dashboard's browser test (cmd/weir/web_test.go drives it
+# with chromedp), from Debian, installed only when missing; the package
+# lists are refreshed only when the install cannot find it.
+chromium:
+	@command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 PROTO_TOOLS := $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/.protoc
 
-tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm $(KUBE_BINS) $(TOOLS)/kwok
+tools: $(PROTO_TOOLS) $(TOOLS)/minio $(TOOLS)/etcd $(TOOLS)/helm $(KUBE_BINS) $(TOOLS)/kwok chromium
 
 # A MinIO server in the foreground for trying Weir against S3 by hand:
 # S3 API on 127.0.0.1:9000, web console on 127.0.0.1:9001, data kept in

@@ -2,6 +2,7 @@ package jobmanager
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -425,15 +426,20 @@ func TestStatusAggregatesHeartbeatMetrics(t *testing.T) {
 		&weirv1.TaskMetrics{Task: &weirv1.TaskID{JobId: id, VertexId: 1, Attempt: 7},
 			Operators: []*weirv1.OperatorCounters{{RecordsIn: 1000}}})
 	tm2.setMetrics(
-		&weirv1.TaskMetrics{Task: task(1, 1), Operators: []*weirv1.OperatorCounters{{RecordsIn: 40, RecordsOut: 40}, {RecordsIn: 40}},
-			LatencyBuckets: slow.Snapshot()})
+		&weirv1.TaskMetrics{Task: task(1, 1), Operators: []*weirv1.OperatorCounters{{RecordsIn: 40, RecordsOut: 40}, {RecordsIn: 40, RecordsOut: 3}},
+			LatencyBuckets: slow.Snapshot(), BusyNs: 7, IdleNs: 8, BackpressuredNs: 9,
+			KeyGroupFirst: 64, KeyGroupRecords: []int64{5, 0, 35}})
 
 	st := c.waitStatus(id, "metrics of all subtasks", func(st *weirv1.JobStatus) bool {
 		return st.GetVertices()[1].GetOperators()[0].GetRecordsIn() == 100 &&
 			st.GetVertices()[0].GetOperators()[0].GetRecordsOut() == 100
 	})
 	ops := st.GetVertices()[1].GetOperators()
-	if ops[0].GetRecordsOut() != 100 || ops[1].GetRecordsIn() != 100 || ops[1].GetRecordsOut() != 0 ||
+	if sub := st.GetVertices()[1].GetSubtasks()[1]; sub.GetBusyNs() != 7 || sub.GetIdleNs() != 8 || sub.GetBackpressuredNs() != 9 ||
+		sub.GetRecordsIn() != 40 || sub.GetRecordsOut() != 3 || sub.GetKeyGroupFirst() != 64 || !slices.Equal(sub.GetKeyGroupRecords(), []int64{5, 0, 35}) {
+		t.Errorf("subtask 1 of vertex 1: %v, want its heartbeat's times and head-in, tail-out counts", sub)
+	}
+	if ops[0].GetRecordsOut() != 100 || ops[1].GetRecordsIn() != 100 || ops[1].GetRecordsOut() != 3 ||
 		ops[0].GetName() != "Double" || ops[1].GetName() != "Discard" {
 		t.Fatalf("operators %v", ops)
 	}

@@ -197,13 +197,15 @@ func (jm *JobManager) clusterStatus() *weirv1.ClusterStatus {
 	jm.mu.Lock()
 	offered := jm.tms.offeredSlots()
 	slots := map[string]int{}
+	beats := map[string]int64{}
 	for _, tm := range jm.tms.tms {
 		slots[tm.id] = tm.slots
+		beats[tm.id] = tm.lastHeartbeat.UnixMilli()
 	}
 	jm.mu.Unlock()
 	for _, free := range FreeSlots(offered, all) {
 		st.TaskManagers = append(st.TaskManagers, &weirv1.ClusterTaskManager{Id: free.TaskManagerID, Address: free.Address,
-			Slots: int32(slots[free.TaskManagerID]), FreeSlots: int32(len(free.Slots))})
+			Slots: int32(slots[free.TaskManagerID]), FreeSlots: int32(len(free.Slots)), LastHeartbeatMs: beats[free.TaskManagerID]})
 	}
 	return st
 }

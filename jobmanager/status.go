@@ -83,9 +83,15 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 				watermarks = false
 				continue
 			}
+			sub := vs.Subtasks[i]
+			sub.BusyNs, sub.IdleNs, sub.BackpressuredNs = m.GetBusyNs(), m.GetIdleNs(), m.GetBackpressuredNs()
+			sub.KeyGroupFirst, sub.KeyGroupRecords = m.GetKeyGroupFirst(), m.GetKeyGroupRecords()
+			if ops := m.GetOperators(); len(ops) > 0 {
+				sub.RecordsIn, sub.RecordsOut = ops[0].GetRecordsIn(), ops[len(ops)-1].GetRecordsOut()
+			}
 			if m.Watermark != nil {
 				wm := m.GetWatermark()
-				vs.Subtasks[i].Watermark = &wm
+				sub.Watermark = &wm
 				if lowest == nil || wm < *lowest {
 					lowest = &wm
 				}

@@ -58,6 +58,10 @@ type opContext struct {
 	RuntimeContext
 	counters  *opCounters
 	keyGroups KeyGroupRange
+	// countKeyGroups gives a keyed operator its per-key-group record
+	// counters and makes them the task's (operators are built tail first,
+	// so the head-most keyed operator's are the task's in the end).
+	countKeyGroups func() []int64
 	// generator is set by a timestamp assigner; eventTimers by keyed
 	// operators, which fire them as the watermark advances.
 	generator   watermarkGenerator

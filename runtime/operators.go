@@ -85,6 +85,9 @@ type processOperator[K comparable, IN, OUT any] struct {
 	count     *opCounters
 	maxP      int
 	keyGroups KeyGroupRange
+	// kgRecords counts records per key group of keyGroups (index kg -
+	// keyGroups.First).
+	kgRecords []int64
 	fail      func(error)
 	// spare is the timer copy of an earlier snapshot, handed back once
 	// written, so the next snapshot copies into memory already mapped.
@@ -92,8 +95,14 @@ type processOperator[K comparable, IN, OUT any] struct {
 }
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
+	var kgRecords []int64
+	if oc.countKeyGroups != nil {
+		kgRecords = oc.countKeyGroups()
+	} else {
+		kgRecords = make([]int64, oc.keyGroups.Len()) // an operator outside a task (tests)
+	}
 	return &processOperator[K, IN, OUT]{
-		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters,
+		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
 		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
 		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt},
 	}
@@ -149,6 +158,7 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
 		return
 	}
+	o.kgRecords[kg-o.keyGroups.First]++
 	o.ctx.key, o.ctx.kg = k, kg
 	if err := o.fn.ProcessElement(v, o.ctx, o.out); err != nil {
 		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))

@@ -80,6 +80,9 @@ type Task struct {
 	// chain (its first writer counts it).
 	outFrom   []int
 	published []publishedCounters
+	// kgRecords counts records per key group of the keyed operator; nil
+	// without one.
+	kgRecords *keyGroupRecords
 	latency   Histogram
 	stats     ioCounters
 	// lastAck is the newest checkpoint acknowledgement, for metrics.
@@ -236,6 +239,10 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing, ts: &t.wmk.ts, wm: &t.wmk.wm, metrics: t.metrics},
 			counters: &t.counts[i], keyGroups: kgs, fail: t.fail,
+			countKeyGroups: func() []int64 {
+				t.kgRecords = newKeyGroupRecords(kgs)
+				return t.kgRecords.counts
+			},
 		}
 		if len(sides) > 0 {
 			oc.sideOuts = make(map[string]any, len(sides))
@@ -784,6 +791,9 @@ func (t *Task) flush(now int64) {
 
 func (t *Task) publish() {
 	t.stats.publish()
+	if t.kgRecords != nil {
+		t.kgRecords.publish()
+	}
 	for i := range t.counts {
 		c := t.counts[i]
 		if j := t.outFrom[i]; j >= 0 {

@@ -262,6 +262,17 @@ func (f *StateFile) parseIndex(idx []byte, idxOff int64) error {
 // KeyGroups is the range of key groups the file holds state for.
 func (f *StateFile) KeyGroups() KeyGroupRange { return f.keyGroups }
 
+// KeyGroupSizes returns the bytes of each key group's block in the file,
+// in the order of KeyGroups (0 for a key group without state). It reads
+// nothing: the index holds them.
+func (f *StateFile) KeyGroupSizes() []int64 {
+	sizes := make([]int64, len(f.blocks))
+	for i, b := range f.blocks {
+		sizes[i] = b.n
+	}
+	return sizes
+}
+
 // ReadKeyGroups reads the blocks of the key groups of f within want (one
 // ranged read over their contiguous span), verifies their checksums and
 // returns them; groups outside f's range are simply absent. The result

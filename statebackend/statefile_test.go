@@ -409,3 +409,31 @@ func TestStateFileReadError(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// TestKeyGroupSizes: the index gives each key group's bytes without a read,
+// zero exactly for the key groups without state, larger for more state.
+func TestKeyGroupSizes(t *testing.T) {
+	r := KeyGroupRange{First: 4, Last: 9}
+	ts := timerSection{5: {{"a", 1}}, 7: {{"b", 2}, {"c", 3}, {"d", 4}}}
+	data, err := WriteStateFile(r, []Section{ts}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, mem := openMem(t, "op/0.state", data)
+	mem.reads = nil
+	sizes := sf.KeyGroupSizes()
+	if len(mem.reads) != 0 || len(sizes) != r.Len() {
+		t.Fatalf("%d sizes after %d reads, want %d after none", len(sizes), len(mem.reads), r.Len())
+	}
+	var sum int64
+	for i, n := range sizes {
+		kg := r.First + i
+		if (n > 0) != (len(ts[kg]) > 0) {
+			t.Errorf("key group %d: %d bytes with %d timers", kg, n, len(ts[kg]))
+		}
+		sum += n
+	}
+	if sizes[7-r.First] <= sizes[5-r.First] || sum >= int64(len(data)) {
+		t.Errorf("sizes %v of a %d-byte file", sizes, len(data))
+	}
+}

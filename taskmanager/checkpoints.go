@@ -29,6 +29,7 @@ func (tm *TaskManager) openStorage(url string) (storage.Storage, error) {
 type responder struct {
 	tm  *TaskManager
 	key taskKey
+	log *slog.Logger // the task's
 }
 
 func (r responder) Acknowledge(ack runtime.CheckpointAck) {
@@ -58,8 +59,7 @@ func (r responder) Decline(id int64, reason error) {
 		// checkpoint), and says so in its own log if it matters.
 		level = slog.LevelInfo
 	}
-	r.tm.log.Log(context.Background(), level, "declining checkpoint", "job_id", r.key.job, "vertex_id", r.key.vertex,
-		"subtask", r.key.subtask, "attempt", r.key.attempt, "checkpoint", id, "reason", reason)
+	r.log.Log(context.Background(), level, "declining checkpoint", "checkpoint", id, "reason", reason)
 	req := &weirv1.DeclineCheckpointRequest{TaskManagerId: r.tm.cfg.ID, Task: r.key.proto(), CheckpointId: id,
 		Reason: reason.Error(), TaskEnded: ended}
 	r.post(fmt.Sprintf("decline checkpoint %d", id), func(ctx context.Context, c weirv1.JobManagerClient) error {

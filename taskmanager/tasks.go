@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -42,11 +43,14 @@ type runningTask struct {
 	name    string
 	jobName string
 	slot    int
-	cancel  context.CancelCauseFunc
-	done    chan struct{}
-	mu      sync.Mutex // guards task, which heartbeats read, and state
-	task    *runtime.Task
-	state   weirv1.TaskState // DEPLOYING, then RUNNING once started
+	// log carries the job, vertex, subtask and attempt of every line about
+	// this subtask.
+	log    *slog.Logger
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	mu     sync.Mutex // guards task, which heartbeats read, and state
+	task   *runtime.Task
+	state  weirv1.TaskState // DEPLOYING, then RUNNING once started
 }
 
 func (rt *runningTask) getState() weirv1.TaskState {
@@ -126,6 +130,7 @@ func (tm *TaskManager) deploy(req *weirv1.DeployTaskRequest) error {
 	}
 	ctx, cancel := context.WithCancelCause(tm.ctx)
 	rt := &runningTask{key: key, name: fmt.Sprintf("%s (%d/%d)", v.Name, key.subtask+1, v.Parallelism), jobName: req.JobName, slot: int(req.Slot),
+		log:    tm.log.With("job_id", key.job, "job", req.JobName, "vertex", v.Name, "subtask", key.subtask, "attempt", key.attempt),
 		cancel: cancel, done: make(chan struct{}), state: weirv1.TaskState_TASK_STATE_DEPLOYING}
 	tm.tasks[key] = rt
 	tm.mu.Unlock()
@@ -153,7 +158,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 	defer close(rt.done)
 	defer tm.forget(rt)
 	key := rt.key
-	log := tm.log.With("job_id", key.job, "job", req.JobName, "task", rt.name, "attempt", key.attempt)
+	log := rt.log
 	if gate != nil {
 		defer tm.x.UnregisterGate(exchange.GateKey{JobID: key.job, Attempt: key.attempt, Vertex: key.vertex, Subtask: key.subtask})
 	}
@@ -216,7 +221,7 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		return nil, err
 	}
 	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.log.With("job_id", key.job, "attempt", key.attempt),
-		Checkpoints: responder{tm: tm, key: key}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
+		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
 		JobID: key.job, Attempt: key.attempt, Restore: restore}
 	if gate != nil {
 		tio.Input = gate
@@ -374,9 +379,14 @@ func taskStateName(s weirv1.TaskState) string {
 }
 
 func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
-	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency()}
+	st := t.Stats()
+	m := &weirv1.TaskMetrics{Task: key.proto(), LatencyBuckets: t.Latency(),
+		BusyNs: int64(st.Busy), IdleNs: int64(st.Idle), BackpressuredNs: int64(st.Backpressured)}
 	if wm := t.Watermark(); wm != runtime.NoTimestamp {
 		m.Watermark = &wm
+	}
+	if first, counts := t.KeyGroupRecords(); counts != nil {
+		m.KeyGroupFirst, m.KeyGroupRecords = int32(first), counts
 	}
 	for _, c := range t.Operators() {
 		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})

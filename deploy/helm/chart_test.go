@@ -75,6 +75,8 @@ func TestDefaults(t *testing.T) {
 		"- --slots=2",
 		"path: /healthz",
 		"path: /readyz",
+		"name: WEIR_WEB_LISTEN\n              value: 0.0.0.0:8081",
+		"name: web\n              containerPort: 8081",
 		"readOnlyRootFilesystem: true",
 		"allowPrivilegeEscalation: false",
 		"runAsNonRoot: true",
@@ -92,6 +94,19 @@ func TestDefaults(t *testing.T) {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("default manifests have %q", unwanted)
 		}
+	}
+}
+
+func TestWebDisabled(t *testing.T) {
+	out, err := helm(t, "template", "weir", "weir", "--set", "web.enabled=false")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "WEIR_WEB_LISTEN") || strings.Contains(out, "name: web\n") {
+		t.Error("web.enabled=false still serves the dashboard")
+	}
+	if out, err := helm(t, "template", "weir", "weir", "--set", "web.port=0"); err == nil || !strings.Contains(out, "/web/port") {
+		t.Errorf("web.port=0 was accepted: %v\n%s", err, out)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -45,7 +46,7 @@ func Main() {
 }
 
 func newRoot() *cobra.Command {
-	var level, cpuProfile string
+	var level, logFormat, cpuProfile string
 	var stopProfile func()
 	root := &cobra.Command{
 		Use:   "weir",
@@ -63,11 +64,11 @@ func newRoot() *cobra.Command {
 			if err := applyEnv(cmd, os.LookupEnv); err != nil {
 				return err
 			}
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			h, err := logHandler(os.Stderr, logFormat, level)
+			if err != nil {
+				return err
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
+			slog.SetDefault(slog.New(h))
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -87,8 +88,26 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log line format: text (key=value) or json (one object per line)")
 	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of this process to the file")
 	root.AddCommand(newJobManagerCmd(), newTaskManagerCmd(), newLocalCmd(), newJobCmd(), newClusterCmd(), newJobsCmd(), newVersionCmd(), newCertsCmd(), newApplyCmd(), newRulesCmd())
 	annotateEnv(root)
 	return root
+}
+
+// logHandler is the handler of every process's logs: the --log-format
+// (text or json) at the --log-level, written to w.
+func logHandler(w io.Writer, format, level string) (slog.Handler, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.NewTextHandler(w, opts), nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

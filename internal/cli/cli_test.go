@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"reflect"
 	"strings"
@@ -235,5 +236,37 @@ func TestJSONKeysDocumented(t *testing.T) {
 	for _, v := range []any{JobListView{}, JobStatusView{}, CheckpointListView{}, SubmitView{}, SavepointView{},
 		RescaleView{}, CancelView{}, DisposeView{}, RegisteredJobsView{}, VersionView{}, ClusterStatusView{}, RulesView{}, RuleStatsView{}} {
 		walk(reflect.TypeOf(v))
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	var buf bytes.Buffer
+	h, err := logHandler(&buf, "json", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slog.New(h).Debug("task running", "job_id", "j1", "subtask", 3)
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("a json log line does not decode: %v: %q", err, buf.String())
+	}
+	if line["msg"] != "task running" || line["level"] != "DEBUG" || line["job_id"] != "j1" || line["subtask"] != 3.0 {
+		t.Errorf("json line %v", line)
+	}
+	buf.Reset()
+	if h, err = logHandler(&buf, "text", "info"); err != nil {
+		t.Fatal(err)
+	}
+	l := slog.New(h)
+	l.Debug("hidden")
+	l.Info("shown", "k", "v")
+	if got := buf.String(); !strings.Contains(got, `level=INFO msg=shown k=v`) || strings.Contains(got, "hidden") {
+		t.Errorf("text output %q", got)
+	}
+	if _, err := run(t, "--log-format", "xml", "jobs"); err == nil || !strings.Contains(err.Error(), `--log-format "xml": want text or json`) {
+		t.Errorf("--log-format xml: %v", err)
+	}
+	if _, err := run(t, "--log-level", "loud", "jobs"); err == nil || !strings.Contains(err.Error(), "--log-level") {
+		t.Errorf("--log-level loud: %v", err)
 	}
 }

@@ -26,6 +26,7 @@ func newLocalCmd() *cobra.Command {
 		ckf                     checkpointFlags
 		tf                      tlsFlags
 		metricsListen           string
+		webListen               string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -85,7 +86,8 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen})
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen,
+				web: webListen, webDefault: !cmd.Flags().Changed("web-listen")})
 		},
 	}
 	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
@@ -94,6 +96,8 @@ func newLocalCmd() *cobra.Command {
 	cmd.Flags().IntVar(&parallelism, "parallelism", 1, "default parallelism of the job's operators")
 	cmd.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
 	metricsFlag(cmd, &metricsListen)
+	cmd.Flags().StringVar(&webListen, "web-listen", DefaultLocalWebListen,
+		"`ADDR` serving the web dashboard over plain HTTP; empty (--web-listen '') serves none. When the default address is taken the run goes on without a dashboard, with a warning")
 	jmf.register(cmd)
 	ckf.register(cmd)
 	tf.register(cmd.Flags())
@@ -122,7 +126,15 @@ type localSpec struct {
 	// metrics is the address to serve the cluster's metrics at; empty
 	// serves none.
 	metrics string
+	// web is the dashboard's address; empty serves none. webDefault says
+	// it is the default, whose port being taken is only a warning.
+	web        string
+	webDefault bool
 }
+
+// DefaultLocalWebListen is where weir local serves its dashboard unless
+// told otherwise (Flink's web UI port).
+const DefaultLocalWebListen = "127.0.0.1:8081"
 
 func runLocal(ctx context.Context, s localSpec) error {
 	// The TaskManagers stop before the JobManager, as in an orderly
@@ -150,6 +162,14 @@ func runLocal(ctx context.Context, s localSpec) error {
 		stopJM()
 		<-jm.done
 		return err
+	}
+	if err := serveWeb(jmCtx, s.web, cfg, jm); err != nil {
+		if !s.webDefault {
+			stopJM()
+			<-jm.done
+			return err
+		}
+		slog.Warn("no web dashboard: its default address is taken; choose another with --web-listen", "err", err)
 	}
 	var tmDone []chan error
 	var ready []<-chan struct{}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,7 +18,9 @@ import (
 	"github.com/weirstream/weir/internal/health"
 	"github.com/weirstream/weir/internal/leader"
 	"github.com/weirstream/weir/internal/metrics"
+	"github.com/weirstream/weir/internal/web"
 	"github.com/weirstream/weir/jobmanager"
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -160,7 +163,7 @@ func newJobManagerCmd() *cobra.Command {
 	var f jobManagerFlags
 	var rf raftFlags
 	var d discoveryFlags
-	var healthListen, metricsListen string
+	var healthListen, metricsListen, webListen string
 	cmd := &cobra.Command{
 		Use:   "jobmanager",
 		Short: "Run the JobManager: schedules jobs onto TaskManagers",
@@ -207,6 +210,11 @@ func newJobManagerCmd() *cobra.Command {
 				<-jm.done
 				return err
 			}
+			if err := serveWeb(ctx, webListen, cfg, jm); err != nil {
+				cancel()
+				<-jm.done
+				return err
+			}
 			return <-jm.done
 		},
 	}
@@ -214,6 +222,7 @@ func newJobManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "client address the CLI, the TaskManagers and the other JobManagers reach this one at (default: the listen address)")
 	healthFlag(cmd, &healthListen, "once it knows the raft group's leader")
 	metricsFlag(cmd, &metricsListen)
+	cmd.Flags().StringVar(&webListen, "web-listen", "", "`ADDR` serving the web dashboard over plain HTTP, as host:port (default: no dashboard)")
 	f.register(cmd)
 	rf.register(cmd)
 	d.register(cmd, false, false)
@@ -369,5 +378,31 @@ func registerMetrics(reg *prometheus.Registry, cs ...prometheus.Collector) error
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
+	return nil
+}
+
+// serveWeb serves the dashboard on addr until ctx ends; an empty addr
+// serves none. Its calls go through a Finder from this JobManager's own
+// client address, so on a follower they reach the leader as the CLI's do.
+func serveWeb(ctx context.Context, addr string, cfg jobmanager.Config, jm *runningJobManager) error {
+	if addr == "" {
+		return nil
+	}
+	advertise := cmp.Or(cfg.Advertise, jm.addr)
+	f, err := leader.NewFinder([]string{advertise}, leader.WithTLS(cfg.TLS))
+	if err != nil {
+		return fmt.Errorf("--web-listen: %w", err)
+	}
+	s, err := web.Listen(ctx, addr, web.Config{JobManager: weirv1.NewJobManagerClient(f), Storage: cfg.Storage,
+		Member: jm.jm.ID(), Logger: slog.Default()})
+	if err != nil {
+		f.Close()
+		return err
+	}
+	go func() {
+		<-s.Done()
+		f.Close()
+	}()
+	slog.Info("web dashboard served", "address", s.Addr(), "url", "http://"+s.Addr()+"/")
 	return nil
 }

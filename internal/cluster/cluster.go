@@ -52,9 +52,10 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// The lines a process announces itself with, in --log-format text or json.
 var (
-	addrRE       = regexp.MustCompile(`msg="(jobmanager|taskmanager) started".* address=(\S+)`)
-	registeredRE = regexp.MustCompile(`msg="registered with the JobManager"`)
+	addrRE       = regexp.MustCompile(`msg="(jobmanager|taskmanager) started".* address=(\S+)|"msg":"(jobmanager|taskmanager) started".*"address":"([^"]+)"`)
+	registeredRE = regexp.MustCompile(`msg="registered with the JobManager"|"msg":"registered with the JobManager"`)
 )
 
 // Start runs `weir args...` with extra environment variables. stdout is
@@ -81,7 +82,7 @@ func Start(name, weir string, env []string, discardStdout bool, args ...string) 
 			p.stderr.Write([]byte(line + "\n"))
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				select {
-				case p.addrC <- m[2]:
+				case p.addrC <- m[2] + m[4]:
 				default:
 				}
 			}

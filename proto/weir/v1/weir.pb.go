@@ -1829,9 +1829,23 @@ type SubtaskStatus struct {
 	Failure            string                 `protobuf:"bytes,6,opt,name=failure,proto3" json:"failure,omitempty"`
 	Attempt            int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The subtask's event-time watermark (Unix ms), once it has one.
-	Watermark     *int64 `protobuf:"varint,8,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Watermark *int64 `protobuf:"varint,8,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	// Its time since it started, split as Flink splits it (cumulative, from
+	// the latest heartbeat): busy, idle (waiting for input) and
+	// backpressured (blocked waiting for output credit). The rate of each
+	// between two reads is the fraction of that interval spent so.
+	BusyNs          int64 `protobuf:"varint,9,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"`
+	IdleNs          int64 `protobuf:"varint,10,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
+	BackpressuredNs int64 `protobuf:"varint,11,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
+	// Records into the chain's head operator and out of its last one.
+	RecordsIn  int64 `protobuf:"varint,12,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
+	RecordsOut int64 `protobuf:"varint,13,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	// Records its keyed operator received per key group (cumulative), from
+	// key group key_group_first on; empty without a keyed operator.
+	KeyGroupFirst   int32   `protobuf:"varint,14,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
+	KeyGroupRecords []int64 `protobuf:"varint,15,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubtaskStatus) Reset() {
@@ -1918,6 +1932,55 @@ func (x *SubtaskStatus) GetWatermark() int64 {
 		return *x.Watermark
 	}
 	return 0
+}
+
+func (x *SubtaskStatus) GetBusyNs() int64 {
+	if x != nil {
+		return x.BusyNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetIdleNs() int64 {
+	if x != nil {
+		return x.IdleNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetBackpressuredNs() int64 {
+	if x != nil {
+		return x.BackpressuredNs
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetRecordsIn() int64 {
+	if x != nil {
+		return x.RecordsIn
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetRecordsOut() int64 {
+	if x != nil {
+		return x.RecordsOut
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetKeyGroupFirst() int32 {
+	if x != nil {
+		return x.KeyGroupFirst
+	}
+	return 0
+}
+
+func (x *SubtaskStatus) GetKeyGroupRecords() []int64 {
+	if x != nil {
+		return x.KeyGroupRecords
+	}
+	return nil
 }
 
 // End-to-end latency measured by latency markers from sources to sinks.
@@ -2406,13 +2469,15 @@ func (x *ClusterMember) GetSuffrage() string {
 }
 
 type ClusterTaskManager struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Slots         int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
-	FreeSlots     int32                  `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Slots     int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	FreeSlots int32                  `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	// When the leader last heard the TaskManager's heartbeat (Unix ms).
+	LastHeartbeatMs int64 `protobuf:"varint,5,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ClusterTaskManager) Reset() {
@@ -2469,6 +2534,13 @@ func (x *ClusterTaskManager) GetSlots() int32 {
 func (x *ClusterTaskManager) GetFreeSlots() int32 {
 	if x != nil {
 		return x.FreeSlots
+	}
+	return 0
+}
+
+func (x *ClusterTaskManager) GetLastHeartbeatMs() int64 {
+	if x != nil {
+		return x.LastHeartbeatMs
 	}
 	return 0
 }
@@ -3077,9 +3149,19 @@ type TaskMetrics struct {
 	// runtime's fixed log-linear bucket layout.
 	LatencyBuckets []int64 `protobuf:"varint,3,rep,packed,name=latency_buckets,json=latencyBuckets,proto3" json:"latency_buckets,omitempty"`
 	// The task's event-time watermark (Unix ms), once it has one.
-	Watermark     *int64 `protobuf:"varint,4,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Watermark *int64 `protobuf:"varint,4,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
+	// How the task's time since it started splits (runtime.TaskStats):
+	// waiting for input, blocked waiting for output credit, and the rest.
+	BusyNs          int64 `protobuf:"varint,5,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"`
+	IdleNs          int64 `protobuf:"varint,6,opt,name=idle_ns,json=idleNs,proto3" json:"idle_ns,omitempty"`
+	BackpressuredNs int64 `protobuf:"varint,7,opt,name=backpressured_ns,json=backpressuredNs,proto3" json:"backpressured_ns,omitempty"`
+	// Records the task's keyed operator received per key group since the
+	// task started, for key groups key_group_first, key_group_first+1, ...;
+	// empty without a keyed operator.
+	KeyGroupFirst   int32   `protobuf:"varint,8,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
+	KeyGroupRecords []int64 `protobuf:"varint,9,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TaskMetrics) Reset() {
@@ -3138,6 +3220,41 @@ func (x *TaskMetrics) GetWatermark() int64 {
 		return *x.Watermark
 	}
 	return 0
+}
+
+func (x *TaskMetrics) GetBusyNs() int64 {
+	if x != nil {
+		return x.BusyNs
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetIdleNs() int64 {
+	if x != nil {
+		return x.IdleNs
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetBackpressuredNs() int64 {
+	if x != nil {
+		return x.BackpressuredNs
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetKeyGroupFirst() int32 {
+	if x != nil {
+		return x.KeyGroupFirst
+	}
+	return 0
+}
+
+func (x *TaskMetrics) GetKeyGroupRecords() []int64 {
+	if x != nil {
+		return x.KeyGroupRecords
+	}
+	return nil
 }
 
 type TaskStateUpdate struct {
@@ -4742,7 +4859,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x03 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x04 \x01(\x03R\n" +
-	"recordsOut\"\xa2\x02\n" +
+	"recordsOut\"\x93\x04\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -4751,7 +4868,17 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x04slot\x18\x05 \x01(\x05R\x04slot\x12\x18\n" +
 	"\afailure\x18\x06 \x01(\tR\afailure\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12!\n" +
-	"\twatermark\x18\b \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\twatermark\x18\b \x01(\x03H\x00R\twatermark\x88\x01\x01\x12\x17\n" +
+	"\abusy_ns\x18\t \x01(\x03R\x06busyNs\x12\x17\n" +
+	"\aidle_ns\x18\n" +
+	" \x01(\x03R\x06idleNs\x12)\n" +
+	"\x10backpressured_ns\x18\v \x01(\x03R\x0fbackpressuredNs\x12\x1d\n" +
+	"\n" +
+	"records_in\x18\f \x01(\x03R\trecordsIn\x12\x1f\n" +
+	"\vrecords_out\x18\r \x01(\x03R\n" +
+	"recordsOut\x12&\n" +
+	"\x0fkey_group_first\x18\x0e \x01(\x05R\rkeyGroupFirst\x12*\n" +
+	"\x11key_group_records\x18\x0f \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
 	"\n" +
 	"_watermark\"k\n" +
 	"\x0eLatencySummary\x12\x14\n" +
@@ -4785,13 +4912,14 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12%\n" +
 	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12\x1a\n" +
-	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"s\n" +
+	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"\x9f\x01\n" +
 	"\x12ClusterTaskManager\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\"\xae\x03\n" +
+	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12*\n" +
+	"\x11last_heartbeat_ms\x18\x05 \x01(\x03R\x0flastHeartbeatMs\"\xae\x03\n" +
 	"\rClusterStatus\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1d\n" +
 	"\n" +
@@ -4834,12 +4962,17 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x02 \x01(\x03R\n" +
-	"recordsOut\"\xc5\x01\n" +
+	"recordsOut\"\xf6\x02\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
 	"\x0flatency_buckets\x18\x03 \x03(\x03R\x0elatencyBuckets\x12!\n" +
-	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\twatermark\x18\x04 \x01(\x03H\x00R\twatermark\x88\x01\x01\x12\x17\n" +
+	"\abusy_ns\x18\x05 \x01(\x03R\x06busyNs\x12\x17\n" +
+	"\aidle_ns\x18\x06 \x01(\x03R\x06idleNs\x12)\n" +
+	"\x10backpressured_ns\x18\a \x01(\x03R\x0fbackpressuredNs\x12&\n" +
+	"\x0fkey_group_first\x18\b \x01(\x05R\rkeyGroupFirst\x12*\n" +
+	"\x11key_group_records\x18\t \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
 	"\n" +
 	"_watermark\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
