@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 const (
@@ -412,7 +412,7 @@ func TestStatusAggregatesHeartbeatMetrics(t *testing.T) {
 	id := c.submit(2, nil)
 	c.waitState(id, running)
 
-	var fast, slow runtime.Histogram
+	var fast, slow engine.Histogram
 	for range 3 {
 		fast.Record(int64(time.Millisecond))
 	}
@@ -443,7 +443,7 @@ func TestStatusAggregatesHeartbeatMetrics(t *testing.T) {
 		ops[0].GetName() != "Double" || ops[1].GetName() != "Discard" {
 		t.Fatalf("operators %v", ops)
 	}
-	upper := func(d time.Duration) int64 { return runtime.HistogramBucketUpper(runtime.HistogramBucket(int64(d))) }
+	upper := func(d time.Duration) int64 { return engine.HistogramBucketUpper(engine.HistogramBucket(int64(d))) }
 	lat := st.GetLatency()
 	if lat.GetCount() != 4 || lat.GetP50Ns() != upper(time.Millisecond) || lat.GetP99Ns() != upper(50*time.Millisecond) ||
 		lat.GetMaxNs() != upper(50*time.Millisecond) {

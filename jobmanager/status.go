@@ -5,7 +5,7 @@ import (
 
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // jobSummary is the JobSummary of a job; wait is its slotWait.
@@ -68,6 +68,10 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		}
 		var lowest *int64
 		watermarks := true
+		// opLowest[k] is operator k's lowest watermark over the subtasks;
+		// opMissing[k] says a subtask has none yet.
+		opLowest := make([]int64, len(vs.Operators))
+		opMissing := make([]bool, len(vs.Operators))
 		for i, t := range j.Tasks[v] {
 			vs.Subtasks = append(vs.Subtasks, &weirv1.SubtaskStatus{
 				Index:              int32(i),
@@ -81,6 +85,9 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 			m := metrics[taskKey{jobID: j.ID, vertex: v, subtask: i, attempt: t.Attempt}]
 			if m == nil {
 				watermarks = false
+				for k := range opMissing {
+					opMissing[k] = true
+				}
 				continue
 			}
 			sub := vs.Subtasks[i]
@@ -102,12 +109,27 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 				if k < len(vs.Operators) {
 					vs.Operators[k].RecordsIn += c.GetRecordsIn()
 					vs.Operators[k].RecordsOut += c.GetRecordsOut()
+					switch {
+					case c.Watermark == nil:
+						opMissing[k] = true
+					case i == 0 || c.GetWatermark() < opLowest[k]:
+						opLowest[k] = c.GetWatermark() // subtask 0's is the first
+					}
 				}
 			}
-			latency = runtime.MergeHistogram(latency, m.GetLatencyBuckets())
+			for k := len(m.GetOperators()); k < len(opMissing); k++ {
+				opMissing[k] = true
+			}
+			latency = engine.MergeHistogram(latency, m.GetLatencyBuckets())
 		}
 		if watermarks {
 			vs.Watermark = lowest
+		}
+		for k, op := range vs.Operators {
+			if !opMissing[k] && len(j.Tasks[v]) > 0 {
+				wm := opLowest[k]
+				op.Watermark = &wm
+			}
 		}
 		st.Vertices = append(st.Vertices, vs)
 	}
@@ -126,14 +148,14 @@ func rescaleStatus(r *RescalePlan) *weirv1.RescaleStatus {
 // latencySummary reads p50, p99, max and count off merged bucket counts;
 // values are bucket upper bounds.
 func latencySummary(counts []int64) *weirv1.LatencySummary {
-	p50, total := runtime.HistogramQuantile(counts, 0.5)
+	p50, total := engine.HistogramQuantile(counts, 0.5)
 	if total == 0 {
 		return &weirv1.LatencySummary{}
 	}
-	p99, _ := runtime.HistogramQuantile(counts, 0.99)
+	p99, _ := engine.HistogramQuantile(counts, 0.99)
 	last := len(counts) - 1
 	for last > 0 && counts[last] == 0 {
 		last--
 	}
-	return &weirv1.LatencySummary{Count: total, P50Ns: p50, P99Ns: p99, MaxNs: runtime.HistogramBucketUpper(last)}
+	return &weirv1.LatencySummary{Count: total, P50Ns: p50, P99Ns: p99, MaxNs: engine.HistogramBucketUpper(last)}
 }

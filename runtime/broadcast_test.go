@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -86,7 +87,7 @@ func broadcastGraph(t *testing.T, p int, got *[]string, mu *sync.Mutex, cheat bo
 }
 
 func (g *fakeGate) rules(ch int, rs ...rule) {
-	b := &Buffer{Kind: BufferData, Channel: ch}
+	b := &engine.Buffer{Kind: engine.BufferData, Channel: ch}
 	for _, r := range rs {
 		enc := ruleCodec{}.Append(nil, r)
 		b.Data = binary.AppendUvarint(b.Data, uint64(len(enc)))
@@ -119,7 +120,7 @@ func TestBroadcastStateIsReadByTheKeyedSide(t *testing.T) {
 	var got []string
 	g := broadcastGraph(t, 1, &got, &mu, false)
 	dir := t.TempDir()
-	gate := &fakeGate{n: 3, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 3, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 2, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep})
 	if err != nil {
@@ -170,7 +171,7 @@ func TestBroadcastStateIsReadByTheKeyedSide(t *testing.T) {
 	g3 := broadcastGraph(t, 3, &got, &mu, false)
 	for sub := range 3 {
 		got = nil
-		gate := &fakeGate{n: 3, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+		gate := &fakeGate{n: 3, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 		restore := &TaskRestore{CheckpointID: 1, Operators: map[string]*OperatorRestore{"thresholds": {OperatorState: entries}}}
 		task, err := NewTask(g3, 2, sub, TaskIO{Input: gate, LatencyInterval: -1, Restore: restore})
 		if err != nil {
@@ -191,7 +192,7 @@ func TestBroadcastStateIsReadByTheKeyedSide(t *testing.T) {
 
 func TestBroadcastStateIsReadOnlyOnTheKeyedSide(t *testing.T) {
 	g := broadcastGraph(t, 1, new([]string), new(sync.Mutex), true)
-	gate := &fakeGate{n: 3, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 3, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	task, err := NewTask(g, 2, 0, TaskIO{Input: gate, LatencyInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ func TestBroadcastWriterSendsEveryRecordEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	chs := []*recordingChannel{{}, {}, {}}
-	task, err := NewTask(g, 1, 0, TaskIO{LatencyInterval: -1, Outputs: [][]OutputChannel{{chs[0], chs[1], chs[2]}}})
+	task, err := NewTask(g, 1, 0, TaskIO{LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{chs[0], chs[1], chs[2]}}})
 	if err != nil {
 		t.Fatal(err)
 	}

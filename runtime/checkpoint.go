@@ -2,10 +2,10 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -54,62 +54,26 @@ type BoundedInput interface {
 	EndInput() error
 }
 
-// Barrier is a checkpoint barrier as it travels in-band with the records.
-type Barrier struct {
-	ID          int64
-	TimestampMs int64
-	// Location is the URL of the checkpoint's directory; the task writes
-	// its state files under it.
-	Location string
-	// Savepoint marks a savepoint; Stop additionally stops the sources
-	// once the savepoint is complete, and Drain fires every pending timer
-	// before the snapshot (the processing-time analogue of Flink's
-	// MAX_WATERMARK on stop --drain).
-	Savepoint, Stop, Drain bool
-}
-
-// CheckpointAck is what a task reports for a checkpoint once its state is
-// stored.
-type CheckpointAck struct {
-	CheckpointID int64
-	// States holds one entry per chained operator with state.
-	States []OperatorSnapshot
-	// SyncNs and AsyncNs are the durations of the synchronous part (the
-	// processing stall) and the asynchronous upload.
-	SyncNs, AsyncNs int64
-	// AlignmentNs is how long the task waited for barriers on all inputs.
-	AlignmentNs int64
-}
-
-// OperatorSnapshot describes one operator subtask's stored state file.
-type OperatorSnapshot struct {
-	UID       string
-	File      string // relative to the checkpoint location
-	Size      int64
-	KeyGroups KeyGroupRange
-	Keys      int64
-}
-
-// CheckpointResponder carries a task's checkpoint reports to the
-// JobManager. Its methods are called from the task's own goroutines and
-// must not block for long.
-type CheckpointResponder interface {
-	Acknowledge(ack CheckpointAck)
-	Decline(checkpointID int64, reason error)
-	// EndOfInput tells the JobManager that a source has emitted its last
-	// record and waits for a checkpoint before it finishes, so the
-	// coordinator may trigger one at once.
-	EndOfInput()
-}
+// The checkpoint types a task exchanges with the TaskManager are the
+// engine's; runtime names them for the TaskManager and for tests.
+type (
+	// Barrier is a checkpoint barrier as it travels in-band.
+	Barrier = engine.Barrier
+	// CheckpointAck is what a task reports for a stored checkpoint.
+	CheckpointAck = engine.CheckpointAck
+	// OperatorSnapshot describes one operator subtask's state file.
+	OperatorSnapshot = engine.OperatorSnapshot
+	// CheckpointResponder carries a task's reports to the JobManager.
+	CheckpointResponder = engine.CheckpointResponder
+)
 
 // ErrCheckpointDeclined is wrapped by the reasons tasks decline checkpoints
 // for.
-var ErrCheckpointDeclined = errors.New("checkpoint declined")
+var ErrCheckpointDeclined = engine.ErrCheckpointDeclined
 
 // ErrTaskEnded is wrapped by the reason a task declines a checkpoint
-// triggered after its loop ended: the decline comes with the task's end,
-// it is no fault of the checkpoint's.
-var ErrTaskEnded = errors.New("has ended")
+// triggered after its loop ended.
+var ErrTaskEnded = engine.ErrTaskEnded
 
 // StorageOpener opens checkpoint or sink storage by URL with the process's
 // S3 settings.
@@ -160,6 +124,8 @@ type ContextConfig struct {
 	Logger        *slog.Logger
 	OpenStorage   StorageOpener
 	Context       context.Context
+	// Clock is the processing-time service; nil is the wall clock.
+	Clock engine.Clock
 }
 
 // NewRuntimeContext makes a RuntimeContext outside a task (for tests of
@@ -177,7 +143,11 @@ func NewRuntimeContext(c ContextConfig) *RuntimeContext {
 	if c.MaxParallelism == 0 {
 		c.MaxParallelism = DefaultMaxParallelism(c.Parallelism)
 	}
+	if c.Clock == nil {
+		c.Clock = engine.SystemClock{}
+	}
 	return &RuntimeContext{jobID: c.JobID, jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
 		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
-		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context}
+		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context,
+		clock: c.Clock}
 }

@@ -9,23 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
-
-func TestBarrierEncoding(t *testing.T) {
-	b := Barrier{ID: 42, TimestampMs: 1700000000000, Location: "s3://bucket/p/job/chk-42", Savepoint: true, Drain: true}
-	got, err := DecodeBarrier(EncodeBarrier(nil, b))
-	if err != nil || got != b {
-		t.Fatalf("round trip: %+v, %v; want %+v", got, err, b)
-	}
-	enc := EncodeBarrier(nil, b)
-	for _, bad := range [][]byte{nil, {9, 0}, enc[:len(enc)-1], append(enc, 0)} {
-		if _, err := DecodeBarrier(bad); err == nil {
-			t.Errorf("DecodeBarrier(%v) accepted garbage", bad)
-		}
-	}
-}
 
 // keyedCodec serialises the test's keyed records.
 type keyedCodec struct{}
@@ -46,16 +33,16 @@ func (keyedCodec) Decode(src []byte) (keyed, error) {
 // fakeGate feeds hand-made buffers to a task.
 type fakeGate struct {
 	n    int
-	bufs chan *Buffer
+	bufs chan *engine.Buffer
 	errs chan error
 }
 
-func (g *fakeGate) NumChannels() int        { return g.n }
-func (g *fakeGate) Buffers() <-chan *Buffer { return g.bufs }
-func (g *fakeGate) Recycle(*Buffer)         {}
-func (g *fakeGate) Err() <-chan error       { return g.errs }
+func (g *fakeGate) NumChannels() int               { return g.n }
+func (g *fakeGate) Buffers() <-chan *engine.Buffer { return g.bufs }
+func (g *fakeGate) Recycle(*engine.Buffer)         {}
+func (g *fakeGate) Err() <-chan error              { return g.errs }
 func (g *fakeGate) records(ch int, recs ...keyed) {
-	b := &Buffer{Kind: BufferData, Channel: ch}
+	b := &engine.Buffer{Kind: engine.BufferData, Channel: ch}
 	for _, r := range recs {
 		enc := keyedCodec{}.Append(nil, r)
 		b.Data = binary.AppendUvarint(b.Data, uint64(len(enc)))
@@ -65,9 +52,11 @@ func (g *fakeGate) records(ch int, recs ...keyed) {
 	g.bufs <- b
 }
 func (g *fakeGate) barrier(ch int, b Barrier) {
-	g.bufs <- &Buffer{Kind: BufferBarrier, Channel: ch, Value: b.ID, Data: EncodeBarrier(nil, b)}
+	g.bufs <- &engine.Buffer{Kind: engine.BufferBarrier, Channel: ch, Value: b.ID, Data: engine.EncodeBarrier(nil, b)}
 }
-func (g *fakeGate) end(ch int) { g.bufs <- &Buffer{Kind: BufferEndOfPartition, Channel: ch} }
+func (g *fakeGate) end(ch int) {
+	g.bufs <- &engine.Buffer{Kind: engine.BufferEndOfPartition, Channel: ch}
+}
 
 // acks collects a task's checkpoint reports.
 type acks struct {
@@ -119,7 +108,7 @@ func TestAlignmentAndRestore(t *testing.T) {
 	var got []string
 	g := keyedGraph(t, &got, &mu)
 	dir := t.TempDir()
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep})
 	if err != nil {
@@ -173,7 +162,7 @@ func TestAlignmentAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = nil
-	gate2 := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate2 := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	restore := &TaskRestore{CheckpointID: 1, Operators: map[string]*OperatorRestore{"sum": {Keyed: []*statebackend.KeyedState{ks}}}}
 	task2, err := NewTask(g, 1, 0, TaskIO{Input: gate2, LatencyInterval: -1, Restore: restore})
 	if err != nil {
@@ -198,7 +187,7 @@ func TestNewerBarrierAbandonsAlignment(t *testing.T) {
 	var got []string
 	g := keyedGraph(t, &got, &mu)
 	dir := t.TempDir()
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep})
 	if err != nil {

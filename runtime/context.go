@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 )
 
@@ -34,6 +35,8 @@ type RuntimeContext struct {
 	broadcast *broadcastStore
 	// metrics is the task's registry of user metrics.
 	metrics *userMetrics
+	// clock is the task's processing-time service.
+	clock engine.Clock
 }
 
 // JobID is the ID of the running job; it stays the same across restarts
@@ -123,8 +126,11 @@ func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
 // CurrentKey is the key of the record or timer being processed.
 func (c *KeyedContext[K]) CurrentKey() K { return c.key }
 
-// CurrentProcessingTime is the wall clock in Unix milliseconds.
-func (c *KeyedContext[K]) CurrentProcessingTime() int64 { return time.Now().UnixMilli() }
+// CurrentProcessingTime is the task's processing time (the wall clock
+// unless the TaskManager gave the task another) in Unix milliseconds.
+func (c *KeyedContext[K]) CurrentProcessingTime() int64 {
+	return c.clock.Now() / int64(time.Millisecond)
+}
 
 // RegisterProcessingTimeTimer asks for OnTimer(ts) for the current key once
 // the wall clock reaches ts (Unix ms). Registering the same time twice for a

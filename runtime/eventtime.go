@@ -2,18 +2,19 @@ package runtime
 
 import (
 	"fmt"
-	"math"
 	"time"
+
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // NoTimestamp is the timestamp of a record that has none, and the
 // watermark of an operator before its first watermark (Flink's
 // Long.MIN_VALUE).
-const NoTimestamp int64 = math.MinInt64
+const NoTimestamp = engine.NoTimestamp
 
 // MaxWatermark is the watermark of an input that has ended: every
 // event-time timer fires and every window closes.
-const MaxWatermark int64 = math.MaxInt64
+const MaxWatermark = engine.MaxWatermark
 
 // TimeDomain says which clock a timer belongs to.
 type TimeDomain uint8
@@ -93,14 +94,7 @@ func AssignTimestampsAndWatermarks[T any](s Stream[T], ws WatermarkStrategy[T]) 
 }
 
 // watermarkGenerator is the task-facing side of an assigner.
-type watermarkGenerator interface {
-	// watermark is the watermark the records so far allow.
-	watermark() int64
-	// records counts the records seen; the task watches it change to tell
-	// an idle stream from an active one.
-	records() int64
-	idleTimeout() time.Duration
-}
+type watermarkGenerator = engine.WatermarkGenerator
 
 type assigner[T any] struct {
 	ts       *int64
@@ -122,13 +116,13 @@ func (a *assigner[T]) Collect(v T) {
 	a.out.Collect(v)
 }
 
-func (a *assigner[T]) watermark() int64 {
+func (a *assigner[T]) Watermark() int64 {
 	if a.max == NoTimestamp {
 		return NoTimestamp
 	}
 	return a.max - a.strategy.outOfOrderness - 1
 }
 
-func (a *assigner[T]) records() int64 { return a.seen }
+func (a *assigner[T]) Records() int64 { return a.seen }
 
-func (a *assigner[T]) idleTimeout() time.Duration { return a.strategy.idleness }
+func (a *assigner[T]) IdleTimeout() time.Duration { return a.strategy.idleness }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -99,16 +100,16 @@ func TestEventTimeTimersFireAsTheWatermarkPasses(t *testing.T) {
 // recordingChannel keeps what a task sends on one output channel.
 type recordingChannel struct {
 	mu   sync.Mutex
-	sent []Buffer
+	sent []engine.Buffer
 }
 
-func (c *recordingChannel) Send(_ context.Context, b *Buffer) error {
+func (c *recordingChannel) Send(_ context.Context, b *engine.Buffer) error {
 	c.mu.Lock()
 	cp := *b
 	cp.Data = append([]byte(nil), b.Data...)
 	c.sent = append(c.sent, cp)
 	c.mu.Unlock()
-	PutBuffer(b)
+	engine.PutBuffer(b)
 	return nil
 }
 func (c *recordingChannel) Close() error { return nil }
@@ -118,13 +119,13 @@ func (c *recordingChannel) events() []string {
 	var out []string
 	for _, b := range c.sent {
 		switch b.Kind {
-		case BufferWatermark:
+		case engine.BufferWatermark:
 			if b.Value == MaxWatermark {
 				out = append(out, "wm:max")
 			} else {
 				out = append(out, "wm:"+itoa(b.Value))
 			}
-		case BufferWatermarkStatus:
+		case engine.BufferWatermarkStatus:
 			out = append(out, map[int64]string{0: "active", 1: "idle"}[b.Value])
 		}
 	}
@@ -132,20 +133,20 @@ func (c *recordingChannel) events() []string {
 }
 
 func (g *fakeGate) watermark(ch int, wm int64) {
-	g.bufs <- &Buffer{Kind: BufferWatermark, Channel: ch, Value: wm}
+	g.bufs <- &engine.Buffer{Kind: engine.BufferWatermark, Channel: ch, Value: wm}
 }
 func (g *fakeGate) idle(ch int, idle bool) {
 	v := int64(0)
 	if idle {
 		v = 1
 	}
-	g.bufs <- &Buffer{Kind: BufferWatermarkStatus, Channel: ch, Value: v}
+	g.bufs <- &engine.Buffer{Kind: engine.BufferWatermarkStatus, Channel: ch, Value: v}
 }
 
 // stampedRecords sends records with timestamps, as an event-time job's
 // writers frame them.
 func (g *fakeGate) stampedRecords(ch int, recs ...keyed) {
-	b := &Buffer{Kind: BufferData, Channel: ch}
+	b := &engine.Buffer{Kind: engine.BufferData, Channel: ch}
 	for _, r := range recs {
 		enc := binary.AppendVarint(nil, r.n)
 		enc = keyedCodec{}.Append(enc, r)
@@ -179,9 +180,9 @@ func twoInputGraph(t *testing.T) *JobGraph {
 
 func TestWatermarkIsTheMinimumOfActiveInputs(t *testing.T) {
 	g := twoInputGraph(t)
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 32), errs: make(chan error)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 32), errs: make(chan error)}
 	out, other := &recordingChannel{}, &recordingChannel{}
-	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Outputs: [][]OutputChannel{{out, other}}})
+	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestWatermarkIsTheMinimumOfActiveInputs(t *testing.T) {
 	}
 	var recs []string
 	for _, b := range append(out.sent, other.sent...) {
-		if b.Kind == BufferData {
+		if b.Kind == engine.BufferData {
 			_, n := binary.Uvarint(b.Data)
 			ts, m := binary.Varint(b.Data[n:])
 			recs = append(recs, fmt.Sprintf("%d:%s", ts, b.Data[n+m:]))
@@ -227,10 +228,10 @@ func TestWatermarkIsTheMinimumOfActiveInputs(t *testing.T) {
 func TestEventTimeTimersSurviveACheckpoint(t *testing.T) {
 	g := twoInputGraph(t)
 	dir := t.TempDir()
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep,
-		Outputs: [][]OutputChannel{{&recordingChannel{}, &recordingChannel{}}}})
+		Outputs: [][]engine.OutputChannel{{&recordingChannel{}, &recordingChannel{}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,10 +265,10 @@ func TestEventTimeTimersSurviveACheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gate2 := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate2 := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	out, other := &recordingChannel{}, &recordingChannel{}
 	restore := &TaskRestore{CheckpointID: 1, Operators: map[string]*OperatorRestore{"alarm": {Keyed: []*statebackend.KeyedState{ks}}}}
-	task2, err := NewTask(g, 1, 0, TaskIO{Input: gate2, LatencyInterval: -1, Restore: restore, Outputs: [][]OutputChannel{{out, other}}})
+	task2, err := NewTask(g, 1, 0, TaskIO{Input: gate2, LatencyInterval: -1, Restore: restore, Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +281,7 @@ func TestEventTimeTimersSurviveACheckpoint(t *testing.T) {
 	}
 	var recs []string
 	for _, b := range append(out.sent, other.sent...) {
-		if b.Kind == BufferData {
+		if b.Kind == engine.BufferData {
 			data := b.Data
 			for len(data) > 0 {
 				l, n := binary.Uvarint(data)
@@ -327,7 +328,7 @@ func TestAnIdleSourceSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, other := &recordingChannel{}, &recordingChannel{}
-	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]OutputChannel{{out, other}}})
+	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,9 +362,9 @@ func TestWatermarkStrategyValidation(t *testing.T) {
 // fire windows past it on partial data.
 func TestAStoppedInputHoldsTheWatermark(t *testing.T) {
 	g := twoInputGraph(t)
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	out, other := &recordingChannel{}, &recordingChannel{}
-	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Outputs: [][]OutputChannel{{out, other}}})
+	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}

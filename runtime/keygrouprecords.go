@@ -42,14 +42,14 @@ func (k *keyGroupRecords) publish() {
 // keyed operators in one chain, the one nearest the head counts. It is safe
 // to call while the task runs.
 func (t *Task) KeyGroupRecords() (first int, counts []int64) {
-	k := t.kgRecords
+	k := t.chain.kgRecords
 	if k == nil {
 		return 0, nil
 	}
 	k.want.Store(true)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if t.stats.ended.Load() != 0 {
+	if t.eng.Ended() {
 		// The task goroutine is done with the counts (it stores ended
 		// last): they are final.
 		copy(k.published, k.counts)

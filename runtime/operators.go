@@ -1,17 +1,17 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 )
 
 // ErrEndOfInput is returned by SourceFunction.Poll when a bounded source has
 // emitted its last record.
-var ErrEndOfInput = errors.New("end of input")
+var ErrEndOfInput = engine.ErrEndOfInput
 
 // sourceRunner is the type-erased face of a source operator.
 type sourceRunner interface {

@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 	"sync"
-	"time"
 
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // TaskRestore is the state a subtask starts from.
@@ -53,99 +51,42 @@ const timersSection = "_timers"
 // eventTimersSection holds its event-time timers.
 const eventTimersSection = "_event_timers"
 
-// checkpoint takes the task's part of checkpoint b: the synchronous
-// snapshot (copy-on-write views and operator state), then the barrier goes
-// downstream, then the state files are written on another goroutine while
-// the task goes on processing.
-func (t *Task) checkpoint(b Barrier, alignNs int64) {
-	start := time.Now()
-	if b.Drain {
-		t.fireTimers(math.MaxInt64)
-		t.advanceWatermark(MaxWatermark)
-	}
-	snaps := make([]operatorSnapshot, 0, len(t.states))
-	var err error
-	for _, st := range t.states {
-		s := operatorSnapshot{st: st}
+// Snapshot implements engine.Chain: the synchronous part of checkpoint
+// id (copy-on-write views of keyed state, a copy of the timers, operator
+// state), and for each stateful operator the function that encodes its
+// state file off the task goroutine.
+func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
+	out := make([]engine.StateSnapshot, 0, len(c.states))
+	for _, st := range c.states {
+		s := &operatorSnapshot{st: st}
 		if st.keyed != nil {
 			s.sections = st.keyed()
 		}
+		var err error
 		if a, ok := st.fn.(AsyncSnapshotter); ok {
-			s.async, err = a.SnapshotStateAsync(b.ID)
+			s.async, err = a.SnapshotStateAsync(id)
 		} else if st.fn != nil {
-			s.entries, err = st.fn.SnapshotState(b.ID)
+			s.entries, err = st.fn.SnapshotState(id)
 		}
 		if err != nil {
-			err = fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, st.uid, err)
-			break
+			return out, fmt.Errorf("operator %s: %w", st.uid, err)
 		}
-		snaps = append(snaps, s)
+		out = append(out, engine.StateSnapshot{UID: st.uid, KeyGroups: st.keyGroups, Encode: s.encode,
+			Keys: func() int64 { return countKeys(s.sections, st.keyGroups) }})
 	}
-	for _, w := range t.writers {
-		w.broadcastBarrier(b)
-	}
-	syncNs := time.Since(start).Nanoseconds()
-	t.lastCheckpoint.Store(b.ID)
-	if t.io.Checkpoints == nil {
-		// No JobManager to report to (tests): still finish the async parts.
-		t.async.Add(1)
-		go func() {
-			defer t.async.Done()
-			for _, s := range snaps {
-				if s.async != nil {
-					s.async(t.ctx)
-				}
-			}
-		}()
-		return
-	}
-	if err != nil {
-		t.io.Checkpoints.Decline(b.ID, err)
-		return
-	}
-	t.async.Add(1)
-	go func() {
-		defer t.async.Done()
-		t.upload(b, snaps, syncNs, alignNs)
-	}()
+	return out, nil
 }
 
-// upload writes one state file per stateful operator and acknowledges.
-func (t *Task) upload(b Barrier, snaps []operatorSnapshot, syncNs, alignNs int64) {
-	start := time.Now()
-	ack := CheckpointAck{CheckpointID: b.ID, SyncNs: syncNs, AlignmentNs: alignNs}
-	if len(snaps) > 0 {
-		st, err := t.openStorage(b.Location)
-		if err != nil {
-			t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: %w", ErrCheckpointDeclined, err))
-			return
-		}
-		for _, s := range snaps {
-			var err error
-			if s.async != nil {
-				if s.entries, err = s.async(t.ctx); err != nil {
-					t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: operator %s: %w", ErrCheckpointDeclined, s.st.uid, err))
-					return
-				}
-			}
-			data, err := statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
-			if err == nil {
-				name := statebackend.StateFileName(s.st.uid, t.subtask)
-				if err = st.Put(t.ctx, name, data); err == nil {
-					ack.States = append(ack.States, OperatorSnapshot{UID: s.st.uid, File: name,
-						Size: int64(len(data)), KeyGroups: s.st.keyGroups, Keys: countKeys(s.sections, s.st.keyGroups)})
-				}
-			}
-			if err != nil {
-				t.io.Checkpoints.Decline(b.ID, fmt.Errorf("%w: operator %s: writing state to %s: %w",
-					ErrCheckpointDeclined, s.st.uid, b.Location, err))
-				return
-			}
+// encode runs the operator's asynchronous snapshot part, if any, and
+// writes its state file.
+func (s *operatorSnapshot) encode(ctx context.Context) ([]byte, error) {
+	if s.async != nil {
+		var err error
+		if s.entries, err = s.async(ctx); err != nil {
+			return nil, err
 		}
 	}
-	ack.AsyncNs = time.Since(start).Nanoseconds()
-	t.lastAck.Store(&ack)
-	t.io.Checkpoints.Acknowledge(ack)
+	return statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
 }
 
 // countKeys counts the keys of the first keyed section, for reports.
@@ -156,13 +97,6 @@ func countKeys(sections []statebackend.Section, r KeyGroupRange) int64 {
 		}
 	}
 	return 0
-}
-
-func (t *Task) openStorage(url string) (storage.Storage, error) {
-	if t.io.OpenStorage != nil {
-		return t.io.OpenStorage(url)
-	}
-	return storage.Open(url, storage.OptionsFromEnv())
 }
 
 // timerSection is a snapshot of a keyed operator's timers: a copy of the

@@ -91,11 +91,12 @@ func (o *sourceOutput[T]) EmitWatermark(wm int64) {
 
 func (o *sourceOutput[T]) MarkIdle() { o.idle = true }
 
-func (o *sourceOutput[T]) watermark() int64 { return o.wm }
+func (o *sourceOutput[T]) Watermark() int64 { return o.wm }
 
-func (o *sourceOutput[T]) records() int64 { return o.seen }
+func (o *sourceOutput[T]) Records() int64 { return o.seen }
 
-// idleTimeout is 0: the source decides idleness itself (isIdle).
-func (o *sourceOutput[T]) idleTimeout() time.Duration { return 0 }
+// IdleTimeout is 0: the source decides idleness itself (IsIdle).
+func (o *sourceOutput[T]) IdleTimeout() time.Duration { return 0 }
 
-func (o *sourceOutput[T]) isIdle() bool { return o.idle }
+// IsIdle implements engine.IdleDeclarer.
+func (o *sourceOutput[T]) IsIdle() bool { return o.idle }

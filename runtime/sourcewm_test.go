@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // scripted runs one step per poll, then ends (or, if endless, waits).
@@ -94,7 +96,7 @@ func sentRecords(c *recordingChannel) []string {
 	var recs []string
 	for _, b := range c.sent {
 		data := b.Data
-		for b.Kind == BufferData && len(data) > 0 {
+		for b.Kind == engine.BufferData && len(data) > 0 {
 			l, n := binary.Uvarint(data)
 			ts, m := binary.Varint(data[n:])
 			k, _ := keyedCodec{}.Decode(data[n+m : n+int(l)])
@@ -118,7 +120,7 @@ func TestWatermarkingSourceIdlenessAndTimestampsCrossExchanges(t *testing.T) {
 		}}
 	})
 	out, other := &recordingChannel{}, &recordingChannel{}
-	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]OutputChannel{{out, other}}})
+	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func TestAStoppedWatermarkingSourceKeepsItsWatermark(t *testing.T) {
 	out, other := &recordingChannel{}, &recordingChannel{}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Checkpointing: true, Checkpoints: rep,
-		Outputs: [][]OutputChannel{{out, other}}})
+		Outputs: [][]engine.OutputChannel{{out, other}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ func TestAStoppedWatermarkingSourceKeepsItsWatermark(t *testing.T) {
 	if got := strings.Join(out.events(), " "); got != "wm:49" {
 		t.Errorf("watermark events %q, want only wm:49", got)
 	}
-	if last := out.sent[len(out.sent)-1]; last.Kind != BufferEndOfPartition {
+	if last := out.sent[len(out.sent)-1]; last.Kind != engine.BufferEndOfPartition {
 		t.Errorf("last buffer of kind %v, want the end of the partition", last.Kind)
 	}
 }

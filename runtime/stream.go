@@ -3,6 +3,8 @@ package runtime
 import (
 	"fmt"
 	"time"
+
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // Env collects the operators of a job while its builder runs; Graph turns
@@ -82,7 +84,7 @@ type node struct {
 	decoder2 func(in any) func([]byte) error
 	// writer builds the collector that serialises this node's output onto
 	// the given output channels for an edge to consumer.
-	writer func(t *Task, e *Edge, consumer *node, channels []OutputChannel, subtask int) (eventWriter, any)
+	writer func(t *Task, e *Edge, consumer *node, channels []engine.OutputChannel, subtask int) any
 	// keyGroupOf (hash inputs only) returns a func(IN) int giving a record's
 	// key group.
 	keyGroupOf func(maxP int) any
@@ -146,9 +148,8 @@ func newNode[IN, OUT any](name string, codec Codec[OUT]) *node {
 	}
 	if codec != nil {
 		n.codec = codec
-		n.writer = func(t *Task, e *Edge, consumer *node, chs []OutputChannel, subtask int) (eventWriter, any) {
-			w := newRecordWriter[OUT](t, codec, chs, e, consumer, subtask)
-			return w, w
+		n.writer = func(t *Task, e *Edge, consumer *node, chs []engine.OutputChannel, subtask int) any {
+			return newRecordWriter[OUT](t, codec, chs, e, consumer, subtask)
 		}
 	}
 	n.decoder = func(in any) func([]byte) error {

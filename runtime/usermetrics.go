@@ -273,7 +273,7 @@ type UserMetricValue struct {
 // in registration order, with their current values. It is safe to call
 // while the task runs.
 func (t *Task) UserMetrics() []UserMetricValue {
-	r := t.metrics
+	r := t.chain.metrics
 	r.mu.Lock()
 	list := slices.Clone(r.list)
 	r.mu.Unlock()

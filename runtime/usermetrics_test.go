@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // counting registers user metrics in Open and updates them per record.
@@ -145,8 +147,8 @@ type slowChannel struct {
 	blocked time.Duration
 }
 
-func (c *slowChannel) Send(ctx context.Context, b *Buffer) error {
-	if b.Kind == BufferData {
+func (c *slowChannel) Send(ctx context.Context, b *engine.Buffer) error {
+	if b.Kind == engine.BufferData {
 		time.Sleep(c.wait)
 		c.mu.Lock()
 		c.blocked += c.wait
@@ -168,7 +170,7 @@ func TestTaskStatsCountBytesAndTime(t *testing.T) {
 	var got []string
 	g := keyedGraph(t, &got, &mu)
 	// The sum vertex reads a fake gate fed by hand.
-	gate := &fakeGate{n: 2, bufs: make(chan *Buffer, 16), errs: make(chan error, 1)}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error, 1)}
 	sum, err := NewTask(g, 1, 0, TaskIO{LatencyInterval: -1, Input: gate})
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +220,7 @@ func TestTaskStatsTakeBackpressureFromTheChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	chs := []*slowChannel{{wait: 2 * time.Millisecond}, {wait: 2 * time.Millisecond}}
-	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]OutputChannel{{chs[0], chs[1]}}})
+	task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Outputs: [][]engine.OutputChannel{{chs[0], chs[1]}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +233,7 @@ func TestTaskStatsTakeBackpressureFromTheChannels(t *testing.T) {
 	var bytes int64
 	for _, ch := range chs {
 		for _, b := range ch.sent {
-			if b.Kind == BufferData {
+			if b.Kind == engine.BufferData {
 				bytes += int64(len(b.Data))
 			}
 		}

@@ -9,6 +9,7 @@ import (
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -21,6 +22,15 @@ var errRestore = errors.New("cannot restore state")
 // settings; secrets never leave the process.
 func (tm *TaskManager) openStorage(url string) (storage.Storage, error) {
 	return storage.Open(url, tm.cfg.Storage)
+}
+
+// uploader is what the TaskManager gives its tasks to store their
+// snapshots: the task hands over each operator's encoder, and the state
+// files go to checkpoint storage opened with this process's settings. The
+// acknowledgement then goes to the JobManager through the task's
+// responder.
+func (tm *TaskManager) uploader() engine.Uploader {
+	return engine.StorageUploader{Open: tm.openStorage}
 }
 
 // responder reports one task's checkpoints to the JobManager leader. Its

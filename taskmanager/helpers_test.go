@@ -22,6 +22,7 @@ import (
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // testJob is one vertex: a source counting up every millisecond, chained
@@ -151,12 +152,19 @@ type runningTM struct {
 // test ends.
 func startTaskManager(t *testing.T, addrs ...string) *runningTM {
 	t.Helper()
+	return startTaskManagerWithClock(t, nil, addrs...)
+}
+
+// startTaskManagerWithClock is startTaskManager whose tasks run on clock
+// (nil: the wall clock).
+func startTaskManagerWithClock(t *testing.T, clock engine.Clock, addrs ...string) *runningTM {
+	t.Helper()
 	finder, err := leader.NewFinder(addrs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := newLogBuffer(t)
-	tm, err := New(Config{ID: "tm-test", Finder: finder, Slots: 2, Stdout: io.Discard,
+	tm, err := New(Config{ID: "tm-test", Finder: finder, Slots: 2, Stdout: io.Discard, Clock: clock,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

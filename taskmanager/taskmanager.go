@@ -47,6 +47,7 @@ import (
 	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
 )
@@ -84,6 +85,9 @@ type Config struct {
 	// TaskManager builds its own Finder (with Finder set, give it
 	// leader.WithTLS). Nil: plaintext.
 	TLS *tlsconf.Config
+	// Clock is the processing-time service of every task the TaskManager
+	// runs; nil is the wall clock. Tests give an engine.ManualClock.
+	Clock engine.Clock
 }
 
 // TaskManager is one worker process's task runtime.

@@ -14,6 +14,7 @@ import (
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
@@ -195,7 +196,7 @@ func (tm *TaskManager) run(ctx context.Context, rt *runningTask, g *runtime.JobG
 // start opens the subtask's output channels and instantiates it.
 func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.JobGraph, v *runtime.Vertex, gate *exchange.Gate, req *weirv1.DeployTaskRequest) (*runtime.Task, error) {
 	key := rt.key
-	outputs := make([][]runtime.OutputChannel, len(v.Outputs))
+	outputs := make([][]engine.OutputChannel, len(v.Outputs))
 	closeAll := func() {
 		for _, chs := range outputs {
 			for _, c := range chs {
@@ -222,6 +223,7 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 	}
 	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.log.With("job_id", key.job, "attempt", key.attempt),
 		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
+		Clock: tm.cfg.Clock, Uploader: tm.uploader(),
 		JobID: key.job, Attempt: key.attempt, Restore: restore}
 	if gate != nil {
 		tio.Input = gate
@@ -388,8 +390,13 @@ func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	if first, counts := t.KeyGroupRecords(); counts != nil {
 		m.KeyGroupFirst, m.KeyGroupRecords = int32(first), counts
 	}
-	for _, c := range t.Operators() {
-		m.Operators = append(m.Operators, &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out})
+	wms := t.OperatorWatermarks()
+	for i, c := range t.Operators() {
+		oc := &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out}
+		if wm := wms[i]; wm != runtime.NoTimestamp {
+			oc.Watermark = &wm
+		}
+		m.Operators = append(m.Operators, oc)
 	}
 	return m
 }

@@ -153,8 +153,14 @@ func TestSeedJobsOnACluster(t *testing.T) {
 		if want, got := expectedLines(t, j.job), committedLines(t, out, dir+"/"); !slices.Equal(got, want) {
 			t.Errorf("%s committed\n%s\nwant\n%s", j.job, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
-		if w := st.Vertices[len(st.Vertices)-1].WatermarkMs; w == nil {
-			t.Errorf("%s: status shows no watermark for vertex %s", j.job, st.Vertices[len(st.Vertices)-1].Name)
+		last := st.Vertices[len(st.Vertices)-1]
+		if w := last.WatermarkMs; w == nil {
+			t.Errorf("%s: status shows no watermark for vertex %s", j.job, last.Name)
+		}
+		for _, op := range last.Operators {
+			if op.WatermarkMs == nil {
+				t.Errorf("%s: status shows no watermark for operator %s", j.job, op.Name)
+			}
 		}
 	}
 }

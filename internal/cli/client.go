@@ -420,7 +420,11 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		}
 		fmt.Fprintf(w, "\n  [%d] %s  (parallelism %d%s)%s\n", v.Id, v.Name, v.Parallelism, in, wm)
 		for _, o := range v.Operators {
-			fmt.Fprintf(w, "      operator %-20s uid %-20s records in %-12d out %d\n", o.Name, o.Uid, o.RecordsIn, o.RecordsOut)
+			fmt.Fprintf(w, "      operator %-20s uid %-20s records in %-12d out %d", o.Name, o.Uid, o.RecordsIn, o.RecordsOut)
+			if o.Watermark != nil {
+				fmt.Fprintf(w, "  watermark %s", formatWatermark(o.GetWatermark()))
+			}
+			fmt.Fprintln(w)
 		}
 		for _, t := range v.Subtasks {
 			where := "not placed"

@@ -144,6 +144,10 @@ type OperatorView struct {
 	Name       string `json:"name"`
 	RecordsIn  int64  `json:"records_in"`
 	RecordsOut int64  `json:"records_out"`
+	// WatermarkMs is the operator's event-time watermark, the lowest of
+	// its subtasks'; nil without event time, and for operators chained
+	// before the timestamp assigner of a source's chain.
+	WatermarkMs *int64 `json:"watermark_ms"`
 }
 
 // SubtaskView is one subtask of the current attempt; Index counts from 0
@@ -386,7 +390,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 			Subtasks: make([]SubtaskView, 0, len(vs.GetSubtasks())), WatermarkMs: vs.Watermark}
 		for _, o := range vs.GetOperators() {
 			vv.Operators = append(vv.Operators, OperatorView{UID: o.GetUid(), Name: o.GetName(),
-				RecordsIn: o.GetRecordsIn(), RecordsOut: o.GetRecordsOut()})
+				RecordsIn: o.GetRecordsIn(), RecordsOut: o.GetRecordsOut(), WatermarkMs: o.Watermark})
 		}
 		for _, t := range vs.GetSubtasks() {
 			vv.Subtasks = append(vv.Subtasks, SubtaskView{Index: int(t.GetIndex()), State: jobmanager.TaskStateName(t.GetState()),

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/weirstream/weir/runtime/engine"
 
 	"github.com/weirstream/weir/runtime"
 )
@@ -172,7 +173,7 @@ func opUID(task *runtime.Task, name string) string {
 }
 
 func TestLatencyHistogramKeepsCountsInTheirBuckets(t *testing.T) {
-	var h runtime.Histogram
+	var h engine.Histogram
 	for _, ns := range []int64{100_000, 700_000, 3_000_000, 3_000_000, 2_000_000_000, 60_000_000_000} {
 		h.Record(ns)
 	}

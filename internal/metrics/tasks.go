@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/weirstream/weir/runtime/engine"
 
 	"github.com/weirstream/weir/runtime"
 )
@@ -149,11 +150,11 @@ func latencyHistogram(counts []int64, lv []string) (prometheus.Metric, bool) {
 	k := 0
 	var run uint64
 	for i, c := range counts {
-		upper := float64(runtime.HistogramBucketUpper(i)) / 1e9
+		upper := float64(engine.HistogramBucketUpper(i)) / 1e9
 		if c > 0 {
 			lower := 0.0
 			if i > 0 {
-				lower = float64(runtime.HistogramBucketUpper(i-1)+1) / 1e9
+				lower = float64(engine.HistogramBucketUpper(i-1)+1) / 1e9
 			}
 			sum += float64(c) * (lower + upper) / 2
 		}

@@ -4,7 +4,7 @@
 // call that does not set its own.
 //
 // The largest messages are exchange frames: a frame holds one network
-// buffer (runtime.BufferSize, 32 KiB) of records, or one record larger
+// buffer (engine.BufferSize, 32 KiB) of records, or one record larger
 // than that alone, so MaxMessageSize is also the largest record that can
 // cross TaskManagers. Control-plane messages (a job's status, a
 // deployment with its parameters, a checkpoint list) are far smaller; the

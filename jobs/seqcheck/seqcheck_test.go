@@ -14,6 +14,7 @@ import (
 
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -385,14 +386,14 @@ func TestReadOutputAndVerify(t *testing.T) {
 // gate is an InputGate of n channels fed by the test.
 type gate struct {
 	n    int
-	ch   chan *runtime.Buffer
+	ch   chan *engine.Buffer
 	errs chan error
 }
 
-func (g *gate) NumChannels() int                { return g.n }
-func (g *gate) Buffers() <-chan *runtime.Buffer { return g.ch }
-func (g *gate) Recycle(*runtime.Buffer)         {}
-func (g *gate) Err() <-chan error               { return g.errs }
+func (g *gate) NumChannels() int               { return g.n }
+func (g *gate) Buffers() <-chan *engine.Buffer { return g.ch }
+func (g *gate) Recycle(*engine.Buffer)         {}
+func (g *gate) Err() <-chan error              { return g.errs }
 
 // TestCheckerInTask runs the checker and the file sink as the real tasks
 // of the job's second vertex (a KeyedContext exists only inside a task),
@@ -414,7 +415,7 @@ func TestCheckerInTask(t *testing.T) {
 	for subtask := range v.Parallelism {
 		// Each subtask gets the records of the key groups it owns, as the
 		// hash exchange would send them.
-		data := runtime.GetBuffer()
+		data := engine.GetBuffer()
 		var rec []byte
 		for _, r := range in {
 			kg := runtime.KeyGroupForHash(runtime.Int64Hash(r.Key), g.MaxParallelism)
@@ -428,12 +429,12 @@ func TestCheckerInTask(t *testing.T) {
 		}
 		// The records come on channel 0; every producer channel ends.
 		n := len(g.InputChannels(v.Inputs[0], subtask))
-		gt := &gate{n: n, ch: make(chan *runtime.Buffer, n+1), errs: make(chan error)}
+		gt := &gate{n: n, ch: make(chan *engine.Buffer, n+1), errs: make(chan error)}
 		gt.ch <- data
 		for c := range n {
-			gt.ch <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: c}
+			gt.ch <- &engine.Buffer{Kind: engine.BufferEndOfPartition, Channel: c}
 		}
-		task, err := runtime.NewTask(g, v.ID, subtask, runtime.TaskIO{Input: gt, Outputs: [][]runtime.OutputChannel{}, Stdout: io.Discard, Logger: logger, LatencyInterval: -1})
+		task, err := runtime.NewTask(g, v.ID, subtask, runtime.TaskIO{Input: gt, Outputs: [][]engine.OutputChannel{}, Stdout: io.Discard, Logger: logger, LatencyInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

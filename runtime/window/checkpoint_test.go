@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/runtime/window"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -19,23 +20,23 @@ import (
 // them from the upstream subtasks.
 type gate struct {
 	n    int
-	bufs chan *runtime.Buffer
+	bufs chan *engine.Buffer
 	errs chan error
 }
 
 func newGate(n int) *gate {
-	return &gate{n: n, bufs: make(chan *runtime.Buffer, 256), errs: make(chan error)}
+	return &gate{n: n, bufs: make(chan *engine.Buffer, 256), errs: make(chan error)}
 }
 
-func (g *gate) NumChannels() int                { return g.n }
-func (g *gate) Buffers() <-chan *runtime.Buffer { return g.bufs }
-func (g *gate) Recycle(*runtime.Buffer)         {}
-func (g *gate) Err() <-chan error               { return g.errs }
+func (g *gate) NumChannels() int               { return g.n }
+func (g *gate) Buffers() <-chan *engine.Buffer { return g.bufs }
+func (g *gate) Recycle(*engine.Buffer)         {}
+func (g *gate) Err() <-chan error              { return g.errs }
 
 // records sends evs on channel ch, each framed with its timestamp as in an
 // event-time job.
 func (g *gate) records(ch int, evs ...ev) {
-	b := &runtime.Buffer{Kind: runtime.BufferData, Channel: ch}
+	b := &engine.Buffer{Kind: engine.BufferData, Channel: ch}
 	for _, e := range evs {
 		rec := binary.AppendVarint(nil, e.ts)
 		rec = evCodec{}.Append(rec, e)
@@ -49,13 +50,13 @@ func (g *gate) records(ch int, evs ...ev) {
 // watermark, barrier and end send on every channel.
 func (g *gate) watermark(wm int64) {
 	for ch := range g.n {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferWatermark, Channel: ch, Value: wm}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferWatermark, Channel: ch, Value: wm}
 	}
 }
 
 func (g *gate) barrier(b runtime.Barrier) {
 	for ch := range g.n {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferBarrier, Channel: ch, Value: b.ID, Data: runtime.EncodeBarrier(nil, b)}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferBarrier, Channel: ch, Value: b.ID, Data: engine.EncodeBarrier(nil, b)}
 	}
 }
 
@@ -64,7 +65,7 @@ func (g *gate) barrier(b runtime.Barrier) {
 func (g *gate) end() {
 	g.watermark(runtime.MaxWatermark)
 	for ch := range g.n {
-		g.bufs <- &runtime.Buffer{Kind: runtime.BufferEndOfPartition, Channel: ch}
+		g.bufs <- &engine.Buffer{Kind: engine.BufferEndOfPartition, Channel: ch}
 	}
 }
 

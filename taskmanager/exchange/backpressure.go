@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // backpressure measures how long a channel's Send waits for credit: the
@@ -35,7 +35,7 @@ func (b *backpressure) nanos() int64 {
 }
 
 var (
-	_ runtime.OutputChannelStats = (*localChannel)(nil)
-	_ runtime.OutputChannelStats = (*remoteChannel)(nil)
-	_ runtime.InputGateStats     = (*Gate)(nil)
+	_ engine.OutputChannelStats = (*localChannel)(nil)
+	_ engine.OutputChannelStats = (*remoteChannel)(nil)
+	_ engine.InputGateStats     = (*Gate)(nil)
 )

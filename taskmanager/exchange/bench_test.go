@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // benchmarkThroughput pushes full 32 KiB data buffers through one channel
@@ -22,7 +22,7 @@ func benchmarkThroughput(b *testing.B, remote bool, credits int) {
 	go func() {
 		n := 0
 		for buf := range g.Buffers() {
-			eop := buf.Kind == runtime.BufferEndOfPartition
+			eop := buf.Kind == engine.BufferEndOfPartition
 			n += len(buf.Data)
 			g.Recycle(buf)
 			if eop {
@@ -32,18 +32,18 @@ func benchmarkThroughput(b *testing.B, remote bool, credits int) {
 		}
 	}()
 
-	b.SetBytes(runtime.BufferSize)
+	b.SetBytes(engine.BufferSize)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		buf := runtime.GetBuffer()
-		buf.Data = buf.Data[:runtime.BufferSize]
+		buf := engine.GetBuffer()
+		buf.Data = buf.Data[:engine.BufferSize]
 		buf.Records = 1
 		if err := ch.Send(ctx, buf); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0)); err != nil {
+	if err := ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0)); err != nil {
 		b.Fatal(err)
 	}
 	n := <-consumed
@@ -51,8 +51,8 @@ func benchmarkThroughput(b *testing.B, remote bool, credits int) {
 	if err := ch.Close(); err != nil {
 		b.Fatal(err)
 	}
-	if n != b.N*runtime.BufferSize {
-		b.Fatalf("consumed %d bytes, want %d", n, b.N*runtime.BufferSize)
+	if n != b.N*engine.BufferSize {
+		b.Fatalf("consumed %d bytes, want %d", n, b.N*engine.BufferSize)
 	}
 }
 

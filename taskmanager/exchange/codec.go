@@ -12,13 +12,13 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // codecName is the content-subtype of Exchange streams
 // ("application/grpc+weir-exchange"). The codec writes and reads the same
 // protobuf ExchangeFrame bytes as the generated code, but straight from and
-// into runtime.Buffers: a data frame costs one copy each way and no
+// into engine.Buffers: a data frame costs one copy each way and no
 // allocation. Going through the generic proto codec would cost a copy more
 // and two allocations per frame on the receiving side, and on both sides
 // a cleared 1 MiB pool buffer, the tier gRPC's default pool picks for a
@@ -29,16 +29,16 @@ func init() { encoding.RegisterCodecV2(frameCodec{proto: encoding.GetCodecV2(grp
 
 // outFrame is the message a remote channel sends per buffer: the
 // ExchangeFrame of a data or event buffer.
-type outFrame struct{ buf *runtime.Buffer }
+type outFrame struct{ buf *engine.Buffer }
 
 // inFrame is the message Serve receives per buffer: the data or event of an
 // ExchangeFrame, decoded into buf.
 type inFrame struct {
-	buf   *runtime.Buffer // Data and Records are filled in; Kind is not
+	buf   *engine.Buffer // Data and Records are filled in; Kind is not
 	event weirv1.EventKind
 	value int64
-	// taskEvent is the runtime.BufferKind of a task event.
-	taskEvent runtime.BufferKind
+	// taskEvent is the engine.BufferKind of a task event.
+	taskEvent engine.BufferKind
 	open      bool // the frame carried a ChannelOpen
 }
 
@@ -57,8 +57,8 @@ func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	var event weirv1.EventKind
 	var taskEvent uint64
 	switch {
-	case b.Kind == runtime.BufferData:
-	case b.Kind == runtime.BufferEndOfPartition:
+	case b.Kind == engine.BufferData:
+	case b.Kind == engine.BufferEndOfPartition:
 		event = weirv1.EventKind_EVENT_KIND_END_OF_PARTITION
 	case b.Kind.IsTaskEvent():
 		event, taskEvent = weirv1.EventKind_EVENT_KIND_TASK_EVENT, uint64(b.Kind)
@@ -153,7 +153,7 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			if err != nil {
 				return err
 			}
-			if k := runtime.BufferKind(x); x <= 255 && k.IsTaskEvent() {
+			if k := engine.BufferKind(x); x <= 255 && k.IsTaskEvent() {
 				f.taskEvent = k
 			} else {
 				return fmt.Errorf("%w: task event kind %d", ErrProtocol, x)
@@ -285,8 +285,8 @@ var framePool = &bytePool{}
 
 type bytePool struct{ p sync.Pool }
 
-// frameCap fits a data frame of runtime.BufferSize plus its header.
-const frameCap = runtime.BufferSize + 64
+// frameCap fits a data frame of engine.BufferSize plus its header.
+const frameCap = engine.BufferSize + 64
 
 func (bp *bytePool) Get(n int) *[]byte {
 	if n <= frameCap {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // pieces splits b into a BufferSlice of random pieces, as the transport
@@ -32,17 +32,17 @@ func pieces(rng *rand.Rand, b []byte) mem.BufferSlice {
 	return s
 }
 
-func randomBuffer(rng *rand.Rand) *runtime.Buffer {
-	b := runtime.GetBuffer()
+func randomBuffer(rng *rand.Rand) *engine.Buffer {
+	b := engine.GetBuffer()
 	switch rng.IntN(4) {
 	case 0:
-		b.Kind, b.Value = runtime.BufferEndOfPartition, rng.Int64N(3)
+		b.Kind, b.Value = engine.BufferEndOfPartition, rng.Int64N(3)
 	case 1:
-		b.Kind, b.Value = runtime.BufferLatencyMarker, time.Now().UnixNano()-rng.Int64N(1e9)
+		b.Kind, b.Value = engine.BufferLatencyMarker, time.Now().UnixNano()-rng.Int64N(1e9)
 	default:
-		n := rng.IntN(runtime.BufferSize + 1)
+		n := rng.IntN(engine.BufferSize + 1)
 		if rng.IntN(8) == 0 {
-			n = rng.IntN(3 * runtime.BufferSize) // an oversized record
+			n = rng.IntN(3 * engine.BufferSize) // an oversized record
 		}
 		b.Data = b.Data[:0]
 		for range n {
@@ -53,14 +53,14 @@ func randomBuffer(rng *rand.Rand) *runtime.Buffer {
 	return b
 }
 
-func kindOf(e weirv1.EventKind) runtime.BufferKind {
+func kindOf(e weirv1.EventKind) engine.BufferKind {
 	switch e {
 	case weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
-		return runtime.BufferEndOfPartition
+		return engine.BufferEndOfPartition
 	case weirv1.EventKind_EVENT_KIND_TASK_EVENT:
-		return runtime.BufferLatencyMarker // the only task event randomBuffer makes
+		return engine.BufferLatencyMarker // the only task event randomBuffer makes
 	}
-	return runtime.BufferData
+	return engine.BufferData
 }
 
 // TestFrameCodec checks that frameCodec writes exactly what the generated
@@ -76,13 +76,13 @@ func TestFrameCodec(t *testing.T) {
 		b := randomBuffer(rng)
 		want := &weirv1.ExchangeFrame{Records: int32(b.Records)}
 		switch b.Kind {
-		case runtime.BufferData:
+		case engine.BufferData:
 			want.Data = b.Data
-		case runtime.BufferEndOfPartition:
+		case engine.BufferEndOfPartition:
 			want.Event, want.EventValue = weirv1.EventKind_EVENT_KIND_END_OF_PARTITION, b.Value
-		case runtime.BufferLatencyMarker:
+		case engine.BufferLatencyMarker:
 			want.Event, want.EventValue = weirv1.EventKind_EVENT_KIND_TASK_EVENT, b.Value
-			want.TaskEvent = uint32(runtime.BufferLatencyMarker)
+			want.TaskEvent = uint32(engine.BufferLatencyMarker)
 		}
 		wantBytes, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
 		if err != nil {
@@ -98,7 +98,7 @@ func TestFrameCodec(t *testing.T) {
 			t.Fatalf("frame %d: encoding differs from protobuf's\n got %x\nwant %x", i, got[:min(len(got), 64)], wantBytes[:min(len(wantBytes), 64)])
 		}
 
-		in := &inFrame{buf: runtime.GetBuffer()}
+		in := &inFrame{buf: engine.GetBuffer()}
 		if err := codec.Unmarshal(pieces(rng, wantBytes), in); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
@@ -107,8 +107,8 @@ func TestFrameCodec(t *testing.T) {
 			t.Fatalf("frame %d: decoded event %v value %d records %d len %d open %v, want %v", i,
 				in.event, in.value, in.buf.Records, len(in.buf.Data), in.open, want)
 		}
-		runtime.PutBuffer(in.buf)
-		runtime.PutBuffer(b)
+		engine.PutBuffer(in.buf)
+		engine.PutBuffer(b)
 	}
 
 	// Other messages go through the proto codec.
@@ -122,7 +122,7 @@ func TestFrameCodec(t *testing.T) {
 		t.Fatalf("open frame round trip: %v, %v", &back, err)
 	}
 	// An open frame read as inFrame says so.
-	in := &inFrame{buf: runtime.GetBuffer()}
+	in := &inFrame{buf: engine.GetBuffer()}
 	if err := codec.Unmarshal(enc, in); err != nil || !in.open {
 		t.Fatalf("open frame as inFrame: open=%v err=%v", in.open, err)
 	}
@@ -138,7 +138,7 @@ func TestFrameCodecRejectsGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for n := range len(good) {
-		in := &inFrame{buf: runtime.GetBuffer()}
+		in := &inFrame{buf: engine.GetBuffer()}
 		err := codec.Unmarshal(pieces(rng, good[:n]), in)
 		if n > 0 && err == nil && n != 2+len("hello, world") {
 			t.Errorf("truncated to %d bytes: no error", n)
@@ -149,7 +149,7 @@ func TestFrameCodecRejectsGarbage(t *testing.T) {
 		for i := range junk {
 			junk[i] = byte(rng.Uint32())
 		}
-		in := &inFrame{buf: runtime.GetBuffer()}
+		in := &inFrame{buf: engine.GetBuffer()}
 		_ = codec.Unmarshal(pieces(rng, junk), in) // must not panic
 	}
 }

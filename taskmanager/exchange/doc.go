@@ -5,7 +5,7 @@
 // (ChannelID). Its consumer end is an input Gate, registered by the
 // TaskManager before the consumer task runs, which merges all of the task's
 // input channels into one Go channel; its producer end is the
-// runtime.OutputChannel that OpenChannel returns. Flow control is
+// engine.OutputChannel that OpenChannel returns. Flow control is
 // credit-based, as in Flink's network stack since 1.5: the receiver grants
 // each channel Config.Credits credits, sending a data buffer spends one, and
 // the consumer's Gate.Recycle of that buffer gives it back. A producer
@@ -17,7 +17,7 @@
 //
 // When producer and consumer run in the same TaskManager (the consumer's
 // address is Config.SelfAddress) the channel is local: Send hands the
-// *runtime.Buffer itself to the gate, with no copy and no serialisation, and
+// *engine.Buffer itself to the gate, with no copy and no serialisation, and
 // credits are tokens in a Go channel. Otherwise the channel is one
 // bidirectional TaskManager.Exchange gRPC stream to the consumer's
 // TaskManager, multiplexed with the others over one cached connection per
@@ -28,7 +28,7 @@
 // whose memory the credits bound decides. Frames travel under the
 // content-subtype "weir-exchange", whose codec writes the ordinary protobuf
 // encoding of ExchangeFrame straight from, and reads it straight into,
-// pooled runtime.Buffers (see codec.go).
+// pooled engine.Buffers (see codec.go).
 //
 // Failures travel both ways. A producer whose consumer is gone (the stream
 // broke, or the gate was unregistered) gets an error from Send, also while

@@ -12,7 +12,7 @@ import (
 
 	"github.com/weirstream/weir/internal/rpcopts"
 	"github.com/weirstream/weir/internal/tlsconf"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // Errors callers can test with errors.Is. Errors that crossed the wire carry
@@ -205,7 +205,7 @@ func (x *Exchange) waitGate(ctx context.Context, key GateKey) (*Gate, error) {
 // registered (deployment order is not guaranteed), honouring ctx. The
 // channel's Send and Close are called from one goroutine (Close may also be
 // called from another one to abort a blocked Send).
-func (x *Exchange) OpenChannel(ctx context.Context, id ChannelID, consumerAddr string) (runtime.OutputChannel, error) {
+func (x *Exchange) OpenChannel(ctx context.Context, id ChannelID, consumerAddr string) (engine.OutputChannel, error) {
 	if consumerAddr == x.cfg.SelfAddress {
 		return x.openLocal(ctx, id)
 	}

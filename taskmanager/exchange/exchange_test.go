@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // TestDelivery sends data, latency markers and end-of-partition from several
@@ -57,7 +57,7 @@ func TestDelivery(t *testing.T) {
 						defer ch.Close()
 						for i := range count(p) {
 							if i%10 == 5 {
-								if err := ch.Send(ctx, eventBuffer(runtime.BufferLatencyMarker, int64(1000*p+i))); err != nil {
+								if err := ch.Send(ctx, eventBuffer(engine.BufferLatencyMarker, int64(1000*p+i))); err != nil {
 									return err
 								}
 							}
@@ -65,7 +65,7 @@ func TestDelivery(t *testing.T) {
 								return err
 							}
 						}
-						return ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0))
+						return ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0))
 					}()
 				}()
 			}
@@ -79,17 +79,17 @@ func TestDelivery(t *testing.T) {
 				}
 				p := ps[b.Channel].Subtask
 				switch b.Kind {
-				case runtime.BufferData:
+				case engine.BufferData:
 					if seq := seqOf(t, b); seq != next[p] {
 						t.Fatalf("producer %d: got data %d, want %d", p, seq, next[p])
 					}
 					next[p]++
-				case runtime.BufferLatencyMarker:
+				case engine.BufferLatencyMarker:
 					if want := int64(1000*p + next[p]); next[p]%10 != 5 || b.Value != want {
 						t.Fatalf("producer %d: latency marker %d after %d data buffers", p, b.Value, next[p])
 					}
 					markers[p]++
-				case runtime.BufferEndOfPartition:
+				case engine.BufferEndOfPartition:
 					if next[p] != count(p) {
 						t.Fatalf("producer %d: end of partition after %d of %d data buffers", p, next[p], count(p))
 					}
@@ -145,11 +145,11 @@ func TestFlowControl(t *testing.T) {
 						sent++
 						mu.Unlock()
 					}
-					return ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0))
+					return ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0))
 				}()
 			}()
 
-			var held []*runtime.Buffer
+			var held []*engine.Buffer
 			for i := range credits {
 				b := receive(t, g, 5*time.Second)
 				if seq := seqOf(t, b); seq != i {
@@ -177,7 +177,7 @@ func TestFlowControl(t *testing.T) {
 				}
 			}
 			// The end of partition needs no credit.
-			if b := receive(t, g, 5*time.Second); b.Kind != runtime.BufferEndOfPartition {
+			if b := receive(t, g, 5*time.Second); b.Kind != engine.BufferEndOfPartition {
 				t.Fatalf("got buffer kind %d, want end of partition", b.Kind)
 			} else {
 				g.Recycle(b)
@@ -214,22 +214,22 @@ func TestEventsNeedNoCredit(t *testing.T) {
 				}
 			}
 			for i := range 3 {
-				if err := ch.Send(ctx, eventBuffer(runtime.BufferLatencyMarker, int64(i))); err != nil {
+				if err := ch.Send(ctx, eventBuffer(engine.BufferLatencyMarker, int64(i))); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0)); err != nil {
+			if err := ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0)); err != nil {
 				t.Fatal(err)
 			}
-			var kinds []runtime.BufferKind
-			var held []*runtime.Buffer
+			var kinds []engine.BufferKind
+			var held []*engine.Buffer
 			for range credits + 4 {
 				b := receive(t, g, 5*time.Second)
 				kinds = append(kinds, b.Kind)
 				held = append(held, b)
 			}
-			want := []runtime.BufferKind{runtime.BufferData, runtime.BufferData, runtime.BufferLatencyMarker,
-				runtime.BufferLatencyMarker, runtime.BufferLatencyMarker, runtime.BufferEndOfPartition}
+			want := []engine.BufferKind{engine.BufferData, engine.BufferData, engine.BufferLatencyMarker,
+				engine.BufferLatencyMarker, engine.BufferLatencyMarker, engine.BufferEndOfPartition}
 			if fmt.Sprint(kinds) != fmt.Sprint(want) {
 				t.Fatalf("got kinds %v, want %v", kinds, want)
 			}
@@ -275,12 +275,12 @@ func TestSlowConsumer(t *testing.T) {
 						maxOutstanding = max(maxOutstanding, sent-recycled)
 						mu.Unlock()
 					}
-					return ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0))
+					return ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0))
 				}()
 			}()
 			for i := 0; ; i++ {
 				b := receive(t, g, 10*time.Second)
-				if b.Kind == runtime.BufferEndOfPartition {
+				if b.Kind == engine.BufferEndOfPartition {
 					if i != total {
 						t.Fatalf("end of partition after %d buffers, want %d", i, total)
 					}
@@ -616,7 +616,7 @@ func TestOpen(t *testing.T) {
 				p := newPair(t, mode.remote, Config{OpenTimeout: 10 * time.Second})
 				id := channelID("j", 0, 0)
 				type opened struct {
-					ch  runtime.OutputChannel
+					ch  engine.OutputChannel
 					err error
 				}
 				result := make(chan opened, 1)
@@ -641,7 +641,7 @@ func TestOpen(t *testing.T) {
 				if err := r.ch.Send(context.Background(), dataBuffer(7)); err != nil {
 					t.Fatal(err)
 				}
-				if err := r.ch.Send(context.Background(), eventBuffer(runtime.BufferEndOfPartition, 0)); err != nil {
+				if err := r.ch.Send(context.Background(), eventBuffer(engine.BufferEndOfPartition, 0)); err != nil {
 					t.Fatal(err)
 				}
 				if err := r.ch.Close(); err != nil {
@@ -652,7 +652,7 @@ func TestOpen(t *testing.T) {
 					t.Fatalf("got %d, want 7", seq)
 				}
 				g.Recycle(b)
-				if b := receive(t, g, 5*time.Second); b.Kind != runtime.BufferEndOfPartition {
+				if b := receive(t, g, 5*time.Second); b.Kind != engine.BufferEndOfPartition {
 					t.Fatalf("got kind %d, want end of partition", b.Kind)
 				}
 				expectNothing(t, g, 50*time.Millisecond)
@@ -754,7 +754,7 @@ func TestUnregisterDropsQueuedBuffers(t *testing.T) {
 	if n := len(g.Buffers()); n != 0 {
 		t.Fatalf("%d buffers still queued", n)
 	}
-	if err := ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0)); !errors.Is(err, ErrGateUnregistered) {
+	if err := ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0)); !errors.Is(err, ErrGateUnregistered) {
 		t.Fatalf("Send after unregister: %v, want ErrGateUnregistered", err)
 	}
 }

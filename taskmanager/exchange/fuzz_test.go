@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // FuzzFrameCodec decodes arbitrary bytes, split in pieces as the transport
@@ -18,7 +18,7 @@ func FuzzFrameCodec(f *testing.F) {
 	c := frameCodec{}
 	for _, fr := range []*weirv1.ExchangeFrame{
 		{Data: []byte("records"), Records: 3},
-		{Event: weirv1.EventKind_EVENT_KIND_TASK_EVENT, EventValue: 7, TaskEvent: uint32(runtime.BufferBarrier)},
+		{Event: weirv1.EventKind_EVENT_KIND_TASK_EVENT, EventValue: 7, TaskEvent: uint32(engine.BufferBarrier)},
 		{Event: weirv1.EventKind_EVENT_KIND_END_OF_PARTITION},
 		{Open: &weirv1.ChannelOpen{}},
 	} {
@@ -30,8 +30,8 @@ func FuzzFrameCodec(f *testing.F) {
 	}
 	f.Add([]byte{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f}, uint64(2))
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
-		in := &inFrame{buf: runtime.GetBuffer()}
-		defer runtime.PutBuffer(in.buf)
+		in := &inFrame{buf: engine.GetBuffer()}
+		defer engine.PutBuffer(in.buf)
 		err := c.Unmarshal(pieces(rand.New(rand.NewPCG(seed, 0)), data), in)
 		var want weirv1.ExchangeFrame
 		if perr := proto.Unmarshal(data, &want); perr != nil || err != nil {

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // eventSlack is how many event buffers per channel the gate's queue holds
@@ -14,14 +14,14 @@ const eventSlack = 4
 
 // Gate is the input gate of one consumer subtask: it merges its input
 // channels, local and remote, into one Go channel and returns credits to their
-// producers as the task recycles buffers. It implements runtime.InputGate.
+// producers as the task recycles buffers. It implements engine.InputGate.
 type Gate struct {
 	key     GateKey
 	credits int
 	log     *slog.Logger
 
 	inputs  []*inputChannel
-	buffers chan *runtime.Buffer
+	buffers chan *engine.Buffer
 	errs    chan error    // holds the first failure
 	done    chan struct{} // closed when the gate is unregistered
 
@@ -46,7 +46,7 @@ type inputChannel struct {
 func newGate(key GateKey, channels []Producer, credits int, log *slog.Logger) *Gate {
 	g := &Gate{key: key, credits: credits, log: log.With("gate", key),
 		inputs:     make([]*inputChannel, len(channels)),
-		buffers:    make(chan *runtime.Buffer, len(channels)*(credits+eventSlack)),
+		buffers:    make(chan *engine.Buffer, len(channels)*(credits+eventSlack)),
 		errs:       make(chan error, 1),
 		done:       make(chan struct{}),
 		byProducer: make(map[Producer]int, len(channels))}
@@ -67,7 +67,7 @@ func (g *Gate) Key() GateKey { return g.key }
 func (g *Gate) NumChannels() int { return len(g.inputs) }
 
 // Buffers delivers the buffers of all channels; Buffer.Channel tells which.
-func (g *Gate) Buffers() <-chan *runtime.Buffer { return g.buffers }
+func (g *Gate) Buffers() <-chan *engine.Buffer { return g.buffers }
 
 // Queued returns the buffers waiting for the task and the most the gate
 // queues (the channels' credits plus room for events).
@@ -81,19 +81,19 @@ func (g *Gate) Err() <-chan error { return g.errs }
 // gate, local or remote, comes from runtime's pool and goes back to it. For a data buffer it
 // returns the channel's credit to the producer. The caller MUST NOT use b
 // afterwards.
-func (g *Gate) Recycle(b *runtime.Buffer) {
+func (g *Gate) Recycle(b *engine.Buffer) {
 	if b.Channel < 0 || b.Channel >= len(g.inputs) {
 		g.log.Error("recycled buffer of unknown channel", "channel", b.Channel)
 		return
 	}
-	if b.Kind == runtime.BufferData {
+	if b.Kind == engine.BufferData {
 		select {
 		case g.inputs[b.Channel].credits <- struct{}{}:
 		default:
 			g.log.Error("more credits returned than granted (buffer recycled twice?)", "channel", b.Channel)
 		}
 	}
-	runtime.PutBuffer(b)
+	engine.PutBuffer(b)
 }
 
 // claim marks the producer's channel open and returns it.
@@ -149,7 +149,7 @@ func (g *Gate) unregister() {
 	for {
 		select {
 		case b := <-g.buffers:
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 		default:
 			return
 		}

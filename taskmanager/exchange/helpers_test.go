@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // testServer is the TaskManager service as far as the exchange needs it.
@@ -131,8 +131,8 @@ func goroutines() map[string]string {
 }
 
 // dataBuffer returns a data buffer holding one record: the sequence number.
-func dataBuffer(seq int) *runtime.Buffer {
-	b := runtime.GetBuffer()
+func dataBuffer(seq int) *engine.Buffer {
+	b := engine.GetBuffer()
 	var rec [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(rec[:], uint64(seq))
 	b.Data = binary.AppendUvarint(b.Data, uint64(n))
@@ -142,7 +142,7 @@ func dataBuffer(seq int) *runtime.Buffer {
 }
 
 // seqOf decodes the record of a dataBuffer.
-func seqOf(tb testing.TB, b *runtime.Buffer) int {
+func seqOf(tb testing.TB, b *engine.Buffer) int {
 	tb.Helper()
 	l, n := binary.Uvarint(b.Data)
 	if n <= 0 || int(l) != len(b.Data)-n || b.Records != 1 {
@@ -155,14 +155,14 @@ func seqOf(tb testing.TB, b *runtime.Buffer) int {
 	return int(v)
 }
 
-func eventBuffer(kind runtime.BufferKind, value int64) *runtime.Buffer {
-	b := runtime.GetBuffer()
+func eventBuffer(kind engine.BufferKind, value int64) *engine.Buffer {
+	b := engine.GetBuffer()
 	b.Kind, b.Value = kind, value
 	return b
 }
 
 // receive returns the gate's next buffer, failing the test after timeout.
-func receive(tb testing.TB, g *Gate, timeout time.Duration) *runtime.Buffer {
+func receive(tb testing.TB, g *Gate, timeout time.Duration) *engine.Buffer {
 	tb.Helper()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -231,7 +231,7 @@ func newPair(tb testing.TB, remote bool, consumerCfg Config) pair {
 	return pair{consumer: c, producer: startNode(tb, Config{OpenTimeout: consumerCfg.OpenTimeout})}
 }
 
-func (p pair) open(tb testing.TB, ctx context.Context, id ChannelID) runtime.OutputChannel {
+func (p pair) open(tb testing.TB, ctx context.Context, id ChannelID) engine.OutputChannel {
 	tb.Helper()
 	ch, err := p.producer.x.OpenChannel(ctx, id, p.consumer.addr)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // localChannel is the producer end of a channel whose consumer runs in this
@@ -27,7 +27,7 @@ type localChannel struct {
 // Send delivers b to the consumer's gate, first taking a credit if b holds
 // data. It blocks while the channel has no credit and, for events, while
 // the gate's queue is full.
-func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
+func (c *localChannel) Send(ctx context.Context, b *engine.Buffer) error {
 	select {
 	case <-c.closing:
 		return c.drop(b, ErrClosed)
@@ -35,7 +35,7 @@ func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		return c.drop(b, ErrGateUnregistered)
 	default:
 	}
-	data := b.Kind == runtime.BufferData
+	data := b.Kind == engine.BufferData
 	if data {
 		select {
 		case <-c.in.credits: // the common case, without a multi-way select
@@ -49,7 +49,7 @@ func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		}
 	}
 	b.Channel = c.in.index
-	eop := b.Kind == runtime.BufferEndOfPartition
+	eop := b.Kind == engine.BufferEndOfPartition
 	select {
 	case c.gate.buffers <- b:
 	default:
@@ -72,7 +72,7 @@ func (c *localChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 
 // wait blocks until it has taken a credit from take or put b into put, or
 // the send is aborted.
-func (c *localChannel) wait(ctx context.Context, take <-chan struct{}, put chan<- *runtime.Buffer, b *runtime.Buffer) error {
+func (c *localChannel) wait(ctx context.Context, take <-chan struct{}, put chan<- *engine.Buffer, b *engine.Buffer) error {
 	select {
 	case <-take:
 		return nil
@@ -96,8 +96,8 @@ func (c *localChannel) Credits() (inUse, capacity int) {
 	return c.gate.credits - len(c.in.credits), c.gate.credits
 }
 
-func (c *localChannel) drop(b *runtime.Buffer, err error) error {
-	runtime.PutBuffer(b)
+func (c *localChannel) drop(b *engine.Buffer, err error) error {
+	engine.PutBuffer(b)
 	return fmt.Errorf("exchange: send on %v: %w", c.id, err)
 }
 

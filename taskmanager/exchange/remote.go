@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // remoteChannel is the producer end of a channel whose consumer runs in
@@ -133,29 +133,29 @@ func (c *remoteChannel) receiveCredits() {
 // the write itself is bounded by HTTP/2 flow control, which the consumer's
 // TaskManager drains without waiting for the task (credits bound what it
 // queues), and is aborted by Close or a broken connection.
-func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
+func (c *remoteChannel) Send(ctx context.Context, b *engine.Buffer) error {
 	if c.closed.Load() {
-		runtime.PutBuffer(b)
+		engine.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: %w", c.id, ErrClosed)
 	}
 	switch b.Kind {
-	case runtime.BufferData:
+	case engine.BufferData:
 		if c.avail.Load() <= 0 {
 			since := c.bp.begin()
 			err := c.awaitCredit(ctx)
 			c.bp.end(since)
 			if err != nil {
-				runtime.PutBuffer(b)
+				engine.PutBuffer(b)
 				return err
 			}
 		}
 		c.avail.Add(-1)
-	case runtime.BufferEndOfPartition:
+	case engine.BufferEndOfPartition:
 	default:
 		if b.Kind.IsTaskEvent() {
 			break
 		}
-		runtime.PutBuffer(b)
+		engine.PutBuffer(b)
 		return fmt.Errorf("exchange: send on %v: unknown buffer kind %d", c.id, b.Kind)
 	}
 	// SendMsg has encoded the frame (frameCodec) when it returns, and the
@@ -167,7 +167,7 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 	c.out.buf = nil
 	c.sending.Unlock()
 	kind := b.Kind
-	runtime.PutBuffer(b)
+	engine.PutBuffer(b)
 	if err != nil {
 		if err == io.EOF { // the stream ended; its status tells why
 			<-c.dead
@@ -175,7 +175,7 @@ func (c *remoteChannel) Send(ctx context.Context, b *runtime.Buffer) error {
 		}
 		return fmt.Errorf("exchange: send on %v: %w", c.id, err)
 	}
-	if kind == runtime.BufferEndOfPartition {
+	if kind == engine.BufferEndOfPartition {
 		c.eop.Store(true)
 	}
 	return nil
@@ -269,6 +269,6 @@ func (c *remoteChannel) Close() error {
 	return c.closeErr
 }
 
-var _ runtime.OutputChannel = (*remoteChannel)(nil)
-var _ runtime.OutputChannel = (*localChannel)(nil)
-var _ runtime.InputGate = (*Gate)(nil)
+var _ engine.OutputChannel = (*remoteChannel)(nil)
+var _ engine.OutputChannel = (*localChannel)(nil)
+var _ engine.InputGate = (*Gate)(nil)

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // Serve handles one incoming TaskManager.Exchange stream: the consumer's end
@@ -115,12 +115,12 @@ func (r *inbound) receiveFrames() {
 	f := new(inFrame)
 	for {
 		// frameCodec decodes the frame straight into a pooled buffer.
-		b := runtime.GetBuffer()
+		b := engine.GetBuffer()
 		f.buf = b
 		err := r.stream.RecvMsg(f)
 		f.buf = nil
 		if err != nil {
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 			if err == io.EOF {
 				err = fmt.Errorf("producer closed the stream")
 			}
@@ -136,30 +136,30 @@ func (r *inbound) receiveFrames() {
 				err = fmt.Errorf("%w: data frame without credit", ErrProtocol)
 			}
 		case f.event == weirv1.EventKind_EVENT_KIND_END_OF_PARTITION:
-			b.Kind, b.Value = runtime.BufferEndOfPartition, f.value
+			b.Kind, b.Value = engine.BufferEndOfPartition, f.value
 		case f.event == weirv1.EventKind_EVENT_KIND_TASK_EVENT && f.taskEvent != 0:
 			b.Kind, b.Value = f.taskEvent, f.value
 		case f.event == weirv1.EventKind_EVENT_KIND_PRODUCER_CANCELED:
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: the producer ended early: %w", r.id, ErrCanceled))
 			return
 		default:
 			err = fmt.Errorf("%w: unknown event kind %v", ErrProtocol, f.event)
 		}
 		if err != nil {
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: %w", r.id, err))
 			return
 		}
-		eop := b.Kind == runtime.BufferEndOfPartition
+		eop := b.Kind == engine.BufferEndOfPartition
 		select {
 		case r.gate.buffers <- b: // b belongs to the consumer now
 		case <-r.gate.done:
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: %w", r.id, ErrGateUnregistered))
 			return
 		case <-r.stop:
-			runtime.PutBuffer(b)
+			engine.PutBuffer(b)
 			r.finish(fmt.Errorf("exchange: %v: %w: stream ended", r.id, ErrIncomplete))
 			return
 		}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/runtime/engine"
 )
 
 // TestBackpressureIsTheWaitForCredit checks that a channel counts the time
@@ -24,7 +24,7 @@ func TestBackpressureIsTheWaitForCredit(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			ch := p.open(t, ctx, channelID("j", 0, 0))
-			st := ch.(runtime.OutputChannelStats)
+			st := ch.(engine.OutputChannelStats)
 			if used, capacity := st.Credits(); used != 0 || capacity != credits {
 				t.Fatalf("credits %d/%d before sending, want 0/%d", used, capacity, credits)
 			}
@@ -73,7 +73,7 @@ func TestBackpressureIsTheWaitForCredit(t *testing.T) {
 			if later := st.BackpressuredNanos(); later != after {
 				t.Fatalf("backpressure grew from %d to %d without a wait", after, later)
 			}
-			if err := ch.Send(ctx, eventBuffer(runtime.BufferEndOfPartition, 0)); err != nil {
+			if err := ch.Send(ctx, eventBuffer(engine.BufferEndOfPartition, 0)); err != nil {
 				t.Fatal(err)
 			}
 			g.Recycle(receive(t, g, 5*time.Second))

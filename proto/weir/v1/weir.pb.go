@@ -1752,11 +1752,16 @@ func (x *VertexStatus) GetWatermark() int64 {
 }
 
 type OperatorStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	RecordsIn     int64                  `protobuf:"varint,3,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
-	RecordsOut    int64                  `protobuf:"varint,4,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Uid        string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	RecordsIn  int64                  `protobuf:"varint,3,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
+	RecordsOut int64                  `protobuf:"varint,4,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	// The operator's event-time watermark (Unix ms): the lowest of its
+	// subtasks'. Operators chained before a timestamp assigner see their
+	// input's watermark (none at a source), the assigner and those after it
+	// the assigner's. Unset until every subtask has one.
+	Watermark     *int64 `protobuf:"varint,5,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1815,6 +1820,13 @@ func (x *OperatorStatus) GetRecordsIn() int64 {
 func (x *OperatorStatus) GetRecordsOut() int64 {
 	if x != nil {
 		return x.RecordsOut
+	}
+	return 0
+}
+
+func (x *OperatorStatus) GetWatermark() int64 {
+	if x != nil && x.Watermark != nil {
+		return *x.Watermark
 	}
 	return 0
 }
@@ -3089,9 +3101,11 @@ func (x *TaskID) GetAttempt() int32 {
 }
 
 type OperatorCounters struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RecordsIn     int64                  `protobuf:"varint,1,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
-	RecordsOut    int64                  `protobuf:"varint,2,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RecordsIn  int64                  `protobuf:"varint,1,opt,name=records_in,json=recordsIn,proto3" json:"records_in,omitempty"`
+	RecordsOut int64                  `protobuf:"varint,2,opt,name=records_out,json=recordsOut,proto3" json:"records_out,omitempty"`
+	// The operator's event-time watermark (Unix ms), once it has one.
+	Watermark     *int64 `protobuf:"varint,3,opt,name=watermark,proto3,oneof" json:"watermark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3136,6 +3150,13 @@ func (x *OperatorCounters) GetRecordsIn() int64 {
 func (x *OperatorCounters) GetRecordsOut() int64 {
 	if x != nil {
 		return x.RecordsOut
+	}
+	return 0
+}
+
+func (x *OperatorCounters) GetWatermark() int64 {
+	if x != nil && x.Watermark != nil {
+		return *x.Watermark
 	}
 	return 0
 }
@@ -4852,14 +4873,17 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12input_partitioning\x18\x06 \x01(\tR\x11inputPartitioning\x12!\n" +
 	"\twatermark\x18\a \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
 	"\n" +
-	"_watermark\"v\n" +
+	"_watermark\"\xa7\x01\n" +
 	"\x0eOperatorStatus\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x03 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x04 \x01(\x03R\n" +
-	"recordsOut\"\x93\x04\n" +
+	"recordsOut\x12!\n" +
+	"\twatermark\x18\x05 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\n" +
+	"_watermark\"\x93\x04\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -4957,12 +4981,15 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tvertex_id\x18\x02 \x01(\x05R\bvertexId\x12\x18\n" +
 	"\asubtask\x18\x03 \x01(\x05R\asubtask\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\x05R\aattempt\"R\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"\x83\x01\n" +
 	"\x10OperatorCounters\x12\x1d\n" +
 	"\n" +
 	"records_in\x18\x01 \x01(\x03R\trecordsIn\x12\x1f\n" +
 	"\vrecords_out\x18\x02 \x01(\x03R\n" +
-	"recordsOut\"\xf6\x02\n" +
+	"recordsOut\x12!\n" +
+	"\twatermark\x18\x03 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
+	"\n" +
+	"_watermark\"\xf6\x02\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
@@ -5341,7 +5368,9 @@ func file_weir_v1_weir_proto_init() {
 		return
 	}
 	file_weir_v1_weir_proto_msgTypes[21].OneofWrappers = []any{}
+	file_weir_v1_weir_proto_msgTypes[22].OneofWrappers = []any{}
 	file_weir_v1_weir_proto_msgTypes[23].OneofWrappers = []any{}
+	file_weir_v1_weir_proto_msgTypes[42].OneofWrappers = []any{}
 	file_weir_v1_weir_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"context"
@@ -94,4 +94,23 @@ type InputGate interface {
 	// Err reports a failure of the gate's transport (a broken stream), which
 	// fails the task; nil while healthy.
 	Err() <-chan error
+}
+
+// OutputChannelStats is implemented by output channels that measure their
+// backpressure; the task sums it over its channels.
+type OutputChannelStats interface {
+	// BackpressuredNanos is how long Send has waited for credit in total,
+	// a wait under way included.
+	BackpressuredNanos() int64
+	// Credits returns the data buffers sent and not yet consumed
+	// (recycled) by the consumer, and the most there may be.
+	Credits() (inUse, capacity int)
+}
+
+// InputGateStats is implemented by input gates that can tell how full
+// their queue is.
+type InputGateStats interface {
+	// Queued returns the buffers waiting for the task and the queue's
+	// capacity.
+	Queued() (queued, capacity int)
 }

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"sync/atomic"
@@ -13,25 +13,6 @@ import (
 // Time is split as Flink splits it: idle is time spent waiting for input
 // (a source: waiting for its next poll), backpressured is time an output
 // channel's Send waited for credit, and busy is the rest of the task's life.
-
-// OutputChannelStats is implemented by output channels that measure their
-// backpressure; the task sums it over its channels.
-type OutputChannelStats interface {
-	// BackpressuredNanos is how long Send has waited for credit in total,
-	// a wait under way included.
-	BackpressuredNanos() int64
-	// Credits returns the data buffers sent and not yet consumed
-	// (recycled) by the consumer, and the most there may be.
-	Credits() (inUse, capacity int)
-}
-
-// InputGateStats is implemented by input gates that can tell how full
-// their queue is.
-type InputGateStats interface {
-	// Queued returns the buffers waiting for the task and the queue's
-	// capacity.
-	Queued() (queued, capacity int)
-}
 
 // TaskStats is a snapshot of a task's I/O and time counters.
 type TaskStats struct {
@@ -93,7 +74,7 @@ func (t *Task) Stats() TaskStats {
 	c := &t.stats
 	s := TaskStats{BytesIn: c.pubBytesIn.Load(), BytesOut: c.pubBytesOut.Load(),
 		BuffersIn: c.pubBuffersIn.Load(), BuffersOut: c.pubBuffersOut.Load()}
-	now := time.Now().UnixNano()
+	now := t.clock.Now()
 	if end := c.ended.Load(); end != 0 {
 		now = end
 	}
@@ -103,7 +84,7 @@ func (t *Task) Stats() TaskStats {
 	}
 	var bp int64
 	for _, w := range t.writers {
-		for _, ch := range w.channelList() {
+		for _, ch := range w.Channels() {
 			s.HasOutput = true
 			if cs, ok := ch.(OutputChannelStats); ok {
 				bp += cs.BackpressuredNanos()
@@ -113,9 +94,9 @@ func (t *Task) Stats() TaskStats {
 			}
 		}
 	}
-	if t.io.Input != nil {
+	if t.cfg.Input != nil {
 		s.HasInput = true
-		if gs, ok := t.io.Input.(InputGateStats); ok {
+		if gs, ok := t.cfg.Input.(InputGateStats); ok {
 			s.InputQueued, s.InputCapacity = gs.Queued()
 		}
 	}
@@ -141,16 +122,3 @@ func (t *Task) Stats() TaskStats {
 	s.Busy = time.Duration(busy)
 	return s
 }
-
-// LastAck returns the acknowledgement of the newest checkpoint the
-// task stored its state for (sizes and key counts per operator), or nil.
-func (t *Task) LastAck() *CheckpointAck { return t.lastAck.Load() }
-
-// Vertex is the vertex the task runs a subtask of.
-func (t *Task) Vertex() *Vertex { return t.vertex }
-
-// Subtask is the index of the task's subtask.
-func (t *Task) Subtask() int { return t.subtask }
-
-// EventTime reports whether the task's job uses event time.
-func (t *Task) EventTime() bool { return t.graph.EventTime }
