@@ -161,6 +161,17 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // each as an *Error with its file and line.
 func Compile(specs []*Spec) (*Set, error) { return compile(specs, true) }
 
+// CompileStored compiles specs that were checked, inline tests included,
+// when they were stored (in etcd, in broadcast state): their tests are
+// not run again.
+func CompileStored(specs []*Spec) (*Set, error) { return compile(specs, false) }
+
+// Source is the document as YAML, what a store of rules keeps.
+func (s *Spec) Source() []byte { return s.source }
+
+// File is where the document came from.
+func (s *Spec) File() string { return s.file }
+
 func compile(specs []*Spec, tests bool) (*Set, error) {
 	set := &Set{Lists: map[string]List{}}
 	var errs []error

@@ -55,6 +55,11 @@ func ReadEvents(r io.Reader, name, timeField string) ([]Event, error) {
 	return evs, nil
 }
 
+// DecodeEvent reads one JSON-lines event as ReadEvents does: an object
+// with the time field (Unix ms or RFC 3339), which is replaced by its Unix
+// milliseconds. The error is the reason, without the line.
+func DecodeEvent(b []byte, timeField string) (Event, error) { return decodeEvent(b, timeField) }
+
 func decodeEvent(b []byte, timeField string) (Event, error) {
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -78,6 +83,10 @@ func decodeEvent(b []byte, timeField string) (Event, error) {
 	m[timeField] = float64(ts)
 	return Event{Fields: m, TS: ts}, nil
 }
+
+// EventTime reads the time field of fields as DecodeEvent does: Unix ms
+// (a whole number) or an RFC 3339 string.
+func EventTime(fields map[string]any, field string) (int64, error) { return eventTime(fields, field) }
 
 // eventTime reads the time field: Unix ms (a whole number) or RFC 3339.
 func eventTime(m map[string]any, field string) (int64, error) {

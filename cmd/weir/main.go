@@ -10,6 +10,7 @@ import (
 	_ "github.com/weirstream/weir/jobs/anomaly" // the shipped jobs
 	_ "github.com/weirstream/weir/jobs/fraud"
 	_ "github.com/weirstream/weir/jobs/nexmark"
+	_ "github.com/weirstream/weir/jobs/rulesjob"
 	_ "github.com/weirstream/weir/jobs/seqcheck"
 	_ "github.com/weirstream/weir/jobs/sequence"
 	_ "github.com/weirstream/weir/jobs/threshold"

@@ -18,6 +18,7 @@ func newRulesCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(newRulesTestCmd())
+	cmd.AddCommand(newRulesLiveCmds()...)
 	return cmd
 }
 

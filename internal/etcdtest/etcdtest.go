@@ -39,11 +39,30 @@ type Server struct {
 	Endpoint string
 	stopOnce sync.Once
 	stop     func()
+	// relaunch starts a stopped process server again (nil when embedded).
+	relaunch func() (*Server, error)
 }
 
 // Stop stops the server; a test that wants etcd gone calls it. It is
 // idempotent, and runs anyway when the test ends.
 func (s *Server) Stop() { s.stopOnce.Do(s.stop) }
+
+// Restart starts a server of StartProcess again after Stop, on the same
+// ports with the same data, as an etcd that was down and came back; it is
+// stopped when the test ends.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.relaunch == nil {
+		t.Fatal("etcdtest: only a server of StartProcess restarts")
+	}
+	s.Stop()
+	n, err := s.relaunch()
+	if err != nil {
+		t.Fatalf("etcdtest: restart: %v", err)
+	}
+	s.stopOnce, s.stop = sync.Once{}, n.stop
+	t.Cleanup(s.Stop)
+}
 
 // Client returns a client of the server, closed when the test ends.
 func (s *Server) Client(t testing.TB) *clientv3.Client {
@@ -126,6 +145,10 @@ func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return launch(bin, dir, ports, logs)
+}
+
+func launch(bin, dir string, ports []int, logs *bytes.Buffer) (*Server, error) {
 	peer := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	client := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	logs.Reset()
@@ -151,7 +174,7 @@ func startProcess(bin, dir string, logs *bytes.Buffer) (*Server, error) {
 		_, err := cli.Get(ctx, "ready")
 		cancel()
 		if err == nil {
-			return &Server{Endpoint: client, stop: kill}, nil
+			return &Server{Endpoint: client, stop: kill, relaunch: func() (*Server, error) { return launch(bin, dir, ports, logs) }}, nil
 		}
 		select {
 		case <-exited:

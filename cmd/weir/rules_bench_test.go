@@ -1,0 +1,133 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/etcdtest"
+	"github.com/weirstream/weir/internal/testenv"
+)
+
+// subtaskGauges reads a user gauge of the evaluate-rules operator from
+// the TaskManagers' /metrics, by subtask.
+func subtaskGauges(b *testing.B, addrs []string, name string) map[string]float64 {
+	b.Helper()
+	out := map[string]float64{}
+	for _, a := range addrs {
+		resp, err := http.Get("http://" + a + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		fams, err := parser.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := fams["weir_user_"+name]
+		if f == nil {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var sub, op string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "subtask":
+					sub = l.GetValue()
+				case "operator":
+					op = l.GetValue()
+				}
+			}
+			if op == "evaluate-rules" {
+				out[sub] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkRuleChangeLatency measures, over 50 changes of a rule's
+// threshold, the time from `weir rules put` returning to the first event
+// evaluated under the new version on every subtask of the evaluator (the
+// latest of the subtasks' rules_switched_at_ms): a JobManager and two
+// TaskManagers, the rules job at parallelism 2 on the random source (2000
+// events/s per subtask, event time the wall clock), rules-clock=wall with
+// rules-lag 50ms and out-of-orderness 0. Run with -benchtime=1x.
+func BenchmarkRuleChangeLatency(b *testing.B) {
+	etcd := etcdtest.Start(b)
+	ports, err := testenv.FreePorts(2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	addrs := []string{fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	work := b.TempDir()
+	c, err := cluster.StartCluster(weirBin, cluster.Options{TaskManagers: 2, Slots: 2,
+		TaskManagerArgs: func(i int) []string { return []string{"--metrics-listen", addrs[i]} }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Stop()
+	rule := func(i int) string {
+		p := filepath.Join(work, "lat.yaml")
+		text := fmt.Sprintf("id: lat\nkey: [accountId]\nkind: filter\nparams: {max: %d}\ncondition: 'e.amount > p.max'\nemit: {action: alert}\n", 99000+i)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	r, err := cluster.Run(b.Context(), weirBin, "job", "submit", "rules", "--jobmanager", c.JobManagerAddrs, "--parallelism", "2",
+		"--checkpoint-interval", "1s", "--param", "rules="+rule(0), "--param", "source=random", "--param", "rate=2000",
+		"--param", "accounts=1000", "--param", "output="+filepath.Join(work, "out"), "--param", "out-of-orderness=0s",
+		"--param", "etcd="+etcd.Endpoint, "--param", "rules-lag=50ms")
+	if err != nil || r.ExitCode != 0 {
+		b.Fatalf("submit: %v %s", err, r.Stderr)
+	}
+	id := string(r.Stdout[:32])
+	put := func(i int) (int64, int64) {
+		at := time.Now().UnixMilli()
+		r, err := cluster.Run(b.Context(), weirBin, "rules", "put", rule(i), "--etcd", etcd.Endpoint, "--job", id,
+			"--at", strconv.FormatInt(at, 10))
+		if err != nil || r.ExitCode != 0 {
+			b.Fatalf("put: %v %s", err, r.Stderr)
+		}
+		return at, time.Now().UnixMilli()
+	}
+	// Warm up: wait until both subtasks evaluate.
+	for deadline := time.Now().Add(time.Minute); len(subtaskGauges(b, addrs, "rules_set_from_ms")) < 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("the evaluator's subtasks did not start evaluating within a minute")
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		var lat []float64
+		for i := 1; i <= 50; i++ {
+			at, returned := put(i)
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				from := subtaskGauges(b, addrs, "rules_set_from_ms")
+				if len(from) == 2 && from["0"] >= float64(at) && from["1"] >= float64(at) {
+					sw := subtaskGauges(b, addrs, "rules_switched_at_ms")
+					lat = append(lat, max(sw["0"], sw["1"])-float64(returned))
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("change %d did not reach both subtasks in 30s: %v", i, from)
+				}
+			}
+		}
+		slices.Sort(lat)
+		b.ReportMetric(lat[len(lat)/2], "p50-ms")
+		b.ReportMetric(lat[len(lat)*99/100], "p99-ms")
+		b.ReportMetric(lat[len(lat)-1], "max-ms")
+	}
+}

@@ -1,0 +1,404 @@
+package rulesjob
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/weirstream/weir/connectors/file"
+	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/rules/store"
+	"github.com/weirstream/weir/runtime"
+)
+
+// Change is a rule set taking effect from event time From on: every event
+// at or after From (and before the next change's From) is evaluated by Set.
+// A Change without a Set is a tick of the rule source: it only moves the
+// rule watermark (see live.go).
+// Changes are broadcast, so every subtask holds the same ones, and since
+// an event is evaluated only once the watermark (the lower of the events'
+// and the changes') has passed it, every subtask agrees on which events
+// saw which set.
+type Change struct {
+	From int64
+	Set  *rules.Set
+}
+
+// ChangeCodec serialises changes; the set travels as its rules' sources.
+type ChangeCodec struct{}
+
+func (ChangeCodec) Append(dst []byte, c Change) []byte {
+	dst = runtime.Int64Codec{}.Append(dst, c.From)
+	if c.Set == nil { // a tick: an empty field
+		return appendBytes(dst, nil)
+	}
+	return appendBytes(dst, rules.SetCodec{}.Append(nil, c.Set))
+}
+
+func (ChangeCodec) Decode(src []byte) (Change, error) {
+	rd := runtime.NewReader(src)
+	from, b := rd.Varint(), rd.Bytes()
+	if err := rd.Done(); err != nil {
+		return Change{}, fmt.Errorf("rule change: %w", err)
+	}
+	if len(b) == 0 {
+		return Change{From: from}, nil
+	}
+	set, err := rules.SetCodec{}.Decode(b)
+	if err != nil {
+		return Change{}, fmt.Errorf("rule change: %w", err)
+	}
+	return Change{From: from, Set: set}, nil
+}
+
+// setSource emits the rule set loaded at start, once.
+type setSource struct {
+	set  *rules.Set
+	done bool
+}
+
+func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
+	if s.done {
+		return 0, runtime.ErrEndOfInput
+	}
+	s.done = true
+	out.Collect(Change{From: setTime, Set: s.set})
+	return 0, nil
+}
+
+// The evaluator's side outputs.
+var (
+	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
+	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+)
+
+// ruleSets is the broadcast state: the rule set of each change, by From.
+var ruleSets = runtime.BroadcastStateDescriptor[int64, *rules.Set]{Name: "rule-sets", Key: runtime.Int64Codec{}, Value: rules.SetCodec{}}
+
+// evaluator runs the rules of each routed key. Events wait in keyed state
+// until the watermark passes their time; then the engine of their rule key
+// sees them in order, with its own timers fired before (those due before
+// the events' time) and after (those due at it), as rules.Run does.
+type evaluator struct {
+	ctx     *runtime.KeyedContext[string]
+	sets    runtime.BroadcastState[int64, *rules.Set]
+	pending runtime.MapState[int64, []Record]
+	shadow  runtime.Collector[string]
+	errs    runtime.Collector[file.DeadLetter]
+	late    runtime.Collector[file.DeadLetter]
+
+	// The set in force and one engine per rule key of it (in memory).
+	from    int64
+	active  *rules.Set
+	engines map[string]*sigEngine
+	alerts  []rules.Alert
+
+	setFrom, switchedAt runtime.Gauge
+
+	// With live rules, the per-rule counts are published to etcd for
+	// `weir rules stats` by a goroutine reading stats.
+	live    *liveConfig
+	statsMu sync.Mutex
+	stats   map[string]*atomicStat
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
+	e.ctx = ctx
+	e.stats = map[string]*atomicStat{}
+	if e.live != nil {
+		e.startPublisher(ctx.RuntimeContext)
+	}
+	if e.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
+		return err
+	}
+	if e.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
+		return err
+	}
+	g := ctx.Metrics()
+	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
+	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
+	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
+	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
+	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	return nil
+}
+
+func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
+	applyChange(e.sets, c, ctx.CurrentWatermark())
+	return nil
+}
+
+// applyChange keeps c's set (a tick has none: it only moves the
+// watermark) and drops the sets superseded by one in force at the
+// watermark wm: no event waiting (all are after wm) needs them.
+func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm int64) {
+	if c.Set != nil {
+		sets.Put(c.From, c.Set)
+	}
+	var inForce int64 = math.MinInt64
+	for from := range sets.All() {
+		if from <= wm && from > inForce {
+			inForce = from
+		}
+	}
+	var old []int64
+	for from := range sets.All() {
+		if from < inForce {
+			old = append(old, from)
+		}
+	}
+	for _, from := range old {
+		sets.Remove(from)
+	}
+}
+
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
+	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
+		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
+			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
+		return nil
+	}
+	rs, _ := e.pending.Get(r.Rec.TS)
+	e.pending.Put(r.Rec.TS, append(rs, r.Rec))
+	ctx.RegisterEventTimeTimer(r.Rec.TS)
+	return nil
+}
+
+// setAt is the rule set in force at event time t and its From.
+func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rules.Set) {
+	best, set := int64(math.MinInt64), (*rules.Set)(nil)
+	for from, s := range sets.All() {
+		if from <= t && (set == nil || from > best) {
+			best, set = from, s
+		}
+	}
+	return best, set
+}
+
+// engine is the engine of sig under the set in force at t. When the set
+// changes, the engines of the rule keys whose rules (ID, version, state)
+// are the same are kept with their state; the others start empty.
+func (e *evaluator) engine(sig string, t int64) *sigEngine {
+	from, set := setAt(e.sets, t)
+	if set == nil {
+		return nil
+	}
+	if set != e.active || from != e.from {
+		e.from, e.active = from, set
+		e.setFrom.Set(float64(from))
+		e.switchedAt.Set(float64(time.Now().UnixMilli()))
+		bySig := map[string][]*rules.Rule{}
+		for _, r := range set.Rules {
+			s := keySig(r.Key)
+			bySig[s] = append(bySig[s], r)
+		}
+		engines := make(map[string]*sigEngine, len(bySig))
+		for s, rs := range bySig {
+			id := rulesIdentity(rs, set.Lists)
+			if old, ok := e.engines[s]; ok && old.id == id {
+				engines[s] = old
+				continue
+			}
+			eng := rules.NewEngine(&rules.Set{Rules: rs, Lists: set.Lists})
+			// The engine's timers are kept by the engine; the runtime
+			// only needs to wake this subtask at their times. Any key
+			// of the rule key will do, and the current one is.
+			eng.Wake = e.ctx.RegisterEventTimeTimer
+			eng.TimeRules = true
+			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs))}
+			for _, r := range rs {
+				se.counters = append(se.counters, e.ruleCounters(r))
+			}
+			engines[s] = se
+		}
+		e.engines = engines
+	}
+	return e.engines[sig]
+}
+
+// sigEngine is the engine of one rule key and what its rules are, with
+// the per-rule counters and what of the engine's counts they hold.
+type sigEngine struct {
+	eng      *rules.Engine
+	id       string
+	counters []ruleCounters
+	pushed   []rules.RuleStats
+}
+
+// ruleCounters are one rule version's metrics: registered by rule and
+// version, so a version's counts survive its engine being rebuilt and
+// every version has its own.
+type ruleCounters struct {
+	evals, alerts, errs, nanos runtime.Counter
+	// The same counts, for the publisher's goroutine.
+	sum *atomicStat
+}
+
+// atomicStat is one rule version's counts in this subtask.
+type atomicStat struct {
+	rule                       string
+	version                    int64
+	evals, alerts, errs, nanos atomic.Int64
+}
+
+func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
+	g := e.ctx.Metrics().With("rule", r.ID).With("version", strconv.FormatInt(r.Version, 10))
+	e.statsMu.Lock()
+	k := r.ID + "\x00" + strconv.FormatInt(r.Version, 10)
+	sum := e.stats[k]
+	if sum == nil {
+		sum = &atomicStat{rule: r.ID, version: r.Version}
+		e.stats[k] = sum
+	}
+	e.statsMu.Unlock()
+	return ruleCounters{sum: sum,
+		evals:  g.Counter("rule_evaluations_total", "events and timers a rule version evaluated"),
+		alerts: g.Counter("rule_alerts_total", "alerts a rule version raised (shadow ones too)"),
+		errs:   g.Counter("rule_errors_total", "events and timers a rule version failed on"),
+		nanos:  g.Counter("rule_eval_nanoseconds_total", "time spent evaluating a rule version"),
+	}
+}
+
+// push adds what the engine counted since the last push to the metrics.
+func (se *sigEngine) push() {
+	for i, st := range se.eng.StatsView() {
+		p, c := &se.pushed[i], se.counters[i]
+		c.evals.Add(st.Evaluations - p.Evaluations)
+		c.alerts.Add(st.Alerts - p.Alerts)
+		c.errs.Add(st.Errors - p.Errors)
+		c.nanos.Add(st.EvalNanos - p.EvalNanos)
+		c.sum.evals.Add(st.Evaluations - p.Evaluations)
+		c.sum.alerts.Add(st.Alerts - p.Alerts)
+		c.sum.errs.Add(st.Errors - p.Errors)
+		c.sum.nanos.Add(st.EvalNanos - p.EvalNanos)
+		*p = st
+	}
+}
+
+// rulesIdentity names a rule key's rules and the lists they may read:
+// equal names, equal behaviour.
+func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
+	var b strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%s/%d/%s/%x;", r.ID, r.Version, r.State, r.Source())
+	}
+	fmt.Fprintf(&b, "%v", lists)
+	return b.String()
+}
+
+func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	rs, _ := e.pending.Get(t)
+	if len(rs) > 0 {
+		e.pending.Remove(t)
+	}
+	se := e.engine(sigOf(ctx.CurrentKey()), t)
+	if se == nil {
+		return nil // no rule of the set in force has this key
+	}
+	defer se.push()
+	eng := se.eng
+	var err error
+	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		ctx.Logger().Warn("a rule failed on a timer", "time", t-1, "err", err)
+	}
+	// A checkpoint being written may still hold this slice: sort a copy.
+	rs = slices.Clone(rs)
+	slices.SortStableFunc(rs, compareRecords)
+	for i := range rs {
+		ev := rules.Event{Fields: rs[i].Fields, TS: rs[i].TS, Line: int(rs[i].Line)}
+		e.alerts, err = eng.Process(&ev, e.alerts[:0])
+		e.emit(out)
+		if err != nil {
+			// The other rules saw the event; this one's failure goes to
+			// the dead letters with the reason.
+			e.errs.Collect(file.DeadLetter{Source: rs[i].Source, Line: rs[i].Line, Text: rs[i].Text(),
+				Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
+		}
+	}
+	e.alerts, err = eng.Advance(t, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		ctx.Logger().Warn("a rule failed on a timer", "time", t, "err", err)
+	}
+	return nil
+}
+
+// emit writes the alerts as JSON lines, a shadow rule's to its output.
+func (e *evaluator) emit(out runtime.Collector[string]) {
+	for i := range e.alerts {
+		b, err := json.Marshal(&e.alerts[i])
+		if err != nil {
+			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
+		}
+		if e.alerts[i].Shadow {
+			e.shadow.Collect(string(b))
+		} else {
+			out.Collect(string(b))
+		}
+	}
+}
+
+// statsEvery is how often a subtask publishes its rule counts.
+const statsEvery = 2 * time.Second
+
+// startPublisher publishes this subtask's per-rule counts to etcd every
+// statsEvery (under a lease, so a subtask that is gone drops out), off
+// the task's goroutine; an unreachable etcd costs a skipped publication.
+func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.done = cancel, make(chan struct{})
+	subtask, job, log := rc.SubtaskIndex(), e.live.rulesName(rc), rc.Logger()
+	go func() {
+		defer close(e.done)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: e.live.endpoints, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
+		if err != nil {
+			log.Warn("rules: no etcd client for the rule stats", "err", err)
+			return
+		}
+		defer cli.Close()
+		st := store.New(cli, e.live.cluster, job)
+		t := time.NewTicker(statsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			e.statsMu.Lock()
+			out := make([]store.RuleStat, 0, len(e.stats))
+			for _, s := range e.stats {
+				out = append(out, store.RuleStat{Rule: s.rule, Version: s.version, Evaluations: s.evals.Load(),
+					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
+			}
+			e.statsMu.Unlock()
+			pctx, pcancel := context.WithTimeout(ctx, etcdTimeout)
+			_ = st.PublishStats(pctx, subtask, out, int64(5*statsEvery/time.Second)) // the next one retries
+			pcancel()
+		}
+	}()
+}
+
+// Close stops the publisher.
+func (e *evaluator) Close() error {
+	if e.stop != nil {
+		e.stop()
+		<-e.done
+	}
+	return nil
+}

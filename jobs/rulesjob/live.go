@@ -1,0 +1,384 @@
+package rulesjob
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/rules/store"
+	"github.com/weirstream/weir/runtime"
+)
+
+// How a live rule source's changes take effect. Every change carries an
+// event time From, and the source's records double as its watermark
+// (their timestamp is From): an evaluator sees events at t only once the
+// source's watermark has passed t, that is, once no change at or before t
+// can come any more, so every subtask evaluates every event under the
+// same rule set. With rules-clock=wall the source's watermark is the wall
+// clock minus rules-lag (ticks every tickEvery) and a change applies from
+// the time it was put (`weir rules put --at` may name a later one); with
+// rules-clock=marks it is the mark of `weir rules mark`, and a change
+// applies exactly from its --at. A change that arrives behind the
+// watermark (a put older than rules-lag, say) is applied from the
+// watermark on, and logged.
+
+// tickEvery is how often a wall-clock source moves its watermark.
+const tickEvery = 10 * time.Millisecond
+
+// etcdTimeout bounds one etcd call of the source.
+const etcdTimeout = 3 * time.Second
+
+// liveConfig is what the live source needs.
+type liveConfig struct {
+	endpoints []string
+	cluster   string
+	name      string // the rules' name in etcd; "" for the job's ID
+	marks     bool
+	lag       time.Duration
+	file      []*rules.Spec // the rules parameter's documents
+}
+
+// rulesName is the name the job's rules are kept under.
+func (c *liveConfig) rulesName(ctx *runtime.RuntimeContext) string {
+	if c.name != "" {
+		return c.name
+	}
+	return ctx.JobID()
+}
+
+// liveSource watches the job's rules in etcd and emits a Change for every
+// change, and ticks (Changes without a set) that move the watermark.
+type liveSource struct {
+	cfg    liveConfig
+	log    *slog.Logger
+	job    string
+	cli    *clientv3.Client
+	st     *store.Store
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	last     int64 // From of the last record emitted (checkpointed)
+	restored bool
+	started  bool
+	entries  map[string]store.Entry
+	mark     int64
+	watch    clientv3.WatchChan
+	rev      int64
+	down     bool // etcd unreachable: keeping the rules, retrying
+	retryAt  time.Time
+	lastTick time.Time
+	up       runtime.Gauge // 1 while etcd answers
+
+	// A watch stays silent while etcd is gone (the client retries), so a
+	// probe goroutine asks etcd every probeEvery and says whether it
+	// answered; the task never blocks on an etcd that is away.
+	probeErr    atomic.Pointer[error]
+	watchCancel context.CancelFunc
+}
+
+// probeEvery is how often the rule source checks that etcd answers.
+const probeEvery = 500 * time.Millisecond
+
+func (s *liveSource) probe() {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, probeEvery)
+		_, err := s.cli.Get(ctx, s.st.MarkKey())
+		cancel()
+		if err != nil && s.ctx.Err() == nil {
+			s.probeErr.Store(&err)
+		} else {
+			s.probeErr.Store(nil)
+		}
+	}
+}
+
+// InitializeState restores the time of the last record and the entries
+// the source had applied: what the restored broadcast state holds.
+func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
+	s.entries = map[string]store.Entry{}
+	if len(entries) == 0 {
+		s.last = setTime
+		return nil
+	}
+	if len(entries) != 2 {
+		return fmt.Errorf("rule source state: %d entries, want 2: %w", len(entries), runtime.ErrCorrupt)
+	}
+	v, err := runtime.Int64Codec{}.Decode(entries[0])
+	if err != nil {
+		return fmt.Errorf("rule source state: %w", err)
+	}
+	if err := json.Unmarshal(entries[1], &s.entries); err != nil {
+		return fmt.Errorf("rule source state: %w", err)
+	}
+	s.last, s.restored = v, true
+	return nil
+}
+
+func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
+	b, err := json.Marshal(s.entries)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{runtime.Int64Codec{}.Append(nil, s.last), b}, nil
+}
+
+func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
+	s.log = ctx.Logger().With("operator", ctx.OperatorName())
+	s.job = s.cfg.rulesName(ctx)
+	s.up = ctx.Metrics().Gauge("rules_etcd_up", "1 while the rule source reaches etcd, 0 while it keeps the current rules and retries")
+	s.mark = store.NoMark
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.endpoints, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("rule source: etcd %v: %w", s.cfg.endpoints, err)
+	}
+	s.cli, s.st = cli, store.New(cli, s.cfg.cluster, s.job)
+	go s.probe()
+	return nil
+}
+
+func (s *liveSource) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.cli != nil {
+		return s.cli.Close()
+	}
+	return nil
+}
+
+// emit sends a change (set nil: a tick) from event time from. The rule
+// watermark is one below the last record's time, so a change may still
+// apply from that time (two puts at one --at); one from before it is
+// applied from it, and logged.
+func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.Set) {
+	if set == nil && from <= s.last {
+		return
+	}
+	if from < s.last {
+		if set != nil && s.started {
+			s.log.Warn("rules: a change arrived behind the rule watermark; it applies from the watermark on",
+				"at", from, "applies_from", s.last)
+		}
+		from = s.last
+	}
+	s.last = from
+	out.Collect(Change{From: from, Set: set})
+}
+
+func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
+	if !s.started {
+		s.started = true
+		if !s.restored {
+			// The rules of the parameter, before any event; etcd's
+			// entries follow in the order of their times.
+			set, err := s.compile()
+			if err != nil {
+				return 0, err
+			}
+			s.emit(out, setTime, set)
+		}
+		if err := s.connect(out); err != nil {
+			s.unreachable(err)
+		}
+	}
+	if e := s.probeErr.Load(); e != nil && !s.down {
+		s.unreachable(*e)
+	}
+	if s.down && s.probeErr.Load() == nil && time.Now().After(s.retryAt) {
+		if err := s.connect(out); err != nil {
+			s.unreachable(err)
+		}
+	}
+	if !s.down {
+		if err := s.drain(out); err != nil {
+			s.unreachable(err)
+		}
+	}
+	if !s.cfg.marks && time.Since(s.lastTick) >= tickEvery {
+		s.lastTick = time.Now()
+		if t := time.Now().Add(-s.cfg.lag).UnixMilli(); t > s.last {
+			s.emit(out, t, nil)
+		}
+	}
+	return tickEvery / 2, nil
+}
+
+// connect reads the stored rules (seeding those of the rules parameter
+// that are not stored yet, so the CLI sees them), applies the entries that
+// differ from the ones the source holds (restored from a checkpoint, or
+// from before an outage) one by one in the order of their times, so each
+// applies from its own time (or from the rule watermark, if that has
+// passed it), and starts the watch.
+func (s *liveSource) connect(out runtime.Collector[Change]) error {
+	ctx, cancel := context.WithTimeout(s.ctx, etcdTimeout)
+	defer cancel()
+	es, _, err := s.st.List(ctx)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, e := range es {
+		have[e.ID] = true
+	}
+	var seed []*rules.Spec
+	for _, sp := range s.cfg.file {
+		if !have[sp.ID] {
+			seed = append(seed, sp)
+		}
+	}
+	if len(seed) > 0 {
+		_, err := s.st.Put(ctx, seed, store.Change{By: "job " + s.job + " (rules parameter)", At: setTime, IfVersion: 0})
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	es, rev, err := s.st.List(ctx)
+	if err != nil {
+		return err
+	}
+	var changed []store.Entry
+	for _, e := range es {
+		if old, ok := s.entries[e.ID]; !ok || old.Version != e.Version {
+			changed = append(changed, e)
+		}
+	}
+	slices.SortStableFunc(changed, func(a, b store.Entry) int { return cmp.Compare(a.At, b.At) })
+	for _, e := range changed {
+		s.entries[e.ID] = e
+		set, err := s.compile()
+		if err != nil {
+			return err
+		}
+		s.emit(out, e.At, set)
+	}
+	if m, err := s.st.Mark(ctx); err == nil {
+		s.mark = m
+	} else {
+		return err
+	}
+	s.rev = rev
+	if s.watchCancel != nil {
+		s.watchCancel() // a reconnect's watch replaces the old one
+	}
+	var wctx context.Context
+	wctx, s.watchCancel = context.WithCancel(s.ctx)
+	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), store.Prefix(s.cfg.cluster, s.job), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	if s.down {
+		s.log.Info("rules: etcd reachable again; following rule changes")
+	}
+	s.down = false
+	s.up.Set(1)
+	return nil
+}
+
+func (s *liveSource) unreachable(err error) {
+	if !s.down {
+		s.log.Warn("rules: etcd unreachable; the job keeps its current rules and retries", "err", err)
+	}
+	s.down, s.retryAt = true, time.Now().Add(time.Second)
+	s.up.Set(0)
+}
+
+// drain applies the watch's pending responses: one change per response
+// (a put of several rules is one response per rule, each its own change),
+// and a mark moves the watermark.
+func (s *liveSource) drain(out runtime.Collector[Change]) error {
+	for {
+		select {
+		case resp, ok := <-s.watch:
+			if !ok {
+				return errors.New("the watch ended")
+			}
+			if err := resp.Err(); err != nil {
+				return err
+			}
+			changed, at := false, int64(setTime)
+			for _, ev := range resp.Events {
+				key := string(ev.Kv.Key)
+				switch {
+				case key == s.st.MarkKey():
+					if m, err := strconv.ParseInt(string(ev.Kv.Value), 10, 64); err == nil && m > s.mark {
+						s.mark = m
+					}
+				case strings.HasPrefix(key, s.st.RulesPrefix()) && ev.Type == clientv3.EventTypePut:
+					e, err := store.Decode(ev.Kv.Value)
+					if err != nil {
+						s.log.Warn("rules: a stored entry does not decode; ignored", "key", key, "err", err)
+						continue
+					}
+					s.entries[e.ID] = e
+					changed, at = true, max(at, e.At)
+				}
+			}
+			if changed {
+				set, err := s.compile()
+				if err != nil {
+					// Stored rules were checked; one that no longer
+					// compiles (another release?) keeps the old set.
+					s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
+				} else {
+					s.emit(out, at, set)
+					s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
+				}
+			}
+			if s.cfg.marks && s.mark > s.last {
+				s.emit(out, s.mark, nil)
+			}
+		default:
+			if s.cfg.marks && s.mark > s.last {
+				s.emit(out, s.mark, nil)
+			}
+			return nil
+		}
+	}
+}
+
+// compile is the set of the stored entries, over the rules parameter's
+// documents (a stored entry of the same ID wins; a tombstone removes it).
+func (s *liveSource) compile() (*rules.Set, error) {
+	var es []store.Entry
+	for _, e := range s.entries {
+		es = append(es, e)
+	}
+	specs, live, err := store.Specs(es)
+	if err != nil {
+		return nil, err
+	}
+	for _, sp := range s.cfg.file {
+		if _, stored := s.entries[sp.ID]; !stored {
+			specs = append(specs, sp)
+		}
+	}
+	// A fixed order, so every change lists the rules alike.
+	sortSpecs(specs)
+	set, err := rules.CompileStored(specs)
+	if err != nil {
+		return nil, fmt.Errorf("rule source: %w", err)
+	}
+	for _, r := range set.Rules {
+		if e, ok := live[r.ID]; ok {
+			r.Version, r.State = e.Version, e.State
+		}
+	}
+	return set, nil
+}

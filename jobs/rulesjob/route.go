@@ -1,0 +1,90 @@
+package rulesjob
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+
+	"github.com/weirstream/weir/connectors/file"
+	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/runtime"
+)
+
+// routeBuckets spreads the router's input over this many keys.
+const routeBuckets = 1024
+
+// bucketOf spreads records over the router's subtasks by where they were
+// read (any spread will do: the router keeps no state across records
+// beyond the wait for the watermark).
+func bucketOf(r Record) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(r.Source))
+	h.Write(strconv.AppendInt(nil, r.Line, 10))
+	return int64(h.Sum64() % routeBuckets)
+}
+
+// router copies each event once per distinct rule key of the set in force
+// at the event's time. Like the evaluator it waits for the watermark, so
+// that a change bringing a rule with a new key has arrived before the
+// events it applies to are routed.
+type router struct {
+	sets    runtime.BroadcastState[int64, *rules.Set]
+	pending runtime.MapState[int64, []Record]
+	late    runtime.Collector[file.DeadLetter]
+
+	set  *rules.Set
+	sigs []sigFields
+	key  []byte
+}
+
+func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
+	if r.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
+		return err
+	}
+	if r.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
+		return err
+	}
+	r.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	return nil
+}
+
+func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[Routed]) error {
+	applyChange(r.sets, c, ctx.CurrentWatermark())
+	return nil
+}
+
+func (r *router) ProcessElement(rec Record, ctx *runtime.KeyedContext[int64], _ runtime.Collector[Routed]) error {
+	if wm := ctx.CurrentWatermark(); rec.TS <= wm {
+		r.late.Collect(file.DeadLetter{Source: rec.Source, Line: rec.Line, Text: rec.Text(),
+			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", rec.TS, wm)})
+		return nil
+	}
+	rs, _ := r.pending.Get(rec.TS)
+	r.pending.Put(rec.TS, append(rs, rec))
+	ctx.RegisterEventTimeTimer(rec.TS)
+	return nil
+}
+
+func (r *router) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Collector[Routed]) error {
+	rs, ok := r.pending.Get(t)
+	if !ok {
+		return nil
+	}
+	r.pending.Remove(t)
+	if _, set := setAt(r.sets, t); set != r.set {
+		r.set, r.sigs = set, nil
+		if set != nil {
+			r.sigs = keySigs(set)
+		}
+	}
+	rs = slices.Clone(rs)
+	slices.SortStableFunc(rs, compareRecords)
+	for _, rec := range rs {
+		for _, s := range r.sigs {
+			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
+			out.Collect(Routed{Key: string(r.key), Rec: rec})
+		}
+	}
+	return nil
+}
