@@ -249,71 +249,66 @@ func readBody(w http.ResponseWriter, r *http.Request) (actionBody, bool) {
 	return b, true
 }
 
-func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
-	if _, ok := readBody(w, r); !ok {
+// act runs one of the dashboard's actions: it reads the JSON body, lets
+// check refuse it before any call, makes the service call with the given
+// timeout, and answers with the call's view or the service's error, so
+// every action is checked and reported the same way.
+func (s *Server) act(w http.ResponseWriter, r *http.Request, name string, timeout time.Duration,
+	check func(actionBody) string, call func(context.Context, actionBody) (ActionView, error)) {
+	b, ok := readBody(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := s.call(r, s.cfg.CallTimeout)
+	if check != nil {
+		if msg := check(b); msg != "" {
+			writeError(w, http.StatusBadRequest, msg)
+			return
+		}
+	}
+	ctx, cancel := s.call(r, timeout)
 	defer cancel()
-	resp, err := s.cfg.JobManager.CancelJob(ctx, &weirv1.CancelJobRequest{JobId: r.PathValue("id")})
+	v, err := call(ctx, b)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	s.audit(r, "cancel")
-	writeJSON(w, ActionView{JobID: r.PathValue("id"), State: stateName(resp.GetState())})
+	s.audit(r, name)
+	v.JobID = r.PathValue("id")
+	writeJSON(w, v)
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	s.act(w, r, "cancel", s.cfg.CallTimeout, nil, func(ctx context.Context, _ actionBody) (ActionView, error) {
+		resp, err := s.cfg.JobManager.CancelJob(ctx, &weirv1.CancelJobRequest{JobId: r.PathValue("id")})
+		return ActionView{State: stateName(resp.GetState())}, err
+	})
 }
 
 func (s *Server) savepoint(w http.ResponseWriter, r *http.Request) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := s.call(r, s.cfg.ActionTimeout)
-	defer cancel()
-	resp, err := s.cfg.JobManager.TriggerSavepoint(ctx, &weirv1.TriggerSavepointRequest{JobId: r.PathValue("id"), Target: b.Target})
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	s.audit(r, "savepoint")
-	writeJSON(w, ActionView{JobID: r.PathValue("id"), SavepointPath: resp.GetPath()})
+	s.act(w, r, "savepoint", s.cfg.ActionTimeout, nil, func(ctx context.Context, b actionBody) (ActionView, error) {
+		resp, err := s.cfg.JobManager.TriggerSavepoint(ctx, &weirv1.TriggerSavepointRequest{JobId: r.PathValue("id"), Target: b.Target})
+		return ActionView{SavepointPath: resp.GetPath()}, err
+	})
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := s.call(r, s.cfg.ActionTimeout)
-	defer cancel()
-	resp, err := s.cfg.JobManager.StopJob(ctx, &weirv1.StopJobRequest{JobId: r.PathValue("id"), Target: b.Target, Drain: b.Drain})
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	s.audit(r, "stop")
-	writeJSON(w, ActionView{JobID: r.PathValue("id"), SavepointPath: resp.GetPath()})
+	s.act(w, r, "stop", s.cfg.ActionTimeout, nil, func(ctx context.Context, b actionBody) (ActionView, error) {
+		resp, err := s.cfg.JobManager.StopJob(ctx, &weirv1.StopJobRequest{JobId: r.PathValue("id"), Target: b.Target, Drain: b.Drain})
+		return ActionView{SavepointPath: resp.GetPath()}, err
+	})
 }
 
 func (s *Server) rescale(w http.ResponseWriter, r *http.Request) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
+	check := func(b actionBody) string {
+		if b.Parallelism < 1 {
+			return fmt.Sprintf("parallelism %d: want a number of subtasks, at least 1", b.Parallelism)
+		}
+		return ""
 	}
-	if b.Parallelism < 1 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("parallelism %d: want a number of subtasks, at least 1", b.Parallelism))
-		return
-	}
-	ctx, cancel := s.call(r, s.cfg.ActionTimeout)
-	defer cancel()
-	resp, err := s.cfg.JobManager.RescaleJob(ctx, &weirv1.RescaleJobRequest{JobId: r.PathValue("id"), Parallelism: int32(b.Parallelism)})
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	s.audit(r, "rescale")
-	writeJSON(w, ActionView{JobID: r.PathValue("id"), SavepointPath: resp.GetSavepointPath()})
+	s.act(w, r, "rescale", s.cfg.ActionTimeout, check, func(ctx context.Context, b actionBody) (ActionView, error) {
+		resp, err := s.cfg.JobManager.RescaleJob(ctx, &weirv1.RescaleJobRequest{JobId: r.PathValue("id"), Parallelism: int32(b.Parallelism)})
+		return ActionView{SavepointPath: resp.GetSavepointPath()}, err
+	})
 }
 
 func (s *Server) audit(r *http.Request, action string) {
