@@ -84,7 +84,8 @@ FUZZ_TARGETS := \
 	./jobs/anomaly:FuzzParseEvent \
 	./internal/auth:FuzzParseTokens \
 	./rules:FuzzCompile \
-	./rules:FuzzSetDecode
+	./rules:FuzzSetDecode \
+	./rules:FuzzStateDecode
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,0 +1,382 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A keyed operator that keeps rule state in its keyed state evaluates the
+// rules of one rule key (a KeyGroup) one key at a time: it loads the
+// key's stored states, feeds the key's events and fires the key's due
+// timers, and stores what is left. Each rule's state is stored under its
+// StateID, so a change of the rule set keeps the state of every rule whose
+// state shape did not change, whatever happened to the rules beside it.
+
+// StateShape is the fingerprint of what r's state means: its key, kind,
+// window, aggregates (functions and inputs), profile and pattern. Params,
+// the condition, when, derived values, dedupe, emit and action are not
+// part of it: a rule that changes only those reads its state the same
+// way, so it keeps it.
+func (r *Rule) StateShape() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "key=%q;kind=%s;", r.Key, r.Kind)
+	s := r.spec
+	switch r.Kind {
+	case KindAggregate:
+		w := r.window
+		fmt.Fprintf(&b, "window=%d/%d/%d/%d/%d;", w.typ, w.size, w.slide, w.gap, w.offset)
+		for _, a := range r.aggs {
+			var of, where string
+			if s != nil {
+				as := s.Aggregates[a.name]
+				of, where = as.Of.Src, as.Where.Src
+			}
+			fmt.Fprintf(&b, "agg=%q/%d/%q/%q;", a.name, a.fn, of, where)
+		}
+	case KindBaseline:
+		p := r.profile
+		fmt.Fprintf(&b, "profile=%d/%q/%q;", p.horizon, p.stats, p.seen)
+		for _, l := range p.lastN {
+			fmt.Fprintf(&b, "lastN=%q/%d;", l.field, l.n)
+		}
+	case KindSequence:
+		p := r.pattern.spec
+		fmt.Fprintf(&b, "skip=%q;", p.Skip)
+		if p.Within != nil {
+			fmt.Fprintf(&b, "within=%d/%q;", p.Within.Size.D, p.Within.Type)
+		}
+		for _, st := range p.Steps {
+			fmt.Fprintf(&b, "step=%q/%q/%q/%v/%v/%v/%v/%v/%v/%q;", st.Name, st.After, st.Where.Src, st.Times,
+				st.OneOrMore, st.Optional, st.Greedy, st.Consecutive, st.Combinations, st.Until.Src)
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:8])
+}
+
+// StateID names r's state: its ID and its StateShape. Versions of a rule
+// with the same StateID share their state.
+func (r *Rule) StateID() string { return r.ID + "#" + r.StateShape() }
+
+// RuleOfStateID is the rule ID part of a StateID.
+func RuleOfStateID(id string) string {
+	rule, _, _ := strings.Cut(id, "#")
+	return rule
+}
+
+// KeyStates is what a keyed operator stores for one key of a rule key:
+// the key's field values and, per stateful rule, its encoded State and
+// the event-time timers it armed. A KeyStates is not changed once built,
+// so a snapshot may hold it while evaluation goes on.
+type KeyStates struct {
+	Key    map[string]any
+	States []RuleState // in the order of their rules in the group
+}
+
+// RuleState is one rule's stored state for one key.
+type RuleState struct {
+	ID      string // the rule's StateID
+	Version int64  // the rule version that wrote it
+	Timers  []int64
+	Data    []byte
+}
+
+// keyStatesFormat is the first byte of an encoded KeyStates.
+const keyStatesFormat = 1
+
+// KeyStatesCodec serialises KeyStates for snapshots. It has the shape of
+// runtime.Codec[*KeyStates].
+type KeyStatesCodec struct{}
+
+// Append appends the encoding of ks; keys hold JSON values only, which
+// always encode.
+func (KeyStatesCodec) Append(dst []byte, ks *KeyStates) []byte {
+	w := stateWriter{b: append(dst, keyStatesFormat)}
+	w.value(ks.Key)
+	w.uvarint(uint64(len(ks.States)))
+	for _, s := range ks.States {
+		w.bytes([]byte(s.ID))
+		w.varint(s.Version)
+		w.uvarint(uint64(len(s.Timers)))
+		for _, t := range s.Timers {
+			w.varint(t)
+		}
+		w.bytes(s.Data)
+	}
+	return w.b
+}
+
+// Decode reads an encoded KeyStates.
+func (KeyStatesCodec) Decode(src []byte) (*KeyStates, error) {
+	if len(src) == 0 || src[0] != keyStatesFormat {
+		return nil, fmt.Errorf("key states: %w: unknown format", ErrCorruptState)
+	}
+	d := &stateReader{b: src[1:]}
+	key, ok := d.value().(map[string]any)
+	if d.err == nil && !ok {
+		d.fail()
+	}
+	ks := &KeyStates{Key: key}
+	n := d.count()
+	for i := 0; d.err == nil && i < n; i++ {
+		s := RuleState{ID: string(d.bytes()), Version: d.varint()}
+		m := d.count()
+		for j := 0; d.err == nil && j < m; j++ {
+			s.Timers = append(s.Timers, d.varint())
+		}
+		s.Data = d.bytes()
+		ks.States = append(ks.States, s)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("key states: %w", d.err)
+	}
+	return ks, nil
+}
+
+// KeyGroup evaluates the rules sharing one rule key (none paused) for one
+// key at a time. It is not safe for concurrent use.
+type KeyGroup struct {
+	rules []*Rule
+	ids   []string
+	byID  map[string]int
+	rn    *Runner
+	stats []RuleStats
+
+	// The key being evaluated.
+	key    map[string]any
+	states []*State
+	timers [][]int64 // per rule: armed, ascending
+	dirty  bool
+	cur    int
+	keyBuf []byte
+
+	// Wake, if set, hears every timer a rule arms, so that the caller can
+	// call Fire for the key once the watermark reaches it.
+	Wake func(t int64)
+	// TimeRules adds each rule's evaluation time to its EvalNanos.
+	TimeRules bool
+}
+
+// NewKeyGroup prepares rules, which must share their Key and be active or
+// shadow, to be evaluated key by key.
+func NewKeyGroup(rules []*Rule) *KeyGroup {
+	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: map[string]int{}, stats: make([]RuleStats, len(rules)),
+		states: make([]*State, len(rules)), timers: make([][]int64, len(rules))}
+	for i, r := range rules {
+		id := r.StateID()
+		g.ids = append(g.ids, id)
+		g.byID[id] = i
+		g.stats[i] = RuleStats{Rule: r.ID, Version: r.Version}
+	}
+	return g
+}
+
+// Rules are the group's rules.
+func (g *KeyGroup) Rules() []*Rule { return g.rules }
+
+// StatsView is the group's counters, to read (not keep) between calls.
+func (g *KeyGroup) StatsView() []RuleStats { return g.stats }
+
+// Dropped is a stored state Load did not take.
+type Dropped struct {
+	ID      string // its StateID
+	Version int64  // the rule version that wrote it
+	// Changed is set when the group has a rule of that ID with another
+	// state shape; otherwise the rule is gone (deleted or paused).
+	Changed bool
+	// Err is set when the state was the group's but did not decode.
+	Err error
+}
+
+// Load makes ks (nil for a key without state) the key being evaluated and
+// appends to dropped the stored states that no rule of the group takes.
+func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
+	g.key, g.dirty = nil, false
+	clear(g.states)
+	for i := range g.timers {
+		g.timers[i] = g.timers[i][:0]
+	}
+	if ks == nil {
+		return dropped
+	}
+	g.key = ks.Key
+	for _, s := range ks.States {
+		i, ok := g.byID[s.ID]
+		if !ok {
+			rule := RuleOfStateID(s.ID)
+			changed := slices.ContainsFunc(g.rules, func(r *Rule) bool { return r.ID == rule })
+			dropped = append(dropped, Dropped{ID: s.ID, Version: s.Version, Changed: changed})
+			g.dirty = true
+			continue
+		}
+		st, err := g.rn.DecodeState(g.rules[i], g.key, s.Data)
+		if err != nil {
+			dropped = append(dropped, Dropped{ID: s.ID, Version: s.Version, Changed: true, Err: err})
+			g.dirty = true
+			continue
+		}
+		g.states[i] = st
+		g.timers[i] = append(g.timers[i], s.Timers...)
+		if s.Version != g.rules[i].Version {
+			g.dirty = true // stored again under the new version
+		}
+	}
+	return dropped
+}
+
+// Key is the key being evaluated: its field values, nil before its first
+// event.
+func (g *KeyGroup) Key() map[string]any { return g.key }
+
+// Register arms an event-time timer for the rule being evaluated.
+func (g *KeyGroup) Register(t int64) {
+	ts := g.timers[g.cur]
+	i, found := slices.BinarySearch(ts, t)
+	if found {
+		return
+	}
+	g.timers[g.cur] = slices.Insert(ts, i, t)
+	if g.Wake != nil {
+		g.Wake(t)
+	}
+}
+
+// Process evaluates every rule on ev, an event of the loaded key, and
+// appends the alerts to out. A rule that fails on the event is reported
+// in the joined error; the other rules still see the event.
+func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
+	if len(g.rules) == 0 {
+		return out, nil
+	}
+	var errs []error
+	kb, err := appendKey(g.keyBuf[:0], ev, g.rules[0].Key)
+	g.keyBuf = kb
+	if err != nil {
+		for i, r := range g.rules {
+			g.stats[i].Errors++
+			errs = append(errs, &EvalError{Rule: r.ID, Version: r.Version, Part: "key", Err: err})
+		}
+		return out, errors.Join(errs...)
+	}
+	if g.key == nil {
+		g.key = g.rules[0].KeyOf(ev.Fields)
+	}
+	var scratch State
+	for i, r := range g.rules {
+		st := g.states[i]
+		switch {
+		case r.Stateless():
+			scratch = State{}
+			st = &scratch
+		case st == nil:
+			st = r.NewState(g.key)
+			g.states[i] = st
+		}
+		g.cur = i
+		g.dirty = g.dirty || !r.Stateless()
+		n := len(out)
+		g.stats[i].Evaluations++
+		var t0 time.Time
+		if g.TimeRules {
+			t0 = time.Now()
+		}
+		out, err = g.rn.OnEvent(r, st, ev, g, out)
+		if g.TimeRules {
+			g.stats[i].EvalNanos += int64(time.Since(t0))
+		}
+		g.stats[i].Alerts += int64(len(out) - n)
+		if err != nil {
+			g.stats[i].Errors++
+			errs = append(errs, err)
+		}
+		if g.states[i] != nil && st.Empty() {
+			g.drop(i) // e.g. a sequence back at its start
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func (g *KeyGroup) drop(i int) {
+	g.states[i] = nil
+	g.timers[i] = g.timers[i][:0]
+}
+
+// Fire fires the loaded key's timers at or before the watermark wm, in
+// (time, rule) order, as the local Engine does.
+func (g *KeyGroup) Fire(wm int64, out []Alert) ([]Alert, error) {
+	var errs []error
+	for {
+		best, bi := int64(0), -1
+		for i, ts := range g.timers {
+			if len(ts) > 0 && ts[0] <= wm && (bi < 0 || ts[0] < best) {
+				best, bi = ts[0], i
+			}
+		}
+		if bi < 0 {
+			return out, errors.Join(errs...)
+		}
+		g.timers[bi] = slices.Delete(g.timers[bi], 0, 1)
+		g.dirty = true
+		st, r := g.states[bi], g.rules[bi]
+		if st == nil {
+			continue
+		}
+		g.cur = bi
+		n := len(out)
+		var t0 time.Time
+		if g.TimeRules {
+			t0 = time.Now()
+		}
+		var err error
+		out, err = g.rn.OnTimer(r, st, best, g, out)
+		if g.TimeRules {
+			g.stats[bi].EvalNanos += int64(time.Since(t0))
+		}
+		g.stats[bi].Alerts += int64(len(out) - n)
+		if err != nil {
+			g.stats[bi].Errors++
+			errs = append(errs, err)
+		}
+		if st.Empty() {
+			g.drop(bi)
+		}
+	}
+}
+
+// Changed reports whether the key's states differ from what Load was
+// given, so they must be stored again.
+func (g *KeyGroup) Changed() bool { return g.dirty }
+
+// Store encodes the key's states: nil when no rule holds any. An error
+// names a rule whose state holds a value that has no encoding; that
+// rule's state is left out.
+func (g *KeyGroup) Store() (*KeyStates, error) {
+	var ks *KeyStates
+	var errs []error
+	var buf []byte
+	for i, st := range g.states {
+		if st == nil {
+			continue
+		}
+		b, err := g.rn.AppendState(buf[:0], g.rules[i], st)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ks == nil {
+			ks = &KeyStates{Key: g.key}
+		}
+		ks.States = append(ks.States, RuleState{ID: g.ids[i], Version: g.rules[i].Version,
+			Timers: slices.Clone(g.timers[i]), Data: slices.Clone(b)})
+		buf = b
+	}
+	return ks, errors.Join(errs...)
+}
