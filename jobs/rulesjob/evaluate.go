@@ -81,6 +81,9 @@ var (
 	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
 	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
 	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+	// ruleStateReports says, per key, which rule's state a change of its
+	// state shape dropped.
+	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
 )
 
 // ruleSets is the broadcast state: the rule set of each change, by From.
@@ -98,11 +101,23 @@ type evaluator struct {
 	errs    runtime.Collector[file.DeadLetter]
 	late    runtime.Collector[file.DeadLetter]
 
-	// The set in force and one engine per rule key of it (in memory).
+	// Every rule's state of the current key, in keyed state (see
+	// rules.KeyStates): checkpoints, savepoints and rescales carry it.
+	states runtime.ValueState[*rules.KeyStates]
+	// What changed rules' dropped state is reported to, as JSON lines.
+	ruleState runtime.Collector[string]
+
+	// The set in force and one group per rule key of it.
 	from    int64
 	active  *rules.Set
-	engines map[string]*sigEngine
+	groups  map[string]*sigGroup
 	alerts  []rules.Alert
+	dropped []rules.Dropped
+	// The StateIDs whose dropping this subtask has logged, and the
+	// counters of dropped and removed keys per rule.
+	logged          map[string]bool
+	droppedKeys     map[string]runtime.Counter
+	removedKeys     map[string]runtime.Counter
 
 	setFrom, switchedAt runtime.Gauge
 
@@ -127,12 +142,17 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	if e.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
 		return err
 	}
+	if e.states, err = runtime.GetValueState(ctx, "rule-state", rules.KeyStatesCodec{}); err != nil {
+		return err
+	}
+	e.logged, e.droppedKeys, e.removedKeys = map[string]bool{}, map[string]runtime.Counter{}, map[string]runtime.Counter{}
 	g := ctx.Metrics()
 	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
 	return nil
 }
 
@@ -188,10 +208,12 @@ func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rul
 	return best, set
 }
 
-// engine is the engine of sig under the set in force at t. When the set
-// changes, the engines of the rule keys whose rules (ID, version, state)
-// are the same are kept with their state; the others start empty.
-func (e *evaluator) engine(sig string, t int64) *sigEngine {
+// group is the group of sig's rules under the set in force at t. When the
+// set changes, the groups whose rules (ID, version, state) and lists are
+// the same are kept with their counters; the others are built anew. Either
+// way the rules' state is in keyed state, by rule and state shape, so a
+// rule whose shape did not change keeps it (see rules.KeyGroup).
+func (e *evaluator) group(sig string, t int64) *sigGroup {
 	from, set := setAt(e.sets, t)
 	if set == nil {
 		return nil
@@ -205,34 +227,41 @@ func (e *evaluator) engine(sig string, t int64) *sigEngine {
 			s := keySig(r.Key)
 			bySig[s] = append(bySig[s], r)
 		}
-		engines := make(map[string]*sigEngine, len(bySig))
+		groups := make(map[string]*sigGroup, len(bySig))
 		for s, rs := range bySig {
 			id := rulesIdentity(rs, set.Lists)
-			if old, ok := e.engines[s]; ok && old.id == id {
-				engines[s] = old
+			if old, ok := e.groups[s]; ok && old.id == id {
+				groups[s] = old
 				continue
 			}
-			eng := rules.NewEngine(&rules.Set{Rules: rs, Lists: set.Lists})
-			// The engine's timers are kept by the engine; the runtime
-			// only needs to wake this subtask at their times. Any key
-			// of the rule key will do, and the current one is.
-			eng.Wake = e.ctx.RegisterEventTimeTimer
-			eng.TimeRules = true
-			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs))}
+			var live []*rules.Rule
 			for _, r := range rs {
-				se.counters = append(se.counters, e.ruleCounters(r))
+				if r.State == "paused" {
+					e.ruleCounters(r) // listed in the stats, with no counts
+					continue
+				}
+				live = append(live, r)
 			}
-			engines[s] = se
+			kg := rules.NewKeyGroup(live)
+			// A rule's timers are runtime timers of its key, so they are
+			// checkpointed and move with the key on a rescale.
+			kg.Wake = e.ctx.RegisterEventTimeTimer
+			kg.TimeRules = true
+			sg := &sigGroup{kg: kg, id: id, pushed: make([]rules.RuleStats, len(live))}
+			for _, r := range live {
+				sg.counters = append(sg.counters, e.ruleCounters(r))
+			}
+			groups[s] = sg
 		}
-		e.engines = engines
+		e.groups = groups
 	}
-	return e.engines[sig]
+	return e.groups[sig]
 }
 
-// sigEngine is the engine of one rule key and what its rules are, with
-// the per-rule counters and what of the engine's counts they hold.
-type sigEngine struct {
-	eng      *rules.Engine
+// sigGroup is the rules of one rule key and what they are, with the
+// per-rule counters and what of the group's counts they hold.
+type sigGroup struct {
+	kg       *rules.KeyGroup
 	id       string
 	counters []ruleCounters
 	pushed   []rules.RuleStats
@@ -272,10 +301,10 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	}
 }
 
-// push adds what the engine counted since the last push to the metrics.
-func (se *sigEngine) push() {
-	for i, st := range se.eng.StatsView() {
-		p, c := &se.pushed[i], se.counters[i]
+// push adds what the group counted since the last push to the metrics.
+func (sg *sigGroup) push() {
+	for i, st := range sg.kg.StatsView() {
+		p, c := &sg.pushed[i], sg.counters[i]
 		c.evals.Add(st.Evaluations - p.Evaluations)
 		c.alerts.Add(st.Alerts - p.Alerts)
 		c.errs.Add(st.Errors - p.Errors)
@@ -304,14 +333,27 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if len(rs) > 0 {
 		e.pending.Remove(t)
 	}
-	se := e.engine(sigOf(ctx.CurrentKey()), t)
-	if se == nil {
-		return nil // no rule of the set in force has this key
+	ks, _ := e.states.Value()
+	sg := e.group(sigOf(ctx.CurrentKey()), t)
+	if sg == nil {
+		// No rule of the set in force has this key: whatever state the
+		// key holds belongs to rules that are gone.
+		if ks != nil {
+			for _, s := range ks.States {
+				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t, nil)
+			}
+			e.states.Clear()
+		}
+		return nil
 	}
-	defer se.push()
-	eng := se.eng
+	defer sg.push()
+	kg := sg.kg
+	e.dropped = kg.Load(ks, e.dropped[:0])
+	for _, d := range e.dropped {
+		e.report(ctx, d, ks.Key, t, kg.Rules())
+	}
 	var err error
-	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
+	e.alerts, err = kg.Fire(t-1, e.alerts[:0])
 	e.emit(out)
 	if err != nil {
 		ctx.Logger().Warn("a rule failed on a timer", "time", t-1, "err", err)
@@ -321,7 +363,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	slices.SortStableFunc(rs, compareRecords)
 	for i := range rs {
 		ev := rules.Event{Fields: rs[i].Fields, TS: rs[i].TS, Line: int(rs[i].Line)}
-		e.alerts, err = eng.Process(&ev, e.alerts[:0])
+		e.alerts, err = kg.Process(&ev, e.alerts[:0])
 		e.emit(out)
 		if err != nil {
 			// The other rules saw the event; this one's failure goes to
@@ -330,12 +372,82 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 				Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
 		}
 	}
-	e.alerts, err = eng.Advance(t, e.alerts[:0])
+	e.alerts, err = kg.Fire(t, e.alerts[:0])
 	e.emit(out)
 	if err != nil {
 		ctx.Logger().Warn("a rule failed on a timer", "time", t, "err", err)
 	}
+	if !kg.Changed() {
+		return nil
+	}
+	// The stored value is built anew, never changed in place: a snapshot
+	// being written may hold the previous one.
+	next, err := kg.Store()
+	if err != nil {
+		ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
+	}
+	if next == nil {
+		e.states.Clear()
+	} else {
+		e.states.Update(next)
+	}
 	return nil
+}
+
+// report counts a stored rule state that the rules in force did not take
+// for this key. A state whose rule is still there with another state
+// shape (or that did not decode) was dropped: logged once per rule state
+// and subtask, counted per key, and reported with the key on the
+// rule-state output. A state of a deleted or paused rule was removed:
+// counted only.
+func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64, now []*rules.Rule) {
+	rule := rules.RuleOfStateID(d.ID)
+	if !d.Changed {
+		counter(ctx, e.removedKeys, rule, "rule_state_removed_keys_total",
+			"keys whose state of a rule was removed because the rule was deleted or paused")
+		return
+	}
+	counter(ctx, e.droppedKeys, rule, "rule_state_dropped_keys_total",
+		"keys whose state of a rule was dropped because the rule's state shape changed")
+	version := int64(0)
+	for _, r := range now {
+		if r.ID == rule {
+			version = r.Version
+		}
+	}
+	reason := "state shape changed (key, window, aggregates, profile or pattern)"
+	if d.Err != nil {
+		reason = "state did not decode: " + d.Err.Error()
+	}
+	if !e.logged[d.ID] {
+		e.logged[d.ID] = true
+		ctx.Logger().Warn("rules: a rule's state is dropped; it starts empty", "rule", rule, "from_version", d.Version,
+			"to_version", version, "reason", reason)
+	}
+	b, err := json.Marshal(stateReport{Rule: rule, Version: d.Version, NewVersion: version, Key: key, Time: t, State: "dropped", Reason: reason})
+	if err == nil {
+		e.ruleState.Collect(string(b))
+	}
+}
+
+// stateReport is a line of the rule-state output.
+type stateReport struct {
+	Rule       string         `json:"rule"`
+	Version    int64          `json:"version"`     // the version whose state was dropped
+	NewVersion int64          `json:"new_version"` // the version in force
+	Key        map[string]any `json:"key"`
+	Time       int64          `json:"time"` // the event time at which the key saw the new version
+	State      string         `json:"state"`
+	Reason     string         `json:"reason"`
+}
+
+func counter(ctx *runtime.KeyedContext[string], m map[string]runtime.Counter, rule, name, help string) {
+	c, ok := m[rule]
+	if !ok {
+		c = ctx.Metrics().With("rule", rule).Counter(name, help)
+		m[rule] = c
+	}
+	c.Add(1)
 }
 
 // emit writes the alerts as JSON lines, a shadow rule's to its output.

@@ -26,10 +26,14 @@
 // rules test` on the same data.
 //
 // The per-key state of the rules themselves (windows, profiles, partial
-// sequence matches) is held in memory by one rules.Engine per rule key and
-// subtask; it is not written into checkpoints yet, so a restore starts the
-// rules with empty state (the buffered events, the timers, the rule sets
-// and the rule source's position are restored).
+// sequence matches) is in the evaluator's keyed state, encoded per rule
+// (rules.KeyStates), and the rules' timers are the runtime's event-time
+// timers of the key: checkpoints, savepoints, restores and rescales carry
+// both. Each rule's state is stored under its ID and state shape, so a
+// rule change that keeps the shape (a tuned threshold) keeps the state,
+// one that changes it (another window) starts the rule empty for each key
+// and reports so on <output>/rule-state, and the other rules of the key
+// are not touched.
 package rulesjob
 
 import (
@@ -70,6 +74,7 @@ const (
 	DeadLetterDir  = "dead-letters"
 	RuleErrorDir   = "rule-errors"
 	LateDir        = "late"
+	RuleStateDir   = "rule-state"
 	EvaluatorUID   = "evaluate-rules"
 	RuleSourceUID  = "rule-set"
 	RouterUID      = "route-by-rule-key"
@@ -88,7 +93,7 @@ func init() {
 		{Name: "input", Type: jobs.Path, Description: "source=files: a file, or a directory whose files (not starting with . or _) are read in name order"},
 		{Name: "schema", Type: jobs.String, Description: "the events' declared fields, name:type,... (types string, number, bool, time; name:type? for an optional field): an event lacking a field or with another type is a dead letter; with format=csv, the header columns read and their types (required)"},
 		{Name: "time-field", Type: jobs.String, Default: rules.DefaultTimeField, Description: "the field holding the event time, in Unix ms or RFC 3339"},
-		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts go exactly once to <output>/alerts/, shadow rules' alerts to <output>/shadow/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts go exactly once to <output>/alerts/, shadow rules' alerts to <output>/shadow/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/, a line per key whose rule state a change of the rule's state shape dropped to <output>/rule-state/"},
 		{Name: "sink", Type: jobs.String, Default: "files", Description: "where alerts go besides <output>/alerts: files (nowhere else), print (stdout of the TaskManagers), kafka (sink-topic), webhook or slack"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen; the watermark trails by this much, and alerts wait for it"},
 		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
@@ -291,6 +296,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	writeLines(c, alerts, "alert-files", AlertsDir)
 	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
 	writeDeadLetters(c, runtime.SideOutput(alerts, evalErrors), "rule-error-files", RuleErrorDir)
+	writeLines(c, runtime.SideOutput(alerts, ruleStateReports), "rule-state-files", RuleStateDir)
 	switch c.Sink {
 	case "print":
 		runtime.SinkTo(alerts, "print-alerts", func() runtime.SinkFunction[string] {
