@@ -115,9 +115,9 @@ type evaluator struct {
 	dropped []rules.Dropped
 	// The StateIDs whose dropping this subtask has logged, and the
 	// counters of dropped and removed keys per rule.
-	logged          map[string]bool
-	droppedKeys     map[string]runtime.Counter
-	removedKeys     map[string]runtime.Counter
+	logged      map[string]bool
+	droppedKeys map[string]runtime.Counter
+	removedKeys map[string]runtime.Counter
 
 	setFrom, switchedAt runtime.Gauge
 
