@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirstream/weir/internal/cluster"
+	"github.com/weirstream/weir/internal/etcdtest"
+)
+
+// windowAlert is the alert line of an aggregate rule's window [start, end).
+func windowAlert(rule string, version int64, user string, start, end int64, fields map[string]float64) string {
+	k, _ := json.Marshal(map[string]string{"user": user})
+	f, _ := json.Marshal(fields)
+	return fmt.Sprintf(`{"rule":%q,"version":%d,"key":%s,"time":%d,"action":"alert","window":{"start":%d,"end":%d},"fields":%s}`,
+		rule, version, k, end-1, start, end, f)
+}
+
+func writeFileLines(t *testing.T, dir, name string, lines ...string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name)
+	if err := os.WriteFile(tmp, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRulesJobSavepointUpgrade upgrades the rules of a running rules job
+// (live rules in etcd, rules-clock=marks) by savepoint: weir job stop
+// --savepoint while two aggregate rules have windows open, weir rules put
+// of their new versions, and submit --from-savepoint. sum10, whose new
+// version only tunes a threshold in params, keeps its windows (each sums
+// the events before and after the upgrade, under the new threshold);
+// cnt10, whose window grows from 10 s to 20 s, starts empty (its windows
+// count only the events evaluated after the upgrade), and the drop is
+// reported per key on <output>/rule-state and in the TaskManagers' logs.
+func TestRulesJobSavepointUpgrade(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const tick = "id: tick\nkey: [user]\nkind: filter\ncondition: 'e.user == \"tick\"'\n"
+	const sum = "id: sum10\nkey: [user]\nkind: aggregate\nparams: {min: %d}\nwindow: {type: tumbling, size: 10s}\n" +
+		"aggregates: {s: {fn: sum, of: e.amount}}\ncondition: 'agg.s > p.min'\n"
+	const cnt = "id: cnt10\nkey: [user]\nkind: aggregate\nwindow: {type: tumbling, size: %s}\n" +
+		"aggregates: {n: {fn: count}}\ncondition: 'agg.n > 0'\n"
+	v1, v2 := filepath.Join(work, "v1.yaml"), filepath.Join(work, "v2.yaml")
+	for f, doc := range map[string]string{
+		v1: tick + "---\n" + fmt.Sprintf(sum, 0) + "---\n" + fmt.Sprintf(cnt, "10s"),
+		v2: fmt.Sprintf(sum, 3) + "---\n" + fmt.Sprintf(cnt, "20s"),
+	} {
+		if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	params := []string{"--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + v1, "--param", "input=" + in,
+		"--param", "output=" + out, "--param", "monitor=100ms", "--param", "out-of-orderness=0s", "--param", "etcd=" + etcd.Endpoint,
+		"--param", "rules-clock=marks", "--param", "rules-name=up", "--param", "append=true"}
+	id := submit(t, c, append([]string{"rules"}, params...)...)
+	waitState(t, c, id, time.Minute, "RUNNING")
+	rules := func(args ...string) {
+		t.Helper()
+		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--job", "up")...)
+		if r.ExitCode != 0 {
+			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r := runWeir(t, "rules", "list", "--etcd", etcd.Endpoint, "--job", "up"); strings.Contains(r.Stdout, "cnt10") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not store its rules")
+		}
+	}
+
+	// Evaluated before the upgrade: everything up to the mark at 4600
+	// (the tick's alert shows it); u9's event at 5000 waits.
+	ev := func(ts int64, user string, amount float64) string {
+		return fmt.Sprintf(`{"ts":%d,"user":%q,"amount":%g}`, ts, user, amount)
+	}
+	writeFileLines(t, in, "a.jsonl", ev(1000, "u0", 10), ev(2000, "u1", 20), ev(3000, "u2", 30), ev(4000, "u0", 40),
+		ev(4500, "tick", 1), ev(5000, "u9", 5))
+	waitRead(t, c, id, 6)
+	rules("mark", "--at", "4600")
+	tickAlert := `{"rule":"tick","version":1,"key":{"user":"tick"},"time":4500,"action":"alert"}`
+	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts before the upgrade: %q", got)
+	}
+	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	waitState(t, c, id, time.Minute, "FINISHED")
+	rules("put", v2, "--at", "4601")
+	id2 := submit(t, c, append([]string{"rules", "--from-savepoint", strings.TrimSpace(r.Stdout)}, params...)...)
+	waitState(t, c, id2, time.Minute, "RUNNING")
+	writeFileLines(t, in, "b.jsonl", ev(6000, "u0", 100), ev(7000, "u1", 200), ev(8000, "u2", 300))
+	waitRead(t, c, id2, 3)
+	rules("mark", "--at", "30000")
+
+	want := []string{tickAlert,
+		// sum10 kept its windows: the sums span the upgrade; tick's
+		// window (1) is under the new threshold (3).
+		windowAlert("sum10", 2, "u0", 0, 10000, map[string]float64{"s": 150}),
+		windowAlert("sum10", 2, "u1", 0, 10000, map[string]float64{"s": 220}),
+		windowAlert("sum10", 2, "u2", 0, 10000, map[string]float64{"s": 330}),
+		windowAlert("sum10", 2, "u9", 0, 10000, map[string]float64{"s": 5}),
+		// cnt10 started empty: only the events evaluated after the upgrade.
+		windowAlert("cnt10", 2, "u0", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u1", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u2", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u9", 0, 20000, map[string]float64{"n": 1}),
+	}
+	slices.Sort(want)
+	if got := waitLines(t, filepath.Join(out, "alerts"), len(want)); !slices.Equal(got, want) {
+		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Each key that held cnt10 state is reported once, when it first
+	// meets the new version: u0-u2 at their next event, tick at its
+	// windows' timer.
+	report := func(user string, at int64) string {
+		return fmt.Sprintf(`{"rule":"cnt10","version":1,"new_version":2,"key":{"user":%q},"time":%d,"state":"dropped",`+
+			`"reason":"state shape changed (key, window, aggregates, profile or pattern)"}`, user, at)
+	}
+	wantReports := []string{report("u0", 6000), report("u1", 7000), report("u2", 8000), report("tick", 9999)}
+	slices.Sort(wantReports)
+	if got := waitLines(t, filepath.Join(out, "rule-state"), len(wantReports)); !slices.Equal(got, wantReports) {
+		t.Errorf("rule-state:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantReports, "\n"))
+	}
+	waitLog(t, c, "state is dropped", 1)
+	if logs := stderrOf(c); !strings.Contains(logs, "rule=cnt10") || strings.Contains(logs, "rule=sum10 from_version") {
+		t.Errorf("the TaskManagers' logs should report cnt10's state dropped and not sum10's")
+	}
+}
