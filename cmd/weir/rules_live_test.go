@@ -94,7 +94,9 @@ func waitRead(t *testing.T, c *cluster.Cluster, id string, n int64) {
 // the alerts are exactly those of the rules in force at each event's time.
 // A TaskManager running the job is killed after the changes: the restored
 // job evaluates the events still waiting under the rule sets of the
-// checkpoint.
+// checkpoint. The rule total's window spans every change (rules beside it
+// changed; its own state is kept) and the kill (its state is restored
+// from the checkpoint): its sums count every event exactly once.
 func TestRulesLiveChanges(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	work := t.TempDir()
@@ -114,6 +116,13 @@ key: [user]
 kind: filter
 condition: 'e.amount > 500'
 emit: {action: alert}
+---
+id: total
+key: [user]
+kind: aggregate
+window: {type: tumbling, size: 40s}
+aggregates: {n: {fn: count}, s: {fn: sum, of: e.amount}}
+condition: 'agg.n > 0'
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +220,18 @@ emit: {action: alert}
 		if e.ip == "6.6.6.6" {
 			want = append(want, alertLine("bad-ip", 1, "ip", e.ip, e.ts, false))
 		}
+	}
+	// total's window [0, 40000) holds every event of a, b and c.
+	totals := map[string]map[string]float64{}
+	for _, e := range append(append(append([]liveEvent(nil), a...), b...), cc...) {
+		if totals[e.user] == nil {
+			totals[e.user] = map[string]float64{}
+		}
+		totals[e.user]["n"]++
+		totals[e.user]["s"] += e.amount
+	}
+	for user, f := range totals {
+		want = append(want, windowAlert("total", 1, user, 0, 40000, f))
 	}
 	slices.Sort(want)
 	slices.Sort(wantShadow)
