@@ -31,8 +31,8 @@ const (
 // job's default source topic.
 func ioParams(topic string) []jobs.Param {
 	ps := []jobs.Param{
-		{Name: "source", Type: jobs.String, Default: "file", Description: "file: JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
-		{Name: "sink", Type: jobs.String, Default: "file", Description: "file: each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
+		{Name: "source", Type: jobs.String, Default: "files", Description: "files (or file): JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
+		{Name: "sink", Type: jobs.String, Default: "files", Description: "files (or file): each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
 		{Name: "input", Type: jobs.Path, Description: "source=file (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
 		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen (with source=kafka, the newest of its partition); the watermark trails by this much"},
@@ -59,15 +59,15 @@ type ioConfig struct {
 }
 
 func parseIO(p *runtime.Params, topic string) ioConfig {
-	c := ioConfig{source: p.String("source", "file"), sink: p.String("sink", "file"),
+	c := ioConfig{source: connect.Choice(p, "source", connect.Files), sink: connect.Choice(p, "sink", connect.Files),
 		input: p.String("input", ""), output: p.String("output", ""),
 		outOfOrderness: p.Duration("out-of-orderness", 5*time.Second), idleness: p.Duration("idleness", 10*time.Second),
 		monitor: p.Duration("monitor", 0), append: p.Bool("append", false)}
 	c.kafka = connect.ParseIO(p, c.sink, topic, AlertsTopic)
 	switch c.source {
-	case "file":
+	case connect.Files:
 		if c.input == "" {
-			p.Errorf("input", "required with source=file: the JSON-lines file or directory to read")
+			p.Errorf("input", "required with source=files: the JSON-lines file or directory to read")
 		} else if in, err := file.LocalPath(c.input); err != nil {
 			p.Errorf("input", "%v", err)
 		} else {
@@ -78,12 +78,12 @@ func parseIO(p *runtime.Params, topic string) ioConfig {
 			p.Errorf("format", "%q: the events are JSON objects; use json", c.kafka.Source.Format)
 		}
 	default:
-		p.Errorf("source", "%q is not a source: use file or kafka", c.source)
+		p.Errorf("source", "%q is not a source: use files or kafka", c.source)
 	}
 	switch c.sink {
-	case "file", "kafka", "webhook", "slack":
+	case connect.Files, "kafka", "webhook", "slack":
 	default:
-		p.Errorf("sink", "%q is not a sink: use file, kafka, webhook or slack", c.sink)
+		p.Errorf("sink", "%q is not a sink: use files, kafka, webhook or slack", c.sink)
 	}
 	if c.output == "" {
 		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts, dead letters and late events go to")

@@ -251,3 +251,17 @@ func FileDeadLetter(d kafka.DeadLetter) file.DeadLetter {
 	return file.DeadLetter{Source: d.Topic + "/" + strconv.Itoa(int(d.Partition)), Line: d.Offset,
 		Text: string(d.Value), Reason: d.Reason}
 }
+
+// Files is the documented name of the file connector in the source and
+// sink parameters. Jobs accept "file" too: early jobs documented that
+// spelling, and a parameter users have written must keep its meaning.
+const Files = "files"
+
+// Choice reads the source or sink parameter name, with "file" read as
+// Files, so every job spells its file connector the same way.
+func Choice(p *runtime.Params, name, def string) string {
+	if v := p.String(name, def); v != "file" {
+		return v
+	}
+	return Files
+}

@@ -136,11 +136,11 @@ type Config struct {
 func parseConfig(p *runtime.Params) Config {
 	c := Config{
 		Rules:          p.String("rules", ""),
-		Source:         p.String("source", "files"),
+		Source:         connect.Choice(p, "source", connect.Files),
 		Input:          p.String("input", ""),
 		TimeField:      p.String("time-field", rules.DefaultTimeField),
 		Output:         p.String("output", ""),
-		Sink:           p.String("sink", "files"),
+		Sink:           connect.Choice(p, "sink", connect.Files),
 		OutOfOrderness: p.Duration("out-of-orderness", 5*time.Second),
 		Monitor:        p.Duration("monitor", 0),
 		Append:         p.Bool("append", false),

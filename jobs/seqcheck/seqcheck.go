@@ -28,6 +28,7 @@ import (
 	"github.com/weirstream/weir/connectors"
 	"github.com/weirstream/weir/connectors/filesink"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -143,7 +144,7 @@ func parseConfig(p *runtime.Params) Config {
 		Output: p.String("output", ""),
 		Append: p.Bool("append", false),
 		Source: p.String("source", "generator"),
-		Sink:   p.String("sink", "files"),
+		Sink:   connect.Choice(p, "sink", connect.Files),
 	}
 	c.IO = parseKafka(p)
 	if c.Source != "generator" && c.Source != "kafka" {
