@@ -33,11 +33,11 @@ func ioParams(topic string) []jobs.Param {
 	ps := []jobs.Param{
 		{Name: "source", Type: jobs.String, Default: "files", Description: "files (or file): JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
 		{Name: "sink", Type: jobs.String, Default: "files", Description: "files (or file): each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
-		{Name: "input", Type: jobs.Path, Description: "source=file (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
-		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
+		{Name: "input", Type: jobs.Path, Description: "source=files (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=files each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen (with source=kafka, the newest of its partition); the watermark trails by this much"},
 		{Name: "idleness", Type: jobs.Duration, Default: "10s", Description: "source=kafka: a partition without records for this long is left out of the watermark until its next record (0s: never, and a partition without records holds event time back)"},
-		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
 		{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
 	}
 	return append(ps, connect.Params(topic, AlertsTopic)...)

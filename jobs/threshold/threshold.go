@@ -69,10 +69,10 @@ func init() {
 		Params: append([]jobs.Param{
 			{Name: "source", Type: jobs.String, Default: "files", Description: "files (or file): CSV files from input; kafka: one transaction per record from source-topic, CSV transaction_id,customer_id,amount[,timestamp] or JSON {\"transaction_id\":\"tx1\",\"customer_id\":\"c1\",\"amount\":9200,\"timestamp\":...} (format)"},
 			{Name: "sink", Type: jobs.String, Default: "files", Description: "files (or file): alerts' part files under output; kafka: JSON alerts keyed by customer to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
-			{Name: "input", Type: jobs.Path, Description: "source=file (required): a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
-			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file the alerts' part files; with every sink, the dead letters go to its dead-letters/ subdirectory (unless dead-letter-topic is set)"},
+			{Name: "input", Type: jobs.Path, Description: "source=files (required): a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
+			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=files the alerts' part files; with every sink, the dead letters go to its dead-letters/ subdirectory (unless dead-letter-topic is set)"},
 			{Name: "threshold", Type: jobs.Float, Default: "8000", Description: "an amount above this raises an alert"},
-			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
 			{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
 		}, connect.Params(TransactionsTopic, AlertsTopic)...),
 		Build: Build,
