@@ -15,7 +15,6 @@ import (
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // The default topics of source=kafka (one per job, named as its input)
@@ -80,16 +79,8 @@ func parseIO(p *runtime.Params, topic string) ioConfig {
 	default:
 		p.Errorf("source", "%q is not a source: use files or kafka", c.source)
 	}
-	switch c.sink {
-	case connect.Files, "kafka", "webhook", "slack":
-	default:
-		p.Errorf("sink", "%q is not a sink: use files, kafka, webhook or slack", c.sink)
-	}
-	if c.output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts, dead letters and late events go to")
-	} else if _, err := storage.Open(c.output, storage.Options{}); err != nil {
-		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
-	}
+	connect.CheckChoice(p, "sink", c.sink, connect.Files, "kafka", "webhook", "slack")
+	connect.CheckOutput(p, c.output, "the alerts, dead letters and late events")
 	if c.outOfOrderness < 0 {
 		p.Errorf("out-of-orderness", "%v must not be negative", c.outOfOrderness)
 	}

@@ -3,6 +3,7 @@ package connect_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/weirstream/weir/jobs"
@@ -61,6 +62,23 @@ func TestEveryJobTakesBothFileSpellings(t *testing.T) {
 			if _, err := jobs.Build(name, 1, p); err != nil {
 				t.Errorf("%s with %s: %v", name, spelling, err)
 			}
+		}
+	}
+}
+
+func TestCheckChoiceAndOutput(t *testing.T) {
+	p := runtime.NewParams(nil)
+	connect.CheckChoice(p, "sink", "files", connect.Files, "kafka")
+	connect.CheckChoice(p, "sink", "filez", connect.Files, "kafka", "slack")
+	connect.CheckOutput(p, "", "the alerts")
+	connect.CheckOutput(p, "ftp://x/y", "the alerts")
+	err := p.CheckUnused()
+	if err == nil {
+		t.Fatal("no error for a bad sink and outputs")
+	}
+	for _, want := range []string{`"filez" is not a sink: use files, kafka or slack`, "must not be empty: the directory or s3://bucket/prefix URL the alerts go to", "ftp"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
 }

@@ -34,7 +34,6 @@ import (
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // Name is the job's registered name.
@@ -279,16 +278,8 @@ func parseConfig(p *runtime.Params) Config {
 	default:
 		p.Errorf("source", "%q is not a source: use files or kafka", c.Source)
 	}
-	switch c.Sink {
-	case connect.Files, "kafka", "webhook", "slack":
-	default:
-		p.Errorf("sink", "%q is not a sink: use files, kafka, webhook or slack", c.Sink)
-	}
-	if c.Output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
-	} else if _, err := storage.Open(c.Output, storage.Options{}); err != nil {
-		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
-	}
+	connect.CheckChoice(p, "sink", c.Sink, connect.Files, "kafka", "webhook", "slack")
+	connect.CheckOutput(p, c.Output, "the part files")
 	if math.IsNaN(c.Threshold) || math.IsInf(c.Threshold, 0) {
 		p.Errorf("threshold", "%g must be a finite number", c.Threshold)
 	}
