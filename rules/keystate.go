@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -157,6 +158,7 @@ type KeyGroup struct {
 	dirty  bool
 	cur    int
 	keyBuf []byte
+	due    []dueTimer
 
 	// Wake, if set, hears every timer a rule arms, so that the caller can
 	// call Fire for the key once the watermark reaches it.
@@ -314,41 +316,61 @@ func (g *KeyGroup) drop(i int) {
 func (g *KeyGroup) Fire(wm int64, out []Alert) ([]Alert, error) {
 	var errs []error
 	for {
-		best, bi := int64(0), -1
+		// The due timers, taken out of their rules' lists in one pass;
+		// a timer a firing arms at or before wm makes another pass.
+		due := g.due[:0]
 		for i, ts := range g.timers {
-			if len(ts) > 0 && ts[0] <= wm && (bi < 0 || ts[0] < best) {
-				best, bi = ts[0], i
+			n := 0
+			for n < len(ts) && ts[n] <= wm {
+				due = append(due, dueTimer{t: ts[n], rule: i})
+				n++
+			}
+			if n > 0 {
+				g.timers[i] = slices.Delete(ts, 0, n)
 			}
 		}
-		if bi < 0 {
+		g.due = due
+		if len(due) == 0 {
 			return out, errors.Join(errs...)
 		}
-		g.timers[bi] = slices.Delete(g.timers[bi], 0, 1)
 		g.dirty = true
-		st, r := g.states[bi], g.rules[bi]
-		if st == nil {
-			continue
-		}
-		g.cur = bi
-		n := len(out)
-		var t0 time.Time
-		if g.TimeRules {
-			t0 = time.Now()
-		}
-		var err error
-		out, err = g.rn.OnTimer(r, st, best, g, out)
-		if g.TimeRules {
-			g.stats[bi].EvalNanos += int64(time.Since(t0))
-		}
-		g.stats[bi].Alerts += int64(len(out) - n)
-		if err != nil {
-			g.stats[bi].Errors++
-			errs = append(errs, err)
-		}
-		if st.Empty() {
-			g.drop(bi)
+		slices.SortFunc(due, func(a, b dueTimer) int {
+			if a.t != b.t {
+				return cmp.Compare(a.t, b.t)
+			}
+			return cmp.Compare(a.rule, b.rule)
+		})
+		for _, d := range due {
+			st, r := g.states[d.rule], g.rules[d.rule]
+			if st == nil {
+				continue
+			}
+			g.cur = d.rule
+			n := len(out)
+			var t0 time.Time
+			if g.TimeRules {
+				t0 = time.Now()
+			}
+			var err error
+			out, err = g.rn.OnTimer(r, st, d.t, g, out)
+			if g.TimeRules {
+				g.stats[d.rule].EvalNanos += int64(time.Since(t0))
+			}
+			g.stats[d.rule].Alerts += int64(len(out) - n)
+			if err != nil {
+				g.stats[d.rule].Errors++
+				errs = append(errs, err)
+			}
+			if st.Empty() {
+				g.drop(d.rule)
+			}
 		}
 	}
+}
+
+type dueTimer struct {
+	t    int64
+	rule int
 }
 
 // Changed reports whether the key's states differ from what Load was
@@ -357,26 +379,41 @@ func (g *KeyGroup) Changed() bool { return g.dirty }
 
 // Store encodes the key's states: nil when no rule holds any. An error
 // names a rule whose state holds a value that has no encoding; that
-// rule's state is left out.
+// rule's state is left out. The result shares no memory with the group.
 func (g *KeyGroup) Store() (*KeyStates, error) {
-	var ks *KeyStates
 	var errs []error
-	var buf []byte
+	n, nt := 0, 0
+	for i, st := range g.states {
+		if st != nil {
+			n++
+			nt += len(g.timers[i])
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	ks := &KeyStates{Key: g.key, States: make([]RuleState, 0, n)}
+	// One allocation for every rule's bytes and one for their timers.
+	buf := make([]byte, 0, 64*n)
+	timers := make([]int64, 0, nt)
 	for i, st := range g.states {
 		if st == nil {
 			continue
 		}
-		b, err := g.rn.AppendState(buf[:0], g.rules[i], st)
+		start := len(buf)
+		b, err := g.rn.AppendState(buf, g.rules[i], st)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if ks == nil {
-			ks = &KeyStates{Key: g.key}
-		}
-		ks.States = append(ks.States, RuleState{ID: g.ids[i], Version: g.rules[i].Version,
-			Timers: slices.Clone(g.timers[i]), Data: slices.Clone(b)})
 		buf = b
+		t0 := len(timers)
+		timers = append(timers, g.timers[i]...)
+		ks.States = append(ks.States, RuleState{ID: g.ids[i], Version: g.rules[i].Version,
+			Timers: timers[t0:len(timers):len(timers)], Data: buf[start:len(buf):len(buf)]})
+	}
+	if len(ks.States) == 0 {
+		ks = nil
 	}
 	return ks, errors.Join(errs...)
 }

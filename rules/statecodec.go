@@ -562,6 +562,12 @@ func (d *stateReader) lookback(l *lookback) {
 	}
 	l.base = d.varint()
 	entries := d.count()
+	// Room for the entries and for a few more: the event that follows a
+	// decode appends one.
+	if d.err == nil {
+		c := entries + entries/4 + 4
+		l.ts, l.in = make([]int64, 0, c), make([]aggInput, 0, c*n)
+	}
 	ins := make([]aggInput, n)
 	for i := 0; d.err == nil && i < entries; i++ {
 		t := d.varint()
