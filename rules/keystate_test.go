@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -447,3 +448,58 @@ func TestStateCodecRefuses(t *testing.T) {
 type nopTimers struct{}
 
 func (nopTimers) Register(int64) {}
+
+// What Store returns shares no memory with the group: a snapshot being
+// written may hold a stored value while the key's next events are
+// evaluated, in place, on the group's decoded states.
+func TestStoredStatesAreNotChangedByLaterEvents(t *testing.T) {
+	var doc strings.Builder
+	for i, c := range stateDocs {
+		if i > 0 {
+			doc.WriteString("---\n")
+		}
+		// One rule of each kind, with one key field u.
+		d := strings.ReplaceAll(c.doc, "id: ", fmt.Sprintf("id: k%d-", i))
+		doc.WriteString(d)
+	}
+	set, err := compileDoc(doc.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyed []*Rule
+	for _, r := range set.Rules {
+		if slices.Equal(r.Key, []string{"u"}) {
+			keyed = append(keyed, r)
+		}
+	}
+	g := NewKeyGroup(keyed)
+	var out []Alert
+	ev := func(ts int64, x float64) *Event {
+		return &Event{TS: ts, Fields: map[string]any{"ts": float64(ts), "u": "a", "x": x, "c": "p", "type": "A", "city": "Oslo", "dev": "d1"}}
+	}
+	g.Load(nil, nil)
+	for i := range 5 {
+		if out, err = g.Process(ev(int64(i)*100, float64(i)), out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := g.Store()
+	if err != nil || snap == nil || len(snap.States) < 5 {
+		t.Fatalf("stored %+v, %v", snap, err)
+	}
+	before := KeyStatesCodec{}.Append(nil, snap)
+	for i := 5; i < 50; i++ {
+		if out, err = g.Process(ev(int64(i)*100, float64(i)), out); err != nil {
+			t.Fatal(err)
+		}
+		if out, err = g.Fire(int64(i)*100, out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Store(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := (KeyStatesCodec{}).Append(nil, snap); !bytes.Equal(before, after) {
+		t.Error("a stored value changed when the key's later events were evaluated")
+	}
+}
