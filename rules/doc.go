@@ -23,6 +23,15 @@
 //     `weir rules test` uses: events in event-time order, the watermark
 //     one millisecond behind each event, and every timer fired at the end.
 //
+// A keyed operator that keeps rule state in its keyed state (the rules
+// job) uses keystate.go instead of an Engine: a KeyGroup evaluates the
+// rules of one rule key for one key at a time, from and to a KeyStates
+// value that holds each rule's State encoded by statecodec.go (a
+// deterministic binary form, so the value a snapshot holds is never
+// changed by later events) under the rule's StateID, its ID and the
+// fingerprint of its state shape.
+//
 // Thresholds live in params, which the compiled programs read at run time,
-// so a change of a threshold does not change the rule's state shape.
+// so a change of a threshold does not change the rule's state shape, and
+// a new version of a rule that keeps its shape keeps its state.
 package rules
