@@ -59,7 +59,7 @@ func FuzzMetadata(f *testing.F) {
 	f.Add([]byte(`{"version":1,"operators":[{"subtasks":[{"keyGroups":{"first":5,"last":-9}}]}]}`), true)
 	f.Fuzz(func(t *testing.T, data []byte, withHeader bool) {
 		if withHeader {
-			head := fmt.Sprintf("%s v%d crc32c=%08x\n", metadataMagic, MetadataVersion, crc32.Checksum(data, castagnoli))
+			head := fmt.Sprintf("%s v%d crc32c=%08x\n", metadataMagic, 1, crc32.Checksum(data, castagnoli))
 			data = append([]byte(head), data...)
 		}
 		m, err := DecodeMetadata("fuzz/_metadata", data)
