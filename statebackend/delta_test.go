@@ -17,9 +17,9 @@ type chainStore map[string][]byte
 // checkpointIncremental does what the uploader does for one operator
 // subtask: a delta against the tracker's base when it has one, else a full
 // file, stored as a shared file; it returns the checkpoint's chain.
-func checkpointIncremental(t testing.TB, inc *Incremental, st chainStore, id int64, sections []Section) []FileRef {
+func checkpointIncremental(t testing.TB, inc *Incremental, st chainStore, id, baseID int64, sections []Section) []FileRef {
 	t.Helper()
-	baseSections, base, ok := inc.Base()
+	baseSections, base, ok := inc.Base(baseID)
 	var data []byte
 	var err error
 	if ok {
@@ -79,7 +79,8 @@ type expected struct {
 // test of incremental checkpoints: random writes, deletes and timers on
 // every table kind, checkpoints that are deltas against the latest
 // completed one (some aborted after their upload), retention of the last
-// three and deletion of the shared files none of them uses; after every
+// one or three and deletion of the shared files none of them uses,
+// notifications of completion that come late or never; after every
 // completion EVERY retained checkpoint restores to exactly the state it
 // was taken of, at parallelism 1 and split in two (a rescale).
 func TestIncrementalChainRestoresEveryRetainedCheckpoint(t *testing.T) {
@@ -96,8 +97,9 @@ func runChainProperty(t *testing.T, seed uint64) {
 	inc := &Incremental{}
 	st := chainStore{}
 	var retained []expected
-	const keep = 3
+	keep := []int{1, 3}[seed%2]
 	deltas := 0
+	var latest int64 // the latest completed checkpoint, the JobManager's base
 	for id := int64(1); id <= 60; id++ {
 		// Random writes: a few percent of the keys, all kinds.
 		for range rng.IntN(40) + 1 {
@@ -127,14 +129,19 @@ func runChainProperty(t *testing.T, seed uint64) {
 		}
 		snapTimers := copyTimers(timers)
 		sections := append(f.b.Snapshot(), snapTimers)
-		chain := checkpointIncremental(t, inc, st, id, sections)
+		chain := checkpointIncremental(t, inc, st, id, latest, sections)
 		if chain[len(chain)-1].Delta {
 			deltas++
 		}
 		if rng.IntN(6) == 0 {
 			continue // aborted after its upload: never completes
 		}
-		inc.Completed(id)
+		// The notification of completion may come late or never: the
+		// next checkpoint's base ID tells the subtask too.
+		if rng.IntN(2) == 0 {
+			inc.Completed(id)
+		}
+		latest = id
 		retained = append(retained, expected{chain: chain, state: f.dump(), timers: snapTimers})
 		if len(retained) > keep {
 			retained = retained[1:]

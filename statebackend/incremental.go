@@ -29,16 +29,23 @@ type chainState struct {
 	chain    []FileRef
 }
 
-// Base returns what the next checkpoint's delta builds on: the sections of
-// the latest completed checkpoint and its chain. ok is false when a full
-// file is due: no checkpoint completed since the task started (a restored
-// task starts its own chain), the chain has MaxChainDeltas deltas, or its
-// deltas together outgrew its full file.
-func (c *Incremental) Base() (sections []Section, chain []FileRef, ok bool) {
+// Base returns what a delta against checkpoint id builds on: that
+// checkpoint's sections and chain, if this subtask stored it. The caller
+// names the checkpoint (the JobManager's latest completed one, which stays
+// retained with the files it refers to until the new checkpoint
+// completes), because a base this subtask merely believes complete may
+// already be retired. ok is false when a full file is due: the subtask did
+// not store checkpoint id (it started after it: a restored subtask starts
+// its own chain), the chain has MaxChainDeltas deltas, or its deltas
+// together outgrew its full file.
+func (c *Incremental) Base(id int64) (sections []Section, chain []FileRef, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if p := c.pending[id]; p != nil {
+		c.promote(id)
+	}
 	b := c.base
-	if b == nil || len(b.chain) == 0 || len(b.chain) > MaxChainDeltas {
+	if id <= 0 || b == nil || b.id != id || len(b.chain) == 0 || len(b.chain) > MaxChainDeltas {
 		return nil, nil, false
 	}
 	var deltas int64
@@ -67,6 +74,10 @@ func (c *Incremental) Stored(id int64, sections []Section, chain []FileRef) {
 func (c *Incremental) Completed(id int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.promote(id)
+}
+
+func (c *Incremental) promote(id int64) {
 	if p := c.pending[id]; p != nil && (c.base == nil || p.id > c.base.id) {
 		c.base = p
 	}
