@@ -54,12 +54,12 @@ type pendingCheckpoint struct {
 	savepoint bool
 	// base is the job's latest completed checkpoint, which incremental
 	// snapshots build on (0: none, or full checkpoints).
-	base      int64
-	stop      bool
-	drain     bool
-	waiting   map[taskRef]bool
-	acks      map[taskRef]*weirv1.AcknowledgeCheckpointRequest
-	sources   []taskRef
+	base    int64
+	stop    bool
+	drain   bool
+	waiting map[taskRef]bool
+	acks    map[taskRef]*weirv1.AcknowledgeCheckpointRequest
+	sources []taskRef
 	// finalizing is set once every task acknowledged: _metadata is being
 	// written and the checkpoint can no longer be aborted.
 	finalizing bool
