@@ -216,54 +216,81 @@ func (s *valueSection[K, V]) appendDiff(prev Section, kg int, up, del []byte) ([
 		return up, 0, del, 0, true
 	}
 	cv, pv := s.views[i].pages, p.views[i].pages
+	ct, pt := viewTable(s.views[i]), viewTable(p.views[i])
 	all := len(cv) != len(pv) // a growth or the first entries: every page is new
-	var old map[K]V
-	for j, pg := range pv {
-		if !all && samePage(pg, cv[j]) {
-			continue
-		}
-		for k := range pg {
-			if e := &pg[k]; e.full {
-				if old == nil {
-					old = map[K]V{}
-				}
-				old[e.key] = e.val
-			}
-		}
+	var a, b []byte
+	equal := func(x, y V) bool {
+		a, b = s.vc.Append(a[:0], x), s.vc.Append(b[:0], y)
+		return bytes.Equal(a, b)
 	}
 	nUp, nDel := 0, 0
-	var a, b []byte
-	for j, pg := range cv {
-		if !all && samePage(pg, pv[j]) {
-			continue
+	upsert := func(e *slot[K, V]) {
+		if o := pt.find(e.hash, e.key); o >= 0 && equal(pt.at(uint32(o)).val, e.val) {
+			return // moved by a delete's shift, not changed
 		}
-		for k := range pg {
-			e := &pg[k]
-			if !e.full {
-				continue
-			}
-			if ov, ok := old[e.key]; ok {
-				delete(old, e.key)
-				a, b = s.vc.Append(a[:0], ov), s.vc.Append(b[:0], e.val)
-				if bytes.Equal(a, b) {
-					continue
+		q := len(up)
+		up = s.kc.Append(append(up, 0), e.key)
+		up = fixLen(up, q)
+		q = len(up)
+		up = s.vc.Append(append(up, 0), e.val)
+		up = fixLen(up, q)
+		nUp++
+	}
+	deleted := func(e *slot[K, V]) {
+		if ct.find(e.hash, e.key) < 0 {
+			a = s.kc.Append(a[:0], e.key)
+			del = appendDeleted(del, a)
+			nDel++
+		}
+	}
+	if all {
+		for _, pg := range cv {
+			for k := range pg {
+				if pg[k].full {
+					upsert(&pg[k])
 				}
 			}
-			q := len(up)
-			up = s.kc.Append(append(up, 0), e.key)
-			up = fixLen(up, q)
-			q = len(up)
-			up = s.vc.Append(append(up, 0), e.val)
-			up = fixLen(up, q)
-			nUp++
+		}
+		for _, pg := range pv {
+			for k := range pg {
+				if pg[k].full {
+					deleted(&pg[k])
+				}
+			}
+		}
+		return up, nUp, del, nDel, true
+	}
+	for j, pg := range cv {
+		old := pv[j]
+		if samePage(pg, old) {
+			continue
+		}
+		// Most slots of a copied page are as they were: only those that
+		// differ need a lookup in the other snapshot.
+		for k := range pg {
+			n, o := &pg[k], &old[k]
+			if n.full && o.full && n.hash == o.hash && n.key == o.key && equal(o.val, n.val) {
+				continue
+			}
+			if n.full {
+				upsert(n)
+			}
+			if o.full && (!n.full || n.key != o.key) {
+				deleted(o)
+			}
 		}
 	}
-	for k := range old {
-		a = s.kc.Append(a[:0], k)
-		del = appendDeleted(del, a)
-		nDel++
-	}
 	return up, nUp, del, nDel, true
+}
+
+// viewTable wraps a snapshot's pages as a read-only cowTable, for its
+// lookups; the capacity is the pages' slots, as cowTable.grow sizes it.
+func viewTable[K comparable, V any](v cowView[K, V]) *cowTable[K, V] {
+	if len(v.pages) == 0 {
+		return &cowTable[K, V]{}
+	}
+	c := uint32(len(v.pages) * len(v.pages[0]))
+	return &cowTable[K, V]{pages: v.pages, mask: c - 1, shift: uint8(32 - bitsLen(c-1)), n: v.n}
 }
 
 // same reports whether key group kg's map is the one o froze too: the
