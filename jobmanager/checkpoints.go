@@ -297,13 +297,12 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 // checkpoint list in the raft state; if any of them cannot be read,
 // nothing is deleted. Files of aborted checkpoints go too.
 func (jm *JobManager) collectShared(ctx context.Context, job *Job, upTo int64) error {
+	// Only the retained checkpoints count: the one the attempt restored
+	// from is one of them until retention retires it, and restarts use
+	// the latest.
 	var metas []*statebackend.Metadata
-	cps := slices.Clone(job.Checkpoints)
 	jobDir := storage.Join(jm.cfg.CheckpointStorage, job.ID)
-	if r := job.Restore; r != nil && strings.HasPrefix(r.Path, jobDir+"/") {
-		cps = append(cps, *r)
-	}
-	for _, cp := range cps {
+	for _, cp := range job.Checkpoints {
 		if cp.Savepoint {
 			continue // always self-contained
 		}
