@@ -217,7 +217,9 @@ func (s *valueSection[K, V]) appendDiff(prev Section, kg int, up, del []byte) ([
 	}
 	cv, pv := s.views[i].pages, p.views[i].pages
 	ct, pt := viewTable(s.views[i]), viewTable(p.views[i])
-	all := len(cv) != len(pv) // a growth or the first entries: every page is new
+	// After a growth (or the first entries) every page is new; a small
+	// table's growth may keep one page and change its length.
+	all := len(cv) != len(pv) || (len(cv) > 0 && len(cv[0]) != len(pv[0]))
 	var a, b []byte
 	equal := func(x, y V) bool {
 		a, b = s.vc.Append(a[:0], x), s.vc.Append(b[:0], y)

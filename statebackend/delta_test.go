@@ -92,7 +92,9 @@ func TestIncrementalChainRestoresEveryRetainedCheckpoint(t *testing.T) {
 func runChainProperty(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	f := newFixture(t, all)
-	f.fill(300)
+	// Odd seeds start nearly empty, so that the value tables grow
+	// through page sizes below a full page between checkpoints.
+	f.fill([]int{300, 10}[seed%2])
 	timers := testTimers()
 	inc := &Incremental{}
 	st := chainStore{}
