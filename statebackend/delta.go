@@ -349,9 +349,18 @@ func MergeChain(chain []*KeyedState) (*KeyedState, error) {
 		if out.keyGroups.Empty() {
 			out.keyGroups = d.keyGroups
 		}
-		for _, s := range d.sections {
-			if strings.HasPrefix(s.name, DeletedPrefix) {
+		seen := map[string]bool{}
+		for _, sec := range d.sections {
+			name := strings.TrimPrefix(sec.name, DeletedPrefix)
+			if seen[name] {
 				continue
+			}
+			seen[name] = true
+			// A delta written by WriteDeltaFile has both sections of every
+			// name; one with deletions only is applied all the same.
+			s := d.section(name)
+			if s == nil {
+				s = &restoredSection{file: d.file, name: name, kind: sec.kind}
 			}
 			target := out.section(s.name)
 			if target == nil {
