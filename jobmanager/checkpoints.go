@@ -242,6 +242,9 @@ func (c *coordinator) abort(p *pendingCheckpoint, reason string, routine bool) {
 // finalize writes _metadata, records the checkpoint and notifies tasks.
 func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 	job, err := c.jm.store.Job(c.jobID)
+	if err == nil && job.Checkpointing.Incremental && !p.savepoint {
+		err = c.jm.checkChains(ctx, &job, p)
+	}
 	if err == nil {
 		err = c.writeMetadata(ctx, &job, p)
 	}
@@ -288,6 +291,39 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 			}
 		}
 	}
+}
+
+// checkChains makes sure that every shared file the chains of checkpoint
+// p name was written by p itself or is referred to by a retained
+// checkpoint, and so still exists. Building on the barrier's base
+// guarantees it; the check turns a violation into an aborted checkpoint
+// instead of a completed one that cannot be restored.
+func (jm *JobManager) checkChains(ctx context.Context, job *Job, p *pendingCheckpoint) error {
+	held := map[string]bool{}
+	for _, cp := range job.Checkpoints {
+		if cp.Savepoint {
+			continue
+		}
+		m, err := jm.loadMetadata(ctx, cp.Path)
+		if err != nil {
+			return fmt.Errorf("reading retained checkpoint %d: %w", cp.ID, err)
+		}
+		for _, f := range m.SharedFiles() {
+			held[f] = true
+		}
+	}
+	for ref, a := range p.acks {
+		for _, s := range a.States {
+			for _, f := range s.Chain {
+				if id, ok := statebackend.ParseSharedFileName(f.Path); !f.Shared || (ok && id == p.id) || held[f.Path] {
+					continue
+				}
+				return fmt.Errorf("subtask %d of %s refers to shared file %s, which no retained checkpoint holds",
+					ref.subtask, s.Uid, f.Path)
+			}
+		}
+	}
+	return nil
 }
 
 // collectShared deletes the files of the job's shared directory that no

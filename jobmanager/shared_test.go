@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -78,5 +80,41 @@ func TestCollectSharedKeepsWhatRetainedCheckpointsUse(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "job1", "chk-4", metadataFile)); err != nil {
 		t.Errorf("the checkpoints' own directories must stay: %v", err)
+	}
+}
+
+// TestCheckChainsRefusesAHole: a checkpoint whose chain names a shared
+// file no retained checkpoint holds (nor the checkpoint itself wrote) is
+// refused, naming the file; one extending the latest checkpoint's chain
+// passes.
+func TestCheckChainsRefusesAHole(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	st, err := storage.Open(root, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := func(id int64) string { return statebackend.SharedFileName("op", 0, id) }
+	m := &statebackend.Metadata{JobID: "job1", JobName: "j", CheckpointID: 4, MaxParallelism: 8,
+		Operators: []statebackend.OperatorState{{UID: "op", Parallelism: 1, Subtasks: []statebackend.SubtaskState{
+			{Subtask: 0, Chain: []statebackend.FileRef{{Path: name(1), Shared: true}, {Path: name(4), Shared: true, Delta: true}}}}}}}
+	if err := st.Put(ctx, "job1/chk-4/"+metadataFile, statebackend.EncodeMetadata(m)); err != nil {
+		t.Fatal(err)
+	}
+	job := &Job{ID: "job1", Checkpoints: []CompletedCheckpoint{{ID: 4, Path: filepath.Join(root, "job1", "chk-4")}}}
+	jm := startJobManager(t, Config{CheckpointStorage: root}).jm
+	ack := func(files ...int64) *pendingCheckpoint {
+		var chain []*weirv1.ChainFile
+		for _, f := range files {
+			chain = append(chain, &weirv1.ChainFile{Path: name(f), Shared: true})
+		}
+		return &pendingCheckpoint{id: 5, acks: map[taskRef]*weirv1.AcknowledgeCheckpointRequest{
+			{0, 0}: {States: []*weirv1.OperatorStateHandle{{Uid: "op", Chain: chain}}}}}
+	}
+	if err := jm.checkChains(ctx, job, ack(1, 4, 5)); err != nil {
+		t.Errorf("a chain extending the retained one: %v", err)
+	}
+	if err := jm.checkChains(ctx, job, ack(1, 3, 5)); err == nil || !strings.Contains(err.Error(), name(3)) {
+		t.Errorf("a chain with a retired file: %v, want an error naming %s", err, name(3))
 	}
 }

@@ -139,6 +139,16 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 		}
 	}
 
+	// The latest checkpoint's chains restore at parallelism 3 (each new
+	// subtask merges the key groups it owns from two old chains): the
+	// job resumes at the end of its input and adds no output.
+	idR := submit(t, c, append([]string{"sequence-check", "--parallelism", "3", "--param", "output=s3://weir/out",
+		"--from-savepoint", latestPath}, params...)...)
+	if s := waitState(t, c, idR, time.Minute, "FINISHED", "FAILED"); s.State != "FINISHED" || s.Restarts != 0 {
+		t.Fatalf("job restored at parallelism 3 from %s: %v after %d restarts: %s", latestPath, s.State, s.Restarts, s.Failure)
+	}
+	verifySequence(t, srv, "s3://weir/out", keys, count)
+
 	// A shared file of the latest checkpoint goes missing: restoring it
 	// fails the job at once, naming the file.
 	var victim string
