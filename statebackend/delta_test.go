@@ -243,6 +243,32 @@ func TestMergeChainRejectsBrokenChain(t *testing.T) {
 	}
 }
 
+// TestIncrementalForgetsCheckpointsThatNeverComplete: stored checkpoints
+// that never complete are dropped beyond the newest few, and a base is
+// only what the caller names.
+func TestIncrementalForgetsCheckpointsThatNeverComplete(t *testing.T) {
+	inc := &Incremental{}
+	chain := []FileRef{{Path: "f", Size: 10}}
+	for id := int64(1); id <= 20; id++ {
+		inc.Stored(id, nil, chain)
+	}
+	if n := len(inc.pending); n != maxPending {
+		t.Errorf("%d checkpoints remembered, want %d", n, maxPending)
+	}
+	if _, _, ok := inc.Base(3); ok {
+		t.Error("a forgotten checkpoint is a base")
+	}
+	if _, got, ok := inc.Base(19); !ok || len(got) != 1 {
+		t.Errorf("checkpoint 19: %v %v", got, ok)
+	}
+	if _, _, ok := inc.Base(20); !ok {
+		t.Error("checkpoint 20, stored after 19, is no base")
+	}
+	if _, _, ok := inc.Base(19); ok {
+		t.Error("checkpoint 19 is a base again after 20")
+	}
+}
+
 func TestSharedFileNames(t *testing.T) {
 	if got := SharedDir("s3://b/ckpt/job1/chk-7"); got != "s3://b/ckpt/job1/shared" {
 		t.Error(got)

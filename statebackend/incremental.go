@@ -67,7 +67,21 @@ func (c *Incremental) Stored(id int64, sections []Section, chain []FileRef) {
 		c.pending = map[int64]*chainState{}
 	}
 	c.pending[id] = &chainState{id: id, sections: sections, chain: chain}
+	// Checkpoints that never complete (declined elsewhere, timed out)
+	// must not pin their snapshots' pages forever: only the newest few
+	// can still become a base.
+	for len(c.pending) > maxPending {
+		oldest := id
+		for k := range c.pending {
+			oldest = min(oldest, k)
+		}
+		delete(c.pending, oldest)
+	}
 }
+
+// maxPending is how many stored but not completed checkpoints a subtask
+// remembers.
+const maxPending = 4
 
 // Completed makes checkpoint id the base if it was stored, and forgets
 // the stored checkpoints up to it (the older ones can no longer complete).
