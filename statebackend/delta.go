@@ -24,9 +24,10 @@ import (
 // Finding the changes costs nothing on the write path: it compares the
 // copy-on-write snapshots of the two checkpoints on the upload goroutine.
 // A value table's snapshot shares every page not written since the
-// earlier snapshot, so only the pages that differ are compared, entry by
-// entry (an entry that moved, by a backward-shift delete or a growth,
-// leaves both its old and its new page changed, so it is matched there).
+// earlier snapshot, so only the pages that differ are compared, slot by
+// slot, and only the slots that differ are looked up in the other
+// snapshot (an entry that a backward-shift delete moved is found there and
+// not reported; after a growth every entry is looked up).
 // A map or list table's snapshot shares every key group not written since,
 // so only the groups that differ are compared. Timer sections have no such
 // sharing and are compared group by group in full.
