@@ -26,8 +26,9 @@ type KeyGroupOperator struct {
 	Name string `json:"name"`
 	// Parallelism is the operator's when the checkpoint was taken.
 	Parallelism int `json:"parallelism"`
-	// Bytes[kg] is key group kg's block in its state file (0: no state);
-	// Subtask[kg] the subtask that wrote it (-1: none).
+	// Bytes[kg] is key group kg's block in its state file (0: no state),
+	// summed over the files of an incremental checkpoint's chain (what a
+	// restore reads); Subtask[kg] the subtask that wrote it (-1: none).
 	Bytes   []int64 `json:"bytes"`
 	Subtask []int   `json:"subtask"`
 	Keys    int64   `json:"keys"`
