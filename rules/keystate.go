@@ -160,6 +160,14 @@ type KeyGroup struct {
 	keyBuf []byte
 	due    []dueTimer
 
+	// loaded is what Load was given and stored what Store returned since;
+	// cache holds the decoded states of keys by the stored value they
+	// equal, so that a key whose value in keyed state is still that one
+	// skips decoding. Evaluating after Store forgets stored: the states
+	// no longer equal it.
+	loaded, stored *KeyStates
+	cache          map[*KeyStates]*decodedKey
+
 	// Wake, if set, hears every timer a rule arms, so that the caller can
 	// call Fire for the key once the watermark reaches it.
 	Wake func(t int64)
@@ -167,11 +175,21 @@ type KeyGroup struct {
 	TimeRules bool
 }
 
+// decodedKey is a key's decoded states and timers.
+type decodedKey struct {
+	states []*State
+	timers [][]int64
+}
+
+// maxCached bounds a group's cache of decoded keys; a full cache is
+// emptied.
+const maxCached = 1 << 14
+
 // NewKeyGroup prepares rules, which must share their Key and be active or
 // shadow, to be evaluated key by key.
 func NewKeyGroup(rules []*Rule) *KeyGroup {
 	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: map[string]int{}, stats: make([]RuleStats, len(rules)),
-		states: make([]*State, len(rules)), timers: make([][]int64, len(rules))}
+		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{}}
 	for i, r := range rules {
 		id := r.StateID()
 		g.ids = append(g.ids, id)
@@ -201,7 +219,14 @@ type Dropped struct {
 // Load makes ks (nil for a key without state) the key being evaluated and
 // appends to dropped the stored states that no rule of the group takes.
 func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
-	g.key, g.dirty = nil, false
+	// Keep the previous key's states if they equal its stored value.
+	switch {
+	case g.stored != nil:
+		g.keep(g.stored)
+	case !g.dirty && g.loaded != nil:
+		g.keep(g.loaded)
+	}
+	g.key, g.dirty, g.loaded, g.stored = nil, false, ks, nil
 	clear(g.states)
 	for i := range g.timers {
 		g.timers[i] = g.timers[i][:0]
@@ -210,6 +235,15 @@ func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
 		return dropped
 	}
 	g.key = ks.Key
+	if d, ok := g.cache[ks]; ok {
+		// Stored by this group: every state is one of its rules'.
+		delete(g.cache, ks)
+		copy(g.states, d.states)
+		for i, ts := range d.timers {
+			g.timers[i] = append(g.timers[i], ts...)
+		}
+		return dropped
+	}
 	for _, s := range ks.States {
 		i, ok := g.byID[s.ID]
 		if !ok {
@@ -234,6 +268,20 @@ func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
 	return dropped
 }
 
+// keep caches the current key's states as those of ks.
+func (g *KeyGroup) keep(ks *KeyStates) {
+	if len(g.cache) >= maxCached {
+		clear(g.cache)
+	}
+	d := &decodedKey{states: slices.Clone(g.states), timers: make([][]int64, len(g.timers))}
+	for i, ts := range g.timers {
+		if len(ts) > 0 {
+			d.timers[i] = slices.Clone(ts)
+		}
+	}
+	g.cache[ks] = d
+}
+
 // Key is the key being evaluated: its field values, nil before its first
 // event.
 func (g *KeyGroup) Key() map[string]any { return g.key }
@@ -255,6 +303,7 @@ func (g *KeyGroup) Register(t int64) {
 // appends the alerts to out. A rule that fails on the event is reported
 // in the joined error; the other rules still see the event.
 func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
+	g.stored = nil
 	if len(g.rules) == 0 {
 		return out, nil
 	}
@@ -314,6 +363,7 @@ func (g *KeyGroup) drop(i int) {
 // Fire fires the loaded key's timers at or before the watermark wm, in
 // (time, rule) order, as the local Engine does.
 func (g *KeyGroup) Fire(wm int64, out []Alert) ([]Alert, error) {
+	g.stored = nil
 	var errs []error
 	for {
 		// The due timers, taken out of their rules' lists in one pass;
@@ -413,7 +463,10 @@ func (g *KeyGroup) Store() (*KeyStates, error) {
 			Timers: timers[t0:len(timers):len(timers)], Data: buf[start:len(buf):len(buf)]})
 	}
 	if len(ks.States) == 0 {
-		ks = nil
+		return nil, errors.Join(errs...)
+	}
+	if len(errs) == 0 {
+		g.stored = ks
 	}
 	return ks, errors.Join(errs...)
 }

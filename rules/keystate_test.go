@@ -27,10 +27,14 @@ type keyedRun struct {
 	dropped []Dropped
 	errs    []error
 	onStore func([]byte) // hears every stored key state
+	// byPointer keeps the stored values themselves, as the memory
+	// backend does (so the groups' caches of decoded keys are used).
+	byPointer bool
+	values    map[string]*KeyStates
 }
 
 func newKeyedRun(t *testing.T, set *Set) *keyedRun {
-	k := &keyedRun{t: t, store: map[string][]byte{}, wakes: map[string]map[int64]bool{}}
+	k := &keyedRun{t: t, store: map[string][]byte{}, wakes: map[string]map[int64]bool{}, values: map[string]*KeyStates{}}
 	k.setRules(set)
 	return k
 }
@@ -56,7 +60,9 @@ func (k *keyedRun) call(rk string, t int64, evs []*Event) {
 	sig, _, _ := strings.Cut(rk, "\x00")
 	delete(k.wakes[rk], t)
 	var ks *KeyStates
-	if b, ok := k.store[rk]; ok {
+	if k.byPointer {
+		ks = k.values[rk]
+	} else if b, ok := k.store[rk]; ok {
 		var err error
 		if ks, err = (KeyStatesCodec{}).Decode(b); err != nil {
 			k.t.Fatal(err)
@@ -73,6 +79,7 @@ func (k *keyedRun) call(rk string, t int64, evs []*Event) {
 			}
 		}
 		delete(k.store, rk)
+		delete(k.values, rk)
 		return
 	}
 	g.Wake = func(w int64) {
@@ -103,7 +110,11 @@ func (k *keyedRun) call(rk string, t int64, evs []*Event) {
 	}
 	if out == nil {
 		delete(k.store, rk)
+		delete(k.values, rk)
 		return
+	}
+	if k.byPointer {
+		k.values[rk] = out
 	}
 	k.store[rk] = KeyStatesCodec{}.Append(nil, out)
 	if k.onStore != nil {
@@ -221,13 +232,16 @@ func TestKeyedRunEqualsEngine(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, _, _ := Run(set, events)
-			k := newKeyedRun(t, set)
-			k.run(events)
-			if g, w := sortedJSON(t, k.alerts), sortedJSON(t, want); !slices.Equal(g, w) || len(w) == 0 {
-				t.Errorf("keyed run alerts:\n%s\nengine:\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
-			}
-			if len(k.store) != 0 {
-				t.Errorf("%d keys still hold state after every timer fired", len(k.store))
+			for _, byPointer := range []bool{false, true} {
+				k := newKeyedRun(t, set)
+				k.byPointer = byPointer
+				k.run(events)
+				if g, w := sortedJSON(t, k.alerts), sortedJSON(t, want); !slices.Equal(g, w) || len(w) == 0 {
+					t.Errorf("keyed run (values kept: %v) alerts:\n%s\nengine:\n%s", byPointer, strings.Join(g, "\n"), strings.Join(w, "\n"))
+				}
+				if len(k.store) != 0 {
+					t.Errorf("%d keys still hold state after every timer fired", len(k.store))
+				}
 			}
 		})
 	}
@@ -285,13 +299,16 @@ func TestKeyedRunEqualsEngineEveryKind(t *testing.T) {
 			if len(errs) > 0 || len(want) == 0 {
 				t.Fatalf("engine: %d alerts, errors %v", len(want), errs)
 			}
-			k := newKeyedRun(t, set)
-			k.run(events)
-			if g, w := sortedJSON(t, k.alerts), sortedJSON(t, want); !slices.Equal(g, w) {
-				t.Errorf("keyed run alerts:\n%s\nengine:\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
-			}
-			if len(k.errs) > 0 {
-				t.Errorf("keyed run errors: %v", k.errs)
+			for _, byPointer := range []bool{false, true} {
+				k := newKeyedRun(t, set)
+				k.byPointer = byPointer
+				k.run(events)
+				if g, w := sortedJSON(t, k.alerts), sortedJSON(t, want); !slices.Equal(g, w) {
+					t.Errorf("keyed run (values kept: %v) alerts:\n%s\nengine:\n%s", byPointer, strings.Join(g, "\n"), strings.Join(w, "\n"))
+				}
+				if len(k.errs) > 0 {
+					t.Errorf("keyed run errors: %v", k.errs)
+				}
 			}
 		})
 	}
