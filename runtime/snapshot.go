@@ -99,24 +99,28 @@ func countKeys(sections []statebackend.Section, r KeyGroupRange) int64 {
 	return 0
 }
 
-// timerSection is a snapshot of a keyed operator's timers: the timer
-// service's copy-on-write entry pages, frozen synchronously in O(1), and
+// timerSection is a snapshot of a keyed operator's timers of one domain:
+// a view of the entry table, whose entries hold each key's first timer,
+// and the timer heap's copy-on-write pages for further timers, both
+// frozen synchronously in O(key groups + pages). The heap's timers are
 // grouped by key group on the writer's goroutine.
 type timerSection[K comparable] struct {
 	name      string
+	d         int
+	view      statebackend.EntriesView[K]
 	pages     []*cowPage[timerSlot[K]]
 	n         int32 // slots in pages; free ones are not live
 	codec     Codec[K]
 	keyGroups KeyGroupRange
 
 	once    sync.Once
-	sorted  []timerEntry[K] // entries ordered by key group
+	sorted  []timerEntry[K] // heap entries ordered by key group
 	offsets []int           // sorted[offsets[i]:offsets[i+1]] is key group First+i
 }
 
-func newTimerSection[K comparable](name string, h *timerHeap[K], codec Codec[K], r KeyGroupRange) *timerSection[K] {
-	pages, n := h.ents.snapshot()
-	return &timerSection[K]{name: name, pages: pages, n: n, codec: codec, keyGroups: r}
+func newTimerSection[K comparable](name string, s *timerService[K], codec Codec[K], r KeyGroupRange) *timerSection[K] {
+	pages, n := s.more.ents.snapshot()
+	return &timerSection[K]{name: name, d: s.d, view: s.entries.Snapshot(), pages: pages, n: n, codec: codec, keyGroups: r}
 }
 
 func (s *timerSection[K]) Name() string            { return s.name }
@@ -158,20 +162,30 @@ func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	i := kg - s.keyGroups.First
 	g := s.sorted[s.offsets[i]:s.offsets[i+1]]
 	var key []byte
-	var ts [binary.MaxVarintLen64]byte
-	for _, e := range g {
-		key = s.codec.Append(key[:0], e.key)
+	var tsb [binary.MaxVarintLen64]byte
+	put := func(k K, ts int64) {
+		key = s.codec.Append(key[:0], k)
 		dst = binary.AppendUvarint(dst, uint64(len(key)))
 		dst = append(dst, key...)
-		n := binary.PutVarint(ts[:], e.ts)
+		n := binary.PutVarint(tsb[:], ts)
 		dst = binary.AppendUvarint(dst, uint64(n))
-		dst = append(dst, ts[:n]...)
+		dst = append(dst, tsb[:n]...)
 	}
-	return dst, len(g)
+	count := len(g)
+	s.view.Each(kg, func(k K, e *statebackend.Entry) {
+		if ts, _, ok := e.Timer(s.d); ok {
+			put(k, ts)
+			count++
+		}
+	})
+	for _, e := range g {
+		put(e.key, e.ts)
+	}
+	return dst, count
 }
 
 // restoreTimers re-registers the timers of a restored keyed state.
-func restoreTimers[K comparable](h *timerHeap[K], section string, kt KeyType[K], ks *statebackend.KeyedState) error {
+func restoreTimers[K comparable](h interface{ add(timerEntry[K]) bool }, section string, kt KeyType[K], ks *statebackend.KeyedState) error {
 	return ks.Each(section, func(kg int, key, value []byte) error {
 		k, err := kt.Decode(key)
 		if err != nil {

@@ -115,6 +115,34 @@ func (t *cowTable[K, V]) copyPage(pi uint32) {
 	t.vers[pi] = t.ver
 }
 
+// ref returns k's value for reading (nil if absent); the pointer is valid
+// until the next write to the table.
+func (t *cowTable[K, V]) ref(h uint32, k K) *V {
+	if i := t.find(h, k); i >= 0 {
+		return &t.at(uint32(i)).val
+	}
+	return nil
+}
+
+// upsert returns k's value ready for writing, inserting the zero value if
+// k is absent; the pointer is valid until the next write to the table.
+func (t *cowTable[K, V]) upsert(h uint32, k K) *V {
+	if i := t.find(h, k); i >= 0 {
+		return &t.writable(uint32(i)).val
+	}
+	if t.pages == nil || (t.n+1)*4 > int(t.mask+1)*3 {
+		t.grow(t.n + 1)
+	}
+	i := t.home(h)
+	for t.at(i).full {
+		i = (i + 1) & t.mask
+	}
+	s := t.writable(i)
+	*s = slot[K, V]{key: k, hash: h, full: true}
+	t.n++
+	return &s.val
+}
+
 func (t *cowTable[K, V]) put(h uint32, k K, v V) {
 	if i := t.find(h, k); i >= 0 {
 		t.writable(uint32(i)).val = v

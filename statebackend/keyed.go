@@ -103,6 +103,9 @@ type Backend struct {
 	// pending holds restored sections no table has claimed yet, by name;
 	// a section may come from several files (a rescale merging subtasks).
 	pending map[string][]*restoredSection
+	// entries is the *Entries[K] of word tables and the runtime's
+	// timers, if any (see EntriesOf).
+	entries any
 }
 
 // NewBackend creates an empty backend for the key groups r.

@@ -1,0 +1,354 @@
+package runtime
+
+import "github.com/weirstream/weir/statebackend"
+
+// timerService is the timer service of one time domain of a keyed
+// operator.
+//
+// A key's first timer lives in the key's entry of the operator's entry
+// table (statebackend.Entries), next to its value states: a record that
+// reads its key's state, deletes the key's timer and registers another
+// touches that one entry, found by the hash the runtime computed for the
+// record. The order of timers is kept apart, in a queue of buckets of
+// timers of one time (see bucketQueue), which only ever appends: the
+// entry notes the bucket of its timer, a delete counts that bucket's live
+// timers down, and the deleted timer's item stays in the bucket, to be
+// recognised as dead, when reached or when its bucket is compacted, by no
+// longer matching its key's entry. A bucket whose timers were all deleted
+// is recycled without reading them.
+//
+// Further timers of a key (a window operator's several window ends) go to
+// a timerHeap, marked in the entry so that keys without any never look
+// there.
+type timerService[K comparable] struct {
+	d       int // 0: processing time, 1: event time; the entry's timer index
+	entries *statebackend.Entries[K]
+	inline  int // keys with an inline timer
+	q       bucketQueue[K]
+	more    timerHeap[K]
+}
+
+func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
+	s.d, s.entries = d, e
+	s.q.init()
+}
+
+// len is the number of registered timers.
+func (s *timerService[K]) len() int { return s.inline + s.more.len() }
+
+// add registers timer e; false if the key already has one at e.ts.
+func (s *timerService[K]) add(e timerEntry[K]) bool {
+	en := s.entries.Edit(e.kg, e.hash, e.key)
+	if ts, _, ok := en.Timer(s.d); ok {
+		if ts == e.ts || !s.more.add(e) {
+			return false
+		}
+		en.SetMore(s.d, true)
+		return true
+	}
+	if en.More(s.d) && s.more.has(e.hash, e.timerKey) {
+		return false
+	}
+	id := s.q.push(e.ts, bucketItem[K]{key: e.key, hash: e.hash, kg: int32(e.kg)})
+	en.SetTimer(s.d, e.ts, uint32(id))
+	s.inline++
+	return true
+}
+
+// remove deletes the timer at ts of key k (key group kg, hash h).
+func (s *timerService[K]) remove(kg int, h int32, k K, ts int64) bool {
+	en := s.entries.Get(kg, h, k)
+	if en == nil {
+		return false
+	}
+	if t, id, ok := en.Timer(s.d); ok && t == ts {
+		s.clearInline(kg, h, k)
+		s.q.deleted(int32(id), s.live)
+		return true
+	}
+	if !en.More(s.d) || !s.more.remove(timerKey[K]{ts: ts, key: k}, h) {
+		return false
+	}
+	s.lessMore(kg, h, k)
+	return true
+}
+
+// lessMore clears the entry's mark of further timers once the heap holds
+// none of the key's.
+func (s *timerService[K]) lessMore(kg int, h int32, k K) {
+	if s.more.index.get(uint32(h), k) >= 0 {
+		return
+	}
+	en := s.entries.Edit(kg, h, k)
+	en.SetMore(s.d, false)
+	if en.Empty() {
+		s.entries.Drop(kg, h, k)
+	}
+}
+
+func (s *timerService[K]) clearInline(kg int, h int32, k K) {
+	en := s.entries.Edit(kg, h, k)
+	en.ClearTimer(s.d)
+	if en.Empty() {
+		s.entries.Drop(kg, h, k)
+	}
+	s.inline--
+}
+
+// live reports whether it, an item of bucket id, is its key's inline
+// timer. A key's timer deleted and registered again in the same bucket
+// has two items that match; the first one fired clears the timer, so the
+// other one is then dead.
+func (s *timerService[K]) live(id int32, ts int64, it *bucketItem[K]) bool {
+	en := s.entries.Get(int(it.kg), it.hash, it.key)
+	if en == nil {
+		return false
+	}
+	t, ref, ok := en.Timer(s.d)
+	return ok && t == ts && int32(ref) == id
+}
+
+// peek returns the earliest timer.
+func (s *timerService[K]) peek() (timerEntry[K], bool) {
+	ts, it, ok := s.q.peek(s.live)
+	m, mok := s.more.peek()
+	switch {
+	case ok && (!mok || ts <= m.ts):
+		return timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: it.key}, kg: int(it.kg), hash: it.hash}, true
+	case mok:
+		return m, true
+	}
+	return timerEntry[K]{}, false
+}
+
+// pop removes and returns the earliest timer; there must be one.
+func (s *timerService[K]) pop() timerEntry[K] {
+	ts, it, ok := s.q.peek(s.live)
+	if m, mok := s.more.peek(); mok && (!ok || m.ts < ts) {
+		s.more.pop()
+		s.lessMore(m.kg, m.hash, m.key)
+		return m
+	}
+	e := timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: it.key}, kg: int(it.kg), hash: it.hash}
+	s.q.popTop()
+	s.clearInline(e.kg, e.hash, e.key)
+	return e
+}
+
+// has reports whether timer k of a key with hash h is in the heap.
+func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
+	s, _ := t.find(h, k)
+	return s >= 0
+}
+
+// bucketQueue orders inline timers: buckets of timers of one time, in
+// registration order, and a min-heap of the buckets' times. A push goes to
+// the bucket of its time if a small direct-mapped cache of recent buckets
+// knows one, and to a new bucket otherwise (so one time may have several
+// buckets, which fire in any order, like timers of one time): the
+// processing-time timers of consecutive records mostly share their
+// millisecond. A delete counts its bucket's live items down, and a bucket
+// with none left is recycled whole, keeping its array. Dead items are
+// skipped when reached, or dropped when they outnumber the live ones of
+// their bucket seven to one, which reads the live ones' entries: at most
+// a seventh of a probe per delete, amortised, and at most eight items per
+// live timer in memory. (At three to one the fraud detector's buckets
+// spent a fifth of its time reading entries for compactions.)
+type bucketQueue[K comparable] struct {
+	bs    []bucket[K]
+	free  []int32
+	heap  []bucketRef
+	stale int // heap refs to recycled buckets
+	// recent maps a time's low bits to the last bucket opened for it
+	// (possibly recycled or reused since: checked against the bucket).
+	recent [64]int32
+}
+
+type bucket[K comparable] struct {
+	ts    int64
+	items []bucketItem[K]
+	pos   int // items before pos were popped or skipped
+	live  int
+	gen   uint32
+	inUse bool
+}
+
+type bucketItem[K comparable] struct {
+	key  K
+	hash int32
+	kg   int32
+}
+
+type bucketRef struct {
+	ts  int64
+	id  int32
+	gen uint32
+}
+
+func (q *bucketQueue[K]) init() {
+	for i := range q.recent {
+		q.recent[i] = -1
+	}
+}
+
+// push queues it at ts and returns its bucket.
+func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) int32 {
+	c := &q.recent[ts&63]
+	id := *c
+	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts {
+		id = q.newBucket(ts)
+		*c = id
+	}
+	b := &q.bs[id]
+	b.items = append(b.items, it)
+	b.live++
+	return id
+}
+
+func (q *bucketQueue[K]) newBucket(ts int64) int32 {
+	var id int32
+	if n := len(q.free); n > 0 {
+		id = q.free[n-1]
+		q.free = q.free[:n-1]
+	} else {
+		id = int32(len(q.bs))
+		q.bs = append(q.bs, bucket[K]{})
+	}
+	b := &q.bs[id]
+	b.ts, b.pos, b.live, b.inUse = ts, 0, 0, true
+	q.heap = append(q.heap, bucketRef{ts: ts, id: id, gen: b.gen})
+	q.up(len(q.heap) - 1)
+	return id
+}
+
+// recycle frees bucket id, keeping its items' array for the next bucket.
+// inHeap says its heap ref is still there, and now stale.
+func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
+	b := &q.bs[id]
+	clear(b.items) // drop string keys' references
+	b.items = b.items[:0]
+	b.gen++
+	b.inUse = false
+	q.free = append(q.free, id)
+	if inHeap {
+		q.stale++
+		if q.stale > 64 && q.stale > len(q.heap)/2 {
+			q.compactHeap()
+		}
+	}
+}
+
+// deleted counts down bucket id, of a deleted timer; live tells the live
+// items apart if the bucket is compacted.
+func (q *bucketQueue[K]) deleted(id int32, live func(int32, int64, *bucketItem[K]) bool) {
+	b := &q.bs[id]
+	b.live--
+	if b.live == 0 {
+		q.recycle(id, true)
+		return
+	}
+	if dead := len(b.items) - b.pos - b.live; dead > 64 && dead > 7*b.live {
+		kept := b.items[:0]
+		for i := b.pos; i < len(b.items); i++ {
+			if live(id, b.ts, &b.items[i]) {
+				kept = append(kept, b.items[i])
+			}
+		}
+		clear(b.items[len(kept):])
+		b.items, b.pos = kept, 0
+	}
+}
+
+// peek returns the earliest live item, skipping dead ones and recycling
+// spent buckets on the way.
+func (q *bucketQueue[K]) peek(live func(int32, int64, *bucketItem[K]) bool) (int64, *bucketItem[K], bool) {
+	for len(q.heap) > 0 {
+		r := q.heap[0]
+		b := &q.bs[r.id]
+		if b.gen != r.gen {
+			q.popHeap()
+			q.stale--
+			continue
+		}
+		for b.pos < len(b.items) {
+			if it := &b.items[b.pos]; live(r.id, b.ts, it) {
+				return b.ts, it, true
+			}
+			b.pos++
+		}
+		// Unreachable while live counts are right: a bucket whose items
+		// are all dead was recycled by deleted. Kept for safety.
+		q.popHeap()
+		q.recycle(r.id, false)
+	}
+	return 0, nil, false
+}
+
+// popTop takes the item peek returned off its bucket.
+func (q *bucketQueue[K]) popTop() {
+	id := q.heap[0].id
+	b := &q.bs[id]
+	b.pos++
+	b.live--
+	if b.live == 0 {
+		q.popHeap()
+		q.recycle(id, false)
+	}
+}
+
+func (q *bucketQueue[K]) popHeap() {
+	last := len(q.heap) - 1
+	q.heap[0] = q.heap[last]
+	q.heap = q.heap[:last]
+	if last > 0 {
+		q.down(0)
+	}
+}
+
+// compactHeap drops the refs of recycled buckets.
+func (q *bucketQueue[K]) compactHeap() {
+	kept := q.heap[:0]
+	for _, r := range q.heap {
+		if q.bs[r.id].gen == r.gen {
+			kept = append(kept, r)
+		}
+	}
+	q.heap, q.stale = kept, 0
+	for i := len(q.heap)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
+func (q *bucketQueue[K]) up(i int) {
+	r := q.heap[i]
+	for i > 0 {
+		p := (i - 1) / 2
+		if r.ts >= q.heap[p].ts {
+			break
+		}
+		q.heap[i] = q.heap[p]
+		i = p
+	}
+	q.heap[i] = r
+}
+
+func (q *bucketQueue[K]) down(i int) {
+	n := len(q.heap)
+	r := q.heap[i]
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if l+1 < n && q.heap[l+1].ts < q.heap[l].ts {
+			m = l + 1
+		}
+		if q.heap[m].ts >= r.ts {
+			break
+		}
+		q.heap[i] = q.heap[m]
+		i = m
+	}
+	q.heap[i] = r
+}

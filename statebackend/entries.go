@@ -1,0 +1,356 @@
+package statebackend
+
+import (
+	"fmt"
+	"hash/maphash"
+	"reflect"
+	"unsafe"
+)
+
+// EntryWords is how many word-sized value states an entry holds inline.
+// Two keep an int64-keyed slot at 64 bytes, one cache line, and fit the
+// common "flag and its timer" detector; further value states of an
+// operator go to their own ValueTable.
+const EntryWords = 2
+
+// Entry is everything the fast path keeps for one key of an operator: up
+// to EntryWords word-sized values and one timer per time domain, so that
+// a record which reads and writes its key's values and moves its timer
+// touches one slot of one table.
+//
+// The runtime owns the timer fields: what a timer's reference means and
+// where a key's further timers live is its business (see
+// runtime/timers.go); the table only stores and snapshots them.
+type Entry struct {
+	words [EntryWords]uint64
+	ts    [2]int64
+	ref   [2]uint32
+	// used: bit i (i < EntryWords) says words[i] holds a value; bit
+	// timerBit+d that timer d is set; bit moreBit+d that the runtime may
+	// hold more timers of domain d for the key elsewhere.
+	used uint8
+}
+
+const (
+	timerBit = 2
+	moreBit  = 4
+)
+
+// Empty reports whether the entry holds nothing, when it may be dropped.
+func (e *Entry) Empty() bool { return e.used == 0 }
+
+// Timer returns timer d (0 or 1) and the runtime's reference to where it
+// is queued, if set.
+func (e *Entry) Timer(d int) (ts int64, ref uint32, ok bool) {
+	return e.ts[d], e.ref[d], e.used&(1<<(timerBit+d)) != 0
+}
+
+// SetTimer sets timer d.
+func (e *Entry) SetTimer(d int, ts int64, ref uint32) {
+	e.ts[d], e.ref[d] = ts, ref
+	e.used |= 1 << (timerBit + d)
+}
+
+// ClearTimer unsets timer d.
+func (e *Entry) ClearTimer(d int) { e.used &^= 1 << (timerBit + d) }
+
+// More reports the runtime's mark that the key may have more timers of
+// domain d than the one inline.
+func (e *Entry) More(d int) bool { return e.used&(1<<(moreBit+d)) != 0 }
+
+// SetMore sets or clears that mark.
+func (e *Entry) SetMore(d int, on bool) {
+	if on {
+		e.used |= 1 << (moreBit + d)
+	} else {
+		e.used &^= 1 << (moreBit + d)
+	}
+}
+
+// Entries is the per-key entry table of one operator subtask: one
+// copy-on-write open-addressing table (cowTable) per key group, probed
+// with the hash the runtime computed for the record. Word tables and the
+// runtime's timers share it; a backend has at most one (see EntriesOf).
+type Entries[K comparable] struct {
+	kc    Codec[K]
+	hash  func(K) int32
+	first int
+	gs    []cowTable[K, Entry]
+	// words counts the inline words handed out to word tables.
+	words int
+}
+
+// EntriesOf returns b's entry table, creating it on first use. Every
+// caller of one backend must use the same key type; kc hashes keys for
+// restores when it is a KeyHasher (the runtime's key types are).
+func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
+	if b.entries != nil {
+		e, ok := b.entries.(*Entries[K])
+		if !ok {
+			return nil, fmt.Errorf("entry table has key type %T, not %T", b.entries, e)
+		}
+		return e, nil
+	}
+	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len())}
+	if h, ok := kc.(KeyHasher[K]); ok {
+		e.hash = h.Hash
+	} else {
+		seed := maphash.MakeSeed()
+		e.hash = func(k K) int32 { return int32(maphash.Comparable(seed, k)) }
+	}
+	b.entries = e
+	return e, nil
+}
+
+// Get returns k's entry for reading, or nil; h is the key codec's hash of
+// k (see KeyHasher). The pointer is valid until the next write.
+func (t *Entries[K]) Get(kg int, h int32, k K) *Entry { return t.gs[kg-t.first].ref(uint32(h), k) }
+
+// Edit returns k's entry for writing, created empty if missing. The
+// pointer is valid until the next write to the table; an entry left empty
+// must be dropped with Drop.
+func (t *Entries[K]) Edit(kg int, h int32, k K) *Entry { return t.gs[kg-t.first].upsert(uint32(h), k) }
+
+// Drop removes k's entry.
+func (t *Entries[K]) Drop(kg int, h int32, k K) { t.gs[kg-t.first].del(uint32(h), k) }
+
+// Hash is the hash Get and Edit expect for k.
+func (t *Entries[K]) Hash(k K) int32 { return t.hash(k) }
+
+// Len is the number of entries in key group kg.
+func (t *Entries[K]) Len(kg int) int { return t.gs[kg-t.first].n }
+
+// EntriesView is a snapshot of an entry table, immutable and readable
+// from any goroutine.
+type EntriesView[K comparable] struct {
+	first int
+	views []cowView[K, Entry]
+}
+
+// Snapshot freezes the table in O(key groups) and returns its view.
+func (t *Entries[K]) Snapshot() EntriesView[K] {
+	v := EntriesView[K]{first: t.first, views: make([]cowView[K, Entry], len(t.gs))}
+	for i := range t.gs {
+		v.views[i] = t.gs[i].snapshot()
+	}
+	return v
+}
+
+// Each calls f for every entry of key group kg in the view.
+func (v EntriesView[K]) Each(kg int, f func(k K, e *Entry)) {
+	i := kg - v.first
+	if i < 0 || i >= len(v.views) {
+		return
+	}
+	for _, p := range v.views[i].pages {
+		for j := range p {
+			if s := &p[j]; s.full {
+				f(s.key, &s.val)
+			}
+		}
+	}
+}
+
+// WordTable is a value table whose values live inline in the operator's
+// entry table: one word of each entry. Only types of at most 8 bytes
+// without pointers qualify (bool, integers, floats, small arrays and
+// structs of them), since the word holds the value's bytes; the
+// conversion is an unsafe copy decided once, at registration.
+type WordTable[K comparable, V any] struct {
+	name string
+	e    *Entries[K]
+	bit  uint8
+	vc   Codec[V]
+	// keys counts the entries holding this table's word, per key group.
+	keys []int
+}
+
+// NewWordTable registers (or returns the existing) word table name in
+// b's entry table. ok is false, and nothing is registered, when V is not
+// word-sized or the entries have no free word: the caller then uses a
+// ValueTable.
+func NewWordTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (t *WordTable[K, V], ok bool, err error) {
+	if old, found := b.tables[name]; found {
+		t, ok = old.(*WordTable[K, V])
+		if !ok {
+			return nil, false, nil // registered as something else: let the caller's register say so
+		}
+		return t, true, nil
+	}
+	if !WordSized[V]() {
+		return nil, false, nil
+	}
+	e, err := EntriesOf(b, kc)
+	if err != nil {
+		return nil, false, err
+	}
+	if e.words >= EntryWords {
+		return nil, false, nil
+	}
+	t = &WordTable[K, V]{name: name, e: e, bit: uint8(e.words), vc: vc, keys: make([]int, len(e.gs))}
+	if t, err = register(b, t); err != nil {
+		return nil, false, err
+	}
+	e.words++
+	return t, true, nil
+}
+
+// WordSized reports whether values of type V fit an entry's word.
+func WordSized[V any]() bool {
+	ty := reflect.TypeFor[V]()
+	return ty.Size() <= 8 && pointerFree(ty)
+}
+
+func pointerFree(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64:
+		return true
+	case reflect.Array:
+		return pointerFree(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !pointerFree(t.Field(i).Type) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (t *WordTable[K, V]) Name() string           { return t.name }
+func (t *WordTable[K, V]) Kind() Kind             { return KindValue }
+func (t *WordTable[K, V]) KeysInGroup(kg int) int { return t.keys[kg-t.e.first] }
+
+// fromWord and toWord reinterpret a word as a V and back; V was checked
+// by WordSized.
+func fromWord[V any](w *uint64) V { return *(*V)(unsafe.Pointer(w)) }
+
+func toWord[V any](v V) uint64 {
+	var w uint64
+	*(*V)(unsafe.Pointer(&w)) = v
+	return w
+}
+
+// GetHashed returns k's value; h is the key codec's hash of k.
+func (t *WordTable[K, V]) GetHashed(kg int, h int32, k K) (V, bool) {
+	e := t.e.Get(kg, h, k)
+	if e == nil || e.used&(1<<t.bit) == 0 {
+		var zero V
+		return zero, false
+	}
+	return fromWord[V](&e.words[t.bit]), true
+}
+
+// PutHashed sets k's value.
+func (t *WordTable[K, V]) PutHashed(kg int, h int32, k K, v V) {
+	e := t.e.Edit(kg, h, k)
+	if e.used&(1<<t.bit) == 0 {
+		e.used |= 1 << t.bit
+		t.keys[kg-t.e.first]++
+	}
+	e.words[t.bit] = toWord(v)
+}
+
+// DeleteHashed drops k's value, and the entry once it holds nothing.
+func (t *WordTable[K, V]) DeleteHashed(kg int, h int32, k K) {
+	e := t.e.Get(kg, h, k)
+	if e == nil || e.used&(1<<t.bit) == 0 {
+		return // nothing to delete, so no page to copy
+	}
+	if e.used == 1<<t.bit {
+		t.e.Drop(kg, h, k)
+	} else {
+		e = t.e.Edit(kg, h, k)
+		e.used &^= 1 << t.bit
+		e.words[t.bit] = 0
+	}
+	t.keys[kg-t.e.first]--
+}
+
+// Get, Put and Delete hash the key themselves.
+func (t *WordTable[K, V]) Get(kg int, k K) (V, bool) { return t.GetHashed(kg, t.e.hash(k), k) }
+func (t *WordTable[K, V]) Put(kg int, k K, v V)      { t.PutHashed(kg, t.e.hash(k), k, v) }
+func (t *WordTable[K, V]) Delete(kg int, k K)        { t.DeleteHashed(kg, t.e.hash(k), k) }
+
+// wordSection is a word table's snapshot: a view of the entry table,
+// of which it encodes the entries holding its word.
+type wordSection[K comparable, V any] struct {
+	name string
+	bit  uint8
+	view EntriesView[K]
+	kc   Codec[K]
+	vc   Codec[V]
+	keys int64
+}
+
+func (t *WordTable[K, V]) snapshot() Section {
+	s := &wordSection[K, V]{name: t.name, bit: t.bit, view: t.e.Snapshot(), kc: t.e.kc, vc: t.vc}
+	for _, n := range t.keys {
+		s.keys += int64(n)
+	}
+	return s
+}
+
+func (s *wordSection[K, V]) Name() string { return s.name }
+func (s *wordSection[K, V]) Kind() Kind   { return KindValue }
+
+// Keys is the number of keys with a value in the snapshot.
+func (s *wordSection[K, V]) Keys() int64 { return s.keys }
+
+func (s *wordSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
+	n := 0
+	s.view.Each(kg, func(k K, e *Entry) {
+		if e.used&(1<<s.bit) == 0 {
+			return
+		}
+		p := len(dst)
+		dst = s.kc.Append(append(dst, 0), k)
+		dst = fixLen(dst, p)
+		p = len(dst)
+		dst = s.vc.Append(append(dst, 0), fromWord[V](&e.words[s.bit]))
+		dst = fixLen(dst, p)
+		n++
+	})
+	return dst, n
+}
+
+func (t *WordTable[K, V]) restore(p *restoredSection) error {
+	for _, ge := range p.groups {
+		i := ge.kg - t.e.first
+		before, data := t.keys[i], ge.data
+		t.e.gs[i].grow(t.e.gs[i].n + ge.count)
+		for len(data) > 0 {
+			kb, vb, rest, ok := nextEntry(data)
+			if !ok {
+				return p.corrupt(ge.kg, nil, "truncated entry")
+			}
+			k, err := decodeKey(t.e.kc, kb)
+			if err == nil {
+				var v V
+				if v, err = decodeValue(t.vc, vb); err == nil {
+					e := t.e.Edit(ge.kg, t.e.hash(k), k)
+					if e.used&(1<<t.bit) != 0 {
+						err = fmt.Errorf("key %v: %w", k, errDuplicateKey)
+					} else {
+						e.used |= 1 << t.bit
+						e.words[t.bit] = toWord(v)
+						t.keys[i]++
+					}
+				}
+			}
+			if err != nil {
+				return p.corrupt(ge.kg, err, "entry %d", t.keys[i]-before)
+			}
+			data = rest
+		}
+		if t.keys[i]-before != ge.count {
+			return p.corrupt(ge.kg, nil, "%d new distinct keys, the block says %d entries", t.keys[i]-before, ge.count)
+		}
+	}
+	return nil
+}
+
+var errDuplicateKey = fmt.Errorf("key restored twice")
