@@ -11,11 +11,9 @@ import "github.com/weirstream/weir/statebackend"
 // touches that one entry, found by the hash the runtime computed for the
 // record. The order of timers is kept apart, in a queue of buckets of
 // timers of one time (see bucketQueue), which only ever appends: the
-// entry notes the bucket of its timer, a delete counts that bucket's live
-// timers down, and the deleted timer's item stays in the bucket, to be
-// recognised as dead, when reached or when its bucket is compacted, by no
-// longer matching its key's entry. A bucket whose timers were all deleted
-// is recycled without reading them.
+// entry notes its timer's bucket and position, and a delete marks that
+// position dead in the bucket's bitmap and counts the bucket's live
+// timers down. A bucket whose timers were all deleted is recycled whole.
 //
 // Further timers of a key (a window operator's several window ends) go to
 // a timerHeap, marked in the entry so that keys without any never look
@@ -31,6 +29,7 @@ type timerService[K comparable] struct {
 func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
 	s.d, s.entries = d, e
 	s.q.init()
+	s.q.moved = s.moved
 }
 
 // len is the number of registered timers.
@@ -49,10 +48,15 @@ func (s *timerService[K]) add(e timerEntry[K]) bool {
 	if en.More(s.d) && s.more.has(e.hash, e.timerKey) {
 		return false
 	}
-	id := s.q.push(e.ts, bucketItem[K]{key: e.key, hash: e.hash, kg: int32(e.kg)})
-	en.SetTimer(s.d, e.ts, uint32(id))
+	ref := s.q.push(e.ts, bucketItem[K]{key: e.key, hash: e.hash, kg: int32(e.kg)})
+	en.SetTimer(s.d, e.ts, ref)
 	s.inline++
 	return true
+}
+
+// moved tells the entry of it that its timer is now at ref.
+func (s *timerService[K]) moved(it *bucketItem[K], ref uint64) {
+	s.entries.Edit(int(it.kg), it.hash, it.key).SetTimerRef(s.d, ref)
 }
 
 // remove deletes the timer at ts of key k (key group kg, hash h).
@@ -61,9 +65,9 @@ func (s *timerService[K]) remove(kg int, h int32, k K, ts int64) bool {
 	if en == nil {
 		return false
 	}
-	if t, id, ok := en.Timer(s.d); ok && t == ts {
+	if t, ref, ok := en.Timer(s.d); ok && t == ts {
 		s.clearInline(kg, h, k)
-		s.q.deleted(int32(id), s.live)
+		s.q.deleted(ref)
 		return true
 	}
 	if !en.More(s.d) || !s.more.remove(timerKey[K]{ts: ts, key: k}, h) {
@@ -95,22 +99,9 @@ func (s *timerService[K]) clearInline(kg int, h int32, k K) {
 	s.inline--
 }
 
-// live reports whether it, an item of bucket id, is its key's inline
-// timer. A key's timer deleted and registered again in the same bucket
-// has two items that match; the first one fired clears the timer, so the
-// other one is then dead.
-func (s *timerService[K]) live(id int32, ts int64, it *bucketItem[K]) bool {
-	en := s.entries.Get(int(it.kg), it.hash, it.key)
-	if en == nil {
-		return false
-	}
-	t, ref, ok := en.Timer(s.d)
-	return ok && t == ts && int32(ref) == id
-}
-
 // peek returns the earliest timer.
 func (s *timerService[K]) peek() (timerEntry[K], bool) {
-	ts, it, ok := s.q.peek(s.live)
+	ts, it, ok := s.q.peek()
 	m, mok := s.more.peek()
 	switch {
 	case ok && (!mok || ts <= m.ts):
@@ -123,7 +114,7 @@ func (s *timerService[K]) peek() (timerEntry[K], bool) {
 
 // pop removes and returns the earliest timer; there must be one.
 func (s *timerService[K]) pop() timerEntry[K] {
-	ts, it, ok := s.q.peek(s.live)
+	ts, it, ok := s.q.peek()
 	if m, mok := s.more.peek(); mok && (!ok || m.ts < ts) {
 		s.more.pop()
 		s.lessMore(m.kg, m.hash, m.key)
@@ -147,13 +138,14 @@ func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
 // knows one, and to a new bucket otherwise (so one time may have several
 // buckets, which fire in any order, like timers of one time): the
 // processing-time timers of consecutive records mostly share their
-// millisecond. A delete counts its bucket's live items down, and a bucket
-// with none left is recycled whole, keeping its array. Dead items are
-// skipped when reached, or dropped when they outnumber the live ones of
-// their bucket seven to one, which reads the live ones' entries: at most
-// a seventh of a probe per delete, amortised, and at most eight items per
-// live timer in memory. (At three to one the fraud detector's buckets
-// spent a fifth of its time reading entries for compactions.)
+// millisecond. A timer's reference is its bucket and position; a delete
+// sets the position's bit in the bucket's dead bitmap and counts the
+// bucket's live items down, and a bucket with none left is recycled
+// whole, keeping its arrays. Dead items are skipped when reached, or
+// dropped when they outnumber the live ones of their bucket fifteen to
+// one: the live ones move, and moved tells their entries, a probe each,
+// so at most a fifteenth of a probe per delete, amortised, and at most
+// sixteen items per live timer in memory.
 type bucketQueue[K comparable] struct {
 	bs    []bucket[K]
 	free  []int32
@@ -162,12 +154,14 @@ type bucketQueue[K comparable] struct {
 	// recent maps a time's low bits to the last bucket opened for it
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
+	moved  func(it *bucketItem[K], ref uint64)
 }
 
 type bucket[K comparable] struct {
 	ts    int64
 	items []bucketItem[K]
-	pos   int // items before pos were popped or skipped
+	dead  []uint64 // bit i: items[i] was deleted
+	pos   int      // items before pos were popped or skipped
 	live  int
 	gen   uint32
 	inUse bool
@@ -185,14 +179,16 @@ type bucketRef struct {
 	gen uint32
 }
 
+func timerRef(id int32, pos int) uint64 { return uint64(id)<<32 | uint64(uint32(pos)) }
+
 func (q *bucketQueue[K]) init() {
 	for i := range q.recent {
 		q.recent[i] = -1
 	}
 }
 
-// push queues it at ts and returns its bucket.
-func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) int32 {
+// push queues it at ts and returns its reference.
+func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) uint64 {
 	c := &q.recent[ts&63]
 	id := *c
 	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts {
@@ -200,9 +196,13 @@ func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) int32 {
 		*c = id
 	}
 	b := &q.bs[id]
+	pos := len(b.items)
 	b.items = append(b.items, it)
+	if pos>>6 == len(b.dead) {
+		b.dead = append(b.dead, 0)
+	}
 	b.live++
-	return id
+	return timerRef(id, pos)
 }
 
 func (q *bucketQueue[K]) newBucket(ts int64) int32 {
@@ -221,12 +221,14 @@ func (q *bucketQueue[K]) newBucket(ts int64) int32 {
 	return id
 }
 
-// recycle frees bucket id, keeping its items' array for the next bucket.
+// recycle frees bucket id, keeping its arrays for the next bucket.
 // inHeap says its heap ref is still there, and now stale.
 func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 	b := &q.bs[id]
 	clear(b.items) // drop string keys' references
 	b.items = b.items[:0]
+	clear(b.dead)
+	b.dead = b.dead[:0]
 	b.gen++
 	b.inUse = false
 	q.free = append(q.free, id)
@@ -238,30 +240,44 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 	}
 }
 
-// deleted counts down bucket id, of a deleted timer; live tells the live
-// items apart if the bucket is compacted.
-func (q *bucketQueue[K]) deleted(id int32, live func(int32, int64, *bucketItem[K]) bool) {
+func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
+
+// deleted marks the timer at ref dead.
+func (q *bucketQueue[K]) deleted(ref uint64) {
+	id, pos := int32(ref>>32), int(uint32(ref))
 	b := &q.bs[id]
 	b.live--
 	if b.live == 0 {
 		q.recycle(id, true)
 		return
 	}
-	if dead := len(b.items) - b.pos - b.live; dead > 64 && dead > 7*b.live {
-		kept := b.items[:0]
-		for i := b.pos; i < len(b.items); i++ {
-			if live(id, b.ts, &b.items[i]) {
-				kept = append(kept, b.items[i])
-			}
-		}
-		clear(b.items[len(kept):])
-		b.items, b.pos = kept, 0
+	b.dead[pos>>6] |= 1 << (pos & 63)
+	if dead := len(b.items) - b.pos - b.live; dead > 64 && dead > 15*b.live {
+		q.compact(id)
 	}
+}
+
+// compact moves bucket id's live items to its front.
+func (q *bucketQueue[K]) compact(id int32) {
+	b := &q.bs[id]
+	j := 0
+	for i := b.pos; i < len(b.items); i++ {
+		if b.isDead(i) {
+			continue
+		}
+		b.items[j] = b.items[i]
+		q.moved(&b.items[j], timerRef(id, j))
+		j++
+	}
+	clear(b.items[j:])
+	b.items, b.pos = b.items[:j], 0
+	clear(b.dead)
+	b.dead = b.dead[:(j+63)>>6]
 }
 
 // peek returns the earliest live item, skipping dead ones and recycling
 // spent buckets on the way.
-func (q *bucketQueue[K]) peek(live func(int32, int64, *bucketItem[K]) bool) (int64, *bucketItem[K], bool) {
+func (q *bucketQueue[K]) peek() (int64, *bucketItem[K], bool) {
 	for len(q.heap) > 0 {
 		r := q.heap[0]
 		b := &q.bs[r.id]
@@ -271,8 +287,8 @@ func (q *bucketQueue[K]) peek(live func(int32, int64, *bucketItem[K]) bool) (int
 			continue
 		}
 		for b.pos < len(b.items) {
-			if it := &b.items[b.pos]; live(r.id, b.ts, it) {
-				return b.ts, it, true
+			if !b.isDead(b.pos) {
+				return b.ts, &b.items[b.pos], true
 			}
 			b.pos++
 		}

@@ -8,9 +8,9 @@ import (
 )
 
 // EntryWords is how many word-sized value states an entry holds inline.
-// Two keep an int64-keyed slot at 64 bytes, one cache line, and fit the
-// common "flag and its timer" detector; further value states of an
-// operator go to their own ValueTable.
+// Two keep an int64-keyed slot at 72 bytes and fit the common "flag and
+// its timer" detector; further value states of an operator go to their
+// own ValueTable.
 const EntryWords = 2
 
 // Entry is everything the fast path keeps for one key of an operator: up
@@ -24,7 +24,7 @@ const EntryWords = 2
 type Entry struct {
 	words [EntryWords]uint64
 	ts    [2]int64
-	ref   [2]uint32
+	ref   [2]uint64
 	// used: bit i (i < EntryWords) says words[i] holds a value; bit
 	// timerBit+d that timer d is set; bit moreBit+d that the runtime may
 	// hold more timers of domain d for the key elsewhere.
@@ -41,12 +41,15 @@ func (e *Entry) Empty() bool { return e.used == 0 }
 
 // Timer returns timer d (0 or 1) and the runtime's reference to where it
 // is queued, if set.
-func (e *Entry) Timer(d int) (ts int64, ref uint32, ok bool) {
+func (e *Entry) Timer(d int) (ts int64, ref uint64, ok bool) {
 	return e.ts[d], e.ref[d], e.used&(1<<(timerBit+d)) != 0
 }
 
+// SetTimerRef changes the reference of timer d, which must be set.
+func (e *Entry) SetTimerRef(d int, ref uint64) { e.ref[d] = ref }
+
 // SetTimer sets timer d.
-func (e *Entry) SetTimer(d int, ts int64, ref uint32) {
+func (e *Entry) SetTimer(d int, ts int64, ref uint64) {
 	e.ts[d], e.ref[d] = ts, ref
 	e.used |= 1 << (timerBit + d)
 }
