@@ -130,6 +130,12 @@ func (t *cowTable[K, V]) upsert(h uint32, k K) *V {
 	if i := t.find(h, k); i >= 0 {
 		return &t.writable(uint32(i)).val
 	}
+	return &t.writable(t.insert(h, k)).val
+}
+
+// insert adds k, which must be absent, with the zero value and returns
+// its slot index. Only a grow moves other entries.
+func (t *cowTable[K, V]) insert(h uint32, k K) uint32 {
 	if t.pages == nil || (t.n+1)*4 > int(t.mask+1)*3 {
 		t.grow(t.n + 1)
 	}
@@ -137,10 +143,9 @@ func (t *cowTable[K, V]) upsert(h uint32, k K) *V {
 	for t.at(i).full {
 		i = (i + 1) & t.mask
 	}
-	s := t.writable(i)
-	*s = slot[K, V]{key: k, hash: h, full: true}
+	*t.writable(i) = slot[K, V]{key: k, hash: h, full: true}
 	t.n++
-	return &s.val
+	return i
 }
 
 func (t *cowTable[K, V]) put(h uint32, k K, v V) {

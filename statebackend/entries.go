@@ -81,6 +81,18 @@ type Entries[K comparable] struct {
 	gs    []cowTable[K, Entry]
 	// words counts the inline words handed out to word tables.
 	words int
+	// The slot of the key last found, since a record's state and timer
+	// accesses all ask for the same key: ci is its index in key group
+	// ckg's table, -1 when unknown. Only deletes and grows move entries;
+	// a delete forgets it, a grow happens on an insert, which sets it.
+	//
+	// The cached entry may be empty: Drop leaves it until the cache moves
+	// to another key (or a snapshot or Len looks), because a record
+	// typically clears its key's state and sets it again, and deleting
+	// and reinserting would shift its neighbours back and forth.
+	ck  K
+	ckg int
+	ci  int32
 }
 
 // EntriesOf returns b's entry table, creating it on first use. Every
@@ -94,7 +106,7 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 		}
 		return e, nil
 	}
-	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len())}
+	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1}
 	if h, ok := kc.(KeyHasher[K]); ok {
 		e.hash = h.Hash
 	} else {
@@ -105,23 +117,69 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 	return e, nil
 }
 
-// Get returns k's entry for reading, or nil; h is the key codec's hash of
-// k (see KeyHasher). The pointer is valid until the next write.
-func (t *Entries[K]) Get(kg int, h int32, k K) *Entry { return t.gs[kg-t.first].ref(uint32(h), k) }
+// Get returns k's entry for reading, or nil (or an empty entry); h is
+// the key codec's hash of k (see KeyHasher). The pointer is valid until
+// the next write.
+func (t *Entries[K]) Get(kg int, h int32, k K) *Entry {
+	if t.ci >= 0 && t.ckg == kg && t.ck == k {
+		return &t.gs[kg-t.first].at(uint32(t.ci)).val
+	}
+	t.flush()
+	g := &t.gs[kg-t.first]
+	i := g.find(uint32(h), k)
+	if i < 0 {
+		return nil
+	}
+	t.ck, t.ckg, t.ci = k, kg, int32(i)
+	return &g.at(uint32(i)).val
+}
 
 // Edit returns k's entry for writing, created empty if missing. The
 // pointer is valid until the next write to the table; an entry left empty
-// must be dropped with Drop.
-func (t *Entries[K]) Edit(kg int, h int32, k K) *Entry { return t.gs[kg-t.first].upsert(uint32(h), k) }
+// must be handed to Drop.
+func (t *Entries[K]) Edit(kg int, h int32, k K) *Entry {
+	if t.ci >= 0 && t.ckg == kg && t.ck == k {
+		return &t.gs[kg-t.first].writable(uint32(t.ci)).val
+	}
+	t.flush()
+	g := &t.gs[kg-t.first]
+	i := g.find(uint32(h), k)
+	if i < 0 {
+		i = int(g.insert(uint32(h), k))
+	}
+	t.ck, t.ckg, t.ci = k, kg, int32(i)
+	return &g.writable(uint32(i)).val
+}
 
-// Drop removes k's entry.
-func (t *Entries[K]) Drop(kg int, h int32, k K) { t.gs[kg-t.first].del(uint32(h), k) }
+// Drop removes k's entry, which must be empty; the entry of the key last
+// found is removed later, if still empty then.
+func (t *Entries[K]) Drop(kg int, h int32, k K) {
+	if t.ci >= 0 && t.ckg == kg && t.ck == k {
+		return
+	}
+	t.gs[kg-t.first].del(uint32(h), k)
+}
+
+// flush removes the cached entry if it is empty and forgets it.
+func (t *Entries[K]) flush() {
+	if t.ci < 0 {
+		return
+	}
+	g := &t.gs[t.ckg-t.first]
+	if s := g.at(uint32(t.ci)); s.val.used == 0 {
+		g.del(s.hash, t.ck)
+	}
+	t.ci = -1
+}
 
 // Hash is the hash Get and Edit expect for k.
 func (t *Entries[K]) Hash(k K) int32 { return t.hash(k) }
 
 // Len is the number of entries in key group kg.
-func (t *Entries[K]) Len(kg int) int { return t.gs[kg-t.first].n }
+func (t *Entries[K]) Len(kg int) int {
+	t.flush()
+	return t.gs[kg-t.first].n
+}
 
 // EntriesView is a snapshot of an entry table, immutable and readable
 // from any goroutine.
@@ -132,6 +190,7 @@ type EntriesView[K comparable] struct {
 
 // Snapshot freezes the table in O(key groups) and returns its view.
 func (t *Entries[K]) Snapshot() EntriesView[K] {
+	t.flush()
 	v := EntriesView[K]{first: t.first, views: make([]cowView[K, Entry], len(t.gs))}
 	for i := range t.gs {
 		v.views[i] = t.gs[i].snapshot()
@@ -263,12 +322,11 @@ func (t *WordTable[K, V]) DeleteHashed(kg int, h int32, k K) {
 	if e == nil || e.used&(1<<t.bit) == 0 {
 		return // nothing to delete, so no page to copy
 	}
-	if e.used == 1<<t.bit {
+	e = t.e.Edit(kg, h, k)
+	e.used &^= 1 << t.bit
+	e.words[t.bit] = 0
+	if e.used == 0 {
 		t.e.Drop(kg, h, k)
-	} else {
-		e = t.e.Edit(kg, h, k)
-		e.used &^= 1 << t.bit
-		e.words[t.bit] = 0
 	}
 	t.keys[kg-t.e.first]--
 }
