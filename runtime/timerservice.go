@@ -179,7 +179,13 @@ type bucketRef struct {
 	gen uint32
 }
 
-func timerRef(id int32, pos int) uint64 { return uint64(id)<<32 | uint64(uint32(pos)) }
+// A timer's reference packs its bucket and position into the 56 bits an
+// entry has for it (statebackend.MaxTimerRef).
+const refBits = 28
+
+func timerRef(id int32, pos int) uint64 { return uint64(id)<<refBits | uint64(pos) }
+
+func splitRef(ref uint64) (int32, int) { return int32(ref >> refBits), int(ref & (1<<refBits - 1)) }
 
 func (q *bucketQueue[K]) init() {
 	for i := range q.recent {
@@ -191,7 +197,7 @@ func (q *bucketQueue[K]) init() {
 func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) uint64 {
 	c := &q.recent[ts&63]
 	id := *c
-	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts {
+	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts || len(q.bs[id].items) == 1<<refBits {
 		id = q.newBucket(ts)
 		*c = id
 	}
@@ -212,6 +218,11 @@ func (q *bucketQueue[K]) newBucket(ts int64) int32 {
 		q.free = q.free[:n-1]
 	} else {
 		id = int32(len(q.bs))
+		if id == 1<<refBits {
+			// Every bucket holds a live timer: 2^28 of them, far more
+			// than fit in memory as entries.
+			panic("timer service: 2^28 timer buckets in use")
+		}
 		q.bs = append(q.bs, bucket[K]{})
 	}
 	b := &q.bs[id]
@@ -244,7 +255,7 @@ func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
 // deleted marks the timer at ref dead.
 func (q *bucketQueue[K]) deleted(ref uint64) {
-	id, pos := int32(ref>>32), int(uint32(ref))
+	id, pos := splitRef(ref)
 	b := &q.bs[id]
 	b.live--
 	if b.live == 0 {

@@ -8,7 +8,7 @@ import (
 )
 
 // EntryWords is how many word-sized value states an entry holds inline.
-// Two keep an int64-keyed slot at 72 bytes and fit the common "flag and
+// Two keep an int64-keyed slot at 64 bytes, one cache line, and fit the common "flag and
 // its timer" detector; further value states of an operator go to their
 // own ValueTable.
 const EntryWords = 2
@@ -24,49 +24,61 @@ const EntryWords = 2
 type Entry struct {
 	words [EntryWords]uint64
 	ts    [2]int64
-	ref   [2]uint64
-	// used: bit i (i < EntryWords) says words[i] holds a value; bit
-	// timerBit+d that timer d is set; bit moreBit+d that the runtime may
-	// hold more timers of domain d for the key elsewhere.
-	used uint8
+	// ref holds the runtime's timer references, of 56 bits, and the top
+	// byte of ref[0] the flags: bit i (i < EntryWords) says words[i]
+	// holds a value; bit timerBit+d that timer d is set; bit moreBit+d
+	// that the runtime may hold more timers of domain d for the key
+	// elsewhere. Packed so that an int64-keyed slot is 64 bytes, one
+	// cache line.
+	ref [2]uint64
 }
 
 const (
 	timerBit = 2
 	moreBit  = 4
+	// MaxTimerRef is the largest timer reference an entry holds.
+	MaxTimerRef = 1<<56 - 1
+	flagShift   = 56
 )
 
+func (e *Entry) used() uint8       { return uint8(e.ref[0] >> flagShift) }
+func (e *Entry) has(bit uint8) bool { return e.ref[0]&(1<<(flagShift+bit)) != 0 }
+func (e *Entry) set(bit uint8)      { e.ref[0] |= 1 << (flagShift + bit) }
+func (e *Entry) unset(bit uint8)    { e.ref[0] &^= 1 << (flagShift + bit) }
+
 // Empty reports whether the entry holds nothing, when it may be dropped.
-func (e *Entry) Empty() bool { return e.used == 0 }
+func (e *Entry) Empty() bool { return e.used() == 0 }
 
 // Timer returns timer d (0 or 1) and the runtime's reference to where it
 // is queued, if set.
 func (e *Entry) Timer(d int) (ts int64, ref uint64, ok bool) {
-	return e.ts[d], e.ref[d], e.used&(1<<(timerBit+d)) != 0
+	return e.ts[d], e.ref[d] & MaxTimerRef, e.has(timerBit + uint8(d))
 }
 
-// SetTimerRef changes the reference of timer d, which must be set.
-func (e *Entry) SetTimerRef(d int, ref uint64) { e.ref[d] = ref }
+// SetTimerRef changes the reference of timer d, which must be set; ref
+// must not exceed MaxTimerRef.
+func (e *Entry) SetTimerRef(d int, ref uint64) { e.ref[d] = e.ref[d]&^MaxTimerRef | ref }
 
-// SetTimer sets timer d.
+// SetTimer sets timer d; ref must not exceed MaxTimerRef.
 func (e *Entry) SetTimer(d int, ts int64, ref uint64) {
-	e.ts[d], e.ref[d] = ts, ref
-	e.used |= 1 << (timerBit + d)
+	e.ts[d] = ts
+	e.SetTimerRef(d, ref)
+	e.set(timerBit + uint8(d))
 }
 
 // ClearTimer unsets timer d.
-func (e *Entry) ClearTimer(d int) { e.used &^= 1 << (timerBit + d) }
+func (e *Entry) ClearTimer(d int) { e.unset(timerBit + uint8(d)) }
 
 // More reports the runtime's mark that the key may have more timers of
 // domain d than the one inline.
-func (e *Entry) More(d int) bool { return e.used&(1<<(moreBit+d)) != 0 }
+func (e *Entry) More(d int) bool { return e.has(moreBit + uint8(d)) }
 
 // SetMore sets or clears that mark.
 func (e *Entry) SetMore(d int, on bool) {
 	if on {
-		e.used |= 1 << (moreBit + d)
+		e.set(moreBit + uint8(d))
 	} else {
-		e.used &^= 1 << (moreBit + d)
+		e.unset(moreBit + uint8(d))
 	}
 }
 
@@ -166,7 +178,7 @@ func (t *Entries[K]) flush() {
 		return
 	}
 	g := &t.gs[t.ckg-t.first]
-	if s := g.at(uint32(t.ci)); s.val.used == 0 {
+	if s := g.at(uint32(t.ci)); s.val.used() == 0 {
 		g.del(s.hash, t.ck)
 	}
 	t.ci = -1
@@ -299,7 +311,7 @@ func toWord[V any](v V) uint64 {
 // GetHashed returns k's value; h is the key codec's hash of k.
 func (t *WordTable[K, V]) GetHashed(kg int, h int32, k K) (V, bool) {
 	e := t.e.Get(kg, h, k)
-	if e == nil || e.used&(1<<t.bit) == 0 {
+	if e == nil || !e.has(t.bit) {
 		var zero V
 		return zero, false
 	}
@@ -309,8 +321,8 @@ func (t *WordTable[K, V]) GetHashed(kg int, h int32, k K) (V, bool) {
 // PutHashed sets k's value.
 func (t *WordTable[K, V]) PutHashed(kg int, h int32, k K, v V) {
 	e := t.e.Edit(kg, h, k)
-	if e.used&(1<<t.bit) == 0 {
-		e.used |= 1 << t.bit
+	if !e.has(t.bit) {
+		e.set(t.bit)
 		t.keys[kg-t.e.first]++
 	}
 	e.words[t.bit] = toWord(v)
@@ -319,13 +331,13 @@ func (t *WordTable[K, V]) PutHashed(kg int, h int32, k K, v V) {
 // DeleteHashed drops k's value, and the entry once it holds nothing.
 func (t *WordTable[K, V]) DeleteHashed(kg int, h int32, k K) {
 	e := t.e.Get(kg, h, k)
-	if e == nil || e.used&(1<<t.bit) == 0 {
+	if e == nil || !e.has(t.bit) {
 		return // nothing to delete, so no page to copy
 	}
 	e = t.e.Edit(kg, h, k)
-	e.used &^= 1 << t.bit
+	e.unset(t.bit)
 	e.words[t.bit] = 0
-	if e.used == 0 {
+	if e.Empty() {
 		t.e.Drop(kg, h, k)
 	}
 	t.keys[kg-t.e.first]--
@@ -364,7 +376,7 @@ func (s *wordSection[K, V]) Keys() int64 { return s.keys }
 func (s *wordSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	n := 0
 	s.view.Each(kg, func(k K, e *Entry) {
-		if e.used&(1<<s.bit) == 0 {
+		if !e.has(s.bit) {
 			return
 		}
 		p := len(dst)
@@ -393,10 +405,10 @@ func (t *WordTable[K, V]) restore(p *restoredSection) error {
 				var v V
 				if v, err = decodeValue(t.vc, vb); err == nil {
 					e := t.e.Edit(ge.kg, t.e.hash(k), k)
-					if e.used&(1<<t.bit) != 0 {
+					if e.has(t.bit) {
 						err = fmt.Errorf("key %v: %w", k, errDuplicateKey)
 					} else {
-						e.used |= 1 << t.bit
+						e.set(t.bit)
 						e.words[t.bit] = toWord(v)
 						t.keys[i]++
 					}
