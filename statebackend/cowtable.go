@@ -2,7 +2,8 @@ package statebackend
 
 import "slices"
 
-// cowTable is the hash table behind ValueTable: one per key group, open
+// cowTable is the hash table behind every table (ValueTable, MapTable,
+// ListTable, Entries): one per key group, open
 // addressing with linear probing over fixed-size slots, and copy-on-write
 // by page for snapshots.
 //

@@ -41,7 +41,7 @@ const (
 	flagShift   = 56
 )
 
-func (e *Entry) used() uint8       { return uint8(e.ref[0] >> flagShift) }
+func (e *Entry) used() uint8        { return uint8(e.ref[0] >> flagShift) }
 func (e *Entry) has(bit uint8) bool { return e.ref[0]&(1<<(flagShift+bit)) != 0 }
 func (e *Entry) set(bit uint8)      { e.ref[0] |= 1 << (flagShift + bit) }
 func (e *Entry) unset(bit uint8)    { e.ref[0] &^= 1 << (flagShift + bit) }
