@@ -3,9 +3,8 @@ package statebackend
 import "slices"
 
 // cowTable is the hash table behind every table (ValueTable, MapTable,
-// ListTable, Entries): one per key group, open
-// addressing with linear probing over fixed-size slots, and copy-on-write
-// by page for snapshots.
+// ListTable, Entries): one per key group, open addressing with linear
+// probing over fixed-size slots, and copy-on-write by page for snapshots.
 //
 // Why not a Go map: the state-heavy fraud job spends most of its time in
 // map probing and hashing, and a snapshot of a Go map can only be shared
