@@ -169,6 +169,7 @@ func (t *Entries[K]) Drop(kg int, h int32, k K) {
 	if t.ci >= 0 && t.ckg == kg && t.ck == k {
 		return
 	}
+	t.flush() // the delete below may shift the cached entry
 	t.gs[kg-t.first].del(uint32(h), k)
 }
 
