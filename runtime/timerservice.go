@@ -265,7 +265,7 @@ func (q *bucketQueue[K]) deleted(ref uint64) {
 		return
 	}
 	b.dead[pos>>6] |= 1 << (pos & 63)
-	if dead := len(b.items) - b.pos - b.live; dead > 64 && dead > 7*b.live {
+	if dead := len(b.items) - b.pos - b.live; dead > 7*b.live {
 		q.compact(id)
 	}
 }
