@@ -153,7 +153,7 @@ type bucketQueue[K comparable] struct {
 	free  []int32
 	heap  []bucketRef
 	stale int // heap refs to recycled buckets
-	// recent maps a time's low bits to the last bucket opened for it
+	// recent maps a hash of a time to the last bucket opened for it
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
 	moved  func(it *bucketItem[K], ref uint64)
@@ -197,7 +197,9 @@ func (q *bucketQueue[K]) init() {
 
 // push queues it at ts and returns its reference.
 func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) uint64 {
-	c := &q.recent[ts&63]
+	// Fibonacci hashing: window ends a power of two apart (or 60 s, a
+	// multiple of 64 ms) would share their low bits and evict each other.
+	c := &q.recent[uint64(ts)*0x9e3779b97f4a7c15>>58]
 	id := *c
 	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts || len(q.bs[id].items) == 1<<refBits {
 		id = q.newBucket(ts)

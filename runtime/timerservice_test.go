@@ -148,3 +148,23 @@ func countFlags(flags map[int64]bool, kg, maxP int) int {
 	}
 	return n
 }
+
+// TestTimersOfOneTimeShareABucket: keys registering timers at a few
+// interleaved times (sliding windows' ends, a minute apart) fill one
+// bucket per time, not one per timer.
+func TestTimersOfOneTimeShareABucket(t *testing.T) {
+	s := newTestTimers(t, Int64Key, KeyGroupRange{First: 0, Last: 7})
+	ends := []int64{60_000, 120_000, 180_000, 240_000}
+	for k := range int64(1000) {
+		s.add(testTimer(k, ends[k%4], 8))
+	}
+	inUse := 0
+	for _, b := range s.q.bs {
+		if b.inUse {
+			inUse++
+		}
+	}
+	if inUse != len(ends) {
+		t.Fatalf("%d buckets for %d times", inUse, len(ends))
+	}
+}
