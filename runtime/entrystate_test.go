@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/weirstream/weir/statebackend"
@@ -71,6 +72,9 @@ func TestEntryStateAndTimersAcrossParallelism(t *testing.T) {
 	model := map[string]*state{}
 	for i := range 3000 {
 		k := fmt.Sprintf("key-%d", i%700)
+		if i%700 < 5 { // keys whose length takes a two-byte prefix
+			k += strings.Repeat("x", 200)
+		}
 		src.setKey(k)
 		st := model[k]
 		if st == nil {

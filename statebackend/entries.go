@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"reflect"
+	"sync"
 	"unsafe"
 )
 
@@ -105,6 +106,17 @@ type Entries[K comparable] struct {
 	ck  K
 	ckg int
 	ci  int32
+	// writes counts changes to the table; snap is the last snapshot,
+	// taken at snapWrites, which the next one reuses if nothing changed
+	// in between (the sections of one checkpoint: word states, timers).
+	writes     uint64
+	snap       *entriesSnap[K]
+	snapWrites uint64
+	// snapRound is the backend's snapshot round of snap: a view is shared
+	// only within one round, one checkpoint, or an idle job's views
+	// would pile up every checkpoint's columns.
+	b         *Backend
+	snapRound uint64
 }
 
 // EntriesOf returns b's entry table, creating it on first use. Every
@@ -118,7 +130,7 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 		}
 		return e, nil
 	}
-	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1}
+	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1, b: b}
 	if h, ok := kc.(KeyHasher[K]); ok {
 		e.hash = h.Hash
 	} else {
@@ -150,6 +162,7 @@ func (t *Entries[K]) Get(kg int, h int32, k K) *Entry {
 // pointer is valid until the next write to the table; an entry left empty
 // must be handed to Drop.
 func (t *Entries[K]) Edit(kg int, h int32, k K) *Entry {
+	t.writes++
 	if t.ci >= 0 && t.ckg == kg && t.ck == k {
 		return &t.gs[kg-t.first].writable(uint32(t.ci)).val
 	}
@@ -170,6 +183,7 @@ func (t *Entries[K]) Drop(kg int, h int32, k K) {
 		return
 	}
 	t.flush() // the delete below may shift the cached entry
+	t.writes++
 	t.gs[kg-t.first].del(uint32(h), k)
 }
 
@@ -181,6 +195,7 @@ func (t *Entries[K]) flush() {
 	g := &t.gs[t.ckg-t.first]
 	if s := g.at(uint32(t.ci)); s.val.used() == 0 {
 		g.del(s.hash, t.ck)
+		t.writes++
 	}
 	t.ci = -1
 }
@@ -196,34 +211,102 @@ func (t *Entries[K]) Len(kg int) int {
 
 // EntriesView is a snapshot of an entry table, immutable and readable
 // from any goroutine.
-type EntriesView[K comparable] struct {
+//
+// Several sections read one view (each word state, the timers of each
+// time domain), and a state file is written key group by key group, each
+// section in turn. So that a key group's entries are walked once rather
+// than once per section, a section registers a column (Column) and reads
+// it with AppendColumn: the first section asking for a key group walks it
+// and encodes every column, the others copy theirs.
+type EntriesView[K comparable] struct{ s *entriesSnap[K] }
+
+type entriesSnap[K comparable] struct {
 	first int
 	views []cowView[K, Entry]
+
+	mu   sync.Mutex
+	cols []EntryColumn[K]
+	// The encoded columns of key group kg, if walked (ncols columns).
+	kg     int
+	ncols  int
+	bufs   [][]byte
+	counts []int
 }
 
-// Snapshot freezes the table in O(key groups) and returns its view.
+// EntryColumn appends the encoding of one section's entry for key k to
+// dst, if entry e has one, and reports whether it did.
+type EntryColumn[K comparable] func(dst []byte, k K, e *Entry) ([]byte, bool)
+
+// Snapshot freezes the table in O(key groups) and returns its view; a
+// second snapshot in the same round of Backend.Snapshot, with no write in
+// between, returns the same view.
 func (t *Entries[K]) Snapshot() EntriesView[K] {
 	t.flush()
-	v := EntriesView[K]{first: t.first, views: make([]cowView[K, Entry], len(t.gs))}
-	for i := range t.gs {
-		v.views[i] = t.gs[i].snapshot()
+	if t.snap != nil && t.writes == t.snapWrites && t.snapRound == t.b.round {
+		return EntriesView[K]{t.snap}
 	}
-	return v
+	s := &entriesSnap[K]{first: t.first, views: make([]cowView[K, Entry], len(t.gs)), kg: -1}
+	for i := range t.gs {
+		s.views[i] = t.gs[i].snapshot()
+	}
+	t.snap, t.snapWrites, t.snapRound = s, t.writes, t.b.round
+	return EntriesView[K]{s}
 }
 
 // Each calls f for every entry of key group kg in the view.
 func (v EntriesView[K]) Each(kg int, f func(k K, e *Entry)) {
-	i := kg - v.first
-	if i < 0 || i >= len(v.views) {
+	i := kg - v.s.first
+	if i < 0 || i >= len(v.s.views) {
 		return
 	}
-	for _, p := range v.views[i].pages {
+	for _, p := range v.s.views[i].pages {
 		for j := range p {
-			if s := &p[j]; s.full {
-				f(s.key, &s.val)
+			if sl := &p[j]; sl.full {
+				f(sl.key, &sl.val)
 			}
 		}
 	}
+}
+
+// Column registers a column and returns its number for AppendColumn.
+func (v EntriesView[K]) Column(c EntryColumn[K]) int {
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	v.s.cols = append(v.s.cols, c)
+	return len(v.s.cols) - 1
+}
+
+// AppendColumn appends column col's encoding of key group kg to dst and
+// returns it with the number of entries encoded.
+func (v EntriesView[K]) AppendColumn(dst []byte, kg, col int) ([]byte, int) {
+	s := v.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kg != kg || s.ncols != len(s.cols) {
+		s.walk(kg)
+	}
+	return append(dst, s.bufs[col]...), s.counts[col]
+}
+
+// walk encodes every column of key group kg.
+func (s *entriesSnap[K]) walk(kg int) {
+	n := len(s.cols)
+	for len(s.bufs) < n {
+		s.bufs = append(s.bufs, nil)
+		s.counts = append(s.counts, 0)
+	}
+	for c := range n {
+		s.bufs[c], s.counts[c] = s.bufs[c][:0], 0
+	}
+	EntriesView[K]{s}.Each(kg, func(k K, e *Entry) {
+		for c, col := range s.cols[:n] {
+			var ok bool
+			if s.bufs[c], ok = col(s.bufs[c], k, e); ok {
+				s.counts[c]++
+			}
+		}
+	})
+	s.kg, s.ncols = kg, n
 }
 
 // WordTable is a value table whose values live inline in the operator's
@@ -355,6 +438,7 @@ type wordSection[K comparable, V any] struct {
 	name string
 	bit  uint8
 	view EntriesView[K]
+	col  int
 	kc   Codec[K]
 	vc   Codec[V]
 	keys int64
@@ -365,7 +449,21 @@ func (t *WordTable[K, V]) snapshot() Section {
 	for _, n := range t.keys {
 		s.keys += int64(n)
 	}
+	s.col = s.view.Column(s.encode)
 	return s
+}
+
+// encode is the section's column: k's value, if e holds one.
+func (s *wordSection[K, V]) encode(dst []byte, k K, e *Entry) ([]byte, bool) {
+	if !e.has(s.bit) {
+		return dst, false
+	}
+	p := len(dst)
+	dst = s.kc.Append(append(dst, 0), k)
+	dst = fixLen(dst, p)
+	p = len(dst)
+	dst = s.vc.Append(append(dst, 0), fromWord[V](&e.words[s.bit]))
+	return fixLen(dst, p), true
 }
 
 func (s *wordSection[K, V]) Name() string { return s.name }
@@ -375,20 +473,7 @@ func (s *wordSection[K, V]) Kind() Kind   { return KindValue }
 func (s *wordSection[K, V]) Keys() int64 { return s.keys }
 
 func (s *wordSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
-	n := 0
-	s.view.Each(kg, func(k K, e *Entry) {
-		if !e.has(s.bit) {
-			return
-		}
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = s.vc.Append(append(dst, 0), fromWord[V](&e.words[s.bit]))
-		dst = fixLen(dst, p)
-		n++
-	})
-	return dst, n
+	return s.view.AppendColumn(dst, kg, s.col)
 }
 
 func (t *WordTable[K, V]) restore(p *restoredSection) error {

@@ -2,6 +2,7 @@ package statebackend
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"strconv"
@@ -200,5 +201,54 @@ func TestWordTableSteadyStateAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per 1000 records, want 0", allocs)
+	}
+}
+
+// TestEntriesViewSharedPerRound: the sections of one Backend.Snapshot
+// share one view of the entries, which walks a key group once for all of
+// them, in whatever order they are read; the next round takes a new view.
+func TestEntriesViewSharedPerRound(t *testing.T) {
+	r := KeyGroupRange{First: 0, Last: 7}
+	b := NewBackend(r)
+	kc := hashedInt64Codec{}
+	flag, _, _ := NewWordTable[int64, bool](b, "flag", kc, boolCodec{})
+	num, _, _ := NewWordTable[int64, int64](b, "num", kc, int64Codec{})
+	for k := range int64(2000) {
+		if k%3 != 0 {
+			flag.Put(int(k%8), k, k%2 == 0)
+		}
+		if k%5 != 0 {
+			num.Put(int(k%8), k, -k)
+		}
+	}
+	secs := b.Snapshot()
+	e, _ := EntriesOf(b, Codec[int64](kc))
+	if e.Snapshot() != secs[0].(*wordSection[int64, bool]).view || secs[0].(*wordSection[int64, bool]).view != secs[1].(*wordSection[int64, int64]).view {
+		t.Fatal("one round's sections do not share the entries' view")
+	}
+	// Key group order, section inner (as a state file), and section
+	// order, key group inner, give the same bytes.
+	want := map[[2]int]string{}
+	for kg := range 8 {
+		for i, s := range secs {
+			d, n := s.AppendGroup(nil, kg)
+			want[[2]int{i, kg}] = fmt.Sprint(n, d)
+		}
+	}
+	for i, s := range secs {
+		for kg := range 8 {
+			d, n := s.AppendGroup(nil, kg)
+			if got := fmt.Sprint(n, d); got != want[[2]int{i, kg}] {
+				t.Fatalf("section %d key group %d read in another order differs", i, kg)
+			}
+		}
+	}
+	next := b.Snapshot()
+	if next[0].(*wordSection[int64, bool]).view == secs[0].(*wordSection[int64, bool]).view {
+		t.Fatal("the next round reuses the previous view")
+	}
+	flag.Put(0, 8, true)
+	if e.Snapshot() == next[0].(*wordSection[int64, bool]).view {
+		t.Fatal("a view is reused after a write")
 	}
 }

@@ -106,6 +106,9 @@ type Backend struct {
 	// entries is the *Entries[K] of word tables and the runtime's
 	// timers, if any (see EntriesOf).
 	entries any
+	// round counts Backend.Snapshot calls; the runtime's timer sections,
+	// taken right after, share the entries' view of the same round.
+	round uint64
 }
 
 // NewBackend creates an empty backend for the key groups r.

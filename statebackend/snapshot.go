@@ -25,6 +25,7 @@ type Section interface {
 // the sections to another goroutine (go statement, channel) orders the
 // snapshot before their reads.
 func (b *Backend) Snapshot() []Section {
+	b.round++
 	out := make([]Section, len(b.order))
 	for i, n := range b.order {
 		out[i] = b.tables[n].snapshot()
