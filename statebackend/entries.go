@@ -427,6 +427,22 @@ func (t *WordTable[K, V]) DeleteHashed(kg int, h int32, k K) {
 	t.keys[kg-t.e.first]--
 }
 
+// Group copies key group kg's values into a new map (nil when empty), for
+// tests and tools; it is not for the per-record path.
+func (t *WordTable[K, V]) Group(kg int) map[K]V {
+	if t.keys[kg-t.e.first] == 0 {
+		return nil
+	}
+	m := make(map[K]V, t.keys[kg-t.e.first])
+	g := &t.e.gs[kg-t.e.first]
+	cowView[K, Entry]{pages: g.pages, n: g.n}.each(func(k K, e Entry) {
+		if e.has(t.bit) {
+			m[k] = fromWord[V](&e.words[t.bit])
+		}
+	})
+	return m
+}
+
 // Get, Put and Delete hash the key themselves.
 func (t *WordTable[K, V]) Get(kg int, k K) (V, bool) { return t.GetHashed(kg, t.e.hash(k), k) }
 func (t *WordTable[K, V]) Put(kg int, k K, v V)      { t.PutHashed(kg, t.e.hash(k), k, v) }

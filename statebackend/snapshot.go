@@ -114,23 +114,26 @@ func (s *mapSection[K, UK, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	if i < 0 || i >= len(s.views) {
 		return dst, 0
 	}
-	s.views[i].each(func(k K, e userMap[UK, V]) {
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = binary.AppendUvarint(append(dst, 0), uint64(len(e.m)))
-		for uk, v := range e.m {
-			q := len(dst)
-			dst = s.ukc.Append(append(dst, 0), uk)
-			dst = fixLen(dst, q)
-			q = len(dst)
-			dst = s.vc.Append(append(dst, 0), v)
-			dst = fixLen(dst, q)
-		}
-		dst = fixLen(dst, p)
-	})
+	s.views[i].each(func(k K, e userMap[UK, V]) { dst = s.appendEntry(dst, k, &e) })
 	return dst, s.views[i].n
+}
+
+// appendEntry appends key k's map as one entry.
+func (s *mapSection[K, UK, V]) appendEntry(dst []byte, k K, e *userMap[UK, V]) []byte {
+	p := len(dst)
+	dst = s.kc.Append(append(dst, 0), k)
+	dst = fixLen(dst, p)
+	p = len(dst)
+	dst = binary.AppendUvarint(append(dst, 0), uint64(len(e.m)))
+	for uk, v := range e.m {
+		q := len(dst)
+		dst = s.ukc.Append(append(dst, 0), uk)
+		dst = fixLen(dst, q)
+		q = len(dst)
+		dst = s.vc.Append(append(dst, 0), v)
+		dst = fixLen(dst, q)
+	}
+	return fixLen(dst, p)
 }
 
 // listSection is a list table's snapshot: the copy-on-write view of every
@@ -164,20 +167,23 @@ func (s *listSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	if i < 0 || i >= len(s.views) {
 		return dst, 0
 	}
-	s.views[i].each(func(k K, l []V) {
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = binary.AppendUvarint(append(dst, 0), uint64(len(l)))
-		for _, v := range l {
-			q := len(dst)
-			dst = s.vc.Append(append(dst, 0), v)
-			dst = fixLen(dst, q)
-		}
-		dst = fixLen(dst, p)
-	})
+	s.views[i].each(func(k K, l []V) { dst = s.appendEntry(dst, k, &l) })
 	return dst, s.views[i].n
+}
+
+// appendEntry appends key k's list as one entry.
+func (s *listSection[K, V]) appendEntry(dst []byte, k K, l *[]V) []byte {
+	p := len(dst)
+	dst = s.kc.Append(append(dst, 0), k)
+	dst = fixLen(dst, p)
+	p = len(dst)
+	dst = binary.AppendUvarint(append(dst, 0), uint64(len(*l)))
+	for _, v := range *l {
+		q := len(dst)
+		dst = s.vc.Append(append(dst, 0), v)
+		dst = fixLen(dst, q)
+	}
+	return fixLen(dst, p)
 }
 
 // fixLen turns the one-byte placeholder at dst[p] into the uvarint length
