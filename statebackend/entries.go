@@ -9,9 +9,9 @@ import (
 )
 
 // EntryWords is how many word-sized value states an entry holds inline.
-// Two keep an int64-keyed slot at 64 bytes, one cache line, and fit the common "flag and
-// its timer" detector; further value states of an operator go to their
-// own ValueTable.
+// Two keep an int64-keyed slot at 64 bytes, one cache line, and fit the
+// common "flag and its timer" detector; further value states of an
+// operator go to their own ValueTable.
 const EntryWords = 2
 
 // Entry is everything the fast path keeps for one key of an operator: up
@@ -21,7 +21,7 @@ const EntryWords = 2
 //
 // The runtime owns the timer fields: what a timer's reference means and
 // where a key's further timers live is its business (see
-// runtime/timers.go); the table only stores and snapshots them.
+// runtime/timerservice.go); the table only stores and snapshots them.
 type Entry struct {
 	words [EntryWords]uint64
 	ts    [2]int64
