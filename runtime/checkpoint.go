@@ -47,6 +47,17 @@ type CheckpointListener interface {
 	NotifyCheckpointComplete(checkpointID int64) error
 }
 
+// PreBarrierFlusher is implemented by functions that keep partial results
+// in memory and must send them downstream before a checkpoint barrier
+// leaves the task (Flink's prepareSnapshotPreBarrier): a pre-aggregation
+// whose counts are not in state would otherwise be lost by a restore
+// from that checkpoint. FlushPreBarrier runs on the task goroutine, before
+// any operator of the task snapshots, head of the chain first, and may
+// emit through the collectors the function holds.
+type PreBarrierFlusher interface {
+	FlushPreBarrier(checkpointID int64) error
+}
+
 // BoundedInput is implemented by functions that act when their input ends
 // normally (every upstream subtask finished), before Close. Close alone
 // cannot tell a normal end from a failure or a cancellation.

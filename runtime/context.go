@@ -81,6 +81,7 @@ type opContext struct {
 	fnState   CheckpointedFunction
 	listeners []CheckpointListener
 	endInputs []BoundedInput
+	flushers  []PreBarrierFlusher
 }
 
 type opCounters struct{ in, out int64 }

@@ -117,6 +117,7 @@ type chain struct {
 	states    []*operatorState
 	listeners []CheckpointListener
 	endInputs []BoundedInput
+	flushers  []PreBarrierFlusher // head first
 }
 
 type publishedCounters struct{ in, out atomic.Int64 }
@@ -288,6 +289,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		}
 		c.listeners = append(c.listeners, oc.listeners...)
 		c.endInputs = append(oc.endInputs, c.endInputs...) // head first
+		c.flushers = append(oc.flushers, c.flushers...)    // head first
 		c.opens = append(c.opens, oc.opens...)             // tail first, as Flink opens
 		c.closes = append(oc.closes, c.closes...)
 		c.timers = append(c.timers, oc.timers...)
