@@ -106,6 +106,12 @@ type evaluator struct {
 
 	setFrom, switchedAt runtime.Gauge
 
+	// The rule_stats stream (stats.go): where the counts go, and the end
+	// of the earliest open interval and the last wake-up timer armed.
+	statsCfg        StatsConfig
+	parts           runtime.Collector[StatPart]
+	openEnd, wakeAt int64
+
 	// With live rules, the per-rule counts are published to etcd for
 	// `weir rules stats` by a goroutine reading stats.
 	live    *liveConfig
@@ -133,6 +139,8 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	e.parts = runtime.SideCollector(ctx.RuntimeContext, statParts)
+	e.openEnd = math.MaxInt64
 	return nil
 }
 
@@ -218,11 +226,16 @@ func (e *evaluator) engine(sig string, t int64) *sigEngine {
 			// of the rule key will do, and the current one is.
 			eng.Wake = e.ctx.RegisterEventTimeTimer
 			eng.TimeRules = true
-			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs))}
+			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs)), stats: statsAcc{rules: rs}}
 			for _, r := range rs {
 				se.counters = append(se.counters, e.ruleCounters(r))
 			}
 			engines[s] = se
+		}
+		for s, old := range e.engines {
+			if engines[s] != old {
+				e.flushStats(old) // its counts are done
+			}
 		}
 		e.engines = engines
 	}
@@ -236,6 +249,7 @@ type sigEngine struct {
 	id       string
 	counters []ruleCounters
 	pushed   []rules.RuleStats
+	stats    statsAcc
 }
 
 // ruleCounters are one rule version's metrics: registered by rule and
@@ -272,10 +286,13 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	}
 }
 
-// push adds what the engine counted since the last push to the metrics.
-func (se *sigEngine) push() {
+// push adds what the engine counted since the last push to the metrics
+// and to the rule_stats interval of t.
+func (e *evaluator) push(se *sigEngine, t int64) {
 	for i, st := range se.eng.StatsView() {
 		p, c := &se.pushed[i], se.counters[i]
+		e.addStats(se, i, t, rules.RuleStats{Evaluations: st.Evaluations - p.Evaluations, Alerts: st.Alerts - p.Alerts,
+			Errors: st.Errors - p.Errors, EvalNanos: st.EvalNanos - p.EvalNanos})
 		c.evals.Add(st.Evaluations - p.Evaluations)
 		c.alerts.Add(st.Alerts - p.Alerts)
 		c.errs.Add(st.Errors - p.Errors)
@@ -300,6 +317,7 @@ func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
 }
 
 func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	defer e.flushDueStats(t)
 	rs, _ := e.pending.Get(t)
 	if len(rs) > 0 {
 		e.pending.Remove(t)
@@ -308,7 +326,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if se == nil {
 		return nil // no rule of the set in force has this key
 	}
-	defer se.push()
+	defer e.push(se, t)
 	eng := se.eng
 	var err error
 	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
