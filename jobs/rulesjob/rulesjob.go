@@ -316,7 +316,9 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	// a two-input operator's inputs must come from two tasks.
 	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(alerts, statParts)), runtime.StringKey, StatPart.key)
 	alerts = runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(alerts, runtime.StringKey, func(l string) string { return l })),
-		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, string, string] { return &statistician{cfg: stats} },
+		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, string, string] {
+			return &statistician{cfg: stats}
+		},
 		runtime.StringCodec{}).UID(StatisticianUID)
 	writeLines(c, runtime.SideOutput(alerts, ruleStatLines), "rule-stats-files", RuleStatsDir)
 
