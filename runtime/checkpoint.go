@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -160,5 +161,5 @@ func NewRuntimeContext(c ContextConfig) *RuntimeContext {
 	return &RuntimeContext{jobID: c.JobID, jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
 		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
 		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context,
-		clock: c.Clock}
+		clock: c.Clock, note: new(atomic.Pointer[string])}
 }

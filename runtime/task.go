@@ -245,7 +245,8 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock},
+				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock,
+				note: new(atomic.Pointer[string])},
 			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail,
 			countKeyGroups: func() []int64 {
 				c.kgRecords = newKeyGroupRecords(kgs)
@@ -386,6 +387,21 @@ func (t *Task) Subtask() int { return t.subtask }
 
 // EventTime reports whether the task's job uses event time.
 func (t *Task) EventTime() bool { return t.graph.EventTime }
+
+// Notes returns the notes the chained functions set (SetNote), head
+// first. It is safe to call while the task runs.
+func (t *Task) Notes() []string {
+	var out []string
+	for _, rc := range t.chain.contexts {
+		if rc.note == nil {
+			continue
+		}
+		if n := rc.note.Load(); n != nil {
+			out = append(out, *n)
+		}
+	}
+	return out
+}
 
 // Operators returns the record counts of the chained operators, head
 // first. It is safe to call while the task runs.

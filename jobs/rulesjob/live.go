@@ -80,6 +80,10 @@ type liveSource struct {
 	retryAt  time.Time
 	lastTick time.Time
 	up       runtime.Gauge // 1 while etcd answers
+	// For the job's status note while etcd is away: the set in force.
+	rc              *runtime.RuntimeContext
+	setRules        int
+	setFrom, downAt int64
 
 	// A watch stays silent while etcd is gone (the client retries), so a
 	// probe goroutine asks etcd every probeEvery and says whether it
@@ -143,6 +147,7 @@ func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
 
 func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
 	s.log = ctx.Logger().With("operator", ctx.OperatorName())
+	s.rc = ctx
 	s.job = s.cfg.rulesName(ctx)
 	s.up = ctx.Metrics().Gauge("rules_etcd_up", "1 while the rule source reaches etcd, 0 while it keeps the current rules and retries")
 	s.mark = store.NoMark
@@ -182,6 +187,9 @@ func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.
 		from = s.last
 	}
 	s.last = from
+	if set != nil {
+		s.setRules, s.setFrom = len(set.Rules), from
+	}
 	out.Collect(Change{From: from, Set: set})
 }
 
@@ -288,15 +296,24 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	}
 	s.down = false
 	s.up.Set(1)
+	s.rc.SetNote("")
 	return nil
 }
 
 func (s *liveSource) unreachable(err error) {
 	if !s.down {
 		s.log.Warn("rules: etcd unreachable; the job keeps its current rules and retries", "err", err)
+		s.downAt = time.Now().UnixMilli()
 	}
 	s.down, s.retryAt = true, time.Now().Add(time.Second)
 	s.up.Set(0)
+	// The job's status says so until connect clears it.
+	from := "those of the rules parameter"
+	if s.setFrom != setTime {
+		from = "the set in force from event time " + time.UnixMilli(s.setFrom).UTC().Format(time.RFC3339Nano)
+	}
+	s.rc.SetNote(fmt.Sprintf("rules: etcd %s unreachable since %s; keeping %d rules (%s, etcd revision %d), retrying",
+		strings.Join(s.cfg.endpoints, ","), time.UnixMilli(s.downAt).UTC().Format(time.RFC3339), s.setRules, from, s.rev))
 }
 
 // drain applies the watch's pending responses: one change per response
@@ -331,6 +348,7 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 				}
 			}
 			if changed {
+				s.rev = resp.Header.Revision
 				set, err := s.compile()
 				if err != nil {
 					// Stored rules were checked; one that no longer
