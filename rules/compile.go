@@ -94,6 +94,7 @@ type Rule struct {
 	profile profile
 	pattern *seqPattern
 	spec    *Spec
+	guard   *guard // the leading equality an Engine indexes (index.go)
 }
 
 type namedProgram struct {
@@ -368,6 +369,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 		}
 		r.fields = append(r.fields, namedProgram{name, p})
 	}
+	r.guard = guardOf(r)
 	return r, nil
 }
 

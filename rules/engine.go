@@ -34,6 +34,7 @@ type Engine struct {
 	curKeySet bool
 	keyBuf    []byte
 	scratch   State // the State of stateless rules
+	all       []int // 0, 1, 2, ...: the positions of a group without an index
 
 	// Wake, if set, hears every timer a rule arms, so that a driver whose
 	// clock is not Advance's caller (a keyed operator of the runtime,
@@ -61,6 +62,10 @@ type group struct {
 	rules     []int // indexes into set.Rules
 	stateless bool  // every rule is: no slot per key
 	slots     map[string]*slot
+	index     *groupIndex // nil: every rule runs on every event
+	// events counts the events the group evaluated: each of its rules'
+	// evaluations (StatsView fills them in).
+	events int64
 }
 
 // slot is one key's states in a group: one per rule, nil until needed.
@@ -114,15 +119,27 @@ func NewEngine(set *Set) *Engine {
 		g.rules = append(g.rules, i)
 		g.stateless = g.stateless && r.Stateless()
 	}
+	for _, g := range e.groups {
+		g.index = newGroupIndex(set.Rules, g)
+	}
 	return e
 }
 
 // Stats are the counters of every rule, in the set's order.
-func (e *Engine) Stats() []RuleStats { return slices.Clone(e.stats) }
+func (e *Engine) Stats() []RuleStats { return slices.Clone(e.StatsView()) }
 
 // StatsView is Stats without the copy: the engine's own counters, to read
 // (not keep) between calls.
-func (e *Engine) StatsView() []RuleStats { return e.stats }
+func (e *Engine) StatsView() []RuleStats {
+	// A rule evaluates every event its group does (or the group's index
+	// did for it): counted once per event rather than per rule.
+	for _, g := range e.groups {
+		for _, ri := range g.rules {
+			e.stats[ri].Evaluations = g.events
+		}
+	}
+	return e.stats
+}
 
 // Register arms an event-time timer for the rule and key being evaluated.
 func (e *Engine) Register(t int64) {
@@ -164,7 +181,9 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			}
 		}
 		e.curKey, e.curKeySet = "", false
-		for i, ri := range g.rules {
+		g.events++
+		for _, i := range e.candidates(g, ev) {
+			ri := g.rules[i]
 			r := e.set.Rules[ri]
 			var st *State
 			switch {
@@ -179,7 +198,6 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			}
 			e.cur = ri
 			n := len(out)
-			e.stats[ri].Evaluations++
 			var t0 time.Time
 			if e.TimeRules {
 				t0 = time.Now()
@@ -241,6 +259,21 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// candidates are the positions in g of the rules to run on ev: all of
+// them, or those its index says may act on ev.
+func (e *Engine) candidates(g *group, ev *Event) []int {
+	if g.index != nil {
+		return g.index.candidates(ev.Fields)
+	}
+	if len(e.all) < len(g.rules) {
+		e.all = make([]int, len(g.rules))
+		for i := range e.all {
+			e.all[i] = i
+		}
+	}
+	return e.all[:len(g.rules)]
 }
 
 func (e *Engine) groupOf(rule int) (*group, int) {

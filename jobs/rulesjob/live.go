@@ -374,29 +374,32 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 // compile is the set of the stored entries, over the rules parameter's
 // documents (a stored entry of the same ID wins; a tombstone removes it).
 func (s *liveSource) compile() (*rules.Set, error) {
-	var es []store.Entry
-	for _, e := range s.entries {
-		es = append(es, e)
+	// A fixed order, by ID, so every change lists the rules alike; the
+	// stored documents compile through rules' cache, so a change compiles
+	// the changed rule only.
+	type idDoc struct {
+		id  string
+		doc rules.Doc
 	}
-	specs, live, err := store.Specs(es)
-	if err != nil {
-		return nil, err
+	var docs []idDoc
+	for _, e := range s.entries {
+		if e.State != store.Deleted {
+			docs = append(docs, idDoc{e.ID, rules.Doc{File: "etcd:" + e.ID, Source: []byte(e.Source), Version: e.Version, State: e.State}})
+		}
 	}
 	for _, sp := range s.cfg.file {
 		if _, stored := s.entries[sp.ID]; !stored {
-			specs = append(specs, sp)
+			docs = append(docs, idDoc{sp.ID, rules.Doc{File: sp.File(), Source: sp.Source(), Version: sp.Version, State: sp.State}})
 		}
 	}
-	// A fixed order, so every change lists the rules alike.
-	sortSpecs(specs)
-	set, err := rules.CompileStored(specs)
+	slices.SortFunc(docs, func(a, b idDoc) int { return cmp.Compare(a.id, b.id) })
+	ds := make([]rules.Doc, len(docs))
+	for i := range docs {
+		ds[i] = docs[i].doc
+	}
+	set, err := rules.CompileDocs(ds)
 	if err != nil {
 		return nil, fmt.Errorf("rule source: %w", err)
-	}
-	for _, r := range set.Rules {
-		if e, ok := live[r.ID]; ok {
-			r.Version, r.State = e.Version, e.State
-		}
 	}
 	return set, nil
 }
