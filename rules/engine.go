@@ -71,7 +71,53 @@ type group struct {
 // slot is one key's states in a group: one per rule, nil until needed.
 type slot struct {
 	key    map[string]any
-	states []*State
+	states slotStates
+}
+
+// slotStates are a key's states in a group, by position in the group: a
+// slice for small groups, and for large ones a map of the states that
+// exist, so that a key of a group of 10,000 rules costs what its live
+// states take, not 10,000 slots, and finding it empty is not a scan.
+type slotStates struct {
+	dense  []*State
+	sparse map[int]*State
+	n      int // states held
+}
+
+// denseStates is the largest group whose slots are slices.
+const denseStates = 64
+
+func newSlotStates(rules int) slotStates {
+	if rules <= denseStates {
+		return slotStates{dense: make([]*State, rules)}
+	}
+	return slotStates{sparse: map[int]*State{}}
+}
+
+func (s *slotStates) get(i int) *State {
+	if s.dense != nil {
+		return s.dense[i]
+	}
+	return s.sparse[i]
+}
+
+// set sets position i's state; nil drops it.
+func (s *slotStates) set(i int, st *State) {
+	had := s.get(i) != nil
+	switch {
+	case s.dense != nil:
+		s.dense[i] = st
+	case st == nil:
+		delete(s.sparse, i)
+	default:
+		s.sparse[i] = st
+	}
+	switch {
+	case had && st == nil:
+		s.n--
+	case !had && st != nil:
+		s.n++
+	}
 }
 
 type timer struct {
@@ -176,7 +222,7 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 		var sl *slot
 		if !g.stateless {
 			if sl = g.slots[string(kb)]; sl == nil {
-				sl = &slot{key: e.set.Rules[g.rules[0]].KeyOf(ev.Fields), states: make([]*State, len(g.rules))}
+				sl = &slot{key: e.set.Rules[g.rules[0]].KeyOf(ev.Fields), states: newSlotStates(len(g.rules))}
 				g.slots[string(kb)] = sl
 			}
 		}
@@ -190,11 +236,11 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 			case r.Stateless():
 				e.scratch = State{}
 				st = &e.scratch
-			case sl.states[i] == nil:
+			case sl.states.get(i) == nil:
 				st = r.NewState(sl.key)
-				sl.states[i] = st
+				sl.states.set(i, st)
 			default:
-				st = sl.states[i]
+				st = sl.states.get(i)
 			}
 			e.cur = ri
 			n := len(out)
@@ -211,11 +257,11 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 				e.stats[ri].Errors++
 				errs = append(errs, err)
 			}
-			if sl != nil && sl.states[i] != nil && st.Empty() {
-				sl.states[i] = nil // e.g. a sequence back at its start
+			if sl != nil && sl.states.get(i) != nil && st.Empty() {
+				sl.states.set(i, nil) // e.g. a sequence back at its start
 			}
 		}
-		if sl != nil && !slices.ContainsFunc(sl.states, func(s *State) bool { return s != nil }) {
+		if sl != nil && sl.states.n == 0 {
 			delete(g.slots, string(kb))
 		}
 	}
@@ -231,10 +277,10 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		r := e.set.Rules[tm.rule]
 		g, i := e.groupOf(tm.rule)
 		sl := g.slots[tm.key]
-		if sl == nil || sl.states[i] == nil {
+		if sl == nil || sl.states.get(i) == nil {
 			continue
 		}
-		states := sl.states
+		st := sl.states.get(i)
 		n := len(out)
 		var err error
 		e.cur, e.curKey, e.curKeySet = tm.rule, tm.key, true
@@ -242,7 +288,7 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		if e.TimeRules {
 			t0 = time.Now()
 		}
-		out, err = e.rn.OnTimer(r, states[i], tm.t, e, out)
+		out, err = e.rn.OnTimer(r, st, tm.t, e, out)
 		if e.TimeRules {
 			e.stats[tm.rule].EvalNanos += int64(time.Since(t0))
 		}
@@ -251,9 +297,9 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 			e.stats[tm.rule].Errors++
 			errs = append(errs, err)
 		}
-		if states[i].Empty() {
-			states[i] = nil
-			if !slices.ContainsFunc(states, func(s *State) bool { return s != nil }) {
+		if st.Empty() {
+			sl.states.set(i, nil)
+			if sl.states.n == 0 {
 				delete(g.slots, tm.key)
 			}
 		}
