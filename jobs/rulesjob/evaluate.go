@@ -286,9 +286,10 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	}
 }
 
-// push adds what the engine counted since the last push to the metrics
-// and to the rule_stats interval of t.
+// push adds what the engine counted since the last push (at time t) to
+// the metrics and to the rule_stats interval of t.
 func (e *evaluator) push(se *sigEngine, t int64) {
+	se.stats.dirty = false
 	for i, st := range se.eng.StatsView() {
 		p, c := &se.pushed[i], se.counters[i]
 		e.addStats(se, i, t, rules.RuleStats{Evaluations: st.Evaluations - p.Evaluations, Alerts: st.Alerts - p.Alerts,
@@ -326,7 +327,8 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if se == nil {
 		return nil // no rule of the set in force has this key
 	}
-	defer e.push(se, t)
+	e.beforeCounting(se, t)
+	defer e.afterCounting(se, t)
 	eng := se.eng
 	var err error
 	e.alerts, err = eng.Advance(t-1, e.alerts[:0])

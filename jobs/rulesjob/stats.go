@@ -282,16 +282,52 @@ func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
 }
 
 // statsAcc is an evaluator's open interval of one rule key's engine: what
-// its rules counted since the last flush.
+// its rules counted since the last flush, and whether the engine counted
+// more since the last push (counted at dirtyT, in the same interval).
 type statsAcc struct {
-	rules []*rules.Rule
-	acc   []rules.RuleStats // per rule, deltas
-	start int64
-	open  bool
+	rules    []*rules.Rule
+	acc      []rules.RuleStats // per rule, deltas
+	start    int64
+	open     bool
+	dirty    bool
+	dirtyT   int64
+	lastPush time.Time
 }
 
-// add adds one rule's deltas at time t, flushing the previous interval
-// first if t is in a later one.
+// pushEvery bounds how stale the per-rule metrics get: pushing an engine's
+// counts costs a pass over its rules, too much on every event and key
+// with thousands of rules.
+const pushEvery = 200 * time.Millisecond
+
+// beforeCounting pushes se's counts when t is in a later interval than
+// the counts not pushed yet, so that each interval gets its own.
+func (e *evaluator) beforeCounting(se *sigEngine, t int64) {
+	if a := &se.stats; a.dirty && e.statsCfg.intervalStart(a.dirtyT) != e.statsCfg.intervalStart(t) {
+		e.push(se, a.dirtyT)
+	}
+}
+
+// afterCounting notes that se counted at t, on the key of the timer being
+// processed, and pushes the counts if the last push is pushEvery old.
+func (e *evaluator) afterCounting(se *sigEngine, t int64) {
+	a := &se.stats
+	a.dirty, a.dirtyT = true, t
+	end := e.statsCfg.intervalStart(t) + e.statsCfg.Interval
+	e.openEnd = min(e.openEnd, end)
+	// Wake this subtask at the interval's last millisecond even if no
+	// event comes then (any key will do: the current one).
+	if end-1 > t && e.wakeAt != end-1 {
+		e.ctx.RegisterEventTimeTimer(end - 1)
+		e.wakeAt = end - 1
+	}
+	if now := time.Now(); now.Sub(a.lastPush) >= pushEvery {
+		e.push(se, t)
+		a.lastPush = now
+	}
+}
+
+// addStats adds one rule's deltas, counted at time t, to the open
+// interval, flushing the previous interval first if t is in a later one.
 func (e *evaluator) addStats(se *sigEngine, i int, t int64, d rules.RuleStats) {
 	if d.Evaluations == 0 && d.Alerts == 0 && d.Errors == 0 && d.EvalNanos == 0 {
 		return
@@ -299,21 +335,14 @@ func (e *evaluator) addStats(se *sigEngine, i int, t int64, d rules.RuleStats) {
 	start := e.statsCfg.intervalStart(t)
 	a := &se.stats
 	if a.open && a.start != start {
-		e.flushStats(se)
+		e.sendStats(se)
 	}
 	if !a.open {
 		a.open, a.start = true, start
 		if a.acc == nil {
 			a.acc = make([]rules.RuleStats, len(a.rules))
 		}
-		end := start + e.statsCfg.Interval
-		e.openEnd = min(e.openEnd, end)
-		// Wake this subtask at the interval's last millisecond even if
-		// no event comes then (any key will do: the current one).
-		if end-1 > t && e.wakeAt != end-1 {
-			e.ctx.RegisterEventTimeTimer(end - 1)
-			e.wakeAt = end - 1
-		}
+		e.openEnd = min(e.openEnd, start+e.statsCfg.Interval)
 	}
 	x := &a.acc[i]
 	x.Evaluations += d.Evaluations
@@ -322,8 +351,16 @@ func (e *evaluator) addStats(se *sigEngine, i int, t int64, d rules.RuleStats) {
 	x.EvalNanos += d.EvalNanos
 }
 
-// flushStats sends se's open interval on as StatParts.
+// flushStats pushes what se counted and sends its open interval on.
 func (e *evaluator) flushStats(se *sigEngine) {
+	if se.stats.dirty {
+		e.push(se, se.stats.dirtyT)
+	}
+	e.sendStats(se)
+}
+
+// sendStats sends se's open interval on as StatParts.
+func (e *evaluator) sendStats(se *sigEngine) {
 	a := &se.stats
 	if !a.open {
 		return
@@ -342,6 +379,17 @@ func (e *evaluator) flushStats(se *sigEngine) {
 	})
 }
 
+// pendingStart is the interval of se's counts not sent yet, if any.
+func (e *evaluator) pendingStart(se *sigEngine) (int64, bool) {
+	switch {
+	case se.stats.open:
+		return se.stats.start, true
+	case se.stats.dirty:
+		return e.statsCfg.intervalStart(se.stats.dirtyT), true
+	}
+	return 0, false
+}
+
 // flushDueStats flushes the intervals that end at or before t + 1 (the
 // watermark is about to pass them).
 func (e *evaluator) flushDueStats(t int64) {
@@ -350,11 +398,11 @@ func (e *evaluator) flushDueStats(t int64) {
 	}
 	e.openEnd = math.MaxInt64
 	for _, se := range e.engines {
-		if se.stats.open && se.stats.start+e.statsCfg.Interval-1 <= t {
+		if start, ok := e.pendingStart(se); ok && start+e.statsCfg.Interval-1 <= t {
 			e.flushStats(se)
 		}
-		if se.stats.open {
-			e.openEnd = min(e.openEnd, se.stats.start+e.statsCfg.Interval)
+		if start, ok := e.pendingStart(se); ok {
+			e.openEnd = min(e.openEnd, start+e.statsCfg.Interval)
 		}
 	}
 }
