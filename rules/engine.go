@@ -62,7 +62,7 @@ type group struct {
 	rules     []int // indexes into set.Rules
 	stateless bool  // every rule is: no slot per key
 	slots     map[string]*slot
-	index     *groupIndex // nil: every rule runs on every event
+	index     *ruleIndex // nil: every rule runs on every event
 	// events counts the events the group evaluated: each of its rules'
 	// evaluations (StatsView fills them in).
 	events int64
@@ -166,7 +166,11 @@ func NewEngine(set *Set) *Engine {
 		g.stateless = g.stateless && r.Stateless()
 	}
 	for _, g := range e.groups {
-		g.index = newGroupIndex(set.Rules, g)
+		rs := make([]*Rule, len(g.rules))
+		for i, ri := range g.rules {
+			rs[i] = set.Rules[ri]
+		}
+		g.index = newRuleIndex(rs)
 	}
 	return e
 }

@@ -128,16 +128,16 @@ func indexValue(v any) (any, bool) {
 	return nil, false
 }
 
-// groupIndex is a group's guarded rules by field and value; positions
-// are indexes into the group's rules.
-type groupIndex struct {
+// ruleIndex is a list of rules' guarded ones by field and value;
+// positions are indexes into the list.
+type ruleIndex struct {
 	open   []int // rules without a guard
 	fields []string
 	by     []map[any][]int // per field
 	buf    []int
 }
 
-// minIndexed is how many guarded rules a group needs before it is
+// minIndexed is how many guarded rules a list needs before it is
 // indexed: below, running them is as cheap as looking them up.
 const minIndexed = 8
 
@@ -145,16 +145,16 @@ const minIndexed = 8
 // rule.
 var indexRules = true
 
-// newGroupIndex indexes g's rules, or returns nil when too few have a
-// guard.
-func newGroupIndex(rules []*Rule, g *group) *groupIndex {
+// newRuleIndex indexes rs (the rules of one key, say), or returns nil when
+// too few have a guard: then every rule runs on every event.
+func newRuleIndex(rs []*Rule) *ruleIndex {
 	if !indexRules {
 		return nil
 	}
-	x := &groupIndex{}
+	x := &ruleIndex{}
 	guarded := 0
-	for i, ri := range g.rules {
-		gd := rules[ri].guard
+	for i, r := range rs {
+		gd := r.guard
 		if gd == nil {
 			x.open = append(x.open, i)
 			continue
@@ -174,10 +174,11 @@ func newGroupIndex(rules []*Rule, g *group) *groupIndex {
 	return x
 }
 
-// candidates are the positions of the rules that may act on fields, in
-// the group's order (so alerts come in the order running every rule
-// gives). The slice is reused by the next call.
-func (x *groupIndex) candidates(fields map[string]any) []int {
+// candidates are the positions of the rules that may act on an event
+// with fields, in the list's order (so alerts come in the order running
+// every rule gives); the others are known to do nothing but count the
+// event as evaluated. The slice is reused by the next call.
+func (x *ruleIndex) candidates(fields map[string]any) []int {
 	c := append(x.buf[:0], x.open...)
 	merged := len(c) > 0
 	for f, name := range x.fields {
