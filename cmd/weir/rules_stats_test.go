@@ -39,7 +39,8 @@ func driftEvents(t *testing.T, path string) (large int) {
 // evaluators' counts reach the statistician in many parts): the rule_stats
 // stream holds each rule version's exact counts per 10 s of event time,
 // summed over both subtasks, and a rule-drift alert joins the alerts in
-// each of the two intervals whose hit rate fell beyond the factor of 2.
+// each of the two intervals whose hit rate fell beyond the factor of 2,
+// but not for a rule whose own drift factor (5) holds the fall within.
 func TestRulesJobRuleStatsAndDrift(t *testing.T) {
 	work := t.TempDir()
 	ruleFile := filepath.Join(work, "rules.yaml")
@@ -48,6 +49,13 @@ key: [accountId]
 kind: filter
 condition: 'e.amount > 100'
 emit: {action: alert}
+---
+id: tolerant
+key: [accountId]
+kind: filter
+condition: 'e.amount > 100'
+emit: {action: alert}
+drift: {factor: 5}
 ---
 id: never
 key: [accountId]
@@ -69,14 +77,15 @@ emit: {action: alert}
 	for _, l := range committedLines(t, filepath.Join(out, "alerts"), "") {
 		if strings.Contains(l, `"action":"rule-drift"`) {
 			drift = append(drift, l)
-		} else if strings.HasPrefix(l, `{"rule":"large","version":1,"key":{"accountId":"acc-`) {
+		} else if strings.HasPrefix(l, `{"rule":"large","version":1,"key":{"accountId":"acc-`) ||
+			strings.HasPrefix(l, `{"rule":"tolerant","version":1,"key":{"accountId":"acc-`) {
 			alerts++
 		} else {
 			t.Errorf("unexpected alert %s", l)
 		}
 	}
-	if alerts != large {
-		t.Errorf("%d alerts of rule large, want %d", alerts, large)
+	if alerts != 2*large {
+		t.Errorf("%d alerts of rules large and tolerant, want %d", alerts, 2*large)
 	}
 	wantDrift := []string{
 		`{"rule":"large","version":1,"key":{},"time":59999,"action":"rule-drift","window":{"start":50000,"end":60000},"fields":{"baselineEvaluations":300,"baselineHits":60,"baselineIntervals":3,"baselineRate":0.2,"evaluations":100,"factor":0.25,"hitRate":0.05,"hits":5}}`,
@@ -103,6 +112,7 @@ emit: {action: alert}
 			hits, rate = 5, 0.05
 		}
 		want = append(want, fmt.Sprintf("large v1 [%d,%d) 100 %d 0 %g", iv*10000, iv*10000+10000, hits, rate),
+			fmt.Sprintf("tolerant v1 [%d,%d) 100 %d 0 %g", iv*10000, iv*10000+10000, hits, rate),
 			fmt.Sprintf("never v1 [%d,%d) 100 0 0 0", iv*10000, iv*10000+10000))
 	}
 	slices.Sort(got)

@@ -53,6 +53,9 @@ type StatPart struct {
 	Hits        int64
 	Errors      int64
 	EvalNanos   int64
+	// The rule's own drift parameters (its YAML's drift:), zero for the
+	// job's.
+	Drift rules.DriftSpec
 }
 
 func (p StatPart) key() string { return p.Rule + "\x00" + strconv.FormatInt(p.Version, 10) }
@@ -62,7 +65,8 @@ type StatPartCodec struct{}
 
 func (StatPartCodec) Append(dst []byte, p StatPart) []byte {
 	dst = appendBytes(dst, []byte(p.Rule))
-	for _, v := range [...]int64{p.Version, p.Start, p.Evaluations, p.Hits, p.Errors, p.EvalNanos} {
+	for _, v := range [...]int64{p.Version, p.Start, p.Evaluations, p.Hits, p.Errors, p.EvalNanos,
+		int64(math.Float64bits(p.Drift.Factor)), int64(p.Drift.Window), p.Drift.MinEvaluations} {
 		dst = runtime.Int64Codec{}.Append(dst, v)
 	}
 	return dst
@@ -73,6 +77,7 @@ func (StatPartCodec) Decode(src []byte) (StatPart, error) {
 	p := StatPart{Rule: string(rd.Bytes())}
 	p.Version, p.Start, p.Evaluations = rd.Varint(), rd.Varint(), rd.Varint()
 	p.Hits, p.Errors, p.EvalNanos = rd.Varint(), rd.Varint(), rd.Varint()
+	p.Drift.Factor, p.Drift.Window, p.Drift.MinEvaluations = math.Float64frombits(uint64(rd.Varint())), int(rd.Varint()), rd.Varint()
 	if err := rd.Done(); err != nil {
 		return StatPart{}, fmt.Errorf("rule stats: %w", err)
 	}
@@ -153,6 +158,21 @@ func (baselineCodec) Decode(src []byte) ([]baselineEntry, error) {
 	return bs, nil
 }
 
+// forRule is c with the rule's own drift parameters in place of the
+// job's where it has them.
+func (c StatsConfig) forRule(d rules.DriftSpec) StatsConfig {
+	if d.Factor != 0 {
+		c.DriftFactor = d.Factor
+	}
+	if d.Window != 0 {
+		c.DriftWindow = d.Window
+	}
+	if d.MinEvaluations != 0 {
+		c.DriftMinEvaluations = d.MinEvaluations
+	}
+	return c
+}
+
 // drift compares an interval's hits/evals with the baseline's and returns
 // the drift alert's fields, or nil when the rates are within the factor
 // (or there is too little to compare, or the baseline rate is 0: no
@@ -213,7 +233,7 @@ func (s *statistician) ProcessElement1(p StatPart, ctx *runtime.KeyedContext[str
 	}
 	sum, ok := s.pending.Get(p.Start)
 	if !ok {
-		sum = StatPart{Rule: p.Rule, Version: p.Version, Start: p.Start}
+		sum = StatPart{Rule: p.Rule, Version: p.Version, Start: p.Start, Drift: p.Drift}
 		ctx.RegisterEventTimeTimer(end - 1)
 	}
 	sum.Evaluations += p.Evaluations
@@ -265,7 +285,8 @@ func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
 		return nil // timers only: no rate to compare or to remember
 	}
 	base, _ := s.base.Value()
-	if f := s.cfg.drift(p.Evaluations, p.Hits, base); f != nil {
+	cfg := s.cfg.forRule(p.Drift)
+	if f := cfg.drift(p.Evaluations, p.Hits, base); f != nil {
 		a := rules.Alert{Rule: p.Rule, Version: p.Version, Key: map[string]any{}, Time: st.End - 1, Action: DriftAction,
 			Window: &rules.Bounds{Start: st.Start, End: st.End}, Fields: f}
 		if b, err = json.Marshal(&a); err != nil {
@@ -274,7 +295,7 @@ func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
 		out.Collect(string(b))
 	}
 	base = append(base, baselineEntry{start: p.Start, evals: p.Evaluations, hits: p.Hits})
-	if n := max(s.cfg.DriftWindow, 1); len(base) > n {
+	if n := max(cfg.DriftWindow, 1); len(base) > n {
 		base = slices.Clone(base[len(base)-n:])
 	}
 	s.base.Update(base)
@@ -371,7 +392,7 @@ func (e *evaluator) sendStats(se *sigEngine) {
 			if x != (rules.RuleStats{}) {
 				r := a.rules[i]
 				e.parts.Collect(StatPart{Rule: r.ID, Version: r.Version, Start: a.start,
-					Evaluations: x.Evaluations, Hits: x.Alerts, Errors: x.Errors, EvalNanos: x.EvalNanos})
+					Evaluations: x.Evaluations, Hits: x.Alerts, Errors: x.Errors, EvalNanos: x.EvalNanos, Drift: r.Drift()})
 				a.acc[i] = rules.RuleStats{}
 			}
 		}

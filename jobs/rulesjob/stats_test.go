@@ -9,10 +9,12 @@ import (
 	"testing"
 
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/rules"
 )
 
 func TestStatPartCodecRoundTrip(t *testing.T) {
-	p := StatPart{Rule: "r", Version: 3, Start: -60000, Evaluations: 100, Hits: 20, Errors: 1, EvalNanos: 12345}
+	p := StatPart{Rule: "r", Version: 3, Start: -60000, Evaluations: 100, Hits: 20, Errors: 1, EvalNanos: 12345,
+		Drift: rules.DriftSpec{Factor: 2.5, Window: 4, MinEvaluations: 7}}
 	back, err := StatPartCodec{}.Decode(StatPartCodec{}.Append(nil, p))
 	if err != nil || back != p {
 		t.Fatalf("%+v, %v", back, err)
@@ -67,6 +69,17 @@ func TestDrift(t *testing.T) {
 	c.DriftFactor = 0
 	if f := c.drift(100, 5, base); f != nil {
 		t.Errorf("drift-factor 0: %v", f)
+	}
+	// A rule's own factor of 5 holds 0.25 within; its own minimum of 200
+	// evaluations holds back its factor of 3.
+	if f := c.forRule(rules.DriftSpec{Factor: 5}).drift(100, 5, base); f != nil {
+		t.Errorf("a rule's factor 5: %v", f)
+	}
+	if rc := c.forRule(rules.DriftSpec{Factor: 3, MinEvaluations: 200}); rc.DriftWindow != 3 || rc.drift(100, 5, base) != nil {
+		t.Errorf("a rule's minimum: %+v", rc)
+	}
+	if f := c.forRule(rules.DriftSpec{Factor: 3}).drift(100, 5, base); f == nil {
+		t.Errorf("a rule's factor 3 with the job's drift off: no alert")
 	}
 }
 
