@@ -110,3 +110,65 @@ func TestFlushPreBarrier(t *testing.T) {
 		t.Errorf("declined: %v", rep.decline)
 	}
 }
+
+// noter sets a note while it has seen fewer than two records, and clears
+// it after.
+type noter struct {
+	ctx *RuntimeContext
+	n   int
+}
+
+func (f *noter) Open(ctx *KeyedContext[string]) error {
+	f.ctx = ctx.RuntimeContext
+	f.ctx.SetNote("waiting for two records")
+	return nil
+}
+
+func (f *noter) ProcessElement(keyed, *KeyedContext[string], Collector[string]) error {
+	if f.n++; f.n == 2 {
+		f.ctx.SetNote("")
+	}
+	return nil
+}
+
+func (f *noter) OnTimer(int64, *KeyedContext[string], Collector[string]) error { return nil }
+
+// TestTaskNotes: a function's note is the task's until it clears it.
+func TestTaskNotes(t *testing.T) {
+	env, _ := NewEnv("notes", 2)
+	env.SetMaxParallelism(8)
+	src := FromSource(env, "in", func() SourceFunction[keyed] { return &sliceSource[keyed]{} }, keyedCodec{})
+	Process(KeyBy(src, StringKey, func(k keyed) string { return k.key }), "note",
+		func() KeyedProcessFunction[string, keyed, string] { return &noter{} }, StringCodec{}).UID("note").Parallelism(1)
+	g, err := env.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
+	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := task.Notes(); len(n) != 0 {
+		t.Errorf("notes before Open: %q", n)
+	}
+	gate.records(0, keyed{"a", 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- task.Run(ctx) }()
+	for deadline := time.Now().Add(5 * time.Second); !slices.Equal(task.Notes(), []string{"waiting for two records"}); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("notes %q", task.Notes())
+		}
+	}
+	gate.records(1, keyed{"b", 2})
+	gate.end(0)
+	gate.end(1)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := task.Notes(); len(n) != 0 {
+		t.Errorf("notes after the second record: %q", n)
+	}
+}
