@@ -271,6 +271,9 @@ func (s *statistician) OnTimer(t int64, ctx *runtime.KeyedContext[string], out r
 // finish writes an interval's line, raises a drift alert if its hit rate
 // moved beyond the factor, and adds the interval to the baseline.
 func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
+	if p.Evaluations == 0 && p.Hits == 0 && p.Errors == 0 {
+		return nil // only timers that did nothing (a look-back's cleanup): no line
+	}
 	st := RuleStat{Rule: p.Rule, Version: p.Version, Start: p.Start, End: p.Start + s.cfg.Interval,
 		Evaluations: p.Evaluations, Hits: p.Hits, Errors: p.Errors, EvalNanos: p.EvalNanos}
 	if p.Evaluations > 0 {
