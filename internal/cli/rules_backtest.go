@@ -17,11 +17,29 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/weirstream/weir/jobs/rulesjob"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/rules"
 	"github.com/weirstream/weir/statebackend/storage"
 )
+
+// The rules job as backtest uses it: its name, the directories of its
+// outputs, and a line of its rule_stats stream (jobs/rulesjob.RuleStat;
+// not imported, so that a binary built on this package does not get the
+// rules job and its Kafka client with it; TestRulesBacktest checks both
+// agree).
+const (
+	rulesJobName = "rules"
+	alertsDir    = "alerts"
+	ruleStatsDir = "rule-stats"
+)
+
+type ruleStatLine struct {
+	Rule        string `json:"rule"`
+	Version     int64  `json:"version"`
+	Evaluations int64  `json:"evaluations"`
+	Hits        int64  `json:"hits"`
+	Errors      int64  `json:"errors"`
+}
 
 // BacktestRule is one rule version's line of `weir rules backtest`.
 type BacktestRule struct {
@@ -95,8 +113,13 @@ func newRulesBacktestCmd() *cobra.Command {
 			if schema != "" {
 				params["schema"] = schema
 			}
-			if err := absPathParams(rulesjob.Name, params); err != nil {
-				return err
+			// The JobManager and TaskManagers have working directories of
+			// their own (the job may not be registered in this binary, so
+			// absPathParams would not know these are paths).
+			for _, k := range []string{"rules", "input", "output"} {
+				if params[k], err = absURL(k, params[k]); err != nil {
+					return err
+				}
 			}
 			c, err := dial(cmd.Context(), &d)
 			if err != nil {
@@ -105,13 +128,13 @@ func newRulesBacktestCmd() *cobra.Command {
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			id, err := c.submit(ctx, &weirv1.SubmitJobRequest{JobName: rulesjob.Name, Parallelism: int32(parallelism), Params: params,
+			id, err := c.submit(ctx, &weirv1.SubmitJobRequest{JobName: rulesJobName, Parallelism: int32(parallelism), Params: params,
 				Labels:        map[string]string{"weir.backtest": "true"},
 				Checkpointing: &weirv1.CheckpointConfig{IntervalMs: 1000}})
 			if err != nil {
 				return fmt.Errorf("submitting the backtest: %w", err)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "backtest job %s running; alerts under %s\n", id, storage.Join(params["output"], rulesjob.AlertsDir))
+			fmt.Fprintf(cmd.ErrOrStderr(), "backtest job %s running; alerts under %s\n", id, storage.Join(params["output"], alertsDir))
 			st, err := c.waitTerminal(ctx, id, 200*time.Millisecond)
 			if err != nil {
 				if errors.Is(err, context.DeadlineExceeded) {
@@ -154,7 +177,7 @@ func newRulesBacktestCmd() *cobra.Command {
 // rule version; every rule of set has a line, those that evaluated nothing
 // (paused, or no event had their key) with zeros.
 func readBacktestStats(ctx context.Context, output string, set *rules.Set) ([]BacktestRule, error) {
-	dir := storage.Join(output, rulesjob.RuleStatsDir)
+	dir := storage.Join(output, ruleStatsDir)
 	if !storage.IsURL(dir) {
 		dir = filepath.Clean(dir)
 	}
@@ -188,7 +211,7 @@ func readBacktestStats(ctx context.Context, output string, set *rules.Set) ([]Ba
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var s rulesjob.RuleStat
+			var s ruleStatLine
 			if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
 				return nil, fmt.Errorf("rule stats %s: %w", o.Name, err)
 			}
