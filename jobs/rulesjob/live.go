@@ -320,6 +320,27 @@ func (s *liveSource) unreachable(err error) {
 // (a put of several rules is one response per rule, each its own change),
 // and a mark moves the watermark.
 func (s *liveSource) drain(out runtime.Collector[Change]) error {
+	// Consecutive responses whose changes apply from one time (a put of
+	// many rules: one response per rule) make one change: the same set
+	// from the same time as applying them one by one, compiled and
+	// broadcast once rather than once per rule.
+	pending, pendingAt := false, int64(setTime)
+	flush := func() {
+		if !pending {
+			return
+		}
+		pending = false
+		set, err := s.compile()
+		if err != nil {
+			// Stored rules were checked; one that no longer compiles
+			// (another release?) keeps the old set.
+			s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
+			return
+		}
+		s.emit(out, pendingAt, set)
+		s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
+	}
+	defer flush()
 	for {
 		select {
 		case resp, ok := <-s.watch:
@@ -330,6 +351,17 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 				return err
 			}
 			changed, at := false, int64(setTime)
+			for _, ev := range resp.Events {
+				key := string(ev.Kv.Key)
+				if strings.HasPrefix(key, s.st.RulesPrefix()) && ev.Type == clientv3.EventTypePut {
+					if e, err := store.Decode(ev.Kv.Value); err == nil {
+						changed, at = true, max(at, e.At)
+					}
+				}
+			}
+			if changed && pending && at != pendingAt {
+				flush()
+			}
 			for _, ev := range resp.Events {
 				key := string(ev.Kv.Key)
 				switch {
@@ -344,25 +376,18 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 						continue
 					}
 					s.entries[e.ID] = e
-					changed, at = true, max(at, e.At)
 				}
 			}
 			if changed {
 				s.rev = resp.Header.Revision
-				set, err := s.compile()
-				if err != nil {
-					// Stored rules were checked; one that no longer
-					// compiles (another release?) keeps the old set.
-					s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
-				} else {
-					s.emit(out, at, set)
-					s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
-				}
+				pending, pendingAt = true, at
 			}
-			if s.cfg.marks && s.mark > s.last {
+			if s.cfg.marks && s.mark > max(s.last, pendingAt) {
+				flush()
 				s.emit(out, s.mark, nil)
 			}
 		default:
+			flush()
 			if s.cfg.marks && s.mark > s.last {
 				s.emit(out, s.mark, nil)
 			}
