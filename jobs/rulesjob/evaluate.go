@@ -392,13 +392,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 		}
 		defer cli.Close()
 		st := store.New(cli, e.live.cluster, job)
-		t := time.NewTicker(statsEvery)
-		defer t.Stop()
+		every := statsEvery
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-time.After(every):
 			}
 			e.statsMu.Lock()
 			out := make([]store.RuleStat, 0, len(e.stats))
@@ -407,8 +406,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
 			}
 			e.statsMu.Unlock()
+			// About 100 bytes per rule version: with thousands of rules,
+			// publish less often (statsEvery per 1000 versions), so etcd
+			// does not take a megabyte per subtask every 2 s.
+			every = statsEvery * time.Duration(max(1, len(out)/1000))
 			pctx, pcancel := context.WithTimeout(ctx, etcdTimeout)
-			_ = st.PublishStats(pctx, subtask, out, int64(5*statsEvery/time.Second)) // the next one retries
+			_ = st.PublishStats(pctx, subtask, out, max(1, int64(5*every/time.Second))) // the next one retries
 			pcancel()
 		}
 	}()
