@@ -121,6 +121,12 @@ type evaluator struct {
 
 	setFrom, switchedAt runtime.Gauge
 
+	// The rule_stats stream (stats.go): where the counts go, and the end
+	// of the earliest open interval and the last wake-up timer armed.
+	statsCfg        StatsConfig
+	parts           runtime.Collector[StatPart]
+	openEnd, wakeAt int64
+
 	// With live rules, the per-rule counts are published to etcd for
 	// `weir rules stats` by a goroutine reading stats.
 	live    *liveConfig
@@ -153,6 +159,8 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
+	e.parts = runtime.SideCollector(ctx.RuntimeContext, statParts)
+	e.openEnd = math.MaxInt64
 	return nil
 }
 
@@ -247,11 +255,16 @@ func (e *evaluator) group(sig string, t int64) *sigGroup {
 			// checkpointed and move with the key on a rescale.
 			kg.Wake = e.ctx.RegisterEventTimeTimer
 			kg.TimeRules = true
-			sg := &sigGroup{kg: kg, id: id, pushed: make([]rules.RuleStats, len(live))}
+			sg := &sigGroup{kg: kg, id: id, pushed: make([]rules.RuleStats, len(live)), stats: statsAcc{rules: live}}
 			for _, r := range live {
 				sg.counters = append(sg.counters, e.ruleCounters(r))
 			}
 			groups[s] = sg
+		}
+		for s, old := range e.groups {
+			if groups[s] != old {
+				e.flushStats(old) // its counts are done
+			}
 		}
 		e.groups = groups
 	}
@@ -265,6 +278,7 @@ type sigGroup struct {
 	id       string
 	counters []ruleCounters
 	pushed   []rules.RuleStats
+	stats    statsAcc
 }
 
 // ruleCounters are one rule version's metrics: registered by rule and
@@ -301,10 +315,14 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	}
 }
 
-// push adds what the group counted since the last push to the metrics.
-func (sg *sigGroup) push() {
-	for i, st := range sg.kg.StatsView() {
-		p, c := &sg.pushed[i], sg.counters[i]
+// push adds what the group counted since the last push (at time t) to
+// the metrics and to the rule_stats interval of t.
+func (e *evaluator) push(se *sigGroup, t int64) {
+	se.stats.dirty = false
+	for i, st := range se.kg.StatsView() {
+		p, c := &se.pushed[i], se.counters[i]
+		e.addStats(se, i, t, rules.RuleStats{Evaluations: st.Evaluations - p.Evaluations, Alerts: st.Alerts - p.Alerts,
+			Errors: st.Errors - p.Errors, EvalNanos: st.EvalNanos - p.EvalNanos})
 		c.evals.Add(st.Evaluations - p.Evaluations)
 		c.alerts.Add(st.Alerts - p.Alerts)
 		c.errs.Add(st.Errors - p.Errors)
@@ -329,6 +347,7 @@ func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
 }
 
 func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	defer e.flushDueStats(t)
 	rs, _ := e.pending.Get(t)
 	if len(rs) > 0 {
 		e.pending.Remove(t)
@@ -346,12 +365,13 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 		}
 		return nil
 	}
-	defer sg.push()
 	kg := sg.kg
 	e.dropped = kg.Load(ks, e.dropped[:0])
 	for _, d := range e.dropped {
 		e.report(ctx, d, ks.Key, t, kg.Rules())
 	}
+	e.beforeCounting(sg, t)
+	defer e.afterCounting(sg, t)
 	var err error
 	e.alerts, err = kg.Fire(t-1, e.alerts[:0])
 	e.emit(out)
@@ -484,13 +504,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 		}
 		defer cli.Close()
 		st := store.New(cli, e.live.cluster, job)
-		t := time.NewTicker(statsEvery)
-		defer t.Stop()
+		every := statsEvery
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-time.After(every):
 			}
 			e.statsMu.Lock()
 			out := make([]store.RuleStat, 0, len(e.stats))
@@ -499,8 +518,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
 			}
 			e.statsMu.Unlock()
+			// About 100 bytes per rule version: with thousands of rules,
+			// publish less often (statsEvery per 1000 versions), so etcd
+			// does not take a megabyte per subtask every 2 s.
+			every = statsEvery * time.Duration(max(1, len(out)/1000))
 			pctx, pcancel := context.WithTimeout(ctx, etcdTimeout)
-			_ = st.PublishStats(pctx, subtask, out, int64(5*statsEvery/time.Second)) // the next one retries
+			_ = st.PublishStats(pctx, subtask, out, max(1, int64(5*every/time.Second))) // the next one retries
 			pcancel()
 		}
 	}()
