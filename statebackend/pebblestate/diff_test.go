@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
-	"os"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 
@@ -28,7 +28,7 @@ func (i64) DecodeCopies() {}
 type str struct{}
 
 func (str) Append(dst []byte, v string) []byte { return append(dst, v...) }
-func (str) Decode(b []byte) (string, error)  { return string(b), nil }
+func (str) Decode(b []byte) (string, error)    { return string(b), nil }
 
 // backends are the same three states on both backends.
 type backends struct {
