@@ -222,7 +222,7 @@ func TestTimersSurviveRescale(t *testing.T) {
 	rc := NewRuntimeContext(ContextConfig{MaxParallelism: maxP})
 	all := KeyGroupRange{First: 0, Last: maxP - 1}
 	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: all}
-	op := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
+	op, _ := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
 	want := map[timerKey[string]]int{}
 	for i := 0; i < 200; i++ {
 		k := timerKey[string]{ts: int64(1000 + i%7), key: "k" + itoa(int64(i))}
@@ -230,7 +230,11 @@ func TestTimersSurviveRescale(t *testing.T) {
 		op.ctx.timers.add(timerEntry[string]{timerKey: k, kg: kg, hash: StringHash(k.key)})
 		want[k] = kg
 	}
-	data, err := statebackend.WriteStateFile(all, op.snapshot(), nil)
+	sections, err := op.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := statebackend.WriteStateFile(all, sections, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,9 @@ type TaskIO struct {
 	Attempt int
 	// Restore is the state to start from; nil for a fresh start.
 	Restore *TaskRestore
+	// StateBackend is where keyed operators keep their state; the zero
+	// value is memory.
+	StateBackend StateBackend
 }
 
 // Task runs one subtask of a vertex. The engine's task runs the loop
@@ -245,7 +248,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock},
-			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail,
+			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail, stateBackend: tio.StateBackend,
 			countKeyGroups: func() []int64 {
 				c.kgRecords = newKeyGroupRecords(kgs)
 				return c.kgRecords.counts
