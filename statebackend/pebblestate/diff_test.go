@@ -46,7 +46,7 @@ func openBoth(t *testing.T, r statebackend.KeyGroupRange, mem []*statebackend.Ke
 	t.Helper()
 	b := &backends{mb: statebackend.NewBackend(r)}
 	var err error
-	b.ps, err = Open(Options{Dir: t.TempDir() + "/db", KeyGroups: r, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+	b.ps, err = Open(Options{Dir: t.TempDir() + "/db", KeyGroups: r, CacheBytes: 1 << 20, MemTableBytes: 1 << 20, CacheKeys: testCacheKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +82,10 @@ func openBoth(t *testing.T, r statebackend.KeyGroupRange, mem []*statebackend.Ke
 }
 
 const maxP = 16
+
+// testCacheKeys is the value tables' cache size in the tests: small, so
+// that the cache is written back and emptied often.
+var testCacheKeys = 7
 
 func kgOf(k int64) int { return int(uint64(k)*2654435761>>7) % maxP }
 
@@ -236,8 +240,12 @@ func equalContents(t *testing.T, what string, a, b map[string]map[int]map[string
 // into a fresh store of either backend gives that state again.
 func TestDifferential(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
-	for seed := range uint64(4) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	defer func(n int) { testCacheKeys = n }(testCacheKeys)
+	for i := range 6 {
+		seed := uint64(i)
+		// No cache, a cache smaller than the keys, a cache holding them all.
+		testCacheKeys = []int{-1, 7, 1000}[i%3]
+		t.Run(fmt.Sprintf("seed=%d/cache=%d", seed, testCacheKeys), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			keys := make([]int64, 40)
 			for i := range keys {

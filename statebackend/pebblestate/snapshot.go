@@ -52,6 +52,15 @@ func (s *Store) Snapshot() ([]statebackend.Section, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
+	// The caches' dirty entries go to Pebble first, in one batch per
+	// table: this is the synchronous part's cost, bounded by the caches'
+	// size.
+	for _, f := range s.flushers {
+		f.flush()
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
 	if !s.acquire() {
 		return nil, errors.New("pebblestate: snapshot of a closed store")
 	}

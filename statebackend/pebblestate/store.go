@@ -51,6 +51,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/weirstream/weir/statebackend"
 )
@@ -67,8 +68,11 @@ type Options struct {
 	KeyGroups statebackend.KeyGroupRange
 	// CacheBytes is the block cache's size; 0 means 64 MiB.
 	CacheBytes int64
-	// MemTableBytes is the size of one memtable; 0 means 32 MiB.
+	// MemTableBytes is the size of one memtable; 0 means 4 MiB.
 	MemTableBytes uint64
+	// CacheKeys bounds each value state's write-back cache of decoded
+	// values (see ValueTable); 0 means 1<<17, negative disables it.
+	CacheKeys int
 	// FS, when set, replaces the operating system's file system (tests
 	// inject errors through it).
 	FS FS
@@ -92,6 +96,10 @@ type Store struct {
 	states    map[string]*stateInfo
 	order     []string
 	cache     *pebble.Cache
+	cacheKeys int
+	// flushers are the tables with write-back caches: Snapshot and
+	// Restore write them back first.
+	flushers []flusher
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
@@ -115,8 +123,11 @@ func Open(o Options) (*Store, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 64 << 20
 	}
+	if o.CacheKeys == 0 {
+		o.CacheKeys = 1 << 17
+	}
 	if o.MemTableBytes == 0 {
-		o.MemTableBytes = 32 << 20
+		o.MemTableBytes = 4 << 20
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pebblestate: %w", err)
@@ -127,7 +138,7 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
-		refs: 1, closed: make(chan struct{})}
+		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0)}
 	s.cache = pebble.NewCache(o.CacheBytes)
 	opts := &pebble.Options{
 		Cache:        s.cache,
@@ -141,9 +152,11 @@ func Open(o Options) (*Store, error) {
 			BackgroundError: func(err error) { s.fail(fmt.Errorf("state store %s: %w", o.Dir, err)) },
 		},
 	}
+	opts.FS = vfs.Default
 	if o.FS != nil {
 		opts.FS = o.FS
 	}
+	opts.FS = noSyncFS{opts.FS}
 	db, err := pebble.Open(o.Dir, opts)
 	if err != nil {
 		s.cache.Unref()
@@ -161,6 +174,14 @@ func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
+}
+
+// flusher is a table with a write-back cache.
+type flusher interface {
+	// flush writes the cache's dirty entries to Pebble.
+	flush()
+	// drop flushes and empties the cache.
+	drop()
 }
 
 // KeyGroups is the range of key groups the store owns.
