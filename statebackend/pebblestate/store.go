@@ -51,6 +51,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/weirstream/weir/statebackend"
@@ -151,6 +152,12 @@ func Open(o Options) (*Store, error) {
 			// restarts from its last checkpoint.
 			BackgroundError: func(err error) { s.fail(fmt.Errorf("state store %s: %w", o.Dir, err)) },
 		},
+	}
+	// Bloom filters on every level: most reads of a state-heavy job are
+	// point lookups, many of keys without state yet, which the filters
+	// answer without reading the level's blocks.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	opts.FS = vfs.Default
 	if o.FS != nil {
