@@ -67,13 +67,16 @@ type Options struct {
 	Dir string
 	// KeyGroups is the range of key groups the subtask owns.
 	KeyGroups statebackend.KeyGroupRange
-	// CacheBytes is the block cache's size; 0 means 64 MiB.
+	// CacheBytes is the block cache's size; 0 means 32 MiB.
 	CacheBytes int64
 	// MemTableBytes is the size of one memtable; 0 means 4 MiB.
 	MemTableBytes uint64
 	// CacheKeys bounds each value state's write-back cache of decoded
 	// values (see ValueTable); 0 means 1<<17, negative disables it.
 	CacheKeys int
+	// ValueCacheBytes bounds the same caches by their approximate size;
+	// 0 means 16 MiB each.
+	ValueCacheBytes int
 	// FS, when set, replaces the operating system's file system (tests
 	// inject errors through it).
 	FS FS
@@ -90,14 +93,15 @@ type stateInfo struct {
 // Store is one operator subtask's Pebble state. Its tables are used by the
 // task goroutine only; snapshots are read on other goroutines.
 type Store struct {
-	db        *pebble.DB
-	dir       string
-	keyGroups statebackend.KeyGroupRange
-	wo        *pebble.WriteOptions
-	states    map[string]*stateInfo
-	order     []string
-	cache     *pebble.Cache
-	cacheKeys int
+	db         *pebble.DB
+	dir        string
+	keyGroups  statebackend.KeyGroupRange
+	wo         *pebble.WriteOptions
+	states     map[string]*stateInfo
+	order      []string
+	cache      *pebble.Cache
+	cacheKeys  int
+	cacheBytes int
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
@@ -122,10 +126,13 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: key groups %v out of range", o.KeyGroups)
 	}
 	if o.CacheBytes == 0 {
-		o.CacheBytes = 64 << 20
+		o.CacheBytes = 32 << 20
 	}
 	if o.CacheKeys == 0 {
 		o.CacheKeys = 1 << 17
+	}
+	if o.ValueCacheBytes <= 0 {
+		o.ValueCacheBytes = 16 << 20
 	}
 	if o.MemTableBytes == 0 {
 		o.MemTableBytes = 4 << 20
@@ -139,7 +146,8 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
-		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0)}
+		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
+		cacheBytes: o.ValueCacheBytes}
 	s.cache = pebble.NewCache(o.CacheBytes)
 	opts := &pebble.Options{
 		Cache:        s.cache,

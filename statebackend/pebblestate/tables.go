@@ -49,7 +49,9 @@ func decode[T any](c statebackend.Codec[T], safe bool, b []byte) (T, error) {
 // checkpoints costs one Pebble write, and a job whose keys fit in the
 // cache runs at nearly the speed of the memory backend. When the cache is
 // full it is written back and emptied, which bounds memory whatever the
-// number of keys.
+// number of keys. Full means cacheKeys keys, or fewer for large values:
+// the table samples the encoded size of one value written in 1024 and
+// keeps the cache near cacheBytes.
 type ValueTable[K comparable, V any] struct {
 	s      *Store
 	id     uint16
@@ -62,8 +64,15 @@ type ValueTable[K comparable, V any] struct {
 	cache  map[K]cached[V]
 	// dirty lists the keys whose cached entry Pebble does not have yet.
 	dirty []dirtyKey[K]
-	cap   int
+	// cap is the current bound on cached keys: maxKeys, or fewer when the
+	// sampled value size says so.
+	cap, maxKeys int
+	writes       int
 }
+
+// entryOverhead approximates a cached entry's bytes beyond its value's
+// encoding (map slot, key, flags, dirty list).
+const entryOverhead = 64
 
 // cached is a key's cached state: its value if present, and whether Pebble
 // still lacks it.
@@ -84,7 +93,8 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 	if err != nil {
 		return nil, err
 	}
-	t := &ValueTable[K, V]{s: s, id: st.id, kc: kc, vc: vc, safe: copies(vc), cap: s.cacheKeys, cache: map[K]cached[V]{}}
+	t := &ValueTable[K, V]{s: s, id: st.id, kc: kc, vc: vc, safe: copies(vc), cap: s.cacheKeys, maxKeys: s.cacheKeys,
+		cache: map[K]cached[V]{}}
 	s.flushers = append(s.flushers, t)
 	return t, nil
 }
@@ -118,6 +128,10 @@ func (t *ValueTable[K, V]) Put(kg int, k K, v V) {
 func (t *ValueTable[K, V]) Delete(kg int, k K) { t.write(kg, k, cached[V]{dirty: true}) }
 
 func (t *ValueTable[K, V]) write(kg int, k K, c cached[V]) {
+	if t.writes&1023 == 0 && c.present {
+		t.sample(c.v)
+	}
+	t.writes++
 	old, ok := t.cache[k]
 	if !ok {
 		t.room()
@@ -126,6 +140,15 @@ func (t *ValueTable[K, V]) write(kg int, k K, c cached[V]) {
 		t.dirty = append(t.dirty, dirtyKey[K]{kg: kg, k: k})
 	}
 	t.cache[k] = c
+}
+
+// sample resizes the cache for values of v's encoded size.
+func (t *ValueTable[K, V]) sample(v V) {
+	t.val = t.vc.Append(t.val[:0], v)
+	t.cap = min(t.maxKeys, max(t.s.cacheBytes/(len(t.val)+entryOverhead), 64))
+	if t.maxKeys == 0 {
+		t.cap = 0
+	}
 }
 
 // room empties the cache, after writing it back, when it is full.
@@ -161,6 +184,15 @@ func (t *ValueTable[K, V]) flush() {
 		}
 		c.dirty = false
 		t.cache[d.k] = c
+		// Commit in parts: a huge batch would be held in memory whole
+		// until Pebble flushes it.
+		if b.Len() >= batchBytes {
+			if err := b.Commit(t.s.wo); err != nil {
+				t.s.fail(fmt.Errorf("state store write: %w", err))
+				return
+			}
+			b.Reset()
+		}
 	}
 	clear(t.dirty)
 	t.dirty = t.dirty[:0]
