@@ -34,10 +34,10 @@ func TestRescaleOnBothStateBackends(t *testing.T) {
 				}}
 			c := startCluster(t, o)
 			jm := []string{"--jobmanager", c.JobManagerAddrs}
-			const keys, count = 24, 500
+			const keys, count = 24, 300
 			id := submit(t, c, "sequence-check", "--parallelism", "2", "--checkpoint-interval", "300ms",
 				"--state-backend", backend, "--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
-				"--param", "rate=120", "--param", "output=s3://weir/out")
+				"--param", "rate=200", "--param", "output=s3://weir/out")
 			waitCheckpoint(t, c, id, 0)
 			for _, p := range []int{3, 1} {
 				r := runWeir(t, append([]string{"job", "rescale", id, "--parallelism", fmt.Sprint(p)}, jm...)...)
