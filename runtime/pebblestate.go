@@ -26,6 +26,9 @@ type StateBackend struct {
 	// system's temporary directory. Each store's directory is removed
 	// when its task ends.
 	Dir string
+	// FS, when set, is the file system the stores use instead of the
+	// operating system's (tests inject a full disk through it).
+	FS pebblestate.FS
 }
 
 // ParseStateBackend checks a state backend's name; "" is memory.
@@ -59,7 +62,7 @@ func (b StateBackend) open(rc *RuntimeContext, kgs KeyGroupRange) (*pebblestate.
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs})
+	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -2,11 +2,16 @@ package statefill
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // TestRunsOnBothBackends runs three rounds over 3000 keys of 200 bytes in
@@ -58,3 +63,25 @@ type fakeValue struct {
 func (f *fakeValue) Value() ([]byte, bool) { return f.v, f.ok }
 func (f *fakeValue) Update(v []byte)       { f.v, f.ok = v, true }
 func (f *fakeValue) Clear()                { f.v, f.ok = nil, false }
+
+// TestFullStateDiskFailsTheTask runs state-fill on the pebble backend on a
+// file system that is full after 18 MiB (2 MiB beyond the store's 16 MiB
+// ballast): the task must end with an error
+// that says the keyed state's disk is full, not hang and not go on.
+func TestFullStateDiskFailsTheTask(t *testing.T) {
+	g, err := jobs.Build(Name, 1, map[string]string{"keys": "50000", "bytes": "1000", "rounds": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{LatencyInterval: -1,
+		StateBackend: runtime.StateBackend{Kind: runtime.StateBackendPebble, Dir: t.TempDir(),
+			FS: pebblestate.NewLimitedFS(vfs.Default, 18<<20)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = task.Run(context.Background())
+	if err == nil || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "keyed state") {
+		t.Fatalf("task ended with %v, want a keyed state error wrapping ENOSPC", err)
+	}
+	t.Log(err)
+}

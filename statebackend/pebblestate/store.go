@@ -49,6 +49,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -77,6 +78,9 @@ type Options struct {
 	// ValueCacheBytes bounds the same caches by their approximate size;
 	// 0 means 16 MiB each.
 	ValueCacheBytes int
+	// BallastBytes is the room a ballast file reserves for the flush that
+	// meets a full disk; 0 means 16 MiB.
+	BallastBytes int64
 	// FS, when set, replaces the operating system's file system (tests
 	// inject errors through it).
 	FS FS
@@ -134,6 +138,9 @@ func Open(o Options) (*Store, error) {
 	if o.ValueCacheBytes <= 0 {
 		o.ValueCacheBytes = 16 << 20
 	}
+	if o.BallastBytes == 0 {
+		o.BallastBytes = 16 << 20
+	}
 	if o.MemTableBytes == 0 {
 		o.MemTableBytes = 4 << 20
 	}
@@ -153,7 +160,12 @@ func Open(o Options) (*Store, error) {
 		Cache:        s.cache,
 		DisableWAL:   true,
 		MemTableSize: o.MemTableBytes,
-		Logger:       quietLogger{},
+		// Room for several memtables waiting for a flush before writes
+		// stall: when a flush fails (a full disk) the store records the
+		// error and stops writing, so the task fails instead of waiting
+		// forever in a stall no flush will end.
+		MemTableStopWritesThreshold: 8,
+		Logger:                      quietLogger{},
 		EventListener: &pebble.EventListener{
 			// A flush or compaction that fails (a full disk) would
 			// otherwise only be retried; the task fails instead and
@@ -167,11 +179,26 @@ func Open(o Options) (*Store, error) {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
-	opts.FS = vfs.Default
+	base := vfs.FS(vfs.Default)
 	if o.FS != nil {
-		opts.FS = o.FS
+		base = o.FS
 	}
-	opts.FS = noSyncFS{opts.FS}
+	// A ballast file reserves room for the flush that runs into a full
+	// disk: the first ENOSPC removes it and records the error, the write
+	// is retried into the freed space, and the store writes nothing more,
+	// so the task fails with the reason instead of waiting forever in a
+	// write stall behind flushes that cannot succeed.
+	ballast := base.PathJoin(o.Dir, "ballast")
+	if err := writeBallast(base, ballast, o.BallastBytes); err != nil {
+		return nil, fmt.Errorf("pebblestate: reserving %d bytes in %s: %w", o.BallastBytes, o.Dir, err)
+	}
+	var released atomic.Bool
+	opts.FS = noSyncFS{vfs.OnDiskFull(base, func() {
+		if released.CompareAndSwap(false, true) {
+			base.Remove(ballast)
+		}
+		s.fail(fmt.Errorf("state store %s: the disk is full: %w", o.Dir, syscall.ENOSPC))
+	})}
 	db, err := pebble.Open(o.Dir, opts)
 	if err != nil {
 		s.cache.Unref()
@@ -179,6 +206,24 @@ func Open(o Options) (*Store, error) {
 	}
 	s.db = db
 	return s, nil
+}
+
+// writeBallast writes n zero bytes to name.
+func writeBallast(fs vfs.FS, name string, n int64) error {
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		w := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:w]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= w
+	}
+	return f.Close()
 }
 
 // quietLogger drops Pebble's informational logs; errors reach the task
@@ -213,6 +258,11 @@ func (s *Store) Err() error {
 	}
 	return nil
 }
+
+// failed reports an earlier error: writes then stop, since the state is
+// lost anyway and a write could wait forever for a flush that cannot
+// succeed (a full disk stalls Pebble's writes).
+func (s *Store) failed() bool { return s.err.Load() != nil }
 
 func (s *Store) fail(err error) {
 	s.err.CompareAndSwap(nil, &err)
@@ -340,24 +390,36 @@ func (s *Store) get(key []byte, buf *[]byte) ([]byte, bool) {
 }
 
 func (s *Store) set(key, value []byte) {
+	if s.failed() {
+		return
+	}
 	if err := s.db.Set(key, value, s.wo); err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
 
 func (s *Store) del(key []byte) {
+	if s.failed() {
+		return
+	}
 	if err := s.db.Delete(key, s.wo); err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
 
 func (s *Store) deleteRange(start, end []byte) {
+	if s.failed() {
+		return
+	}
 	if err := s.db.DeleteRange(start, end, s.wo); err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
 
 func (s *Store) merge(key, value []byte) {
+	if s.failed() {
+		return
+	}
 	if err := s.db.Merge(key, value, s.wo); err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}

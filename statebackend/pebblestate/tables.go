@@ -163,7 +163,7 @@ func (t *ValueTable[K, V]) room() {
 // flush writes the dirty entries to Pebble in one batch; they stay cached,
 // clean.
 func (t *ValueTable[K, V]) flush() {
-	if len(t.dirty) == 0 {
+	if len(t.dirty) == 0 || t.s.failed() {
 		return
 	}
 	b := t.s.db.NewBatch()
