@@ -32,8 +32,10 @@ func (b *bench) stateHeavySection(accounts []int64, events int64, profileDir str
 }
 
 func (b *bench) stateHeavy(accounts []int64, events int64, profileDir, backend string) error {
-	s := scenario{name: "(a) 1 subtask, chained, 1 core", taskManagers: 1, slots: 1, parallelism: 1, env: []string{"GOMAXPROCS=1"},
-		tmArgs: []string{"--state-backend", backend}}
+	s := scenario{name: "(a) 1 subtask, chained, 1 core", taskManagers: 1, slots: 1, parallelism: 1, env: []string{"GOMAXPROCS=1"}}
+	if backend != "memory" { // memory is the default, also of binaries before the flag
+		s.tmArgs = []string{"--state-backend", backend}
+	}
 	fmt.Printf("fraud-detection, state-heavy (small=1000 large=1000 timeout=1h), %s, %s state backend, %d events per run\n",
 		s.name, backend, events)
 	for _, n := range accounts {
