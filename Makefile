@@ -69,6 +69,7 @@ FUZZ_TARGETS := \
 	./taskmanager/exchange:FuzzFrameCodec \
 	./statebackend:FuzzStateFile \
 	./statebackend:FuzzMetadata \
+	./statebackend:FuzzMergeChain \
 	./runtime:FuzzCodecs \
 	./runtime:FuzzParams \
 	./runtime/window:FuzzCodecs \

@@ -52,11 +52,14 @@ type pendingCheckpoint struct {
 	trigger   time.Time
 	location  string
 	savepoint bool
-	stop      bool
-	drain     bool
-	waiting   map[taskRef]bool
-	acks      map[taskRef]*weirv1.AcknowledgeCheckpointRequest
-	sources   []taskRef
+	// base is the job's latest completed checkpoint, which incremental
+	// snapshots build on (0: none, or full checkpoints).
+	base    int64
+	stop    bool
+	drain   bool
+	waiting map[taskRef]bool
+	acks    map[taskRef]*weirv1.AcknowledgeCheckpointRequest
+	sources []taskRef
 	// finalizing is set once every task acknowledged: _metadata is being
 	// written and the checkpoint can no longer be aborted.
 	finalizing bool
@@ -135,9 +138,25 @@ func (c *coordinator) tick(now time.Time) bool {
 			c.abort(a.trigger, "reserving its ID: "+err.Error(), true)
 			return true
 		}
+		if job.Checkpointing.Incremental {
+			a.trigger.base = latestCheckpoint(&job)
+		}
 		c.trigger(&job, a.trigger)
 	}
 	return true
+}
+
+// latestCheckpoint is the ID of the job's latest completed checkpoint that
+// is not a savepoint (savepoints are the user's, so nothing builds on
+// them), 0 if none.
+func latestCheckpoint(job *Job) int64 {
+	var id int64
+	for _, cp := range job.Checkpoints {
+		if !cp.Savepoint {
+			id = max(id, cp.ID)
+		}
+	}
+	return id
 }
 
 // trigger asks the checkpoint's source tasks to take it.
@@ -147,7 +166,7 @@ func (c *coordinator) trigger(job *Job, p *pendingCheckpoint) {
 		task := job.Tasks[s.vertex][s.subtask]
 		req := &weirv1.TriggerCheckpointRequest{Task: taskID(job.ID, s.vertex, s.subtask, task.Attempt),
 			CheckpointId: p.id, TimestampMs: p.trigger.UnixMilli(), Location: p.location,
-			Savepoint: p.savepoint, Stop: p.stop, Drain: p.drain}
+			Savepoint: p.savepoint, Stop: p.stop, Drain: p.drain, BaseCheckpointId: p.base}
 		name := job.Vertices[s.vertex].Name
 		c.jm.goAsync(func(ctx context.Context) {
 			err := c.jm.callTaskManager(ctx, task.Address, func(ctx context.Context, cl weirv1.TaskManagerClient) error {
@@ -223,6 +242,9 @@ func (c *coordinator) abort(p *pendingCheckpoint, reason string, routine bool) {
 // finalize writes _metadata, records the checkpoint and notifies tasks.
 func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 	job, err := c.jm.store.Job(c.jobID)
+	if err == nil && job.Checkpointing.Incremental && !p.savepoint {
+		err = c.jm.checkChains(ctx, &job, p)
+	}
 	if err == nil {
 		err = c.writeMetadata(ctx, &job, p)
 	}
@@ -260,9 +282,90 @@ func (c *coordinator) finalize(ctx context.Context, p *pendingCheckpoint) {
 		for _, old := range before {
 			if !old.Savepoint && !slices.ContainsFunc(after.Checkpoints, func(k CompletedCheckpoint) bool { return k.ID == old.ID }) {
 				c.deleteLocation(ctx, old.Path)
+				c.jm.forgetMetadata(old.Path)
+			}
+		}
+		if after.Checkpointing.Incremental && !p.savepoint {
+			if err := c.jm.collectShared(ctx, &after, p.id); err != nil {
+				c.log.Warn("deleting unused shared checkpoint files", "err", err)
 			}
 		}
 	}
+}
+
+// checkChains makes sure that every shared file the chains of checkpoint
+// p name was written by p itself or is referred to by a retained
+// checkpoint, and so still exists. Building on the barrier's base
+// guarantees it; the check turns a violation into an aborted checkpoint
+// instead of a completed one that cannot be restored.
+func (jm *JobManager) checkChains(ctx context.Context, job *Job, p *pendingCheckpoint) error {
+	held := map[string]bool{}
+	for _, cp := range job.Checkpoints {
+		if cp.Savepoint {
+			continue
+		}
+		m, err := jm.loadMetadata(ctx, cp.Path)
+		if err != nil {
+			return fmt.Errorf("reading retained checkpoint %d: %w", cp.ID, err)
+		}
+		for _, f := range m.SharedFiles() {
+			held[f] = true
+		}
+	}
+	for ref, a := range p.acks {
+		for _, s := range a.States {
+			for _, f := range s.Chain {
+				if id, ok := statebackend.ParseSharedFileName(f.Path); !f.Shared || (ok && id == p.id) || held[f.Path] {
+					continue
+				}
+				return fmt.Errorf("subtask %d of %s refers to shared file %s, which no retained checkpoint holds",
+					ref.subtask, s.Uid, f.Path)
+			}
+		}
+	}
+	return nil
+}
+
+// collectShared deletes the files of the job's shared directory that no
+// retained checkpoint refers to and that a checkpoint up to upTo wrote
+// (a later one may be in flight). The references come from the retained
+// checkpoints' _metadata, so they survive a JobManager failover with the
+// checkpoint list in the raft state; if any of them cannot be read,
+// nothing is deleted. Files of aborted checkpoints go too.
+func (jm *JobManager) collectShared(ctx context.Context, job *Job, upTo int64) error {
+	// Only the retained checkpoints count: the one the attempt restored
+	// from is one of them until retention retires it, and restarts use
+	// the latest.
+	var metas []*statebackend.Metadata
+	jobDir := storage.Join(jm.cfg.CheckpointStorage, job.ID)
+	for _, cp := range job.Checkpoints {
+		if cp.Savepoint {
+			continue // always self-contained
+		}
+		m, err := jm.loadMetadata(ctx, cp.Path)
+		if err != nil {
+			return fmt.Errorf("reading retained checkpoint %d: %w", cp.ID, err)
+		}
+		metas = append(metas, m)
+	}
+	st, err := storage.Open(storage.Join(jobDir, statebackend.SharedDirName), jm.cfg.Storage)
+	if err != nil {
+		return err
+	}
+	objs, err := st.List(ctx, "")
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", st.URL(), err)
+	}
+	names := make([]string, len(objs))
+	for i, o := range objs {
+		names[i] = o.Name
+	}
+	for _, name := range statebackend.UnusedSharedFiles(names, metas, upTo) {
+		if err := st.Delete(ctx, name); err != nil {
+			return fmt.Errorf("deleting %s: %w", storage.Join(st.URL(), name), err)
+		}
+	}
+	return nil
 }
 
 // writeMetadata builds the checkpoint's manifest from the acknowledgements
@@ -282,7 +385,8 @@ func (c *coordinator) writeMetadata(ctx context.Context, job *Job, p *pendingChe
 				for _, h := range a.States {
 					if h.Uid == op.UID {
 						ops.Subtasks = append(ops.Subtasks, statebackend.SubtaskState{Subtask: i, File: h.File, Size: h.Size,
-							KeyGroups: statebackend.KeyGroupRange{First: int(h.FirstKeyGroup), Last: int(h.LastKeyGroup)}, Keys: h.Keys})
+							KeyGroups: statebackend.KeyGroupRange{First: int(h.FirstKeyGroup), Last: int(h.LastKeyGroup)}, Keys: h.Keys,
+							Chain: fileRefs(h.Chain)})
 					}
 				}
 			}

@@ -80,7 +80,8 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 		if c.IntervalMs < 0 || c.TimeoutMs < 0 || c.MinPauseMs < 0 || c.Retained < 0 {
 			return "", errorf(ErrInvalidRequest, "checkpoint interval, timeout, min pause and retained must not be negative")
 		}
-		cc = CheckpointConfig{IntervalMs: c.IntervalMs, TimeoutMs: c.TimeoutMs, MinPauseMs: c.MinPauseMs, Retained: int(c.Retained)}
+		cc = CheckpointConfig{IntervalMs: c.IntervalMs, TimeoutMs: c.TimeoutMs, MinPauseMs: c.MinPauseMs, Retained: int(c.Retained),
+			Incremental: c.Incremental}
 		if cc.Retained == 0 {
 			cc.Retained = DefaultRetainedCheckpoint
 		}

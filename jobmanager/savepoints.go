@@ -46,6 +46,13 @@ func (jm *JobManager) loadMetadata(ctx context.Context, path string) (*stateback
 	return m, nil
 }
 
+// forgetMetadata drops a retired checkpoint's cached _metadata.
+func (jm *JobManager) forgetMetadata(path string) {
+	jm.mu.Lock()
+	delete(jm.metadata, path)
+	jm.mu.Unlock()
+}
+
 // validateRestore checks that a job (name, vertices, maxParallelism) can
 // start from the checkpoint m stored at path.
 func validateRestore(m *statebackend.Metadata, path, name string, maxP int, vertices []VertexSpec, allowNonRestored bool) error {
@@ -105,7 +112,7 @@ func (jm *JobManager) restoreRequests(ctx context.Context, job *Job) ([]*weirv1.
 			or := &weirv1.OperatorRestore{Uid: op.UID}
 			for _, s := range ost.Subtasks {
 				or.Files = append(or.Files, &weirv1.StateFileRef{File: s.File, Size: s.Size,
-					FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last)})
+					FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last), Chain: chainFiles(s.Chain)})
 			}
 			r.Operators = append(r.Operators, or)
 		}
@@ -244,7 +251,7 @@ func (jm *JobManager) listCheckpoints(id string) (*weirv1.ListCheckpointsRespons
 
 func checkpointConfigProto(c CheckpointConfig) *weirv1.CheckpointConfig {
 	return &weirv1.CheckpointConfig{IntervalMs: c.IntervalMs, TimeoutMs: c.TimeoutMs, MinPauseMs: c.MinPauseMs,
-		Retained: int32(c.Retained)}
+		Retained: int32(c.Retained), Incremental: c.Incremental}
 }
 
 // disposeCheckpoints deletes an ended job's retained checkpoints, the
@@ -274,7 +281,9 @@ func (jm *JobManager) disposeCheckpoints(ctx context.Context, id string) (string
 		}
 	}
 	if savepointInside {
-		for _, p := range checkpoints {
+		// Savepoints are self-contained: the shared files go with the
+		// checkpoints.
+		for _, p := range append(checkpoints, storage.Join(dir, statebackend.SharedDirName)) {
 			if err := jm.deleteDir(ctx, p); err != nil {
 				return "", 0, fmt.Errorf("deleting checkpoint %s: %w", p, err)
 			}
@@ -284,4 +293,22 @@ func (jm *JobManager) disposeCheckpoints(ctx context.Context, id string) (string
 	}
 	jm.log.Info("checkpoints disposed of", "job_id", id, "dir", dir, "checkpoints", len(checkpoints))
 	return dir, len(checkpoints), nil
+}
+
+// chainFiles converts a state chain to its wire form (nil for nil).
+func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
+	var out []*weirv1.ChainFile
+	for _, f := range chain {
+		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta})
+	}
+	return out
+}
+
+// fileRefs converts a state chain from its wire form (nil for nil).
+func fileRefs(chain []*weirv1.ChainFile) []statebackend.FileRef {
+	var out []statebackend.FileRef
+	for _, f := range chain {
+		out = append(out, statebackend.FileRef{Path: f.GetPath(), Size: f.GetSize(), Shared: f.GetShared(), Delta: f.GetDelta()})
+	}
+	return out
 }

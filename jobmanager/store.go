@@ -110,6 +110,10 @@ type CheckpointConfig struct {
 	IntervalMs, TimeoutMs, MinPauseMs int64
 	// Retained is how many completed checkpoints are kept.
 	Retained int
+	// Incremental checkpoints store what changed since the latest
+	// completed one; their shared files are kept while a retained
+	// checkpoint refers to them.
+	Incremental bool `json:",omitempty"`
 }
 
 // CompletedCheckpoint is the record of a completed checkpoint or savepoint.

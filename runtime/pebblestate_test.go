@@ -90,6 +90,9 @@ func opsGraph(t *testing.T, got *[]string, mu *sync.Mutex) *JobGraph {
 	return g
 }
 
+// opsIncremental asks runOps for incremental checkpoints.
+var opsIncremental bool
+
 // runOps runs segs through a fresh ops task on backend, restored from
 // restore if set, with barrier i+1 after segment i (but the last), and
 // returns the output and the state file of each checkpoint.
@@ -100,7 +103,7 @@ func runOps(t *testing.T, backend StateBackend, restore *statebackend.KeyedState
 	g := opsGraph(t, &got, &mu)
 	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 64), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 16)}
-	tio := TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep, StateBackend: backend}
+	tio := TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep, StateBackend: backend, Incremental: opsIncremental}
 	if restore != nil {
 		tio.Restore = &TaskRestore{CheckpointID: 1, Operators: map[string]*OperatorRestore{"ops": {Keyed: []*statebackend.KeyedState{restore}}}}
 	}
@@ -250,6 +253,16 @@ func TestBackendsAgree(t *testing.T) {
 	}
 	if !timers {
 		t.Error("no checkpoint holds timers")
+	}
+	// Incremental checkpoints are not done on pebble: asked for, its
+	// checkpoints are still full and equal to the memory backend's.
+	opsIncremental = true
+	_, incFiles := runOps(t, peb, nil, segs, t.TempDir())
+	opsIncremental = false
+	for i := range incFiles {
+		if mc, pc := stateContents(t, memFiles[i]), stateContents(t, incFiles[i]); !slices.Equal(mc, pc) {
+			t.Fatalf("pebble with incremental asked for: checkpoint %d differs from the memory backend's", i+1)
+		}
 	}
 	// Records of segments 0..i precede checkpoint i+1.
 	for i := range memFiles {

@@ -34,6 +34,9 @@ type operatorState struct {
 	keyGroups KeyGroupRange // empty for operators without keyed state
 	keyed     func() ([]statebackend.Section, error)
 	fn        CheckpointedFunction
+	// inc tracks the chain of incremental checkpoints; nil when the job's
+	// checkpoints are full or the operator has no keyed state.
+	inc *statebackend.Incremental
 }
 
 type operatorSnapshot struct {
@@ -42,6 +45,9 @@ type operatorSnapshot struct {
 	entries  [][]byte
 	// async, if set, produces the entries on the upload goroutine.
 	async func(context.Context) ([][]byte, error)
+
+	// id is the checkpoint's ID, for incremental checkpoints.
+	id int64
 }
 
 // timersSection names the keyed-state section holding a keyed operator's
@@ -73,10 +79,39 @@ func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
 		if err != nil {
 			return out, fmt.Errorf("operator %s: %w", st.uid, err)
 		}
-		out = append(out, engine.StateSnapshot{UID: st.uid, KeyGroups: st.keyGroups, Encode: s.encode,
-			Keys: func() int64 { return countKeys(s.sections, st.keyGroups) }})
+		ss := engine.StateSnapshot{UID: st.uid, KeyGroups: st.keyGroups, Encode: s.encode,
+			Keys: func() int64 { return countKeys(s.sections, st.keyGroups) }}
+		if st.inc != nil {
+			s.id = id
+			ss.Incremental = s
+		}
+		out = append(out, ss)
 	}
 	return out, nil
+}
+
+// Delta implements engine.IncrementalSnapshot: the changes since
+// checkpoint baseID, whose chain the file extends. Any checkpoint this
+// subtask stored before is older than this snapshot.
+func (s *operatorSnapshot) Delta(ctx context.Context, baseID int64) ([]byte, []statebackend.FileRef, bool, error) {
+	baseSections, baseChain, ok := s.st.inc.Base(baseID)
+	if !ok {
+		return nil, nil, false, nil
+	}
+	if s.async != nil {
+		var err error
+		if s.entries, err = s.async(ctx); err != nil {
+			return nil, nil, false, err
+		}
+		s.async = nil
+	}
+	data, err := statebackend.WriteDeltaFile(s.st.keyGroups, baseSections, s.sections, s.entries)
+	return data, baseChain, err == nil, err
+}
+
+// Stored implements engine.IncrementalSnapshot.
+func (s *operatorSnapshot) Stored(chain []statebackend.FileRef) {
+	s.st.inc.Stored(s.id, s.sections, chain)
 }
 
 // encode runs the operator's asynchronous snapshot part, if any, and

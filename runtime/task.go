@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weirstream/weir/runtime/engine"
+	"github.com/weirstream/weir/statebackend"
 )
 
 // TaskIO connects a task to the world: its input gate, its output channels,
@@ -57,6 +58,10 @@ type TaskIO struct {
 	Attempt int
 	// Restore is the state to start from; nil for a fresh start.
 	Restore *TaskRestore
+	// Incremental makes checkpoints of keyed state store only what
+	// changed since the latest completed checkpoint (savepoints stay
+	// full).
+	Incremental bool
 	// StateBackend is where keyed operators keep their state; the zero
 	// value is memory.
 	StateBackend StateBackend
@@ -286,6 +291,12 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
 			if oc.keyedSnap != nil {
 				st.keyGroups = kgs
+				// Deltas compare a snapshot with the previous one's
+				// sections, which a Pebble store releases once written:
+				// pebble checkpoints stay full until they ship SSTs.
+				if tio.Incremental && tio.StateBackend.Kind != StateBackendPebble {
+					st.inc = &statebackend.Incremental{}
+				}
 			}
 			c.states = append(c.states, st)
 		}
@@ -504,6 +515,11 @@ func (c *chain) Generator() engine.WatermarkGenerator {
 
 // NotifyCheckpointComplete implements engine.Chain.
 func (c *chain) NotifyCheckpointComplete(id int64) error {
+	for _, st := range c.states {
+		if st.inc != nil {
+			st.inc.Completed(id)
+		}
+	}
 	for _, l := range c.listeners {
 		if err := l.NotifyCheckpointComplete(id); err != nil {
 			return err

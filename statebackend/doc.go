@@ -112,4 +112,22 @@
 //
 //	WEIR-METADATA v1 crc32c=<8 lowercase hex digits of the CRC-32C of the body>
 //	{ ...JSON... }
+//
+// Version 2 (written only when needed) lets a subtask's state be a chain
+// of file references (SubtaskState.Chain, FileRef) instead of one file;
+// shared references are relative to the job's shared directory
+// (SharedDir), beside its chk-N directories.
+//
+// # Incremental checkpoints
+//
+// WriteDeltaFile writes the entries that changed between two snapshots of
+// the same tables, and the keys deleted (sections named DeletedPrefix +
+// name), in the state file format; MergeChain applies a chain of deltas to
+// its full file at restore. Changes are found by comparing copy-on-write
+// snapshots on the upload goroutine (see delta.go), so the write path
+// pays nothing. Incremental keeps, per operator subtask, the snapshots and
+// chains of stored checkpoints, so that the next delta builds on the
+// checkpoint the JobManager names, and starts a new chain after
+// MaxChainDeltas deltas. UnusedSharedFiles derives which shared files no
+// retained checkpoint uses from their metadata.
 package statebackend

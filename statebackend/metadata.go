@@ -10,9 +10,12 @@ import (
 	"strings"
 )
 
-// MetadataVersion is the version of the _metadata format EncodeMetadata
-// writes and DecodeMetadata reads.
-const MetadataVersion = 1
+// MetadataVersion is the newest version of the _metadata format:
+// DecodeMetadata reads it and every earlier one. EncodeMetadata writes
+// version 1 for a checkpoint without file chains, so that builds which
+// only know version 1 still read it, and version 2 (chains of shared
+// files, see SubtaskState.Chain) otherwise.
+const MetadataVersion = 2
 
 // MetadataFile is the name of the manifest in a checkpoint directory.
 const MetadataFile = "_metadata"
@@ -22,7 +25,7 @@ const metadataMagic = "WEIR-METADATA"
 // Metadata is a completed checkpoint's or savepoint's manifest, written
 // last: its presence means the checkpoint is complete.
 type Metadata struct {
-	Version        int             `json:"version"` // MetadataVersion
+	Version        int             `json:"version"` // 1 or 2
 	JobID          string          `json:"jobId"`
 	JobName        string          `json:"jobName"`
 	CheckpointID   int64           `json:"checkpointId"`
@@ -42,18 +45,41 @@ type OperatorState struct {
 	Subtasks    []SubtaskState `json:"subtasks"`
 }
 
-// SubtaskState describes one subtask's state file.
+// SubtaskState describes one subtask's state: one self-contained file
+// (File), or a chain of files read in order (Chain), some of them shared
+// with earlier checkpoints.
 type SubtaskState struct {
 	Subtask int `json:"subtask"`
 	// File is relative to the checkpoint directory, '/'-separated:
-	// StateFileName(uid, subtask).
-	File      string        `json:"file"`
+	// StateFileName(uid, subtask). Empty when Chain is set.
+	File string `json:"file,omitempty"`
+	// Chain, when set, is the subtask's state as a list of file
+	// references (version 2): a full state file first, then deltas.
+	Chain []FileRef `json:"chain,omitempty"`
+	// Size is the bytes this checkpoint wrote for the subtask: the file,
+	// or the chain's files that this checkpoint added.
 	Size      int64         `json:"size"`
 	KeyGroups KeyGroupRange `json:"keyGroups"` // empty without keyed state
 	Keys      int64         `json:"keys"`      // keyed entries, for reporting
 }
 
-// Size is the total size of the checkpoint's state files in bytes.
+// FileRef is one file of a subtask's state chain.
+type FileRef struct {
+	// Path is '/'-separated and relative to the job's shared directory
+	// (SharedDir of the checkpoint's location) when Shared, else to the
+	// checkpoint directory.
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	// Shared files may be used by several checkpoints of the job: they
+	// are deleted only when no retained checkpoint refers to them.
+	Shared bool `json:"shared,omitempty"`
+	// Delta says the file holds the changes since the files before it
+	// (WriteDeltaFile); otherwise it is a full state file.
+	Delta bool `json:"delta,omitempty"`
+}
+
+// Size is the bytes of state files the checkpoint wrote itself (shared
+// files written by earlier checkpoints are not counted).
 func (m *Metadata) Size() int64 {
 	var n int64
 	for _, o := range m.Operators {
@@ -62,6 +88,84 @@ func (m *Metadata) Size() int64 {
 		}
 	}
 	return n
+}
+
+// SharedFiles lists the shared files the checkpoint refers to, as paths
+// relative to the job's shared directory.
+func (m *Metadata) SharedFiles() []string {
+	var out []string
+	for _, o := range m.Operators {
+		for _, s := range o.Subtasks {
+			for _, f := range s.Chain {
+				if f.Shared {
+					out = append(out, f.Path)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// SharedDirName is the directory, beside a job's chk-N directories, that
+// holds the files incremental checkpoints share.
+const SharedDirName = "shared"
+
+// SharedDir is the shared directory of the job whose checkpoint directory
+// is location: its sibling "shared" (location's parent is the job's
+// checkpoint directory).
+func SharedDir(location string) string {
+	trimmed := strings.TrimRight(location, "/")
+	i := strings.LastIndex(trimmed, "/")
+	if i < 0 {
+		return SharedDirName
+	}
+	return trimmed[:i+1] + SharedDirName
+}
+
+// SharedFileName is the name, within the shared directory, of the file
+// checkpoint id writes for an operator subtask. Checkpoint IDs are never
+// reused within a job, so the name is unique and tells which checkpoint
+// wrote the file (ParseSharedFileName).
+func SharedFileName(uid string, subtask int, id int64) string {
+	return uid + "/" + strconv.Itoa(subtask) + "-" + strconv.FormatInt(id, 10) + ".state"
+}
+
+// ParseSharedFileName returns the checkpoint ID in a SharedFileName, and
+// false for a name of another form.
+func ParseSharedFileName(name string) (int64, bool) {
+	base, ok := strings.CutSuffix(path.Base(name), ".state")
+	if !ok {
+		return 0, false
+	}
+	_, id, ok := strings.Cut(base, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(id, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// UnusedSharedFiles picks, from the names in a job's shared directory,
+// those no checkpoint in retained refers to and which a checkpoint with an
+// ID of at most upTo wrote: the files that can be deleted once checkpoint
+// upTo completed. Files of later checkpoints may belong to one in flight;
+// names of another form are left alone. The reference counts are derived
+// from the retained checkpoints' metadata, so nothing but the metadata
+// has to survive a JobManager failover.
+func UnusedSharedFiles(names []string, retained []*Metadata, upTo int64) []string {
+	used := map[string]bool{}
+	for _, m := range retained {
+		for _, f := range m.SharedFiles() {
+			used[f] = true
+		}
+	}
+	var out []string
+	for _, n := range names {
+		if id, ok := ParseSharedFileName(n); ok && id <= upTo && !used[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // StateFileName is the name of an operator subtask's state file in a
@@ -82,17 +186,25 @@ func (o *OperatorState) Overlapping(r KeyGroupRange) []SubtaskState {
 	return out
 }
 
-// EncodeMetadata encodes m in the current format (Version is written as
-// MetadataVersion whatever m says, since that is the format produced).
+// EncodeMetadata encodes m: version 2 if a subtask's state is a chain,
+// else version 1, whatever m.Version says, since that is the format
+// produced.
 func EncodeMetadata(m *Metadata) []byte {
 	c := *m
-	c.Version = MetadataVersion
+	c.Version = 1
+	for _, o := range m.Operators {
+		for _, s := range o.Subtasks {
+			if len(s.Chain) > 0 {
+				c.Version = 2
+			}
+		}
+	}
 	body, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		panic("statebackend: encoding metadata: " + err.Error()) // plain ints and strings cannot fail
 	}
 	body = append(body, '\n')
-	head := fmt.Sprintf("%s v%d crc32c=%08x\n", metadataMagic, MetadataVersion, crc32.Checksum(body, castagnoli))
+	head := fmt.Sprintf("%s v%d crc32c=%08x\n", metadataMagic, c.Version, crc32.Checksum(body, castagnoli))
 	return append([]byte(head), body...)
 }
 
@@ -108,8 +220,9 @@ func DecodeMetadata(name string, data []byte) (*Metadata, error) {
 	if len(fields) != 3 || fields[0] != metadataMagic || !strings.HasPrefix(fields[2], "crc32c=") {
 		return nil, corrupt(name, "metadata: bad header %q, want %q", truncate(line), metadataMagic+" v1 crc32c=…")
 	}
-	if fields[1] != "v"+strconv.Itoa(MetadataVersion) {
-		return nil, corrupt(name, "metadata: unsupported version %q (this build reads v%d)", fields[1], MetadataVersion)
+	version, err := strconv.Atoi(strings.TrimPrefix(fields[1], "v"))
+	if err != nil || !strings.HasPrefix(fields[1], "v") || version < 1 || version > MetadataVersion {
+		return nil, corrupt(name, "metadata: unsupported version %q (this build reads v1 to v%d)", fields[1], MetadataVersion)
 	}
 	want, err := strconv.ParseUint(strings.TrimPrefix(fields[2], "crc32c="), 16, 32)
 	if err != nil {
@@ -122,7 +235,7 @@ func DecodeMetadata(name string, data []byte) (*Metadata, error) {
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, &corruptError{name: name, what: "metadata", cause: err}
 	}
-	if err := m.check(); err != nil {
+	if err := m.check(version); err != nil {
 		return nil, corrupt(name, "metadata: %v", err)
 	}
 	return &m, nil
@@ -130,9 +243,9 @@ func DecodeMetadata(name string, data []byte) (*Metadata, error) {
 
 // check catches manifests a restore could not use: these are bugs or
 // hand edits, since the checksum matched.
-func (m *Metadata) check() error {
-	if m.Version != MetadataVersion {
-		return fmt.Errorf("body version %d, header v%d", m.Version, MetadataVersion)
+func (m *Metadata) check(version int) error {
+	if m.Version != version {
+		return fmt.Errorf("body version %d, header v%d", m.Version, version)
 	}
 	if m.MaxParallelism < 1 || m.MaxParallelism > MaxKeyGroups {
 		return fmt.Errorf("max parallelism %d is outside [1, %d]", m.MaxParallelism, MaxKeyGroups)
@@ -147,9 +260,19 @@ func (m *Metadata) check() error {
 			if s.Subtask < 0 || (o.Parallelism > 0 && s.Subtask >= o.Parallelism) {
 				return fmt.Errorf("operator %s: subtask %d of parallelism %d", o.UID, s.Subtask, o.Parallelism)
 			}
-			if s.File == "" || path.IsAbs(s.File) || path.Clean(s.File) != s.File ||
-				s.File == "." || s.File == ".." || strings.HasPrefix(s.File, "../") {
+			if (s.File == "") == (len(s.Chain) == 0) {
+				return fmt.Errorf("operator %s subtask %d: want a file or a chain, not both or neither", o.UID, s.Subtask)
+			}
+			if len(s.Chain) > 0 && (m.Version < 2 || s.Chain[0].Delta) {
+				return fmt.Errorf("operator %s subtask %d: a chain needs version 2 and a full file first", o.UID, s.Subtask)
+			}
+			if s.File != "" && !cleanRelative(s.File) {
 				return fmt.Errorf("operator %s subtask %d: file %q is not a clean relative path", o.UID, s.Subtask, s.File)
+			}
+			for _, f := range s.Chain {
+				if !cleanRelative(f.Path) || f.Size < 0 {
+					return fmt.Errorf("operator %s subtask %d: chain file %q is not a clean relative path or has a negative size", o.UID, s.Subtask, f.Path)
+				}
 			}
 			if s.Size < 0 || s.Keys < 0 {
 				return fmt.Errorf("operator %s subtask %d: negative size or key count", o.UID, s.Subtask)
@@ -160,6 +283,10 @@ func (m *Metadata) check() error {
 		}
 	}
 	return nil
+}
+
+func cleanRelative(p string) bool {
+	return p != "" && !path.IsAbs(p) && path.Clean(p) == p && p != "." && p != ".." && !strings.HasPrefix(p, "../")
 }
 
 func truncate(b []byte) string {

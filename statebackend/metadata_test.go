@@ -38,7 +38,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Version = MetadataVersion
+	m.Version = 1
 	if !reflect.DeepEqual(got, m) {
 		t.Errorf("decoded %+v\nwant %+v", got, m)
 	}
@@ -90,7 +90,7 @@ func TestCorruptMetadata(t *testing.T) {
 		{"truncated header", "no header line", header[:10]},
 		{"empty", "no header line", nil},
 		{"wrong magic", "bad header", append([]byte("WEIR-METADATX v1 crc32c=00000000\n"), body...)},
-		{"bad version", "unsupported version \"v2\"", bytes.Replace(data, []byte(" v1 "), []byte(" v2 "), 1)},
+		{"bad version", "unsupported version \"v3\"", bytes.Replace(data, []byte(" v1 "), []byte(" v3 "), 1)},
 		{"bad checksum field", "bad checksum field", bytes.Replace(data, []byte("crc32c="), []byte("crc32c=zz"), 1)},
 		{"a state file", "bad header", []byte("WEIRSTAT\x01\x00....\n{}")},
 		{"max parallelism", "max parallelism", reencode(func(m *Metadata) { m.MaxParallelism = 0 })},

@@ -47,7 +47,8 @@ func (r responder) Acknowledge(ack runtime.CheckpointAck) {
 		CheckpointId: ack.CheckpointID, SyncNs: ack.SyncNs, AsyncNs: ack.AsyncNs, AlignmentNs: ack.AlignmentNs}
 	for _, s := range ack.States {
 		req.States = append(req.States, &weirv1.OperatorStateHandle{Uid: s.UID, File: s.File, Size: s.Size,
-			FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last), Keys: s.Keys})
+			FirstKeyGroup: int32(s.KeyGroups.First), LastKeyGroup: int32(s.KeyGroups.Last), Keys: s.Keys,
+			Chain: chainFiles(s.Chain)})
 	}
 	r.post(fmt.Sprintf("acknowledge checkpoint %d", ack.CheckpointID), func(ctx context.Context, c weirv1.JobManagerClient) error {
 		_, err := c.AcknowledgeCheckpoint(ctx, req)
@@ -102,27 +103,56 @@ func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g
 		return nil, fmt.Errorf("%w: %w", errRestore, err)
 	}
 	mine := runtime.KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
+	var shared storage.Storage
 	out := &runtime.TaskRestore{CheckpointID: r.CheckpointId, Operators: map[string]*runtime.OperatorRestore{}}
 	for _, op := range r.Operators {
 		or := &runtime.OperatorRestore{}
 		for _, f := range op.Files {
-			path := storage.Join(r.Location, f.File)
-			sf, err := statebackend.OpenStateFile(ctx, path, f.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
-				return st.GetRange(ctx, f.File, off, n)
-			})
-			if err != nil {
-				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+			files := []*weirv1.ChainFile{{Path: f.File, Size: f.Size}}
+			if len(f.Chain) > 0 {
+				files = f.Chain
 			}
-			entries, err := sf.ReadOperatorState(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
-			}
-			or.OperatorState = append(or.OperatorState, entries...)
 			kgs := runtime.KeyGroupRange{First: int(f.FirstKeyGroup), Last: int(f.LastKeyGroup)}
-			if kgs.Len() <= 0 || kgs.Last < mine.First || kgs.First > mine.Last {
+			keyed := kgs.Len() > 0 && kgs.Last >= mine.First && kgs.First <= mine.Last
+			var chain []*statebackend.KeyedState
+			for i, cf := range files {
+				from, url := st, storage.Join(r.Location, cf.Path)
+				if cf.Shared {
+					if shared == nil {
+						if shared, err = tm.openStorage(statebackend.SharedDir(r.Location)); err != nil {
+							return nil, fmt.Errorf("%w: %w", errRestore, err)
+						}
+					}
+					from, url = shared, storage.Join(statebackend.SharedDir(r.Location), cf.Path)
+				}
+				sf, err := statebackend.OpenStateFile(ctx, url, cf.Size, func(ctx context.Context, off, n int64) ([]byte, error) {
+					return from.GetRange(ctx, cf.Path, off, n)
+				})
+				if err != nil {
+					return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+				}
+				// Every file of a chain carries the operator state in full:
+				// the last one's is the checkpoint's.
+				if i == len(files)-1 {
+					entries, err := sf.ReadOperatorState(ctx)
+					if err != nil {
+						return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+					}
+					or.OperatorState = append(or.OperatorState, entries...)
+				}
+				if !keyed {
+					continue
+				}
+				ks, err := sf.ReadKeyGroups(ctx, mine)
+				if err != nil {
+					return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+				}
+				chain = append(chain, ks)
+			}
+			if !keyed {
 				continue
 			}
-			ks, err := sf.ReadKeyGroups(ctx, mine)
+			ks, err := statebackend.MergeChain(chain)
 			if err != nil {
 				return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
 			}
@@ -148,4 +178,13 @@ func (tm *TaskManager) runtimeTask(id *weirv1.TaskID) (*runtime.Task, error) {
 		return nil, fmt.Errorf("task %v is still starting", id)
 	}
 	return t, nil
+}
+
+// chainFiles converts a state chain to its wire form (nil for nil).
+func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
+	var out []*weirv1.ChainFile
+	for _, f := range chain {
+		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta})
+	}
+	return out
 }

@@ -45,7 +45,7 @@ func (s *service) TriggerCheckpoint(_ context.Context, req *weirv1.TriggerCheckp
 		return nil, status.Error(codes.NotFound, err.Error())
 	}
 	b := runtime.Barrier{ID: req.CheckpointId, TimestampMs: req.TimestampMs, Location: req.Location,
-		Savepoint: req.Savepoint, Stop: req.Stop, Drain: req.Drain}
+		Savepoint: req.Savepoint, Stop: req.Stop, Drain: req.Drain, BaseID: req.BaseCheckpointId}
 	if err := t.TriggerCheckpoint(b); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}

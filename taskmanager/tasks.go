@@ -222,8 +222,9 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		return nil, err
 	}
 	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.log.With("job_id", key.job, "attempt", key.attempt),
-		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, OpenStorage: tm.openStorage,
-		Clock: tm.cfg.Clock, Uploader: tm.uploader(),
+		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, Incremental: req.Incremental,
+		OpenStorage: tm.openStorage,
+		Clock:       tm.cfg.Clock, Uploader: tm.uploader(),
 		JobID: key.job, Attempt: key.attempt, Restore: restore,
 		StateBackend: runtime.StateBackend{Kind: cmp.Or(req.GetStateBackend(), tm.cfg.StateBackend), Dir: tm.cfg.StateDir}}
 	if gate != nil {

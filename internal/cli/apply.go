@@ -52,6 +52,8 @@ type JobSpec struct {
 	// "0s" disables periodic checkpoints.
 	CheckpointInterval    string `json:"checkpointInterval,omitempty"`
 	AllowNonRestoredState bool   `json:"allowNonRestoredState,omitempty"`
+	// Incremental makes the job's checkpoints incremental (--incremental).
+	Incremental bool `json:"incremental,omitempty"`
 }
 
 // JobsFile is the file `weir apply --file` reads (YAML or JSON).
@@ -67,6 +69,7 @@ type declared struct {
 	params      map[string]string
 	intervalMs  int64
 	allowNonRes bool
+	incremental bool
 	hash        string
 }
 
@@ -93,7 +96,8 @@ func parseJobsFile(data []byte) ([]declared, error) {
 			return nil, fmt.Errorf("%s: job is empty: name a registered job (`weir jobs` lists them)", where)
 		}
 		d := declared{name: s.Name, job: s.Job, parallelism: s.Parallelism, params: map[string]string{},
-			intervalMs: jobmanager.DefaultCheckpointInterval.Milliseconds(), allowNonRes: s.AllowNonRestoredState}
+			intervalMs: jobmanager.DefaultCheckpointInterval.Milliseconds(), allowNonRes: s.AllowNonRestoredState,
+			incremental: s.Incremental}
 		if d.parallelism == 0 {
 			d.parallelism = 1
 		}
@@ -134,7 +138,9 @@ func specHash(d declared) string {
 		Params      map[string]string `json:"params"` // marshaled with sorted keys
 		IntervalMs  int64             `json:"interval_ms"`
 		AllowNonRes bool              `json:"allow_non_restored"`
-	}{d.job, d.parallelism, d.params, d.intervalMs, d.allowNonRes})
+		// omitempty keeps the hashes of specs written before the field.
+		Incremental bool `json:"incremental,omitempty"`
+	}{d.job, d.parallelism, d.params, d.intervalMs, d.allowNonRes, d.incremental})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
@@ -252,7 +258,7 @@ func runApply(ctx context.Context, c applyClient, specs []declared, group string
 			}
 			s := st.spec
 			req := &weirv1.SubmitJobRequest{JobName: s.job, Parallelism: int32(s.parallelism), Params: maps.Clone(s.params),
-				Checkpointing:         &weirv1.CheckpointConfig{IntervalMs: s.intervalMs},
+				Checkpointing:         &weirv1.CheckpointConfig{IntervalMs: s.intervalMs, Incremental: s.incremental},
 				FromSavepoint:         from,
 				AllowNonRestoredState: s.allowNonRes,
 				Labels:                map[string]string{labelGroup: group, labelName: s.name, labelHash: s.hash}}

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +53,26 @@ jobs:
 	}
 	if changed[0].hash == f.hash {
 		t.Error("a changed param left the hash the same")
+	}
+	// incremental: a change like any other, but a spec without it hashes
+	// as before the field existed.
+	incr, err := parseJobsFile([]byte(`{"jobs":[{"name":"fraud","job":"fraud-detection","parallelism":2,"checkpointInterval":"5s",
+		"incremental":true,"params":{"output":"s3://weir/out","flag":"true","count":"400","rate":"100.5"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !incr[0].incremental || incr[0].hash == f.hash {
+		t.Errorf("incremental spec %+v hashes %s like the full one", incr[0], incr[0].hash)
+	}
+	old, _ := json.Marshal(struct {
+		Job         string            `json:"job"`
+		Parallelism int               `json:"parallelism"`
+		Params      map[string]string `json:"params"`
+		IntervalMs  int64             `json:"interval_ms"`
+		AllowNonRes bool              `json:"allow_non_restored"`
+	}{f.job, f.parallelism, f.params, f.intervalMs, f.allowNonRes})
+	if sum := sha256.Sum256(old); f.hash != hex.EncodeToString(sum[:8]) {
+		t.Errorf("a spec without incremental hashes %s, not as before the field", f.hash)
 	}
 }
 

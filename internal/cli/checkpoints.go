@@ -19,6 +19,7 @@ type checkpointFlags struct {
 	retained                    int
 	fromSavepoint               string
 	allowNonRestored            bool
+	incremental                 bool
 }
 
 func (f *checkpointFlags) register(cmd *cobra.Command) {
@@ -26,6 +27,8 @@ func (f *checkpointFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "checkpoint-timeout", jobmanager.DefaultCheckpointTimeout, "a checkpoint not complete after this long is aborted")
 	cmd.Flags().DurationVar(&f.minPause, "checkpoint-min-pause", 0, "least time between the end of a checkpoint and the next")
 	cmd.Flags().IntVar(&f.retained, "checkpoints-retained", jobmanager.DefaultRetainedCheckpoint, "completed checkpoints to keep")
+	cmd.Flags().BoolVar(&f.incremental, "incremental", false, "checkpoints store only the keyed state changed since the latest completed one, "+
+		"referring to earlier shared files for the rest (savepoints stay full)")
 	cmd.Flags().StringVar(&f.fromSavepoint, "from-savepoint", "", "start from this savepoint (or retained checkpoint) directory")
 	cmd.Flags().BoolVar(&f.allowNonRestored, "allow-non-restored-state", false, "start even if the savepoint has state for operators the job lacks")
 }
@@ -37,7 +40,7 @@ func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
 		return fmt.Errorf("--checkpoint-interval, --checkpoint-timeout and --checkpoint-min-pause must not be negative, --checkpoints-retained at least 1")
 	}
 	req.Checkpointing = &weirv1.CheckpointConfig{IntervalMs: f.interval.Milliseconds(), TimeoutMs: f.timeout.Milliseconds(),
-		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained)}
+		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained), Incremental: f.incremental}
 	from, err := absURL("--from-savepoint", f.fromSavepoint)
 	if err != nil {
 		return err

@@ -390,6 +390,9 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		if c.IntervalMs > 0 {
 			every = "every " + (time.Duration(c.IntervalMs) * time.Millisecond).String()
 		}
+		if c.Incremental {
+			every += " (incremental)"
+		}
 		fmt.Fprintf(w, "  checkpoints %s  completed %d  failed %d  restarts %d  attempt %d\n",
 			every, st.CompletedCheckpoints, st.FailedCheckpoints, s.Restarts, st.Attempt)
 	}

@@ -26,8 +26,9 @@ type KeyGroupOperator struct {
 	Name string `json:"name"`
 	// Parallelism is the operator's when the checkpoint was taken.
 	Parallelism int `json:"parallelism"`
-	// Bytes[kg] is key group kg's block in its state file (0: no state);
-	// Subtask[kg] the subtask that wrote it (-1: none).
+	// Bytes[kg] is key group kg's block in its state file (0: no state),
+	// summed over the files of an incremental checkpoint's chain (what a
+	// restore reads); Subtask[kg] the subtask that wrote it (-1: none).
 	Bytes   []int64 `json:"bytes"`
 	Subtask []int   `json:"subtask"`
 	Keys    int64   `json:"keys"`
@@ -98,16 +99,31 @@ func readKeyGroups(ctx context.Context, path string, opts storage.Options) (*Key
 			}
 			keyed = true
 			op.Keys += s.Keys
-			read := func(ctx context.Context, off, n int64) ([]byte, error) { return st.GetRange(ctx, s.File, off, n) }
-			f, err := statebackend.OpenStateFile(ctx, storage.Join(path, s.File), s.Size, read)
-			if err != nil {
-				return nil, err
+			// An incremental checkpoint's key group takes the bytes of
+			// its blocks in every file of the chain.
+			files := s.Chain
+			if len(files) == 0 {
+				files = []statebackend.FileRef{{Path: s.File, Size: s.Size}}
 			}
-			r := f.KeyGroups()
-			for i, n := range f.KeyGroupSizes() {
-				if kg := r.First + i; kg >= 0 && kg < len(op.Bytes) {
-					op.Bytes[kg] = n
-					op.Subtask[kg] = s.Subtask
+			for _, ref := range files {
+				from, dir := st, path
+				if ref.Shared {
+					dir = statebackend.SharedDir(path)
+					if from, err = storage.Open(dir, opts); err != nil {
+						return nil, err
+					}
+				}
+				read := func(ctx context.Context, off, n int64) ([]byte, error) { return from.GetRange(ctx, ref.Path, off, n) }
+				f, err := statebackend.OpenStateFile(ctx, storage.Join(dir, ref.Path), ref.Size, read)
+				if err != nil {
+					return nil, err
+				}
+				r := f.KeyGroups()
+				for i, n := range f.KeyGroupSizes() {
+					if kg := r.First + i; kg >= 0 && kg < len(op.Bytes) {
+						op.Bytes[kg] += n
+						op.Subtask[kg] = s.Subtask
+					}
 				}
 			}
 		}

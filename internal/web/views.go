@@ -105,15 +105,18 @@ type JobView struct {
 	Vertices       []VertexView      `json:"vertices"`
 	// Edges join the vertices; GraphError says why they are missing, if
 	// they are.
-	Edges                []EdgeView      `json:"edges"`
-	GraphError           string          `json:"graphError,omitempty"`
-	Latency              *LatencyView    `json:"latency,omitempty"`
-	CheckpointIntervalMs int64           `json:"checkpointIntervalMs"`
-	CompletedCheckpoints int64           `json:"completedCheckpoints"`
-	FailedCheckpoints    int64           `json:"failedCheckpoints"`
-	LatestCheckpoint     *CheckpointView `json:"latestCheckpoint,omitempty"`
-	Restored             *CheckpointView `json:"restored,omitempty"`
-	Rescale              *RescaleView    `json:"rescale,omitempty"`
+	Edges                []EdgeView   `json:"edges"`
+	GraphError           string       `json:"graphError,omitempty"`
+	Latency              *LatencyView `json:"latency,omitempty"`
+	CheckpointIntervalMs int64        `json:"checkpointIntervalMs"`
+	// CheckpointsIncremental: checkpoints store what changed since the
+	// latest one (--incremental).
+	CheckpointsIncremental bool            `json:"checkpointsIncremental"`
+	CompletedCheckpoints   int64           `json:"completedCheckpoints"`
+	FailedCheckpoints      int64           `json:"failedCheckpoints"`
+	LatestCheckpoint       *CheckpointView `json:"latestCheckpoint,omitempty"`
+	Restored               *CheckpointView `json:"restored,omitempty"`
+	Rescale                *RescaleView    `json:"rescale,omitempty"`
 }
 
 // VertexView is one vertex: a chain of operators and its subtasks.
@@ -209,8 +212,9 @@ func jobView(st *weirv1.JobStatus) JobView {
 	maxP := int(st.GetMaxParallelism())
 	v := JobView{JobSummaryView: summaryView(st.GetSummary()), MaxParallelism: maxP, Params: st.GetParams(),
 		Attempt: int(st.GetAttempt()), Vertices: []VertexView{}, Edges: []EdgeView{},
-		CheckpointIntervalMs: st.GetCheckpointing().GetIntervalMs(), CompletedCheckpoints: st.GetCompletedCheckpoints(),
-		FailedCheckpoints: st.GetFailedCheckpoints(), LatestCheckpoint: checkpointView(st.GetLatestCheckpoint()),
+		CheckpointIntervalMs: st.GetCheckpointing().GetIntervalMs(), CheckpointsIncremental: st.GetCheckpointing().GetIncremental(),
+		CompletedCheckpoints: st.GetCompletedCheckpoints(),
+		FailedCheckpoints:    st.GetFailedCheckpoints(), LatestCheckpoint: checkpointView(st.GetLatestCheckpoint()),
 		Restored: checkpointView(st.GetRestored())}
 	if v.Params == nil {
 		v.Params = map[string]string{}

@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/weirstream/weir/jobmanager"
 	_ "github.com/weirstream/weir/jobs/fraud" // the job the tests run
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -403,5 +405,76 @@ func TestKeyGroupsOfAMissingCheckpoint(t *testing.T) {
 	}
 	if _, err := readKeyGroups(t.Context(), dir, storage.Options{}); err == nil {
 		t.Error("a corrupt _metadata was read")
+	}
+}
+
+// varintCodec is an int64 codec for state written by the test.
+type varintCodec struct{}
+
+func (varintCodec) Append(dst []byte, v int64) []byte { return binary.AppendVarint(dst, v) }
+func (varintCodec) Decode(src []byte) (int64, error) {
+	v, n := binary.Varint(src)
+	if n != len(src) {
+		return 0, fmt.Errorf("bad varint")
+	}
+	return v, nil
+}
+
+// TestKeyGroupsOfAnIncrementalCheckpoint: a key group's bytes are its
+// blocks in every file of the chain, read from the job's shared
+// directory.
+func TestKeyGroupsOfAnIncrementalCheckpoint(t *testing.T) {
+	root := t.TempDir()
+	r := statebackend.KeyGroupRange{First: 0, Last: 3}
+	b := statebackend.NewBackend(r)
+	vt, err := statebackend.NewValueTable[int64, int64](b, "v", varintCodec{}, varintCodec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range int64(20) {
+		vt.Put(int(k%2)*2, k, k) // key groups 0 and 2
+	}
+	first := b.Snapshot()
+	full, err := statebackend.WriteStateFile(r, first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vt.Put(2, 100, 1) // the delta changes key group 2 only
+	delta, err := statebackend.WriteDeltaFile(r, first, b.Snapshot(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []statebackend.FileRef{{Path: statebackend.SharedFileName("op", 0, 1), Size: int64(len(full)), Shared: true},
+		{Path: statebackend.SharedFileName("op", 0, 2), Size: int64(len(delta)), Shared: true, Delta: true}}
+	m := &statebackend.Metadata{JobID: "j", JobName: "job", CheckpointID: 2, MaxParallelism: 4,
+		Operators: []statebackend.OperatorState{{UID: "op", Name: "op", Parallelism: 1, Subtasks: []statebackend.SubtaskState{
+			{Subtask: 0, Chain: chain, Size: int64(len(delta)), KeyGroups: r, Keys: 21}}}}}
+	for name, data := range map[string][]byte{"j/shared/" + chain[0].Path: full, "j/shared/" + chain[1].Path: delta,
+		"j/chk-2/_metadata": statebackend.EncodeMetadata(m)} {
+		p := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := readKeyGroups(t.Context(), filepath.Join(root, "j", "chk-2"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := func(data []byte) []int64 {
+		f, err := statebackend.OpenStateFile(t.Context(), "f", int64(len(data)), func(_ context.Context, off, n int64) ([]byte, error) {
+			return data[off : off+n], nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.KeyGroupSizes()
+	}
+	fs, ds := sizes(full), sizes(delta)
+	op := v.Operators[0]
+	if op.Bytes[0] != fs[0] || op.Bytes[2] != fs[2]+ds[2] || ds[2] == 0 || op.Bytes[1] != 0 || op.Subtask[2] != 0 || op.Keys != 21 {
+		t.Errorf("key groups %+v; full file %v, delta %v", op, fs, ds)
 	}
 }

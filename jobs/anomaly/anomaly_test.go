@@ -104,9 +104,9 @@ func TestBadParameters(t *testing.T) {
 		params map[string]string
 		want   string
 	}{
-		{AnomalyDetection, map[string]string{"output": dir}, "parameter input: required with source=file"},
+		{AnomalyDetection, map[string]string{"output": dir}, "parameter input: required with source=files"},
 		{AnomalyDetection, map[string]string{"source": "kafka"}, "parameter output is required"},
-		{AnomalyDetection, map[string]string{"source": "files", "output": dir}, `"files" is not a source`},
+		{AnomalyDetection, map[string]string{"source": "filez", "output": dir}, `"filez" is not a source`},
 		{AnomalyDetection, map[string]string{"input": dir, "output": dir, "sink": "print"}, `"print" is not a sink`},
 		{TransferMonitor, map[string]string{"source": "kafka", "output": dir, "format": "csv"}, "the events are JSON objects"},
 		{TransferMonitor, map[string]string{"source": "kafka", "output": dir, "idleness": "-1s"}, "must not be negative"},

@@ -15,7 +15,6 @@ import (
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // The default topics of source=kafka (one per job, named as its input)
@@ -31,13 +30,13 @@ const (
 // job's default source topic.
 func ioParams(topic string) []jobs.Param {
 	ps := []jobs.Param{
-		{Name: "source", Type: jobs.String, Default: "file", Description: "file: JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
-		{Name: "sink", Type: jobs.String, Default: "file", Description: "file: each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
-		{Name: "input", Type: jobs.Path, Description: "source=file (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
-		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
+		{Name: "source", Type: jobs.String, Default: "files", Description: "files (or file): JSON lines from input; kafka: the same JSON events, one per record, from source-topic, with per-partition watermarks"},
+		{Name: "sink", Type: jobs.String, Default: "files", Description: "files (or file): each detector's alerts under <output>/<detector>/; kafka: JSON alerts keyed by the alert's key to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
+		{Name: "input", Type: jobs.Path, Description: "source=files (required): a JSON-lines file, or a directory whose files (not starting with . or _) are read in name order"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=files each detector's alerts go to <output>/<detector>/; with every sink, lines or records that do not parse go to <output>/dead-letters/ (unless dead-letter-topic is set), events behind the watermark to <output>/late/"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen (with source=kafka, the newest of its partition); the watermark trails by this much"},
 		{Name: "idleness", Type: jobs.Duration, Default: "10s", Description: "source=kafka: a partition without records for this long is left out of the watermark until its next record (0s: never, and a partition without records holds event time back)"},
-		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
 		{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
 	}
 	return append(ps, connect.Params(topic, AlertsTopic)...)
@@ -59,15 +58,15 @@ type ioConfig struct {
 }
 
 func parseIO(p *runtime.Params, topic string) ioConfig {
-	c := ioConfig{source: p.String("source", "file"), sink: p.String("sink", "file"),
+	c := ioConfig{source: connect.Choice(p, "source", connect.Files), sink: connect.Choice(p, "sink", connect.Files),
 		input: p.String("input", ""), output: p.String("output", ""),
 		outOfOrderness: p.Duration("out-of-orderness", 5*time.Second), idleness: p.Duration("idleness", 10*time.Second),
 		monitor: p.Duration("monitor", 0), append: p.Bool("append", false)}
 	c.kafka = connect.ParseIO(p, c.sink, topic, AlertsTopic)
 	switch c.source {
-	case "file":
+	case connect.Files:
 		if c.input == "" {
-			p.Errorf("input", "required with source=file: the JSON-lines file or directory to read")
+			p.Errorf("input", "required with source=files: the JSON-lines file or directory to read")
 		} else if in, err := file.LocalPath(c.input); err != nil {
 			p.Errorf("input", "%v", err)
 		} else {
@@ -78,18 +77,10 @@ func parseIO(p *runtime.Params, topic string) ioConfig {
 			p.Errorf("format", "%q: the events are JSON objects; use json", c.kafka.Source.Format)
 		}
 	default:
-		p.Errorf("source", "%q is not a source: use file or kafka", c.source)
+		p.Errorf("source", "%q is not a source: use files or kafka", c.source)
 	}
-	switch c.sink {
-	case "file", "kafka", "webhook", "slack":
-	default:
-		p.Errorf("sink", "%q is not a sink: use file, kafka, webhook or slack", c.sink)
-	}
-	if c.output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts, dead letters and late events go to")
-	} else if _, err := storage.Open(c.output, storage.Options{}); err != nil {
-		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
-	}
+	connect.CheckChoice(p, "sink", c.sink, connect.Files, "kafka", "webhook", "slack")
+	connect.CheckOutput(p, c.output, "the alerts, dead letters and late events")
 	if c.outOfOrderness < 0 {
 		p.Errorf("out-of-orderness", "%v must not be negative", c.outOfOrderness)
 	}

@@ -9,6 +9,7 @@
 package connect
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/weirstream/weir/connectors/webhook"
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // ClientParams are the parameters of the connection to Kafka.
@@ -250,4 +252,42 @@ func ParseIO(p *runtime.Params, kind, sourceTopic, sinkTopic string) IO {
 func FileDeadLetter(d kafka.DeadLetter) file.DeadLetter {
 	return file.DeadLetter{Source: d.Topic + "/" + strconv.Itoa(int(d.Partition)), Line: d.Offset,
 		Text: string(d.Value), Reason: d.Reason}
+}
+
+// Files is the documented name of the file connector in the source and
+// sink parameters. Jobs accept "file" too: early jobs documented that
+// spelling, and a parameter users have written must keep its meaning.
+const Files = "files"
+
+// Choice reads the source or sink parameter name, with "file" read as
+// Files, so every job spells its file connector the same way.
+func Choice(p *runtime.Params, name, def string) string {
+	if v := p.String(name, def); v != "file" {
+		return v
+	}
+	return Files
+}
+
+// CheckChoice refuses a source or sink parameter outside allowed, naming
+// the choices.
+func CheckChoice(p *runtime.Params, name, got string, allowed ...string) {
+	if slices.Contains(allowed, got) {
+		return
+	}
+	list := strings.Join(allowed, ", ")
+	if n := len(allowed); n > 1 {
+		list = strings.Join(allowed[:n-1], ", ") + " or " + allowed[n-1]
+	}
+	p.Errorf(name, "%q is not a %s: use %s", got, name, list)
+}
+
+// CheckOutput checks the output parameter, a directory or s3:// URL that
+// what goes to. It does no I/O, so it refuses only empty or malformed
+// URLs and unknown schemes, at submission rather than in every subtask.
+func CheckOutput(p *runtime.Params, url, what string) {
+	if url == "" {
+		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL %s go to", what)
+	} else if _, err := storage.Open(url, storage.Options{}); err != nil {
+		p.Errorf("output", "%v", err)
+	}
 }

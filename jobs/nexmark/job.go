@@ -25,6 +25,7 @@ import (
 
 	"github.com/weirstream/weir/connectors/filesink"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 )
@@ -68,7 +69,7 @@ func parseConfig(p *runtime.Params) Config {
 		Count:  p.Int("count", 10_000_000),
 		Rate:   p.Float("rate", 0),
 		Gen:    GenConfig{EventRate: p.Int("event-rate", 100_000), Seed: uint64(p.Int("seed", 1))},
-		Sink:   p.String("sink", "blackhole"),
+		Sink:   connect.Choice(p, "sink", "blackhole"),
 		Output: p.String("output", ""),
 	}
 	known := false

@@ -51,7 +51,6 @@ import (
 	"github.com/weirstream/weir/jobs/fraud"
 	"github.com/weirstream/weir/rules"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // Name is the job's registered name.
@@ -136,11 +135,11 @@ type Config struct {
 func parseConfig(p *runtime.Params) Config {
 	c := Config{
 		Rules:          p.String("rules", ""),
-		Source:         p.String("source", "files"),
+		Source:         connect.Choice(p, "source", connect.Files),
 		Input:          p.String("input", ""),
 		TimeField:      p.String("time-field", rules.DefaultTimeField),
 		Output:         p.String("output", ""),
-		Sink:           p.String("sink", "files"),
+		Sink:           connect.Choice(p, "sink", connect.Files),
 		OutOfOrderness: p.Duration("out-of-orderness", 5*time.Second),
 		Monitor:        p.Duration("monitor", 0),
 		Append:         p.Bool("append", false),
@@ -191,16 +190,8 @@ func parseConfig(p *runtime.Params) Config {
 	default:
 		p.Errorf("source", "%q is not a source: use files, walkthrough, random or kafka", c.Source)
 	}
-	switch c.Sink {
-	case "files", "print", "kafka", "webhook", "slack":
-	default:
-		p.Errorf("sink", "%q is not a sink: use files, print, kafka, webhook or slack", c.Sink)
-	}
-	if c.Output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the alerts and dead letters go to")
-	} else if _, err := storage.Open(c.Output, storage.Options{}); err != nil {
-		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
-	}
+	connect.CheckChoice(p, "sink", c.Sink, connect.Files, "print", "kafka", "webhook", "slack")
+	connect.CheckOutput(p, c.Output, "the alerts and dead letters")
 	if c.OutOfOrderness < 0 {
 		p.Errorf("out-of-orderness", "%v must not be negative", c.OutOfOrderness)
 	}

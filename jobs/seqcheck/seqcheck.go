@@ -28,8 +28,8 @@ import (
 	"github.com/weirstream/weir/connectors"
 	"github.com/weirstream/weir/connectors/filesink"
 	"github.com/weirstream/weir/jobs"
+	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // Name is the job's registered name.
@@ -143,7 +143,7 @@ func parseConfig(p *runtime.Params) Config {
 		Output: p.String("output", ""),
 		Append: p.Bool("append", false),
 		Source: p.String("source", "generator"),
-		Sink:   p.String("sink", "files"),
+		Sink:   connect.Choice(p, "sink", connect.Files),
 	}
 	c.IO = parseKafka(p)
 	if c.Source != "generator" && c.Source != "kafka" {
@@ -166,13 +166,7 @@ func parseConfig(p *runtime.Params) Config {
 	if c.Sink == "kafka" {
 		return c
 	}
-	if c.Output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
-	} else if _, err := storage.Open(c.Output, storage.Options{}); err != nil {
-		// Open does no I/O: this only rejects malformed URLs and unknown
-		// schemes at submission rather than in every sink subtask.
-		p.Errorf("output", "%v", err)
-	}
+	connect.CheckOutput(p, c.Output, "the part files")
 	return c
 }
 

@@ -34,7 +34,6 @@ import (
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/jobs/connect"
 	"github.com/weirstream/weir/runtime"
-	"github.com/weirstream/weir/statebackend/storage"
 )
 
 // Name is the job's registered name.
@@ -67,12 +66,12 @@ func init() {
 		Name:        Name,
 		Description: "CSV transactions (transaction_id,customer_id,amount) from files or Kafka; alerts on amounts above `threshold`, printed and written exactly once; bad rows to dead letters",
 		Params: append([]jobs.Param{
-			{Name: "source", Type: jobs.String, Default: "file", Description: "file: CSV files from input; kafka: one transaction per record from source-topic, CSV transaction_id,customer_id,amount[,timestamp] or JSON {\"transaction_id\":\"tx1\",\"customer_id\":\"c1\",\"amount\":9200,\"timestamp\":...} (format)"},
-			{Name: "sink", Type: jobs.String, Default: "file", Description: "file: alerts' part files under output; kafka: JSON alerts keyed by customer to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
-			{Name: "input", Type: jobs.Path, Description: "source=file (required): a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
-			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=file the alerts' part files; with every sink, the dead letters go to its dead-letters/ subdirectory (unless dead-letter-topic is set)"},
+			{Name: "source", Type: jobs.String, Default: "files", Description: "files (or file): CSV files from input; kafka: one transaction per record from source-topic, CSV transaction_id,customer_id,amount[,timestamp] or JSON {\"transaction_id\":\"tx1\",\"customer_id\":\"c1\",\"amount\":9200,\"timestamp\":...} (format)"},
+			{Name: "sink", Type: jobs.String, Default: "files", Description: "files (or file): alerts' part files under output; kafka: JSON alerts keyed by customer to sink-topic; webhook or slack: POSTed to the URL of webhook-url-env/-file (alerts are printed with every sink)"},
+			{Name: "input", Type: jobs.Path, Description: "source=files (required): a CSV file, or a directory whose files (not starting with . or _) are read in name order; each file starts with a header naming its columns: transaction_id, customer_id, amount, and optionally timestamp (Unix ms or RFC 3339)"},
+			{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: with sink=files the alerts' part files; with every sink, the dead letters go to its dead-letters/ subdirectory (unless dead-letter-topic is set)"},
 			{Name: "threshold", Type: jobs.Float, Default: "8000", Description: "an amount above this raises an alert"},
-			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=file: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
+			{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
 			{Name: "append", Type: jobs.Bool, Default: "false", Description: "add to an output directory holding another job's part files (a fresh job refuses one otherwise)"},
 		}, connect.Params(TransactionsTopic, AlertsTopic)...),
 		Build: Build,
@@ -257,8 +256,8 @@ type Config struct {
 
 func parseConfig(p *runtime.Params) Config {
 	c := Config{
-		Source:    p.String("source", "file"),
-		Sink:      p.String("sink", "file"),
+		Source:    connect.Choice(p, "source", connect.Files),
+		Sink:      connect.Choice(p, "sink", connect.Files),
 		Input:     p.String("input", ""),
 		Output:    p.String("output", ""),
 		Threshold: p.Float("threshold", 8000),
@@ -267,9 +266,9 @@ func parseConfig(p *runtime.Params) Config {
 	}
 	c.IO = connect.ParseIO(p, c.Sink, TransactionsTopic, AlertsTopic)
 	switch c.Source {
-	case "file":
+	case connect.Files:
 		if c.Input == "" {
-			p.Errorf("input", "required with source=file: the CSV file or directory to read")
+			p.Errorf("input", "required with source=files: the CSV file or directory to read")
 		} else if in, err := file.LocalPath(c.Input); err != nil {
 			p.Errorf("input", "%v", err)
 		} else {
@@ -277,18 +276,10 @@ func parseConfig(p *runtime.Params) Config {
 		}
 	case "kafka":
 	default:
-		p.Errorf("source", "%q is not a source: use file or kafka", c.Source)
+		p.Errorf("source", "%q is not a source: use files or kafka", c.Source)
 	}
-	switch c.Sink {
-	case "file", "kafka", "webhook", "slack":
-	default:
-		p.Errorf("sink", "%q is not a sink: use file, kafka, webhook or slack", c.Sink)
-	}
-	if c.Output == "" {
-		p.Errorf("output", "must not be empty: the directory or s3://bucket/prefix URL the part files go to")
-	} else if _, err := storage.Open(c.Output, storage.Options{}); err != nil {
-		p.Errorf("output", "%v", err) // no I/O: malformed URLs only
-	}
+	connect.CheckChoice(p, "sink", c.Sink, connect.Files, "kafka", "webhook", "slack")
+	connect.CheckOutput(p, c.Output, "the part files")
 	if math.IsNaN(c.Threshold) || math.IsInf(c.Threshold, 0) {
 		p.Errorf("threshold", "%g must be a finite number", c.Threshold)
 	}

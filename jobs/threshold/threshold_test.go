@@ -104,7 +104,7 @@ func TestParams(t *testing.T) {
 		params map[string]string
 		err    string
 	}{
-		{map[string]string{"output": "/tmp/o"}, "parameter input: required with source=file"},
+		{map[string]string{"output": "/tmp/o"}, "parameter input: required with source=files"},
 		{map[string]string{"source": "kafka"}, "parameter output is required"},
 		{map[string]string{"source": "stdin", "output": "/tmp/o"}, `"stdin" is not a source`},
 		{map[string]string{"input": "/in", "output": "/tmp/o", "sink": "print"}, `"print" is not a sink`},

@@ -18,11 +18,20 @@ type Barrier struct {
 	// before the snapshot (the processing-time analogue of Flink's
 	// MAX_WATERMARK on stop --drain).
 	Savepoint, Stop, Drain bool
+	// BaseID is the job's latest completed checkpoint (not savepoint)
+	// when the job's checkpoints are incremental, else 0: an incremental
+	// snapshot may build only on it, because it is retained, and so are
+	// the files it refers to, until this checkpoint completes.
+	BaseID int64
 }
 
 // barrierVersion is the first byte of an encoded barrier, so the encoding
-// can grow without confusing older TaskManagers.
-const barrierVersion = 1
+// can grow without confusing older TaskManagers. Version 2 adds BaseID;
+// a barrier without one is still written as version 1.
+const (
+	barrierVersion     = 1
+	barrierVersionBase = 2
+)
 
 const (
 	barrierSavepoint = 1 << iota
@@ -42,9 +51,16 @@ func EncodeBarrier(dst []byte, b Barrier) []byte {
 	if b.Drain {
 		flags |= barrierDrain
 	}
-	dst = append(dst, barrierVersion, flags)
+	version := byte(barrierVersion)
+	if b.BaseID != 0 {
+		version = barrierVersionBase
+	}
+	dst = append(dst, version, flags)
 	dst = binary.AppendVarint(dst, b.ID)
 	dst = binary.AppendVarint(dst, b.TimestampMs)
+	if b.BaseID != 0 {
+		dst = binary.AppendVarint(dst, b.BaseID)
+	}
 	dst = binary.AppendVarint(dst, int64(len(b.Location)))
 	return append(dst, b.Location...)
 }
@@ -53,14 +69,17 @@ var errBarrierTruncated = errors.New("truncated")
 
 // DecodeBarrier decodes a barrier encoded by EncodeBarrier.
 func DecodeBarrier(src []byte) (Barrier, error) {
-	if len(src) < 2 || src[0] != barrierVersion {
+	if len(src) < 2 || (src[0] != barrierVersion && src[0] != barrierVersionBase) {
 		return Barrier{}, errors.New("barrier: unknown encoding")
 	}
 	var b Barrier
 	flags := src[1]
 	b.Savepoint, b.Stop, b.Drain = flags&barrierSavepoint != 0, flags&barrierStop != 0, flags&barrierDrain != 0
 	rest := src[2:]
-	var vals [3]int64
+	vals := make([]int64, 3, 4)
+	if src[0] == barrierVersionBase {
+		vals = vals[:4]
+	}
 	for i := range vals {
 		v, n := binary.Varint(rest)
 		if n <= 0 {
@@ -69,6 +88,9 @@ func DecodeBarrier(src []byte) (Barrier, error) {
 		vals[i], rest = v, rest[n:]
 	}
 	b.ID, b.TimestampMs = vals[0], vals[1]
+	if len(vals) == 4 {
+		b.BaseID, vals[2] = vals[2], vals[3]
+	}
 	if l := vals[2]; l < 0 || l > int64(len(rest)) {
 		return Barrier{}, fmt.Errorf("barrier: location of %d bytes: %w", l, errBarrierTruncated)
 	} else if l < int64(len(rest)) {

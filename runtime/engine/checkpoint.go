@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/weirstream/weir/statebackend"
@@ -23,11 +24,15 @@ type CheckpointAck struct {
 	AlignmentNs int64
 }
 
-// OperatorSnapshot describes one operator subtask's stored state file.
+// OperatorSnapshot describes one operator subtask's stored state: one
+// file, or with incremental checkpoints a chain of shared files.
 type OperatorSnapshot struct {
-	UID       string
-	File      string // relative to the checkpoint location
-	Size      int64
+	UID  string
+	File string // relative to the checkpoint location; empty with Chain
+	// Chain is the files holding the state, a full one first, when the
+	// checkpoint was incremental (statebackend.SubtaskState.Chain).
+	Chain     []statebackend.FileRef
+	Size      int64 // bytes written by this checkpoint
 	KeyGroups statebackend.KeyGroupRange
 	Keys      int64
 }
@@ -77,6 +82,21 @@ type StateSnapshot struct {
 	// Keys counts the keys of the keyed state, for reports; valid once
 	// Encode has returned.
 	Keys func() int64
+	// Incremental, when set, lets a checkpoint (never a savepoint) store
+	// only what changed since the operator's latest completed checkpoint:
+	// the uploader asks it for a delta, writes the file to the job's
+	// shared directory and tells it the chain it stored.
+	Incremental IncrementalSnapshot
+}
+
+// IncrementalSnapshot is the incremental side of one operator's snapshot.
+type IncrementalSnapshot interface {
+	// Delta encodes the changes since checkpoint baseID (the barrier's
+	// BaseID) and returns them with that checkpoint's chain; ok is false
+	// when a full file is due instead (Encode).
+	Delta(ctx context.Context, baseID int64) (data []byte, base []statebackend.FileRef, ok bool, err error)
+	// Stored records the chain that holds this checkpoint's state.
+	Stored(chain []statebackend.FileRef)
 }
 
 // Uploader stores a task's snapshots. The TaskManager injects it, so the
@@ -108,7 +128,21 @@ func (u StorageUploader) Upload(ctx context.Context, s *Snapshot) (*CheckpointAc
 		if err != nil {
 			return nil, err
 		}
+		var shared storage.Storage
 		for _, o := range s.States {
+			if o.Incremental != nil && !s.Barrier.Savepoint {
+				if shared == nil {
+					if shared, err = open(statebackend.SharedDir(s.Barrier.Location)); err != nil {
+						return nil, err
+					}
+				}
+				snap, err := uploadIncremental(ctx, shared, s, o)
+				if err != nil {
+					return nil, err
+				}
+				ack.States = append(ack.States, snap)
+				continue
+			}
 			data, err := o.Encode(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("operator %s: %w", o.UID, err)
@@ -123,4 +157,24 @@ func (u StorageUploader) Upload(ctx context.Context, s *Snapshot) (*CheckpointAc
 	}
 	ack.AsyncNs = time.Since(start).Nanoseconds()
 	return ack, nil
+}
+
+// uploadIncremental writes an operator's delta (or, when one is due, full)
+// file to the job's shared directory: later checkpoints refer to it.
+func uploadIncremental(ctx context.Context, shared storage.Storage, s *Snapshot, o StateSnapshot) (OperatorSnapshot, error) {
+	data, base, delta, err := o.Incremental.Delta(ctx, s.Barrier.BaseID)
+	if err == nil && !delta {
+		base = nil
+		data, err = o.Encode(ctx)
+	}
+	if err != nil {
+		return OperatorSnapshot{}, fmt.Errorf("operator %s: %w", o.UID, err)
+	}
+	name := statebackend.SharedFileName(o.UID, s.Subtask, s.Barrier.ID)
+	if err := shared.Put(ctx, name, data); err != nil {
+		return OperatorSnapshot{}, fmt.Errorf("operator %s: writing state to %s: %w", o.UID, shared.URL(), err)
+	}
+	chain := append(slices.Clone(base), statebackend.FileRef{Path: name, Size: int64(len(data)), Shared: true, Delta: delta})
+	o.Incremental.Stored(chain)
+	return OperatorSnapshot{UID: o.UID, Chain: chain, Size: int64(len(data)), KeyGroups: o.KeyGroups, Keys: o.Keys()}, nil
 }

@@ -327,7 +327,7 @@ function renderFacts(job) {
   add("submitted", fmtTime(job.submitTimeMs));
   add("started", fmtTime(job.startTimeMs));
   if (job.endTimeMs) add("ended", fmtTime(job.endTimeMs));
-  add("checkpoints", job.checkpointIntervalMs ? "every " + fmtDur(job.checkpointIntervalMs) : "off");
+  add("checkpoints", job.checkpointIntervalMs ? "every " + fmtDur(job.checkpointIntervalMs) + (job.checkpointsIncremental ? " (incremental)" : "") : "off");
   const params = Object.keys(job.params).sort().map((k) => k + "=" + job.params[k]).join(" ");
   if (params) add("params", params);
   if (job.rescale) add("rescale", `${job.rescale.from} → ${job.rescale.to}: ${job.rescale.phase.toLowerCase()}` + (job.rescale.reason ? " (" + job.rescale.reason + ")" : ""));

@@ -396,7 +396,11 @@ type CheckpointConfig struct {
 	// Least time between the end of one checkpoint and the next trigger.
 	MinPauseMs int64 `protobuf:"varint,3,opt,name=min_pause_ms,json=minPauseMs,proto3" json:"min_pause_ms,omitempty"`
 	// How many completed checkpoints to keep; 0 means 3.
-	Retained      int32 `protobuf:"varint,4,opt,name=retained,proto3" json:"retained,omitempty"`
+	Retained int32 `protobuf:"varint,4,opt,name=retained,proto3" json:"retained,omitempty"`
+	// Checkpoints of keyed state store only what changed since the latest
+	// completed checkpoint and refer to earlier shared files for the rest.
+	// Savepoints are always full.
+	Incremental   bool `protobuf:"varint,5,opt,name=incremental,proto3" json:"incremental,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +461,13 @@ func (x *CheckpointConfig) GetRetained() int32 {
 		return x.Retained
 	}
 	return 0
+}
+
+func (x *CheckpointConfig) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
 }
 
 type SubmitJobResponse struct {
@@ -3438,9 +3449,11 @@ type DeployTaskRequest struct {
 	MaxParallelism    int32   `protobuf:"varint,10,opt,name=max_parallelism,json=maxParallelism,proto3" json:"max_parallelism,omitempty"`
 	VertexParallelism []int32 `protobuf:"varint,11,rep,packed,name=vertex_parallelism,json=vertexParallelism,proto3" json:"vertex_parallelism,omitempty"`
 	SourceVertices    []int32 `protobuf:"varint,12,rep,packed,name=source_vertices,json=sourceVertices,proto3" json:"source_vertices,omitempty"`
+	// Incremental checkpoints of keyed state (CheckpointConfig.incremental).
+	Incremental bool `protobuf:"varint,13,opt,name=incremental,proto3" json:"incremental,omitempty"`
 	// The job's state backend ("memory", "pebble"); empty: the TaskManager's
 	// default.
-	StateBackend  string `protobuf:"bytes,13,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3557,6 +3570,13 @@ func (x *DeployTaskRequest) GetSourceVertices() []int32 {
 		return x.SourceVertices
 	}
 	return nil
+}
+
+func (x *DeployTaskRequest) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
 }
 
 func (x *DeployTaskRequest) GetStateBackend() string {
@@ -3683,11 +3703,13 @@ func (x *OperatorRestore) GetFiles() []*StateFileRef {
 
 type StateFileRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Relative to the checkpoint's directory.
+	// Relative to the checkpoint's directory; empty when chain is set.
 	File          string `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
 	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	FirstKeyGroup int32  `protobuf:"varint,3,opt,name=first_key_group,json=firstKeyGroup,proto3" json:"first_key_group,omitempty"`
 	LastKeyGroup  int32  `protobuf:"varint,4,opt,name=last_key_group,json=lastKeyGroup,proto3" json:"last_key_group,omitempty"`
+	// The subtask's state as a chain of files: a full one, then deltas.
+	Chain         []*ChainFile `protobuf:"bytes,5,rep,name=chain,proto3" json:"chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3750,22 +3772,103 @@ func (x *StateFileRef) GetLastKeyGroup() int32 {
 	return 0
 }
 
-type TriggerCheckpointRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Task          *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
-	CheckpointId  int64                  `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
-	TimestampMs   int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
-	Location      string                 `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
-	Savepoint     bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
-	Stop          bool                   `protobuf:"varint,6,opt,name=stop,proto3" json:"stop,omitempty"`
-	Drain         bool                   `protobuf:"varint,7,opt,name=drain,proto3" json:"drain,omitempty"`
+func (x *StateFileRef) GetChain() []*ChainFile {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+// One file of a state chain (statebackend.FileRef).
+type ChainFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the job's shared directory when shared, else to the
+	// checkpoint's directory.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Shared        bool   `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
+	Delta         bool   `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *ChainFile) Reset() {
+	*x = ChainFile{}
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChainFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChainFile) ProtoMessage() {}
+
+func (x *ChainFile) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChainFile.ProtoReflect.Descriptor instead.
+func (*ChainFile) Descriptor() ([]byte, []int) {
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ChainFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ChainFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ChainFile) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
+func (x *ChainFile) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+type TriggerCheckpointRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Task         *TaskID                `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	CheckpointId int64                  `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	TimestampMs  int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	Location     string                 `protobuf:"bytes,4,opt,name=location,proto3" json:"location,omitempty"`
+	Savepoint    bool                   `protobuf:"varint,5,opt,name=savepoint,proto3" json:"savepoint,omitempty"`
+	Stop         bool                   `protobuf:"varint,6,opt,name=stop,proto3" json:"stop,omitempty"`
+	Drain        bool                   `protobuf:"varint,7,opt,name=drain,proto3" json:"drain,omitempty"`
+	// The job's latest completed checkpoint when its checkpoints are
+	// incremental: the only one a delta may build on.
+	BaseCheckpointId int64 `protobuf:"varint,8,opt,name=base_checkpoint_id,json=baseCheckpointId,proto3" json:"base_checkpoint_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
 func (x *TriggerCheckpointRequest) Reset() {
 	*x = TriggerCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3777,7 +3880,7 @@ func (x *TriggerCheckpointRequest) String() string {
 func (*TriggerCheckpointRequest) ProtoMessage() {}
 
 func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[50]
+	mi := &file_weir_v1_weir_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3790,7 +3893,7 @@ func (x *TriggerCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{50}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TriggerCheckpointRequest) GetTask() *TaskID {
@@ -3842,6 +3945,13 @@ func (x *TriggerCheckpointRequest) GetDrain() bool {
 	return false
 }
 
+func (x *TriggerCheckpointRequest) GetBaseCheckpointId() int64 {
+	if x != nil {
+		return x.BaseCheckpointId
+	}
+	return 0
+}
+
 type TriggerCheckpointResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3850,7 +3960,7 @@ type TriggerCheckpointResponse struct {
 
 func (x *TriggerCheckpointResponse) Reset() {
 	*x = TriggerCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +3972,7 @@ func (x *TriggerCheckpointResponse) String() string {
 func (*TriggerCheckpointResponse) ProtoMessage() {}
 
 func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[51]
+	mi := &file_weir_v1_weir_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +3985,7 @@ func (x *TriggerCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*TriggerCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{51}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
 }
 
 type NotifyCheckpointRequest struct {
@@ -3889,7 +3999,7 @@ type NotifyCheckpointRequest struct {
 
 func (x *NotifyCheckpointRequest) Reset() {
 	*x = NotifyCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4011,7 @@ func (x *NotifyCheckpointRequest) String() string {
 func (*NotifyCheckpointRequest) ProtoMessage() {}
 
 func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[52]
+	mi := &file_weir_v1_weir_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4024,7 @@ func (x *NotifyCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{52}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *NotifyCheckpointRequest) GetTask() *TaskID {
@@ -3946,7 +4056,7 @@ type NotifyCheckpointResponse struct {
 
 func (x *NotifyCheckpointResponse) Reset() {
 	*x = NotifyCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3958,7 +4068,7 @@ func (x *NotifyCheckpointResponse) String() string {
 func (*NotifyCheckpointResponse) ProtoMessage() {}
 
 func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[53]
+	mi := &file_weir_v1_weir_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3971,7 +4081,7 @@ func (x *NotifyCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*NotifyCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{53}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
 }
 
 type OperatorStateHandle struct {
@@ -3982,13 +4092,15 @@ type OperatorStateHandle struct {
 	FirstKeyGroup int32                  `protobuf:"varint,4,opt,name=first_key_group,json=firstKeyGroup,proto3" json:"first_key_group,omitempty"`
 	LastKeyGroup  int32                  `protobuf:"varint,5,opt,name=last_key_group,json=lastKeyGroup,proto3" json:"last_key_group,omitempty"`
 	Keys          int64                  `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Set instead of file by an incremental checkpoint.
+	Chain         []*ChainFile `protobuf:"bytes,7,rep,name=chain,proto3" json:"chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OperatorStateHandle) Reset() {
 	*x = OperatorStateHandle{}
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4112,7 @@ func (x *OperatorStateHandle) String() string {
 func (*OperatorStateHandle) ProtoMessage() {}
 
 func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[54]
+	mi := &file_weir_v1_weir_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4125,7 @@ func (x *OperatorStateHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OperatorStateHandle.ProtoReflect.Descriptor instead.
 func (*OperatorStateHandle) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{54}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *OperatorStateHandle) GetUid() string {
@@ -4058,6 +4170,13 @@ func (x *OperatorStateHandle) GetKeys() int64 {
 	return 0
 }
 
+func (x *OperatorStateHandle) GetChain() []*ChainFile {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
 type AcknowledgeCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskManagerId string                 `protobuf:"bytes,1,opt,name=task_manager_id,json=taskManagerId,proto3" json:"task_manager_id,omitempty"`
@@ -4073,7 +4192,7 @@ type AcknowledgeCheckpointRequest struct {
 
 func (x *AcknowledgeCheckpointRequest) Reset() {
 	*x = AcknowledgeCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4085,7 +4204,7 @@ func (x *AcknowledgeCheckpointRequest) String() string {
 func (*AcknowledgeCheckpointRequest) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[55]
+	mi := &file_weir_v1_weir_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4098,7 +4217,7 @@ func (x *AcknowledgeCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{55}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AcknowledgeCheckpointRequest) GetTaskManagerId() string {
@@ -4158,7 +4277,7 @@ type AcknowledgeCheckpointResponse struct {
 
 func (x *AcknowledgeCheckpointResponse) Reset() {
 	*x = AcknowledgeCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4289,7 @@ func (x *AcknowledgeCheckpointResponse) String() string {
 func (*AcknowledgeCheckpointResponse) ProtoMessage() {}
 
 func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[56]
+	mi := &file_weir_v1_weir_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4302,7 @@ func (x *AcknowledgeCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{56}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
 }
 
 type DeclineCheckpointRequest struct {
@@ -4201,7 +4320,7 @@ type DeclineCheckpointRequest struct {
 
 func (x *DeclineCheckpointRequest) Reset() {
 	*x = DeclineCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4213,7 +4332,7 @@ func (x *DeclineCheckpointRequest) String() string {
 func (*DeclineCheckpointRequest) ProtoMessage() {}
 
 func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[57]
+	mi := &file_weir_v1_weir_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4226,7 +4345,7 @@ func (x *DeclineCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{57}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeclineCheckpointRequest) GetTaskManagerId() string {
@@ -4272,7 +4391,7 @@ type DeclineCheckpointResponse struct {
 
 func (x *DeclineCheckpointResponse) Reset() {
 	*x = DeclineCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4284,7 +4403,7 @@ func (x *DeclineCheckpointResponse) String() string {
 func (*DeclineCheckpointResponse) ProtoMessage() {}
 
 func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[58]
+	mi := &file_weir_v1_weir_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4297,7 +4416,7 @@ func (x *DeclineCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*DeclineCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{58}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{59}
 }
 
 type RequestCheckpointRequest struct {
@@ -4309,7 +4428,7 @@ type RequestCheckpointRequest struct {
 
 func (x *RequestCheckpointRequest) Reset() {
 	*x = RequestCheckpointRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[59]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4321,7 +4440,7 @@ func (x *RequestCheckpointRequest) String() string {
 func (*RequestCheckpointRequest) ProtoMessage() {}
 
 func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[59]
+	mi := &file_weir_v1_weir_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4334,7 +4453,7 @@ func (x *RequestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{59}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RequestCheckpointRequest) GetTask() *TaskID {
@@ -4352,7 +4471,7 @@ type RequestCheckpointResponse struct {
 
 func (x *RequestCheckpointResponse) Reset() {
 	*x = RequestCheckpointResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[60]
+	mi := &file_weir_v1_weir_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4483,7 @@ func (x *RequestCheckpointResponse) String() string {
 func (*RequestCheckpointResponse) ProtoMessage() {}
 
 func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[60]
+	mi := &file_weir_v1_weir_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4496,7 @@ func (x *RequestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RequestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{60}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{61}
 }
 
 type OutputLocations struct {
@@ -4390,7 +4509,7 @@ type OutputLocations struct {
 
 func (x *OutputLocations) Reset() {
 	*x = OutputLocations{}
-	mi := &file_weir_v1_weir_proto_msgTypes[61]
+	mi := &file_weir_v1_weir_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4521,7 @@ func (x *OutputLocations) String() string {
 func (*OutputLocations) ProtoMessage() {}
 
 func (x *OutputLocations) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[61]
+	mi := &file_weir_v1_weir_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4534,7 @@ func (x *OutputLocations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputLocations.ProtoReflect.Descriptor instead.
 func (*OutputLocations) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{61}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *OutputLocations) GetConsumerVertexId() int32 {
@@ -4440,7 +4559,7 @@ type DeployTaskResponse struct {
 
 func (x *DeployTaskResponse) Reset() {
 	*x = DeployTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[62]
+	mi := &file_weir_v1_weir_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4571,7 @@ func (x *DeployTaskResponse) String() string {
 func (*DeployTaskResponse) ProtoMessage() {}
 
 func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[62]
+	mi := &file_weir_v1_weir_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4584,7 @@ func (x *DeployTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeployTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{62}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{63}
 }
 
 type CancelTaskRequest struct {
@@ -4477,7 +4596,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_weir_v1_weir_proto_msgTypes[63]
+	mi := &file_weir_v1_weir_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4489,7 +4608,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[63]
+	mi := &file_weir_v1_weir_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4502,7 +4621,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{63}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CancelTaskRequest) GetTask() *TaskID {
@@ -4520,7 +4639,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_weir_v1_weir_proto_msgTypes[64]
+	mi := &file_weir_v1_weir_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4532,7 +4651,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[64]
+	mi := &file_weir_v1_weir_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4545,7 +4664,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{64}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{65}
 }
 
 type ChannelOpen struct {
@@ -4562,7 +4681,7 @@ type ChannelOpen struct {
 
 func (x *ChannelOpen) Reset() {
 	*x = ChannelOpen{}
-	mi := &file_weir_v1_weir_proto_msgTypes[65]
+	mi := &file_weir_v1_weir_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4574,7 +4693,7 @@ func (x *ChannelOpen) String() string {
 func (*ChannelOpen) ProtoMessage() {}
 
 func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[65]
+	mi := &file_weir_v1_weir_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4587,7 +4706,7 @@ func (x *ChannelOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelOpen.ProtoReflect.Descriptor instead.
 func (*ChannelOpen) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{65}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ChannelOpen) GetJobId() string {
@@ -4650,7 +4769,7 @@ type ExchangeFrame struct {
 
 func (x *ExchangeFrame) Reset() {
 	*x = ExchangeFrame{}
-	mi := &file_weir_v1_weir_proto_msgTypes[66]
+	mi := &file_weir_v1_weir_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4662,7 +4781,7 @@ func (x *ExchangeFrame) String() string {
 func (*ExchangeFrame) ProtoMessage() {}
 
 func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[66]
+	mi := &file_weir_v1_weir_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4675,7 +4794,7 @@ func (x *ExchangeFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeFrame.ProtoReflect.Descriptor instead.
 func (*ExchangeFrame) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{66}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ExchangeFrame) GetOpen() *ChannelOpen {
@@ -4729,7 +4848,7 @@ type ExchangeCredit struct {
 
 func (x *ExchangeCredit) Reset() {
 	*x = ExchangeCredit{}
-	mi := &file_weir_v1_weir_proto_msgTypes[67]
+	mi := &file_weir_v1_weir_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4741,7 +4860,7 @@ func (x *ExchangeCredit) String() string {
 func (*ExchangeCredit) ProtoMessage() {}
 
 func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_v1_weir_proto_msgTypes[67]
+	mi := &file_weir_v1_weir_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4754,7 +4873,7 @@ func (x *ExchangeCredit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeCredit.ProtoReflect.Descriptor instead.
 func (*ExchangeCredit) Descriptor() ([]byte, []int) {
-	return file_weir_v1_weir_proto_rawDescGZIP(), []int{67}
+	return file_weir_v1_weir_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ExchangeCredit) GetCredits() int32 {
@@ -4783,7 +4902,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\x01\n" +
 	"\x10CheckpointConfig\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\x03R\n" +
 	"intervalMs\x12\x1d\n" +
@@ -4791,7 +4910,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\x12 \n" +
 	"\fmin_pause_ms\x18\x03 \x01(\x03R\n" +
 	"minPauseMs\x12\x1a\n" +
-	"\bretained\x18\x04 \x01(\x05R\bretained\"*\n" +
+	"\bretained\x18\x04 \x01(\x05R\bretained\x12 \n" +
+	"\vincremental\x18\x05 \x01(\bR\vincremental\"*\n" +
 	"\x11SubmitJobResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x11\n" +
 	"\x0fListJobsRequest\";\n" +
@@ -5031,7 +5151,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\xd9\x04\n" +
+	"\fTaskStateAck\"\xfb\x04\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -5045,8 +5165,9 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x0fmax_parallelism\x18\n" +
 	" \x01(\x05R\x0emaxParallelism\x12-\n" +
 	"\x12vertex_parallelism\x18\v \x03(\x05R\x11vertexParallelism\x12'\n" +
-	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x12#\n" +
-	"\rstate_backend\x18\r \x01(\tR\fstateBackend\x1a9\n" +
+	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x12 \n" +
+	"\vincremental\x18\r \x01(\bR\vincremental\x12#\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
@@ -5056,12 +5177,18 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\toperators\x18\x03 \x03(\v2\x18.weir.v1.OperatorRestoreR\toperators\"P\n" +
 	"\x0fOperatorRestore\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12+\n" +
-	"\x05files\x18\x02 \x03(\v2\x15.weir.v1.StateFileRefR\x05files\"\x84\x01\n" +
+	"\x05files\x18\x02 \x03(\v2\x15.weir.v1.StateFileRefR\x05files\"\xae\x01\n" +
 	"\fStateFileRef\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
 	"\x0ffirst_key_group\x18\x03 \x01(\x05R\rfirstKeyGroup\x12$\n" +
-	"\x0elast_key_group\x18\x04 \x01(\x05R\flastKeyGroup\"\xeb\x01\n" +
+	"\x0elast_key_group\x18\x04 \x01(\x05R\flastKeyGroup\x12(\n" +
+	"\x05chain\x18\x05 \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"a\n" +
+	"\tChainFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06shared\x18\x03 \x01(\bR\x06shared\x12\x14\n" +
+	"\x05delta\x18\x04 \x01(\bR\x05delta\"\x99\x02\n" +
 	"\x18TriggerCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12!\n" +
@@ -5069,20 +5196,22 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\blocation\x18\x04 \x01(\tR\blocation\x12\x1c\n" +
 	"\tsavepoint\x18\x05 \x01(\bR\tsavepoint\x12\x12\n" +
 	"\x04stop\x18\x06 \x01(\bR\x04stop\x12\x14\n" +
-	"\x05drain\x18\a \x01(\bR\x05drain\"\x1b\n" +
+	"\x05drain\x18\a \x01(\bR\x05drain\x12,\n" +
+	"\x12base_checkpoint_id\x18\b \x01(\x03R\x10baseCheckpointId\"\x1b\n" +
 	"\x19TriggerCheckpointResponse\"}\n" +
 	"\x17NotifyCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12\x18\n" +
 	"\aaborted\x18\x03 \x01(\bR\aaborted\"\x1a\n" +
-	"\x18NotifyCheckpointResponse\"\xb1\x01\n" +
+	"\x18NotifyCheckpointResponse\"\xdb\x01\n" +
 	"\x13OperatorStateHandle\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12&\n" +
 	"\x0ffirst_key_group\x18\x04 \x01(\x05R\rfirstKeyGroup\x12$\n" +
 	"\x0elast_key_group\x18\x05 \x01(\x05R\flastKeyGroup\x12\x12\n" +
-	"\x04keys\x18\x06 \x01(\x03R\x04keys\"\x9d\x02\n" +
+	"\x04keys\x18\x06 \x01(\x03R\x04keys\x12(\n" +
+	"\x05chain\x18\a \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"\x9d\x02\n" +
 	"\x1cAcknowledgeCheckpointRequest\x12&\n" +
 	"\x0ftask_manager_id\x18\x01 \x01(\tR\rtaskManagerId\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
@@ -5201,7 +5330,7 @@ func file_weir_v1_weir_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_v1_weir_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_weir_v1_weir_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_weir_v1_weir_proto_goTypes = []any{
 	(JobState)(0),                         // 0: weir.v1.JobState
 	(TaskState)(0),                        // 1: weir.v1.TaskState
@@ -5257,40 +5386,41 @@ var file_weir_v1_weir_proto_goTypes = []any{
 	(*TaskRestore)(nil),                   // 51: weir.v1.TaskRestore
 	(*OperatorRestore)(nil),               // 52: weir.v1.OperatorRestore
 	(*StateFileRef)(nil),                  // 53: weir.v1.StateFileRef
-	(*TriggerCheckpointRequest)(nil),      // 54: weir.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),     // 55: weir.v1.TriggerCheckpointResponse
-	(*NotifyCheckpointRequest)(nil),       // 56: weir.v1.NotifyCheckpointRequest
-	(*NotifyCheckpointResponse)(nil),      // 57: weir.v1.NotifyCheckpointResponse
-	(*OperatorStateHandle)(nil),           // 58: weir.v1.OperatorStateHandle
-	(*AcknowledgeCheckpointRequest)(nil),  // 59: weir.v1.AcknowledgeCheckpointRequest
-	(*AcknowledgeCheckpointResponse)(nil), // 60: weir.v1.AcknowledgeCheckpointResponse
-	(*DeclineCheckpointRequest)(nil),      // 61: weir.v1.DeclineCheckpointRequest
-	(*DeclineCheckpointResponse)(nil),     // 62: weir.v1.DeclineCheckpointResponse
-	(*RequestCheckpointRequest)(nil),      // 63: weir.v1.RequestCheckpointRequest
-	(*RequestCheckpointResponse)(nil),     // 64: weir.v1.RequestCheckpointResponse
-	(*OutputLocations)(nil),               // 65: weir.v1.OutputLocations
-	(*DeployTaskResponse)(nil),            // 66: weir.v1.DeployTaskResponse
-	(*CancelTaskRequest)(nil),             // 67: weir.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),            // 68: weir.v1.CancelTaskResponse
-	(*ChannelOpen)(nil),                   // 69: weir.v1.ChannelOpen
-	(*ExchangeFrame)(nil),                 // 70: weir.v1.ExchangeFrame
-	(*ExchangeCredit)(nil),                // 71: weir.v1.ExchangeCredit
-	nil,                                   // 72: weir.v1.SubmitJobRequest.ParamsEntry
-	nil,                                   // 73: weir.v1.SubmitJobRequest.LabelsEntry
-	nil,                                   // 74: weir.v1.JobSummary.LabelsEntry
-	nil,                                   // 75: weir.v1.JobStatus.ParamsEntry
-	nil,                                   // 76: weir.v1.DeployTaskRequest.ParamsEntry
+	(*ChainFile)(nil),                     // 54: weir.v1.ChainFile
+	(*TriggerCheckpointRequest)(nil),      // 55: weir.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),     // 56: weir.v1.TriggerCheckpointResponse
+	(*NotifyCheckpointRequest)(nil),       // 57: weir.v1.NotifyCheckpointRequest
+	(*NotifyCheckpointResponse)(nil),      // 58: weir.v1.NotifyCheckpointResponse
+	(*OperatorStateHandle)(nil),           // 59: weir.v1.OperatorStateHandle
+	(*AcknowledgeCheckpointRequest)(nil),  // 60: weir.v1.AcknowledgeCheckpointRequest
+	(*AcknowledgeCheckpointResponse)(nil), // 61: weir.v1.AcknowledgeCheckpointResponse
+	(*DeclineCheckpointRequest)(nil),      // 62: weir.v1.DeclineCheckpointRequest
+	(*DeclineCheckpointResponse)(nil),     // 63: weir.v1.DeclineCheckpointResponse
+	(*RequestCheckpointRequest)(nil),      // 64: weir.v1.RequestCheckpointRequest
+	(*RequestCheckpointResponse)(nil),     // 65: weir.v1.RequestCheckpointResponse
+	(*OutputLocations)(nil),               // 66: weir.v1.OutputLocations
+	(*DeployTaskResponse)(nil),            // 67: weir.v1.DeployTaskResponse
+	(*CancelTaskRequest)(nil),             // 68: weir.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),            // 69: weir.v1.CancelTaskResponse
+	(*ChannelOpen)(nil),                   // 70: weir.v1.ChannelOpen
+	(*ExchangeFrame)(nil),                 // 71: weir.v1.ExchangeFrame
+	(*ExchangeCredit)(nil),                // 72: weir.v1.ExchangeCredit
+	nil,                                   // 73: weir.v1.SubmitJobRequest.ParamsEntry
+	nil,                                   // 74: weir.v1.SubmitJobRequest.LabelsEntry
+	nil,                                   // 75: weir.v1.JobSummary.LabelsEntry
+	nil,                                   // 76: weir.v1.JobStatus.ParamsEntry
+	nil,                                   // 77: weir.v1.DeployTaskRequest.ParamsEntry
 }
 var file_weir_v1_weir_proto_depIdxs = []int32{
-	72, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
+	73, // 0: weir.v1.SubmitJobRequest.params:type_name -> weir.v1.SubmitJobRequest.ParamsEntry
 	5,  // 1: weir.v1.SubmitJobRequest.checkpointing:type_name -> weir.v1.CheckpointConfig
-	73, // 2: weir.v1.SubmitJobRequest.labels:type_name -> weir.v1.SubmitJobRequest.LabelsEntry
+	74, // 2: weir.v1.SubmitJobRequest.labels:type_name -> weir.v1.SubmitJobRequest.LabelsEntry
 	9,  // 3: weir.v1.ListJobsResponse.jobs:type_name -> weir.v1.JobSummary
 	0,  // 4: weir.v1.JobSummary.state:type_name -> weir.v1.JobState
 	10, // 5: weir.v1.JobSummary.slot_wait:type_name -> weir.v1.SlotWait
-	74, // 6: weir.v1.JobSummary.labels:type_name -> weir.v1.JobSummary.LabelsEntry
+	75, // 6: weir.v1.JobSummary.labels:type_name -> weir.v1.JobSummary.LabelsEntry
 	9,  // 7: weir.v1.JobStatus.summary:type_name -> weir.v1.JobSummary
-	75, // 8: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
+	76, // 8: weir.v1.JobStatus.params:type_name -> weir.v1.JobStatus.ParamsEntry
 	25, // 9: weir.v1.JobStatus.vertices:type_name -> weir.v1.VertexStatus
 	28, // 10: weir.v1.JobStatus.latency:type_name -> weir.v1.LatencySummary
 	5,  // 11: weir.v1.JobStatus.checkpointing:type_name -> weir.v1.CheckpointConfig
@@ -5318,71 +5448,73 @@ var file_weir_v1_weir_proto_depIdxs = []int32{
 	1,  // 33: weir.v1.TaskStateUpdate.state:type_name -> weir.v1.TaskState
 	47, // 34: weir.v1.TaskStateUpdate.metrics:type_name -> weir.v1.TaskMetrics
 	45, // 35: weir.v1.DeployTaskRequest.task:type_name -> weir.v1.TaskID
-	76, // 36: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
-	65, // 37: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
+	77, // 36: weir.v1.DeployTaskRequest.params:type_name -> weir.v1.DeployTaskRequest.ParamsEntry
+	66, // 37: weir.v1.DeployTaskRequest.outputs:type_name -> weir.v1.OutputLocations
 	51, // 38: weir.v1.DeployTaskRequest.restore:type_name -> weir.v1.TaskRestore
 	52, // 39: weir.v1.TaskRestore.operators:type_name -> weir.v1.OperatorRestore
 	53, // 40: weir.v1.OperatorRestore.files:type_name -> weir.v1.StateFileRef
-	45, // 41: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 42: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 43: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
-	58, // 44: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
-	45, // 45: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 46: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
-	45, // 47: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
-	69, // 48: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
-	3,  // 49: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
-	4,  // 50: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
-	7,  // 51: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
-	11, // 52: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
-	29, // 53: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
-	15, // 54: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
-	17, // 55: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
-	19, // 56: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
-	21, // 57: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
-	23, // 58: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
-	31, // 59: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
-	41, // 60: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
-	43, // 61: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
-	48, // 62: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
-	59, // 63: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
-	61, // 64: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
-	63, // 65: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
-	34, // 66: weir.v1.JobManager.GetClusterStatus:input_type -> weir.v1.GetClusterStatusRequest
-	38, // 67: weir.v1.JobManager.RegisterMember:input_type -> weir.v1.RegisterMemberRequest
-	50, // 68: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
-	67, // 69: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
-	54, // 70: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
-	56, // 71: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
-	70, // 72: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
-	6,  // 73: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
-	8,  // 74: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
-	12, // 75: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
-	30, // 76: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
-	16, // 77: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
-	18, // 78: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
-	20, // 79: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
-	22, // 80: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
-	24, // 81: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
-	33, // 82: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
-	42, // 83: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
-	44, // 84: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
-	49, // 85: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
-	60, // 86: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
-	62, // 87: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
-	64, // 88: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
-	37, // 89: weir.v1.JobManager.GetClusterStatus:output_type -> weir.v1.ClusterStatus
-	39, // 90: weir.v1.JobManager.RegisterMember:output_type -> weir.v1.RegisterMemberResponse
-	66, // 91: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
-	68, // 92: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
-	55, // 93: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
-	57, // 94: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
-	71, // 95: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
-	73, // [73:96] is the sub-list for method output_type
-	50, // [50:73] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	54, // 41: weir.v1.StateFileRef.chain:type_name -> weir.v1.ChainFile
+	45, // 42: weir.v1.TriggerCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 43: weir.v1.NotifyCheckpointRequest.task:type_name -> weir.v1.TaskID
+	54, // 44: weir.v1.OperatorStateHandle.chain:type_name -> weir.v1.ChainFile
+	45, // 45: weir.v1.AcknowledgeCheckpointRequest.task:type_name -> weir.v1.TaskID
+	59, // 46: weir.v1.AcknowledgeCheckpointRequest.states:type_name -> weir.v1.OperatorStateHandle
+	45, // 47: weir.v1.DeclineCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 48: weir.v1.RequestCheckpointRequest.task:type_name -> weir.v1.TaskID
+	45, // 49: weir.v1.CancelTaskRequest.task:type_name -> weir.v1.TaskID
+	70, // 50: weir.v1.ExchangeFrame.open:type_name -> weir.v1.ChannelOpen
+	3,  // 51: weir.v1.ExchangeFrame.event:type_name -> weir.v1.EventKind
+	4,  // 52: weir.v1.JobManager.SubmitJob:input_type -> weir.v1.SubmitJobRequest
+	7,  // 53: weir.v1.JobManager.ListJobs:input_type -> weir.v1.ListJobsRequest
+	11, // 54: weir.v1.JobManager.GetJobStatus:input_type -> weir.v1.GetJobStatusRequest
+	29, // 55: weir.v1.JobManager.CancelJob:input_type -> weir.v1.CancelJobRequest
+	15, // 56: weir.v1.JobManager.TriggerSavepoint:input_type -> weir.v1.TriggerSavepointRequest
+	17, // 57: weir.v1.JobManager.StopJob:input_type -> weir.v1.StopJobRequest
+	19, // 58: weir.v1.JobManager.RescaleJob:input_type -> weir.v1.RescaleJobRequest
+	21, // 59: weir.v1.JobManager.ListCheckpoints:input_type -> weir.v1.ListCheckpointsRequest
+	23, // 60: weir.v1.JobManager.DisposeCheckpoints:input_type -> weir.v1.DisposeCheckpointsRequest
+	31, // 61: weir.v1.JobManager.RegisterTaskManager:input_type -> weir.v1.RegisterTaskManagerRequest
+	41, // 62: weir.v1.JobManager.OfferSlots:input_type -> weir.v1.OfferSlotsRequest
+	43, // 63: weir.v1.JobManager.Heartbeat:input_type -> weir.v1.TaskManagerHeartbeat
+	48, // 64: weir.v1.JobManager.UpdateTaskState:input_type -> weir.v1.TaskStateUpdate
+	60, // 65: weir.v1.JobManager.AcknowledgeCheckpoint:input_type -> weir.v1.AcknowledgeCheckpointRequest
+	62, // 66: weir.v1.JobManager.DeclineCheckpoint:input_type -> weir.v1.DeclineCheckpointRequest
+	64, // 67: weir.v1.JobManager.RequestCheckpoint:input_type -> weir.v1.RequestCheckpointRequest
+	34, // 68: weir.v1.JobManager.GetClusterStatus:input_type -> weir.v1.GetClusterStatusRequest
+	38, // 69: weir.v1.JobManager.RegisterMember:input_type -> weir.v1.RegisterMemberRequest
+	50, // 70: weir.v1.TaskManager.DeployTask:input_type -> weir.v1.DeployTaskRequest
+	68, // 71: weir.v1.TaskManager.CancelTask:input_type -> weir.v1.CancelTaskRequest
+	55, // 72: weir.v1.TaskManager.TriggerCheckpoint:input_type -> weir.v1.TriggerCheckpointRequest
+	57, // 73: weir.v1.TaskManager.NotifyCheckpoint:input_type -> weir.v1.NotifyCheckpointRequest
+	71, // 74: weir.v1.TaskManager.Exchange:input_type -> weir.v1.ExchangeFrame
+	6,  // 75: weir.v1.JobManager.SubmitJob:output_type -> weir.v1.SubmitJobResponse
+	8,  // 76: weir.v1.JobManager.ListJobs:output_type -> weir.v1.ListJobsResponse
+	12, // 77: weir.v1.JobManager.GetJobStatus:output_type -> weir.v1.JobStatus
+	30, // 78: weir.v1.JobManager.CancelJob:output_type -> weir.v1.CancelJobResponse
+	16, // 79: weir.v1.JobManager.TriggerSavepoint:output_type -> weir.v1.TriggerSavepointResponse
+	18, // 80: weir.v1.JobManager.StopJob:output_type -> weir.v1.StopJobResponse
+	20, // 81: weir.v1.JobManager.RescaleJob:output_type -> weir.v1.RescaleJobResponse
+	22, // 82: weir.v1.JobManager.ListCheckpoints:output_type -> weir.v1.ListCheckpointsResponse
+	24, // 83: weir.v1.JobManager.DisposeCheckpoints:output_type -> weir.v1.DisposeCheckpointsResponse
+	33, // 84: weir.v1.JobManager.RegisterTaskManager:output_type -> weir.v1.RegisterTaskManagerResponse
+	42, // 85: weir.v1.JobManager.OfferSlots:output_type -> weir.v1.OfferSlotsResponse
+	44, // 86: weir.v1.JobManager.Heartbeat:output_type -> weir.v1.HeartbeatAck
+	49, // 87: weir.v1.JobManager.UpdateTaskState:output_type -> weir.v1.TaskStateAck
+	61, // 88: weir.v1.JobManager.AcknowledgeCheckpoint:output_type -> weir.v1.AcknowledgeCheckpointResponse
+	63, // 89: weir.v1.JobManager.DeclineCheckpoint:output_type -> weir.v1.DeclineCheckpointResponse
+	65, // 90: weir.v1.JobManager.RequestCheckpoint:output_type -> weir.v1.RequestCheckpointResponse
+	37, // 91: weir.v1.JobManager.GetClusterStatus:output_type -> weir.v1.ClusterStatus
+	39, // 92: weir.v1.JobManager.RegisterMember:output_type -> weir.v1.RegisterMemberResponse
+	67, // 93: weir.v1.TaskManager.DeployTask:output_type -> weir.v1.DeployTaskResponse
+	69, // 94: weir.v1.TaskManager.CancelTask:output_type -> weir.v1.CancelTaskResponse
+	56, // 95: weir.v1.TaskManager.TriggerCheckpoint:output_type -> weir.v1.TriggerCheckpointResponse
+	58, // 96: weir.v1.TaskManager.NotifyCheckpoint:output_type -> weir.v1.NotifyCheckpointResponse
+	72, // 97: weir.v1.TaskManager.Exchange:output_type -> weir.v1.ExchangeCredit
+	75, // [75:98] is the sub-list for method output_type
+	52, // [52:75] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_weir_v1_weir_proto_init() }
@@ -5401,7 +5533,7 @@ func file_weir_v1_weir_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_v1_weir_proto_rawDesc), len(file_weir_v1_weir_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   73,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
