@@ -101,10 +101,14 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	} else {
 		kgRecords = make([]int64, oc.keyGroups.Len()) // an operator outside a task (tests)
 	}
+	ctx := &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt}
+	// A new backend has no entry table, so this cannot fail on the key type.
+	entries, _ := statebackend.EntriesOf(ctx.backend, Codec[K](kt))
+	ctx.timers.init(0, entries)
+	ctx.etimers.init(1, entries)
 	op := &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
-		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
-		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt},
+		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx,
 	}
 	if oc.stateBackend.Kind == StateBackendPebble {
 		s, err := oc.stateBackend.open(&oc.RuntimeContext, oc.keyGroups)
@@ -151,9 +155,10 @@ func (o *processOperator[K, IN, OUT]) snapshot() ([]statebackend.Section, error)
 		if sections, err = o.lsm.Snapshot(); err != nil {
 			return nil, err
 		}
-	} else {
-		sections = o.ctx.backend.Snapshot()
 	}
+	// With pebble the memory backend still holds the timers' entries,
+	// which its snapshot freezes for the timer sections.
+	sections = append(sections, o.ctx.backend.Snapshot()...)
 	if o.ctx.timers.len() > 0 {
 		sections = append(sections, newTimerSection(timersSection, &o.ctx.timers, o.kt, o.keyGroups))
 	}
@@ -206,7 +211,7 @@ func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
 // fire calls OnTimer for each timer of h at or before limit, earliest
 // first. What OnTimer emits carries the timer's time in event time and no
 // timestamp in processing time, as in Flink.
-func (o *processOperator[K, IN, OUT]) fire(h *timerHeap[K], limit int64, d TimeDomain) {
+func (o *processOperator[K, IN, OUT]) fire(h *timerService[K], limit int64, d TimeDomain) {
 	for {
 		e, ok := h.peek()
 		if !ok || e.ts > limit {
