@@ -104,6 +104,7 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 	}
 	j.Checkpointing = c.Checkpointing
 	j.AllowNonRestored = c.AllowNonRestored
+	j.StateBackend = c.StateBackend
 	if c.Restore != nil {
 		r := *c.Restore
 		j.Restore = &r

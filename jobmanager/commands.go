@@ -46,6 +46,8 @@ type SubmitJob struct {
 
 	Checkpointing    CheckpointConfig
 	AllowNonRestored bool
+	// StateBackend is the job's state backend; empty: the TaskManagers'.
+	StateBackend string `json:",omitempty"`
 	// Restore is the savepoint the job starts from, if any.
 	Restore *CompletedCheckpoint
 }

@@ -56,6 +56,7 @@ func deployRequest(job Job, v, i int, restore *weirv1.TaskRestore) *weirv1.Deplo
 		Slot:          int32(t.Slot),
 		Restore:       restore,
 		Checkpointing: job.Checkpointing.IntervalMs > 0,
+		StateBackend:  job.StateBackend,
 		Incremental:   job.Checkpointing.Incremental,
 	}
 	for _, op := range job.Vertices[v].Operators {

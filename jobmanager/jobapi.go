@@ -22,6 +22,9 @@ type SubmitOptions struct {
 	AllowNonRestored bool
 	// Labels are stored with the job and shown in its summary.
 	Labels map[string]string
+	// StateBackend is the job's state backend (runtime.StateBackendMemory
+	// or StateBackendPebble); empty leaves it to each TaskManager.
+	StateBackend string
 }
 
 // submitJob validates the job by building its graph, stores it as CREATED
@@ -42,6 +45,11 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	}
 	if err := lim.checkLabels(opts.Labels); err != nil {
 		return "", err
+	}
+	if opts.StateBackend != "" {
+		if _, err := runtime.ParseStateBackend(opts.StateBackend); err != nil {
+			return "", errorf(ErrInvalidRequest, "%w", err)
+		}
 	}
 	if err := lim.checkParallelism(parallelism, nil); err != nil {
 		return "", err
@@ -96,6 +104,7 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 		TimeMs:           time.Now().UnixMilli(),
 		Checkpointing:    cc,
 		AllowNonRestored: opts.AllowNonRestored,
+		StateBackend:     opts.StateBackend,
 	}
 	if m := restoreMeta; m != nil {
 		if err := validateRestore(m, opts.FromSavepoint, name, g.MaxParallelism, cmd.Vertices, opts.AllowNonRestored); err != nil {

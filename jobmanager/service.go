@@ -27,7 +27,8 @@ func (jm *JobManager) Register(s *grpc.Server) {
 func (s *service) SubmitJob(ctx context.Context, req *weirv1.SubmitJobRequest) (*weirv1.SubmitJobResponse, error) {
 	id, err := s.jm.submitJob(ctx, req.GetJobName(), int(req.GetParallelism()), req.GetParams(), SubmitOptions{
 		Checkpointing: req.GetCheckpointing(), FromSavepoint: req.GetFromSavepoint(),
-		AllowNonRestored: req.GetAllowNonRestoredState(), Labels: req.GetLabels()})
+		AllowNonRestored: req.GetAllowNonRestoredState(), Labels: req.GetLabels(),
+		StateBackend: req.GetStateBackend()})
 	if err != nil {
 		return nil, err
 	}

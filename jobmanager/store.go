@@ -71,6 +71,9 @@ type Job struct {
 	// AllowNonRestored lets a restore skip state of operators the job
 	// lacks.
 	AllowNonRestored bool
+	// StateBackend is the job's state backend; empty leaves it to each
+	// TaskManager's default.
+	StateBackend string
 	// Restore is the checkpoint or savepoint the current attempt starts
 	// from; nil for a fresh start.
 	Restore *CompletedCheckpoint

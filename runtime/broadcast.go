@@ -238,7 +238,10 @@ func ConnectBroadcast[K comparable, IN, B, OUT any](ks KeyedStream[IN, K], bs Br
 		}
 		st := &broadcastStore{subtask: oc.subtask, fail: oc.fail, states: map[string]broadcastTable{}}
 		oc.broadcast = st
-		op := newProcessOperator(oc, KeyedProcessFunction[K, IN, OUT](fn), ks.kt, ks.sel, collectorOrDiscard[OUT](out))
+		op, err := newProcessOperator(oc, KeyedProcessFunction[K, IN, OUT](fn), ks.kt, ks.sel, collectorOrDiscard[OUT](out))
+		if err != nil {
+			return nil, err
+		}
 		if oc.restore != nil {
 			if err := op.restore(oc.restore); err != nil {
 				return nil, fmt.Errorf("restoring state: %w", err)

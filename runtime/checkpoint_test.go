@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -103,14 +104,31 @@ func keyedGraph(t *testing.T, got *[]string, mu *sync.Mutex) *JobGraph {
 // channel that delivered barrier 1 until the other one has too, so the
 // snapshot holds exactly the records before the barrier on both inputs;
 // and that a new task restored from the written file resumes from it.
+//
+// It runs on both state backends, and restores each backend's file on the
+// other as well: the state files are the same format.
 func TestAlignmentAndRestore(t *testing.T) {
+	for _, from := range []string{StateBackendMemory, StateBackendPebble} {
+		for _, to := range []string{StateBackendMemory, StateBackendPebble} {
+			t.Run(from+"-to-"+to, func(t *testing.T) {
+				dir := t.TempDir()
+				alignAndRestore(t, StateBackend{Kind: from, Dir: dir}, StateBackend{Kind: to, Dir: dir})
+				if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+					t.Errorf("state directory left behind: %v", ents)
+				}
+			})
+		}
+	}
+}
+
+func alignAndRestore(t *testing.T, from, to StateBackend) {
 	var mu sync.Mutex
 	var got []string
 	g := keyedGraph(t, &got, &mu)
 	dir := t.TempDir()
 	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
-	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep})
+	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep, StateBackend: from})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +182,7 @@ func TestAlignmentAndRestore(t *testing.T) {
 	got = nil
 	gate2 := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	restore := &TaskRestore{CheckpointID: 1, Operators: map[string]*OperatorRestore{"sum": {Keyed: []*statebackend.KeyedState{ks}}}}
-	task2, err := NewTask(g, 1, 0, TaskIO{Input: gate2, LatencyInterval: -1, Restore: restore})
+	task2, err := NewTask(g, 1, 0, TaskIO{Input: gate2, LatencyInterval: -1, Restore: restore, StateBackend: to})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +240,7 @@ func TestTimersSurviveRescale(t *testing.T) {
 	rc := NewRuntimeContext(ContextConfig{MaxParallelism: maxP})
 	all := KeyGroupRange{First: 0, Last: maxP - 1}
 	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: all}
-	op := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
+	op, _ := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
 	want := map[timerKey[string]]int{}
 	for i := 0; i < 200; i++ {
 		k := timerKey[string]{ts: int64(1000 + i%7), key: "k" + itoa(int64(i))}
@@ -230,7 +248,11 @@ func TestTimersSurviveRescale(t *testing.T) {
 		op.ctx.timers.add(timerEntry[string]{timerKey: k, kg: kg, hash: StringHash(k.key)})
 		want[k] = kg
 	}
-	data, err := statebackend.WriteStateFile(all, op.snapshot(), nil)
+	sections, err := op.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := statebackend.WriteStateFile(all, sections, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,11 +38,19 @@ func (Int64Codec) Decode(src []byte) (int64, error) {
 	return v, nil
 }
 
+// DecodeCopies marks the codec's values as never referring to the bytes
+// they were decoded from, so the Pebble state backend may decode them from
+// a buffer it reuses (pebblestate.CopyingDecoder).
+func (Int64Codec) DecodeCopies() {}
+
 // StringCodec encodes a string as its bytes.
 type StringCodec struct{}
 
 func (StringCodec) Append(dst []byte, v string) []byte { return append(dst, v...) }
 func (StringCodec) Decode(src []byte) (string, error)  { return string(src), nil }
+
+// DecodeCopies: string(src) copies (see Int64Codec.DecodeCopies).
+func (StringCodec) DecodeCopies() {}
 
 // BoolCodec encodes a bool as one byte.
 type BoolCodec struct{}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // RuntimeContext tells an operator instance where it runs.
@@ -97,11 +98,13 @@ type opContext struct {
 	// Checkpointing: what the operator restores from and how the task
 	// snapshots and notifies it.
 	restore   *OperatorRestore
-	keyedSnap func() []statebackend.Section
-	fnState   CheckpointedFunction
-	listeners []CheckpointListener
-	endInputs []BoundedInput
-	flushers  []PreBarrierFlusher
+	keyedSnap func() ([]statebackend.Section, error)
+	// stateBackend is where keyed operators keep their state.
+	stateBackend StateBackend
+	fnState      CheckpointedFunction
+	listeners    []CheckpointListener
+	endInputs    []BoundedInput
+	flushers     []PreBarrierFlusher
 }
 
 type opCounters struct{ in, out int64 }
@@ -112,9 +115,12 @@ type opCounters struct{ in, out int64 }
 type KeyedContext[K comparable] struct {
 	*RuntimeContext
 	backend *statebackend.Backend
-	kt      KeyType[K]
-	key     K
-	kg      int
+	// lsm, when set, holds the keyed state instead of backend (the pebble
+	// state backend); the Get*State functions pick the handles for it.
+	lsm *pebblestate.Store
+	kt  KeyType[K]
+	key K
+	kg  int
 	// hash is kt.Hash(key), computed once per record (it gives kg) and
 	// reused by every state and timer access for the record.
 	hash    int32

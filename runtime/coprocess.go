@@ -73,7 +73,10 @@ func ProcessConnected[K comparable, IN1, IN2, OUT any](cs ConnectedKeyedStreams[
 		if _, ok := fn.(CheckpointedFunction); ok {
 			return nil, fmt.Errorf("a keyed co-process function keeps its state in keyed state, not as a CheckpointedFunction")
 		}
-		op := newProcessOperator(oc, KeyedProcessFunction[K, IN1, OUT](firstSide[K, IN1, IN2, OUT]{fn}), kt, a.sel, collectorOrDiscard[OUT](out))
+		op, err := newProcessOperator(oc, KeyedProcessFunction[K, IN1, OUT](firstSide[K, IN1, IN2, OUT]{fn}), kt, a.sel, collectorOrDiscard[OUT](out))
+		if err != nil {
+			return nil, err
+		}
 		if oc.restore != nil {
 			if err := op.restore(oc.restore); err != nil {
 				return nil, fmt.Errorf("restoring state: %w", err)

@@ -25,13 +25,16 @@ func newEntryOp(t *testing.T, maxP int, r KeyGroupRange, restore *OperatorRestor
 	t.Helper()
 	rc := NewRuntimeContext(ContextConfig{MaxParallelism: maxP})
 	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: r}
-	e := &entryOp{op: newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})}
+	op, err := newProcessOperator[string, string, string](oc, nil, StringKey, func(v string) string { return v }, discard[string]{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &entryOp{op: op}
 	if restore != nil {
 		if err := e.op.restore(restore); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var err error
 	if e.flag, err = GetValueState(e.op.ctx, "flag", BoolCodec{}); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +112,11 @@ func TestEntryStateAndTimersAcrossParallelism(t *testing.T) {
 			}
 		}
 	}
-	data, err := statebackend.WriteStateFile(all, src.op.snapshot(), nil)
+	sections, err := src.op.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := statebackend.WriteStateFile(all, sections, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

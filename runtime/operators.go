@@ -6,6 +6,7 @@ import (
 
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // ErrEndOfInput is returned by SourceFunction.Poll when a bounded source has
@@ -88,9 +89,12 @@ type processOperator[K comparable, IN, OUT any] struct {
 	// keyGroups.First).
 	kgRecords []int64
 	fail      func(error)
+	// lsm is the operator's Pebble store when the job's state backend is
+	// pebble (ctx.lsm too); nil on the memory backend.
+	lsm *pebblestate.Store
 }
 
-func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) *processOperator[K, IN, OUT] {
+func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) (*processOperator[K, IN, OUT], error) {
 	var kgRecords []int64
 	if oc.countKeyGroups != nil {
 		kgRecords = oc.countKeyGroups()
@@ -102,17 +106,33 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	entries, _ := statebackend.EntriesOf(ctx.backend, Codec[K](kt))
 	ctx.timers.init(0, entries)
 	ctx.etimers.init(1, entries)
-	return &processOperator[K, IN, OUT]{
+	op := &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
 		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx,
 	}
+	if oc.stateBackend.Kind == StateBackendPebble {
+		s, err := oc.stateBackend.open(&oc.RuntimeContext, oc.keyGroups)
+		if err != nil {
+			return nil, err
+		}
+		op.lsm, op.ctx.lsm = s, s
+		oc.closes = append(oc.closes, s.Close)
+	}
+	return op, nil
 }
 
 // restore loads the operator's keyed state and timers. It runs before the
 // function's Open, which registers (and so decodes) the state tables.
 func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 	for _, ks := range r.Keyed {
-		if err := o.ctx.backend.Restore(ks); err != nil {
+		restore := o.ctx.backend.Restore
+		if o.lsm != nil {
+			restore = o.lsm.Restore
+		}
+		if err := restore(ks); err != nil {
+			if o.lsm != nil {
+				o.lsm.Close() // the task is not built: nobody else closes it
+			}
 			return err
 		}
 		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
@@ -128,15 +148,24 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 // snapshot is the synchronous part of a checkpoint: copy-on-write views of
 // the state tables and of the timers, in O(key groups + pages) whatever
 // the number of entries.
-func (o *processOperator[K, IN, OUT]) snapshot() []statebackend.Section {
-	sections := o.ctx.backend.Snapshot()
+func (o *processOperator[K, IN, OUT]) snapshot() ([]statebackend.Section, error) {
+	var sections []statebackend.Section
+	if o.lsm != nil {
+		var err error
+		if sections, err = o.lsm.Snapshot(); err != nil {
+			return nil, err
+		}
+	}
+	// With pebble the memory backend still holds the timers' entries,
+	// which its snapshot freezes for the timer sections.
+	sections = append(sections, o.ctx.backend.Snapshot()...)
 	if o.ctx.timers.len() > 0 {
 		sections = append(sections, newTimerSection(timersSection, &o.ctx.timers, o.kt, o.keyGroups))
 	}
 	if o.ctx.etimers.len() > 0 {
 		sections = append(sections, newTimerSection(eventTimersSection, &o.ctx.etimers, o.kt, o.keyGroups))
 	}
-	return sections
+	return sections, nil
 }
 
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {
@@ -152,6 +181,17 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	o.ctx.key, o.ctx.kg, o.ctx.hash = k, kg, h
 	if err := o.fn.ProcessElement(v, o.ctx, o.out); err != nil {
 		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))
+	}
+	if o.lsm != nil {
+		o.checkStore()
+	}
+}
+
+// checkStore fails the task on the Pebble store's first error (a state
+// access has no error to return; a full disk shows up here).
+func (o *processOperator[K, IN, OUT]) checkStore() {
+	if err := o.lsm.Err(); err != nil {
+		o.fail(fmt.Errorf("%s: keyed state: %w", o.ctx.operatorName, err))
 	}
 }
 
@@ -186,6 +226,9 @@ func (o *processOperator[K, IN, OUT]) fire(h *timerService[K], limit int64, d Ti
 		if err := o.fn.OnTimer(e.ts, o.ctx, o.out); err != nil {
 			o.fail(fmt.Errorf("%s: %v timer: %w", o.ctx.operatorName, d, err))
 			return
+		}
+		if o.lsm != nil {
+			o.checkStore()
 		}
 	}
 }

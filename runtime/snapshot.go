@@ -32,7 +32,7 @@ type OperatorRestore struct {
 type operatorState struct {
 	uid       string
 	keyGroups KeyGroupRange // empty for operators without keyed state
-	keyed     func() []statebackend.Section
+	keyed     func() ([]statebackend.Section, error)
 	fn        CheckpointedFunction
 	// inc tracks the chain of incremental checkpoints; nil when the job's
 	// checkpoints are full or the operator has no keyed state.
@@ -72,10 +72,12 @@ func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
 	out := make([]engine.StateSnapshot, 0, len(c.states))
 	for _, st := range c.states {
 		s := &operatorSnapshot{st: st}
-		if st.keyed != nil {
-			s.sections = st.keyed()
-		}
 		var err error
+		if st.keyed != nil {
+			if s.sections, err = st.keyed(); err != nil {
+				return out, fmt.Errorf("operator %s: %w", st.uid, err)
+			}
+		}
 		if a, ok := st.fn.(AsyncSnapshotter); ok {
 			s.async, err = a.SnapshotStateAsync(id)
 		} else if st.fn != nil {
@@ -122,13 +124,32 @@ func (s *operatorSnapshot) Stored(chain []statebackend.FileRef) {
 // encode runs the operator's asynchronous snapshot part, if any, and
 // writes its state file.
 func (s *operatorSnapshot) encode(ctx context.Context) ([]byte, error) {
+	// Sections reading a Pebble snapshot hold it open until released.
+	defer func() {
+		for _, sec := range s.sections {
+			if r, ok := sec.(interface{ Release() }); ok {
+				r.Release()
+			}
+		}
+	}()
 	if s.async != nil {
 		var err error
 		if s.entries, err = s.async(ctx); err != nil {
 			return nil, err
 		}
 	}
-	return statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
+	data, err := statebackend.WriteStateFile(s.st.keyGroups, s.sections, s.entries)
+	if err != nil {
+		return nil, err
+	}
+	for _, sec := range s.sections {
+		if e, ok := sec.(interface{ Err() error }); ok {
+			if err := e.Err(); err != nil {
+				return nil, fmt.Errorf("reading state %q: %w", sec.Name(), err)
+			}
+		}
+	}
+	return data, nil
 }
 
 // countKeys counts the keys of the first keyed section, for reports.

@@ -13,7 +13,7 @@ import (
 func BenchmarkSnapshotTimers(b *testing.B) {
 	rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
 	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
-	op := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
+	op, _ := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
 	for k := int64(0); k < 1_000_000; k++ {
 		h := Int64Key.Hash(k)
 		op.ctx.timers.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: k, key: k}, kg: KeyGroupForHash(h, 128), hash: h})
@@ -21,7 +21,7 @@ func BenchmarkSnapshotTimers(b *testing.B) {
 	var stall time.Duration
 	for b.Loop() {
 		start := time.Now()
-		sections := op.snapshot()
+		sections, _ := op.snapshot()
 		stall += time.Since(start)
 		sections[len(sections)-1].AppendGroup(nil, 0)
 	}
@@ -39,7 +39,7 @@ func BenchmarkSnapshotStall(b *testing.B) {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
 			rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
 			oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
-			op := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
+			op, _ := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
 			flag, err := GetValueState(op.ctx, "flag", BoolCodec{})
 			if err != nil {
 				b.Fatal(err)
@@ -76,7 +76,7 @@ func BenchmarkSnapshotStall(b *testing.B) {
 				}
 				writing += time.Since(ws)
 				start := time.Now()
-				sections := op.snapshot()
+				sections, _ := op.snapshot()
 				d := time.Since(start)
 				longest, stalls = max(longest, d), stalls+d
 				for _, s := range sections {
@@ -106,7 +106,7 @@ func BenchmarkDetectorStatePath(b *testing.B) {
 		b.Run(fmt.Sprintf("keys=%d/ts-per-ms=%d", n, c.perMs), func(b *testing.B) {
 			rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
 			oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
-			op := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
+			op, _ := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
 			flag, err := GetValueState(op.ctx, "flag", BoolCodec{})
 			if err != nil {
 				b.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"maps"
 
 	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // ValueState holds one value for the current key (Flink's ValueState).
@@ -51,6 +52,13 @@ type valueState[K comparable, V any] struct {
 // record touching them and its timer finds one entry; other states have a
 // table of their own.
 func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec Codec[V]) (ValueState[V], error) {
+	if ctx.lsm != nil {
+		t, err := pebblestate.NewValueTable[K, V](ctx.lsm, name, ctx.kt, codec)
+		if err != nil {
+			return nil, err
+		}
+		return &pebbleValueState[K, V]{ctx: ctx, t: t}, nil
+	}
 	if w, ok, err := statebackend.NewWordTable[K, V](ctx.backend, name, ctx.kt, codec); err != nil {
 		return nil, err
 	} else if ok {
@@ -85,6 +93,13 @@ type mapState[K comparable, UK comparable, V any] struct {
 
 // GetMapState registers (or reopens) the map state name of a keyed operator.
 func GetMapState[K comparable, UK comparable, V any](ctx *KeyedContext[K], name string, keyCodec Codec[UK], codec Codec[V]) (MapState[UK, V], error) {
+	if ctx.lsm != nil {
+		t, err := pebblestate.NewMapTable[K, UK, V](ctx.lsm, name, ctx.kt, keyCodec, codec)
+		if err != nil {
+			return nil, err
+		}
+		return &pebbleMapState[K, UK, V]{ctx: ctx, t: t}, nil
+	}
 	t, err := statebackend.NewMapTable[K, UK, V](ctx.backend, name, ctx.kt, keyCodec, codec)
 	if err != nil {
 		return nil, err
@@ -114,6 +129,13 @@ type listState[K comparable, V any] struct {
 
 // GetListState registers (or reopens) the list state name of a keyed operator.
 func GetListState[K comparable, V any](ctx *KeyedContext[K], name string, codec Codec[V]) (ListState[V], error) {
+	if ctx.lsm != nil {
+		t, err := pebblestate.NewListTable[K, V](ctx.lsm, name, ctx.kt, codec)
+		if err != nil {
+			return nil, err
+		}
+		return &pebbleListState[K, V]{ctx: ctx, t: t}, nil
+	}
 	t, err := statebackend.NewListTable[K, V](ctx.backend, name, ctx.kt, codec)
 	if err != nil {
 		return nil, err

@@ -279,7 +279,10 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 	}
 	n.instantiate = func(oc *opContext, out any) (any, error) {
 		fn := newFn()
-		op := newProcessOperator(oc, fn, ks.kt, ks.sel, collectorOrDiscard[OUT](out))
+		op, err := newProcessOperator(oc, fn, ks.kt, ks.sel, collectorOrDiscard[OUT](out))
+		if err != nil {
+			return nil, err
+		}
 		if oc.restore != nil {
 			if err := op.restore(oc.restore); err != nil {
 				return nil, fmt.Errorf("restoring state: %w", err)

@@ -62,6 +62,9 @@ type TaskIO struct {
 	// changed since the latest completed checkpoint (savepoints stay
 	// full).
 	Incremental bool
+	// StateBackend is where keyed operators keep their state; the zero
+	// value is memory.
+	StateBackend StateBackend
 }
 
 // Task runs one subtask of a vertex. The engine's task runs the loop
@@ -252,7 +255,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
 				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock,
 				note: new(atomic.Pointer[string])},
-			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail,
+			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail, stateBackend: tio.StateBackend,
 			countKeyGroups: func() []int64 {
 				c.kgRecords = newKeyGroupRecords(kgs)
 				return c.kgRecords.counts
@@ -290,7 +293,10 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
 			if oc.keyedSnap != nil {
 				st.keyGroups = kgs
-				if tio.Incremental {
+				// Deltas compare a snapshot with the previous one's
+				// sections, which a Pebble store releases once written:
+				// pebble checkpoints stay full until they ship SSTs.
+				if tio.Incremental && tio.StateBackend.Kind != StateBackendPebble {
 					st.inc = &statebackend.Incremental{}
 				}
 			}

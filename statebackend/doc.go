@@ -1,5 +1,7 @@
 // Package statebackend keeps keyed state in memory, organised one table per
-// key group, and snapshots, stores and restores it.
+// key group, and snapshots, stores and restores it. Its state file format
+// is shared with package pebblestate, the state backend for state larger
+// than memory, whose snapshots write the same files.
 //
 // # Tables
 //

@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ import (
 	"github.com/weirstream/weir/internal/tlsconf"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
@@ -88,6 +90,13 @@ type Config struct {
 	// Clock is the processing-time service of every task the TaskManager
 	// runs; nil is the wall clock. Tests give an engine.ManualClock.
 	Clock engine.Clock
+	// StateBackend is the state backend of jobs submitted without one
+	// (runtime.StateBackendMemory, the default, or StateBackendPebble).
+	StateBackend string
+	// StateDir is where the pebble state backend puts each keyed
+	// subtask's store, in a directory of its own removed when the task
+	// ends; "" is a directory under the system's temporary directory.
+	StateDir string
 }
 
 // TaskManager is one worker process's task runtime.
@@ -142,6 +151,14 @@ func New(cfg Config) (*TaskManager, error) {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
+	}
+	kind, err := runtime.ParseStateBackend(cfg.StateBackend)
+	if err != nil {
+		return nil, err
+	}
+	cfg.StateBackend = kind
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(os.TempDir(), "weir-state-"+cfg.ID)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

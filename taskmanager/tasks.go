@@ -225,7 +225,8 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, Incremental: req.Incremental,
 		OpenStorage: tm.openStorage,
 		Clock:       tm.cfg.Clock, Uploader: tm.uploader(),
-		JobID: key.job, Attempt: key.attempt, Restore: restore}
+		JobID: key.job, Attempt: key.attempt, Restore: restore,
+		StateBackend: runtime.StateBackend{Kind: cmp.Or(req.GetStateBackend(), tm.cfg.StateBackend), Dir: tm.cfg.StateDir}}
 	if gate != nil {
 		tio.Input = gate
 	}

@@ -13,6 +13,7 @@ import (
 	_ "github.com/weirstream/weir/jobs/rulesjob"
 	_ "github.com/weirstream/weir/jobs/seqcheck"
 	_ "github.com/weirstream/weir/jobs/sequence"
+	_ "github.com/weirstream/weir/jobs/statefill"
 	_ "github.com/weirstream/weir/jobs/threshold"
 )
 

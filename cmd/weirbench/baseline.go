@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ type scenario struct {
 	parallelism  int
 	env          []string
 	tlsArgs      []string // --tls-* for every process; nil: plaintext
+	tmArgs       []string // extra flags of every TaskManager (--state-backend)
 }
 
 func (b *bench) baseline(events int64, latencyFor time.Duration, profileDir string) error {
@@ -71,10 +73,11 @@ func start(weir string, s scenario, profile string) (*cluster.Cluster, error) {
 	return cluster.StartCluster(weir, cluster.Options{
 		TaskManagers: s.taskManagers, Slots: s.slots, TaskManagerEnv: s.env, DiscardStdout: true, TLSArgs: s.tlsArgs,
 		TaskManagerArgs: func(i int) []string {
+			args := slices.Clone(s.tmArgs)
 			if profile != "" && i == s.taskManagers-1 {
-				return []string{"--cpu-profile", profile}
+				args = append(args, "--cpu-profile", profile)
 			}
-			return nil
+			return args
 		},
 	})
 }

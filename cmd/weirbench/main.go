@@ -9,7 +9,8 @@
 //     markers) at half of it.
 //   - stateheavy: scenario (a) with small=1000 large=1000 timeout=1h, so
 //     that every event writes the detector's state and timers, at 100
-//     thousand and 10 million accounts, with CPU profiles.
+//     thousand and 10 million accounts, with CPU profiles, on each state
+//     backend (-stateheavy-backends, memory and pebble).
 //   - seeds: the seeds' event-time jobs (anomaly-detection,
 //     transfer-monitor, impossible-travel) over a generated JSON-lines
 //     file, one subtask on one core: events per second.
@@ -98,6 +99,7 @@ func main() {
 	profileDir := flag.String("profile-dir", ".bench", "throughput: where CPU profiles are written")
 	heavyAccounts := flag.String("stateheavy-accounts", "100000,10000000", "stateheavy: account counts to run")
 	heavyEvents := flag.Int64("stateheavy-events", 20_000_000, "stateheavy: events per run")
+	heavyBackends := flag.String("stateheavy-backends", "memory,pebble", "stateheavy: state backends to run (memory, pebble)")
 	stateKeys := flag.String("state-keys", "100000,1000000,10000000", "checkpoint: state sizes (accounts) to measure")
 	stateFill := flag.Duration("state-fill", 60*time.Second, "checkpoint: longest time to fill the state, per size")
 	stateCheckpoints := flag.Int("state-checkpoints", 5, "checkpoint: checkpoints measured per size once the state is full")
@@ -158,7 +160,9 @@ func main() {
 		fmt.Printf("(%s took %v)\n\n", name, time.Since(start).Round(time.Second))
 	}
 	runSection("throughput", func() error { return b.baseline(*events, *latencyFor, *profileDir) })
-	runSection("stateheavy", func() error { return b.stateHeavySection(heavySizes, *heavyEvents, *profileDir) })
+	runSection("stateheavy", func() error {
+		return b.stateHeavySection(heavySizes, *heavyEvents, *profileDir, strings.Split(*heavyBackends, ","))
+	})
 	runSection("seeds", func() error { return b.seedsSection(*seedsEvents) })
 	runSection("checkpoint", func() error {
 		return b.checkpointSection(sizes, stateOptions{fillMax: *stateFill, measure: *stateCheckpoints, measureMax: *stateMeasure})

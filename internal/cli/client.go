@@ -164,6 +164,7 @@ func newJobCmd() *cobra.Command {
 	var parallelism int
 	var paramList, labelList []string
 	var ckf checkpointFlags
+	var sbf stateBackendFlag
 	var submitJSON bool
 	submit := &cobra.Command{
 		Use:   "submit NAME",
@@ -197,6 +198,9 @@ func newJobCmd() *cobra.Command {
 			if err := ckf.apply(req); err != nil {
 				return err
 			}
+			if err := sbf.apply(req); err != nil {
+				return err
+			}
 			id, err := c.submit(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -213,6 +217,7 @@ func newJobCmd() *cobra.Command {
 	submit.Flags().StringArrayVar(&paramList, "param", nil, "job parameter key=value (repeatable)")
 	submit.Flags().StringArrayVar(&labelList, "label", nil, "label key=value stored with the job and shown by list and status (repeatable)")
 	ckf.register(submit)
+	sbf.register(submit, jobStateBackendUsage)
 
 	var listJSON bool
 	list := &cobra.Command{

@@ -27,6 +27,8 @@ func newLocalCmd() *cobra.Command {
 		tf                      tlsFlags
 		metricsListen           string
 		webListen               string
+		sbf                     stateBackendFlag
+		stateDir                string
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -54,6 +56,9 @@ func newLocalCmd() *cobra.Command {
 			}
 			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
 			if err := ckf.apply(req); err != nil {
+				return err
+			}
+			if err := sbf.apply(req); err != nil {
 				return err
 			}
 			// The embedded cluster's slots are all there is: a job that
@@ -86,7 +91,7 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen,
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen, stateDir: stateDir,
 				web: webListen, webDefault: !cmd.Flags().Changed("web-listen")})
 		},
 	}
@@ -100,6 +105,8 @@ func newLocalCmd() *cobra.Command {
 		"`ADDR` serving the web dashboard over plain HTTP; empty (--web-listen '') serves none. When the default address is taken the run goes on without a dashboard, with a warning")
 	jmf.register(cmd)
 	ckf.register(cmd)
+	sbf.register(cmd, "where the job's keyed state lives: memory (default), or pebble (an embedded LSM tree on local disk, for state larger than memory)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "", stateDirUsage)
 	tf.register(cmd.Flags())
 	for _, hidden := range []string{"auth-tokens", "auth-subject"} {
 		if err := cmd.Flags().MarkHidden(hidden); err != nil {
@@ -130,6 +137,8 @@ type localSpec struct {
 	// it is the default, whose port being taken is only a warning.
 	web        string
 	webDefault bool
+	// stateDir is the TaskManagers' StateDir.
+	stateDir string
 }
 
 // DefaultLocalWebListen is where weir local serves its dashboard unless
@@ -175,7 +184,7 @@ func runLocal(ctx context.Context, s localSpec) error {
 	var ready []<-chan struct{}
 	for i := 0; i < s.tms; i++ {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
-			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls})
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls, StateDir: s.stateDir})
 		if err != nil {
 			return err
 		}

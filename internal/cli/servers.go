@@ -21,6 +21,7 @@ import (
 	"github.com/weirstream/weir/internal/web"
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager"
 )
@@ -318,6 +319,9 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Advertise, "advertise", "", "address other processes reach this TaskManager at (default: the listen address)")
 	cmd.Flags().IntVar(&cfg.Slots, "slots", 2, "number of task slots")
 	cmd.Flags().StringVar(&cfg.ID, "id", "", "TaskManager ID (default: random)")
+	cmd.Flags().StringVar(&cfg.StateBackend, "state-backend", runtime.StateBackendMemory,
+		"state backend of jobs submitted without --state-backend: memory or pebble")
+	cmd.Flags().StringVar(&cfg.StateDir, "state-dir", "", stateDirUsage)
 	healthFlag(cmd, &healthListen, "while registered with the JobManager leader")
 	metricsFlag(cmd, &metricsListen)
 	sf.register(cmd)

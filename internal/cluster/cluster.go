@@ -365,3 +365,6 @@ func Run(ctx context.Context, weir string, args ...string) (Result, error) {
 	}
 	return r, err
 }
+
+// Pid is the process's ID (for reading its memory use under /proc).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }

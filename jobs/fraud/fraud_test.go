@@ -145,8 +145,18 @@ func BenchmarkDetectorStateHeavy(b *testing.B) {
 		}
 		events = n
 	}
-	for _, accounts := range []int64{100_000, 10_000_000} {
-		b.Run(fmt.Sprintf("accounts=%d", accounts), func(b *testing.B) {
+	for _, backend := range []string{runtime.StateBackendMemory, runtime.StateBackendPebble} {
+		for _, accounts := range []int64{100_000, 10_000_000} {
+			b.Run(fmt.Sprintf("backend=%s/accounts=%d", backend, accounts), func(b *testing.B) {
+				stateHeavy(b, backend, accounts, events)
+			})
+		}
+	}
+}
+
+func stateHeavy(b *testing.B, backend string, accounts, events int64) {
+	{
+		{
 			g, err := jobs.Build(Name, 1, map[string]string{"source": "random", "rate": "0", "count": fmt.Sprint(events),
 				"accounts": fmt.Sprint(accounts), "small": "1000", "large": "1000", "timeout": "1h"})
 			if err != nil {
@@ -155,7 +165,8 @@ func BenchmarkDetectorStateHeavy(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				var out bytes.Buffer
-				task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: &out, LatencyInterval: -1})
+				task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: &out, LatencyInterval: -1,
+					StateBackend: runtime.StateBackend{Kind: backend, Dir: b.TempDir()}})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -164,6 +175,6 @@ func BenchmarkDetectorStateHeavy(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(events*int64(b.N))/b.Elapsed().Seconds(), "events/s")
-		})
+		}
 	}
 }

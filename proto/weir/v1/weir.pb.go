@@ -292,7 +292,11 @@ type SubmitJobRequest struct {
 	// Labels stored with the job and shown in its summary; the JobManager
 	// does not interpret them. `weir apply` finds the jobs it declared by
 	// them.
-	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where keyed operators keep their state: "memory" or "pebble" (an
+	// embedded LSM tree on the TaskManager's local disk, for state larger
+	// than memory); empty leaves it to each TaskManager's default.
+	StateBackend  string `protobuf:"bytes,8,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +378,13 @@ func (x *SubmitJobRequest) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *SubmitJobRequest) GetStateBackend() string {
+	if x != nil {
+		return x.StateBackend
+	}
+	return ""
 }
 
 type CheckpointConfig struct {
@@ -3471,7 +3482,10 @@ type DeployTaskRequest struct {
 	VertexParallelism []int32 `protobuf:"varint,11,rep,packed,name=vertex_parallelism,json=vertexParallelism,proto3" json:"vertex_parallelism,omitempty"`
 	SourceVertices    []int32 `protobuf:"varint,12,rep,packed,name=source_vertices,json=sourceVertices,proto3" json:"source_vertices,omitempty"`
 	// Incremental checkpoints of keyed state (CheckpointConfig.incremental).
-	Incremental   bool `protobuf:"varint,13,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	Incremental bool `protobuf:"varint,13,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	// The job's state backend ("memory", "pebble"); empty: the TaskManager's
+	// default.
+	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3595,6 +3609,13 @@ func (x *DeployTaskRequest) GetIncremental() bool {
 		return x.Incremental
 	}
 	return false
+}
+
+func (x *DeployTaskRequest) GetStateBackend() string {
+	if x != nil {
+		return x.StateBackend
+	}
+	return ""
 }
 
 type TaskRestore struct {
@@ -4898,7 +4919,7 @@ var File_weir_v1_weir_proto protoreflect.FileDescriptor
 
 const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
-	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xe4\x03\n" +
+	"\x12weir/v1/weir.proto\x12\aweir.v1\"\x89\x04\n" +
 	"\x10SubmitJobRequest\x12\x19\n" +
 	"\bjob_name\x18\x01 \x01(\tR\ajobName\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\x12=\n" +
@@ -4906,7 +4927,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\rcheckpointing\x18\x04 \x01(\v2\x19.weir.v1.CheckpointConfigR\rcheckpointing\x12%\n" +
 	"\x0efrom_savepoint\x18\x05 \x01(\tR\rfromSavepoint\x127\n" +
 	"\x18allow_non_restored_state\x18\x06 \x01(\bR\x15allowNonRestoredState\x12=\n" +
-	"\x06labels\x18\a \x03(\v2%.weir.v1.SubmitJobRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\a \x03(\v2%.weir.v1.SubmitJobRequest.LabelsEntryR\x06labels\x12#\n" +
+	"\rstate_backend\x18\b \x01(\tR\fstateBackend\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -5165,7 +5187,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\xd6\x04\n" +
+	"\fTaskStateAck\"\xfb\x04\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -5180,7 +5202,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	" \x01(\x05R\x0emaxParallelism\x12-\n" +
 	"\x12vertex_parallelism\x18\v \x03(\x05R\x11vertexParallelism\x12'\n" +
 	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x12 \n" +
-	"\vincremental\x18\r \x01(\bR\vincremental\x1a9\n" +
+	"\vincremental\x18\r \x01(\bR\vincremental\x12#\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +

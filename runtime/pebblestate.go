@@ -1,0 +1,106 @@
+package runtime
+
+import (
+	"fmt"
+	"iter"
+	"os"
+	"strings"
+
+	"github.com/weirstream/weir/statebackend/pebblestate"
+)
+
+// State backend kinds (StateBackend.Kind).
+const (
+	StateBackendMemory = "memory"
+	StateBackendPebble = "pebble"
+)
+
+// StateBackend says where keyed operators keep their state: in memory
+// tables (the default) or in an embedded Pebble store on local disk, one
+// per keyed operator subtask, for state larger than memory. Timers stay in
+// memory on both.
+type StateBackend struct {
+	// Kind is StateBackendMemory ("" too) or StateBackendPebble.
+	Kind string
+	// Dir is where Pebble stores get their directories; "" is the
+	// system's temporary directory. Each store's directory is removed
+	// when its task ends.
+	Dir string
+	// FS, when set, is the file system the stores use instead of the
+	// operating system's (tests inject a full disk through it).
+	FS pebblestate.FS
+}
+
+// ParseStateBackend checks a state backend's name; "" is memory.
+func ParseStateBackend(kind string) (string, error) {
+	switch kind {
+	case "", StateBackendMemory:
+		return StateBackendMemory, nil
+	case StateBackendPebble:
+		return kind, nil
+	}
+	return "", fmt.Errorf("unknown state backend %q (want %s or %s)", kind, StateBackendMemory, StateBackendPebble)
+}
+
+// open makes a Pebble store for a keyed operator subtask, in a directory
+// of its own.
+func (b StateBackend) open(rc *RuntimeContext, kgs KeyGroupRange) (*pebblestate.Store, error) {
+	parent := b.Dir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == os.PathSeparator {
+			return '_'
+		}
+		return r
+	}, fmt.Sprintf("%s-%d-%s-%d-", rc.jobID, rc.attempt, rc.uid, rc.subtask))
+	dir, err := os.MkdirTemp(parent, name)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+type pebbleValueState[K comparable, V any] struct {
+	ctx *KeyedContext[K]
+	t   *pebblestate.ValueTable[K, V]
+}
+
+func (s *pebbleValueState[K, V]) Value() (V, bool) { return s.t.Get(s.ctx.kg, s.ctx.key) }
+func (s *pebbleValueState[K, V]) Update(v V)       { s.t.Put(s.ctx.kg, s.ctx.key, v) }
+func (s *pebbleValueState[K, V]) Clear()           { s.t.Delete(s.ctx.kg, s.ctx.key) }
+
+type pebbleMapState[K comparable, UK comparable, V any] struct {
+	ctx *KeyedContext[K]
+	t   *pebblestate.MapTable[K, UK, V]
+}
+
+func (s *pebbleMapState[K, UK, V]) Get(uk UK) (V, bool) { return s.t.Get(s.ctx.kg, s.ctx.key, uk) }
+func (s *pebbleMapState[K, UK, V]) Put(uk UK, v V)      { s.t.Put(s.ctx.kg, s.ctx.key, uk, v) }
+func (s *pebbleMapState[K, UK, V]) Remove(uk UK)        { s.t.Remove(s.ctx.kg, s.ctx.key, uk) }
+func (s *pebbleMapState[K, UK, V]) Contains(uk UK) bool {
+	_, ok := s.t.Get(s.ctx.kg, s.ctx.key, uk)
+	return ok
+}
+func (s *pebbleMapState[K, UK, V]) Len() int              { return s.t.Len(s.ctx.kg, s.ctx.key) }
+func (s *pebbleMapState[K, UK, V]) All() iter.Seq2[UK, V] { return s.t.All(s.ctx.kg, s.ctx.key) }
+func (s *pebbleMapState[K, UK, V]) Clear()                { s.t.Clear(s.ctx.kg, s.ctx.key) }
+
+type pebbleListState[K comparable, V any] struct {
+	ctx *KeyedContext[K]
+	t   *pebblestate.ListTable[K, V]
+}
+
+func (s *pebbleListState[K, V]) Get() []V     { return s.t.List(s.ctx.kg, s.ctx.key) }
+func (s *pebbleListState[K, V]) Add(v V)      { s.t.Append(s.ctx.kg, s.ctx.key, v) }
+func (s *pebbleListState[K, V]) Update(l []V) { s.t.Set(s.ctx.kg, s.ctx.key, l) }
+func (s *pebbleListState[K, V]) Clear()       { s.t.Clear(s.ctx.kg, s.ctx.key) }

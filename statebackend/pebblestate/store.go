@@ -1,0 +1,485 @@
+// Package pebblestate keeps a keyed operator's state in an embedded
+// Pebble LSM tree on local disk, so that state can outgrow memory.
+//
+// # Layout
+//
+// Every entry of every state of an operator subtask lives in one Pebble
+// database under the subtask's own directory. A key is
+//
+//	u16 key group (big-endian) | u16 state id (big-endian) | uvarint(len(k)) k | [user key]
+//
+// where k is the key codec's encoding of the current key and the user key
+// (map state only) the user-key codec's. The key group comes first, so a
+// range of key groups is one range of Pebble keys (a rescale can drop what
+// a subtask no longer owns with one range delete), and within a key group
+// a state's entries are contiguous, so a snapshot reads a (group, state)
+// section with one bounded iterator. uvarint(len(k)) k is a prefix-free
+// code, so the user keys of one key sort together and a key's map is one
+// contiguous run.
+//
+// Values are the value codec's encoding; a list is its items, each as
+// uvarint(len) item, concatenated, and ListState.Add is a Pebble merge
+// (Pebble's default merger concatenates), so appending never reads.
+//
+// # Snapshots
+//
+// Store.Snapshot takes a Pebble snapshot (O(1): a sequence number) and
+// returns one statebackend.Section per registered state that reads it.
+// The sections write the same entries, in the same encoding, as the
+// memory backend's, so state files of both backends are interchangeable:
+// a job can be restored from either backend's checkpoint onto either
+// backend, and at another parallelism. Restoring inserts the entries of
+// the key groups a subtask owns with batches; no codec is needed, since
+// the stored bytes are the codecs' output already.
+//
+// Timers stay in the runtime's memory timer service and are snapshotted
+// by it, as with the memory backend.
+//
+// # Durability
+//
+// The write-ahead log is off: a subtask's state is rebuilt from the last
+// checkpoint after any failure, so the database is scratch space that is
+// deleted when the task ends.
+package pebblestate
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// prefixLen is the length of the key-group and state-id prefix.
+const prefixLen = 4
+
+// Options configure a Store.
+type Options struct {
+	// Dir is the database's directory; it must not exist or be empty. The
+	// Store removes it when closed.
+	Dir string
+	// KeyGroups is the range of key groups the subtask owns.
+	KeyGroups statebackend.KeyGroupRange
+	// CacheBytes is the block cache's size; 0 means 32 MiB.
+	CacheBytes int64
+	// MemTableBytes is the size of one memtable; 0 means 4 MiB.
+	MemTableBytes uint64
+	// CacheKeys bounds each value state's write-back cache of decoded
+	// values (see ValueTable); 0 means 1<<17, negative disables it.
+	CacheKeys int
+	// ValueCacheBytes bounds the same caches by their approximate size;
+	// 0 means 16 MiB each.
+	ValueCacheBytes int
+	// BallastBytes is the room a ballast file reserves for the flush that
+	// meets a full disk; 0 means 16 MiB.
+	BallastBytes int64
+	// FS, when set, replaces the operating system's file system (tests
+	// inject errors through it).
+	FS FS
+}
+
+// stateInfo is a state's id and kind, fixed when the name first appears
+// (registration or restore).
+type stateInfo struct {
+	id         uint16
+	kind       statebackend.Kind
+	registered bool
+}
+
+// Store is one operator subtask's Pebble state. Its tables are used by the
+// task goroutine only; snapshots are read on other goroutines.
+type Store struct {
+	db         *pebble.DB
+	dir        string
+	keyGroups  statebackend.KeyGroupRange
+	wo         *pebble.WriteOptions
+	states     map[string]*stateInfo
+	order      []string
+	cache      *pebble.Cache
+	cacheKeys  int
+	cacheBytes int
+	// flushers are the tables with write-back caches: Snapshot and
+	// Restore write them back first.
+	flushers []flusher
+
+	// err is the first error of a read or write; the runtime fails the
+	// task with it (a table method has no error to return).
+	err atomic.Pointer[error]
+
+	mu      sync.Mutex
+	refs    int  // the owner's reference and one per open snapshot
+	closing bool // Close was called: the last reference closes the DB
+	closed  chan struct{}
+	closeEr error
+}
+
+// Open creates a Store in o.Dir.
+func Open(o Options) (*Store, error) {
+	if o.Dir == "" {
+		return nil, errors.New("pebblestate: no directory")
+	}
+	if o.KeyGroups.Last >= statebackend.MaxKeyGroups || o.KeyGroups.First < 0 {
+		return nil, fmt.Errorf("pebblestate: key groups %v out of range", o.KeyGroups)
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 32 << 20
+	}
+	if o.CacheKeys == 0 {
+		o.CacheKeys = 1 << 17
+	}
+	if o.ValueCacheBytes <= 0 {
+		o.ValueCacheBytes = 16 << 20
+	}
+	if o.BallastBytes == 0 {
+		o.BallastBytes = 16 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = 4 << 20
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pebblestate: %w", err)
+	}
+	if ents, err := os.ReadDir(o.Dir); err != nil {
+		return nil, fmt.Errorf("pebblestate: %w", err)
+	} else if len(ents) > 0 {
+		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
+	}
+	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
+		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
+		cacheBytes: o.ValueCacheBytes}
+	s.cache = pebble.NewCache(o.CacheBytes)
+	opts := &pebble.Options{
+		Cache:        s.cache,
+		DisableWAL:   true,
+		MemTableSize: o.MemTableBytes,
+		// Room for several memtables waiting for a flush before writes
+		// stall: when a flush fails (a full disk) the store records the
+		// error and stops writing, so the task fails instead of waiting
+		// forever in a stall no flush will end.
+		MemTableStopWritesThreshold: 8,
+		Logger:                      quietLogger{},
+		EventListener: &pebble.EventListener{
+			// A flush or compaction that fails (a full disk) would
+			// otherwise only be retried; the task fails instead and
+			// restarts from its last checkpoint.
+			BackgroundError: func(err error) { s.fail(fmt.Errorf("state store %s: %w", o.Dir, err)) },
+		},
+	}
+	// Bloom filters on every level: most reads of a state-heavy job are
+	// point lookups, many of keys without state yet, which the filters
+	// answer without reading the level's blocks.
+	//
+	// No compression: the store is local scratch space, and in a profile of
+	// the state-heavy job at 10 M keys snappy's encoding in flushes and
+	// compactions and its decoding in reads took a tenth of the one core.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
+	base := vfs.FS(vfs.Default)
+	if o.FS != nil {
+		base = o.FS
+	}
+	// A ballast file reserves room for the flush that runs into a full
+	// disk: the first ENOSPC removes it and records the error, the write
+	// is retried into the freed space, and the store writes nothing more,
+	// so the task fails with the reason instead of waiting forever in a
+	// write stall behind flushes that cannot succeed.
+	ballast := base.PathJoin(o.Dir, "ballast")
+	if err := writeBallast(base, ballast, o.BallastBytes); err != nil {
+		return nil, fmt.Errorf("pebblestate: reserving %d bytes in %s: %w", o.BallastBytes, o.Dir, err)
+	}
+	var released atomic.Bool
+	opts.FS = noSyncFS{vfs.OnDiskFull(base, func() {
+		if released.CompareAndSwap(false, true) {
+			base.Remove(ballast)
+		}
+		s.fail(fmt.Errorf("state store %s: the disk is full: %w", o.Dir, syscall.ENOSPC))
+	})}
+	db, err := pebble.Open(o.Dir, opts)
+	if err != nil {
+		s.cache.Unref()
+		return nil, fmt.Errorf("pebblestate: open %s: %w", o.Dir, err)
+	}
+	s.db = db
+	return s, nil
+}
+
+// writeBallast writes n zero bytes to name.
+func writeBallast(fs vfs.FS, name string, n int64) error {
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		w := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:w]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= w
+	}
+	return f.Close()
+}
+
+// quietLogger drops Pebble's informational logs; errors reach the task
+// through the event listener.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+// flusher is a table with a write-back cache.
+type flusher interface {
+	// flush writes the cache's dirty entries to Pebble.
+	flush()
+	// drop flushes and empties the cache.
+	drop()
+}
+
+// KeyGroups is the range of key groups the store owns.
+func (s *Store) KeyGroups() statebackend.KeyGroupRange { return s.keyGroups }
+
+// Dir is the database's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Err returns the first read or write error, or nil. After an error the
+// state is not to be trusted: the runtime fails the task.
+func (s *Store) Err() error {
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// failed reports an earlier error: writes then stop, since the state is
+// lost anyway and a write could wait forever for a flush that cannot
+// succeed (a full disk stalls Pebble's writes).
+func (s *Store) failed() bool { return s.err.Load() != nil }
+
+func (s *Store) fail(err error) {
+	s.err.CompareAndSwap(nil, &err)
+}
+
+// state returns the info of name, registering it with kind.
+func (s *Store) state(name string, kind statebackend.Kind) (*stateInfo, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if st, ok := s.states[name]; ok {
+		if st.kind != kind {
+			return nil, fmt.Errorf("state %q is %s state, not %s state", name, st.kind, kind)
+		}
+		if !st.registered {
+			st.registered = true
+			s.order = append(s.order, name)
+		}
+		return st, nil
+	}
+	st, err := s.add(name, kind)
+	if err != nil {
+		return nil, err
+	}
+	st.registered = true
+	s.order = append(s.order, name)
+	return st, nil
+}
+
+func (s *Store) add(name string, kind statebackend.Kind) (*stateInfo, error) {
+	if len(s.states) >= 1<<16 {
+		return nil, errors.New("too many states")
+	}
+	st := &stateInfo{id: uint16(len(s.states)), kind: kind}
+	s.states[name] = st
+	return st, nil
+}
+
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("state name is empty")
+	case name[0] == '_':
+		return fmt.Errorf("state name %q: names starting with '_' are reserved for the runtime", name)
+	case len(name) > 1024:
+		return fmt.Errorf("state name %q... is too long", name[:32])
+	}
+	return nil
+}
+
+// Unclaimed lists, sorted, the restored states no table has registered.
+func (s *Store) Unclaimed() []string {
+	var out []string
+	for name, st := range s.states {
+		if !st.registered {
+			out = append(out, name)
+		}
+	}
+	sortStrings(out)
+	return out
+}
+
+func sortStrings(a []string) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+// appendPrefix appends the key-group and state-id prefix.
+func appendPrefix(dst []byte, kg int, id uint16) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(dst, uint16(kg)), id)
+}
+
+// appendKey appends prefix | uvarint(len(k)) k, k encoded by c.
+func appendKey[K any](dst []byte, kg int, id uint16, c statebackend.Codec[K], k K) []byte {
+	dst = appendPrefix(dst, kg, id)
+	p := len(dst)
+	dst = c.Append(append(dst, 0), k)
+	return fixLen(dst, p)
+}
+
+// fixLen turns the placeholder byte at dst[p] into the uvarint length of
+// dst[p+1:], shifting the bytes right when it needs more than one byte.
+func fixLen(dst []byte, p int) []byte {
+	n := len(dst) - p - 1
+	if n < 0x80 {
+		dst[p] = byte(n)
+		return dst
+	}
+	var tmp [binary.MaxVarintLen64]byte
+	w := binary.PutUvarint(tmp[:], uint64(n))
+	dst = append(dst, tmp[:w-1]...)
+	copy(dst[p+w:], dst[p+1:p+1+n])
+	copy(dst[p:], tmp[:w])
+	return dst
+}
+
+// prefixEnd is the smallest key after every key starting with prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // all 0xff: no upper bound
+}
+
+// get reads key into the store's scratch copy; found is false when the key
+// has no value. The returned bytes are valid until the next get.
+func (s *Store) get(key []byte, buf *[]byte) ([]byte, bool) {
+	v, closer, err := s.db.Get(key)
+	if err != nil {
+		if !errors.Is(err, pebble.ErrNotFound) {
+			s.fail(fmt.Errorf("state store read: %w", err))
+		}
+		return nil, false
+	}
+	*buf = append((*buf)[:0], v...)
+	closer.Close()
+	return *buf, true
+}
+
+func (s *Store) set(key, value []byte) {
+	if s.failed() {
+		return
+	}
+	if err := s.db.Set(key, value, s.wo); err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+	}
+}
+
+func (s *Store) del(key []byte) {
+	if s.failed() {
+		return
+	}
+	if err := s.db.Delete(key, s.wo); err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+	}
+}
+
+func (s *Store) deleteRange(start, end []byte) {
+	if s.failed() {
+		return
+	}
+	if err := s.db.DeleteRange(start, end, s.wo); err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+	}
+}
+
+func (s *Store) merge(key, value []byte) {
+	if s.failed() {
+		return
+	}
+	if err := s.db.Merge(key, value, s.wo); err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+	}
+}
+
+// acquire takes a reference for a snapshot; false once the store closed.
+func (s *Store) acquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs == 0 {
+		return false
+	}
+	s.refs++
+	return true
+}
+
+// release drops a reference; the last one closes the database and
+// removes its directory.
+func (s *Store) release() {
+	s.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	s.mu.Unlock()
+	if !last {
+		return
+	}
+	err := s.db.Close()
+	s.cache.Unref()
+	if rerr := os.RemoveAll(s.dir); err == nil && rerr != nil {
+		err = fmt.Errorf("pebblestate: removing %s: %w", s.dir, rerr)
+	}
+	s.closeEr = err
+	close(s.closed)
+}
+
+// Close releases the owner's reference: the database is closed and its
+// directory removed at once, or, if an upload still reads a snapshot,
+// when that snapshot is released. Close returns without waiting for it.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	s.mu.Unlock()
+	s.release()
+	select {
+	case <-s.closed:
+		return s.closeEr
+	default:
+		return nil
+	}
+}
+
+// Done is closed once the database is closed and its directory removed.
+func (s *Store) Done() <-chan struct{} { return s.closed }
