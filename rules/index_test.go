@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -84,6 +85,19 @@ func TestIndexedEngineEqualsRunningEveryRule(t *testing.T) {
 	}
 	if !reflect.DeepEqual(s1, s2) || e1 != e2 {
 		t.Errorf("stats differ:\n%+v\n%+v\nerrors %d, %d", s1, s2, e1, e2)
+	}
+
+	// The job's evaluator, a KeyGroup over stored state, uses the index
+	// too and gives the alerts of running every rule.
+	k := newKeyedRun(t, set)
+	for _, g := range k.groups {
+		if g.index == nil {
+			t.Fatal("the key group has no index")
+		}
+	}
+	k.run(events)
+	if g, w := sortedJSON(t, k.alerts), sortedJSON(t, a2); !slices.Equal(g, w) {
+		t.Errorf("keyed run with the index: %d alerts, running every rule: %d", len(g), len(w))
 	}
 }
 

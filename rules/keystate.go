@@ -150,6 +150,12 @@ type KeyGroup struct {
 	byID  map[string]int
 	rn    *Runner
 	stats []RuleStats
+	// index finds the rules an event's guard values select; nil runs
+	// every rule (all) on every event. Every rule counts every event as
+	// evaluated, as in an Engine, so events counts them once.
+	index  *ruleIndex
+	all    []int
+	events int64
 
 	// The key being evaluated.
 	key    map[string]any
@@ -195,7 +201,9 @@ func NewKeyGroup(rules []*Rule) *KeyGroup {
 		g.ids = append(g.ids, id)
 		g.byID[id] = i
 		g.stats[i] = RuleStats{Rule: r.ID, Version: r.Version}
+		g.all = append(g.all, i)
 	}
+	g.index = newRuleIndex(rules)
 	return g
 }
 
@@ -203,7 +211,12 @@ func NewKeyGroup(rules []*Rule) *KeyGroup {
 func (g *KeyGroup) Rules() []*Rule { return g.rules }
 
 // StatsView is the group's counters, to read (not keep) between calls.
-func (g *KeyGroup) StatsView() []RuleStats { return g.stats }
+func (g *KeyGroup) StatsView() []RuleStats {
+	for i := range g.stats {
+		g.stats[i].Evaluations = g.events
+	}
+	return g.stats
+}
 
 // Dropped is a stored state Load did not take.
 type Dropped struct {
@@ -321,7 +334,13 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 		g.key = g.rules[0].KeyOf(ev.Fields)
 	}
 	var scratch State
-	for i, r := range g.rules {
+	cand := g.all
+	if g.index != nil {
+		cand = g.index.candidates(ev.Fields)
+	}
+	g.events++
+	for _, i := range cand {
+		r := g.rules[i]
 		st := g.states[i]
 		switch {
 		case r.Stateless():
@@ -334,7 +353,6 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 		g.cur = i
 		g.dirty = g.dirty || !r.Stateless()
 		n := len(out)
-		g.stats[i].Evaluations++
 		var t0 time.Time
 		if g.TimeRules {
 			t0 = time.Now()
