@@ -124,6 +124,13 @@ func (c *checkpointCore) start(job *Job, now time.Time, req *savepointRequest) (
 		for i, t := range ts {
 			switch t.State {
 			case taskFinished:
+				if c.cfg.IntervalMs <= 0 && job.Vertices[v].InputPartitioning == "" {
+					// Without periodic checkpoints a source finishes without
+					// a final checkpoint: its end position is nowhere to
+					// carry from, and a restore would read its input again.
+					return nil, errorf(ErrCheckpoint, "job %s: source %s (%d) has finished and periodic checkpoints are off, so no checkpoint holds its end position",
+						job.ID, job.Vertices[v].Name, i)
+				}
 				p.finished = append(p.finished, taskRef{v, i})
 				continue
 			case taskRunning:

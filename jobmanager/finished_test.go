@@ -203,3 +203,24 @@ func TestCheckpointRefusedWithoutTheFinalState(t *testing.T) {
 		t.Errorf("with no checkpoint to carry from: %v", err)
 	}
 }
+
+// Without periodic checkpoints a finished source has no final checkpoint
+// to carry its end position from: a savepoint is refused, naming it.
+func TestSavepointRefusedForASourceFinishedWithoutCheckpoints(t *testing.T) {
+	job := runningJob(t, CheckpointConfig{})
+	job.Tasks[0] = append(job.Tasks[0], job.Tasks[0][0])
+	job.Vertices[0].Parallelism = 2
+	job.Tasks[0][1].State = taskFinished
+	c := newCheckpointCore("j1", "/ck", job.Checkpointing)
+	c.queue = append(c.queue, &savepointRequest{done: make(chan savepointResult, 1)})
+	a := c.tick(&job, t0)
+	if a.trigger != nil || a.refuse == nil || !strings.Contains(a.err.Error(), "Source (1) has finished") {
+		t.Fatalf("savepoint with a source finished without checkpoints: %+v", a)
+	}
+	job.Checkpointing.IntervalMs = 100
+	c = newCheckpointCore("j1", "/ck", job.Checkpointing)
+	c.queue = append(c.queue, &savepointRequest{done: make(chan savepointResult, 1)})
+	if a := c.tick(&job, t0); a.trigger == nil || !slices.Equal(a.trigger.finished, []taskRef{{0, 1}}) {
+		t.Fatalf("with periodic checkpoints the finished source is carried: %+v", a)
+	}
+}

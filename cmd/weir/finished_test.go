@@ -52,6 +52,23 @@ func TestCheckpointsAfterASourceSubtaskFinished(t *testing.T) {
 
 	st := waitSourceFinished(t, c, id, 1)
 	st = waitCheckpoint(t, c, id, st.Checkpointing.Completed+1) // taken after the finish
+	// The checkpoint holds the source's state of both subtasks, the
+	// finished one's carried over.
+	src := map[string]bool{}
+	for _, op := range st.Vertices[0].Operators {
+		src[op.UID] = true
+	}
+	carried := false
+	for _, op := range readMetadata(t, srv, st.Checkpointing.Latest.Path).Operators {
+		if src[op.UID] {
+			for _, s := range op.Subtasks {
+				carried = carried || s.Subtask == 1
+			}
+		}
+	}
+	if !carried {
+		t.Errorf("checkpoint %s lacks the finished source subtask 1", st.Checkpointing.Latest.Path)
+	}
 	victim := st.Vertices[0].Subtasks[0].TaskManagerID
 	for _, tm := range c.TaskManagers {
 		if tm.Name == "taskmanager-"+strings.TrimPrefix(victim, "tm-") {
