@@ -97,8 +97,8 @@ type KeyedContext[K comparable] struct {
 	// hash is kt.Hash(key), computed once per record (it gives kg) and
 	// reused by every state and timer access for the record.
 	hash    int32
-	timers  timerHeap[K]
-	etimers timerHeap[K]
+	timers  timerService[K]
+	etimers timerService[K]
 	domain  TimeDomain
 }
 
@@ -123,7 +123,7 @@ func (c *KeyedContext[K]) RegisterEventTimeTimer(ts int64) {
 
 // DeleteEventTimeTimer cancels the current key's event-time timer at ts.
 func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
-	c.etimers.remove(timerKey[K]{ts: ts, key: c.key}, c.hash)
+	c.etimers.remove(c.kg, c.hash, c.key, ts)
 }
 
 // CurrentKey is the key of the record or timer being processed.
@@ -144,5 +144,5 @@ func (c *KeyedContext[K]) RegisterProcessingTimeTimer(ts int64) {
 
 // DeleteProcessingTimeTimer cancels the current key's timer at ts, if any.
 func (c *KeyedContext[K]) DeleteProcessingTimeTimer(ts int64) {
-	c.timers.remove(timerKey[K]{ts: ts, key: c.key}, c.hash)
+	c.timers.remove(c.kg, c.hash, c.key, ts)
 }

@@ -97,10 +97,14 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	} else {
 		kgRecords = make([]int64, oc.keyGroups.Len()) // an operator outside a task (tests)
 	}
+	ctx := &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt}
+	// A new backend has no entry table, so this cannot fail on the key type.
+	entries, _ := statebackend.EntriesOf(ctx.backend, Codec[K](kt))
+	ctx.timers.init(0, entries)
+	ctx.etimers.init(1, entries)
 	return &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
-		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail,
-		ctx: &KeyedContext[K]{RuntimeContext: &oc.RuntimeContext, backend: statebackend.NewBackend(oc.keyGroups), kt: kt},
+		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx,
 	}
 }
 
@@ -167,7 +171,7 @@ func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
 // fire calls OnTimer for each timer of h at or before limit, earliest
 // first. What OnTimer emits carries the timer's time in event time and no
 // timestamp in processing time, as in Flink.
-func (o *processOperator[K, IN, OUT]) fire(h *timerHeap[K], limit int64, d TimeDomain) {
+func (o *processOperator[K, IN, OUT]) fire(h *timerService[K], limit int64, d TimeDomain) {
 	for {
 		e, ok := h.peek()
 		if !ok || e.ts > limit {

@@ -134,24 +134,52 @@ func countKeys(sections []statebackend.Section, r KeyGroupRange) int64 {
 	return 0
 }
 
-// timerSection is a snapshot of a keyed operator's timers: the timer
-// service's copy-on-write entry pages, frozen synchronously in O(1), and
+// timerSection is a snapshot of a keyed operator's timers of one domain:
+// a view of the entry table, whose entries hold each key's first timer,
+// and the timer heap's copy-on-write pages for further timers, both
+// frozen synchronously in O(key groups + pages). The heap's timers are
 // grouped by key group on the writer's goroutine.
 type timerSection[K comparable] struct {
 	name      string
+	d         int
+	view      statebackend.EntriesView[K]
+	col       int // the inline timers' column of view
 	pages     []*cowPage[timerSlot[K]]
 	n         int32 // slots in pages; free ones are not live
 	codec     Codec[K]
 	keyGroups KeyGroupRange
 
 	once    sync.Once
-	sorted  []timerEntry[K] // entries ordered by key group
+	sorted  []timerEntry[K] // heap entries ordered by key group
 	offsets []int           // sorted[offsets[i]:offsets[i+1]] is key group First+i
 }
 
-func newTimerSection[K comparable](name string, h *timerHeap[K], codec Codec[K], r KeyGroupRange) *timerSection[K] {
-	pages, n := h.ents.snapshot()
-	return &timerSection[K]{name: name, pages: pages, n: n, codec: codec, keyGroups: r}
+func newTimerSection[K comparable](name string, s *timerService[K], codec Codec[K], r KeyGroupRange) *timerSection[K] {
+	pages, n := s.more.ents.snapshot()
+	t := &timerSection[K]{name: name, d: s.d, view: s.entries.Snapshot(), pages: pages, n: n, codec: codec, keyGroups: r}
+	t.col = t.view.Column(t.encodeInline)
+	return t
+}
+
+// encodeInline is the section's column of the entries' view: k's inline
+// timer, if e holds one.
+func (s *timerSection[K]) encodeInline(dst []byte, k K, e *statebackend.Entry) ([]byte, bool) {
+	ts, _, ok := e.Timer(s.d)
+	if !ok {
+		return dst, false
+	}
+	return appendTimer(dst, s.codec, k, ts), true
+}
+
+// appendTimer appends one timer entry: the key, and the time as a varint.
+func appendTimer[K comparable](dst []byte, codec Codec[K], k K, ts int64) []byte {
+	p := len(dst)
+	dst = codec.Append(append(dst, 0), k)
+	dst = fixEntryLen(dst, p)
+	var tsb [binary.MaxVarintLen64]byte
+	n := binary.PutVarint(tsb[:], ts)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	return append(dst, tsb[:n]...)
 }
 
 func (s *timerSection[K]) Name() string            { return s.name }
@@ -192,21 +220,15 @@ func (s *timerSection[K]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	}
 	i := kg - s.keyGroups.First
 	g := s.sorted[s.offsets[i]:s.offsets[i+1]]
-	var key []byte
-	var ts [binary.MaxVarintLen64]byte
+	dst, count := s.view.AppendColumn(dst, kg, s.col)
 	for _, e := range g {
-		key = s.codec.Append(key[:0], e.key)
-		dst = binary.AppendUvarint(dst, uint64(len(key)))
-		dst = append(dst, key...)
-		n := binary.PutVarint(ts[:], e.ts)
-		dst = binary.AppendUvarint(dst, uint64(n))
-		dst = append(dst, ts[:n]...)
+		dst = appendTimer(dst, s.codec, e.key, e.ts)
 	}
-	return dst, len(g)
+	return dst, count + len(g)
 }
 
 // restoreTimers re-registers the timers of a restored keyed state.
-func restoreTimers[K comparable](h *timerHeap[K], section string, kt KeyType[K], ks *statebackend.KeyedState) error {
+func restoreTimers[K comparable](h interface{ add(timerEntry[K]) bool }, section string, kt KeyType[K], ks *statebackend.KeyedState) error {
 	return ks.Each(section, func(kg int, key, value []byte) error {
 		k, err := kt.Decode(key)
 		if err != nil {
@@ -219,4 +241,21 @@ func restoreTimers[K comparable](h *timerHeap[K], section string, kt KeyType[K],
 		h.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: k}, kg: kg, hash: kt.Hash(k)})
 		return nil
 	})
+}
+
+// fixEntryLen turns the one-byte placeholder at dst[p] into the uvarint
+// length of dst[p+1:], shifting the bytes right if the length needs more
+// than one byte: the key is encoded in place, without a scratch buffer.
+func fixEntryLen(dst []byte, p int) []byte {
+	n := len(dst) - p - 1
+	if n < 0x80 {
+		dst[p] = byte(n)
+		return dst
+	}
+	var lb [binary.MaxVarintLen64]byte
+	w := binary.PutUvarint(lb[:], uint64(n))
+	dst = append(dst, lb[:w-1]...)
+	copy(dst[p+w:], dst[p+1:p+1+n])
+	copy(dst[p:], lb[:w])
+	return dst
 }

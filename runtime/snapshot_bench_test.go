@@ -95,10 +95,15 @@ func BenchmarkSnapshotStall(b *testing.B) {
 // the state-heavy fraud detector (small=large=1000, timeout=1h), without
 // the task around it: read the flag, delete the key's timer, clear both
 // values, set the flag, register a new timer and store its time. Keys are
-// drawn at random from 100 k and 10 M, every one holding state.
+// drawn at random from 100 k and 10 M, every one holding state. Timers are
+// registered at now+timeout in milliseconds, so records of one
+// millisecond share a time: ts-per-ms=1000 is a million records a
+// second, ts-per-ms=1 a distinct time per timer (the timer queue's worst
+// case: a bucket per timer).
 func BenchmarkDetectorStatePath(b *testing.B) {
-	for _, n := range []int64{100_000, 10_000_000} {
-		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+	for _, c := range []struct{ n, perMs int64 }{{100_000, 1000}, {100_000, 1}, {10_000_000, 1000}} {
+		n := c.n
+		b.Run(fmt.Sprintf("keys=%d/ts-per-ms=%d", n, c.perMs), func(b *testing.B) {
 			rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
 			oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
 			op := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
@@ -110,7 +115,7 @@ func BenchmarkDetectorStatePath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ts := int64(1) << 40
+			ts, i := int64(1)<<40, int64(0)
 			record := func(k int64) {
 				setBenchKey(op.ctx, k, 128)
 				if _, flagged := flag.Value(); flagged {
@@ -120,7 +125,9 @@ func BenchmarkDetectorStatePath(b *testing.B) {
 					timer.Clear()
 					flag.Clear()
 				}
-				ts++
+				if i++; i%c.perMs == 0 {
+					ts++
+				}
 				flag.Update(true)
 				op.ctx.RegisterProcessingTimeTimer(ts)
 				timer.Update(ts)

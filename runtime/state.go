@@ -45,7 +45,17 @@ type valueState[K comparable, V any] struct {
 
 // GetValueState registers (or reopens) the value state name of a keyed
 // operator. codec serialises values for snapshots.
+//
+// The operator's first word-sized states (bool, numbers) live inline in
+// the key's entry, beside its timers (statebackend.WordTable), so a
+// record touching them and its timer finds one entry; other states have a
+// table of their own.
 func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec Codec[V]) (ValueState[V], error) {
+	if w, ok, err := statebackend.NewWordTable[K, V](ctx.backend, name, ctx.kt, codec); err != nil {
+		return nil, err
+	} else if ok {
+		return &wordState[K, V]{ctx: ctx, t: w}, nil
+	}
 	t, err := statebackend.NewValueTable[K, V](ctx.backend, name, ctx.kt, codec)
 	if err != nil {
 		return nil, err
@@ -56,6 +66,15 @@ func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec
 func (s *valueState[K, V]) Value() (V, bool) { return s.t.GetHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
 func (s *valueState[K, V]) Update(v V)       { s.t.PutHashed(s.ctx.kg, s.ctx.hash, s.ctx.key, v) }
 func (s *valueState[K, V]) Clear()           { s.t.DeleteHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
+
+type wordState[K comparable, V any] struct {
+	ctx *KeyedContext[K]
+	t   *statebackend.WordTable[K, V]
+}
+
+func (s *wordState[K, V]) Value() (V, bool) { return s.t.GetHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
+func (s *wordState[K, V]) Update(v V)       { s.t.PutHashed(s.ctx.kg, s.ctx.hash, s.ctx.key, v) }
+func (s *wordState[K, V]) Clear()           { s.t.DeleteHashed(s.ctx.kg, s.ctx.hash, s.ctx.key) }
 
 type mapState[K comparable, UK comparable, V any] struct {
 	ctx      *KeyedContext[K]

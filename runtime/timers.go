@@ -31,7 +31,8 @@ type timerEntry[K comparable] struct {
 	hash int32
 }
 
-// timerHeap is the timer service of a keyed operator: a min-heap of timers
+// timerHeap holds the timers of a keyed operator beyond each key's first
+// (which the key's entry holds, see timerService): a min-heap of timers
 // with an index by key, so that registering is idempotent and deleting is
 // cheap, without the per-access hashing of a (time, key) struct.
 //

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/weirstream/weir/statebackend"
 )
 
 // TestTimerHeapAgainstModel adds, removes and pops timers at random and
@@ -89,39 +91,82 @@ func checkTimerHeap(t *testing.T, step int, h *timerHeap[int], model map[timerKe
 	}
 }
 
-// TestTimerSnapshotIsolation snapshots the timers, then deletes, re-adds
-// and pops timers: the snapshot keeps exactly the timers of its time.
-func TestTimerSnapshotIsolation(t *testing.T) {
-	var h timerHeap[int]
-	want := map[timerKey[int]]bool{}
-	for k := range 3000 {
-		tk := timerKey[int]{ts: int64(k % 97), key: k}
-		h.add(timerEntry[int]{timerKey: tk, hash: int32(k)})
-		want[tk] = true
+// newTestTimers is a processing-time timer service over a fresh entry
+// table for the key groups r.
+func newTestTimers[K comparable](t testing.TB, kt KeyType[K], r KeyGroupRange) *timerService[K] {
+	t.Helper()
+	e, err := statebackend.EntriesOf(statebackend.NewBackend(r), Codec[K](kt))
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := newTimerSection("_timers", &h, Codec[int](nil), KeyGroupRange{First: 0, Last: 0})
-	for k := range 3000 {
-		if k%2 == 0 {
-			h.remove(timerKey[int]{ts: int64(k % 97), key: k}, int32(k))
+	s := &timerService[K]{}
+	s.init(0, e)
+	return s
+}
+
+// decodeTimers reads a timer section back: each timer's key group.
+func decodeTimers(t testing.TB, s statebackend.Section, r KeyGroupRange) map[timerKey[int64]]int {
+	t.Helper()
+	m := map[timerKey[int64]]int{}
+	for kg := r.First; kg <= r.Last; kg++ {
+		data, n := s.AppendGroup(nil, kg)
+		for range n {
+			kl, w := binary.Uvarint(data)
+			k, _ := Int64Key.Decode(data[w : w+int(kl)])
+			data = data[w+int(kl):]
+			vl, w := binary.Uvarint(data)
+			ts, _ := binary.Varint(data[w : w+int(vl)])
+			data = data[w+int(vl):]
+			tk := timerKey[int64]{ts: ts, key: k}
+			if _, dup := m[tk]; dup {
+				t.Fatalf("timer %v twice in the snapshot", tk)
+			}
+			m[tk] = kg
 		}
-		h.add(timerEntry[int]{timerKey: timerKey[int]{ts: int64(5000 + k), key: k + 10_000}, hash: int32(k + 10_000)})
+		if len(data) != 0 {
+			t.Fatalf("key group %d: %d bytes after %d timers", kg, len(data), n)
+		}
+	}
+	return m
+}
+
+func testTimer(k, ts int64, maxP int) timerEntry[int64] {
+	h := Int64Key.Hash(k)
+	return timerEntry[int64]{timerKey: timerKey[int64]{ts: ts, key: k}, kg: KeyGroupForHash(h, maxP), hash: h}
+}
+
+// TestTimerSnapshotIsolation snapshots the timers, then deletes, re-adds
+// and pops timers: the snapshot keeps exactly the timers of its time,
+// first and further timers of a key alike.
+func TestTimerSnapshotIsolation(t *testing.T) {
+	r := KeyGroupRange{First: 0, Last: 7}
+	h := newTestTimers(t, Int64Key, r)
+	want := map[timerKey[int64]]int{}
+	for k := range int64(3000) {
+		for _, ts := range []int64{k % 97, 100 + k%13} { // the second timer goes to the heap
+			e := testTimer(k, ts, 8)
+			h.add(e)
+			want[e.timerKey] = e.kg
+		}
+	}
+	s := newTimerSection("_timers", h, Codec[int64](Int64Key), r)
+	for k := range int64(3000) {
+		if k%2 == 0 {
+			e := testTimer(k, k%97, 8)
+			h.remove(e.kg, e.hash, k, e.ts)
+		}
+		h.add(testTimer(k+10_000, 5000+k, 8))
 	}
 	for range 500 {
 		h.pop()
 	}
-	got := map[timerKey[int]]bool{}
-	s.live(func(e *timerEntry[int]) {
-		if got[e.timerKey] {
-			t.Fatalf("timer %v twice in the snapshot", e.timerKey)
-		}
-		got[e.timerKey] = true
-	})
+	got := decodeTimers(t, s, r)
 	if len(got) != len(want) {
 		t.Fatalf("snapshot holds %d timers, want %d", len(got), len(want))
 	}
-	for k := range want {
-		if !got[k] {
-			t.Fatalf("snapshot lost %v", k)
+	for k, kg := range want {
+		if got[k] != kg {
+			t.Fatalf("snapshot has %v in key group %d, want %d", k, got[k], kg)
 		}
 	}
 }
@@ -130,28 +175,34 @@ func TestTimerSnapshotIsolation(t *testing.T) {
 // record deletes its key's timer and registers a later one. Once the
 // timer service has grown to the key count, that allocates nothing.
 func TestTimerChurnAllocationFree(t *testing.T) {
-	var h timerHeap[int64]
 	const keys = 10_000
+	h := newTestTimers(t, Int64Key, KeyGroupRange{First: 0, Last: 127})
 	for k := range int64(keys) {
-		h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: k, key: k}, hash: Int64Key.Hash(k)})
+		h.add(testTimer(k, k, 128))
 	}
 	ts := make([]int64, keys)
 	for k := range ts {
 		ts[k] = int64(k)
 	}
 	i := int64(0)
-	allocs := testing.AllocsPerRun(100, func() {
+	churn := func() {
 		for range 1000 {
 			k := (i * 7919) % keys
 			i++
-			hk := Int64Key.Hash(k)
-			if !h.remove(timerKey[int64]{ts: ts[k], key: k}, hk) {
+			e := testTimer(k, ts[k], 128)
+			if !h.remove(e.kg, e.hash, k, e.ts) {
 				t.Fatalf("timer of key %d missing", k)
 			}
-			ts[k] = keys + i
-			h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: ts[k], key: k}, hash: hk})
+			ts[k] = keys + i/64 // records of one millisecond share a time
+			h.add(testTimer(k, ts[k], 128))
 		}
-	})
+	}
+	// Warm up: the first pass recycles the buckets of the initial timers,
+	// one each, whose arrays then grow to a millisecond's timers.
+	for range 30 {
+		churn()
+	}
+	allocs := testing.AllocsPerRun(100, churn)
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per 1000 records, want 0", allocs)
 	}
@@ -166,37 +217,26 @@ func TestTimerChurnAllocationFree(t *testing.T) {
 func TestTimerSectionConcurrentWithChurn(t *testing.T) {
 	const maxP = 32
 	r := KeyGroupRange{First: 0, Last: maxP - 1}
-	var h timerHeap[int64]
+	h := newTestTimers(t, Int64Key, r)
 	want := map[timerKey[int64]]int{}
 	for k := range int64(20_000) {
-		hk := Int64Key.Hash(k)
-		e := timerEntry[int64]{timerKey: timerKey[int64]{ts: 1000 + k%500, key: k}, kg: KeyGroupForHash(hk, maxP), hash: hk}
+		e := testTimer(k, 1000+k%500, maxP)
 		h.add(e)
 		want[e.timerKey] = e.kg
-	}
-	s := newTimerSection(timersSection, &h, Codec[int64](Int64Key), r)
-	got := make(chan map[timerKey[int64]]int)
-	go func() {
-		m := map[timerKey[int64]]int{}
-		for kg := r.First; kg <= r.Last; kg++ {
-			data, n := s.AppendGroup(nil, kg)
-			for i := 0; i < n; i++ {
-				kl, w := binary.Uvarint(data)
-				k, _ := Int64Key.Decode(data[w : w+int(kl)])
-				data = data[w+int(kl):]
-				vl, w := binary.Uvarint(data)
-				ts, _ := binary.Varint(data[w : w+int(vl)])
-				data = data[w+int(vl):]
-				m[timerKey[int64]{ts: ts, key: k}] = kg
-			}
+		if k%10 == 0 {
+			e = testTimer(k, 900_000+k, maxP) // a further timer
+			h.add(e)
+			want[e.timerKey] = e.kg
 		}
-		got <- m
-	}()
+	}
+	s := newTimerSection(timersSection, h, Codec[int64](Int64Key), r)
+	got := make(chan map[timerKey[int64]]int)
+	go func() { got <- decodeTimers(t, s, r) }()
 	for round := range int64(5) {
 		for k := range int64(20_000) {
-			hk := Int64Key.Hash(k)
-			if h.remove(timerKey[int64]{ts: 1000 + k%500 + round*10_000, key: k}, hk) {
-				h.add(timerEntry[int64]{timerKey: timerKey[int64]{ts: 1000 + k%500 + (round+1)*10_000, key: k}, kg: KeyGroupForHash(hk, maxP), hash: hk})
+			e := testTimer(k, 1000+k%500+round*10_000, maxP)
+			if h.remove(e.kg, e.hash, k, e.ts) {
+				h.add(testTimer(k, 1000+k%500+(round+1)*10_000, maxP))
 			}
 		}
 		for range 1000 {

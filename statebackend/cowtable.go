@@ -2,9 +2,9 @@ package statebackend
 
 import "slices"
 
-// cowTable is the hash table behind ValueTable: one per key group, open
-// addressing with linear probing over fixed-size slots, and copy-on-write
-// by page for snapshots.
+// cowTable is the hash table behind every table (ValueTable, MapTable,
+// ListTable, Entries): one per key group, open addressing with linear
+// probing over fixed-size slots, and copy-on-write by page for snapshots.
 //
 // Why not a Go map: the state-heavy fraud job spends most of its time in
 // map probing and hashing, and a snapshot of a Go map can only be shared
@@ -113,6 +113,39 @@ func (t *cowTable[K, V]) copyPage(pi uint32) {
 	}
 	t.pages[pi] = slices.Clone(t.pages[pi])
 	t.vers[pi] = t.ver
+}
+
+// ref returns k's value for reading (nil if absent); the pointer is valid
+// until the next write to the table.
+func (t *cowTable[K, V]) ref(h uint32, k K) *V {
+	if i := t.find(h, k); i >= 0 {
+		return &t.at(uint32(i)).val
+	}
+	return nil
+}
+
+// upsert returns k's value ready for writing, inserting the zero value if
+// k is absent; the pointer is valid until the next write to the table.
+func (t *cowTable[K, V]) upsert(h uint32, k K) *V {
+	if i := t.find(h, k); i >= 0 {
+		return &t.writable(uint32(i)).val
+	}
+	return &t.writable(t.insert(h, k)).val
+}
+
+// insert adds k, which must be absent, with the zero value and returns
+// its slot index. Only a grow moves other entries.
+func (t *cowTable[K, V]) insert(h uint32, k K) uint32 {
+	if t.pages == nil || (t.n+1)*4 > int(t.mask+1)*3 {
+		t.grow(t.n + 1)
+	}
+	i := t.home(h)
+	for t.at(i).full {
+		i = (i + 1) & t.mask
+	}
+	*t.writable(i) = slot[K, V]{key: k, hash: h, full: true}
+	t.n++
+	return i
 }
 
 func (t *cowTable[K, V]) put(h uint32, k K, v V) {

@@ -3,7 +3,6 @@ package statebackend
 import (
 	"bytes"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 )
@@ -28,9 +27,9 @@ import (
 // slot, and only the slots that differ are looked up in the other
 // snapshot (an entry that a backward-shift delete moved is found there and
 // not reported; after a growth every entry is looked up).
-// A map or list table's snapshot shares every key group not written since,
-// so only the groups that differ are compared. Timer sections have no such
-// sharing and are compared group by group in full.
+// Map, list and word tables (entrydiff.go) compare their pages the same
+// way, an entry by identity of its map or list, or by its word. Timer
+// sections have no such sharing and are compared group by group in full.
 
 // DeletedPrefix starts the name of the section of a delta file that lists
 // the keys a section lost.
@@ -294,28 +293,6 @@ func viewTable[K comparable, V any](v cowView[K, V]) *cowTable[K, V] {
 	}
 	c := uint32(len(v.pages) * len(v.pages[0]))
 	return &cowTable[K, V]{pages: v.pages, mask: c - 1, shift: uint8(32 - bitsLen(c-1)), n: v.n}
-}
-
-// same reports whether key group kg's map is the one o froze too: the
-// table wrote nothing to the group between the two snapshots. Comparing
-// map identity needs reflect; this runs on the upload goroutine, once per
-// group and checkpoint.
-func (s *frozen[K, V]) same(o *frozen[K, V], kg int) bool {
-	if s.first != o.first || len(s.maps) != len(o.maps) {
-		return false
-	}
-	a, b := s.group(kg), o.group(kg)
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
-}
-
-func (s *mapSection[K, UK, V]) sameGroup(prev Section, kg int) bool {
-	p, ok := prev.(*mapSection[K, UK, V])
-	return ok && s.same(&p.frozen, kg)
-}
-
-func (s *listSection[K, V]) sameGroup(prev Section, kg int) bool {
-	p, ok := prev.(*listSection[K, V])
-	return ok && s.same(&p.frozen, kg)
 }
 
 // MergeChain applies the deltas of a chain to its full file: chain[0] is

@@ -12,35 +12,46 @@
 // are not safe for concurrent use; each carries the codecs of its key and
 // value types for snapshots and restores.
 //
-// A value table's key group is an open-addressing hash table over the
-// key's hash (cowTable): linear probing, deletes that shift the following
+// Every table's key group is an open-addressing hash table over the key's
+// hash (cowTable): linear probing, deletes that shift the following
 // entries back instead of leaving tombstones, and no allocation once it
 // has grown. The runtime computes a key's hash once per record, for its
 // key group, and passes it to GetHashed, PutHashed and DeleteHashed (see
-// KeyHasher). Map and list tables keep one Go map per key group.
+// KeyHasher); map and list tables hash the key themselves.
+//
+// # Entries: a key's small values and timers in one slot
+//
+// An operator's word-sized value states (bool, numbers, up to EntryWords
+// of them) are WordTables: views of one Entries table per backend, whose
+// slot for a key holds those values and the key's first timer of each
+// time domain (the runtime's timer service queues them; see
+// runtime/timerservice.go). A record that reads and writes its key's
+// flags and moves its timer then finds one 64-byte slot, with one probe:
+// the table remembers the key last found. WordTable sections have the
+// value format, so a state can move between a WordTable and a ValueTable
+// from one version of a job to the next.
 //
 // # Copy-on-write snapshots
 //
 // Backend.Snapshot is the synchronous part of a checkpoint and costs
 // O(tables × key groups), whatever the number of entries.
 //
-// Value tables copy on write by page, after Flink's CopyOnWriteStateMap
-// (which does it by entry): a key group's slots are in pages of 32, each
-// stamped with the table version it was written under. A snapshot takes
-// the page directory and bumps the version; a write to a page of an older
-// version copies that page first (and, once per snapshot, the directory),
-// so the snapshot's pages are never written again. The first write after
-// a checkpoint copies half a kilobyte, not a key group.
+// Tables copy on write by page, after Flink's CopyOnWriteStateMap (which
+// does it by entry): a key group's slots are in pages of 32, each stamped
+// with the table version it was written under. A snapshot takes the page
+// directory and bumps the version; a write to a page of an older version
+// copies that page first (and, once per snapshot, the directory), so the
+// snapshot's pages are never written again. The first write after a
+// checkpoint copies a few kilobytes, not a key group.
 //
-// Map and list tables share whole key groups: for every non-empty key
-// group the snapshot marks the group frozen and keeps the map itself; the
-// first write to a frozen group replaces the map by a clone, which the
-// writer then owns. Map tables clone their inner maps with the group,
-// since Put and Remove write into them; list tables share backing arrays
-// between live and frozen lists, which is safe because the table only
-// writes past the end of every frozen list (see ListTable).
+// Map tables copy each key's map on write too: a map carries the version
+// it was made under, and a Put or Remove on an older one clones it first,
+// so the first write to a key after a snapshot copies that key's map,
+// never the key group's. List tables share lists between the table and
+// its snapshots, which is safe because the table only writes past the end
+// of every list a snapshot holds (see ListTable).
 //
-// Either way sections are immutable, can be serialised on another
+// Sections are immutable, can be serialised on another
 // goroutine while the task goes on writing, and stay valid after further
 // snapshots. Values themselves are not copied: a value of a reference type
 // must not be changed in place after it is stored.

@@ -103,6 +103,12 @@ type Backend struct {
 	// pending holds restored sections no table has claimed yet, by name;
 	// a section may come from several files (a rescale merging subtasks).
 	pending map[string][]*restoredSection
+	// entries is the *Entries[K] of word tables and the runtime's
+	// timers, if any (see EntriesOf).
+	entries any
+	// round counts Backend.Snapshot calls; the runtime's timer sections,
+	// taken right after, share the entries' view of the same round.
+	round uint64
 }
 
 // NewBackend creates an empty backend for the key groups r.
@@ -168,90 +174,6 @@ func register[T table](b *Backend, t T) (T, error) {
 	return t, nil
 }
 
-// group is one key group's map and whether a snapshot shares it. The two
-// sit together so the write path's check touches the cache line it needs
-// for the map anyway.
-type group[K comparable, V any] struct {
-	m      map[K]V
-	frozen bool
-}
-
-// groups is a lazily allocated, copy-on-write map per key group.
-type groups[K comparable, V any] struct {
-	first int
-	gs    []group[K, V]
-	// clone copies a frozen map before its first write; map tables clone
-	// their inner maps too.
-	clone func(map[K]V) map[K]V
-}
-
-func newGroups[K comparable, V any](r KeyGroupRange, clone func(map[K]V) map[K]V) groups[K, V] {
-	return groups[K, V]{first: r.First, gs: make([]group[K, V], r.Len()), clone: clone}
-}
-
-func (g *groups[K, V]) get(kg int, k K) (V, bool) {
-	v, ok := g.gs[kg-g.first].m[k] // reading a nil map is fine
-	return v, ok
-}
-
-// writable returns key group kg's map ready for writing: a snapshot's
-// frozen map is cloned first, a missing one allocated (with room for hint
-// entries, which restores know).
-func (g *groups[K, V]) writable(kg, hint int) map[K]V {
-	e := &g.gs[kg-g.first]
-	if e.frozen || e.m == nil {
-		g.thaw(e, hint)
-	}
-	return e.m
-}
-
-// thaw is the rare part of writable: the first write to a group since a
-// snapshot, or to a group never written.
-func (g *groups[K, V]) thaw(e *group[K, V], hint int) {
-	switch {
-	case e.frozen:
-		e.m = g.clone(e.m)
-		e.frozen = false
-	case e.m == nil:
-		e.m = make(map[K]V, hint)
-	}
-}
-
-func (g *groups[K, V]) put(kg int, k K, v V) { g.writable(kg, 0)[k] = v }
-
-func (g *groups[K, V]) del(kg int, k K) {
-	e := &g.gs[kg-g.first]
-	if _, ok := e.m[k]; !ok {
-		return // nothing to delete, so no need to clone a frozen map
-	}
-	if e.frozen {
-		g.thaw(e, 0)
-	}
-	delete(e.m, k)
-}
-
-func (g *groups[K, V]) keys(kg int) int { return len(g.gs[kg-g.first].m) }
-
-// Group exposes key group kg's entries; callers MUST NOT modify the map.
-func (g *groups[K, V]) Group(kg int) map[K]V { return g.gs[kg-g.first].m }
-
-// freeze marks every non-empty group as shared with a snapshot and returns
-// the maps (nil for empty groups) and the number of keys.
-func (g *groups[K, V]) freeze() ([]map[K]V, int64) {
-	out := make([]map[K]V, len(g.gs))
-	var n int64
-	for i := range g.gs {
-		e := &g.gs[i]
-		if len(e.m) == 0 {
-			continue
-		}
-		e.frozen = true
-		out[i] = e.m
-		n += int64(len(e.m))
-	}
-	return out, n
-}
-
 // ValueTable holds one value per key. Values are stored as given: a value
 // of a reference type (pointer, slice, map) must not be modified after Put,
 // or snapshots taken before would see the change.
@@ -280,14 +202,18 @@ type KeyHasher[K any] interface {
 // kc and vc serialise keys and values for snapshots and restores.
 func NewValueTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ValueTable[K, V], error) {
 	t := &ValueTable[K, V]{name: name, kc: kc, vc: vc, first: b.keyGroups.First,
-		gs: make([]cowTable[K, V], b.keyGroups.Len())}
-	if h, ok := kc.(KeyHasher[K]); ok {
-		t.hash = h.Hash
-	} else {
-		seed := maphash.MakeSeed()
-		t.hash = func(k K) int32 { return int32(maphash.Comparable(seed, k)) }
-	}
+		gs: make([]cowTable[K, V], b.keyGroups.Len()), hash: keyHash(kc)}
 	return register(b, t)
+}
+
+// keyHash is the hash tables probe with: the key codec's, if it is a
+// KeyHasher, or else a seeded hash of the key.
+func keyHash[K comparable](kc Codec[K]) func(K) int32 {
+	if h, ok := kc.(KeyHasher[K]); ok {
+		return h.Hash
+	}
+	seed := maphash.MakeSeed()
+	return func(k K) int32 { return int32(maphash.Comparable(seed, k)) }
 }
 
 func (t *ValueTable[K, V]) Name() string           { return t.name }
@@ -330,114 +256,162 @@ func (t *ValueTable[K, V]) Group(kg int) map[K]V {
 }
 
 // MapTable holds a map of user keys to values per key.
+//
+// Each key group is a cowTable of the keys' maps, copied on write by page
+// like a ValueTable's, and each map is copied on write by itself: it
+// carries the table version it was made under, and Put or Remove on a map
+// of an older version (one a snapshot may hold) clones that map first.
+// The first write to a key after a snapshot thus copies one page of slots
+// and that key's map, never a key group (Flink's CopyOnWriteStateMap
+// copies per entry the same way).
 type MapTable[K comparable, UK comparable, V any] struct {
-	name string
-	kc   Codec[K]
-	ukc  Codec[UK]
-	vc   Codec[V]
-	groups[K, map[UK]V]
+	name  string
+	kc    Codec[K]
+	ukc   Codec[UK]
+	vc    Codec[V]
+	hash  func(K) int32
+	first int
+	gs    []cowTable[K, userMap[UK, V]]
+}
+
+// userMap is one key's map and the version of its table it was made or
+// cloned under.
+type userMap[UK comparable, V any] struct {
+	m   map[UK]V
+	ver uint32
 }
 
 // NewMapTable registers (or returns the existing) map table name.
 func NewMapTable[K comparable, UK comparable, V any](b *Backend, name string, kc Codec[K], ukc Codec[UK], vc Codec[V]) (*MapTable[K, UK, V], error) {
-	return register(b, &MapTable[K, UK, V]{name: name, kc: kc, ukc: ukc, vc: vc,
-		groups: newGroups(b.keyGroups, cloneNested[K, UK, V])})
-}
-
-// cloneNested copies a key group of a map table, inner maps included: the
-// inner maps are written in place by Put and Remove.
-func cloneNested[K comparable, UK comparable, V any](m map[K]map[UK]V) map[K]map[UK]V {
-	out := make(map[K]map[UK]V, len(m))
-	for k, inner := range m {
-		out[k] = maps.Clone(inner)
-	}
-	return out
+	return register(b, &MapTable[K, UK, V]{name: name, kc: kc, ukc: ukc, vc: vc, hash: keyHash(kc),
+		first: b.keyGroups.First, gs: make([]cowTable[K, userMap[UK, V]], b.keyGroups.Len())})
 }
 
 func (t *MapTable[K, UK, V]) Name() string           { return t.name }
 func (t *MapTable[K, UK, V]) Kind() Kind             { return KindMap }
-func (t *MapTable[K, UK, V]) KeysInGroup(kg int) int { return t.keys(kg) }
+func (t *MapTable[K, UK, V]) KeysInGroup(kg int) int { return t.gs[kg-t.first].n }
 
 // Map returns k's map, or nil when k has none; callers MUST NOT modify it.
 func (t *MapTable[K, UK, V]) Map(kg int, k K) map[UK]V {
-	m, _ := t.get(kg, k)
-	return m
+	if e := t.gs[kg-t.first].ref(uint32(t.hash(k)), k); e != nil {
+		return e.m
+	}
+	return nil
+}
+
+// writable returns k's map ready for writing, made or cloned as needed.
+func (t *MapTable[K, UK, V]) writable(kg int, h uint32, k K) map[UK]V {
+	g := &t.gs[kg-t.first]
+	e := g.upsert(h, k)
+	switch {
+	case e.m == nil:
+		*e = userMap[UK, V]{m: make(map[UK]V), ver: g.ver}
+	case e.ver != g.ver:
+		*e = userMap[UK, V]{m: maps.Clone(e.m), ver: g.ver}
+	}
+	return e.m
 }
 
 // Put sets uk to v in k's map, creating it if needed.
 func (t *MapTable[K, UK, V]) Put(kg int, k K, uk UK, v V) {
-	g := t.writable(kg, 0)
-	m := g[k]
-	if m == nil {
-		m = make(map[UK]V)
-		g[k] = m
-	}
-	m[uk] = v
+	t.writable(kg, uint32(t.hash(k)), k)[uk] = v
 }
 
 // Remove deletes uk from k's map and drops the map once empty.
 func (t *MapTable[K, UK, V]) Remove(kg int, k K, uk UK) {
-	if _, ok := t.Map(kg, k)[uk]; !ok {
-		return // nothing to remove, so no need to clone a frozen group
+	g, h := &t.gs[kg-t.first], uint32(t.hash(k))
+	e := g.ref(h, k)
+	if e == nil {
+		return
 	}
-	g := t.writable(kg, 0)
-	m := g[k]
-	delete(m, uk)
-	if len(m) == 0 {
-		delete(g, k)
+	if _, ok := e.m[uk]; !ok {
+		return // nothing to remove, so nothing to copy
 	}
+	if len(e.m) == 1 {
+		g.del(h, k)
+		return
+	}
+	delete(t.writable(kg, h, k), uk)
+}
+
+// Group copies key group kg's maps into a new map (nil when empty), for
+// tests and tools; the inner maps are the table's, not to be modified.
+func (t *MapTable[K, UK, V]) Group(kg int) map[K]map[UK]V {
+	g := &t.gs[kg-t.first]
+	if g.n == 0 {
+		return nil
+	}
+	out := make(map[K]map[UK]V, g.n)
+	cowView[K, userMap[UK, V]]{pages: g.pages, n: g.n}.each(func(k K, e userMap[UK, V]) { out[k] = e.m })
+	return out
 }
 
 // Clear drops k's map.
-func (t *MapTable[K, UK, V]) Clear(kg int, k K) { t.del(kg, k) }
+func (t *MapTable[K, UK, V]) Clear(kg int, k K) { t.gs[kg-t.first].del(uint32(t.hash(k)), k) }
 
 // ListTable holds a list of values per key.
 //
-// Thawing a frozen group copies only the map, so live and frozen lists
-// share backing arrays. That is safe because the table writes into an
-// array only in Append, at index len(l) of the live list l, and every other
+// Each key group is a cowTable of the keys' lists, copied on write by
+// page; the lists themselves are shared between the table and its
+// snapshots. That is safe because the table writes into a list's array
+// only in Append, at index len(l) of the live list l, and every other
 // slice of that array is a prefix of l no longer than len(l): lists grow
 // only by Append, and Set clips the slice it stores to its length, so the
-// caller's slice (which may be a frozen list's prefix) is never appended to
-// in place. A frozen list of length n therefore never sees its first n
-// elements change.
+// caller's slice (which may be a snapshot's list's prefix) is never
+// appended to in place. A snapshot's list of length n therefore never
+// sees its first n elements change.
 type ListTable[K comparable, V any] struct {
-	name string
-	kc   Codec[K]
-	vc   Codec[V]
-	groups[K, []V]
+	name  string
+	kc    Codec[K]
+	vc    Codec[V]
+	hash  func(K) int32
+	first int
+	gs    []cowTable[K, []V]
 }
 
 // NewListTable registers (or returns the existing) list table name.
 func NewListTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ListTable[K, V], error) {
-	return register(b, &ListTable[K, V]{name: name, kc: kc, vc: vc, groups: newGroups(b.keyGroups, maps.Clone[map[K][]V])})
+	return register(b, &ListTable[K, V]{name: name, kc: kc, vc: vc, hash: keyHash(kc),
+		first: b.keyGroups.First, gs: make([]cowTable[K, []V], b.keyGroups.Len())})
 }
 
 func (t *ListTable[K, V]) Name() string           { return t.name }
 func (t *ListTable[K, V]) Kind() Kind             { return KindList }
-func (t *ListTable[K, V]) KeysInGroup(kg int) int { return t.keys(kg) }
+func (t *ListTable[K, V]) KeysInGroup(kg int) int { return t.gs[kg-t.first].n }
 
 // List returns k's list (nil when empty); callers MUST NOT modify it.
 func (t *ListTable[K, V]) List(kg int, k K) []V {
-	l, _ := t.get(kg, k)
+	l, _ := t.gs[kg-t.first].get(uint32(t.hash(k)), k)
 	return l
 }
 
 // Append adds v to k's list.
 func (t *ListTable[K, V]) Append(kg int, k K, v V) {
-	g := t.writable(kg, 0)
-	g[k] = append(g[k], v)
+	l := t.gs[kg-t.first].upsert(uint32(t.hash(k)), k)
+	*l = append(*l, v)
 }
 
 // Set replaces k's list with l, which the table then owns; an empty list
 // clears it.
 func (t *ListTable[K, V]) Set(kg int, k K, l []V) {
 	if len(l) == 0 {
-		t.del(kg, k)
+		t.Clear(kg, k)
 		return
 	}
-	t.put(kg, k, l[:len(l):len(l)]) // see ListTable on why the clip
+	t.gs[kg-t.first].put(uint32(t.hash(k)), k, l[:len(l):len(l)]) // see ListTable on why the clip
+}
+
+// Group copies key group kg's lists into a new map (nil when empty), for
+// tests and tools; the lists are the table's, not to be modified.
+func (t *ListTable[K, V]) Group(kg int) map[K][]V {
+	g := &t.gs[kg-t.first]
+	if g.n == 0 {
+		return nil
+	}
+	out := make(map[K][]V, g.n)
+	cowView[K, []V]{pages: g.pages, n: g.n}.each(func(k K, l []V) { out[k] = l })
+	return out
 }
 
 // Clear drops k's list.
-func (t *ListTable[K, V]) Clear(kg int, k K) { t.del(kg, k) }
+func (t *ListTable[K, V]) Clear(kg int, k K) { t.gs[kg-t.first].del(uint32(t.hash(k)), k) }

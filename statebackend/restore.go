@@ -61,25 +61,37 @@ func restoreInto(t table, p *restoredSection) error {
 	return t.restore(p)
 }
 
-// restoreGroups walks p's entries group by group: decode decodes one entry
-// into m. A group's keys must be new and distinct (the table's key is the
-// entry's key), which also catches a file restored twice.
-func restoreGroups[K comparable, V any](p *restoredSection, g *groups[K, V], decode func(m map[K]V, k, v []byte) error) error {
+// restoreTable walks p's entries group by group into the tables gs
+// (index kg - first): decode decodes one entry. A group's keys must be new
+// and distinct (the table's key is the entry's key), which also catches a
+// file restored twice.
+func restoreTable[K comparable, V any](p *restoredSection, gs []cowTable[K, V], first int, hash func(K) int32,
+	decode func(g *cowTable[K, V], k, v []byte) (K, V, error)) error {
 	for _, ge := range p.groups {
-		m := g.writable(ge.kg, ge.count)
-		before, data := len(m), ge.data
+		g := &gs[ge.kg-first]
+		before, data := g.n, ge.data
+		g.grow(before + ge.count)
 		for len(data) > 0 {
-			k, v, rest, ok := nextEntry(data)
+			kb, vb, rest, ok := nextEntry(data)
 			if !ok {
 				return p.corrupt(ge.kg, nil, "truncated entry")
 			}
-			if err := decode(m, k, v); err != nil {
-				return p.corrupt(ge.kg, err, "entry %d", len(m)-before)
+			k, v, err := decode(g, kb, vb)
+			if err == nil {
+				h := uint32(hash(k))
+				if g.find(h, k) >= 0 {
+					err = fmt.Errorf("key %v: %w", k, errDuplicateKey)
+				} else {
+					g.put(h, k, v)
+				}
+			}
+			if err != nil {
+				return p.corrupt(ge.kg, err, "entry %d", g.n-before)
 			}
 			data = rest
 		}
-		if len(m)-before != ge.count {
-			return p.corrupt(ge.kg, nil, "%d new distinct keys, the block says %d entries", len(m)-before, ge.count)
+		if g.n-before != ge.count {
+			return p.corrupt(ge.kg, nil, "%d new distinct keys, the block says %d entries", g.n-before, ge.count)
 		}
 	}
 	return nil
@@ -142,63 +154,61 @@ func (t *ValueTable[K, V]) restore(p *restoredSection) error {
 }
 
 func (t *MapTable[K, UK, V]) restore(p *restoredSection) error {
-	return restoreGroups(p, &t.groups, func(m map[K]map[UK]V, kb, vb []byte) error {
+	return restoreTable(p, t.gs, t.first, t.hash, func(g *cowTable[K, userMap[UK, V]], kb, vb []byte) (K, userMap[UK, V], error) {
 		k, err := decodeKey(t.kc, kb)
 		if err != nil {
-			return err
+			return k, userMap[UK, V]{}, err
 		}
 		n, b, err := collection(vb, 2)
 		if err != nil {
-			return err
+			return k, userMap[UK, V]{}, err
 		}
 		inner := make(map[UK]V, n)
 		for range n {
 			ukb, v, rest, ok := nextEntry(b)
 			if !ok {
-				return fmt.Errorf("truncated map entry")
+				return k, userMap[UK, V]{}, fmt.Errorf("truncated map entry")
 			}
 			uk, err := t.ukc.Decode(ukb)
 			if err != nil {
-				return fmt.Errorf("map key: %w", err)
+				return k, userMap[UK, V]{}, fmt.Errorf("map key: %w", err)
 			}
 			if inner[uk], err = decodeValue(t.vc, v); err != nil {
-				return err
+				return k, userMap[UK, V]{}, err
 			}
 			b = rest
 		}
 		if len(b) != 0 || len(inner) != n {
-			return fmt.Errorf("map of %d entries has %d distinct keys and %d trailing bytes", n, len(inner), len(b))
+			return k, userMap[UK, V]{}, fmt.Errorf("map of %d entries has %d distinct keys and %d trailing bytes", n, len(inner), len(b))
 		}
-		m[k] = inner
-		return nil
+		return k, userMap[UK, V]{m: inner, ver: g.ver}, nil
 	})
 }
 
 func (t *ListTable[K, V]) restore(p *restoredSection) error {
-	return restoreGroups(p, &t.groups, func(m map[K][]V, kb, vb []byte) error {
+	return restoreTable(p, t.gs, t.first, t.hash, func(_ *cowTable[K, []V], kb, vb []byte) (K, []V, error) {
 		k, err := decodeKey(t.kc, kb)
 		if err != nil {
-			return err
+			return k, nil, err
 		}
 		n, b, err := collection(vb, 1)
 		if err != nil {
-			return err
+			return k, nil, err
 		}
 		l := make([]V, n)
 		for i := range l {
 			item, rest, ok := field(b)
 			if !ok {
-				return fmt.Errorf("truncated list item")
+				return k, nil, fmt.Errorf("truncated list item")
 			}
 			if l[i], err = decodeValue(t.vc, item); err != nil {
-				return err
+				return k, nil, err
 			}
 			b = rest
 		}
 		if len(b) != 0 {
-			return fmt.Errorf("list of %d items has %d trailing bytes", n, len(b))
+			return k, nil, fmt.Errorf("list of %d items has %d trailing bytes", n, len(b))
 		}
-		m[k] = l
-		return nil
+		return k, l, nil
 	})
 }

@@ -25,38 +25,12 @@ type Section interface {
 // the sections to another goroutine (go statement, channel) orders the
 // snapshot before their reads.
 func (b *Backend) Snapshot() []Section {
+	b.round++
 	out := make([]Section, len(b.order))
 	for i, n := range b.order {
 		out[i] = b.tables[n].snapshot()
 	}
 	return out
-}
-
-// frozen is what every table's section shares: its frozen group maps.
-type frozen[K comparable, V any] struct {
-	name  string
-	first int
-	maps  []map[K]V
-	keys  int64
-}
-
-func (s *frozen[K, V]) Name() string { return s.name }
-
-// Keys is the number of keys with state in the snapshot.
-func (s *frozen[K, V]) Keys() int64 { return s.keys }
-
-// group is key group kg's map, nil outside the range.
-func (s *frozen[K, V]) group(kg int) map[K]V {
-	i := kg - s.first
-	if i < 0 || i >= len(s.maps) {
-		return nil
-	}
-	return s.maps[i]
-}
-
-func freezeGroups[K comparable, V any](name string, g *groups[K, V]) frozen[K, V] {
-	maps, keys := g.freeze()
-	return frozen[K, V]{name: name, first: g.first, maps: maps, keys: keys}
 }
 
 // valueSection is a value table's snapshot: the copy-on-write view of
@@ -107,68 +81,109 @@ func (s *valueSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	return dst, s.views[i].n
 }
 
+// mapSection is a map table's snapshot: the copy-on-write view of every
+// key group's table, whose maps the table clones before writing.
 type mapSection[K comparable, UK comparable, V any] struct {
-	frozen[K, map[UK]V]
-	kc  Codec[K]
-	ukc Codec[UK]
-	vc  Codec[V]
+	name  string
+	first int
+	views []cowView[K, userMap[UK, V]]
+	keys  int64
+	kc    Codec[K]
+	ukc   Codec[UK]
+	vc    Codec[V]
 }
 
 func (t *MapTable[K, UK, V]) snapshot() Section {
-	return &mapSection[K, UK, V]{frozen: freezeGroups(t.name, &t.groups), kc: t.kc, ukc: t.ukc, vc: t.vc}
+	s := &mapSection[K, UK, V]{name: t.name, first: t.first, views: make([]cowView[K, userMap[UK, V]], len(t.gs)),
+		kc: t.kc, ukc: t.ukc, vc: t.vc}
+	for i := range t.gs {
+		s.views[i] = t.gs[i].snapshot()
+		s.keys += int64(s.views[i].n)
+	}
+	return s
 }
 
-func (s *mapSection[K, UK, V]) Kind() Kind { return KindMap }
+func (s *mapSection[K, UK, V]) Name() string { return s.name }
+func (s *mapSection[K, UK, V]) Kind() Kind   { return KindMap }
+
+// Keys is the number of keys with state in the snapshot.
+func (s *mapSection[K, UK, V]) Keys() int64 { return s.keys }
 
 func (s *mapSection[K, UK, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
-	m := s.group(kg)
-	for k, inner := range m {
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = binary.AppendUvarint(append(dst, 0), uint64(len(inner)))
-		for uk, v := range inner {
-			q := len(dst)
-			dst = s.ukc.Append(append(dst, 0), uk)
-			dst = fixLen(dst, q)
-			q = len(dst)
-			dst = s.vc.Append(append(dst, 0), v)
-			dst = fixLen(dst, q)
-		}
-		dst = fixLen(dst, p)
+	i := kg - s.first
+	if i < 0 || i >= len(s.views) {
+		return dst, 0
 	}
-	return dst, len(m)
+	s.views[i].each(func(k K, e userMap[UK, V]) { dst = s.appendEntry(dst, k, &e) })
+	return dst, s.views[i].n
 }
 
+// appendEntry appends key k's map as one entry.
+func (s *mapSection[K, UK, V]) appendEntry(dst []byte, k K, e *userMap[UK, V]) []byte {
+	p := len(dst)
+	dst = s.kc.Append(append(dst, 0), k)
+	dst = fixLen(dst, p)
+	p = len(dst)
+	dst = binary.AppendUvarint(append(dst, 0), uint64(len(e.m)))
+	for uk, v := range e.m {
+		q := len(dst)
+		dst = s.ukc.Append(append(dst, 0), uk)
+		dst = fixLen(dst, q)
+		q = len(dst)
+		dst = s.vc.Append(append(dst, 0), v)
+		dst = fixLen(dst, q)
+	}
+	return fixLen(dst, p)
+}
+
+// listSection is a list table's snapshot: the copy-on-write view of every
+// key group's table (see ListTable on why the lists need no copy).
 type listSection[K comparable, V any] struct {
-	frozen[K, []V]
-	kc Codec[K]
-	vc Codec[V]
+	name  string
+	first int
+	views []cowView[K, []V]
+	keys  int64
+	kc    Codec[K]
+	vc    Codec[V]
 }
 
 func (t *ListTable[K, V]) snapshot() Section {
-	return &listSection[K, V]{frozen: freezeGroups(t.name, &t.groups), kc: t.kc, vc: t.vc}
+	s := &listSection[K, V]{name: t.name, first: t.first, views: make([]cowView[K, []V], len(t.gs)), kc: t.kc, vc: t.vc}
+	for i := range t.gs {
+		s.views[i] = t.gs[i].snapshot()
+		s.keys += int64(s.views[i].n)
+	}
+	return s
 }
 
-func (s *listSection[K, V]) Kind() Kind { return KindList }
+func (s *listSection[K, V]) Name() string { return s.name }
+func (s *listSection[K, V]) Kind() Kind   { return KindList }
+
+// Keys is the number of keys with state in the snapshot.
+func (s *listSection[K, V]) Keys() int64 { return s.keys }
 
 func (s *listSection[K, V]) AppendGroup(dst []byte, kg int) ([]byte, int) {
-	m := s.group(kg)
-	for k, l := range m {
-		p := len(dst)
-		dst = s.kc.Append(append(dst, 0), k)
-		dst = fixLen(dst, p)
-		p = len(dst)
-		dst = binary.AppendUvarint(append(dst, 0), uint64(len(l)))
-		for _, v := range l {
-			q := len(dst)
-			dst = s.vc.Append(append(dst, 0), v)
-			dst = fixLen(dst, q)
-		}
-		dst = fixLen(dst, p)
+	i := kg - s.first
+	if i < 0 || i >= len(s.views) {
+		return dst, 0
 	}
-	return dst, len(m)
+	s.views[i].each(func(k K, l []V) { dst = s.appendEntry(dst, k, &l) })
+	return dst, s.views[i].n
+}
+
+// appendEntry appends key k's list as one entry.
+func (s *listSection[K, V]) appendEntry(dst []byte, k K, l *[]V) []byte {
+	p := len(dst)
+	dst = s.kc.Append(append(dst, 0), k)
+	dst = fixLen(dst, p)
+	p = len(dst)
+	dst = binary.AppendUvarint(append(dst, 0), uint64(len(*l)))
+	for _, v := range *l {
+		q := len(dst)
+		dst = s.vc.Append(append(dst, 0), v)
+		dst = fixLen(dst, q)
+	}
+	return fixLen(dst, p)
 }
 
 // fixLen turns the one-byte placeholder at dst[p] into the uvarint length

@@ -1,0 +1,170 @@
+package runtime
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// TestTimerServiceAgainstModel runs random registers, deletes, pops and
+// snapshots on a timer service and on a plain set of (time, key), with
+// word states written into the same entries: adds are idempotent, removes
+// exact, pops come in time order, the count matches, and every snapshot,
+// read back after the churn that followed it, holds the set of its time.
+// Keys get up to three timers, so further timers go through the heap, and
+// times repeat, so buckets are shared, compacted and recycled.
+func TestTimerServiceAgainstModel(t *testing.T) {
+	const maxP = 8
+	r := KeyGroupRange{First: 0, Last: maxP - 1}
+	b := statebackend.NewBackend(r)
+	entries, err := statebackend.EntriesOf(b, Codec[int64](Int64Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flag, ok, err := statebackend.NewWordTable[int64, bool](b, "flag", Int64Key, BoolCodec{})
+	if err != nil || !ok {
+		t.Fatalf("word table: %v %v", ok, err)
+	}
+	var s timerService[int64]
+	s.init(0, entries)
+	rng := rand.New(rand.NewPCG(3, 4))
+	model := map[timerKey[int64]]bool{}
+	flags := map[int64]bool{}
+	type snap struct {
+		sec  statebackend.Section
+		want map[timerKey[int64]]bool
+	}
+	var snaps []snap
+	for step := range 60_000 {
+		k := rng.Int64N(300)
+		ts := 1000 + rng.Int64N(40)
+		e := testTimer(k, ts, maxP)
+		switch op := rng.IntN(100); {
+		case op < 40:
+			if got, want := s.add(e), !model[e.timerKey]; got != want {
+				t.Fatalf("step %d: add %v = %v, want %v", step, e.timerKey, got, want)
+			}
+			model[e.timerKey] = true
+		case op < 75:
+			// Delete one of the key's timers, or a time it has not.
+			for tk := range model {
+				if tk.key == k && rng.IntN(4) > 0 {
+					ts = tk.ts
+					break
+				}
+			}
+			tk := timerKey[int64]{ts: ts, key: k}
+			if got, want := s.remove(e.kg, e.hash, k, ts), model[tk]; got != want {
+				t.Fatalf("step %d: remove %v = %v, want %v", step, tk, got, want)
+			}
+			delete(model, tk)
+		case op < 85:
+			if flags[k] {
+				flag.DeleteHashed(e.kg, e.hash, k)
+				delete(flags, k)
+			} else {
+				flag.PutHashed(e.kg, e.hash, k, true)
+				flags[k] = true
+			}
+		case op < 99:
+			min, ok := int64(0), false
+			for tk := range model {
+				if !ok || tk.ts < min {
+					min, ok = tk.ts, true
+				}
+			}
+			p, pok := s.peek()
+			if pok != ok || (ok && p.ts != min) {
+				t.Fatalf("step %d: peek %v %v, want time %d %v", step, p.timerKey, pok, min, ok)
+			}
+			if !ok {
+				continue
+			}
+			if !model[p.timerKey] {
+				t.Fatalf("step %d: peek %v, not registered", step, p.timerKey)
+			}
+			if got := s.pop(); got != p {
+				t.Fatalf("step %d: pop %+v after peek %+v", step, got, p)
+			}
+			delete(model, p.timerKey)
+		default:
+			want := make(map[timerKey[int64]]bool, len(model))
+			for tk := range model {
+				want[tk] = true
+			}
+			snaps = append(snaps, snap{newTimerSection(timersSection, &s, Codec[int64](Int64Key), r), want})
+		}
+		if s.len() != len(model) {
+			t.Fatalf("step %d: %d timers, want %d", step, s.len(), len(model))
+		}
+		if got, want := flag.KeysInGroup(e.kg), countFlags(flags, e.kg, maxP); got != want {
+			t.Fatalf("step %d: key group %d holds %d flags, want %d", step, e.kg, got, want)
+		}
+	}
+	for k := range int64(300) {
+		e := testTimer(k, 0, maxP)
+		if _, ok := flag.GetHashed(e.kg, e.hash, k); ok != flags[k] {
+			t.Fatalf("flag of key %d: %v, want %v", k, ok, flags[k])
+		}
+	}
+	for i, sn := range snaps {
+		got := decodeTimers(t, sn.sec, r)
+		if len(got) != len(sn.want) {
+			t.Fatalf("snapshot %d: %d timers, want %d", i, len(got), len(sn.want))
+		}
+		for tk, kg := range got {
+			if !sn.want[tk] || kg != testTimer(tk.key, 0, maxP).kg {
+				t.Fatalf("snapshot %d: unexpected timer %v in key group %d", i, tk, kg)
+			}
+		}
+	}
+	for len(model) > 0 {
+		p := s.pop()
+		if !model[p.timerKey] {
+			t.Fatalf("drain: popped %v, not registered", p.timerKey)
+		}
+		delete(model, p.timerKey)
+	}
+	if _, ok := s.peek(); ok || s.len() != 0 {
+		t.Fatalf("drained service still has %d timers", s.len())
+	}
+	// With the timers gone, only entries holding a flag remain.
+	n := 0
+	for kg := r.First; kg <= r.Last; kg++ {
+		n += entries.Len(kg)
+	}
+	if n != len(flags) {
+		t.Fatalf("%d entries left, want %d (the flags)", n, len(flags))
+	}
+}
+
+func countFlags(flags map[int64]bool, kg, maxP int) int {
+	n := 0
+	for k := range flags {
+		if KeyGroupForHash(Int64Hash(k), maxP) == kg {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTimersOfOneTimeShareABucket: keys registering timers at a few
+// interleaved times (sliding windows' ends, a minute apart) fill one
+// bucket per time, not one per timer.
+func TestTimersOfOneTimeShareABucket(t *testing.T) {
+	s := newTestTimers(t, Int64Key, KeyGroupRange{First: 0, Last: 7})
+	ends := []int64{60_000, 120_000, 180_000, 240_000}
+	for k := range int64(1000) {
+		s.add(testTimer(k, ends[k%4], 8))
+	}
+	inUse := 0
+	for _, b := range s.q.bs {
+		if b.inUse {
+			inUse++
+		}
+	}
+	if inUse != len(ends) {
+		t.Fatalf("%d buckets for %d times", inUse, len(ends))
+	}
+}
