@@ -1,6 +1,7 @@
 package jobmanager
 
 import (
+	"slices"
 	"time"
 
 	"github.com/weirstream/weir/jobs"
@@ -93,6 +94,12 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 			sub := vs.Subtasks[i]
 			sub.BusyNs, sub.IdleNs, sub.BackpressuredNs = m.GetBusyNs(), m.GetIdleNs(), m.GetBackpressuredNs()
 			sub.KeyGroupFirst, sub.KeyGroupRecords = m.GetKeyGroupFirst(), m.GetKeyGroupRecords()
+			sub.Notes = m.GetNotes()
+			for _, n := range sub.Notes {
+				if !slices.Contains(st.Notes, n) {
+					st.Notes = append(st.Notes, n)
+				}
+			}
 			if ops := m.GetOperators(); len(ops) > 0 {
 				sub.RecordsIn, sub.RecordsOut = ops[0].GetRecordsIn(), ops[len(ops)-1].GetRecordsOut()
 			}

@@ -39,3 +39,29 @@ func TestStatusWatermarksPerOperator(t *testing.T) {
 		t.Errorf("with subtask 1 unreported: watermark %d, want none", op.GetWatermark())
 	}
 }
+
+// TestStatusNotes: the subtasks' notes show per subtask and, once each,
+// for the job; a note of an old attempt does not.
+func TestStatusNotes(t *testing.T) {
+	j := &Job{ID: "j1", Name: "notes", Attempt: 2,
+		Vertices: []VertexSpec{{Name: "a", Parallelism: 2}, {Name: "b", Parallelism: 1}},
+		Tasks:    [][]Task{{{Attempt: 2}, {Attempt: 2}}, {{Attempt: 2}}}}
+	down := "rules: etcd unreachable since 12:00:00"
+	metrics := map[taskKey]*weirv1.TaskMetrics{
+		{jobID: "j1", vertex: 0, subtask: 0, attempt: 2}: {Notes: []string{down}},
+		{jobID: "j1", vertex: 0, subtask: 1, attempt: 2}: {Notes: []string{down, "other"}},
+		{jobID: "j1", vertex: 1, subtask: 0, attempt: 1}: {Notes: []string{"stale"}},
+	}
+	st := buildJobStatus(j, nil, metrics)
+	if got := st.GetNotes(); len(got) != 2 || got[0] != down || got[1] != "other" {
+		t.Errorf("job notes %q", got)
+	}
+	if got := st.GetVertices()[0].GetSubtasks()[1].GetNotes(); len(got) != 2 {
+		t.Errorf("subtask notes %q", got)
+	}
+	delete(metrics, taskKey{jobID: "j1", vertex: 0, subtask: 0, attempt: 2})
+	delete(metrics, taskKey{jobID: "j1", vertex: 0, subtask: 1, attempt: 2})
+	if got := buildJobStatus(j, nil, metrics).GetNotes(); len(got) != 0 {
+		t.Errorf("notes after they cleared: %q", got)
+	}
+}

@@ -43,19 +43,17 @@ func appendDoc(dst []byte, file string, version int64, state string, src []byte)
 	return append(dst, src...)
 }
 
-// Decode recompiles the documents of src. The inline tests passed when
-// the rules were accepted and are not run again.
+// Decode recompiles the documents of src (CompileDocs: the rules a set
+// decoded before in this process shares with this one are not compiled
+// again). The inline tests passed when the rules were accepted and are
+// not run again.
 func (SetCodec) Decode(src []byte) (*Set, error) {
 	if len(src) == 0 || src[0] != setFormat {
 		return nil, fmt.Errorf("%w: unknown format", ErrCorruptSet)
 	}
 	d := &docReader{b: src[1:]}
-	var specs []*Spec
-	type override struct {
-		version int64
-		state   string
-	}
-	var overrides []override
+	var docs []Doc
+	lists := 0
 	for part := range 2 {
 		n := d.uvarint()
 		if d.err != nil {
@@ -65,38 +63,31 @@ func (SetCodec) Decode(src []byte) (*Set, error) {
 			return nil, fmt.Errorf("%w: %d documents in %d bytes", ErrCorruptSet, n, len(d.b))
 		}
 		for range n {
-			file := string(d.bytes())
-			version := d.varint()
-			state := string(d.bytes())
-			text := d.bytes()
+			doc := Doc{File: string(d.bytes()), Version: d.varint(), State: string(d.bytes()), Source: d.bytes()}
 			if d.err != nil {
 				return nil, d.err
 			}
-			docs, err := Parse(file, text)
-			if err != nil || len(docs) != 1 {
-				return nil, fmt.Errorf("%w: a stored document does not parse: %v", ErrCorruptSet, err)
+			if part == 0 {
+				doc.Version, doc.State = 0, ""
+				lists++
 			}
-			if isList := docs[0].Kind == "list"; isList != (part == 0) {
-				return nil, fmt.Errorf("%w: a %s document among the %s", ErrCorruptSet, docs[0].Kind, [2]string{"lists", "rules"}[part])
-			}
-			specs = append(specs, docs[0])
-			if part == 1 {
-				overrides = append(overrides, override{version, state})
-			}
+			docs = append(docs, doc)
 		}
 	}
 	if len(d.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorruptSet, len(d.b))
 	}
-	set, err := compile(specs, false)
+	set, err := CompileDocs(docs)
 	if err != nil {
-		return nil, fmt.Errorf("rules: a stored rule set does not compile: %w", err)
+		return nil, err
 	}
-	for i, r := range set.Rules {
-		r.Version, r.State = overrides[i].version, overrides[i].state
+	if len(set.lists) != lists {
+		return nil, fmt.Errorf("%w: %d lists among the rules or rules among the lists", ErrCorruptSet, abs(len(set.lists)-lists))
 	}
 	return set, nil
 }
+
+func abs(n int) int { return max(n, -n) }
 
 type docReader struct {
 	b   []byte

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -94,7 +95,12 @@ type Rule struct {
 	profile profile
 	pattern *seqPattern
 	spec    *Spec
+	guard   *guard // the leading equality an Engine indexes (index.go)
+	drift   DriftSpec
 }
+
+// Drift is the rule's own drift parameters; zero fields are the job's.
+func (r *Rule) Drift() DriftSpec { return r.drift }
 
 type namedProgram struct {
 	name string
@@ -368,6 +374,18 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 		}
 		r.fields = append(r.fields, namedProgram{name, p})
 	}
+	if d := s.Drift; d != nil {
+		switch {
+		case d.Factor != 0 && !(d.Factor > 1 && d.Factor < math.Inf(1)):
+			return nil, s.errorf(s.lineOf("drift", "factor"), "drift.factor %v: must be above 1", d.Factor)
+		case d.Window < 0 || d.Window > 10000:
+			return nil, s.errorf(s.lineOf("drift", "window"), "drift.window %d: must be from 1 to 10000 intervals", d.Window)
+		case d.MinEvaluations < 0:
+			return nil, s.errorf(s.lineOf("drift", "minEvaluations"), "drift.minEvaluations %d: must be positive", d.MinEvaluations)
+		}
+		r.drift = *d
+	}
+	r.guard = guardOf(r)
 	return r, nil
 }
 

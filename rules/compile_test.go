@@ -18,7 +18,9 @@ func TestCompileRefuses(t *testing.T) {
 	const base = "id: r\nkind: filter\ncondition: 'e.a > 1'\n"
 	cases := []struct{ name, doc, want string }{
 		{"unknown top-level field", base + "conditon: x\n",
-			`r.yaml:4: rule r: unknown field "conditon" (known: aggregates, apiVersion, condition, derived, description, emit, evaluate, global, history, id, input, items, key, kind, labels, lateness, params, pattern, profile, resetOnFire, serve, state, tests, time, version, when, window)`},
+			`r.yaml:4: rule r: unknown field "conditon" (known: aggregates, apiVersion, condition, derived, description, drift, emit, evaluate, global, history, id, input, items, key, kind, labels, lateness, params, pattern, profile, resetOnFire, serve, state, tests, time, version, when, window)`},
+		{"a drift factor of 1", base + "drift: {factor: 1}\n", `r.yaml:4: rule r: drift.factor 1: must be above 1`},
+		{"unknown field in drift", base + "drift: {factr: 2}\n", `r.yaml:4: rule r: unknown field "factr" in drift (known: factor, minEvaluations, window)`},
 		{"unknown nested field", "id: r\nkind: aggregate\nwindow: {type: lookback, sise: 1m}\naggregates: {n: {fn: count}}\ncondition: 'agg.n > 1'\n",
 			`r.yaml:3: rule r: unknown field "sise" in window (known: gap, offset, size, slide, type)`},
 		{"unknown field in an aggregate", "id: r\nkind: aggregate\nwindow: {type: lookback, size: 1m}\naggregates:\n  n: {fn: count, off: e.x}\ncondition: 'agg.n > 1'\n",

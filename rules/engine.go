@@ -34,6 +34,7 @@ type Engine struct {
 	curKeySet bool
 	keyBuf    []byte
 	scratch   State // the State of stateless rules
+	all       []int // 0, 1, 2, ...: the positions of a group without an index
 
 	// Wake, if set, hears every timer a rule arms, so that a driver whose
 	// clock is not Advance's caller (a keyed operator of the runtime,
@@ -61,12 +62,62 @@ type group struct {
 	rules     []int // indexes into set.Rules
 	stateless bool  // every rule is: no slot per key
 	slots     map[string]*slot
+	index     *ruleIndex // nil: every rule runs on every event
+	// events counts the events the group evaluated: each of its rules'
+	// evaluations (StatsView fills them in).
+	events int64
 }
 
 // slot is one key's states in a group: one per rule, nil until needed.
 type slot struct {
 	key    map[string]any
-	states []*State
+	states slotStates
+}
+
+// slotStates are a key's states in a group, by position in the group: a
+// slice for small groups, and for large ones a map of the states that
+// exist, so that a key of a group of 10,000 rules costs what its live
+// states take, not 10,000 slots, and finding it empty is not a scan.
+type slotStates struct {
+	dense  []*State
+	sparse map[int]*State
+	n      int // states held
+}
+
+// denseStates is the largest group whose slots are slices.
+const denseStates = 64
+
+func newSlotStates(rules int) slotStates {
+	if rules <= denseStates {
+		return slotStates{dense: make([]*State, rules)}
+	}
+	return slotStates{sparse: map[int]*State{}}
+}
+
+func (s *slotStates) get(i int) *State {
+	if s.dense != nil {
+		return s.dense[i]
+	}
+	return s.sparse[i]
+}
+
+// set sets position i's state; nil drops it.
+func (s *slotStates) set(i int, st *State) {
+	had := s.get(i) != nil
+	switch {
+	case s.dense != nil:
+		s.dense[i] = st
+	case st == nil:
+		delete(s.sparse, i)
+	default:
+		s.sparse[i] = st
+	}
+	switch {
+	case had && st == nil:
+		s.n--
+	case !had && st != nil:
+		s.n++
+	}
 }
 
 type timer struct {
@@ -114,15 +165,31 @@ func NewEngine(set *Set) *Engine {
 		g.rules = append(g.rules, i)
 		g.stateless = g.stateless && r.Stateless()
 	}
+	for _, g := range e.groups {
+		rs := make([]*Rule, len(g.rules))
+		for i, ri := range g.rules {
+			rs[i] = set.Rules[ri]
+		}
+		g.index = newRuleIndex(rs)
+	}
 	return e
 }
 
 // Stats are the counters of every rule, in the set's order.
-func (e *Engine) Stats() []RuleStats { return slices.Clone(e.stats) }
+func (e *Engine) Stats() []RuleStats { return slices.Clone(e.StatsView()) }
 
 // StatsView is Stats without the copy: the engine's own counters, to read
 // (not keep) between calls.
-func (e *Engine) StatsView() []RuleStats { return e.stats }
+func (e *Engine) StatsView() []RuleStats {
+	// A rule evaluates every event its group does (or the group's index
+	// did for it): counted once per event rather than per rule.
+	for _, g := range e.groups {
+		for _, ri := range g.rules {
+			e.stats[ri].Evaluations = g.events
+		}
+	}
+	return e.stats
+}
 
 // Register arms an event-time timer for the rule and key being evaluated.
 func (e *Engine) Register(t int64) {
@@ -159,27 +226,28 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 		var sl *slot
 		if !g.stateless {
 			if sl = g.slots[string(kb)]; sl == nil {
-				sl = &slot{key: e.set.Rules[g.rules[0]].KeyOf(ev.Fields), states: make([]*State, len(g.rules))}
+				sl = &slot{key: e.set.Rules[g.rules[0]].KeyOf(ev.Fields), states: newSlotStates(len(g.rules))}
 				g.slots[string(kb)] = sl
 			}
 		}
 		e.curKey, e.curKeySet = "", false
-		for i, ri := range g.rules {
+		g.events++
+		for _, i := range e.candidates(g, ev) {
+			ri := g.rules[i]
 			r := e.set.Rules[ri]
 			var st *State
 			switch {
 			case r.Stateless():
 				e.scratch = State{}
 				st = &e.scratch
-			case sl.states[i] == nil:
+			case sl.states.get(i) == nil:
 				st = r.NewState(sl.key)
-				sl.states[i] = st
+				sl.states.set(i, st)
 			default:
-				st = sl.states[i]
+				st = sl.states.get(i)
 			}
 			e.cur = ri
 			n := len(out)
-			e.stats[ri].Evaluations++
 			var t0 time.Time
 			if e.TimeRules {
 				t0 = time.Now()
@@ -193,11 +261,11 @@ func (e *Engine) Process(ev *Event, out []Alert) ([]Alert, error) {
 				e.stats[ri].Errors++
 				errs = append(errs, err)
 			}
-			if sl != nil && sl.states[i] != nil && st.Empty() {
-				sl.states[i] = nil // e.g. a sequence back at its start
+			if sl != nil && sl.states.get(i) != nil && st.Empty() {
+				sl.states.set(i, nil) // e.g. a sequence back at its start
 			}
 		}
-		if sl != nil && !slices.ContainsFunc(sl.states, func(s *State) bool { return s != nil }) {
+		if sl != nil && sl.states.n == 0 {
 			delete(g.slots, string(kb))
 		}
 	}
@@ -213,10 +281,10 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		r := e.set.Rules[tm.rule]
 		g, i := e.groupOf(tm.rule)
 		sl := g.slots[tm.key]
-		if sl == nil || sl.states[i] == nil {
+		if sl == nil || sl.states.get(i) == nil {
 			continue
 		}
-		states := sl.states
+		st := sl.states.get(i)
 		n := len(out)
 		var err error
 		e.cur, e.curKey, e.curKeySet = tm.rule, tm.key, true
@@ -224,7 +292,7 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 		if e.TimeRules {
 			t0 = time.Now()
 		}
-		out, err = e.rn.OnTimer(r, states[i], tm.t, e, out)
+		out, err = e.rn.OnTimer(r, st, tm.t, e, out)
 		if e.TimeRules {
 			e.stats[tm.rule].EvalNanos += int64(time.Since(t0))
 		}
@@ -233,14 +301,29 @@ func (e *Engine) Advance(wm int64, out []Alert) ([]Alert, error) {
 			e.stats[tm.rule].Errors++
 			errs = append(errs, err)
 		}
-		if states[i].Empty() {
-			states[i] = nil
-			if !slices.ContainsFunc(states, func(s *State) bool { return s != nil }) {
+		if st.Empty() {
+			sl.states.set(i, nil)
+			if sl.states.n == 0 {
 				delete(g.slots, tm.key)
 			}
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// candidates are the positions in g of the rules to run on ev: all of
+// them, or those its index says may act on ev.
+func (e *Engine) candidates(g *group, ev *Event) []int {
+	if g.index != nil {
+		return g.index.candidates(ev.Fields)
+	}
+	if len(e.all) < len(g.rules) {
+		e.all = make([]int, len(g.rules))
+		for i := range e.all {
+			e.all[i] = i
+		}
+	}
+	return e.all[:len(g.rules)]
 }
 
 func (e *Engine) groupOf(rule int) (*group, int) {

@@ -47,6 +47,11 @@ type Spec struct {
 	Emit  EmitSpec   `yaml:"emit"`
 	Tests []TestSpec `yaml:"tests"`
 
+	// Drift overrides, for this rule, the rules job's drift parameters
+	// (drift-factor, drift-window, drift-min-evaluations); a zero field
+	// keeps the job's.
+	Drift *DriftSpec `yaml:"drift"`
+
 	// Fields of the draft format that are not implemented yet: decoded
 	// only to be refused with a message that says so.
 	Lateness any `yaml:"lateness"`
@@ -82,6 +87,16 @@ type ProfileSpec struct {
 	Stats   []string       `yaml:"stats"`
 	LastN   map[string]int `yaml:"lastN"`
 	Seen    []string       `yaml:"seen"`
+}
+
+// DriftSpec is a rule's drift monitoring: a rule-drift alert when its hit
+// rate in a stats interval is Factor times its baseline (the rate over
+// its previous Window intervals) or 1/Factor of it, both over at least
+// MinEvaluations evaluations.
+type DriftSpec struct {
+	Factor         float64 `yaml:"factor"`
+	Window         int     `yaml:"window"`
+	MinEvaluations int64   `yaml:"minEvaluations"`
 }
 
 // EmitSpec says what a hit produces.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend/storage"
@@ -45,6 +46,17 @@ type AsyncSnapshotter interface {
 // come on the task goroutine.
 type CheckpointListener interface {
 	NotifyCheckpointComplete(checkpointID int64) error
+}
+
+// PreBarrierFlusher is implemented by functions that keep partial results
+// in memory and must send them downstream before a checkpoint barrier
+// leaves the task (Flink's prepareSnapshotPreBarrier): a pre-aggregation
+// whose counts are not in state would otherwise be lost by a restore
+// from that checkpoint. FlushPreBarrier runs on the task goroutine, before
+// any operator of the task snapshots, head of the chain first, and may
+// emit through the collectors the function holds.
+type PreBarrierFlusher interface {
+	FlushPreBarrier(checkpointID int64) error
 }
 
 // BoundedInput is implemented by functions that act when their input ends
@@ -149,5 +161,5 @@ func NewRuntimeContext(c ContextConfig) *RuntimeContext {
 	return &RuntimeContext{jobID: c.JobID, jobName: c.JobName, operatorName: c.OperatorName, uid: c.UID, subtask: c.Subtask,
 		parallelism: c.Parallelism, maxParallelism: c.MaxParallelism, stdout: c.Stdout, logger: c.Logger,
 		attempt: c.Attempt, restored: c.Restored, noCheckpoints: c.NoCheckpoints, openStorage: c.OpenStorage, ctx: c.Context,
-		clock: c.Clock}
+		clock: c.Clock, note: new(atomic.Pointer[string])}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/weirstream/weir/runtime/engine"
@@ -37,6 +38,25 @@ type RuntimeContext struct {
 	metrics *userMetrics
 	// clock is the task's processing-time service.
 	clock engine.Clock
+	// note is what the function says about its condition (SetNote);
+	// shared by copies of the context.
+	note *atomic.Pointer[string]
+}
+
+// SetNote sets a short line about the function's condition that the
+// JobManager shows in the job's status (`weir job status`), such as "rules:
+// etcd unreachable since ...; keeping the current rules"; "" clears it. It
+// travels with the task's metrics (every heartbeat), so a note reaches the
+// status within a heartbeat. Safe from any goroutine.
+func (c *RuntimeContext) SetNote(note string) {
+	if c.note == nil {
+		return // a context made outside a task
+	}
+	if note == "" {
+		c.note.Store(nil)
+		return
+	}
+	c.note.Store(&note)
 }
 
 // JobID is the ID of the running job; it stays the same across restarts
@@ -81,6 +101,7 @@ type opContext struct {
 	fnState   CheckpointedFunction
 	listeners []CheckpointListener
 	endInputs []BoundedInput
+	flushers  []PreBarrierFlusher
 }
 
 type opCounters struct{ in, out int64 }

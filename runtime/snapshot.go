@@ -62,6 +62,13 @@ const eventTimersSection = "_event_timers"
 // state), and for each stateful operator the function that encodes its
 // state file off the task goroutine.
 func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
+	// What the flushers emit reaches the chained operators after them
+	// before those snapshot, and the writers before the barrier.
+	for _, f := range c.flushers {
+		if err := f.FlushPreBarrier(id); err != nil {
+			return nil, fmt.Errorf("flush before barrier %d: %w", id, err)
+		}
+	}
 	out := make([]engine.StateSnapshot, 0, len(c.states))
 	for _, st := range c.states {
 		s := &operatorSnapshot{st: st}

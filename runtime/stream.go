@@ -354,6 +354,9 @@ func registerFunction(oc *opContext, fn any) {
 	if e, ok := fn.(BoundedInput); ok {
 		oc.endInputs = append(oc.endInputs, e)
 	}
+	if f, ok := fn.(PreBarrierFlusher); ok {
+		oc.flushers = append(oc.flushers, f)
+	}
 	addCloser(oc, fn)
 }
 

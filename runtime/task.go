@@ -122,6 +122,7 @@ type chain struct {
 	states    []*operatorState
 	listeners []CheckpointListener
 	endInputs []BoundedInput
+	flushers  []PreBarrierFlusher // head first
 }
 
 type publishedCounters struct{ in, out atomic.Int64 }
@@ -249,7 +250,8 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock},
+				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock,
+				note: new(atomic.Pointer[string])},
 			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail,
 			countKeyGroups: func() []int64 {
 				c.kgRecords = newKeyGroupRecords(kgs)
@@ -296,6 +298,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		}
 		c.listeners = append(c.listeners, oc.listeners...)
 		c.endInputs = append(oc.endInputs, c.endInputs...) // head first
+		c.flushers = append(oc.flushers, c.flushers...)    // head first
 		c.opens = append(c.opens, oc.opens...)             // tail first, as Flink opens
 		c.closes = append(oc.closes, c.closes...)
 		c.timers = append(c.timers, oc.timers...)
@@ -392,6 +395,21 @@ func (t *Task) Subtask() int { return t.subtask }
 
 // EventTime reports whether the task's job uses event time.
 func (t *Task) EventTime() bool { return t.graph.EventTime }
+
+// Notes returns the notes the chained functions set (SetNote), head
+// first. It is safe to call while the task runs.
+func (t *Task) Notes() []string {
+	var out []string
+	for _, rc := range t.chain.contexts {
+		if rc.note == nil {
+			continue
+		}
+		if n := rc.note.Load(); n != nil {
+			out = append(out, *n)
+		}
+	}
+	return out
+}
 
 // Operators returns the record counts of the chained operators, head
 // first. It is safe to call while the task runs.

@@ -391,6 +391,7 @@ func taskMetrics(key taskKey, t *runtime.Task) *weirv1.TaskMetrics {
 	if first, counts := t.KeyGroupRecords(); counts != nil {
 		m.KeyGroupFirst, m.KeyGroupRecords = int32(first), counts
 	}
+	m.Notes = t.Notes()
 	wms := t.OperatorWatermarks()
 	for i, c := range t.Operators() {
 		oc := &weirv1.OperatorCounters{RecordsIn: c.In, RecordsOut: c.Out}

@@ -338,8 +338,34 @@ emit: {action: alert}
 		return ts
 	}
 
+	// notes waits for the job's status to say (or stop saying) that etcd
+	// is unreachable.
+	notes := func(down bool) []string {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var st cli.JobStatusView
+			weirJSON(t, &st, "job", "status", id, "--jobmanager", c.JobManagerAddrs)
+			if said := slices.ContainsFunc(st.Notes, func(n string) bool {
+				return strings.HasPrefix(n, "rules: etcd "+etcd.Endpoint+" unreachable since ") &&
+					strings.Contains(n, "; keeping 2 rules (those of the rules parameter, etcd revision ")
+			}); said == down {
+				return st.Notes
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job status notes %q; want etcd unreachable: %v", st.Notes, down)
+			}
+		}
+	}
+	notes(false)
+
 	etcd.Stop()
 	waitLog(t, c, "rules: etcd unreachable; the job keeps its current rules and retries", 1)
+	if n := notes(true); len(n) != 1 {
+		t.Errorf("notes %q, want the one", n)
+	}
+	if r := runWeir(t, "job", "status", id, "--jobmanager", c.JobManagerAddrs); !strings.Contains(r.Stdout, "  note: rules: etcd "+etcd.Endpoint+" unreachable since ") {
+		t.Errorf("weir job status does not say etcd is unreachable:\n%s", r.Stdout)
+	}
 	t1 := event("1.jsonl", 500)
 	got := waitLines(t, filepath.Join(out, "alerts"), 2)
 	want := []string{alertLine("any", 1, "user", "u", t1, false), alertLine("big", 1, "user", "u", t1, false)}
@@ -349,6 +375,9 @@ emit: {action: alert}
 
 	etcd.Restart(t)
 	waitLog(t, c, "rules: etcd reachable again; following rule changes", 1)
+	if n := notes(false); len(n) != 0 {
+		t.Errorf("notes %q after etcd came back, want none", n)
+	}
 	rules("pause", "big")
 	t2 := event("2.jsonl", 600)
 	got = waitLines(t, filepath.Join(out, "alerts"), 3)

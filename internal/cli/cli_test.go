@@ -234,7 +234,7 @@ func TestJSONKeysDocumented(t *testing.T) {
 		}
 	}
 	for _, v := range []any{JobListView{}, JobStatusView{}, CheckpointListView{}, SubmitView{}, SavepointView{},
-		RescaleView{}, CancelView{}, DisposeView{}, RegisteredJobsView{}, VersionView{}, ClusterStatusView{}, RulesView{}, RuleStatsView{}} {
+		RescaleView{}, CancelView{}, DisposeView{}, RegisteredJobsView{}, VersionView{}, ClusterStatusView{}, RulesView{}, RuleStatsView{}, BacktestView{}} {
 		walk(reflect.TypeOf(v))
 	}
 }

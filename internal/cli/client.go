@@ -380,6 +380,9 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 	if s.Failure != "" {
 		fmt.Fprintf(w, "  failure: %s\n", s.Failure)
 	}
+	for _, n := range st.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	if c := st.Checkpointing; c != nil {
 		every := "off"
 		if c.IntervalMs > 0 {

@@ -86,6 +86,9 @@ type JobStatusView struct {
 	Vertices       []VertexView      `json:"vertices"`
 	// Rescale is the latest rescale, null if none.
 	Rescale *RescaleStatusView `json:"rescale"`
+	// Notes are the conditions the job's subtasks report and work around
+	// (e.g. a rule source that cannot reach etcd); empty when all is well.
+	Notes []string `json:"notes"`
 }
 
 // CheckpointingView is a job's checkpoint settings and record.
@@ -382,6 +385,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 			MaxMs: nsToMs(l.GetMaxNs())},
 		Vertices: make([]VertexView, 0, len(st.GetVertices())),
 		Rescale:  rescaleStatusView(st.GetRescale()),
+		Notes:    append([]string{}, st.GetNotes()...),
 	}
 	for k, p := range st.GetParams() {
 		v.Params[k] = p

@@ -17,7 +17,7 @@ func newRulesCmd() *cobra.Command {
 		Short: "Work with rule files: fraud and anomaly rules written as YAML (see README, Rules)",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newRulesTestCmd())
+	cmd.AddCommand(newRulesTestCmd(), newRulesBacktestCmd())
 	cmd.AddCommand(newRulesLiveCmds()...)
 	return cmd
 }

@@ -106,6 +106,12 @@ type evaluator struct {
 
 	setFrom, switchedAt runtime.Gauge
 
+	// The rule_stats stream (stats.go): where the counts go, and the end
+	// of the earliest open interval and the last wake-up timer armed.
+	statsCfg        StatsConfig
+	parts           runtime.Collector[StatPart]
+	openEnd, wakeAt int64
+
 	// With live rules, the per-rule counts are published to etcd for
 	// `weir rules stats` by a goroutine reading stats.
 	live    *liveConfig
@@ -133,6 +139,8 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
+	e.parts = runtime.SideCollector(ctx.RuntimeContext, statParts)
+	e.openEnd = math.MaxInt64
 	return nil
 }
 
@@ -218,11 +226,16 @@ func (e *evaluator) engine(sig string, t int64) *sigEngine {
 			// of the rule key will do, and the current one is.
 			eng.Wake = e.ctx.RegisterEventTimeTimer
 			eng.TimeRules = true
-			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs))}
+			se := &sigEngine{eng: eng, id: id, pushed: make([]rules.RuleStats, len(rs)), stats: statsAcc{rules: rs}}
 			for _, r := range rs {
 				se.counters = append(se.counters, e.ruleCounters(r))
 			}
 			engines[s] = se
+		}
+		for s, old := range e.engines {
+			if engines[s] != old {
+				e.flushStats(old) // its counts are done
+			}
 		}
 		e.engines = engines
 	}
@@ -236,6 +249,7 @@ type sigEngine struct {
 	id       string
 	counters []ruleCounters
 	pushed   []rules.RuleStats
+	stats    statsAcc
 }
 
 // ruleCounters are one rule version's metrics: registered by rule and
@@ -272,10 +286,14 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	}
 }
 
-// push adds what the engine counted since the last push to the metrics.
-func (se *sigEngine) push() {
+// push adds what the engine counted since the last push (at time t) to
+// the metrics and to the rule_stats interval of t.
+func (e *evaluator) push(se *sigEngine, t int64) {
+	se.stats.dirty = false
 	for i, st := range se.eng.StatsView() {
 		p, c := &se.pushed[i], se.counters[i]
+		e.addStats(se, i, t, rules.RuleStats{Evaluations: st.Evaluations - p.Evaluations, Alerts: st.Alerts - p.Alerts,
+			Errors: st.Errors - p.Errors, EvalNanos: st.EvalNanos - p.EvalNanos})
 		c.evals.Add(st.Evaluations - p.Evaluations)
 		c.alerts.Add(st.Alerts - p.Alerts)
 		c.errs.Add(st.Errors - p.Errors)
@@ -300,6 +318,7 @@ func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
 }
 
 func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	defer e.flushDueStats(t)
 	rs, _ := e.pending.Get(t)
 	if len(rs) > 0 {
 		e.pending.Remove(t)
@@ -308,7 +327,8 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if se == nil {
 		return nil // no rule of the set in force has this key
 	}
-	defer se.push()
+	e.beforeCounting(se, t)
+	defer e.afterCounting(se, t)
 	eng := se.eng
 	var err error
 	e.alerts, err = eng.Advance(t-1, e.alerts[:0])
@@ -372,13 +392,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 		}
 		defer cli.Close()
 		st := store.New(cli, e.live.cluster, job)
-		t := time.NewTicker(statsEvery)
-		defer t.Stop()
+		every := statsEvery
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-time.After(every):
 			}
 			e.statsMu.Lock()
 			out := make([]store.RuleStat, 0, len(e.stats))
@@ -387,8 +406,12 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
 			}
 			e.statsMu.Unlock()
+			// About 100 bytes per rule version: with thousands of rules,
+			// publish less often (statsEvery per 1000 versions), so etcd
+			// does not take a megabyte per subtask every 2 s.
+			every = statsEvery * time.Duration(max(1, len(out)/1000))
 			pctx, pcancel := context.WithTimeout(ctx, etcdTimeout)
-			_ = st.PublishStats(pctx, subtask, out, int64(5*statsEvery/time.Second)) // the next one retries
+			_ = st.PublishStats(pctx, subtask, out, max(1, int64(5*every/time.Second))) // the next one retries
 			pcancel()
 		}
 	}()

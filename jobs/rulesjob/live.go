@@ -80,6 +80,10 @@ type liveSource struct {
 	retryAt  time.Time
 	lastTick time.Time
 	up       runtime.Gauge // 1 while etcd answers
+	// For the job's status note while etcd is away: the set in force.
+	rc              *runtime.RuntimeContext
+	setRules        int
+	setFrom, downAt int64
 
 	// A watch stays silent while etcd is gone (the client retries), so a
 	// probe goroutine asks etcd every probeEvery and says whether it
@@ -143,6 +147,7 @@ func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
 
 func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
 	s.log = ctx.Logger().With("operator", ctx.OperatorName())
+	s.rc = ctx
 	s.job = s.cfg.rulesName(ctx)
 	s.up = ctx.Metrics().Gauge("rules_etcd_up", "1 while the rule source reaches etcd, 0 while it keeps the current rules and retries")
 	s.mark = store.NoMark
@@ -182,6 +187,9 @@ func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.
 		from = s.last
 	}
 	s.last = from
+	if set != nil {
+		s.setRules, s.setFrom = len(set.Rules), from
+	}
 	out.Collect(Change{From: from, Set: set})
 }
 
@@ -288,21 +296,51 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	}
 	s.down = false
 	s.up.Set(1)
+	s.rc.SetNote("")
 	return nil
 }
 
 func (s *liveSource) unreachable(err error) {
 	if !s.down {
 		s.log.Warn("rules: etcd unreachable; the job keeps its current rules and retries", "err", err)
+		s.downAt = time.Now().UnixMilli()
 	}
 	s.down, s.retryAt = true, time.Now().Add(time.Second)
 	s.up.Set(0)
+	// The job's status says so until connect clears it.
+	from := "those of the rules parameter"
+	if s.setFrom != setTime {
+		from = "the set in force from event time " + time.UnixMilli(s.setFrom).UTC().Format(time.RFC3339Nano)
+	}
+	s.rc.SetNote(fmt.Sprintf("rules: etcd %s unreachable since %s; keeping %d rules (%s, etcd revision %d), retrying",
+		strings.Join(s.cfg.endpoints, ","), time.UnixMilli(s.downAt).UTC().Format(time.RFC3339), s.setRules, from, s.rev))
 }
 
 // drain applies the watch's pending responses: one change per response
 // (a put of several rules is one response per rule, each its own change),
 // and a mark moves the watermark.
 func (s *liveSource) drain(out runtime.Collector[Change]) error {
+	// Consecutive responses whose changes apply from one time (a put of
+	// many rules: one response per rule) make one change: the same set
+	// from the same time as applying them one by one, compiled and
+	// broadcast once rather than once per rule.
+	pending, pendingAt := false, int64(setTime)
+	flush := func() {
+		if !pending {
+			return
+		}
+		pending = false
+		set, err := s.compile()
+		if err != nil {
+			// Stored rules were checked; one that no longer compiles
+			// (another release?) keeps the old set.
+			s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
+			return
+		}
+		s.emit(out, pendingAt, set)
+		s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
+	}
+	defer flush()
 	for {
 		select {
 		case resp, ok := <-s.watch:
@@ -313,6 +351,17 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 				return err
 			}
 			changed, at := false, int64(setTime)
+			for _, ev := range resp.Events {
+				key := string(ev.Kv.Key)
+				if strings.HasPrefix(key, s.st.RulesPrefix()) && ev.Type == clientv3.EventTypePut {
+					if e, err := store.Decode(ev.Kv.Value); err == nil {
+						changed, at = true, max(at, e.At)
+					}
+				}
+			}
+			if changed && pending && at != pendingAt {
+				flush()
+			}
 			for _, ev := range resp.Events {
 				key := string(ev.Kv.Key)
 				switch {
@@ -327,24 +376,18 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 						continue
 					}
 					s.entries[e.ID] = e
-					changed, at = true, max(at, e.At)
 				}
 			}
 			if changed {
-				set, err := s.compile()
-				if err != nil {
-					// Stored rules were checked; one that no longer
-					// compiles (another release?) keeps the old set.
-					s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
-				} else {
-					s.emit(out, at, set)
-					s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
-				}
+				s.rev = resp.Header.Revision
+				pending, pendingAt = true, at
 			}
-			if s.cfg.marks && s.mark > s.last {
+			if s.cfg.marks && s.mark > max(s.last, pendingAt) {
+				flush()
 				s.emit(out, s.mark, nil)
 			}
 		default:
+			flush()
 			if s.cfg.marks && s.mark > s.last {
 				s.emit(out, s.mark, nil)
 			}
@@ -356,29 +399,32 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 // compile is the set of the stored entries, over the rules parameter's
 // documents (a stored entry of the same ID wins; a tombstone removes it).
 func (s *liveSource) compile() (*rules.Set, error) {
-	var es []store.Entry
-	for _, e := range s.entries {
-		es = append(es, e)
+	// A fixed order, by ID, so every change lists the rules alike; the
+	// stored documents compile through rules' cache, so a change compiles
+	// the changed rule only.
+	type idDoc struct {
+		id  string
+		doc rules.Doc
 	}
-	specs, live, err := store.Specs(es)
-	if err != nil {
-		return nil, err
+	var docs []idDoc
+	for _, e := range s.entries {
+		if e.State != store.Deleted {
+			docs = append(docs, idDoc{e.ID, rules.Doc{File: "etcd:" + e.ID, Source: []byte(e.Source), Version: e.Version, State: e.State}})
+		}
 	}
 	for _, sp := range s.cfg.file {
 		if _, stored := s.entries[sp.ID]; !stored {
-			specs = append(specs, sp)
+			docs = append(docs, idDoc{sp.ID, rules.Doc{File: sp.File(), Source: sp.Source(), Version: sp.Version, State: sp.State}})
 		}
 	}
-	// A fixed order, so every change lists the rules alike.
-	sortSpecs(specs)
-	set, err := rules.CompileStored(specs)
+	slices.SortFunc(docs, func(a, b idDoc) int { return cmp.Compare(a.id, b.id) })
+	ds := make([]rules.Doc, len(docs))
+	for i := range docs {
+		ds[i] = docs[i].doc
+	}
+	set, err := rules.CompileDocs(ds)
 	if err != nil {
 		return nil, fmt.Errorf("rule source: %w", err)
-	}
-	for _, r := range set.Rules {
-		if e, ok := live[r.ID]; ok {
-			r.Version, r.State = e.Version, e.State
-		}
 	}
 	return set, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -382,9 +381,4 @@ func appendKey(dst []byte, sig string, fields []string, r Record) []byte {
 func sigOf(key string) string {
 	sig, _, _ := strings.Cut(key, "\x00")
 	return sig
-}
-
-// sortSpecs orders documents by ID: lists and rules alike.
-func sortSpecs(specs []*rules.Spec) {
-	slices.SortFunc(specs, func(a, b *rules.Spec) int { return cmp.Compare(a.ID, b.ID) })
 }

@@ -87,7 +87,7 @@ func init() {
 		{Name: "input", Type: jobs.Path, Description: "source=files: a file, or a directory whose files (not starting with . or _) are read in name order"},
 		{Name: "schema", Type: jobs.String, Description: "the events' declared fields, name:type,... (types string, number, bool, time; name:type? for an optional field): an event lacking a field or with another type is a dead letter; with format=csv, the header columns read and their types (required)"},
 		{Name: "time-field", Type: jobs.String, Default: rules.DefaultTimeField, Description: "the field holding the event time, in Unix ms or RFC 3339"},
-		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts go exactly once to <output>/alerts/, shadow rules' alerts to <output>/shadow/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts (and rule-drift alerts) go exactly once to <output>/alerts/, the rule_stats stream to <output>/rule-stats/, shadow rules' alerts to <output>/shadow/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/"},
 		{Name: "sink", Type: jobs.String, Default: "files", Description: "where alerts go besides <output>/alerts: files (nowhere else), print (stdout of the TaskManagers), kafka (sink-topic), webhook or slack"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen; the watermark trails by this much, and alerts wait for it"},
 		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
@@ -95,6 +95,10 @@ func init() {
 		{Name: "rate", Type: jobs.Float, Description: "source=walkthrough|random: records per second per source subtask, 0 = as fast as possible (default 10 for walkthrough, 0 for random)"},
 		{Name: "count", Type: jobs.Int, Default: "0", Description: "source=walkthrough|random: records per source subtask before it finishes (0 = unbounded)"},
 		{Name: "accounts", Type: jobs.Int, Default: "100000", Description: "source=random: the number of accounts"},
+		{Name: "stats-interval", Type: jobs.Duration, Default: "1m", Description: "the interval of event time of the rule_stats stream: each rule version's evaluations, hits, errors and evaluation time per interval, summed over the subtasks, as JSON lines under <output>/rule-stats/"},
+		{Name: "drift-factor", Type: jobs.Float, Default: "0", Description: "above 1: a rule-drift alert (in <output>/alerts/) when a rule version's hit rate in an interval is at least this many times its baseline, or at most its 1/factor; 0 = no drift alerts"},
+		{Name: "drift-window", Type: jobs.Int, Default: "10", Description: "the baseline of drift-factor: the hit rate over this many of the rule version's previous intervals (those it evaluated anything in)"},
+		{Name: "drift-min-evaluations", Type: jobs.Int, Default: "100", Description: "drift-factor: both the interval and the baseline need at least this many evaluations"},
 	}
 	for _, p := range connect.Params(EventsTopic, AlertsTopic) {
 		if p.Name == "format" {
@@ -130,6 +134,7 @@ type Config struct {
 	Accounts       int64
 	IO             connect.IO
 	Live           *liveConfig // nil without etcd
+	Stats          StatsConfig
 }
 
 func parseConfig(p *runtime.Params) Config {
@@ -164,6 +169,21 @@ func parseConfig(p *runtime.Params) Config {
 	}
 	if c.TimeField == "" {
 		p.Errorf("time-field", "must not be empty")
+	}
+	interval := p.Duration("stats-interval", defaultStatsInterval)
+	c.Stats = StatsConfig{Interval: interval.Milliseconds(), DriftFactor: p.Float("drift-factor", 0),
+		DriftWindow: int(p.Int("drift-window", 10)), DriftMinEvaluations: p.Int("drift-min-evaluations", 100)}
+	if c.Stats.Interval < 1 {
+		p.Errorf("stats-interval", "%v must be at least 1ms", interval)
+	}
+	if f := c.Stats.DriftFactor; f != 0 && !(f > 1 && f < math.Inf(1)) {
+		p.Errorf("drift-factor", "%v must be above 1 (or 0: no drift alerts)", f)
+	}
+	if c.Stats.DriftWindow < 1 || c.Stats.DriftWindow > 10000 {
+		p.Errorf("drift-window", "%d must be from 1 to 10000 intervals", c.Stats.DriftWindow)
+	}
+	if c.Stats.DriftMinEvaluations < 1 {
+		p.Errorf("drift-min-evaluations", "%d must be at least 1", c.Stats.DriftMinEvaluations)
 	}
 	var err error
 	if c.Schema, err = ParseSchema(p.String("schema", ""), c.TimeField); err != nil {
@@ -259,7 +279,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	// apply from, so the watermark of the router and the evaluator (the
 	// lower of both inputs') lets no event through before the set in force
 	// at its time has arrived. Without etcd, one record before any event.
-	set, live := c.Set, c.Live
+	set, live, stats := c.Set, c.Live, c.Stats
 	changes := runtime.FromSource(env, "rule-set", func() runtime.SourceFunction[Change] {
 		if live != nil {
 			return &liveSource{cfg: *live}
@@ -275,13 +295,25 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	keyed := runtime.KeyBy(routed, runtime.StringKey, func(r Routed) string { return r.Key })
 	alerts := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
 		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] {
-			return &evaluator{live: live}
+			return &evaluator{live: live, statsCfg: stats}
 		},
 		runtime.StringCodec{}).UID(EvaluatorUID)
-
-	writeLines(c, alerts, "alert-files", AlertsDir)
 	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
 	writeDeadLetters(c, runtime.SideOutput(alerts, evalErrors), "rule-error-files", RuleErrorDir)
+
+	// The rule_stats stream: the evaluators' counts summed per rule
+	// version; the alerts pass through to meet the drift alerts (stats.go).
+	// The counts (a few records per interval) take a task of their own, as
+	// a two-input operator's inputs must come from two tasks.
+	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(alerts, statParts)), runtime.StringKey, StatPart.key)
+	alerts = runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(alerts, runtime.StringKey, func(l string) string { return l })),
+		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, string, string] {
+			return &statistician{cfg: stats}
+		},
+		runtime.StringCodec{}).UID(StatisticianUID)
+	writeLines(c, runtime.SideOutput(alerts, ruleStatLines), "rule-stats-files", RuleStatsDir)
+
+	writeLines(c, alerts, "alert-files", AlertsDir)
 	switch c.Sink {
 	case "print":
 		runtime.SinkTo(alerts, "print-alerts", func() runtime.SinkFunction[string] {

@@ -261,9 +261,13 @@ func check(cur []Entry, specs []*rules.Spec) error {
 		}
 		replaced[sp.ID] = true
 	}
+	// A rule compiles against the lists alone, so when specs hold no list
+	// the stored rules need not be compiled again (seconds at 10,000
+	// rules): the new ones are, with their tests, against the stored lists.
+	lists := slices.ContainsFunc(specs, func(sp *rules.Spec) bool { return sp.Kind == "list" })
 	all := append([]*rules.Spec(nil), specs...)
 	for _, e := range cur {
-		if replaced[e.ID] || e.State == Deleted {
+		if replaced[e.ID] || e.State == Deleted || (!lists && e.Kind == "rule") {
 			continue
 		}
 		docs, err := rules.Parse("etcd:"+e.ID, []byte(e.Source))

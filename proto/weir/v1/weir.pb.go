@@ -843,7 +843,11 @@ type JobStatus struct {
 	FailedCheckpoints    int64           `protobuf:"varint,10,opt,name=failed_checkpoints,json=failedCheckpoints,proto3" json:"failed_checkpoints,omitempty"`
 	Attempt              int32           `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The job's latest rescale, if any.
-	Rescale       *RescaleStatus `protobuf:"bytes,12,opt,name=rescale,proto3" json:"rescale,omitempty"`
+	Rescale *RescaleStatus `protobuf:"bytes,12,opt,name=rescale,proto3" json:"rescale,omitempty"`
+	// The distinct notes of the current subtasks (each subtask's are in
+	// its SubtaskStatus), such as "rules: etcd unreachable since ...":
+	// conditions the job works around rather than fails on.
+	Notes         []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -958,6 +962,13 @@ func (x *JobStatus) GetAttempt() int32 {
 func (x *JobStatus) GetRescale() *RescaleStatus {
 	if x != nil {
 		return x.Rescale
+	}
+	return nil
+}
+
+func (x *JobStatus) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -1867,8 +1878,11 @@ type SubtaskStatus struct {
 	// key group key_group_first on; empty without a keyed operator.
 	KeyGroupFirst   int32   `protobuf:"varint,14,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
 	KeyGroupRecords []int64 `protobuf:"varint,15,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The notes its functions set (TaskMetrics.notes), from the latest
+	// heartbeat.
+	Notes         []string `protobuf:"bytes,16,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubtaskStatus) Reset() {
@@ -2002,6 +2016,13 @@ func (x *SubtaskStatus) GetKeyGroupFirst() int32 {
 func (x *SubtaskStatus) GetKeyGroupRecords() []int64 {
 	if x != nil {
 		return x.KeyGroupRecords
+	}
+	return nil
+}
+
+func (x *SubtaskStatus) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -3192,8 +3213,12 @@ type TaskMetrics struct {
 	// empty without a keyed operator.
 	KeyGroupFirst   int32   `protobuf:"varint,8,opt,name=key_group_first,json=keyGroupFirst,proto3" json:"key_group_first,omitempty"`
 	KeyGroupRecords []int64 `protobuf:"varint,9,rep,packed,name=key_group_records,json=keyGroupRecords,proto3" json:"key_group_records,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What the task's functions say about their condition
+	// (runtime.RuntimeContext.SetNote), head of the chain first; empty when
+	// all is well. E.g. a rule source that cannot reach etcd.
+	Notes         []string `protobuf:"bytes,10,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskMetrics) Reset() {
@@ -3285,6 +3310,13 @@ func (x *TaskMetrics) GetKeyGroupFirst() int32 {
 func (x *TaskMetrics) GetKeyGroupRecords() []int64 {
 	if x != nil {
 		return x.KeyGroupRecords
+	}
+	return nil
+}
+
+func (x *TaskMetrics) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -4920,7 +4952,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
 	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xa8\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbe\x05\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -4934,7 +4966,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12failed_checkpoints\x18\n" +
 	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
 	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
-	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x1a9\n" +
+	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x12\x14\n" +
+	"\x05notes\x18\r \x03(\tR\x05notes\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
@@ -5003,7 +5036,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"recordsOut\x12!\n" +
 	"\twatermark\x18\x05 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
 	"\n" +
-	"_watermark\"\x93\x04\n" +
+	"_watermark\"\xa9\x04\n" +
 	"\rSubtaskStatus\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.weir.v1.TaskStateR\x05state\x12&\n" +
@@ -5022,7 +5055,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vrecords_out\x18\r \x01(\x03R\n" +
 	"recordsOut\x12&\n" +
 	"\x0fkey_group_first\x18\x0e \x01(\x05R\rkeyGroupFirst\x12*\n" +
-	"\x11key_group_records\x18\x0f \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
+	"\x11key_group_records\x18\x0f \x03(\x03R\x0fkeyGroupRecords\x12\x14\n" +
+	"\x05notes\x18\x10 \x03(\tR\x05notesB\f\n" +
 	"\n" +
 	"_watermark\"k\n" +
 	"\x0eLatencySummary\x12\x14\n" +
@@ -5109,7 +5143,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"recordsOut\x12!\n" +
 	"\twatermark\x18\x03 \x01(\x03H\x00R\twatermark\x88\x01\x01B\f\n" +
 	"\n" +
-	"_watermark\"\xf6\x02\n" +
+	"_watermark\"\x8c\x03\n" +
 	"\vTaskMetrics\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x127\n" +
 	"\toperators\x18\x02 \x03(\v2\x19.weir.v1.OperatorCountersR\toperators\x12'\n" +
@@ -5119,7 +5153,9 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\aidle_ns\x18\x06 \x01(\x03R\x06idleNs\x12)\n" +
 	"\x10backpressured_ns\x18\a \x01(\x03R\x0fbackpressuredNs\x12&\n" +
 	"\x0fkey_group_first\x18\b \x01(\x05R\rkeyGroupFirst\x12*\n" +
-	"\x11key_group_records\x18\t \x03(\x03R\x0fkeyGroupRecordsB\f\n" +
+	"\x11key_group_records\x18\t \x03(\x03R\x0fkeyGroupRecords\x12\x14\n" +
+	"\x05notes\x18\n" +
+	" \x03(\tR\x05notesB\f\n" +
 	"\n" +
 	"_watermark\"\xf8\x01\n" +
 	"\x0fTaskStateUpdate\x12&\n" +
