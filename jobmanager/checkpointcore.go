@@ -115,7 +115,8 @@ func (c *checkpointCore) tick(job *Job, now time.Time) coreAction {
 }
 
 // start makes checkpoint lastID+1 of the job's current attempt, waiting
-// for every unfinished task; it fails while a task is not running.
+// for every unfinished task; it fails while a task is not running. The
+// finished tasks are listed: their final states are carried into it.
 func (c *checkpointCore) start(job *Job, now time.Time, req *savepointRequest) (*pendingCheckpoint, error) {
 	p := &pendingCheckpoint{attempt: job.Attempt, trigger: now, waiting: map[taskRef]bool{},
 		acks: map[taskRef]*weirv1.AcknowledgeCheckpointRequest{}, req: req}
@@ -123,6 +124,14 @@ func (c *checkpointCore) start(job *Job, now time.Time, req *savepointRequest) (
 		for i, t := range ts {
 			switch t.State {
 			case taskFinished:
+				if c.cfg.IntervalMs <= 0 && job.Vertices[v].InputPartitioning == "" {
+					// Without periodic checkpoints a source finishes without
+					// a final checkpoint: its end position is nowhere to
+					// carry from, and a restore would read its input again.
+					return nil, errorf(ErrCheckpoint, "job %s: source %s (%d) has finished and periodic checkpoints are off, so no checkpoint holds its end position",
+						job.ID, job.Vertices[v].Name, i)
+				}
+				p.finished = append(p.finished, taskRef{v, i})
 				continue
 			case taskRunning:
 			default:

@@ -60,6 +60,9 @@ type pendingCheckpoint struct {
 	waiting map[taskRef]bool
 	acks    map[taskRef]*weirv1.AcknowledgeCheckpointRequest
 	sources []taskRef
+	// finished are the tasks that had finished at the trigger; the
+	// checkpoint holds their final states (finished.go).
+	finished []taskRef
 	// finalizing is set once every task acknowledged: _metadata is being
 	// written and the checkpoint can no longer be aborted.
 	finalizing bool
@@ -374,12 +377,19 @@ func (c *coordinator) writeMetadata(ctx context.Context, job *Job, p *pendingChe
 	m := &statebackend.Metadata{Version: 1, JobID: job.ID, JobName: job.Name, CheckpointID: p.id,
 		Savepoint: p.savepoint, TimestampMs: p.trigger.UnixMilli(), DurationMs: time.Since(p.trigger).Milliseconds(),
 		MaxParallelism: job.MaxParallelism}
+	carried, err := c.jm.carryFinished(ctx, job, p)
+	if err != nil {
+		return err
+	}
 	for v, spec := range job.Vertices {
 		for _, op := range spec.Operators {
 			ops := statebackend.OperatorState{UID: op.UID, Name: op.Name, Parallelism: spec.Parallelism}
 			for i := range job.Tasks[v] {
 				a := p.acks[taskRef{v, i}]
 				if a == nil {
+					if s, ok := carried[subtaskKey{op.UID, i}]; ok {
+						ops.Subtasks = append(ops.Subtasks, s)
+					}
 					continue
 				}
 				for _, h := range a.States {

@@ -141,11 +141,10 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 	}
 
 	// The latest checkpoint's chains restore at parallelism 3: each new
-	// subtask merges the key groups it owns from the old chains. (The
-	// checkpoint lacks the position of a source subtask that finished
-	// before it, so the keys of that subtask start again at 1: the
-	// checker, whose state was restored, flags each of them as expecting
-	// count+1, and nothing else.)
+	// subtask merges the key groups it owns from the old chains. A source
+	// subtask that finished before the checkpoint is in it with its end
+	// position, so no key starts again: the checker, whose state was
+	// restored, flags nothing.
 	idR := submit(t, c, append([]string{"sequence-check", "--parallelism", "3", "--param", "output=s3://weir/out",
 		"--from-savepoint", latestPath}, params...)...)
 	if s := waitState(t, c, idR, time.Minute, "FINISHED", "FAILED"); s.State != "FINISHED" || s.Restarts != 0 {
@@ -160,9 +159,7 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, line := range flagged {
-		if !strings.Contains(line, fmt.Sprintf(`"seq":1,"expected":%d}`, count+1)) {
-			t.Errorf("after the restore at parallelism 3: %s, want only keys starting again whose state expects %d", line, count+1)
-		}
+		t.Errorf("after the restore at parallelism 3: %s", line)
 	}
 
 	// A shared file of the latest checkpoint goes missing: restoring it
