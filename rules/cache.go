@@ -122,29 +122,13 @@ func CompileDocs(docs []Doc) (*Set, error) {
 		specs[i], keys[i] = s, k
 	}
 	set := &Set{Lists: map[string]List{}}
-	var errs []error
 	ids := map[string]string{}
 	lh := sha256.New()
-	for i, s := range specs {
-		if s.Kind != "list" {
-			continue
-		}
-		l, err := compileList(s)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if where, dup := ids[s.ID]; dup {
-			errs = append(errs, s.errorf(s.lineOf("id"), "list %s is also defined at %s", s.ID, where))
-			continue
-		}
-		ids[s.ID] = fmt.Sprintf("%s:%d", s.file, s.lineOf())
-		set.Lists[s.ID] = l
-		set.lists = append(set.lists, s)
+	errs := set.addLists(specs, ids, func(i int, s *Spec) {
 		lh.Write(binary.AppendUvarint(nil, uint64(len(s.ID))))
 		lh.Write([]byte(s.ID))
 		lh.Write(keys[i].src[:])
-	}
+	})
 	var lists [sha256.Size]byte
 	lh.Sum(lists[:0])
 	for i, s := range specs {

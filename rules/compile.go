@@ -178,11 +178,12 @@ func (s *Spec) Source() []byte { return s.source }
 // File is where the document came from.
 func (s *Spec) File() string { return s.file }
 
-func compile(specs []*Spec, tests bool) (*Set, error) {
-	set := &Set{Lists: map[string]List{}}
+// addLists compiles the list documents of specs into set, noting each
+// id's place in ids; added, if set, hears each list taken with its
+// position in specs.
+func (set *Set) addLists(specs []*Spec, ids map[string]string, added func(i int, s *Spec)) []error {
 	var errs []error
-	ids := map[string]string{}
-	for _, s := range specs {
+	for i, s := range specs {
 		if s.Kind != "list" {
 			continue
 		}
@@ -198,7 +199,17 @@ func compile(specs []*Spec, tests bool) (*Set, error) {
 		ids[s.ID] = fmt.Sprintf("%s:%d", s.file, s.lineOf())
 		set.Lists[s.ID] = l
 		set.lists = append(set.lists, s)
+		if added != nil {
+			added(i, s)
+		}
 	}
+	return errs
+}
+
+func compile(specs []*Spec, tests bool) (*Set, error) {
+	set := &Set{Lists: map[string]List{}}
+	ids := map[string]string{}
+	errs := set.addLists(specs, ids, nil)
 	for _, s := range specs {
 		if s.Kind == "list" {
 			continue
