@@ -428,26 +428,7 @@ func TestRulesJobSavepointCarriesRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
-	params := []string{"--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + ruleFile, "--param", "input=" + in,
-		"--param", "output=" + out, "--param", "monitor=100ms", "--param", "out-of-orderness=0s", "--param", "etcd=" + etcd.Endpoint,
-		"--param", "rules-clock=marks", "--param", "rules-name=fraud", "--param", "append=true"}
-	id := submit(t, c, append([]string{"rules"}, params...)...)
-	waitState(t, c, id, time.Minute, "RUNNING")
-	rules := func(args ...string) {
-		t.Helper()
-		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--job", "fraud")...)
-		if r.ExitCode != 0 {
-			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r := runWeir(t, "rules", "list", "--etcd", etcd.Endpoint, "--job", "fraud"); strings.Contains(r.Stdout, "big") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the job did not store its rules under its rules-name")
-		}
-	}
+	id, params, rules := markedRulesJob(t, c, etcd.Endpoint, ruleFile, in, out, "fraud", "big")
 	a, b, cc := liveEvents(0), liveEvents(10000), liveEvents(20000)
 	writeEvents(t, in, "a.jsonl", a)
 	rules("pause", "big", "--at", "10000")
@@ -481,4 +462,34 @@ func TestRulesJobSavepointCarriesRules(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// markedRulesJob submits a rules job at parallelism 2 on c, reading in
+// with rules-clock=marks and following etcd under rules-name name, and
+// waits until etcd holds rule want. It returns the job's id, its submit
+// arguments (for a resubmission from a savepoint) and a runner of
+// `weir rules` commands on the job.
+func markedRulesJob(t *testing.T, c *cluster.Cluster, etcd, ruleFile, in, out, name, want string) (string, []string, func(args ...string)) {
+	t.Helper()
+	params := []string{"--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + ruleFile, "--param", "input=" + in,
+		"--param", "output=" + out, "--param", "monitor=100ms", "--param", "out-of-orderness=0s", "--param", "etcd=" + etcd,
+		"--param", "rules-clock=marks", "--param", "rules-name=" + name, "--param", "append=true"}
+	id := submit(t, c, append([]string{"rules"}, params...)...)
+	waitState(t, c, id, time.Minute, "RUNNING")
+	rules := func(args ...string) {
+		t.Helper()
+		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd, "--job", name)...)
+		if r.ExitCode != 0 {
+			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r := runWeir(t, "rules", "list", "--etcd", etcd, "--job", name); strings.Contains(r.Stdout, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not store its rules under rules-name %s", name)
+		}
+	}
+	return id, params, rules
 }

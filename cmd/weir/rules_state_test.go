@@ -64,26 +64,7 @@ func TestRulesJobSavepointUpgrade(t *testing.T) {
 		}
 	}
 	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
-	params := []string{"--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + v1, "--param", "input=" + in,
-		"--param", "output=" + out, "--param", "monitor=100ms", "--param", "out-of-orderness=0s", "--param", "etcd=" + etcd.Endpoint,
-		"--param", "rules-clock=marks", "--param", "rules-name=up", "--param", "append=true"}
-	id := submit(t, c, append([]string{"rules"}, params...)...)
-	waitState(t, c, id, time.Minute, "RUNNING")
-	rules := func(args ...string) {
-		t.Helper()
-		r := runWeir(t, append(append([]string{"rules"}, args...), "--etcd", etcd.Endpoint, "--job", "up")...)
-		if r.ExitCode != 0 {
-			t.Fatalf("weir rules %v: exit %d: %s", args, r.ExitCode, r.Stderr)
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r := runWeir(t, "rules", "list", "--etcd", etcd.Endpoint, "--job", "up"); strings.Contains(r.Stdout, "cnt10") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the job did not store its rules")
-		}
-	}
+	id, params, rules := markedRulesJob(t, c, etcd.Endpoint, v1, in, out, "up", "cnt10")
 
 	// Evaluated before the upgrade: everything up to the mark at 4600
 	// (the tick's alert shows it); u9's event at 5000 waits.
