@@ -184,7 +184,7 @@ func (tm *TaskManager) runtimeTask(id *weirv1.TaskID) (*runtime.Task, error) {
 func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
 	var out []*weirv1.ChainFile
 	for _, f := range chain {
-		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta})
+		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta, Local: f.Local})
 	}
 	return out
 }

@@ -3816,10 +3816,13 @@ type ChainFile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Relative to the job's shared directory when shared, else to the
 	// checkpoint's directory.
-	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Shared        bool   `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
-	Delta         bool   `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	Path   string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size   int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Shared bool   `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
+	Delta  bool   `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	// Set for a state backend's native file (a Pebble SST, MANIFEST, ...):
+	// its name in the backend's directory.
+	Local         string `protobuf:"bytes,5,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3880,6 +3883,13 @@ func (x *ChainFile) GetDelta() bool {
 		return x.Delta
 	}
 	return false
+}
+
+func (x *ChainFile) GetLocal() string {
+	if x != nil {
+		return x.Local
+	}
+	return ""
 }
 
 type TriggerCheckpointRequest struct {
@@ -5219,12 +5229,13 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
 	"\x0ffirst_key_group\x18\x03 \x01(\x05R\rfirstKeyGroup\x12$\n" +
 	"\x0elast_key_group\x18\x04 \x01(\x05R\flastKeyGroup\x12(\n" +
-	"\x05chain\x18\x05 \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"a\n" +
+	"\x05chain\x18\x05 \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"w\n" +
 	"\tChainFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06shared\x18\x03 \x01(\bR\x06shared\x12\x14\n" +
-	"\x05delta\x18\x04 \x01(\bR\x05delta\"\x99\x02\n" +
+	"\x05delta\x18\x04 \x01(\bR\x05delta\x12\x14\n" +
+	"\x05local\x18\x05 \x01(\tR\x05local\"\x99\x02\n" +
 	"\x18TriggerCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12!\n" +
