@@ -203,6 +203,13 @@ func UnusedSharedFiles(names []string, retained []*Metadata, upTo int64) []strin
 	return out
 }
 
+// NativeFileName is the name, in a checkpoint directory, of an operator
+// subtask's native file local that only this checkpoint uses (a Pebble
+// MANIFEST, OPTIONS, ...).
+func NativeFileName(uid string, subtask int, local string) string {
+	return uid + "/" + strconv.Itoa(subtask) + ".native/" + local
+}
+
 // StateFileName is the name of an operator subtask's state file in a
 // checkpoint directory: "<uid>/<subtask>.state".
 func StateFileName(uid string, subtask int) string {
