@@ -858,7 +858,10 @@ type JobStatus struct {
 	// The distinct notes of the current subtasks (each subtask's are in
 	// its SubtaskStatus), such as "rules: etcd unreachable since ...":
 	// conditions the job works around rather than fails on.
-	Notes         []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
+	Notes []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
+	// The job's state backend; empty when each TaskManager's default
+	// applies.
+	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -982,6 +985,13 @@ func (x *JobStatus) GetNotes() []string {
 		return x.Notes
 	}
 	return nil
+}
+
+func (x *JobStatus) GetStateBackend() string {
+	if x != nil {
+		return x.StateBackend
+	}
+	return ""
 }
 
 type RescaleStatus struct {
@@ -4984,7 +4994,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
 	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbe\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xe3\x05\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -4999,7 +5009,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
 	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
 	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x12\x14\n" +
-	"\x05notes\x18\r \x03(\tR\x05notes\x1a9\n" +
+	"\x05notes\x18\r \x03(\tR\x05notes\x12#\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
