@@ -32,6 +32,17 @@
 // the key groups a subtask owns with batches; no codec is needed, since
 // the stored bytes are the codecs' output already.
 //
+// Store.Checkpoint is the other way: a native checkpoint (native.go), the
+// store's own files, for incremental checkpoints that upload only the
+// SSTs an earlier checkpoint did not. Its synchronous part writes back the
+// caches and flushes the memtable, then Pebble hard-links the live SSTs
+// into a directory beside the store's, where they stay readable whatever
+// the store compacts meanwhile. A StatesFile beside them maps state ids
+// to names. RestoreNative takes such files back: those of one old
+// subtask become the store (a range delete drops the key groups it does
+// not own); those of several are copied entry by entry, state ids mapped
+// by name.
+//
 // Timers stay in the runtime's memory timer service and are snapshotted
 // by it, as with the memory backend.
 //
