@@ -230,7 +230,7 @@ func (s *Store) adopt(old NativeState) error {
 	// The key groups another subtask owns now: one range delete each
 	// side, which compactions turn into dropped files.
 	if s.keyGroups.First > 0 {
-		if err := s.db.DeleteRange(nil, groupKey(s.keyGroups.First), s.wo); err != nil {
+		if err := s.db.DeleteRange(groupKey(0), groupKey(s.keyGroups.First), s.wo); err != nil {
 			return fmt.Errorf("pebblestate: %w", err)
 		}
 	}
