@@ -23,26 +23,38 @@ import (
 
 // Change is a rule set taking effect from event time From on: every event
 // at or after From (and before the next change's From) is evaluated by Set.
-// A Change without a Set is a tick of the rule source: it only moves the
-// rule watermark (see live.go).
+// A Change without a Set or a Delta is a tick of the rule source: it only
+// moves the rule watermark (see live.go).
 // Changes are broadcast, so every subtask holds the same ones, and since
 // an event is evaluated only once the watermark (the lower of the events'
 // and the changes') has passed it, every subtask agrees on which events
 // saw which set.
+//
+// The live rule source sends its first set whole and every later one as
+// a Delta of the one before (the latest set a subtask holds): a change of
+// one rule of 10,000 carries that rule, not megabytes of sources. A
+// subtask whose latest set is not the delta's base fails (applyChange),
+// and the job restarts from its checkpoint, where the rule source's state
+// and the broadcast state agree and the source's first set is whole again.
 type Change struct {
-	From int64
-	Set  *rules.Set
+	From  int64
+	Set   *rules.Set
+	Delta *rules.Delta
 }
 
-// ChangeCodec serialises changes; the set travels as its rules' sources.
+// ChangeCodec serialises changes; a set travels as its rules' sources, a
+// delta as its documents.
 type ChangeCodec struct{}
 
 func (ChangeCodec) Append(dst []byte, c Change) []byte {
 	dst = runtime.Int64Codec{}.Append(dst, c.From)
-	if c.Set == nil { // a tick: an empty field
-		return appendBytes(dst, nil)
+	switch {
+	case c.Delta != nil:
+		return appendBytes(dst, rules.DeltaCodec{}.Append(nil, *c.Delta))
+	case c.Set != nil:
+		return appendBytes(dst, rules.SetCodec{}.Append(nil, c.Set))
 	}
-	return appendBytes(dst, rules.SetCodec{}.Append(nil, c.Set))
+	return appendBytes(dst, nil) // a tick: an empty field
 }
 
 func (ChangeCodec) Decode(src []byte) (Change, error) {
@@ -53,6 +65,13 @@ func (ChangeCodec) Decode(src []byte) (Change, error) {
 	}
 	if len(b) == 0 {
 		return Change{From: from}, nil
+	}
+	if rules.IsDelta(b) {
+		d, err := rules.DeltaCodec{}.Decode(b)
+		if err != nil {
+			return Change{}, fmt.Errorf("rule change: %w", err)
+		}
+		return Change{From: from, Delta: &d}, nil
 	}
 	set, err := rules.SetCodec{}.Decode(b)
 	if err != nil {
@@ -165,14 +184,32 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 }
 
 func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
-	applyChange(e.sets, c, ctx.CurrentWatermark())
-	return nil
+	return applyChange(e.sets, c, ctx.CurrentWatermark())
 }
 
-// applyChange keeps c's set (a tick has none: it only moves the
-// watermark) and drops the sets superseded by one in force at the
-// watermark wm: no event waiting (all are after wm) needs them.
-func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm int64) {
+// applyChange keeps c's set (a delta's applied to the latest set held; a
+// tick has none: it only moves the watermark) and drops the sets
+// superseded by one in force at the watermark wm: no event waiting (all
+// are after wm) needs them. A delta whose base is not the latest set is
+// an error: evaluating under another set than the other subtasks is not
+// an option.
+func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm int64) error {
+	if c.Delta != nil {
+		latest, base := int64(math.MinInt64), (*rules.Set)(nil)
+		for from, s := range sets.All() {
+			if base == nil || from > latest {
+				latest, base = from, s
+			}
+		}
+		if base == nil {
+			return fmt.Errorf("rules: a rule set delta arrived before any rule set: %w", rules.ErrDeltaBase)
+		}
+		set, err := base.Apply(*c.Delta)
+		if err != nil {
+			return fmt.Errorf("rules: the change from event time %d: %w", c.From, err)
+		}
+		c.Set = set
+	}
 	if c.Set != nil {
 		sets.Put(c.From, c.Set)
 	}
@@ -191,6 +228,7 @@ func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm in
 	for _, from := range old {
 		sets.Remove(from)
 	}
+	return nil
 }
 
 func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
