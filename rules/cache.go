@@ -172,6 +172,9 @@ func compileStored(s *Spec, key parseKey, d Doc, listsKey [sha256.Size]byte, lis
 	// Not shared yet: the overrides may still be written.
 	r.Version, r.State = version, state
 	r.digest = k.digest()
+	// A group of 10,000 rules is built at every change of one of them:
+	// its rules' StateIDs are made once, not at every build.
+	r.stateID = r.StateID()
 	cachePut(docCache.rules, k, r)
 	return r, nil
 }

@@ -98,6 +98,7 @@ type Rule struct {
 	guard   *guard // the leading equality an Engine indexes (index.go)
 	drift   DriftSpec
 	digest  uint64 // set by CompileDocs (see Set.Digest); 0 otherwise
+	stateID string // set by CompileDocs; "" otherwise
 }
 
 // Drift is the rule's own drift parameters; zero fields are the job's.

@@ -62,7 +62,12 @@ func (r *Rule) StateShape() string {
 
 // StateID names r's state: its ID and its StateShape. Versions of a rule
 // with the same StateID share their state.
-func (r *Rule) StateID() string { return r.ID + "#" + r.StateShape() }
+func (r *Rule) StateID() string {
+	if r.stateID != "" {
+		return r.stateID // made once by CompileDocs, for the cached rule
+	}
+	return r.ID + "#" + r.StateShape()
+}
 
 // RuleOfStateID is the rule ID part of a StateID.
 func RuleOfStateID(id string) string {
