@@ -360,7 +360,8 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	}
 	var wctx context.Context
 	wctx, s.watchCancel = context.WithCancel(s.ctx)
-	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), store.Prefix(s.cfg.cluster, s.job), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	key, end := s.st.WatchRange()
+	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRange(end), clientv3.WithRev(rev+1))
 	if s.down {
 		s.log.Info("rules: etcd reachable again; following rule changes")
 	}

@@ -7,6 +7,7 @@
 //	                             to which no change can come any more
 //	rules-lists                  the IDs stored as lists (JSON), so a change
 //	                             of a rule reads the lists, not every rule
+//	rule-stats/<subtask>         the per-rule counts of an evaluator subtask
 //
 // An entry is one version of a rule: its YAML source, its state (active,
 // shadow, paused, or deleted, a tombstone), the event time from which it
@@ -102,6 +103,14 @@ func (s *Store) RulesPrefix() string { return s.prefix + "rules/" }
 
 // MarkKey is the key of the event-time mark.
 func (s *Store) MarkKey() string { return s.prefix + "rules-mark" }
+
+// WatchRange is the key range [key, end) a rule source watches: the mark
+// and the current entries, in one watch so that their changes arrive in
+// the order they were made, and not the history, the index of lists or
+// the stats, which sort outside it.
+func (s *Store) WatchRange() (key, end string) {
+	return s.MarkKey(), strings.TrimSuffix(s.RulesPrefix(), "/") + "0" // '0' follows '/'
+}
 
 func (s *Store) ruleKey(id string) string { return s.RulesPrefix() + id }
 
@@ -570,7 +579,7 @@ func cmpOr(s, def string) string {
 }
 
 // RuleStat is one rule version's counts in one subtask of a job, as the
-// job publishes them under rules-stats/ and `weir rules stats` sums them.
+// job publishes them under rule-stats/ and `weir rules stats` sums them.
 type RuleStat struct {
 	Rule        string `json:"rule"`
 	Version     int64  `json:"version"`
@@ -582,7 +591,8 @@ type RuleStat struct {
 
 // StatsKey is where a subtask of the job publishes its rule counts.
 func (s *Store) StatsKey(subtask int) string {
-	return s.prefix + "rules-stats/" + strconv.Itoa(subtask)
+	// Outside WatchRange: the rule source does not receive the stats.
+	return s.prefix + "rule-stats/" + strconv.Itoa(subtask)
 }
 
 // PublishStats writes a subtask's counts with a lease of ttl seconds, so
@@ -605,7 +615,7 @@ func (s *Store) PublishStats(ctx context.Context, subtask int, stats []RuleStat,
 // Stats sums the counts every subtask published, by rule and version, in
 // (rule, version) order.
 func (s *Store) Stats(ctx context.Context) ([]RuleStat, error) {
-	r, err := s.cli.Get(ctx, s.prefix+"rules-stats/", clientv3.WithPrefix())
+	r, err := s.cli.Get(ctx, s.prefix+"rule-stats/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}

@@ -141,3 +141,21 @@ func TestChangesReadOnlyTheirKeys(t *testing.T) {
 		t.Errorf("deleting a list a rule reads: %v", err)
 	}
 }
+
+// TestWatchRange: the rule source's watch sees the mark and the current
+// entries, not the history, the index of lists or the stats.
+func TestWatchRange(t *testing.T) {
+	st := New(nil, "c", "j")
+	key, end := st.WatchRange()
+	in := func(k string) bool { return k >= key && k < end }
+	for _, k := range []string{st.MarkKey(), st.ruleKey("a"), st.ruleKey("zz.z-9")} {
+		if !in(k) {
+			t.Errorf("%s is not watched", k)
+		}
+	}
+	for _, k := range []string{st.historyKey("a", 1), st.listsKey(), st.StatsKey(0), Prefix("c", "j2") + "rules/a", Prefix("c", "j") + "rules"} {
+		if in(k) {
+			t.Errorf("%s is watched", k)
+		}
+	}
+}
