@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -256,4 +257,21 @@ func BenchmarkSetWith(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDeltaDecode: any input decodes to an error or to a delta that
+// survives a round trip (varints may have longer forms than Append's).
+func FuzzDeltaDecode(f *testing.F) {
+	f.Add(DeltaCodec{}.Append(nil, Delta{Base: 1, Result: 2, Docs: cacheDocs(2, 1), Removed: []string{"x"}}))
+	f.Add([]byte{deltaFormat})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := DeltaCodec{}.Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := DeltaCodec{}.Decode(DeltaCodec{}.Append(nil, d))
+		if err != nil || !reflect.DeepEqual(again, d) {
+			t.Fatalf("%q decodes to %+v, which round-trips to %+v, %v", b, d, again, err)
+		}
+	})
 }
