@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -163,6 +164,9 @@ type Set struct {
 	// listsKey is the hash of the lists (CompileDocs), under which the
 	// rules reading them are cached; zero for a set compiled otherwise.
 	listsKey [32]byte
+	// enc is the set's SetCodec encoding once made: broadcast state
+	// writes the same set into checkpoint after checkpoint.
+	enc atomic.Pointer[[]byte]
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
