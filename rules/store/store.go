@@ -320,6 +320,9 @@ func (s *Store) narrow(ctx context.Context, specs []*rules.Spec) ([]Entry, bool,
 			ids = append(ids, sp.ID)
 		}
 	}
+	if len(ids) > narrowMax {
+		return nil, false, nil // a put of many rules reads them all anyway
+	}
 	ops := make([]clientv3.Op, len(ids))
 	for i, id := range ids {
 		ops[i] = clientv3.OpGet(s.ruleKey(id))
@@ -340,6 +343,10 @@ func (s *Store) narrow(ctx context.Context, specs []*rules.Spec) ([]Entry, bool,
 	}
 	return cur, true, nil
 }
+
+// narrowMax bounds the keys of a narrow read: etcd takes at most 128
+// operations in a transaction (its --max-txn-ops).
+const narrowMax = 100
 
 // indexLists makes the index of lists name every list of cur and specs,
 // keeping IDs another writer added meanwhile (the index may name more
