@@ -304,9 +304,9 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 // connect reads the stored rules (seeding those of the rules parameter
 // that are not stored yet, so the CLI sees them), applies the entries that
 // differ from the ones the source holds (restored from a checkpoint, or
-// from before an outage) one by one in the order of their times, so each
-// applies from its own time (or from the rule watermark, if that has
-// passed it), and starts the watch.
+// from before an outage) in the order of their times, one change per
+// time, so each applies from its own time (or from the rule watermark, if
+// that has passed it), and starts the watch.
 func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	ctx, cancel := context.WithTimeout(s.ctx, etcdTimeout)
 	defer cancel()
@@ -341,11 +341,18 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 		}
 	}
 	slices.SortStableFunc(changed, func(a, b store.Entry) int { return cmp.Compare(a.At, b.At) })
-	for _, e := range changed {
-		if err := s.setEntry(e); err != nil {
-			return err
+	// Entries of one time make one change (the rules parameter's, stored
+	// at start, are thousands at the time before any event).
+	for i := 0; i < len(changed); {
+		var ids []string
+		at := changed[i].At
+		for ; i < len(changed) && changed[i].At == at; i++ {
+			if err := s.setEntry(changed[i]); err != nil {
+				return err
+			}
+			ids = append(ids, changed[i].ID)
 		}
-		if err := s.change(out, e.At, []string{e.ID}); err != nil {
+		if err := s.change(out, at, ids); err != nil {
 			return err
 		}
 	}
