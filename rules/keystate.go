@@ -199,7 +199,7 @@ const maxCached = 1 << 14
 // NewKeyGroup prepares rules, which must share their Key and be active or
 // shadow, to be evaluated key by key.
 func NewKeyGroup(rules []*Rule) *KeyGroup {
-	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: map[string]int{}, stats: make([]RuleStats, len(rules)),
+	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: make(map[string]int, len(rules)), stats: make([]RuleStats, len(rules)),
 		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{}}
 	for i, r := range rules {
 		id := r.StateID()
