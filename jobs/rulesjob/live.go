@@ -242,6 +242,7 @@ func (s *liveSource) change(out runtime.Collector[Change], at int64, ids []strin
 			return err
 		}
 		s.emit(out, Change{From: at, Set: set}, set)
+		s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules), "sent", "set")
 		return nil
 	}
 	var docs []rules.Doc
@@ -260,6 +261,8 @@ func (s *liveSource) change(out runtime.Collector[Change], at int64, ids []strin
 	}
 	d := s.set.Delta(next, docs, removed)
 	s.emit(out, Change{From: at, Delta: &d}, next)
+	s.log.Info("rules: change", "applies_from", s.last, "rules", len(next.Rules), "sent", "delta",
+		"documents", len(docs), "removed", len(removed))
 	return nil
 }
 
@@ -269,11 +272,9 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 		if !s.restored {
 			// The rules of the parameter, before any event; etcd's
 			// entries follow in the order of their times.
-			set, err := s.compile()
-			if err != nil {
+			if err := s.change(out, setTime, nil); err != nil { // s.set is nil: a whole set
 				return 0, err
 			}
-			s.emit(out, Change{From: setTime, Set: set}, set)
 		}
 		if err := s.connect(out); err != nil {
 			s.unreachable(err)
@@ -421,7 +422,6 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 		}
 		ids = ids[:0]
 		clear(seen)
-		s.log.Info("rules: change", "applies_from", s.last, "rules", s.setRules)
 	}
 	defer flush()
 	for {
