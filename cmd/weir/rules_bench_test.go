@@ -163,7 +163,10 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 					lat = append(lat, max(sw["0"], sw["1"])-float64(returned))
 					wl := evaluatorGauges(b, addrs, "weir_task_watermark_lag_seconds", "vertex")
 					lags = append(lags, 1000*max(wl["0"], wl["1"]))
-					b.Logf("change %d: put took %d ms, reached every subtask %.0f ms after (watermark lag %.0f ms)", i, returned-at, lat[len(lat)-1], lags[len(lags)-1])
+					// On stderr as it goes: a run on a loaded machine may be
+					// cut short, and b.Logf prints only at the end.
+					fmt.Fprintf(os.Stderr, "change %d: put took %d ms, reached every subtask %.0f ms after (watermark lag %.0f ms)\n",
+						i, returned-at, lat[len(lat)-1], lags[len(lags)-1])
 					break
 				}
 				if time.Now().After(deadline) {
