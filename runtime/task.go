@@ -107,6 +107,9 @@ type chain struct {
 	// ts is the timestamp of the record (or event-time timer) being
 	// processed, wm the task's watermark; operators read both by pointer.
 	ts, wm int64
+	// now is the processing time of the batch being processed (see
+	// procTime), read by pointer too.
+	now procTime
 
 	counts []opCounters
 	// outFrom[i] is the chained main consumer of operator i whose
@@ -253,7 +256,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock,
+				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, now: &c.now, metrics: c.metrics, clock: tio.Clock,
 				note: new(atomic.Pointer[string])},
 			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail, stateBackend: tio.StateBackend,
 			countKeyGroups: func() []int64 {
@@ -445,12 +448,14 @@ func (c *chain) Open(ctx context.Context) error {
 // Poll implements engine.Chain.
 func (c *chain) Poll() (time.Duration, error) {
 	c.ts = NoTimestamp
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	return c.source.poll()
 }
 
 // Process implements engine.Chain: it decodes one buffer's frames, each
 // a record (after its timestamp, in jobs with event time), into the head.
 func (c *chain) Process(ch int, data []byte) error {
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	decode := c.decoders[c.inputOf[ch]]
 	for len(data) > 0 {
 		l, n := binary.Uvarint(data)
@@ -487,6 +492,8 @@ func (c *chain) NextTimer() (int64, bool) {
 
 // FireTimers implements engine.Chain.
 func (c *chain) FireTimers(now int64) {
+	// The timers fire at now, the clock reading that found them due.
+	defer c.now.restore(c.now.at(now))
 	for _, o := range c.timers {
 		if ts, ok := o.nextTimer(); ok && ts <= now {
 			o.fireTimers(now)
@@ -498,6 +505,7 @@ func (c *chain) FireTimers(now int64) {
 // input ended, or a drain) reaches the operators upstream of the
 // generator too, first.
 func (c *chain) AdvanceWatermark(wm int64) {
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	if wm == MaxWatermark {
 		c.AdvanceInputWatermark(wm)
 	}
@@ -510,6 +518,7 @@ func (c *chain) AdvanceInputWatermark(wm int64) {
 	if wm <= c.inWM {
 		return
 	}
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	c.inWM = wm
 	fireEventTimers(c.task, c.inEventTimers, wm)
 }
