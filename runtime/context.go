@@ -41,6 +41,10 @@ type RuntimeContext struct {
 	// for the current batch (the task's; nil outside a task).
 	clock engine.Clock
 	now   *procTime
+	// inRecords is the task's: true while a source's poll or an input
+	// buffer is handing records to the chain, during which keyed
+	// operators may hold records back (see processOperator.Collect).
+	inRecords *bool
 	// note is what the function says about its condition (SetNote);
 	// shared by copies of the context.
 	note *atomic.Pointer[string]
@@ -107,6 +111,9 @@ type opContext struct {
 	listeners    []CheckpointListener
 	endInputs    []BoundedInput
 	flushers     []PreBarrierFlusher
+	// batchers process the records their operator holds back; the task
+	// calls them at the end of each batch of records.
+	batchers []func()
 }
 
 type opCounters struct{ in, out int64 }
