@@ -119,6 +119,9 @@ type heldRecord[K comparable, IN any] struct {
 // stay in the cache until processed.
 const holdRecords = 16
 
+// holdBackRecords turns holding back on; tests compare with it off.
+var holdBackRecords = true
+
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) (*processOperator[K, IN, OUT], error) {
 	var kgRecords []int64
 	if oc.countKeyGroups != nil {
@@ -152,7 +155,7 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 // input's records would overtake the held ones, and Pebble's reads are
 // not one cache miss.
 func (o *processOperator[K, IN, OUT]) holdBack(oc *opContext) {
-	if o.lsm != nil || oc.inRecords == nil {
+	if o.lsm != nil || oc.inRecords == nil || !holdBackRecords {
 		return
 	}
 	o.held, o.inRecords = make([]heldRecord[K, IN], holdRecords), oc.inRecords
