@@ -37,8 +37,14 @@ type RuntimeContext struct {
 	broadcast *broadcastStore
 	// metrics is the task's registry of user metrics.
 	metrics *userMetrics
-	// clock is the task's processing-time service.
+	// clock is the task's processing-time service, and now its reading
+	// for the current batch (the task's; nil outside a task).
 	clock engine.Clock
+	now   *procTime
+	// inRecords is the task's: true while a source's poll or an input
+	// buffer is handing records to the chain, during which keyed
+	// operators may hold records back (see processOperator.Collect).
+	inRecords *bool
 	// note is what the function says about its condition (SetNote);
 	// shared by copies of the context.
 	note *atomic.Pointer[string]
@@ -108,6 +114,9 @@ type opContext struct {
 	listeners    []CheckpointListener
 	endInputs    []BoundedInput
 	flushers     []PreBarrierFlusher
+	// batchers process the records their operator holds back; the task
+	// calls them at the end of each batch of records.
+	batchers []func()
 }
 
 type opCounters struct{ in, out int64 }
@@ -160,10 +169,55 @@ func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
 func (c *KeyedContext[K]) CurrentKey() K { return c.key }
 
 // CurrentProcessingTime is the task's processing time (the wall clock
-// unless the TaskManager gave the task another) in Unix milliseconds.
+// unless the TaskManager gave the task another) in Unix milliseconds, as
+// read at the start of the current batch: a source's poll, an input
+// buffer, a round of timers. Every record of a batch sees the same time,
+// which never runs ahead of the clock, so a timer registered at
+// CurrentProcessingTime()+d fires once the clock has reached that, at
+// least d after the reading; processing-time timers fire between batches
+// anyway. A function that spends long on each record of a batch sees a
+// time up to the batch's duration behind the clock.
 func (c *KeyedContext[K]) CurrentProcessingTime() int64 {
+	if c.now != nil && c.now.ok {
+		return c.now.ms
+	}
 	return c.clock.Now() / int64(time.Millisecond)
 }
+
+// procTime is a task's processing time for one batch. Reading the clock
+// for every record cost the state-heavy fraud job 8 to 16 % of its CPU
+// (time.Now is two vDSO calls); a batch reads it once.
+type procTime struct {
+	ms int64 // Unix ms
+	ok bool  // ms holds the current batch's reading
+}
+
+// enter starts a batch, reading c, unless the batch is within another
+// (a source's poll that advances the watermark), whose reading it keeps.
+// It reports which, for leave.
+func (p *procTime) enter(c engine.Clock) (inner bool) {
+	if p.ok {
+		return true
+	}
+	p.ms, p.ok = c.Now()/int64(time.Millisecond), true
+	return false
+}
+
+// leave ends the batch enter started.
+func (p *procTime) leave(inner bool) {
+	if !inner {
+		p.ok = false
+	}
+}
+
+// at starts a batch at ms, a reading taken already; restore(prev) ends it.
+func (p *procTime) at(ms int64) (prev procTime) {
+	prev = *p
+	p.ms, p.ok = ms, true
+	return prev
+}
+
+func (p *procTime) restore(prev procTime) { *p = prev }
 
 // RegisterProcessingTimeTimer asks for OnTimer(ts) for the current key once
 // the wall clock reaches ts (Unix ms). Registering the same time twice for a

@@ -92,7 +92,35 @@ type processOperator[K comparable, IN, OUT any] struct {
 	// lsm is the operator's Pebble store when the job's state backend is
 	// pebble (ctx.lsm too); nil on the memory backend.
 	lsm *pebblestate.Store
+
+	// held are records taken in but not processed yet, nheld of them
+	// (see Collect); held is nil when the operator processes each record
+	// as it comes. inRecords is the task's: records may be held back.
+	held      []heldRecord[K, IN]
+	nheld     int
+	inRecords *bool
+	entries   *statebackend.Entries[K]
+	// touched keeps the loads of flush's first pass from being optimised
+	// away.
+	touched uint32
 }
+
+// heldRecord is a record held back with what Collect computed for it.
+type heldRecord[K comparable, IN any] struct {
+	v    IN
+	key  K
+	ts   int64
+	hash int32
+	kg   int32
+}
+
+// holdRecords is how many records a keyed operator holds back at most:
+// enough for their first cache misses to overlap, few enough that they
+// stay in the cache until processed.
+const holdRecords = 16
+
+// holdBackRecords turns holding back on; tests compare with it off.
+var holdBackRecords = true
 
 func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProcessFunction[K, IN, OUT], kt KeyType[K], sel func(IN) K, out Collector[OUT]) (*processOperator[K, IN, OUT], error) {
 	var kgRecords []int64
@@ -108,7 +136,7 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	ctx.etimers.init(1, entries)
 	op := &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
-		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx,
+		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx, entries: entries,
 	}
 	if oc.stateBackend.Kind == StateBackendPebble {
 		s, err := oc.stateBackend.open(&oc.RuntimeContext, oc.keyGroups)
@@ -120,6 +148,19 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 		oc.nativeSnap = op.nativeSnapshot
 	}
 	return op, nil
+}
+
+// holdBack lets the operator hold records back within the task's batches
+// of records, so that flush can touch their entries before processing
+// them. Only one-input operators on the memory backend do: a second
+// input's records would overtake the held ones, and Pebble's reads are
+// not one cache miss.
+func (o *processOperator[K, IN, OUT]) holdBack(oc *opContext) {
+	if o.lsm != nil || oc.inRecords == nil || !holdBackRecords {
+		return
+	}
+	o.held, o.inRecords = make([]heldRecord[K, IN], holdRecords), oc.inRecords
+	oc.batchers = append(oc.batchers, o.flush)
 }
 
 // restore loads the operator's keyed state and timers. It runs before the
@@ -170,6 +211,7 @@ func (o *processOperator[K, IN, OUT]) nativeSnapshot(id int64) (*pebblestate.Che
 // the state tables and of the timers, in O(key groups + pages) whatever
 // the number of entries.
 func (o *processOperator[K, IN, OUT]) snapshot() ([]statebackend.Section, error) {
+	o.flush() // nothing is held between batches; kept for safety
 	var sections []statebackend.Section
 	if o.lsm != nil {
 		var err error
@@ -194,6 +236,16 @@ func (o *processOperator[K, IN, OUT]) memorySections() []statebackend.Section {
 	return sections
 }
 
+// Collect processes a record, or, within a batch of records, holds it
+// back until holdRecords are held or the batch ends. flush then processes
+// the held records in two passes: the first touches each one's entry, so
+// that their cache misses overlap instead of each stalling its record in
+// turn (Go has no prefetch instruction; an early load does the same); the
+// second runs the function. At 100 k keys the first touch of the entry
+// was 30 to 45 % of the state-heavy fraud job's CPU. Records are processed
+// in order and before anything else reaches the operator (timers,
+// watermarks, snapshots: see flush's callers), so only the time they are
+// processed changes, within the batch.
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	o.count.in++
 	k := o.sel(v)
@@ -204,6 +256,40 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 		return
 	}
 	o.kgRecords[kg-o.keyGroups.First]++
+	if o.held != nil && *o.inRecords {
+		r := &o.held[o.nheld]
+		r.v, r.key, r.ts, r.hash, r.kg = v, k, *o.ctx.ts, h, int32(kg)
+		if o.nheld++; o.nheld == len(o.held) {
+			o.flush()
+		}
+		return
+	}
+	o.process(v, k, h, kg)
+}
+
+// flush processes the records held back, in order.
+func (o *processOperator[K, IN, OUT]) flush() {
+	held := o.held[:o.nheld]
+	if len(held) == 0 {
+		return
+	}
+	o.nheld = 0
+	var sum uint32
+	for i := range held {
+		sum += o.entries.Touch(int(held[i].kg), held[i].hash)
+	}
+	o.touched += sum
+	ts := *o.ctx.ts
+	for i := range held {
+		r := &held[i]
+		*o.ctx.ts = r.ts
+		o.process(r.v, r.key, r.hash, int(r.kg))
+	}
+	*o.ctx.ts = ts
+	clear(held) // let go of what the records refer to
+}
+
+func (o *processOperator[K, IN, OUT]) process(v IN, k K, h int32, kg int) {
 	o.ctx.key, o.ctx.kg, o.ctx.hash = k, kg, h
 	if err := o.fn.ProcessElement(v, o.ctx, o.out); err != nil {
 		o.fail(fmt.Errorf("%s: %w", o.ctx.operatorName, err))
@@ -227,10 +313,12 @@ func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
 }
 
 func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
+	o.flush()
 	o.fire(&o.ctx.timers, now, ProcessingTime)
 }
 
 func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
+	o.flush() // records before the watermark first
 	o.fire(&o.ctx.etimers, wm, EventTime)
 }
 

@@ -283,6 +283,7 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 		if err != nil {
 			return nil, err
 		}
+		op.holdBack(oc)
 		if oc.restore != nil {
 			if err := op.restore(oc.restore); err != nil {
 				return nil, fmt.Errorf("restoring state: %w", err)

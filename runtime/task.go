@@ -107,6 +107,13 @@ type chain struct {
 	// ts is the timestamp of the record (or event-time timer) being
 	// processed, wm the task's watermark; operators read both by pointer.
 	ts, wm int64
+	// now is the processing time of the batch being processed (see
+	// procTime), read by pointer too; inRecords is true while a poll or
+	// a buffer hands records in, after which batchers (head first) process
+	// what keyed operators held back.
+	now       procTime
+	inRecords bool
+	batchers  []func()
 
 	counts []opCounters
 	// outFrom[i] is the chained main consumer of operator i whose
@@ -253,7 +260,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			RuntimeContext: RuntimeContext{jobID: tio.JobID, jobName: g.Name, operatorName: n.name, uid: n.uid, subtask: subtask,
 				parallelism: v.Parallelism, maxParallelism: g.MaxParallelism, stdout: tio.Stdout, logger: logger,
 				attempt: tio.Attempt, restored: tio.Restore != nil, openStorage: tio.OpenStorage,
-				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, metrics: c.metrics, clock: tio.Clock,
+				noCheckpoints: !tio.Checkpointing, ts: &c.ts, wm: &c.wm, now: &c.now, inRecords: &c.inRecords, metrics: c.metrics, clock: tio.Clock,
 				note: new(atomic.Pointer[string])},
 			counters: &c.counts[i], keyGroups: kgs, fail: et.Fail, stateBackend: tio.StateBackend,
 			countKeyGroups: func() []int64 {
@@ -307,6 +314,7 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 		c.listeners = append(c.listeners, oc.listeners...)
 		c.endInputs = append(oc.endInputs, c.endInputs...) // head first
 		c.flushers = append(oc.flushers, c.flushers...)    // head first
+		c.batchers = append(oc.batchers, c.batchers...)    // head first
 		c.opens = append(c.opens, oc.opens...)             // tail first, as Flink opens
 		c.closes = append(oc.closes, c.closes...)
 		c.timers = append(c.timers, oc.timers...)
@@ -447,12 +455,28 @@ func (c *chain) Open(ctx context.Context) error {
 // Poll implements engine.Chain.
 func (c *chain) Poll() (time.Duration, error) {
 	c.ts = NoTimestamp
-	return c.source.poll()
+	defer c.now.leave(c.now.enter(c.task.Clock()))
+	c.inRecords = true
+	wait, err := c.source.poll()
+	c.endRecords()
+	return wait, err
+}
+
+// endRecords ends a batch of records: the keyed operators process what
+// they held back, head first, since each may emit to the next.
+func (c *chain) endRecords() {
+	c.inRecords = false
+	for _, f := range c.batchers {
+		f()
+	}
 }
 
 // Process implements engine.Chain: it decodes one buffer's frames, each
 // a record (after its timestamp, in jobs with event time), into the head.
 func (c *chain) Process(ch int, data []byte) error {
+	defer c.now.leave(c.now.enter(c.task.Clock()))
+	c.inRecords = true
+	defer c.endRecords() // also the records before a corrupt frame
 	decode := c.decoders[c.inputOf[ch]]
 	for len(data) > 0 {
 		l, n := binary.Uvarint(data)
@@ -489,6 +513,8 @@ func (c *chain) NextTimer() (int64, bool) {
 
 // FireTimers implements engine.Chain.
 func (c *chain) FireTimers(now int64) {
+	// The timers fire at now, the clock reading that found them due.
+	defer c.now.restore(c.now.at(now))
 	for _, o := range c.timers {
 		if ts, ok := o.nextTimer(); ok && ts <= now {
 			o.fireTimers(now)
@@ -500,6 +526,7 @@ func (c *chain) FireTimers(now int64) {
 // input ended, or a drain) reaches the operators upstream of the
 // generator too, first.
 func (c *chain) AdvanceWatermark(wm int64) {
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	if wm == MaxWatermark {
 		c.AdvanceInputWatermark(wm)
 	}
@@ -512,6 +539,7 @@ func (c *chain) AdvanceInputWatermark(wm int64) {
 	if wm <= c.inWM {
 		return
 	}
+	defer c.now.leave(c.now.enter(c.task.Clock()))
 	c.inWM = wm
 	fireEventTimers(c.task, c.inEventTimers, wm)
 }

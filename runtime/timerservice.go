@@ -30,6 +30,12 @@ func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
 	s.d, s.entries = d, e
 	s.q.init()
 	s.q.moved = s.moved
+	s.q.touch = s.touch
+}
+
+// touch loads the entry of it ahead of moved (see bucketQueue.compact).
+func (s *timerService[K]) touch(it *bucketItem[K]) uint32 {
+	return s.entries.Touch(int(it.kg), it.hash)
 }
 
 // len is the number of registered timers.
@@ -157,6 +163,10 @@ type bucketQueue[K comparable] struct {
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
 	moved  func(it *bucketItem[K], ref uint64)
+	// touch loads the entry of an item about to move; touched keeps
+	// those loads from being optimised away.
+	touch   func(it *bucketItem[K]) uint32
+	touched uint32
 }
 
 type bucket[K comparable] struct {
@@ -272,23 +282,42 @@ func (q *bucketQueue[K]) deleted(ref uint64) {
 	}
 }
 
-// compact moves bucket id's live items to its front.
+// compact moves bucket id's live items to its front. Each move updates
+// the item's entry, a probe that misses the cache, so the items go in
+// chunks whose entries are touched first: their misses overlap, and the
+// updates then find them in the cache.
 func (q *bucketQueue[K]) compact(id int32) {
 	b := &q.bs[id]
+	var live [compactChunk]int32
 	j := 0
-	for i := b.pos; i < len(b.items); i++ {
-		if b.isDead(i) {
-			continue
+	for i := b.pos; i < len(b.items); {
+		n := 0
+		for ; i < len(b.items) && n < len(live); i++ {
+			if !b.isDead(i) {
+				live[n] = int32(i)
+				n++
+			}
 		}
-		b.items[j] = b.items[i]
-		q.moved(&b.items[j], timerRef(id, j))
-		j++
+		var sum uint32
+		for _, l := range live[:n] {
+			sum += q.touch(&b.items[l])
+		}
+		q.touched += sum
+		for _, l := range live[:n] {
+			b.items[j] = b.items[l]
+			q.moved(&b.items[j], timerRef(id, j))
+			j++
+		}
 	}
 	clear(b.items[j:])
 	b.items, b.pos = b.items[:j], 0
 	clear(b.dead)
 	b.dead = b.dead[:(j+63)>>6]
 }
+
+// compactChunk is how many entries compact touches ahead: enough misses to
+// keep the memory system busy, few enough to stay in the cache.
+const compactChunk = 32
 
 // peek returns the earliest live item, skipping dead ones and recycling
 // spent buckets on the way.

@@ -200,6 +200,20 @@ func (t *Entries[K]) flush() {
 	t.ci = -1
 }
 
+// Touch loads the slot where the probe for a key with hash h starts, in
+// key group kg, and its page's version, so that a Get or Edit soon after
+// finds them in the cache. Touching the entries of several records before
+// processing them lets their cache misses overlap. The result means
+// nothing; the caller keeps it so that the loads are not optimised away.
+func (t *Entries[K]) Touch(kg int, h int32) uint32 {
+	g := &t.gs[kg-t.first]
+	if g.pages == nil {
+		return 0
+	}
+	i := g.home(uint32(h))
+	return g.at(i).hash + g.vers[i>>pageBits]
+}
+
 // Hash is the hash Get and Edit expect for k.
 func (t *Entries[K]) Hash(k K) int32 { return t.hash(k) }
 
