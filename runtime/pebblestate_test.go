@@ -71,6 +71,30 @@ func (f *opsFn) ProcessElement(r keyed, ctx *KeyedContext[string], out Collector
 		fmt.Fprintf(&b, " %d:%d", k, m[k])
 	}
 	fmt.Fprintf(&b, " l=%v", f.l.Get())
+	if arg%10 == 0 {
+		// Every key's state, through the keys iterator; now and then the
+		// callback clears the lists as it goes.
+		clearLists := arg%100 == 0
+		for _, name := range []string{"v", "m", "l"} {
+			var ks []string
+			err := ForEachKey(ctx, name, func(k string) error {
+				v, _ := f.val.Value()
+				ks = append(ks, fmt.Sprintf("%s:%d/%d/%d", k, v, f.m.Len(), len(f.l.Get())))
+				if clearLists && name == "l" {
+					f.l.Clear()
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			slices.Sort(ks)
+			fmt.Fprintf(&b, " keys(%s)=%v", name, ks)
+		}
+		if ctx.CurrentKey() != r.key {
+			return fmt.Errorf("current key %q after ForEachKey, want %q", ctx.CurrentKey(), r.key)
+		}
+	}
 	out.Collect(b.String())
 	return nil
 }
@@ -243,7 +267,8 @@ func field(t *testing.T, b *[]byte) []byte {
 
 // TestBackendsAgree runs the same random state and timer operations on
 // the memory and Pebble backends, with two checkpoints in between: every
-// read agrees, both checkpoints' state files hold the same entries, and
+// read agrees (including the keys ForEachKey lists, and the lists it
+// clears as it goes), both checkpoints' state files hold the same entries, and
 // restoring either backend from each checkpoint of either and replaying
 // the rest of the input gives the rest of the output again.
 func TestBackendsAgree(t *testing.T) {

@@ -21,6 +21,11 @@
 // key group, and passes it to GetHashed, PutHashed and DeleteHashed (see
 // KeyHasher); map and list tables hash the key themselves.
 //
+// AppendKeys lists the keys of one key group that hold a value in a table
+// (for runtime.ForEachKey): it copies them out of the live table, so the
+// caller may change the table while going through them, which walking the
+// slots could not survive (a delete shifts the following entries back).
+//
 // # Entries: a key's small values and timers in one slot
 //
 // An operator's word-sized value states (bool, numbers, up to EntryWords

@@ -197,6 +197,9 @@ emit: {action: alert}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The restored evaluators recount their keys in state: total's window
+	// holds the 3 users; the filters hold nothing.
+	waitKeys(t, etcd.Endpoint, id, map[string]int64{"total/1": 3})
 	rules("mark", "--at", "50000")
 
 	var want, wantShadow []string
@@ -278,9 +281,43 @@ emit: {action: alert}
 			t.Fatalf("rules stats %+v, want big/3 and huge/2 %v", stats.Rules, want3)
 		}
 	}
+	// total's window fired at 39999 and left no state: the count, which
+	// started from the restored state's, is down to 0.
+	waitKeys(t, etcd.Endpoint, id, map[string]int64{"total/1": 0})
 	h := rules("history", "big")
 	if !strings.Contains(h, "paused") || strings.Count(h, "\n") != 4 {
 		t.Errorf("history of big:\n%s", h)
+	}
+}
+
+// waitKeys waits until `weir rules stats` shows the keys in state of want
+// (by "rule/version") and no other rule version holds any.
+func waitKeys(t *testing.T, etcd, id string, want map[string]int64) {
+	t.Helper()
+	var stats cli.RuleStatsView
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		weirJSON(t, &stats, "rules", "stats", "--etcd", etcd, "--cluster-id", "live", "--job", id)
+		got := map[string]int64{}
+		for _, r := range stats.Rules {
+			got[fmt.Sprintf("%s/%d", r.Rule, r.Version)] = r.Keys
+		}
+		ok := true
+		for k, n := range got {
+			if n != want[k] {
+				ok = false
+			}
+		}
+		for k := range want {
+			if _, seen := got[k]; !seen {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keys in state %v, want %v", got, want)
+		}
 	}
 }
 

@@ -191,10 +191,19 @@ func TestRulesJobRuleStatsExactlyOnceAcrossKill(t *testing.T) {
 		want = append(want, fmt.Sprintf("large v1 [%d,%d) %d %d", h, h+3_600_000, hc.evals, hc.large),
 			fmt.Sprintf("window v1 [%d,%d) %d", h, h+3_600_000, hc.evals))
 	}
+	var windowKeys []rulesjob.RuleStat
 	for _, l := range committedLines(t, filepath.Join(out, "rule-stats"), "") {
 		var s rulesjob.RuleStat
 		if err := json.Unmarshal([]byte(l), &s); err != nil {
 			t.Fatalf("%s: %v", l, err)
+		}
+		if s.Rule == "window" {
+			windowKeys = append(windowKeys, s)
+		} else if s.Keys != 0 {
+			t.Errorf("a filter rule holds keys in state: %s", l)
+		}
+		if s.Evaluations == 0 {
+			continue // the look-backs expiring after the last transaction: keys only
 		}
 		line := fmt.Sprintf("%s v%d [%d,%d) %d %d", s.Rule, s.Version, s.Start, s.End, s.Evaluations, s.Hits)
 		if s.Rule == "window" {
@@ -209,6 +218,20 @@ func TestRulesJobRuleStatsExactlyOnceAcrossKill(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("rule stats (%d lines, want %d):\n%s\nwant:\n%s", len(got), len(want), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Keys in state, counted exactly once across the kill too: every one
+	// of the 5 accounts pays every 30 minutes, so each holds a look-back
+	// at the end of every hour but the first (which may not have seen
+	// all) and the last ones, when they expire, down to none.
+	slices.SortFunc(windowKeys, func(a, b rulesjob.RuleStat) int { return int(a.Start - b.Start) })
+	if len(windowKeys) < len(hourOrder) {
+		t.Errorf("%d lines of rule window, want at least %d", len(windowKeys), len(hourOrder))
+	}
+	for i, s := range windowKeys {
+		last := i == len(windowKeys)-1
+		if (last && s.Keys != 0) || (!last && i > 0 && s.Evaluations > 0 && s.End <= hourOrder[len(hourOrder)-1] && s.Keys != 5) || s.Keys < 0 || s.Keys > 5 {
+			t.Errorf("window v1 [%d,%d): %d keys in state (line %d of %d)", s.Start, s.End, s.Keys, i+1, len(windowKeys))
+		}
 	}
 	var alerts []string
 	for _, l := range committedLines(t, filepath.Join(out, "alerts"), "") {

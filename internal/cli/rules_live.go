@@ -294,9 +294,11 @@ func newRulesLiveCmds() []*cobra.Command {
 	stats := &liveFlags{}
 	statsCmd := &cobra.Command{
 		Use:   "stats --job ID",
-		Short: "Each rule version's evaluations, alerts, errors and evaluation time in a running rules job",
+		Short: "Each rule version's evaluations, alerts, errors, evaluation time and keys in state in a running rules job",
 		Long: "Sum the counts the job's evaluator subtasks publish to etcd every few seconds (since each\n" +
-			"subtask started: a restart starts them again), by rule and version.",
+			"subtask started: a restart starts them again), by rule and version. KEYS is the number of\n" +
+			"keys whose state holds a state the version wrote, now (recounted from the restored state\n" +
+			"after a restart).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, done, err := stats.open(cmd.Context())
@@ -312,14 +314,14 @@ func newRulesLiveCmds() []*cobra.Command {
 				return printJSON(cmd.OutOrStdout(), RuleStatsView{Rules: st})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RULE\tVERSION\tEVALUATIONS\tALERTS\tERRORS\tHIT RATE\tEVAL µs/EVENT")
+			fmt.Fprintln(tw, "RULE\tVERSION\tEVALUATIONS\tALERTS\tERRORS\tHIT RATE\tEVAL µs/EVENT\tKEYS")
 			for _, r := range st {
 				rate, per := 0.0, 0.0
 				if r.Evaluations > 0 {
 					rate = float64(r.Alerts) / float64(r.Evaluations)
 					per = float64(r.EvalNanos) / float64(r.Evaluations) / 1e3
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.2f%%\t%.2f\n", r.Rule, r.Version, r.Evaluations, r.Alerts, r.Errors, 100*rate, per)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.2f%%\t%.2f\t%d\n", r.Rule, r.Version, r.Evaluations, r.Alerts, r.Errors, 100*rate, per, r.Keys)
 			}
 			return tw.Flush()
 		},

@@ -105,6 +105,9 @@ var (
 	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
 )
 
+// ruleStateName is the keyed state of the rules' states.
+const ruleStateName = "rule-state"
+
 // ruleSets is the broadcast state: the rule set of each change, by From.
 var ruleSets = runtime.BroadcastStateDescriptor[int64, *rules.Set]{Name: "rule-sets", Key: runtime.Int64Codec{}, Value: rules.SetCodec{}}
 
@@ -123,6 +126,8 @@ type evaluator struct {
 	// Every rule's state of the current key, in keyed state (see
 	// rules.KeyStates): checkpoints, savepoints and rescales carry it.
 	states runtime.ValueState[*rules.KeyStates]
+	// keys counts the keys in state per rule version (keys.go).
+	keys keyCounts
 	// What changed rules' dropped state is reported to, as JSON lines.
 	ruleState runtime.Collector[string]
 
@@ -169,7 +174,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	if e.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
 		return err
 	}
-	if e.states, err = runtime.GetValueState(ctx, "rule-state", rules.KeyStatesCodec{}); err != nil {
+	if e.states, err = runtime.GetValueState(ctx, ruleStateName, rules.KeyStatesCodec{}); err != nil {
 		return err
 	}
 	e.logged, e.droppedKeys, e.removedKeys = map[string]bool{}, map[string]runtime.Counter{}, map[string]runtime.Counter{}
@@ -182,7 +187,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
 	e.parts = runtime.SideCollector(ctx.RuntimeContext, statParts)
 	e.openEnd = math.MaxInt64
-	return nil
+	return e.recountKeys(ctx)
 }
 
 func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
@@ -337,6 +342,21 @@ type atomicStat struct {
 	rule                       string
 	version                    int64
 	evals, alerts, errs, nanos atomic.Int64
+	// keys is the version's keys in state (keys.go).
+	keys atomic.Int64
+}
+
+// statOf is the counts of a rule version, made on first use.
+func (e *evaluator) statOf(rule string, version int64) *atomicStat {
+	e.statsMu.Lock()
+	defer e.statsMu.Unlock()
+	k := rule + "\x00" + strconv.FormatInt(version, 10)
+	sum := e.stats[k]
+	if sum == nil {
+		sum = &atomicStat{rule: rule, version: version}
+		e.stats[k] = sum
+	}
+	return sum
 }
 
 func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
@@ -346,21 +366,14 @@ func (e *evaluator) ruleCounters(r *rules.Rule) ruleCounters {
 	if c, ok := e.counters[k]; ok {
 		return c
 	}
-	c := e.newRuleCounters(r, k)
+	c := e.newRuleCounters(r)
 	e.counters[k] = c
 	return c
 }
 
-func (e *evaluator) newRuleCounters(r *rules.Rule, k string) ruleCounters {
+func (e *evaluator) newRuleCounters(r *rules.Rule) ruleCounters {
 	g := e.ctx.Metrics().With("rule", r.ID).With("version", strconv.FormatInt(r.Version, 10))
-	e.statsMu.Lock()
-	sum := e.stats[k]
-	if sum == nil {
-		sum = &atomicStat{rule: r.ID, version: r.Version}
-		e.stats[k] = sum
-	}
-	e.statsMu.Unlock()
-	return ruleCounters{sum: sum,
+	return ruleCounters{sum: e.statOf(r.ID, r.Version),
 		evals:  g.Counter("rule_evaluations_total", "events and timers a rule version evaluated"),
 		alerts: g.Counter("rule_alerts_total", "alerts a rule version raised (shadow ones too)"),
 		errs:   g.Counter("rule_errors_total", "events and timers a rule version failed on"),
@@ -404,6 +417,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t, nil)
 			}
 			e.states.Clear()
+			e.storeStates(ks, nil, t)
 		}
 		return nil
 	}
@@ -453,6 +467,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	} else {
 		e.states.Update(next)
 	}
+	e.storeStates(ks, next, t)
 	return nil
 }
 
@@ -557,7 +572,7 @@ func (e *evaluator) startPublisher(rc *runtime.RuntimeContext) {
 			out := make([]store.RuleStat, 0, len(e.stats))
 			for _, s := range e.stats {
 				out = append(out, store.RuleStat{Rule: s.rule, Version: s.version, Evaluations: s.evals.Load(),
-					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load()})
+					Alerts: s.alerts.Load(), Errors: s.errs.Load(), EvalNanos: s.nanos.Load(), Keys: s.keys.Load()})
 			}
 			e.statsMu.Unlock()
 			// About 100 bytes per rule version: with thousands of rules,

@@ -100,7 +100,7 @@ func init() {
 		{Name: "rate", Type: jobs.Float, Description: "source=walkthrough|random: records per second per source subtask, 0 = as fast as possible (default 10 for walkthrough, 0 for random)"},
 		{Name: "count", Type: jobs.Int, Default: "0", Description: "source=walkthrough|random: records per source subtask before it finishes (0 = unbounded)"},
 		{Name: "accounts", Type: jobs.Int, Default: "100000", Description: "source=random: the number of accounts"},
-		{Name: "stats-interval", Type: jobs.Duration, Default: "1m", Description: "the interval of event time of the rule_stats stream: each rule version's evaluations, hits, errors and evaluation time per interval, summed over the subtasks, as JSON lines under <output>/rule-stats/"},
+		{Name: "stats-interval", Type: jobs.Duration, Default: "1m", Description: "the interval of event time of the rule_stats stream: each rule version's evaluations, hits, errors and evaluation time per interval, and its keys in state at the interval's end, summed over the subtasks, as JSON lines under <output>/rule-stats/"},
 		{Name: "drift-factor", Type: jobs.Float, Default: "0", Description: "above 1: a rule-drift alert (in <output>/alerts/) when a rule version's hit rate in an interval is at least this many times its baseline, or at most its 1/factor; 0 = no drift alerts"},
 		{Name: "drift-window", Type: jobs.Int, Default: "10", Description: "the baseline of drift-factor: the hit rate over this many of the rule version's previous intervals (those it evaluated anything in)"},
 		{Name: "drift-min-evaluations", Type: jobs.Int, Default: "100", Description: "drift-factor: both the interval and the baseline need at least this many evaluations"},

@@ -29,6 +29,14 @@ import (
 // version and interval to <output>/rule-stats/ and compares the interval's
 // hit rate with the rule version's trailing baseline.
 //
+// Keys in state travel the same way, as changes: a part carries how many
+// keys gained (or lost) a state written by the rule version in the
+// interval, on that subtask (keys.go). The statistician keeps each
+// version's running total in keyed state and writes it with the line, so
+// a line's keys are those holding the version's state at the interval's
+// end, summed over all subtasks; the total survives restores and rescales
+// because the changes, like the counts, cross each barrier before it.
+//
 // The alerts pass through the statistician on their way to the sinks
 // (keyed by their own text, so they spread evenly), which is how the
 // rule-drift alerts join them in <output>/alerts/ without a second writer
@@ -56,6 +64,9 @@ type StatPart struct {
 	// The rule's own drift parameters (its YAML's drift:), zero for the
 	// job's.
 	Drift rules.DriftSpec
+	// Keys is the change in the number of keys holding a state the
+	// version wrote.
+	Keys int64
 }
 
 func (p StatPart) key() string { return p.Rule + "\x00" + strconv.FormatInt(p.Version, 10) }
@@ -66,7 +77,7 @@ type StatPartCodec struct{}
 func (StatPartCodec) Append(dst []byte, p StatPart) []byte {
 	dst = appendBytes(dst, []byte(p.Rule))
 	for _, v := range [...]int64{p.Version, p.Start, p.Evaluations, p.Hits, p.Errors, p.EvalNanos,
-		int64(math.Float64bits(p.Drift.Factor)), int64(p.Drift.Window), p.Drift.MinEvaluations} {
+		int64(math.Float64bits(p.Drift.Factor)), int64(p.Drift.Window), p.Drift.MinEvaluations, p.Keys} {
 		dst = runtime.Int64Codec{}.Append(dst, v)
 	}
 	return dst
@@ -78,6 +89,11 @@ func (StatPartCodec) Decode(src []byte) (StatPart, error) {
 	p.Version, p.Start, p.Evaluations = rd.Varint(), rd.Varint(), rd.Varint()
 	p.Hits, p.Errors, p.EvalNanos = rd.Varint(), rd.Varint(), rd.Varint()
 	p.Drift.Factor, p.Drift.Window, p.Drift.MinEvaluations = math.Float64frombits(uint64(rd.Varint())), int(rd.Varint()), rd.Varint()
+	// Parts written before keys were counted (in a savepoint's pending
+	// intervals) end here.
+	if probe := rd; probe.Done() != nil {
+		p.Keys = rd.Varint()
+	}
 	if err := rd.Done(); err != nil {
 		return StatPart{}, fmt.Errorf("rule stats: %w", err)
 	}
@@ -127,6 +143,9 @@ type RuleStat struct {
 	Errors      int64   `json:"errors"`
 	HitRate     float64 `json:"hitRate"`
 	EvalNanos   int64   `json:"eval_ns"`
+	// Keys holding the version's state at the interval's end, summed
+	// over the subtasks.
+	Keys int64 `json:"keys"`
 }
 
 // baselineEntry is one past interval of a rule version, for its baseline.
@@ -206,8 +225,10 @@ type statistician struct {
 	cfg     StatsConfig
 	pending runtime.MapState[int64, StatPart]
 	base    runtime.ValueState[[]baselineEntry]
-	lines   runtime.Collector[string]
-	buf     []byte
+	// keys is the version's running total of keys in state.
+	keys  runtime.ValueState[int64]
+	lines runtime.Collector[string]
+	buf   []byte
 }
 
 func (s *statistician) Open(ctx *runtime.KeyedContext[string]) (err error) {
@@ -215,6 +236,9 @@ func (s *statistician) Open(ctx *runtime.KeyedContext[string]) (err error) {
 		return err
 	}
 	if s.base, err = runtime.GetValueState(ctx, "baseline", baselineCodec{}); err != nil {
+		return err
+	}
+	if s.keys, err = runtime.GetValueState(ctx, "keys", runtime.Int64Codec{}); err != nil {
 		return err
 	}
 	s.lines = runtime.SideCollector(ctx.RuntimeContext, ruleStatLines)
@@ -240,6 +264,10 @@ func (s *statistician) ProcessElement1(p StatPart, ctx *runtime.KeyedContext[str
 	sum.Hits += p.Hits
 	sum.Errors += p.Errors
 	sum.EvalNanos += p.EvalNanos
+	sum.Keys += p.Keys
+	if p.Drift != (rules.DriftSpec{}) {
+		sum.Drift = p.Drift // a part of keys only has none
+	}
 	s.pending.Put(p.Start, sum)
 	return nil
 }
@@ -271,11 +299,20 @@ func (s *statistician) OnTimer(t int64, ctx *runtime.KeyedContext[string], out r
 // finish writes an interval's line, raises a drift alert if its hit rate
 // moved beyond the factor, and adds the interval to the baseline.
 func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
-	if p.Evaluations == 0 && p.Hits == 0 && p.Errors == 0 {
-		return nil // only timers that did nothing (a look-back's cleanup): no line
+	keys, _ := s.keys.Value()
+	if p.Keys != 0 {
+		keys += p.Keys
+		if keys == 0 {
+			s.keys.Clear()
+		} else {
+			s.keys.Update(keys)
+		}
+	}
+	if p.Evaluations == 0 && p.Hits == 0 && p.Errors == 0 && p.Keys == 0 {
+		return nil // only timers that did nothing: no line
 	}
 	st := RuleStat{Rule: p.Rule, Version: p.Version, Start: p.Start, End: p.Start + s.cfg.Interval,
-		Evaluations: p.Evaluations, Hits: p.Hits, Errors: p.Errors, EvalNanos: p.EvalNanos}
+		Evaluations: p.Evaluations, Hits: p.Hits, Errors: p.Errors, EvalNanos: p.EvalNanos, Keys: keys}
 	if p.Evaluations > 0 {
 		st.HitRate = float64(p.Hits) / float64(p.Evaluations)
 	}
@@ -336,17 +373,22 @@ func (e *evaluator) beforeCounting(se *sigGroup, t int64) {
 func (e *evaluator) afterCounting(se *sigGroup, t int64) {
 	a := &se.stats
 	a.dirty, a.dirtyT = true, t
-	end := e.statsCfg.intervalStart(t) + e.statsCfg.Interval
-	e.openEnd = min(e.openEnd, end)
-	// Wake this subtask at the interval's last millisecond even if no
-	// event comes then (any key will do: the current one).
-	if end-1 > t && e.wakeAt != end-1 {
-		e.ctx.RegisterEventTimeTimer(end - 1)
-		e.wakeAt = end - 1
-	}
+	e.wakeAtEnd(t)
 	if now := time.Now(); now.Sub(a.lastPush) >= pushEvery {
 		e.push(se, t)
 		a.lastPush = now
+	}
+}
+
+// wakeAtEnd makes sure the subtask flushes the interval of t: at the
+// interval's last millisecond it wakes up even if no event comes then
+// (any key will do: the current one).
+func (e *evaluator) wakeAtEnd(t int64) {
+	end := e.statsCfg.intervalStart(t) + e.statsCfg.Interval
+	e.openEnd = min(e.openEnd, end)
+	if end-1 > t && e.wakeAt != end-1 {
+		e.ctx.RegisterEventTimeTimer(end - 1)
+		e.wakeAt = end - 1
 	}
 }
 
@@ -429,6 +471,12 @@ func (e *evaluator) flushDueStats(t int64) {
 			e.openEnd = min(e.openEnd, start+e.statsCfg.Interval)
 		}
 	}
+	if k := &e.keys; k.open && k.start+e.statsCfg.Interval-1 <= t {
+		e.sendKeys()
+	}
+	if k := &e.keys; k.open {
+		e.openEnd = min(e.openEnd, k.start+e.statsCfg.Interval)
+	}
 }
 
 // FlushPreBarrier sends every open interval's counts on before a
@@ -438,6 +486,7 @@ func (e *evaluator) FlushPreBarrier(int64) error {
 	for _, se := range e.groups {
 		e.flushStats(se)
 	}
+	e.sendKeys()
 	e.openEnd = math.MaxInt64
 	return nil
 }

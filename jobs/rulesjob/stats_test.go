@@ -14,10 +14,18 @@ import (
 
 func TestStatPartCodecRoundTrip(t *testing.T) {
 	p := StatPart{Rule: "r", Version: 3, Start: -60000, Evaluations: 100, Hits: 20, Errors: 1, EvalNanos: 12345,
-		Drift: rules.DriftSpec{Factor: 2.5, Window: 4, MinEvaluations: 7}}
-	back, err := StatPartCodec{}.Decode(StatPartCodec{}.Append(nil, p))
+		Drift: rules.DriftSpec{Factor: 2.5, Window: 4, MinEvaluations: 7}, Keys: -3}
+	enc := StatPartCodec{}.Append(nil, p)
+	back, err := StatPartCodec{}.Decode(enc)
 	if err != nil || back != p {
 		t.Fatalf("%+v, %v", back, err)
+	}
+	// A part written before keys were counted (a savepoint's) has no
+	// Keys field: it decodes with none.
+	old := p
+	old.Keys = 0
+	if back, err := (StatPartCodec{}).Decode(enc[:len(enc)-1]); err != nil || back != old {
+		t.Fatalf("a part without keys: %+v, %v", back, err)
 	}
 	if _, err := (StatPartCodec{}).Decode(StatPartCodec{}.Append(nil, p)[:4]); err == nil {
 		t.Errorf("a truncated part decoded")

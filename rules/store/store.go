@@ -594,6 +594,9 @@ type RuleStat struct {
 	Alerts      int64  `json:"alerts"`
 	Errors      int64  `json:"errors"`
 	EvalNanos   int64  `json:"eval_ns"`
+	// Keys is the number of keys whose state holds the version's state
+	// (each subtask's count now, not since it started).
+	Keys int64 `json:"keys"`
 }
 
 // StatsKey is where a subtask of the job publishes its rule counts.
@@ -645,6 +648,7 @@ func (s *Store) Stats(ctx context.Context) ([]RuleStat, error) {
 			t.Alerts += p.Alerts
 			t.Errors += p.Errors
 			t.EvalNanos += p.EvalNanos
+			t.Keys += p.Keys
 		}
 	}
 	slices.SortFunc(order, func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })

@@ -46,14 +46,14 @@ func TestPutConflictAndStats(t *testing.T) {
 	if _, err := st.Put(ctx, specs(t, "id: r\nkey: [a]\nkind: filter\ncondition: 'e.n >'\n"), Change{IfVersion: Any}); !errors.Is(err, ErrRefused) {
 		t.Fatalf("a rule that does not compile: %v", err)
 	}
-	if err := st.PublishStats(ctx, 0, []RuleStat{{Rule: "r", Version: 1, Evaluations: 5, Alerts: 2, EvalNanos: 100}}, 10); err != nil {
+	if err := st.PublishStats(ctx, 0, []RuleStat{{Rule: "r", Version: 1, Evaluations: 5, Alerts: 2, EvalNanos: 100, Keys: 4}}, 10); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.PublishStats(ctx, 1, []RuleStat{{Rule: "r", Version: 1, Evaluations: 3, Errors: 1}, {Rule: "r", Version: 2, Evaluations: 1}}, 10); err != nil {
+	if err := st.PublishStats(ctx, 1, []RuleStat{{Rule: "r", Version: 1, Evaluations: 3, Errors: 1, Keys: 3}, {Rule: "r", Version: 2, Evaluations: 1}}, 10); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Stats(ctx)
-	want := []RuleStat{{Rule: "r", Version: 1, Evaluations: 8, Alerts: 2, Errors: 1, EvalNanos: 100}, {Rule: "r", Version: 2, Evaluations: 1}}
+	want := []RuleStat{{Rule: "r", Version: 1, Evaluations: 8, Alerts: 2, Errors: 1, EvalNanos: 100, Keys: 7}, {Rule: "r", Version: 2, Evaluations: 1}}
 	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("stats %+v, %v; want %+v", got, err, want)
 	}

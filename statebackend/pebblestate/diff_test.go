@@ -166,6 +166,49 @@ func (b *backends) checkKey(t *testing.T, kg int, k int64) {
 	}
 }
 
+// checkKeys checks that both backends list the same keys of each state
+// in each key group of r, and that those are the keys whose reads find a
+// value.
+func (b *backends) checkKeys(t *testing.T, r statebackend.KeyGroupRange, keys []int64) {
+	t.Helper()
+	for kg := r.First; kg <= r.Last; kg++ {
+		for _, name := range []string{"v", "m", "l"} {
+			mk, err := statebackend.AppendKeys[int64](b.mb, name, kg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pk, err := AppendKeys[int64](b.ps, name, i64{}, kg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(mk)
+			slices.Sort(pk) // Pebble's are in the order of their encodings
+			if !slices.Equal(mk, pk) {
+				t.Fatalf("state %s, key group %d: memory lists %v, pebble %v", name, kg, mk, pk)
+			}
+			var held []int64
+			for _, k := range keys {
+				if kgOf(k) != kg || slices.Contains(held, k) {
+					continue
+				}
+				_, v := b.mv.Get(kg, k)
+				if name == "m" {
+					v = len(b.mm.Map(kg, k)) > 0
+				} else if name == "l" {
+					v = len(b.ml.List(kg, k)) > 0
+				}
+				if v {
+					held = append(held, k)
+				}
+			}
+			slices.Sort(held)
+			if !slices.Equal(mk, held) {
+				t.Fatalf("state %s, key group %d: lists %v, the keys with a value are %v", name, kg, mk, held)
+			}
+		}
+	}
+}
+
 // stateFile writes sections into a state file and reads back range want.
 func stateFile(t *testing.T, r statebackend.KeyGroupRange, secs []statebackend.Section, want statebackend.KeyGroupRange) *statebackend.KeyedState {
 	t.Helper()
@@ -263,6 +306,7 @@ func TestDifferential(t *testing.T) {
 				for range 400 {
 					b.step(t, rng, keys)
 				}
+				b.checkKeys(t, all, keys)
 				ms := b.mb.Snapshot()
 				psecs, err := b.ps.Snapshot()
 				if err != nil {
@@ -283,6 +327,7 @@ func TestDifferential(t *testing.T) {
 				for _, k := range keys {
 					r.checkKey(t, kgOf(k), k)
 				}
+				r.checkKeys(t, all, keys)
 				rps, err := r.ps.Snapshot()
 				if err != nil {
 					t.Fatal(err)
@@ -345,6 +390,8 @@ func TestRescale(t *testing.T) {
 				}
 			}
 		}
+		// Each part lists exactly the keys of its key groups.
+		s.checkKeys(t, r, keys)
 		secs, err := s.ps.Snapshot()
 		if err != nil {
 			t.Fatal(err)

@@ -46,6 +46,9 @@
 // Timers stay in the runtime's memory timer service and are snapshotted
 // by it, as with the memory backend.
 //
+// AppendKeys lists a state's keys in one key group with one bounded scan
+// of its (key group, state) run, after writing the value caches back.
+//
 // # Durability
 //
 // The write-ahead log is off: a subtask's state is rebuilt from the last
