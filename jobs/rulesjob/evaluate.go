@@ -242,21 +242,15 @@ func (e *evaluator) group(sig string, t int64) *sigGroup {
 				groups[s] = old
 				continue
 			}
-			var live []*rules.Rule
-			for _, r := range rs {
-				if r.State == "paused" {
-					e.ruleCounters(r) // listed in the stats, with no counts
-					continue
-				}
-				live = append(live, r)
-			}
-			kg := rules.NewKeyGroup(live)
+			// Paused rules are in the group too: they keep their state
+			// (their timers still expire it) and count nothing.
+			kg := rules.NewKeyGroup(rs)
 			// A rule's timers are runtime timers of its key, so they are
 			// checkpointed and move with the key on a rescale.
 			kg.Wake = e.ctx.RegisterEventTimeTimer
 			kg.TimeRules = true
-			sg := &sigGroup{kg: kg, id: id, pushed: make([]rules.RuleStats, len(live)), stats: statsAcc{rules: live}}
-			for _, r := range live {
+			sg := &sigGroup{kg: kg, id: id, pushed: make([]rules.RuleStats, len(rs)), stats: statsAcc{rules: rs}}
+			for _, r := range rs {
 				sg.counters = append(sg.counters, e.ruleCounters(r))
 			}
 			groups[s] = sg
@@ -418,13 +412,13 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 // for this key. A state whose rule is still there with another state
 // shape (or that did not decode) was dropped: logged once per rule state
 // and subtask, counted per key, and reported with the key on the
-// rule-state output. A state of a deleted or paused rule was removed:
-// counted only.
+// rule-state output. A state of a deleted rule was removed: counted only.
+// (A paused rule keeps its state: see rules.KeyGroup.)
 func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64, now []*rules.Rule) {
 	rule := rules.RuleOfStateID(d.ID)
 	if !d.Changed {
 		counter(ctx, e.removedKeys, rule, "rule_state_removed_keys_total",
-			"keys whose state of a rule was removed because the rule was deleted or paused")
+			"keys whose state of a rule was removed because the rule was deleted")
 		return
 	}
 	counter(ctx, e.droppedKeys, rule, "rule_state_dropped_keys_total",
