@@ -78,9 +78,8 @@ func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 
 // The evaluator's side outputs.
 var (
-	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
-	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
-	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+	evalErrors  = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
 	// ruleStateReports says, per key, which rule's state a change of its
 	// state shape dropped.
 	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
@@ -97,7 +96,6 @@ type evaluator struct {
 	ctx     *runtime.KeyedContext[string]
 	sets    runtime.BroadcastState[int64, *rules.Set]
 	pending runtime.MapState[int64, []Record]
-	shadow  runtime.Collector[string]
 	errs    runtime.Collector[file.DeadLetter]
 	late    runtime.Collector[file.DeadLetter]
 
@@ -155,7 +153,6 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	g := ctx.Metrics()
 	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
-	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
@@ -164,7 +161,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	return nil
 }
 
-func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
+func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[alertLine]) error {
 	applyChange(e.sets, c, ctx.CurrentWatermark())
 	return nil
 }
@@ -193,7 +190,7 @@ func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm in
 	}
 }
 
-func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[alertLine]) error {
 	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
 		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
 			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
@@ -340,7 +337,7 @@ func rulesIdentity(rs []*rules.Rule, lists map[string]rules.List) string {
 	return b.String()
 }
 
-func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[alertLine]) error {
 	defer e.flushDueStats(t)
 	rs, _ := e.pending.Get(t)
 	if len(rs) > 0 {
@@ -464,19 +461,43 @@ func counter(ctx *runtime.KeyedContext[string], m map[string]runtime.Counter, ru
 	c.Add(1)
 }
 
-// emit writes the alerts as JSON lines, a shadow rule's to its output.
-func (e *evaluator) emit(out runtime.Collector[string]) {
+// emit sends the alerts on as JSON lines, marked shadow for a shadow rule
+// (the statistician writes those to the shadow output).
+func (e *evaluator) emit(out runtime.Collector[alertLine]) {
 	for i := range e.alerts {
 		b, err := json.Marshal(&e.alerts[i])
 		if err != nil {
 			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
 		}
-		if e.alerts[i].Shadow {
-			e.shadow.Collect(string(b))
-		} else {
-			out.Collect(string(b))
-		}
+		out.Collect(alertLine{Text: string(b), Shadow: e.alerts[i].Shadow})
 	}
+}
+
+// alertLine is an alert on its way from the evaluator, through the
+// statistician, to the alerts or (Shadow) the shadow output.
+type alertLine struct {
+	Text   string
+	Shadow bool
+}
+
+// alertLineCodec serialises alertLines.
+type alertLineCodec struct{}
+
+func (alertLineCodec) Append(dst []byte, l alertLine) []byte {
+	var shadow int64
+	if l.Shadow {
+		shadow = 1
+	}
+	return appendBytes(runtime.Int64Codec{}.Append(dst, shadow), []byte(l.Text))
+}
+
+func (alertLineCodec) Decode(src []byte) (alertLine, error) {
+	rd := runtime.NewReader(src)
+	shadow, text := rd.Varint(), rd.Bytes()
+	if err := rd.Done(); err != nil {
+		return alertLine{}, fmt.Errorf("alert line: %w", err)
+	}
+	return alertLine{Text: string(text), Shadow: shadow == 1}, nil
 }
 
 // statsEvery is how often a subtask publishes its rule counts.

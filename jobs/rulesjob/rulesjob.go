@@ -298,26 +298,27 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		RoutedCodec{}).UID(RouterUID)
 	writeDeadLetters(c, runtime.SideOutput(routed, lateRecords), "late-files", LateDir)
 	keyed := runtime.KeyBy(routed, runtime.StringKey, func(r Routed) string { return r.Key })
-	alerts := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
-		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] {
+	evaluated := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
+		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, alertLine] {
 			return &evaluator{live: live, statsCfg: stats}
 		},
-		runtime.StringCodec{}).UID(EvaluatorUID)
-	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
-	writeDeadLetters(c, runtime.SideOutput(alerts, evalErrors), "rule-error-files", RuleErrorDir)
-	writeLines(c, runtime.SideOutput(alerts, ruleStateReports), "rule-state-files", RuleStateDir)
+		alertLineCodec{}).UID(EvaluatorUID)
+	writeDeadLetters(c, runtime.SideOutput(evaluated, evalErrors), "rule-error-files", RuleErrorDir)
+	writeLines(c, runtime.SideOutput(evaluated, ruleStateReports), "rule-state-files", RuleStateDir)
 
 	// The rule_stats stream: the evaluators' counts summed per rule
-	// version; the alerts pass through to meet the drift alerts (stats.go).
-	// The counts (a few records per interval) take a task of their own, as
-	// a two-input operator's inputs must come from two tasks.
-	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(alerts, statParts)), runtime.StringKey, StatPart.key)
-	alerts = runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(alerts, runtime.StringKey, func(l string) string { return l })),
-		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, string, string] {
+	// version; the alerts, shadow ones too, pass through to meet the drift
+	// alerts (stats.go), so that each output has one writer. The counts (a
+	// few records per interval) take a task of their own, as a two-input
+	// operator's inputs must come from two tasks.
+	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(evaluated, statParts)), runtime.StringKey, StatPart.key)
+	alerts := runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(evaluated, runtime.StringKey, func(l alertLine) string { return l.Text })),
+		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, alertLine, string] {
 			return &statistician{cfg: stats}
 		},
 		runtime.StringCodec{}).UID(StatisticianUID)
 	writeLines(c, runtime.SideOutput(alerts, ruleStatLines), "rule-stats-files", RuleStatsDir)
+	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
 
 	writeLines(c, alerts, "alert-files", AlertsDir)
 	switch c.Sink {
