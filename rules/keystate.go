@@ -60,6 +60,31 @@ func (r *Rule) StateShape() string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// StateLifetime bounds how long, in event time, r's state for a key can
+// outlast the key's last event: by then the rule's own timers have closed
+// its windows and expired its look-back, profile, dedupe interval and
+// partial matches. It is 0 for a rule that keeps no state, and not
+// bounded (false) for a sequence without `within`, whose partial matches
+// wait for the key's next event.
+func (r *Rule) StateLifetime() (int64, bool) {
+	var d int64
+	switch r.Kind {
+	case KindAggregate:
+		d = r.window.size // look-back, tumbling and sliding windows
+		if r.window.typ == Session {
+			d = r.window.gap
+		}
+	case KindBaseline:
+		d = r.profile.horizon
+	case KindSequence:
+		if r.pattern.window <= 0 {
+			return 0, false
+		}
+		d = r.pattern.window
+	}
+	return d + r.dedupe, true
+}
+
 // StateID names r's state: its ID and its StateShape. Versions of a rule
 // with the same StateID share their state.
 func (r *Rule) StateID() string { return r.ID + "#" + r.StateShape() }

@@ -125,3 +125,58 @@ func TestRulesJobSavepointUpgrade(t *testing.T) {
 		t.Errorf("the TaskManagers' logs should report cnt10's state dropped and not sum10's")
 	}
 }
+
+// TestRulesJobKeyChangeDropsOldKeyState changes a live rule's key fields
+// (user to ip) while its windows are open: the state under each old key
+// (user) goes, and is reported on <output>/rule-state, at that key's
+// first event after the change (u0: the router copies events to a rule
+// key left without rules), or at its first timer if no event comes first
+// (u1); the rule starts empty under its new key.
+func TestRulesJobKeyChangeDropsOldKeyState(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const cnt = "id: cnt\nkey: [%s]\nkind: aggregate\nwindow: {type: tumbling, size: 1h}\naggregates: {n: {fn: count}}\ncondition: 'agg.n > 0'\n"
+	v1, v2 := filepath.Join(work, "v1.yaml"), filepath.Join(work, "v2.yaml")
+	for f, doc := range map[string]string{v1: fmt.Sprintf(cnt, "user"), v2: fmt.Sprintf(cnt, "ip")} {
+		if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	id, _, rules := markedRulesJob(t, c, etcd.Endpoint, v1, in, out, "keys", "cnt")
+	ev := func(ts int64, user, ip string) string {
+		return fmt.Sprintf(`{"ts":%d,"user":%q,"ip":%q}`, ts, user, ip)
+	}
+	writeFileLines(t, in, "a.jsonl", ev(1000, "u0", "x"), ev(2000, "u1", "y"))
+	waitRead(t, c, id, 2)
+	rules("mark", "--at", "9999")
+	rules("put", v2, "--at", "10000")
+	writeFileLines(t, in, "b.jsonl", ev(11000, "u0", "x"))
+	waitRead(t, c, id, 3)
+	rules("mark", "--at", "20000")
+
+	report := func(user string, at int64) string {
+		return fmt.Sprintf(`{"rule":"cnt","version":1,"new_version":2,"key":{"user":%q},"time":%d,"state":"dropped","reason":"key fields changed"}`, user, at)
+	}
+	// u1's windows' timer (3599999) is not due yet: only u0 is reported.
+	if got := waitLines(t, filepath.Join(out, "rule-state"), 1); !slices.Equal(got, []string{report("u0", 11000)}) {
+		t.Fatalf("rule-state at the watermark 20000:\n%s", strings.Join(got, "\n"))
+	}
+	// u1 sees no event: its state goes at its first timer, which is its
+	// window's end (3599999) or, if the evaluator armed its rule_stats
+	// wake-up on u1, the end of the first stats interval (59999).
+	rules("mark", "--at", "3700000")
+	got := waitLines(t, filepath.Join(out, "rule-state"), 2)
+	if len(got) != 2 || got[0] != report("u0", 11000) || got[1] != report("u1", 59999) && got[1] != report("u1", 3599999) {
+		t.Errorf("rule-state:\n%s\nwant u0's at 11000 and u1's at 59999 or 3599999", strings.Join(got, "\n"))
+	}
+	// Only the new version's window, on the new key, alerts.
+	wantAlerts := []string{`{"rule":"cnt","version":2,"key":{"ip":"x"},"time":3599999,"action":"alert","window":{"start":0,"end":3600000},"fields":{"n":1}}`}
+	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, wantAlerts) {
+		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantAlerts, "\n"))
+	}
+}

@@ -347,10 +347,11 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	sg := e.group(sigOf(ctx.CurrentKey()), t)
 	if sg == nil {
 		// No rule of the set in force has this key: whatever state the
-		// key holds belongs to rules that are gone.
+		// key holds belongs to rules that are gone or whose key fields
+		// changed (the router copies events here for that: retire.go).
 		if ks != nil {
 			for _, s := range ks.States {
-				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t, nil)
+				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t)
 			}
 			e.states.Clear()
 		}
@@ -359,7 +360,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	kg := sg.kg
 	e.dropped = kg.Load(ks, e.dropped[:0])
 	for _, d := range e.dropped {
-		e.report(ctx, d, ks.Key, t, kg.Rules())
+		e.report(ctx, d, ks.Key, t)
 	}
 	e.beforeCounting(sg, t)
 	defer e.afterCounting(sg, t)
@@ -406,36 +407,43 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 }
 
 // report counts a stored rule state that the rules in force did not take
-// for this key. A state whose rule is still there with another state
-// shape (or that did not decode) was dropped: logged once per rule state
+// for this key. A state whose rule is still in the set in force, with
+// another state shape (or another key: then it is under another routed
+// key) or that did not decode, was dropped: logged once per rule state
 // and subtask, counted per key, and reported with the key on the
 // rule-state output. A state of a deleted rule was removed: counted only.
 // (A paused rule keeps its state: see rules.KeyGroup.)
-func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64, now []*rules.Rule) {
+func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64) {
 	rule := rules.RuleOfStateID(d.ID)
-	if !d.Changed {
+	var now *rules.Rule
+	if e.active != nil {
+		for _, r := range e.active.Rules {
+			if r.ID == rule {
+				now = r
+				break
+			}
+		}
+	}
+	if now == nil {
 		counter(ctx, e.removedKeys, rule, "rule_state_removed_keys_total",
 			"keys whose state of a rule was removed because the rule was deleted")
 		return
 	}
 	counter(ctx, e.droppedKeys, rule, "rule_state_dropped_keys_total",
 		"keys whose state of a rule was dropped because the rule's state shape changed")
-	version := int64(0)
-	for _, r := range now {
-		if r.ID == rule {
-			version = r.Version
-		}
-	}
 	reason := "state shape changed (key, window, aggregates, profile or pattern)"
-	if d.Err != nil {
+	switch {
+	case d.Err != nil:
 		reason = "state did not decode: " + d.Err.Error()
+	case !d.Changed:
+		reason = "key fields changed"
 	}
 	if !e.logged[d.ID] {
 		e.logged[d.ID] = true
 		ctx.Logger().Warn("rules: a rule's state is dropped; it starts empty", "rule", rule, "from_version", d.Version,
-			"to_version", version, "reason", reason)
+			"to_version", now.Version, "reason", reason)
 	}
-	b, err := json.Marshal(stateReport{Rule: rule, Version: d.Version, NewVersion: version, Key: key, Time: t, State: "dropped", Reason: reason})
+	b, err := json.Marshal(stateReport{Rule: rule, Version: d.Version, NewVersion: now.Version, Key: key, Time: t, State: "dropped", Reason: reason})
 	if err == nil {
 		e.ruleState.Collect(string(b))
 	}

@@ -30,16 +30,21 @@ func bucketOf(r Record) int64 {
 // events it applies to are routed.
 type router struct {
 	sets    runtime.BroadcastState[int64, *rules.Set]
+	retired runtime.BroadcastState[string, int64] // retire.go
 	pending runtime.MapState[int64, []Record]
 	late    runtime.Collector[file.DeadLetter]
 
-	set  *rules.Set
-	sigs []sigFields
-	key  []byte
+	set   *rules.Set
+	sigs  []sigFields
+	key   []byte
+	extra []sigFields
 }
 
 func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 	if r.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
+		return err
+	}
+	if r.retired, err = runtime.GetBroadcastState(ctx.RuntimeContext, retiredSigs); err != nil {
 		return err
 	}
 	if r.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
@@ -50,7 +55,13 @@ func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 }
 
 func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[Routed]) error {
+	if c.Set != nil {
+		if prev := latestSet(r.sets); prev != nil {
+			retire(r.retired, prev, c.Set, c.From)
+		}
+	}
 	applyChange(r.sets, c, ctx.CurrentWatermark())
+	pruneRetired(r.retired, ctx.CurrentWatermark())
 	return nil
 }
 
@@ -78,10 +89,17 @@ func (r *router) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Co
 			r.sigs = keySigs(set)
 		}
 	}
+	// Copies for the rule keys a change left without a rule, so that the
+	// state there goes at the key's next event (retire.go).
+	r.extra = retiredAt(r.extra[:0], r.retired, t, r.sigs)
 	rs = slices.Clone(rs)
 	slices.SortStableFunc(rs, compareRecords)
 	for _, rec := range rs {
 		for _, s := range r.sigs {
+			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
+			out.Collect(Routed{Key: string(r.key), Rec: rec})
+		}
+		for _, s := range r.extra {
 			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
 			out.Collect(Routed{Key: string(r.key), Rec: rec})
 		}
