@@ -79,6 +79,12 @@ func TestRulesJobSavepointUpgrade(t *testing.T) {
 	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
 		t.Fatalf("alerts before the upgrade: %q", got)
 	}
+	// The input idle for longer than its idleness (1 s) does not move
+	// event time: the windows stay open.
+	time.Sleep(2 * time.Second)
+	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts while the input is idle: %q", got)
+	}
 	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
 	if r.ExitCode != 0 {
 		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
@@ -178,5 +184,100 @@ func TestRulesJobKeyChangeDropsOldKeyState(t *testing.T) {
 	wantAlerts := []string{`{"rule":"cnt","version":2,"key":{"ip":"x"},"time":3599999,"action":"alert","window":{"start":0,"end":3600000},"fields":{"n":1}}`}
 	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, wantAlerts) {
 		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantAlerts, "\n"))
+	}
+}
+
+// TestRulesJobSavepointUpgradeFromFile upgrades a rules job without etcd:
+// weir job stop --savepoint while two aggregate rules have windows open,
+// then submit --from-savepoint with --param rules=NEWFILE, a file in which
+// cnt10's window grows from 10 s to 20 s and the other rules are as they
+// were. sum10's windows span the upgrade; cnt10 starts empty (only the
+// events evaluated after the upgrade count), and each key whose cnt10
+// state was dropped is on <output>/rule-state.
+func TestRulesJobSavepointUpgradeFromFile(t *testing.T) {
+	work := t.TempDir()
+	in, out := filepath.Join(work, "in"), filepath.Join(work, "out")
+	if err := os.Mkdir(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const tick = "id: tick\nkey: [user]\nkind: filter\ncondition: 'e.user == \"tick\"'\n"
+	const sum = "id: sum10\nkey: [user]\nkind: aggregate\nwindow: {type: tumbling, size: 10s}\n" +
+		"aggregates: {s: {fn: sum, of: e.amount}}\ncondition: 'agg.s > 0'\n"
+	const cnt = "id: cnt10\nkey: [user]\nkind: aggregate\nwindow: {type: tumbling, size: %s}\n" +
+		"aggregates: {n: {fn: count}}\ncondition: 'agg.n > 0'\n"
+	v1, v2 := filepath.Join(work, "v1.yaml"), filepath.Join(work, "v2.yaml")
+	for f, doc := range map[string]string{
+		v1: tick + "---\n" + sum + "---\n" + fmt.Sprintf(cnt, "10s"),
+		v2: tick + "---\n" + sum + "---\n" + fmt.Sprintf(cnt, "20s") + "version: 2\n",
+	} {
+		if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startCluster(t, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: []string{"--checkpoint-storage", filepath.Join(work, "ck")}})
+	params := func(rules string) []string {
+		return []string{"rules", "--parallelism", "2", "--checkpoint-interval", "200ms", "--param", "rules=" + rules,
+			"--param", "input=" + in, "--param", "output=" + out, "--param", "monitor=100ms",
+			"--param", "out-of-orderness=0s", "--param", "append=true"}
+	}
+	id := submit(t, c, params(v1)...)
+	waitState(t, c, id, time.Minute, "RUNNING")
+
+	// Evaluated before the upgrade: everything before u9's event at 5000
+	// (the watermark; the tick's alert shows it); u9's event waits.
+	ev := func(ts int64, user string, amount float64) string {
+		return fmt.Sprintf(`{"ts":%d,"user":%q,"amount":%g}`, ts, user, amount)
+	}
+	writeFileLines(t, in, "a.jsonl", ev(1000, "u0", 10), ev(2000, "u1", 20), ev(3000, "u2", 30), ev(4000, "u0", 40),
+		ev(4500, "tick", 1), ev(5000, "u9", 5))
+	tickAlert := `{"rule":"tick","version":1,"key":{"user":"tick"},"time":4500,"action":"alert"}`
+	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts before the upgrade: %q", got)
+	}
+	// The input idle for longer than its idleness (1 s) does not move
+	// event time: the windows stay open.
+	time.Sleep(2 * time.Second)
+	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts while the input is idle: %q", got)
+	}
+	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	waitState(t, c, id, time.Minute, "FINISHED")
+	id2 := submit(t, c, append(params(v2), "--from-savepoint", strings.TrimSpace(r.Stdout))...)
+	waitState(t, c, id2, time.Minute, "RUNNING")
+	// The event at 30000 moves the watermark past every window below.
+	writeFileLines(t, in, "b.jsonl", ev(6000, "u0", 100), ev(7000, "u1", 200), ev(8000, "u2", 300), ev(30000, "end", 0))
+
+	want := []string{tickAlert,
+		// sum10 kept its windows: the sums span the upgrade.
+		windowAlert("sum10", 1, "u0", 0, 10000, map[string]float64{"s": 150}),
+		windowAlert("sum10", 1, "u1", 0, 10000, map[string]float64{"s": 220}),
+		windowAlert("sum10", 1, "u2", 0, 10000, map[string]float64{"s": 330}),
+		windowAlert("sum10", 1, "u9", 0, 10000, map[string]float64{"s": 5}),
+		windowAlert("sum10", 1, "tick", 0, 10000, map[string]float64{"s": 1}),
+		// cnt10 started empty: only the events evaluated after the
+		// upgrade (u9's waited in the savepoint).
+		windowAlert("cnt10", 2, "u0", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u1", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u2", 0, 20000, map[string]float64{"n": 1}),
+		windowAlert("cnt10", 2, "u9", 0, 20000, map[string]float64{"n": 1}),
+	}
+	slices.Sort(want)
+	if got := waitLines(t, filepath.Join(out, "alerts"), len(want)); !slices.Equal(got, want) {
+		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Each key that held cnt10 state is reported once, when it first
+	// meets the new version: u0-u2 at their next event, tick at its
+	// window's timer.
+	report := func(user string, at int64) string {
+		return fmt.Sprintf(`{"rule":"cnt10","version":1,"new_version":2,"key":{"user":%q},"time":%d,"state":"dropped",`+
+			`"reason":"state shape changed (key, window, aggregates, profile or pattern)"}`, user, at)
+	}
+	wantReports := []string{report("u0", 6000), report("u1", 7000), report("u2", 8000), report("tick", 9999)}
+	slices.Sort(wantReports)
+	if got := waitLines(t, filepath.Join(out, "rule-state"), len(wantReports)); !slices.Equal(got, wantReports) {
+		t.Errorf("rule-state:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantReports, "\n"))
 	}
 }

@@ -61,14 +61,26 @@ func (ChangeCodec) Decode(src []byte) (Change, error) {
 	return Change{From: from, Set: set}, nil
 }
 
-// setSource emits the rule set loaded at start, once.
+// setSource emits the rule set loaded at start, once. With a continuous
+// input (forever) it then stays, without records, instead of ending: an
+// ended input's watermark is the maximum, and while the events' input is
+// idle (left out of the evaluator's watermark) that maximum alone would
+// fire every window and let every waiting event through at once. Its
+// watermark strategy makes it idle instead (see Build).
 type setSource struct {
-	set  *rules.Set
-	done bool
+	set     *rules.Set
+	forever bool
+	done    bool
 }
+
+// setIdlePoll is how often a setSource that stays polls for nothing.
+const setIdlePoll = 100 * time.Millisecond
 
 func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 	if s.done {
+		if s.forever {
+			return setIdlePoll, nil
+		}
 		return 0, runtime.ErrEndOfInput
 	}
 	s.done = true
@@ -105,6 +117,8 @@ type evaluator struct {
 	// What changed rules' dropped state is reported to, as JSON lines.
 	ruleState runtime.Collector[string]
 
+	// static is the job's rule set without live rules (staticSet).
+	static *rules.Set
 	// The set in force and one group per rule key of it.
 	from    int64
 	active  *rules.Set
@@ -219,7 +233,10 @@ func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rul
 // way the rules' state is in keyed state, by rule and state shape, so a
 // rule whose shape did not change keeps it (see rules.KeyGroup).
 func (e *evaluator) group(sig string, t int64) *sigGroup {
-	from, set := setAt(e.sets, t)
+	from, set := int64(setTime), e.static
+	if set == nil {
+		from, set = setAt(e.sets, t)
+	}
 	if set == nil {
 		return nil
 	}

@@ -1,14 +1,17 @@
 package rulesjob
 
 import (
+	"errors"
 	"fmt"
 	"iter"
 	"maps"
 	"math"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/runtime"
 )
 
 // mapState is a broadcast state held in a map, as one subtask holds it.
@@ -87,5 +90,40 @@ func TestRetiredRuleKeys(t *testing.T) {
 	pruneRetired(retired, 15001)
 	if len(retired) != 1 {
 		t.Errorf("pruned at 15001: %v, want only card", retired)
+	}
+}
+
+type changes []Change
+
+func (c *changes) Collect(x Change) { *c = append(*c, x) }
+
+// The rule set of a job without etcd is sent once; with a continuous
+// input its source then stays (an ended input's maximum watermark would
+// close every window while the events' input is idle), otherwise it ends.
+func TestSetSourceStaysForContinuousInput(t *testing.T) {
+	set := compileSet(t, "id: f\nkind: filter\ncondition: 'true'\n")
+	for _, forever := range []bool{false, true} {
+		s := &setSource{set: set, forever: forever}
+		var out changes
+		if _, err := s.Poll(&out); err != nil || len(out) != 1 || out[0].Set != set || out[0].From != setTime {
+			t.Fatalf("forever=%v: first poll %+v, %v", forever, out, err)
+		}
+		for range 3 {
+			d, err := s.Poll(&out)
+			switch {
+			case len(out) != 1:
+				t.Fatalf("forever=%v: sent the set again", forever)
+			case forever && (err != nil || d <= 0):
+				t.Fatalf("forever: poll %v, %v; want a wait", d, err)
+			case !forever && !errors.Is(err, runtime.ErrEndOfInput):
+				t.Fatalf("poll %v, %v; want the end", d, err)
+			}
+		}
+	}
+	bounded := Config{Source: "kafka"}
+	bounded.IO.Source.Bounded = true
+	if !continuous(Config{Monitor: time.Second}) || !continuous(Config{Source: "kafka"}) || continuous(Config{Source: "files"}) ||
+		continuous(bounded) {
+		t.Errorf("continuous: monitored files and Kafka are, files read once and bounded Kafka are not")
 	}
 }

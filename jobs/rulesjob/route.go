@@ -34,10 +34,11 @@ type router struct {
 	pending runtime.MapState[int64, []Record]
 	late    runtime.Collector[file.DeadLetter]
 
-	set   *rules.Set
-	sigs  []sigFields
-	key   []byte
-	extra []sigFields
+	static *rules.Set // the job's rule set without live rules (staticSet)
+	set    *rules.Set
+	sigs   []sigFields
+	key    []byte
+	extra  []sigFields
 }
 
 func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
@@ -83,7 +84,11 @@ func (r *router) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Co
 		return nil
 	}
 	r.pending.Remove(t)
-	if _, set := setAt(r.sets, t); set != r.set {
+	set := r.static
+	if set == nil {
+		_, set = setAt(r.sets, t)
+	}
+	if set != r.set {
 		r.set, r.sigs = set, nil
 		if set != nil {
 			r.sigs = keySigs(set)
