@@ -86,6 +86,8 @@ FUZZ_TARGETS := \
 	./internal/auth:FuzzParseTokens \
 	./rules:FuzzCompile \
 	./rules:FuzzSetDecode \
+	./rules:FuzzDeltas \
+	./rules:FuzzDeltaDecode \
 	./rules:FuzzStateDecode
 
 fuzz:

@@ -87,7 +87,12 @@ func (r *Rule) StateLifetime() (int64, bool) {
 
 // StateID names r's state: its ID and its StateShape. Versions of a rule
 // with the same StateID share their state.
-func (r *Rule) StateID() string { return r.ID + "#" + r.StateShape() }
+func (r *Rule) StateID() string {
+	if r.stateID != "" {
+		return r.stateID // made once by CompileDocs, for the cached rule
+	}
+	return r.ID + "#" + r.StateShape()
+}
 
 // RuleOfStateID is the rule ID part of a StateID.
 func RuleOfStateID(id string) string {
@@ -227,7 +232,7 @@ const maxCached = 1 << 14
 // NewKeyGroup prepares rules, which must share their Key, to be evaluated
 // key by key. Paused rules keep their state (see KeyGroup).
 func NewKeyGroup(rules []*Rule) *KeyGroup {
-	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: map[string]int{}, stats: make([]RuleStats, len(rules)),
+	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: make(map[string]int, len(rules)), stats: make([]RuleStats, len(rules)),
 		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{},
 		paused: make([]bool, len(rules))}
 	for i, r := range rules {

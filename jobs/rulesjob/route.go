@@ -56,12 +56,13 @@ func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 }
 
 func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[Routed]) error {
-	if c.Set != nil {
-		if prev := latestSet(r.sets); prev != nil {
-			retire(r.retired, prev, c.Set, c.From)
-		}
+	prev := latestSet(r.sets)
+	if err := applyChange(r.sets, c, ctx.CurrentWatermark()); err != nil {
+		return err
 	}
-	applyChange(r.sets, c, ctx.CurrentWatermark())
+	if next, ok := r.sets.Get(c.From); ok && prev != nil && next != prev && (c.Set != nil || c.Delta != nil) {
+		retire(r.retired, prev, next, c.From)
+	}
 	pruneRetired(r.retired, ctx.CurrentWatermark())
 	return nil
 }
