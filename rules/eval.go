@@ -118,6 +118,9 @@ type Runner struct {
 	env    Env
 	ins    []aggInput
 	stats  []Stats
+	// mute makes a firing evaluate nothing and raise nothing: a paused
+	// rule's timers only move its state on (see KeyGroup).
+	mute bool
 }
 
 // NewRunner is a Runner with its scratch allocated.
@@ -231,6 +234,9 @@ func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Aler
 
 // hit evaluates the condition (the environment is bound) and emits.
 func (rn *Runner) hit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([]Alert, error) {
+	if rn.mute {
+		return out, nil
+	}
 	ok, err := rn.runBool(r.cond)
 	if err != nil || !ok {
 		return out, wrap(r, "condition", err)
@@ -240,6 +246,9 @@ func (rn *Runner) hit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([
 
 // emit appends the alert of a hit, unless dedupe holds it back.
 func (rn *Runner) emit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) ([]Alert, error) {
+	if rn.mute {
+		return out, nil
+	}
 	if r.dedupe > 0 && st.alerted && ts < st.lastAlert+r.dedupe {
 		return out, nil
 	}

@@ -60,6 +60,31 @@ func (r *Rule) StateShape() string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// StateLifetime bounds how long, in event time, r's state for a key can
+// outlast the key's last event: by then the rule's own timers have closed
+// its windows and expired its look-back, profile, dedupe interval and
+// partial matches. It is 0 for a rule that keeps no state, and not
+// bounded (false) for a sequence without `within`, whose partial matches
+// wait for the key's next event.
+func (r *Rule) StateLifetime() (int64, bool) {
+	var d int64
+	switch r.Kind {
+	case KindAggregate:
+		d = r.window.size // look-back, tumbling and sliding windows
+		if r.window.typ == Session {
+			d = r.window.gap
+		}
+	case KindBaseline:
+		d = r.profile.horizon
+	case KindSequence:
+		if r.pattern.window <= 0 {
+			return 0, false
+		}
+		d = r.pattern.window
+	}
+	return d + r.dedupe, true
+}
+
 // StateID names r's state: its ID and its StateShape. Versions of a rule
 // with the same StateID share their state.
 func (r *Rule) StateID() string {
@@ -147,14 +172,22 @@ func (KeyStatesCodec) Decode(src []byte) (*KeyStates, error) {
 	return ks, nil
 }
 
-// KeyGroup evaluates the rules sharing one rule key (none paused) for one
-// key at a time. It is not safe for concurrent use.
+// KeyGroup evaluates the rules sharing one rule key for one key at a time.
+// It is not safe for concurrent use.
+//
+// A paused rule of the group keeps its state: it sees no event, and its
+// timers still fire so that windows close, look-backs and profiles expire
+// and idle sequences time out (memory stays bounded), but muted: they
+// evaluate no condition and raise no alert. Resumed (a new version with
+// the same StateID), the rule goes on from what is left.
 type KeyGroup struct {
-	rules []*Rule
-	ids   []string
-	byID  map[string]int
-	rn    *Runner
-	stats []RuleStats
+	rules  []*Rule
+	paused []bool
+	active int // rules not paused
+	ids    []string
+	byID   map[string]int
+	rn     *Runner
+	stats  []RuleStats
 	// index finds the rules an event's guard values select; nil runs
 	// every rule (all) on every event. Every rule counts every event as
 	// evaluated, as in an Engine, so events counts them once.
@@ -196,16 +229,22 @@ type decodedKey struct {
 // emptied.
 const maxCached = 1 << 14
 
-// NewKeyGroup prepares rules, which must share their Key and be active or
-// shadow, to be evaluated key by key.
+// NewKeyGroup prepares rules, which must share their Key, to be evaluated
+// key by key. Paused rules keep their state (see KeyGroup).
 func NewKeyGroup(rules []*Rule) *KeyGroup {
 	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: make(map[string]int, len(rules)), stats: make([]RuleStats, len(rules)),
-		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{}}
+		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{},
+		paused: make([]bool, len(rules))}
 	for i, r := range rules {
 		id := r.StateID()
 		g.ids = append(g.ids, id)
 		g.byID[id] = i
 		g.stats[i] = RuleStats{Rule: r.ID, Version: r.Version}
+		if r.State == "paused" {
+			g.paused[i] = true
+			continue
+		}
+		g.active++
 		g.all = append(g.all, i)
 	}
 	g.index = newRuleIndex(rules)
@@ -215,10 +254,13 @@ func NewKeyGroup(rules []*Rule) *KeyGroup {
 // Rules are the group's rules.
 func (g *KeyGroup) Rules() []*Rule { return g.rules }
 
-// StatsView is the group's counters, to read (not keep) between calls.
+// StatsView is the group's counters, to read (not keep) between calls. A
+// paused rule counts nothing.
 func (g *KeyGroup) StatsView() []RuleStats {
 	for i := range g.stats {
-		g.stats[i].Evaluations = g.events
+		if !g.paused[i] {
+			g.stats[i].Evaluations = g.events
+		}
 	}
 	return g.stats
 }
@@ -228,7 +270,7 @@ type Dropped struct {
 	ID      string // its StateID
 	Version int64  // the rule version that wrote it
 	// Changed is set when the group has a rule of that ID with another
-	// state shape; otherwise the rule is gone (deleted or paused).
+	// state shape; otherwise the rule is gone (deleted).
 	Changed bool
 	// Err is set when the state was the group's but did not decode.
 	Err error
@@ -322,7 +364,7 @@ func (g *KeyGroup) Register(t int64) {
 // in the joined error; the other rules still see the event.
 func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 	g.stored = nil
-	if len(g.rules) == 0 {
+	if g.active == 0 {
 		return out, nil
 	}
 	var errs []error
@@ -330,6 +372,9 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 	g.keyBuf = kb
 	if err != nil {
 		for i, r := range g.rules {
+			if g.paused[i] {
+				continue
+			}
 			g.stats[i].Errors++
 			errs = append(errs, &EvalError{Rule: r.ID, Version: r.Version, Part: "key", Err: err})
 		}
@@ -345,6 +390,9 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 	}
 	g.events++
 	for _, i := range cand {
+		if g.paused[i] { // the index holds every rule
+			continue
+		}
 		r := g.rules[i]
 		st := g.states[i]
 		switch {
@@ -419,6 +467,16 @@ func (g *KeyGroup) Fire(wm int64, out []Alert) ([]Alert, error) {
 				continue
 			}
 			g.cur = d.rule
+			if g.paused[d.rule] {
+				// Muted: the state moves on, nothing is raised or counted.
+				g.rn.mute = true
+				_, _ = g.rn.OnTimer(r, st, d.t, g, nil)
+				g.rn.mute = false
+				if st.Empty() {
+					g.drop(d.rule)
+				}
+				continue
+			}
 			n := len(out)
 			var t0 time.Time
 			if g.TimeRules {

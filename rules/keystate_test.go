@@ -43,9 +43,8 @@ func (k *keyedRun) setRules(set *Set) {
 	k.set, k.groups = set, map[string]*KeyGroup{}
 	by := map[string][]*Rule{}
 	for _, r := range set.Rules {
-		if r.State == "paused" {
-			continue
-		}
+		// Paused rules are in their group, as in the job: they keep
+		// their state.
 		sig := strings.Join(r.Key, "\x1f")
 		by[sig] = append(by[sig], r)
 	}
@@ -404,6 +403,80 @@ func TestKeyedRunRuleChange(t *testing.T) {
 	}
 	if RuleOfStateID(k.dropped[0].ID) != "cnt" {
 		t.Errorf("RuleOfStateID(%q) = %q", k.dropped[0].ID, RuleOfStateID(k.dropped[0].ID))
+	}
+}
+
+// A paused rule keeps its state: it sees no event and raises nothing
+// while paused (its timers still close windows and expire look-backs), and
+// resumed, it goes on from what is left. The pause and the resume are new
+// versions, as with `weir rules pause` and `resume`.
+func TestKeyedRunPauseKeepsState(t *testing.T) {
+	const cnt = "id: cnt\nkind: aggregate\nkey: [u]\nwindow: {type: tumbling, size: 10s}\naggregates: {n: {fn: count}}\ncondition: 'agg.n >= 3'\n"
+	const look = "id: look\nkind: aggregate\nkey: [u]\nwindow: {type: lookback, size: 1h}\naggregates: {n: {fn: count}}\ncondition: 'agg.n >= 3'\n"
+	version := func(v int, state string) *Set {
+		t.Helper()
+		extra := fmt.Sprintf("version: %d\nstate: %s\n", v, state)
+		set, err := compileDoc(cnt + extra + "---\n" + look + extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	run := func(events string, changes ...keyedChange) *keyedRun {
+		t.Helper()
+		evs, err := ReadEvents(strings.NewReader(events), "events", DefaultTimeField)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := newKeyedRun(t, version(1, "active"))
+		k.run(evs, changes...)
+		if len(k.errs) > 0 {
+			t.Fatal(k.errs)
+		}
+		if len(k.dropped) > 0 {
+			t.Errorf("dropped %+v: a pause and a resume keep the state", k.dropped)
+		}
+		return k
+	}
+	check := func(name string, k *keyedRun, want ...string) {
+		t.Helper()
+		if got := sortedJSON(t, k.alerts); !slices.Equal(got, want) {
+			t.Errorf("%s: alerts:\n%s\nwant:\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+
+	// Paused at 3000, resumed at 5000: the event at 4000 is not counted,
+	// those at 1000 and 2000 are, so the window [0, 10000) and the
+	// look-back count 3 at 6000.
+	k := run(lines(`{"ts":1000,"u":"a"}`, `{"ts":2000,"u":"a"}`, `{"ts":4000,"u":"a"}`, `{"ts":6000,"u":"a"}`),
+		keyedChange{at: 3000, set: version(2, "paused")}, keyedChange{at: 5000, set: version(3, "active")})
+	check("resumed", k,
+		`{"rule":"cnt","version":3,"key":{"u":"a"},"time":9999,"action":"alert","window":{"start":0,"end":10000},"fields":{"n":3}}`,
+		`{"rule":"look","version":3,"key":{"u":"a"},"time":6000,"action":"alert","fields":{"n":3}}`)
+
+	// Paused at 3000 until 25000: the window [0, 10000), which holds 3
+	// events, closes while the rule is paused and raises nothing; the
+	// look-back goes on counting after the resume (4 at 26000).
+	// (The harness applies a change before the first event at or after
+	// its time: b's event at 3000 makes the pause apply before 9999.)
+	k = run(lines(`{"ts":1000,"u":"a"}`, `{"ts":2000,"u":"a"}`, `{"ts":2500,"u":"a"}`, `{"ts":3000,"u":"b"}`, `{"ts":26000,"u":"a"}`),
+		keyedChange{at: 3000, set: version(2, "paused")}, keyedChange{at: 25000, set: version(3, "active")})
+	check("closed while paused", k,
+		`{"rule":"look","version":1,"key":{"u":"a"},"time":2500,"action":"alert","fields":{"n":3}}`,
+		`{"rule":"look","version":3,"key":{"u":"a"},"time":26000,"action":"alert","fields":{"n":4}}`)
+
+	// Paused for good: no alert after the pause, and the paused rules'
+	// own timers expire their state, so nothing is left in keyed state.
+	k = run(lines(`{"ts":1000,"u":"a"}`, `{"ts":2000,"u":"a"}`, `{"ts":4000,"u":"a"}`, `{"ts":5000,"u":"b"}`),
+		keyedChange{at: 3000, set: version(2, "paused")})
+	check("paused", k)
+	if len(k.store) != 0 {
+		t.Errorf("%d keys still hold state after the paused rules' timers fired", len(k.store))
+	}
+	for _, st := range k.groups["u"].StatsView() {
+		if st.Evaluations != 0 || st.Alerts != 0 {
+			t.Errorf("paused rule counted %+v", st)
+		}
 	}
 }
 

@@ -360,6 +360,9 @@ func (rn *Runner) fireSession(r *Rule, st *State, out []Alert) ([]Alert, error) 
 }
 
 func (rn *Runner) fire(r *Rule, st *State, a []acc, b Bounds, out []Alert) ([]Alert, error) {
+	if rn.mute {
+		return out, nil
+	}
 	clear(rn.env.Agg)
 	for j, ag := range r.aggs {
 		rn.env.Agg[ag.name] = a[j].value(ag.fn)

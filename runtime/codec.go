@@ -125,6 +125,10 @@ func (r *Reader) Bytes() []byte {
 	return v
 }
 
+// More reports whether bytes are left: a codec that appended a field
+// later reads it only if present, so records written before still decode.
+func (r *Reader) More() bool { return r.err == nil && len(r.b) > 0 }
+
 // Done returns the first error, or ErrCorrupt if bytes are left over.
 func (r *Reader) Done() error {
 	if r.err == nil && len(r.b) != 0 {

@@ -88,9 +88,10 @@ func waitRead(t *testing.T, c *cluster.Cluster, id string, n int64) {
 
 // TestRulesLiveChanges runs the rules job at parallelism 2 on three
 // TaskManagers with its rules in a real etcd and rules-clock=marks, and
-// changes the rules while it runs: at event time 10000 it pauses one rule
-// and adds one with another key, at 20000 it resumes the first and shadows
-// a third. Each change applies exactly from its time on every subtask, so
+// changes the rules while it runs: at event time 10000 it pauses two rules
+// (a filter and a look-back count) and adds one with another key, at 20000
+// it resumes the first two and shadows a third. The paused count keeps its
+// state: resumed, it counts on from the events before the pause. Each change applies exactly from its time on every subtask, so
 // the alerts are exactly those of the rules in force at each event's time.
 // A TaskManager running the job is killed after the changes: the restored
 // job evaluates the events still waiting under the rule sets of the
@@ -123,6 +124,13 @@ kind: aggregate
 window: {type: tumbling, size: 40s}
 aggregates: {n: {fn: count}, s: {fn: sum, of: e.amount}}
 condition: 'agg.n > 0'
+---
+id: seen
+key: [user]
+kind: aggregate
+window: {type: lookback, size: 1h}
+aggregates: {n: {fn: count}}
+condition: 'agg.n == 4 || agg.n == 8'
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -167,11 +175,13 @@ emit: {action: alert}
 	waitRead(t, c, id, 10)
 	rules("mark", "--at", "9999")
 	rules("pause", "big", "--at", "10000")
+	rules("pause", "seen", "--at", "10000")
 	rules("put", ipRule, "--at", "10000")
 	writeEvents(t, in, "b.jsonl", b)
 	waitRead(t, c, id, 20)
 	rules("mark", "--at", "19999")
 	rules("resume", "big", "--at", "20000")
+	rules("resume", "seen", "--at", "20000")
 	rules("shadow", "huge", "--at", "20000")
 	writeEvents(t, in, "c.jsonl", cc)
 	waitRead(t, c, id, 30)
@@ -230,6 +240,19 @@ emit: {action: alert}
 			want = append(want, alertLine("bad-ip", 1, "ip", e.ip, e.ts, false))
 		}
 	}
+	// seen counts each user's events while it is active (version 1 over
+	// a, version 3 over c): paused over b, it keeps the counts of a and
+	// sees none of b's events, so c's counts go on from a's.
+	seen := map[string]int{}
+	for i, evs := range [][]liveEvent{a, cc} {
+		for _, e := range evs {
+			seen[e.user]++
+			if n := seen[e.user]; n == 4 || n == 8 {
+				want = append(want, fmt.Sprintf(`{"rule":"seen","version":%d,"key":{"user":%q},"time":%d,"action":"alert","fields":{"n":%d}}`,
+					1+2*i, e.user, e.ts, n))
+			}
+		}
+	}
 	// total's window [0, 40000) holds every event of a, b and c.
 	totals := map[string]map[string]float64{}
 	for _, e := range append(append(append([]liveEvent(nil), a...), b...), cc...) {
@@ -266,7 +289,7 @@ emit: {action: alert}
 	// The events of c.jsonl were all evaluated after the restart, under
 	// big version 3 and huge version 2: the counts the evaluator's
 	// subtasks publish say so.
-	want3 := map[string][3]int64{"big/3": {10, 6, 0}, "huge/2": {10, 3, 0}}
+	want3 := map[string][3]int64{"big/3": {10, 6, 0}, "huge/2": {10, 3, 0}, "seen/3": {10, 3, 0}}
 	var stats cli.RuleStatsView
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		weirJSON(t, &stats, "rules", "stats", "--etcd", etcd.Endpoint, "--cluster-id", "live", "--job", id)
@@ -274,11 +297,12 @@ emit: {action: alert}
 		for _, r := range stats.Rules {
 			got[fmt.Sprintf("%s/%d", r.Rule, r.Version)] = [3]int64{r.Evaluations, r.Alerts, r.Errors}
 		}
-		if got["big/3"] == want3["big/3"] && got["huge/2"] == want3["huge/2"] {
+		if got["big/3"] == want3["big/3"] && got["huge/2"] == want3["huge/2"] && got["seen/3"] == want3["seen/3"] &&
+			got["seen/2"] == [3]int64{} {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("rules stats %+v, want big/3 and huge/2 %v", stats.Rules, want3)
+			t.Fatalf("rules stats %+v, want %v and nothing counted by the paused seen/2", stats.Rules, want3)
 		}
 	}
 	// total's window fired at 39999 and left no state: the count, which

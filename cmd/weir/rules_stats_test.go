@@ -64,6 +64,13 @@ key: [accountId]
 kind: filter
 condition: 'e.amount < 0'
 emit: {action: alert}
+---
+id: trial
+state: shadow
+key: [accountId]
+kind: filter
+condition: 'e.amount > 100'
+emit: {action: alert}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +103,31 @@ emit: {action: alert}
 	if !slices.Equal(drift, wantDrift) {
 		t.Errorf("drift alerts:\n%s\nwant:\n%s", strings.Join(drift, "\n"), strings.Join(wantDrift, "\n"))
 	}
+	// The shadow rule trial drifts as large does: its drift alerts go to
+	// the shadow output with its other alerts, none to the alerts.
+	var shadowDrift []string
+	shadowAlerts := 0
+	for _, l := range committedLines(t, filepath.Join(out, "shadow"), "") {
+		switch {
+		case strings.Contains(l, `"action":"rule-drift"`):
+			shadowDrift = append(shadowDrift, l)
+		case strings.HasPrefix(l, `{"rule":"trial","version":1,"key":{"accountId":"acc-`) && strings.HasSuffix(l, `"shadow":true}`):
+			shadowAlerts++
+		default:
+			t.Errorf("unexpected shadow alert %s", l)
+		}
+	}
+	if shadowAlerts != large {
+		t.Errorf("%d shadow alerts of rule trial, want %d", shadowAlerts, large)
+	}
+	var wantShadowDrift []string
+	for _, d := range wantDrift {
+		d = strings.Replace(d, `{"rule":"large"`, `{"rule":"trial"`, 1)
+		wantShadowDrift = append(wantShadowDrift, strings.Replace(d, `"action":"rule-drift"`, `"action":"rule-drift","shadow":true`, 1))
+	}
+	if !slices.Equal(shadowDrift, wantShadowDrift) {
+		t.Errorf("shadow drift alerts:\n%s\nwant:\n%s", strings.Join(shadowDrift, "\n"), strings.Join(wantShadowDrift, "\n"))
+	}
 
 	var got, want []string
 	for _, l := range committedLines(t, filepath.Join(out, "rule-stats"), "") {
@@ -115,7 +147,8 @@ emit: {action: alert}
 		}
 		want = append(want, fmt.Sprintf("large v1 [%d,%d) 100 %d 0 %g", iv*10000, iv*10000+10000, hits, rate),
 			fmt.Sprintf("tolerant v1 [%d,%d) 100 %d 0 %g", iv*10000, iv*10000+10000, hits, rate),
-			fmt.Sprintf("never v1 [%d,%d) 100 0 0 0", iv*10000, iv*10000+10000))
+			fmt.Sprintf("never v1 [%d,%d) 100 0 0 0", iv*10000, iv*10000+10000),
+			fmt.Sprintf("trial v1 [%d,%d) 100 %d 0 %g", iv*10000, iv*10000+10000, hits, rate))
 	}
 	slices.Sort(got)
 	slices.Sort(want)

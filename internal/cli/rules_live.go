@@ -163,7 +163,7 @@ func newRulesLiveCmds() []*cobra.Command {
 	cmds = append(cmds, putCmd)
 
 	for _, st := range []struct{ name, state, short string }{
-		{"pause", store.Paused, "Pause a rule: it is not evaluated, its alerts stop"},
+		{"pause", store.Paused, "Pause a rule: it is not evaluated, its alerts stop; its state is kept for a resume"},
 		{"resume", store.Active, "Resume a paused or shadowed rule: its alerts go to the alerts output again"},
 		{"shadow", store.Shadow, "Shadow a rule: it is evaluated and counted, its alerts go only to the shadow output"},
 		{"delete", store.Deleted, "Delete a rule (its history stays; rollback brings it back)"},

@@ -80,14 +80,26 @@ func (ChangeCodec) Decode(src []byte) (Change, error) {
 	return Change{From: from, Set: set}, nil
 }
 
-// setSource emits the rule set loaded at start, once.
+// setSource emits the rule set loaded at start, once. With a continuous
+// input (forever) it then stays, without records, instead of ending: an
+// ended input's watermark is the maximum, and while the events' input is
+// idle (left out of the evaluator's watermark) that maximum alone would
+// fire every window and let every waiting event through at once. Its
+// watermark strategy makes it idle instead (see Build).
 type setSource struct {
-	set  *rules.Set
-	done bool
+	set     *rules.Set
+	forever bool
+	done    bool
 }
+
+// setIdlePoll is how often a setSource that stays polls for nothing.
+const setIdlePoll = 100 * time.Millisecond
 
 func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 	if s.done {
+		if s.forever {
+			return setIdlePoll, nil
+		}
 		return 0, runtime.ErrEndOfInput
 	}
 	s.done = true
@@ -97,9 +109,8 @@ func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 
 // The evaluator's side outputs.
 var (
-	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
-	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
-	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+	evalErrors  = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
 	// ruleStateReports says, per key, which rule's state a change of its
 	// state shape dropped.
 	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
@@ -119,7 +130,6 @@ type evaluator struct {
 	ctx     *runtime.KeyedContext[string]
 	sets    runtime.BroadcastState[int64, *rules.Set]
 	pending runtime.MapState[int64, []Record]
-	shadow  runtime.Collector[string]
 	errs    runtime.Collector[file.DeadLetter]
 	late    runtime.Collector[file.DeadLetter]
 
@@ -131,6 +141,8 @@ type evaluator struct {
 	// What changed rules' dropped state is reported to, as JSON lines.
 	ruleState runtime.Collector[string]
 
+	// static is the job's rule set without live rules (staticSet).
+	static *rules.Set
 	// The set in force and one group per rule key of it.
 	from    int64
 	active  *rules.Set
@@ -181,7 +193,6 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	g := ctx.Metrics()
 	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
-	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
@@ -190,7 +201,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	return e.recountKeys(ctx)
 }
 
-func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[string]) error {
+func (e *evaluator) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[alertLine]) error {
 	return applyChange(e.sets, c, ctx.CurrentWatermark())
 }
 
@@ -238,7 +249,7 @@ func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm in
 	return nil
 }
 
-func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[alertLine]) error {
 	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
 		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
 			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
@@ -269,7 +280,10 @@ func setAt(sets runtime.BroadcastState[int64, *rules.Set], t int64) (int64, *rul
 // keyed state, by rule and state shape, so a rule whose shape did not
 // change keeps it (see rules.KeyGroup).
 func (e *evaluator) group(sig string, t int64) *sigGroup {
-	from, set := setAt(e.sets, t)
+	from, set := int64(setTime), e.static
+	if set == nil {
+		from, set = setAt(e.sets, t)
+	}
 	if set == nil {
 		return nil
 	}
@@ -289,21 +303,15 @@ func (e *evaluator) group(sig string, t int64) *sigGroup {
 				groups[s] = old
 				continue
 			}
-			var live []*rules.Rule
-			for _, r := range rs {
-				if r.State == "paused" {
-					e.ruleCounters(r) // listed in the stats, with no counts
-					continue
-				}
-				live = append(live, r)
-			}
-			kg := rules.NewKeyGroup(live)
+			// Paused rules are in the group too: they keep their state
+			// (their timers still expire it) and count nothing.
+			kg := rules.NewKeyGroup(rs)
 			// A rule's timers are runtime timers of its key, so they are
 			// checkpointed and move with the key on a rescale.
 			kg.Wake = e.ctx.RegisterEventTimeTimer
 			kg.TimeRules = true
-			sg := &sigGroup{kg: kg, all: rs, pushed: make([]rules.RuleStats, len(live)), stats: statsAcc{rules: live}}
-			for _, r := range live {
+			sg := &sigGroup{kg: kg, all: rs, pushed: make([]rules.RuleStats, len(rs)), stats: statsAcc{rules: rs}}
+			for _, r := range rs {
 				sg.counters = append(sg.counters, e.ruleCounters(r))
 			}
 			groups[s] = sg
@@ -401,7 +409,7 @@ func (e *evaluator) push(se *sigGroup, t int64) {
 	}
 }
 
-func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runtime.Collector[alertLine]) error {
 	defer e.flushDueStats(t)
 	rs, _ := e.pending.Get(t)
 	if len(rs) > 0 {
@@ -411,10 +419,11 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	sg := e.group(sigOf(ctx.CurrentKey()), t)
 	if sg == nil {
 		// No rule of the set in force has this key: whatever state the
-		// key holds belongs to rules that are gone.
+		// key holds belongs to rules that are gone or whose key fields
+		// changed (the router copies events here for that: retire.go).
 		if ks != nil {
 			for _, s := range ks.States {
-				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t, nil)
+				e.report(ctx, rules.Dropped{ID: s.ID, Version: s.Version}, ks.Key, t)
 			}
 			e.states.Clear()
 			e.storeStates(ks, nil, t)
@@ -424,7 +433,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	kg := sg.kg
 	e.dropped = kg.Load(ks, e.dropped[:0])
 	for _, d := range e.dropped {
-		e.report(ctx, d, ks.Key, t, kg.Rules())
+		e.report(ctx, d, ks.Key, t)
 	}
 	e.beforeCounting(sg, t)
 	defer e.afterCounting(sg, t)
@@ -472,36 +481,43 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 }
 
 // report counts a stored rule state that the rules in force did not take
-// for this key. A state whose rule is still there with another state
-// shape (or that did not decode) was dropped: logged once per rule state
+// for this key. A state whose rule is still in the set in force, with
+// another state shape (or another key: then it is under another routed
+// key) or that did not decode, was dropped: logged once per rule state
 // and subtask, counted per key, and reported with the key on the
-// rule-state output. A state of a deleted or paused rule was removed:
-// counted only.
-func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64, now []*rules.Rule) {
+// rule-state output. A state of a deleted rule was removed: counted only.
+// (A paused rule keeps its state: see rules.KeyGroup.)
+func (e *evaluator) report(ctx *runtime.KeyedContext[string], d rules.Dropped, key map[string]any, t int64) {
 	rule := rules.RuleOfStateID(d.ID)
-	if !d.Changed {
+	var now *rules.Rule
+	if e.active != nil {
+		for _, r := range e.active.Rules {
+			if r.ID == rule {
+				now = r
+				break
+			}
+		}
+	}
+	if now == nil {
 		counter(ctx, e.removedKeys, rule, "rule_state_removed_keys_total",
-			"keys whose state of a rule was removed because the rule was deleted or paused")
+			"keys whose state of a rule was removed because the rule was deleted")
 		return
 	}
 	counter(ctx, e.droppedKeys, rule, "rule_state_dropped_keys_total",
 		"keys whose state of a rule was dropped because the rule's state shape changed")
-	version := int64(0)
-	for _, r := range now {
-		if r.ID == rule {
-			version = r.Version
-		}
-	}
 	reason := "state shape changed (key, window, aggregates, profile or pattern)"
-	if d.Err != nil {
+	switch {
+	case d.Err != nil:
 		reason = "state did not decode: " + d.Err.Error()
+	case !d.Changed:
+		reason = "key fields changed"
 	}
 	if !e.logged[d.ID] {
 		e.logged[d.ID] = true
 		ctx.Logger().Warn("rules: a rule's state is dropped; it starts empty", "rule", rule, "from_version", d.Version,
-			"to_version", version, "reason", reason)
+			"to_version", now.Version, "reason", reason)
 	}
-	b, err := json.Marshal(stateReport{Rule: rule, Version: d.Version, NewVersion: version, Key: key, Time: t, State: "dropped", Reason: reason})
+	b, err := json.Marshal(stateReport{Rule: rule, Version: d.Version, NewVersion: now.Version, Key: key, Time: t, State: "dropped", Reason: reason})
 	if err == nil {
 		e.ruleState.Collect(string(b))
 	}
@@ -527,19 +543,43 @@ func counter(ctx *runtime.KeyedContext[string], m map[string]runtime.Counter, ru
 	c.Add(1)
 }
 
-// emit writes the alerts as JSON lines, a shadow rule's to its output.
-func (e *evaluator) emit(out runtime.Collector[string]) {
+// emit sends the alerts on as JSON lines, marked shadow for a shadow rule
+// (the statistician writes those to the shadow output).
+func (e *evaluator) emit(out runtime.Collector[alertLine]) {
 	for i := range e.alerts {
 		b, err := json.Marshal(&e.alerts[i])
 		if err != nil {
 			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
 		}
-		if e.alerts[i].Shadow {
-			e.shadow.Collect(string(b))
-		} else {
-			out.Collect(string(b))
-		}
+		out.Collect(alertLine{Text: string(b), Shadow: e.alerts[i].Shadow})
 	}
+}
+
+// alertLine is an alert on its way from the evaluator, through the
+// statistician, to the alerts or (Shadow) the shadow output.
+type alertLine struct {
+	Text   string
+	Shadow bool
+}
+
+// alertLineCodec serialises alertLines.
+type alertLineCodec struct{}
+
+func (alertLineCodec) Append(dst []byte, l alertLine) []byte {
+	var shadow int64
+	if l.Shadow {
+		shadow = 1
+	}
+	return appendBytes(runtime.Int64Codec{}.Append(dst, shadow), []byte(l.Text))
+}
+
+func (alertLineCodec) Decode(src []byte) (alertLine, error) {
+	rd := runtime.NewReader(src)
+	shadow, text := rd.Varint(), rd.Bytes()
+	if err := rd.Done(); err != nil {
+		return alertLine{}, fmt.Errorf("alert line: %w", err)
+	}
+	return alertLine{Text: string(text), Shadow: shadow == 1}, nil
 }
 
 // statsEvery is how often a subtask publishes its rule counts.

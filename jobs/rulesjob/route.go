@@ -30,16 +30,22 @@ func bucketOf(r Record) int64 {
 // events it applies to are routed.
 type router struct {
 	sets    runtime.BroadcastState[int64, *rules.Set]
+	retired runtime.BroadcastState[string, int64] // retire.go
 	pending runtime.MapState[int64, []Record]
 	late    runtime.Collector[file.DeadLetter]
 
-	set  *rules.Set
-	sigs []sigFields
-	key  []byte
+	static *rules.Set // the job's rule set without live rules (staticSet)
+	set    *rules.Set
+	sigs   []sigFields
+	key    []byte
+	extra  []sigFields
 }
 
 func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 	if r.sets, err = runtime.GetBroadcastState(ctx.RuntimeContext, ruleSets); err != nil {
+		return err
+	}
+	if r.retired, err = runtime.GetBroadcastState(ctx.RuntimeContext, retiredSigs); err != nil {
 		return err
 	}
 	if r.pending, err = runtime.GetMapState(ctx, "pending", runtime.Int64Codec{}, recordsCodec{}); err != nil {
@@ -50,7 +56,15 @@ func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 }
 
 func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[Routed]) error {
-	return applyChange(r.sets, c, ctx.CurrentWatermark())
+	prev := latestSet(r.sets)
+	if err := applyChange(r.sets, c, ctx.CurrentWatermark()); err != nil {
+		return err
+	}
+	if next, ok := r.sets.Get(c.From); ok && prev != nil && next != prev && (c.Set != nil || c.Delta != nil) {
+		retire(r.retired, prev, next, c.From)
+	}
+	pruneRetired(r.retired, ctx.CurrentWatermark())
+	return nil
 }
 
 func (r *router) ProcessElement(rec Record, ctx *runtime.KeyedContext[int64], _ runtime.Collector[Routed]) error {
@@ -71,16 +85,27 @@ func (r *router) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Co
 		return nil
 	}
 	r.pending.Remove(t)
-	if _, set := setAt(r.sets, t); set != r.set {
+	set := r.static
+	if set == nil {
+		_, set = setAt(r.sets, t)
+	}
+	if set != r.set {
 		r.set, r.sigs = set, nil
 		if set != nil {
 			r.sigs = keySigs(set)
 		}
 	}
+	// Copies for the rule keys a change left without a rule, so that the
+	// state there goes at the key's next event (retire.go).
+	r.extra = retiredAt(r.extra[:0], r.retired, t, r.sigs)
 	rs = slices.Clone(rs)
 	slices.SortStableFunc(rs, compareRecords)
 	for _, rec := range rs {
 		for _, s := range r.sigs {
+			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
+			out.Collect(Routed{Key: string(r.key), Rec: rec})
+		}
+		for _, s := range r.extra {
 			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
 			out.Collect(Routed{Key: string(r.key), Rec: rec})
 		}

@@ -289,35 +289,44 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 		if live != nil {
 			return &liveSource{cfg: *live}
 		}
-		return &setSource{set: set}
+		return &setSource{set: set, forever: continuous(c)}
 	}, ChangeCodec{}).UID(RuleSourceUID).Parallelism(1)
-	changes = runtime.AssignTimestampsAndWatermarks(changes, runtime.ForMonotonousTimestamps(func(c Change) int64 { return c.From })).Parallelism(1)
+	cws := runtime.ForMonotonousTimestamps(func(c Change) int64 { return c.From })
+	if live == nil && continuous(c) {
+		// The set is sent once: then the source is idle, and event time
+		// is the events' alone (and stands still while they are idle).
+		cws = cws.WithIdleness(time.Second)
+	}
+	changes = runtime.AssignTimestampsAndWatermarks(changes, cws).Parallelism(1)
 
 	routed := runtime.ConnectBroadcast(runtime.KeyBy(records, runtime.Int64Key, bucketOf), runtime.Broadcast(changes),
-		"route-by-rule-key", func() runtime.KeyedBroadcastProcessFunction[int64, Record, Change, Routed] { return &router{} },
+		"route-by-rule-key", func() runtime.KeyedBroadcastProcessFunction[int64, Record, Change, Routed] {
+			return &router{static: staticSet(set, live)}
+		},
 		RoutedCodec{}).UID(RouterUID)
 	writeDeadLetters(c, runtime.SideOutput(routed, lateRecords), "late-files", LateDir)
 	keyed := runtime.KeyBy(routed, runtime.StringKey, func(r Routed) string { return r.Key })
-	alerts := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
-		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, string] {
-			return &evaluator{live: live, statsCfg: stats}
+	evaluated := runtime.ConnectBroadcast(keyed, runtime.Broadcast(changes), "evaluate-rules",
+		func() runtime.KeyedBroadcastProcessFunction[string, Routed, Change, alertLine] {
+			return &evaluator{live: live, statsCfg: stats, static: staticSet(set, live)}
 		},
-		runtime.StringCodec{}).UID(EvaluatorUID)
-	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
-	writeDeadLetters(c, runtime.SideOutput(alerts, evalErrors), "rule-error-files", RuleErrorDir)
-	writeLines(c, runtime.SideOutput(alerts, ruleStateReports), "rule-state-files", RuleStateDir)
+		alertLineCodec{}).UID(EvaluatorUID)
+	writeDeadLetters(c, runtime.SideOutput(evaluated, evalErrors), "rule-error-files", RuleErrorDir)
+	writeLines(c, runtime.SideOutput(evaluated, ruleStateReports), "rule-state-files", RuleStateDir)
 
 	// The rule_stats stream: the evaluators' counts summed per rule
-	// version; the alerts pass through to meet the drift alerts (stats.go).
-	// The counts (a few records per interval) take a task of their own, as
-	// a two-input operator's inputs must come from two tasks.
-	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(alerts, statParts)), runtime.StringKey, StatPart.key)
-	alerts = runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(alerts, runtime.StringKey, func(l string) string { return l })),
-		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, string, string] {
+	// version; the alerts, shadow ones too, pass through to meet the drift
+	// alerts (stats.go), so that each output has one writer. The counts (a
+	// few records per interval) take a task of their own, as a two-input
+	// operator's inputs must come from two tasks.
+	parts := runtime.KeyBy(runtime.Rebalanced(runtime.SideOutput(evaluated, statParts)), runtime.StringKey, StatPart.key)
+	alerts := runtime.ProcessConnected(runtime.ConnectKeyed(parts, runtime.KeyBy(evaluated, runtime.StringKey, func(l alertLine) string { return l.Text })),
+		"rule-stats", func() runtime.KeyedCoProcessFunction[string, StatPart, alertLine, string] {
 			return &statistician{cfg: stats}
 		},
 		runtime.StringCodec{}).UID(StatisticianUID)
 	writeLines(c, runtime.SideOutput(alerts, ruleStatLines), "rule-stats-files", RuleStatsDir)
+	writeLines(c, runtime.SideOutput(alerts, shadowAlerts), "shadow-files", ShadowDir)
 
 	writeLines(c, alerts, "alert-files", AlertsDir)
 	switch c.Sink {
@@ -480,6 +489,28 @@ func writeDeadLetters(c Config, s runtime.Stream[file.DeadLetter], uid, dir stri
 		return &filesink.Sink[file.DeadLetter]{Dir: c.dir(dir), Encode: func(dst []byte, d file.DeadLetter) []byte { return d.AppendJSON(dst) },
 			Append: c.Append}
 	}).UID(uid)
+}
+
+// continuous reports whether the job's input may go quiet for a while and
+// then have more: a monitored directory or Kafka read without an end.
+func continuous(c Config) bool {
+	return c.Monitor > 0 || c.Source == "kafka" && !c.IO.Source.Bounded
+}
+
+// staticSet is the rule set of a job without live rules (nil with them).
+//
+// Such a job's rule source ends once it has sent its set, and a source
+// that had ended is not run again when the job is restored (see
+// docs/architecture.md, "Checkpoints after tasks finished"), so a job
+// submitted from a savepoint with another rules file would go on with the
+// set in the savepoint's broadcast state. The router and the evaluator
+// therefore evaluate with the set the job was submitted with, which every
+// process loads at start, whatever the broadcast state holds.
+func staticSet(set *rules.Set, live *liveConfig) *rules.Set {
+	if live != nil {
+		return nil
+	}
+	return set
 }
 
 // setTime is the event time of the rule set loaded at start: before any

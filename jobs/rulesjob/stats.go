@@ -40,7 +40,8 @@ import (
 // The alerts pass through the statistician on their way to the sinks
 // (keyed by their own text, so they spread evenly), which is how the
 // rule-drift alerts join them in <output>/alerts/ without a second writer
-// in that directory.
+// in that directory. A shadow rule's alerts pass through marked, and go
+// with its drift alerts to <output>/shadow/.
 
 // RuleStatsDir is the directory of the rule_stats stream under output.
 const RuleStatsDir = "rule-stats"
@@ -67,6 +68,9 @@ type StatPart struct {
 	// Keys is the change in the number of keys holding a state the
 	// version wrote.
 	Keys int64
+	// Shadow is set for a shadow rule version: its drift alerts go to the
+	// shadow output, like its other alerts.
+	Shadow bool
 }
 
 func (p StatPart) key() string { return p.Rule + "\x00" + strconv.FormatInt(p.Version, 10) }
@@ -80,6 +84,9 @@ func (StatPartCodec) Append(dst []byte, p StatPart) []byte {
 		int64(math.Float64bits(p.Drift.Factor)), int64(p.Drift.Window), p.Drift.MinEvaluations, p.Keys} {
 		dst = runtime.Int64Codec{}.Append(dst, v)
 	}
+	if p.Shadow { // absent when false: parts written before it decode the same
+		dst = runtime.Int64Codec{}.Append(dst, 1)
+	}
 	return dst
 }
 
@@ -90,9 +97,12 @@ func (StatPartCodec) Decode(src []byte) (StatPart, error) {
 	p.Hits, p.Errors, p.EvalNanos = rd.Varint(), rd.Varint(), rd.Varint()
 	p.Drift.Factor, p.Drift.Window, p.Drift.MinEvaluations = math.Float64frombits(uint64(rd.Varint())), int(rd.Varint()), rd.Varint()
 	// Parts written before keys were counted (in a savepoint's pending
-	// intervals) end here.
-	if probe := rd; probe.Done() != nil {
+	// intervals) end here; Shadow follows Keys only when set.
+	if rd.More() {
 		p.Keys = rd.Varint()
+	}
+	if rd.More() {
+		p.Shadow = rd.Varint() == 1
 	}
 	if err := rd.Done(); err != nil {
 		return StatPart{}, fmt.Errorf("rule stats: %w", err)
@@ -103,8 +113,12 @@ func (StatPartCodec) Decode(src []byte) (StatPart, error) {
 // statParts is the evaluator's side output of StatParts.
 var statParts = runtime.NewOutputTag[StatPart]("rule-stat-parts", StatPartCodec{})
 
-// ruleStatLines is the statistician's side output: the rule_stats stream.
-var ruleStatLines = runtime.NewOutputTag[string]("rule-stats", runtime.StringCodec{})
+// The statistician's side outputs: the rule_stats stream, and the alerts
+// (drift alerts too) of shadow rules.
+var (
+	ruleStatLines = runtime.NewOutputTag[string]("rule-stats", runtime.StringCodec{})
+	shadowAlerts  = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
+)
 
 // StatsConfig is the stats interval and the drift parameters.
 type StatsConfig struct {
@@ -226,9 +240,10 @@ type statistician struct {
 	pending runtime.MapState[int64, StatPart]
 	base    runtime.ValueState[[]baselineEntry]
 	// keys is the version's running total of keys in state.
-	keys  runtime.ValueState[int64]
-	lines runtime.Collector[string]
-	buf   []byte
+	keys   runtime.ValueState[int64]
+	lines  runtime.Collector[string]
+	shadow runtime.Collector[string]
+	buf    []byte
 }
 
 func (s *statistician) Open(ctx *runtime.KeyedContext[string]) (err error) {
@@ -242,6 +257,7 @@ func (s *statistician) Open(ctx *runtime.KeyedContext[string]) (err error) {
 		return err
 	}
 	s.lines = runtime.SideCollector(ctx.RuntimeContext, ruleStatLines)
+	s.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	return nil
 }
 
@@ -257,7 +273,7 @@ func (s *statistician) ProcessElement1(p StatPart, ctx *runtime.KeyedContext[str
 	}
 	sum, ok := s.pending.Get(p.Start)
 	if !ok {
-		sum = StatPart{Rule: p.Rule, Version: p.Version, Start: p.Start, Drift: p.Drift}
+		sum = StatPart{Rule: p.Rule, Version: p.Version, Start: p.Start, Drift: p.Drift, Shadow: p.Shadow}
 		ctx.RegisterEventTimeTimer(end - 1)
 	}
 	sum.Evaluations += p.Evaluations
@@ -272,9 +288,14 @@ func (s *statistician) ProcessElement1(p StatPart, ctx *runtime.KeyedContext[str
 	return nil
 }
 
-// ProcessElement2 passes an alert through.
-func (s *statistician) ProcessElement2(line string, _ *runtime.KeyedContext[string], out runtime.Collector[string]) error {
-	out.Collect(line)
+// ProcessElement2 passes an alert through, a shadow rule's to the shadow
+// output.
+func (s *statistician) ProcessElement2(l alertLine, _ *runtime.KeyedContext[string], out runtime.Collector[string]) error {
+	if l.Shadow {
+		s.shadow.Collect(l.Text)
+	} else {
+		out.Collect(l.Text)
+	}
 	return nil
 }
 
@@ -328,11 +349,15 @@ func (s *statistician) finish(p StatPart, out runtime.Collector[string]) error {
 	cfg := s.cfg.forRule(p.Drift)
 	if f := cfg.drift(p.Evaluations, p.Hits, base); f != nil {
 		a := rules.Alert{Rule: p.Rule, Version: p.Version, Key: map[string]any{}, Time: st.End - 1, Action: DriftAction,
-			Window: &rules.Bounds{Start: st.Start, End: st.End}, Fields: f}
+			Shadow: p.Shadow, Window: &rules.Bounds{Start: st.Start, End: st.End}, Fields: f}
 		if b, err = json.Marshal(&a); err != nil {
 			return fmt.Errorf("drift alert: %w", err)
 		}
-		out.Collect(string(b))
+		if p.Shadow {
+			s.shadow.Collect(string(b))
+		} else {
+			out.Collect(string(b))
+		}
 	}
 	base = append(base, baselineEntry{start: p.Start, evals: p.Evaluations, hits: p.Hits})
 	if n := max(cfg.DriftWindow, 1); len(base) > n {
@@ -437,7 +462,8 @@ func (e *evaluator) sendStats(se *sigGroup) {
 			if x != (rules.RuleStats{}) {
 				r := a.rules[i]
 				e.parts.Collect(StatPart{Rule: r.ID, Version: r.Version, Start: a.start,
-					Evaluations: x.Evaluations, Hits: x.Alerts, Errors: x.Errors, EvalNanos: x.EvalNanos, Drift: r.Drift()})
+					Evaluations: x.Evaluations, Hits: x.Alerts, Errors: x.Errors, EvalNanos: x.EvalNanos, Drift: r.Drift(),
+					Shadow: r.State == "shadow"})
 				a.acc[i] = rules.RuleStats{}
 			}
 		}

@@ -30,6 +30,22 @@ func TestStatPartCodecRoundTrip(t *testing.T) {
 	if _, err := (StatPartCodec{}).Decode(StatPartCodec{}.Append(nil, p)[:4]); err == nil {
 		t.Errorf("a truncated part decoded")
 	}
+	// A shadow rule's part says so; a part without the flag (as written
+	// before it existed) is not shadow.
+	p.Shadow = true
+	b := StatPartCodec{}.Append(nil, p)
+	if back, err = (StatPartCodec{}).Decode(b); err != nil || back != p {
+		t.Fatalf("%+v, %v", back, err)
+	}
+	p.Shadow = false
+	if back, err = (StatPartCodec{}).Decode(b[:len(b)-1]); err != nil || back != p {
+		t.Fatalf("without the shadow flag: %+v, %v", back, err)
+	}
+	for _, l := range []alertLine{{Text: `{"rule":"r"}`}, {Text: `{"rule":"s","shadow":true}`, Shadow: true}} {
+		if back, err := (alertLineCodec{}).Decode(alertLineCodec{}.Append(nil, l)); err != nil || back != l {
+			t.Errorf("%+v: %+v, %v", l, back, err)
+		}
+	}
 	bs := []baselineEntry{{0, 100, 20}, {10000, 50, 1}}
 	got, err := baselineCodec{}.Decode(baselineCodec{}.Append(nil, bs))
 	if err != nil || !reflect.DeepEqual(got, bs) {
