@@ -110,6 +110,10 @@ type Store struct {
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
+	// timers are the registered timer queues; tb is their pending
+	// batch of writes (see TimerQueue).
+	timers []timerQueue
+	tb     *pebble.Batch
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
@@ -299,7 +303,7 @@ func (s *Store) state(name string, kind statebackend.Kind) (*stateInfo, error) {
 }
 
 func (s *Store) add(name string, kind statebackend.Kind) (*stateInfo, error) {
-	if len(s.states) >= 1<<16 {
+	if len(s.states) >= firstTimerID+1-maxTimerQueues {
 		return nil, errors.New("too many states")
 	}
 	st := &stateInfo{id: uint16(len(s.states)), kind: kind}
@@ -451,6 +455,9 @@ func (s *Store) release() {
 	s.mu.Unlock()
 	if !last {
 		return
+	}
+	if s.tb != nil {
+		s.tb.Close()
 	}
 	err := s.db.Close()
 	s.cache.Unref()
