@@ -117,6 +117,15 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 		}
 		op.lsm, op.ctx.lsm = s, s
 		oc.closes = append(oc.closes, s.Close)
+		// Timers go to the store too, under the sections' names, so that
+		// restore and snapshots find them there.
+		for d, name := range []string{timersSection, eventTimersSection} {
+			q, err := pebblestate.NewTimerQueue[K](s, name, kt)
+			if err != nil {
+				return nil, err
+			}
+			op.ctx.lsmTimers[d] = q
+		}
 	}
 	return op, nil
 }
@@ -134,6 +143,9 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 				o.lsm.Close() // the task is not built: nobody else closes it
 			}
 			return err
+		}
+		if o.lsm != nil {
+			continue // the store restored the timers with the state
 		}
 		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
 			return fmt.Errorf("restoring timers: %w", err)
@@ -156,8 +168,9 @@ func (o *processOperator[K, IN, OUT]) snapshot() ([]statebackend.Section, error)
 			return nil, err
 		}
 	}
-	// With pebble the memory backend still holds the timers' entries,
-	// which its snapshot freezes for the timer sections.
+	if o.lsm != nil {
+		return sections, nil // the store's snapshot holds the timers too
+	}
 	sections = append(sections, o.ctx.backend.Snapshot()...)
 	if o.ctx.timers.len() > 0 {
 		sections = append(sections, newTimerSection(timersSection, &o.ctx.timers, o.kt, o.keyGroups))
@@ -196,16 +209,51 @@ func (o *processOperator[K, IN, OUT]) checkStore() {
 }
 
 func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
+	if q := o.ctx.lsmTimers[0]; q != nil {
+		t, ok := q.Peek()
+		o.checkStore() // a refill reads the store
+		return t.TS, ok
+	}
 	e, ok := o.ctx.timers.peek()
 	return e.ts, ok
 }
 
 func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
+	if q := o.ctx.lsmTimers[0]; q != nil {
+		o.fireLSM(q, now, ProcessingTime)
+		return
+	}
 	o.fire(&o.ctx.timers, now, ProcessingTime)
 }
 
 func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
+	if q := o.ctx.lsmTimers[1]; q != nil {
+		o.fireLSM(q, wm, EventTime)
+		return
+	}
 	o.fire(&o.ctx.etimers, wm, EventTime)
+}
+
+// fireLSM is fire for the timers of a Pebble store.
+func (o *processOperator[K, IN, OUT]) fireLSM(q *pebblestate.TimerQueue[K], limit int64, d TimeDomain) {
+	for {
+		t, ok := q.Peek()
+		if !ok || t.TS > limit {
+			o.checkStore()
+			return
+		}
+		q.Pop()
+		o.ctx.key, o.ctx.kg, o.ctx.hash, o.ctx.domain = t.Key, t.KeyGroup, o.kt.Hash(t.Key), d
+		*o.ctx.ts = NoTimestamp
+		if d == EventTime {
+			*o.ctx.ts = t.TS
+		}
+		if err := o.fn.OnTimer(t.TS, o.ctx, o.out); err != nil {
+			o.fail(fmt.Errorf("%s: %v timer: %w", o.ctx.operatorName, d, err))
+			return
+		}
+		o.checkStore()
+	}
 }
 
 // fire calls OnTimer for each timer of h at or before limit, earliest
