@@ -63,7 +63,8 @@ func TestRescaleOnBothStateBackends(t *testing.T) {
 // TestPebbleStateLargerThanMemoryLimit runs state-fill on the pebble
 // backend on a TaskManager whose Go memory limit (GOMEMLIMIT) is 96 MiB,
 // with 400 000 keys of 1000 bytes: some 400 MB of state, four times the
-// limit. Round 2 checks every key's round-1 value, so the job
+// limit, and three timers per key (1.2 M timers, moved every round, in
+// the store too). Round 2 checks every key's round-1 value, so the job
 // finishing proves none was lost; the store's directory must have held
 // more than twice the limit on disk while the process's peak resident
 // memory stayed under 3/4 of the state.
@@ -76,7 +77,7 @@ func TestPebbleStateLargerThanMemoryLimit(t *testing.T) {
 	c := startCluster(t, o)
 	// The TaskManager's default backend is pebble: the job names none.
 	id := submit(t, c, "state-fill", "--checkpoint-interval", "0",
-		"--param", "keys=400000", "--param", "bytes=1000", "--param", "rounds=2")
+		"--param", "keys=400000", "--param", "bytes=1000", "--param", "rounds=2", "--param", "timers=3")
 	var maxDisk int64
 	deadline := time.Now().Add(4 * time.Minute)
 	for {

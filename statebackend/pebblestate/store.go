@@ -32,8 +32,22 @@
 // the key groups a subtask owns with batches; no codec is needed, since
 // the stored bytes are the codecs' output already.
 //
-// Timers stay in the runtime's memory timer service and are snapshotted
-// by it, as with the memory backend.
+// # Timers
+//
+// A keyed operator's timers live in the store too, one TimerQueue per
+// time domain, each under a state id of its own taken from the top of
+// the id space (0xffff, 0xfffe, ...; states count up from 0):
+//
+//	u16 key group | u16 queue id | u64 time (big-endian, sign bit flipped) | k
+//
+// with an empty value. The key group still comes first, so a key-group
+// range of the store holds its timers too (a rescale's range delete or an
+// SST ingest moves them with the state), and within a key group the
+// timers are in time order, so the earliest are one bounded iterator
+// away. A small in-memory head per key group and a heap over the groups
+// keep that iterator off the per-record path (see TimerQueue). Timer
+// sections in snapshots and restores have the memory backend's encoding
+// (the key, and the time as a varint), under the runtime's section names.
 //
 // # Durability
 //
