@@ -70,6 +70,12 @@ type ValueTable[K comparable, V any] struct {
 	writes       int
 }
 
+// writeBatchBytes is the size at which a cache's write-back commits its
+// batch: a batch of more than half a memtable (in the memtable's terms,
+// some twice its bytes for small entries) would be flushed as a memtable
+// of its own, an L0 file per write-back.
+const writeBatchBytes = 1 << 20
+
 // entryOverhead approximates a cached entry's bytes beyond its value's
 // encoding (map slot, key, flags, dirty list).
 const entryOverhead = 64
@@ -186,7 +192,7 @@ func (t *ValueTable[K, V]) flush() {
 		t.cache[d.k] = c
 		// Commit in parts: a huge batch would be held in memory whole
 		// until Pebble flushes it.
-		if b.Len() >= batchBytes {
+		if b.Len() >= writeBatchBytes {
 			if err := b.Commit(t.s.wo); err != nil {
 				t.s.fail(fmt.Errorf("state store write: %w", err))
 				return
