@@ -124,10 +124,12 @@ type Store struct {
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
-	// timers are the registered timer queues; tb is their pending
-	// batch of writes (see TimerQueue).
+	// timers are the registered timer queues; tb holds their pending
+	// writes (see TimerQueue).
 	timers []timerQueue
-	tb     *pebble.Batch
+	tb     sortedBatch
+	// wb is the value caches' write-back, committed by each flush.
+	wb sortedBatch
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
@@ -477,9 +479,6 @@ func (s *Store) release() {
 	s.mu.Unlock()
 	if !last {
 		return
-	}
-	if s.tb != nil {
-		s.tb.Close()
 	}
 	err := s.db.Close()
 	s.cache.Unref()

@@ -19,9 +19,9 @@ const firstTimerID = 0xffff
 // two per operator: processing and event time).
 const maxTimerQueues = 4
 
-// timerBatchBytes is the size at which the timers' pending batch is
-// committed. Pebble keeps a batch's buffer for reuse only below 1 MiB.
-const timerBatchBytes = 512 << 10
+// timerBatchBytes is the size at which the timers' pending writes are
+// committed.
+const timerBatchBytes = 1 << 20
 
 // TimerQueue holds the timers of one time domain of a keyed operator in
 // the store, ordered by time within each key group:
@@ -450,36 +450,20 @@ func (q *TimerQueue[K]) down(i int) {
 }
 
 // timerWrite adds a set (with an empty value) or a delete of key to the
-// timers' pending batch.
+// timers' pending writes.
 func (s *Store) timerWrite(key []byte, del bool) {
 	if s.failed() {
 		return
 	}
-	if s.tb == nil {
-		s.tb = s.db.NewBatch()
-	}
-	var err error
 	if del {
-		err = s.tb.Delete(key, nil)
+		s.tb.del(key)
 	} else {
-		err = s.tb.Set(key, nil, nil)
+		s.tb.set(key, nil)
 	}
-	if err != nil {
-		s.fail(fmt.Errorf("state store write: %w", err))
-		return
-	}
-	if s.tb.Len() >= timerBatchBytes {
+	if s.tb.size() >= timerBatchBytes {
 		s.commitTimers()
 	}
 }
 
-// commitTimers commits the timers' pending batch.
-func (s *Store) commitTimers() {
-	if s.tb == nil || s.tb.Empty() || s.failed() {
-		return
-	}
-	if err := s.tb.Commit(s.wo); err != nil {
-		s.fail(fmt.Errorf("state store write: %w", err))
-	}
-	s.tb.Reset()
-}
+// commitTimers writes the timers' pending writes to Pebble.
+func (s *Store) commitTimers() { s.tb.commit(s) }

@@ -244,3 +244,50 @@ func (q *TimerQueue[K]) check(t *testing.T, model timerModel, kgOf func(K) int) 
 		}
 	}
 }
+
+// BenchmarkTimerQueueChurn is the fraud detector's timer pattern: each
+// operation moves one of 100 000 keys' timer to a later time (a delete
+// and a register), and every 1000 operations the earliest timers up to
+// a clock fire.
+func BenchmarkTimerQueueChurn(b *testing.B) {
+	const keys = 100_000
+	all := statebackend.KeyGroupRange{First: 0, Last: 127}
+	s, err := Open(Options{Dir: b.TempDir() + "/db", KeyGroups: all})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	q, err := NewTimerQueue[int64](s, "_timers", i64{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := make([]int64, keys)
+	kg := func(k int64) int { return int(uint64(k)*0x9e3779b97f4a7c15>>57) & 127 }
+	for k := range int64(keys) {
+		at[k] = 3_600_000 + k
+		q.Add(kg(k), k, at[k])
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	now := int64(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		k := rng.Int64N(keys)
+		q.Delete(kg(k), k, at[k])
+		now++
+		at[k] = now + 3_600_000
+		q.Add(kg(k), k, at[k])
+		if i%1000 == 0 {
+			for {
+				t, ok := q.Peek()
+				if !ok || t.TS > now {
+					break
+				}
+				q.Pop()
+			}
+		}
+	}
+	if err := s.Err(); err != nil {
+		b.Fatal(err)
+	}
+}
