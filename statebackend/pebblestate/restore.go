@@ -135,6 +135,7 @@ func (s *Store) restoreTimers(b *pebble.Batch, ks *statebackend.KeyedState, name
 		key = appendPrefix(key[:0], kg, q.queueID())
 		key = binary.BigEndian.AppendUint64(key, uint64(ts)^1<<63)
 		key = append(key, k...)
+		s.timerMax = max(s.timerMax, ts)
 		if err := b.Set(key, nil, nil); err != nil {
 			return err
 		}

@@ -20,6 +20,13 @@ import (
 type sortedBatch struct {
 	arena []byte
 	ops   []batchOp
+	// timers marks the timers' batch: a timer key whose time is above
+	// every time ever written (Store.timerMax) cannot be in the store
+	// yet, so when its last write in the batch is a delete, nothing is
+	// written for it at all. The fraud detector's timers, registered
+	// at now + timeout and deleted by the key's next record, mostly
+	// never reach Pebble once the batch spans that many records.
+	timers bool
 }
 
 type batchOp struct {
@@ -71,16 +78,32 @@ func (b *sortedBatch) commit(s *Store) {
 	})
 	pb := s.db.NewBatch()
 	defer pb.Close()
+	maxTS := s.timerMax
+	// Raised after the loop: the test above is against the store as it
+	// was before this batch.
+	defer func() {
+		if b.timers {
+			s.timerMax = maxTS
+		}
+	}()
 	for i, o := range b.ops {
 		k := b.key(o)
 		if i+1 < len(b.ops) && bytes.Equal(k, b.key(b.ops[i+1])) {
 			continue // a later write of the key wins
+		}
+		var ts int64
+		if b.timers {
+			ts = timerTime(k)
+			if o.del && ts > s.timerMax {
+				continue // never stored: nothing to delete
+			}
 		}
 		var err error
 		if o.del {
 			err = pb.Delete(k, nil)
 		} else {
 			err = pb.Set(k, b.arena[o.off+o.klen:o.off+o.klen+o.vlen], nil)
+			maxTS = max(maxTS, ts)
 		}
 		if err == nil && pb.Len() >= writeBatchBytes {
 			err = pb.Commit(s.wo)

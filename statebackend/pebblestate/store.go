@@ -60,6 +60,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -128,6 +129,8 @@ type Store struct {
 	// writes (see TimerQueue).
 	timers []timerQueue
 	tb     sortedBatch
+	// timerMax is the highest time of a timer ever written to Pebble.
+	timerMax int64
 	// wb is the value caches' write-back, committed by each flush.
 	wb sortedBatch
 
@@ -182,6 +185,7 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
+		tb: sortedBatch{timers: true}, timerMax: math.MinInt64,
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
 	s.cache = pebble.NewCache(o.CacheBytes)

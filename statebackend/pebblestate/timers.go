@@ -19,9 +19,22 @@ const firstTimerID = 0xffff
 // two per operator: processing and event time).
 const maxTimerQueues = 4
 
-// timerBatchBytes is the size at which the timers' pending writes are
-// committed.
-const timerBatchBytes = 1 << 20
+// The timers' pending writes are committed at timerBatchOps writes or
+// timerBatchBytes bytes (some 16 MiB of memory for small keys): the more
+// records a batch spans, the more timers registered and deleted again
+// within it never reach Pebble (see sortedBatch).
+const (
+	timerBatchOps   = 1 << 18
+	timerBatchBytes = 8 << 20
+)
+
+// timerTime is the time of a timer's Pebble key.
+func timerTime(key []byte) int64 {
+	if len(key) < prefixLen+8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(key[prefixLen:]) ^ 1<<63)
+}
 
 // TimerQueue holds the timers of one time domain of a keyed operator in
 // the store, ordered by time within each key group:
@@ -460,7 +473,7 @@ func (s *Store) timerWrite(key []byte, del bool) {
 	} else {
 		s.tb.set(key, nil)
 	}
-	if s.tb.size() >= timerBatchBytes {
+	if s.tb.size() >= timerBatchBytes || len(s.tb.ops) >= timerBatchOps {
 		s.commitTimers()
 	}
 }
