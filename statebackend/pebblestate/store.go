@@ -49,6 +49,12 @@
 // sections in snapshots and restores have the memory backend's encoding
 // (the key, and the time as a varint), under the runtime's section names.
 //
+// Timer writes reach Pebble in sorted batches (sortedBatch), which drop a
+// timer registered and deleted within one batch if its time is above
+// every timer time the store ever held (Store.timerMax). Anything that
+// puts timer keys into the store other than a TimerQueue (a restore, an
+// SST ingest) must raise timerMax to their highest time.
+//
 // # Durability
 //
 // The write-ahead log is off: a subtask's state is rebuilt from the last
