@@ -26,6 +26,7 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	for _, f := range s.flushers {
 		f.drop()
 	}
+	s.commitTimers()
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()
 	commit := func() error {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -54,10 +55,13 @@ func timerTime(key []byte) int64 {
 // head holds exactly the group's timers below its bound (the first timer
 // not in it); a timer registered below the bound joins the head, one
 // above it only goes to Pebble. A head that overflows drops its last
-// timer and lowers its bound to it; a head that empties (timers fired or
-// deleted) is refilled by one iterator from its bound, so the tombstones
-// of fired timers below the bound are never read again. A head that holds
-// all of its group's timers has no bound.
+// timer and lowers its bound to it. A head that empties (timers fired or
+// deleted) stays in the heap under its bound's time, a lower bound of
+// the group's earliest timer, and is refilled by one iterator from its
+// bound only when it reaches the top and Peek needs it, so the tombstones
+// of fired timers below the bound are never read again, and a job whose
+// timers are far off (Earliest suffices to schedule them) reads nothing.
+// A head that holds all of its group's timers has no bound.
 type TimerQueue[K comparable] struct {
 	s       *Store
 	id      uint16
@@ -65,12 +69,9 @@ type TimerQueue[K comparable] struct {
 	kc      statebackend.Codec[K]
 	safe    bool
 	groups  []timerGroup[K]
-	// heap holds the indexes of the groups with a non-empty head, ordered
-	// by their first timer's time.
+	// heap holds the indexes of the groups with timers, ordered by their
+	// first timer's time, or for an empty head (refill) by its bound's.
 	heap []int32
-	// refill lists the groups whose head is empty while Pebble holds more
-	// of their timers: peek refills them first.
-	refill []int32
 	// headCap is the most timers a head holds.
 	headCap int
 	key     []byte
@@ -83,10 +84,12 @@ type timerGroup[K comparable] struct {
 	head  []timer[K]
 	start int
 	// bound is the first timer not in head; valid when bounded.
-	bound    timer[K]
-	bounded  bool
-	pos      int32 // index in the queue's heap, -1 when not in it
-	inRefill bool
+	bound   timer[K]
+	bounded bool
+	pos     int32 // index in the queue's heap, -1 when not in it
+	// refill: the head is empty while Pebble may hold more of the
+	// group's timers, from the bound on (from the start if unbounded).
+	refill bool
 }
 
 type timer[K comparable] struct {
@@ -148,9 +151,9 @@ func (q *TimerQueue[K]) restored(kg int) {
 	if g.pos >= 0 {
 		q.heapRemove(g.pos)
 	}
+	clear(g.head)
 	g.head, g.start, g.bounded = g.head[:0], 0, false
-	// An unbounded empty head in the refill list reads the group from its
-	// start.
+	// An unbounded empty head reads the group from its start, first.
 	q.needRefill(kg - q.s.keyGroups.First)
 }
 
@@ -172,12 +175,13 @@ func (q *TimerQueue[K]) Add(kg int, k K, ts int64) {
 	if g.bounded && q.cmp(t, g.bound) >= 0 {
 		return // above the head: Pebble has it, the head need not
 	}
-	if g.inRefill {
+	if g.refill {
 		// The head is empty and is read from Pebble (which has the timer
-		// now) from its bound before anything looks at it: a timer below
-		// the bound becomes the bound.
+		// by then) from its bound before anything looks at it: a timer
+		// below the bound becomes the bound.
 		if g.bounded {
 			g.bound = t
+			q.heapFix(g.pos)
 		}
 		return
 	}
@@ -207,7 +211,7 @@ func (q *TimerQueue[K]) Delete(kg int, k K, ts int64) {
 	q.s.timerWrite(q.key, true)
 	gi := kg - q.s.keyGroups.First
 	g := &q.groups[gi]
-	if g.inRefill || len(g.head) == g.start {
+	if g.refill || len(g.head) == g.start {
 		return
 	}
 	t := timer[K]{ts: ts, key: k}
@@ -230,14 +234,30 @@ func (q *TimerQueue[K]) Delete(kg int, k K, ts int64) {
 // Peek returns the earliest timer (of the earliest time; timers of one
 // time come in no particular order across key groups).
 func (q *TimerQueue[K]) Peek() (Timer[K], bool) {
-	q.refillAll()
-	if len(q.heap) == 0 {
-		return Timer[K]{}, false
+	for len(q.heap) > 0 {
+		gi := q.heap[0]
+		g := &q.groups[gi]
+		if g.refill {
+			q.fill(int(gi))
+			if q.s.failed() {
+				return Timer[K]{}, false
+			}
+			continue
+		}
+		t := g.head[g.start]
+		return Timer[K]{TS: t.ts, KeyGroup: int(gi) + q.s.keyGroups.First, Key: t.key}, true
 	}
-	gi := q.heap[0]
-	g := &q.groups[gi]
-	t := g.head[g.start]
-	return Timer[K]{TS: t.ts, KeyGroup: int(gi) + q.s.keyGroups.First, Key: t.key}, true
+	return Timer[K]{}, false
+}
+
+// Earliest returns a time no later than the earliest timer's, without
+// reading the store: the earliest timer's, or the bound of a head yet to
+// be refilled. It suffices to schedule the next firing.
+func (q *TimerQueue[K]) Earliest() (int64, bool) {
+	if len(q.heap) == 0 {
+		return 0, false
+	}
+	return q.first(q.heap[0]), true
 }
 
 // Pop removes and returns the timer Peek returns; there must be one.
@@ -262,36 +282,30 @@ func (q *TimerQueue[K]) popHead(gi int) {
 		return
 	}
 	g.head, g.start = g.head[:0], 0
-	q.heapRemove(g.pos)
 	if g.bounded {
 		q.needRefill(gi)
-	}
-}
-
-func (q *TimerQueue[K]) needRefill(gi int) {
-	g := &q.groups[gi]
-	if !g.inRefill {
-		g.inRefill = true
-		q.refill = append(q.refill, int32(gi))
-	}
-}
-
-// refillAll reads the heads of the groups in the refill list.
-func (q *TimerQueue[K]) refillAll() {
-	if len(q.refill) == 0 {
 		return
 	}
-	q.s.commitTimers()
-	for _, gi := range q.refill {
-		q.fill(int(gi))
+	q.heapRemove(g.pos)
+}
+
+// needRefill marks group gi's (empty) head for a refill, keeping the
+// group in the heap under its bound.
+func (q *TimerQueue[K]) needRefill(gi int) {
+	g := &q.groups[gi]
+	g.refill = true
+	if g.pos < 0 {
+		q.heapPush(gi)
+	} else {
+		q.heapFix(g.pos)
 	}
-	q.refill = q.refill[:0]
 }
 
 // fill reads group gi's earliest timers from its bound on.
 func (q *TimerQueue[K]) fill(gi int) {
+	q.s.commitTimers()
 	g := &q.groups[gi]
-	g.inRefill = false
+	g.refill = false
 	kg := gi + q.s.keyGroups.First
 	lower := appendPrefix(nil, kg, q.id)
 	upper := prefixEnd(lower)
@@ -321,7 +335,9 @@ func (q *TimerQueue[K]) fill(gi int) {
 		q.s.fail(fmt.Errorf("state store read: %w", err))
 	}
 	if len(g.head) > 0 {
-		q.heapPush(gi)
+		q.heapFix(g.pos)
+	} else {
+		q.heapRemove(g.pos)
 	}
 }
 
@@ -391,7 +407,13 @@ func (q *TimerQueue[K]) insert(g *timerGroup[K], i int, t timer[K]) int {
 
 func (q *TimerQueue[K]) first(gi int32) int64 {
 	g := &q.groups[gi]
-	return g.head[g.start].ts
+	switch {
+	case !g.refill:
+		return g.head[g.start].ts
+	case g.bounded:
+		return g.bound.ts
+	}
+	return math.MinInt64 // a restored group: its earliest is unknown
 }
 
 func (q *TimerQueue[K]) heapPush(gi int) {

@@ -115,8 +115,12 @@ func TestTimerQueueDifferential(t *testing.T) {
 					default:
 						now += rng.Int64N(6)
 						for {
-							p, ok := q.Peek()
+							e, eok := q.Earliest()
 							want, wok := model.earliest()
+							if eok != wok || (eok && e > want) {
+								t.Fatalf("earliest %d %v, model's %d %v", e, eok, want, wok)
+							}
+							p, ok := q.Peek()
 							if ok != wok || (ok && p.TS != want) {
 								t.Fatalf("peek %v %v, model's earliest %d %v", p, ok, want, wok)
 							}
@@ -219,7 +223,7 @@ func (q *TimerQueue[K]) check(t *testing.T, model timerModel, kgOf func(K) int) 
 	for gi := range q.groups {
 		g := &q.groups[gi]
 		kg := gi + q.s.keyGroups.First
-		if g.inRefill {
+		if g.refill {
 			continue
 		}
 		in := map[timer[K]]bool{}
