@@ -210,9 +210,9 @@ func (o *processOperator[K, IN, OUT]) checkStore() {
 
 func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
 	if q := o.ctx.lsmTimers[0]; q != nil {
-		t, ok := q.Peek()
-		o.checkStore() // a refill reads the store
-		return t.TS, ok
+		// A lower bound is enough to schedule the next firing, which
+		// finds the timers themselves; it reads nothing from the store.
+		return q.Earliest()
 	}
 	e, ok := o.ctx.timers.peek()
 	return e.ts, ok
