@@ -252,7 +252,9 @@ func (q *TimerQueue[K]) Peek() (Timer[K], bool) {
 
 // Earliest returns a time no later than the earliest timer's, without
 // reading the store: the earliest timer's, or the bound of a head yet to
-// be refilled. It suffices to schedule the next firing.
+// be refilled (whose timers may all have been deleted since: ok may then
+// be true with no timer left). It suffices to schedule the next firing,
+// which Peek then finds or not.
 func (q *TimerQueue[K]) Earliest() (int64, bool) {
 	if len(q.heap) == 0 {
 		return 0, false

@@ -117,7 +117,9 @@ func TestTimerQueueDifferential(t *testing.T) {
 						for {
 							e, eok := q.Earliest()
 							want, wok := model.earliest()
-							if eok != wok || (eok && e > want) {
+							// A lower bound: it may stand for a head whose
+							// timers were all deleted, but never misses one.
+							if wok && (!eok || e > want) {
 								t.Fatalf("earliest %d %v, model's %d %v", e, eok, want, wok)
 							}
 							p, ok := q.Peek()
