@@ -256,6 +256,13 @@ func (q *TimerQueue[K]) Peek() (Timer[K], bool) {
 // be true with no timer left). It suffices to schedule the next firing,
 // which Peek then finds or not.
 func (q *TimerQueue[K]) Earliest() (int64, bool) {
+	// A restored group has no bound to offer: read it (once).
+	for len(q.heap) > 0 && q.groups[q.heap[0]].refill && !q.groups[q.heap[0]].bounded {
+		q.fill(int(q.heap[0]))
+		if q.s.failed() {
+			return 0, false
+		}
+	}
 	if len(q.heap) == 0 {
 		return 0, false
 	}
