@@ -92,7 +92,7 @@ type Options struct {
 	KeyGroups statebackend.KeyGroupRange
 	// CacheBytes is the block cache's size; 0 means 32 MiB.
 	CacheBytes int64
-	// MemTableBytes is the size of one memtable; 0 means 8 MiB.
+	// MemTableBytes is the size of one memtable; 0 means 4 MiB.
 	MemTableBytes uint64
 	// CacheKeys bounds each value state's write-back cache of decoded
 	// values (see ValueTable); 0 means 1<<20, negative disables it.
@@ -160,9 +160,9 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: key groups %v out of range", o.KeyGroups)
 	}
 	// The block cache and memtables are off the Go heap, so GOMEMLIMIT
-	// does not see them: a store of 32 + 2 x 8 MiB keeps a TaskManager
-	// under 3/4 of a 400 MB state at GOMEMLIMIT=96MiB (with 64 and
-	// 16 MiB it did not). At 10 M keys a larger cache holds more of the
+	// does not see them: with 64 MiB and 16 MiB memtables (or 32 and 8)
+	// a TaskManager holding a 400 MB state at GOMEMLIMIT=96MiB went over
+	// 3/4 of the state in resident memory. At 10 M keys a larger cache holds more of the
 	// bloom filters (some 25 MiB for two states): pass CacheBytes.
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 32 << 20
@@ -176,12 +176,11 @@ func Open(o Options) (*Store, error) {
 	if o.BallastBytes == 0 {
 		o.BallastBytes = 16 << 20
 	}
-	// 8 MiB memtables (from 4): fewer, larger flushes, and the
-	// write-back batches (writeBatchBytes) stay well below Pebble's
+	// The write-back batches (writeBatchBytes) stay below Pebble's
 	// large-batch threshold (half a memtable), above which a batch is
 	// flushed as a memtable of its own.
 	if o.MemTableBytes == 0 {
-		o.MemTableBytes = 8 << 20
+		o.MemTableBytes = 4 << 20
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pebblestate: %w", err)

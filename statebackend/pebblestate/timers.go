@@ -21,12 +21,12 @@ const firstTimerID = 0xffff
 const maxTimerQueues = 4
 
 // The timers' pending writes are committed at timerBatchOps writes or
-// timerBatchBytes bytes (some 16 MiB of memory for small keys): the more
+// timerBatchBytes bytes (some 4 MiB of memory for small keys): the more
 // records a batch spans, the more timers registered and deleted again
 // within it never reach Pebble (see sortedBatch).
 const (
-	timerBatchOps   = 1 << 18
-	timerBatchBytes = 8 << 20
+	timerBatchOps   = 1 << 16
+	timerBatchBytes = 2 << 20
 )
 
 // timerTime is the time of a timer's Pebble key.
