@@ -138,7 +138,11 @@ type KeyedContext[K comparable] struct {
 	hash    int32
 	timers  timerService[K]
 	etimers timerService[K]
-	domain  TimeDomain
+	// lsmTimers, with the pebble backend, hold the processing-time (0)
+	// and event-time (1) timers in the store instead of timers and
+	// etimers.
+	lsmTimers [2]*pebblestate.TimerQueue[K]
+	domain    TimeDomain
 }
 
 // Timestamp is the event time (Unix ms) of the record being processed, or
@@ -157,11 +161,19 @@ func (c *KeyedContext[K]) TimeDomain() TimeDomain { return c.domain }
 // watermark reaches ts. Registering the same time twice for a key yields
 // one call; a time the watermark has passed fires with the next watermark.
 func (c *KeyedContext[K]) RegisterEventTimeTimer(ts int64) {
+	if q := c.lsmTimers[1]; q != nil {
+		q.Add(c.kg, c.key, ts)
+		return
+	}
 	c.etimers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg, hash: c.hash})
 }
 
 // DeleteEventTimeTimer cancels the current key's event-time timer at ts.
 func (c *KeyedContext[K]) DeleteEventTimeTimer(ts int64) {
+	if q := c.lsmTimers[1]; q != nil {
+		q.Delete(c.kg, c.key, ts)
+		return
+	}
 	c.etimers.remove(c.kg, c.hash, c.key, ts)
 }
 
@@ -223,10 +235,18 @@ func (p *procTime) restore(prev procTime) { *p = prev }
 // the wall clock reaches ts (Unix ms). Registering the same time twice for a
 // key yields one call.
 func (c *KeyedContext[K]) RegisterProcessingTimeTimer(ts int64) {
+	if q := c.lsmTimers[0]; q != nil {
+		q.Add(c.kg, c.key, ts)
+		return
+	}
 	c.timers.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: c.key}, kg: c.kg, hash: c.hash})
 }
 
 // DeleteProcessingTimeTimer cancels the current key's timer at ts, if any.
 func (c *KeyedContext[K]) DeleteProcessingTimeTimer(ts int64) {
+	if q := c.lsmTimers[0]; q != nil {
+		q.Delete(c.kg, c.key, ts)
+		return
+	}
 	c.timers.remove(c.kg, c.hash, c.key, ts)
 }

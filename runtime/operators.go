@@ -145,6 +145,15 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 		}
 		op.lsm, op.ctx.lsm = s, s
 		oc.closes = append(oc.closes, s.Close)
+		// Timers go to the store too, under the sections' names, so that
+		// restore and snapshots find them there.
+		for d, name := range []string{timersSection, eventTimersSection} {
+			q, err := pebblestate.NewTimerQueue[K](s, name, kt)
+			if err != nil {
+				return nil, err
+			}
+			op.ctx.lsmTimers[d] = q
+		}
 		oc.nativeSnap = op.nativeSnapshot
 	}
 	return op, nil
@@ -186,6 +195,9 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 				o.lsm.Close() // the task is not built: nobody else closes it
 			}
 			return err
+		}
+		if o.lsm != nil {
+			continue // the store restored the timers with the state
 		}
 		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
 			return fmt.Errorf("restoring timers: %w", err)
@@ -308,18 +320,53 @@ func (o *processOperator[K, IN, OUT]) checkStore() {
 }
 
 func (o *processOperator[K, IN, OUT]) nextTimer() (int64, bool) {
+	if q := o.ctx.lsmTimers[0]; q != nil {
+		// A lower bound is enough to schedule the next firing, which
+		// finds the timers themselves; it reads nothing from the store.
+		return q.Earliest()
+	}
 	e, ok := o.ctx.timers.peek()
 	return e.ts, ok
 }
 
 func (o *processOperator[K, IN, OUT]) fireTimers(now int64) {
 	o.flush()
+	if q := o.ctx.lsmTimers[0]; q != nil {
+		o.fireLSM(q, now, ProcessingTime)
+		return
+	}
 	o.fire(&o.ctx.timers, now, ProcessingTime)
 }
 
 func (o *processOperator[K, IN, OUT]) fireEventTimers(wm int64) {
 	o.flush() // records before the watermark first
+	if q := o.ctx.lsmTimers[1]; q != nil {
+		o.fireLSM(q, wm, EventTime)
+		return
+	}
 	o.fire(&o.ctx.etimers, wm, EventTime)
+}
+
+// fireLSM is fire for the timers of a Pebble store.
+func (o *processOperator[K, IN, OUT]) fireLSM(q *pebblestate.TimerQueue[K], limit int64, d TimeDomain) {
+	for {
+		t, ok := q.Peek()
+		if !ok || t.TS > limit {
+			o.checkStore()
+			return
+		}
+		q.Pop()
+		o.ctx.key, o.ctx.kg, o.ctx.hash, o.ctx.domain = t.Key, t.KeyGroup, o.kt.Hash(t.Key), d
+		*o.ctx.ts = NoTimestamp
+		if d == EventTime {
+			*o.ctx.ts = t.TS
+		}
+		if err := o.fn.OnTimer(t.TS, o.ctx, o.out); err != nil {
+			o.fail(fmt.Errorf("%s: %v timer: %w", o.ctx.operatorName, d, err))
+			return
+		}
+		o.checkStore()
+	}
 }
 
 // fire calls OnTimer for each timer of h at or before limit, earliest

@@ -17,8 +17,8 @@ const (
 
 // StateBackend says where keyed operators keep their state: in memory
 // tables (the default) or in an embedded Pebble store on local disk, one
-// per keyed operator subtask, for state larger than memory. Timers stay in
-// memory on both.
+// per keyed operator subtask, for state larger than memory. With Pebble
+// the operator's timers are in the store too (pebblestate.TimerQueue).
 type StateBackend struct {
 	// Kind is StateBackendMemory ("" too) or StateBackendPebble.
 	Kind string

@@ -60,6 +60,10 @@ func (f *opsFn) ProcessElement(r keyed, ctx *KeyedContext[string], out Collector
 		ctx.RegisterProcessingTimeTimer(1e15 + arg%3)
 	case 9:
 		ctx.DeleteProcessingTimeTimer(1e15 + arg%3)
+	case 10:
+		ctx.RegisterEventTimeTimer(arg)
+	case 11:
+		ctx.DeleteEventTimeTimer(arg)
 	}
 	v, ok := f.val.Value()
 	mv, mok := f.m.Get(arg % 5)
@@ -99,12 +103,44 @@ func (f *opsFn) ProcessElement(r keyed, ctx *KeyedContext[string], out Collector
 	return nil
 }
 
-func (f *opsFn) OnTimer(int64, *KeyedContext[string], Collector[string]) error { return nil }
+// OnTimer emits the timer and reads the key's value, and now and then
+// registers a timer at the same time (which fires with the next
+// watermark) or a later one.
+func (f *opsFn) OnTimer(ts int64, ctx *KeyedContext[string], out Collector[string]) error {
+	v, ok := f.val.Value()
+	out.Collect(fmt.Sprintf("%s timer %d %v v=%d,%v", ctx.CurrentKey(), ts, ctx.TimeDomain(), v, ok))
+	if ts%7 == 0 {
+		ctx.RegisterEventTimeTimer(ts + ts%5)
+	}
+	return nil
+}
+
+// opWatermark marks a record of the ops input that runOps sends as a
+// watermark, of the record's argument, instead.
+const opWatermark = 12
+
+// sortTimerRuns sorts each run of consecutive timer lines of out: timers
+// of one time fire in no particular order, which differs by backend.
+func sortTimerRuns(out []string) []string {
+	out = slices.Clone(out)
+	isTimer := func(s string) bool { return strings.Contains(s, " timer ") }
+	for i := 0; i < len(out); {
+		j := i
+		for j < len(out) && isTimer(out[j]) {
+			j++
+		}
+		slices.Sort(out[i:j])
+		i = j + 1
+	}
+	return out
+}
 
 func opsGraph(t *testing.T, got *[]string, mu *sync.Mutex) *JobGraph {
 	env, _ := NewEnv("ops", 2)
 	env.SetMaxParallelism(8)
 	src := FromSource(env, "in", func() SourceFunction[keyed] { return &sliceSource[keyed]{} }, keyedCodec{})
+	// Event time, for the event-time timers; runOps sends the watermarks.
+	src = AssignTimestampsAndWatermarks(src, ForMonotonousTimestamps(func(k keyed) int64 { return k.n }))
 	out := Process(KeyBy(src, StringKey, func(k keyed) string { return k.key }), "ops",
 		func() KeyedProcessFunction[string, keyed, string] { return &opsFn{} }, nil).UID("ops").Parallelism(1)
 	SinkTo(out, "collect", func() SinkFunction[string] { return collectSink[string]{mu, got} }).Parallelism(1)
@@ -143,8 +179,16 @@ func keyedRestore(ks *statebackend.KeyedState) *OperatorRestore {
 
 // runOps runs segs through a fresh ops task on backend, restored from
 // restore if set, with barrier i+1 after segment i (but the last), and
-// returns the output and the state file of each checkpoint.
+// returns the output and the state file of each checkpoint. Records of
+// op opWatermark are sent as watermarks.
 func runOps(t *testing.T, backend StateBackend, restore *OperatorRestore, segs [][]keyed, dir string) ([]string, []*statebackend.KeyedState) {
+	out, files, _ := runOpsCuts(t, backend, restore, segs, dir)
+	return out, files
+}
+
+// runOpsCuts is runOps that also returns the output's length at each
+// checkpoint.
+func runOpsCuts(t *testing.T, backend StateBackend, restore *OperatorRestore, segs [][]keyed, dir string) ([]string, []*statebackend.KeyedState, []int) {
 	t.Helper()
 	var mu sync.Mutex
 	var got []string
@@ -163,15 +207,24 @@ func runOps(t *testing.T, backend StateBackend, restore *OperatorRestore, segs [
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- task.Run(ctx) }()
+	var cuts []int
 	for i, seg := range segs {
 		for _, r := range seg {
-			gate.records(0, r)
+			if r.n/1000 == opWatermark {
+				gate.watermark(0, r.n%1000)
+				gate.watermark(1, r.n%1000)
+				continue
+			}
+			gate.stampedRecords(0, r)
 		}
 		if i < len(segs)-1 {
 			b := Barrier{ID: int64(i + 1), Location: filepath.Join(dir, fmt.Sprint("chk-", i+1))}
 			gate.barrier(0, b)
 			gate.barrier(1, b)
 			<-rep.done
+			mu.Lock()
+			cuts = append(cuts, len(got))
+			mu.Unlock()
 		}
 	}
 	gate.end(0)
@@ -207,7 +260,7 @@ func runOps(t *testing.T, backend StateBackend, restore *OperatorRestore, segs [
 		}
 		files = append(files, ks)
 	}
-	return got, files
+	return got, files, cuts
 }
 
 // stateContents is a state file's entries, order-free.
@@ -275,17 +328,29 @@ func TestBackendsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	keys := []string{"a", "b", "c", "d", "e", "f", "g"}
 	var segs [][]keyed
+	wm := int64(0)
 	for range 3 {
 		var seg []keyed
 		for range 300 {
-			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(10)*1000 + rng.IntN(1000))})
+			if rng.IntN(10) == 0 && wm < 990 {
+				// Event time advances; timers behind it fire.
+				wm += rng.Int64N(9) + 1
+				seg = append(seg, keyed{"", opWatermark*1000 + wm})
+				continue
+			}
+			// Event-time timers (ops 10, 11) fall around the watermark.
+			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(12)*1000 + rng.IntN(100) + int(wm))})
 		}
 		segs = append(segs, seg)
 	}
 	mem := StateBackend{Kind: StateBackendMemory}
 	peb := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir()}
-	memOut, memFiles := runOps(t, mem, nil, segs, t.TempDir())
+	memOut, memFiles, cuts := runOpsCuts(t, mem, nil, segs, t.TempDir())
 	pebOut, pebFiles := runOps(t, peb, nil, segs, t.TempDir())
+	memOut, pebOut = sortTimerRuns(memOut), sortTimerRuns(pebOut)
+	if !slices.ContainsFunc(memOut, func(s string) bool { return strings.Contains(s, " timer ") }) {
+		t.Fatal("no timer fired")
+	}
 	if strings.Join(memOut, "\n") != strings.Join(pebOut, "\n") {
 		for i := range min(len(memOut), len(pebOut)) {
 			if memOut[i] != pebOut[i] {
@@ -297,16 +362,17 @@ func TestBackendsAgree(t *testing.T) {
 	if len(memFiles) != 2 || len(pebFiles) != 2 {
 		t.Fatalf("%d and %d checkpoints, want 2 each", len(memFiles), len(pebFiles))
 	}
-	timers := false
+	timers, etimers := false, false
 	for i := range memFiles {
 		mc, pc := stateContents(t, memFiles[i]), stateContents(t, pebFiles[i])
 		if !slices.Equal(mc, pc) {
 			t.Fatalf("checkpoint %d differs:\nmemory %v\npebble %v", i+1, mc, pc)
 		}
 		timers = timers || slices.ContainsFunc(mc, func(s string) bool { return strings.HasPrefix(s, "_timers/") })
+		etimers = etimers || slices.ContainsFunc(mc, func(s string) bool { return strings.HasPrefix(s, "_event_timers/") })
 	}
-	if !timers {
-		t.Error("no checkpoint holds timers")
+	if !timers || !etimers {
+		t.Errorf("no checkpoint holds processing-time timers (%v) or event-time timers (%v)", timers, etimers)
 	}
 	// Incremental checkpoints on pebble are native (its SSTs): restored
 	// on pebble, each gives the rest of the output again.
@@ -317,22 +383,19 @@ func TestBackendsAgree(t *testing.T) {
 	if len(incFiles) != 0 || len(natives) != 2 {
 		t.Fatalf("pebble with incremental checkpoints: %d state files and %d native checkpoints, want 0 and 2", len(incFiles), len(natives))
 	}
-	// Records of segments 0..i precede checkpoint i+1.
+	// The output up to cuts[i] precedes checkpoint i+1.
 	for i := range memFiles {
-		before := 0
-		for _, s := range segs[:i+1] {
-			before += len(s)
-		}
+		before := cuts[i]
 		for _, from := range []*statebackend.KeyedState{memFiles[i], pebFiles[i]} {
 			for _, b := range []StateBackend{mem, peb} {
 				out, _ := runOps(t, b, keyedRestore(from), [][]keyed{slices.Concat(segs[i+1:]...)}, t.TempDir())
-				if strings.Join(out, "\n") != strings.Join(memOut[before:], "\n") {
+				if strings.Join(sortTimerRuns(out), "\n") != strings.Join(memOut[before:], "\n") {
 					t.Fatalf("restored from checkpoint %d on %s: output differs", i+1, b.Kind)
 				}
 			}
 		}
 		out, _ := runOps(t, peb, natives[i].restore(t), [][]keyed{slices.Concat(segs[i+1:]...)}, t.TempDir())
-		if strings.Join(out, "\n") != strings.Join(memOut[before:], "\n") {
+		if strings.Join(sortTimerRuns(out), "\n") != strings.Join(memOut[before:], "\n") {
 			t.Fatalf("restored from native checkpoint %d on pebble: output differs", i+1)
 		}
 	}

@@ -35,6 +35,7 @@ func init() {
 			{Name: "bytes", Type: jobs.Int, Default: "100", Description: "size of each key's value"},
 			{Name: "rounds", Type: jobs.Int, Default: "2", Description: "times each key is written; the source then finishes (0 = unbounded)"},
 			{Name: "rate", Type: jobs.Float, Default: "0", Description: "records per second per source subtask (0 = as fast as possible)"},
+			{Name: "timers", Type: jobs.Int, Default: "0", Description: "processing-time timers per key, far in the future: each record deletes its key's timers of the round before and registers this round's"},
 		},
 		Build: Build,
 	})
@@ -88,8 +89,9 @@ func payload(dst []byte, k, r int64, n int) []byte {
 // Build makes source -> keyBy -> checker -> discard.
 func Build(env *runtime.Env, p *runtime.Params) error {
 	keys, size, rounds, rate := p.Int("keys", 100000), p.Int("bytes", 100), p.Int("rounds", 2), p.Float("rate", 0)
-	if keys < 1 || size < 16 || rounds < 0 || rate < 0 {
-		return fmt.Errorf("keys must be at least 1, bytes at least 16, rounds and rate not negative")
+	timers := p.Int("timers", 0)
+	if keys < 1 || size < 16 || rounds < 0 || rate < 0 || timers < 0 || timers > 1000 {
+		return fmt.Errorf("keys must be at least 1, bytes at least 16, rounds and rate not negative, timers 0 to 1000")
 	}
 	env.SetMaxParallelism(128)
 	src := runtime.FromSource(env, "fill-source", func() runtime.SourceFunction[Record] {
@@ -97,7 +99,7 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 	}, RecordCodec{}).UID("fill-source").Parallelism(env.Parallelism())
 	keyed := runtime.KeyBy(src, runtime.Int64Key, func(r Record) int64 { return r.Key })
 	checked := runtime.Process(keyed, "fill-checker", func() runtime.KeyedProcessFunction[int64, Record, int64] {
-		return &checker{size: int(size)}
+		return &checker{size: int(size), timers: timers}
 	}, runtime.Int64Codec{}).UID("fill-checker")
 	runtime.SinkTo(checked, "discard", func() runtime.SinkFunction[int64] { return discard{} }).UID("fill-discard")
 	return nil
@@ -110,6 +112,7 @@ func (discard) Invoke(int64) error { return nil }
 // checker checks and rewrites each key's value.
 type checker struct {
 	size      int
+	timers    int64
 	val       runtime.ValueState[[]byte]
 	want, buf []byte
 }
@@ -120,7 +123,15 @@ func (c *checker) Open(ctx *runtime.KeyedContext[int64]) error {
 	return err
 }
 
-func (c *checker) ProcessElement(r Record, _ *runtime.KeyedContext[int64], out runtime.Collector[int64]) error {
+// timerBase is the time of the state-fill's timers: far in the future,
+// so they never fire; they only take room in the state backend.
+const timerBase = int64(1) << 52
+
+func (c *checker) ProcessElement(r Record, ctx *runtime.KeyedContext[int64], out runtime.Collector[int64]) error {
+	for i := range c.timers {
+		ctx.DeleteProcessingTimeTimer(timerBase + (r.Round-1)*c.timers + i)
+		ctx.RegisterProcessingTimeTimer(timerBase + r.Round*c.timers + i)
+	}
 	got, ok := c.val.Value()
 	switch {
 	case r.Round == 1 && ok:
@@ -139,8 +150,8 @@ func (c *checker) ProcessElement(r Record, _ *runtime.KeyedContext[int64], out r
 	return nil
 }
 
-func (c *checker) OnTimer(int64, *runtime.KeyedContext[int64], runtime.Collector[int64]) error {
-	return nil
+func (c *checker) OnTimer(ts int64, ctx *runtime.KeyedContext[int64], _ runtime.Collector[int64]) error {
+	return fmt.Errorf("key %d: timer %d fired, decades early", ctx.CurrentKey(), ts)
 }
 
 // source emits the rounds of the keys of its subtask.

@@ -16,11 +16,12 @@ import (
 
 // TestRunsOnBothBackends runs three rounds over 3000 keys of 200 bytes in
 // one task: every record of rounds 2 and 3 checks the value of the round
-// before, on the memory and the Pebble backend.
+// before, on the memory and the Pebble backend, and moves its key's two
+// timers.
 func TestRunsOnBothBackends(t *testing.T) {
 	for _, kind := range []string{runtime.StateBackendMemory, runtime.StateBackendPebble} {
 		t.Run(kind, func(t *testing.T) {
-			g, err := jobs.Build(Name, 1, map[string]string{"keys": "3000", "bytes": "200", "rounds": "3"})
+			g, err := jobs.Build(Name, 1, map[string]string{"keys": "3000", "bytes": "200", "rounds": "3", "timers": "2"})
 			if err != nil {
 				t.Fatal(err)
 			}

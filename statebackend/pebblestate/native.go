@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,6 +76,7 @@ func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
 	for _, f := range s.flushers {
 		f.flush()
 	}
+	s.commitTimers()
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
@@ -172,6 +174,16 @@ func (s *Store) RestoreNative(olds []NativeState) error {
 	if len(s.states) > 0 {
 		return errors.New("pebblestate: a native restore must come before any other")
 	}
+	// The files may hold timers of any time: the queues read their heads
+	// again, and no timer write may be dropped as never stored.
+	defer func() {
+		s.timerMax = math.MaxInt64
+		for _, q := range s.timers {
+			for kg := s.keyGroups.First; kg <= s.keyGroups.Last; kg++ {
+				q.restored(kg)
+			}
+		}
+	}()
 	if len(olds) == 1 {
 		return s.adopt(olds[0])
 	}
@@ -314,6 +326,9 @@ func (s *Store) copyFrom(old NativeState) error {
 			return fmt.Errorf("pebblestate: short key in a restored checkpoint: %w", statebackend.ErrCorrupt)
 		}
 		id, ok := ids[binary.BigEndian.Uint16(k[2:4])]
+		if tid := binary.BigEndian.Uint16(k[2:4]); !ok && tid > firstTimerID-maxTimerQueues {
+			id, ok = tid, true // a timer queue's id, the same in every store
+		}
 		if !ok {
 			return fmt.Errorf("pebblestate: key of unknown state %d in a restored checkpoint: %w", binary.BigEndian.Uint16(k[2:4]), statebackend.ErrCorrupt)
 		}

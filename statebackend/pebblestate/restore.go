@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/weirstream/weir/statebackend"
 )
 
@@ -11,8 +13,9 @@ import (
 const batchBytes = 4 << 20
 
 // Restore inserts the entries of ks, a state file's key groups, into the
-// store. Timer sections and names starting with '_' are the runtime's and
-// skipped. Entries outside the store's key groups are an error, checked
+// store. Timer sections go to the timer queue of their name, if one is
+// registered; other timer sections and names starting with '_' are the
+// runtime's and skipped. Entries outside the store's key groups are an error, checked
 // before anything is written; a state restored under another kind than
 // it is (or is later) registered with is an error too. Restore may be
 // called once per old state file overlapping the store's key groups.
@@ -23,6 +26,7 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	for _, f := range s.flushers {
 		f.drop()
 	}
+	s.commitTimers()
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()
 	commit := func() error {
@@ -35,7 +39,13 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	var key []byte
 	for _, name := range ks.Sections() {
 		kind := ks.Kind(name)
-		if kind == statebackend.KindTimers || name[0] == '_' {
+		if kind == statebackend.KindTimers {
+			if err := s.restoreTimers(b, ks, name, commit); err != nil {
+				return err
+			}
+			continue
+		}
+		if name[0] == '_' {
 			continue
 		}
 		st, ok := s.states[name]
@@ -103,6 +113,47 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 		}
 	}
 	return commit()
+}
+
+// restoreTimers writes the timers of section name to the timer queue of
+// that name and marks the restored key groups' heads for a refill.
+func (s *Store) restoreTimers(b *pebble.Batch, ks *statebackend.KeyedState, name string, commit func() error) error {
+	var q timerQueue
+	for _, t := range s.timers {
+		if t.name() == name {
+			q = t
+		}
+	}
+	if q == nil {
+		return nil
+	}
+	var key []byte
+	err := ks.Each(name, func(kg int, k, v []byte) error {
+		ts, n := binary.Varint(v)
+		if n <= 0 || n != len(v) {
+			return fmt.Errorf("timer time: %w", statebackend.ErrCorrupt)
+		}
+		key = appendPrefix(key[:0], kg, q.queueID())
+		key = binary.BigEndian.AppendUint64(key, uint64(ts)^1<<63)
+		key = append(key, k...)
+		s.timerMax = max(s.timerMax, ts)
+		if err := b.Set(key, nil, nil); err != nil {
+			return err
+		}
+		if b.Len() >= batchBytes {
+			return commit()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("timers %q: %w", name, err)
+	}
+	if r := ks.KeyGroups(); !r.Empty() {
+		for kg := r.First; kg <= r.Last; kg++ {
+			q.restored(kg)
+		}
+	}
+	return nil
 }
 
 // field splits uvarint(len) f off b.

@@ -46,7 +46,7 @@ func (sn *snap) release() {
 // order. The sections are readable from any goroutine; each must be
 // released once (statebackend.Release) after the state file is written.
 func (s *Store) Snapshot() ([]statebackend.Section, error) {
-	if len(s.order) == 0 {
+	if len(s.order) == 0 && len(s.timers) == 0 {
 		return nil, nil
 	}
 	if err := s.Err(); err != nil {
@@ -58,6 +58,7 @@ func (s *Store) Snapshot() ([]statebackend.Section, error) {
 	for _, f := range s.flushers {
 		f.flush()
 	}
+	s.commitTimers()
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
@@ -65,11 +66,16 @@ func (s *Store) Snapshot() ([]statebackend.Section, error) {
 		return nil, errors.New("pebblestate: snapshot of a closed store")
 	}
 	sn := &snap{s: s, ps: s.db.NewSnapshot()}
-	sn.refs.Store(int32(len(s.order)))
-	out := make([]statebackend.Section, len(s.order))
-	for i, name := range s.order {
+	sn.refs.Store(int32(len(s.order) + len(s.timers)))
+	out := make([]statebackend.Section, 0, len(s.order)+len(s.timers))
+	for _, name := range s.order {
 		st := s.states[name]
-		out[i] = &section{snap: sn, name: name, kind: st.kind, id: st.id, keyGroups: s.keyGroups}
+		out = append(out, &section{snap: sn, name: name, kind: st.kind, id: st.id, keyGroups: s.keyGroups})
+	}
+	// Timer sections come last, as the memory backend's: the runtime
+	// appends them after the state tables'.
+	for _, q := range s.timers {
+		out = append(out, &section{snap: sn, name: q.name(), kind: statebackend.KindTimers, id: q.queueID(), keyGroups: s.keyGroups})
 	}
 	return out, nil
 }
@@ -125,6 +131,8 @@ func (c *section) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	switch c.kind {
 	case statebackend.KindMap:
 		dst, n = c.appendMaps(dst, it)
+	case statebackend.KindTimers:
+		dst, n = c.appendTimers(dst, it)
 	default:
 		for ok := it.First(); ok; ok = it.Next() {
 			k, ok := splitKey(it.Key())
@@ -203,6 +211,25 @@ func (c *section) appendMaps(dst []byte, it *pebble.Iterator) ([]byte, int) {
 		count++
 	}
 	flush()
+	return dst, n
+}
+
+// appendTimers writes each timer as the memory backend's timer section
+// does: the key's encoding, and the time as a varint.
+func (c *section) appendTimers(dst []byte, it *pebble.Iterator) ([]byte, int) {
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		key := it.Key()
+		if len(key) < prefixLen+8 {
+			c.snap.fail(fmt.Errorf("timers %q: bad key in the store: %w", c.name, statebackend.ErrCorrupt))
+			return dst, n
+		}
+		ts := int64(binary.BigEndian.Uint64(key[prefixLen:]) ^ 1<<63)
+		dst = appendField(dst, key[prefixLen+8:])
+		c.scratch = binary.AppendVarint(c.scratch[:0], ts)
+		dst = appendField(dst, c.scratch)
+		n++
+	}
 	return dst, n
 }
 

@@ -43,8 +43,28 @@
 // not own); those of several are copied entry by entry, state ids mapped
 // by name.
 //
-// Timers stay in the runtime's memory timer service and are snapshotted
-// by it, as with the memory backend.
+// # Timers
+//
+// A keyed operator's timers live in the store too, one TimerQueue per
+// time domain, each under a state id of its own taken from the top of
+// the id space (0xffff, 0xfffe, ...; states count up from 0):
+//
+//	u16 key group | u16 queue id | u64 time (big-endian, sign bit flipped) | k
+//
+// with an empty value. The key group still comes first, so a key-group
+// range of the store holds its timers too (a rescale's range delete or an
+// SST ingest moves them with the state), and within a key group the
+// timers are in time order, so the earliest are one bounded iterator
+// away. A small in-memory head per key group and a heap over the groups
+// keep that iterator off the per-record path (see TimerQueue). Timer
+// sections in snapshots and restores have the memory backend's encoding
+// (the key, and the time as a varint), under the runtime's section names.
+//
+// Timer writes reach Pebble in sorted batches (sortedBatch), which drop a
+// timer registered and deleted within one batch if its time is above
+// every timer time the store ever held (Store.timerMax). Anything that
+// puts timer keys into the store other than a TimerQueue (a restore, an
+// SST ingest) must raise timerMax to their highest time.
 //
 // AppendKeys lists a state's keys in one key group with one bounded scan
 // of its (key group, state) run, after writing the value caches back.
@@ -60,6 +80,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -88,7 +109,7 @@ type Options struct {
 	// MemTableBytes is the size of one memtable; 0 means 4 MiB.
 	MemTableBytes uint64
 	// CacheKeys bounds each value state's write-back cache of decoded
-	// values (see ValueTable); 0 means 1<<17, negative disables it.
+	// values (see ValueTable); 0 means 1<<20, negative disables it.
 	CacheKeys int
 	// ValueCacheBytes bounds the same caches by their approximate size;
 	// 0 means 16 MiB each.
@@ -126,6 +147,14 @@ type Store struct {
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
+	// timers are the registered timer queues; tb holds their pending
+	// writes (see TimerQueue).
+	timers []timerQueue
+	tb     sortedBatch
+	// timerMax is the highest time of a timer ever written to Pebble.
+	timerMax int64
+	// wb is the value caches' write-back, committed by each flush.
+	wb sortedBatch
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
@@ -146,11 +175,16 @@ func Open(o Options) (*Store, error) {
 	if o.KeyGroups.Last >= statebackend.MaxKeyGroups || o.KeyGroups.First < 0 {
 		return nil, fmt.Errorf("pebblestate: key groups %v out of range", o.KeyGroups)
 	}
+	// The block cache and memtables are off the Go heap, so GOMEMLIMIT
+	// does not see them: with 64 MiB and 16 MiB memtables (or 32 and 8)
+	// a TaskManager holding a 400 MB state at GOMEMLIMIT=96MiB went over
+	// 3/4 of the state in resident memory. At 10 M keys a larger cache holds more of the
+	// bloom filters (some 25 MiB for two states): pass CacheBytes.
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 32 << 20
 	}
 	if o.CacheKeys == 0 {
-		o.CacheKeys = 1 << 17
+		o.CacheKeys = 1 << 20
 	}
 	if o.ValueCacheBytes <= 0 {
 		o.ValueCacheBytes = 16 << 20
@@ -158,6 +192,9 @@ func Open(o Options) (*Store, error) {
 	if o.BallastBytes == 0 {
 		o.BallastBytes = 16 << 20
 	}
+	// The write-back batches (writeBatchBytes) stay below Pebble's
+	// large-batch threshold (half a memtable), above which a batch is
+	// flushed as a memtable of its own.
 	if o.MemTableBytes == 0 {
 		o.MemTableBytes = 4 << 20
 	}
@@ -170,6 +207,7 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
+		tb: sortedBatch{timers: true}, timerMax: math.MinInt64,
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
 	s.cache = pebble.NewCache(o.CacheBytes)
@@ -327,7 +365,7 @@ func (s *Store) state(name string, kind statebackend.Kind) (*stateInfo, error) {
 }
 
 func (s *Store) add(name string, kind statebackend.Kind) (*stateInfo, error) {
-	if len(s.states) >= 1<<16 {
+	if len(s.states) >= firstTimerID+1-maxTimerQueues {
 		return nil, errors.New("too many states")
 	}
 	st := &stateInfo{id: uint16(len(s.states)), kind: kind}

@@ -2,7 +2,6 @@ package pebblestate
 
 import (
 	"encoding/binary"
-	"fmt"
 	"iter"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -69,6 +68,12 @@ type ValueTable[K comparable, V any] struct {
 	cap, maxKeys int
 	writes       int
 }
+
+// writeBatchBytes is the size at which a cache's write-back commits its
+// batch: a batch of more than half a memtable (in the memtable's terms,
+// some twice its bytes for small entries) would be flushed as a memtable
+// of its own, an L0 file per write-back.
+const writeBatchBytes = 1 << 20
 
 // entryOverhead approximates a cached entry's bytes beyond its value's
 // encoding (map slot, key, flags, dirty list).
@@ -160,45 +165,32 @@ func (t *ValueTable[K, V]) room() {
 	clear(t.cache)
 }
 
-// flush writes the dirty entries to Pebble in one batch; they stay cached,
-// clean.
+// flush writes the dirty entries to Pebble, in key order (sortedBatch);
+// they stay cached, clean.
 func (t *ValueTable[K, V]) flush() {
 	if len(t.dirty) == 0 || t.s.failed() {
 		return
 	}
-	b := t.s.db.NewBatch()
-	defer b.Close()
+	wb := &t.s.wb
 	for _, d := range t.dirty {
 		c := t.cache[d.k]
 		t.key = appendKey(t.key[:0], d.kg, t.id, t.kc, d.k)
-		var err error
 		if c.present {
 			t.val = t.vc.Append(t.val[:0], c.v)
-			err = b.Set(t.key, t.val, nil)
+			wb.set(t.key, t.val)
 		} else {
-			err = b.Delete(t.key, nil)
-		}
-		if err != nil {
-			t.s.fail(fmt.Errorf("state store write: %w", err))
-			return
+			wb.del(t.key)
 		}
 		c.dirty = false
 		t.cache[d.k] = c
-		// Commit in parts: a huge batch would be held in memory whole
-		// until Pebble flushes it.
-		if b.Len() >= batchBytes {
-			if err := b.Commit(t.s.wo); err != nil {
-				t.s.fail(fmt.Errorf("state store write: %w", err))
-				return
-			}
-			b.Reset()
+		// Commit in parts: a huge batch would be held in memory whole.
+		if wb.size() >= batchBytes {
+			wb.commit(t.s)
 		}
 	}
 	clear(t.dirty)
 	t.dirty = t.dirty[:0]
-	if err := b.Commit(t.s.wo); err != nil {
-		t.s.fail(fmt.Errorf("state store write: %w", err))
-	}
+	wb.commit(t.s)
 }
 
 // drop empties the cache after writing it back (before a restore writes

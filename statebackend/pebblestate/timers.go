@@ -1,0 +1,513 @@
+package pebblestate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// firstTimerID is the highest state id; timer queues take ids downward
+// from it, so they never meet the states' ids, which grow upward from 0.
+const firstTimerID = 0xffff
+
+// maxTimerQueues bounds the ids reserved for timer queues (the runtime has
+// two per operator: processing and event time).
+const maxTimerQueues = 4
+
+// The timers' pending writes are committed at timerBatchOps writes or
+// timerBatchBytes bytes (some 4 MiB of memory for small keys): the more
+// records a batch spans, the more timers registered and deleted again
+// within it never reach Pebble (see sortedBatch).
+const (
+	timerBatchOps   = 1 << 16
+	timerBatchBytes = 2 << 20
+)
+
+// timerTime is the time of a timer's Pebble key.
+func timerTime(key []byte) int64 {
+	if len(key) < prefixLen+8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(key[prefixLen:]) ^ 1<<63)
+}
+
+// TimerQueue holds the timers of one time domain of a keyed operator in
+// the store, ordered by time within each key group:
+//
+//	u16 key group | u16 queue id | u64 time (big-endian, sign bit flipped) | k
+//
+// k being the key codec's encoding. Registering is a Pebble Set and
+// deleting a Pebble Delete, both blind: a timer registered twice is
+// stored once, and deleting a timer that does not exist writes a
+// tombstone and changes nothing, as in the runtime's memory timer
+// service. Writes go to a batch that is committed when it grows, and
+// before anything reads the queue's keys (a refill, a snapshot).
+//
+// Firing needs the earliest timer without a seek per record: each key
+// group keeps, in memory, its earliest timers in order (its head), and a
+// heap over the key groups orders them by their heads' first timers. A
+// head holds exactly the group's timers below its bound (the first timer
+// not in it); a timer registered below the bound joins the head, one
+// above it only goes to Pebble. A head that overflows drops its last
+// timer and lowers its bound to it. A head that empties (timers fired or
+// deleted) stays in the heap under its bound's time, a lower bound of
+// the group's earliest timer, and is refilled by one iterator from its
+// bound only when it reaches the top and Peek needs it, so the tombstones
+// of fired timers below the bound are never read again, and a job whose
+// timers are far off (Earliest suffices to schedule them) reads nothing.
+// A head that holds all of its group's timers has no bound.
+type TimerQueue[K comparable] struct {
+	s       *Store
+	id      uint16
+	section string
+	kc      statebackend.Codec[K]
+	safe    bool
+	groups  []timerGroup[K]
+	// heap holds the indexes of the groups with timers, ordered by their
+	// first timer's time, or for an empty head (refill) by its bound's.
+	heap []int32
+	// headCap is the most timers a head holds.
+	headCap int
+	key     []byte
+	a, b    []byte // scratch encodings for comparisons
+}
+
+// timerGroup is one key group's head.
+type timerGroup[K comparable] struct {
+	// head holds the group's earliest timers, in order, from start on.
+	head  []timer[K]
+	start int
+	// bound is the first timer not in head; valid when bounded.
+	bound   timer[K]
+	bounded bool
+	pos     int32 // index in the queue's heap, -1 when not in it
+	// refill: the head is empty while Pebble may hold more of the
+	// group's timers, from the bound on (from the start if unbounded).
+	refill bool
+}
+
+type timer[K comparable] struct {
+	ts  int64
+	key K
+}
+
+// Timer is a registered timer: its time, key group and key.
+type Timer[K comparable] struct {
+	TS       int64
+	KeyGroup int
+	Key      K
+}
+
+// headBudget is the number of timers all heads of a queue hold together
+// at most, unless that leaves fewer than minHead per key group.
+const (
+	headBudget = 1 << 15
+	minHead    = 8
+	maxHead    = 256
+)
+
+// NewTimerQueue registers the timer queue name, which is also its section
+// in the store's snapshots (the runtime's "_timers" and "_event_timers").
+// Call it before Restore, so that the restored timers go to the queue.
+func NewTimerQueue[K comparable](s *Store, name string, kc statebackend.Codec[K]) (*TimerQueue[K], error) {
+	if len(s.timers) >= maxTimerQueues {
+		return nil, errors.New("pebblestate: too many timer queues")
+	}
+	for _, t := range s.timers {
+		if t.name() == name {
+			return nil, fmt.Errorf("pebblestate: timer queue %q registered twice", name)
+		}
+	}
+	n := s.keyGroups.Len()
+	q := &TimerQueue[K]{s: s, id: uint16(firstTimerID - len(s.timers)), section: name, kc: kc, safe: copies(kc),
+		groups: make([]timerGroup[K], n), headCap: min(maxHead, max(minHead, headBudget/max(n, 1)))}
+	for i := range q.groups {
+		q.groups[i].pos = -1
+	}
+	s.timers = append(s.timers, q)
+	return q, nil
+}
+
+// timerQueue is the store's untyped view of a TimerQueue.
+type timerQueue interface {
+	name() string
+	queueID() uint16
+	// restored marks key group kg's head as needing a refill: timers were
+	// written under it.
+	restored(kg int)
+}
+
+func (q *TimerQueue[K]) name() string    { return q.section }
+func (q *TimerQueue[K]) queueID() uint16 { return q.id }
+
+func (q *TimerQueue[K]) restored(kg int) {
+	g := &q.groups[kg-q.s.keyGroups.First]
+	if g.pos >= 0 {
+		q.heapRemove(g.pos)
+	}
+	clear(g.head)
+	g.head, g.start, g.bounded = g.head[:0], 0, false
+	// An unbounded empty head reads the group from its start, first.
+	q.needRefill(kg - q.s.keyGroups.First)
+}
+
+// appendTimerKey appends the Pebble key of timer (ts, k) in key group kg.
+func appendTimerKey[K any](dst []byte, kg int, id uint16, c statebackend.Codec[K], ts int64, k K) []byte {
+	dst = appendPrefix(dst, kg, id)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(ts)^1<<63)
+	return c.Append(dst, k)
+}
+
+// Add registers timer (ts, k) in key group kg; registering it again
+// changes nothing.
+func (q *TimerQueue[K]) Add(kg int, k K, ts int64) {
+	q.key = appendTimerKey(q.key[:0], kg, q.id, q.kc, ts, k)
+	q.s.timerWrite(q.key, false)
+	gi := kg - q.s.keyGroups.First
+	g := &q.groups[gi]
+	t := timer[K]{ts: ts, key: k}
+	if g.bounded && q.cmp(t, g.bound) >= 0 {
+		return // above the head: Pebble has it, the head need not
+	}
+	if g.refill {
+		// The head is empty and is read from Pebble (which has the timer
+		// by then) from its bound before anything looks at it: a timer
+		// below the bound becomes the bound.
+		if g.bounded {
+			g.bound = t
+			q.heapFix(g.pos)
+		}
+		return
+	}
+	i, found := q.search(g, t)
+	if found {
+		return
+	}
+	wasFirst := len(g.head) == g.start
+	i = q.insert(g, i, t)
+	if len(g.head)-g.start > q.headCap {
+		// Drop the last timer: the bound falls to it, and Pebble has it.
+		g.bound, g.bounded = g.head[len(g.head)-1], true
+		g.head[len(g.head)-1] = timer[K]{}
+		g.head = g.head[:len(g.head)-1]
+	}
+	switch {
+	case wasFirst:
+		q.heapPush(gi)
+	case i == g.start:
+		q.heapFix(g.pos)
+	}
+}
+
+// Delete removes timer (ts, k) of key group kg, if registered.
+func (q *TimerQueue[K]) Delete(kg int, k K, ts int64) {
+	q.key = appendTimerKey(q.key[:0], kg, q.id, q.kc, ts, k)
+	q.s.timerWrite(q.key, true)
+	gi := kg - q.s.keyGroups.First
+	g := &q.groups[gi]
+	if g.refill || len(g.head) == g.start {
+		return
+	}
+	t := timer[K]{ts: ts, key: k}
+	if g.bounded && q.cmp(t, g.bound) >= 0 {
+		return
+	}
+	i, found := q.search(g, t)
+	if !found {
+		return
+	}
+	if i == g.start {
+		q.popHead(gi)
+		return
+	}
+	copy(g.head[i:], g.head[i+1:])
+	g.head[len(g.head)-1] = timer[K]{}
+	g.head = g.head[:len(g.head)-1]
+}
+
+// Peek returns the earliest timer (of the earliest time; timers of one
+// time come in no particular order across key groups).
+func (q *TimerQueue[K]) Peek() (Timer[K], bool) {
+	for len(q.heap) > 0 {
+		gi := q.heap[0]
+		g := &q.groups[gi]
+		if g.refill {
+			q.fill(int(gi))
+			if q.s.failed() {
+				return Timer[K]{}, false
+			}
+			continue
+		}
+		t := g.head[g.start]
+		return Timer[K]{TS: t.ts, KeyGroup: int(gi) + q.s.keyGroups.First, Key: t.key}, true
+	}
+	return Timer[K]{}, false
+}
+
+// Earliest returns a time no later than the earliest timer's, without
+// reading the store: the earliest timer's, or the bound of a head yet to
+// be refilled (whose timers may all have been deleted since: ok may then
+// be true with no timer left). It suffices to schedule the next firing,
+// which Peek then finds or not.
+func (q *TimerQueue[K]) Earliest() (int64, bool) {
+	// A restored group has no bound to offer: read it (once).
+	for len(q.heap) > 0 && q.groups[q.heap[0]].refill && !q.groups[q.heap[0]].bounded {
+		q.fill(int(q.heap[0]))
+		if q.s.failed() {
+			return 0, false
+		}
+	}
+	if len(q.heap) == 0 {
+		return 0, false
+	}
+	return q.first(q.heap[0]), true
+}
+
+// Pop removes and returns the timer Peek returns; there must be one.
+func (q *TimerQueue[K]) Pop() Timer[K] {
+	t, ok := q.Peek()
+	if !ok {
+		panic("pebblestate: Pop of an empty timer queue")
+	}
+	q.key = appendTimerKey(q.key[:0], t.KeyGroup, q.id, q.kc, t.TS, t.Key)
+	q.s.timerWrite(q.key, true)
+	q.popHead(int(q.heap[0]))
+	return t
+}
+
+// popHead removes group gi's first timer.
+func (q *TimerQueue[K]) popHead(gi int) {
+	g := &q.groups[gi]
+	g.head[g.start] = timer[K]{}
+	g.start++
+	if g.start < len(g.head) {
+		q.heapFix(g.pos)
+		return
+	}
+	g.head, g.start = g.head[:0], 0
+	if g.bounded {
+		q.needRefill(gi)
+		return
+	}
+	q.heapRemove(g.pos)
+}
+
+// needRefill marks group gi's (empty) head for a refill, keeping the
+// group in the heap under its bound.
+func (q *TimerQueue[K]) needRefill(gi int) {
+	g := &q.groups[gi]
+	g.refill = true
+	if g.pos < 0 {
+		q.heapPush(gi)
+	} else {
+		q.heapFix(g.pos)
+	}
+}
+
+// fill reads group gi's earliest timers from its bound on.
+func (q *TimerQueue[K]) fill(gi int) {
+	q.s.commitTimers()
+	g := &q.groups[gi]
+	g.refill = false
+	kg := gi + q.s.keyGroups.First
+	lower := appendPrefix(nil, kg, q.id)
+	upper := prefixEnd(lower)
+	if g.bounded {
+		lower = appendTimerKey(lower[:0], kg, q.id, q.kc, g.bound.ts, g.bound.key)
+	}
+	g.bounded = false
+	it, err := q.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		q.s.fail(fmt.Errorf("state store read: %w", err))
+		return
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		t, err := q.decode(it.Key())
+		if err != nil {
+			q.s.fail(fmt.Errorf("timer queue %s: %w", q.section, err))
+			return
+		}
+		if len(g.head) == q.headCap {
+			g.bound, g.bounded = t, true
+			break
+		}
+		g.head = append(g.head, t)
+	}
+	if err := it.Error(); err != nil {
+		q.s.fail(fmt.Errorf("state store read: %w", err))
+	}
+	if len(g.head) > 0 {
+		q.heapFix(g.pos)
+	} else {
+		q.heapRemove(g.pos)
+	}
+}
+
+// decode reads a timer from its Pebble key.
+func (q *TimerQueue[K]) decode(key []byte) (timer[K], error) {
+	if len(key) < prefixLen+8 {
+		return timer[K]{}, fmt.Errorf("timer key of %d bytes: %w", len(key), statebackend.ErrCorrupt)
+	}
+	ts := int64(binary.BigEndian.Uint64(key[prefixLen:]) ^ 1<<63)
+	k, err := decode(q.kc, q.safe, key[prefixLen+8:])
+	if err != nil {
+		return timer[K]{}, fmt.Errorf("timer key: %w", err)
+	}
+	return timer[K]{ts: ts, key: k}, nil
+}
+
+// cmp orders timers as their Pebble keys: by time, then by the key's
+// encoding (encoded only for timers of one time).
+func (q *TimerQueue[K]) cmp(x, y timer[K]) int {
+	switch {
+	case x.ts < y.ts:
+		return -1
+	case x.ts > y.ts:
+		return 1
+	case x.key == y.key:
+		return 0
+	}
+	q.a = q.kc.Append(q.a[:0], x.key)
+	q.b = q.kc.Append(q.b[:0], y.key)
+	return bytes.Compare(q.a, q.b)
+}
+
+// search finds t's place in g's head.
+func (q *TimerQueue[K]) search(g *timerGroup[K], t timer[K]) (int, bool) {
+	lo, hi := g.start, len(g.head)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if q.cmp(g.head[m], t) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(g.head) && q.cmp(g.head[lo], t) == 0
+}
+
+// insert puts t at i of g's head, moving the head to the front of its
+// array when the array is full, and returns t's index.
+func (q *TimerQueue[K]) insert(g *timerGroup[K], i int, t timer[K]) int {
+	if len(g.head) == cap(g.head) && g.start > 0 {
+		n := copy(g.head, g.head[g.start:])
+		clear(g.head[n:])
+		g.head = g.head[:n]
+		i -= g.start
+		g.start = 0
+	}
+	if cap(g.head) == 0 {
+		g.head = make([]timer[K], 0, q.headCap+1)
+	}
+	g.head = append(g.head, timer[K]{})
+	copy(g.head[i+1:], g.head[i:])
+	g.head[i] = t
+	return i
+}
+
+// The heap of groups, by their first timer's time.
+
+func (q *TimerQueue[K]) first(gi int32) int64 {
+	g := &q.groups[gi]
+	switch {
+	case !g.refill:
+		return g.head[g.start].ts
+	case g.bounded:
+		return g.bound.ts
+	}
+	return math.MinInt64 // a restored group: its earliest is unknown
+}
+
+func (q *TimerQueue[K]) heapPush(gi int) {
+	q.heap = append(q.heap, int32(gi))
+	q.groups[gi].pos = int32(len(q.heap) - 1)
+	q.up(len(q.heap) - 1)
+}
+
+func (q *TimerQueue[K]) heapRemove(pos int32) {
+	last := len(q.heap) - 1
+	gi := q.heap[pos]
+	q.groups[gi].pos = -1
+	if int(pos) != last {
+		q.heap[pos] = q.heap[last]
+		q.groups[q.heap[pos]].pos = pos
+	}
+	q.heap = q.heap[:last]
+	if int(pos) < last {
+		q.heapFix(pos)
+	}
+}
+
+func (q *TimerQueue[K]) heapFix(pos int32) {
+	if !q.up(int(pos)) {
+		q.down(int(pos))
+	}
+}
+
+func (q *TimerQueue[K]) up(i int) bool {
+	gi := q.heap[i]
+	ts := q.first(gi)
+	moved := false
+	for i > 0 {
+		p := (i - 1) / 2
+		if ts >= q.first(q.heap[p]) {
+			break
+		}
+		q.heap[i] = q.heap[p]
+		q.groups[q.heap[i]].pos = int32(i)
+		i, moved = p, true
+	}
+	q.heap[i] = gi
+	q.groups[gi].pos = int32(i)
+	return moved
+}
+
+func (q *TimerQueue[K]) down(i int) {
+	n := len(q.heap)
+	gi := q.heap[i]
+	ts := q.first(gi)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && q.first(q.heap[r]) < q.first(q.heap[l]) {
+			m = r
+		}
+		if q.first(q.heap[m]) >= ts {
+			break
+		}
+		q.heap[i] = q.heap[m]
+		q.groups[q.heap[i]].pos = int32(i)
+		i = m
+	}
+	q.heap[i] = gi
+	q.groups[gi].pos = int32(i)
+}
+
+// timerWrite adds a set (with an empty value) or a delete of key to the
+// timers' pending writes.
+func (s *Store) timerWrite(key []byte, del bool) {
+	if s.failed() {
+		return
+	}
+	if del {
+		s.tb.del(key)
+	} else {
+		s.tb.set(key, nil)
+	}
+	if s.tb.size() >= timerBatchBytes || len(s.tb.ops) >= timerBatchOps {
+		s.commitTimers()
+	}
+}
+
+// commitTimers writes the timers' pending writes to Pebble.
+func (s *Store) commitTimers() { s.tb.commit(s) }
