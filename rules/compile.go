@@ -137,7 +137,14 @@ type profile struct {
 	stats   []string
 	lastN   []lastN
 	seen    []string
+	// global statistics: over every event of the rule (key: []), with
+	// their own horizon.
+	global        []string
+	globalHorizon int64 // ms
 }
+
+// keep is how long the profile keeps anything: its longest horizon.
+func (p *profile) keep() int64 { return max(p.horizon, p.globalHorizon) }
 
 type lastN struct {
 	field string
@@ -291,7 +298,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 	default:
 		return nil, s.errorf(s.lineOf("time"), "time %q: want event", s.Time)
 	}
-	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "global": s.Global,
+	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History,
 		"serve": s.Serve, "emit.priority": s.Emit.Priority, "emit.format": s.Emit.Format, "emit.sinks": s.Emit.Sinks}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
@@ -404,7 +411,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 func (c *compiler) kindFields() error {
 	s := c.s
 	own := map[string]Kind{"window": KindAggregate, "aggregates": KindAggregate, "derived": KindAggregate,
-		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline, "pattern": KindSequence}
+		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline, "global": KindBaseline, "pattern": KindSequence}
 	for _, f := range slices.Sorted(maps.Keys(own)) {
 		if k := own[f]; k != c.r.Kind && child(s.node, f) != nil {
 			return s.errorf(s.lineOf(f), "%s belongs to kind %s, not %s", f, k, c.r.Kind)
@@ -540,28 +547,51 @@ func (c *compiler) windowSpec() error {
 
 func (c *compiler) baseline() error {
 	s, p := c.s, c.s.Profile
-	if p == nil {
-		return s.errorf(s.lineOf(), "a baseline rule needs a profile")
+	if p == nil && s.Global == nil {
+		return s.errorf(s.lineOf(), "a baseline rule needs a profile or global statistics")
 	}
-	if p.Horizon.D <= 0 {
-		return s.errorf(s.lineOf("profile"), "profile: horizon must be a positive duration")
-	}
-	if len(p.Stats)+len(p.LastN)+len(p.Seen) == 0 {
-		return s.errorf(s.lineOf("profile"), "profile: give stats, lastN or seen fields")
-	}
-	c.r.profile = profile{horizon: p.Horizon.D.Milliseconds(), stats: p.Stats, seen: p.Seen}
-	for _, f := range slices.Sorted(maps.Keys(p.LastN)) {
-		if n := p.LastN[f]; n < 1 || n > maxLastN {
-			return s.errorf(s.lineOf("profile", "lastN", f), "profile: lastN.%s is %d: want 1 to %d", f, n, maxLastN)
+	if p != nil {
+		if p.Horizon.D <= 0 {
+			return s.errorf(s.lineOf("profile"), "profile: horizon must be a positive duration")
 		}
-		c.r.profile.lastN = append(c.r.profile.lastN, lastN{f, p.LastN[f]})
-	}
-	for _, l := range [][]string{p.Stats, p.Seen} {
-		for i, f := range l {
-			if f == "" || slices.Index(l, f) != i {
-				return s.errorf(s.lineOf("profile"), "profile: field %q is empty or repeated", f)
+		if len(p.Stats)+len(p.LastN)+len(p.Seen) == 0 {
+			return s.errorf(s.lineOf("profile"), "profile: give stats, lastN or seen fields")
+		}
+		c.r.profile = profile{horizon: p.Horizon.D.Milliseconds(), stats: p.Stats, seen: p.Seen}
+		for _, f := range slices.Sorted(maps.Keys(p.LastN)) {
+			if n := p.LastN[f]; n < 1 || n > maxLastN {
+				return s.errorf(s.lineOf("profile", "lastN", f), "profile: lastN.%s is %d: want 1 to %d", f, n, maxLastN)
+			}
+			c.r.profile.lastN = append(c.r.profile.lastN, lastN{f, p.LastN[f]})
+		}
+		for _, l := range [][]string{p.Stats, p.Seen} {
+			for i, f := range l {
+				if f == "" || slices.Index(l, f) != i {
+					return s.errorf(s.lineOf("profile"), "profile: field %q is empty or repeated", f)
+				}
 			}
 		}
+	}
+	if g := s.Global; g != nil {
+		// Exact statistics over every key need every event in one place;
+		// with key: [] the rule's one key is that place (see README,
+		// "Global statistics").
+		if len(s.Key) > 0 {
+			return s.errorf(s.lineOf("global"), "global statistics need key: [] (every event of the rule in one place, "+
+				"so the statistics are exact and the same at any parallelism); key %q has its own profile", s.Key)
+		}
+		if g.Horizon.D <= 0 {
+			return s.errorf(s.lineOf("global"), "global: horizon must be a positive duration")
+		}
+		if len(g.Stats) == 0 {
+			return s.errorf(s.lineOf("global"), "global: give stats fields")
+		}
+		for i, f := range g.Stats {
+			if f == "" || slices.Index(g.Stats, f) != i {
+				return s.errorf(s.lineOf("global"), "global: field %q is empty or repeated", f)
+			}
+		}
+		c.r.profile.global, c.r.profile.globalHorizon = g.Stats, g.Horizon.D.Milliseconds()
 	}
 	return nil
 }
@@ -577,7 +607,7 @@ const (
 )
 
 var scopeOf = map[string]scope{"e": scopeEvent, "ts": scopeEvent, "p": scopeEvent, "lists": scopeEvent,
-	"agg": scopeAgg, "stats": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline, "m": scopeSequence}
+	"agg": scopeAgg, "stats": scopeBaseline, "global": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline, "m": scopeSequence}
 
 type compiler struct {
 	s        *Spec
@@ -746,9 +776,15 @@ func (v *refCheck) Visit(n *ast.Node) {
 				known = append(known, st.Name)
 			}
 			what = "pattern steps"
+		case "global":
+			if s.Global != nil {
+				known = s.Global.Stats
+			}
+			what = "global.stats fields"
 		case "stats", "seen", "hist":
 			if s.Profile == nil {
-				return // the scope check reports it
+				known, what = nil, "profile fields"
+				break
 			}
 			switch id.Value {
 			case "stats":

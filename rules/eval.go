@@ -118,11 +118,12 @@ type Runner struct {
 	env    Env
 	ins    []aggInput
 	stats  []Stats
+	global []Stats
 }
 
 // NewRunner is a Runner with its scratch allocated.
 func NewRunner() *Runner {
-	r := &Runner{env: Env{Agg: map[string]float64{}, Stats: map[string]*Stats{}, Hist: map[string][]any{},
+	r := &Runner{env: Env{Agg: map[string]float64{}, Stats: map[string]*Stats{}, Global: map[string]*Stats{}, Hist: map[string][]any{},
 		Seen: map[string]map[any]int64{}}}
 	r.vm.MemoryBudget = memoryBudget
 	return r
@@ -215,10 +216,10 @@ func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Aler
 		return rn.aggregateTimer(r, st, t, out)
 	case KindBaseline:
 		if t == st.cleanup {
-			st.prof.expire(&r.profile, t-r.profile.horizon)
+			st.prof.expire(&r.profile, t)
 			st.cleanup = 0
 			if !st.prof.empty() {
-				st.armCleanup(timers, st.prof.prevTS+r.profile.horizon)
+				st.armCleanup(timers, st.prof.prevTS+r.profile.keep())
 			}
 		}
 		return out, nil

@@ -45,6 +45,9 @@ func (r *Rule) StateShape() string {
 		for _, l := range p.lastN {
 			fmt.Fprintf(&b, "lastN=%q/%d;", l.field, l.n)
 		}
+		if len(p.global) > 0 { // absent otherwise: older rules keep their shape
+			fmt.Fprintf(&b, "global=%d/%q;", p.globalHorizon, p.global)
+		}
 	case KindSequence:
 		p := r.pattern.spec
 		fmt.Fprintf(&b, "skip=%q;", p.Skip)

@@ -37,6 +37,7 @@ type Spec struct {
 
 	// kind: baseline
 	Profile *ProfileSpec `yaml:"profile"`
+	Global  *GlobalSpec  `yaml:"global"`
 
 	// kind: sequence
 	Pattern *PatternSpec `yaml:"pattern"`
@@ -56,7 +57,6 @@ type Spec struct {
 	// only to be refused with a message that says so.
 	Lateness any `yaml:"lateness"`
 	History  any `yaml:"history"`
-	Global   any `yaml:"global"`
 	Serve    any `yaml:"serve"`
 
 	file   string     // where the document came from
@@ -87,6 +87,13 @@ type ProfileSpec struct {
 	Stats   []string       `yaml:"stats"`
 	LastN   map[string]int `yaml:"lastN"`
 	Seen    []string       `yaml:"seen"`
+}
+
+// GlobalSpec is a baseline rule's statistics over every key's events:
+// global.<field>.count/sum/mean/min/max/stddev over the horizon.
+type GlobalSpec struct {
+	Horizon Duration `yaml:"horizon"`
+	Stats   []string `yaml:"stats"`
 }
 
 // DriftSpec is a rule's drift monitoring: a rule-drift alert when its hit
