@@ -27,8 +27,11 @@ type Alert struct {
 	Time    int64          `json:"time"` // Unix ms: the event's, or the window's last millisecond
 	Action  string         `json:"action"`
 	Shadow  bool           `json:"shadow,omitempty"`
-	Window  *Bounds        `json:"window,omitempty"`
-	Fields  map[string]any `json:"fields,omitempty"`
+	// TimedOut marks a sequence's partial match that its window
+	// discarded (pattern.onTimeout).
+	TimedOut bool           `json:"timedOut,omitempty"`
+	Window   *Bounds        `json:"window,omitempty"`
+	Fields   map[string]any `json:"fields,omitempty"`
 }
 
 // Bounds are a window's [Start, End) in Unix ms.

@@ -285,6 +285,12 @@ var stateDocs = []struct{ name, doc, events string }{
 		lines(`{"ts":0,"u":"u1","type":"A","x":1}`, `{"ts":1000,"u":"u1","type":"A","x":2}`, `{"ts":2000,"u":"u2","type":"A","x":1}`,
 			`{"ts":3000,"u":"u2","type":"C","x":1}`, `{"ts":4000,"u":"u1","type":"B","x":5}`, `{"ts":5000,"u":"u2","type":"B","x":5}`,
 			`{"ts":9000,"u":"u1","type":"A","x":1}`, `{"ts":30000,"u":"u1","type":"B","x":9}`)},
+	{"sequence timeouts of a looping step",
+		"id: o\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+			"    - {name: a, where: 'e.type == \"A\"', oneOrMore: true}\n    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\n" +
+			"  onTimeout: {action: review, fields: {n: len(m.a)}}\n",
+		lines(`{"ts":0,"u":"x","type":"A"}`, `{"ts":1000,"u":"x","type":"A"}`, `{"ts":2000,"u":"x","type":"C"}`,
+			`{"ts":3000,"u":"y","type":"A"}`, `{"ts":4000,"u":"y","type":"B"}`, `{"ts":30000,"u":"x","type":"A"}`)},
 	{"filter with dedupe beside a stateless filter",
 		"id: f\nkind: filter\nkey: [u]\ncondition: 'true'\nemit: {dedupe: {for: 10s}}\n---\nid: g\nkind: filter\nkey: [u]\ncondition: 'e.x > 1'\n",
 		lines(`{"ts":0,"u":"a","x":2}`, `{"ts":5000,"u":"a","x":0}`, `{"ts":6000,"u":"b","x":3}`, `{"ts":10000,"u":"a","x":1}`)},
