@@ -79,8 +79,12 @@ func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 // The evaluator's side outputs.
 var (
 	shadowAlerts = runtime.NewOutputTag[string]("shadow-alerts", runtime.StringCodec{})
-	evalErrors   = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
-	lateRecords  = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+	// timeoutAlerts are sequences' timed-out partial matches (a rule's
+	// pattern.onTimeout), apart from the matches, as Flink CEP's
+	// timed-out side output.
+	timeoutAlerts = runtime.NewOutputTag[string]("timeout-alerts", runtime.StringCodec{})
+	evalErrors    = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords   = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
 	// ruleStateReports says, per key, which rule's state a change of its
 	// state shape dropped.
 	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
@@ -98,6 +102,7 @@ type evaluator struct {
 	sets    runtime.BroadcastState[int64, *rules.Set]
 	pending runtime.MapState[int64, []Record]
 	shadow  runtime.Collector[string]
+	timeout runtime.Collector[string]
 	errs    runtime.Collector[file.DeadLetter]
 	late    runtime.Collector[file.DeadLetter]
 
@@ -156,6 +161,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
+	e.timeout = runtime.SideCollector(ctx.RuntimeContext, timeoutAlerts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
@@ -470,16 +476,20 @@ func counter(ctx *runtime.KeyedContext[string], m map[string]runtime.Counter, ru
 	c.Add(1)
 }
 
-// emit writes the alerts as JSON lines, a shadow rule's to its output.
+// emit writes the alerts as JSON lines, a shadow rule's and a timed-out
+// match's to their outputs (a shadow rule's timeouts are shadow alerts).
 func (e *evaluator) emit(out runtime.Collector[string]) {
 	for i := range e.alerts {
 		b, err := json.Marshal(&e.alerts[i])
 		if err != nil {
 			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
 		}
-		if e.alerts[i].Shadow {
+		switch {
+		case e.alerts[i].Shadow:
 			e.shadow.Collect(string(b))
-		} else {
+		case e.alerts[i].TimedOut:
+			e.timeout.Collect(string(b))
+		default:
 			out.Collect(string(b))
 		}
 	}
