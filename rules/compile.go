@@ -97,6 +97,9 @@ type Rule struct {
 	spec    *Spec
 	guard   *guard // the leading equality an Engine indexes (index.go)
 	drift   DriftSpec
+	// priority is emit.priority: nil if the rule takes no part in
+	// decisions (decide.go).
+	priority *int
 }
 
 // Drift is the rule's own drift parameters; zero fields are the job's.
@@ -298,8 +301,17 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 	default:
 		return nil, s.errorf(s.lineOf("time"), "time %q: want event", s.Time)
 	}
-	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History,
-		"serve": s.Serve, "emit.priority": s.Emit.Priority, "emit.format": s.Emit.Format, "emit.sinks": s.Emit.Sinks}
+	// Refused by design, with the reason (README, "Compared with the first
+	// draft of the format").
+	switch {
+	case s.Emit.Sinks != nil:
+		return nil, s.errorf(s.lineOf("emit", "sinks"), "emit.sinks: a rule does not choose sinks: rules change while the job runs, "+
+			"its sinks are fixed when it is submitted (its sink parameter); every alert goes to them")
+	case s.Emit.Format != nil:
+		return nil, s.errorf(s.lineOf("emit", "format"), "emit.format: alerts are JSON lines in every sink, whatever rule raised them; "+
+			"put the evidence in emit.fields")
+	}
+	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "serve": s.Serve}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
 			return nil, s.errorf(s.lineOf(strings.Split(f, ".")...), "%s is not supported yet", f)
@@ -327,6 +339,12 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 			return nil, s.errorf(s.lineOf("emit", "dedupe"), "emit.dedupe.for must be a positive duration")
 		}
 		r.dedupe = d.For.D.Milliseconds()
+	}
+	if p := s.Emit.Priority; p != nil {
+		if *p < 0 || *p > 1_000_000 {
+			return nil, s.errorf(s.lineOf("emit", "priority"), "emit.priority %d: want 0 to 1000000 (lower wins)", *p)
+		}
+		r.priority = p
 	}
 	r.params = make(map[string]any, len(s.Params))
 	for k, p := range s.Params {

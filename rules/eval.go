@@ -29,7 +29,9 @@ type Alert struct {
 	Shadow  bool           `json:"shadow,omitempty"`
 	// TimedOut marks a sequence's partial match that its window
 	// discarded (pattern.onTimeout).
-	TimedOut bool           `json:"timedOut,omitempty"`
+	TimedOut bool `json:"timedOut,omitempty"`
+	// Priority is the rule's emit.priority, if it has one (decide.go).
+	Priority *int           `json:"priority,omitempty"`
 	Window   *Bounds        `json:"window,omitempty"`
 	Fields   map[string]any `json:"fields,omitempty"`
 }
@@ -251,7 +253,8 @@ func (rn *Runner) emit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) (
 	if key == nil { // a stateless rule's shared State
 		key = r.KeyOf(rn.env.E)
 	}
-	a := Alert{Rule: r.ID, Version: r.Version, Key: key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win}
+	a := Alert{Rule: r.ID, Version: r.Version, Key: key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win,
+		Priority: r.priority}
 	if len(r.fields) > 0 {
 		a.Fields = make(map[string]any, len(r.fields))
 		for _, f := range r.fields {

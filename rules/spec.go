@@ -113,9 +113,9 @@ type EmitSpec struct {
 	Dedupe *struct {
 		For Duration `yaml:"for"`
 	} `yaml:"dedupe"`
-	Priority any `yaml:"priority"`
-	Format   any `yaml:"format"`
-	Sinks    any `yaml:"sinks"`
+	Priority *int `yaml:"priority"`
+	Format   any  `yaml:"format"`
+	Sinks    any  `yaml:"sinks"`
 }
 
 // TestSpec is an inline test: the events, in order, and the alerts they

@@ -103,8 +103,11 @@ type evaluator struct {
 	pending runtime.MapState[int64, []Record]
 	shadow  runtime.Collector[string]
 	timeout runtime.Collector[string]
-	errs    runtime.Collector[file.DeadLetter]
-	late    runtime.Collector[file.DeadLetter]
+	// What rules with a priority raised on each event, for its decision.
+	decide runtime.Collector[decisionPart]
+	cands  []rules.Candidate
+	errs   runtime.Collector[file.DeadLetter]
+	late   runtime.Collector[file.DeadLetter]
 
 	// Every rule's state of the current key, in keyed state (see
 	// rules.KeyStates): checkpoints, savepoints and rescales carry it.
@@ -162,6 +165,7 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
 	e.shadow = runtime.SideCollector(ctx.RuntimeContext, shadowAlerts)
 	e.timeout = runtime.SideCollector(ctx.RuntimeContext, timeoutAlerts)
+	e.decide = runtime.SideCollector(ctx.RuntimeContext, decisionParts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
@@ -390,6 +394,9 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	for i := range rs {
 		ev := rules.Event{Fields: rs[i].Fields, TS: rs[i].TS, Line: int(rs[i].Line)}
 		e.alerts, err = kg.Process(&ev, e.alerts[:0])
+		if e.cands = rules.Candidates(e.cands[:0], e.alerts); len(e.cands) > 0 {
+			e.decide.Collect(decisionPart{Source: rs[i].Source, Line: rs[i].Line, Time: rs[i].TS, Candidates: slices.Clone(e.cands)})
+		}
 		e.emit(out)
 		if err != nil {
 			// The other rules saw the event; this one's failure goes to
