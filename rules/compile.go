@@ -133,6 +133,7 @@ type aggregate struct {
 type window struct {
 	typ                      WindowType
 	size, slide, gap, offset int64 // ms
+	lateness                 int64 // ms a fired window is kept for late events
 }
 
 type profile struct {
@@ -311,7 +312,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 		return nil, s.errorf(s.lineOf("emit", "format"), "emit.format: alerts are JSON lines in every sink, whatever rule raised them; "+
 			"put the evidence in emit.fields")
 	}
-	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "serve": s.Serve}
+	unsupported := map[string]any{"history": s.History, "serve": s.Serve}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
 			return nil, s.errorf(s.lineOf(strings.Split(f, ".")...), "%s is not supported yet", f)
@@ -429,7 +430,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 func (c *compiler) kindFields() error {
 	s := c.s
 	own := map[string]Kind{"window": KindAggregate, "aggregates": KindAggregate, "derived": KindAggregate,
-		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline, "global": KindBaseline, "pattern": KindSequence}
+		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "lateness": KindAggregate, "profile": KindBaseline, "global": KindBaseline, "pattern": KindSequence}
 	for _, f := range slices.Sorted(maps.Keys(own)) {
 		if k := own[f]; k != c.r.Kind && child(s.node, f) != nil {
 			return s.errorf(s.lineOf(f), "%s belongs to kind %s, not %s", f, k, c.r.Kind)
@@ -558,6 +559,15 @@ func (c *compiler) windowSpec() error {
 		return s.errorf(s.lineOf("evaluate"), "evaluate %q: a %s window is evaluated onWindowClose", ev, w.Type)
 	case win.typ != Lookback && s.ResetOnFire:
 		return s.errorf(s.lineOf("resetOnFire"), "resetOnFire applies to lookback windows (a closed window is gone anyway)")
+	}
+	if l := s.Lateness; l != nil {
+		switch {
+		case win.typ != Tumbling && win.typ != Sliding:
+			return s.errorf(s.lineOf("lateness"), "lateness applies to tumbling and sliding windows: a %s window sees each key's events in event-time order only", w.Type)
+		case l.D <= 0 || l.D%time.Millisecond != 0:
+			return s.errorf(s.lineOf("lateness"), "lateness must be a positive whole number of milliseconds")
+		}
+		win.lateness = l.D.Milliseconds()
 	}
 	c.r.window, c.r.reset = win, s.ResetOnFire
 	return nil

@@ -30,6 +30,9 @@ type Alert struct {
 	// TimedOut marks a sequence's partial match that its window
 	// discarded (pattern.onTimeout).
 	TimedOut bool `json:"timedOut,omitempty"`
+	// Late marks a window fired again for an event behind the watermark
+	// (the rule's lateness).
+	Late bool `json:"late,omitempty"`
 	// Priority is the rule's emit.priority, if it has one (decide.go).
 	Priority *int           `json:"priority,omitempty"`
 	Window   *Bounds        `json:"window,omitempty"`
@@ -218,7 +221,7 @@ func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Aler
 			}
 			return out, nil
 		}
-		return rn.aggregateTimer(r, st, t, out)
+		return rn.aggregateTimer(r, st, t, timers, out)
 	case KindBaseline:
 		if t == st.cleanup {
 			st.prof.expire(&r.profile, t)

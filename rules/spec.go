@@ -34,6 +34,9 @@ type Spec struct {
 	Derived     map[string]Expr          `yaml:"derived"`
 	Evaluate    string                   `yaml:"evaluate"`
 	ResetOnFire bool                     `yaml:"resetOnFire"`
+	// Lateness is how long after a tumbling or sliding window's end an
+	// event behind the watermark still joins it (and fires it again).
+	Lateness *Duration `yaml:"lateness"`
 
 	// kind: baseline
 	Profile *ProfileSpec `yaml:"profile"`
@@ -55,7 +58,6 @@ type Spec struct {
 
 	// Fields of the draft format that are not implemented yet: decoded
 	// only to be refused with a message that says so.
-	Lateness any `yaml:"lateness"`
 	History  any `yaml:"history"`
 	Serve    any `yaml:"serve"`
 

@@ -203,16 +203,63 @@ func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm in
 	}
 }
 
-func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[string]) error {
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) error {
 	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
-		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
-			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
+		// The router lets a late record through only when a rule of the
+		// set has lateness; one line per rule key that did not take it.
+		if !e.processLate(r.Rec, wm, ctx, out) {
+			e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
+				Reason: fmt.Sprintf("late: event time %d is behind the watermark %d and no rule of key [%s] takes it (no lateness, or past it)",
+					r.Rec.TS, wm, strings.ReplaceAll(sigOf(ctx.CurrentKey()), "\x1f", ", "))})
+		}
 		return nil
 	}
 	rs, _ := e.pending.Get(r.Rec.TS)
 	e.pending.Put(r.Rec.TS, append(rs, r.Rec))
 	ctx.RegisterEventTimeTimer(r.Rec.TS)
 	return nil
+}
+
+// processLate gives a record behind the watermark wm to the rules of its
+// key in force at wm that take late events (window rules with lateness):
+// they add it to the windows still within their lateness and fire those
+// again at once. It reports whether any rule took it; if none did, it is
+// late for all of them. The counts go to the interval after wm.
+func (e *evaluator) processLate(rec Record, wm int64, ctx *runtime.KeyedContext[string], out runtime.Collector[string]) bool {
+	sg := e.group(sigOf(ctx.CurrentKey()), wm)
+	if sg == nil || !slices.ContainsFunc(sg.kg.Rules(), (*rules.Rule).AcceptsLate) {
+		return false
+	}
+	kg := sg.kg
+	ks, _ := e.states.Value()
+	e.dropped = kg.Load(ks, e.dropped[:0])
+	for _, d := range e.dropped {
+		e.report(ctx, d, ks.Key, wm, kg.Rules())
+	}
+	e.beforeCounting(sg, wm+1)
+	defer e.afterCounting(sg, wm+1)
+	ev := rules.Event{Fields: rec.Fields, TS: rec.TS, Line: int(rec.Line)}
+	var took bool
+	var err error
+	e.alerts, took, err = kg.ProcessLate(&ev, wm, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		e.errs.Collect(file.DeadLetter{Source: rec.Source, Line: rec.Line, Text: rec.Text(),
+			Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
+		took = true // reported there, with the reason
+	}
+	if kg.Changed() {
+		next, err := kg.Store()
+		if err != nil {
+			ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
+		}
+		if next == nil {
+			e.states.Clear()
+		} else {
+			e.states.Update(next)
+		}
+	}
+	return took
 }
 
 // setAt is the rule set in force at event time t and its From.
