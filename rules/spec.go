@@ -58,8 +58,8 @@ type Spec struct {
 
 	// Fields of the draft format that are not implemented yet: decoded
 	// only to be refused with a message that says so.
-	History  any `yaml:"history"`
-	Serve    any `yaml:"serve"`
+	History any `yaml:"history"`
+	Serve   any `yaml:"serve"`
 
 	file   string     // where the document came from
 	node   *yaml.Node // the document, for the lines of its parts
