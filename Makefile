@@ -86,6 +86,8 @@ FUZZ_TARGETS := \
 	./internal/auth:FuzzParseTokens \
 	./rules:FuzzCompile \
 	./rules:FuzzSetDecode \
+	./rules:FuzzDeltas \
+	./rules:FuzzDeltaDecode \
 	./rules:FuzzStateDecode
 
 fuzz:
@@ -101,7 +103,7 @@ FUZZ_PARALLEL ?= 1
 # and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./runtime/ ./taskmanager/exchange/ ./statebackend/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./runtime/ ./taskmanager/exchange/ ./statebackend/ ./statebackend/pebblestate/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
 	$(GO) test -run '^$$' -bench RuleChangeLatency -benchtime 1x ./cmd/weir/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
 

@@ -299,7 +299,7 @@ func (jm *JobManager) disposeCheckpoints(ctx context.Context, id string) (string
 func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
 	var out []*weirv1.ChainFile
 	for _, f := range chain {
-		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta})
+		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta, Local: f.Local})
 	}
 	return out
 }
@@ -308,7 +308,7 @@ func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
 func fileRefs(chain []*weirv1.ChainFile) []statebackend.FileRef {
 	var out []statebackend.FileRef
 	for _, f := range chain {
-		out = append(out, statebackend.FileRef{Path: f.GetPath(), Size: f.GetSize(), Shared: f.GetShared(), Delta: f.GetDelta()})
+		out = append(out, statebackend.FileRef{Path: f.GetPath(), Size: f.GetSize(), Shared: f.GetShared(), Delta: f.GetDelta(), Local: f.GetLocal()})
 	}
 	return out
 }

@@ -55,6 +55,7 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		FailedCheckpoints:    j.FailedCheckpoints,
 		Attempt:              int32(j.Attempt),
 		Rescale:              rescaleStatus(j.Rescale),
+		StateBackend:         j.StateBackend,
 	}
 	var latency []int64
 	for v, spec := range j.Vertices {

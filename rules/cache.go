@@ -140,27 +140,57 @@ func CompileDocs(docs []Doc) (*Set, error) {
 			continue
 		}
 		ids[s.ID] = fmt.Sprintf("%s:%d", s.file, s.lineOf())
-		// The version and state in force: the Doc's, else the document's,
-		// else compileRule's defaults.
-		version, state := cmp.Or(docs[i].Version, s.Version, 1), cmp.Or(docs[i].State, s.State, "active")
-		k := ruleKey{parseKey: keys[i], version: version, state: state, lists: lists}
-		r := cacheGet(docCache.rules, k)
-		if r == nil {
-			var err error
-			if r, err = compileRule(s, set.Lists); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			// Not shared yet: the overrides may still be written.
-			r.Version, r.State = version, state
-			cachePut(docCache.rules, k, r)
+		r, err := compileStored(s, keys[i], docs[i], lists, set.Lists)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		set.Rules = append(set.Rules, r)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("rules: a stored rule set does not compile: %w", err)
 	}
+	set.listsKey = lists
 	return set, nil
+}
+
+// compileStored is the rule of stored document d (parsed as s, whose own
+// source has key) with the lists whose hash is listsKey: the one compiled
+// before, while it is in use, or a new one.
+func compileStored(s *Spec, key parseKey, d Doc, listsKey [sha256.Size]byte, lists map[string]List) (*Rule, error) {
+	// The version and state in force: the Doc's, else the document's,
+	// else compileRule's defaults.
+	version, state := cmp.Or(d.Version, s.Version, 1), cmp.Or(d.State, s.State, "active")
+	k := ruleKey{parseKey: key, version: version, state: state, lists: listsKey}
+	if r := cacheGet(docCache.rules, k); r != nil {
+		return r, nil
+	}
+	r, err := compileRule(s, lists)
+	if err != nil {
+		return nil, err
+	}
+	// Not shared yet: the overrides may still be written.
+	r.Version, r.State = version, state
+	r.digest = k.digest()
+	// A group of 10,000 rules is built at every change of one of them:
+	// its rules' StateIDs are made once, not at every build.
+	r.stateID = r.StateID()
+	cachePut(docCache.rules, k, r)
+	return r, nil
+}
+
+// digest is a 64-bit summary of everything that makes the rule what it
+// is: two rules with one digest behave alike (see Set.Digest).
+func (k ruleKey) digest() uint64 {
+	h := sha256.New()
+	h.Write(binary.AppendUvarint(nil, uint64(len(k.file))))
+	h.Write([]byte(k.file))
+	h.Write(k.src[:])
+	h.Write(binary.AppendVarint(nil, k.version))
+	h.Write(binary.AppendUvarint(nil, uint64(len(k.state))))
+	h.Write([]byte(k.state))
+	h.Write(k.lists[:])
+	return binary.LittleEndian.Uint64(h.Sum(nil))
 }
 
 // cachedRules is how many compiled rules the cache holds, for tests.

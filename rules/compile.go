@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -97,6 +98,8 @@ type Rule struct {
 	spec    *Spec
 	guard   *guard // the leading equality an Engine indexes (index.go)
 	drift   DriftSpec
+	digest  uint64 // set by CompileDocs (see Set.Digest); 0 otherwise
+	stateID string // set by CompileDocs; "" otherwise
 	// priority is emit.priority: nil if the rule takes no part in
 	// decisions (decide.go).
 	priority *int
@@ -169,6 +172,12 @@ type Set struct {
 	Lists map[string]List
 
 	lists []*Spec // the list documents, for Append
+	// listsKey is the hash of the lists (CompileDocs), under which the
+	// rules reading them are cached; zero for a set compiled otherwise.
+	listsKey [32]byte
+	// enc is the set's SetCodec encoding once made: broadcast state
+	// writes the same set into checkpoint after checkpoint.
+	enc atomic.Pointer[[]byte]
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

@@ -68,7 +68,12 @@ func (r *Rule) StateShape() string {
 
 // StateID names r's state: its ID and its StateShape. Versions of a rule
 // with the same StateID share their state.
-func (r *Rule) StateID() string { return r.ID + "#" + r.StateShape() }
+func (r *Rule) StateID() string {
+	if r.stateID != "" {
+		return r.stateID // made once by CompileDocs, for the cached rule
+	}
+	return r.ID + "#" + r.StateShape()
+}
 
 // RuleOfStateID is the rule ID part of a StateID.
 func RuleOfStateID(id string) string {
@@ -200,7 +205,7 @@ const maxCached = 1 << 14
 // NewKeyGroup prepares rules, which must share their Key and be active or
 // shadow, to be evaluated key by key.
 func NewKeyGroup(rules []*Rule) *KeyGroup {
-	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: map[string]int{}, stats: make([]RuleStats, len(rules)),
+	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: make(map[string]int, len(rules)), stats: make([]RuleStats, len(rules)),
 		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{}}
 	for i, r := range rules {
 		id := r.StateID()

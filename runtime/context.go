@@ -99,6 +99,9 @@ type opContext struct {
 	// snapshots and notifies it.
 	restore   *OperatorRestore
 	keyedSnap func() ([]statebackend.Section, error)
+	// nativeSnap, set for Pebble operators, takes a native checkpoint
+	// (see operatorState.native).
+	nativeSnap func(id int64) (*pebblestate.Checkpoint, []statebackend.Section, error)
 	// stateBackend is where keyed operators keep their state.
 	stateBackend StateBackend
 	fnState      CheckpointedFunction

@@ -117,6 +117,7 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 		}
 		op.lsm, op.ctx.lsm = s, s
 		oc.closes = append(oc.closes, s.Close)
+		oc.nativeSnap = op.nativeSnapshot
 	}
 	return op, nil
 }
@@ -124,6 +125,16 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 // restore loads the operator's keyed state and timers. It runs before the
 // function's Open, which registers (and so decodes) the state tables.
 func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
+	if len(r.Native) > 0 {
+		if o.lsm == nil {
+			r.discardNative()
+			return fmt.Errorf("the checkpoint holds this operator's keyed state as Pebble files (an incremental pebble checkpoint), which the %s state backend cannot read: restore with --state-backend %s, or take a savepoint on pebble and restore from that (savepoints are in the common format)", StateBackendMemory, StateBackendPebble)
+		}
+		if err := o.lsm.RestoreNative(r.Native); err != nil {
+			o.lsm.Close() // the task is not built: nobody else closes it
+			return err
+		}
+	}
 	for _, ks := range r.Keyed {
 		restore := o.ctx.backend.Restore
 		if o.lsm != nil {
@@ -145,6 +156,16 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 	return nil
 }
 
+// nativeSnapshot is the synchronous part of a native checkpoint of a
+// Pebble operator: the store's checkpoint, and the timers' sections.
+func (o *processOperator[K, IN, OUT]) nativeSnapshot(id int64) (*pebblestate.Checkpoint, []statebackend.Section, error) {
+	cp, err := o.lsm.Checkpoint(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cp, o.memorySections(), nil
+}
+
 // snapshot is the synchronous part of a checkpoint: copy-on-write views of
 // the state tables and of the timers, in O(key groups + pages) whatever
 // the number of entries.
@@ -156,16 +177,21 @@ func (o *processOperator[K, IN, OUT]) snapshot() ([]statebackend.Section, error)
 			return nil, err
 		}
 	}
-	// With pebble the memory backend still holds the timers' entries,
-	// which its snapshot freezes for the timer sections.
-	sections = append(sections, o.ctx.backend.Snapshot()...)
+	return append(sections, o.memorySections()...), nil
+}
+
+// memorySections snapshots the memory backend and the timers. With pebble
+// the memory backend still holds the timers' entries, which its snapshot
+// freezes for the timer sections.
+func (o *processOperator[K, IN, OUT]) memorySections() []statebackend.Section {
+	sections := o.ctx.backend.Snapshot()
 	if o.ctx.timers.len() > 0 {
 		sections = append(sections, newTimerSection(timersSection, &o.ctx.timers, o.kt, o.keyGroups))
 	}
 	if o.ctx.etimers.len() > 0 {
 		sections = append(sections, newTimerSection(eventTimersSection, &o.ctx.etimers, o.kt, o.keyGroups))
 	}
-	return sections, nil
+	return sections
 }
 
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {

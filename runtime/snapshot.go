@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // TaskRestore is the state a subtask starts from.
@@ -26,6 +28,29 @@ type TaskRestore struct {
 type OperatorRestore struct {
 	Keyed         []*statebackend.KeyedState
 	OperatorState [][]byte
+	// Native holds the native checkpoints (downloaded Pebble files) of
+	// the old subtasks overlapping the key groups, when the checkpoint is
+	// an incremental pebble one; Keyed then holds their timers. The
+	// restore removes their directories.
+	Native []pebblestate.NativeState
+}
+
+// DiscardNative removes the directories of the native checkpoints no
+// operator took over; r may be nil.
+func (r *TaskRestore) DiscardNative() {
+	if r == nil {
+		return
+	}
+	for _, o := range r.Operators {
+		o.discardNative()
+	}
+}
+
+// discardNative removes the native checkpoints' directories.
+func (r *OperatorRestore) discardNative() {
+	for _, n := range r.Native {
+		os.RemoveAll(n.Dir)
+	}
 }
 
 // operatorState is how the task snapshots one chained operator.
@@ -37,6 +62,12 @@ type operatorState struct {
 	// inc tracks the chain of incremental checkpoints; nil when the job's
 	// checkpoints are full or the operator has no keyed state.
 	inc *statebackend.Incremental
+	// native takes a native checkpoint of a Pebble operator's keyed
+	// state and the other keyed sections (timers), when the job's
+	// checkpoints are incremental; uploads remembers the SSTs they
+	// uploaded. nil otherwise.
+	native  func(id int64) (*pebblestate.Checkpoint, []statebackend.Section, error)
+	uploads *statebackend.NativeUploads
 }
 
 type operatorSnapshot struct {
@@ -61,7 +92,7 @@ const eventTimersSection = "_event_timers"
 // id (copy-on-write views of keyed state, of the timers, operator
 // state), and for each stateful operator the function that encodes its
 // state file off the task goroutine.
-func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
+func (c *chain) Snapshot(id int64, savepoint bool) ([]engine.StateSnapshot, error) {
 	// What the flushers emit reaches the chained operators after them
 	// before those snapshot, and the writers before the barrier.
 	for _, f := range c.flushers {
@@ -73,7 +104,15 @@ func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
 	for _, st := range c.states {
 		s := &operatorSnapshot{st: st}
 		var err error
-		if st.keyed != nil {
+		var native *nativeSnapshot
+		switch {
+		case st.native != nil && !savepoint:
+			// Savepoints stay in the common format, self-contained.
+			native = &nativeSnapshot{uploads: st.uploads, id: id}
+			if native.cp, s.sections, err = st.native(id); err != nil {
+				return out, fmt.Errorf("operator %s: %w", st.uid, err)
+			}
+		case st.keyed != nil:
 			if s.sections, err = st.keyed(); err != nil {
 				return out, fmt.Errorf("operator %s: %w", st.uid, err)
 			}
@@ -84,11 +123,16 @@ func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
 			s.entries, err = st.fn.SnapshotState(id)
 		}
 		if err != nil {
+			if native != nil {
+				native.Release()
+			}
 			return out, fmt.Errorf("operator %s: %w", st.uid, err)
 		}
 		ss := engine.StateSnapshot{UID: st.uid, KeyGroups: st.keyGroups, Encode: s.encode,
 			Keys: func() int64 { return countKeys(s.sections, st.keyGroups) }}
-		if st.inc != nil {
+		if native != nil {
+			ss.Native = native
+		} else if st.inc != nil {
 			s.id = id
 			ss.Incremental = s
 		}
@@ -96,6 +140,25 @@ func (c *chain) Snapshot(id int64) ([]engine.StateSnapshot, error) {
 	}
 	return out, nil
 }
+
+// nativeSnapshot is an operator's native checkpoint as the uploader sees
+// it (engine.NativeSnapshot).
+type nativeSnapshot struct {
+	cp      *pebblestate.Checkpoint
+	uploads *statebackend.NativeUploads
+	id      int64
+}
+
+func (n *nativeSnapshot) Dir() string             { return n.cp.Dir() }
+func (n *nativeSnapshot) Files() []string         { return n.cp.Files() }
+func (n *nativeSnapshot) Shared(name string) bool { return pebblestate.Shared(name) }
+func (n *nativeSnapshot) Release()                { n.cp.Release() }
+
+func (n *nativeSnapshot) Uploaded(baseID int64) map[string]statebackend.FileRef {
+	return n.uploads.Base(baseID)
+}
+
+func (n *nativeSnapshot) Stored(chain []statebackend.FileRef) { n.uploads.Stored(n.id, chain) }
 
 // Delta implements engine.IncrementalSnapshot: the changes since
 // checkpoint baseID, whose chain the file extends. Any checkpoint this

@@ -293,10 +293,12 @@ func NewTask(g *JobGraph, vertexID, subtask int, tio TaskIO) (*Task, error) {
 			st := &operatorState{uid: n.uid, keyGroups: KeyGroupRange{First: 0, Last: -1}, keyed: oc.keyedSnap, fn: oc.fnState}
 			if oc.keyedSnap != nil {
 				st.keyGroups = kgs
-				// Deltas compare a snapshot with the previous one's
-				// sections, which a Pebble store releases once written:
-				// pebble checkpoints stay full until they ship SSTs.
-				if tio.Incremental && tio.StateBackend.Kind != StateBackendPebble {
+				// A Pebble operator's incremental checkpoints are native:
+				// its SSTs, of which each uploads the new ones.
+				switch {
+				case tio.Incremental && oc.nativeSnap != nil:
+					st.native, st.uploads = oc.nativeSnap, &statebackend.NativeUploads{}
+				case tio.Incremental:
 					st.inc = &statebackend.Incremental{}
 				}
 			}
@@ -536,6 +538,9 @@ func (c *chain) NotifyCheckpointComplete(id int64) error {
 	for _, st := range c.states {
 		if st.inc != nil {
 			st.inc.Completed(id)
+		}
+		if st.uploads != nil {
+			st.uploads.Completed(id)
 		}
 	}
 	for _, l := range c.listeners {

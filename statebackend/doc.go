@@ -129,6 +129,13 @@
 // shared references are relative to the job's shared directory
 // (SharedDir), beside its chk-N directories.
 //
+// Version 3 (written only when a chain has native files) lets a chain
+// hold a state backend's own files after its first, full state file:
+// FileRef.Local names the file in the backend's directory (a Pebble
+// SST, MANIFEST, ...). Shared native files are named SharedNativeName,
+// which, like SharedFileName, carries the ID of the checkpoint that
+// wrote it, so UnusedSharedFiles collects them the same way.
+//
 // # Incremental checkpoints
 //
 // WriteDeltaFile writes the entries that changed between two snapshots of
@@ -139,6 +146,7 @@
 // pays nothing. Incremental keeps, per operator subtask, the snapshots and
 // chains of stored checkpoints, so that the next delta builds on the
 // checkpoint the JobManager names, and starts a new chain after
-// MaxChainDeltas deltas. UnusedSharedFiles derives which shared files no
+// MaxChainDeltas deltas. NativeUploads does the same for a Pebble
+// store's native checkpoints: which SSTs the base checkpoint uploaded. UnusedSharedFiles derives which shared files no
 // retained checkpoint uses from their metadata.
 package statebackend

@@ -101,3 +101,72 @@ func (c *Incremental) promote(id int64) {
 		}
 	}
 }
+
+// NativeUploads is one operator subtask's memory of the native files (a
+// Pebble store's SSTs) its checkpoints uploaded to the shared directory,
+// after Flink's RocksDB incremental checkpoints: a checkpoint uploads the
+// SSTs that the base checkpoint did not, and refers to the base's copies
+// of the others. As with Incremental, only the checkpoint the JobManager
+// names as the base is reused, never an aborted or unconfirmed one, so a
+// reference always points at a file a retained checkpoint holds. Its
+// methods may be called from the task and upload goroutines.
+type NativeUploads struct {
+	mu      sync.Mutex
+	baseID  int64
+	base    map[string]FileRef
+	pending map[int64]map[string]FileRef
+}
+
+// Base returns the shared native files checkpoint id stored, by local
+// name; nil if this subtask did not store it (it started after it).
+func (u *NativeUploads) Base(id int64) map[string]FileRef {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.promote(id)
+	if id <= 0 || u.baseID != id {
+		return nil
+	}
+	return u.base
+}
+
+// Stored records the chain checkpoint id stored; its shared native files
+// become reusable once id completes.
+func (u *NativeUploads) Stored(id int64, chain []FileRef) {
+	files := map[string]FileRef{}
+	for _, f := range chain {
+		if f.Shared && f.Local != "" {
+			files[f.Local] = f
+		}
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pending == nil {
+		u.pending = map[int64]map[string]FileRef{}
+	}
+	u.pending[id] = files
+	for len(u.pending) > maxPending {
+		oldest := id
+		for k := range u.pending {
+			oldest = min(oldest, k)
+		}
+		delete(u.pending, oldest)
+	}
+}
+
+// Completed makes checkpoint id the base if it was stored.
+func (u *NativeUploads) Completed(id int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.promote(id)
+}
+
+func (u *NativeUploads) promote(id int64) {
+	if p, ok := u.pending[id]; ok && id > u.baseID {
+		u.baseID, u.base = id, p
+	}
+	for k := range u.pending {
+		if k <= id {
+			delete(u.pending, k)
+		}
+	}
+}

@@ -13,9 +13,11 @@ import (
 // MetadataVersion is the newest version of the _metadata format:
 // DecodeMetadata reads it and every earlier one. EncodeMetadata writes
 // version 1 for a checkpoint without file chains, so that builds which
-// only know version 1 still read it, and version 2 (chains of shared
-// files, see SubtaskState.Chain) otherwise.
-const MetadataVersion = 2
+// only know version 1 still read it, version 2 (chains of shared files,
+// see SubtaskState.Chain) when it has chains, and version 3 when a chain
+// holds a state backend's native files (FileRef.Local), which a version 2
+// reader would mistake for state files.
+const MetadataVersion = 3
 
 // MetadataFile is the name of the manifest in a checkpoint directory.
 const MetadataFile = "_metadata"
@@ -76,6 +78,23 @@ type FileRef struct {
 	// Delta says the file holds the changes since the files before it
 	// (WriteDeltaFile); otherwise it is a full state file.
 	Delta bool `json:"delta,omitempty"`
+	// Local, when set, makes the file one of a state backend's native
+	// checkpoint files (version 3): its name in the backend's directory,
+	// such as a Pebble SST's "000123.sst". A native chain is a full state
+	// file first (the timers and operator state), then the native files
+	// (see NativeChain).
+	Local string `json:"local,omitempty"`
+}
+
+// NativeChain reports whether chain holds a state backend's native files
+// after its first, common-format file.
+func NativeChain(chain []FileRef) bool {
+	for _, f := range chain {
+		if f.Local != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Size is the bytes of state files the checkpoint wrote itself (shared
@@ -130,15 +149,31 @@ func SharedFileName(uid string, subtask int, id int64) string {
 	return uid + "/" + strconv.Itoa(subtask) + "-" + strconv.FormatInt(id, 10) + ".state"
 }
 
-// ParseSharedFileName returns the checkpoint ID in a SharedFileName, and
-// false for a name of another form.
+// SharedNativeName is the name, within the shared directory, under which
+// checkpoint id uploads an operator subtask's native file local (a Pebble
+// SST) that later checkpoints may refer to. Like SharedFileName it tells
+// which checkpoint wrote the file.
+func SharedNativeName(uid string, subtask int, id int64, local string) string {
+	return uid + "/" + strconv.Itoa(subtask) + "-" + strconv.FormatInt(id, 10) + "-" + local
+}
+
+// ParseSharedFileName returns the checkpoint ID in a SharedFileName or a
+// SharedNativeName of an SST, and false for a name of another form.
 func ParseSharedFileName(name string) (int64, bool) {
-	base, ok := strings.CutSuffix(path.Base(name), ".state")
-	if !ok {
-		return 0, false
-	}
-	_, id, ok := strings.Cut(base, "-")
-	if !ok {
+	base := path.Base(name)
+	var id string
+	if b, ok := strings.CutSuffix(base, ".state"); ok {
+		_, id, ok = strings.Cut(b, "-")
+		if !ok {
+			return 0, false
+		}
+	} else if b, ok := strings.CutSuffix(base, ".sst"); ok {
+		parts := strings.Split(b, "-")
+		if len(parts) != 3 {
+			return 0, false
+		}
+		id = parts[1]
+	} else {
 		return 0, false
 	}
 	n, err := strconv.ParseInt(id, 10, 64)
@@ -168,6 +203,13 @@ func UnusedSharedFiles(names []string, retained []*Metadata, upTo int64) []strin
 	return out
 }
 
+// NativeFileName is the name, in a checkpoint directory, of an operator
+// subtask's native file local that only this checkpoint uses (a Pebble
+// MANIFEST, OPTIONS, ...).
+func NativeFileName(uid string, subtask int, local string) string {
+	return uid + "/" + strconv.Itoa(subtask) + ".native/" + local
+}
+
 // StateFileName is the name of an operator subtask's state file in a
 // checkpoint directory: "<uid>/<subtask>.state".
 func StateFileName(uid string, subtask int) string {
@@ -186,8 +228,8 @@ func (o *OperatorState) Overlapping(r KeyGroupRange) []SubtaskState {
 	return out
 }
 
-// EncodeMetadata encodes m: version 2 if a subtask's state is a chain,
-// else version 1, whatever m.Version says, since that is the format
+// EncodeMetadata encodes m: version 3 if a chain holds native files,
+// version 2 if a subtask's state is a chain, else version 1, whatever m.Version says, since that is the format
 // produced.
 func EncodeMetadata(m *Metadata) []byte {
 	c := *m
@@ -195,7 +237,10 @@ func EncodeMetadata(m *Metadata) []byte {
 	for _, o := range m.Operators {
 		for _, s := range o.Subtasks {
 			if len(s.Chain) > 0 {
-				c.Version = 2
+				c.Version = max(c.Version, 2)
+			}
+			if NativeChain(s.Chain) {
+				c.Version = 3
 			}
 		}
 	}
@@ -269,9 +314,12 @@ func (m *Metadata) check(version int) error {
 			if s.File != "" && !cleanRelative(s.File) {
 				return fmt.Errorf("operator %s subtask %d: file %q is not a clean relative path", o.UID, s.Subtask, s.File)
 			}
-			for _, f := range s.Chain {
+			for i, f := range s.Chain {
 				if !cleanRelative(f.Path) || f.Size < 0 {
 					return fmt.Errorf("operator %s subtask %d: chain file %q is not a clean relative path or has a negative size", o.UID, s.Subtask, f.Path)
+				}
+				if f.Local != "" && (m.Version < 3 || i == 0 || f.Delta || path.Base(f.Local) != f.Local || !cleanRelative(f.Local)) {
+					return fmt.Errorf("operator %s subtask %d: native file %q needs version 3, a state file before it and a plain file name", o.UID, s.Subtask, f.Local)
 				}
 			}
 			if s.Size < 0 || s.Keys < 0 {

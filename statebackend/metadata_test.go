@@ -90,7 +90,7 @@ func TestCorruptMetadata(t *testing.T) {
 		{"truncated header", "no header line", header[:10]},
 		{"empty", "no header line", nil},
 		{"wrong magic", "bad header", append([]byte("WEIR-METADATX v1 crc32c=00000000\n"), body...)},
-		{"bad version", "unsupported version \"v3\"", bytes.Replace(data, []byte(" v1 "), []byte(" v3 "), 1)},
+		{"bad version", "unsupported version \"v4\"", bytes.Replace(data, []byte(" v1 "), []byte(" v4 "), 1)},
 		{"bad checksum field", "bad checksum field", bytes.Replace(data, []byte("crc32c="), []byte("crc32c=zz"), 1)},
 		{"a state file", "bad header", []byte("WEIRSTAT\x01\x00....\n{}")},
 		{"max parallelism", "max parallelism", reencode(func(m *Metadata) { m.MaxParallelism = 0 })},
@@ -109,5 +109,62 @@ func TestCorruptMetadata(t *testing.T) {
 	_, err := DecodeMetadata(name, append(fmt.Appendf(nil, "WEIR-METADATA v1 crc32c=%08x\n", crc32.Checksum(bad, castagnoli)), bad...))
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "invalid character") {
 		t.Errorf("checksummed garbage: %v", err)
+	}
+}
+
+// TestNativeChainMetadata: a chain with native files is written as
+// version 3 and read back; its shared SSTs count as shared files and
+// their names tell the checkpoint that wrote them; malformed native
+// entries are refused.
+func TestNativeChainMetadata(t *testing.T) {
+	sst := SharedNativeName("detector", 1, 7, "000012.sst")
+	if sst != "detector/1-7-000012.sst" {
+		t.Fatal(sst)
+	}
+	if id, ok := ParseSharedFileName(sst); !ok || id != 7 {
+		t.Errorf("ParseSharedFileName(%q) = %d, %v", sst, id, ok)
+	}
+	for _, bad := range []string{"detector/1-x-000012.sst", "detector/1-000012.sst", "detector/1.native/MANIFEST-000001"} {
+		if _, ok := ParseSharedFileName(bad); ok {
+			t.Errorf("ParseSharedFileName(%q) accepted", bad)
+		}
+	}
+	chain := []FileRef{{Path: StateFileName("detector", 1), Size: 10},
+		{Path: sst, Size: 100, Shared: true, Local: "000012.sst"},
+		{Path: NativeFileName("detector", 1, "MANIFEST-000001"), Size: 5, Local: "MANIFEST-000001"}}
+	m := &Metadata{JobID: "j", CheckpointID: 9, MaxParallelism: 128, Operators: []OperatorState{{UID: "detector", Parallelism: 2,
+		Subtasks: []SubtaskState{{Subtask: 1, Chain: chain, Size: 115, KeyGroups: KeyGroupRange{First: 64, Last: 127}}}}}}
+	data := EncodeMetadata(m)
+	if !bytes.HasPrefix(data, []byte("WEIR-METADATA v3 ")) {
+		t.Fatalf("encoding:\n%s", data)
+	}
+	got, err := DecodeMetadata("chk-9/_metadata", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Operators[0].Subtasks[0].Chain, chain) || !NativeChain(got.Operators[0].Subtasks[0].Chain) {
+		t.Errorf("chain %+v", got.Operators[0].Subtasks[0].Chain)
+	}
+	if sh := got.SharedFiles(); !reflect.DeepEqual(sh, []string{sst}) {
+		t.Errorf("SharedFiles %v", sh)
+	}
+	for _, mutate := range []func(c []FileRef){
+		func(c []FileRef) { c[2].Local = "../MANIFEST" },
+		func(c []FileRef) { c[2].Local = "a/b" },
+		func(c []FileRef) { c[0].Local = "x"; c[0].Delta = false },
+		func(c []FileRef) { c[1].Delta = true },
+	} {
+		c := append([]FileRef(nil), chain...)
+		mutate(c)
+		bad := *m
+		bad.Operators = []OperatorState{{UID: "detector", Parallelism: 2, Subtasks: []SubtaskState{{Subtask: 1, Chain: c, KeyGroups: KeyGroupRange{First: 64, Last: 127}}}}}
+		if _, err := DecodeMetadata("bad", EncodeMetadata(&bad)); err == nil {
+			t.Errorf("chain %+v accepted", c)
+		}
+	}
+	// A version 2 header cannot carry native files.
+	v2 := bytes.Replace(data, []byte("v3"), []byte("v2"), 1)
+	if _, err := DecodeMetadata("v2", v2); err == nil {
+		t.Error("native files accepted in version 2")
 	}
 }

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/runtime/engine"
 	"github.com/weirstream/weir/statebackend"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -94,7 +97,13 @@ func (r responder) post(what string, call func(context.Context, weirv1.JobManage
 // readRestore reads the state a subtask restores: for each operator, the
 // key groups it owns from every old file overlapping them (ranged reads)
 // and the operator state of all old subtasks.
-func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g *runtime.JobGraph, v *runtime.Vertex, subtask int) (*runtime.TaskRestore, error) {
+//
+// A native chain (an incremental pebble checkpoint) has its timers and
+// operator state in its first file, and its keyed state in Pebble files,
+// which are downloaded into a directory under the state directory for
+// the operator's store to take over; pebble says whether the job's state
+// backend can read them.
+func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g *runtime.JobGraph, v *runtime.Vertex, subtask int, pebble bool) (_ *runtime.TaskRestore, err error) {
 	if r == nil {
 		return nil, nil
 	}
@@ -105,8 +114,14 @@ func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g
 	mine := runtime.KeyGroupRangeForSubtask(g.MaxParallelism, v.Parallelism, subtask)
 	var shared storage.Storage
 	out := &runtime.TaskRestore{CheckpointID: r.CheckpointId, Operators: map[string]*runtime.OperatorRestore{}}
+	defer func() {
+		if err != nil {
+			out.DiscardNative()
+		}
+	}()
 	for _, op := range r.Operators {
 		or := &runtime.OperatorRestore{}
+		out.Operators[op.Uid] = or
 		for _, f := range op.Files {
 			files := []*weirv1.ChainFile{{Path: f.File, Size: f.Size}}
 			if len(f.Chain) > 0 {
@@ -114,6 +129,26 @@ func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g
 			}
 			kgs := runtime.KeyGroupRange{First: int(f.FirstKeyGroup), Last: int(f.LastKeyGroup)}
 			keyed := kgs.Len() > 0 && kgs.Last >= mine.First && kgs.First <= mine.Last
+			var native []*weirv1.ChainFile
+			if len(files) > 1 && files[1].GetLocal() != "" {
+				files, native = files[:1], files[1:]
+			}
+			if keyed && len(native) > 0 {
+				if !pebble {
+					return nil, fmt.Errorf("%w of operator %s: checkpoint %d holds its keyed state as Pebble files (an incremental pebble checkpoint), which the memory state backend cannot read: restore with --state-backend pebble, or from a savepoint taken on pebble (savepoints are in the common format)",
+						errRestore, op.Uid, r.CheckpointId)
+				}
+				if shared == nil {
+					if shared, err = tm.openStorage(statebackend.SharedDir(r.Location)); err != nil {
+						return nil, fmt.Errorf("%w: %w", errRestore, err)
+					}
+				}
+				ns, err := tm.downloadNative(ctx, st, shared, r.Location, native)
+				if err != nil {
+					return nil, fmt.Errorf("%w of operator %s: %w", errRestore, op.Uid, err)
+				}
+				or.Native = append(or.Native, pebblestate.NativeState{Dir: ns, KeyGroups: kgs})
+			}
 			var chain []*statebackend.KeyedState
 			for i, cf := range files {
 				from, url := st, storage.Join(r.Location, cf.Path)
@@ -158,9 +193,40 @@ func (tm *TaskManager) readRestore(ctx context.Context, r *weirv1.TaskRestore, g
 			}
 			or.Keyed = append(or.Keyed, ks)
 		}
-		out.Operators[op.Uid] = or
 	}
 	return out, nil
+}
+
+// downloadNative downloads the native files of one old subtask's state
+// into a new directory under the state directory, by their local names,
+// and returns it. A missing file is an error naming it.
+func (tm *TaskManager) downloadNative(ctx context.Context, st, shared storage.Storage, location string, files []*weirv1.ChainFile) (string, error) {
+	if err := os.MkdirAll(tm.cfg.StateDir, 0o755); err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
+	}
+	dir, err := os.MkdirTemp(tm.cfg.StateDir, "restore-")
+	if err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
+	}
+	for _, f := range files {
+		from, url := st, storage.Join(location, f.Path)
+		if f.Shared {
+			from, url = shared, storage.Join(statebackend.SharedDir(location), f.Path)
+		}
+		local := f.GetLocal()
+		if local == "" || filepath.Base(local) != local || local == "." || local == ".." {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("native file %s: bad local name %q: %w", url, local, statebackend.ErrCorrupt)
+		}
+		if err := storage.GetFile(ctx, from, f.Path, f.Size, filepath.Join(dir, local)); err != nil {
+			os.RemoveAll(dir)
+			if errors.Is(err, storage.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("state file %s is missing: %w", url, err)
+			}
+			return "", fmt.Errorf("reading state file %s: %w", url, err)
+		}
+	}
+	return dir, nil
 }
 
 // task returns the running task for id, or an error for the JobManager.
@@ -184,7 +250,7 @@ func (tm *TaskManager) runtimeTask(id *weirv1.TaskID) (*runtime.Task, error) {
 func chainFiles(chain []statebackend.FileRef) []*weirv1.ChainFile {
 	var out []*weirv1.ChainFile
 	for _, f := range chain {
-		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta})
+		out = append(out, &weirv1.ChainFile{Path: f.Path, Size: f.Size, Shared: f.Shared, Delta: f.Delta, Local: f.Local})
 	}
 	return out
 }

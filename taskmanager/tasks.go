@@ -216,17 +216,21 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 			outputs[i] = append(outputs[i], ch)
 		}
 	}
-	restore, err := tm.readRestore(ctx, req.Restore, g, v, key.subtask)
+	backend := cmp.Or(req.GetStateBackend(), tm.cfg.StateBackend)
+	restore, err := tm.readRestore(ctx, req.Restore, g, v, key.subtask, backend == runtime.StateBackendPebble)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
+	// The operators' stores take over the downloaded native files; what
+	// is left (an operator the job no longer has, a failed build) goes.
+	defer restore.DiscardNative()
 	tio := runtime.TaskIO{Outputs: outputs, Stdout: tm.cfg.Stdout, Logger: tm.log.With("job_id", key.job, "attempt", key.attempt),
 		Checkpoints: responder{tm: tm, key: key, log: rt.log}, Checkpointing: req.Checkpointing, Incremental: req.Incremental,
 		OpenStorage: tm.openStorage,
 		Clock:       tm.cfg.Clock, Uploader: tm.uploader(),
 		JobID: key.job, Attempt: key.attempt, Restore: restore,
-		StateBackend: runtime.StateBackend{Kind: cmp.Or(req.GetStateBackend(), tm.cfg.StateBackend), Dir: tm.cfg.StateDir}}
+		StateBackend: runtime.StateBackend{Kind: backend, Dir: tm.cfg.StateDir}}
 	if gate != nil {
 		tio.Input = gate
 	}

@@ -34,20 +34,33 @@ func readMetadata(t *testing.T, srv *miniotest.Server, path string) *statebacken
 }
 
 // TestIncrementalCheckpointsSurviveKilledTaskManagers runs sequence-check
-// with --incremental on three TaskManagers, checkpoints every 300 ms to
-// MinIO, and kills a TaskManager running its tasks twice. The committed
-// output must be exactly once; the retained checkpoints must include
-// deltas; the job's shared directory must hold only files the retained
-// checkpoints refer to; a savepoint must be self-contained and outlive
-// the disposal of the job's checkpoints; and a restore from a checkpoint
-// whose shared file was deleted must fail naming that file.
+// with incremental checkpoints on three TaskManagers, checkpoints every
+// 300 ms to MinIO, and kills a TaskManager running its tasks twice. The
+// committed output must be exactly once; the retained checkpoints must
+// build on earlier ones (deltas on the memory backend, SSTs uploaded by
+// earlier checkpoints on pebble, where --incremental is the default); the
+// job's shared directory must hold only files the retained checkpoints
+// refer to; a savepoint must be self-contained and outlive the disposal
+// of the job's checkpoints; and a restore from a checkpoint whose shared
+// file was deleted must fail naming that file.
 func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
+	for _, backend := range []string{"memory", "pebble"} {
+		t.Run(backend, func(t *testing.T) {
+			// pebble's checkpoints are incremental without the flag.
+			args := map[string][]string{"memory": {"--incremental"}, "pebble": {"--state-backend", "pebble"}}[backend]
+			incrementalSurvivesKills(t, backend, args)
+		})
+	}
+}
+
+func incrementalSurvivesKills(t *testing.T, backend string, args []string) {
 	c, srv, o := s3Cluster(t, 3, 2)
 	jm := []string{"--jobmanager", c.JobManagerAddrs}
 	const keys, count = 40, 300
-	params := []string{"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count), "--param", "rate=400"}
-	id := submit(t, c, append([]string{"sequence-check", "--parallelism", "2", "--checkpoint-interval", "300ms", "--incremental",
-		"--param", "output=s3://weir/out"}, params...)...)
+	params := []string{"--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count), "--param", "rate=400",
+		"--state-backend", backend}
+	id := submit(t, c, append(append([]string{"sequence-check", "--parallelism", "2", "--checkpoint-interval", "300ms",
+		"--param", "output=s3://weir/out"}, args...), params...)...)
 	st := waitCheckpoint(t, c, id, 0)
 	if !st.Checkpointing.Incremental {
 		t.Errorf("job status does not show incremental checkpoints: %+v", st.Checkpointing)
@@ -107,7 +120,8 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 		for _, op := range m.Operators {
 			for _, s := range op.Subtasks {
 				for _, f := range s.Chain {
-					if f.Delta {
+					// A delta, or an SST an earlier checkpoint uploaded.
+					if wrote, ok := statebackend.ParseSharedFileName(f.Path); f.Delta || (f.Local != "" && ok && wrote < m.CheckpointID) {
 						deltas++
 					}
 				}
@@ -115,7 +129,7 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 		}
 	}
 	if len(metas) == 0 || deltas == 0 {
-		t.Fatalf("%d retained checkpoints refer to %d delta files, want some", len(metas), deltas)
+		t.Fatalf("%d retained checkpoints refer to %d delta files or earlier SSTs, want some", len(metas), deltas)
 	}
 	shared, err := storage.Open(statebackend.SharedDir(latestPath), srv.Options())
 	if err != nil {
@@ -167,13 +181,15 @@ func TestIncrementalCheckpointsSurviveKilledTaskManagers(t *testing.T) {
 	var victim string
 	for _, op := range latest.Operators {
 		for _, s := range op.Subtasks {
-			if len(s.Chain) > 0 {
-				victim = s.Chain[0].Path
+			for _, f := range s.Chain {
+				if f.Shared {
+					victim = f.Path
+				}
 			}
 		}
 	}
 	if victim == "" {
-		t.Fatal("the latest checkpoint has no chain")
+		t.Fatal("the latest checkpoint has no shared file")
 	}
 	if err := shared.Delete(context.Background(), victim); err != nil {
 		t.Fatal(err)

@@ -176,6 +176,12 @@ emit: {action: alert}
 	writeEvents(t, in, "c.jsonl", cc)
 	waitRead(t, c, id, 30)
 
+	// The changes after the first set travelled as deltas of one or two
+	// rules each (the pause, the put, and the resume with the shadow).
+	waitLog(t, c, "sent=delta documents=1", 2)
+	if logs := stderrOf(c); strings.Count(logs, "sent=set") != 1 {
+		t.Errorf("%d whole sets sent before the kill, want the first only", strings.Count(logs, "sent=set"))
+	}
 	// Kill a TaskManager of the job once a checkpoint holds the changes.
 	st := waitCheckpoint(t, c, id, jobStatus(t, c, id).Checkpointing.Completed)
 	victim := st.Vertices[len(st.Vertices)-1].Subtasks[0].TaskManagerID

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirstream/weir/internal/cli"
 	"github.com/weirstream/weir/internal/cluster"
 	"github.com/weirstream/weir/internal/miniotest"
+	"github.com/weirstream/weir/statebackend"
 )
 
 // TestRescaleOnBothStateBackends runs the exactly-once verification job
@@ -58,6 +60,64 @@ func TestRescaleOnBothStateBackends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRescalePebbleFromNativeCheckpoints rescales the exactly-once
+// verification job on pebble 2 -> 3 -> 1 from its incremental (native)
+// checkpoints rather than savepoints: each step cancels the job and
+// submits it again from its latest retained checkpoint, whose keyed state
+// is Pebble files; a scale-up opens one old subtask's files and range
+// deletes the key groups it no longer owns, a scale-down copies the
+// entries of several. The committed output holds every (key, seq)
+// exactly once.
+func TestRescalePebbleFromNativeCheckpoints(t *testing.T) {
+	c, srv, _ := s3Cluster(t, 2, 3)
+	jm := []string{"--jobmanager", c.JobManagerAddrs}
+	const keys, count = 24, 300
+	args := func(p int, from string) []string {
+		a := []string{"sequence-check", "--parallelism", fmt.Sprint(p), "--checkpoint-interval", "300ms",
+			"--state-backend", "pebble", "--param", fmt.Sprint("keys=", keys), "--param", fmt.Sprint("count=", count),
+			"--param", "rate=200", "--param", "output=s3://weir/out"}
+		if from != "" {
+			a = append(a, "--from-savepoint", from)
+		}
+		return a
+	}
+	id := submit(t, c, args(2, "")...)
+	for _, p := range []int{3, 1} {
+		waitCheckpoint(t, c, id, jobStatus(t, c, id).Checkpointing.Completed+2)
+		if r := runWeir(t, append([]string{"job", "cancel", id}, jm...)...); r.ExitCode != 0 {
+			t.Fatalf("cancel: exit %d: %s", r.ExitCode, r.Stderr)
+		}
+		waitState(t, c, id, time.Minute, "CANCELED")
+		var list cli.CheckpointListView
+		weirJSON(t, &list, append([]string{"job", "checkpoints", id}, jm...)...)
+		var latest string
+		for _, cp := range list.Checkpoints {
+			if !cp.Savepoint {
+				latest = cp.Path
+			}
+		}
+		if latest == "" {
+			t.Fatal("no retained checkpoint")
+		}
+		native := false
+		for _, op := range readMetadata(t, srv, latest).Operators {
+			for _, s := range op.Subtasks {
+				native = native || statebackend.NativeChain(s.Chain)
+			}
+		}
+		if !native {
+			t.Fatalf("checkpoint %s holds no Pebble files", latest)
+		}
+		t.Logf("restoring %s at parallelism %d", latest, p)
+		id = submit(t, c, args(p, latest)...)
+	}
+	st := waitState(t, c, id, 3*time.Minute, "FINISHED", "FAILED")
+	if st.State != "FINISHED" || st.Parallelism != 1 || st.Restarts != 0 {
+		t.Fatalf("job %v at parallelism %d after %d restarts: %s", st.State, st.Parallelism, st.Restarts, st.Failure)
+	}
+	verifySequence(t, srv, "s3://weir/out", keys, count)
 }
 
 // TestPebbleStateLargerThanMemoryLimit runs state-fill on the pebble

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/statebackend/storage"
 )
 
@@ -20,6 +21,7 @@ type checkpointFlags struct {
 	fromSavepoint               string
 	allowNonRestored            bool
 	incremental                 bool
+	cmd                         *cobra.Command
 }
 
 func (f *checkpointFlags) register(cmd *cobra.Command) {
@@ -27,20 +29,28 @@ func (f *checkpointFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "checkpoint-timeout", jobmanager.DefaultCheckpointTimeout, "a checkpoint not complete after this long is aborted")
 	cmd.Flags().DurationVar(&f.minPause, "checkpoint-min-pause", 0, "least time between the end of a checkpoint and the next")
 	cmd.Flags().IntVar(&f.retained, "checkpoints-retained", jobmanager.DefaultRetainedCheckpoint, "completed checkpoints to keep")
+	f.cmd = cmd
 	cmd.Flags().BoolVar(&f.incremental, "incremental", false, "checkpoints store only the keyed state changed since the latest completed one, "+
-		"referring to earlier shared files for the rest (savepoints stay full)")
+		"referring to earlier shared files for the rest: the memory backend's changed entries, pebble's new SSTs "+
+		"(savepoints stay full; default true with --state-backend pebble, else false)")
 	cmd.Flags().StringVar(&f.fromSavepoint, "from-savepoint", "", "start from this savepoint (or retained checkpoint) directory")
 	cmd.Flags().BoolVar(&f.allowNonRestored, "allow-non-restored-state", false, "start even if the savepoint has state for operators the job lacks")
 }
 
 // apply sets req's checkpoint and restore settings and makes the paths it
-// carries (--from-savepoint, path parameters) absolute.
+// carries (--from-savepoint, path parameters) absolute. Checkpoints are
+// incremental by default when req names the pebble state backend (Flink's
+// default for RocksDB too: uploading only new SSTs costs nothing on the
+// write path); an explicit --incremental=false keeps them full.
 func (f *checkpointFlags) apply(req *weirv1.SubmitJobRequest) error {
 	if f.interval < 0 || f.timeout < 0 || f.minPause < 0 || f.retained < 1 {
 		return fmt.Errorf("--checkpoint-interval, --checkpoint-timeout and --checkpoint-min-pause must not be negative, --checkpoints-retained at least 1")
 	}
 	req.Checkpointing = &weirv1.CheckpointConfig{IntervalMs: f.interval.Milliseconds(), TimeoutMs: f.timeout.Milliseconds(),
 		MinPauseMs: f.minPause.Milliseconds(), Retained: int32(f.retained), Incremental: f.incremental}
+	if f.cmd != nil && !f.cmd.Flags().Changed("incremental") && req.StateBackend == runtime.StateBackendPebble {
+		req.Checkpointing.Incremental = true
+	}
 	from, err := absURL("--from-savepoint", f.fromSavepoint)
 	if err != nil {
 		return err

@@ -195,10 +195,11 @@ func newJobCmd() *cobra.Command {
 				return err
 			}
 			req := &weirv1.SubmitJobRequest{JobName: args[0], Parallelism: int32(parallelism), Params: params, Labels: labels}
-			if err := ckf.apply(req); err != nil {
+			// The state backend first: it sets --incremental's default.
+			if err := sbf.apply(req); err != nil {
 				return err
 			}
-			if err := sbf.apply(req); err != nil {
+			if err := ckf.apply(req); err != nil {
 				return err
 			}
 			id, err := c.submit(cmd.Context(), req)
@@ -393,7 +394,10 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		if c.IntervalMs > 0 {
 			every = "every " + (time.Duration(c.IntervalMs) * time.Millisecond).String()
 		}
-		if c.Incremental {
+		switch {
+		case c.Incremental && st.StateBackend == runtime.StateBackendPebble:
+			every += " (incremental: new pebble SSTs)"
+		case c.Incremental:
 			every += " (incremental)"
 		}
 		fmt.Fprintf(w, "  checkpoints %s  completed %d  failed %d  restarts %d  attempt %d\n",

@@ -98,10 +98,14 @@ type CheckpointingView struct {
 	TimeoutMs  int64 `json:"timeout_ms"`
 	MinPauseMs int64 `json:"min_pause_ms"`
 	Retained   int   `json:"retained"`
-	// Incremental: checkpoints store what changed since the latest one.
-	Incremental bool  `json:"incremental"`
-	Completed   int64 `json:"completed"`
-	Failed      int64 `json:"failed"`
+	// Incremental: checkpoints store what changed since the latest one
+	// (on pebble, the SSTs the latest one did not upload).
+	Incremental bool `json:"incremental"`
+	// StateBackend is the job's state backend; "" when each
+	// TaskManager's default applies.
+	StateBackend string `json:"state_backend"`
+	Completed    int64  `json:"completed"`
+	Failed       int64  `json:"failed"`
 	// Latest is the newest completed checkpoint or savepoint; Restored is
 	// what the current attempt started from. Each may be null.
 	Latest   *CheckpointView `json:"latest"`
@@ -379,7 +383,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 		Attempt:        int(st.GetAttempt()),
 		Params:         map[string]string{},
 		Checkpointing: CheckpointingView{IntervalMs: c.GetIntervalMs(), TimeoutMs: c.GetTimeoutMs(), MinPauseMs: c.GetMinPauseMs(),
-			Retained: int(c.GetRetained()), Incremental: c.GetIncremental(), Completed: st.GetCompletedCheckpoints(), Failed: st.GetFailedCheckpoints(),
+			Retained: int(c.GetRetained()), Incremental: c.GetIncremental(), StateBackend: st.GetStateBackend(), Completed: st.GetCompletedCheckpoints(), Failed: st.GetFailedCheckpoints(),
 			Latest: checkpointView(st.GetLatestCheckpoint()), Restored: checkpointView(st.GetRestored())},
 		Latency: LatencyView{Markers: l.GetCount(), P50Ms: nsToMs(l.GetP50Ns()), P99Ms: nsToMs(l.GetP99Ns()),
 			MaxMs: nsToMs(l.GetMaxNs())},

@@ -55,10 +55,11 @@ func newLocalCmd() *cobra.Command {
 				return err
 			}
 			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
-			if err := ckf.apply(req); err != nil {
+			// The state backend first: it sets --incremental's default.
+			if err := sbf.apply(req); err != nil {
 				return err
 			}
-			if err := sbf.apply(req); err != nil {
+			if err := ckf.apply(req); err != nil {
 				return err
 			}
 			// The embedded cluster's slots are all there is: a job that

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +74,13 @@ type liveSource struct {
 	restored bool
 	started  bool
 	entries  map[string]store.Entry
+	// encoded is each entry's JSON, for SnapshotState: a checkpoint
+	// copies 10,000 entries rather than encoding them again.
+	encoded map[string][]byte
+	// set is the rule set last sent, nil until one is: the first set a
+	// source sends (at start, on a restore) is whole, the later ones
+	// deltas of it.
+	set      *rules.Set
 	mark     int64
 	watch    clientv3.WatchChan
 	rev      int64
@@ -118,7 +126,7 @@ func (s *liveSource) probe() {
 // InitializeState restores the time of the last record and the entries
 // the source had applied: what the restored broadcast state holds.
 func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte) error {
-	s.entries = map[string]store.Entry{}
+	s.entries, s.encoded = map[string]store.Entry{}, map[string][]byte{}
 	if len(entries) == 0 {
 		s.last = setTime
 		return nil
@@ -130,19 +138,49 @@ func (s *liveSource) InitializeState(_ *runtime.RuntimeContext, entries [][]byte
 	if err != nil {
 		return fmt.Errorf("rule source state: %w", err)
 	}
-	if err := json.Unmarshal(entries[1], &s.entries); err != nil {
+	var restored map[string]store.Entry
+	if err := json.Unmarshal(entries[1], &restored); err != nil {
 		return fmt.Errorf("rule source state: %w", err)
+	}
+	for _, e := range restored {
+		if err := s.setEntry(e); err != nil {
+			return fmt.Errorf("rule source state: %w", err)
+		}
 	}
 	s.last, s.restored = v, true
 	return nil
 }
 
+// SnapshotState writes the entries as one JSON object by ID, from each
+// entry's JSON made when it changed.
 func (s *liveSource) SnapshotState(int64) ([][]byte, error) {
-	b, err := json.Marshal(s.entries)
-	if err != nil {
-		return nil, err
+	ids := slices.Sorted(maps.Keys(s.encoded))
+	n := 2
+	for _, id := range ids {
+		n += len(id) + len(s.encoded[id]) + 4
 	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, id) // IDs are letters, digits and ._-
+		b = append(b, ':')
+		b = append(b, s.encoded[id]...)
+	}
+	b = append(b, '}')
 	return [][]byte{runtime.Int64Codec{}.Append(nil, s.last), b}, nil
+}
+
+// setEntry makes e the entry of its ID.
+func (s *liveSource) setEntry(e store.Entry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	s.entries[e.ID], s.encoded[e.ID] = e, b
+	return nil
 }
 
 func (s *liveSource) Open(ctx *runtime.RuntimeContext) error {
@@ -171,26 +209,61 @@ func (s *liveSource) Close() error {
 	return nil
 }
 
-// emit sends a change (set nil: a tick) from event time from. The rule
-// watermark is one below the last record's time, so a change may still
-// apply from that time (two puts at one --at); one from before it is
-// applied from it, and logged.
-func (s *liveSource) emit(out runtime.Collector[Change], from int64, set *rules.Set) {
-	if set == nil && from <= s.last {
+// emit sends a change (a tick if it has no set or delta) from its event
+// time From; set is the set it makes. The rule watermark is one below the
+// last record's time, so a change may still apply from that time (two
+// puts at one --at); one from before it is applied from it, and logged.
+func (s *liveSource) emit(out runtime.Collector[Change], c Change, set *rules.Set) {
+	tick := c.Set == nil && c.Delta == nil
+	if tick && c.From <= s.last {
 		return
 	}
-	if from < s.last {
-		if set != nil && s.started {
+	if c.From < s.last {
+		if !tick && s.started {
 			s.log.Warn("rules: a change arrived behind the rule watermark; it applies from the watermark on",
-				"at", from, "applies_from", s.last)
+				"at", c.From, "applies_from", s.last)
 		}
-		from = s.last
+		c.From = s.last
 	}
-	s.last = from
+	s.last = c.From
 	if set != nil {
-		s.setRules, s.setFrom = len(set.Rules), from
+		s.set, s.setRules, s.setFrom = set, len(set.Rules), c.From
 	}
-	out.Collect(Change{From: from, Set: set})
+	out.Collect(c)
+}
+
+// change sends the set of the entries from event time at: whole if no set
+// was sent yet, else as the delta of the entries of ids (changed since the
+// set last sent).
+func (s *liveSource) change(out runtime.Collector[Change], at int64, ids []string) error {
+	if s.set == nil {
+		set, err := s.compile()
+		if err != nil {
+			return err
+		}
+		s.emit(out, Change{From: at, Set: set}, set)
+		s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules), "sent", "set")
+		return nil
+	}
+	var docs []rules.Doc
+	var removed []string
+	for _, id := range ids {
+		e := s.entries[id]
+		if e.State == store.Deleted {
+			removed = append(removed, id)
+			continue
+		}
+		docs = append(docs, rules.Doc{File: "etcd:" + e.ID, Source: []byte(e.Source), Version: e.Version, State: e.State})
+	}
+	next, err := s.set.With(docs, removed)
+	if err != nil {
+		return fmt.Errorf("rule source: %w", err)
+	}
+	d := s.set.Delta(next, docs, removed)
+	s.emit(out, Change{From: at, Delta: &d}, next)
+	s.log.Info("rules: change", "applies_from", s.last, "rules", len(next.Rules), "sent", "delta",
+		"documents", len(docs), "removed", len(removed))
+	return nil
 }
 
 func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
@@ -199,11 +272,9 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 		if !s.restored {
 			// The rules of the parameter, before any event; etcd's
 			// entries follow in the order of their times.
-			set, err := s.compile()
-			if err != nil {
+			if err := s.change(out, setTime, nil); err != nil { // s.set is nil: a whole set
 				return 0, err
 			}
-			s.emit(out, setTime, set)
 		}
 		if err := s.connect(out); err != nil {
 			s.unreachable(err)
@@ -225,7 +296,7 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 	if !s.cfg.marks && time.Since(s.lastTick) >= tickEvery {
 		s.lastTick = time.Now()
 		if t := time.Now().Add(-s.cfg.lag).UnixMilli(); t > s.last {
-			s.emit(out, t, nil)
+			s.emit(out, Change{From: t}, nil)
 		}
 	}
 	return tickEvery / 2, nil
@@ -234,9 +305,9 @@ func (s *liveSource) Poll(out runtime.Collector[Change]) (time.Duration, error) 
 // connect reads the stored rules (seeding those of the rules parameter
 // that are not stored yet, so the CLI sees them), applies the entries that
 // differ from the ones the source holds (restored from a checkpoint, or
-// from before an outage) one by one in the order of their times, so each
-// applies from its own time (or from the rule watermark, if that has
-// passed it), and starts the watch.
+// from before an outage) in the order of their times, one change per
+// time, so each applies from its own time (or from the rule watermark, if
+// that has passed it), and starts the watch.
 func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	ctx, cancel := context.WithTimeout(s.ctx, etcdTimeout)
 	defer cancel()
@@ -271,13 +342,20 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 		}
 	}
 	slices.SortStableFunc(changed, func(a, b store.Entry) int { return cmp.Compare(a.At, b.At) })
-	for _, e := range changed {
-		s.entries[e.ID] = e
-		set, err := s.compile()
-		if err != nil {
+	// Entries of one time make one change (the rules parameter's, stored
+	// at start, are thousands at the time before any event).
+	for i := 0; i < len(changed); {
+		var ids []string
+		at := changed[i].At
+		for ; i < len(changed) && changed[i].At == at; i++ {
+			if err := s.setEntry(changed[i]); err != nil {
+				return err
+			}
+			ids = append(ids, changed[i].ID)
+		}
+		if err := s.change(out, at, ids); err != nil {
 			return err
 		}
-		s.emit(out, e.At, set)
 	}
 	if m, err := s.st.Mark(ctx); err == nil {
 		s.mark = m
@@ -290,7 +368,8 @@ func (s *liveSource) connect(out runtime.Collector[Change]) error {
 	}
 	var wctx context.Context
 	wctx, s.watchCancel = context.WithCancel(s.ctx)
-	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), store.Prefix(s.cfg.cluster, s.job), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	key, end := s.st.WatchRange()
+	s.watch = s.cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRange(end), clientv3.WithRev(rev+1))
 	if s.down {
 		s.log.Info("rules: etcd reachable again; following rule changes")
 	}
@@ -325,20 +404,24 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 	// from the same time as applying them one by one, compiled and
 	// broadcast once rather than once per rule.
 	pending, pendingAt := false, int64(setTime)
+	var ids []string // the IDs changed since the last flush, once each
+	seen := map[string]bool{}
 	flush := func() {
 		if !pending {
 			return
 		}
 		pending = false
-		set, err := s.compile()
-		if err != nil {
+		if err := s.change(out, pendingAt, ids); err != nil {
 			// Stored rules were checked; one that no longer compiles
-			// (another release?) keeps the old set.
+			// (another release?) keeps the old set. The next change
+			// sends a whole set, compiled from every entry.
 			s.log.Error("rules: the stored rules do not compile; keeping the current set", "err", err)
+			s.set, ids = nil, ids[:0]
+			clear(seen)
 			return
 		}
-		s.emit(out, pendingAt, set)
-		s.log.Info("rules: change", "applies_from", s.last, "rules", len(set.Rules))
+		ids = ids[:0]
+		clear(seen)
 	}
 	defer flush()
 	for {
@@ -375,7 +458,13 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 						s.log.Warn("rules: a stored entry does not decode; ignored", "key", key, "err", err)
 						continue
 					}
-					s.entries[e.ID] = e
+					if err := s.setEntry(e); err != nil {
+						return err
+					}
+					if !seen[e.ID] {
+						seen[e.ID] = true
+						ids = append(ids, e.ID)
+					}
 				}
 			}
 			if changed {
@@ -384,12 +473,12 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 			}
 			if s.cfg.marks && s.mark > max(s.last, pendingAt) {
 				flush()
-				s.emit(out, s.mark, nil)
+				s.emit(out, Change{From: s.mark}, nil)
 			}
 		default:
 			flush()
 			if s.cfg.marks && s.mark > s.last {
-				s.emit(out, s.mark, nil)
+				s.emit(out, Change{From: s.mark}, nil)
 			}
 			return nil
 		}

@@ -50,8 +50,7 @@ func (r *router) Open(ctx *runtime.KeyedContext[int64]) (err error) {
 }
 
 func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext, _ runtime.Collector[Routed]) error {
-	applyChange(r.sets, c, ctx.CurrentWatermark())
-	return nil
+	return applyChange(r.sets, c, ctx.CurrentWatermark())
 }
 
 func (r *router) ProcessElement(rec Record, ctx *runtime.KeyedContext[int64], out runtime.Collector[Routed]) error {

@@ -1,6 +1,12 @@
 package rulesjob
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +19,7 @@ import (
 	"github.com/weirstream/weir/connectors/file"
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/rules"
+	"github.com/weirstream/weir/rules/store"
 )
 
 func TestSchemaChecksJSONEvents(t *testing.T) {
@@ -207,3 +214,114 @@ func TestKafkaDecoder(t *testing.T) {
 		t.Errorf("csv with a bad number decoded")
 	}
 }
+
+// mapSets is broadcast state in a map, for applyChange.
+type mapSets map[int64]*rules.Set
+
+func (m mapSets) Get(k int64) (*rules.Set, bool)    { v, ok := m[k]; return v, ok }
+func (m mapSets) Put(k int64, v *rules.Set)         { m[k] = v }
+func (m mapSets) Remove(k int64)                    { delete(m, k) }
+func (m mapSets) Contains(k int64) bool             { _, ok := m[k]; return ok }
+func (m mapSets) Len() int                          { return len(m) }
+func (m mapSets) All() iter.Seq2[int64, *rules.Set] { return maps.All(m) }
+func (m mapSets) Clear()                            { clear(m) }
+
+// TestLiveSourceSendsDeltas: the live rule source sends its first set
+// whole and then deltas, which a subtask's applyChange turns into the set
+// the source holds, through the codec; a subtask that missed a change
+// fails rather than evaluating under another set.
+func TestLiveSourceSendsDeltas(t *testing.T) {
+	s := &liveSource{log: slog.New(slog.DiscardHandler), last: setTime}
+	if err := s.InitializeState(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(id string, version int64, state string, max int) store.Entry {
+		return store.Entry{ID: id, Version: version, State: state, Kind: "rule",
+			Source: fmt.Sprintf("id: %s\nkey: [user]\nkind: filter\nparams: {max: %d}\ncondition: 'e.amount > p.max'\n", id, max)}
+	}
+	var sent []Change
+	out := collectorFunc(func(c Change) {
+		b := ChangeCodec{}.Append(nil, c)
+		d, err := ChangeCodec{}.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, d)
+	})
+	sets, missed := mapSets{}, mapSets{}
+	step := func(at int64, es ...store.Entry) {
+		t.Helper()
+		var ids []string
+		for _, e := range es {
+			if err := s.setEntry(e); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, e.ID)
+		}
+		if err := s.change(out, at, ids); err != nil {
+			t.Fatal(err)
+		}
+		c := sent[len(sent)-1]
+		if err := applyChange(sets, c, at-1); err != nil {
+			t.Fatalf("at %d: %v", at, err)
+		}
+		want, err := s.compile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sets[c.From]; got.Digest() != want.Digest() || !bytes.Equal(rules.SetCodec{}.Append(nil, got), rules.SetCodec{}.Append(nil, want)) {
+			t.Fatalf("at %d: the subtask's set is not the source's", at)
+		}
+	}
+	step(10, entry("a", 1, store.Active, 1), entry("b", 1, store.Active, 2))
+	if sent[0].Set == nil || sent[0].Delta != nil {
+		t.Fatalf("the first change is not a whole set: %+v", sent[0])
+	}
+	if err := applyChange(missed, sent[0], 9); err != nil {
+		t.Fatal(err)
+	}
+	step(20, entry("a", 2, store.Paused, 1))
+	step(30, entry("c", 1, store.Shadow, 3), entry("b", 2, store.Deleted, 2))
+	step(30, entry("a", 3, store.Active, 5)) // a second change at one time
+	for _, c := range sent[1:] {
+		if c.Delta == nil || c.Set != nil {
+			t.Fatalf("a later change is not a delta: %+v", c)
+		}
+		if n := len(c.Delta.Docs) + len(c.Delta.Removed); n > 2 {
+			t.Errorf("a delta carries %d documents", n)
+		}
+	}
+	if len(sets) != 2 {
+		t.Errorf("%d sets held, want the one in force at 29 and the one from 30", len(sets))
+	}
+	// A subtask that missed the change at 20 refuses the one at 30.
+	if err := applyChange(missed, sent[2], 25); !errors.Is(err, rules.ErrDeltaBase) {
+		t.Errorf("a delta applied to a set that is not its base: %v", err)
+	}
+	if err := applyChange(mapSets{}, sent[2], 25); !errors.Is(err, rules.ErrDeltaBase) {
+		t.Errorf("a delta applied to no set: %v", err)
+	}
+	// The source's state restores its entries; its first change is whole.
+	st, err := s.SnapshotState(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &liveSource{log: s.log}
+	if err := r.InitializeState(nil, st); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(r.entries, s.entries) || r.last != s.last {
+		t.Fatalf("restored %v at %d, want %v at %d", r.entries, r.last, s.entries, s.last)
+	}
+	sent = nil
+	if err := r.setEntry(entry("d", 1, store.Active, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.change(out, 40, []string{"d"}); err != nil || sent[0].Set == nil || len(sent[0].Set.Rules) != 3 {
+		t.Fatalf("the first change after a restore: %+v, %v", sent, err)
+	}
+}
+
+type collectorFunc func(Change)
+
+func (f collectorFunc) Collect(c Change) { f(c) }

@@ -5,6 +5,9 @@
 //	rules-history/<id>/<version> every entry the rule ever had
 //	rules-mark                   with rules-clock=marks, the event time up
 //	                             to which no change can come any more
+//	rules-lists                  the IDs stored as lists (JSON), so a change
+//	                             of a rule reads the lists, not every rule
+//	rule-stats/<subtask>         the per-rule counts of an evaluator subtask
 //
 // An entry is one version of a rule: its YAML source, its state (active,
 // shadow, paused, or deleted, a tombstone), the event time from which it
@@ -14,6 +17,16 @@
 // cannot both build on the same version (compare-and-swap). A rule is
 // compiled, with the job's other stored rules and its inline tests, before
 // it is stored: a bad rule never reaches a task.
+//
+// A change of rules touches only their keys, whatever the number of rules
+// stored: a rule compiles against the lists alone, so a put (or rollback)
+// of rules reads their current entries, the rules-lists index and the
+// lists it names, and a pause, resume, shadow or delete of a rule reads
+// the rule alone. A change of a list (which every rule may read) reads
+// and compiles every stored rule, and brings rules-lists up to date; so
+// does a put refused on the narrow read (a refusal is always confirmed
+// against every stored entry, so a stale index can slow a put down but
+// never refuse a good rule).
 //
 // The job's rule source (package rulesjob) reads the entries and watches
 // the prefix; see there for how a change takes effect.
@@ -91,7 +104,18 @@ func (s *Store) RulesPrefix() string { return s.prefix + "rules/" }
 // MarkKey is the key of the event-time mark.
 func (s *Store) MarkKey() string { return s.prefix + "rules-mark" }
 
+// WatchRange is the key range [key, end) a rule source watches: the mark
+// and the current entries, in one watch so that their changes arrive in
+// the order they were made, and not the history, the index of lists or
+// the stats, which sort outside it.
+func (s *Store) WatchRange() (key, end string) {
+	return s.MarkKey(), strings.TrimSuffix(s.RulesPrefix(), "/") + "0" // '0' follows '/'
+}
+
 func (s *Store) ruleKey(id string) string { return s.RulesPrefix() + id }
+
+// listsKey is the key of the index of lists.
+func (s *Store) listsKey() string { return s.prefix + "rules-lists" }
 
 func (s *Store) historyKey(id string, v int64) string {
 	return s.prefix + "rules-history/" + id + "/" + fmt.Sprintf("%020d", v)
@@ -218,16 +242,9 @@ func (s *Store) Put(ctx context.Context, specs []*rules.Spec, ch Change) ([]Entr
 	if len(specs) == 0 {
 		return nil, errors.New("no documents to put")
 	}
-	cur, _, err := s.List(ctx)
+	byID, err := s.checked(ctx, specs)
 	if err != nil {
 		return nil, err
-	}
-	if err := check(cur, specs); err != nil {
-		return nil, err
-	}
-	byID := map[string]Entry{}
-	for _, e := range cur {
-		byID[e.ID] = e
 	}
 	var out []Entry
 	for _, sp := range specs {
@@ -246,6 +263,133 @@ func (s *Store) Put(ctx context.Context, specs []*rules.Spec, ch Change) ([]Entr
 		out = append(out, got)
 	}
 	return out, nil
+}
+
+// checked checks specs against the stored entries (see check) and
+// returns the current entries of their IDs. Without a list among specs it
+// reads only those entries and the stored lists (see the package doc);
+// a refusal, and a change of lists, is checked against every entry.
+func (s *Store) checked(ctx context.Context, specs []*rules.Spec) (map[string]Entry, error) {
+	if !slices.ContainsFunc(specs, func(sp *rules.Spec) bool { return sp.Kind == "list" }) {
+		cur, ok, err := s.narrow(ctx, specs)
+		if err != nil {
+			return nil, err
+		}
+		if ok && check(cur, specs) == nil {
+			return byID(cur), nil
+		}
+	}
+	cur, _, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(cur, specs); err != nil {
+		return nil, err
+	}
+	if err := s.indexLists(ctx, cur, specs); err != nil {
+		return nil, err
+	}
+	return byID(cur), nil
+}
+
+func byID(es []Entry) map[string]Entry {
+	m := make(map[string]Entry, len(es))
+	for _, e := range es {
+		m[e.ID] = e
+	}
+	return m
+}
+
+// narrow reads the current entries of specs' IDs and of the lists in the
+// index, in one etcd transaction; ok is false if there is no index yet.
+func (s *Store) narrow(ctx context.Context, specs []*rules.Spec) ([]Entry, bool, error) {
+	r, err := s.cli.Get(ctx, s.listsKey())
+	if err != nil {
+		return nil, false, fmt.Errorf("etcd: %w", err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, false, nil
+	}
+	var lists []string
+	if err := json.Unmarshal(r.Kvs[0].Value, &lists); err != nil {
+		return nil, false, nil // the full read rewrites it
+	}
+	ids := append([]string(nil), lists...)
+	for _, sp := range specs {
+		if !slices.Contains(lists, sp.ID) {
+			ids = append(ids, sp.ID)
+		}
+	}
+	if len(ids) > narrowMax {
+		return nil, false, nil // a put of many rules reads them all anyway
+	}
+	ops := make([]clientv3.Op, len(ids))
+	for i, id := range ids {
+		ops[i] = clientv3.OpGet(s.ruleKey(id))
+	}
+	t, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, false, fmt.Errorf("etcd: %w", err)
+	}
+	var cur []Entry
+	for _, resp := range t.Responses {
+		for _, kv := range resp.GetResponseRange().Kvs {
+			e, err := Decode(kv.Value)
+			if err != nil {
+				return nil, false, fmt.Errorf("%s: %w", kv.Key, err)
+			}
+			cur = append(cur, e)
+		}
+	}
+	return cur, true, nil
+}
+
+// narrowMax bounds the keys of a narrow read: etcd takes at most 128
+// operations in a transaction (its --max-txn-ops).
+const narrowMax = 100
+
+// indexLists makes the index of lists name every list of cur and specs,
+// keeping IDs another writer added meanwhile (the index may name more
+// IDs than are lists: narrow reads them and check skips rules).
+func (s *Store) indexLists(ctx context.Context, cur []Entry, specs []*rules.Spec) error {
+	var want []string
+	for _, e := range cur {
+		if e.Kind == "list" {
+			want = append(want, e.ID)
+		}
+	}
+	for _, sp := range specs {
+		if sp.Kind == "list" {
+			want = append(want, sp.ID)
+		}
+	}
+	for {
+		r, err := s.cli.Get(ctx, s.listsKey())
+		if err != nil {
+			return fmt.Errorf("etcd: %w", err)
+		}
+		var have []string
+		cmp := clientv3.Compare(clientv3.CreateRevision(s.listsKey()), "=", 0)
+		if len(r.Kvs) > 0 {
+			_ = json.Unmarshal(r.Kvs[0].Value, &have) // unreadable: rewritten
+			cmp = clientv3.Compare(clientv3.ModRevision(s.listsKey()), "=", r.Kvs[0].ModRevision)
+		}
+		all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(have), want...))))
+		if len(r.Kvs) > 0 && slices.Equal(all, have) {
+			return nil
+		}
+		b, err := json.Marshal(all)
+		if err != nil {
+			return err
+		}
+		t, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(s.listsKey(), string(b))).Commit()
+		if err != nil {
+			return fmt.Errorf("etcd: %w", err)
+		}
+		if t.Succeeded {
+			return nil
+		}
+	}
 }
 
 // check compiles the current rules with specs in place of their IDs, so
@@ -267,7 +411,7 @@ func check(cur []Entry, specs []*rules.Spec) error {
 	lists := slices.ContainsFunc(specs, func(sp *rules.Spec) bool { return sp.Kind == "list" })
 	all := append([]*rules.Spec(nil), specs...)
 	for _, e := range cur {
-		if replaced[e.ID] || e.State == Deleted || (!lists && e.Kind == "rule") {
+		if replaced[e.ID] || e.State == Deleted || (!lists && e.Kind != "list" && e.Kind != "") {
 			continue
 		}
 		docs, err := rules.Parse("etcd:"+e.ID, []byte(e.Source))
@@ -339,7 +483,9 @@ func (s *Store) SetState(ctx context.Context, id, state string, ch Change) (Entr
 	if prev.State == Deleted && state != Deleted {
 		return Entry{}, fmt.Errorf("rule %s is deleted: put it again, or roll it back to a version", id)
 	}
-	if state == Deleted {
+	// Rules read lists, not other rules: only a list's deletion needs the
+	// others compiled without it.
+	if state == Deleted && (prev.Kind == "list" || prev.Kind == "") {
 		cur, _, err := s.List(ctx)
 		if err != nil {
 			return Entry{}, err
@@ -400,11 +546,7 @@ func (s *Store) Rollback(ctx context.Context, id string, to int64, ch Change) (E
 	if err != nil {
 		return Entry{}, err
 	}
-	cur, _, err := s.List(ctx)
-	if err != nil {
-		return Entry{}, err
-	}
-	if err := check(cur, docs); err != nil {
+	if _, err := s.checked(ctx, docs); err != nil {
 		return Entry{}, err
 	}
 	e := *old
@@ -444,7 +586,7 @@ func cmpOr(s, def string) string {
 }
 
 // RuleStat is one rule version's counts in one subtask of a job, as the
-// job publishes them under rules-stats/ and `weir rules stats` sums them.
+// job publishes them under rule-stats/ and `weir rules stats` sums them.
 type RuleStat struct {
 	Rule        string `json:"rule"`
 	Version     int64  `json:"version"`
@@ -456,7 +598,8 @@ type RuleStat struct {
 
 // StatsKey is where a subtask of the job publishes its rule counts.
 func (s *Store) StatsKey(subtask int) string {
-	return s.prefix + "rules-stats/" + strconv.Itoa(subtask)
+	// Outside WatchRange: the rule source does not receive the stats.
+	return s.prefix + "rule-stats/" + strconv.Itoa(subtask)
 }
 
 // PublishStats writes a subtask's counts with a lease of ttl seconds, so
@@ -479,7 +622,7 @@ func (s *Store) PublishStats(ctx context.Context, subtask int, stats []RuleStat,
 // Stats sums the counts every subtask published, by rule and version, in
 // (rule, version) order.
 func (s *Store) Stats(ctx context.Context) ([]RuleStat, error) {
-	r, err := s.cli.Get(ctx, s.prefix+"rules-stats/", clientv3.WithPrefix())
+	r, err := s.cli.Get(ctx, s.prefix+"rule-stats/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}

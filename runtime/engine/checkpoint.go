@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -87,6 +88,29 @@ type StateSnapshot struct {
 	// the uploader asks it for a delta, writes the file to the job's
 	// shared directory and tells it the chain it stored.
 	Incremental IncrementalSnapshot
+	// Native, when set, is the keyed state as a state backend's own files
+	// (a Pebble checkpoint); Encode then writes the rest (timers,
+	// operator state). Only checkpoints have it, never savepoints.
+	Native NativeSnapshot
+}
+
+// NativeSnapshot is a state backend's native checkpoint of an operator
+// subtask's keyed state: files in a local directory, some of which
+// (SSTs) never change and may be shared by later checkpoints.
+type NativeSnapshot interface {
+	// Dir is the directory holding Files.
+	Dir() string
+	// Files lists the checkpoint's file names.
+	Files() []string
+	// Shared says whether file name may be shared between checkpoints.
+	Shared(name string) bool
+	// Uploaded returns, by file name, the shared files checkpoint baseID
+	// (the barrier's BaseID) stored, which this one may refer to.
+	Uploaded(baseID int64) map[string]statebackend.FileRef
+	// Stored records the chain that holds this checkpoint's state.
+	Stored(chain []statebackend.FileRef)
+	// Release lets go of the files once they are uploaded (or not).
+	Release()
 }
 
 // IncrementalSnapshot is the incremental side of one operator's snapshot.
@@ -130,6 +154,19 @@ func (u StorageUploader) Upload(ctx context.Context, s *Snapshot) (*CheckpointAc
 		}
 		var shared storage.Storage
 		for _, o := range s.States {
+			if o.Native != nil {
+				if shared == nil {
+					if shared, err = open(statebackend.SharedDir(s.Barrier.Location)); err != nil {
+						return nil, err
+					}
+				}
+				snap, err := uploadNative(ctx, st, shared, s, o)
+				if err != nil {
+					return nil, err
+				}
+				ack.States = append(ack.States, snap)
+				continue
+			}
 			if o.Incremental != nil && !s.Barrier.Savepoint {
 				if shared == nil {
 					if shared, err = open(statebackend.SharedDir(s.Barrier.Location)); err != nil {
@@ -177,4 +214,47 @@ func uploadIncremental(ctx context.Context, shared storage.Storage, s *Snapshot,
 	chain := append(slices.Clone(base), statebackend.FileRef{Path: name, Size: int64(len(data)), Shared: true, Delta: delta})
 	o.Incremental.Stored(chain)
 	return OperatorSnapshot{UID: o.UID, Chain: chain, Size: int64(len(data)), KeyGroups: o.KeyGroups, Keys: o.Keys()}, nil
+}
+
+// uploadNative stores an operator's native checkpoint: the state file of
+// its timers and operator state, and its backend's files, streamed from
+// disk. A shared file the base checkpoint stored is referred to, not
+// uploaded again; a new one goes to the job's shared directory, the
+// others to the checkpoint's own.
+func uploadNative(ctx context.Context, st, shared storage.Storage, s *Snapshot, o StateSnapshot) (OperatorSnapshot, error) {
+	n := o.Native
+	defer n.Release()
+	data, err := o.Encode(ctx)
+	if err != nil {
+		return OperatorSnapshot{}, fmt.Errorf("operator %s: %w", o.UID, err)
+	}
+	name := statebackend.StateFileName(o.UID, s.Subtask)
+	if err := st.Put(ctx, name, data); err != nil {
+		return OperatorSnapshot{}, fmt.Errorf("operator %s: writing state to %s: %w", o.UID, s.Barrier.Location, err)
+	}
+	written := int64(len(data))
+	chain := []statebackend.FileRef{{Path: name, Size: int64(len(data))}}
+	base := n.Uploaded(s.Barrier.BaseID)
+	for _, f := range n.Files() {
+		if ref, ok := base[f]; ok && n.Shared(f) {
+			chain = append(chain, ref)
+			continue
+		}
+		ref := statebackend.FileRef{Local: f}
+		to := st
+		if n.Shared(f) {
+			ref.Path, ref.Shared, to = statebackend.SharedNativeName(o.UID, s.Subtask, s.Barrier.ID, f), true, shared
+		} else {
+			ref.Path = statebackend.NativeFileName(o.UID, s.Subtask, f)
+		}
+		size, err := storage.PutFile(ctx, to, ref.Path, filepath.Join(n.Dir(), f))
+		if err != nil {
+			return OperatorSnapshot{}, fmt.Errorf("operator %s: writing state to %s: %w", o.UID, to.URL(), err)
+		}
+		ref.Size = size
+		written += size
+		chain = append(chain, ref)
+	}
+	n.Stored(chain)
+	return OperatorSnapshot{UID: o.UID, Chain: chain, Size: written, KeyGroups: o.KeyGroups, Keys: o.Keys()}, nil
 }

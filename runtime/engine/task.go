@@ -43,8 +43,9 @@ type Chain interface {
 	// Generator is the chain's timestamp assigner, which makes the task's
 	// watermarks; nil when the chain has none.
 	Generator() WatermarkGenerator
-	// Snapshot takes the synchronous part of checkpoint id.
-	Snapshot(id int64) ([]StateSnapshot, error)
+	// Snapshot takes the synchronous part of checkpoint id; a savepoint's
+	// state must be self-contained, in the common state file format.
+	Snapshot(id int64, savepoint bool) ([]StateSnapshot, error)
 	// NotifyCheckpointComplete tells the operators that listen.
 	NotifyCheckpointComplete(id int64) error
 	// EndInput tells the operators their input ended normally.
@@ -687,7 +688,7 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 		t.chain.FireTimers(math.MaxInt64)
 		t.advanceWatermark(MaxWatermark)
 	}
-	states, err := t.chain.Snapshot(b.ID)
+	states, err := t.chain.Snapshot(b.ID, b.Savepoint)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrCheckpointDeclined, err)
 	}
@@ -702,6 +703,7 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 		t.async.Add(1)
 		go func() {
 			defer t.async.Done()
+			defer releaseNative(s.States)
 			for _, st := range s.States {
 				st.Encode(ctx)
 			}
@@ -709,12 +711,16 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 		return
 	}
 	if err != nil {
+		releaseNative(states)
 		t.cfg.Checkpoints.Decline(b.ID, err)
 		return
 	}
 	t.async.Add(1)
 	go func() {
 		defer t.async.Done()
+		// Whatever the uploader did, native checkpoints' files are done
+		// with (Release may be called more than once).
+		defer releaseNative(s.States)
 		ack, err := t.cfg.Uploader.Upload(ctx, s)
 		if err != nil {
 			if !errors.Is(err, ErrCheckpointDeclined) {
@@ -726,6 +732,15 @@ func (t *Task) checkpoint(b Barrier, alignNs int64) {
 		t.lastAck.Store(ack)
 		t.cfg.Checkpoints.Acknowledge(*ack)
 	}()
+}
+
+// releaseNative releases the native checkpoints of states.
+func releaseNative(states []StateSnapshot) {
+	for _, st := range states {
+		if st.Native != nil {
+			st.Native.Release()
+		}
+	}
 }
 
 // LastAck returns the acknowledgement of the newest checkpoint the

@@ -61,6 +61,14 @@ func openBoth(t *testing.T, r statebackend.KeyGroupRange, mem []*statebackend.Ke
 			t.Fatal(err)
 		}
 	}
+	b.register(t)
+	return b
+}
+
+// register makes the tables of both backends.
+func (b *backends) register(t *testing.T) {
+	t.Helper()
+	var err error
 	must := func(e error) {
 		if e != nil {
 			t.Fatal(e)
@@ -78,7 +86,6 @@ func openBoth(t *testing.T, r statebackend.KeyGroupRange, mem []*statebackend.Ke
 	must(err)
 	b.pl, err = NewListTable[int64, int64](b.ps, "l", i64{}, i64{})
 	must(err)
-	return b
 }
 
 const maxP = 16

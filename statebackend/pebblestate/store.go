@@ -32,6 +32,17 @@
 // the key groups a subtask owns with batches; no codec is needed, since
 // the stored bytes are the codecs' output already.
 //
+// Store.Checkpoint is the other way: a native checkpoint (native.go), the
+// store's own files, for incremental checkpoints that upload only the
+// SSTs an earlier checkpoint did not. Its synchronous part writes back the
+// caches and flushes the memtable, then Pebble hard-links the live SSTs
+// into a directory beside the store's, where they stay readable whatever
+// the store compacts meanwhile. A StatesFile beside them maps state ids
+// to names. RestoreNative takes such files back: those of one old
+// subtask become the store (a range delete drops the key groups it does
+// not own); those of several are copied entry by entry, state ids mapped
+// by name.
+//
 // Timers stay in the runtime's memory timer service and are snapshotted
 // by it, as with the memory backend.
 //
@@ -107,6 +118,8 @@ type Store struct {
 	cache      *pebble.Cache
 	cacheKeys  int
 	cacheBytes int
+	// options makes the database's options (a native restore reopens it).
+	options func() *pebble.Options
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
@@ -157,6 +170,43 @@ func Open(o Options) (*Store, error) {
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
 	s.cache = pebble.NewCache(o.CacheBytes)
+	base := vfs.FS(vfs.Default)
+	if o.FS != nil {
+		base = o.FS
+	}
+	// A ballast file reserves room for the flush that runs into a full
+	// disk: the first ENOSPC removes it and records the error, the write
+	// is retried into the freed space, and the store writes nothing more,
+	// so the task fails with the reason instead of waiting forever in a
+	// write stall behind flushes that cannot succeed.
+	ballast := base.PathJoin(o.Dir, ballastName)
+	if err := writeBallast(base, ballast, o.BallastBytes); err != nil {
+		s.cache.Unref()
+		return nil, fmt.Errorf("pebblestate: reserving %d bytes in %s: %w", o.BallastBytes, o.Dir, err)
+	}
+	var released atomic.Bool
+	fs := noSyncFS{vfs.OnDiskFull(base, func() {
+		if released.CompareAndSwap(false, true) {
+			base.Remove(ballast)
+		}
+		s.fail(fmt.Errorf("state store %s: the disk is full: %w", o.Dir, syscall.ENOSPC))
+	})}
+	s.options = func() *pebble.Options { return s.pebbleOptions(o, fs) }
+	db, err := pebble.Open(o.Dir, s.options())
+	if err != nil {
+		s.cache.Unref()
+		return nil, fmt.Errorf("pebblestate: open %s: %w", o.Dir, err)
+	}
+	s.db = db
+	return s, nil
+}
+
+// ballastName is the ballast file's name in the store's directory.
+const ballastName = "ballast"
+
+// pebbleOptions are the options the store's database opens with, on fs;
+// a native restore reopens it with them.
+func (s *Store) pebbleOptions(o Options, fs vfs.FS) *pebble.Options {
 	opts := &pebble.Options{
 		Cache:        s.cache,
 		DisableWAL:   true,
@@ -185,33 +235,8 @@ func Open(o Options) (*Store, error) {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
-	base := vfs.FS(vfs.Default)
-	if o.FS != nil {
-		base = o.FS
-	}
-	// A ballast file reserves room for the flush that runs into a full
-	// disk: the first ENOSPC removes it and records the error, the write
-	// is retried into the freed space, and the store writes nothing more,
-	// so the task fails with the reason instead of waiting forever in a
-	// write stall behind flushes that cannot succeed.
-	ballast := base.PathJoin(o.Dir, "ballast")
-	if err := writeBallast(base, ballast, o.BallastBytes); err != nil {
-		return nil, fmt.Errorf("pebblestate: reserving %d bytes in %s: %w", o.BallastBytes, o.Dir, err)
-	}
-	var released atomic.Bool
-	opts.FS = noSyncFS{vfs.OnDiskFull(base, func() {
-		if released.CompareAndSwap(false, true) {
-			base.Remove(ballast)
-		}
-		s.fail(fmt.Errorf("state store %s: the disk is full: %w", o.Dir, syscall.ENOSPC))
-	})}
-	db, err := pebble.Open(o.Dir, opts)
-	if err != nil {
-		s.cache.Unref()
-		return nil, fmt.Errorf("pebblestate: open %s: %w", o.Dir, err)
-	}
-	s.db = db
-	return s, nil
+	opts.FS = fs
+	return opts
 }
 
 // writeBallast writes n zero bytes to name.
@@ -452,7 +477,10 @@ func (s *Store) release() {
 	if !last {
 		return
 	}
-	err := s.db.Close()
+	var err error
+	if s.db != nil { // nil after a native restore failed to reopen it
+		err = s.db.Close()
+	}
 	s.cache.Unref()
 	if rerr := os.RemoveAll(s.dir); err == nil && rerr != nil {
 		err = fmt.Errorf("pebblestate: removing %s: %w", s.dir, rerr)

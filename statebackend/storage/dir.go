@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,11 @@ func notExist(err error) bool {
 }
 
 func (d *dirStorage) Put(ctx context.Context, name string, data []byte) error {
+	return d.putReader(ctx, name, bytes.NewReader(data), int64(len(data)))
+}
+
+// putReader is Put streaming the object's bytes from r (see PutFile).
+func (d *dirStorage) putReader(ctx context.Context, name string, r io.Reader, size int64) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -70,7 +76,7 @@ func (d *dirStorage) Put(ctx context.Context, name string, data []byte) error {
 		}
 	}
 	tmp := f.Name()
-	err := writeSynced(f, data)
+	err := writeSynced(f, r, size)
 	if err == nil {
 		err = os.Rename(tmp, p)
 	}
@@ -85,8 +91,11 @@ func (d *dirStorage) Put(ctx context.Context, name string, data []byte) error {
 // could leave the new name pointing at an empty file, which breaks the
 // "old, none or all" promise. The directory is not fsynced; losing the
 // rename itself leaves the old object or none, which the promise allows.
-func writeSynced(f *os.File, data []byte) error {
-	_, err := f.Write(data)
+func writeSynced(f *os.File, r io.Reader, size int64) error {
+	n, err := io.Copy(f, r)
+	if err == nil && n != size {
+		err = fmt.Errorf("wrote %d bytes, want %d (the source changed?)", n, size)
+	}
 	if err == nil {
 		err = f.Chmod(0o644) // CreateTemp makes 0600 files
 	}

@@ -275,6 +275,29 @@ func (s *s3Storage) Put(ctx context.Context, name string, data []byte) error {
 	return nil
 }
 
+// putReader is Put streaming the object's bytes from r (see PutFile):
+// minio-go sends a large object as a multipart upload, buffering one part
+// at a time, which completes atomically like a single PUT.
+func (s *s3Storage) putReader(ctx context.Context, name string, r io.Reader, size int64) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := s.ensureBucket(ctx); err != nil {
+		return err
+	}
+	key := s.key(name)
+	_, err := s.client.PutObject(ctx, s.bucket, key, r, size,
+		minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: putPartSize})
+	if err != nil {
+		return s.mapErr("put", key, err)
+	}
+	return nil
+}
+
+// putPartSize bounds the memory of a streamed upload: minio-go buffers one
+// part (S3's minimum part size is 5 MiB).
+const putPartSize = 16 << 20
+
 func (s *s3Storage) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := checkName(name); err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ var conformance = []struct {
 	run  func(t *testing.T, b backend, root string)
 }{
 	{"PutGet", testPutGet},
+	{"PutFileGetFile", testPutFileGetFile},
 	{"Overwrite", testOverwrite},
 	{"GetRange", testGetRange},
 	{"Size", testSize},
@@ -971,5 +972,39 @@ func TestOptionsHideSecret(t *testing.T) {
 		if !strings.Contains(out, "key") || !strings.Contains(out, "h:9000") {
 			t.Errorf("output lost the non-secret fields: %s", out)
 		}
+	}
+}
+
+// testPutFileGetFile streams a local file of more than one GetFile chunk
+// up and down again; a missing object is an error wrapping ErrNotExist
+// that leaves no local file behind.
+func testPutFileGetFile(t *testing.T, b backend, root string) {
+	s := open(t, b, root)
+	dir := t.TempDir()
+	data := make([]byte, 9<<20+123)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := storage.PutFile(t.Context(), s, "a/big", src)
+	if err != nil || n != int64(len(data)) {
+		t.Fatalf("PutFile: %d bytes, %v", n, err)
+	}
+	dst := filepath.Join(dir, "dst")
+	if err := storage.GetFile(t.Context(), s, "a/big", n, dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("GetFile: %d bytes (%v), want the %d put", len(got), err, len(data))
+	}
+	missing := filepath.Join(dir, "missing")
+	if err := storage.GetFile(t.Context(), s, "a/none", 10, missing); !errors.Is(err, storage.ErrNotExist) {
+		t.Errorf("GetFile of a missing object: %v, want ErrNotExist", err)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("a failed GetFile left %s", missing)
 	}
 }

@@ -858,7 +858,10 @@ type JobStatus struct {
 	// The distinct notes of the current subtasks (each subtask's are in
 	// its SubtaskStatus), such as "rules: etcd unreachable since ...":
 	// conditions the job works around rather than fails on.
-	Notes         []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
+	Notes []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
+	// The job's state backend; empty when each TaskManager's default
+	// applies.
+	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -982,6 +985,13 @@ func (x *JobStatus) GetNotes() []string {
 		return x.Notes
 	}
 	return nil
+}
+
+func (x *JobStatus) GetStateBackend() string {
+	if x != nil {
+		return x.StateBackend
+	}
+	return ""
 }
 
 type RescaleStatus struct {
@@ -3816,10 +3826,13 @@ type ChainFile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Relative to the job's shared directory when shared, else to the
 	// checkpoint's directory.
-	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
-	Shared        bool   `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
-	Delta         bool   `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	Path   string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size   int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Shared bool   `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
+	Delta  bool   `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	// Set for a state backend's native file (a Pebble SST, MANIFEST, ...):
+	// its name in the backend's directory.
+	Local         string `protobuf:"bytes,5,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3880,6 +3893,13 @@ func (x *ChainFile) GetDelta() bool {
 		return x.Delta
 	}
 	return false
+}
+
+func (x *ChainFile) GetLocal() string {
+	if x != nil {
+		return x.Local
+	}
+	return ""
 }
 
 type TriggerCheckpointRequest struct {
@@ -4974,7 +4994,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
 	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xbe\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xe3\x05\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -4989,7 +5009,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	" \x01(\x03R\x11failedCheckpoints\x12\x18\n" +
 	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
 	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x12\x14\n" +
-	"\x05notes\x18\r \x03(\tR\x05notes\x1a9\n" +
+	"\x05notes\x18\r \x03(\tR\x05notes\x12#\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
@@ -5219,12 +5240,13 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
 	"\x0ffirst_key_group\x18\x03 \x01(\x05R\rfirstKeyGroup\x12$\n" +
 	"\x0elast_key_group\x18\x04 \x01(\x05R\flastKeyGroup\x12(\n" +
-	"\x05chain\x18\x05 \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"a\n" +
+	"\x05chain\x18\x05 \x03(\v2\x12.weir.v1.ChainFileR\x05chain\"w\n" +
 	"\tChainFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06shared\x18\x03 \x01(\bR\x06shared\x12\x14\n" +
-	"\x05delta\x18\x04 \x01(\bR\x05delta\"\x99\x02\n" +
+	"\x05delta\x18\x04 \x01(\bR\x05delta\x12\x14\n" +
+	"\x05local\x18\x05 \x01(\tR\x05local\"\x99\x02\n" +
 	"\x18TriggerCheckpointRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12#\n" +
 	"\rcheckpoint_id\x18\x02 \x01(\x03R\fcheckpointId\x12!\n" +

@@ -1,0 +1,343 @@
+package pebblestate
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/weirstream/weir/statebackend"
+)
+
+// StatesFile is the file a native checkpoint adds to Pebble's: the
+// store's state names, ids and kinds, which its keys' state ids refer to.
+const StatesFile = "WEIR-STATES"
+
+// stateRecord is one line of StatesFile's JSON list.
+type stateRecord struct {
+	Name string `json:"name"`
+	ID   uint16 `json:"id"`
+	Kind uint8  `json:"kind"`
+}
+
+// Checkpoint is a store's native checkpoint: a Pebble checkpoint in a
+// directory of its own, whose SSTs are hard links to the store's (they
+// are immutable, so the store may go on writing and compacting), plus
+// StatesFile. Its files are read on the upload goroutine; Release removes
+// the directory.
+type Checkpoint struct {
+	s     *Store
+	dir   string
+	files []string
+	once  sync.Once
+}
+
+// Dir is the checkpoint's directory.
+func (c *Checkpoint) Dir() string { return c.dir }
+
+// Files lists the names of the checkpoint's files in Dir, sorted.
+func (c *Checkpoint) Files() []string { return c.files }
+
+// Shared reports whether the file name may be shared by several
+// checkpoints: an SST never changes once written, and its name is never
+// reused by the store, so a checkpoint may refer to an earlier one's
+// upload of it. The other files (MANIFEST, OPTIONS, ...) are the
+// checkpoint's own.
+func Shared(name string) bool { return strings.HasSuffix(name, ".sst") }
+
+// Release removes the checkpoint's directory and drops its reference on
+// the store. It may be called more than once.
+func (c *Checkpoint) Release() {
+	c.once.Do(func() {
+		os.RemoveAll(c.dir)
+		c.s.release()
+	})
+}
+
+// Checkpoint is the synchronous part of a native checkpoint: the value
+// caches' dirty entries and the memtable are flushed, so that every write
+// so far is in an SST, and Pebble links the live files into a new
+// directory beside the store's. Its cost is one memtable flush (bounded by
+// MemTableBytes) and a hard link per SST, whatever the state's size.
+func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	for _, f := range s.flushers {
+		f.flush()
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	if !s.acquire() {
+		return nil, errors.New("pebblestate: checkpoint of a closed store")
+	}
+	c := &Checkpoint{s: s, dir: fmt.Sprintf("%s.chk-%d", s.dir, id)}
+	err := func() error {
+		if err := s.db.Flush(); err != nil {
+			return fmt.Errorf("flushing the state store: %w", err)
+		}
+		// A directory left by an earlier attempt at this checkpoint
+		// (the ID is reused only by a restarted task) is stale.
+		if err := os.RemoveAll(c.dir); err != nil {
+			return err
+		}
+		if err := s.db.Checkpoint(c.dir); err != nil {
+			return fmt.Errorf("checkpoint of the state store: %w", err)
+		}
+		if err := writeStates(filepath.Join(c.dir, StatesFile), s.states); err != nil {
+			return err
+		}
+		ents, err := os.ReadDir(c.dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				return fmt.Errorf("checkpoint of the state store: %s is not a regular file", e.Name())
+			}
+			c.files = append(c.files, e.Name())
+		}
+		return nil
+	}()
+	if err != nil {
+		c.Release()
+		return nil, fmt.Errorf("pebblestate: %w", err)
+	}
+	return c, nil
+}
+
+func writeStates(name string, states map[string]*stateInfo) error {
+	recs := make([]stateRecord, 0, len(states))
+	for n, st := range states {
+		recs = append(recs, stateRecord{Name: n, ID: st.id, Kind: uint8(st.kind)})
+	}
+	slices.SortFunc(recs, func(a, b stateRecord) int { return int(a.ID) - int(b.ID) })
+	data, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(name, data, 0o644)
+}
+
+func readStates(dir string) ([]stateRecord, error) {
+	name := filepath.Join(dir, StatesFile)
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("native checkpoint: %w", err)
+	}
+	var recs []stateRecord
+	if err := json.Unmarshal(data, &recs); err != nil {
+		return nil, fmt.Errorf("native checkpoint %s: %w: %w", name, statebackend.ErrCorrupt, err)
+	}
+	for _, r := range recs {
+		if err := checkName(r.Name); err != nil || r.Kind < uint8(statebackend.KindValue) || r.Kind > uint8(statebackend.KindList) {
+			return nil, fmt.Errorf("native checkpoint %s: state %q of kind %d: %w", name, r.Name, r.Kind, statebackend.ErrCorrupt)
+		}
+	}
+	return recs, nil
+}
+
+// NativeState is an old subtask's native checkpoint, its files
+// downloaded into Dir under their local names.
+type NativeState struct {
+	Dir       string
+	KeyGroups statebackend.KeyGroupRange
+}
+
+// RestoreNative restores the store from the native checkpoints of the old
+// subtasks whose key groups overlap the store's, before any state is
+// registered or restored otherwise. With one old checkpoint (the same
+// parallelism, or a scale-up) the store becomes a copy of it: its files
+// move into the store's directory, which Pebble reopens, and a range
+// delete drops the key groups the store does not own. With several (a
+// scale-down) the entries of each one's key groups within the store's are
+// copied in batches, since their state ids may differ. The Dirs are
+// removed in any case.
+func (s *Store) RestoreNative(olds []NativeState) error {
+	defer func() {
+		for _, o := range olds {
+			os.RemoveAll(o.Dir)
+		}
+	}()
+	if len(s.states) > 0 {
+		return errors.New("pebblestate: a native restore must come before any other")
+	}
+	if len(olds) == 1 {
+		return s.adopt(olds[0])
+	}
+	for _, o := range olds {
+		if err := s.copyFrom(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adopt makes old's checkpoint the store's database.
+func (s *Store) adopt(old NativeState) error {
+	recs, err := readStates(old.Dir)
+	if err != nil {
+		return err
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("pebblestate: %w", err)
+	}
+	s.db = nil
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("pebblestate: %w", err)
+	}
+	for _, e := range ents {
+		if e.Name() != ballastName {
+			if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+				return fmt.Errorf("pebblestate: %w", err)
+			}
+		}
+	}
+	ents, err = os.ReadDir(old.Dir)
+	if err != nil {
+		return fmt.Errorf("pebblestate: %w", err)
+	}
+	for _, e := range ents {
+		if e.Name() == StatesFile || e.Name() == ballastName {
+			continue
+		}
+		if err := moveFile(filepath.Join(old.Dir, e.Name()), filepath.Join(s.dir, e.Name())); err != nil {
+			return fmt.Errorf("pebblestate: %w", err)
+		}
+	}
+	db, err := pebble.Open(s.dir, s.options())
+	if err != nil {
+		return fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
+	}
+	s.db = db
+	for _, r := range recs {
+		if _, dup := s.states[r.Name]; dup {
+			return fmt.Errorf("pebblestate: native checkpoint: state %q twice: %w", r.Name, statebackend.ErrCorrupt)
+		}
+		s.states[r.Name] = &stateInfo{id: r.ID, kind: statebackend.Kind(r.Kind)}
+	}
+	// The key groups another subtask owns now: one range delete each
+	// side, which compactions turn into dropped files.
+	if s.keyGroups.First > 0 {
+		if err := s.db.DeleteRange(groupKey(0), groupKey(s.keyGroups.First), s.wo); err != nil {
+			return fmt.Errorf("pebblestate: %w", err)
+		}
+	}
+	if end := groupKey(s.keyGroups.Last + 1); end != nil {
+		if err := s.db.DeleteRange(end, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, s.wo); err != nil {
+			return fmt.Errorf("pebblestate: %w", err)
+		}
+	}
+	return nil
+}
+
+// groupKey is the first key of key group kg; nil past the last one.
+func groupKey(kg int) []byte {
+	if kg >= 1<<16 {
+		return nil
+	}
+	return binary.BigEndian.AppendUint16(nil, uint16(kg))
+}
+
+// moveFile renames from to to, copying when they are on different file
+// systems.
+func moveFile(from, to string) error {
+	if err := os.Rename(from, to); err == nil {
+		return nil
+	}
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}
+
+// copyFrom copies old's entries of the store's key groups, mapping old's
+// state ids to the store's.
+func (s *Store) copyFrom(old NativeState) error {
+	recs, err := readStates(old.Dir)
+	if err != nil {
+		return err
+	}
+	ids := map[uint16]uint16{}
+	for _, r := range recs {
+		st, ok := s.states[r.Name]
+		if !ok {
+			if st, err = s.add(r.Name, statebackend.Kind(r.Kind)); err != nil {
+				return err
+			}
+		} else if st.kind != statebackend.Kind(r.Kind) {
+			return fmt.Errorf("state %q: one checkpoint holds it as %s state, another as %s state", r.Name, statebackend.Kind(r.Kind), st.kind)
+		}
+		ids[r.ID] = st.id
+	}
+	first, last := max(s.keyGroups.First, old.KeyGroups.First), min(s.keyGroups.Last, old.KeyGroups.Last)
+	if first > last {
+		return nil
+	}
+	src, err := pebble.Open(old.Dir, &pebble.Options{ReadOnly: true, FS: vfs.Default, Logger: quietLogger{}})
+	if err != nil {
+		return fmt.Errorf("pebblestate: opening a restored checkpoint: %w", err)
+	}
+	defer src.Close()
+	it, err := src.NewIter(&pebble.IterOptions{LowerBound: groupKey(first), UpperBound: groupKey(last + 1)})
+	if err != nil {
+		return fmt.Errorf("pebblestate: %w", err)
+	}
+	defer it.Close()
+	b := s.db.NewBatch()
+	defer func() { b.Close() }()
+	var key []byte
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) < prefixLen {
+			return fmt.Errorf("pebblestate: short key in a restored checkpoint: %w", statebackend.ErrCorrupt)
+		}
+		id, ok := ids[binary.BigEndian.Uint16(k[2:4])]
+		if !ok {
+			return fmt.Errorf("pebblestate: key of unknown state %d in a restored checkpoint: %w", binary.BigEndian.Uint16(k[2:4]), statebackend.ErrCorrupt)
+		}
+		key = binary.BigEndian.AppendUint16(append(key[:0], k[:2]...), id)
+		key = append(key, k[prefixLen:]...)
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("pebblestate: reading a restored checkpoint: %w", err)
+		}
+		if err := b.Set(key, v, nil); err != nil {
+			return err
+		}
+		if b.Len() >= batchBytes {
+			if err := b.Commit(s.wo); err != nil {
+				return fmt.Errorf("state store write: %w", err)
+			}
+			b.Reset()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("pebblestate: reading a restored checkpoint: %w", err)
+	}
+	if err := b.Commit(s.wo); err != nil {
+		return fmt.Errorf("state store write: %w", err)
+	}
+	return nil
+}
