@@ -5,6 +5,7 @@ import "math"
 // profileState is a baseline rule's history of one key over its horizon.
 type profileState struct {
 	stats  *lookback       // one column per profile.stats field
+	global *lookback       // one column per global.stats field
 	hist   []histRing      // per profile.lastN field
 	seen   []map[any]int64 // per profile.seen field: value -> last time
 	prev   map[string]any
@@ -24,6 +25,9 @@ func newProfileState(p *profile) *profileState {
 	ps := &profileState{hist: make([]histRing, len(p.lastN)), seen: make([]map[any]int64, len(p.seen))}
 	if len(p.stats) > 0 {
 		ps.stats = newLookback(make([]aggFn, len(p.stats)), true)
+	}
+	if len(p.global) > 0 {
+		ps.global = newLookback(make([]aggFn, len(p.global)), true)
 	}
 	for i, l := range p.lastN {
 		ps.hist[i].n = l.n
@@ -59,13 +63,19 @@ func (h *histRing) add(t int64, v any) {
 // before the event, then adds the event to it.
 func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, out []Alert) ([]Alert, error) {
 	p, ps := &r.profile, st.prof
-	cut := ev.TS - p.horizon
 	// Inputs first: an event with a bad value changes nothing.
 	ins := rn.ins[:0]
 	for _, f := range p.stats {
 		in, err := toInput(fnSum, ev.Fields[f])
 		if err != nil {
 			return out, wrap(r, "profile.stats."+f, err)
+		}
+		ins = append(ins, in)
+	}
+	for _, f := range p.global {
+		in, err := toInput(fnSum, ev.Fields[f])
+		if err != nil {
+			return out, wrap(r, "global.stats."+f, err)
 		}
 		ins = append(ins, in)
 	}
@@ -77,22 +87,9 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, ou
 			}
 		}
 	}
-	ps.expire(p, cut)
-	clear(rn.env.Stats)
-	if cap(rn.stats) < len(p.stats) {
-		rn.stats = make([]Stats, len(p.stats))
-	}
-	rn.stats = rn.stats[:len(p.stats)]
-	for j, f := range p.stats {
-		s, l := &rn.stats[j], ps.stats
-		c := &l.cols[j]
-		*s = Stats{Count: c.count, Sum: c.sum, Min: l.value(j, fnMin), Max: l.value(j, fnMax)}
-		if s.Count > 0 {
-			s.Mean = s.Sum / s.Count
-			s.Stddev = math.Sqrt(max(0, c.sumsq/s.Count-s.Mean*s.Mean))
-		}
-		rn.env.Stats[f] = s
-	}
+	ps.expire(p, ev.TS)
+	rn.stats = bindStats(rn.env.Stats, rn.stats, p.stats, ps.stats)
+	rn.global = bindStats(rn.env.Global, rn.global, p.global, ps.global)
 	clear(rn.env.Hist)
 	for i, l := range p.lastN {
 		h := &ps.hist[i]
@@ -109,7 +106,10 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, ou
 		return out, err
 	}
 	if ps.stats != nil {
-		ps.stats.add(ev.TS, ins)
+		ps.stats.add(ev.TS, ins[:len(p.stats)])
+	}
+	if ps.global != nil {
+		ps.global.add(ev.TS, ins[len(p.stats):])
 	}
 	for i, l := range p.lastN {
 		ps.hist[i].add(ev.TS, ev.Fields[l.field])
@@ -120,12 +120,38 @@ func (rn *Runner) baselineEvent(r *Rule, st *State, ev *Event, timers Timers, ou
 		}
 	}
 	ps.prev, ps.prevTS = ev.Fields, ev.TS
-	st.armCleanup(timers, ev.TS+p.horizon)
+	st.armCleanup(timers, ev.TS+p.keep())
 	return out, nil
 }
 
-// expire drops what is at or before cut.
-func (ps *profileState) expire(p *profile, cut int64) {
+// bindStats fills env with the statistics of l's columns, one per field,
+// in scratch (reused), and returns scratch.
+func bindStats(env map[string]*Stats, scratch []Stats, fields []string, l *lookback) []Stats {
+	clear(env)
+	if cap(scratch) < len(fields) {
+		scratch = make([]Stats, len(fields))
+	}
+	scratch = scratch[:len(fields)]
+	for j, f := range fields {
+		s, c := &scratch[j], &l.cols[j]
+		*s = Stats{Count: c.count, Sum: c.sum, Min: l.value(j, fnMin), Max: l.value(j, fnMax)}
+		if s.Count > 0 {
+			s.Mean = s.Sum / s.Count
+			s.Stddev = math.Sqrt(max(0, c.sumsq/s.Count-s.Mean*s.Mean))
+		}
+		env[f] = s
+	}
+	return scratch
+}
+
+// expire drops what has left its horizon at time t: the profile's
+// entries at or before t-horizon, the global statistics' at or before
+// t-global horizon.
+func (ps *profileState) expire(p *profile, t int64) {
+	if ps.global != nil {
+		ps.global.expire(t - p.globalHorizon)
+	}
+	cut := t - p.horizon
 	for i := range ps.seen {
 		for v, t := range ps.seen[i] {
 			if t <= cut {
@@ -139,14 +165,14 @@ func (ps *profileState) expire(p *profile, cut int64) {
 	for i := range ps.hist {
 		ps.hist[i].expire(cut)
 	}
-	if ps.prev != nil && ps.prevTS <= cut {
+	if ps.prev != nil && ps.prevTS <= t-p.keep() {
 		ps.prev = nil
 	}
 }
 
 // empty reports whether the profile holds nothing.
 func (ps *profileState) empty() bool {
-	if ps.prev != nil || ps.stats != nil && ps.stats.len() > 0 {
+	if ps.prev != nil || ps.stats != nil && ps.stats.len() > 0 || ps.global != nil && ps.global.len() > 0 {
 		return false
 	}
 	for i := range ps.hist {

@@ -100,6 +100,9 @@ type Rule struct {
 	drift   DriftSpec
 	digest  uint64 // set by CompileDocs (see Set.Digest); 0 otherwise
 	stateID string // set by CompileDocs; "" otherwise
+	// priority is emit.priority: nil if the rule takes no part in
+	// decisions (decide.go).
+	priority *int
 }
 
 // Drift is the rule's own drift parameters; zero fields are the job's.
@@ -133,6 +136,7 @@ type aggregate struct {
 type window struct {
 	typ                      WindowType
 	size, slide, gap, offset int64 // ms
+	lateness                 int64 // ms a fired window is kept for late events
 }
 
 type profile struct {
@@ -140,7 +144,14 @@ type profile struct {
 	stats   []string
 	lastN   []lastN
 	seen    []string
+	// global statistics: over every event of the rule (key: []), with
+	// their own horizon.
+	global        []string
+	globalHorizon int64 // ms
 }
+
+// keep is how long the profile keeps anything: its longest horizon.
+func (p *profile) keep() int64 { return max(p.horizon, p.globalHorizon) }
 
 type lastN struct {
 	field string
@@ -300,8 +311,17 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 	default:
 		return nil, s.errorf(s.lineOf("time"), "time %q: want event", s.Time)
 	}
-	unsupported := map[string]any{"lateness": s.Lateness, "history": s.History, "global": s.Global,
-		"serve": s.Serve, "emit.priority": s.Emit.Priority, "emit.format": s.Emit.Format, "emit.sinks": s.Emit.Sinks}
+	// Refused by design, with the reason (README, "Compared with the first
+	// draft of the format").
+	switch {
+	case s.Emit.Sinks != nil:
+		return nil, s.errorf(s.lineOf("emit", "sinks"), "emit.sinks: a rule does not choose sinks: rules change while the job runs, "+
+			"its sinks are fixed when it is submitted (its sink parameter); every alert goes to them")
+	case s.Emit.Format != nil:
+		return nil, s.errorf(s.lineOf("emit", "format"), "emit.format: alerts are JSON lines in every sink, whatever rule raised them; "+
+			"put the evidence in emit.fields")
+	}
+	unsupported := map[string]any{"history": s.History, "serve": s.Serve}
 	for _, f := range slices.Sorted(maps.Keys(unsupported)) {
 		if unsupported[f] != nil {
 			return nil, s.errorf(s.lineOf(strings.Split(f, ".")...), "%s is not supported yet", f)
@@ -329,6 +349,12 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 			return nil, s.errorf(s.lineOf("emit", "dedupe"), "emit.dedupe.for must be a positive duration")
 		}
 		r.dedupe = d.For.D.Milliseconds()
+	}
+	if p := s.Emit.Priority; p != nil {
+		if *p < 0 || *p > 1_000_000 {
+			return nil, s.errorf(s.lineOf("emit", "priority"), "emit.priority %d: want 0 to 1000000 (lower wins)", *p)
+		}
+		r.priority = p
 	}
 	r.params = make(map[string]any, len(s.Params))
 	for k, p := range s.Params {
@@ -413,7 +439,7 @@ func compileRule(s *Spec, lists map[string]List) (*Rule, error) {
 func (c *compiler) kindFields() error {
 	s := c.s
 	own := map[string]Kind{"window": KindAggregate, "aggregates": KindAggregate, "derived": KindAggregate,
-		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "profile": KindBaseline, "pattern": KindSequence}
+		"evaluate": KindAggregate, "resetOnFire": KindAggregate, "lateness": KindAggregate, "profile": KindBaseline, "global": KindBaseline, "pattern": KindSequence}
 	for _, f := range slices.Sorted(maps.Keys(own)) {
 		if k := own[f]; k != c.r.Kind && child(s.node, f) != nil {
 			return s.errorf(s.lineOf(f), "%s belongs to kind %s, not %s", f, k, c.r.Kind)
@@ -543,34 +569,66 @@ func (c *compiler) windowSpec() error {
 	case win.typ != Lookback && s.ResetOnFire:
 		return s.errorf(s.lineOf("resetOnFire"), "resetOnFire applies to lookback windows (a closed window is gone anyway)")
 	}
+	if l := s.Lateness; l != nil {
+		switch {
+		case win.typ != Tumbling && win.typ != Sliding:
+			return s.errorf(s.lineOf("lateness"), "lateness applies to tumbling and sliding windows: a %s window sees each key's events in event-time order only", w.Type)
+		case l.D <= 0 || l.D%time.Millisecond != 0:
+			return s.errorf(s.lineOf("lateness"), "lateness must be a positive whole number of milliseconds")
+		}
+		win.lateness = l.D.Milliseconds()
+	}
 	c.r.window, c.r.reset = win, s.ResetOnFire
 	return nil
 }
 
 func (c *compiler) baseline() error {
 	s, p := c.s, c.s.Profile
-	if p == nil {
-		return s.errorf(s.lineOf(), "a baseline rule needs a profile")
+	if p == nil && s.Global == nil {
+		return s.errorf(s.lineOf(), "a baseline rule needs a profile or global statistics")
 	}
-	if p.Horizon.D <= 0 {
-		return s.errorf(s.lineOf("profile"), "profile: horizon must be a positive duration")
-	}
-	if len(p.Stats)+len(p.LastN)+len(p.Seen) == 0 {
-		return s.errorf(s.lineOf("profile"), "profile: give stats, lastN or seen fields")
-	}
-	c.r.profile = profile{horizon: p.Horizon.D.Milliseconds(), stats: p.Stats, seen: p.Seen}
-	for _, f := range slices.Sorted(maps.Keys(p.LastN)) {
-		if n := p.LastN[f]; n < 1 || n > maxLastN {
-			return s.errorf(s.lineOf("profile", "lastN", f), "profile: lastN.%s is %d: want 1 to %d", f, n, maxLastN)
+	if p != nil {
+		if p.Horizon.D <= 0 {
+			return s.errorf(s.lineOf("profile"), "profile: horizon must be a positive duration")
 		}
-		c.r.profile.lastN = append(c.r.profile.lastN, lastN{f, p.LastN[f]})
-	}
-	for _, l := range [][]string{p.Stats, p.Seen} {
-		for i, f := range l {
-			if f == "" || slices.Index(l, f) != i {
-				return s.errorf(s.lineOf("profile"), "profile: field %q is empty or repeated", f)
+		if len(p.Stats)+len(p.LastN)+len(p.Seen) == 0 {
+			return s.errorf(s.lineOf("profile"), "profile: give stats, lastN or seen fields")
+		}
+		c.r.profile = profile{horizon: p.Horizon.D.Milliseconds(), stats: p.Stats, seen: p.Seen}
+		for _, f := range slices.Sorted(maps.Keys(p.LastN)) {
+			if n := p.LastN[f]; n < 1 || n > maxLastN {
+				return s.errorf(s.lineOf("profile", "lastN", f), "profile: lastN.%s is %d: want 1 to %d", f, n, maxLastN)
+			}
+			c.r.profile.lastN = append(c.r.profile.lastN, lastN{f, p.LastN[f]})
+		}
+		for _, l := range [][]string{p.Stats, p.Seen} {
+			for i, f := range l {
+				if f == "" || slices.Index(l, f) != i {
+					return s.errorf(s.lineOf("profile"), "profile: field %q is empty or repeated", f)
+				}
 			}
 		}
+	}
+	if g := s.Global; g != nil {
+		// Exact statistics over every key need every event in one place;
+		// with key: [] the rule's one key is that place (see README,
+		// "Global statistics").
+		if len(s.Key) > 0 {
+			return s.errorf(s.lineOf("global"), "global statistics need key: [] (every event of the rule in one place, "+
+				"so the statistics are exact and the same at any parallelism); key %q has its own profile", s.Key)
+		}
+		if g.Horizon.D <= 0 {
+			return s.errorf(s.lineOf("global"), "global: horizon must be a positive duration")
+		}
+		if len(g.Stats) == 0 {
+			return s.errorf(s.lineOf("global"), "global: give stats fields")
+		}
+		for i, f := range g.Stats {
+			if f == "" || slices.Index(g.Stats, f) != i {
+				return s.errorf(s.lineOf("global"), "global: field %q is empty or repeated", f)
+			}
+		}
+		c.r.profile.global, c.r.profile.globalHorizon = g.Stats, g.Horizon.D.Milliseconds()
 	}
 	return nil
 }
@@ -586,7 +644,7 @@ const (
 )
 
 var scopeOf = map[string]scope{"e": scopeEvent, "ts": scopeEvent, "p": scopeEvent, "lists": scopeEvent,
-	"agg": scopeAgg, "stats": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline, "m": scopeSequence}
+	"agg": scopeAgg, "stats": scopeBaseline, "global": scopeBaseline, "hist": scopeBaseline, "seen": scopeBaseline, "prev": scopeBaseline, "m": scopeSequence}
 
 type compiler struct {
 	s        *Spec
@@ -755,9 +813,15 @@ func (v *refCheck) Visit(n *ast.Node) {
 				known = append(known, st.Name)
 			}
 			what = "pattern steps"
+		case "global":
+			if s.Global != nil {
+				known = s.Global.Stats
+			}
+			what = "global.stats fields"
 		case "stats", "seen", "hist":
 			if s.Profile == nil {
-				return // the scope check reports it
+				known, what = nil, "profile fields"
+				break
 			}
 			switch id.Value {
 			case "stats":

@@ -36,6 +36,9 @@ type Engine struct {
 	scratch   State // the State of stateless rules
 	all       []int // 0, 1, 2, ...: the positions of a group without an index
 
+	// Run's decisions of the events on which rules with a priority fired.
+	decisions []Decision
+
 	// Wake, if set, hears every timer a rule arms, so that a driver whose
 	// clock is not Advance's caller (a keyed operator of the runtime,
 	// which fires timers per key) can ask to be woken at t and then call
@@ -382,8 +385,12 @@ func Run(set *Set, events []Event) ([]Alert, *Engine, []error) {
 		if out, err = e.Advance(ev.TS-1, out); err != nil {
 			errs = append(errs, fmt.Errorf("at time %d: %w", ev.TS-1, err))
 		}
+		n := len(out)
 		if out, err = e.Process(ev, out); err != nil {
 			errs = append(errs, &EventError{Index: i, Err: err})
+		}
+		if cs := Candidates(nil, out[n:]); len(cs) > 0 {
+			e.decisions = append(e.decisions, Decide(ev.TS, "", int64(ev.Line), cs))
 		}
 	}
 	out, err := e.Advance(math.MaxInt64, out)
@@ -392,6 +399,10 @@ func Run(set *Set, events []Event) ([]Alert, *Engine, []error) {
 	}
 	return out, e, errs
 }
+
+// Decisions are the decisions of Run's events, in the order the events
+// were evaluated (see decide.go).
+func (e *Engine) Decisions() []Decision { return e.decisions }
 
 // EventError is a failure of one input event (its index in the input).
 type EventError struct {

@@ -7,16 +7,18 @@ package rules
 // reuses one Env and resets only the fields its kind fills, so a run
 // allocates nothing for the environment.
 type Env struct {
-	E     map[string]any              `expr:"e"`     // the event; its time field as Unix ms
-	TS    int64                       `expr:"ts"`    // the event time, Unix ms
-	P     map[string]any              `expr:"p"`     // params; durations as ms
-	Agg   map[string]float64          `expr:"agg"`   // aggregates and derived values
-	Stats map[string]*Stats           `expr:"stats"` // baseline: running statistics
-	Hist  map[string][]any            `expr:"hist"`  // baseline: last-N values, oldest first
-	Seen  map[string]map[any]int64    `expr:"seen"`  // baseline: values seen (value -> last time)
-	Prev  map[string]any              `expr:"prev"`  // baseline: the key's previous event, or nil
-	Lists map[string]List             `expr:"lists"` // managed sets, for `x in lists.name`
-	M     map[string][]map[string]any `expr:"m"`     // sequence: the events each step accepted
+	E     map[string]any     `expr:"e"`     // the event; its time field as Unix ms
+	TS    int64              `expr:"ts"`    // the event time, Unix ms
+	P     map[string]any     `expr:"p"`     // params; durations as ms
+	Agg   map[string]float64 `expr:"agg"`   // aggregates and derived values
+	Stats map[string]*Stats  `expr:"stats"` // baseline: running statistics
+	// Global is a baseline's statistics over every key's events.
+	Global map[string]*Stats           `expr:"global"`
+	Hist   map[string][]any            `expr:"hist"`  // baseline: last-N values, oldest first
+	Seen   map[string]map[any]int64    `expr:"seen"`  // baseline: values seen (value -> last time)
+	Prev   map[string]any              `expr:"prev"`  // baseline: the key's previous event, or nil
+	Lists  map[string]List             `expr:"lists"` // managed sets, for `x in lists.name`
+	M      map[string][]map[string]any `expr:"m"`     // sequence: the events each step accepted
 }
 
 // Stats are running statistics of one field over a baseline's horizon,

@@ -27,8 +27,16 @@ type Alert struct {
 	Time    int64          `json:"time"` // Unix ms: the event's, or the window's last millisecond
 	Action  string         `json:"action"`
 	Shadow  bool           `json:"shadow,omitempty"`
-	Window  *Bounds        `json:"window,omitempty"`
-	Fields  map[string]any `json:"fields,omitempty"`
+	// TimedOut marks a sequence's partial match that its window
+	// discarded (pattern.onTimeout).
+	TimedOut bool `json:"timedOut,omitempty"`
+	// Late marks a window fired again for an event behind the watermark
+	// (the rule's lateness).
+	Late bool `json:"late,omitempty"`
+	// Priority is the rule's emit.priority, if it has one (decide.go).
+	Priority *int           `json:"priority,omitempty"`
+	Window   *Bounds        `json:"window,omitempty"`
+	Fields   map[string]any `json:"fields,omitempty"`
 }
 
 // Bounds are a window's [Start, End) in Unix ms.
@@ -118,6 +126,7 @@ type Runner struct {
 	env    Env
 	ins    []aggInput
 	stats  []Stats
+	global []Stats
 	// mute makes a firing evaluate nothing and raise nothing: a paused
 	// rule's timers only move its state on (see KeyGroup).
 	mute bool
@@ -125,7 +134,7 @@ type Runner struct {
 
 // NewRunner is a Runner with its scratch allocated.
 func NewRunner() *Runner {
-	r := &Runner{env: Env{Agg: map[string]float64{}, Stats: map[string]*Stats{}, Hist: map[string][]any{},
+	r := &Runner{env: Env{Agg: map[string]float64{}, Stats: map[string]*Stats{}, Global: map[string]*Stats{}, Hist: map[string][]any{},
 		Seen: map[string]map[any]int64{}}}
 	r.vm.MemoryBudget = memoryBudget
 	return r
@@ -215,13 +224,13 @@ func (rn *Runner) OnTimer(r *Rule, st *State, t int64, timers Timers, out []Aler
 			}
 			return out, nil
 		}
-		return rn.aggregateTimer(r, st, t, out)
+		return rn.aggregateTimer(r, st, t, timers, out)
 	case KindBaseline:
 		if t == st.cleanup {
-			st.prof.expire(&r.profile, t-r.profile.horizon)
+			st.prof.expire(&r.profile, t)
 			st.cleanup = 0
 			if !st.prof.empty() {
-				st.armCleanup(timers, st.prof.prevTS+r.profile.horizon)
+				st.armCleanup(timers, st.prof.prevTS+r.profile.keep())
 			}
 		}
 		return out, nil
@@ -256,7 +265,8 @@ func (rn *Runner) emit(r *Rule, st *State, ts int64, win *Bounds, out []Alert) (
 	if key == nil { // a stateless rule's shared State
 		key = r.KeyOf(rn.env.E)
 	}
-	a := Alert{Rule: r.ID, Version: r.Version, Key: key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win}
+	a := Alert{Rule: r.ID, Version: r.Version, Key: key, Time: ts, Action: r.Action, Shadow: r.State == "shadow", Window: win,
+		Priority: r.priority}
 	if len(r.fields) > 0 {
 		a.Fields = make(map[string]any, len(r.fields))
 		for _, f := range r.fields {

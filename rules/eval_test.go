@@ -89,6 +89,14 @@ func TestEvaluate(t *testing.T) {
 			lines(`{"ts":0,"u":"a","x":2}`, `{"ts":1000,"u":"a","x":4}`, `{"ts":2000,"u":"a","x":100}`, `{"ts":60500,"u":"a","x":1}`, `{"ts":200000,"u":"a","x":1}`),
 			lines(`{"rule":"b","version":1,"key":{"u":"a"},"time":2000,"action":"alert","fields":{"hi":4,"lo":2,"mean":3,"n":2,"sd":1}}`,
 				`{"rule":"b","version":1,"key":{"u":"a"},"time":60500,"action":"alert","fields":{"hi":100,"lo":4,"mean":52,"n":2,"sd":48}}`)},
+		{"baseline: global statistics over every user's events, before the event, over their horizon",
+			"id: g\nkind: baseline\nkey: []\nparams: {factor: 2}\nglobal: {horizon: 1m, stats: [x]}\n" +
+				"condition: 'global.x.count >= 2 && e.x > p.factor * global.x.mean'\nemit: {fields: {u: e.u, n: global.x.count, mean: global.x.mean}}\n",
+			lines(`{"ts":0,"u":"a","x":2}`, `{"ts":1000,"u":"b","x":4}`, `{"ts":2000,"u":"c","x":7}`, `{"ts":3000,"u":"a","x":20}`,
+				`{"ts":61500,"u":"b","x":20}`, `{"ts":62000,"u":"d","x":100}`),
+			lines(`{"rule":"g","version":1,"key":{},"time":2000,"action":"alert","fields":{"mean":3,"n":2,"u":"c"}}`,
+				`{"rule":"g","version":1,"key":{},"time":3000,"action":"alert","fields":{"mean":4.333333333333333,"n":3,"u":"a"}}`,
+				`{"rule":"g","version":1,"key":{},"time":62000,"action":"alert","fields":{"mean":20,"n":2,"u":"d"}}`)},
 		{"baseline: last N values, seen values and the previous event",
 			"id: b\nkind: baseline\nkey: [u]\nparams: {gap: 10m}\nprofile: {horizon: 1d, lastN: {city: 2}, seen: [dev]}\n" +
 				"condition: 'len(hist.city) == 2 && all(hist.city, # == hist.city[0]) && e.city != hist.city[0] && e.ts - prev.ts <= p.gap && !(e.dev in seen.dev)'\n" +

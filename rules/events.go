@@ -172,6 +172,8 @@ func alertValue(a *Alert, k string) (any, bool) {
 		return float64(a.Time), true
 	case "action":
 		return a.Action, true
+	case "timedOut":
+		return a.TimedOut, true
 	}
 	if v, ok := a.Key[k]; ok {
 		return v, true

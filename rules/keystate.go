@@ -31,6 +31,9 @@ func (r *Rule) StateShape() string {
 	case KindAggregate:
 		w := r.window
 		fmt.Fprintf(&b, "window=%d/%d/%d/%d/%d;", w.typ, w.size, w.slide, w.gap, w.offset)
+		if w.lateness > 0 { // absent otherwise: older rules keep their shape
+			fmt.Fprintf(&b, "lateness=%d;", w.lateness)
+		}
 		for _, a := range r.aggs {
 			var of, where string
 			if s != nil {
@@ -44,6 +47,9 @@ func (r *Rule) StateShape() string {
 		fmt.Fprintf(&b, "profile=%d/%q/%q;", p.horizon, p.stats, p.seen)
 		for _, l := range p.lastN {
 			fmt.Fprintf(&b, "lastN=%q/%d;", l.field, l.n)
+		}
+		if len(p.global) > 0 { // absent otherwise: older rules keep their shape
+			fmt.Fprintf(&b, "global=%d/%q;", p.globalHorizon, p.global)
 		}
 	case KindSequence:
 		p := r.pattern.spec
@@ -424,6 +430,45 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// ProcessLate gives ev, whose time is at or behind the watermark wm, to
+// the group's rules that take late events (Rule.AcceptsLate) for the
+// loaded key, and reports whether any of them took it: if none did, the
+// event is late for every rule of the group.
+func (g *KeyGroup) ProcessLate(ev *Event, wm int64, out []Alert) ([]Alert, bool, error) {
+	g.stored = nil
+	var errs []error
+	took := false
+	for i, r := range g.rules {
+		if !r.AcceptsLate() {
+			continue
+		}
+		if g.key == nil {
+			g.key = r.KeyOf(ev.Fields)
+		}
+		st := g.states[i]
+		if st == nil {
+			st = r.NewState(g.key)
+			g.states[i] = st
+		}
+		g.cur = i
+		g.dirty = true
+		n := len(out)
+		var ok bool
+		var err error
+		out, ok, err = g.rn.OnLateEvent(r, st, ev, wm, g, out)
+		took = took || ok
+		g.stats[i].Alerts += int64(len(out) - n)
+		if err != nil {
+			g.stats[i].Errors++
+			errs = append(errs, err)
+		}
+		if st.Empty() {
+			g.drop(i)
+		}
+	}
+	return out, took, errors.Join(errs...)
 }
 
 func (g *KeyGroup) drop(i int) {

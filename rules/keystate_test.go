@@ -271,6 +271,12 @@ var stateDocs = []struct{ name, doc, events string }{
 			"emit: {fields: {n: stats.x.count, mean: stats.x.mean, sd: stats.x.stddev, lo: stats.x.min, hi: stats.x.max, prev: prev.city}}\n",
 		lines(`{"ts":0,"u":"a","x":2,"city":"Oslo","dev":"d1","tags":["x",{"y":null}]}`, `{"ts":1000,"u":"a","x":4,"city":"Oslo","dev":"d1"}`,
 			`{"ts":2000,"u":"a","x":100,"city":"Lima","dev":"d2"}`, `{"ts":60500,"u":"a","x":1,"city":"Rome","dev":"d2"}`, `{"ts":200000,"u":"a","x":1,"city":"Rome","dev":"d3"}`)},
+	{"global statistics beside a profile with its own horizon",
+		"id: g\nkind: baseline\nkey: []\nprofile: {horizon: 10s, stats: [x]}\nglobal: {horizon: 1m, stats: [x, y]}\n" +
+			"condition: 'global.x.count >= 2 && e.x > 2 * global.x.mean'\n" +
+			"emit: {fields: {n: global.x.count, mean: global.x.mean, recent: stats.x.count, ylo: global.y.min, yhi: global.y.max}}\n",
+		lines(`{"ts":0,"u":"a","x":1,"y":5}`, `{"ts":1000,"u":"b","x":2,"y":-1}`, `{"ts":2000,"u":"c","x":9,"y":3}`,
+			`{"ts":30000,"u":"a","x":30,"y":0}`, `{"ts":61500,"u":"b","x":40,"y":2}`, `{"ts":200000,"u":"c","x":1,"y":1}`)},
 	{"sequences with a window, a negation and iterative conditions",
 		"id: q\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
 			"    - {name: a, where: 'e.type == \"A\"', oneOrMore: true}\n    - {name: noC, after: notFollowedBy, where: 'e.type == \"C\"'}\n" +
@@ -278,6 +284,12 @@ var stateDocs = []struct{ name, doc, events string }{
 		lines(`{"ts":0,"u":"u1","type":"A","x":1}`, `{"ts":1000,"u":"u1","type":"A","x":2}`, `{"ts":2000,"u":"u2","type":"A","x":1}`,
 			`{"ts":3000,"u":"u2","type":"C","x":1}`, `{"ts":4000,"u":"u1","type":"B","x":5}`, `{"ts":5000,"u":"u2","type":"B","x":5}`,
 			`{"ts":9000,"u":"u1","type":"A","x":1}`, `{"ts":30000,"u":"u1","type":"B","x":9}`)},
+	{"sequence timeouts of a looping step",
+		"id: o\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+			"    - {name: a, where: 'e.type == \"A\"', oneOrMore: true}\n    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\n" +
+			"  onTimeout: {action: review, fields: {n: len(m.a)}}\n",
+		lines(`{"ts":0,"u":"x","type":"A"}`, `{"ts":1000,"u":"x","type":"A"}`, `{"ts":2000,"u":"x","type":"C"}`,
+			`{"ts":3000,"u":"y","type":"A"}`, `{"ts":4000,"u":"y","type":"B"}`, `{"ts":30000,"u":"x","type":"A"}`)},
 	{"filter with dedupe beside a stateless filter",
 		"id: f\nkind: filter\nkey: [u]\ncondition: 'true'\nemit: {dedupe: {for: 10s}}\n---\nid: g\nkind: filter\nkey: [u]\ncondition: 'e.x > 1'\n",
 		lines(`{"ts":0,"u":"a","x":2}`, `{"ts":5000,"u":"a","x":0}`, `{"ts":6000,"u":"b","x":3}`, `{"ts":10000,"u":"a","x":1}`)},
@@ -358,6 +370,11 @@ func TestStateShape(t *testing.T) {
 	bl := "id: b\nkind: baseline\nkey: [u]\nprofile: {horizon: 1m, stats: [x], lastN: {c: 2}}\ncondition: 'stats.x.count > p.n'\nparams: {n: 1}\n"
 	if shape(bl) != shape(strings.Replace(bl, "{n: 1}", "{n: 3}", 1)) || shape(bl) == shape(strings.Replace(bl, "c: 2", "c: 3", 1)) {
 		t.Error("a baseline's shape follows its params or ignores its lastN")
+	}
+	gl := "id: g\nkind: baseline\nkey: []\nglobal: {horizon: 1d, stats: [x]}\ncondition: 'e.x > global.x.mean'\n"
+	if shape(gl) == shape(strings.Replace(gl, "1d", "2d", 1)) || shape(gl) == shape(strings.Replace(gl, "[x]", "[x, y]", 1)) ||
+		shape(gl) != shape(strings.Replace(gl, "e.x > global.x.mean", "e.x > 2 * global.x.mean", 1)) {
+		t.Error("global statistics' shape ignores their horizon or fields, or follows the condition")
 	}
 }
 

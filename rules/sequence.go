@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -19,8 +20,19 @@ type PatternSpec struct {
 		Size Duration `yaml:"size"`
 		Type string   `yaml:"type"`
 	} `yaml:"within"`
-	Steps     []StepSpec `yaml:"steps"`
-	OnTimeout any        `yaml:"onTimeout"`
+	Steps     []StepSpec   `yaml:"steps"`
+	OnTimeout *TimeoutSpec `yaml:"onTimeout"`
+}
+
+// TimeoutSpec is what a partial match that `within` discards produces: an
+// alert marked timedOut, with its own action and evidence (fields see the
+// partial match as m and its last event as e).
+type TimeoutSpec struct {
+	Action string          `yaml:"action"`
+	Fields map[string]Expr `yaml:"fields"`
+	// Sink is the draft's name for where they go; refused, as rules do
+	// not choose sinks (the job sends timed-out matches to their output).
+	Sink any `yaml:"sink"`
 }
 
 // StepSpec is one step of a pattern.
@@ -65,6 +77,11 @@ type seqPattern struct {
 	steps  []seqStep
 	skip   cep.SkipStrategy
 	window int64
+	// onTimeout: alerts for timed-out partial matches, with this action
+	// and these fields.
+	onTimeout     bool
+	timeoutAction string
+	timeoutFields []namedProgram
 }
 
 type seqStep struct {
@@ -81,9 +98,6 @@ func (c *compiler) sequence() error {
 	s, p := c.s, c.s.Pattern
 	if p == nil || len(p.Steps) == 0 {
 		return s.errorf(s.lineOf(), "a sequence rule needs a pattern with steps")
-	}
-	if p.OnTimeout != nil {
-		return s.errorf(s.lineOf("pattern", "onTimeout"), "pattern.onTimeout is not supported yet")
 	}
 	sp := &seqPattern{spec: p}
 	switch {
@@ -140,11 +154,46 @@ func (c *compiler) sequence() error {
 		}
 		sp.steps = append(sp.steps, ss)
 	}
+	if err := c.onTimeout(sp); err != nil {
+		return err
+	}
 	c.r.pattern = sp
 	// Build once here so a pattern Flink would reject is refused now,
 	// with cep's reason, rather than in a Runner.
 	if _, err := sp.build(nil); err != nil {
 		return s.errorf(s.lineOf("pattern"), "pattern: %v", err)
+	}
+	return nil
+}
+
+// onTimeout compiles pattern.onTimeout into sp.
+func (c *compiler) onTimeout(sp *seqPattern) error {
+	s, o := c.s, c.s.Pattern.OnTimeout
+	if o == nil {
+		return nil
+	}
+	line := s.lineOf("pattern", "onTimeout")
+	switch {
+	case sp.window == 0:
+		return s.errorf(line, "pattern.onTimeout needs pattern.within: only a window times a partial match out")
+	case o.Sink != nil:
+		return s.errorf(s.lineOf("pattern", "onTimeout", "sink"), "pattern.onTimeout.sink: a rule does not choose sinks; "+
+			"timed-out matches are alerts marked timedOut, which the rules job writes to <output>/timeouts/")
+	}
+	sp.onTimeout, sp.timeoutAction = true, o.Action
+	switch o.Action {
+	case "":
+		sp.timeoutAction = c.r.Action
+	case "alert", "review", "block", "allow", "tag":
+	default:
+		return s.errorf(s.lineOf("pattern", "onTimeout", "action"), "pattern.onTimeout.action %q: want alert, review, block, allow or tag", o.Action)
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.Fields)) {
+		p, err := c.compile("pattern.onTimeout.fields."+name, o.Fields[name], false, scopeSequence)
+		if err != nil {
+			return err
+		}
+		sp.timeoutFields = append(sp.timeoutFields, namedProgram{name, p})
 	}
 	return nil
 }
@@ -280,6 +329,9 @@ func (rn *Runner) sequenceEvent(r *Rule, st *State, ev *Event, timers Timers, ou
 		err = wrap(r, "pattern.where", rn.seqErr)
 	}
 	out, merr := rn.matches(r, st, res.Matches, ev.TS, out)
+	if merr == nil {
+		out, merr = rn.timedOut(r, st, res.TimedOut, out)
+	}
 	rn.armSequence(n, st, timers)
 	if err == nil {
 		err = merr
@@ -301,6 +353,9 @@ func (rn *Runner) sequenceTimer(r *Rule, st *State, t int64, timers Timers, out 
 	}
 	st.seq = ns
 	out, err = rn.matches(r, st, res.Matches, t, out)
+	if err == nil {
+		out, err = rn.timedOut(r, st, res.TimedOut, out)
+	}
 	rn.armSequence(n, st, timers)
 	return out, err
 }
@@ -314,26 +369,45 @@ func (rn *Runner) armSequence(n *cep.NFA[*Event], st *State, timers Timers) {
 	}
 }
 
+// bindMatch sets m to the events each step of m accepted and e to its
+// last event.
+func (rn *Runner) bindMatch(m cep.Match[*Event]) {
+	mm := make(map[string][]map[string]any, len(m))
+	var last *Event
+	for name, evs := range m {
+		l := make([]map[string]any, len(evs))
+		for i, e := range evs {
+			l[i] = e.Fields
+			if last == nil || e.TS > last.TS {
+				last = e
+			}
+		}
+		mm[name] = l
+	}
+	rn.env.M = mm
+	if last != nil {
+		rn.env.E, rn.env.TS = last.Fields, last.TS
+	}
+}
+
+// stepTimes is the default evidence of a match: each step's event times.
+func stepTimes(m cep.Match[*Event]) map[string]any {
+	f := make(map[string]any, len(m))
+	for name, evs := range m {
+		t := make([]int64, len(evs))
+		for i, e := range evs {
+			t[i] = e.TS
+		}
+		f[name] = t
+	}
+	return f
+}
+
 // matches turns completed matches into alerts: m.<step> is the events each
 // step accepted; the condition, if any, filters them.
 func (rn *Runner) matches(r *Rule, st *State, ms []cep.Match[*Event], ts int64, out []Alert) ([]Alert, error) {
 	for _, m := range ms {
-		mm := make(map[string][]map[string]any, len(m))
-		var last *Event
-		for name, evs := range m {
-			l := make([]map[string]any, len(evs))
-			for i, e := range evs {
-				l[i] = e.Fields
-				if last == nil || e.TS > last.TS {
-					last = e
-				}
-			}
-			mm[name] = l
-		}
-		rn.env.M = mm
-		if last != nil {
-			rn.env.E, rn.env.TS = last.Fields, last.TS
-		}
+		rn.bindMatch(m)
 		var err error
 		n := len(out)
 		if r.cond != nil {
@@ -345,20 +419,62 @@ func (rn *Runner) matches(r *Rule, st *State, ms []cep.Match[*Event], ts int64, 
 			return out, err
 		}
 		if len(out) > n && len(r.fields) == 0 {
-			// Without fields, the evidence is each step's event times.
-			f := make(map[string]any, len(m))
-			for name, evs := range m {
-				t := make([]int64, len(evs))
-				for i, e := range evs {
-					t[i] = e.TS
-				}
-				f[name] = t
-			}
-			out[len(out)-1].Fields = f
+			out[len(out)-1].Fields = stepTimes(m)
 		}
 	}
 	rn.env.M = nil
 	return out, nil
+}
+
+// timedOut turns the partial matches that within discarded into alerts
+// marked TimedOut, if the rule asks for them (pattern.onTimeout): the
+// time is when the match timed out (its first event's plus the window),
+// the evidence onTimeout's fields or each step's event times. Neither the
+// condition nor dedupe applies: a timeout is not a match.
+func (rn *Runner) timedOut(r *Rule, st *State, tos []cep.TimedOut[*Event], out []Alert) ([]Alert, error) {
+	sp := r.pattern
+	if !sp.onTimeout || len(tos) == 0 {
+		return out, nil
+	}
+	defer func() { rn.env.M = nil }()
+	for i, to := range tos {
+		// The automaton may hold the same partial match in two of its
+		// states (a looping step's); one alert each.
+		if slices.ContainsFunc(tos[:i], func(o cep.TimedOut[*Event]) bool { return sameTimeout(o, to) }) {
+			continue
+		}
+		rn.bindMatch(to.Match)
+		a := Alert{Rule: r.ID, Version: r.Version, Key: st.key, Time: to.Timestamp, Action: sp.timeoutAction,
+			Shadow: r.State == "shadow", TimedOut: true}
+		if len(sp.timeoutFields) == 0 {
+			a.Fields = stepTimes(to.Match)
+		} else {
+			a.Fields = make(map[string]any, len(sp.timeoutFields))
+			for _, f := range sp.timeoutFields {
+				v, err := rn.run(f.prog)
+				if err != nil {
+					return out, wrap(r, "pattern.onTimeout.fields."+f.name, err)
+				}
+				a.Fields[f.name] = jsonSafe(v)
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// sameTimeout reports whether a and b are the same partial match (the
+// same events at each step) timed out at the same time.
+func sameTimeout(a, b cep.TimedOut[*Event]) bool {
+	if a.Timestamp != b.Timestamp || len(a.Match) != len(b.Match) {
+		return false
+	}
+	for name, evs := range a.Match {
+		if !slices.Equal(evs, b.Match[name]) {
+			return false
+		}
+	}
+	return true
 }
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

@@ -35,6 +35,22 @@ func TestSequence(t *testing.T) {
 			"    - {name: rise, after: next, where: 'e.x > m.first[0].x * 2'}\n",
 		lines(`{"ts":1,"u":"a","x":5}`, `{"ts":2,"u":"a","x":9}`, `{"ts":3,"u":"a","x":19}`),
 		lines(`{"rule":"i","version":1,"key":{"u":"a"},"time":3,"action":"alert","fields":{"first":[2],"rise":[3]}}`)})
+	cases = append(cases, struct{ name, doc, events, want string }{"onTimeout: a partial match the window discards is an alert marked timedOut",
+		"id: o\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+			"    - {name: a, where: 'e.type == \"A\"'}\n    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\n" +
+			"  onTimeout: {action: review, fields: {a_x: 'm.a[0].x', last: e.x}}\n",
+		lines(`{"ts":0,"u":"x","type":"A","x":1}`, `{"ts":2000,"u":"x","type":"B","x":2}`,
+			`{"ts":3000,"u":"y","type":"A","x":3}`, `{"ts":4000,"u":"y","type":"D","x":4}`, `{"ts":20000,"u":"y","type":"B","x":5}`),
+		lines(`{"rule":"o","version":1,"key":{"u":"x"},"time":2000,"action":"alert","fields":{"a":[0],"b":[2000]}}`,
+			`{"rule":"o","version":1,"key":{"u":"y"},"time":13000,"action":"review","timedOut":true,"fields":{"a_x":3,"last":3}}`)},
+		struct{ name, doc, events, want string }{"onTimeout without fields: each step's event times, once per distinct partial match; the condition does not apply",
+			"id: o\nkind: sequence\nkey: [u]\npattern:\n  within: {size: 10s}\n  steps:\n" +
+				"    - {name: a, where: 'e.type == \"A\"', oneOrMore: true}\n    - {name: b, after: followedBy, where: 'e.type == \"B\"'}\n" +
+				"  onTimeout: {}\ncondition: 'false'\nemit: {action: block}\n",
+			lines(`{"ts":0,"u":"x","type":"A"}`, `{"ts":1000,"u":"x","type":"A"}`, `{"ts":2000,"u":"x","type":"C"}`),
+			lines(`{"rule":"o","version":1,"key":{"u":"x"},"time":10000,"action":"block","timedOut":true,"fields":{"a":[0,1000]}}`,
+				`{"rule":"o","version":1,"key":{"u":"x"},"time":10000,"action":"block","timedOut":true,"fields":{"a":[0]}}`,
+				`{"rule":"o","version":1,"key":{"u":"x"},"time":11000,"action":"block","timedOut":true,"fields":{"a":[1000]}}`)})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, errs := runDoc(t, c.doc, c.events)
@@ -59,6 +75,12 @@ func TestSequenceRefused(t *testing.T) {
 			`r.yaml:3: rule f: condition: m is only available in a sequence rule's steps, condition and emit.fields`},
 		{"unknown step in m", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'len(m.b) == 0'}\n",
 			`r.yaml:5: rule s: pattern.steps[0].where: unknown name m.b (pattern steps: a)`},
+		{"onTimeout without within", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true'}\n  onTimeout: {action: review}\n",
+			`r.yaml:6: rule s: pattern.onTimeout needs pattern.within: only a window times a partial match out`},
+		{"onTimeout sink", "id: s\nkind: sequence\npattern:\n  within: {size: 1s}\n  steps:\n    - {name: a, where: 'true'}\n    - {name: b, after: next, where: 'true'}\n  onTimeout: {sink: slack}\n",
+			`r.yaml:8: rule s: pattern.onTimeout.sink: a rule does not choose sinks; timed-out matches are alerts marked timedOut, which the rules job writes to <output>/timeouts/`},
+		{"onTimeout fields see m", "id: s\nkind: sequence\npattern:\n  within: {size: 1s}\n  steps:\n    - {name: a, where: 'true'}\n    - {name: b, after: next, where: 'true'}\n  onTimeout: {fields: {x: m.c}}\n",
+			`r.yaml:8: rule s: pattern.onTimeout.fields.x: unknown name m.c (pattern steps: a, b)`},
 		{"bad times", "id: s\nkind: sequence\npattern:\n  steps:\n    - {name: a, where: 'true', times: [1, 2, 3]}\n",
 			`r.yaml:5: rule s: times: want a count (3) or a range ([2, 4])`},
 	}

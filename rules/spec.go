@@ -34,9 +34,13 @@ type Spec struct {
 	Derived     map[string]Expr          `yaml:"derived"`
 	Evaluate    string                   `yaml:"evaluate"`
 	ResetOnFire bool                     `yaml:"resetOnFire"`
+	// Lateness is how long after a tumbling or sliding window's end an
+	// event behind the watermark still joins it (and fires it again).
+	Lateness *Duration `yaml:"lateness"`
 
 	// kind: baseline
 	Profile *ProfileSpec `yaml:"profile"`
+	Global  *GlobalSpec  `yaml:"global"`
 
 	// kind: sequence
 	Pattern *PatternSpec `yaml:"pattern"`
@@ -54,10 +58,8 @@ type Spec struct {
 
 	// Fields of the draft format that are not implemented yet: decoded
 	// only to be refused with a message that says so.
-	Lateness any `yaml:"lateness"`
-	History  any `yaml:"history"`
-	Global   any `yaml:"global"`
-	Serve    any `yaml:"serve"`
+	History any `yaml:"history"`
+	Serve   any `yaml:"serve"`
 
 	file   string     // where the document came from
 	node   *yaml.Node // the document, for the lines of its parts
@@ -89,6 +91,13 @@ type ProfileSpec struct {
 	Seen    []string       `yaml:"seen"`
 }
 
+// GlobalSpec is a baseline rule's statistics over every key's events:
+// global.<field>.count/sum/mean/min/max/stddev over the horizon.
+type GlobalSpec struct {
+	Horizon Duration `yaml:"horizon"`
+	Stats   []string `yaml:"stats"`
+}
+
 // DriftSpec is a rule's drift monitoring: a rule-drift alert when its hit
 // rate in a stats interval is Factor times its baseline (the rate over
 // its previous Window intervals) or 1/Factor of it, both over at least
@@ -106,9 +115,9 @@ type EmitSpec struct {
 	Dedupe *struct {
 		For Duration `yaml:"for"`
 	} `yaml:"dedupe"`
-	Priority any `yaml:"priority"`
-	Format   any `yaml:"format"`
-	Sinks    any `yaml:"sinks"`
+	Priority *int `yaml:"priority"`
+	Format   any  `yaml:"format"`
+	Sinks    any  `yaml:"sinks"`
 }
 
 // TestSpec is an inline test: the events, in order, and the alerts they

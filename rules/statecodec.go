@@ -385,6 +385,11 @@ func (w *stateWriter) profile(ps *profileState) {
 		w.value(ps.prev)
 	}
 	w.varint(ps.prevTS)
+	// Only a rule with global statistics has them, so the encoding of
+	// the others is what it was before they existed.
+	if ps.global != nil {
+		w.lookback(ps.global)
+	}
 }
 
 // stateReader reads what stateWriter wrote; every count is checked
@@ -647,4 +652,7 @@ func (d *stateReader) profile(ps *profileState, p *profile) {
 		ps.prev = prev
 	}
 	ps.prevTS = d.varint()
+	if ps.global != nil {
+		d.lookback(ps.global)
+	}
 }

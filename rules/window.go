@@ -332,8 +332,10 @@ func addWindow(wins map[int64]*accs, start int64, r *Rule, ins []aggInput) {
 
 type accs []acc
 
-// aggregateTimer closes the window whose last millisecond is t.
-func (rn *Runner) aggregateTimer(r *Rule, st *State, t int64, out []Alert) ([]Alert, error) {
+// aggregateTimer closes the window whose last millisecond is t. With
+// lateness, the window is kept until t+lateness for late events, and
+// the timer at a kept window's t+lateness drops it.
+func (rn *Runner) aggregateTimer(r *Rule, st *State, t int64, timers Timers, out []Alert) ([]Alert, error) {
 	w := &r.window
 	rn.env.E, rn.env.TS, rn.env.P, rn.env.Lists, rn.env.Prev = nil, t, r.params, r.lists, nil
 	if w.typ == Session {
@@ -342,13 +344,76 @@ func (rn *Runner) aggregateTimer(r *Rule, st *State, t int64, out []Alert) ([]Al
 		}
 		return out, nil // a timer of a session that has grown since
 	}
+	if w.lateness > 0 {
+		delete(st.wins, t+1-w.size-w.lateness)
+	}
 	start := t + 1 - w.size
 	a := st.wins[start]
 	if a == nil {
 		return out, nil
 	}
-	delete(st.wins, start)
+	if w.lateness > 0 {
+		timers.Register(t + w.lateness)
+	} else {
+		delete(st.wins, start)
+	}
 	return rn.fire(r, st, *a, Bounds{Start: start, End: t + 1}, out)
+}
+
+// AcceptsLate reports whether r takes events behind the watermark (a
+// window rule with lateness).
+func (r *Rule) AcceptsLate() bool { return r.window.lateness > 0 }
+
+// OnLateEvent adds ev, whose time is at or behind the watermark wm, to
+// the windows of r it belongs to that are within their lateness, and
+// fires again, at once, those that had fired (their alerts marked Late),
+// as Flink's allowed lateness does. It reports whether any window took
+// the event; a rule without lateness takes none. Unlike everything else a
+// rule does, what a late event meets depends on when it arrived, not on
+// event time alone.
+func (rn *Runner) OnLateEvent(r *Rule, st *State, ev *Event, wm int64, timers Timers, out []Alert) ([]Alert, bool, error) {
+	w := &r.window
+	if r.Kind != KindAggregate || w.lateness == 0 {
+		return out, false, nil
+	}
+	rn.bind(r, ev)
+	if r.when != nil {
+		ok, err := rn.runBool(r.when)
+		if err != nil || !ok {
+			return out, err == nil, wrap(r, "when", err) // filtered out: taken, as an event in time would be
+		}
+	}
+	ins, err := rn.aggInputs(r)
+	if err != nil {
+		return out, false, err
+	}
+	step := w.size
+	if w.typ == Sliding {
+		step = w.slide
+	}
+	took := false
+	for start := floorTo(ev.TS-w.offset, step) + w.offset; start > ev.TS-w.size; start -= step {
+		end := start + w.size
+		if end-1+w.lateness <= wm {
+			continue // dropped already
+		}
+		took = true
+		addWindow(st.wins, start, r, ins)
+		if end-1 > wm {
+			timers.Register(end - 1) // not fired yet: it will be
+			continue
+		}
+		timers.Register(end - 1 + w.lateness) // a window that was empty until now
+		n := len(out)
+		rn.env.E, rn.env.TS = nil, end-1
+		if out, err = rn.fire(r, st, *st.wins[start], Bounds{Start: start, End: end}, out); err != nil {
+			return out, took, err
+		}
+		for i := n; i < len(out); i++ {
+			out[i].Late = true
+		}
+	}
+	return out, took, nil
 }
 
 func (rn *Runner) fireSession(r *Rule, st *State, out []Alert) ([]Alert, error) {

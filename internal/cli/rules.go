@@ -24,7 +24,7 @@ func newRulesCmd() *cobra.Command {
 
 func newRulesTestCmd() *cobra.Command {
 	var events, timeField string
-	var stats bool
+	var stats, decisions bool
 	cmd := &cobra.Command{
 		Use:   "test FILE|DIR --events FILE",
 		Short: "Run rules on recorded JSON-lines events locally and print the alerts",
@@ -61,9 +61,18 @@ func newRulesTestCmd() *cobra.Command {
 			}
 			alerts, eng, errs := rules.Run(set, evs)
 			enc := json.NewEncoder(cmd.OutOrStdout())
-			for i := range alerts {
-				if err := enc.Encode(&alerts[i]); err != nil {
-					return err
+			if decisions {
+				for _, d := range eng.Decisions() {
+					d.Source = events
+					if err := enc.Encode(&d); err != nil {
+						return err
+					}
+				}
+			} else {
+				for i := range alerts {
+					if err := enc.Encode(&alerts[i]); err != nil {
+						return err
+					}
 				}
 			}
 			stderr := cmd.ErrOrStderr()
@@ -90,5 +99,6 @@ func newRulesTestCmd() *cobra.Command {
 	cmd.Flags().StringVar(&events, "events", "", "JSON-lines file of events to run the rules on (required)")
 	cmd.Flags().StringVar(&timeField, "time-field", rules.DefaultTimeField, "the event field holding the event time")
 	cmd.Flags().BoolVar(&stats, "stats", false, "print each rule's evaluations, alerts and errors on stderr")
+	cmd.Flags().BoolVar(&decisions, "decisions", false, "print, instead of the alerts, one decision per event on which rules with emit.priority fired (the lowest priority wins)")
 	return cmd
 }

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -44,8 +46,35 @@ func TestRulesTestShippedExamples(t *testing.T) {
 			if out != string(want) {
 				t.Errorf("alerts:\n%s\nwant:\n%s", out, want)
 			}
+			wantD, err := os.ReadFile(filepath.Join(dir, "decisions.jsonl"))
+			if os.IsNotExist(err) {
+				return
+			}
+			out, stderr, err = runSplit(t, "rules", "test", dir, "--events", filepath.Join(dir, "events.jsonl"), "--decisions")
+			if err != nil {
+				t.Fatalf("weir rules test --decisions: %v\n%s", err, stderr)
+			}
+			if got, want := decisionsWithoutSource(t, out), decisionsWithoutSource(t, string(wantD)); len(want) == 0 || !reflect.DeepEqual(got, want) {
+				t.Errorf("decisions:\n%s\nwant (sources aside):\n%s", out, wantD)
+			}
 		})
 	}
+}
+
+// decisionsWithoutSource are the decision lines of s without their
+// source, which names the events file as the command was given it.
+func decisionsWithoutSource(t *testing.T, s string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		var d map[string]any
+		if err := json.Unmarshal([]byte(l), &d); err != nil {
+			t.Fatalf("decision %q: %v", l, err)
+		}
+		delete(d, "source")
+		out = append(out, d)
+	}
+	return out
 }
 
 func TestRulesTestErrors(t *testing.T) {

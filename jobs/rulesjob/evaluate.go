@@ -109,8 +109,12 @@ func (s *setSource) Poll(out runtime.Collector[Change]) (time.Duration, error) {
 
 // The evaluator's side outputs.
 var (
-	evalErrors  = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
-	lateRecords = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
+	// timeoutAlerts are sequences' timed-out partial matches (a rule's
+	// pattern.onTimeout), apart from the matches, as Flink CEP's
+	// timed-out side output.
+	timeoutAlerts = runtime.NewOutputTag[string]("timeout-alerts", runtime.StringCodec{})
+	evalErrors    = runtime.NewOutputTag[file.DeadLetter]("rule-errors", file.DeadLetterCodec{})
+	lateRecords   = runtime.NewOutputTag[file.DeadLetter]("late-records", file.DeadLetterCodec{})
 	// ruleStateReports says, per key, which rule's state a change of its
 	// state shape dropped.
 	ruleStateReports = runtime.NewOutputTag[string]("rule-state", runtime.StringCodec{})
@@ -130,8 +134,12 @@ type evaluator struct {
 	ctx     *runtime.KeyedContext[string]
 	sets    runtime.BroadcastState[int64, *rules.Set]
 	pending runtime.MapState[int64, []Record]
-	errs    runtime.Collector[file.DeadLetter]
-	late    runtime.Collector[file.DeadLetter]
+	timeout runtime.Collector[string]
+	// What rules with a priority raised on each event, for its decision.
+	decide runtime.Collector[decisionPart]
+	cands  []rules.Candidate
+	errs   runtime.Collector[file.DeadLetter]
+	late   runtime.Collector[file.DeadLetter]
 
 	// Every rule's state of the current key, in keyed state (see
 	// rules.KeyStates): checkpoints, savepoints and rescales carry it.
@@ -193,6 +201,8 @@ func (e *evaluator) Open(ctx *runtime.KeyedContext[string]) (err error) {
 	g := ctx.Metrics()
 	e.setFrom = g.Gauge("rules_set_from_ms", "the event time (Unix ms) from which the rule set this subtask evaluates with applies")
 	e.switchedAt = g.Gauge("rules_switched_at_ms", "the wall-clock time (Unix ms) this subtask first evaluated an event or timer under its current rule set")
+	e.timeout = runtime.SideCollector(ctx.RuntimeContext, timeoutAlerts)
+	e.decide = runtime.SideCollector(ctx.RuntimeContext, decisionParts)
 	e.errs = runtime.SideCollector(ctx.RuntimeContext, evalErrors)
 	e.late = runtime.SideCollector(ctx.RuntimeContext, lateRecords)
 	e.ruleState = runtime.SideCollector(ctx.RuntimeContext, ruleStateReports)
@@ -249,16 +259,64 @@ func applyChange(sets runtime.BroadcastState[int64, *rules.Set], c Change, wm in
 	return nil
 }
 
-func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], _ runtime.Collector[alertLine]) error {
+func (e *evaluator) ProcessElement(r Routed, ctx *runtime.KeyedContext[string], out runtime.Collector[alertLine]) error {
 	if wm := ctx.CurrentWatermark(); r.Rec.TS <= wm {
-		e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
-			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", r.Rec.TS, wm)})
+		// The router lets a late record through only when a rule of the
+		// set has lateness; one line per rule key that did not take it.
+		if !e.processLate(r.Rec, wm, ctx, out) {
+			e.late.Collect(file.DeadLetter{Source: r.Rec.Source, Line: r.Rec.Line, Text: r.Rec.Text(),
+				Reason: fmt.Sprintf("late: event time %d is behind the watermark %d and no rule of key [%s] takes it (no lateness, or past it)",
+					r.Rec.TS, wm, strings.ReplaceAll(sigOf(ctx.CurrentKey()), "\x1f", ", "))})
+		}
 		return nil
 	}
 	rs, _ := e.pending.Get(r.Rec.TS)
 	e.pending.Put(r.Rec.TS, append(rs, r.Rec))
 	ctx.RegisterEventTimeTimer(r.Rec.TS)
 	return nil
+}
+
+// processLate gives a record behind the watermark wm to the rules of its
+// key in force at wm that take late events (window rules with lateness):
+// they add it to the windows still within their lateness and fire those
+// again at once. It reports whether any rule took it; if none did, it is
+// late for all of them. The counts go to the interval after wm.
+func (e *evaluator) processLate(rec Record, wm int64, ctx *runtime.KeyedContext[string], out runtime.Collector[alertLine]) bool {
+	sg := e.group(sigOf(ctx.CurrentKey()), wm)
+	if sg == nil || !slices.ContainsFunc(sg.kg.Rules(), (*rules.Rule).AcceptsLate) {
+		return false
+	}
+	kg := sg.kg
+	ks, _ := e.states.Value()
+	e.dropped = kg.Load(ks, e.dropped[:0])
+	for _, d := range e.dropped {
+		e.report(ctx, d, ks.Key, wm)
+	}
+	e.beforeCounting(sg, wm+1)
+	defer e.afterCounting(sg, wm+1)
+	ev := rules.Event{Fields: rec.Fields, TS: rec.TS, Line: int(rec.Line)}
+	var took bool
+	var err error
+	e.alerts, took, err = kg.ProcessLate(&ev, wm, e.alerts[:0])
+	e.emit(out)
+	if err != nil {
+		e.errs.Collect(file.DeadLetter{Source: rec.Source, Line: rec.Line, Text: rec.Text(),
+			Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
+		took = true // reported there, with the reason
+	}
+	if kg.Changed() {
+		next, err := kg.Store()
+		if err != nil {
+			ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
+		}
+		if next == nil {
+			e.states.Clear()
+		} else {
+			e.states.Update(next)
+		}
+		e.storeStates(ks, next, wm+1)
+	}
+	return took
 }
 
 // setAt is the rule set in force at event time t and its From.
@@ -449,6 +507,9 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	for i := range rs {
 		ev := rules.Event{Fields: rs[i].Fields, TS: rs[i].TS, Line: int(rs[i].Line)}
 		e.alerts, err = kg.Process(&ev, e.alerts[:0])
+		if e.cands = rules.Candidates(e.cands[:0], e.alerts); len(e.cands) > 0 {
+			e.decide.Collect(decisionPart{Source: rs[i].Source, Line: rs[i].Line, Time: rs[i].TS, Candidates: slices.Clone(e.cands)})
+		}
 		e.emit(out)
 		if err != nil {
 			// The other rules saw the event; this one's failure goes to
@@ -544,14 +605,22 @@ func counter(ctx *runtime.KeyedContext[string], m map[string]runtime.Counter, ru
 }
 
 // emit sends the alerts on as JSON lines, marked shadow for a shadow rule
-// (the statistician writes those to the shadow output).
+// (the statistician writes those to the shadow output; a shadow rule's
+// timeouts are shadow alerts), a timed-out match's to the timeouts output.
 func (e *evaluator) emit(out runtime.Collector[alertLine]) {
 	for i := range e.alerts {
 		b, err := json.Marshal(&e.alerts[i])
 		if err != nil {
 			b = fmt.Appendf(nil, `{"rule":%q,"error":%q}`, e.alerts[i].Rule, err.Error())
 		}
-		out.Collect(alertLine{Text: string(b), Shadow: e.alerts[i].Shadow})
+		switch {
+		case e.alerts[i].Shadow:
+			out.Collect(alertLine{Text: string(b), Shadow: true})
+		case e.alerts[i].TimedOut:
+			e.timeout.Collect(string(b))
+		default:
+			out.Collect(alertLine{Text: string(b)})
+		}
 	}
 }
 

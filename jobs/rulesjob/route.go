@@ -67,8 +67,18 @@ func (r *router) ProcessBroadcastElement(c Change, ctx *runtime.BroadcastContext
 	return nil
 }
 
-func (r *router) ProcessElement(rec Record, ctx *runtime.KeyedContext[int64], _ runtime.Collector[Routed]) error {
+func (r *router) ProcessElement(rec Record, ctx *runtime.KeyedContext[int64], out runtime.Collector[Routed]) error {
 	if wm := ctx.CurrentWatermark(); rec.TS <= wm {
+		set := r.static
+		if set == nil {
+			_, set = setAt(r.sets, wm)
+		}
+		if set != nil && slices.ContainsFunc(set.Rules, (*rules.Rule).AcceptsLate) {
+			// Some rule takes late events: every rule key's evaluator
+			// sees it now and says whether one of its rules took it.
+			r.route(set, rec, out)
+			return nil
+		}
 		r.late.Collect(file.DeadLetter{Source: rec.Source, Line: rec.Line, Text: rec.Text(),
 			Reason: fmt.Sprintf("late: event time %d is behind the watermark %d (raise out-of-orderness to wait longer)", rec.TS, wm)})
 		return nil
@@ -101,14 +111,23 @@ func (r *router) OnTimer(t int64, _ *runtime.KeyedContext[int64], out runtime.Co
 	rs = slices.Clone(rs)
 	slices.SortStableFunc(rs, compareRecords)
 	for _, rec := range rs {
-		for _, s := range r.sigs {
-			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
-			out.Collect(Routed{Key: string(r.key), Rec: rec})
-		}
-		for _, s := range r.extra {
-			r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
-			out.Collect(Routed{Key: string(r.key), Rec: rec})
-		}
+		r.emit(r.sigs, rec, out)
+		r.emit(r.extra, rec, out)
 	}
 	return nil
+}
+
+// route sends rec to the rule keys of set.
+func (r *router) route(set *rules.Set, rec Record, out runtime.Collector[Routed]) {
+	if set != r.set {
+		r.set, r.sigs = set, keySigs(set)
+	}
+	r.emit(r.sigs, rec, out)
+}
+
+func (r *router) emit(sigs []sigFields, rec Record, out runtime.Collector[Routed]) {
+	for _, s := range sigs {
+		r.key = appendKey(r.key[:0], s.sig, s.fields, rec)
+		out.Collect(Routed{Key: string(r.key), Rec: rec})
+	}
 }

@@ -70,9 +70,13 @@ const (
 const (
 	AlertsDir      = "alerts"
 	ShadowDir      = "shadow"
+	TimeoutsDir    = "timeouts"
+	DecisionsDir   = "decisions"
+	DeciderUID     = "decide"
 	DeadLetterDir  = "dead-letters"
 	RuleErrorDir   = "rule-errors"
 	LateDir        = "late"
+	LateRulesDir   = "late-rules"
 	RuleStateDir   = "rule-state"
 	EvaluatorUID   = "evaluate-rules"
 	RuleSourceUID  = "rule-set"
@@ -92,7 +96,7 @@ func init() {
 		{Name: "input", Type: jobs.Path, Description: "source=files: a file, or a directory whose files (not starting with . or _) are read in name order"},
 		{Name: "schema", Type: jobs.String, Description: "the events' declared fields, name:type,... (types string, number, bool, time; name:type? for an optional field): an event lacking a field or with another type is a dead letter; with format=csv, the header columns read and their types (required)"},
 		{Name: "time-field", Type: jobs.String, Default: rules.DefaultTimeField, Description: "the field holding the event time, in Unix ms or RFC 3339"},
-		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts (and rule-drift alerts) go exactly once to <output>/alerts/, the rule_stats stream to <output>/rule-stats/, shadow rules' alerts to <output>/shadow/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/, a line per key whose rule state a change of the rule's state shape dropped to <output>/rule-state/"},
+		{Name: "output", Type: jobs.Path, Required: true, Description: "directory or s3://bucket/prefix URL: alerts (and rule-drift alerts) go exactly once to <output>/alerts/, the rule_stats stream to <output>/rule-stats/, shadow rules' alerts to <output>/shadow/, sequences' timed-out partial matches (pattern.onTimeout) to <output>/timeouts/, one decision per event on which rules with emit.priority fired to <output>/decisions/, records that do not parse to <output>/dead-letters/, events a rule fails on to <output>/rule-errors/ with the reason, events behind the watermark to <output>/late/ (with a rule that has lateness in the set, to <output>/late-rules/ per rule key that did not take them), a line per key whose rule state a change of the rule's state shape dropped to <output>/rule-state/"},
 		{Name: "sink", Type: jobs.String, Default: "files", Description: "where alerts go besides <output>/alerts: files (nowhere else), print (stdout of the TaskManagers), kafka (sink-topic), webhook or slack"},
 		{Name: "out-of-orderness", Type: jobs.Duration, Default: "5s", Description: "how far an event may arrive behind the newest one seen; the watermark trails by this much, and alerts wait for it"},
 		{Name: "monitor", Type: jobs.Duration, Default: "0s", Description: "source=files: 0 reads the input and finishes; above 0, lists the input directory this often and reads new files, never finishing"},
@@ -311,6 +315,12 @@ func Build(env *runtime.Env, p *runtime.Params) error {
 			return &evaluator{live: live, statsCfg: stats, static: staticSet(set, live)}
 		},
 		alertLineCodec{}).UID(EvaluatorUID)
+	writeDeadLetters(c, runtime.SideOutput(evaluated, lateRecords), "late-rule-files", LateRulesDir)
+	writeLines(c, runtime.SideOutput(evaluated, timeoutAlerts), "timeout-files", TimeoutsDir)
+	decisions := runtime.Process(runtime.KeyBy(runtime.SideOutput(evaluated, decisionParts), runtime.StringKey, decisionPart.key),
+		"decide", func() runtime.KeyedProcessFunction[string, decisionPart, string] { return &decider{} },
+		runtime.StringCodec{}).UID(DeciderUID)
+	writeLines(c, decisions, "decision-files", DecisionsDir)
 	writeDeadLetters(c, runtime.SideOutput(evaluated, evalErrors), "rule-error-files", RuleErrorDir)
 	writeLines(c, runtime.SideOutput(evaluated, ruleStateReports), "rule-state-files", RuleStateDir)
 
