@@ -150,7 +150,10 @@ func startEvalTask(t *testing.T, dir string, p, subtask int, restore *statebacke
 	if err := os.WriteFile(ruleFile, []byte(keysRules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g, err := jobs.Build(Name, p, map[string]string{"rules": ruleFile, "input": ruleFile, "output": filepath.Join(dir, "out"), "stats-interval": "10s"})
+	// A live job (etcd set; its rule source is not run here), as only a
+	// live job's evaluator takes the changes the test broadcasts.
+	g, err := jobs.Build(Name, p, map[string]string{"rules": ruleFile, "input": ruleFile, "output": filepath.Join(dir, "out"),
+		"stats-interval": "10s", "etcd": "127.0.0.1:9"})
 	if err != nil {
 		t.Fatal(err)
 	}
