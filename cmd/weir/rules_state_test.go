@@ -110,22 +110,7 @@ func TestRulesJobSavepointUpgrade(t *testing.T) {
 		windowAlert("cnt10", 2, "u2", 0, 20000, map[string]float64{"n": 1}),
 		windowAlert("cnt10", 2, "u9", 0, 20000, map[string]float64{"n": 1}),
 	}
-	slices.Sort(want)
-	if got := waitLines(t, filepath.Join(out, "alerts"), len(want)); !slices.Equal(got, want) {
-		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	// Each key that held cnt10 state is reported once, when it first
-	// meets the new version: u0-u2 at their next event, tick at its
-	// windows' timer.
-	report := func(user string, at int64) string {
-		return fmt.Sprintf(`{"rule":"cnt10","version":1,"new_version":2,"key":{"user":%q},"time":%d,"state":"dropped",`+
-			`"reason":"state shape changed (key, window, aggregates, profile or pattern)"}`, user, at)
-	}
-	wantReports := []string{report("u0", 6000), report("u1", 7000), report("u2", 8000), report("tick", 9999)}
-	slices.Sort(wantReports)
-	if got := waitLines(t, filepath.Join(out, "rule-state"), len(wantReports)); !slices.Equal(got, wantReports) {
-		t.Errorf("rule-state:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantReports, "\n"))
-	}
+	checkUpgradeOutput(t, out, want)
 	waitLog(t, c, "state is dropped", 1)
 	if logs := stderrOf(c); !strings.Contains(logs, "rule=cnt10") || strings.Contains(logs, "rule=sum10 from_version") {
 		t.Errorf("the TaskManagers' logs should report cnt10's state dropped and not sum10's")
@@ -264,13 +249,20 @@ func TestRulesJobSavepointUpgradeFromFile(t *testing.T) {
 		windowAlert("cnt10", 2, "u2", 0, 20000, map[string]float64{"n": 1}),
 		windowAlert("cnt10", 2, "u9", 0, 20000, map[string]float64{"n": 1}),
 	}
+	checkUpgradeOutput(t, out, want)
+}
+
+// checkUpgradeOutput checks an upgraded job's output (out) against the
+// savepoint upgrade tests' expectations: the alerts want (sorted here),
+// and one dropped-state report of cnt10 per key that held its state, each
+// when it first met the new version: u0-u2 at their next event, tick at
+// its windows' timer.
+func checkUpgradeOutput(t *testing.T, out string, want []string) {
+	t.Helper()
 	slices.Sort(want)
 	if got := waitLines(t, filepath.Join(out, "alerts"), len(want)); !slices.Equal(got, want) {
 		t.Errorf("alerts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	// Each key that held cnt10 state is reported once, when it first
-	// meets the new version: u0-u2 at their next event, tick at its
-	// window's timer.
 	report := func(user string, at int64) string {
 		return fmt.Sprintf(`{"rule":"cnt10","version":1,"new_version":2,"key":{"user":%q},"time":%d,"state":"dropped",`+
 			`"reason":"state shape changed (key, window, aggregates, profile or pattern)"}`, user, at)

@@ -70,18 +70,8 @@ func (c *Checkpoint) Release() {
 // directory beside the store's. Its cost is one memtable flush (bounded by
 // MemTableBytes) and a hard link per SST, whatever the state's size.
 func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
-	if err := s.Err(); err != nil {
+	if err := s.writeBack("checkpoint"); err != nil {
 		return nil, err
-	}
-	for _, f := range s.flushers {
-		f.flush()
-	}
-	s.commitTimers()
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	if !s.acquire() {
-		return nil, errors.New("pebblestate: checkpoint of a closed store")
 	}
 	c := &Checkpoint{s: s, dir: fmt.Sprintf("%s.chk-%d", s.dir, id)}
 	err := func() error {

@@ -2,7 +2,6 @@ package pebblestate
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -49,21 +48,8 @@ func (s *Store) Snapshot() ([]statebackend.Section, error) {
 	if len(s.order) == 0 && len(s.timers) == 0 {
 		return nil, nil
 	}
-	if err := s.Err(); err != nil {
+	if err := s.writeBack("snapshot"); err != nil {
 		return nil, err
-	}
-	// The caches' dirty entries go to Pebble first, in one batch per
-	// table: this is the synchronous part's cost, bounded by the caches'
-	// size.
-	for _, f := range s.flushers {
-		f.flush()
-	}
-	s.commitTimers()
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	if !s.acquire() {
-		return nil, errors.New("pebblestate: snapshot of a closed store")
 	}
 	sn := &snap{s: s, ps: s.db.NewSnapshot()}
 	sn.refs.Store(int32(len(s.order) + len(s.timers)))
@@ -266,4 +252,25 @@ func countItems(b []byte) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// writeBack readies the store for a snapshot or checkpoint (what): the
+// caches' dirty entries and pending timers go to Pebble first, in one
+// batch per table, which is the synchronous part's cost, bounded by the
+// caches' size; then the store is held open until the caller releases it.
+func (s *Store) writeBack(what string) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	for _, f := range s.flushers {
+		f.flush()
+	}
+	s.commitTimers()
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if !s.acquire() {
+		return fmt.Errorf("pebblestate: %s of a closed store", what)
+	}
+	return nil
 }
