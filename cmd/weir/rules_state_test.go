@@ -75,23 +75,9 @@ func TestRulesJobSavepointUpgrade(t *testing.T) {
 		ev(4500, "tick", 1), ev(5000, "u9", 5))
 	waitRead(t, c, id, 6)
 	rules("mark", "--at", "4600")
-	tickAlert := `{"rule":"tick","version":1,"key":{"user":"tick"},"time":4500,"action":"alert"}`
-	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
-		t.Fatalf("alerts before the upgrade: %q", got)
-	}
-	// The input idle for longer than its idleness (1 s) does not move
-	// event time: the windows stay open.
-	time.Sleep(2 * time.Second)
-	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, []string{tickAlert}) {
-		t.Fatalf("alerts while the input is idle: %q", got)
-	}
-	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
-	if r.ExitCode != 0 {
-		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
-	}
-	waitState(t, c, id, time.Minute, "FINISHED")
+	savepoint := stopBeforeUpgrade(t, c, id, out)
 	rules("put", v2, "--at", "4601")
-	id2 := submit(t, c, append([]string{"rules", "--from-savepoint", strings.TrimSpace(r.Stdout)}, params...)...)
+	id2 := submit(t, c, append([]string{"rules", "--from-savepoint", savepoint}, params...)...)
 	waitState(t, c, id2, time.Minute, "RUNNING")
 	writeFileLines(t, in, "b.jsonl", ev(6000, "u0", 100), ev(7000, "u1", 200), ev(8000, "u2", 300))
 	waitRead(t, c, id2, 3)
@@ -215,22 +201,8 @@ func TestRulesJobSavepointUpgradeFromFile(t *testing.T) {
 	}
 	writeFileLines(t, in, "a.jsonl", ev(1000, "u0", 10), ev(2000, "u1", 20), ev(3000, "u2", 30), ev(4000, "u0", 40),
 		ev(4500, "tick", 1), ev(5000, "u9", 5))
-	tickAlert := `{"rule":"tick","version":1,"key":{"user":"tick"},"time":4500,"action":"alert"}`
-	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
-		t.Fatalf("alerts before the upgrade: %q", got)
-	}
-	// The input idle for longer than its idleness (1 s) does not move
-	// event time: the windows stay open.
-	time.Sleep(2 * time.Second)
-	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, []string{tickAlert}) {
-		t.Fatalf("alerts while the input is idle: %q", got)
-	}
-	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
-	if r.ExitCode != 0 {
-		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
-	}
-	waitState(t, c, id, time.Minute, "FINISHED")
-	id2 := submit(t, c, append(params(v2), "--from-savepoint", strings.TrimSpace(r.Stdout))...)
+	savepoint := stopBeforeUpgrade(t, c, id, out)
+	id2 := submit(t, c, append(params(v2), "--from-savepoint", savepoint)...)
 	waitState(t, c, id2, time.Minute, "RUNNING")
 	// The event at 30000 moves the watermark past every window below.
 	writeFileLines(t, in, "b.jsonl", ev(6000, "u0", 100), ev(7000, "u1", 200), ev(8000, "u2", 300), ev(30000, "end", 0))
@@ -272,4 +244,28 @@ func checkUpgradeOutput(t *testing.T, out string, want []string) {
 	if got := waitLines(t, filepath.Join(out, "rule-state"), len(wantReports)); !slices.Equal(got, wantReports) {
 		t.Errorf("rule-state:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantReports, "\n"))
 	}
+}
+
+// tickAlert is the one alert of the upgrade tests before their upgrade.
+const tickAlert = `{"rule":"tick","version":1,"key":{"user":"tick"},"time":4500,"action":"alert"}`
+
+// stopBeforeUpgrade checks that job id alerted only tickAlert, and still
+// does with its input idle for longer than its idleness (1 s: that does
+// not move event time, so the windows stay open), then stops it with a
+// savepoint and returns the savepoint's location.
+func stopBeforeUpgrade(t *testing.T, c *cluster.Cluster, id, out string) string {
+	t.Helper()
+	if got := waitLines(t, filepath.Join(out, "alerts"), 1); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts before the upgrade: %q", got)
+	}
+	time.Sleep(2 * time.Second)
+	if got := committedLines(t, filepath.Join(out, "alerts"), ""); !slices.Equal(got, []string{tickAlert}) {
+		t.Fatalf("alerts while the input is idle: %q", got)
+	}
+	r := runWeir(t, "job", "stop", id, "--savepoint", "--jobmanager", c.JobManagerAddrs)
+	if r.ExitCode != 0 {
+		t.Fatalf("stop: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	waitState(t, c, id, time.Minute, "FINISHED")
+	return strings.TrimSpace(r.Stdout)
 }
