@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,8 +94,17 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 	}
 	addrs := []string{fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	work := b.TempDir()
-	c, err := cluster.StartCluster(weirBin, cluster.Options{TaskManagers: 2, Slots: 2,
-		TaskManagerArgs: func(i int) []string { return []string{"--metrics-listen", addrs[i]} }})
+	// WEIR_BENCH_PROFILES=DIR: CPU profiles of the TaskManagers while the
+	// changes are made (taskmanager-N-K.pprof, 10 s each, from their
+	// /debug/pprof), and of the JobManager's whole run (jobmanager.pprof).
+	profiles := os.Getenv("WEIR_BENCH_PROFILES")
+	var jmArgs, tmArgs []string
+	if profiles != "" {
+		jmArgs = []string{"--cpu-profile", filepath.Join(profiles, "jobmanager.pprof")}
+		tmArgs = []string{"--metrics-pprof"}
+	}
+	c, err := cluster.StartCluster(weirBin, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: jmArgs,
+		TaskManagerArgs: func(i int) []string { return append([]string{"--metrics-listen", addrs[i]}, tmArgs...) }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,10 +158,20 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 			b.Fatal("the evaluator's subtasks did not start evaluating within 5 minutes")
 		}
 	}
+	// WEIR_BENCH_CHANGES=N makes fewer (or more) changes than 50, for a
+	// quick profile; the p99 is over 50.
+	changes := 50
+	if n, err := strconv.Atoi(os.Getenv("WEIR_BENCH_CHANGES")); err == nil && n > 0 {
+		changes = n
+	}
 	b.ResetTimer()
+	if profiles != "" {
+		stop := profileDuring(b, profiles, addrs)
+		defer stop()
+	}
 	for range b.N {
 		var lat, puts, lags []float64
-		for i := 1; i <= 50; i++ {
+		for i := 1; i <= changes; i++ {
 			at, returned := put(i)
 			puts = append(puts, float64(returned-at))
 			// The gauges are timestamps, so polling less often loses no
@@ -183,4 +204,40 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 		b.ReportMetric(lat[len(lat)*99/100], "p99-ms")
 		b.ReportMetric(lat[len(lat)-1], "max-ms")
 	}
+}
+
+// profileDuring takes consecutive 10 s CPU profiles of the processes
+// serving /debug/pprof on addrs into dir until the returned func is
+// called (it waits for the profiles under way).
+func profileDuring(b *testing.B, dir string, addrs []string) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := http.Get("http://" + a + "/debug/pprof/profile?seconds=10")
+				if err != nil {
+					b.Logf("profile of %s: %v", a, err)
+					return
+				}
+				p, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("taskmanager-%d-%02d.pprof", i+1, k)), p, 0o644)
+				}
+				if err != nil {
+					b.Logf("profile of %s: %v", a, err)
+					return
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
