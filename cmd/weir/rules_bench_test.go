@@ -96,7 +96,8 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 	work := b.TempDir()
 	// WEIR_BENCH_PROFILES=DIR: CPU profiles of the TaskManagers while the
 	// changes are made (taskmanager-N-K.pprof, 10 s each, from their
-	// /debug/pprof), and of the JobManager's whole run (jobmanager.pprof).
+	// /debug/pprof), of the JobManager's whole run (jobmanager.pprof), and
+	// every process's log (logs.txt).
 	profiles := os.Getenv("WEIR_BENCH_PROFILES")
 	var jmArgs, tmArgs []string
 	if profiles != "" {
@@ -167,7 +168,12 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 	b.ResetTimer()
 	if profiles != "" {
 		stop := profileDuring(b, profiles, addrs)
-		defer stop()
+		defer func() {
+			stop()
+			if err := os.WriteFile(filepath.Join(profiles, "logs.txt"), []byte(c.Logs()), 0o644); err != nil {
+				b.Log(err)
+			}
+		}()
 	}
 	for range b.N {
 		var lat, puts, lags []float64
