@@ -114,3 +114,38 @@ func BenchmarkKeyGroupIndexed(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKeyGroupChange is what an evaluator pays for the group of a
+// rule key of 10,000 indexed rules when one of them changes: a new group
+// (new) or the one before's successor (next).
+func BenchmarkKeyGroupChange(b *testing.B) {
+	var docs []Doc
+	for i := range 10_000 {
+		docs = append(docs, Doc{File: "c.yaml", Version: 1, Source: fmt.Appendf(nil,
+			"id: m%05d\nkey: [accountId]\nkind: filter\nparams: {m: m%d, max: %d}\ncondition: 'e.merchant == p.m && e.amount > p.max'\n", i, i, 1000+i%100)})
+	}
+	set, err := CompileDocs(docs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Two versions of one rule, compiled once: what is measured is the group.
+	var sets [2]*Set
+	for v := range sets {
+		d := docs[5000]
+		d.Version = int64(2 + v)
+		if sets[v], err = set.With([]Doc{d}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("new", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			NewKeyGroup(sets[i%2].Rules)
+		}
+	})
+	b.Run("next", func(b *testing.B) {
+		g := NewKeyGroup(sets[0].Rules)
+		for i := 1; b.Loop(); i++ {
+			g = g.Next(sets[i%2].Rules)
+		}
+	})
+}

@@ -150,9 +150,10 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 		}
 		return at, time.Now().UnixMilli()
 	}
-	// Warm up: wait until both subtasks evaluate (under the whole set).
+	// Warm up: wait until both subtasks evaluate under the whole set.
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if from := subtaskGauges(b, addrs, "rules_set_from_ms"); len(from) == 2 && (others == 0 || from["0"] >= start && from["1"] >= start) {
+		from, n := subtaskGauges(b, addrs, "rules_set_from_ms"), subtaskGauges(b, addrs, "rules_in_force")
+		if len(from) == 2 && (others == 0 || from["0"] >= start && from["1"] >= start && n["0"] == float64(others+1) && n["1"] == float64(others+1)) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -424,9 +424,14 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 		clear(seen)
 	}
 	defer flush()
+	var until time.Time // the latest time to wait for more of a change
 	for {
-		select {
-		case resp, ok := <-s.watch:
+		if !pending {
+			until = time.Now().Add(gatherMax)
+		}
+		resp, ok, got := s.recv(pending, until)
+		switch {
+		case got:
 			if !ok {
 				return errors.New("the watch ended")
 			}
@@ -482,6 +487,40 @@ func (s *liveSource) drain(out runtime.Collector[Change]) error {
 			}
 			return nil
 		}
+	}
+}
+
+// A put of many rules reaches the watch as one response per rule, and
+// the etcd client hands them over one at a time: read without waiting,
+// they made a change (a new set in every subtask's broadcast state, a
+// rebuilt group in every evaluator) per response or two, thousands for
+// one put. So while a change is pending, drain waits up to gatherGap for
+// the next response, for at most gatherMax in all: a lone change waits
+// gatherGap more, a put of 10,000 rules makes a few changes.
+const (
+	gatherGap = 2 * time.Millisecond
+	gatherMax = 100 * time.Millisecond
+)
+
+// recv is the watch's next response (got), waiting up to gatherGap for
+// it if wait is set, but not past until.
+func (s *liveSource) recv(wait bool, until time.Time) (resp clientv3.WatchResponse, ok, got bool) {
+	select {
+	case resp, ok = <-s.watch:
+		return resp, ok, true
+	default:
+	}
+	d := min(gatherGap, time.Until(until))
+	if !wait || d <= 0 {
+		return resp, false, false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case resp, ok = <-s.watch:
+		return resp, ok, true
+	case <-t.C:
+		return resp, false, false
 	}
 }
 
