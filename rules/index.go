@@ -233,6 +233,9 @@ func (x *ruleIndex) replaced(old, rs []*Rule, pos []int) *ruleIndex {
 			}
 		} else {
 			f := slices.Index(y.fields, g.field)
+			if f < 0 {
+				return nil // not indexed as newRuleIndex would have
+			}
 			m := mapOf(f)
 			if l := m[g.value]; len(l) > 0 {
 				if j, found := slices.BinarySearch(l, i); found {

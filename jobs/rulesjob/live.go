@@ -395,9 +395,10 @@ func (s *liveSource) unreachable(err error) {
 		strings.Join(s.cfg.endpoints, ","), time.UnixMilli(s.downAt).UTC().Format(time.RFC3339), s.setRules, from, s.rev))
 }
 
-// drain applies the watch's pending responses: one change per response
-// (a put of several rules is one response per rule, each its own change),
-// and a mark moves the watermark.
+// drain applies the watch's pending responses, waiting briefly for more
+// while a change is pending (gatherGap): consecutive responses whose
+// changes apply from one time make one change, and a mark moves the
+// watermark.
 func (s *liveSource) drain(out runtime.Collector[Change]) error {
 	// Consecutive responses whose changes apply from one time (a put of
 	// many rules: one response per rule) make one change: the same set
