@@ -69,7 +69,7 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 			defer cp.Release()
 			a0 := allocated()
 			live := map[string]bool{}
-			for _, f := range cp.Files() {
+			for _, f := range files(b, cp) {
 				if Shared(f) {
 					live[f] = true
 					if uploaded[f] {
