@@ -59,6 +59,8 @@ type epoch struct {
 	// timersIn is closed once the frozen timers are in Pebble.
 	timersIn chan struct{}
 	done     chan struct{}
+	// hold is the store's holdWriteBack at the barrier (tests).
+	hold     func()
 	finished atomic.Bool
 
 	// Set before done is closed: the Pebble snapshot, or the native
@@ -80,7 +82,8 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 	if !s.acquire() {
 		return nil, fmt.Errorf("pebblestate: %s of a closed store", what)
 	}
-	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), done: make(chan struct{})}
+	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), done: make(chan struct{}),
+		hold: s.holdWriteBack}
 	if dir != "" {
 		e.states = stateRecords(s.states)
 	}
@@ -108,11 +111,11 @@ func (e *epoch) run() {
 		close(e.done)
 	}()
 	s := e.s
-	if h := s.beforeWriteBack; h != nil {
-		h()
-	}
 	_, err := e.timers.apply(s.db, nil, s.wo, e.timerMax)
 	close(e.timersIn)
+	if e.hold != nil {
+		e.hold()
+	}
 	for _, t := range e.tables {
 		if err != nil {
 			break
@@ -189,6 +192,9 @@ func (s *Store) settle() {
 	e := s.ep
 	if e == nil {
 		return
+	}
+	if s.onWait != nil && !e.finished.Load() {
+		s.onWait()
 	}
 	<-e.done
 	s.ep = nil

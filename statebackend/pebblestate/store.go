@@ -167,9 +167,10 @@ type Store struct {
 	// the committed pend batches they may still read.
 	iters   int
 	retired []*pebble.Batch
-	// beforeWriteBack, when set (tests), is called by an epoch's
-	// goroutine before it writes anything.
-	beforeWriteBack func()
+	// holdWriteBack, when set (tests), is called by an epoch's
+	// goroutine once it wrote the frozen timers, before the value
+	// tables' entries; onWait when the task waits for an epoch.
+	holdWriteBack, onWait func()
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
