@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -193,10 +194,19 @@ func (s *Store) settle() {
 	if e == nil {
 		return
 	}
-	if s.onWait != nil && !e.finished.Load() {
-		s.onWait()
+	start := time.Now()
+	if !e.finished.Load() {
+		s.settles.waited++
+		if s.onWait != nil {
+			s.onWait()
+		}
 	}
 	<-e.done
+	defer func() {
+		d := time.Since(start)
+		s.settles.n++
+		s.settles.max = max(s.settles.max, d)
+	}()
 	s.ep = nil
 	for _, t := range e.tables {
 		t.thaw()
@@ -217,6 +227,14 @@ func (s *Store) settle() {
 	}
 	e.timers.reset()
 	s.spareTB = e.timers
+}
+
+// settleStats count the task's settles: how many ended an epoch, how many
+// of those waited for its goroutine, and the longest (wait and commit of
+// the held-back writes).
+type settleStats struct {
+	n, waited int
+	max       time.Duration
 }
 
 // poll ends the current epoch if its goroutine is done; it never waits.

@@ -23,8 +23,9 @@
 //
 // # Snapshots
 //
-// Store.Snapshot takes a Pebble snapshot (O(1): a sequence number) and
-// returns one statebackend.Section per registered state that reads it.
+// Store.Snapshot returns one statebackend.Section per registered state,
+// reading a Pebble snapshot (O(1): a sequence number) that the barrier's
+// asynchronous part takes (see Barriers).
 // The sections write the same entries, in the same encoding, as the
 // memory backend's, so state files of both backends are interchangeable:
 // a job can be restored from either backend's checkpoint onto either
@@ -34,14 +35,31 @@
 //
 // Store.Checkpoint is the other way: a native checkpoint (native.go), the
 // store's own files, for incremental checkpoints that upload only the
-// SSTs an earlier checkpoint did not. Its synchronous part writes back the
-// caches and flushes the memtable, then Pebble hard-links the live SSTs
-// into a directory beside the store's, where they stay readable whatever
-// the store compacts meanwhile. A StatesFile beside them maps state ids
+// SSTs an earlier checkpoint did not. Its asynchronous part flushes the
+// memtable, then Pebble hard-links the live SSTs into a directory beside
+// the store's, where they stay readable whatever the store compacts
+// meanwhile. A StatesFile beside them maps state ids
 // to names. RestoreNative takes such files back: those of one old
 // subtask become the store (a range delete drops the key groups it does
 // not own); those of several are copied entry by entry, state ids mapped
 // by name.
+//
+// # Barriers
+//
+// The state at a barrier is Pebble's plus what the task has not written
+// to it yet: the value caches' dirty entries and the pending timer
+// writes. Writing those back takes time in proportion to them (some
+// 300 ms at 3 M keys), so the synchronous part of Snapshot and Checkpoint
+// only freezes them, a few pointer swaps per table, and an epoch's
+// goroutine writes them back and then takes the Pebble snapshot or
+// checkpoint. Until it has, the task's writes are held back in an indexed
+// batch that its reads see through, and a value table reads its fresh
+// cache, then its frozen one, then that batch and Pebble; after, the held
+// writes are committed. The task waits for the goroutine only at bounds:
+// held writes past 32 MiB, a value cache full of keys that shadow frozen
+// ones, a timer refill (until the frozen timers, written first, are in),
+// AppendKeys, a restore, and the next barrier (see epoch). An error of the
+// write-back fails the barrier's checkpoint and the store.
 //
 // # Timers
 //
@@ -167,6 +185,7 @@ type Store struct {
 	// the committed pend batches they may still read.
 	iters   int
 	retired []*pebble.Batch
+	settles settleStats
 	// holdWriteBack, when set (tests), is called by an epoch's
 	// goroutine once it wrote the frozen timers, before the value
 	// tables' entries; onWait when the task waits for an epoch.
