@@ -112,7 +112,10 @@ func (e *epoch) run() {
 		close(e.done)
 	}()
 	s := e.s
-	_, err := e.timers.apply(s.db, nil, s.wo, e.timerMax)
+	err := s.Err()
+	if err == nil {
+		_, err = e.timers.apply(s.db, nil, s.wo, e.timerMax)
+	}
 	close(e.timersIn)
 	if e.hold != nil {
 		e.hold()

@@ -262,13 +262,22 @@ func (t *ValueTable[K, V]) writeFrozen() error {
 		}
 		// Commit in parts: a huge batch would be held in memory whole.
 		if wb.size() >= batchBytes {
-			if _, err := wb.apply(t.s.db, nil, t.s.wo, 0); err != nil {
+			if err := t.writeBack(wb); err != nil {
 				return err
 			}
-			wb.reset()
 		}
 	}
+	return t.writeBack(wb)
+}
+
+// writeBack commits wb to Pebble and empties it; after a store error it
+// writes nothing (a full disk would otherwise stall the write for good).
+func (t *ValueTable[K, V]) writeBack(wb *sortedBatch) error {
+	if err := t.s.Err(); err != nil {
+		return err
+	}
 	_, err := wb.apply(t.s.db, nil, t.s.wo, 0)
+	wb.reset()
 	return err
 }
 
