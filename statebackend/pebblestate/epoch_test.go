@@ -209,3 +209,47 @@ func TestSecondBarrierWaits(t *testing.T) {
 		t.Fatalf("second snapshot %v, want %v", got, want)
 	}
 }
+
+// TestMapIterationAcrossEpochEnd iterates a map, written during a held
+// write-back, while the epoch ends under it (a write in the loop commits
+// the held-back batch the iterator reads): the iteration sees the map as
+// it was when it began, and the store the writes made in the loop.
+func TestMapIterationAcrossEpochEnd(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	b := openBoth(t, all, nil, nil)
+	b.pv.Put(1, 1, "a") // a dirty cache, so that the barrier has an epoch
+	hold := make(chan struct{})
+	b.ps.holdWriteBack = func() { <-hold }
+	secs, err := b.ps.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ps.holdWriteBack = nil
+	want := map[string]int64{}
+	for i := range 50 {
+		uk := fmt.Sprintf("u%02d", i)
+		b.pm.Put(1, 7, uk, int64(i))
+		want[uk] = int64(i)
+	}
+	got := map[string]int64{}
+	for uk, v := range b.pm.All(1, 7) {
+		if len(got) == 0 {
+			close(hold)
+			<-b.ps.ep.done
+		}
+		got[uk] = v
+		b.pm.Put(1, 7, uk, v+100) // ends the epoch, then writes to Pebble
+	}
+	if b.ps.ep != nil {
+		t.Fatal("the epoch did not end")
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("iterated %v, want %v", got, want)
+	}
+	for uk, v := range want {
+		if g, ok := b.pm.Get(1, 7, uk); !ok || g != v+100 {
+			t.Fatalf("map[%s] = %d %v after the loop, want %d", uk, g, ok, v+100)
+		}
+	}
+	stateFile(t, all, secs, all) // releases the snapshot
+}
