@@ -1,6 +1,11 @@
 package runtime
 
-import "github.com/weirstream/weir/statebackend"
+import (
+	"unsafe"
+
+	"github.com/weirstream/weir/internal/prefetch"
+	"github.com/weirstream/weir/statebackend"
+)
 
 // timerService is the timer service of one time domain of a keyed
 // operator.
@@ -30,12 +35,21 @@ func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
 	s.d, s.entries = d, e
 	s.q.init()
 	s.q.moved = s.moved
-	s.q.touch = s.touch
+	s.q.prefetchEntry = s.prefetchItem
 }
 
-// touch loads the entry of it ahead of moved (see bucketQueue.compact).
-func (s *timerService[K]) touch(it *bucketItem[K]) uint32 {
-	return s.entries.Touch(int(it.kg), it.hash)
+// prefetchItem prefetches the entry of it ahead of moved (see
+// bucketQueue.compact).
+func (s *timerService[K]) prefetchItem(it *bucketItem[K]) {
+	s.entries.Prefetch(int(it.kg), it.hash)
+}
+
+// prefetch prefetches the word a delete of en's timer would write, in its
+// bucket's dead bitmap.
+func (s *timerService[K]) prefetch(en *statebackend.Entry) {
+	if _, ref, ok := en.Timer(s.d); ok {
+		s.q.prefetch(ref)
+	}
 }
 
 // len is the number of registered timers.
@@ -162,11 +176,9 @@ type bucketQueue[K comparable] struct {
 	// recent maps a hash of a time to the last bucket opened for it
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
-	moved  func(it *bucketItem[K], ref uint64)
-	// touch loads the entry of an item about to move; touched keeps
-	// those loads from being optimised away.
-	touch   func(it *bucketItem[K]) uint32
-	touched uint32
+	moved func(it *bucketItem[K], ref uint64)
+	// prefetchEntry prefetches the entry of an item about to move.
+	prefetchEntry func(it *bucketItem[K])
 }
 
 type bucket[K comparable] struct {
@@ -265,6 +277,18 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 	}
 }
 
+// prefetch prefetches the dead-bitmap word of the timer at ref, which
+// deleted would write. The bucket's header is read to find it: the
+// headers are few and stay in the cache.
+func (q *bucketQueue[K]) prefetch(ref uint64) {
+	id, pos := splitRef(ref)
+	if int(id) < len(q.bs) {
+		if b := &q.bs[id]; pos>>6 < len(b.dead) {
+			prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
+		}
+	}
+}
+
 func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
 // deleted marks the timer at ref dead.
@@ -284,8 +308,8 @@ func (q *bucketQueue[K]) deleted(ref uint64) {
 
 // compact moves bucket id's live items to its front. Each move updates
 // the item's entry, a probe that misses the cache, so the items go in
-// chunks whose entries are touched first: their misses overlap, and the
-// updates then find them in the cache.
+// chunks whose entries are prefetched first: their misses overlap, and
+// the updates then find them in the cache.
 func (q *bucketQueue[K]) compact(id int32) {
 	b := &q.bs[id]
 	var live [compactChunk]int32
@@ -298,11 +322,9 @@ func (q *bucketQueue[K]) compact(id int32) {
 				n++
 			}
 		}
-		var sum uint32
 		for _, l := range live[:n] {
-			sum += q.touch(&b.items[l])
+			q.prefetchEntry(&b.items[l])
 		}
-		q.touched += sum
 		for _, l := range live[:n] {
 			b.items[j] = b.items[l]
 			q.moved(&b.items[j], timerRef(id, j))
@@ -315,7 +337,7 @@ func (q *bucketQueue[K]) compact(id int32) {
 	b.dead = b.dead[:(j+63)>>6]
 }
 
-// compactChunk is how many entries compact touches ahead: enough misses to
+// compactChunk is how many entries compact prefetches ahead: enough misses to
 // keep the memory system busy, few enough to stay in the cache.
 const compactChunk = 32
 

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"sync"
 	"unsafe"
+
+	"github.com/weirstream/weir/internal/prefetch"
 )
 
 // EntryWords is how many word-sized value states an entry holds inline.
@@ -200,18 +202,30 @@ func (t *Entries[K]) flush() {
 	t.ci = -1
 }
 
-// Touch loads the slot where the probe for a key with hash h starts, in
-// key group kg, and its page's version, so that a Get or Edit soon after
-// finds them in the cache. Touching the entries of several records before
-// processing them lets their cache misses overlap. The result means
-// nothing; the caller keeps it so that the loads are not optimised away.
-func (t *Entries[K]) Touch(kg int, h int32) uint32 {
+// Prefetch starts loading the slot where the probe for a key with hash h
+// starts, in key group kg, so that a Get or Edit soon after finds it in
+// the cache. Prefetching the entries of several records before processing
+// them overlaps their cache misses: unlike a load, a prefetch does not
+// hold up the instructions after it (see internal/prefetch).
+func (t *Entries[K]) Prefetch(kg int, h int32) {
 	g := &t.gs[kg-t.first]
 	if g.pages == nil {
-		return 0
+		return
 	}
 	i := g.home(uint32(h))
-	return g.at(i).hash + g.vers[i>>pageBits]
+	prefetch.Line(unsafe.Pointer(g.at(i)))
+}
+
+// Peek returns k's entry for reading, or nil, like Get, but leaves the
+// key last found alone: it is for looking ahead at a record that is not
+// processed yet. The pointer is valid until the next write.
+func (t *Entries[K]) Peek(kg int, h int32, k K) *Entry {
+	g := &t.gs[kg-t.first]
+	i := g.find(uint32(h), k)
+	if i < 0 {
+		return nil
+	}
+	return &g.at(uint32(i)).val
 }
 
 // Hash is the hash Get and Edit expect for k.
