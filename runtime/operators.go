@@ -247,11 +247,9 @@ func (o *processOperator[K, IN, OUT]) memorySections() []statebackend.Section {
 
 // Collect processes a record, or, within a batch of records, holds it
 // back until holdRecords are held or the batch ends. flush then processes
-// the held records in three passes: the first prefetches each one's entry
+// the held records in two passes: the first prefetches each one's entry
 // slot, so that their cache misses overlap instead of each stalling its
-// record in turn; the second reads the entries and prefetches where their
-// timers are queued (a second, dependent miss for a record that deletes
-// its timer); the third runs the function. At 100 k keys the first touch of the entry
+// record in turn; the second runs the function. At 100 k keys the first touch of the entry
 // was 30 to 45 % of the state-heavy fraud job's CPU. Records are processed
 // in order and before anything else reaches the operator (timers,
 // watermarks, snapshots: see flush's callers), so only the time they are
@@ -286,18 +284,6 @@ func (o *processOperator[K, IN, OUT]) flush() {
 	o.nheld = 0
 	for i := range held {
 		o.entries.Prefetch(int(held[i].kg), held[i].hash)
-	}
-	// The second pass reads the entries the first one prefetched, and
-	// prefetches where their timers are queued: a record that deletes
-	// its key's timer would miss there next.
-	if o.ctx.timers.inline > 0 || o.ctx.etimers.inline > 0 {
-		for i := range held {
-			r := &held[i]
-			if en := o.entries.Peek(int(r.kg), r.hash, r.key); en != nil {
-				o.ctx.timers.prefetch(en)
-				o.ctx.etimers.prefetch(en)
-			}
-		}
 	}
 	ts := *o.ctx.ts
 	for i := range held {

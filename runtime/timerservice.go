@@ -44,14 +44,6 @@ func (s *timerService[K]) prefetchItem(it *bucketItem[K]) {
 	s.entries.Prefetch(int(it.kg), it.hash)
 }
 
-// prefetch prefetches the word a delete of en's timer would write, in its
-// bucket's dead bitmap.
-func (s *timerService[K]) prefetch(en *statebackend.Entry) {
-	if _, ref, ok := en.Timer(s.d); ok {
-		s.q.prefetch(ref)
-	}
-}
-
 // len is the number of registered timers.
 func (s *timerService[K]) len() int { return s.inline + s.more.len() }
 
@@ -179,7 +171,19 @@ type bucketQueue[K comparable] struct {
 	moved func(it *bucketItem[K], ref uint64)
 	// prefetchEntry prefetches the entry of an item about to move.
 	prefetchEntry func(it *bucketItem[K])
+	// pending are deletes whose dead bits are not set yet, npending of
+	// them: setting a bit is a cache miss on a random bitmap word, so a
+	// delete prefetches the word and the bits are set a batch later,
+	// overlapping the misses. Live counts are current; the bits are
+	// applied before anything reads them (peek), moves items (compact)
+	// or recycles a bucket.
+	pending  [pendingDeletes]uint64
+	npending int
 }
+
+// pendingDeletes is how many deletes wait for their dead bits: enough for
+// their prefetches to arrive, few enough that the words stay in the cache.
+const pendingDeletes = 16
 
 type bucket[K comparable] struct {
 	ts    int64
@@ -277,32 +281,46 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 	}
 }
 
-// prefetch prefetches the dead-bitmap word of the timer at ref, which
-// deleted would write. The bucket's header is read to find it: the
-// headers are few and stay in the cache.
-func (q *bucketQueue[K]) prefetch(ref uint64) {
-	id, pos := splitRef(ref)
-	if int(id) < len(q.bs) {
-		if b := &q.bs[id]; pos>>6 < len(b.dead) {
-			prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
-		}
-	}
-}
-
 func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
-// deleted marks the timer at ref dead.
+// deleted marks the timer at ref dead. Its bucket's live count goes down
+// at once, but the bit is set later, with those of the next deletes (see
+// pending): the bitmap word is prefetched now and written once it is in
+// the cache.
 func (q *bucketQueue[K]) deleted(ref uint64) {
 	id, pos := splitRef(ref)
 	b := &q.bs[id]
 	b.live--
 	if b.live == 0 {
+		q.applyDeletes() // before the bucket's positions are recycled
 		q.recycle(id, true)
 		return
 	}
-	b.dead[pos>>6] |= 1 << (pos & 63)
-	if dead := len(b.items) - b.pos - b.live; dead > 7*b.live {
-		q.compact(id)
+	prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
+	q.pending[q.npending] = ref
+	if q.npending++; q.npending == len(q.pending) {
+		q.applyDeletes()
+	}
+}
+
+// applyDeletes sets the dead bits of the pending deletes, then compacts
+// the buckets whose dead timers outnumber the live ones seven to one.
+// Everything that reads the bits, or moves or recycles a bucket's items,
+// applies the pending deletes first.
+func (q *bucketQueue[K]) applyDeletes() {
+	pending := q.pending[:q.npending]
+	q.npending = 0
+	for _, ref := range pending {
+		id, pos := splitRef(ref)
+		q.bs[id].dead[pos>>6] |= 1 << (pos & 63)
+	}
+	for _, ref := range pending {
+		id, _ := splitRef(ref)
+		// A bucket whose live count reached 0 is being recycled by
+		// deleted, which called this.
+		if b := &q.bs[id]; b.live > 0 && len(b.items)-b.pos-b.live > 7*b.live {
+			q.compact(id)
+		}
 	}
 }
 
@@ -344,6 +362,9 @@ const compactChunk = 32
 // peek returns the earliest live item, skipping dead ones and recycling
 // spent buckets on the way.
 func (q *bucketQueue[K]) peek() (int64, *bucketItem[K], bool) {
+	if q.npending > 0 {
+		q.applyDeletes()
+	}
 	for len(q.heap) > 0 {
 		r := q.heap[0]
 		b := &q.bs[r.id]
