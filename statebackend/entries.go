@@ -229,6 +229,27 @@ func (t *Entries[K]) flush() {
 	t.ci, t.ckg, t.wkg, t.cp = -1, -1, -1, nil
 }
 
+// PrefetchDir starts loading the directory entry and version of the page
+// holding the slot Prefetch will load. A key group's directory outgrows
+// the cache only with tens of thousands of entries (10 M keys make 12 MiB
+// of directories): then finding the slot's address is a miss too, and the
+// caller prefetches the directory entries of all its records before their
+// slots. With a small directory it does nothing.
+func (t *Entries[K]) PrefetchDir(kg int, h int32) {
+	g := &t.gs[kg-t.first]
+	if len(g.pages) < bigDirPages {
+		return
+	}
+	pi := g.home(uint32(h)) >> pageBits
+	prefetch.Line(unsafe.Pointer(&g.pages[pi]))
+	prefetch.Line(unsafe.Pointer(&g.vers[pi]))
+}
+
+// bigDirPages is the directory length (of 24 bytes per page) from which
+// PrefetchDir prefetches: at 1024 pages a key group's directory is 24 KiB,
+// and all 128 key groups' 3 MiB, more than a core's cache keeps.
+const bigDirPages = 1024
+
 // Prefetch starts loading the slot where the probe for a key with hash h
 // starts, in key group kg, so that a Get or Edit soon after finds it in
 // the cache. Prefetching the entries of several records before processing
