@@ -168,7 +168,7 @@ type bucketQueue[K comparable] struct {
 	// recent maps a hash of a time to the last bucket opened for it
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
-	moved func(it *bucketItem[K], ref uint64)
+	moved  func(it *bucketItem[K], ref uint64)
 	// prefetchEntry prefetches the entry of an item about to move.
 	prefetchEntry func(it *bucketItem[K])
 	// pending are deletes whose dead bits are not set yet, npending of
