@@ -151,9 +151,9 @@ func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
 // buckets, which fire in any order, like timers of one time): the
 // processing-time timers of consecutive records mostly share their
 // millisecond. A timer's reference is its bucket and position; a delete
-// sets the position's bit in the bucket's dead bitmap and counts the
-// bucket's live items down, and a bucket with none left is recycled
-// whole, keeping its arrays. Dead items are skipped when reached, or
+// counts the bucket's live items down and sets the position's bit in the
+// bucket's dead bitmap (a batch of deletes later, see pending), and a
+// bucket with none left is recycled whole, keeping its arrays. Dead items are skipped when reached, or
 // dropped when they outnumber the live ones of their bucket seven to one:
 // the live ones move, and moved tells their entries, a probe each, so at
 // most a seventh of a probe per delete, amortised, and at most eight items
