@@ -16,9 +16,35 @@ import (
 // prefetch replaces); prefetch issues Line for the batch first. Each use
 // is a chain of dependent work, as a record's processing is. cpu-ns/item is
 // the CPU time per item.
+//
+// pages=4k has the array on the Go heap, in 4 KiB pages, so that nearly
+// every line is also a TLB miss; pages=huge maps it apart with
+// madvise(MADV_HUGEPAGE), which gives it 2 MiB pages where the kernel's
+// transparent huge pages are not off: the difference is the page walks.
 func BenchmarkBatch(b *testing.B) {
+	for _, huge := range []bool{false, true} {
+		b.Run(map[bool]string{false: "pages=4k", true: "pages=huge"}[huge], func(b *testing.B) {
+			benchBatch(b, huge)
+		})
+	}
+}
+
+func benchBatch(b *testing.B, huge bool) {
 	const lines = 1 << 22 // 256 MiB of 64-byte lines: far beyond any cache
-	mem := make([][8]uint64, lines)
+	var mem [][8]uint64
+	if huge {
+		m, err := syscall.Mmap(-1, 0, lines*64, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer syscall.Munmap(m)
+		if err := syscall.Madvise(m, madvHugepage); err != nil {
+			b.Skipf("madvise(MADV_HUGEPAGE): %v", err)
+		}
+		mem = unsafe.Slice((*[8]uint64)(unsafe.Pointer(unsafe.SliceData(m))), lines)
+	} else {
+		mem = make([][8]uint64, lines)
+	}
 	for i := range mem {
 		mem[i][0] = uint64(i)
 	}
@@ -85,5 +111,9 @@ func threadCPU(b *testing.B) int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// rusageThread is Linux's RUSAGE_THREAD, which package syscall does not name.
-const rusageThread = 1
+// rusageThread is Linux's RUSAGE_THREAD and madvHugepage its
+// MADV_HUGEPAGE, which package syscall does not name.
+const (
+	rusageThread = 1
+	madvHugepage = 14
+)
