@@ -38,30 +38,8 @@ func BenchmarkSnapshotTimers(b *testing.B) {
 func BenchmarkSnapshotStall(b *testing.B) {
 	for _, n := range []int64{1_000_000, 10_000_000} {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
-			oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}}
-			op, _ := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
-			flag, err := GetValueState(op.ctx, "flag", BoolCodec{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			timer, err := GetValueState(op.ctx, "timer-state", Int64Codec{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			op, write := detectorBenchState(b, StateBackend{}, n)
 			const base = int64(1) << 40
-			write := func(k, ts int64) {
-				setBenchKey(op.ctx, k, 128)
-				if old, ok := timer.Value(); ok {
-					op.ctx.DeleteProcessingTimeTimer(old)
-				}
-				flag.Update(true)
-				op.ctx.RegisterProcessingTimeTimer(ts)
-				timer.Update(ts)
-			}
-			for k := range n {
-				write(k, base+k)
-			}
 			// Each iteration is a checkpoint interval: the writes, the
 			// snapshot and the upload's reading of every section (the
 			// timers' grouping), so that b.Loop's iteration count stays
@@ -161,35 +139,9 @@ func BenchmarkDetectorStatePath(b *testing.B) {
 // synchronous part alone; async-mean-s is the asynchronous part.
 func BenchmarkSnapshotStallPebble(b *testing.B) {
 	const n = 10_000_000
-	rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
-	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127},
-		stateBackend: StateBackend{Kind: StateBackendPebble, Dir: b.TempDir()}}
-	op, err := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	op, write := detectorBenchState(b, StateBackend{Kind: StateBackendPebble, Dir: b.TempDir()}, n)
 	defer op.lsm.Close()
-	flag, err := GetValueState(op.ctx, "flag", BoolCodec{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	timer, err := GetValueState(op.ctx, "timer-state", Int64Codec{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	const base = int64(1) << 40
-	write := func(k, ts int64) {
-		setBenchKey(op.ctx, k, 128)
-		if old, ok := timer.Value(); ok {
-			op.ctx.DeleteProcessingTimeTimer(old)
-		}
-		flag.Update(true)
-		op.ctx.RegisterProcessingTimeTimer(ts)
-		timer.Update(ts)
-	}
-	for k := range int64(n) {
-		write(k, base+k)
-	}
 	round := int64(0)
 	writes := func(from, to int64) {
 		for i := from; i < to; i++ {
@@ -230,4 +182,40 @@ func BenchmarkSnapshotStallPebble(b *testing.B) {
 	b.ReportMetric(float64(stalls)/float64(round)/float64(time.Millisecond), "stall-mean-ms")
 	b.ReportMetric(float64(longest)/float64(time.Millisecond), "stall-max-ms")
 	b.ReportMetric(async.Seconds()/float64(round), "async-mean-s")
+}
+
+// detectorBenchState is an operator on the given backend holding the
+// fraud detector's state for keys 0..n-1 (a flag, a timer-state value and
+// a processing-time timer each), and write, which moves key k's timer to
+// ts as the detector does per record.
+func detectorBenchState(b *testing.B, backend StateBackend, n int64) (*processOperator[int64, int64, int64], func(k, ts int64)) {
+	b.Helper()
+	rc := NewRuntimeContext(ContextConfig{MaxParallelism: 128})
+	oc := &opContext{RuntimeContext: *rc, counters: &opCounters{}, keyGroups: KeyGroupRange{First: 0, Last: 127}, stateBackend: backend}
+	op, err := newProcessOperator[int64, int64, int64](oc, nil, Int64Key, func(v int64) int64 { return v }, discard[int64]{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	flag, err := GetValueState(op.ctx, "flag", BoolCodec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	timer, err := GetValueState(op.ctx, "timer-state", Int64Codec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const base = int64(1) << 40
+	write := func(k, ts int64) {
+		setBenchKey(op.ctx, k, 128)
+		if old, ok := timer.Value(); ok {
+			op.ctx.DeleteProcessingTimeTimer(old)
+		}
+		flag.Update(true)
+		op.ctx.RegisterProcessingTimeTimer(ts)
+		timer.Update(ts)
+	}
+	for k := range n {
+		write(k, base+k)
+	}
+	return op, write
 }
