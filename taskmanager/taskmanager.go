@@ -111,16 +111,16 @@ type Config struct {
 
 // TaskManager is one worker process's task runtime.
 type TaskManager struct {
-	cfg         Config
-	log         *slog.Logger
-	x           *exchange.Exchange
-	ln          net.Listener
-	server      *grpc.Server
-	addr        string
-	finder      *leader.Finder
-	ownFinder   bool // built from cfg.JobManager: Run closes it
+	cfg       Config
+	log       *slog.Logger
+	x         *exchange.Exchange
+	ln        net.Listener
+	server    *grpc.Server
+	addr      string
+	finder    *leader.Finder
+	ownFinder bool // built from cfg.JobManager: Run closes it
 	// budgets are the slots' pebble memory budgets, by slot index.
-	budgets []*pebblestate.Budget
+	budgets     []*pebblestate.Budget
 	fence       *fence
 	out         *outbox
 	jobManagers string // for logs
