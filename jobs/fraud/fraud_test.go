@@ -139,7 +139,7 @@ func BenchmarkDetectorChained(b *testing.B) {
 // changes the events per run (10 M accounts need far more than 2 M events
 // to reach a steady state), WEIR_STATE_MEMORY the pebble stores' memory
 // budget (as --state-memory; default: the fixed sizes of a store without
-// one). events/cpu-s counts the process's user and system time, Pebble's
+// one), WEIR_TIMER_SERVICE its timer service (store or heap). events/cpu-s counts the process's user and system time, Pebble's
 // background flushes and compactions included: on a shared machine it
 // compares where events/s does not.
 func BenchmarkDetectorStateHeavy(b *testing.B) {
@@ -179,12 +179,16 @@ func stateHeavy(b *testing.B, backend string, accounts, events int64) {
 				}
 				defer budget.Close()
 			}
+			timers, err := runtime.ParseTimerService(os.Getenv("WEIR_TIMER_SERVICE"))
+			if err != nil {
+				b.Fatalf("WEIR_TIMER_SERVICE: %v", err)
+			}
 			b.ReportAllocs()
 			cpu0 := cpuTime()
 			for b.Loop() {
 				var out bytes.Buffer
 				task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: &out, LatencyInterval: -1,
-					StateBackend: runtime.StateBackend{Kind: backend, Dir: b.TempDir(), Memory: budget}})
+					StateBackend: runtime.StateBackend{Kind: backend, Dir: b.TempDir(), Memory: budget, Timers: timers}})
 				if err != nil {
 					b.Fatal(err)
 				}
