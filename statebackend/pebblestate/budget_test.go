@@ -1,12 +1,15 @@
 package pebblestate
 
 import (
+	"runtime/debug"
 	"testing"
 
 	"github.com/weirstream/weir/statebackend"
 )
 
-func TestParseBytes(t *testing.T) {
+// TestBudgetSizes checks size parsing and formatting, the minimum budget
+// and the default derived from the memory limit.
+func TestBudgetSizes(t *testing.T) {
 	for in, want := range map[string]int64{"512MiB": 512 << 20, "2GiB": 2 << 30, "64MB": 64e6, "1048576": 1 << 20,
 		" 3 KiB ": 3 << 10, "7B": 7} {
 		if got, err := ParseBytes(in); err != nil || got != want {
@@ -28,6 +31,15 @@ func TestParseBytes(t *testing.T) {
 	}
 	if n := DefaultBudgetBytes(4); n < MinBudget {
 		t.Errorf("DefaultBudgetBytes(4) = %d, below the minimum", n)
+	}
+	// GOMEMLIMIT (here set as the runtime's limit) bounds the default: a
+	// quarter of it (or of a smaller container limit) over the slots.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+	if l := memoryLimit(); l <= 0 || l > 1<<30 {
+		t.Fatalf("memory limit %d with GOMEMLIMIT at 1 GiB", l)
+	}
+	if got, want := DefaultBudgetBytes(2), memoryLimit()/4/2; got != max(want, MinBudget) {
+		t.Errorf("DefaultBudgetBytes(2) = %d under a limit of %d, want %d", got, memoryLimit(), want)
 	}
 }
 
