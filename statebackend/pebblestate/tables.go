@@ -47,10 +47,8 @@ func decode[T any](c statebackend.Codec[T], safe bool, b []byte) (T, error) {
 // to Pebble in one batch. A key rewritten many times between two
 // checkpoints costs one Pebble write, and a job whose keys fit in the
 // cache runs at nearly the speed of the memory backend. When the cache is
-// full it is written back and a quarter of it, in the map's (random)
-// order, is dropped, which bounds memory whatever the number of keys.
-// Emptying it instead left it half full on average: with keys read
-// uniformly, half the hits. Full means cacheKeys keys, or fewer for large values:
+// full it is written back and emptied, which bounds memory whatever the
+// number of keys. Full means cacheKeys keys, or fewer for large values:
 // the table samples the encoded size of one value written in 1024 and
 // keeps the cache near cacheBytes.
 type ValueTable[K comparable, V any] struct {
@@ -162,30 +160,13 @@ func (t *ValueTable[K, V]) sample(v V) {
 	}
 }
 
-// room makes room in the cache when it is full: it writes the cache back
-// and drops a quarter of its keys (at least one), clean now.
+// room empties the cache, after writing it back, when it is full.
 func (t *ValueTable[K, V]) room() {
 	if len(t.cache) < t.cap {
 		return
 	}
 	t.flush()
-	if t.s.failed() {
-		// The write-back did not happen: keep the dirty entries (the
-		// task fails with the store's error anyway).
-		return
-	}
-	n := len(t.cache) - t.cap*3/4
-	if n >= len(t.cache) {
-		clear(t.cache)
-		return
-	}
-	for k := range t.cache {
-		if n <= 0 {
-			break
-		}
-		delete(t.cache, k)
-		n--
-	}
+	clear(t.cache)
 }
 
 // flush writes the dirty entries to Pebble, in key order (sortedBatch);
