@@ -1,6 +1,11 @@
 package runtime
 
-import "github.com/weirstream/weir/statebackend"
+import (
+	"unsafe"
+
+	"github.com/weirstream/weir/internal/prefetch"
+	"github.com/weirstream/weir/statebackend"
+)
 
 // timerService is the timer service of one time domain of a keyed
 // operator.
@@ -30,12 +35,13 @@ func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
 	s.d, s.entries = d, e
 	s.q.init()
 	s.q.moved = s.moved
-	s.q.touch = s.touch
+	s.q.prefetchEntry = s.prefetchItem
 }
 
-// touch loads the entry of it ahead of moved (see bucketQueue.compact).
-func (s *timerService[K]) touch(it *bucketItem[K]) uint32 {
-	return s.entries.Touch(int(it.kg), it.hash)
+// prefetchItem prefetches the entry of it ahead of moved (see
+// bucketQueue.compact).
+func (s *timerService[K]) prefetchItem(it *bucketItem[K]) {
+	s.entries.Prefetch(int(it.kg), it.hash)
 }
 
 // len is the number of registered timers.
@@ -145,9 +151,9 @@ func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
 // buckets, which fire in any order, like timers of one time): the
 // processing-time timers of consecutive records mostly share their
 // millisecond. A timer's reference is its bucket and position; a delete
-// sets the position's bit in the bucket's dead bitmap and counts the
-// bucket's live items down, and a bucket with none left is recycled
-// whole, keeping its arrays. Dead items are skipped when reached, or
+// counts the bucket's live items down and sets the position's bit in the
+// bucket's dead bitmap (a batch of deletes later, see pending), and a
+// bucket with none left is recycled whole, keeping its arrays. Dead items are skipped when reached, or
 // dropped when they outnumber the live ones of their bucket seven to one:
 // the live ones move, and moved tells their entries, a probe each, so at
 // most a seventh of a probe per delete, amortised, and at most eight items
@@ -163,11 +169,21 @@ type bucketQueue[K comparable] struct {
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
 	moved  func(it *bucketItem[K], ref uint64)
-	// touch loads the entry of an item about to move; touched keeps
-	// those loads from being optimised away.
-	touch   func(it *bucketItem[K]) uint32
-	touched uint32
+	// prefetchEntry prefetches the entry of an item about to move.
+	prefetchEntry func(it *bucketItem[K])
+	// pending are deletes whose dead bits are not set yet, npending of
+	// them: setting a bit is a cache miss on a random bitmap word, so a
+	// delete prefetches the word and the bits are set a batch later,
+	// overlapping the misses. Live counts are current; the bits are
+	// applied before anything reads them (peek), moves items (compact)
+	// or recycles a bucket.
+	pending  [pendingDeletes]uint64
+	npending int
 }
+
+// pendingDeletes is how many deletes wait for their dead bits: enough for
+// their prefetches to arrive, few enough that the words stay in the cache.
+const pendingDeletes = 16
 
 type bucket[K comparable] struct {
 	ts    int64
@@ -267,25 +283,51 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 
 func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
-// deleted marks the timer at ref dead.
+// deleted marks the timer at ref dead. Its bucket's live count goes down
+// at once, but the bit is set later, with those of the next deletes (see
+// pending): the bitmap word is prefetched now and written once it is in
+// the cache.
 func (q *bucketQueue[K]) deleted(ref uint64) {
 	id, pos := splitRef(ref)
 	b := &q.bs[id]
 	b.live--
 	if b.live == 0 {
+		q.applyDeletes() // before the bucket's positions are recycled
 		q.recycle(id, true)
 		return
 	}
-	b.dead[pos>>6] |= 1 << (pos & 63)
-	if dead := len(b.items) - b.pos - b.live; dead > 7*b.live {
-		q.compact(id)
+	prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
+	q.pending[q.npending] = ref
+	if q.npending++; q.npending == len(q.pending) {
+		q.applyDeletes()
+	}
+}
+
+// applyDeletes sets the dead bits of the pending deletes, then compacts
+// the buckets whose dead timers outnumber the live ones seven to one.
+// Everything that reads the bits, or moves or recycles a bucket's items,
+// applies the pending deletes first.
+func (q *bucketQueue[K]) applyDeletes() {
+	pending := q.pending[:q.npending]
+	q.npending = 0
+	for _, ref := range pending {
+		id, pos := splitRef(ref)
+		q.bs[id].dead[pos>>6] |= 1 << (pos & 63)
+	}
+	for _, ref := range pending {
+		id, _ := splitRef(ref)
+		// A bucket whose live count reached 0 is being recycled by
+		// deleted, which called this.
+		if b := &q.bs[id]; b.live > 0 && len(b.items)-b.pos-b.live > 7*b.live {
+			q.compact(id)
+		}
 	}
 }
 
 // compact moves bucket id's live items to its front. Each move updates
 // the item's entry, a probe that misses the cache, so the items go in
-// chunks whose entries are touched first: their misses overlap, and the
-// updates then find them in the cache.
+// chunks whose entries are prefetched first: their misses overlap, and
+// the updates then find them in the cache.
 func (q *bucketQueue[K]) compact(id int32) {
 	b := &q.bs[id]
 	var live [compactChunk]int32
@@ -298,11 +340,9 @@ func (q *bucketQueue[K]) compact(id int32) {
 				n++
 			}
 		}
-		var sum uint32
 		for _, l := range live[:n] {
-			sum += q.touch(&b.items[l])
+			q.prefetchEntry(&b.items[l])
 		}
-		q.touched += sum
 		for _, l := range live[:n] {
 			b.items[j] = b.items[l]
 			q.moved(&b.items[j], timerRef(id, j))
@@ -315,13 +355,16 @@ func (q *bucketQueue[K]) compact(id int32) {
 	b.dead = b.dead[:(j+63)>>6]
 }
 
-// compactChunk is how many entries compact touches ahead: enough misses to
+// compactChunk is how many entries compact prefetches ahead: enough misses to
 // keep the memory system busy, few enough to stay in the cache.
 const compactChunk = 32
 
 // peek returns the earliest live item, skipping dead ones and recycling
 // spent buckets on the way.
 func (q *bucketQueue[K]) peek() (int64, *bucketItem[K], bool) {
+	if q.npending > 0 {
+		q.applyDeletes()
+	}
 	for len(q.heap) > 0 {
 		r := q.heap[0]
 		b := &q.bs[r.id]

@@ -13,8 +13,18 @@ import (
 // exact, pops come in time order, the count matches, and every snapshot,
 // read back after the churn that followed it, holds the set of its time.
 // Keys get up to three timers, so further timers go through the heap, and
-// times repeat, so buckets are shared, compacted and recycled.
+// times repeat, so buckets are shared, compacted and recycled. With rare
+// peeks, deletes pile up (their dead bits are set in batches: see
+// bucketQueue.pending) between the reads of the queue.
 func TestTimerServiceAgainstModel(t *testing.T) {
+	for _, rarePeeks := range []bool{false, true} {
+		t.Run(map[bool]string{false: "peeks", true: "rare-peeks"}[rarePeeks], func(t *testing.T) {
+			testTimerServiceAgainstModel(t, rarePeeks)
+		})
+	}
+}
+
+func testTimerServiceAgainstModel(t *testing.T, rarePeeks bool) {
 	const maxP = 8
 	r := KeyGroupRange{First: 0, Last: maxP - 1}
 	b := statebackend.NewBackend(r)
@@ -68,6 +78,9 @@ func TestTimerServiceAgainstModel(t *testing.T) {
 				flags[k] = true
 			}
 		case op < 99:
+			if rarePeeks && rng.IntN(32) != 0 {
+				break
+			}
 			min, ok := int64(0), false
 			for tk := range model {
 				if !ok || tk.ts < min {
@@ -166,5 +179,48 @@ func TestTimersOfOneTimeShareABucket(t *testing.T) {
 	}
 	if inUse != len(ends) {
 		t.Fatalf("%d buckets for %d times", inUse, len(ends))
+	}
+}
+
+// TestPendingDeletesOfARecycledBucket: a bucket whose timers are all
+// deleted is recycled while the dead bits of its earlier deletes are still
+// pending, and taken again for another time; those bits must not land on
+// the new timers. Then deletes of every other timer, more than one batch of
+// them, leave exactly the others to fire, in order.
+func TestPendingDeletesOfARecycledBucket(t *testing.T) {
+	s := newTestTimers(t, Int64Key, KeyGroupRange{First: 0, Last: 7})
+	for k := range int64(10) {
+		s.add(testTimer(k, 100, 8))
+	}
+	for k := range int64(10) {
+		if !s.remove(testTimer(k, 100, 8).kg, testTimer(k, 100, 8).hash, k, 100) {
+			t.Fatalf("remove of key %d failed", k)
+		}
+	}
+	const n = 100
+	for k := range int64(n) {
+		s.add(testTimer(k, 200+k%2, 8))
+	}
+	for k := int64(1); k < n; k += 2 {
+		e := testTimer(k, 201, 8)
+		if !s.remove(e.kg, e.hash, k, 201) {
+			t.Fatalf("remove of key %d at 201 failed", k)
+		}
+	}
+	var got []int64
+	for s.len() > 0 {
+		e := s.pop()
+		if e.ts != 200 {
+			t.Fatalf("popped key %d at %d, want only time 200", e.key, e.ts)
+		}
+		got = append(got, e.key)
+	}
+	if len(got) != n/2 {
+		t.Fatalf("%d timers fired, want %d", len(got), n/2)
+	}
+	for i, k := range got {
+		if k != int64(2*i) {
+			t.Fatalf("timer %d is key %d, want %d (registration order)", i, k, 2*i)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"sync"
 	"unsafe"
+
+	"github.com/weirstream/weir/internal/prefetch"
 )
 
 // EntryWords is how many word-sized value states an entry holds inline.
@@ -103,9 +105,18 @@ type Entries[K comparable] struct {
 	// to another key (or a snapshot or Len looks), because a record
 	// typically clears its key's state and sets it again, and deleting
 	// and reinserting would shift its neighbours back and forth.
+	//
+	// ckg is -1 when ci is. cp points at the cached entry, so that the
+	// record's further accesses skip the directory and the bounds checks;
+	// wkg is ckg when cp's page is the current version's, so that Edit
+	// may write it as is, and -1 otherwise. Only the methods here move
+	// entries or copy pages, and each forgets or renews the pointer when
+	// it does.
 	ck  K
 	ckg int
+	wkg int
 	ci  int32
+	cp  *Entry
 	// writes counts changes to the table; snap is the last snapshot,
 	// taken at snapWrites, which the next one reuses if nothing changed
 	// in between (the sections of one checkpoint: word states, timers).
@@ -130,7 +141,7 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 		}
 		return e, nil
 	}
-	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1, b: b}
+	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1, ckg: -1, wkg: -1, b: b}
 	if h, ok := kc.(KeyHasher[K]); ok {
 		e.hash = h.Hash
 	} else {
@@ -145,9 +156,15 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 // the key codec's hash of k (see KeyHasher). The pointer is valid until
 // the next write.
 func (t *Entries[K]) Get(kg int, h int32, k K) *Entry {
-	if t.ci >= 0 && t.ckg == kg && t.ck == k {
-		return &t.gs[kg-t.first].at(uint32(t.ci)).val
+	if t.ckg == kg && t.ck == k {
+		return t.cp
 	}
+	return t.get(kg, h, k)
+}
+
+// get is Get's probe, apart so that Get's check of the key last found is
+// inlined.
+func (t *Entries[K]) get(kg int, h int32, k K) *Entry {
 	t.flush()
 	g := &t.gs[kg-t.first]
 	i := g.find(uint32(h), k)
@@ -155,31 +172,43 @@ func (t *Entries[K]) Get(kg int, h int32, k K) *Entry {
 		return nil
 	}
 	t.ck, t.ckg, t.ci = k, kg, int32(i)
-	return &g.at(uint32(i)).val
+	t.cp, t.wkg = &g.at(uint32(i)).val, -1
+	return t.cp
 }
 
 // Edit returns k's entry for writing, created empty if missing. The
 // pointer is valid until the next write to the table; an entry left empty
 // must be handed to Drop.
 func (t *Entries[K]) Edit(kg int, h int32, k K) *Entry {
+	if t.wkg == kg && t.ck == k {
+		return t.cp
+	}
+	return t.edit(kg, h, k)
+}
+
+// edit is Edit's probe, and its copy of the entry's page when a snapshot
+// shares it.
+func (t *Entries[K]) edit(kg int, h int32, k K) *Entry {
+	// Counting the writes here is enough: a snapshot forgets the cached
+	// entry, so the first write after it comes here.
 	t.writes++
-	if t.ci >= 0 && t.ckg == kg && t.ck == k {
-		return &t.gs[kg-t.first].writable(uint32(t.ci)).val
-	}
-	t.flush()
 	g := &t.gs[kg-t.first]
-	i := g.find(uint32(h), k)
-	if i < 0 {
-		i = int(g.insert(uint32(h), k))
+	if t.ckg != kg || t.ck != k {
+		t.flush()
+		i := g.find(uint32(h), k)
+		if i < 0 {
+			i = int(g.insert(uint32(h), k))
+		}
+		t.ck, t.ckg, t.ci = k, kg, int32(i)
 	}
-	t.ck, t.ckg, t.ci = k, kg, int32(i)
-	return &g.writable(uint32(i)).val
+	t.cp, t.wkg = &g.writable(uint32(t.ci)).val, kg
+	return t.cp
 }
 
 // Drop removes k's entry, which must be empty; the entry of the key last
 // found is removed later, if still empty then.
 func (t *Entries[K]) Drop(kg int, h int32, k K) {
-	if t.ci >= 0 && t.ckg == kg && t.ck == k {
+	if t.ckg == kg && t.ck == k {
 		return
 	}
 	t.flush() // the delete below may shift the cached entry
@@ -197,21 +226,42 @@ func (t *Entries[K]) flush() {
 		g.del(s.hash, t.ck)
 		t.writes++
 	}
-	t.ci = -1
+	t.ci, t.ckg, t.wkg, t.cp = -1, -1, -1, nil
 }
 
-// Touch loads the slot where the probe for a key with hash h starts, in
-// key group kg, and its page's version, so that a Get or Edit soon after
-// finds them in the cache. Touching the entries of several records before
-// processing them lets their cache misses overlap. The result means
-// nothing; the caller keeps it so that the loads are not optimised away.
-func (t *Entries[K]) Touch(kg int, h int32) uint32 {
+// PrefetchDir starts loading the directory entry and version of the page
+// holding the slot Prefetch will load. A key group's directory outgrows
+// the cache only with tens of thousands of entries (10 M keys make 12 MiB
+// of directories): then finding the slot's address is a miss too, and the
+// caller prefetches the directory entries of all its records before their
+// slots. With a small directory it does nothing.
+func (t *Entries[K]) PrefetchDir(kg int, h int32) {
+	g := &t.gs[kg-t.first]
+	if len(g.pages) < bigDirPages {
+		return
+	}
+	pi := g.home(uint32(h)) >> pageBits
+	prefetch.Line(unsafe.Pointer(&g.pages[pi]))
+	prefetch.Line(unsafe.Pointer(&g.vers[pi]))
+}
+
+// bigDirPages is the directory length (of 24 bytes per page) from which
+// PrefetchDir prefetches: at 1024 pages a key group's directory is 24 KiB,
+// and all 128 key groups' 3 MiB, more than a core's cache keeps.
+const bigDirPages = 1024
+
+// Prefetch starts loading the slot where the probe for a key with hash h
+// starts, in key group kg, so that a Get or Edit soon after finds it in
+// the cache. Prefetching the entries of several records before processing
+// them overlaps their cache misses: unlike a load, a prefetch does not
+// hold up the instructions after it (see internal/prefetch).
+func (t *Entries[K]) Prefetch(kg int, h int32) {
 	g := &t.gs[kg-t.first]
 	if g.pages == nil {
-		return 0
+		return
 	}
 	i := g.home(uint32(h))
-	return g.at(i).hash + g.vers[i>>pageBits]
+	prefetch.Line(unsafe.Pointer(g.at(i)))
 }
 
 // Hash is the hash Get and Edit expect for k.
@@ -510,6 +560,7 @@ func (t *WordTable[K, V]) restore(p *restoredSection) error {
 	for _, ge := range p.groups {
 		i := ge.kg - t.e.first
 		before, data := t.keys[i], ge.data
+		t.e.flush() // the grow below moves the cached entry
 		t.e.gs[i].grow(t.e.gs[i].n + ge.count)
 		for len(data) > 0 {
 			kb, vb, rest, ok := nextEntry(data)

@@ -252,3 +252,69 @@ func TestEntriesViewSharedPerRound(t *testing.T) {
 		t.Fatal("a view is reused after a write")
 	}
 }
+
+// TestEntryCacheAcrossSnapshots: the entry table keeps a pointer to the
+// entry last found, which a record's accesses reuse. Runs of writes to one
+// key with snapshots in between must copy the entry's page rather than
+// write through the pointer into a snapshot's page, and a write to the
+// cached key after a snapshot must count as a change. Every snapshot, read
+// at the end, holds its own moment's values.
+func TestEntryCacheAcrossSnapshots(t *testing.T) {
+	const groups = 4
+	b := NewBackend(KeyGroupRange{First: 0, Last: groups - 1})
+	kc := hashedInt64Codec{}
+	num, _, _ := NewWordTable[int64, int64](b, "num", kc, int64Codec{})
+	e, _ := EntriesOf(b, Codec[int64](kc))
+	r := rand.New(rand.NewPCG(7, 8))
+	model := map[int64]int64{}
+	type snap struct {
+		view EntriesView[int64]
+		want map[int64]int64
+	}
+	var snaps []snap
+	k := int64(0)
+	for op := range 20_000 {
+		if r.IntN(3) == 0 { // runs of accesses to one key, as a record makes
+			k = int64(r.IntN(200))
+		}
+		kg, h := int(k%groups), kc.Hash(k)
+		if r.IntN(4) == 0 {
+			num.DeleteHashed(kg, h, k)
+			delete(model, k)
+		} else {
+			num.PutHashed(kg, h, k, int64(op))
+			model[k] = int64(op)
+		}
+		if v, ok := num.GetHashed(kg, h, k); ok != hasKey(model, k) || v != model[k] {
+			t.Fatalf("op %d: key %d = %d %v, want %d", op, k, v, ok, model[k])
+		}
+		if r.IntN(50) == 0 {
+			before := e.Snapshot()
+			if again := e.Snapshot(); again != before {
+				t.Fatalf("op %d: a second snapshot without a write is a new view", op)
+			}
+			snaps = append(snaps, snap{before, maps.Clone(model)})
+			num.PutHashed(kg, h, k, -1) // the cached key, right after the snapshot
+			if e.Snapshot() == before {
+				t.Fatalf("op %d: a write to the cached key after a snapshot is not a change", op)
+			}
+			num.PutHashed(kg, h, k, model[k])
+			if !hasKey(model, k) {
+				num.DeleteHashed(kg, h, k)
+			}
+		}
+	}
+	for i, s := range snaps {
+		got := map[int64]int64{}
+		for kg := range groups {
+			s.view.Each(kg, func(k int64, en *Entry) {
+				if en.has(0) {
+					got[k] = fromWord[int64](&en.words[0])
+				}
+			})
+		}
+		if !maps.Equal(got, s.want) {
+			t.Fatalf("snapshot %d: %d keys, want %d, or values differ", i, len(got), len(s.want))
+		}
+	}
+}
