@@ -149,8 +149,10 @@ type nativeSnapshot struct {
 	id      int64
 }
 
-func (n *nativeSnapshot) Dir() string             { return n.cp.Dir() }
-func (n *nativeSnapshot) Files() []string         { return n.cp.Files() }
+func (n *nativeSnapshot) Dir() string { return n.cp.Dir() }
+func (n *nativeSnapshot) Files(ctx context.Context) ([]string, error) {
+	return n.cp.Files(ctx)
+}
 func (n *nativeSnapshot) Shared(name string) bool { return pebblestate.Shared(name) }
 func (n *nativeSnapshot) Release()                { n.cp.Release() }
 

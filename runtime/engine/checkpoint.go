@@ -100,8 +100,10 @@ type StateSnapshot struct {
 type NativeSnapshot interface {
 	// Dir is the directory holding Files.
 	Dir() string
-	// Files lists the checkpoint's file names.
-	Files() []string
+	// Files lists the checkpoint's file names, once they exist: the
+	// backend may take the checkpoint after the synchronous part (an
+	// error then fails this checkpoint).
+	Files(ctx context.Context) ([]string, error)
 	// Shared says whether file name may be shared between checkpoints.
 	Shared(name string) bool
 	// Uploaded returns, by file name, the shared files checkpoint baseID
@@ -235,7 +237,11 @@ func uploadNative(ctx context.Context, st, shared storage.Storage, s *Snapshot, 
 	written := int64(len(data))
 	chain := []statebackend.FileRef{{Path: name, Size: int64(len(data))}}
 	base := n.Uploaded(s.Barrier.BaseID)
-	for _, f := range n.Files() {
+	files, err := n.Files(ctx)
+	if err != nil {
+		return OperatorSnapshot{}, fmt.Errorf("operator %s: %w", o.UID, err)
+	}
+	for _, f := range files {
 		if ref, ok := base[f]; ok && n.Shared(f) {
 			chain = append(chain, ref)
 			continue

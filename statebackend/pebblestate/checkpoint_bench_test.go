@@ -19,16 +19,24 @@ import (
 //
 //   - full: the common state file, from a Pebble snapshot (what
 //     --incremental=false and every savepoint write);
-//   - incremental: a native checkpoint (a flush and a Pebble checkpoint
-//     in the synchronous part) uploading only the SSTs the previous one
-//     did not, streamed from disk, over several intervals.
+//   - incremental: a native checkpoint (write-back, flush and Pebble
+//     checkpoint in its asynchronous part, while the task writes the
+//     next half interval's keys) uploading only the SSTs the previous
+//     one did not, streamed from disk, over several intervals.
 //
 // Metrics: full-bytes and full-s (the file and its encoding plus upload);
 // incr-bytes (the mean bytes an incremental checkpoint uploads) and
-// incr-pct-of-full (against full-bytes); incr-sync-ms-max (the longest
-// synchronous part); incr-upload-s (the mean upload); full-alloc-MB and
+// incr-pct-of-full (against full-bytes); incr-sync-ms-max and
+// incr-sync-ms-mean (the synchronous part: the task's stall at the
+// barrier), incr-prep-s (the mean asynchronous write-back, memtable flush
+// and Pebble checkpoint), incr-upload-s (the mean upload after it),
+// settle-ms-max (the longest time the task spent ending a barrier's
+// asynchronous part: waiting for it if it had to, and committing the
+// writes held back meanwhile), full-sync-ms (the full snapshot's
+// synchronous part); full-alloc-MB and
 // incr-alloc-MB-max (bytes allocated while writing and uploading: the
-// full file is built in memory, SSTs stream).
+// full file is built in memory, SSTs stream; the incremental figure
+// includes the task's writes meanwhile, which fill a fresh value cache).
 func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 	if testing.Short() {
 		b.Skip("10 M keys")
@@ -59,7 +67,12 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 			return ms.TotalAlloc
 		}
 		uploaded := map[string]bool{}
-		native := func(id int64) (bytes int64, sync, async time.Duration, alloc uint64) {
+		// native takes checkpoint id and uploads it on another goroutine
+		// (the task's upload goroutine) while during runs, as the task
+		// goes on processing records meanwhile. prep is the time until
+		// the checkpoint's files exist (the barrier's write-back, flush
+		// and Pebble checkpoint), upload the time after.
+		native := func(id int64, during func()) (bytes int64, sync, prep, upload time.Duration, alloc uint64) {
 			start := time.Now()
 			cp, err := s.Checkpoint(id)
 			if err != nil {
@@ -68,48 +81,71 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 			sync = time.Since(start)
 			defer cp.Release()
 			a0 := allocated()
-			live := map[string]bool{}
-			for _, f := range cp.Files() {
-				if Shared(f) {
-					live[f] = true
-					if uploaded[f] {
-						continue
-					}
-				}
-				n, err := storage.PutFile(ctx, st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
+			var uerr error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				names, err := cp.Files(ctx)
 				if err != nil {
-					b.Fatal(err)
+					uerr = err
+					return
 				}
-				bytes += n
+				prep = time.Since(start) - sync
+				live := map[string]bool{}
+				for _, f := range names {
+					if Shared(f) {
+						live[f] = true
+						if uploaded[f] {
+							continue
+						}
+					}
+					n, err := storage.PutFile(ctx, st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
+					if err != nil {
+						uerr = err
+						return
+					}
+					bytes += n
+				}
+				uploaded = live
+				upload = time.Since(start) - sync - prep
+			}()
+			during()
+			<-done
+			if uerr != nil {
+				b.Fatal(uerr)
 			}
-			uploaded = live
-			return bytes, sync, time.Since(start) - sync, allocated() - a0
+			return bytes, sync, prep, upload, allocated() - a0
 		}
 		rng := rand.New(rand.NewPCG(1, 2))
-		touch := func() {
-			for range keys / 100 {
+		// touch writes n random keys, 1 % of the keys in all.
+		touch := func(n int) {
+			for range n {
 				k := rng.Int64N(keys)
 				t.Put(int(k%groups), k, rng.Int64())
 			}
 		}
-		first, _, _, _ := native(1)
+		first, _, _, _, _ := native(1, func() {})
 		var incr int64
-		var syncMax, upload time.Duration
+		var syncMax, syncSum, prepSum, upload time.Duration
 		var allocMax uint64
 		for i := range int64(intervals) {
-			touch()
-			n, sync, async, alloc := native(2 + i)
-			b.Logf("interval %d: uploaded %d bytes, sync %v, upload %v, allocated %d", i, n, sync, async, alloc)
+			// Half of an interval's writes come before the barrier, half
+			// while its asynchronous part runs.
+			touch(keys / 200)
+			n, sync, prep, async, alloc := native(2+i, func() { touch(keys / 200) })
+			b.Logf("interval %d: uploaded %d bytes, sync %v, write-back and Pebble checkpoint %v, upload %v, allocated %d", i, n, sync, prep, async, alloc)
 			incr += n
-			syncMax, upload, allocMax = max(syncMax, sync), upload+async, max(allocMax, alloc)
+			syncMax, syncSum, prepSum, upload, allocMax = max(syncMax, sync), syncSum+sync, prepSum+prep, upload+async, max(allocMax, alloc)
 		}
-		touch()
+		b.Logf("the task ended %d write-backs, waited for %d, at most %v (waiting and committing the writes held back)", s.settles.n, s.settles.waited, s.settles.max)
+		touch(keys / 100)
 		a0 := allocated()
 		start := time.Now()
 		secs, err := s.Snapshot()
 		if err != nil {
 			b.Fatal(err)
 		}
+		fullSync := time.Since(start)
 		data, err := statebackend.WriteStateFile(r, secs, nil)
 		for _, sec := range secs {
 			sec.(*section).Release()
@@ -123,7 +159,7 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 		fullTime, fullAlloc := time.Since(start), allocated()-a0
 		full := int64(len(data))
 		data = nil
-		b.Logf("first native checkpoint %d bytes; full state file %d bytes in %v", first, full, fullTime)
+		b.Logf("first native checkpoint %d bytes; full state file %d bytes in %v (sync %v)", first, full, fullTime, fullSync)
 		b.ReportMetric(float64(full), "full-bytes")
 		b.ReportMetric(fullTime.Seconds(), "full-s")
 		b.ReportMetric(float64(fullAlloc)/(1<<20), "full-alloc-MB")
@@ -131,6 +167,10 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 		b.ReportMetric(float64(incr)/intervals, "incr-bytes")
 		b.ReportMetric(100*float64(incr)/intervals/float64(full), "incr-pct-of-full")
 		b.ReportMetric(float64(syncMax.Microseconds())/1000, "incr-sync-ms-max")
+		b.ReportMetric(float64(syncSum.Microseconds())/1000/intervals, "incr-sync-ms-mean")
+		b.ReportMetric(prepSum.Seconds()/intervals, "incr-prep-s")
+		b.ReportMetric(float64(fullSync.Microseconds())/1000, "full-sync-ms")
+		b.ReportMetric(float64(s.settles.max.Microseconds())/1000, "settle-ms-max")
 		b.ReportMetric(upload.Seconds()/intervals, "incr-upload-s")
 		b.ReportMetric(float64(allocMax)/(1<<20), "incr-alloc-MB-max")
 		s.Close()

@@ -1,6 +1,7 @@
 package pebblestate
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"syscall"
@@ -38,5 +39,42 @@ func TestFullDiskIsAnError(t *testing.T) {
 	}
 	if _, err := s.Snapshot(); err == nil {
 		t.Fatal("snapshot of a failed store succeeded")
+	}
+}
+
+// TestFailedWriteBackFailsTheCheckpoint caches more values than the disk
+// holds, so that the write-back of a checkpoint's barrier, on its
+// goroutine, meets the full disk: the synchronous part succeeds, but the
+// checkpoint's files are an error naming it, and so is the store's.
+func TestFailedWriteBackFailsTheCheckpoint(t *testing.T) {
+	fs := NewLimitedFS(vfs.Default, 5<<20)
+	s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: statebackend.KeyGroupRange{First: 0, Last: 0},
+		MemTableBytes: 256 << 10, FS: fs, CacheKeys: 1 << 20, ValueCacheBytes: 64 << 20, BallastBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, _ := NewValueTable[int64, string](s, "v", i64{}, str{})
+	big := strings.Repeat("x", 1000)
+	for k := range int64(4000) {
+		v.Put(0, k, big)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("error before the write-back: %v", err)
+	}
+	c, err := s.Checkpoint(1)
+	if err != nil {
+		t.Fatalf("synchronous part: %v", err)
+	}
+	defer c.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	files, err := c.Files(ctx)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("checkpoint files %v, error %v; want an error wrapping ENOSPC", files, err)
+	}
+	t.Logf("checkpoint: %v", err)
+	if err := s.Err(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("store error %v, want one wrapping ENOSPC", err)
 	}
 }

@@ -28,6 +28,8 @@ func AppendKeys[K comparable](s *Store, name string, kc statebackend.Codec[K], k
 	if !s.keyGroups.Contains(kg) {
 		return dst, fmt.Errorf("key group %d is not in %v", kg, s.keyGroups)
 	}
+	// The keys of a barrier's frozen entries must be in Pebble.
+	s.settle()
 	for _, f := range s.flushers {
 		f.flush()
 	}

@@ -1,6 +1,7 @@
 package pebblestate
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -33,20 +33,29 @@ type stateRecord struct {
 // Checkpoint is a store's native checkpoint: a Pebble checkpoint in a
 // directory of its own, whose SSTs are hard links to the store's (they
 // are immutable, so the store may go on writing and compacting), plus
-// StatesFile. Its files are read on the upload goroutine; Release removes
-// the directory.
+// StatesFile. The barrier's epoch takes it on a goroutine of its own
+// (Store.Checkpoint); Files waits for it. Its files are read on the upload
+// goroutine; Release removes the directory.
 type Checkpoint struct {
-	s     *Store
-	dir   string
-	files []string
-	once  sync.Once
+	s    *Store
+	dir  string
+	ep   *epoch
+	once sync.Once
 }
 
 // Dir is the checkpoint's directory.
 func (c *Checkpoint) Dir() string { return c.dir }
 
-// Files lists the names of the checkpoint's files in Dir, sorted.
-func (c *Checkpoint) Files() []string { return c.files }
+// Files waits until the checkpoint is taken and lists the names of its
+// files in Dir, sorted. An error (the write-back of the state at the
+// barrier failed, or the checkpoint did, or ctx ended) fails the
+// checkpoint.
+func (c *Checkpoint) Files(ctx context.Context) ([]string, error) {
+	if err := c.ep.wait(ctx); err != nil {
+		return nil, err
+	}
+	return c.ep.files, nil
+}
 
 // Shared reports whether the file name may be shared by several
 // checkpoints: an SST never changes once written, and its name is never
@@ -56,64 +65,33 @@ func (c *Checkpoint) Files() []string { return c.files }
 func Shared(name string) bool { return strings.HasSuffix(name, ".sst") }
 
 // Release removes the checkpoint's directory and drops its reference on
-// the store. It may be called more than once.
+// the store, once the checkpoint is taken (it waits for it). It may be
+// called more than once.
 func (c *Checkpoint) Release() {
 	c.once.Do(func() {
+		<-c.ep.done
 		os.RemoveAll(c.dir)
 		c.s.release()
 	})
 }
 
-// Checkpoint is the synchronous part of a native checkpoint: the value
-// caches' dirty entries and the memtable are flushed, so that every write
-// so far is in an SST, and Pebble links the live files into a new
-// directory beside the store's. Its cost is one memtable flush (bounded by
-// MemTableBytes) and a hard link per SST, whatever the state's size.
+// Checkpoint is the synchronous part of a native checkpoint: it freezes
+// the writes Pebble lacks (see epoch), in O(tables) whatever the state's
+// size. The epoch's goroutine then writes them to Pebble, flushes the
+// memtable, so that every write up to the barrier is in an SST, and has
+// Pebble link the live files into a new directory beside the store's;
+// nothing the task writes meanwhile reaches Pebble before. Its cost is the
+// write-back, one memtable flush and a hard link per SST.
 func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
-	if err := s.writeBack("checkpoint"); err != nil {
+	dir := fmt.Sprintf("%s.chk-%d", s.dir, id)
+	e, err := s.freeze("checkpoint", dir)
+	if err != nil {
 		return nil, err
 	}
-	c := &Checkpoint{s: s, dir: fmt.Sprintf("%s.chk-%d", s.dir, id)}
-	err := func() error {
-		if err := s.db.Flush(); err != nil {
-			return fmt.Errorf("flushing the state store: %w", err)
-		}
-		// A directory left by an earlier attempt at this checkpoint
-		// (the ID is reused only by a restarted task) is stale.
-		if err := os.RemoveAll(c.dir); err != nil {
-			return err
-		}
-		if err := s.db.Checkpoint(c.dir); err != nil {
-			return fmt.Errorf("checkpoint of the state store: %w", err)
-		}
-		if err := writeStates(filepath.Join(c.dir, StatesFile), s.states); err != nil {
-			return err
-		}
-		ents, err := os.ReadDir(c.dir)
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			if !e.Type().IsRegular() {
-				return fmt.Errorf("checkpoint of the state store: %s is not a regular file", e.Name())
-			}
-			c.files = append(c.files, e.Name())
-		}
-		return nil
-	}()
-	if err != nil {
-		c.Release()
-		return nil, fmt.Errorf("pebblestate: %w", err)
-	}
-	return c, nil
+	return &Checkpoint{s: s, dir: dir, ep: e}, nil
 }
 
-func writeStates(name string, states map[string]*stateInfo) error {
-	recs := make([]stateRecord, 0, len(states))
-	for n, st := range states {
-		recs = append(recs, stateRecord{Name: n, ID: st.id, Kind: uint8(st.kind)})
-	}
-	slices.SortFunc(recs, func(a, b stateRecord) int { return int(a.ID) - int(b.ID) })
+func writeStates(name string, recs []stateRecord) error {
 	data, err := json.Marshal(recs)
 	if err != nil {
 		return err

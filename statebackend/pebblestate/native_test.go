@@ -1,6 +1,7 @@
 package pebblestate
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,7 +18,7 @@ func download(t *testing.T, c *Checkpoint, r statebackend.KeyGroupRange) NativeS
 	t.Helper()
 	defer c.Release()
 	dir := t.TempDir()
-	for _, name := range c.Files() {
+	for _, name := range files(t, c) {
 		src, err := os.Open(filepath.Join(c.Dir(), name))
 		if err != nil {
 			t.Fatal(err)
@@ -139,6 +140,16 @@ func TestNativeCheckpointRestore(t *testing.T) {
 	}
 }
 
+// files waits for c's files.
+func files(t testing.TB, c *Checkpoint) []string {
+	t.Helper()
+	f, err := c.Files(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // mustCheckpointCopy returns a checkpoint sharing c's files whose Release
 // leaves c alone: download releases what it copies.
 func mustCheckpointCopy(t *testing.T, c *Checkpoint) *Checkpoint {
@@ -147,12 +158,14 @@ func mustCheckpointCopy(t *testing.T, c *Checkpoint) *Checkpoint {
 		t.Fatal("store closed")
 	}
 	dir := t.TempDir()
-	for _, name := range c.Files() {
+	for _, name := range files(t, c) {
 		if err := os.Link(filepath.Join(c.Dir(), name), filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &Checkpoint{s: c.s, dir: dir, files: c.Files()}
+	e := &epoch{done: make(chan struct{}), files: files(t, c)}
+	close(e.done)
+	return &Checkpoint{s: c.s, dir: dir, ep: e}
 }
 
 // TestNativeRestoreErrors: a checkpoint without its states file, or with
@@ -171,13 +184,13 @@ func TestNativeRestoreErrors(t *testing.T) {
 	}
 	defer c.Release()
 	var ssts int
-	for _, f := range c.Files() {
+	for _, f := range files(t, c) {
 		if Shared(f) {
 			ssts++
 		}
 	}
 	if ssts == 0 {
-		t.Fatalf("checkpoint files %v: no SST", c.Files())
+		t.Fatalf("checkpoint files %v: no SST", files(t, c))
 	}
 	open := func() *Store {
 		s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: all})
@@ -193,7 +206,7 @@ func TestNativeRestoreErrors(t *testing.T) {
 		t.Error("restored a checkpoint without its states file")
 	}
 	noSST := download(t, mustCheckpointCopy(t, c), all)
-	for _, f := range c.Files() {
+	for _, f := range files(t, c) {
 		if Shared(f) {
 			os.Remove(filepath.Join(noSST.Dir, f))
 		}

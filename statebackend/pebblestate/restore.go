@@ -23,6 +23,7 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	if r := ks.KeyGroups(); !r.Empty() && (r.First < s.keyGroups.First || r.Last > s.keyGroups.Last) {
 		return fmt.Errorf("restored key groups %v reach outside this subtask's key groups %v", r, s.keyGroups)
 	}
+	s.settle()
 	for _, f := range s.flushers {
 		f.drop()
 	}

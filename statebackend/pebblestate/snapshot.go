@@ -16,8 +16,9 @@ var errCorruptList = fmt.Errorf("list value: %w", statebackend.ErrCorrupt)
 // snap is a Pebble snapshot shared by the sections of one checkpoint; the
 // last section released closes it and drops its reference on the store.
 type snap struct {
-	s    *Store
-	ps   *pebble.Snapshot
+	s *Store
+	// ep takes the Pebble snapshot (ep.ps) on its goroutine.
+	ep   *epoch
 	refs atomic.Int32
 	// err is the first iteration error: AppendGroup has no error to
 	// return, so the sections report it through Err.
@@ -35,23 +36,41 @@ func (sn *snap) fail(err error) {
 
 func (sn *snap) release() {
 	if sn.refs.Add(-1) == 0 {
-		sn.ps.Close()
+		<-sn.ep.done
+		if sn.ep.ps != nil {
+			sn.ep.ps.Close()
+		}
 		sn.s.release()
 	}
 }
 
-// Snapshot is the synchronous part of a checkpoint: a Pebble snapshot, in
-// O(1), and one section per registered state reading it, in registration
-// order. The sections are readable from any goroutine; each must be
-// released once (statebackend.Release) after the state file is written.
+// snapshot waits for the Pebble snapshot; on an error it fails the
+// sections.
+func (sn *snap) snapshot() *pebble.Snapshot {
+	<-sn.ep.done
+	if sn.ep.err != nil {
+		sn.fail(sn.ep.err)
+		return nil
+	}
+	return sn.ep.ps
+}
+
+// Snapshot is the synchronous part of a checkpoint: it freezes the writes
+// Pebble lacks (see epoch), in O(tables), and returns one section per
+// registered state, in registration order, reading the Pebble snapshot the
+// epoch's goroutine takes once it wrote them back. The sections are
+// readable from any goroutine (they wait for that snapshot; a failed
+// write-back is their Err); each must be released once
+// (statebackend.Release) after the state file is written.
 func (s *Store) Snapshot() ([]statebackend.Section, error) {
 	if len(s.order) == 0 && len(s.timers) == 0 {
 		return nil, nil
 	}
-	if err := s.writeBack("snapshot"); err != nil {
+	e, err := s.freeze("snapshot", "")
+	if err != nil {
 		return nil, err
 	}
-	sn := &snap{s: s, ps: s.db.NewSnapshot()}
+	sn := &snap{s: s, ep: e}
 	sn.refs.Store(int32(len(s.order) + len(s.timers)))
 	out := make([]statebackend.Section, 0, len(s.order)+len(s.timers))
 	for _, name := range s.order {
@@ -106,8 +125,12 @@ func (c *section) AppendGroup(dst []byte, kg int) ([]byte, int) {
 	if !c.keyGroups.Contains(kg) || c.released.Load() {
 		return dst, 0
 	}
+	ps := c.snap.snapshot()
+	if ps == nil {
+		return dst, 0
+	}
 	lower := appendPrefix(nil, kg, c.id)
-	it, err := c.snap.ps.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := ps.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
 		c.snap.fail(err)
 		return dst, 0
@@ -252,25 +275,4 @@ func countItems(b []byte) (int, error) {
 		n++
 	}
 	return n, nil
-}
-
-// writeBack readies the store for a snapshot or checkpoint (what): the
-// caches' dirty entries and pending timers go to Pebble first, in one
-// batch per table, which is the synchronous part's cost, bounded by the
-// caches' size; then the store is held open until the caller releases it.
-func (s *Store) writeBack(what string) error {
-	if err := s.Err(); err != nil {
-		return err
-	}
-	for _, f := range s.flushers {
-		f.flush()
-	}
-	s.commitTimers()
-	if err := s.Err(); err != nil {
-		return err
-	}
-	if !s.acquire() {
-		return fmt.Errorf("pebblestate: %s of a closed store", what)
-	}
-	return nil
 }

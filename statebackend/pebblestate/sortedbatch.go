@@ -5,7 +5,10 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // sortedBatch gathers writes and hands them to Pebble in key order, each
@@ -27,6 +30,10 @@ type sortedBatch struct {
 	// at now + timeout and deleted by the key's next record, mostly
 	// never reach Pebble once the batch spans that many records.
 	timers bool
+	// maxSet is the highest time of a timer set in the batch (timers
+	// only): a barrier freezing the batch raises the store's timerMax to
+	// it before the batch reaches Pebble.
+	maxSet int64
 }
 
 type batchOp struct {
@@ -48,19 +55,45 @@ func (b *sortedBatch) del(key []byte)        { b.add(key, nil, true) }
 func (b *sortedBatch) add(key, value []byte, del bool) {
 	var a [16]byte
 	copy(a[:], key)
+	if b.timers && !del {
+		if ts := timerTime(key); ts > b.maxSet {
+			b.maxSet = ts
+		}
+	}
 	b.ops = append(b.ops, batchOp{abbr: [2]uint64{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])}, off: uint32(len(b.arena)), klen: uint32(len(key)), vlen: uint32(len(value)), del: del})
 	b.arena = append(append(b.arena, key...), value...)
 }
 
 // commit writes the gathered writes to s in key order, in Pebble batches
-// of up to writeBatchBytes, and empties b.
+// of up to writeBatchBytes (during an epoch into s.pend), and empties b.
 func (b *sortedBatch) commit(s *Store) {
 	if len(b.ops) == 0 {
 		return
 	}
-	defer b.reset()
 	if s.failed() {
+		b.reset()
 		return
+	}
+	maxTS, err := b.apply(s.db, s.pend, s.wo, s.timerMax)
+	b.reset()
+	if err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+		return
+	}
+	if b.timers {
+		s.timerMax = maxTS
+	}
+	s.checkPend()
+}
+
+// apply writes the gathered writes in key order into the batch into, or
+// when it is nil to db in Pebble batches of up to writeBatchBytes.
+// timerMax is the highest timer time the store held before (see
+// sortedBatch.timers); apply returns it raised to the times it wrote. It
+// leaves b as it was, apart from the order of its writes.
+func (b *sortedBatch) apply(db *pebble.DB, into *pebble.Batch, wo *pebble.WriteOptions, timerMax int64) (int64, error) {
+	if len(b.ops) == 0 {
+		return timerMax, nil
 	}
 	// Of several writes of one key the last (the highest offset) stays
 	// last; an unstable sort with that tie-break beats a stable one.
@@ -76,16 +109,14 @@ func (b *sortedBatch) commit(s *Store) {
 		}
 		return cmp.Compare(x.off, y.off)
 	})
-	pb := s.db.NewBatch()
-	defer pb.Close()
-	maxTS := s.timerMax
-	// Raised after the loop: the test above is against the store as it
-	// was before this batch.
-	defer func() {
-		if b.timers {
-			s.timerMax = maxTS
-		}
-	}()
+	pb := into
+	if pb == nil {
+		pb = db.NewBatch()
+		defer pb.Close()
+	}
+	// Raised as the loop goes, tested against the store as it was before
+	// this batch.
+	maxTS := timerMax
 	for i, o := range b.ops {
 		k := b.key(o)
 		if i+1 < len(b.ops) && bytes.Equal(k, b.key(b.ops[i+1])) {
@@ -94,7 +125,7 @@ func (b *sortedBatch) commit(s *Store) {
 		var ts int64
 		if b.timers {
 			ts = timerTime(k)
-			if o.del && ts > s.timerMax {
+			if o.del && ts > timerMax {
 				continue // never stored: nothing to delete
 			}
 		}
@@ -105,20 +136,23 @@ func (b *sortedBatch) commit(s *Store) {
 			err = pb.Set(k, b.arena[o.off+o.klen:o.off+o.klen+o.vlen], nil)
 			maxTS = max(maxTS, ts)
 		}
-		if err == nil && pb.Len() >= writeBatchBytes {
-			err = pb.Commit(s.wo)
+		if err == nil && into == nil && pb.Len() >= writeBatchBytes {
+			err = pb.Commit(wo)
 			pb.Reset()
 		}
 		if err != nil {
-			s.fail(fmt.Errorf("state store write: %w", err))
-			return
+			return maxTS, err
 		}
 	}
-	if err := pb.Commit(s.wo); err != nil {
-		s.fail(fmt.Errorf("state store write: %w", err))
+	if into != nil {
+		return maxTS, nil
 	}
+	return maxTS, pb.Commit(wo)
 }
 
+// newTimerBatch returns an empty batch for timers.
+func newTimerBatch() sortedBatch { return sortedBatch{timers: true, maxSet: math.MinInt64} }
+
 func (b *sortedBatch) reset() {
-	b.arena, b.ops = b.arena[:0], b.ops[:0]
+	b.arena, b.ops, b.maxSet = b.arena[:0], b.ops[:0], math.MinInt64
 }

@@ -23,8 +23,9 @@
 //
 // # Snapshots
 //
-// Store.Snapshot takes a Pebble snapshot (O(1): a sequence number) and
-// returns one statebackend.Section per registered state that reads it.
+// Store.Snapshot returns one statebackend.Section per registered state,
+// reading a Pebble snapshot (O(1): a sequence number) that the barrier's
+// asynchronous part takes (see Barriers).
 // The sections write the same entries, in the same encoding, as the
 // memory backend's, so state files of both backends are interchangeable:
 // a job can be restored from either backend's checkpoint onto either
@@ -34,14 +35,31 @@
 //
 // Store.Checkpoint is the other way: a native checkpoint (native.go), the
 // store's own files, for incremental checkpoints that upload only the
-// SSTs an earlier checkpoint did not. Its synchronous part writes back the
-// caches and flushes the memtable, then Pebble hard-links the live SSTs
-// into a directory beside the store's, where they stay readable whatever
-// the store compacts meanwhile. A StatesFile beside them maps state ids
+// SSTs an earlier checkpoint did not. Its asynchronous part flushes the
+// memtable, then Pebble hard-links the live SSTs into a directory beside
+// the store's, where they stay readable whatever the store compacts
+// meanwhile. A StatesFile beside them maps state ids
 // to names. RestoreNative takes such files back: those of one old
 // subtask become the store (a range delete drops the key groups it does
 // not own); those of several are copied entry by entry, state ids mapped
 // by name.
+//
+// # Barriers
+//
+// The state at a barrier is Pebble's plus what the task has not written
+// to it yet: the value caches' dirty entries and the pending timer
+// writes. Writing those back takes time in proportion to them (some
+// 300 ms at 3 M keys), so the synchronous part of Snapshot and Checkpoint
+// only freezes them, a few pointer swaps per table, and an epoch's
+// goroutine writes them back and then takes the Pebble snapshot or
+// checkpoint. Until it has, the task's writes are held back in an indexed
+// batch that its reads see through, and a value table reads its fresh
+// cache, then its frozen one, then that batch and Pebble; after, the held
+// writes are committed. The task waits for the goroutine only at bounds:
+// held writes past 32 MiB, a value cache full of keys that shadow frozen
+// ones, a timer refill (until the frozen timers, written first, are in),
+// AppendKeys, a restore, and the next barrier (see epoch). An error of the
+// write-back fails the barrier's checkpoint and the store.
 //
 // # Timers
 //
@@ -159,10 +177,27 @@ type Store struct {
 	// writes (see TimerQueue).
 	timers []timerQueue
 	tb     sortedBatch
-	// timerMax is the highest time of a timer ever written to Pebble.
+	// spareTB is an empty timer batch, which replaces tb at a barrier.
+	spareTB sortedBatch
+	// timerMax is the highest time of a timer ever written to Pebble (or
+	// frozen at a barrier, on its way there).
 	timerMax int64
 	// wb is the value caches' write-back, committed by each flush.
 	wb sortedBatch
+
+	// ep is the latest barrier's asynchronous part, until the task
+	// settles it; pend holds the task's writes meanwhile (see epoch).
+	ep   *epoch
+	pend *pebble.Batch
+	// iters counts the task's open iterators (newIter); retired holds
+	// the committed pend batches they may still read.
+	iters   int
+	retired []*pebble.Batch
+	settles settleStats
+	// holdWriteBack, when set (tests), is called by an epoch's
+	// goroutine once it wrote the frozen timers, before the value
+	// tables' entries; onWait when the task waits for an epoch.
+	holdWriteBack, onWait func()
 
 	// err is the first error of a read or write; the runtime fails the
 	// task with it (a table method has no error to return).
@@ -221,7 +256,7 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
-		tb: sortedBatch{timers: true}, timerMax: math.MinInt64,
+		tb: newTimerBatch(), spareTB: newTimerBatch(), timerMax: math.MinInt64,
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
 	if o.Budget != nil {
@@ -349,10 +384,20 @@ func (quietLogger) Fatalf(format string, args ...any) {
 
 // flusher is a table with a write-back cache.
 type flusher interface {
-	// flush writes the cache's dirty entries to Pebble.
+	// flush writes the cache's dirty entries to Pebble (during an epoch
+	// to the store's pend).
 	flush()
 	// drop flushes and empties the cache.
 	drop()
+	// freeze makes the cache's dirty entries the table's frozen ones,
+	// for an epoch's goroutine to write back, and reports whether it had
+	// any; the table starts an empty cache.
+	freeze() bool
+	// writeFrozen writes the frozen entries to Pebble; it runs on the
+	// epoch's goroutine, concurrently with the task's use of the table.
+	writeFrozen() error
+	// thaw drops the frozen entries, which Pebble has.
+	thaw()
 }
 
 // KeyGroups is the range of key groups the store owns.
@@ -488,7 +533,8 @@ func prefixEnd(prefix []byte) []byte {
 // get reads key into the store's scratch copy; found is false when the key
 // has no value. The returned bytes are valid until the next get.
 func (s *Store) get(key []byte, buf *[]byte) ([]byte, bool) {
-	v, closer, err := s.db.Get(key)
+	s.poll()
+	v, closer, err := s.reader().Get(key)
 	if err != nil {
 		if !errors.Is(err, pebble.ErrNotFound) {
 			s.fail(fmt.Errorf("state store read: %w", err))
@@ -504,7 +550,15 @@ func (s *Store) set(key, value []byte) {
 	if s.failed() {
 		return
 	}
-	if err := s.db.Set(key, value, s.wo); err != nil {
+	s.poll()
+	var err error
+	if s.pend != nil {
+		err = s.pend.Set(key, value, nil)
+		defer s.checkPend()
+	} else {
+		err = s.db.Set(key, value, s.wo)
+	}
+	if err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
@@ -513,7 +567,15 @@ func (s *Store) del(key []byte) {
 	if s.failed() {
 		return
 	}
-	if err := s.db.Delete(key, s.wo); err != nil {
+	s.poll()
+	var err error
+	if s.pend != nil {
+		err = s.pend.Delete(key, nil)
+		defer s.checkPend()
+	} else {
+		err = s.db.Delete(key, s.wo)
+	}
+	if err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
@@ -522,7 +584,15 @@ func (s *Store) deleteRange(start, end []byte) {
 	if s.failed() {
 		return
 	}
-	if err := s.db.DeleteRange(start, end, s.wo); err != nil {
+	s.poll()
+	var err error
+	if s.pend != nil {
+		err = s.pend.DeleteRange(start, end, nil)
+		defer s.checkPend()
+	} else {
+		err = s.db.DeleteRange(start, end, s.wo)
+	}
+	if err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
@@ -531,7 +601,15 @@ func (s *Store) merge(key, value []byte) {
 	if s.failed() {
 		return
 	}
-	if err := s.db.Merge(key, value, s.wo); err != nil {
+	s.poll()
+	var err error
+	if s.pend != nil {
+		err = s.pend.Merge(key, value, nil)
+		defer s.checkPend()
+	} else {
+		err = s.db.Merge(key, value, s.wo)
+	}
+	if err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
 	}
 }
@@ -580,6 +658,11 @@ func (s *Store) Close() error {
 	}
 	s.closing = true
 	s.mu.Unlock()
+	// Writes held back by an epoch are dropped with the store.
+	if s.pend != nil {
+		s.pend.Close()
+		s.ep, s.pend = nil, nil
+	}
 	s.release()
 	select {
 	case <-s.closed:

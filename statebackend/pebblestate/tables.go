@@ -63,6 +63,14 @@ type ValueTable[K comparable, V any] struct {
 	cache  map[K]cached[V]
 	// dirty lists the keys whose cached entry Pebble does not have yet.
 	dirty []dirtyKey[K]
+	// frozen and frozenDirty are the cache and dirty list at a barrier,
+	// while its epoch writes them back (see epoch): read by the task
+	// after cache, written by neither. fkey, fval and fwb are the
+	// write-back's own scratch space.
+	frozen      map[K]cached[V]
+	frozenDirty []dirtyKey[K]
+	fkey, fval  []byte
+	fwb         sortedBatch
 	// cap is the current bound on cached keys: maxKeys, or fewer when the
 	// sampled value size says so.
 	cap, maxKeys int
@@ -113,6 +121,11 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 	if c, ok := t.cache[k]; ok {
 		return c.v, c.present
 	}
+	if t.frozen != nil {
+		if c, ok := t.frozen[k]; ok {
+			return c.v, c.present
+		}
+	}
 	t.key = appendKey(t.key[:0], kg, t.id, t.kc, k)
 	var v V
 	b, ok := t.s.get(t.key, &t.valBuf)
@@ -141,6 +154,9 @@ func (t *ValueTable[K, V]) write(kg int, k K, c cached[V]) {
 		t.sample(c.v)
 	}
 	t.writes++
+	if t.s.ep != nil {
+		t.s.poll()
+	}
 	old, ok := t.cache[k]
 	if !ok {
 		t.room()
@@ -161,11 +177,27 @@ func (t *ValueTable[K, V]) sample(v V) {
 }
 
 // room empties the cache, after writing it back, when it is full.
+//
+// During an epoch the write-back goes to the store's pend, and the keys
+// with frozen entries stay cached (clean): a read must find their new
+// value before the frozen one. If they fill half the cache, the task waits
+// for the epoch to end instead.
 func (t *ValueTable[K, V]) room() {
 	if len(t.cache) < t.cap {
 		return
 	}
 	t.flush()
+	if t.frozen != nil {
+		for k := range t.cache {
+			if _, ok := t.frozen[k]; !ok {
+				delete(t.cache, k)
+			}
+		}
+		if len(t.cache) < t.cap/2 {
+			return
+		}
+		t.s.settle()
+	}
 	clear(t.cache)
 }
 
@@ -200,8 +232,57 @@ func (t *ValueTable[K, V]) flush() {
 // drop empties the cache after writing it back (before a restore writes
 // to Pebble underneath it).
 func (t *ValueTable[K, V]) drop() {
+	t.s.settle()
 	t.flush()
 	clear(t.cache)
+}
+
+func (t *ValueTable[K, V]) freeze() bool {
+	if len(t.dirty) == 0 {
+		return false // Pebble has the whole cache: it stays
+	}
+	t.frozen, t.frozenDirty = t.cache, t.dirty
+	t.cache, t.dirty = map[K]cached[V]{}, nil
+	return true
+}
+
+func (t *ValueTable[K, V]) thaw() { t.frozen, t.frozenDirty = nil, nil }
+
+// writeFrozen writes the frozen dirty entries to Pebble, in key order. It
+// runs on an epoch's goroutine: it only reads the frozen map, and encodes
+// with the codecs concurrently with the task (as the memory backend's
+// snapshots do).
+func (t *ValueTable[K, V]) writeFrozen() error {
+	wb := &t.fwb
+	defer wb.reset()
+	for _, d := range t.frozenDirty {
+		c := t.frozen[d.k]
+		t.fkey = appendKey(t.fkey[:0], d.kg, t.id, t.kc, d.k)
+		if c.present {
+			t.fval = t.vc.Append(t.fval[:0], c.v)
+			wb.set(t.fkey, t.fval)
+		} else {
+			wb.del(t.fkey)
+		}
+		// Commit in parts: a huge batch would be held in memory whole.
+		if wb.size() >= batchBytes {
+			if err := t.writeBack(wb); err != nil {
+				return err
+			}
+		}
+	}
+	return t.writeBack(wb)
+}
+
+// writeBack commits wb to Pebble and empties it; after a store error it
+// writes nothing (a full disk would otherwise stall the write for good).
+func (t *ValueTable[K, V]) writeBack(wb *sortedBatch) error {
+	if err := t.s.Err(); err != nil {
+		return err
+	}
+	_, err := wb.apply(t.s.db, nil, t.s.wo, 0)
+	wb.reset()
+	return err
 }
 
 // MapTable holds a map of user keys to values per key.
@@ -284,12 +365,12 @@ func (t *MapTable[K, UK, V]) All(kg int, k K) iter.Seq2[UK, V] {
 	p := t.keyPrefix(kg, k)
 	lower := append([]byte(nil), t.key[:p]...)
 	return func(yield func(UK, V) bool) {
-		it, err := t.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+		it, err := t.s.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 		if err != nil {
 			t.s.fail(err)
 			return
 		}
-		defer it.Close()
+		defer t.s.closeIter(it)
 		for ok := it.First(); ok; ok = it.Next() {
 			uk, err := decode(t.ukc, t.safeUK, it.Key()[len(lower):])
 			if err != nil {

@@ -313,6 +313,11 @@ func (q *TimerQueue[K]) needRefill(gi int) {
 // fill reads group gi's earliest timers from its bound on.
 func (q *TimerQueue[K]) fill(gi int) {
 	q.s.commitTimers()
+	if e := q.s.ep; e != nil {
+		// The timers frozen at the barrier reach Pebble first of what
+		// its epoch writes back; the later ones are in pend.
+		<-e.timersIn
+	}
 	g := &q.groups[gi]
 	g.refill = false
 	kg := gi + q.s.keyGroups.First
@@ -322,12 +327,12 @@ func (q *TimerQueue[K]) fill(gi int) {
 		lower = appendTimerKey(lower[:0], kg, q.id, q.kc, g.bound.ts, g.bound.key)
 	}
 	g.bounded = false
-	it, err := q.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := q.s.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		q.s.fail(fmt.Errorf("state store read: %w", err))
 		return
 	}
-	defer it.Close()
+	defer q.s.closeIter(it)
 	for ok := it.First(); ok; ok = it.Next() {
 		t, err := q.decode(it.Key())
 		if err != nil {
@@ -498,6 +503,9 @@ func (q *TimerQueue[K]) down(i int) {
 func (s *Store) timerWrite(key []byte, del bool) {
 	if s.failed() {
 		return
+	}
+	if s.ep != nil {
+		s.poll()
 	}
 	if del {
 		s.tb.del(key)
