@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/expr-lang/expr/ast"
@@ -204,4 +205,67 @@ func (x *ruleIndex) candidates(fields map[string]any) []int {
 	}
 	x.buf = c
 	return c
+}
+
+// replaced is x with the rules at positions pos replaced by those of rs
+// (the group's new list, of the same length): the other positions keep
+// their entries. x is not modified (the group it belongs to may still be
+// read): the maps and lists that change are copies. It returns nil when
+// the result is not an index newRuleIndex would make alike (a guard on a
+// new field, too few guarded rules): the caller builds one from scratch.
+func (x *ruleIndex) replaced(old, rs []*Rule, pos []int) *ruleIndex {
+	y := &ruleIndex{open: x.open, fields: x.fields, by: slices.Clone(x.by)}
+	cloned := make([]bool, len(y.by))
+	mapOf := func(f int) map[any][]int {
+		if !cloned[f] {
+			cloned[f], y.by[f] = true, maps.Clone(y.by[f])
+		}
+		return y.by[f]
+	}
+	openCloned := false
+	for _, i := range pos {
+		if g := old[i].guard; g == nil {
+			if !openCloned {
+				openCloned, y.open = true, slices.Clone(y.open)
+			}
+			if j, found := slices.BinarySearch(y.open, i); found {
+				y.open = slices.Delete(y.open, j, j+1)
+			}
+		} else {
+			f := slices.Index(y.fields, g.field)
+			if f < 0 {
+				return nil // not indexed as newRuleIndex would have
+			}
+			m := mapOf(f)
+			if l := m[g.value]; len(l) > 0 {
+				if j, found := slices.BinarySearch(l, i); found {
+					if l = slices.Delete(slices.Clone(l), j, j+1); len(l) == 0 {
+						delete(m, g.value)
+					} else {
+						m[g.value] = l
+					}
+				}
+			}
+		}
+		if g := rs[i].guard; g == nil {
+			if !openCloned {
+				openCloned, y.open = true, slices.Clone(y.open)
+			}
+			j, _ := slices.BinarySearch(y.open, i)
+			y.open = slices.Insert(y.open, j, i)
+		} else {
+			f := slices.Index(y.fields, g.field)
+			if f < 0 {
+				return nil // a field the index had none of: build anew
+			}
+			m := mapOf(f)
+			l := m[g.value]
+			j, _ := slices.BinarySearch(l, i)
+			m[g.value] = slices.Insert(slices.Clone(l), j, i)
+		}
+	}
+	if len(rs)-len(y.open) < minIndexed {
+		return nil
+	}
+	return y
 }

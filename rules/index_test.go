@@ -168,3 +168,80 @@ func BenchmarkEngineIndexed(b *testing.B) {
 		goruntime.KeepAlive(set)
 	}
 }
+
+// TestKeyGroupNextEqualsNewKeyGroup: a group made by Next from the one
+// before, after rules replaced in place (a new guard value, a guard on the
+// other field, none, a pause, a resume), indexes and books its rules as
+// NewKeyGroup does, and the group before is left as it was.
+func TestKeyGroupNextEqualsNewKeyGroup(t *testing.T) {
+	src := func(i, v int, state string) Doc {
+		var d string
+		switch v % 3 {
+		case 0:
+			d = fmt.Sprintf("id: r%03d\nkind: filter\nkey: [acct]\nparams: {m: m%d}\ncondition: 'e.merchant == p.m && e.amount > 1'\n", i, (i+v)%7)
+		case 1:
+			d = fmt.Sprintf("id: r%03d\nkind: filter\nkey: [acct]\ncondition: 'e.country == \"c%d\" && e.amount > 1'\n", i, (i+v)%3)
+		default:
+			d = fmt.Sprintf("id: r%03d\nkind: filter\nkey: [acct]\ncondition: 'e.amount > %d'\n", i, v)
+		}
+		return Doc{File: "n.yaml", Source: []byte(d), Version: int64(v + 1), State: state}
+	}
+	var docs []Doc
+	for i := range 120 {
+		docs = append(docs, src(i, i%3*3, "active")) // merchants, countries, unguarded alike
+	}
+	set, err := CompileDocs(docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := []map[string]any{{"acct": "a"}}
+	for m := range 8 {
+		for c := range 4 {
+			events = append(events, map[string]any{"acct": "a", "merchant": fmt.Sprintf("m%d", m), "country": fmt.Sprintf("c%d", c)})
+		}
+	}
+	candidates := func(g *KeyGroup) [][]int {
+		var out [][]int
+		for _, ev := range events {
+			out = append(out, slices.Clone(g.index.candidates(ev)))
+		}
+		return out
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	g := NewKeyGroup(set.Rules)
+	for step := range 30 {
+		before := candidates(g)
+		var changed []Doc
+		picked := map[int]bool{}
+		for range 1 + r.IntN(4) {
+			i := r.IntN(len(docs))
+			if picked[i] {
+				continue
+			}
+			picked[i] = true
+			state := []string{"active", "paused", "shadow"}[r.IntN(3)]
+			docs[i] = src(i, int(docs[i].Version)+r.IntN(3), state)
+			changed = append(changed, docs[i])
+		}
+		next, err := set.With(changed, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, want := g.Next(next.Rules), NewKeyGroup(next.Rules)
+		if !sameLists(candidates(n), candidates(want)) {
+			t.Fatalf("step %d: Next's index finds other rules than a new group's", step)
+		}
+		if !slices.Equal(n.ids, want.ids) || !reflect.DeepEqual(n.byID, want.byID) || !slices.Equal(n.paused, want.paused) ||
+			!slices.Equal(n.all, want.all) || n.active != want.active || !reflect.DeepEqual(n.StatsView(), want.StatsView()) {
+			t.Fatalf("step %d: Next's bookkeeping differs from a new group's", step)
+		}
+		if !sameLists(candidates(g), before) {
+			t.Fatalf("step %d: Next changed the group before", step)
+		}
+		set, g = next, n
+	}
+}
+
+func sameLists(a, b [][]int) bool {
+	return slices.EqualFunc(a, b, func(x, y []int) bool { return slices.Equal(x, y) })
+}

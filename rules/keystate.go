@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -205,6 +206,12 @@ type KeyGroup struct {
 	key    map[string]any
 	states []*State
 	timers [][]int64 // per rule: armed, ascending
+	// live lists the rules that may hold a state or timers for the key
+	// (isLive says which are listed): a key of a group of 10,000 rules
+	// holds state in a few, and loading, firing and storing a key visits
+	// those, not all 10,000, on every event.
+	live   []int
+	isLive []bool
 	dirty  bool
 	cur    int
 	keyBuf []byte
@@ -225,8 +232,10 @@ type KeyGroup struct {
 	TimeRules bool
 }
 
-// decodedKey is a key's decoded states and timers.
+// decodedKey is a key's decoded states and timers, of the rules at
+// positions rules.
 type decodedKey struct {
+	rules  []int
 	states []*State
 	timers [][]int64
 }
@@ -240,7 +249,7 @@ const maxCached = 1 << 14
 func NewKeyGroup(rules []*Rule) *KeyGroup {
 	g := &KeyGroup{rules: rules, rn: NewRunner(), byID: make(map[string]int, len(rules)), stats: make([]RuleStats, len(rules)),
 		states: make([]*State, len(rules)), timers: make([][]int64, len(rules)), cache: map[*KeyStates]*decodedKey{},
-		paused: make([]bool, len(rules))}
+		paused: make([]bool, len(rules)), isLive: make([]bool, len(rules))}
 	for i, r := range rules {
 		id := r.StateID()
 		g.ids = append(g.ids, id)
@@ -255,6 +264,59 @@ func NewKeyGroup(rules []*Rule) *KeyGroup {
 	}
 	g.index = newRuleIndex(rules)
 	return g
+}
+
+// Next is the group of rules, which follow g's rules (the same rule key)
+// after a change of the set: NewKeyGroup(rules), with Wake and TimeRules
+// as g's. When rules differ from g's only in rules replaced in place (the
+// same ID at the same position: a new version, a pause, a resume, a new
+// threshold), it reuses g's bookkeeping and index and updates those
+// positions, rather than indexing 10,000 rules again for one. g is not
+// modified; its counters (StatsView) stay readable.
+func (g *KeyGroup) Next(rules []*Rule) *KeyGroup {
+	var pos []int
+	if len(rules) == len(g.rules) {
+		for i, r := range rules {
+			if r != g.rules[i] {
+				if r.ID != g.rules[i].ID {
+					pos = nil
+					break
+				}
+				pos = append(pos, i)
+			}
+		}
+	}
+	if pos == nil || g.index == nil || len(pos) > len(rules)/8 {
+		n := NewKeyGroup(rules)
+		n.Wake, n.TimeRules = g.Wake, g.TimeRules
+		return n
+	}
+	x := g.index.replaced(g.rules, rules, pos)
+	if x == nil {
+		n := NewKeyGroup(rules)
+		n.Wake, n.TimeRules = g.Wake, g.TimeRules
+		return n
+	}
+	n := &KeyGroup{rules: rules, rn: NewRunner(), ids: slices.Clone(g.ids), byID: maps.Clone(g.byID),
+		stats: make([]RuleStats, len(rules)), states: make([]*State, len(rules)), timers: make([][]int64, len(rules)),
+		cache: map[*KeyStates]*decodedKey{}, paused: slices.Clone(g.paused), isLive: make([]bool, len(rules)),
+		index: x, Wake: g.Wake, TimeRules: g.TimeRules}
+	for i, r := range rules {
+		n.stats[i] = RuleStats{Rule: r.ID, Version: r.Version}
+	}
+	for _, i := range pos {
+		delete(n.byID, n.ids[i])
+		n.ids[i] = rules[i].StateID()
+		n.byID[n.ids[i]] = i
+		n.paused[i] = rules[i].State == "paused"
+	}
+	for i, p := range n.paused {
+		if !p {
+			n.active++
+			n.all = append(n.all, i)
+		}
+	}
+	return n
 }
 
 // Rules are the group's rules.
@@ -293,10 +355,10 @@ func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
 		g.keep(g.loaded)
 	}
 	g.key, g.dirty, g.loaded, g.stored = nil, false, ks, nil
-	clear(g.states)
-	for i := range g.timers {
-		g.timers[i] = g.timers[i][:0]
+	for _, i := range g.live {
+		g.states[i], g.timers[i], g.isLive[i] = nil, g.timers[i][:0], false
 	}
+	g.live = g.live[:0]
 	if ks == nil {
 		return dropped
 	}
@@ -304,9 +366,10 @@ func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
 	if d, ok := g.cache[ks]; ok {
 		// Stored by this group: every state is one of its rules'.
 		delete(g.cache, ks)
-		copy(g.states, d.states)
-		for i, ts := range d.timers {
-			g.timers[i] = append(g.timers[i], ts...)
+		for j, i := range d.rules {
+			g.setLive(i)
+			g.states[i] = d.states[j]
+			g.timers[i] = append(g.timers[i], d.timers[j]...)
 		}
 		return dropped
 	}
@@ -325,6 +388,7 @@ func (g *KeyGroup) Load(ks *KeyStates, dropped []Dropped) []Dropped {
 			g.dirty = true
 			continue
 		}
+		g.setLive(i)
 		g.states[i] = st
 		g.timers[i] = append(g.timers[i], s.Timers...)
 		if s.Version != g.rules[i].Version {
@@ -339,13 +403,28 @@ func (g *KeyGroup) keep(ks *KeyStates) {
 	if len(g.cache) >= maxCached {
 		clear(g.cache)
 	}
-	d := &decodedKey{states: slices.Clone(g.states), timers: make([][]int64, len(g.timers))}
-	for i, ts := range g.timers {
-		if len(ts) > 0 {
-			d.timers[i] = slices.Clone(ts)
+	d := &decodedKey{}
+	for _, i := range g.live {
+		if g.states[i] == nil && len(g.timers[i]) == 0 {
+			continue
 		}
+		d.rules = append(d.rules, i)
+		d.states = append(d.states, g.states[i])
+		var ts []int64
+		if len(g.timers[i]) > 0 {
+			ts = slices.Clone(g.timers[i])
+		}
+		d.timers = append(d.timers, ts)
 	}
 	g.cache[ks] = d
+}
+
+// setLive lists rule i among those that may hold a state or timers.
+func (g *KeyGroup) setLive(i int) {
+	if !g.isLive[i] {
+		g.isLive[i] = true
+		g.live = append(g.live, i)
+	}
 }
 
 // Key is the key being evaluated: its field values, nil before its first
@@ -359,6 +438,7 @@ func (g *KeyGroup) Register(t int64) {
 	if found {
 		return
 	}
+	g.setLive(g.cur)
 	g.timers[g.cur] = slices.Insert(ts, i, t)
 	if g.Wake != nil {
 		g.Wake(t)
@@ -408,6 +488,7 @@ func (g *KeyGroup) Process(ev *Event, out []Alert) ([]Alert, error) {
 		case st == nil:
 			st = r.NewState(g.key)
 			g.states[i] = st
+			g.setLive(i)
 		}
 		g.cur = i
 		g.dirty = g.dirty || !r.Stateless()
@@ -451,6 +532,7 @@ func (g *KeyGroup) ProcessLate(ev *Event, wm int64, out []Alert) ([]Alert, bool,
 		if st == nil {
 			st = r.NewState(g.key)
 			g.states[i] = st
+			g.setLive(i)
 		}
 		g.cur = i
 		g.dirty = true
@@ -485,7 +567,8 @@ func (g *KeyGroup) Fire(wm int64, out []Alert) ([]Alert, error) {
 		// The due timers, taken out of their rules' lists in one pass;
 		// a timer a firing arms at or before wm makes another pass.
 		due := g.due[:0]
-		for i, ts := range g.timers {
+		for _, i := range g.live {
+			ts := g.timers[i]
 			n := 0
 			for n < len(ts) && ts[n] <= wm {
 				due = append(due, dueTimer{t: ts[n], rule: i})
@@ -559,8 +642,10 @@ func (g *KeyGroup) Changed() bool { return g.dirty }
 func (g *KeyGroup) Store() (*KeyStates, error) {
 	var errs []error
 	n, nt := 0, 0
-	for i, st := range g.states {
-		if st != nil {
+	// In rule order, as the stored value was always written.
+	slices.Sort(g.live)
+	for _, i := range g.live {
+		if g.states[i] != nil {
 			n++
 			nt += len(g.timers[i])
 		}
@@ -572,7 +657,8 @@ func (g *KeyGroup) Store() (*KeyStates, error) {
 	// One allocation for every rule's bytes and one for their timers.
 	buf := make([]byte, 0, 64*n)
 	timers := make([]int64, 0, nt)
-	for i, st := range g.states {
+	for _, i := range g.live {
+		st := g.states[i]
 		if st == nil {
 			continue
 		}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,17 +21,14 @@ import (
 	"github.com/weirstream/weir/internal/testenv"
 )
 
-// subtaskGauges reads a user gauge of the evaluate-rules operator from
-// the TaskManagers' /metrics, by subtask.
-func subtaskGauges(b *testing.B, addrs []string, name string) map[string]float64 {
-	return evaluatorGauges(b, addrs, "weir_user_"+name, "operator")
-}
-
-// evaluatorGauges reads gauge name of the evaluate-rules operator (or of
-// the task whose label by starts with it), by subtask.
-func evaluatorGauges(b *testing.B, addrs []string, name, by string) map[string]float64 {
+// evaluatorGauges reads, from one scrape of each TaskManager's /metrics
+// (at 10,000 rules a scrape is tens of thousands of series: seconds of a
+// loaded TaskManager's CPU), the gauges of the evaluate-rules operator by
+// name and subtask: the user gauges as their short name (rules_set_from_ms),
+// the task's watermark lag as "watermark_lag_seconds".
+func evaluatorGauges(b *testing.B, addrs []string) map[string]map[string]float64 {
 	b.Helper()
-	out := map[string]float64{}
+	out := map[string]map[string]float64{}
 	for _, a := range addrs {
 		resp, err := http.Get("http://" + a + "/metrics")
 		if err != nil {
@@ -41,22 +40,29 @@ func evaluatorGauges(b *testing.B, addrs []string, name, by string) map[string]f
 		if err != nil {
 			b.Fatal(err)
 		}
-		f := fams[name]
-		if f == nil {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			var sub, op string
-			for _, l := range m.GetLabel() {
-				switch l.GetName() {
-				case "subtask":
-					sub = l.GetValue()
-				case by:
-					op = l.GetValue()
-				}
+		for name, by := range map[string]string{"weir_user_rules_set_from_ms": "operator", "weir_user_rules_switched_at_ms": "operator",
+			"weir_user_rules_in_force": "operator", "weir_task_watermark_lag_seconds": "vertex"} {
+			f := fams[name]
+			if f == nil {
+				continue
 			}
-			if strings.HasPrefix(op, "evaluate-rules") {
-				out[sub] = m.GetGauge().GetValue()
+			short := strings.TrimPrefix(strings.TrimPrefix(name, "weir_user_"), "weir_task_")
+			for _, m := range f.GetMetric() {
+				var sub, op string
+				for _, l := range m.GetLabel() {
+					switch l.GetName() {
+					case "subtask":
+						sub = l.GetValue()
+					case by:
+						op = l.GetValue()
+					}
+				}
+				if strings.HasPrefix(op, "evaluate-rules") {
+					if out[short] == nil {
+						out[short] = map[string]float64{}
+					}
+					out[short][sub] = m.GetGauge().GetValue()
+				}
 			}
 		}
 	}
@@ -92,8 +98,18 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 	}
 	addrs := []string{fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	work := b.TempDir()
-	c, err := cluster.StartCluster(weirBin, cluster.Options{TaskManagers: 2, Slots: 2,
-		TaskManagerArgs: func(i int) []string { return []string{"--metrics-listen", addrs[i]} }})
+	// WEIR_BENCH_PROFILES=DIR: CPU profiles of the TaskManagers while the
+	// changes are made (taskmanager-N-K.pprof, 10 s each, from their
+	// /debug/pprof), of the JobManager's whole run (jobmanager.pprof), and
+	// every process's log (logs.txt).
+	profiles := os.Getenv("WEIR_BENCH_PROFILES")
+	var jmArgs, tmArgs []string
+	if profiles != "" {
+		jmArgs = []string{"--cpu-profile", filepath.Join(profiles, "jobmanager.pprof")}
+		tmArgs = []string{"--metrics-pprof"}
+	}
+	c, err := cluster.StartCluster(weirBin, cluster.Options{TaskManagers: 2, Slots: 2, JobManagerArgs: jmArgs,
+		TaskManagerArgs: func(i int) []string { return append([]string{"--metrics-listen", addrs[i]}, tmArgs...) }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,30 +154,46 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 		}
 		return at, time.Now().UnixMilli()
 	}
-	// Warm up: wait until both subtasks evaluate (under the whole set).
+	// Warm up: wait until both subtasks evaluate under the whole set.
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if from := subtaskGauges(b, addrs, "rules_set_from_ms"); len(from) == 2 && (others == 0 || from["0"] >= start && from["1"] >= start) {
+		g := evaluatorGauges(b, addrs)
+		from, n := g["rules_set_from_ms"], g["rules_in_force"]
+		if len(from) == 2 && (others == 0 || from["0"] >= start && from["1"] >= start && n["0"] == float64(others+1) && n["1"] == float64(others+1)) {
 			break
 		}
 		if time.Now().After(deadline) {
 			b.Fatal("the evaluator's subtasks did not start evaluating within 5 minutes")
 		}
 	}
+	// WEIR_BENCH_CHANGES=N makes fewer (or more) changes than 50, for a
+	// quick profile; the p99 is over 50.
+	changes := 50
+	if n, err := strconv.Atoi(os.Getenv("WEIR_BENCH_CHANGES")); err == nil && n > 0 {
+		changes = n
+	}
 	b.ResetTimer()
+	if profiles != "" {
+		stop := profileDuring(b, profiles, addrs)
+		defer func() {
+			stop()
+			if err := os.WriteFile(filepath.Join(profiles, "logs.txt"), []byte(c.Logs()), 0o644); err != nil {
+				b.Log(err)
+			}
+		}()
+	}
 	for range b.N {
 		var lat, puts, lags []float64
-		for i := 1; i <= 50; i++ {
+		for i := 1; i <= changes; i++ {
 			at, returned := put(i)
 			puts = append(puts, float64(returned-at))
 			// The gauges are timestamps, so polling less often loses no
 			// precision; it spares the TaskManagers rendering thousands
 			// of per-rule series every few milliseconds.
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-				from := subtaskGauges(b, addrs, "rules_set_from_ms")
-				if len(from) == 2 && from["0"] >= float64(at) && from["1"] >= float64(at) {
-					sw := subtaskGauges(b, addrs, "rules_switched_at_ms")
+				g := evaluatorGauges(b, addrs)
+				if from := g["rules_set_from_ms"]; len(from) == 2 && from["0"] >= float64(at) && from["1"] >= float64(at) {
+					sw, wl := g["rules_switched_at_ms"], g["watermark_lag_seconds"]
 					lat = append(lat, max(sw["0"], sw["1"])-float64(returned))
-					wl := evaluatorGauges(b, addrs, "weir_task_watermark_lag_seconds", "vertex")
 					lags = append(lags, 1000*max(wl["0"], wl["1"]))
 					// On stderr as it goes: a run on a loaded machine may be
 					// cut short, and b.Logf prints only at the end.
@@ -170,7 +202,7 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 					break
 				}
 				if time.Now().After(deadline) {
-					b.Fatalf("change %d did not reach both subtasks in a minute: %v", i, from)
+					b.Fatalf("change %d did not reach both subtasks in a minute: %v", i, g["rules_set_from_ms"])
 				}
 			}
 		}
@@ -183,4 +215,40 @@ func benchRuleChangeLatency(b *testing.B, others int) {
 		b.ReportMetric(lat[len(lat)*99/100], "p99-ms")
 		b.ReportMetric(lat[len(lat)-1], "max-ms")
 	}
+}
+
+// profileDuring takes consecutive 10 s CPU profiles of the processes
+// serving /debug/pprof on addrs into dir until the returned func is
+// called (it waits for the profiles under way).
+func profileDuring(b *testing.B, dir string, addrs []string) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := http.Get("http://" + a + "/debug/pprof/profile?seconds=10")
+				if err != nil {
+					b.Logf("profile of %s: %v", a, err)
+					return
+				}
+				p, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("taskmanager-%d-%02d.pprof", i+1, k)), p, 0o644)
+				}
+				if err != nil {
+					b.Logf("profile of %s: %v", a, err)
+					return
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }

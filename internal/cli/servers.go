@@ -352,9 +352,14 @@ func serveHealth(ctx context.Context, addr string, ready func() error) error {
 	return nil
 }
 
+// metricsPprof is --metrics-pprof, of whichever server command runs.
+var metricsPprof bool
+
 func metricsFlag(cmd *cobra.Command, addr *string) {
 	cmd.Flags().StringVar(addr, "metrics-listen", "",
 		"`ADDR` serving Prometheus metrics over plain HTTP at GET /metrics, as host:port (default: no metrics server)")
+	cmd.Flags().BoolVar(&metricsPprof, "metrics-pprof", false,
+		"also serve the Go profiler at /debug/pprof/ on --metrics-listen (CPU and heap profiles of this process)")
 }
 
 // serveMetrics serves /metrics on addr until ctx ends and returns the
@@ -368,11 +373,11 @@ func serveMetrics(ctx context.Context, addr string) (*prometheus.Registry, error
 	if err != nil {
 		return nil, err
 	}
-	s, err := metrics.Listen(ctx, addr, reg)
+	s, err := metrics.Listen(ctx, addr, reg, metrics.Options{Profiles: metricsPprof})
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen %s: %w", addr, err)
 	}
-	slog.Info("metrics served", "address", s.Addr(), "path", "/metrics")
+	slog.Info("metrics served", "address", s.Addr(), "path", "/metrics", "pprof", metricsPprof)
 	return reg, nil
 }
 

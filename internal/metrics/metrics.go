@@ -9,14 +9,19 @@
 //
 // Listen serves a registry's /metrics over plain HTTP on an address of its
 // own (--metrics-listen), like the health probes: the metrics carry no
-// secrets.
+// secrets. With Profiles (--metrics-pprof) the same address serves the Go
+// profiler's /debug/pprof/ endpoints too, for profiling a running process
+// over a stretch of time chosen by the caller (a benchmark's changes, not
+// its warm-up); the command line is left out, as flags may hold secrets.
 package metrics
 
 import (
 	"context"
 	"fmt"
-	"github.com/weirstream/weir/internal/httpserve"
 	"net/http"
+	"net/http/pprof"
+
+	"github.com/weirstream/weir/internal/httpserve"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -37,17 +42,32 @@ func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
 	return r, nil
 }
 
+// Options are what a metrics server serves besides /metrics.
+type Options struct {
+	// Profiles serves /debug/pprof/ (profile, heap, goroutine, ...).
+	Profiles bool
+}
+
 // Handler serves the registry in Prometheus's text (or negotiated) format.
-func Handler(g prometheus.Gatherer) http.Handler {
+func Handler(g prometheus.Gatherer, o ...Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	if len(o) > 0 && o[0].Profiles {
+		// pprof.Index serves the named profiles (heap, goroutine, ...)
+		// under its prefix; the CPU profile and trace have handlers of
+		// their own.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
 // Server is a running metrics server.
 type Server = httpserve.Server
 
-// Listen serves GET /metrics on addr until ctx ends or Close.
-func Listen(ctx context.Context, addr string, g prometheus.Gatherer) (*Server, error) {
-	return httpserve.Listen(ctx, "metrics", addr, Handler(g))
+// Listen serves GET /metrics (and what o adds) on addr until ctx ends or
+// Close.
+func Listen(ctx context.Context, addr string, g prometheus.Gatherer, o ...Options) (*Server, error) {
+	return httpserve.Listen(ctx, "metrics", addr, Handler(g, o...))
 }

@@ -307,3 +307,40 @@ func TestWatermarkAndLagOfAnEventTimeTask(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestProfilesOnlyWhenAsked: /debug/pprof/ is served with Profiles only,
+// and never the command line (flags may hold secrets).
+func TestProfilesOnlyWhenAsked(t *testing.T) {
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(s *Server, path string) int {
+		resp, err := http.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	plain, err := Listen(t.Context(), "127.0.0.1:0", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := status(plain, "/debug/pprof/heap"); got != http.StatusNotFound {
+		t.Errorf("without Profiles, /debug/pprof/heap: status %d, want 404", got)
+	}
+	prof, err := Listen(t.Context(), "127.0.0.1:0", reg, Options{Profiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := status(prof, "/debug/pprof/heap"); got != http.StatusOK {
+		t.Errorf("with Profiles, /debug/pprof/heap: status %d, want 200", got)
+	}
+	if got := status(prof, "/debug/pprof/cmdline"); got != http.StatusNotFound {
+		t.Errorf("with Profiles, /debug/pprof/cmdline: status %d, want 404", got)
+	}
+	if got := status(prof, "/metrics"); got != http.StatusOK {
+		t.Errorf("with Profiles, /metrics: status %d, want 200", got)
+	}
+}
