@@ -105,6 +105,7 @@ func (t *jobTable) applySubmitJob(c SubmitJob) ([]JobTransition, error) {
 	j.Checkpointing = c.Checkpointing
 	j.AllowNonRestored = c.AllowNonRestored
 	j.StateBackend = c.StateBackend
+	j.TimerService = c.TimerService
 	if c.Restore != nil {
 		r := *c.Restore
 		j.Restore = &r

@@ -48,6 +48,9 @@ type SubmitJob struct {
 	AllowNonRestored bool
 	// StateBackend is the job's state backend; empty: the TaskManagers'.
 	StateBackend string `json:",omitempty"`
+	// TimerService is the job's pebble timer service; empty: the
+	// TaskManagers'.
+	TimerService string `json:",omitempty"`
 	// Restore is the savepoint the job starts from, if any.
 	Restore *CompletedCheckpoint
 }

@@ -57,6 +57,7 @@ func deployRequest(job Job, v, i int, restore *weirv1.TaskRestore) *weirv1.Deplo
 		Restore:       restore,
 		Checkpointing: job.Checkpointing.IntervalMs > 0,
 		StateBackend:  job.StateBackend,
+		TimerService:  job.TimerService,
 		Incremental:   job.Checkpointing.Incremental,
 	}
 	for _, op := range job.Vertices[v].Operators {

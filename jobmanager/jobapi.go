@@ -25,6 +25,10 @@ type SubmitOptions struct {
 	// StateBackend is the job's state backend (runtime.StateBackendMemory
 	// or StateBackendPebble); empty leaves it to each TaskManager.
 	StateBackend string
+	// TimerService is where the job's pebble operators keep their timers
+	// (runtime.TimerServiceStore or TimerServiceHeap); empty leaves it to
+	// each TaskManager.
+	TimerService string
 }
 
 // submitJob validates the job by building its graph, stores it as CREATED
@@ -48,6 +52,11 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 	}
 	if opts.StateBackend != "" {
 		if _, err := runtime.ParseStateBackend(opts.StateBackend); err != nil {
+			return "", errorf(ErrInvalidRequest, "%w", err)
+		}
+	}
+	if opts.TimerService != "" {
+		if _, err := runtime.ParseTimerService(opts.TimerService); err != nil {
 			return "", errorf(ErrInvalidRequest, "%w", err)
 		}
 	}
@@ -105,6 +114,7 @@ func (jm *JobManager) submitJob(ctx context.Context, name string, parallelism in
 		Checkpointing:    cc,
 		AllowNonRestored: opts.AllowNonRestored,
 		StateBackend:     opts.StateBackend,
+		TimerService:     opts.TimerService,
 	}
 	if m := restoreMeta; m != nil {
 		if err := validateRestore(m, opts.FromSavepoint, name, g.MaxParallelism, cmd.Vertices, opts.AllowNonRestored); err != nil {

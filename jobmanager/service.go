@@ -28,7 +28,7 @@ func (s *service) SubmitJob(ctx context.Context, req *weirv1.SubmitJobRequest) (
 	id, err := s.jm.submitJob(ctx, req.GetJobName(), int(req.GetParallelism()), req.GetParams(), SubmitOptions{
 		Checkpointing: req.GetCheckpointing(), FromSavepoint: req.GetFromSavepoint(),
 		AllowNonRestored: req.GetAllowNonRestoredState(), Labels: req.GetLabels(),
-		StateBackend: req.GetStateBackend()})
+		StateBackend: req.GetStateBackend(), TimerService: req.GetTimerService()})
 	if err != nil {
 		return nil, err
 	}

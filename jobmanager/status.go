@@ -56,6 +56,7 @@ func buildJobStatus(j *Job, wait *weirv1.SlotWait, metrics map[taskKey]*weirv1.T
 		Attempt:              int32(j.Attempt),
 		Rescale:              rescaleStatus(j.Rescale),
 		StateBackend:         j.StateBackend,
+		TimerService:         j.TimerService,
 	}
 	var latency []int64
 	for v, spec := range j.Vertices {

@@ -74,6 +74,9 @@ type Job struct {
 	// StateBackend is the job's state backend; empty leaves it to each
 	// TaskManager's default.
 	StateBackend string
+	// TimerService is where the job's pebble operators keep their timers;
+	// empty leaves it to each TaskManager's default.
+	TimerService string `json:",omitempty"`
 	// Restore is the checkpoint or savepoint the current attempt starts
 	// from; nil for a fresh start.
 	Restore *CompletedCheckpoint

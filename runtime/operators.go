@@ -143,8 +143,12 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 		op.lsm, op.ctx.lsm = s, s
 		oc.closes = append(oc.closes, s.Close)
 		// Timers go to the store too, under the sections' names, so that
-		// restore and snapshots find them there.
+		// restore and snapshots find them there; or, with the heap timer
+		// service, to ctx.timers and ctx.etimers as on the memory backend.
 		for d, name := range []string{timersSection, eventTimersSection} {
+			if oc.stateBackend.Timers == TimerServiceHeap {
+				break
+			}
 			q, err := pebblestate.NewTimerQueue[K](s, name, kt)
 			if err != nil {
 				return nil, err
@@ -181,6 +185,14 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 			o.lsm.Close() // the task is not built: nobody else closes it
 			return err
 		}
+		if o.ctx.lsmTimers[0] == nil {
+			// Timers on the heap: take those of a checkpoint whose
+			// timers were in the store out of it.
+			if err := o.takeStoreTimers(); err != nil {
+				o.lsm.Close()
+				return err
+			}
+		}
 	}
 	for _, ks := range r.Keyed {
 		restore := o.ctx.backend.Restore
@@ -193,7 +205,7 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 			}
 			return err
 		}
-		if o.lsm != nil {
+		if o.ctx.lsmTimers[0] != nil {
 			continue // the store restored the timers with the state
 		}
 		if err := restoreTimers(&o.ctx.timers, timersSection, o.kt, ks); err != nil {
@@ -201,6 +213,25 @@ func (o *processOperator[K, IN, OUT]) restore(r *OperatorRestore) error {
 		}
 		if err := restoreTimers(&o.ctx.etimers, eventTimersSection, o.kt, ks); err != nil {
 			return fmt.Errorf("restoring event-time timers: %w", err)
+		}
+	}
+	return nil
+}
+
+// takeStoreTimers moves the timers a restored native checkpoint holds in
+// the store (taken with the store timer service) to the heap timers.
+func (o *processOperator[K, IN, OUT]) takeStoreTimers() error {
+	for d, h := range []*timerService[K]{&o.ctx.timers, &o.ctx.etimers} {
+		err := o.lsm.TakeTimers(d, func(kg int, key []byte, ts int64) error {
+			k, err := o.kt.Decode(key)
+			if err != nil {
+				return fmt.Errorf("timer key: %w", err)
+			}
+			h.add(timerEntry[K]{timerKey: timerKey[K]{ts: ts, key: k}, kg: kg, hash: o.kt.Hash(k)})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("restoring timers from the store: %w", err)
 		}
 	}
 	return nil

@@ -15,17 +15,52 @@ const (
 	StateBackendPebble = "pebble"
 )
 
+// Timer services of pebble operators (StateBackend.Timers), as Flink's
+// RocksDB backend offers timer-service.factory HEAP or ROCKSDB.
+const (
+	// TimerServiceStore keeps a pebble operator's timers in its store
+	// (pebblestate.TimerQueue): bounded by disk, a Pebble write per
+	// register and delete. The default.
+	TimerServiceStore = "store"
+	// TimerServiceHeap keeps them in memory, in the memory backend's
+	// timer service: no Pebble write per timer, but every timer in
+	// memory.
+	TimerServiceHeap = "heap"
+)
+
+// ParseTimerService checks a timer service's name; "" is the store.
+func ParseTimerService(name string) (string, error) {
+	switch name {
+	case "", TimerServiceStore:
+		return TimerServiceStore, nil
+	case TimerServiceHeap:
+		return name, nil
+	}
+	return "", fmt.Errorf("unknown timer service %q (want %s or %s)", name, TimerServiceStore, TimerServiceHeap)
+}
+
 // StateBackend says where keyed operators keep their state: in memory
 // tables (the default) or in an embedded Pebble store on local disk, one
 // per keyed operator subtask, for state larger than memory. With Pebble
-// the operator's timers are in the store too (pebblestate.TimerQueue).
+// the operator's timers are in the store too (pebblestate.TimerQueue),
+// unless Timers is TimerServiceHeap. Snapshots hold timers in the same
+// sections either way, so a savepoint taken with one timer service
+// restores with the other; a native checkpoint's timers are moved too.
 type StateBackend struct {
 	// Kind is StateBackendMemory ("" too) or StateBackendPebble.
 	Kind string
+	// Timers is where pebble operators keep their timers:
+	// TimerServiceStore ("" too) or TimerServiceHeap. The memory backend
+	// has only the heap.
+	Timers string
 	// Dir is where Pebble stores get their directories; "" is the
 	// system's temporary directory. Each store's directory is removed
 	// when its task ends.
 	Dir string
+	// Memory, when set, is the memory budget of the slot the task runs
+	// in, shared by its stores (pebblestate.Budget); nil gives each store
+	// the fixed defaults of pebblestate.Options.
+	Memory *pebblestate.Budget
 	// FS, when set, is the file system the stores use instead of the
 	// operating system's (tests inject a full disk through it).
 	FS pebblestate.FS
@@ -62,7 +97,7 @@ func (b StateBackend) open(rc *RuntimeContext, kgs KeyGroupRange) (*pebblestate.
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS})
+	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS, Budget: b.Memory})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

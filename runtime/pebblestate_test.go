@@ -400,3 +400,84 @@ func TestBackendsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestTimerServicesAgree runs the ops of TestBackendsAgree on pebble with
+// the heap timer service, against pebble with timers in the store: the
+// same reads and the same checkpoint contents. Each one's checkpoints,
+// full or native, restore with the other timer service (and the memory
+// backend's full ones on both) and give the rest of the output again.
+func TestTimerServicesAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4)) // as TestBackendsAgree: see its note on re-registered timers
+	keys := []string{"a", "b", "c", "d", "e", "f", "g"}
+	var segs [][]keyed
+	wm := int64(0)
+	for range 3 {
+		var seg []keyed
+		for range 300 {
+			if rng.IntN(10) == 0 && wm < 990 {
+				wm += rng.Int64N(9) + 1
+				seg = append(seg, keyed{"", opWatermark*1000 + wm})
+				continue
+			}
+			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(12)*1000 + rng.IntN(100) + int(wm))})
+		}
+		segs = append(segs, seg)
+	}
+	store := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir()}
+	heap := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir(), Timers: TimerServiceHeap}
+	mem := StateBackend{Kind: StateBackendMemory}
+	storeOut, storeFiles, cuts := runOpsCuts(t, store, nil, segs, t.TempDir())
+	heapOut, heapFiles := runOps(t, heap, nil, segs, t.TempDir())
+	storeOut, heapOut = sortTimerRuns(storeOut), sortTimerRuns(heapOut)
+	if !slices.ContainsFunc(storeOut, func(s string) bool { return strings.Contains(s, " timer ") }) {
+		t.Fatal("no timer fired")
+	}
+	if strings.Join(storeOut, "\n") != strings.Join(heapOut, "\n") {
+		t.Fatalf("%d reads with timers in the store, %d on the heap, or they differ", len(storeOut), len(heapOut))
+	}
+	if len(storeFiles) != 2 || len(heapFiles) != 2 {
+		t.Fatalf("%d and %d checkpoints, want 2 each", len(storeFiles), len(heapFiles))
+	}
+	for i := range storeFiles {
+		sc, hc := stateContents(t, storeFiles[i]), stateContents(t, heapFiles[i])
+		if !slices.Equal(sc, hc) {
+			t.Fatalf("checkpoint %d differs:\nstore %v\nheap  %v", i+1, sc, hc)
+		}
+		if !slices.ContainsFunc(hc, func(s string) bool { return strings.HasPrefix(s, "_timers/") }) {
+			t.Errorf("checkpoint %d with heap timers holds no processing-time timers", i+1)
+		}
+	}
+	opsIncremental = true
+	runOps(t, store, nil, segs, t.TempDir())
+	storeNative := opsNative
+	runOps(t, heap, nil, segs, t.TempDir())
+	heapNative := opsNative
+	opsIncremental = false
+	if len(storeNative) != 2 || len(heapNative) != 2 {
+		t.Fatalf("%d and %d native checkpoints, want 2 each", len(storeNative), len(heapNative))
+	}
+	rest := func(i int, b StateBackend, r *OperatorRestore) string {
+		out, _ := runOps(t, b, r, [][]keyed{slices.Concat(segs[i+1:]...)}, t.TempDir())
+		return strings.Join(sortTimerRuns(out), "\n")
+	}
+	for i := range storeFiles {
+		want := strings.Join(storeOut[cuts[i]:], "\n")
+		for _, from := range []*statebackend.KeyedState{storeFiles[i], heapFiles[i]} {
+			for _, b := range []StateBackend{mem, store, heap} {
+				if rest(i, b, keyedRestore(from)) != want {
+					t.Fatalf("full checkpoint %d restored on %s with %q timers: output differs", i+1, b.Kind, b.Timers)
+				}
+			}
+		}
+		for _, c := range []struct {
+			name string
+			from nativeCheckpoint
+		}{{"store", storeNative[i]}, {"heap", heapNative[i]}} {
+			for _, b := range []StateBackend{store, heap} {
+				if rest(i, b, c.from.restore(t)) != want {
+					t.Fatalf("native checkpoint %d with %s timers restored with %q timers: output differs", i+1, c.name, b.Timers)
+				}
+			}
+		}
+	}
+}

@@ -50,6 +50,7 @@ import (
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
 	"github.com/weirstream/weir/runtime/engine"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 	"github.com/weirstream/weir/statebackend/storage"
 	"github.com/weirstream/weir/taskmanager/exchange"
 )
@@ -97,18 +98,29 @@ type Config struct {
 	// subtask's store, in a directory of its own removed when the task
 	// ends; "" is a directory under the system's temporary directory.
 	StateDir string
+	// StateMemory is the memory budget of each slot's pebble stores
+	// (pebblestate.Budget: block cache, value caches, memtables); 0 is
+	// pebblestate.DefaultBudgetBytes, derived from GOMEMLIMIT and the
+	// container's memory limit.
+	StateMemory int64
+	// TimerService is where the keyed operators of pebble jobs submitted
+	// without one keep their timers: runtime.TimerServiceStore (the
+	// default) or TimerServiceHeap.
+	TimerService string
 }
 
 // TaskManager is one worker process's task runtime.
 type TaskManager struct {
-	cfg         Config
-	log         *slog.Logger
-	x           *exchange.Exchange
-	ln          net.Listener
-	server      *grpc.Server
-	addr        string
-	finder      *leader.Finder
-	ownFinder   bool // built from cfg.JobManager: Run closes it
+	cfg       Config
+	log       *slog.Logger
+	x         *exchange.Exchange
+	ln        net.Listener
+	server    *grpc.Server
+	addr      string
+	finder    *leader.Finder
+	ownFinder bool // built from cfg.JobManager: Run closes it
+	// budgets are the slots' pebble memory budgets, by slot index.
+	budgets     []*pebblestate.Budget
 	fence       *fence
 	out         *outbox
 	jobManagers string // for logs
@@ -157,8 +169,18 @@ func New(cfg Config) (*TaskManager, error) {
 		return nil, err
 	}
 	cfg.StateBackend = kind
+	if cfg.TimerService, err = runtime.ParseTimerService(cfg.TimerService); err != nil {
+		return nil, err
+	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join(os.TempDir(), "weir-state-"+cfg.ID)
+	}
+	if cfg.StateMemory == 0 {
+		cfg.StateMemory = pebblestate.DefaultBudgetBytes(cfg.Slots)
+	}
+	if cfg.StateMemory < pebblestate.MinBudget {
+		return nil, fmt.Errorf("state memory %s per slot is below the minimum of %s",
+			pebblestate.FormatBytes(cfg.StateMemory), pebblestate.FormatBytes(pebblestate.MinBudget))
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -172,7 +194,13 @@ func New(cfg Config) (*TaskManager, error) {
 		addr = advertised(ln.Addr().(*net.TCPAddr))
 	}
 	log := cfg.Logger.With("task_manager_id", cfg.ID)
-	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, finder: finder, ownFinder: own,
+	// A budget allocates its cache's blocks as stores fill it: an idle
+	// slot costs nothing.
+	budgets := make([]*pebblestate.Budget, cfg.Slots)
+	for i := range budgets {
+		budgets[i], _ = pebblestate.NewBudget(cfg.StateMemory) // checked above
+	}
+	tm := &TaskManager{cfg: cfg, log: log, ln: ln, addr: addr, finder: finder, ownFinder: own, budgets: budgets,
 		fence: &fence{log: log}, out: newOutbox(log), jobManagers: strings.Join(finder.Addrs(), ","),
 		tasks: map[taskKey]*runningTask{}, registered: make(chan struct{}),
 		x: exchange.New(exchange.Config{SelfAddress: addr, Credits: cfg.Credits, Logger: log, TLS: cfg.TLS})}
@@ -229,6 +257,12 @@ func (tm *TaskManager) Run(ctx context.Context) error {
 	// after the JobManager has been told, not failed by ctx's end.
 	tasksCtx, stopTasks := context.WithCancelCause(context.Background())
 	defer stopTasks(nil)
+	// Stores still closing keep their slot's cache until they are done.
+	defer func() {
+		for _, b := range tm.budgets {
+			b.Close()
+		}
+	}()
 	tm.mu.Lock()
 	tm.ctx = tasksCtx
 	tm.mu.Unlock()

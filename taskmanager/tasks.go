@@ -230,7 +230,8 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		OpenStorage: tm.openStorage,
 		Clock:       tm.cfg.Clock, Uploader: tm.uploader(),
 		JobID: key.job, Attempt: key.attempt, Restore: restore,
-		StateBackend: runtime.StateBackend{Kind: backend, Dir: tm.cfg.StateDir}}
+		StateBackend: runtime.StateBackend{Kind: backend, Dir: tm.cfg.StateDir, Memory: tm.budgets[req.Slot],
+			Timers: cmp.Or(req.GetTimerService(), tm.cfg.TimerService)}}
 	if gate != nil {
 		tio.Input = gate
 	}

@@ -69,7 +69,8 @@ func TestRescaleOnBothStateBackends(t *testing.T) {
 // is Pebble files; a scale-up opens one old subtask's files and range
 // deletes the key groups it no longer owns, a scale-down copies the
 // entries of several. The committed output holds every (key, seq)
-// exactly once.
+// exactly once. The middle attempt keeps its timers on the heap
+// (--timer-service heap, stored with the job), the others in the store.
 func TestRescalePebbleFromNativeCheckpoints(t *testing.T) {
 	c, srv, _ := s3Cluster(t, 2, 3)
 	jm := []string{"--jobmanager", c.JobManagerAddrs}
@@ -80,6 +81,9 @@ func TestRescalePebbleFromNativeCheckpoints(t *testing.T) {
 			"--param", "rate=200", "--param", "output=s3://weir/out"}
 		if from != "" {
 			a = append(a, "--from-savepoint", from)
+		}
+		if p == 3 {
+			a = append(a, "--timer-service", "heap")
 		}
 		return a
 	}
@@ -112,6 +116,10 @@ func TestRescalePebbleFromNativeCheckpoints(t *testing.T) {
 		}
 		t.Logf("restoring %s at parallelism %d", latest, p)
 		id = submit(t, c, args(p, latest)...)
+		want := map[int]string{3: "heap", 1: ""}[p]
+		if got := jobStatus(t, c, id).Checkpointing.TimerService; got != want {
+			t.Errorf("job at parallelism %d: timer service %q, want %q", p, got, want)
+		}
 	}
 	st := waitState(t, c, id, 3*time.Minute, "FINISHED", "FAILED")
 	if st.State != "FINISHED" || st.Parallelism != 1 || st.Restarts != 0 {

@@ -165,6 +165,7 @@ func newJobCmd() *cobra.Command {
 	var paramList, labelList []string
 	var ckf checkpointFlags
 	var sbf stateBackendFlag
+	var tsf timerServiceFlag
 	var submitJSON bool
 	submit := &cobra.Command{
 		Use:   "submit NAME",
@@ -196,6 +197,9 @@ func newJobCmd() *cobra.Command {
 			}
 			req := &weirv1.SubmitJobRequest{JobName: args[0], Parallelism: int32(parallelism), Params: params, Labels: labels}
 			// The state backend first: it sets --incremental's default.
+			if err := tsf.apply(req); err != nil {
+				return err
+			}
 			if err := sbf.apply(req); err != nil {
 				return err
 			}
@@ -219,6 +223,7 @@ func newJobCmd() *cobra.Command {
 	submit.Flags().StringArrayVar(&labelList, "label", nil, "label key=value stored with the job and shown by list and status (repeatable)")
 	ckf.register(submit)
 	sbf.register(submit, jobStateBackendUsage)
+	tsf.register(submit, jobTimerServiceUsage)
 
 	var listJSON bool
 	list := &cobra.Command{

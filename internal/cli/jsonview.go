@@ -104,6 +104,9 @@ type CheckpointingView struct {
 	// StateBackend is the job's state backend; "" when each
 	// TaskManager's default applies.
 	StateBackend string `json:"state_backend"`
+	// TimerService is where the job's pebble operators keep their timers
+	// ("store", "heap"); "" when each TaskManager's default applies.
+	TimerService string `json:"timer_service"`
 	Completed    int64  `json:"completed"`
 	Failed       int64  `json:"failed"`
 	// Latest is the newest completed checkpoint or savepoint; Restored is
@@ -383,7 +386,7 @@ func jobStatusView(st *weirv1.JobStatus) JobStatusView {
 		Attempt:        int(st.GetAttempt()),
 		Params:         map[string]string{},
 		Checkpointing: CheckpointingView{IntervalMs: c.GetIntervalMs(), TimeoutMs: c.GetTimeoutMs(), MinPauseMs: c.GetMinPauseMs(),
-			Retained: int(c.GetRetained()), Incremental: c.GetIncremental(), StateBackend: st.GetStateBackend(), Completed: st.GetCompletedCheckpoints(), Failed: st.GetFailedCheckpoints(),
+			Retained: int(c.GetRetained()), Incremental: c.GetIncremental(), StateBackend: st.GetStateBackend(), TimerService: st.GetTimerService(), Completed: st.GetCompletedCheckpoints(), Failed: st.GetFailedCheckpoints(),
 			Latest: checkpointView(st.GetLatestCheckpoint()), Restored: checkpointView(st.GetRestored())},
 		Latency: LatencyView{Markers: l.GetCount(), P50Ms: nsToMs(l.GetP50Ns()), P99Ms: nsToMs(l.GetP99Ns()),
 			MaxMs: nsToMs(l.GetMaxNs())},

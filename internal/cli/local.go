@@ -14,6 +14,7 @@ import (
 	"github.com/weirstream/weir/jobmanager"
 	"github.com/weirstream/weir/jobs"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 	"github.com/weirstream/weir/taskmanager"
 )
 
@@ -29,6 +30,8 @@ func newLocalCmd() *cobra.Command {
 		webListen               string
 		sbf                     stateBackendFlag
 		stateDir                string
+		stateMemory             bytesFlag
+		tsf                     timerServiceFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -56,6 +59,9 @@ func newLocalCmd() *cobra.Command {
 			}
 			req := &weirv1.SubmitJobRequest{JobName: job, Parallelism: int32(parallelism), Params: params}
 			// The state backend first: it sets --incremental's default.
+			if err := tsf.apply(req); err != nil {
+				return err
+			}
 			if err := sbf.apply(req); err != nil {
 				return err
 			}
@@ -92,7 +98,7 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen, stateDir: stateDir,
+			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen, stateDir: stateDir, stateMemory: stateMemory.n,
 				web: webListen, webDefault: !cmd.Flags().Changed("web-listen")})
 		},
 	}
@@ -108,6 +114,8 @@ func newLocalCmd() *cobra.Command {
 	ckf.register(cmd)
 	sbf.register(cmd, "where the job's keyed state lives: memory (default), or pebble (an embedded LSM tree on local disk, for state larger than memory)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", stateDirUsage)
+	cmd.Flags().Var(&stateMemory, "state-memory", stateMemoryUsage)
+	tsf.register(cmd, timerServiceUsage+" (default: store)")
 	tf.register(cmd.Flags())
 	for _, hidden := range []string{"auth-tokens", "auth-subject"} {
 		if err := cmd.Flags().MarkHidden(hidden); err != nil {
@@ -140,6 +148,9 @@ type localSpec struct {
 	webDefault bool
 	// stateDir is the TaskManagers' StateDir.
 	stateDir string
+	// stateMemory is each slot's pebble memory budget; 0: a share of the
+	// process's memory limit, divided between all TaskManagers' slots.
+	stateMemory int64
 }
 
 // DefaultLocalWebListen is where weir local serves its dashboard unless
@@ -183,9 +194,12 @@ func runLocal(ctx context.Context, s localSpec) error {
 	}
 	var tmDone []chan error
 	var ready []<-chan struct{}
+	if s.stateMemory == 0 { // the TaskManagers share this process's memory
+		s.stateMemory = pebblestate.DefaultBudgetBytes(s.tms * s.slots)
+	}
 	for i := 0; i < s.tms; i++ {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
-			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls, StateDir: s.stateDir})
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls, StateDir: s.stateDir, StateMemory: s.stateMemory})
 		if err != nil {
 			return err
 		}

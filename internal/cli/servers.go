@@ -276,6 +276,7 @@ func newTaskManagerCmd() *cobra.Command {
 	var cfg taskmanager.Config
 	var sf storageFlags
 	var d discoveryFlags
+	var stateMemory bytesFlag
 	var healthListen, metricsListen string
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
@@ -287,6 +288,7 @@ func newTaskManagerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.Default()
 			cfg.Storage = sf.options()
+			cfg.StateMemory = stateMemory.n
 			var err error
 			if cfg.TLS, err = d.tls.config(); err != nil {
 				return err
@@ -322,6 +324,8 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.StateBackend, "state-backend", runtime.StateBackendMemory,
 		"state backend of jobs submitted without --state-backend: memory or pebble")
 	cmd.Flags().StringVar(&cfg.StateDir, "state-dir", "", stateDirUsage)
+	cmd.Flags().Var(&stateMemory, "state-memory", stateMemoryUsage)
+	cmd.Flags().StringVar(&cfg.TimerService, "timer-service", runtime.TimerServiceStore, timerServiceUsage+", for jobs submitted without --timer-service")
 	healthFlag(cmd, &healthListen, "while registered with the JobManager leader")
 	metricsFlag(cmd, &metricsListen)
 	sf.register(cmd)

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // stateBackendFlag is a job's --state-backend (weir job submit, weir local).
@@ -27,9 +30,61 @@ func (f *stateBackendFlag) apply(req *weirv1.SubmitJobRequest) error {
 	return nil
 }
 
+// timerServiceFlag is a job's --timer-service (weir job submit, weir local).
+type timerServiceFlag struct{ name string }
+
+func (f *timerServiceFlag) register(cmd *cobra.Command, usage string) {
+	cmd.Flags().StringVar(&f.name, "timer-service", "", usage)
+}
+
+// apply checks the flag and sets the request's timer service.
+func (f *timerServiceFlag) apply(req *weirv1.SubmitJobRequest) error {
+	if f.name == "" {
+		return nil
+	}
+	name, err := runtime.ParseTimerService(f.name)
+	if err != nil {
+		return err
+	}
+	req.TimerService = name
+	return nil
+}
+
 const (
+	timerServiceUsage = "where keyed operators on pebble keep their timers: store (in the pebble store, bounded by disk) " +
+		"or heap (in memory: no store write per timer, but every timer in memory)"
+	jobTimerServiceUsage = timerServiceUsage + " (default: each TaskManager's --timer-service)"
 	jobStateBackendUsage = "where the job's keyed state lives: memory, or pebble (an embedded LSM tree on each " +
 		"TaskManager's disk, for state larger than memory) (default: each TaskManager's --state-backend)"
 	stateDirUsage = "`DIR` under which the pebble state backend gives each keyed subtask a directory, removed " +
 		"when the task ends (default: a directory under the system's temporary directory)"
 )
+
+// bytesFlag is a size flag such as --state-memory 512MiB; 0 when unset.
+type bytesFlag struct{ n int64 }
+
+func (f *bytesFlag) String() string {
+	if f.n == 0 {
+		return ""
+	}
+	return pebblestate.FormatBytes(f.n)
+}
+
+func (f *bytesFlag) Set(s string) error {
+	n, err := pebblestate.ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	if n < pebblestate.MinBudget {
+		return fmt.Errorf("%s is below the minimum of %s", pebblestate.FormatBytes(n), pebblestate.FormatBytes(pebblestate.MinBudget))
+	}
+	f.n = n
+	return nil
+}
+
+func (f *bytesFlag) Type() string { return "size" }
+
+// stateMemoryUsage describes --state-memory (weir taskmanager, weir local).
+const stateMemoryUsage = "`SIZE` of memory per slot for the pebble state backend (e.g. 512MiB, 2GiB), split between " +
+	"its block cache (1/2, shared by the slot's stores), value write-back caches (1/4) and memtables (1/4) " +
+	"(default: a quarter of the smaller of GOMEMLIMIT and the container's memory limit, divided between the slots; 64MiB per slot without either)"

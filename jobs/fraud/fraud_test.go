@@ -7,11 +7,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/weirstream/weir/jobs"
 	"github.com/weirstream/weir/runtime"
+	"github.com/weirstream/weir/statebackend/pebblestate"
 )
 
 // runChained runs the job at parallelism 1, where it is one chained task.
@@ -135,7 +137,11 @@ func BenchmarkDetectorChained(b *testing.B) {
 // register a new one, so the detector writes state and timers on every
 // event. Run it with -cpu 1 for the one-core figure; WEIR_BENCH_EVENTS
 // changes the events per run (10 M accounts need far more than 2 M events
-// to reach a steady state).
+// to reach a steady state), WEIR_STATE_MEMORY the pebble stores' memory
+// budget (as --state-memory; default: the fixed sizes of a store without
+// one), WEIR_TIMER_SERVICE its timer service (store or heap). events/cpu-s counts the process's user and system time, Pebble's
+// background flushes and compactions included: on a shared machine it
+// compares where events/s does not.
 func BenchmarkDetectorStateHeavy(b *testing.B) {
 	events := int64(2_000_000)
 	if s := os.Getenv("WEIR_BENCH_EVENTS"); s != "" {
@@ -162,11 +168,27 @@ func stateHeavy(b *testing.B, backend string, accounts, events int64) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			var budget *pebblestate.Budget
+			if s := os.Getenv("WEIR_STATE_MEMORY"); s != "" {
+				n, err := pebblestate.ParseBytes(s)
+				if err != nil {
+					b.Fatalf("WEIR_STATE_MEMORY: %v", err)
+				}
+				if budget, err = pebblestate.NewBudget(n); err != nil {
+					b.Fatal(err)
+				}
+				defer budget.Close()
+			}
+			timers, err := runtime.ParseTimerService(os.Getenv("WEIR_TIMER_SERVICE"))
+			if err != nil {
+				b.Fatalf("WEIR_TIMER_SERVICE: %v", err)
+			}
 			b.ReportAllocs()
+			cpu0 := cpuTime()
 			for b.Loop() {
 				var out bytes.Buffer
 				task, err := runtime.NewTask(g, 0, 0, runtime.TaskIO{Stdout: &out, LatencyInterval: -1,
-					StateBackend: runtime.StateBackend{Kind: backend, Dir: b.TempDir()}})
+					StateBackend: runtime.StateBackend{Kind: backend, Dir: b.TempDir(), Memory: budget, Timers: timers}})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -175,6 +197,16 @@ func stateHeavy(b *testing.B, backend string, accounts, events int64) {
 				}
 			}
 			b.ReportMetric(float64(events*int64(b.N))/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(events*int64(b.N))/(cpuTime()-cpu0).Seconds(), "events/cpu-s")
 		}
 	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -132,6 +132,10 @@ type Options struct {
 	// ValueCacheBytes bounds the same caches by their approximate size;
 	// 0 means 16 MiB each.
 	ValueCacheBytes int
+	// Budget, when set, is the memory of the slot the store runs in: it
+	// replaces CacheBytes, MemTableBytes, CacheKeys and ValueCacheBytes
+	// (see Budget).
+	Budget *Budget
 	// BallastBytes is the room a ballast file reserves for the flush that
 	// meets a full disk; 0 means 16 MiB.
 	BallastBytes int64
@@ -160,6 +164,10 @@ type Store struct {
 	cache      *pebble.Cache
 	cacheKeys  int
 	cacheBytes int
+	// budget is the slot's memory, when set; tables counts the value
+	// tables the store added to it.
+	budget *Budget
+	tables int
 	// options makes the database's options (a native restore reopens it).
 	options func() *pebble.Options
 	// flushers are the tables with write-back caches: Snapshot and
@@ -218,6 +226,12 @@ func Open(o Options) (*Store, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 32 << 20
 	}
+	if o.Budget != nil {
+		// The budget bounds the caches by bytes; the key bound only
+		// keeps a map from growing without limit.
+		o.CacheKeys, o.ValueCacheBytes = 1<<30, 0
+		o.MemTableBytes = o.Budget.MemTableBytes()
+	}
 	if o.CacheKeys == 0 {
 		o.CacheKeys = 1 << 20
 	}
@@ -245,7 +259,15 @@ func Open(o Options) (*Store, error) {
 		tb: newTimerBatch(), spareTB: newTimerBatch(), timerMax: math.MinInt64,
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
-	s.cache = pebble.NewCache(o.CacheBytes)
+	if o.Budget != nil {
+		c, err := o.Budget.acquire()
+		if err != nil {
+			return nil, err
+		}
+		s.cache, s.budget = c, o.Budget
+	} else {
+		s.cache = pebble.NewCache(o.CacheBytes)
+	}
 	base := vfs.FS(vfs.Default)
 	if o.FS != nil {
 		base = o.FS
@@ -257,7 +279,7 @@ func Open(o Options) (*Store, error) {
 	// write stall behind flushes that cannot succeed.
 	ballast := base.PathJoin(o.Dir, ballastName)
 	if err := writeBallast(base, ballast, o.BallastBytes); err != nil {
-		s.cache.Unref()
+		s.unrefCache()
 		return nil, fmt.Errorf("pebblestate: reserving %d bytes in %s: %w", o.BallastBytes, o.Dir, err)
 	}
 	var released atomic.Bool
@@ -270,11 +292,28 @@ func Open(o Options) (*Store, error) {
 	s.options = func() *pebble.Options { return s.pebbleOptions(o, fs) }
 	db, err := pebble.Open(o.Dir, s.options())
 	if err != nil {
-		s.cache.Unref()
+		s.unrefCache()
 		return nil, fmt.Errorf("pebblestate: open %s: %w", o.Dir, err)
 	}
 	s.db = db
 	return s, nil
+}
+
+// unrefCache lets go of the block cache (and the store's part of its
+// budget).
+func (s *Store) unrefCache() {
+	s.cache.Unref()
+	if s.budget != nil {
+		s.budget.release(s.tables)
+	}
+}
+
+// valueCacheBytes is one value table's bound on its cache's size.
+func (s *Store) valueCacheBytes() int {
+	if s.budget != nil {
+		return s.budget.valueBytes()
+	}
+	return s.cacheBytes
 }
 
 // ballastName is the ballast file's name in the store's directory.
@@ -600,7 +639,7 @@ func (s *Store) release() {
 	if s.db != nil { // nil after a native restore failed to reopen it
 		err = s.db.Close()
 	}
-	s.cache.Unref()
+	s.unrefCache()
 	if rerr := os.RemoveAll(s.dir); err == nil && rerr != nil {
 		err = fmt.Errorf("pebblestate: removing %s: %w", s.dir, rerr)
 	}

@@ -109,6 +109,10 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 	t := &ValueTable[K, V]{s: s, id: st.id, kc: kc, vc: vc, safe: copies(vc), cap: s.cacheKeys, maxKeys: s.cacheKeys,
 		cache: map[K]cached[V]{}}
 	s.flushers = append(s.flushers, t)
+	if s.budget != nil {
+		s.tables++
+		s.budget.tables.Add(1)
+	}
 	return t, nil
 }
 
@@ -166,7 +170,7 @@ func (t *ValueTable[K, V]) write(kg int, k K, c cached[V]) {
 // sample resizes the cache for values of v's encoded size.
 func (t *ValueTable[K, V]) sample(v V) {
 	t.val = t.vc.Append(t.val[:0], v)
-	t.cap = min(t.maxKeys, max(t.s.cacheBytes/(len(t.val)+entryOverhead), 64))
+	t.cap = min(t.maxKeys, max(t.s.valueCacheBytes()/(len(t.val)+entryOverhead), 64))
 	if t.maxKeys == 0 {
 		t.cap = 0
 	}

@@ -519,3 +519,60 @@ func (s *Store) timerWrite(key []byte, del bool) {
 
 // commitTimers writes the timers' pending writes to Pebble.
 func (s *Store) commitTimers() { s.tb.commit(s) }
+
+// TakeTimers hands fn the timers the store holds for the i-th timer queue
+// (in the order the runtime registers them: 0 "_timers", 1
+// "_event_timers"), with its key codec's encoding of each key, then
+// deletes them from the store. It is for an operator whose timers live on
+// the heap restoring a native checkpoint of one whose timers were in the
+// store, so it refuses a queue that is registered. Call it after
+// RestoreNative.
+func (s *Store) TakeTimers(i int, fn func(kg int, key []byte, ts int64) error) error {
+	if i < 0 || i >= maxTimerQueues {
+		return fmt.Errorf("pebblestate: timer queue %d out of range", i)
+	}
+	id := uint16(firstTimerID - i)
+	for _, q := range s.timers {
+		if q.queueID() == id {
+			return fmt.Errorf("pebblestate: timer queue %q is registered: its timers stay in the store", q.name())
+		}
+	}
+	s.commitTimers()
+	var lo, hi []byte
+	for kg := s.keyGroups.First; kg <= s.keyGroups.Last; kg++ {
+		lo, hi = appendPrefix(lo[:0], kg, id), appendPrefix(hi[:0], kg, id+1)
+		if id == 0xffff { // id+1 wrapped: the group's end
+			hi = appendPrefix(hi[:0], kg+1, 0)
+		}
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			return fmt.Errorf("pebblestate: %w", err)
+		}
+		n := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			k := it.Key()
+			if len(k) < prefixLen+8 {
+				it.Close()
+				return fmt.Errorf("timers: bad key in the store: %w", statebackend.ErrCorrupt)
+			}
+			if err := fn(kg, k[prefixLen+8:], timerTime(k)); err != nil {
+				it.Close()
+				return err
+			}
+			n++
+		}
+		err = it.Error()
+		if cerr := it.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("pebblestate: reading timers: %w", err)
+		}
+		if n > 0 {
+			if err := s.db.DeleteRange(lo, hi, s.wo); err != nil {
+				return fmt.Errorf("state store write: %w", err)
+			}
+		}
+	}
+	return nil
+}

@@ -296,7 +296,11 @@ type SubmitJobRequest struct {
 	// Where keyed operators keep their state: "memory" or "pebble" (an
 	// embedded LSM tree on the TaskManager's local disk, for state larger
 	// than memory); empty leaves it to each TaskManager's default.
-	StateBackend  string `protobuf:"bytes,8,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	StateBackend string `protobuf:"bytes,8,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	// Where a pebble job's keyed operators keep their timers: "store" (in
+	// the pebble store) or "heap" (in memory); empty leaves it to each
+	// TaskManager's default.
+	TimerService  string `protobuf:"bytes,9,opt,name=timer_service,json=timerService,proto3" json:"timer_service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +387,13 @@ func (x *SubmitJobRequest) GetLabels() map[string]string {
 func (x *SubmitJobRequest) GetStateBackend() string {
 	if x != nil {
 		return x.StateBackend
+	}
+	return ""
+}
+
+func (x *SubmitJobRequest) GetTimerService() string {
+	if x != nil {
+		return x.TimerService
 	}
 	return ""
 }
@@ -861,7 +872,10 @@ type JobStatus struct {
 	Notes []string `protobuf:"bytes,13,rep,name=notes,proto3" json:"notes,omitempty"`
 	// The job's state backend; empty when each TaskManager's default
 	// applies.
-	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	StateBackend string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	// The job's timer service on pebble ("store", "heap"); empty when each
+	// TaskManager's default applies.
+	TimerService  string `protobuf:"bytes,15,opt,name=timer_service,json=timerService,proto3" json:"timer_service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -990,6 +1004,13 @@ func (x *JobStatus) GetNotes() []string {
 func (x *JobStatus) GetStateBackend() string {
 	if x != nil {
 		return x.StateBackend
+	}
+	return ""
+}
+
+func (x *JobStatus) GetTimerService() string {
+	if x != nil {
+		return x.TimerService
 	}
 	return ""
 }
@@ -3495,7 +3516,10 @@ type DeployTaskRequest struct {
 	Incremental bool `protobuf:"varint,13,opt,name=incremental,proto3" json:"incremental,omitempty"`
 	// The job's state backend ("memory", "pebble"); empty: the TaskManager's
 	// default.
-	StateBackend  string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	StateBackend string `protobuf:"bytes,14,opt,name=state_backend,json=stateBackend,proto3" json:"state_backend,omitempty"`
+	// The job's timer service on pebble ("store", "heap"); empty: the
+	// TaskManager's default.
+	TimerService  string `protobuf:"bytes,15,opt,name=timer_service,json=timerService,proto3" json:"timer_service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3624,6 +3648,13 @@ func (x *DeployTaskRequest) GetIncremental() bool {
 func (x *DeployTaskRequest) GetStateBackend() string {
 	if x != nil {
 		return x.StateBackend
+	}
+	return ""
+}
+
+func (x *DeployTaskRequest) GetTimerService() string {
+	if x != nil {
+		return x.TimerService
 	}
 	return ""
 }
@@ -4939,7 +4970,7 @@ var File_weir_v1_weir_proto protoreflect.FileDescriptor
 
 const file_weir_v1_weir_proto_rawDesc = "" +
 	"\n" +
-	"\x12weir/v1/weir.proto\x12\aweir.v1\"\x89\x04\n" +
+	"\x12weir/v1/weir.proto\x12\aweir.v1\"\xae\x04\n" +
 	"\x10SubmitJobRequest\x12\x19\n" +
 	"\bjob_name\x18\x01 \x01(\tR\ajobName\x12 \n" +
 	"\vparallelism\x18\x02 \x01(\x05R\vparallelism\x12=\n" +
@@ -4948,7 +4979,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x0efrom_savepoint\x18\x05 \x01(\tR\rfromSavepoint\x127\n" +
 	"\x18allow_non_restored_state\x18\x06 \x01(\bR\x15allowNonRestoredState\x12=\n" +
 	"\x06labels\x18\a \x03(\v2%.weir.v1.SubmitJobRequest.LabelsEntryR\x06labels\x12#\n" +
-	"\rstate_backend\x18\b \x01(\tR\fstateBackend\x1a9\n" +
+	"\rstate_backend\x18\b \x01(\tR\fstateBackend\x12#\n" +
+	"\rtimer_service\x18\t \x01(\tR\ftimerService\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -4994,7 +5026,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\vdeadline_ms\x18\x04 \x01(\x03R\n" +
 	"deadlineMs\",\n" +
 	"\x13GetJobStatusRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xe3\x05\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x88\x06\n" +
 	"\tJobStatus\x12-\n" +
 	"\asummary\x18\x01 \x01(\v2\x13.weir.v1.JobSummaryR\asummary\x12'\n" +
 	"\x0fmax_parallelism\x18\x02 \x01(\x05R\x0emaxParallelism\x126\n" +
@@ -5010,7 +5042,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\aattempt\x18\v \x01(\x05R\aattempt\x120\n" +
 	"\arescale\x18\f \x01(\v2\x16.weir.v1.RescaleStatusR\arescale\x12\x14\n" +
 	"\x05notes\x18\r \x03(\tR\x05notes\x12#\n" +
-	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x12#\n" +
+	"\rtimer_service\x18\x0f \x01(\tR\ftimerService\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
@@ -5208,7 +5241,7 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\afailure\x18\x04 \x01(\tR\afailure\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.weir.v1.TaskMetricsR\ametrics\x12$\n" +
 	"\runrecoverable\x18\x06 \x01(\bR\runrecoverable\"\x0e\n" +
-	"\fTaskStateAck\"\xfb\x04\n" +
+	"\fTaskStateAck\"\xa0\x05\n" +
 	"\x11DeployTaskRequest\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.weir.v1.TaskIDR\x04task\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12 \n" +
@@ -5224,7 +5257,8 @@ const file_weir_v1_weir_proto_rawDesc = "" +
 	"\x12vertex_parallelism\x18\v \x03(\x05R\x11vertexParallelism\x12'\n" +
 	"\x0fsource_vertices\x18\f \x03(\x05R\x0esourceVertices\x12 \n" +
 	"\vincremental\x18\r \x01(\bR\vincremental\x12#\n" +
-	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x1a9\n" +
+	"\rstate_backend\x18\x0e \x01(\tR\fstateBackend\x12#\n" +
+	"\rtimer_service\x18\x0f \x01(\tR\ftimerService\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
