@@ -325,24 +325,7 @@ func field(t *testing.T, b *[]byte) []byte {
 // restoring either backend from each checkpoint of either and replaying
 // the rest of the input gives the rest of the output again.
 func TestBackendsAgree(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	keys := []string{"a", "b", "c", "d", "e", "f", "g"}
-	var segs [][]keyed
-	wm := int64(0)
-	for range 3 {
-		var seg []keyed
-		for range 300 {
-			if rng.IntN(10) == 0 && wm < 990 {
-				// Event time advances; timers behind it fire.
-				wm += rng.Int64N(9) + 1
-				seg = append(seg, keyed{"", opWatermark*1000 + wm})
-				continue
-			}
-			// Event-time timers (ops 10, 11) fall around the watermark.
-			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(12)*1000 + rng.IntN(100) + int(wm))})
-		}
-		segs = append(segs, seg)
-	}
+	segs := opsSegments(3, 4)
 	mem := StateBackend{Kind: StateBackendMemory}
 	peb := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir()}
 	memOut, memFiles, cuts := runOpsCuts(t, mem, nil, segs, t.TempDir())
@@ -407,22 +390,7 @@ func TestBackendsAgree(t *testing.T) {
 // full or native, restore with the other timer service (and the memory
 // backend's full ones on both) and give the rest of the output again.
 func TestTimerServicesAgree(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	keys := []string{"a", "b", "c", "d", "e", "f", "g"}
-	var segs [][]keyed
-	wm := int64(0)
-	for range 3 {
-		var seg []keyed
-		for range 300 {
-			if rng.IntN(10) == 0 && wm < 990 {
-				wm += rng.Int64N(9) + 1
-				seg = append(seg, keyed{"", opWatermark*1000 + wm})
-				continue
-			}
-			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(12)*1000 + rng.IntN(100) + int(wm))})
-		}
-		segs = append(segs, seg)
-	}
+	segs := opsSegments(5, 6)
 	store := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir()}
 	heap := StateBackend{Kind: StateBackendPebble, Dir: t.TempDir(), Timers: TimerServiceHeap}
 	mem := StateBackend{Kind: StateBackendMemory}
@@ -480,4 +448,28 @@ func TestTimerServicesAgree(t *testing.T) {
 			}
 		}
 	}
+}
+
+// opsSegments is three segments of 300 random ops inputs (see opsFn) from
+// the seeds, a watermark now and then among them.
+func opsSegments(seed1, seed2 uint64) [][]keyed {
+	rng := rand.New(rand.NewPCG(seed1, seed2))
+	keys := []string{"a", "b", "c", "d", "e", "f", "g"}
+	var segs [][]keyed
+	wm := int64(0)
+	for range 3 {
+		var seg []keyed
+		for range 300 {
+			if rng.IntN(10) == 0 && wm < 990 {
+				// Event time advances; timers behind it fire.
+				wm += rng.Int64N(9) + 1
+				seg = append(seg, keyed{"", opWatermark*1000 + wm})
+				continue
+			}
+			// Event-time timers (ops 10, 11) fall around the watermark.
+			seg = append(seg, keyed{keys[rng.IntN(len(keys))], int64(rng.IntN(12)*1000 + rng.IntN(100) + int(wm))})
+		}
+		segs = append(segs, seg)
+	}
+	return segs
 }
