@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -124,6 +125,17 @@ func (c *coordinator) tick(now time.Time) bool {
 		c.jm.mu.Lock()
 		delete(c.jm.coordinators, c.jobID)
 		c.jm.mu.Unlock()
+		if err == nil && job.Checkpointing.Incremental {
+			// A subtask's upload for a checkpoint aborted near the end
+			// can land after the last completed checkpoint's collection.
+			// Tasks report their end only after their uploads, so once
+			// the job has ended nothing is in flight: collect it all.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := c.jm.collectShared(ctx, &job, math.MaxInt64); err != nil {
+				c.log.Warn("deleting unused shared checkpoint files", "err", err)
+			}
+			cancel()
+		}
 		return false
 	}
 	c.mu.Lock()
