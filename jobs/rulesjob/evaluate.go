@@ -305,18 +305,7 @@ func (e *evaluator) processLate(rec Record, wm int64, ctx *runtime.KeyedContext[
 			Reason: strings.ReplaceAll(err.Error(), "\n", "; ")})
 		took = true // reported there, with the reason
 	}
-	if kg.Changed() {
-		next, err := kg.Store()
-		if err != nil {
-			ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
-		}
-		if next == nil {
-			e.states.Clear()
-		} else {
-			e.states.Update(next)
-		}
-		e.storeStates(ks, next, wm+1)
-	}
+	e.saveStates(ctx, kg, ks, wm+1)
 	return took
 }
 
@@ -584,21 +573,7 @@ func (e *evaluator) OnTimer(t int64, ctx *runtime.KeyedContext[string], out runt
 	if err != nil {
 		ctx.Logger().Warn("a rule failed on a timer", "time", t, "err", err)
 	}
-	if !kg.Changed() {
-		return nil
-	}
-	// The stored value is built anew, never changed in place: a snapshot
-	// being written may hold the previous one.
-	next, err := kg.Store()
-	if err != nil {
-		ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
-	}
-	if next == nil {
-		e.states.Clear()
-	} else {
-		e.states.Update(next)
-	}
-	e.storeStates(ks, next, t)
+	e.saveStates(ctx, kg, ks, t)
 	return nil
 }
 
@@ -763,4 +738,24 @@ func (e *evaluator) Close() error {
 		<-e.done
 	}
 	return nil
+}
+
+// saveStates writes the key's rule states back if kg changed them (old
+// is the stored value kg loaded) and counts the keys' change at t. The
+// stored value is built anew, never changed in place: a snapshot being
+// written may hold the previous one.
+func (e *evaluator) saveStates(ctx *runtime.KeyedContext[string], kg *rules.KeyGroup, old *rules.KeyStates, t int64) {
+	if !kg.Changed() {
+		return
+	}
+	next, err := kg.Store()
+	if err != nil {
+		ctx.Logger().Warn("rules: a rule state was left out of keyed state", "err", err)
+	}
+	if next == nil {
+		e.states.Clear()
+	} else {
+		e.states.Update(next)
+	}
+	e.storeStates(old, next, t)
 }
