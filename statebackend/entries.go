@@ -236,13 +236,10 @@ func (t *Entries[K]) flush() {
 // caller prefetches the directory entries of all its records before their
 // slots. With a small directory it does nothing.
 func (t *Entries[K]) PrefetchDir(kg int, h int32) {
-	// Split so that the check, all a small table costs, is inlined.
-	if g := &t.gs[kg-t.first]; len(g.pages) >= bigDirPages {
-		prefetchDir(g, h)
+	g := &t.gs[kg-t.first]
+	if len(g.pages) < bigDirPages {
+		return
 	}
-}
-
-func prefetchDir[K comparable](g *cowTable[K, Entry], h int32) {
 	pi := g.home(uint32(h)) >> pageBits
 	prefetch.Line(unsafe.Pointer(&g.pages[pi]))
 	prefetch.Line(unsafe.Pointer(&g.vers[pi]))
