@@ -262,13 +262,6 @@ func (t *Entries[K]) Prefetch(kg int, h int32) {
 	}
 	i := g.home(uint32(h))
 	prefetch.Line(unsafe.Pointer(g.at(i)))
-	// The probe goes on to the next slot, the next line, when the home
-	// slot holds another key: a third of the probes at a load of 0.4.
-	// Within a page the line is in the same memory page, so the second
-	// prefetch rarely costs a second address translation.
-	if j := (i + 1) & g.mask; j>>pageBits == i>>pageBits {
-		prefetch.Line(unsafe.Pointer(g.at(j)))
-	}
 }
 
 // Hash is the hash Get and Edit expect for k.
