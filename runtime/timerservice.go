@@ -17,9 +17,10 @@ import (
 // touches that one entry, found by the hash the runtime computed for the
 // record. The order of timers is kept apart, in a queue of buckets of
 // timers of one time (see bucketQueue), which only ever appends: the
-// entry notes its timer's bucket and position, and a delete marks that
-// position dead in the bucket's bitmap and counts the bucket's live
-// timers down. A bucket whose timers were all deleted is recycled whole.
+// entry notes its timer's bucket and sequence number there, and a delete
+// marks that timer dead in the bucket's bitmap and counts the bucket's
+// live timers down. A bucket whose timers were all deleted is recycled
+// whole.
 //
 // Further timers of a key (a window operator's several window ends) go to
 // a timerHeap, marked in the entry so that keys without any never look
