@@ -59,6 +59,10 @@ type epoch struct {
 	timerMax int64
 	// timersIn is closed once the frozen timers are in Pebble.
 	timersIn chan struct{}
+	// ready is closed once files (or err) are set: before done when a
+	// changelog checkpoint goes on to materialize.
+	ready    chan struct{}
+	readied  bool
 	done     chan struct{}
 	// hold is the store's holdWriteBack at the barrier (tests).
 	hold     func()
@@ -83,8 +87,8 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 	if !s.acquire() {
 		return nil, fmt.Errorf("pebblestate: %s of a closed store", what)
 	}
-	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), done: make(chan struct{}),
-		hold: s.holdWriteBack}
+	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), ready: make(chan struct{}),
+		done: make(chan struct{}), hold: s.holdWriteBack}
 	if dir != "" {
 		e.states = stateRecords(s.states)
 	}
@@ -108,13 +112,14 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 // checkpoint.
 func (e *epoch) run() {
 	defer func() {
+		e.markReady()
 		e.finished.Store(true)
 		close(e.done)
 	}()
 	s := e.s
 	err := s.Err()
 	if err == nil {
-		_, err = e.timers.apply(s.db, nil, s.wo, e.timerMax)
+		_, err = e.timers.apply(s, nil, e.timerMax)
 	}
 	close(e.timersIn)
 	if e.hold != nil {
@@ -141,9 +146,22 @@ func (e *epoch) run() {
 		e.ps = s.db.NewSnapshot()
 		return
 	}
-	if e.files, err = e.checkpoint(); err != nil {
+	if s.cl != nil {
+		err = e.changelogCheckpoint()
+	} else {
+		e.files, err = e.checkpoint()
+	}
+	if err != nil {
 		os.RemoveAll(e.dir)
 		e.err = fmt.Errorf("pebblestate: %w", err)
+	}
+}
+
+// markReady closes ready, once; only the epoch's goroutine calls it.
+func (e *epoch) markReady() {
+	if !e.readied {
+		e.readied = true
+		close(e.ready)
 	}
 }
 
@@ -177,6 +195,16 @@ func (e *epoch) checkpoint() ([]string, error) {
 		files = append(files, f.Name())
 	}
 	return files, nil
+}
+
+// waitReady blocks until the checkpoint's files are listed, or ctx ends.
+func (e *epoch) waitReady(ctx context.Context) error {
+	select {
+	case <-e.ready:
+		return e.err
+	case <-ctx.Done():
+		return fmt.Errorf("pebblestate: waiting for the barrier's write-back: %w", ctx.Err())
+	}
 }
 
 // wait blocks until the epoch's goroutine is done, or ctx ends.
@@ -217,7 +245,7 @@ func (s *Store) settle() {
 	p := s.pend
 	s.pend = nil
 	if !p.Empty() && !s.failed() {
-		if err := p.Commit(s.wo); err != nil {
+		if err := s.commit(p); err != nil {
 			s.fail(fmt.Errorf("state store write: %w", err))
 		}
 	}
