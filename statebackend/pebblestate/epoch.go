@@ -61,9 +61,9 @@ type epoch struct {
 	timersIn chan struct{}
 	// ready is closed once files (or err) are set: before done when a
 	// changelog checkpoint goes on to materialize.
-	ready    chan struct{}
-	readied  bool
-	done     chan struct{}
+	ready   chan struct{}
+	readied bool
+	done    chan struct{}
 	// hold is the store's holdWriteBack at the barrier (tests).
 	hold     func()
 	finished atomic.Bool
