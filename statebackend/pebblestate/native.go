@@ -81,7 +81,11 @@ func (c *Checkpoint) Release() {
 // memtable, so that every write up to the barrier is in an SST, and has
 // Pebble link the live files into a new directory beside the store's;
 // nothing the task writes meanwhile reaches Pebble before. Its cost is the
-// write-back, one memtable flush and a hard link per SST.
+// write-back, one memtable flush and a hard link per SST. With a
+// changelog (Options.Changelog) the goroutine instead cuts the changelog
+// segment after the write-back and links the newest materialization's
+// files and the segments since (see changelogCheckpoint); Files returns
+// then, and a materialization that is due follows on the same goroutine.
 func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
 	dir := fmt.Sprintf("%s.chk-%d", s.dir, id)
 	e, err := s.freeze("checkpoint", dir)
