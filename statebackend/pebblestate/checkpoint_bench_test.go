@@ -201,7 +201,7 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 	if testing.Short() {
 		b.Skip("10 M keys")
 	}
-	const keys, groups, intervals = 10_000_000, 128, 128
+	const keys, groups, intervals = 10_000_000, 128, 160
 	ctx := context.Background()
 	r := statebackend.KeyGroupRange{First: 0, Last: groups - 1}
 	for range b.N {
