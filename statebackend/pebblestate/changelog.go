@@ -453,9 +453,11 @@ func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
 					return err
 				}
 			}
-			// Batches under Pebble's large-batch threshold (half a
-			// memtable), which would make each a memtable of its own.
-			if b.Len() >= writeBatchBytes {
+			// Batches well under Pebble's large-batch threshold (half a
+			// memtable, counted with some 40 bytes of skiplist per
+			// entry), above which each would be a memtable of its own,
+			// flushed to L0 alone: a replay then stalls on compactions.
+			if b.Len() >= replayBatchBytes {
 				return commit()
 			}
 			return nil
@@ -466,6 +468,9 @@ func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
 	}
 	return commit()
 }
+
+// replayBatchBytes is the size at which a replay commits its batch.
+const replayBatchBytes = 256 << 10
 
 // readSegment hands fn each record of segment file name, which must be
 // size bytes long.
