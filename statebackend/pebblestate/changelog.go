@@ -159,7 +159,9 @@ func (c *changelog) append(repr []byte) error {
 	var h [8]byte
 	binary.LittleEndian.PutUint32(h[:4], uint32(len(repr)))
 	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(repr, crcTable))
-	c.w.Write(h[:])
+	if _, err := c.w.Write(h[:]); err != nil {
+		return err
+	}
 	if _, err := c.w.Write(repr); err != nil {
 		return err
 	}
