@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weirstream/weir/statebackend"
 )
@@ -444,5 +445,62 @@ func TestChangelogRestoreErrors(t *testing.T) {
 	defer s.Close()
 	if err := s.RestoreNative([]NativeState{copyDir(t, st)}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestChangelogMaterializeTriggers: a materialization comes at the first
+// checkpoint, then when the changelog passes the ratio or the interval
+// passed, and never for an empty changelog; the checkpoints between refer
+// to the last one and list the segments since.
+func TestChangelogMaterializeTriggers(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	for _, tc := range []struct {
+		name string
+		o    ChangelogOptions
+		// want is the materializations after each of 4 checkpoints
+		// with writes, then one without.
+		want []int
+	}{
+		{"interval", ChangelogOptions{Ratio: 1000, Interval: time.Nanosecond}, []int{1, 2, 3, 4, 4}},
+		{"never", ChangelogOptions{Ratio: 1000, Interval: -1}, []int{1, 1, 1, 1, 1}},
+		{"ratio", ChangelogOptions{Ratio: 1e-9, Interval: -1}, []int{1, 2, 3, 4, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := clOptions(t, all)
+			o.Changelog = &tc.o
+			s, err := Open(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			v, err := NewValueTable[int64, string](s, "v", i64{}, str{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range tc.want {
+				if i < 4 {
+					for k := range int64(20) {
+						v.Put(kgOf(k), k, fmt.Sprint(i))
+					}
+				}
+				cp, err := s.Checkpoint(int64(i + 1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				names := files(t, cp)
+				cp.Release()
+				if got := s.cl.materializations; got != want {
+					t.Fatalf("after checkpoint %d: %d materializations, want %d", i+1, got, want)
+				}
+				// Segments since the materialization the checkpoint refers to.
+				segs := len(segmentsOf(names))
+				if tc.name == "never" && segs != min(i, 3) {
+					t.Errorf("checkpoint %d lists %d segments", i+1, segs)
+				}
+				if tc.name != "never" && segs > 1 {
+					t.Errorf("checkpoint %d lists %d segments, materializing every time", i+1, segs)
+				}
+			}
+		})
 	}
 }
