@@ -30,7 +30,9 @@ const pendBytes = 32 << 20
 // swaps per table whatever the state's size. A goroutine then writes the
 // frozen entries and timers to Pebble, and takes what the barrier asked
 // for: a Pebble snapshot, or for a native checkpoint a memtable flush and
-// a Pebble checkpoint (hard links).
+// a Pebble checkpoint (hard links), or with a changelog the cut of the
+// changelog's segment, followed now and then by a materialization (see
+// changelog.go).
 //
 // Until then nothing the task writes may reach Pebble, or the snapshot or
 // checkpoint would hold it. So every store write goes to pend, an indexed
