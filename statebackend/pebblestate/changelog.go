@@ -369,6 +369,17 @@ func readSegments(dir string) ([]segment, error) {
 	name := filepath.Join(dir, ChangelogFile)
 	data, err := os.ReadFile(name)
 	if errors.Is(err, os.ErrNotExist) {
+		// Segments without their list cannot be replayed in order:
+		// restoring the materialization alone would lose their writes.
+		ents, rerr := os.ReadDir(dir)
+		if rerr != nil {
+			return nil, fmt.Errorf("native checkpoint: %w", rerr)
+		}
+		for _, e := range ents {
+			if isSegment(e.Name()) {
+				return nil, fmt.Errorf("native checkpoint in %s: changelog segment %s without %s: %w", dir, e.Name(), ChangelogFile, statebackend.ErrCorrupt)
+			}
+		}
 		return nil, nil
 	}
 	if err != nil {

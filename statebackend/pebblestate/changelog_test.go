@@ -398,7 +398,7 @@ func TestChangelogRestoreErrors(t *testing.T) {
 		segs = segmentsOf(files(t, cp))
 		st = download(t, cp, all)
 	}
-	restore := func(what string, corrupt bool, spoil func(dir string)) {
+	restore := func(what string, corrupt bool, spoil func(dir string), names ...string) {
 		t.Helper()
 		bad := copyDir(t, st)
 		spoil(bad.Dir)
@@ -411,8 +411,13 @@ func TestChangelogRestoreErrors(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: restored", what)
 		}
-		if !strings.Contains(err.Error(), segs[1]) {
-			t.Fatalf("%s: error %q does not name segment %s", what, err, segs[1])
+		if names == nil {
+			names = segs[1:2]
+		}
+		for _, n := range names {
+			if !strings.Contains(err.Error(), n) {
+				t.Fatalf("%s: error %q does not name %s", what, err, n)
+			}
 		}
 		if errors.Is(err, statebackend.ErrCorrupt) != corrupt {
 			t.Fatalf("%s: error %q: corrupt %v, want %v", what, err, !corrupt, corrupt)
@@ -437,6 +442,7 @@ func TestChangelogRestoreErrors(t *testing.T) {
 		copy(data, "XXXXXXXX")
 		os.WriteFile(name, data, 0o644)
 	})
+	restore("no segment list", true, func(dir string) { os.Remove(filepath.Join(dir, ChangelogFile)) }, ChangelogFile)
 	// The intact checkpoint restores.
 	s, err := Open(clOptions(t, all))
 	if err != nil {
