@@ -119,6 +119,9 @@ type changelog struct {
 	matN  int
 	// materializations counts them (tests, benchmarks).
 	materializations int
+	// hdr is a record header's scratch space (a local one would escape
+	// to the heap through the writer).
+	hdr [8]byte
 }
 
 func newChangelog(storeDir string, o ChangelogOptions) *changelog {
@@ -156,10 +159,10 @@ func (c *changelog) append(repr []byte) error {
 		}
 		c.open.Size = int64(len(segmentMagic))
 	}
-	var h [8]byte
+	h := c.hdr[:]
 	binary.LittleEndian.PutUint32(h[:4], uint32(len(repr)))
 	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(repr, crcTable))
-	if _, err := c.w.Write(h[:]); err != nil {
+	if _, err := c.w.Write(h); err != nil {
 		return err
 	}
 	if _, err := c.w.Write(repr); err != nil {

@@ -102,3 +102,46 @@ func copyFile(from, to string) error {
 	}
 	return dst.Close()
 }
+
+// BenchmarkChangelogCapture is the cost of the changelog on the write
+// path: map puts, each a Pebble write of its own (Store.commit), with the
+// changelog off and on (after its first materialization, when every
+// commit is logged).
+func BenchmarkChangelogCapture(b *testing.B) {
+	r := statebackend.KeyGroupRange{First: 0, Last: 127}
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "changelog=off", true: "changelog=on"}[on], func(b *testing.B) {
+			o := Options{Dir: filepath.Join(b.TempDir(), "db"), KeyGroups: r}
+			if on {
+				o.Changelog = &ChangelogOptions{Ratio: 1e6, Interval: -1}
+			}
+			s, err := Open(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			m, err := NewMapTable[int64, string, int64](s, "m", i64{}, str{}, i64{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cp, err := s.Checkpoint(1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cp.Files(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			cp.Release()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				k := int64(i % 100_000)
+				m.Put(int(k%128), k, "u", int64(i))
+			}
+			b.StopTimer()
+			if err := s.Err(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
