@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,14 +59,26 @@ func downloadChain(t *testing.T, location string, chain []statebackend.FileRef, 
 // still has and uploads only the new ones, and so does checkpoint 3, a
 // savepoint is one state file of the common format. A
 // new pebble task restored from checkpoint 3's
-// files resumes from its state; the memory backend refuses them.
+// files resumes from its state; the memory backend refuses them. With a
+// changelog, checkpoints 2 and 3 refer to checkpoint 1's SSTs (its
+// materialization) and add changelog segments, which the restore replays.
 func TestNativeCheckpointsChainAndRestore(t *testing.T) {
+	for _, changelog := range []bool{false, true} {
+		t.Run(fmt.Sprint("changelog=", changelog), func(t *testing.T) { nativeChainAndRestore(t, changelog) })
+	}
+}
+
+func nativeChainAndRestore(t *testing.T, changelog bool) {
 	var mu sync.Mutex
 	var got []string
 	g := keyedGraph(t, &got, &mu)
 	root := t.TempDir()
 	stateDir := t.TempDir()
 	backend := StateBackend{Kind: StateBackendPebble, Dir: stateDir}
+	if changelog {
+		// No materialization after the first checkpoint's.
+		backend.Changelog = &pebblestate.ChangelogOptions{Ratio: 1e6, Interval: -1}
+	}
 	gate := &fakeGate{n: 2, bufs: make(chan *engine.Buffer, 16), errs: make(chan error)}
 	rep := &acks{done: make(chan struct{}, 4)}
 	task, err := NewTask(g, 1, 0, TaskIO{Input: gate, LatencyInterval: -1, Checkpoints: rep, Incremental: true, StateBackend: backend})
@@ -149,6 +162,19 @@ func TestNativeCheckpointsChainAndRestore(t *testing.T) {
 	// eagerly (TestNativeUploadsChain pins them).
 	check(2, s1, s2)
 	check(3, s2, s3)
+	if changelog {
+		segments := 0
+		for name := range s2 {
+			if strings.HasSuffix(name, ".changelog") {
+				segments++
+			} else if _, ok := s1[name]; !ok {
+				t.Errorf("checkpoint 2 has SST %s, not in checkpoint 1's materialization", name)
+			}
+		}
+		if segments == 0 {
+			t.Errorf("checkpoint 2 (writes since checkpoint 1) has no changelog segment: %v", s2)
+		}
+	}
 	if sp.File == "" || len(sp.Chain) != 0 {
 		t.Errorf("savepoint: %+v, want a file of its own", sp)
 	}

@@ -64,6 +64,10 @@ type StateBackend struct {
 	// FS, when set, is the file system the stores use instead of the
 	// operating system's (tests inject a full disk through it).
 	FS pebblestate.FS
+	// Changelog, when set, makes the stores' native (incremental)
+	// checkpoints changelog checkpoints: a materialization now and then,
+	// plus the changelog since (pebblestate.ChangelogOptions).
+	Changelog *pebblestate.ChangelogOptions
 }
 
 // ParseStateBackend checks a state backend's name; "" is memory.
@@ -97,7 +101,7 @@ func (b StateBackend) open(rc *RuntimeContext, kgs KeyGroupRange) (*pebblestate.
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS, Budget: b.Memory})
+	s, err := pebblestate.Open(pebblestate.Options{Dir: dir, KeyGroups: kgs, FS: b.FS, Budget: b.Memory, Changelog: b.Changelog})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -158,7 +158,8 @@ func SharedNativeName(uid string, subtask int, id int64, local string) string {
 }
 
 // ParseSharedFileName returns the checkpoint ID in a SharedFileName or a
-// SharedNativeName of an SST, and false for a name of another form.
+// SharedNativeName of an SST or a changelog segment (".changelog"), and
+// false for a name of another form.
 func ParseSharedFileName(name string) (int64, bool) {
 	base := path.Base(name)
 	var id string
@@ -167,7 +168,7 @@ func ParseSharedFileName(name string) (int64, bool) {
 		if !ok {
 			return 0, false
 		}
-	} else if b, ok := strings.CutSuffix(base, ".sst"); ok {
+	} else if b, ok := cutNativeSuffix(base); ok {
 		parts := strings.Split(b, "-")
 		if len(parts) != 3 {
 			return 0, false
@@ -178,6 +179,15 @@ func ParseSharedFileName(name string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(id, 10, 64)
 	return n, err == nil && n > 0
+}
+
+// cutNativeSuffix cuts the suffix of a shared native file's name: an SST,
+// or a pebble changelog segment.
+func cutNativeSuffix(name string) (string, bool) {
+	if b, ok := strings.CutSuffix(name, ".sst"); ok {
+		return b, true
+	}
+	return strings.CutSuffix(name, ".changelog")
 }
 
 // UnusedSharedFiles picks, from the names in a job's shared directory,

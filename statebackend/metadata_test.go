@@ -124,7 +124,11 @@ func TestNativeChainMetadata(t *testing.T) {
 	if id, ok := ParseSharedFileName(sst); !ok || id != 7 {
 		t.Errorf("ParseSharedFileName(%q) = %d, %v", sst, id, ok)
 	}
-	for _, bad := range []string{"detector/1-x-000012.sst", "detector/1-000012.sst", "detector/1.native/MANIFEST-000001"} {
+	seg := SharedNativeName("detector", 1, 9, "0000000003.changelog")
+	if id, ok := ParseSharedFileName(seg); !ok || id != 9 {
+		t.Errorf("ParseSharedFileName(%q) = %d, %v", seg, id, ok)
+	}
+	for _, bad := range []string{"detector/1-x-000012.sst", "detector/1-0000000003.changelog", "detector/1-000012.sst", "detector/1.native/MANIFEST-000001"} {
 		if _, ok := ParseSharedFileName(bad); ok {
 			t.Errorf("ParseSharedFileName(%q) accepted", bad)
 		}

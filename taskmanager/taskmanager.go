@@ -30,8 +30,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -108,6 +108,10 @@ type Config struct {
 	// without one keep their timers: runtime.TimerServiceStore (the
 	// default) or TimerServiceHeap.
 	TimerService string
+	// Changelog, when set, makes the incremental checkpoints of pebble
+	// jobs changelog checkpoints (pebblestate.ChangelogOptions: when to
+	// materialize); nil uploads a Pebble checkpoint's new SSTs each time.
+	Changelog *pebblestate.ChangelogOptions
 }
 
 // TaskManager is one worker process's task runtime.

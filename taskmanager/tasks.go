@@ -231,7 +231,7 @@ func (tm *TaskManager) start(ctx context.Context, rt *runningTask, g *runtime.Jo
 		Clock:       tm.cfg.Clock, Uploader: tm.uploader(),
 		JobID: key.job, Attempt: key.attempt, Restore: restore,
 		StateBackend: runtime.StateBackend{Kind: backend, Dir: tm.cfg.StateDir, Memory: tm.budgets[req.Slot],
-			Timers: cmp.Or(req.GetTimerService(), tm.cfg.TimerService)}}
+			Timers: cmp.Or(req.GetTimerService(), tm.cfg.TimerService), Changelog: tm.cfg.Changelog}}
 	if gate != nil {
 		tio.Input = gate
 	}

@@ -109,7 +109,7 @@ func incrementalSurvivesKills(t *testing.T, backend string, args []string) {
 	var metas []*statebackend.Metadata
 	var latest *statebackend.Metadata
 	var latestPath string
-	deltas := 0
+	deltas, segments := 0, 0
 	for _, cp := range list.Checkpoints {
 		if cp.Savepoint {
 			continue
@@ -124,12 +124,20 @@ func incrementalSurvivesKills(t *testing.T, backend string, args []string) {
 					if wrote, ok := statebackend.ParseSharedFileName(f.Path); f.Delta || (f.Local != "" && ok && wrote < m.CheckpointID) {
 						deltas++
 					}
+					if f.Shared && strings.HasSuffix(f.Local, ".changelog") {
+						segments++
+					}
 				}
 			}
 		}
 	}
 	if len(metas) == 0 || deltas == 0 {
 		t.Fatalf("%d retained checkpoints refer to %d delta files or earlier SSTs, want some", len(metas), deltas)
+	}
+	// Pebble's checkpoints are changelog checkpoints by default
+	// (--state-changelog): a materialization plus changelog segments.
+	if backend == "pebble" && segments == 0 {
+		t.Errorf("%d retained checkpoints refer to no changelog segment", len(metas))
 	}
 	shared, err := storage.Open(statebackend.SharedDir(latestPath), srv.Options())
 	if err != nil {

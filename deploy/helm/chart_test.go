@@ -139,6 +139,7 @@ func TestStateValues(t *testing.T) {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}
 	for _, want := range []string{"- --state-backend=memory\n", "- --timer-service=store\n", "- --state-dir=/var/lib/weir/state\n",
+		"- --state-changelog=true\n",
 		"- name: state\n              mountPath: /var/lib/weir/state\n", "- name: state\n          emptyDir: {}\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("default manifests lack %q", want)
@@ -147,12 +148,16 @@ func TestStateValues(t *testing.T) {
 	if strings.Contains(out, "--state-memory") {
 		t.Error("default manifests set --state-memory; the TaskManagers should derive it from their memory limit")
 	}
+	if strings.Contains(out, "--materialize-") {
+		t.Error("default manifests set a --materialize- flag; the TaskManagers have defaults")
+	}
 	out, err = template(t, "pebble-state.yaml")
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, out)
 	}
 	for _, want := range []string{"- --state-backend=pebble\n", "- --timer-service=heap\n", "- --state-dir=/state\n",
-		"- --state-memory=\"512MiB\"\n", "- name: state\n              mountPath: /state\n",
+		"- --state-memory=\"512MiB\"\n", "- --materialize-ratio=0.5\n", "- --materialize-interval=5m\n",
+		"- name: state\n              mountPath: /state\n",
 		"- name: state\n          ephemeral:\n            volumeClaimTemplate:", "storageClassName: local-nvme"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("manifests with pebble-state.yaml lack %q:\n%s", want, out)

@@ -401,7 +401,7 @@ func printStatus(w io.Writer, st *weirv1.JobStatus) {
 		}
 		switch {
 		case c.Incremental && st.StateBackend == runtime.StateBackendPebble:
-			every += " (incremental: new pebble SSTs)"
+			every += " (incremental: pebble native)"
 		case c.Incremental:
 			every += " (incremental)"
 		}

@@ -32,6 +32,7 @@ func newLocalCmd() *cobra.Command {
 		stateDir                string
 		stateMemory             bytesFlag
 		tsf                     timerServiceFlag
+		clf                     changelogFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -98,8 +99,12 @@ func newLocalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			changelog, err := clf.options()
+			if err != nil {
+				return err
+			}
 			return runLocal(cmd.Context(), localSpec{tms: tms, slots: slots, submit: req, jm: jmf, tls: tc, metrics: metricsListen, stateDir: stateDir, stateMemory: stateMemory.n,
-				web: webListen, webDefault: !cmd.Flags().Changed("web-listen")})
+				changelog: changelog, web: webListen, webDefault: !cmd.Flags().Changed("web-listen")})
 		},
 	}
 	cmd.Flags().IntVar(&tms, "taskmanagers", 1, "number of TaskManagers")
@@ -116,6 +121,7 @@ func newLocalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", stateDirUsage)
 	cmd.Flags().Var(&stateMemory, "state-memory", stateMemoryUsage)
 	tsf.register(cmd, timerServiceUsage+" (default: store)")
+	clf.register(cmd)
 	tf.register(cmd.Flags())
 	for _, hidden := range []string{"auth-tokens", "auth-subject"} {
 		if err := cmd.Flags().MarkHidden(hidden); err != nil {
@@ -151,6 +157,8 @@ type localSpec struct {
 	// stateMemory is each slot's pebble memory budget; 0: a share of the
 	// process's memory limit, divided between all TaskManagers' slots.
 	stateMemory int64
+	// changelog is the TaskManagers' Changelog.
+	changelog *pebblestate.ChangelogOptions
 }
 
 // DefaultLocalWebListen is where weir local serves its dashboard unless
@@ -199,7 +207,8 @@ func runLocal(ctx context.Context, s localSpec) error {
 	}
 	for i := 0; i < s.tms; i++ {
 		tm, err := taskmanager.New(taskmanager.Config{ID: fmt.Sprintf("tm-%d", i+1), JobManager: jm.addr,
-			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls, StateDir: s.stateDir, StateMemory: s.stateMemory})
+			Slots: s.slots, Stdout: os.Stdout, Logger: slog.Default(), Storage: cfg.Storage, TLS: s.tls, StateDir: s.stateDir, StateMemory: s.stateMemory,
+			Changelog: s.changelog})
 		if err != nil {
 			return err
 		}

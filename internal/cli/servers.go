@@ -277,6 +277,7 @@ func newTaskManagerCmd() *cobra.Command {
 	var sf storageFlags
 	var d discoveryFlags
 	var stateMemory bytesFlag
+	var clf changelogFlags
 	var healthListen, metricsListen string
 	cmd := &cobra.Command{
 		Use:   "taskmanager",
@@ -290,6 +291,9 @@ func newTaskManagerCmd() *cobra.Command {
 			cfg.Storage = sf.options()
 			cfg.StateMemory = stateMemory.n
 			var err error
+			if cfg.Changelog, err = clf.options(); err != nil {
+				return err
+			}
 			if cfg.TLS, err = d.tls.config(); err != nil {
 				return err
 			}
@@ -326,6 +330,7 @@ func newTaskManagerCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.StateDir, "state-dir", "", stateDirUsage)
 	cmd.Flags().Var(&stateMemory, "state-memory", stateMemoryUsage)
 	cmd.Flags().StringVar(&cfg.TimerService, "timer-service", runtime.TimerServiceStore, timerServiceUsage+", for jobs submitted without --timer-service")
+	clf.register(cmd)
 	healthFlag(cmd, &healthListen, "while registered with the JobManager leader")
 	metricsFlag(cmd, &metricsListen)
 	sf.register(cmd)

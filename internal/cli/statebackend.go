@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -88,3 +89,42 @@ func (f *bytesFlag) Type() string { return "size" }
 const stateMemoryUsage = "`SIZE` of memory per slot for the pebble state backend (e.g. 512MiB, 2GiB), split between " +
 	"its block cache (1/2, shared by the slot's stores), value write-back caches (1/4) and memtables (1/4) " +
 	"(default: a quarter of the smaller of GOMEMLIMIT and the container's memory limit, divided between the slots; 64MiB per slot without either)"
+
+// changelogFlags are --state-changelog, --materialize-ratio and
+// --materialize-interval (weir taskmanager, weir local).
+type changelogFlags struct {
+	on       bool
+	ratio    float64
+	interval time.Duration
+}
+
+func (f *changelogFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.on, "state-changelog", true,
+		"incremental checkpoints of pebble jobs are changelog checkpoints: the state's latest materialization "+
+			"(a Pebble checkpoint) plus a log of the writes since, so that a checkpoint uploads about what changed; "+
+			"false uploads every new SST of a Pebble checkpoint instead")
+	cmd.Flags().Float64Var(&f.ratio, "materialize-ratio", pebblestate.DefaultMaterializeRatio,
+		"with --state-changelog, materialize a store once its changelog since the last materialization is larger "+
+			"than this fraction of the store (more: fewer, larger uploads and a longer replay on restore)")
+	cmd.Flags().DurationVar(&f.interval, "materialize-interval", pebblestate.DefaultMaterializeInterval,
+		"with --state-changelog, materialize a store at the first checkpoint this long after the last "+
+			"materialization, whatever its changelog's size (0: only by --materialize-ratio)")
+}
+
+// options are the changelog's options; nil with --state-changelog=false.
+func (f *changelogFlags) options() (*pebblestate.ChangelogOptions, error) {
+	if !f.on {
+		return nil, nil
+	}
+	if f.ratio <= 0 {
+		return nil, fmt.Errorf("--materialize-ratio %v must be above 0", f.ratio)
+	}
+	if f.interval < 0 {
+		return nil, fmt.Errorf("--materialize-interval %v must not be negative", f.interval)
+	}
+	o := &pebblestate.ChangelogOptions{Ratio: f.ratio, Interval: f.interval}
+	if f.interval == 0 {
+		o.Interval = -1 // pebblestate's "never"
+	}
+	return o, nil
+}

@@ -3,6 +3,7 @@ package pebblestate
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -174,5 +175,196 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 		b.ReportMetric(upload.Seconds()/intervals, "incr-upload-s")
 		b.ReportMetric(float64(allocMax)/(1<<20), "incr-alloc-MB-max")
 		s.Close()
+	}
+}
+
+// BenchmarkChangelogCheckpoint10MKeys1PctChanged is the benchmark above
+// with changelog checkpoints (Options.Changelog at its defaults): 10 M
+// keys, 1 % of them written at random per interval, over enough
+// intervals for several materializations. A checkpoint's asynchronous
+// part writes back and cuts the changelog segment; a materialization
+// (flush, Pebble checkpoint, new SSTs) comes when the changelog since the
+// last one passes DefaultMaterializeRatio of the store.
+//
+// Metrics: incr-bytes and incr-pct-of-full (the mean upload per
+// checkpoint over all intervals, materializations amortised, against the
+// full state file), cycle-pct-of-full (the same over the intervals up to
+// the upload of the last materialization: whole cycles only),
+// log-pct-of-full (the mean of the checkpoints that upload segments
+// only), incr-pct-max (the largest single upload), materializations, incr-sync-ms-max (the task's stall at the barrier),
+// incr-prep-ms (the mean time until a checkpoint's files are listed: the
+// write-back and the segment's cut), settle-ms-max (as above), and
+// restore-s with replay-MB (opening the last checkpoint, whose changelog
+// is the longest of its materialization, into a new store: the
+// materialization's files are moved in and the segments replayed).
+func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
+	if testing.Short() {
+		b.Skip("10 M keys")
+	}
+	const keys, groups, intervals = 10_000_000, 128, 160
+	ctx := context.Background()
+	r := statebackend.KeyGroupRange{First: 0, Last: groups - 1}
+	for range b.N {
+		dir := b.TempDir()
+		s, err := Open(Options{Dir: filepath.Join(dir, "db"), KeyGroups: r, Changelog: &ChangelogOptions{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t, err := NewValueTable[int64, int64](s, "v", i64{}, i64{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k := range int64(keys) {
+			t.Put(int(k%groups), k, k)
+		}
+		st, err := storage.Open(filepath.Join(dir, "store"), storage.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		uploaded := map[string]bool{}
+		var last []string
+		// checkpoint takes checkpoint id and uploads the files the
+		// previous one did not, on another goroutine, while during runs.
+		checkpoint := func(id int64, during func()) (bytes int64, sync, prep time.Duration) {
+			start := time.Now()
+			cp, err := s.Checkpoint(id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sync = time.Since(start)
+			defer cp.Release()
+			var uerr error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				names, err := cp.Files(ctx)
+				if err != nil {
+					uerr = err
+					return
+				}
+				prep = time.Since(start) - sync
+				live := map[string]bool{}
+				for _, f := range names {
+					if Shared(f) {
+						live[f] = true
+						if uploaded[f] {
+							continue
+						}
+					}
+					n, err := storage.PutFile(ctx, st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
+					if err != nil {
+						uerr = err
+						return
+					}
+					bytes += n
+				}
+				uploaded, last = live, names
+			}()
+			during()
+			<-done
+			if uerr != nil {
+				b.Fatal(uerr)
+			}
+			return bytes, sync, prep
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		touch := func(n int) {
+			for range n {
+				k := rng.Int64N(keys)
+				t.Put(int(k%groups), k, rng.Int64())
+			}
+		}
+		first, _, _ := checkpoint(1, func() {})
+		var incr, incrMax, logBytes, cycleBytes int64
+		var logN, cycleN int
+		uploadAt := int64(-1)
+		var syncMax, prepSum time.Duration
+		var perInterval []int64
+		mats := s.cl.materializations
+		for i := range int64(intervals) {
+			touch(keys / 200)
+			n, sync, prep := checkpoint(2+i, func() { touch(keys / 200) })
+			perInterval = append(perInterval, n)
+			incr += n
+			incrMax = max(incrMax, n)
+			syncMax, prepSum = max(syncMax, sync), prepSum+prep
+			switch {
+			case s.cl.materializations > mats:
+				// The next checkpoint uploads the materialization: the
+				// complete cycles end there.
+				mats = s.cl.materializations
+				uploadAt = i + 1
+			case i == uploadAt:
+				cycleN, cycleBytes = int(i)+1, incr
+			default:
+				logBytes += n
+				logN++
+			}
+		}
+		b.Logf("uploads per interval: %v", perInterval)
+		mats = s.cl.materializations - 1 // the first checkpoint's
+		// The full state file, for the percentages.
+		secs, err := s.Snapshot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		data, err := statebackend.WriteStateFile(r, secs, nil)
+		for _, sec := range secs {
+			sec.(*section).Release()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		full := int64(len(data))
+		data = nil
+		// Restore the last checkpoint from the uploaded files.
+		restoreDir := filepath.Join(dir, "restore")
+		if err := os.MkdirAll(restoreDir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		var replayBytes int64
+		for _, f := range last {
+			src := filepath.Join(dir, "store", "chk", f)
+			if err := os.Link(src, filepath.Join(restoreDir, f)); err != nil {
+				b.Fatal(err)
+			}
+			if isSegment(f) {
+				info, err := os.Stat(src)
+				if err != nil {
+					b.Fatal(err)
+				}
+				replayBytes += info.Size()
+			}
+		}
+		settles := s.settles
+		s.Close()
+		start := time.Now()
+		rs, err := Open(Options{Dir: filepath.Join(dir, "db2"), KeyGroups: r, Changelog: &ChangelogOptions{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := rs.RestoreNative([]NativeState{{Dir: restoreDir, KeyGroups: r}}); err != nil {
+			b.Fatal(err)
+		}
+		restore := time.Since(start)
+		rs.Close()
+		b.Logf("first checkpoint %d bytes; full state file %d bytes; %d materializations in %d intervals; restore of the last checkpoint %v replaying %d bytes",
+			first, full, mats, intervals, restore, replayBytes)
+		b.ReportMetric(float64(full), "full-bytes")
+		b.ReportMetric(float64(incr)/intervals, "incr-bytes")
+		b.ReportMetric(100*float64(incr)/intervals/float64(full), "incr-pct-of-full")
+		b.ReportMetric(100*float64(incrMax)/float64(full), "incr-pct-max")
+		b.ReportMetric(float64(mats), "materializations")
+		if cycleN > 0 {
+			b.ReportMetric(100*float64(cycleBytes)/float64(cycleN)/float64(full), "cycle-pct-of-full")
+		}
+		if logN > 0 {
+			b.ReportMetric(100*float64(logBytes)/float64(logN)/float64(full), "log-pct-of-full")
+		}
+		b.ReportMetric(float64(syncMax.Microseconds())/1000, "incr-sync-ms-max")
+		b.ReportMetric(float64(prepSum.Microseconds())/1000/intervals, "incr-prep-ms")
+		b.ReportMetric(float64(settles.max.Microseconds())/1000, "settle-ms-max")
+		b.ReportMetric(restore.Seconds(), "restore-s")
+		b.ReportMetric(float64(replayBytes)/(1<<20), "replay-MB")
 	}
 }

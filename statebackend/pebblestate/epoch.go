@@ -30,7 +30,9 @@ const pendBytes = 32 << 20
 // swaps per table whatever the state's size. A goroutine then writes the
 // frozen entries and timers to Pebble, and takes what the barrier asked
 // for: a Pebble snapshot, or for a native checkpoint a memtable flush and
-// a Pebble checkpoint (hard links).
+// a Pebble checkpoint (hard links), or with a changelog the cut of the
+// changelog's segment, followed now and then by a materialization (see
+// changelog.go).
 //
 // Until then nothing the task writes may reach Pebble, or the snapshot or
 // checkpoint would hold it. So every store write goes to pend, an indexed
@@ -59,7 +61,11 @@ type epoch struct {
 	timerMax int64
 	// timersIn is closed once the frozen timers are in Pebble.
 	timersIn chan struct{}
-	done     chan struct{}
+	// ready is closed once files (or err) are set: before done when a
+	// changelog checkpoint goes on to materialize.
+	ready   chan struct{}
+	readied bool
+	done    chan struct{}
 	// hold is the store's holdWriteBack at the barrier (tests).
 	hold     func()
 	finished atomic.Bool
@@ -83,8 +89,8 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 	if !s.acquire() {
 		return nil, fmt.Errorf("pebblestate: %s of a closed store", what)
 	}
-	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), done: make(chan struct{}),
-		hold: s.holdWriteBack}
+	e := &epoch{s: s, dir: dir, timerMax: s.timerMax, timersIn: make(chan struct{}), ready: make(chan struct{}),
+		done: make(chan struct{}), hold: s.holdWriteBack}
 	if dir != "" {
 		e.states = stateRecords(s.states)
 	}
@@ -108,13 +114,14 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 // checkpoint.
 func (e *epoch) run() {
 	defer func() {
+		e.markReady()
 		e.finished.Store(true)
 		close(e.done)
 	}()
 	s := e.s
 	err := s.Err()
 	if err == nil {
-		_, err = e.timers.apply(s.db, nil, s.wo, e.timerMax)
+		_, err = e.timers.apply(s, nil, e.timerMax)
 	}
 	close(e.timersIn)
 	if e.hold != nil {
@@ -141,9 +148,22 @@ func (e *epoch) run() {
 		e.ps = s.db.NewSnapshot()
 		return
 	}
-	if e.files, err = e.checkpoint(); err != nil {
+	if s.cl != nil {
+		err = e.changelogCheckpoint()
+	} else {
+		e.files, err = e.checkpoint()
+	}
+	if err != nil {
 		os.RemoveAll(e.dir)
 		e.err = fmt.Errorf("pebblestate: %w", err)
+	}
+}
+
+// markReady closes ready, once; only the epoch's goroutine calls it.
+func (e *epoch) markReady() {
+	if !e.readied {
+		e.readied = true
+		close(e.ready)
 	}
 }
 
@@ -177,6 +197,16 @@ func (e *epoch) checkpoint() ([]string, error) {
 		files = append(files, f.Name())
 	}
 	return files, nil
+}
+
+// waitReady blocks until the checkpoint's files are listed, or ctx ends.
+func (e *epoch) waitReady(ctx context.Context) error {
+	select {
+	case <-e.ready:
+		return e.err
+	case <-ctx.Done():
+		return fmt.Errorf("pebblestate: waiting for the barrier's write-back: %w", ctx.Err())
+	}
 }
 
 // wait blocks until the epoch's goroutine is done, or ctx ends.
@@ -217,7 +247,7 @@ func (s *Store) settle() {
 	p := s.pend
 	s.pend = nil
 	if !p.Empty() && !s.failed() {
-		if err := p.Commit(s.wo); err != nil {
+		if err := s.commit(p); err != nil {
 			s.fail(fmt.Errorf("state store write: %w", err))
 		}
 	}

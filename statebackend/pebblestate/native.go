@@ -51,18 +51,18 @@ func (c *Checkpoint) Dir() string { return c.dir }
 // barrier failed, or the checkpoint did, or ctx ended) fails the
 // checkpoint.
 func (c *Checkpoint) Files(ctx context.Context) ([]string, error) {
-	if err := c.ep.wait(ctx); err != nil {
+	if err := c.ep.waitReady(ctx); err != nil {
 		return nil, err
 	}
 	return c.ep.files, nil
 }
 
 // Shared reports whether the file name may be shared by several
-// checkpoints: an SST never changes once written, and its name is never
-// reused by the store, so a checkpoint may refer to an earlier one's
-// upload of it. The other files (MANIFEST, OPTIONS, ...) are the
+// checkpoints: an SST or a changelog segment never changes once written,
+// and its name is never reused by the store, so a checkpoint may refer to
+// an earlier one's upload of it. The other files (MANIFEST, OPTIONS, ...) are the
 // checkpoint's own.
-func Shared(name string) bool { return strings.HasSuffix(name, ".sst") }
+func Shared(name string) bool { return strings.HasSuffix(name, ".sst") || isSegment(name) }
 
 // Release removes the checkpoint's directory and drops its reference on
 // the store, once the checkpoint is taken (it waits for it). It may be
@@ -81,7 +81,11 @@ func (c *Checkpoint) Release() {
 // memtable, so that every write up to the barrier is in an SST, and has
 // Pebble link the live files into a new directory beside the store's;
 // nothing the task writes meanwhile reaches Pebble before. Its cost is the
-// write-back, one memtable flush and a hard link per SST.
+// write-back, one memtable flush and a hard link per SST. With a
+// changelog (Options.Changelog) the goroutine instead cuts the changelog
+// segment after the write-back and links the newest materialization's
+// files and the segments since (see changelogCheckpoint); Files returns
+// then, and a materialization that is due follows on the same goroutine.
 func (s *Store) Checkpoint(id int64) (*Checkpoint, error) {
 	dir := fmt.Sprintf("%s.chk-%d", s.dir, id)
 	e, err := s.freeze("checkpoint", dir)
@@ -169,10 +173,14 @@ func (s *Store) adopt(old NativeState) error {
 	if err != nil {
 		return err
 	}
+	segs, err := readSegments(old.Dir)
+	if err != nil {
+		return err
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("pebblestate: %w", err)
 	}
-	s.db = nil
+	s.db, s.one = nil, nil
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("pebblestate: %w", err)
@@ -189,7 +197,7 @@ func (s *Store) adopt(old NativeState) error {
 		return fmt.Errorf("pebblestate: %w", err)
 	}
 	for _, e := range ents {
-		if e.Name() == StatesFile || e.Name() == ballastName {
+		if e.Name() == StatesFile || e.Name() == ballastName || isChangelogFile(e.Name()) {
 			continue
 		}
 		if err := moveFile(filepath.Join(old.Dir, e.Name()), filepath.Join(s.dir, e.Name())); err != nil {
@@ -201,6 +209,11 @@ func (s *Store) adopt(old NativeState) error {
 		return fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
 	}
 	s.db = db
+	// A changelog checkpoint: its writes after the materialization, of
+	// the key groups the store owns.
+	if err := replay(s.db, old.Dir, segs, s.keyGroups.First, s.keyGroups.Last); err != nil {
+		return err
+	}
 	for _, r := range recs {
 		if _, dup := s.states[r.Name]; dup {
 			return fmt.Errorf("pebblestate: native checkpoint: state %q twice: %w", r.Name, statebackend.ErrCorrupt)
@@ -210,12 +223,12 @@ func (s *Store) adopt(old NativeState) error {
 	// The key groups another subtask owns now: one range delete each
 	// side, which compactions turn into dropped files.
 	if s.keyGroups.First > 0 {
-		if err := s.db.DeleteRange(groupKey(0), groupKey(s.keyGroups.First), s.wo); err != nil {
+		if err := s.writeNow(pebble.InternalKeyKindRangeDelete, groupKey(0), groupKey(s.keyGroups.First)); err != nil {
 			return fmt.Errorf("pebblestate: %w", err)
 		}
 	}
 	if end := groupKey(s.keyGroups.Last + 1); end != nil {
-		if err := s.db.DeleteRange(end, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, s.wo); err != nil {
+		if err := s.writeNow(pebble.InternalKeyKindRangeDelete, end, []byte{0xff, 0xff, 0xff, 0xff, 0xff}); err != nil {
 			return fmt.Errorf("pebblestate: %w", err)
 		}
 	}
@@ -275,11 +288,20 @@ func (s *Store) copyFrom(old NativeState) error {
 	if first > last {
 		return nil
 	}
-	src, err := pebble.Open(old.Dir, &pebble.Options{ReadOnly: true, FS: vfs.Default, Logger: quietLogger{}})
+	segs, err := readSegments(old.Dir)
+	if err != nil {
+		return err
+	}
+	// A changelog checkpoint's segments are replayed into its
+	// materialization first, in its own state ids.
+	src, err := pebble.Open(old.Dir, &pebble.Options{ReadOnly: segs == nil, DisableWAL: true, FS: vfs.Default, Logger: quietLogger{}})
 	if err != nil {
 		return fmt.Errorf("pebblestate: opening a restored checkpoint: %w", err)
 	}
 	defer src.Close()
+	if err := replay(src, old.Dir, segs, first, last); err != nil {
+		return err
+	}
 	it, err := src.NewIter(&pebble.IterOptions{LowerBound: groupKey(first), UpperBound: groupKey(last + 1)})
 	if err != nil {
 		return fmt.Errorf("pebblestate: %w", err)
@@ -310,7 +332,7 @@ func (s *Store) copyFrom(old NativeState) error {
 			return err
 		}
 		if b.Len() >= batchBytes {
-			if err := b.Commit(s.wo); err != nil {
+			if err := s.commit(b); err != nil {
 				return fmt.Errorf("state store write: %w", err)
 			}
 			b.Reset()
@@ -319,7 +341,7 @@ func (s *Store) copyFrom(old NativeState) error {
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("pebblestate: reading a restored checkpoint: %w", err)
 	}
-	if err := b.Commit(s.wo); err != nil {
+	if err := s.commit(b); err != nil {
 		return fmt.Errorf("state store write: %w", err)
 	}
 	return nil

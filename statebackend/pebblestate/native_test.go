@@ -163,8 +163,9 @@ func mustCheckpointCopy(t *testing.T, c *Checkpoint) *Checkpoint {
 			t.Fatal(err)
 		}
 	}
-	e := &epoch{done: make(chan struct{}), files: files(t, c)}
+	e := &epoch{done: make(chan struct{}), ready: make(chan struct{}), files: files(t, c)}
 	close(e.done)
+	close(e.ready)
 	return &Checkpoint{s: c.s, dir: dir, ep: e}
 }
 

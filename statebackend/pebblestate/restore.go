@@ -31,7 +31,7 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()
 	commit := func() error {
-		if err := b.Commit(s.wo); err != nil {
+		if err := s.commit(b); err != nil {
 			return fmt.Errorf("state store write: %w", err)
 		}
 		b.Reset()

@@ -74,7 +74,7 @@ func (b *sortedBatch) commit(s *Store) {
 		b.reset()
 		return
 	}
-	maxTS, err := b.apply(s.db, s.pend, s.wo, s.timerMax)
+	maxTS, err := b.apply(s, s.pend, s.timerMax)
 	b.reset()
 	if err != nil {
 		s.fail(fmt.Errorf("state store write: %w", err))
@@ -87,11 +87,12 @@ func (b *sortedBatch) commit(s *Store) {
 }
 
 // apply writes the gathered writes in key order into the batch into, or
-// when it is nil to db in Pebble batches of up to writeBatchBytes.
+// when it is nil to s's database in batches of up to writeBatchBytes
+// (Store.commit).
 // timerMax is the highest timer time the store held before (see
 // sortedBatch.timers); apply returns it raised to the times it wrote. It
 // leaves b as it was, apart from the order of its writes.
-func (b *sortedBatch) apply(db *pebble.DB, into *pebble.Batch, wo *pebble.WriteOptions, timerMax int64) (int64, error) {
+func (b *sortedBatch) apply(s *Store, into *pebble.Batch, timerMax int64) (int64, error) {
 	if len(b.ops) == 0 {
 		return timerMax, nil
 	}
@@ -111,7 +112,7 @@ func (b *sortedBatch) apply(db *pebble.DB, into *pebble.Batch, wo *pebble.WriteO
 	})
 	pb := into
 	if pb == nil {
-		pb = db.NewBatch()
+		pb = s.db.NewBatch()
 		defer pb.Close()
 	}
 	// Raised as the loop goes, tested against the store as it was before
@@ -137,7 +138,7 @@ func (b *sortedBatch) apply(db *pebble.DB, into *pebble.Batch, wo *pebble.WriteO
 			maxTS = max(maxTS, ts)
 		}
 		if err == nil && into == nil && pb.Len() >= writeBatchBytes {
-			err = pb.Commit(wo)
+			err = s.commit(pb)
 			pb.Reset()
 		}
 		if err != nil {
@@ -147,7 +148,7 @@ func (b *sortedBatch) apply(db *pebble.DB, into *pebble.Batch, wo *pebble.WriteO
 	if into != nil {
 		return maxTS, nil
 	}
-	return maxTS, pb.Commit(wo)
+	return maxTS, s.commit(pb)
 }
 
 // newTimerBatch returns an empty batch for timers.

@@ -280,7 +280,7 @@ func (t *ValueTable[K, V]) writeBack(wb *sortedBatch) error {
 	if err := t.s.Err(); err != nil {
 		return err
 	}
-	_, err := wb.apply(t.s.db, nil, t.s.wo, 0)
+	_, err := wb.apply(t.s, nil, 0)
 	wb.reset()
 	return err
 }

@@ -569,7 +569,7 @@ func (s *Store) TakeTimers(i int, fn func(kg int, key []byte, ts int64) error) e
 			return fmt.Errorf("pebblestate: reading timers: %w", err)
 		}
 		if n > 0 {
-			if err := s.db.DeleteRange(lo, hi, s.wo); err != nil {
+			if err := s.writeNow(pebble.InternalKeyKindRangeDelete, lo, hi); err != nil {
 				return fmt.Errorf("state store write: %w", err)
 			}
 		}
