@@ -204,14 +204,12 @@ func (s *Store) adopt(old NativeState) error {
 			return fmt.Errorf("pebblestate: %w", err)
 		}
 	}
-	db, err := pebble.Open(s.dir, s.options())
-	if err != nil {
-		return fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
+	if len(segs) > 0 {
+		if err := s.replayInto(old.Dir, segs); err != nil {
+			return err
+		}
 	}
-	s.db = db
-	// A changelog checkpoint: its writes after the materialization, of
-	// the key groups the store owns.
-	if err := replay(s.db, old.Dir, segs, s.keyGroups.First, s.keyGroups.Last); err != nil {
+	if s.db, err = s.openRestored(); err != nil {
 		return err
 	}
 	for _, r := range recs {
@@ -294,7 +292,13 @@ func (s *Store) copyFrom(old NativeState) error {
 	}
 	// A changelog checkpoint's segments are replayed into its
 	// materialization first, in its own state ids.
-	src, err := pebble.Open(old.Dir, &pebble.Options{ReadOnly: segs == nil, DisableWAL: true, FS: vfs.Default, Logger: quietLogger{}})
+	o := &pebble.Options{ReadOnly: segs == nil, DisableWAL: true, FS: vfs.Default, Logger: quietLogger{}}
+	if segs != nil {
+		// The copy is read once and dropped: the replay neither
+		// compacts nor flushes more than its memtable forces.
+		replayOptions(o, segs, s.replayMemTableLimit())
+	}
+	src, err := pebble.Open(old.Dir, o)
 	if err != nil {
 		return fmt.Errorf("pebblestate: opening a restored checkpoint: %w", err)
 	}
@@ -346,3 +350,80 @@ func (s *Store) copyFrom(old NativeState) error {
 	}
 	return nil
 }
+
+// replayInto opens the store's database, which holds a changelog
+// checkpoint's materialization, for the replay of its segments in dir,
+// replays them, flushes and closes it; openRestored then opens it with
+// the store's options.
+//
+// The replay runs with automatic compactions off and a memtable as large
+// as the segments (within replayMemTableLimit): the task processes
+// nothing meanwhile, so it may take the memory. With the store's small
+// memtable, each flush of the replay's random keys was an L0 file
+// overlapping the whole tree, compacted at once, and the open itself
+// waited for a compaction of the materialization's L0 files; now the
+// replay is (mostly) one flush, and the reopened store compacts the
+// result in the background.
+func (s *Store) replayInto(dir string, segs []segment) error {
+	o := s.options()
+	replayOptions(o, segs, s.replayMemTableLimit())
+	db, err := pebble.Open(s.dir, o)
+	if err != nil {
+		return fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
+	}
+	err = replay(db, dir, segs, s.keyGroups.First, s.keyGroups.Last)
+	if err == nil {
+		// The WAL is off: the replay exists only in memtables until
+		// flushed.
+		if err = db.Flush(); err != nil {
+			err = fmt.Errorf("pebblestate: flushing the replayed changelog: %w", err)
+		}
+	}
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("pebblestate: %w", cerr)
+	}
+	return err
+}
+
+// openRestored opens the store's database on restored files with the
+// store's options, its compactions held until the open returns (see
+// gatedScheduler).
+func (s *Store) openRestored() (*pebble.DB, error) {
+	o := s.options()
+	g := newGatedScheduler()
+	o.Experimental.CompactionScheduler = g
+	db, err := pebble.Open(s.dir, o)
+	if err != nil {
+		return nil, fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
+	}
+	g.open()
+	return db, nil
+}
+
+// replayMemTableLimit bounds a replay's memtable: half the slot's state
+// memory (the block cache's half is hardly used while nothing reads), or
+// maxMemTable without a budget.
+func (s *Store) replayMemTableLimit() uint64 {
+	if s.budget != nil {
+		return uint64(max(s.budget.Bytes()/2, minMemTable))
+	}
+	return maxMemTable
+}
+
+// replayOptions adapts o for replaying segs: no automatic compactions
+// (so no L0 write stall either), and a memtable of some three times the
+// segments' bytes, which a batch's record of a small key and value
+// roughly takes with its skiplist node, within limit.
+func replayOptions(o *pebble.Options, segs []segment, limit uint64) {
+	var n uint64
+	for _, sg := range segs {
+		n += uint64(sg.Size)
+	}
+	o.MemTableSize = max(o.MemTableSize, min(3*n+minMemTable, limit, maxReplayMemTable))
+	o.DisableAutomaticCompactions = true
+	o.L0StopWritesThreshold = math.MaxInt32
+	o.L0CompactionThreshold = math.MaxInt32
+}
+
+// maxReplayMemTable stays under Pebble's bound on a memtable (4 GiB).
+const maxReplayMemTable = 2 << 30
