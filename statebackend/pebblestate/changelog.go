@@ -3,14 +3,17 @@ package pebblestate
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -403,22 +406,16 @@ func readSegments(dir string) ([]segment, error) {
 // replay applies the segments in dir, in order, to db, keeping the writes
 // to key groups first to last (range deletes are clipped to them). A
 // missing, short or corrupt segment is an error naming its file.
-func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
+//
+// The point writes are gathered in a coalescer of up to chunk bytes and
+// applied sorted by key, each key's overridden writes dropped: a
+// memtable takes sorted keys several times faster than the random ones
+// of the log (its skiplist search starts where the last insert ended),
+// and fewer of them. A range delete applies what was gathered before it.
+func replay(db *pebble.DB, dir string, segs []segment, first, last int, chunk int) error {
 	lo, hi := groupKey(first), groupKey(last+1)
-	b := db.NewBatch()
-	defer func() { b.Close() }()
-	commit := func() error {
-		if b.Empty() {
-			return nil
-		}
-		// Straight to db, not through Store.commit: a restore comes before
-		// the store's first materialization, so nothing is logged.
-		if err := b.Commit(pebble.NoSync); err != nil {
-			return fmt.Errorf("state store write: %w", err)
-		}
-		b.Reset()
-		return nil
-	}
+	c := coalescer{db: db, limit: chunk}
+	defer c.close()
 	inRange := func(k []byte) bool {
 		return bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0)
 	}
@@ -438,17 +435,13 @@ func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
 					break
 				}
 				switch kind {
-				case pebble.InternalKeyKindSet:
+				case pebble.InternalKeyKindSet, pebble.InternalKeyKindMerge:
 					if inRange(k) {
-						err = b.Set(k, v, nil)
+						err = c.add(kind, k, v)
 					}
 				case pebble.InternalKeyKindDelete:
 					if inRange(k) {
-						err = b.Delete(k, nil)
-					}
-				case pebble.InternalKeyKindMerge:
-					if inRange(k) {
-						err = b.Merge(k, v, nil)
+						err = c.add(kind, k, nil)
 					}
 				case pebble.InternalKeyKindRangeDelete:
 					start, end := k, v
@@ -459,7 +452,7 @@ func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
 						end = hi
 					}
 					if bytes.Compare(start, end) < 0 {
-						err = b.DeleteRange(start, end, nil)
+						err = c.deleteRange(start, end)
 					}
 				case pebble.InternalKeyKindLogData:
 				default:
@@ -469,24 +462,141 @@ func replay(db *pebble.DB, dir string, segs []segment, first, last int) error {
 					return err
 				}
 			}
-			// Batches well under Pebble's large-batch threshold (half a
-			// memtable, counted with some 40 bytes of skiplist per
-			// entry), above which each would be a memtable of its own,
-			// flushed to L0 alone: a replay then stalls on compactions.
-			if b.Len() >= replayBatchBytes {
-				return commit()
-			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("pebblestate: changelog segment %s: %w", name, err)
 		}
 	}
-	return commit()
+	return c.apply()
 }
 
-// replayBatchBytes is the size at which a replay commits its batch.
+// replayBatchBytes is the size at which a replay commits its batch:
+// well under Pebble's large-batch threshold (half a memtable, counted
+// with some 40 bytes of skiplist per entry), above which each batch would
+// be a memtable of its own, flushed to L0 alone.
 const replayBatchBytes = 256 << 10
+
+// coalescer gathers a replay's point writes and applies them to a
+// database sorted by key, in batches.
+type coalescer struct {
+	db    *pebble.DB
+	limit int
+	// arena holds the writes' keys and values, recs where they are, in
+	// log order.
+	arena []byte
+	recs  []replayRec
+	b     *pebble.Batch
+}
+
+type replayRec struct {
+	off, klen, vlen uint32
+	kind            pebble.InternalKeyKind
+}
+
+func (c *coalescer) key(r *replayRec) []byte {
+	return c.arena[r.off : r.off+r.klen]
+}
+
+func (c *coalescer) add(kind pebble.InternalKeyKind, k, v []byte) error {
+	if len(c.arena)+len(k)+len(v) > c.limit || len(c.arena) > math.MaxUint32-len(k)-len(v) {
+		if err := c.apply(); err != nil {
+			return err
+		}
+	}
+	c.recs = append(c.recs, replayRec{off: uint32(len(c.arena)), klen: uint32(len(k)), vlen: uint32(len(v)), kind: kind})
+	c.arena = append(append(c.arena, k...), v...)
+	return nil
+}
+
+// deleteRange applies the writes gathered so far, which the range delete
+// must follow, then the range delete.
+func (c *coalescer) deleteRange(start, end []byte) error {
+	if err := c.apply(); err != nil {
+		return err
+	}
+	if err := c.batch().DeleteRange(start, end, nil); err != nil {
+		return err
+	}
+	return c.commit()
+}
+
+func (c *coalescer) batch() *pebble.Batch {
+	if c.b == nil {
+		c.b = c.db.NewBatch()
+	}
+	return c.b
+}
+
+// apply writes the gathered writes sorted by key (stable: a key's writes
+// keep their order), from each key's last set or delete on, since that
+// one overrides every earlier write of the key; merges after it stay.
+func (c *coalescer) apply() error {
+	recs := c.recs
+	slices.SortFunc(recs, func(a, b replayRec) int {
+		if r := bytes.Compare(c.key(&a), c.key(&b)); r != 0 {
+			return r
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	b := c.batch()
+	for i := 0; i < len(recs); {
+		k := c.key(&recs[i])
+		j, from := i+1, i
+		for j < len(recs) && bytes.Equal(c.key(&recs[j]), k) {
+			j++
+		}
+		for x := j - 1; x > i; x-- {
+			if recs[x].kind != pebble.InternalKeyKindMerge {
+				from = x
+				break
+			}
+		}
+		for _, r := range recs[from:j] {
+			v := c.arena[r.off+r.klen : r.off+r.klen+r.vlen]
+			var err error
+			switch r.kind {
+			case pebble.InternalKeyKindSet:
+				err = b.Set(k, v, nil)
+			case pebble.InternalKeyKindDelete:
+				err = b.Delete(k, nil)
+			default:
+				err = b.Merge(k, v, nil)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if b.Len() >= replayBatchBytes {
+			if err := c.commit(); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	c.arena, c.recs = c.arena[:0], c.recs[:0]
+	return c.commit()
+}
+
+// commit commits the batch straight to the database, not through
+// Store.commit: a restore comes before the store's first
+// materialization, so nothing is logged.
+func (c *coalescer) commit() error {
+	if c.b == nil || c.b.Empty() {
+		return nil
+	}
+	if err := c.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("state store write: %w", err)
+	}
+	c.b.Reset()
+	return nil
+}
+
+func (c *coalescer) close() {
+	if c.b != nil {
+		c.b.Close()
+	}
+}
 
 // readSegment hands fn each record of segment file name, which must be
 // size bytes long.

@@ -298,12 +298,13 @@ func (s *Store) copyFrom(old NativeState) error {
 		// compacts nor flushes more than its memtable forces.
 		replayOptions(o, segs, s.replayMemTableLimit())
 	}
+	chunk := replayChunk(o.MemTableSize)
 	src, err := pebble.Open(old.Dir, o)
 	if err != nil {
 		return fmt.Errorf("pebblestate: opening a restored checkpoint: %w", err)
 	}
 	defer src.Close()
-	if err := replay(src, old.Dir, segs, first, last); err != nil {
+	if err := replay(src, old.Dir, segs, first, last, chunk); err != nil {
 		return err
 	}
 	it, err := src.NewIter(&pebble.IterOptions{LowerBound: groupKey(first), UpperBound: groupKey(last + 1)})
@@ -371,7 +372,7 @@ func (s *Store) replayInto(dir string, segs []segment) error {
 	if err != nil {
 		return fmt.Errorf("pebblestate: opening the restored checkpoint: %w", err)
 	}
-	err = replay(db, dir, segs, s.keyGroups.First, s.keyGroups.Last)
+	err = replay(db, dir, segs, s.keyGroups.First, s.keyGroups.Last, replayChunk(o.MemTableSize))
 	if err == nil {
 		// The WAL is off: the replay exists only in memtables until
 		// flushed.
@@ -423,6 +424,13 @@ func replayOptions(o *pebble.Options, segs []segment, limit uint64) {
 	o.DisableAutomaticCompactions = true
 	o.L0StopWritesThreshold = math.MaxInt32
 	o.L0CompactionThreshold = math.MaxInt32
+}
+
+// replayChunk is how many bytes of keys and values a replay sorts at a
+// time (its coalescer): a third of the memtable, which holds them with
+// their skiplist nodes.
+func replayChunk(memTable uint64) int {
+	return int(max(memTable/3, 1<<20))
 }
 
 // maxReplayMemTable stays under Pebble's bound on a memtable (4 GiB).
