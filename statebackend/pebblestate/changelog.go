@@ -45,7 +45,10 @@ import (
 //
 // Restore (RestoreNative) opens the materialization as before, then
 // replays the checkpoint's segments in order, keeping the writes of the
-// key groups the new store owns.
+// key groups the new store owns. The replay is a bulk load: compactions
+// off, a memtable as large as the segments, the writes applied sorted by
+// key with overridden ones dropped, one flush; the store then reopens
+// with its own options and compacts in the background.
 
 // ChangelogFile lists, in a changelog checkpoint, its segments in replay
 // order with their sizes (JSON).
