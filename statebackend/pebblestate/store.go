@@ -184,6 +184,11 @@ type Store struct {
 	timerMax int64
 	// wb is the value caches' write-back, committed by each flush.
 	wb sortedBatch
+	// filter holds the value tables' keys ever given a value (see
+	// keyFilter), unless unknownKeys: a restore put values into the
+	// store that no table saw.
+	filter      *keyFilter
+	unknownKeys bool
 
 	// ep is the latest barrier's asynchronous part, until the task
 	// settles it; pend holds the task's writes meanwhile (see epoch).
@@ -314,6 +319,16 @@ func (s *Store) valueCacheBytes() int {
 		return s.budget.valueBytes()
 	}
 	return s.cacheBytes
+}
+
+// filterBytes is the size of the store's key filter: an eighth of the
+// budget's value-cache quarter (see Budget), or of one table's cache
+// without a budget.
+func (s *Store) filterBytes() int {
+	if s.budget != nil {
+		return int(s.budget.bytes / 32)
+	}
+	return s.cacheBytes / 8
 }
 
 // ballastName is the ballast file's name in the store's directory.
