@@ -44,6 +44,18 @@
 // not own); those of several are copied entry by entry, state ids mapped
 // by name.
 //
+// # Value caches
+//
+// A value state's reads and writes go to a write-back cache of decoded
+// values (ValueTable, clockCache): fixed-size slots in one array with an
+// open-addressing index, no allocation per entry, sized exactly from the
+// table's share of the memory budget. When it is full, CLOCK picks a batch
+// of keys not used since its hand last passed; the dirty ones are written
+// back in one sorted batch and their slots reused, so the hot set stays.
+// A store-wide Bloom filter of the keys ever given a value (keyFilter)
+// answers most misses on new keys without a Pebble read; a restore, whose
+// values it never saw, turns it off.
+//
 // # Barriers
 //
 // The state at a barrier is Pebble's plus what the task has not written
