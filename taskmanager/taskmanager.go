@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"io"
 	"log/slog"
 	"net"
@@ -175,6 +176,9 @@ func New(cfg Config) (*TaskManager, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join(os.TempDir(), "weir-state-"+cfg.ID)
 	}
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	if cfg.StateMemory == 0 {
 		cfg.StateMemory = pebblestate.DefaultBudgetBytes(cfg.Slots)
 	}
@@ -208,6 +212,28 @@ func New(cfg Config) (*TaskManager, error) {
 		grpc.ChainUnaryInterceptor(tm.fence.interceptor()))...)
 	weirv1.RegisterTaskManagerServer(tm.server, &service{tm: tm})
 	return tm, nil
+}
+
+// checkStateDir makes sure the pebble state backend can make its stores'
+// directories under dir, so that an unusable --state-dir stops the
+// TaskManager at start, with the reason, instead of failing every pebble
+// task scheduled on it. It leaves no directory behind that was not there.
+func checkStateDir(dir string) error {
+	_, statErr := os.Stat(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("state directory %s is not usable: %w", dir, err)
+	}
+	probe, err := os.MkdirTemp(dir, "probe-")
+	if err == nil {
+		err = os.Remove(probe)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		os.Remove(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("state directory %s is not usable: %w", dir, err)
+	}
+	return nil
 }
 
 // advertised turns a wildcard listen address into one others can dial.

@@ -130,14 +130,49 @@ func TestOneJobManagerInlineSecret(t *testing.T) {
 	}
 }
 
+// TestStateValues: the TaskManagers' state settings become their flags,
+// and the state volume is mounted where --state-dir points; by default
+// jobs keep memory state and pebble would use an emptyDir.
+func TestStateValues(t *testing.T) {
+	out, err := template(t)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{"- --state-backend=memory\n", "- --timer-service=store\n", "- --state-dir=/var/lib/weir/state\n",
+		"- name: state\n              mountPath: /var/lib/weir/state\n", "- name: state\n          emptyDir: {}\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("default manifests lack %q", want)
+		}
+	}
+	if strings.Contains(out, "--state-memory") {
+		t.Error("default manifests set --state-memory; the TaskManagers should derive it from their memory limit")
+	}
+	out, err = template(t, "pebble-state.yaml")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{"- --state-backend=pebble\n", "- --timer-service=heap\n", "- --state-dir=/state\n",
+		"- --state-memory=\"512MiB\"\n", "- name: state\n              mountPath: /state\n",
+		"- name: state\n          ephemeral:\n            volumeClaimTemplate:", "storageClassName: local-nvme"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("manifests with pebble-state.yaml lack %q:\n%s", want, out)
+		}
+	}
+	if out, err := helm(t, "lint", "--strict", "weir", "--values", "testdata/pebble-state.yaml"); err != nil {
+		t.Fatalf("helm lint --strict with pebble-state.yaml: %v\n%s", err, out)
+	}
+}
+
 // TestBadValues: each fails at install (helm template runs the same
 // checks) with a message that names the value and says what is wrong.
 func TestBadValues(t *testing.T) {
 	for file, want := range map[string][]string{
-		"even-jobmanagers.yaml": {"jobmanager.replicas is 2: a raft group needs an odd number of JobManagers"},
-		"zero-slots.yaml":       {"taskmanager", "slots", "minimum"},
-		"no-s3-secret.yaml":     {"S3 credentials are missing: set s3.existingSecret"},
-		"file-storage.yaml":     {"checkpoints", "storage", "s3://"},
+		"even-jobmanagers.yaml":  {"jobmanager.replicas is 2: a raft group needs an odd number of JobManagers"},
+		"zero-slots.yaml":        {"taskmanager", "slots", "minimum"},
+		"no-s3-secret.yaml":      {"S3 credentials are missing: set s3.existingSecret"},
+		"file-storage.yaml":      {"checkpoints", "storage", "s3://"},
+		"bad-state-backend.yaml": {"/taskmanager/state/backend", "memory", "pebble"},
+		"bad-state-memory.yaml":  {"/taskmanager/state/memory"},
 	} {
 		out, err := template(t, file)
 		if err == nil {
@@ -191,8 +226,9 @@ func TestJobsHooks(t *testing.T) {
 		t.Error("jobsHooks.enabled=false still renders the hooks")
 	}
 	for file, want := range map[string]string{
-		"bad-job-name.yaml":  "/jobs/0/name",
-		"bad-job-field.yaml": "paralelism",
+		"bad-job-name.yaml":          "/jobs/0/name",
+		"bad-job-field.yaml":         "paralelism",
+		"bad-job-state-backend.yaml": "/jobs/0/stateBackend",
 	} {
 		out, err := template(t, file)
 		if err == nil || !strings.Contains(out, want) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/weirstream/weir/jobmanager"
 	weirv1 "github.com/weirstream/weir/proto/weir/v1"
+	"github.com/weirstream/weir/runtime"
 )
 
 // Declarative jobs: `weir apply` makes the jobs running on a cluster match
@@ -52,8 +53,16 @@ type JobSpec struct {
 	// "0s" disables periodic checkpoints.
 	CheckpointInterval    string `json:"checkpointInterval,omitempty"`
 	AllowNonRestoredState bool   `json:"allowNonRestoredState,omitempty"`
-	// Incremental makes the job's checkpoints incremental (--incremental).
-	Incremental bool `json:"incremental,omitempty"`
+	// Incremental makes the job's checkpoints incremental (--incremental);
+	// unset, they are incremental on the pebble state backend only, as
+	// with weir job submit.
+	Incremental *bool `json:"incremental,omitempty"`
+	// StateBackend is where the job's keyed state lives (--state-backend):
+	// memory or pebble; "" means each TaskManager's default.
+	StateBackend string `json:"stateBackend,omitempty"`
+	// TimerService is where keyed operators on pebble keep their timers
+	// (--timer-service): store or heap; "" means each TaskManager's default.
+	TimerService string `json:"timerService,omitempty"`
 }
 
 // JobsFile is the file `weir apply --file` reads (YAML or JSON).
@@ -70,6 +79,8 @@ type declared struct {
 	intervalMs  int64
 	allowNonRes bool
 	incremental bool
+	backend     string // "" or a runtime.StateBackend* kind
+	timers      string // "" or a runtime.TimerService* name
 	hash        string
 }
 
@@ -96,8 +107,25 @@ func parseJobsFile(data []byte) ([]declared, error) {
 			return nil, fmt.Errorf("%s: job is empty: name a registered job (`weir jobs` lists them)", where)
 		}
 		d := declared{name: s.Name, job: s.Job, parallelism: s.Parallelism, params: map[string]string{},
-			intervalMs: jobmanager.DefaultCheckpointInterval.Milliseconds(), allowNonRes: s.AllowNonRestoredState,
-			incremental: s.Incremental}
+			intervalMs: jobmanager.DefaultCheckpointInterval.Milliseconds(), allowNonRes: s.AllowNonRestoredState}
+		if s.StateBackend != "" {
+			kind, err := runtime.ParseStateBackend(s.StateBackend)
+			if err != nil {
+				return nil, fmt.Errorf("%s: stateBackend: %w", where, err)
+			}
+			d.backend = kind
+		}
+		if s.TimerService != "" {
+			name, err := runtime.ParseTimerService(s.TimerService)
+			if err != nil {
+				return nil, fmt.Errorf("%s: timerService: %w", where, err)
+			}
+			d.timers = name
+		}
+		d.incremental = d.backend == runtime.StateBackendPebble
+		if s.Incremental != nil {
+			d.incremental = *s.Incremental
+		}
 		if d.parallelism == 0 {
 			d.parallelism = 1
 		}
@@ -138,9 +166,11 @@ func specHash(d declared) string {
 		Params      map[string]string `json:"params"` // marshaled with sorted keys
 		IntervalMs  int64             `json:"interval_ms"`
 		AllowNonRes bool              `json:"allow_non_restored"`
-		// omitempty keeps the hashes of specs written before the field.
-		Incremental bool `json:"incremental,omitempty"`
-	}{d.job, d.parallelism, d.params, d.intervalMs, d.allowNonRes, d.incremental})
+		// omitempty keeps the hashes of specs written before the fields.
+		Incremental bool   `json:"incremental,omitempty"`
+		Backend     string `json:"state_backend,omitempty"`
+		Timers      string `json:"timer_service,omitempty"`
+	}{d.job, d.parallelism, d.params, d.intervalMs, d.allowNonRes, d.incremental, d.backend, d.timers})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
@@ -261,6 +291,8 @@ func runApply(ctx context.Context, c applyClient, specs []declared, group string
 				Checkpointing:         &weirv1.CheckpointConfig{IntervalMs: s.intervalMs, Incremental: s.incremental},
 				FromSavepoint:         from,
 				AllowNonRestoredState: s.allowNonRes,
+				StateBackend:          s.backend,
+				TimerService:          s.timers,
 				Labels:                map[string]string{labelGroup: group, labelName: s.name, labelHash: s.hash}}
 			if err := absPathParams(req.JobName, req.Params); err != nil {
 				return fmt.Errorf("%s: %w", st.name, err)

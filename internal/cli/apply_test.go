@@ -76,6 +76,58 @@ jobs:
 	}
 }
 
+// TestParseJobsFileStateBackend: stateBackend and timerService reach the
+// submit request; incremental defaults to on for pebble, as with weir job
+// submit, and an explicit false keeps pebble's checkpoints full.
+func TestParseJobsFileStateBackend(t *testing.T) {
+	specs, err := parseJobsFile([]byte(`
+jobs:
+  - {name: a, job: x, stateBackend: pebble, timerService: heap}
+  - {name: b, job: x, stateBackend: pebble, incremental: false}
+  - {name: c, job: x, stateBackend: memory}
+  - {name: d, job: x, incremental: true}
+  - {name: e, job: x}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		backend, timers string
+		incremental     bool
+	}{{"pebble", "heap", true}, {"pebble", "", false}, {"memory", "", false}, {"", "", true}, {"", "", false}} {
+		s := specs[i]
+		if s.backend != want.backend || s.timers != want.timers || s.incremental != want.incremental {
+			t.Errorf("%s: backend %q timers %q incremental %v, want %+v", s.name, s.backend, s.timers, s.incremental, want)
+		}
+	}
+	hashes := map[string]string{}
+	for _, s := range specs {
+		if other, ok := hashes[s.hash]; ok {
+			t.Errorf("%s and %s hash alike (%s)", other, s.name, s.hash)
+		}
+		hashes[s.hash] = s.name
+	}
+	// A spec without the new fields hashes as before them.
+	plain, _ := json.Marshal(struct {
+		Job         string            `json:"job"`
+		Parallelism int               `json:"parallelism"`
+		Params      map[string]string `json:"params"`
+		IntervalMs  int64             `json:"interval_ms"`
+		AllowNonRes bool              `json:"allow_non_restored"`
+	}{"x", 1, map[string]string{}, specs[4].intervalMs, false})
+	if sum := sha256.Sum256(plain); specs[4].hash != hex.EncodeToString(sum[:8]) {
+		t.Errorf("a spec without state settings hashes %s, not as before the fields", specs[4].hash)
+	}
+	for _, c := range []struct{ file, want string }{
+		{`jobs: [{name: a, job: x, stateBackend: rocksdb}]`, `jobs[0] (a): stateBackend: unknown state backend "rocksdb"`},
+		{`jobs: [{name: a, job: x, timerService: wheel}]`, `jobs[0] (a): timerService:`},
+	} {
+		if _, err := parseJobsFile([]byte(c.file)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.file, err, c.want)
+		}
+	}
+}
+
 func TestParseJobsFileErrors(t *testing.T) {
 	for _, c := range []struct{ file, want string }{
 		{`jobs: [{name: Fraud, job: x}]`, `name "Fraud" must be 1 to 63 lowercase letters`},

@@ -203,7 +203,8 @@ func imageTarball(t *testing.T) string {
 // two declared jobs, and the fraud job checkpoints into the test's MinIO;
 // for an upgrade that changes the fraud job, the pre-upgrade hook stops it
 // with a savepoint and the post-upgrade hook resubmits it from there at
-// its new parallelism, leaving the other job alone.
+// its new parallelism on the pebble state backend, which checkpoints from
+// the TaskManagers' state volume, leaving the other job alone.
 func TestChartPodsInContainers(t *testing.T) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Fatal("podman is not installed: make test-k8s installs it (apt-get install podman runc)")
@@ -434,9 +435,20 @@ func TestChartPodsInContainers(t *testing.T) {
 	if again == nil || !strings.Contains(out, "seq: unchanged") {
 		t.Fatalf("the post-upgrade hook did not resubmit the fraud job from its savepoint:\n%s", out)
 	}
-	if st := status(again[1]); st.Parallelism != 3 || st.Params["rate"] != "200" || st.Checkpointing.Restored == nil || st.Checkpointing.Restored.Path != sp[1] {
-		t.Errorf("upgraded fraud job: parallelism %d, rate %s, restored %v", st.Parallelism, st.Params["rate"], st.Checkpointing.Restored)
+	if st := status(again[1]); st.Parallelism != 3 || st.Params["rate"] != "200" || st.Checkpointing.Restored == nil || st.Checkpointing.Restored.Path != sp[1] ||
+		st.Checkpointing.StateBackend != "pebble" || !st.Checkpointing.Incremental {
+		t.Errorf("upgraded fraud job: parallelism %d, rate %s, restored %v, state backend %q, incremental %v", st.Parallelism, st.Params["rate"],
+			st.Checkpointing.Restored, st.Checkpointing.StateBackend, st.Checkpointing.Incremental)
 	}
+	// Its state is in pebble on the TaskManagers' state volume (the root
+	// filesystem is read-only), checkpointed incrementally to MinIO.
+	waitUntil(t, 2*time.Minute, "the upgraded fraud job to complete a checkpoint on pebble", func() error {
+		st := status(again[1])
+		if st.State != "RUNNING" || st.Checkpointing.Completed < 1 {
+			return fmt.Errorf("job %s: %s, %d checkpoints, %d failed", again[1], st.State, st.Checkpointing.Completed, st.Checkpointing.Failed)
+		}
+		return nil
+	})
 }
 
 // podmanArgs turns one replica of a rendered pod template into `podman
