@@ -73,7 +73,15 @@ type ValueTable[K comparable, V any] struct {
 	// frozen is the cache at a barrier, while its epoch writes its dirty
 	// entries back (see epoch): read by the task after cache, written by
 	// neither. fkey, fval and fwb are the write-back's own scratch space.
-	frozen     *clockCache[K, V]
+	frozen *clockCache[K, V]
+	// prev is the frozen cache once its epoch ended: Pebble has all of
+	// it, and the task moves its entries into cache a few per added key
+	// (warm), so that a barrier does not cost the hot set. prev lives
+	// only while cache has room, so nothing is evicted meanwhile and a
+	// read finds cache first; a key added to cache is removed from prev
+	// all the same, to be in one place.
+	prev       *clockCache[K, V]
+	prevPos    int
 	fkey, fval []byte
 	fwb        sortedBatch
 	victims    []int32
@@ -151,7 +159,7 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 		return v, ok
 	}
 	t.makeRoom()
-	e := &c.slots[c.add(h, kg, k, t.limit)]
+	e := &c.slots[t.add(h, kg, k)]
 	e.v = v
 	if ok {
 		e.flags |= slotPresent
@@ -163,7 +171,10 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 // the task sees it) unless the key filter says it never had one.
 func (t *ValueTable[K, V]) miss(kg int, h uint64, k K) (V, bool) {
 	var v V
-	if f := t.frozen; f != nil {
+	for _, f := range [2]*clockCache[K, V]{t.frozen, t.prev} {
+		if f == nil {
+			continue
+		}
 		if i := f.find(h, k); i >= 0 {
 			e := &f.slots[i]
 			return e.v, e.flags&slotPresent != 0
@@ -182,6 +193,42 @@ func (t *ValueTable[K, V]) miss(kg int, h uint64, k K) (V, bool) {
 		}
 	}
 	return v, ok
+}
+
+// add adds k to the cache, which has room, and drops it from prev.
+func (t *ValueTable[K, V]) add(h uint64, kg int, k K) int32 {
+	i := t.cache.add(h, kg, k, t.limit)
+	if p := t.prev; p != nil {
+		if j := p.find(h, k); j >= 0 {
+			p.remove(j)
+		}
+		t.warm()
+	}
+	return i
+}
+
+// warm moves a few of prev's entries into the cache while it has room;
+// prev is dropped once it is empty or the cache full.
+func (t *ValueTable[K, V]) warm() {
+	p, c := t.prev, t.cache
+	for moved := 0; moved < 4; t.prevPos++ {
+		if t.prevPos >= len(p.slots) || c.n >= t.limit {
+			t.prev = nil
+			return
+		}
+		e := p.slots[t.prevPos]
+		if e.flags&slotUsed == 0 {
+			continue
+		}
+		h := t.hash(e.k)
+		p.remove(int32(t.prevPos))
+		if c.find(h, e.k) < 0 {
+			j := c.add(h, int(e.kg), e.k, t.limit)
+			c.slots[j].v = e.v
+			c.slots[j].flags |= e.flags & slotPresent
+		}
+		moved++
+	}
 }
 
 // Put sets k's value.
@@ -209,10 +256,10 @@ func (t *ValueTable[K, V]) write(kg int, k K, v V, present bool) {
 		if !present && t.s.filter != nil && !t.s.unknownKeys && !t.s.filter.mayContain(filterHash(h, t.id)) {
 			// Never given a value (nor frozen, which only holds keys
 			// given one): the delete changes nothing in Pebble.
-			c.add(h, kg, k, t.limit)
+			t.add(h, kg, k)
 			return
 		}
-		i = c.add(h, kg, k, t.limit)
+		i = t.add(h, kg, k)
 	} else if e := &c.slots[i]; !present && e.flags&(slotPresent|slotDirty) == 0 {
 		e.flags |= slotRef
 		return // absent already, as Pebble has it (or will, from the frozen cache)
@@ -308,6 +355,7 @@ func (t *ValueTable[K, V]) shrink() {
 		}
 		t.evict(t.victims)
 	}
+	t.prev = nil // within the lowered share
 	c := newClockCache[K, V](t.hash, t.index)
 	c.slots = make([]cslot[K, V], 0, min(max(old.n, 64), t.limit))
 	c.rehash(min(t.index, max(minIndex, 1<<bits.Len(uint(old.n*4/3)))))
@@ -353,19 +401,23 @@ func (t *ValueTable[K, V]) flush() {
 func (t *ValueTable[K, V]) drop() {
 	t.s.settle()
 	t.flush()
-	t.cache = newClockCache[K, V](t.hash, t.index)
+	t.cache, t.prev = newClockCache[K, V](t.hash, t.index), nil
 }
 
 func (t *ValueTable[K, V]) freeze() bool {
 	if t.cache.dirty == 0 {
 		return false // Pebble has the whole cache: it stays
 	}
-	t.frozen = t.cache
+	t.frozen, t.prev = t.cache, nil
 	t.cache = newClockCache[K, V](t.hash, t.index)
 	return true
 }
 
-func (t *ValueTable[K, V]) thaw() { t.frozen = nil }
+func (t *ValueTable[K, V]) thaw() {
+	// Pebble has the frozen entries now, dirty ones included: warm reads
+	// only their values.
+	t.prev, t.prevPos, t.frozen = t.frozen, 0, nil
+}
 
 // writeFrozen writes the frozen dirty entries to Pebble, in key order. It
 // runs on an epoch's goroutine: it only reads the frozen cache, and
