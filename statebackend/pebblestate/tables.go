@@ -3,9 +3,8 @@ package pebblestate
 import (
 	"encoding/binary"
 	"iter"
-	"math/bits"
 	"reflect"
-	"slices"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -84,12 +83,16 @@ type ValueTable[K comparable, V any] struct {
 	prevPos    int
 	fkey, fval []byte
 	fwb        sortedBatch
-	victims    []int32
+	// victims and vkeys are an eviction's slots and their keys (the
+	// slots move as victims are removed).
+	victims []int32
+	vkeys   []K
 	// limit is the cache's bound in keys, from the table's share of
-	// memory and the sampled value size, at most maxKeys; index is the
-	// index's length at that size.
-	limit, index, maxKeys int
-	writes                int
+	// memory and the sampled value size, at most maxKeys; maxLen is the
+	// cache's array length at that size, and batch the keys one eviction
+	// takes.
+	limit, maxLen, maxKeys, batch int
+	writes                        int
 	// pointers is whether V refers to memory beyond its Go size (a
 	// string, a slice): the cache then counts a sampled value's encoded
 	// size per key on top of its slot.
@@ -129,20 +132,31 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 	}
 	s.flushers = append(s.flushers, t)
 	t.size(0)
-	t.cache = newClockCache[K, V](t.hash, t.index)
+	t.cache = newClockCache[K, V](t.hash, t.maxLen)
 	if s.filter == nil && !s.unknownKeys {
 		s.filter = newKeyFilter(s.filterBytes())
 	}
 	return t, nil
 }
 
-// size sets limit and index for values that refer to extra bytes beyond
-// their slot.
+// size sets limit, maxLen and batch for values that refer to extra bytes
+// beyond their slot: the share holds maxLen slots, the extra bytes of
+// 3/4 of them (the most the cache fills them), and an eviction's lists
+// of a 32nd of those keys.
 func (t *ValueTable[K, V]) size(extra int) {
-	// One byte more per key covers the free and victim lists (at most
-	// twice a 32nd of the keys each, four bytes apiece).
-	t.limit, t.index = cacheSize(t.s.valueCacheBytes(), slotBytes[K, V]()+extra+1)
-	t.limit = max(min(t.limit, t.maxKeys), 1)
+	var k K
+	kv := int(unsafe.Sizeof(k)) + 4
+	share := t.s.valueCacheBytes()
+	n := 128 * max(share-2*kv, 0) / (128*slotBytes[K, V]() + 96*extra + 3*kv)
+	t.limit = max(min(n*3/4, t.maxKeys), 1)
+	t.maxLen = (t.limit*4 + 2) / 3
+	if t.cache != nil {
+		t.cache.maxLen = t.maxLen // shrink follows if it is over
+	}
+	if b := max(t.limit/32, 1); b != t.batch {
+		t.batch = b
+		t.victims, t.vkeys = make([]int32, 0, b), make([]K, 0, b)
+	}
 }
 
 // Get returns k's value in key group kg.
@@ -195,35 +209,36 @@ func (t *ValueTable[K, V]) miss(kg int, h uint64, k K) (V, bool) {
 	return v, ok
 }
 
-// add adds k to the cache, which has room, and drops it from prev.
+// add adds k to the cache, which has room for it (makeRoom), and drops
+// it from prev. The returned slot is valid until the next add or
+// eviction.
 func (t *ValueTable[K, V]) add(h uint64, kg int, k K) int32 {
-	i := t.cache.add(h, kg, k, t.limit)
 	if p := t.prev; p != nil {
 		if j := p.find(h, k); j >= 0 {
-			p.remove(j)
+			p.removeAt(int(j))
 		}
 		t.warm()
 	}
-	return i
+	return t.cache.add(h, kg, k)
 }
 
-// warm moves a few of prev's entries into the cache while it has room;
-// prev is dropped once it is empty or the cache full.
+// warm copies a few of prev's entries into the cache while it has room
+// for them and one more key; prev is dropped once it is done or the cache
+// full.
 func (t *ValueTable[K, V]) warm() {
 	p, c := t.prev, t.cache
 	for moved := 0; moved < 4; t.prevPos++ {
-		if t.prevPos >= len(p.slots) || c.n >= t.limit {
+		if t.prevPos >= len(p.slots) || c.n+1 >= t.limit {
 			t.prev = nil
 			return
 		}
-		e := p.slots[t.prevPos]
+		e := &p.slots[t.prevPos]
 		if e.flags&slotUsed == 0 {
 			continue
 		}
 		h := t.hash(e.k)
-		p.remove(int32(t.prevPos))
 		if c.find(h, e.k) < 0 {
-			j := c.add(h, int(e.kg), e.k, t.limit)
+			j := c.add(h, int(e.kg), e.k)
 			c.slots[j].v = e.v
 			c.slots[j].flags |= e.flags & slotPresent
 		}
@@ -286,14 +301,17 @@ func (t *ValueTable[K, V]) sample(v V) {
 		t.val = t.vc.Append(t.val[:0], v)
 		t.size(len(t.val))
 	}
-	if c := t.cache; c != nil && (cap(c.slots) > t.limit || len(c.index) > t.index) {
+	if c := t.cache; c != nil && cap(c.slots) > t.maxLen {
 		t.shrink()
 	}
 }
 
-// cacheBytes is the memory of the table's cache: slots, index, free and
-// victim lists (not what values point to).
-func (t *ValueTable[K, V]) cacheBytes() int { return t.cache.bytes() + cap(t.victims)*4 }
+// cacheBytes is the memory of the table's cache: slots and eviction lists
+// (not what values point to).
+func (t *ValueTable[K, V]) cacheBytes() int {
+	var k K
+	return t.cache.bytes() + cap(t.victims)*4 + cap(t.vkeys)*int(unsafe.Sizeof(k))
+}
 
 // makeRoom evicts until the cache has room for one more key.
 //
@@ -303,31 +321,35 @@ func (t *ValueTable[K, V]) cacheBytes() int { return t.cache.bytes() + cap(t.vic
 func (t *ValueTable[K, V]) makeRoom() {
 	c := t.cache
 	for c.n >= t.limit && !t.s.failed() {
-		t.victims = c.sweep(max(t.limit/32, 1), t.frozen, t.victims[:0])
+		t.victims = c.sweep(t.batch, t.frozen, t.victims[:0])
 		if len(t.victims) == 0 {
 			t.s.settle() // thaws the frozen cache
 			continue
 		}
-		t.evict(t.victims)
+		t.evict(c, t.victims)
 	}
 }
 
 // evict writes the dirty ones of the victims back, in key order (during
-// an epoch to the store's pend), and frees their slots.
-func (t *ValueTable[K, V]) evict(victims []int32) {
-	c := t.cache
+// an epoch to the store's pend), and removes them; c is t.cache, or the
+// old cache of a shrink.
+func (t *ValueTable[K, V]) evict(c *clockCache[K, V], victims []int32) {
 	wb := &t.s.wb
+	t.vkeys = t.vkeys[:0]
 	for _, i := range victims {
-		if e := &c.slots[i]; e.flags&slotDirty != 0 {
+		e := &c.slots[i]
+		if e.flags&slotDirty != 0 {
 			t.writeEntry(wb, e)
 			if wb.size() >= batchBytes {
 				wb.commit(t.s)
 			}
 		}
+		t.vkeys = append(t.vkeys, e.k)
 	}
 	wb.commit(t.s)
-	for _, i := range victims {
-		c.remove(i)
+	// Removing a slot moves later ones: find each victim again.
+	for _, k := range t.vkeys {
+		c.removeAt(int(c.find(c.hash(k), k)))
 	}
 }
 
@@ -346,30 +368,18 @@ func (t *ValueTable[K, V]) writeEntry(wb *sortedBatch, e *cslot[K, V]) {
 // new size, so that its memory stays within the table's share (tables
 // registered later take part of it).
 func (t *ValueTable[K, V]) shrink() {
-	old := t.cache
-	for old.n > t.limit && !t.s.failed() {
-		t.victims = old.sweep(min(old.n-t.limit, max(t.limit/32, 1)), t.frozen, t.victims[:0])
+	c := t.cache
+	for c.n > t.limit && !t.s.failed() {
+		t.victims = c.sweep(min(c.n-t.limit, t.batch), t.frozen, t.victims[:0])
 		if len(t.victims) == 0 {
 			t.s.settle()
 			continue
 		}
-		t.evict(t.victims)
+		t.evict(c, t.victims)
 	}
 	t.prev = nil // within the lowered share
-	c := newClockCache[K, V](t.hash, t.index)
-	c.slots = make([]cslot[K, V], 0, min(max(old.n, 64), t.limit))
-	c.rehash(min(t.index, max(minIndex, 1<<bits.Len(uint(old.n*4/3)))))
-	for i := range old.slots {
-		if e := &old.slots[i]; e.flags&slotUsed != 0 && len(c.slots) < cap(c.slots) {
-			j := c.add(old.hash(e.k), int(e.kg), e.k, t.limit)
-			c.slots[j] = *e
-			if e.flags&slotDirty != 0 {
-				c.dirty++
-			}
-		}
-	}
-	t.cache = c
-	t.victims = slices.Clip(t.victims[:0])
+	c.maxLen = t.maxLen
+	c.resize(min(max((c.n*4+2)/3*2, minSlots), t.maxLen))
 }
 
 // flush writes the dirty entries to Pebble, in key order (sortedBatch);
@@ -401,7 +411,7 @@ func (t *ValueTable[K, V]) flush() {
 func (t *ValueTable[K, V]) drop() {
 	t.s.settle()
 	t.flush()
-	t.cache, t.prev = newClockCache[K, V](t.hash, t.index), nil
+	t.cache, t.prev = newClockCache[K, V](t.hash, t.maxLen), nil
 }
 
 func (t *ValueTable[K, V]) freeze() bool {
@@ -409,7 +419,7 @@ func (t *ValueTable[K, V]) freeze() bool {
 		return false // Pebble has the whole cache: it stays
 	}
 	t.frozen, t.prev = t.cache, nil
-	t.cache = newClockCache[K, V](t.hash, t.index)
+	t.cache = newClockCache[K, V](t.hash, t.maxLen)
 	return true
 }
 

@@ -8,40 +8,42 @@ import (
 	"github.com/weirstream/weir/statebackend"
 )
 
-// clockCache is a value table's cache of decoded values: a dense array of
-// fixed-size slots and an open-addressing index over them, evicted by
-// CLOCK (second chance).
+// clockCache is a value table's cache of decoded values: one
+// open-addressing array of fixed-size slots (linear probing, at most 3/4
+// full), evicted by CLOCK (second chance).
 //
 // Why this shape: a Go map per table allocated nothing per entry either,
 // but it could only be emptied whole when full (its iteration order is no
 // eviction policy), so after each fill the hit rate started again from
-// zero. Here a hand sweeps the slots: a slot read or written since the
+// zero. Here a hand sweeps the array: a slot read or written since the
 // hand last passed has its reference bit cleared and stays, the others
 // are victims. The table writes a batch of victims back at once (the dirty
-// ones, in key order) and reuses their slots, so the hot set stays cached.
+// ones, in key order), so the hot set stays cached. The slots are the
+// table, with no index beside them, so a hit costs one cache miss, and a
+// key of the fraud detector's states takes 21 or 32 bytes.
 //
-// The index holds, per entry, the top 32 bits of the key's hash and the
-// slot's number: a probe compares keys only on a tag match, and an entry's
-// home position is its tag's top bits, so deletion shifts entries back
-// without rehashing (the index has at most 2^32 positions).
+// A slot keeps the top 32 bits of its key's hash (tag): probes compare
+// keys only on a tag match, and the tag gives the slot's home position
+// (tag times the array's length, over 2^32), so growing and deletion
+// (backward shift) never hash again, and the array's length need not be a
+// power of two: it is exactly what the table's memory share holds.
 type clockCache[K comparable, V any] struct {
 	hash  func(K) uint64
 	slots []cslot[K, V]
-	index []uint64
-	shift uint8
-	// maxIndex is the index's length at the cache's full size.
-	maxIndex int
-	free     []int32
+	// maxLen is the array's length at the cache's full size.
+	maxLen   int
 	n, dirty int
 	hand     int
 }
 
-// cslot is one cached key. A slot without slotUsed is free.
+// cslot is one cached key. A slot without slotUsed is empty. The fields
+// are ordered so that an int64 key with a bool value takes 16 bytes.
 type cslot[K comparable, V any] struct {
 	k     K
-	v     V
+	tag   uint32
 	kg    uint16
 	flags uint8
+	v     V
 }
 
 const (
@@ -52,32 +54,21 @@ const (
 	slotVictim  // chosen by the current sweep
 )
 
-const minIndex = 64
+// minSlots is the array's length when the first key arrives.
+const minSlots = 64
 
-func newClockCache[K comparable, V any](hash func(K) uint64, maxIndex int) *clockCache[K, V] {
-	return &clockCache[K, V]{hash: hash, maxIndex: max(maxIndex, minIndex)}
+func newClockCache[K comparable, V any](hash func(K) uint64, maxLen int) *clockCache[K, V] {
+	return &clockCache[K, V]{hash: hash, maxLen: max(maxLen, 2)}
 }
 
 // slotBytes is the size of one slot.
 func slotBytes[K comparable, V any]() int { return int(unsafe.Sizeof(cslot[K, V]{})) }
 
-// cacheSize returns how many keys a cache of at most bytes holds, and the
-// index's length for that many, given perKey bytes per key besides the
-// index: the largest count over the index lengths that fit, at a load of
-// at most 3/4.
-func cacheSize(bytes, perKey int) (keys, index int) {
-	index = minIndex
-	for p := minIndex; p*8 < bytes && p <= 1<<32; p *= 2 {
-		if l := min((bytes-p*8)/perKey, p*3/4); l > keys {
-			keys, index = l, p
-		}
-	}
-	return keys, index
-}
+// bytes is the memory of the cache's array.
+func (c *clockCache[K, V]) bytes() int { return cap(c.slots) * slotBytes[K, V]() }
 
-// bytes is the memory the cache holds: slots, index and free list.
-func (c *clockCache[K, V]) bytes() int {
-	return cap(c.slots)*slotBytes[K, V]() + len(c.index)*8 + cap(c.free)*4
+func (c *clockCache[K, V]) home(tag uint32) int {
+	return int(uint64(tag) * uint64(len(c.slots)) >> 32)
 }
 
 // find returns k's slot, or -1; h is c.hash(k).
@@ -85,103 +76,82 @@ func (c *clockCache[K, V]) find(h uint64, k K) int32 {
 	if c.n == 0 {
 		return -1
 	}
-	mask := uint64(len(c.index) - 1)
-	tag := h >> 32
-	for p := h >> c.shift; ; p = (p + 1) & mask {
-		e := c.index[p]
-		if e == 0 {
+	tag := uint32(h >> 32)
+	n := len(c.slots)
+	for p := c.home(tag); ; {
+		s := &c.slots[p]
+		if s.flags&slotUsed == 0 {
 			return -1
 		}
-		if e>>32 == tag {
-			if i := int32(uint32(e)) - 1; c.slots[i].k == k {
-				return i
-			}
+		if s.tag == tag && s.k == k {
+			return int32(p)
+		}
+		if p++; p == n {
+			p = 0
 		}
 	}
 }
 
-// add puts k in a free slot and returns it; the caller makes room first
-// (c.n below its limit, which is at most len(c.slots) grown to limit).
-func (c *clockCache[K, V]) add(h uint64, kg int, k K, limit int) int32 {
-	var i int32
-	if n := len(c.free); n > 0 {
-		i = c.free[n-1]
-		c.free = c.free[:n-1]
-	} else {
-		if len(c.slots) == cap(c.slots) {
-			s := make([]cslot[K, V], len(c.slots), min(max(2*cap(c.slots), 64), max(limit, 1)))
-			copy(s, c.slots)
-			c.slots = s
-		}
-		i = int32(len(c.slots))
-		c.slots = c.slots[:i+1]
+// add puts k, which the cache lacks, in an empty slot and returns it; the
+// caller keeps c.n within 3/4 of maxLen.
+func (c *clockCache[K, V]) add(h uint64, kg int, k K) int32 {
+	if (c.n+1)*4 > len(c.slots)*3 {
+		c.resize(min(max(2*len(c.slots), minSlots), c.maxLen))
 	}
-	if (c.n+1)*4 > len(c.index)*3 {
-		c.rehash(max(2*len(c.index), minIndex))
-	}
-	c.slots[i] = cslot[K, V]{k: k, kg: uint16(kg), flags: slotUsed}
-	c.insert(h, i)
+	tag := uint32(h >> 32)
+	p := c.place(tag)
+	c.slots[p] = cslot[K, V]{k: k, tag: tag, kg: uint16(kg), flags: slotUsed}
 	c.n++
-	return i
+	return int32(p)
 }
 
-func (c *clockCache[K, V]) insert(h uint64, i int32) {
-	mask := uint64(len(c.index) - 1)
-	p := h >> c.shift
-	for c.index[p] != 0 {
-		p = (p + 1) & mask
+// place returns the first empty slot from tag's home on.
+func (c *clockCache[K, V]) place(tag uint32) int {
+	n := len(c.slots)
+	p := c.home(tag)
+	for c.slots[p].flags&slotUsed != 0 {
+		if p++; p == n {
+			p = 0
+		}
 	}
-	c.index[p] = h>>32<<32 | uint64(i+1)
+	return p
 }
 
-// rehash rebuilds the index at size entries (a power of two).
-func (c *clockCache[K, V]) rehash(size int) {
-	c.index = make([]uint64, size)
-	c.shift = uint8(64 - bits.TrailingZeros(uint(size)))
-	for i := range c.slots {
-		if c.slots[i].flags&slotUsed != 0 {
-			c.insert(c.hash(c.slots[i].k), int32(i))
+// resize moves the slots into a new array of n slots.
+func (c *clockCache[K, V]) resize(n int) {
+	old := c.slots
+	c.slots = make([]cslot[K, V], n)
+	c.hand = 0
+	for i := range old {
+		if e := &old[i]; e.flags&slotUsed != 0 {
+			c.slots[c.place(e.tag)] = *e
 		}
 	}
 }
 
-// remove frees slot i.
-func (c *clockCache[K, V]) remove(i int32) {
-	s := &c.slots[i]
-	h := c.hash(s.k)
-	mask := uint64(len(c.index) - 1)
-	want := h>>32<<32 | uint64(i+1)
-	p := h >> c.shift
-	for c.index[p] != want {
-		p = (p + 1) & mask
-	}
-	// Backward-shift deletion: move up each later entry of the run whose
-	// home is not between the hole and itself.
-	for {
-		c.index[p] = 0
-		q := p
-		for {
-			q = (q + 1) & mask
-			e := c.index[q]
-			if e == 0 {
-				goto done
-			}
-			home := e >> c.shift
-			// e may move to p unless its home lies cyclically in (p, q].
-			if (q > p && (home <= p || home > q)) || (q < p && home <= p && home > q) {
-				c.index[p] = e
-				p = q
-				break
-			}
-		}
-	}
-done:
-	if s.flags&slotDirty != 0 {
+// removeAt empties slot p, moving later slots of its run back.
+func (c *clockCache[K, V]) removeAt(p int) {
+	if c.slots[p].flags&slotDirty != 0 {
 		c.dirty--
 	}
-	*s = cslot[K, V]{}
-	c.free = append(c.free, i)
 	c.n--
+	n := len(c.slots)
+	for q := p; ; {
+		if q++; q == n {
+			q = 0
+		}
+		e := &c.slots[q]
+		if e.flags&slotUsed == 0 {
+			c.slots[p] = cslot[K, V]{}
+			return
+		}
+		// e may fill the hole at p unless its home lies cyclically in
+		// (p, q].
+		if h := c.home(e.tag); (q > p && (h <= p || h > q)) || (q < p && h <= p && h > q) {
+			c.slots[p] = *e
+			p = q
+		}
+	}
 }
 
 // sweep moves the hand until it has chosen want victims (marked

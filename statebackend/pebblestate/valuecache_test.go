@@ -22,29 +22,30 @@ func TestClockCacheIndex(t *testing.T) {
 	// size): the runs are long and wrap around.
 	hash := func(k int64) uint64 { return (1<<54-1-uint64(k%7))<<10 | uint64(k)&0x3ff }
 	const limit = 500
-	c := newClockCache[int64, int64](hash, 1024)
-	model := map[int64]int32{}
+	c := newClockCache[int64, int64](hash, limit*4/3)
+	model := map[int64]bool{}
 	for round := range 200 {
 		for range 50 {
 			k := rng.Int64N(700) // mostly cached: many removes
 			i := c.find(hash(k), k)
-			if j, ok := model[k]; ok != (i >= 0) || ok && i != j {
-				t.Fatalf("round %d: key %d at slot %d, want %d (cached %v)", round, k, i, j, ok)
+			if model[k] != (i >= 0) || i >= 0 && c.slots[i].k != k {
+				t.Fatalf("round %d: key %d at slot %d, cached %v", round, k, i, model[k])
 			}
 			switch {
 			case i >= 0 && rng.IntN(2) == 0:
-				c.remove(i)
+				c.removeAt(int(i))
 				delete(model, k)
 			case i < 0 && c.n < limit:
-				model[k] = c.add(hash(k), 0, k, limit)
+				c.add(hash(k), 0, k)
+				model[k] = true
 			}
 		}
-		if c.n != len(model) {
-			t.Fatalf("round %d: %d keys cached, want %d", round, c.n, len(model))
+		if n, _ := c.count(); c.n != len(model) || n != c.n {
+			t.Fatalf("round %d: %d keys cached (%d slots used), want %d", round, c.n, n, len(model))
 		}
-		for k, i := range model {
-			if got := c.find(hash(k), k); got != i {
-				t.Fatalf("round %d: key %d found at %d, want %d", round, k, got, i)
+		for k := range model {
+			if i := c.find(hash(k), k); i < 0 || c.slots[i].k != k {
+				t.Fatalf("round %d: key %d not found", round, k)
 			}
 		}
 	}
