@@ -93,6 +93,7 @@ type ValueTable[K comparable, V any] struct {
 	// takes.
 	limit, maxLen, maxKeys, batch int
 	writes                        int
+	sampleDue                     bool
 	// pointers is whether V refers to memory beyond its Go size (a
 	// string, a slice): the cache then counts a sampled value's encoded
 	// size per key on top of its slot.
@@ -256,8 +257,14 @@ func (t *ValueTable[K, V]) Delete(kg int, k K) {
 }
 
 func (t *ValueTable[K, V]) write(kg int, k K, v V, present bool) {
-	if t.writes&1023 == 0 && present {
+	// Sample the first value written from each 1024th write on (a
+	// clear-then-set pattern would never show one at the 1024th itself).
+	if t.writes&1023 == 0 {
+		t.sampleDue = true
+	}
+	if t.sampleDue && present {
 		t.sample(v)
+		t.sampleDue = false
 	}
 	t.writes++
 	if t.s.ep != nil {

@@ -33,7 +33,13 @@ type clockCache[K comparable, V any] struct {
 	// maxLen is the array's length at the cache's full size.
 	maxLen   int
 	n, dirty int
-	hand     int
+	// The hand visits every slot once per round, stride slots apart
+	// (stride is coprime with the length, near its golden section): a
+	// hand moving slot by slot would evict runs of neighbours, and the
+	// keys added meanwhile, at random homes, would crowd the part of the
+	// array it has not reached yet into ever longer runs (clusters of
+	// 10^5 slots at 3/4 load in a test).
+	hand, stride int
 }
 
 // cslot is one cached key. A slot without slotUsed is empty. The fields
@@ -122,6 +128,10 @@ func (c *clockCache[K, V]) resize(n int) {
 	old := c.slots
 	c.slots = make([]cslot[K, V], n)
 	c.hand = 0
+	c.stride = max(n*5/8|1, 1)
+	for gcd(c.stride, n) != 1 {
+		c.stride += 2
+	}
 	for i := range old {
 		if e := &old[i]; e.flags&slotUsed != 0 {
 			c.slots[c.place(e.tag)] = *e
@@ -158,12 +168,12 @@ func (c *clockCache[K, V]) removeAt(p int) {
 // slotVictim) or gone twice round, and appends them to dst. A slot whose
 // key frozen holds is never a victim (see ValueTable.makeRoom).
 func (c *clockCache[K, V]) sweep(want int, frozen *clockCache[K, V], dst []int32) []int32 {
-	for steps := 2 * len(c.slots); steps > 0 && len(dst) < want; steps-- {
-		if c.hand >= len(c.slots) {
-			c.hand = 0
-		}
+	n := len(c.slots)
+	for steps := 2 * n; steps > 0 && len(dst) < want; steps-- {
 		i := c.hand
-		c.hand++
+		if c.hand += c.stride; c.hand >= n {
+			c.hand -= n
+		}
 		s := &c.slots[i]
 		switch {
 		case s.flags&(slotUsed|slotVictim) != slotUsed:
@@ -176,6 +186,13 @@ func (c *clockCache[K, V]) sweep(want int, frozen *clockCache[K, V], dst []int32
 		}
 	}
 	return dst
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // keyHash is the hash a value table's cache probes with: the key codec's

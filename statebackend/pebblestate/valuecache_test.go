@@ -51,6 +51,47 @@ func TestClockCacheIndex(t *testing.T) {
 	}
 }
 
+// TestClockEvictionKeepsRunsShort evicts and adds random keys at the
+// cache's full load for many rounds: the hand must spread its victims
+// over the array, or the runs ahead of it grow without bound.
+func TestClockEvictionKeepsRunsShort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	hash := func(k int64) uint64 { return mix64(uint64(k)) }
+	const limit = 6000
+	c := newClockCache[int64, int64](hash, limit*4/3)
+	var victims []int32
+	var keys []int64
+	for range 40 * limit {
+		if c.n >= limit {
+			victims = c.sweep(limit/32, nil, victims[:0])
+			keys = keys[:0]
+			for _, i := range victims {
+				keys = append(keys, c.slots[i].k)
+			}
+			for _, k := range keys {
+				c.removeAt(int(c.find(hash(k), k)))
+			}
+		}
+		if k := rng.Int64(); c.find(hash(k), k) < 0 {
+			c.add(hash(k), 0, k)
+		}
+	}
+	// The farthest a key sits from its home: some tens at 3/4 load.
+	worst := 0
+	for i := range c.slots {
+		if e := &c.slots[i]; e.flags&slotUsed != 0 {
+			d := i - c.home(e.tag)
+			if d < 0 {
+				d += len(c.slots)
+			}
+			worst = max(worst, d)
+		}
+	}
+	if worst > 200 {
+		t.Errorf("a key sits %d slots from its home in a cache of %d slots at load %.2f", worst, len(c.slots), float64(c.n)/float64(len(c.slots)))
+	}
+}
+
 // TestValueCacheModel runs random reads, writes and deletes of two value
 // tables (one of fixed-size values, one of strings) against a map, with
 // caches small enough to evict all the time, barriers whose write-back
