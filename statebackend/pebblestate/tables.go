@@ -177,7 +177,7 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 	e := &c.slots[t.add(h, kg, k)]
 	e.v = v
 	if ok {
-		e.flags |= slotPresent
+		e.flags |= slotPresent | slotFiltered // a stored value went through the filter
 	}
 	return v, ok
 }
@@ -241,7 +241,7 @@ func (t *ValueTable[K, V]) warm() {
 		if c.find(h, e.k) < 0 {
 			j := c.add(h, int(e.kg), e.k)
 			c.slots[j].v = e.v
-			c.slots[j].flags |= e.flags & slotPresent
+			c.slots[j].flags |= e.flags & (slotPresent | slotFiltered)
 		}
 		moved++
 	}
@@ -287,14 +287,15 @@ func (t *ValueTable[K, V]) write(kg int, k K, v V, present bool) {
 		return // absent already, as Pebble has it (or will, from the frozen cache)
 	}
 	e := &c.slots[i]
-	if present && t.s.filter != nil {
+	if present && e.flags&slotFiltered == 0 && t.s.filter != nil {
 		t.s.filter.add(filterHash(h, t.id))
+		e.flags |= slotFiltered
 	}
 	if e.flags&slotDirty == 0 {
 		c.dirty++
 	}
 	e.v = v
-	e.flags = slotUsed | slotDirty | slotRef
+	e.flags = slotUsed | slotDirty | slotRef | e.flags&slotFiltered
 	if present {
 		e.flags |= slotPresent
 	}

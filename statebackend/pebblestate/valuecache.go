@@ -58,6 +58,10 @@ const (
 	slotDirty   // Pebble (as the task sees it) lacks this entry
 	slotRef     // read or written since the hand passed
 	slotVictim  // chosen by the current sweep
+	// slotFiltered: the store's key filter has the key. It survives a
+	// delete, so that a key cleared and set again per record costs no
+	// filter write (a cache miss in a filter of megabytes) per record.
+	slotFiltered
 )
 
 // minSlots is the array's length when the first key arrives.
