@@ -51,10 +51,10 @@ func decode[T any](c statebackend.Codec[T], safe bool, b []byte) (T, error) {
 // speed of the memory backend. When the cache is full, CLOCK picks a
 // batch of victims (a 32nd of the cache) among the keys not used since
 // the hand last passed, writes the dirty ones back in key order, and
-// reuses their slots; the rest stays. Its size is the table's share of
-// the value-cache memory (see Budget) in slots and index, exactly, plus,
-// for values that refer to more memory (strings, slices), the encoded
-// size of one sampled value in 1024.
+// removes them; the rest stays. Its size is the table's share of the
+// value-cache memory (see Budget) in slots and eviction lists, exactly,
+// plus, for values that refer to more memory (strings, slices), the
+// encoded size of one sampled value in 1024 per key.
 //
 // A miss on a key the store's keyFilter has never seen given a value
 // needs no Pebble read.
