@@ -264,3 +264,44 @@ func (c *clockCache[K, V]) count() (n, dirty int) {
 	}
 	return n, dirty
 }
+
+// TestValueCacheKeepsHotSet reads a few hot keys between writes of a
+// stream of cold ones, ten times the cache's size: CLOCK must keep every
+// hot key cached (a cache emptied when full would keep none for long),
+// and the cold keys written back must all read back.
+func TestValueCacheKeepsHotSet(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: all, CacheBytes: 1 << 20, MemTableBytes: 1 << 20, CacheKeys: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := NewValueTable[int64, int64](s, "v", i64{}, i64{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hot, cold = 100, 10_000
+	for k := int64(0); k < hot; k++ {
+		v.Put(kgOf(k), k, k)
+	}
+	for c := int64(hot); c < hot+cold; c++ {
+		v.Put(kgOf(c), c, -c)
+		h := c % hot
+		if got, ok := v.Get(kgOf(h), h); !ok || got != h {
+			t.Fatalf("hot key %d: %d, %v", h, got, ok)
+		}
+	}
+	for k := int64(0); k < hot; k++ {
+		if v.cache.find(v.hash(k), k) < 0 {
+			t.Fatalf("hot key %d was evicted", k)
+		}
+	}
+	for c := int64(hot); c < hot+cold; c += 7 {
+		if got, ok := v.Get(kgOf(c), c); !ok || got != -c {
+			t.Fatalf("cold key %d: %d, %v", c, got, ok)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
