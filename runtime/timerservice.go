@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"slices"
 	"unsafe"
 
 	"github.com/weirstream/weir/internal/prefetch"
@@ -16,9 +17,10 @@ import (
 // touches that one entry, found by the hash the runtime computed for the
 // record. The order of timers is kept apart, in a queue of buckets of
 // timers of one time (see bucketQueue), which only ever appends: the
-// entry notes its timer's bucket and position, and a delete marks that
-// position dead in the bucket's bitmap and counts the bucket's live
-// timers down. A bucket whose timers were all deleted is recycled whole.
+// entry notes its timer's bucket and sequence number there, and a delete
+// marks that timer dead in the bucket's bitmap and counts the bucket's
+// live timers down. A bucket whose timers were all deleted is recycled
+// whole.
 //
 // Further timers of a key (a window operator's several window ends) go to
 // a timerHeap, marked in the entry so that keys without any never look
@@ -34,14 +36,6 @@ type timerService[K comparable] struct {
 func (s *timerService[K]) init(d int, e *statebackend.Entries[K]) {
 	s.d, s.entries = d, e
 	s.q.init()
-	s.q.moved = s.moved
-	s.q.prefetchEntry = s.prefetchItem
-}
-
-// prefetchItem prefetches the entry of it ahead of moved (see
-// bucketQueue.compact).
-func (s *timerService[K]) prefetchItem(it *bucketItem[K]) {
-	s.entries.Prefetch(int(it.kg), it.hash)
 }
 
 // len is the number of registered timers.
@@ -64,11 +58,6 @@ func (s *timerService[K]) add(e timerEntry[K]) bool {
 	en.SetTimer(s.d, e.ts, ref)
 	s.inline++
 	return true
-}
-
-// moved tells the entry of it that its timer is now at ref.
-func (s *timerService[K]) moved(it *bucketItem[K], ref uint64) {
-	s.entries.Edit(int(it.kg), it.hash, it.key).SetTimerRef(s.d, ref)
 }
 
 // remove deletes the timer at ts of key k (key group kg, hash h).
@@ -150,16 +139,23 @@ func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
 // knows one, and to a new bucket otherwise (so one time may have several
 // buckets, which fire in any order, like timers of one time): the
 // processing-time timers of consecutive records mostly share their
-// millisecond. A timer's reference is its bucket and position; a delete
-// counts the bucket's live items down and sets the position's bit in the
-// bucket's dead bitmap (a batch of deletes later, see pending), and a
-// bucket with none left is recycled whole, keeping its arrays. Dead items are skipped when reached, or
-// dropped when they outnumber the live ones of their bucket seven to one:
-// the live ones move, and moved tells their entries, a probe each, so at
-// most a seventh of a probe per delete, amortised, and at most eight items
-// (24 bytes each for int64 keys) per live timer in memory. Fifteen to one
-// saved the fraud detector about 8 % of its CPU at 100 k keys, three to
-// one cost as much again; its buckets mostly drain by themselves.
+// millisecond. A timer's reference is its bucket and its sequence number
+// there (the count of the bucket's pushes before it); a delete counts the
+// bucket's live items down and sets the item's bit in the bucket's dead
+// bitmap (a batch of deletes later, see pending), and a bucket with none
+// left is recycled whole, keeping its arrays.
+//
+// Dead items are skipped when reached, or dropped when they outnumber the
+// live ones of their bucket seven to one, so that dead items take at most
+// seven times the memory of live ones. Dropping them moves the live ones
+// to the bucket's front, in order, and from then on the bucket keeps each
+// item's sequence number beside it (seqs), sorted, where a delete finds
+// its item by binary search. The entries are not told: before, each move
+// updated the moved timer's entry, a probe of a random entry that missed
+// the cache, and those updates were 6 to 8 % of the state-heavy fraud
+// job's CPU at 100 k keys. A bucket mostly drains by itself (its keys come
+// back, delete their timers and register later ones), so most buckets are
+// never compacted and a delete's item is at its sequence number.
 type bucketQueue[K comparable] struct {
 	bs    []bucket[K]
 	free  []int32
@@ -168,15 +164,12 @@ type bucketQueue[K comparable] struct {
 	// recent maps a hash of a time to the last bucket opened for it
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
-	moved  func(it *bucketItem[K], ref uint64)
-	// prefetchEntry prefetches the entry of an item about to move.
-	prefetchEntry func(it *bucketItem[K])
 	// pending are deletes whose dead bits are not set yet, npending of
-	// them: setting a bit is a cache miss on a random bitmap word, so a
-	// delete prefetches the word and the bits are set a batch later,
-	// overlapping the misses. Live counts are current; the bits are
-	// applied before anything reads them (peek), moves items (compact)
-	// or recycles a bucket.
+	// them, as references (see pendingSeq): setting a bit is a cache miss
+	// on a random bitmap word, so a delete prefetches the word and the
+	// bits are set a batch later, overlapping the misses. Live counts are current; the bits are applied before
+	// anything reads them (peek), moves items (compact) or recycles a
+	// bucket.
 	pending  [pendingDeletes]uint64
 	npending int
 }
@@ -185,14 +178,25 @@ type bucketQueue[K comparable] struct {
 // their prefetches to arrive, few enough that the words stay in the cache.
 const pendingDeletes = 16
 
+// pendingSeq marks a pending delete in a compacted bucket, which names its
+// item by sequence number, not position (see bucket.index).
+const pendingSeq = 1 << 63
+
 type bucket[K comparable] struct {
 	ts    int64
 	items []bucketItem[K]
 	dead  []uint64 // bit i: items[i] was deleted
 	pos   int      // items before pos were popped or skipped
 	live  int
-	gen   uint32
-	inUse bool
+	// next is the sequence number of the next push. Until the bucket is
+	// compacted, items[i] has sequence number i; after, seqs[i] holds it
+	// (compacted, and seqs is in ascending order), and seq0 is seqs[0].
+	next      int
+	seqs      []int32
+	seq0      int32
+	compacted bool
+	gen       uint32
+	inUse     bool
 }
 
 type bucketItem[K comparable] struct {
@@ -207,8 +211,10 @@ type bucketRef struct {
 	gen uint32
 }
 
-// A timer's reference packs its bucket and position into the 56 bits an
-// entry has for it (statebackend.MaxTimerRef).
+// A timer's reference packs its bucket and sequence number into the 56
+// bits an entry has for it (statebackend.MaxTimerRef); a pending delete
+// packs its bucket and item position the same way (or sequence number: see
+// pendingSeq).
 const refBits = 28
 
 func timerRef(id int32, pos int) uint64 { return uint64(id)<<refBits | uint64(pos) }
@@ -227,18 +233,22 @@ func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) uint64 {
 	// multiple of 64 ms) would share their low bits and evict each other.
 	c := &q.recent[uint64(ts)*0x9e3779b97f4a7c15>>58]
 	id := *c
-	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts || len(q.bs[id].items) == 1<<refBits {
+	if id < 0 || !q.bs[id].inUse || q.bs[id].ts != ts || q.bs[id].next == 1<<refBits {
 		id = q.newBucket(ts)
 		*c = id
 	}
 	b := &q.bs[id]
-	pos := len(b.items)
+	pos, seq := len(b.items), b.next
 	b.items = append(b.items, it)
+	if b.compacted {
+		b.seqs = append(b.seqs, int32(seq))
+	}
 	if pos>>6 == len(b.dead) {
 		b.dead = append(b.dead, 0)
 	}
+	b.next++
 	b.live++
-	return timerRef(id, pos)
+	return timerRef(id, seq)
 }
 
 func (q *bucketQueue[K]) newBucket(ts int64) int32 {
@@ -256,7 +266,7 @@ func (q *bucketQueue[K]) newBucket(ts int64) int32 {
 		q.bs = append(q.bs, bucket[K]{})
 	}
 	b := &q.bs[id]
-	b.ts, b.pos, b.live, b.inUse = ts, 0, 0, true
+	b.ts, b.pos, b.live, b.next, b.compacted, b.inUse = ts, 0, 0, 0, false, true
 	q.heap = append(q.heap, bucketRef{ts: ts, id: id, gen: b.gen})
 	q.up(len(q.heap) - 1)
 	return id
@@ -270,6 +280,7 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 	b.items = b.items[:0]
 	clear(b.dead)
 	b.dead = b.dead[:0]
+	b.seqs = b.seqs[:0]
 	b.gen++
 	b.inUse = false
 	q.free = append(q.free, id)
@@ -283,12 +294,47 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 
 func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
+// guess is where in a compacted bucket the item with sequence number seq
+// probably is. Deletes thin a bucket out evenly, so the sequence numbers
+// are spread about evenly over their range, and interpolating between the
+// first and the last mostly lands within a few items of seq: a cache line
+// or two, where a binary search of a few hundred items takes eight
+// dependent reads, most of them misses. Both ends are in the bucket's
+// header.
+func (b *bucket[K]) guess(seq int) int {
+	n, lo, hi := len(b.seqs), int64(b.seq0), int64(b.next-1)
+	if hi <= lo {
+		return 0
+	}
+	return min(max(int((int64(seq)-lo)*int64(n-1)/(hi-lo)), 0), n-1)
+}
+
+// index is the position in a compacted bucket of the live item with
+// sequence number seq: near guess, or found by a search of the whole.
+func (b *bucket[K]) index(seq int) int {
+	s, want, i := b.seqs, int32(seq), b.guess(seq)
+	if a, z := max(i-indexNear, 0), min(i+indexNear, len(s)-1); s[a] <= want && want <= s[z] {
+		if j, found := slices.BinarySearch(s[a:z+1], want); found {
+			return a + j
+		}
+	} else if j, found := slices.BinarySearch(s, want); found {
+		return j
+	}
+	// The entry named a timer its bucket does not hold: the bookkeeping
+	// is broken, and going on would fire or drop the wrong timers.
+	panic("timer service: a live timer is missing from its bucket")
+}
+
+// indexNear is how far from guess index looks for a sequence number
+// before searching the whole bucket.
+const indexNear = 16
+
 // deleted marks the timer at ref dead. Its bucket's live count goes down
 // at once, but the bit is set later, with those of the next deletes (see
 // pending): the bitmap word is prefetched now and written once it is in
 // the cache.
 func (q *bucketQueue[K]) deleted(ref uint64) {
-	id, pos := splitRef(ref)
+	id, seq := splitRef(ref)
 	b := &q.bs[id]
 	b.live--
 	if b.live == 0 {
@@ -296,8 +342,17 @@ func (q *bucketQueue[K]) deleted(ref uint64) {
 		q.recycle(id, true)
 		return
 	}
-	prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
-	q.pending[q.npending] = ref
+	if b.compacted {
+		// Where the item is takes a read of seqs: that is put off to
+		// applyDeletes too, with the line it probably needs prefetched.
+		i := b.guess(seq)
+		prefetch.Line(unsafe.Pointer(&b.seqs[i]))
+		prefetch.Line(unsafe.Pointer(&b.dead[i>>6]))
+		q.pending[q.npending] = ref | pendingSeq
+	} else {
+		prefetch.Line(unsafe.Pointer(&b.dead[seq>>6]))
+		q.pending[q.npending] = ref
+	}
 	if q.npending++; q.npending == len(q.pending) {
 		q.applyDeletes()
 	}
@@ -311,11 +366,15 @@ func (q *bucketQueue[K]) applyDeletes() {
 	pending := q.pending[:q.npending]
 	q.npending = 0
 	for _, ref := range pending {
-		id, pos := splitRef(ref)
-		q.bs[id].dead[pos>>6] |= 1 << (pos & 63)
+		id, pos := splitRef(ref &^ pendingSeq)
+		b := &q.bs[id]
+		if ref&pendingSeq != 0 {
+			pos = b.index(pos)
+		}
+		b.dead[pos>>6] |= 1 << (pos & 63)
 	}
 	for _, ref := range pending {
-		id, _ := splitRef(ref)
+		id, _ := splitRef(ref &^ pendingSeq)
 		// A bucket whose live count reached 0 is being recycled by
 		// deleted, which called this.
 		if b := &q.bs[id]; b.live > 0 && len(b.items)-b.pos-b.live > 7*b.live {
@@ -324,40 +383,35 @@ func (q *bucketQueue[K]) applyDeletes() {
 	}
 }
 
-// compact moves bucket id's live items to its front. Each move updates
-// the item's entry, a probe that misses the cache, so the items go in
-// chunks whose entries are prefetched first: their misses overlap, and
-// the updates then find them in the cache.
+// compact moves bucket id's live items to its front, keeping their order,
+// and their sequence numbers beside them in seqs.
 func (q *bucketQueue[K]) compact(id int32) {
 	b := &q.bs[id]
-	var live [compactChunk]int32
 	j := 0
-	for i := b.pos; i < len(b.items); {
-		n := 0
-		for ; i < len(b.items) && n < len(live); i++ {
+	if b.compacted {
+		for i := b.pos; i < len(b.items); i++ {
 			if !b.isDead(i) {
-				live[n] = int32(i)
-				n++
+				b.items[j], b.seqs[j] = b.items[i], b.seqs[i]
+				j++
 			}
 		}
-		for _, l := range live[:n] {
-			q.prefetchEntry(&b.items[l])
+	} else {
+		// Until now items[i] had sequence number i.
+		b.seqs = b.seqs[:0]
+		for i := b.pos; i < len(b.items); i++ {
+			if !b.isDead(i) {
+				b.items[j] = b.items[i]
+				b.seqs = append(b.seqs, int32(i))
+				j++
+			}
 		}
-		for _, l := range live[:n] {
-			b.items[j] = b.items[l]
-			q.moved(&b.items[j], timerRef(id, j))
-			j++
-		}
+		b.compacted = true
 	}
 	clear(b.items[j:])
-	b.items, b.pos = b.items[:j], 0
+	b.items, b.seqs, b.seq0, b.pos = b.items[:j], b.seqs[:j], b.seqs[0], 0
 	clear(b.dead)
 	b.dead = b.dead[:(j+63)>>6]
 }
-
-// compactChunk is how many entries compact prefetches ahead: enough misses to
-// keep the memory system busy, few enough to stay in the cache.
-const compactChunk = 32
 
 // peek returns the earliest live item, skipping dead ones and recycling
 // spent buckets on the way.

@@ -224,3 +224,82 @@ func TestPendingDeletesOfARecycledBucket(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletesInACompactedBucket: compaction moves a bucket's live timers
+// without telling their entries, which keep the timers' sequence numbers.
+// Deletes of timers moved once or twice, of timers pushed after a
+// compaction, and pops in between, must each hit their own timer: at the
+// end exactly the timers never deleted fire, in registration order.
+func TestDeletesInACompactedBucket(t *testing.T) {
+	const maxP, ts = 8, 500
+	s := newTestTimers(t, Int64Key, KeyGroupRange{First: 0, Last: maxP - 1})
+	live := map[int64]bool{}
+	add := func(k int64) {
+		t.Helper()
+		if !s.add(testTimer(k, ts, maxP)) {
+			t.Fatalf("add of key %d failed", k)
+		}
+		live[k] = true
+	}
+	remove := func(k int64) {
+		t.Helper()
+		e := testTimer(k, ts, maxP)
+		if !s.remove(e.kg, e.hash, k, ts) {
+			t.Fatalf("remove of key %d failed", k)
+		}
+		delete(live, k)
+	}
+	compactions := func() int {
+		s.q.applyDeletes()
+		n := 0
+		for _, b := range s.q.bs {
+			if b.inUse && b.compacted {
+				n++
+			}
+		}
+		return n
+	}
+	for k := range int64(2000) {
+		add(k)
+	}
+	for k := range int64(2000) { // keep every tenth: the bucket compacts
+		if k%10 != 0 {
+			remove(k)
+		}
+	}
+	if compactions() != 1 {
+		t.Fatal("the bucket was not compacted")
+	}
+	if p := s.pop(); p.key != 0 {
+		t.Fatalf("popped key %d, want 0", p.key)
+	}
+	delete(live, 0)
+	for k := int64(2000); k < 2400; k++ { // pushed after the compaction
+		add(k)
+	}
+	for k := int64(10); k < 2400; k += 10 { // moved ones, then new ones: compacts again
+		if k < 1500 || (k >= 2000 && k%20 != 0) {
+			remove(k)
+		}
+	}
+	for k := int64(2001); k < 2400; k += 2 {
+		remove(k)
+	}
+	if got := s.len(); got != len(live) {
+		t.Fatalf("%d timers, want %d", got, len(live))
+	}
+	var fired []int64
+	for s.len() > 0 {
+		e := s.pop()
+		if !live[e.key] || e.ts != ts {
+			t.Fatalf("popped key %d at %d: not registered", e.key, e.ts)
+		}
+		if n := len(fired); n > 0 && fired[n-1] > e.key {
+			t.Fatalf("key %d fired after key %d: registration order lost", e.key, fired[n-1])
+		}
+		fired = append(fired, e.key)
+	}
+	if len(fired) != len(live) {
+		t.Fatalf("%d timers fired, want %d", len(fired), len(live))
+	}
+}
