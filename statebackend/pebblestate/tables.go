@@ -347,7 +347,7 @@ func (t *ValueTable[K, V]) evict(c *clockCache[K, V], victims []int32) {
 	for _, i := range victims {
 		e := &c.slots[i]
 		if e.flags&slotDirty != 0 {
-			t.writeEntry(wb, e)
+			t.writeEntry(wb, e, &t.key, &t.val)
 			if wb.size() >= batchBytes {
 				wb.commit(t.s)
 			}
@@ -361,14 +361,16 @@ func (t *ValueTable[K, V]) evict(c *clockCache[K, V], victims []int32) {
 	}
 }
 
-// writeEntry adds e's write to wb, with the table's scratch space.
-func (t *ValueTable[K, V]) writeEntry(wb *sortedBatch, e *cslot[K, V]) {
-	t.key = appendKey(t.key[:0], int(e.kg), t.id, t.kc, e.k)
+// writeEntry adds e's write to wb, encoding into the scratch space key
+// and val: the task's (t.key, t.val) or the write-back goroutine's
+// (t.fkey, t.fval).
+func (t *ValueTable[K, V]) writeEntry(wb *sortedBatch, e *cslot[K, V], key, val *[]byte) {
+	*key = appendKey((*key)[:0], int(e.kg), t.id, t.kc, e.k)
 	if e.flags&slotPresent != 0 {
-		t.val = t.vc.Append(t.val[:0], e.v)
-		wb.set(t.key, t.val)
+		*val = t.vc.Append((*val)[:0], e.v)
+		wb.set(*key, *val)
 	} else {
-		wb.del(t.key)
+		wb.del(*key)
 	}
 }
 
@@ -403,7 +405,7 @@ func (t *ValueTable[K, V]) flush() {
 		if e.flags&slotDirty == 0 {
 			continue
 		}
-		t.writeEntry(wb, e)
+		t.writeEntry(wb, e, &t.key, &t.val)
 		e.flags &^= slotDirty
 		// Commit in parts: a huge batch would be held in memory whole.
 		if wb.size() >= batchBytes {
@@ -450,13 +452,7 @@ func (t *ValueTable[K, V]) writeFrozen() error {
 		if e.flags&slotDirty == 0 {
 			continue
 		}
-		t.fkey = appendKey(t.fkey[:0], int(e.kg), t.id, t.kc, e.k)
-		if e.flags&slotPresent != 0 {
-			t.fval = t.vc.Append(t.fval[:0], e.v)
-			wb.set(t.fkey, t.fval)
-		} else {
-			wb.del(t.fkey)
-		}
+		t.writeEntry(wb, e, &t.fkey, &t.fval)
 		// Commit in parts: a huge batch would be held in memory whole.
 		if wb.size() >= batchBytes {
 			if err := t.writeBack(wb); err != nil {
