@@ -64,16 +64,24 @@ jobs:
 	if !incr[0].incremental || incr[0].hash == f.hash {
 		t.Errorf("incremental spec %+v hashes %s like the full one", incr[0], incr[0].hash)
 	}
+	if want := hashBeforeStateFields(f); f.hash != want {
+		t.Errorf("a spec without incremental hashes %s, not %s as before the field", f.hash, want)
+	}
+}
+
+// hashBeforeStateFields is the hash specs had before incremental,
+// stateBackend and timerService: specs without them must keep it, or an
+// upgrade of weir would restart every declared job.
+func hashBeforeStateFields(d declared) string {
 	old, _ := json.Marshal(struct {
 		Job         string            `json:"job"`
 		Parallelism int               `json:"parallelism"`
 		Params      map[string]string `json:"params"`
 		IntervalMs  int64             `json:"interval_ms"`
 		AllowNonRes bool              `json:"allow_non_restored"`
-	}{f.job, f.parallelism, f.params, f.intervalMs, f.allowNonRes})
-	if sum := sha256.Sum256(old); f.hash != hex.EncodeToString(sum[:8]) {
-		t.Errorf("a spec without incremental hashes %s, not as before the field", f.hash)
-	}
+	}{d.job, d.parallelism, d.params, d.intervalMs, d.allowNonRes})
+	sum := sha256.Sum256(old)
+	return hex.EncodeToString(sum[:8])
 }
 
 // TestParseJobsFileStateBackend: stateBackend and timerService reach the
@@ -108,15 +116,8 @@ jobs:
 		hashes[s.hash] = s.name
 	}
 	// A spec without the new fields hashes as before them.
-	plain, _ := json.Marshal(struct {
-		Job         string            `json:"job"`
-		Parallelism int               `json:"parallelism"`
-		Params      map[string]string `json:"params"`
-		IntervalMs  int64             `json:"interval_ms"`
-		AllowNonRes bool              `json:"allow_non_restored"`
-	}{"x", 1, map[string]string{}, specs[4].intervalMs, false})
-	if sum := sha256.Sum256(plain); specs[4].hash != hex.EncodeToString(sum[:8]) {
-		t.Errorf("a spec without state settings hashes %s, not as before the fields", specs[4].hash)
+	if want := hashBeforeStateFields(specs[4]); specs[4].hash != want {
+		t.Errorf("a spec without state settings hashes %s, not %s as before the fields", specs[4].hash, want)
 	}
 	for _, c := range []struct{ file, want string }{
 		{`jobs: [{name: a, job: x, stateBackend: rocksdb}]`, `jobs[0] (a): stateBackend: unknown state backend "rocksdb"`},

@@ -20,8 +20,9 @@ import (
 //   - Half is one block cache shared by every store of the slot, so the
 //     slot's cache stays within it however many keyed operators run there.
 //   - A quarter bounds the decoded values that the slot's value tables
-//     cache (Go heap), divided evenly between the tables open at the
-//     time; a table re-reads its share whenever it resizes.
+//     cache (Go heap): an eighth of it is each store's key filter, the
+//     rest is divided evenly between the tables open at the time; a table
+//     re-reads its share whenever it resizes.
 //   - A quarter is for memtables: each store's memtable is a quarter of
 //     it (at least 4 MiB, at most 256 MiB), so that one memtable being
 //     written, one being flushed and some slack fit. Pebble cannot resize
@@ -71,9 +72,10 @@ func (b *Budget) MemTableBytes() uint64 {
 	return uint64(min(max(b.bytes/4/4, minMemTable), maxMemTable))
 }
 
-// valueBytes is one value table's share of the value caches' quarter.
+// valueBytes is one value table's share of the value caches' quarter,
+// less the eighth of it that each store's key filter takes.
 func (b *Budget) valueBytes() int {
-	return int(b.bytes / 4 / max(b.tables.Load(), 1))
+	return int((b.bytes/4 - b.bytes/32) / max(b.tables.Load(), 1))
 }
 
 // acquire takes a reference for a store, with the shared cache.

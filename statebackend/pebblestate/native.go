@@ -146,6 +146,7 @@ func (s *Store) RestoreNative(olds []NativeState) error {
 	if len(s.states) > 0 {
 		return errors.New("pebblestate: a native restore must come before any other")
 	}
+	s.unknownKeys = true // the key filter does not see restored values
 	// The files may hold timers of any time: the queues read their heads
 	// again, and no timer write may be dropped as never stored.
 	defer func() {

@@ -27,6 +27,7 @@ func (s *Store) Restore(ks *statebackend.KeyedState) error {
 	for _, f := range s.flushers {
 		f.drop()
 	}
+	s.unknownKeys = true // the key filter does not see restored values
 	s.commitTimers()
 	b := s.db.NewBatch()
 	defer func() { b.Close() }()

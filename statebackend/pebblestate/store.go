@@ -60,12 +60,24 @@
 // immutable and shared like SSTs. A materialization is taken by a barrier's
 // epoch after it cut its segment (the checkpoint does not wait for it) once
 // the changelog since the last one passes a fraction of the store's size
-// (ChangelogOptions.Ratio, 0.25) or an interval (10 min); the checkpoints
+// (ChangelogOptions.Ratio, 0.75) or an interval (10 min); the checkpoints
 // after it refer to it and the older segments are dropped. RestoreNative
 // opens the materialization as above and replays the segments in order,
 // keeping the key groups the store owns (for a scale-down, into each old
 // materialization before its entries are copied); a missing, short or
 // corrupt segment is an error naming it.
+//
+// # Value caches
+//
+// A value state's reads and writes go to a write-back cache of decoded
+// values (ValueTable, clockCache): fixed-size slots in one array with an
+// open-addressing index, no allocation per entry, sized exactly from the
+// table's share of the memory budget. When it is full, CLOCK picks a batch
+// of keys not used since its hand last passed; the dirty ones are written
+// back in one sorted batch and their slots reused, so the hot set stays.
+// A store-wide Bloom filter of the keys ever given a value (keyFilter)
+// answers most misses on new keys without a Pebble read; a restore, whose
+// values it never saw, turns it off.
 //
 // # Barriers
 //
@@ -216,6 +228,11 @@ type Store struct {
 	one *pebble.Batch
 	// cl is the changelog, when Options.Changelog is set.
 	cl *changelog
+	// filter holds the value tables' keys ever given a value (see
+	// keyFilter), unless unknownKeys: a restore put values into the
+	// store that no table saw.
+	filter      *keyFilter
+	unknownKeys bool
 
 	// ep is the latest barrier's asynchronous part, until the task
 	// settles it; pend holds the task's writes meanwhile (see epoch).
@@ -350,6 +367,16 @@ func (s *Store) valueCacheBytes() int {
 		return s.budget.valueBytes()
 	}
 	return s.cacheBytes
+}
+
+// filterBytes is the size of the store's key filter: an eighth of the
+// budget's value-cache quarter (see Budget), or of one table's cache
+// without a budget.
+func (s *Store) filterBytes() int {
+	if s.budget != nil {
+		return int(s.budget.bytes / 32)
+	}
+	return s.cacheBytes / 8
 }
 
 // ballastName is the ballast file's name in the store's directory.

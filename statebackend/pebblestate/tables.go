@@ -3,6 +3,8 @@ package pebblestate
 import (
 	"encoding/binary"
 	"iter"
+	"reflect"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -41,63 +43,80 @@ func decode[T any](c statebackend.Codec[T], safe bool, b []byte) (T, error) {
 // Why a cache: every Pebble read seeks the memtables and the levels and
 // every write goes through the commit pipeline, some microseconds each,
 // while a state-heavy operator reads and rewrites the same key several
-// times per record (clear, then set again). The cache holds up to
-// cacheCap keys, found, absent or deleted, with their decoded values;
-// writes stay in it, dirty, until a snapshot or a full cache writes them
-// to Pebble in one batch. A key rewritten many times between two
-// checkpoints costs one Pebble write, and a job whose keys fit in the
-// cache runs at nearly the speed of the memory backend. When the cache is
-// full it is written back and emptied, which bounds memory whatever the
-// number of keys. Full means cacheKeys keys, or fewer for large values:
-// the table samples the encoded size of one value written in 1024 and
-// keeps the cache near cacheBytes.
+// times per record (clear, then set again). The cache (clockCache) holds
+// keys found, absent or deleted, with their decoded values; writes stay
+// in it, dirty, until a barrier or an eviction writes them to Pebble. A
+// key rewritten many times between two checkpoints costs one Pebble
+// write, and a job whose hot keys fit in the cache runs at nearly the
+// speed of the memory backend. When the cache is full, CLOCK picks a
+// batch of victims (a 32nd of the cache) among the keys not used since
+// the hand last passed, writes the dirty ones back in key order, and
+// removes them; the rest stays. Its size is the table's share of the
+// value-cache memory (see Budget) in slots and eviction lists, exactly,
+// plus, for values that refer to more memory (strings, slices), the
+// encoded size of one sampled value in 1024 per key.
+//
+// A miss on a key the store's keyFilter has never seen given a value
+// needs no Pebble read.
 type ValueTable[K comparable, V any] struct {
 	s      *Store
 	id     uint16
 	kc     statebackend.Codec[K]
 	vc     statebackend.Codec[V]
 	safe   bool
+	hash   func(K) uint64
 	key    []byte
 	val    []byte
 	valBuf []byte
-	cache  map[K]cached[V]
-	// dirty lists the keys whose cached entry Pebble does not have yet.
-	dirty []dirtyKey[K]
-	// frozen and frozenDirty are the cache and dirty list at a barrier,
-	// while its epoch writes them back (see epoch): read by the task
-	// after cache, written by neither. fkey, fval and fwb are the
-	// write-back's own scratch space.
-	frozen      map[K]cached[V]
-	frozenDirty []dirtyKey[K]
-	fkey, fval  []byte
-	fwb         sortedBatch
-	// cap is the current bound on cached keys: maxKeys, or fewer when the
-	// sampled value size says so.
-	cap, maxKeys int
-	writes       int
+	cache  *clockCache[K, V]
+	// frozen is the cache at a barrier, while its epoch writes its dirty
+	// entries back (see epoch): read by the task after cache, written by
+	// neither. fkey, fval and fwb are the write-back's own scratch space.
+	frozen *clockCache[K, V]
+	// prev is the frozen cache once its epoch ended: Pebble has all of
+	// it, and the task moves its entries into cache a few per added key
+	// (warm), so that a barrier does not cost the hot set. prev lives
+	// only while cache has room, so nothing is evicted meanwhile and a
+	// read finds cache first; a key added to cache is removed from prev
+	// all the same, to be in one place.
+	prev       *clockCache[K, V]
+	prevPos    int
+	fkey, fval []byte
+	fwb        sortedBatch
+	// victims and vkeys are an eviction's slots and their keys (the
+	// slots move as victims are removed).
+	victims []int32
+	vkeys   []K
+	// limit is the cache's bound in keys, from the table's share of
+	// memory and the sampled value size, at most maxKeys; maxLen is the
+	// cache's array length at that size, and batch the keys one eviction
+	// takes.
+	limit, maxLen, maxKeys, batch int
+	writes                        int
+	sampleDue                     bool
+	// pointers is whether V refers to memory beyond its Go size (a
+	// string, a slice): the cache then counts a sampled value's encoded
+	// size per key on top of its slot.
+	pointers bool
 }
 
-// writeBatchBytes is the size at which a cache's write-back commits its
-// batch: a batch of more than half a memtable (in the memtable's terms,
-// some twice its bytes for small entries) would be flushed as a memtable
-// of its own, an L0 file per write-back.
-const writeBatchBytes = 1 << 20
-
-// entryOverhead approximates a cached entry's bytes beyond its value's
-// encoding (map slot, key, flags, dirty list).
-const entryOverhead = 64
-
-// cached is a key's cached state: its value if present, and whether Pebble
-// still lacks it.
-type cached[V any] struct {
-	v       V
-	present bool
-	dirty   bool
-}
-
-type dirtyKey[K any] struct {
-	kg int
-	k  K
+// hasPointers reports whether values of t refer to other memory. It runs
+// once per table.
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Array:
+		return t.Len() > 0 && hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.String, reflect.Slice, reflect.Map, reflect.Pointer, reflect.Interface, reflect.Chan, reflect.Func, reflect.UnsafePointer:
+		return true
+	}
+	return false
 }
 
 // NewValueTable registers (or reopens) the value state name.
@@ -106,28 +125,80 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 	if err != nil {
 		return nil, err
 	}
-	t := &ValueTable[K, V]{s: s, id: st.id, kc: kc, vc: vc, safe: copies(vc), cap: s.cacheKeys, maxKeys: s.cacheKeys,
-		cache: map[K]cached[V]{}}
-	s.flushers = append(s.flushers, t)
+	t := &ValueTable[K, V]{s: s, id: st.id, kc: kc, vc: vc, safe: copies(vc), maxKeys: s.cacheKeys, hash: keyHash(kc),
+		pointers: hasPointers(reflect.TypeFor[V]())}
 	if s.budget != nil {
 		s.tables++
 		s.budget.tables.Add(1)
 	}
+	s.flushers = append(s.flushers, t)
+	t.size(0)
+	t.cache = newClockCache[K, V](t.hash, t.maxLen)
+	if s.filter == nil && !s.unknownKeys {
+		s.filter = newKeyFilter(s.filterBytes())
+	}
 	return t, nil
+}
+
+// size sets limit, maxLen and batch for values that refer to extra bytes
+// beyond their slot: the share holds maxLen slots, the extra bytes of
+// 3/4 of them (the most the cache fills them), and an eviction's lists
+// of a 32nd of those keys.
+func (t *ValueTable[K, V]) size(extra int) {
+	var k K
+	kv := int(unsafe.Sizeof(k)) + 4
+	share := t.s.valueCacheBytes()
+	n := 128 * max(share-2*kv, 0) / (128*slotBytes[K, V]() + 96*extra + 3*kv)
+	t.limit = max(min(n*3/4, t.maxKeys), 1)
+	t.maxLen = (t.limit*4 + 2) / 3
+	if t.cache != nil {
+		t.cache.maxLen = t.maxLen // shrink follows if it is over
+	}
+	if b := max(t.limit/32, 1); b != t.batch {
+		t.batch = b
+		t.victims, t.vkeys = make([]int32, 0, b), make([]K, 0, b)
+	}
 }
 
 // Get returns k's value in key group kg.
 func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
-	if c, ok := t.cache[k]; ok {
-		return c.v, c.present
+	h := t.hash(k)
+	c := t.cache
+	if i := c.find(h, k); i >= 0 {
+		e := &c.slots[i]
+		e.flags |= slotRef
+		return e.v, e.flags&slotPresent != 0
 	}
-	if t.frozen != nil {
-		if c, ok := t.frozen[k]; ok {
-			return c.v, c.present
+	v, ok := t.miss(kg, h, k)
+	if t.s.failed() {
+		return v, ok
+	}
+	t.makeRoom()
+	e := &c.slots[t.add(h, kg, k)]
+	e.v = v
+	if ok {
+		e.flags |= slotPresent | slotFiltered // a stored value went through the filter
+	}
+	return v, ok
+}
+
+// miss reads k's value from the frozen cache, or else from Pebble (as
+// the task sees it) unless the key filter says it never had one.
+func (t *ValueTable[K, V]) miss(kg int, h uint64, k K) (V, bool) {
+	var v V
+	for _, f := range [2]*clockCache[K, V]{t.frozen, t.prev} {
+		if f == nil {
+			continue
+		}
+		if i := f.find(h, k); i >= 0 {
+			e := &f.slots[i]
+			return e.v, e.flags&slotPresent != 0
 		}
 	}
+	if t.s.filter != nil && !t.s.unknownKeys && !t.s.filter.mayContain(filterHash(h, t.id)) {
+		return v, false
+	}
 	t.key = appendKey(t.key[:0], kg, t.id, t.kc, k)
-	var v V
 	b, ok := t.s.get(t.key, &t.valBuf)
 	if ok {
 		var err error
@@ -136,96 +207,212 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 			return v, false
 		}
 	}
-	t.room()
-	t.cache[k] = cached[V]{v: v, present: ok}
 	return v, ok
 }
 
-// Put sets k's value.
-func (t *ValueTable[K, V]) Put(kg int, k K, v V) {
-	t.write(kg, k, cached[V]{v: v, present: true, dirty: true})
+// add adds k to the cache, which has room for it (makeRoom), and drops
+// it from prev. The returned slot is valid until the next add or
+// eviction.
+func (t *ValueTable[K, V]) add(h uint64, kg int, k K) int32 {
+	if p := t.prev; p != nil {
+		if j := p.find(h, k); j >= 0 {
+			p.removeAt(int(j))
+		}
+		t.warm()
+	}
+	return t.cache.add(h, kg, k)
 }
 
-// Delete drops k's value.
-func (t *ValueTable[K, V]) Delete(kg int, k K) { t.write(kg, k, cached[V]{dirty: true}) }
+// warm copies a few of prev's entries into the cache while it has room
+// for them and one more key; prev is dropped once it is done or the cache
+// full.
+func (t *ValueTable[K, V]) warm() {
+	p, c := t.prev, t.cache
+	for moved := 0; moved < 4; t.prevPos++ {
+		if t.prevPos >= len(p.slots) || c.n+1 >= t.limit {
+			t.prev = nil
+			return
+		}
+		e := &p.slots[t.prevPos]
+		if e.flags&slotUsed == 0 {
+			continue
+		}
+		h := t.hash(e.k)
+		if c.find(h, e.k) < 0 {
+			j := c.add(h, int(e.kg), e.k)
+			c.slots[j].v = e.v
+			c.slots[j].flags |= e.flags & (slotPresent | slotFiltered)
+		}
+		moved++
+	}
+}
 
-func (t *ValueTable[K, V]) write(kg int, k K, c cached[V]) {
-	if t.writes&1023 == 0 && c.present {
-		t.sample(c.v)
+// Put sets k's value.
+func (t *ValueTable[K, V]) Put(kg int, k K, v V) { t.write(kg, k, v, true) }
+
+// Delete drops k's value.
+func (t *ValueTable[K, V]) Delete(kg int, k K) {
+	var zero V
+	t.write(kg, k, zero, false)
+}
+
+func (t *ValueTable[K, V]) write(kg int, k K, v V, present bool) {
+	// Sample the first value written from each 1024th write on (a
+	// clear-then-set pattern would never show one at the 1024th itself).
+	if t.writes&1023 == 0 {
+		t.sampleDue = true
+	}
+	if t.sampleDue && present {
+		t.sample(v)
+		t.sampleDue = false
 	}
 	t.writes++
 	if t.s.ep != nil {
 		t.s.poll()
 	}
-	old, ok := t.cache[k]
-	if !ok {
-		t.room()
+	h := t.hash(k)
+	c := t.cache
+	i := c.find(h, k)
+	if i < 0 {
+		t.makeRoom()
+		if !present && t.s.filter != nil && !t.s.unknownKeys && !t.s.filter.mayContain(filterHash(h, t.id)) {
+			// Never given a value (nor frozen, which only holds keys
+			// given one): the delete changes nothing in Pebble.
+			t.add(h, kg, k)
+			return
+		}
+		i = t.add(h, kg, k)
+	} else if e := &c.slots[i]; !present && e.flags&(slotPresent|slotDirty) == 0 {
+		e.flags |= slotRef
+		return // absent already, as Pebble has it (or will, from the frozen cache)
 	}
-	if !old.dirty {
-		t.dirty = append(t.dirty, dirtyKey[K]{kg: kg, k: k})
+	e := &c.slots[i]
+	if present && e.flags&slotFiltered == 0 && t.s.filter != nil {
+		t.s.filter.add(filterHash(h, t.id))
+		e.flags |= slotFiltered
 	}
-	t.cache[k] = c
+	if e.flags&slotDirty == 0 {
+		c.dirty++
+	}
+	e.v = v
+	e.flags = slotUsed | slotDirty | slotRef | e.flags&slotFiltered
+	if present {
+		e.flags |= slotPresent
+	}
 }
 
 // sample resizes the cache for values of v's encoded size.
 func (t *ValueTable[K, V]) sample(v V) {
-	t.val = t.vc.Append(t.val[:0], v)
-	t.cap = min(t.maxKeys, max(t.s.valueCacheBytes()/(len(t.val)+entryOverhead), 64))
-	if t.maxKeys == 0 {
-		t.cap = 0
+	if !t.pointers {
+		t.size(0) // other tables may have taken part of the share
+	} else {
+		t.val = t.vc.Append(t.val[:0], v)
+		t.size(len(t.val))
+	}
+	if c := t.cache; c != nil && cap(c.slots) > t.maxLen {
+		t.shrink()
 	}
 }
 
-// room empties the cache, after writing it back, when it is full.
+// cacheBytes is the memory of the table's cache: slots and eviction lists
+// (not what values point to).
+func (t *ValueTable[K, V]) cacheBytes() int {
+	var k K
+	return t.cache.bytes() + cap(t.victims)*4 + cap(t.vkeys)*int(unsafe.Sizeof(k))
+}
+
+// makeRoom evicts until the cache has room for one more key.
 //
-// During an epoch the write-back goes to the store's pend, and the keys
-// with frozen entries stay cached (clean): a read must find their new
-// value before the frozen one. If they fill half the cache, the task waits
-// for the epoch to end instead.
-func (t *ValueTable[K, V]) room() {
-	if len(t.cache) < t.cap {
-		return
+// During an epoch a key that the frozen cache holds is not evicted: a
+// read must find its new value before the frozen one. If no other key is
+// left, the task waits for the epoch to end.
+func (t *ValueTable[K, V]) makeRoom() {
+	c := t.cache
+	for c.n >= t.limit && !t.s.failed() {
+		t.victims = c.sweep(t.batch, t.frozen, t.victims[:0])
+		if len(t.victims) == 0 {
+			t.s.settle() // thaws the frozen cache
+			continue
+		}
+		t.evict(c, t.victims)
 	}
-	t.flush()
-	if t.frozen != nil {
-		for k := range t.cache {
-			if _, ok := t.frozen[k]; !ok {
-				delete(t.cache, k)
+}
+
+// evict writes the dirty ones of the victims back, in key order (during
+// an epoch to the store's pend), and removes them; c is t.cache, or the
+// old cache of a shrink.
+func (t *ValueTable[K, V]) evict(c *clockCache[K, V], victims []int32) {
+	wb := &t.s.wb
+	t.vkeys = t.vkeys[:0]
+	for _, i := range victims {
+		e := &c.slots[i]
+		if e.flags&slotDirty != 0 {
+			t.writeEntry(wb, e, &t.key, &t.val)
+			if wb.size() >= batchBytes {
+				wb.commit(t.s)
 			}
 		}
-		if len(t.cache) < t.cap/2 {
-			return
-		}
-		t.s.settle()
+		t.vkeys = append(t.vkeys, e.k)
 	}
-	clear(t.cache)
+	wb.commit(t.s)
+	// Removing a slot moves later ones: find each victim again.
+	for _, k := range t.vkeys {
+		c.removeAt(int(c.find(c.hash(k), k)))
+	}
+}
+
+// writeEntry adds e's write to wb, encoding into the scratch space key
+// and val: the task's (t.key, t.val) or the write-back goroutine's
+// (t.fkey, t.fval).
+func (t *ValueTable[K, V]) writeEntry(wb *sortedBatch, e *cslot[K, V], key, val *[]byte) {
+	*key = appendKey((*key)[:0], int(e.kg), t.id, t.kc, e.k)
+	if e.flags&slotPresent != 0 {
+		*val = t.vc.Append((*val)[:0], e.v)
+		wb.set(*key, *val)
+	} else {
+		wb.del(*key)
+	}
+}
+
+// shrink evicts down to a lowered limit and reallocates the cache at its
+// new size, so that its memory stays within the table's share (tables
+// registered later take part of it).
+func (t *ValueTable[K, V]) shrink() {
+	c := t.cache
+	for c.n > t.limit && !t.s.failed() {
+		t.victims = c.sweep(min(c.n-t.limit, t.batch), t.frozen, t.victims[:0])
+		if len(t.victims) == 0 {
+			t.s.settle()
+			continue
+		}
+		t.evict(c, t.victims)
+	}
+	t.prev = nil // within the lowered share
+	c.maxLen = t.maxLen
+	c.resize(min(max((c.n*4+2)/3*2, minSlots), t.maxLen))
 }
 
 // flush writes the dirty entries to Pebble, in key order (sortedBatch);
 // they stay cached, clean.
 func (t *ValueTable[K, V]) flush() {
-	if len(t.dirty) == 0 || t.s.failed() {
+	c := t.cache
+	if c.dirty == 0 || t.s.failed() {
 		return
 	}
 	wb := &t.s.wb
-	for _, d := range t.dirty {
-		c := t.cache[d.k]
-		t.key = appendKey(t.key[:0], d.kg, t.id, t.kc, d.k)
-		if c.present {
-			t.val = t.vc.Append(t.val[:0], c.v)
-			wb.set(t.key, t.val)
-		} else {
-			wb.del(t.key)
+	for i := range c.slots {
+		e := &c.slots[i]
+		if e.flags&slotDirty == 0 {
+			continue
 		}
-		c.dirty = false
-		t.cache[d.k] = c
+		t.writeEntry(wb, e, &t.key, &t.val)
+		e.flags &^= slotDirty
 		// Commit in parts: a huge batch would be held in memory whole.
 		if wb.size() >= batchBytes {
 			wb.commit(t.s)
 		}
 	}
-	clear(t.dirty)
-	t.dirty = t.dirty[:0]
+	c.dirty = 0
 	wb.commit(t.s)
 }
 
@@ -234,36 +421,38 @@ func (t *ValueTable[K, V]) flush() {
 func (t *ValueTable[K, V]) drop() {
 	t.s.settle()
 	t.flush()
-	clear(t.cache)
+	t.cache, t.prev = newClockCache[K, V](t.hash, t.maxLen), nil
 }
 
 func (t *ValueTable[K, V]) freeze() bool {
-	if len(t.dirty) == 0 {
+	if t.cache.dirty == 0 {
 		return false // Pebble has the whole cache: it stays
 	}
-	t.frozen, t.frozenDirty = t.cache, t.dirty
-	t.cache, t.dirty = map[K]cached[V]{}, nil
+	t.frozen, t.prev = t.cache, nil
+	t.cache = newClockCache[K, V](t.hash, t.maxLen)
 	return true
 }
 
-func (t *ValueTable[K, V]) thaw() { t.frozen, t.frozenDirty = nil, nil }
+func (t *ValueTable[K, V]) thaw() {
+	// Pebble has the frozen entries now, dirty ones included: warm reads
+	// only their values.
+	t.prev, t.prevPos, t.frozen = t.frozen, 0, nil
+}
 
 // writeFrozen writes the frozen dirty entries to Pebble, in key order. It
-// runs on an epoch's goroutine: it only reads the frozen map, and encodes
-// with the codecs concurrently with the task (as the memory backend's
-// snapshots do).
+// runs on an epoch's goroutine: it only reads the frozen cache, and
+// encodes with the codecs concurrently with the task (as the memory
+// backend's snapshots do).
 func (t *ValueTable[K, V]) writeFrozen() error {
 	wb := &t.fwb
 	defer wb.reset()
-	for _, d := range t.frozenDirty {
-		c := t.frozen[d.k]
-		t.fkey = appendKey(t.fkey[:0], d.kg, t.id, t.kc, d.k)
-		if c.present {
-			t.fval = t.vc.Append(t.fval[:0], c.v)
-			wb.set(t.fkey, t.fval)
-		} else {
-			wb.del(t.fkey)
+	f := t.frozen
+	for i := range f.slots {
+		e := &f.slots[i]
+		if e.flags&slotDirty == 0 {
+			continue
 		}
+		t.writeEntry(wb, e, &t.fkey, &t.fval)
 		// Commit in parts: a huge batch would be held in memory whole.
 		if wb.size() >= batchBytes {
 			if err := t.writeBack(wb); err != nil {
@@ -284,6 +473,12 @@ func (t *ValueTable[K, V]) writeBack(wb *sortedBatch) error {
 	wb.reset()
 	return err
 }
+
+// writeBatchBytes is the size at which a cache's write-back commits its
+// batch: a batch of more than half a memtable (in the memtable's terms,
+// some twice its bytes for small entries) would be flushed as a memtable
+// of its own, an L0 file per write-back.
+const writeBatchBytes = 1 << 20
 
 // MapTable holds a map of user keys to values per key.
 type MapTable[K comparable, UK comparable, V any] struct {
