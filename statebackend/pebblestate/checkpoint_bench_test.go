@@ -67,54 +67,12 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 			runtime.ReadMemStats(&ms)
 			return ms.TotalAlloc
 		}
-		uploaded := map[string]bool{}
-		// native takes checkpoint id and uploads it on another goroutine
-		// (the task's upload goroutine) while during runs, as the task
-		// goes on processing records meanwhile. prep is the time until
-		// the checkpoint's files exist (the barrier's write-back, flush
-		// and Pebble checkpoint), upload the time after.
+		up := &benchUploader{b: b, s: s, st: st, uploaded: map[string]bool{}}
+		// native takes checkpoint id and uploads it while during runs (see
+		// benchUploader), with the bytes allocated meanwhile.
 		native := func(id int64, during func()) (bytes int64, sync, prep, upload time.Duration, alloc uint64) {
-			start := time.Now()
-			cp, err := s.Checkpoint(id)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sync = time.Since(start)
-			defer cp.Release()
 			a0 := allocated()
-			var uerr error
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				names, err := cp.Files(ctx)
-				if err != nil {
-					uerr = err
-					return
-				}
-				prep = time.Since(start) - sync
-				live := map[string]bool{}
-				for _, f := range names {
-					if Shared(f) {
-						live[f] = true
-						if uploaded[f] {
-							continue
-						}
-					}
-					n, err := storage.PutFile(ctx, st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
-					if err != nil {
-						uerr = err
-						return
-					}
-					bytes += n
-				}
-				uploaded = live
-				upload = time.Since(start) - sync - prep
-			}()
-			during()
-			<-done
-			if uerr != nil {
-				b.Fatal(uerr)
-			}
+			bytes, sync, prep, upload = up.take(ctx, id, during)
 			return bytes, sync, prep, upload, allocated() - a0
 		}
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -221,50 +179,9 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		uploaded := map[string]bool{}
-		var last []string
-		// checkpoint takes checkpoint id and uploads the files the
-		// previous one did not, on another goroutine, while during runs.
+		up := &benchUploader{b: b, s: s, st: st, uploaded: map[string]bool{}}
 		checkpoint := func(id int64, during func()) (bytes int64, sync, prep time.Duration) {
-			start := time.Now()
-			cp, err := s.Checkpoint(id)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sync = time.Since(start)
-			defer cp.Release()
-			var uerr error
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				names, err := cp.Files(ctx)
-				if err != nil {
-					uerr = err
-					return
-				}
-				prep = time.Since(start) - sync
-				live := map[string]bool{}
-				for _, f := range names {
-					if Shared(f) {
-						live[f] = true
-						if uploaded[f] {
-							continue
-						}
-					}
-					n, err := storage.PutFile(ctx, st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
-					if err != nil {
-						uerr = err
-						return
-					}
-					bytes += n
-				}
-				uploaded, last = live, names
-			}()
-			during()
-			<-done
-			if uerr != nil {
-				b.Fatal(uerr)
-			}
+			bytes, sync, prep, _ = up.take(ctx, id, during)
 			return bytes, sync, prep
 		}
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -323,7 +240,7 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 			b.Fatal(err)
 		}
 		var replayBytes int64
-		for _, f := range last {
+		for _, f := range up.last {
 			src := filepath.Join(dir, "store", "chk", f)
 			if err := os.Link(src, filepath.Join(restoreDir, f)); err != nil {
 				b.Fatal(err)
@@ -367,4 +284,66 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 		b.ReportMetric(restore.Seconds(), "restore-s")
 		b.ReportMetric(float64(replayBytes)/(1<<20), "replay-MB")
 	}
+}
+
+// benchUploader takes a store's native checkpoints and uploads each to st
+// as the task's upload goroutine would: the shared files the previous
+// checkpoint did not upload, and the checkpoint's own files.
+type benchUploader struct {
+	b  *testing.B
+	s  *Store
+	st storage.Storage
+	// uploaded are the shared files of the latest checkpoint; last its
+	// file names.
+	uploaded map[string]bool
+	last     []string
+}
+
+// take takes checkpoint id and uploads it on another goroutine while
+// during runs, as the task goes on processing records meanwhile. sync is
+// the synchronous part, prep the time until the checkpoint's files exist
+// (the barrier's write-back, and the flush and Pebble checkpoint or the
+// changelog cut), upload the time after.
+func (u *benchUploader) take(ctx context.Context, id int64, during func()) (bytes int64, sync, prep, upload time.Duration) {
+	start := time.Now()
+	cp, err := u.s.Checkpoint(id)
+	if err != nil {
+		u.b.Fatal(err)
+	}
+	sync = time.Since(start)
+	defer cp.Release()
+	var uerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		names, err := cp.Files(ctx)
+		if err != nil {
+			uerr = err
+			return
+		}
+		prep = time.Since(start) - sync
+		live := map[string]bool{}
+		for _, f := range names {
+			if Shared(f) {
+				live[f] = true
+				if u.uploaded[f] {
+					continue
+				}
+			}
+			n, err := storage.PutFile(ctx, u.st, filepath.ToSlash(filepath.Join("chk", f)), filepath.Join(cp.Dir(), f))
+			if err != nil {
+				uerr = err
+				return
+			}
+			bytes += n
+		}
+		u.uploaded, u.last = live, names
+		upload = time.Since(start) - sync - prep
+	}()
+	during()
+	<-done
+	if uerr != nil {
+		u.b.Fatal(uerr)
+	}
+	return bytes, sync, prep, upload
 }
