@@ -47,21 +47,7 @@ func BenchmarkCheckpoint10MKeys1PctChanged(b *testing.B) {
 	r := statebackend.KeyGroupRange{First: 0, Last: groups - 1}
 	for range b.N {
 		dir := b.TempDir()
-		s, err := Open(Options{Dir: filepath.Join(dir, "db"), KeyGroups: r})
-		if err != nil {
-			b.Fatal(err)
-		}
-		t, err := NewValueTable[int64, int64](s, "v", i64{}, i64{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for k := range int64(keys) {
-			t.Put(int(k%groups), k, k)
-		}
-		st, err := storage.Open(filepath.Join(dir, "store"), storage.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		s, t, st := openBenchStore(b, dir, r, keys, nil)
 		var ms runtime.MemStats
 		allocated := func() uint64 {
 			runtime.ReadMemStats(&ms)
@@ -164,21 +150,7 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 	r := statebackend.KeyGroupRange{First: 0, Last: groups - 1}
 	for range b.N {
 		dir := b.TempDir()
-		s, err := Open(Options{Dir: filepath.Join(dir, "db"), KeyGroups: r, Changelog: &ChangelogOptions{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		t, err := NewValueTable[int64, int64](s, "v", i64{}, i64{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for k := range int64(keys) {
-			t.Put(int(k%groups), k, k)
-		}
-		st, err := storage.Open(filepath.Join(dir, "store"), storage.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		s, t, st := openBenchStore(b, dir, r, keys, &ChangelogOptions{})
 		up := &benchUploader{b: b, s: s, st: st, uploaded: map[string]bool{}}
 		checkpoint := func(id int64, during func()) (bytes int64, sync, prep time.Duration) {
 			bytes, sync, prep, _ = up.take(ctx, id, during)
@@ -284,6 +256,28 @@ func BenchmarkChangelogCheckpoint10MKeys1PctChanged(b *testing.B) {
 		b.ReportMetric(restore.Seconds(), "restore-s")
 		b.ReportMetric(float64(replayBytes)/(1<<20), "replay-MB")
 	}
+}
+
+// openBenchStore opens a store in dir/db with one int64 value state
+// holding keys keys spread over r, and a checkpoint storage in dir/store.
+func openBenchStore(b *testing.B, dir string, r statebackend.KeyGroupRange, keys int64, cl *ChangelogOptions) (*Store, *ValueTable[int64, int64], storage.Storage) {
+	s, err := Open(Options{Dir: filepath.Join(dir, "db"), KeyGroups: r, Changelog: cl})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := NewValueTable[int64, int64](s, "v", i64{}, i64{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	groups := int64(r.Last - r.First + 1)
+	for k := range keys {
+		t.Put(int(r.First)+int(k%groups), k, k)
+	}
+	st, err := storage.Open(filepath.Join(dir, "store"), storage.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, t, st
 }
 
 // benchUploader takes a store's native checkpoints and uploads each to st
