@@ -151,10 +151,7 @@ func segmentsOf(names []string) []string {
 func TestChangelogChain(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
 	rng := rand.New(rand.NewPCG(7, 8))
-	keys := make([]int64, 300)
-	for i := range keys {
-		keys[i] = rng.Int64() >> rng.IntN(60)
-	}
+	keys := randomKeys(rng, 300)
 	model := timerModel{}
 	c := openCL(t, all, nil, nil)
 	type taken struct {
@@ -287,10 +284,7 @@ func intersect(a, b statebackend.KeyGroupRange) statebackend.KeyGroupRange {
 func TestChangelogRescale(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
 	rng := rand.New(rand.NewPCG(9, 10))
-	keys := make([]int64, 400)
-	for i := range keys {
-		keys[i] = rng.Int64() >> rng.IntN(60)
-	}
+	keys := randomKeys(rng, 400)
 	model := timerModel{}
 	var subs []*clSub
 	for _, r := range split(all, 2) {
@@ -376,10 +370,7 @@ func copyDir(t *testing.T, o NativeState) NativeState {
 func TestChangelogRestoreErrors(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
 	rng := rand.New(rand.NewPCG(11, 12))
-	keys := make([]int64, 100)
-	for i := range keys {
-		keys[i] = rng.Int64() >> rng.IntN(60)
-	}
+	keys := randomKeys(rng, 100)
 	c := openCL(t, all, nil, nil)
 	model := timerModel{}
 	var st NativeState

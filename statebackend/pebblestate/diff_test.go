@@ -301,10 +301,7 @@ func TestDifferential(t *testing.T) {
 		testCacheKeys = []int{-1, 7, 1000}[i%3]
 		t.Run(fmt.Sprintf("seed=%d/cache=%d", seed, testCacheKeys), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
-			keys := make([]int64, 40)
-			for i := range keys {
-				keys[i] = rng.Int64() >> rng.IntN(60)
-			}
+			keys := randomKeys(rng, 40)
 			b := openBoth(t, all, nil, nil)
 			for round := range 6 {
 				for range 400 {

@@ -35,10 +35,7 @@ func TestWritesDuringWriteBack(t *testing.T) {
 
 func writesDuringWriteBack(t *testing.T, all statebackend.KeyGroupRange, native, noWait bool) {
 	rng := rand.New(rand.NewPCG(uint64(testCacheKeys), 11))
-	keys := make([]int64, 60)
-	for i := range keys {
-		keys[i] = rng.Int64() >> rng.IntN(60)
-	}
+	keys := randomKeys(rng, 60)
 	b := openBoth(t, all, nil, nil)
 	q, err := NewTimerQueue[string](b.ps, "_timers", str{})
 	if err != nil {

@@ -77,10 +77,7 @@ func TestNativeCheckpointRestore(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
 	halves := []statebackend.KeyGroupRange{{First: 0, Last: 6}, {First: 7, Last: maxP - 1}}
 	rng := rand.New(rand.NewPCG(3, 4))
-	keys := make([]int64, 200)
-	for i := range keys {
-		keys[i] = rng.Int64() >> rng.IntN(60)
-	}
+	keys := randomKeys(rng, 200)
 	b := openBoth(t, all, nil, nil)
 	for round := range 2 {
 		for range 1500 {
@@ -215,4 +212,14 @@ func TestNativeRestoreErrors(t *testing.T) {
 	if err := open().RestoreNative([]NativeState{noSST}); err == nil {
 		t.Error("restored a checkpoint without its SSTs")
 	}
+}
+
+// randomKeys is n keys of every magnitude (shifted right by 0 to 59
+// bits), so that their encodings have every length.
+func randomKeys(rng *rand.Rand, n int) []int64 {
+	keys := make([]int64, n)
+	for i := range keys {
+		keys[i] = rng.Int64() >> rng.IntN(60)
+	}
+	return keys
 }
