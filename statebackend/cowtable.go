@@ -24,10 +24,14 @@ import "slices"
 // and the synchronous part of a checkpoint does not depend on the number
 // of entries.
 type cowTable[K comparable, V any] struct {
-	// pages is the directory; vers holds each page's version apart, so a
-	// read goes from the directory straight to the slot.
+	// pages is the directory; meta holds each page's version and slab
+	// apart, so a read goes from the directory straight to the slot.
 	pages [][]slot[K, V]
-	vers  []uint32
+	meta  []pageMeta
+	// al carves the pages from slabs shared by the state's key groups
+	// (see pageAlloc); nil for a table made as a zero value, whose pages
+	// are allocated one by one.
+	al *pageAlloc[K, V]
 	// mask is capacity-1; capacity is a power of two.
 	mask  uint32
 	shift uint8 // 32 - log2(capacity), for Fibonacci hashing
@@ -44,6 +48,10 @@ const (
 	pageMask  = pageSlots - 1
 	minCap    = 8
 )
+
+// pageMeta is what the table knows of one of its pages: the version it
+// was written under and the slab it lies in.
+type pageMeta struct{ ver, slab uint32 }
 
 type slot[K comparable, V any] struct {
 	key  K
@@ -98,7 +106,7 @@ func (t *cowTable[K, V]) get(h uint32, k K) (V, bool) {
 // writable returns slot i ready for writing, copying its page first if a
 // snapshot shares it.
 func (t *cowTable[K, V]) writable(i uint32) *slot[K, V] {
-	if t.vers[i>>pageBits] != t.ver {
+	if t.meta[i>>pageBits].ver != t.ver {
 		t.copyPage(i >> pageBits)
 	}
 	return &t.pages[i>>pageBits][i&pageMask]
@@ -107,12 +115,30 @@ func (t *cowTable[K, V]) writable(i uint32) *slot[K, V] {
 // copyPage is the rare part of writable: the first write to a page since
 // a snapshot.
 func (t *cowTable[K, V]) copyPage(pi uint32) {
+	t.movePage(pi)
+	if t.al != nil {
+		t.al.settle()
+	}
+}
+
+// movePage replaces page pi by a copy of the current version, leaving the
+// old page to whoever else holds it (a snapshot, or nobody).
+func (t *cowTable[K, V]) movePage(pi uint32) {
 	if t.sharedDir {
 		t.pages = slices.Clone(t.pages)
 		t.sharedDir = false
 	}
-	t.pages[pi] = slices.Clone(t.pages[pi])
-	t.vers[pi] = t.ver
+	old, m := t.pages[pi], t.meta[pi]
+	if t.al == nil {
+		t.pages[pi] = slices.Clone(old)
+		t.meta[pi] = pageMeta{ver: t.ver, slab: noSlab}
+		return
+	}
+	p, id := t.al.alloc(len(old))
+	copy(p, old)
+	t.pages[pi] = p
+	t.meta[pi] = pageMeta{ver: t.ver, slab: id}
+	t.al.release(m.slab, len(old))
 }
 
 // ref returns k's value for reading (nil if absent); the pointer is valid
@@ -200,17 +226,26 @@ func (t *cowTable[K, V]) grow(n int) {
 	if t.pages != nil && c <= t.mask+1 {
 		return
 	}
-	old, oldCap := t.pages, t.mask+1
+	old, oldMeta, oldCap := t.pages, t.meta, t.mask+1
 	if old == nil {
 		oldCap = 0
 	}
 	np := (c + pageSlots - 1) / pageSlots
 	t.pages = make([][]slot[K, V], np)
-	t.vers = make([]uint32, np)
+	t.meta = make([]pageMeta, np)
 	per := min(c, pageSlots)
+	// The pages are carved from one run of slots, so a grown table lies
+	// contiguously in one slab.
+	var run []slot[K, V]
+	id := noSlab
+	if t.al != nil {
+		run, id = t.al.alloc(int(np * per))
+	} else {
+		run = make([]slot[K, V], np*per)
+	}
 	for i := range t.pages {
-		t.pages[i] = make([]slot[K, V], per)
-		t.vers[i] = t.ver
+		t.pages[i] = run[uint32(i)*per : uint32(i+1)*per : uint32(i+1)*per]
+		t.meta[i] = pageMeta{ver: t.ver, slab: id}
 	}
 	t.mask = c - 1
 	t.shift = uint8(32 - bitsLen(c-1))
@@ -225,6 +260,12 @@ func (t *cowTable[K, V]) grow(n int) {
 			j = (j + 1) & t.mask
 		}
 		*t.at(j) = *s
+	}
+	if t.al != nil {
+		for i, m := range oldMeta {
+			t.al.release(m.slab, len(old[i]))
+		}
+		t.al.settle()
 	}
 }
 

@@ -141,7 +141,7 @@ func EntriesOf[K comparable](b *Backend, kc Codec[K]) (*Entries[K], error) {
 		}
 		return e, nil
 	}
-	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: make([]cowTable[K, Entry], b.keyGroups.Len()), ci: -1, ckg: -1, wkg: -1, b: b}
+	e := &Entries[K]{kc: kc, first: b.keyGroups.First, gs: newTables[K, Entry](b.keyGroups.Len()), ci: -1, ckg: -1, wkg: -1, b: b}
 	if h, ok := kc.(KeyHasher[K]); ok {
 		e.hash = h.Hash
 	} else {
@@ -242,7 +242,7 @@ func (t *Entries[K]) PrefetchDir(kg int, h int32) {
 	}
 	pi := g.home(uint32(h)) >> pageBits
 	prefetch.Line(unsafe.Pointer(&g.pages[pi]))
-	prefetch.Line(unsafe.Pointer(&g.vers[pi]))
+	prefetch.Line(unsafe.Pointer(&g.meta[pi]))
 }
 
 // bigDirPages is the directory length (of 24 bytes per page) from which

@@ -202,7 +202,7 @@ type KeyHasher[K any] interface {
 // kc and vc serialise keys and values for snapshots and restores.
 func NewValueTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ValueTable[K, V], error) {
 	t := &ValueTable[K, V]{name: name, kc: kc, vc: vc, first: b.keyGroups.First,
-		gs: make([]cowTable[K, V], b.keyGroups.Len()), hash: keyHash(kc)}
+		gs: newTables[K, V](b.keyGroups.Len()), hash: keyHash(kc)}
 	return register(b, t)
 }
 
@@ -284,7 +284,7 @@ type userMap[UK comparable, V any] struct {
 // NewMapTable registers (or returns the existing) map table name.
 func NewMapTable[K comparable, UK comparable, V any](b *Backend, name string, kc Codec[K], ukc Codec[UK], vc Codec[V]) (*MapTable[K, UK, V], error) {
 	return register(b, &MapTable[K, UK, V]{name: name, kc: kc, ukc: ukc, vc: vc, hash: keyHash(kc),
-		first: b.keyGroups.First, gs: make([]cowTable[K, userMap[UK, V]], b.keyGroups.Len())})
+		first: b.keyGroups.First, gs: newTables[K, userMap[UK, V]](b.keyGroups.Len())})
 }
 
 func (t *MapTable[K, UK, V]) Name() string           { return t.name }
@@ -372,7 +372,7 @@ type ListTable[K comparable, V any] struct {
 // NewListTable registers (or returns the existing) list table name.
 func NewListTable[K comparable, V any](b *Backend, name string, kc Codec[K], vc Codec[V]) (*ListTable[K, V], error) {
 	return register(b, &ListTable[K, V]{name: name, kc: kc, vc: vc, hash: keyHash(kc),
-		first: b.keyGroups.First, gs: make([]cowTable[K, []V], b.keyGroups.Len())})
+		first: b.keyGroups.First, gs: newTables[K, []V](b.keyGroups.Len())})
 }
 
 func (t *ListTable[K, V]) Name() string           { return t.name }

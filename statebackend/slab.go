@@ -1,0 +1,197 @@
+package statebackend
+
+import (
+	"reflect"
+	"unsafe"
+
+	"github.com/weirstream/weir/internal/hugepage"
+)
+
+// pageAlloc carves the pages of a set of cowTables (one state's key
+// groups) from large slabs, so that the slots can lie on transparent huge
+// pages: a state with a hundred thousand keys has megabytes of slots read
+// at random addresses, and on 4 KiB pages nearly every read also walks the
+// page table. A page is a slice into its slab; the garbage collector frees
+// a slab once no table and no snapshot holds a page of it.
+//
+// That is also the risk: one surviving page keeps its whole slab alive. A
+// page dies in the table when a grow replaces the table's pages or a
+// copy-on-write replaces one page; if nothing else moved, a table whose
+// pages were copied one by one after snapshots would pin one slab per
+// surviving page. So the allocator counts, per slab, the slots of pages the
+// tables still use, and keeps the bound
+//
+//	pinned ≤ 2 × live + current
+//
+// where live is the slots of the tables' pages, pinned the slots of every
+// slab holding one of them, and current the slab being carved. When a page
+// dies and the bound no longer holds, the slabs other than the current one
+// are on average less than half used; the sparsest of them is evacuated:
+// its live pages are copied into the current slab, as a copy-on-write
+// would, and the tables no longer hold it. Snapshots keep the pages they
+// hold, so memory is bounded by the bound at the time of each retained
+// snapshot plus the table's own.
+//
+// Evacuation copies less than half a slab, which caps slabs at maxSlabBytes
+// so that the stall of a record that triggers one stays in milliseconds;
+// it is paid for by the page deaths (copy-on-write copies, grows) that
+// made at least as many dead slots.
+type pageAlloc[K comparable, V any] struct {
+	// tabs are the tables served, for evacuation.
+	tabs []cowTable[K, V]
+	// cur is the uncarved rest of the current slab, curID its number.
+	cur   []slot[K, V]
+	curID uint32
+	// slabs holds, by number, the size and live slots of each slab that
+	// pages of the tables lie in; a number is reused once its slab has no
+	// live slot left (snapshots may still hold the slab: that is the
+	// garbage collector's business).
+	slabs []slabStat
+	free  []uint32
+	live  int
+	// pinned is the slots of slabs with live pages, or current.
+	pinned int
+	// newSlab, if set, sees every slab made (tests of the bound).
+	newSlab func(s []slot[K, V])
+}
+
+type slabStat struct{ size, live int }
+
+const (
+	// noSlab marks a page made without an allocator (a zero cowTable).
+	noSlab = ^uint32(0)
+	// minSlabBytes and maxSlabBytes bound the slab size, which follows
+	// the live bytes: small states get small slabs, and from
+	// hugepage.MinBytes a slab is advised for huge pages.
+	minSlabBytes = 32 << 10
+	maxSlabBytes = 16 << 20
+)
+
+// newTables makes n empty tables sharing one allocator, if their slots
+// hold no pointers. Slots with pointers (string keys, maps, lists) keep one
+// allocation per page: a dead page in a slab that live pages keep would
+// also keep whatever its slots point to, which the bound on slots does
+// not bound.
+func newTables[K comparable, V any](n int) []cowTable[K, V] {
+	if !pointerFree(reflect.TypeFor[slot[K, V]]()) {
+		return make([]cowTable[K, V], n)
+	}
+	a := &pageAlloc[K, V]{tabs: make([]cowTable[K, V], n), curID: noSlab}
+	for i := range a.tabs {
+		a.tabs[i].al = a
+	}
+	return a.tabs
+}
+
+func slotSize[K comparable, V any]() int {
+	var s slot[K, V]
+	return int(unsafe.Sizeof(s))
+}
+
+// alloc returns n zeroed slots (len = cap = n) and the number of their slab.
+func (a *pageAlloc[K, V]) alloc(n int) ([]slot[K, V], uint32) {
+	if len(a.cur) < n {
+		a.startSlab(n)
+	}
+	s := a.cur[:n:n]
+	a.cur = a.cur[n:]
+	a.slabs[a.curID].live += n
+	a.live += n
+	return s, a.curID
+}
+
+// startSlab retires the current slab and makes one for at least n slots.
+func (a *pageAlloc[K, V]) startSlab(n int) {
+	if a.curID != noSlab && a.slabs[a.curID].live == 0 {
+		a.drop(a.curID) // never used: forget it at once
+	}
+	sz := slotSize[K, V]()
+	want := min(max(a.live*sz, minSlabBytes), maxSlabBytes) / sz
+	want = max(want, n)
+	s := make([]slot[K, V], want)
+	if want*sz >= hugepage.MinBytes {
+		hugepage.Advise(s)
+	}
+	if a.newSlab != nil {
+		a.newSlab(s)
+	}
+	var id uint32
+	if k := len(a.free); k > 0 {
+		id, a.free = a.free[k-1], a.free[:k-1]
+		a.slabs[id] = slabStat{size: want}
+	} else {
+		id = uint32(len(a.slabs))
+		a.slabs = append(a.slabs, slabStat{size: want})
+	}
+	a.cur, a.curID = s, id
+	a.pinned += want
+}
+
+// drop forgets slab id, which has no live slot.
+func (a *pageAlloc[K, V]) drop(id uint32) {
+	a.pinned -= a.slabs[id].size
+	a.slabs[id] = slabStat{}
+	a.free = append(a.free, id)
+}
+
+// release records that a page of n slots in slab id left its table.
+func (a *pageAlloc[K, V]) release(id uint32, n int) {
+	if id == noSlab {
+		return
+	}
+	st := &a.slabs[id]
+	st.live -= n
+	a.live -= n
+	if st.live == 0 && id != a.curID {
+		a.drop(id)
+	}
+}
+
+// overBound reports whether the pinned slabs break the bound.
+func (a *pageAlloc[K, V]) overBound() bool {
+	return a.pinned > 2*a.live+a.curSize()
+}
+
+// curSize is the size of the current slab (0 before the first).
+func (a *pageAlloc[K, V]) curSize() int {
+	if a.curID == noSlab {
+		return 0
+	}
+	return a.slabs[a.curID].size
+}
+
+// settle evacuates the sparsest slabs until the bound holds; the tables
+// call it after their pages changed, when no slot pointer is held.
+func (a *pageAlloc[K, V]) settle() {
+	for a.overBound() {
+		id, best := noSlab, 0.0
+		for i, st := range a.slabs {
+			if uint32(i) == a.curID || st.live == 0 {
+				continue
+			}
+			if f := float64(st.live) / float64(st.size); id == noSlab || f < best {
+				id, best = uint32(i), f
+			}
+		}
+		if id == noSlab {
+			return
+		}
+		a.evacuate(id)
+	}
+}
+
+// evacuate copies the live pages of slab id into the current slab.
+func (a *pageAlloc[K, V]) evacuate(id uint32) {
+	for ti := range a.tabs {
+		t := &a.tabs[ti]
+		for pi := range t.meta {
+			if t.meta[pi].slab != id {
+				continue
+			}
+			t.movePage(uint32(pi))
+			if a.slabs[id].live == 0 {
+				return // dropped, and its number may be reused
+			}
+		}
+	}
+}
