@@ -51,6 +51,8 @@ type pageAlloc[K comparable, V any] struct {
 	live  int
 	// pinned is the slots of slabs with live pages, or current.
 	pinned int
+	// moved counts evacuated pages.
+	moved int
 	// newSlab, if set, sees every slab made (tests of the bound).
 	newSlab func(s []slot[K, V])
 }
@@ -189,6 +191,7 @@ func (a *pageAlloc[K, V]) evacuate(id uint32) {
 				continue
 			}
 			t.movePage(uint32(pi))
+			a.moved++
 			if a.slabs[id].live == 0 {
 				return // dropped, and its number may be reused
 			}
