@@ -26,7 +26,7 @@ import "slices"
 type cowTable[K comparable, V any] struct {
 	// pages is the directory; meta holds each page's version and slab
 	// apart, so a read goes from the directory straight to the slot.
-	pages [][]slot[K, V]
+	pages []*page[K, V]
 	meta  []pageMeta
 	// al carves the pages from slabs shared by the state's key groups
 	// (see pageAlloc); nil for a table made as a zero value, whose pages
@@ -46,8 +46,15 @@ const (
 	pageBits  = 5
 	pageSlots = 1 << pageBits
 	pageMask  = pageSlots - 1
-	minCap    = 8
+	// minCap is one page: pages are whole, so that the slot index within
+	// one needs no bounds check.
+	minCap = pageSlots
 )
+
+// page is pageSlots slots. The directory points at whole pages rather than
+// holding slices: 8 bytes a page, and an index masked to the page's length
+// needs no bounds check.
+type page[K comparable, V any] [pageSlots]slot[K, V]
 
 // pageMeta is what the table knows of one of its pages: the version it
 // was written under and the slab it lies in.
@@ -130,15 +137,18 @@ func (t *cowTable[K, V]) movePage(pi uint32) {
 	}
 	old, m := t.pages[pi], t.meta[pi]
 	if t.al == nil {
-		t.pages[pi] = slices.Clone(old)
+		p := new(page[K, V])
+		*p = *old
+		t.pages[pi] = p
 		t.meta[pi] = pageMeta{ver: t.ver, slab: noSlab}
 		return
 	}
-	p, id := t.al.alloc(len(old))
-	copy(p, old)
+	s, id := t.al.alloc(pageSlots)
+	p := (*page[K, V])(s)
+	*p = *old
 	t.pages[pi] = p
 	t.meta[pi] = pageMeta{ver: t.ver, slab: id}
-	t.al.release(m.slab, len(old))
+	t.al.release(m.slab, pageSlots)
 }
 
 // ref returns k's value for reading (nil if absent); the pointer is valid
@@ -230,21 +240,20 @@ func (t *cowTable[K, V]) grow(n int) {
 	if old == nil {
 		oldCap = 0
 	}
-	np := (c + pageSlots - 1) / pageSlots
-	t.pages = make([][]slot[K, V], np)
+	np := c / pageSlots
+	t.pages = make([]*page[K, V], np)
 	t.meta = make([]pageMeta, np)
-	per := min(c, pageSlots)
 	// The pages are carved from one run of slots, so a grown table lies
 	// contiguously in one slab.
 	var run []slot[K, V]
 	id := noSlab
 	if t.al != nil {
-		run, id = t.al.alloc(int(np * per))
+		run, id = t.al.alloc(int(c))
 	} else {
-		run = make([]slot[K, V], np*per)
+		run = make([]slot[K, V], c)
 	}
 	for i := range t.pages {
-		t.pages[i] = run[uint32(i)*per : uint32(i+1)*per : uint32(i+1)*per]
+		t.pages[i] = (*page[K, V])(run[i*pageSlots:])
 		t.meta[i] = pageMeta{ver: t.ver, slab: id}
 	}
 	t.mask = c - 1
@@ -262,8 +271,8 @@ func (t *cowTable[K, V]) grow(n int) {
 		*t.at(j) = *s
 	}
 	if t.al != nil {
-		for i, m := range oldMeta {
-			t.al.release(m.slab, len(old[i]))
+		for _, m := range oldMeta {
+			t.al.release(m.slab, pageSlots)
 		}
 		t.al.settle()
 	}
@@ -282,7 +291,7 @@ func bitsLen(x uint32) int {
 // cowView is a snapshot of a cowTable: its directory at the time, whose
 // pages nobody writes again.
 type cowView[K comparable, V any] struct {
-	pages [][]slot[K, V]
+	pages []*page[K, V]
 	n     int
 }
 

@@ -202,9 +202,7 @@ func appendField(dst, f []byte) []byte {
 }
 
 // samePage tells a page shared by two snapshots from a copy.
-func samePage[T any](a, b []T) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
+func samePage[K comparable, V any](a, b *page[K, V]) bool { return a == b }
 
 func (s *valueSection[K, V]) appendDiff(prev Section, kg int, up, del []byte) ([]byte, int, []byte, int, bool) {
 	p, ok := prev.(*valueSection[K, V])
@@ -217,9 +215,8 @@ func (s *valueSection[K, V]) appendDiff(prev Section, kg int, up, del []byte) ([
 	}
 	cv, pv := s.views[i].pages, p.views[i].pages
 	ct, pt := viewTable(s.views[i]), viewTable(p.views[i])
-	// After a growth (or the first entries) every page is new; a small
-	// table's growth may keep one page and change its length.
-	all := len(cv) != len(pv) || (len(cv) > 0 && len(cv[0]) != len(pv[0]))
+	// After a growth (or the first entries) every page is new.
+	all := len(cv) != len(pv)
 	var a, b []byte
 	equal := func(x, y V) bool {
 		a, b = s.vc.Append(a[:0], x), s.vc.Append(b[:0], y)
@@ -291,7 +288,7 @@ func viewTable[K comparable, V any](v cowView[K, V]) *cowTable[K, V] {
 	if len(v.pages) == 0 {
 		return &cowTable[K, V]{}
 	}
-	c := uint32(len(v.pages) * len(v.pages[0]))
+	c := uint32(len(v.pages) * pageSlots)
 	return &cowTable[K, V]{pages: v.pages, mask: c - 1, shift: uint8(32 - bitsLen(c-1)), n: v.n}
 }
 

@@ -231,7 +231,7 @@ func (t *Entries[K]) flush() {
 
 // PrefetchDir starts loading the directory entry and version of the page
 // holding the slot Prefetch will load. A key group's directory outgrows
-// the cache only with tens of thousands of entries (10 M keys make 12 MiB
+// the cache only with tens of thousands of entries (10 M keys make 8 MiB
 // of directories): then finding the slot's address is a miss too, and the
 // caller prefetches the directory entries of all its records before their
 // slots. With a small directory it does nothing.
@@ -245,9 +245,10 @@ func (t *Entries[K]) PrefetchDir(kg int, h int32) {
 	prefetch.Line(unsafe.Pointer(&g.meta[pi]))
 }
 
-// bigDirPages is the directory length (of 24 bytes per page) from which
-// PrefetchDir prefetches: at 1024 pages a key group's directory is 24 KiB,
-// and all 128 key groups' 3 MiB, more than a core's cache keeps.
+// bigDirPages is the directory length (of 16 bytes per page: pointer and
+// metadata) from which PrefetchDir prefetches: at 1024 pages a key group's
+// directory is 16 KiB, and all 128 key groups' 2 MiB, more than a core's
+// L2 cache keeps.
 const bigDirPages = 1024
 
 // Prefetch starts loading the slot where the probe for a key with hash h

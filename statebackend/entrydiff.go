@@ -43,7 +43,7 @@ func diffView[K comparable, V any](cv, pv cowView[K, V], kc Codec[K], has func(*
 		nDel++
 	}
 	cp, pp := cv.pages, pv.pages
-	if len(cp) != len(pp) || (len(cp) > 0 && len(cp[0]) != len(pp[0])) {
+	if len(cp) != len(pp) {
 		// After a growth (or the first entries) every page is new.
 		for _, pg := range cp {
 			for k := range pg {

@@ -39,7 +39,7 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 		lo := uintptr(unsafe.Pointer(&s[0]))
 		slabs = append(slabs, span{lo, lo + uintptr(len(s))*sz})
 	}
-	slabOf := func(p []slot[int64, int64]) int {
+	slabOf := func(p *page[int64, int64]) int {
 		// The newest slab holding the address: the garbage collector
 		// may reuse a dead slab's memory for a new one.
 		a := uintptr(unsafe.Pointer(&p[0]))
@@ -63,7 +63,7 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 		slabs map[int]bool // slabs its pages lie in
 	}
 	var snaps []snap
-	reach := func(pages [][]slot[int64, int64]) map[int]bool {
+	reach := func(pages []*page[int64, int64]) map[int]bool {
 		m := map[int]bool{}
 		for _, p := range pages {
 			m[slabOf(p)] = true
@@ -72,7 +72,7 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 	}
 	check := func(op int) {
 		t.Helper()
-		live, pages := 0, [][]slot[int64, int64]{}
+		live, pages := 0, []*page[int64, int64]{}
 		for i := range tabs {
 			for _, p := range tabs[i].pages {
 				live += len(p)
@@ -138,7 +138,7 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 		case x < 996:
 			s := snap{views: make([]cowView[int64, int64], groups), want: make([]map[int64]int64, groups),
 				bound: al.pinned * int(sz)}
-			var dirs [][]slot[int64, int64]
+			var dirs []*page[int64, int64]
 			for i := range tabs {
 				s.views[i] = tabs[i].snapshot()
 				s.want[i] = maps.Clone(want[i])
