@@ -173,6 +173,13 @@ func (t *Entries[K]) get(kg int, h int32, k K) *Entry {
 	}
 	t.ck, t.ckg, t.ci = k, kg, int32(i)
 	t.cp, t.wkg = &g.at(uint32(i)).val, -1
+	// A record that reads its key's entry mostly writes it next: if the
+	// page is the current version's, the Edit can take the entry as is.
+	// After a snapshot no page is, so the first write after one still
+	// goes through edit and counts (see writes).
+	if g.meta[uint32(i)>>pageBits].ver == g.ver {
+		t.wkg = kg
+	}
 	return t.cp
 }
 
@@ -221,9 +228,11 @@ func (t *Entries[K]) flush() {
 	if t.ci < 0 {
 		return
 	}
-	g := &t.gs[t.ckg-t.first]
-	if s := g.at(uint32(t.ci)); s.val.used() == 0 {
-		g.del(s.hash, t.ck)
+	// cp is the cached entry in the table: any move or copy of its
+	// page renews or forgets it.
+	if t.cp.used() == 0 {
+		g := &t.gs[t.ckg-t.first]
+		g.del(g.at(uint32(t.ci)).hash, t.ck)
 		t.writes++
 	}
 	t.ci, t.ckg, t.wkg, t.cp = -1, -1, -1, nil
