@@ -1,6 +1,9 @@
 package statebackend
 
-import "slices"
+import (
+	"slices"
+	"unsafe"
+)
 
 // cowTable is the hash table behind every table (ValueTable, MapTable,
 // ListTable, Entries): one per key group, open addressing with linear
@@ -71,19 +74,26 @@ type slot[K comparable, V any] struct {
 // so that neither bits shared by a key group's keys (the key group is
 // derived from the same hash) nor runs of consecutive keys (an int64 key's
 // hash is the key) cluster the keys.
-func (t *cowTable[K, V]) home(h uint32) uint32 { return mix32(h) >> t.shift }
-
-// mix32 is the MurmurHash3 finalizer.
-func mix32(h uint32) uint32 {
+//
+// The mix is the MurmurHash3 finalizer, written out here: the compiler did
+// not inline it as a function into the generic table code, and find and
+// Prefetch run it on every record.
+func (t *cowTable[K, V]) home(h uint32) uint32 {
 	h ^= h >> 16
 	h *= 0x85ebca6b
 	h ^= h >> 13
 	h *= 0xc2b2ae35
-	return h ^ h>>16
+	return (h ^ h>>16) >> t.shift
 }
 
+// at is slot i. The address is computed rather than indexed: indexing
+// through the page pointer makes the compiler check it for nil by loading
+// from the page's first line, a cache miss of its own, and one that would
+// stall Entries.Prefetch, which must not touch the slot. The slot lies in
+// the page's allocation, so the arithmetic is valid.
 func (t *cowTable[K, V]) at(i uint32) *slot[K, V] {
-	return &t.pages[i>>pageBits][i&pageMask]
+	p := unsafe.Pointer(t.pages[i>>pageBits])
+	return (*slot[K, V])(unsafe.Add(p, uintptr(i&pageMask)*unsafe.Sizeof(slot[K, V]{})))
 }
 
 // find returns the slot index of k, or -1.
@@ -116,7 +126,7 @@ func (t *cowTable[K, V]) writable(i uint32) *slot[K, V] {
 	if t.meta[i>>pageBits].ver != t.ver {
 		t.copyPage(i >> pageBits)
 	}
-	return &t.pages[i>>pageBits][i&pageMask]
+	return t.at(i)
 }
 
 // copyPage is the rare part of writable: the first write to a page since
