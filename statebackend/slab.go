@@ -110,9 +110,12 @@ func (a *pageAlloc[K, V]) startSlab(n int) {
 	sz := slotSize[K, V]()
 	want := min(max(a.live*sz, minSlabBytes), maxSlabBytes) / sz
 	want = max(want, n)
-	s := make([]slot[K, V], want)
+	var s []slot[K, V]
 	if want*sz >= hugepage.MinBytes {
-		hugepage.Advise(s)
+		s = hugeSlab[K, V](want)
+		want = len(s)
+	} else {
+		s = make([]slot[K, V], want)
 	}
 	if a.newSlab != nil {
 		a.newSlab(s)
@@ -127,6 +130,24 @@ func (a *pageAlloc[K, V]) startSlab(n int) {
 	}
 	a.cur, a.curID = s, id
 	a.pinned += want
+}
+
+// hugeSlab makes a slab of at least n slots that starts on a huge-page
+// boundary and ends on one when the slot size divides it, so that the
+// kernel can back all of it with huge pages; the allocation is padded by
+// one huge page for the alignment (at most a quarter of a slab, as slabs
+// this large are at least hugepage.MinBytes). hugepage.Make pads by two
+// huge pages, which would cost up to half a slab.
+func hugeSlab[K comparable, V any](n int) []slot[K, V] {
+	sz := uintptr(slotSize[K, V]())
+	bytes := (uintptr(n)*sz + hugepage.Size - 1) &^ (hugepage.Size - 1)
+	n = int(bytes / sz)
+	full := make([]slot[K, V], uintptr(n)+hugepage.Size/sz+1)
+	lead := (hugepage.Size - uintptr(unsafe.Pointer(&full[0]))%hugepage.Size) % hugepage.Size
+	off := int((lead + sz - 1) / sz)
+	s := full[off : off+n : off+n]
+	hugepage.Advise(s)
+	return s
 }
 
 // drop forgets slab id, which has no live slot.
