@@ -94,9 +94,11 @@ type processOperator[K comparable, IN, OUT any] struct {
 	lsm *pebblestate.Store
 
 	// held are records taken in but not processed yet, nheld of them
-	// (see Collect); held is nil when the operator processes each record
-	// as it comes. inRecords is the task's: records may be held back.
+	// from held[hhead] on, cyclically (see Collect); held is nil when the
+	// operator processes each record as it comes. inRecords is the
+	// task's: records may be held back.
 	held      []heldRecord[K, IN]
+	hhead     int
 	nheld     int
 	inRecords *bool
 	entries   *statebackend.Entries[K]
@@ -113,8 +115,14 @@ type heldRecord[K comparable, IN any] struct {
 
 // holdRecords is how many records a keyed operator holds back at most:
 // enough for their first cache misses to overlap, few enough that they
-// stay in the cache until processed.
+// stay in the cache until processed. A power of two (held is a ring).
 const holdRecords = 16
+
+// slotLead is how many records after a record's arrival its entry slot is
+// prefetched, and holdRecords-slotLead how many before it is processed:
+// with millions of keys the directory entry, prefetched on arrival, must
+// be in the cache before the slot's address can be read from it.
+const slotLead = holdRecords / 2
 
 // holdBackRecords turns holding back on; tests compare with it off.
 var holdBackRecords = true
@@ -277,15 +285,18 @@ func (o *processOperator[K, IN, OUT]) memorySections() []statebackend.Section {
 }
 
 // Collect processes a record, or, within a batch of records, holds it
-// back until holdRecords are held or the batch ends. flush then processes
-// the held records in two passes: the first prefetches each one's entry
-// slot, so that their cache misses overlap instead of each stalling its
-// record in turn (with millions of keys, it prefetches the slots' page
-// directory entries first, another miss); the second runs the function. At 100 k keys the first touch of the entry
-// was 30 to 45 % of the state-heavy fraud job's CPU. Records are processed
-// in order and before anything else reaches the operator (timers,
-// watermarks, snapshots: see flush's callers), so only the time they are
-// processed changes, within the batch.
+// back in a sliding window of holdRecords: on arrival its entry's page
+// directory entry is prefetched (with millions of keys that is a miss of
+// its own), slotLead records later its entry slot, and once the window is
+// full the oldest record is processed. The cache misses of successive
+// records then overlap instead of each stalling its record in turn, and
+// every record's slot was prefetched a constant holdRecords-slotLead
+// records before its use: processing the window in batches left the
+// first records of each batch with no lead. At 100 k keys the first touch
+// of the entry was 30 to 45 % of the state-heavy fraud job's CPU. Records
+// are processed in order and before anything else reaches the operator
+// (timers, watermarks, snapshots: see flush's callers), so only the time
+// they are processed changes, within the batch.
 func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	o.count.in++
 	k := o.sel(v)
@@ -297,37 +308,50 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	}
 	o.kgRecords[kg-o.keyGroups.First]++
 	if o.held != nil && *o.inRecords {
-		r := &o.held[o.nheld]
+		const mask = holdRecords - 1
+		r := &o.held[(o.hhead+o.nheld)&mask]
 		r.v, r.key, r.ts, r.hash, r.kg = v, k, *o.ctx.ts, h, int32(kg)
-		if o.nheld++; o.nheld == len(o.held) {
-			o.flush()
+		o.entries.PrefetchDir(kg, h)
+		if o.nheld++; o.nheld > slotLead {
+			p := &o.held[(o.hhead+o.nheld-1-slotLead)&mask]
+			o.entries.Prefetch(int(p.kg), p.hash)
+		}
+		if o.nheld == holdRecords {
+			o.processHeld()
 		}
 		return
 	}
+	// Outside a batch (a record emitted upstream while the task flushes
+	// or fires timers), records still held go first.
+	o.flush()
 	o.process(v, k, h, kg)
 }
 
-// flush processes the records held back, in order.
+// processHeld processes the oldest held record.
+func (o *processOperator[K, IN, OUT]) processHeld() {
+	r := &o.held[o.hhead]
+	o.hhead = (o.hhead + 1) & (holdRecords - 1)
+	o.nheld--
+	ts := *o.ctx.ts
+	*o.ctx.ts = r.ts
+	o.process(r.v, r.key, r.hash, int(r.kg))
+	*o.ctx.ts = ts
+	*r = heldRecord[K, IN]{} // let go of what the record refers to
+}
+
+// flush processes the records held back, in order, after prefetching the
+// slots of those whose slot was not prefetched yet.
 func (o *processOperator[K, IN, OUT]) flush() {
-	held := o.held[:o.nheld]
-	if len(held) == 0 {
+	if o.nheld == 0 {
 		return
 	}
-	o.nheld = 0
-	for i := range held {
-		o.entries.PrefetchDir(int(held[i].kg), held[i].hash)
+	for i := max(o.nheld-slotLead, 0); i < o.nheld; i++ {
+		p := &o.held[(o.hhead+i)&(holdRecords-1)]
+		o.entries.Prefetch(int(p.kg), p.hash)
 	}
-	for i := range held {
-		o.entries.Prefetch(int(held[i].kg), held[i].hash)
+	for o.nheld > 0 {
+		o.processHeld()
 	}
-	ts := *o.ctx.ts
-	for i := range held {
-		r := &held[i]
-		*o.ctx.ts = r.ts
-		o.process(r.v, r.key, r.hash, int(r.kg))
-	}
-	*o.ctx.ts = ts
-	clear(held) // let go of what the records refer to
 }
 
 func (o *processOperator[K, IN, OUT]) process(v IN, k K, h int32, kg int) {
