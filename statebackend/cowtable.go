@@ -153,8 +153,7 @@ func (t *cowTable[K, V]) movePage(pi uint32) {
 		t.meta[pi] = pageMeta{ver: t.ver, slab: noSlab}
 		return
 	}
-	s, id := t.al.alloc(pageSlots)
-	p := (*page[K, V])(s)
+	p, id := t.al.allocPage()
 	*p = *old
 	t.pages[pi] = p
 	t.meta[pi] = pageMeta{ver: t.ver, slab: id}
@@ -258,7 +257,7 @@ func (t *cowTable[K, V]) grow(n int) {
 	var run []slot[K, V]
 	id := noSlab
 	if t.al != nil {
-		run, id = t.al.alloc(int(c))
+		run, id = t.al.allocRun(int(c))
 	} else {
 		run = make([]slot[K, V], c)
 	}

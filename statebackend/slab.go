@@ -11,11 +11,23 @@ import (
 // groups) from large slabs, so that the slots can lie on transparent huge
 // pages: a state with a hundred thousand keys has megabytes of slots read
 // at random addresses, and on 4 KiB pages nearly every read also walks the
-// page table. A page is a slice into its slab; the garbage collector frees
-// a slab once no table and no snapshot holds a page of it.
+// page table. A page is part of its slab; the garbage collector frees a
+// slab once no table and no snapshot holds a page of it. Only tables whose
+// slots hold no pointers use slabs (see newTables).
 //
-// That is also the risk: one surviving page keeps its whole slab alive. A
-// page dies in the table when a grow replaces the table's pages or a
+// Two streams carve slabs. A grow takes one run for all the table's new
+// pages from the grow stream, whose slabs from hugepage.MinBytes up lie on
+// huge pages. Copy-on-write copies and evacuations (below) take single
+// pages from the copy stream, whose slabs stay on small pages: huge pages
+// for them cost a fault that zeroes 2 MiB, and with THP's "madvise"
+// defrag setting may compact memory first, and those faults landed on the
+// writes after a checkpoint, which copy pages fast (BenchmarkWriteAfter-
+// Snapshot at 1 M keys: 7.8 µs a write and stalls of 90 ms with huge copy
+// slabs, 1.7 µs and 3 ms without). So a table's pages are on huge pages
+// from its last grow until copy-on-write after checkpoints moves them.
+//
+// The risk of slabs: one surviving page keeps its whole slab alive. A page
+// dies in the table when a grow replaces the table's pages or a
 // copy-on-write replaces one page; if nothing else moved, a table whose
 // pages were copied one by one after snapshots would pin one slab per
 // surviving page. So the allocator counts, per slab, the slots of pages the
@@ -24,13 +36,14 @@ import (
 //	pinned ≤ 2 × live + current
 //
 // where live is the slots of the tables' pages, pinned the slots of every
-// slab holding one of them, and current the slab being carved. When a page
-// dies and the bound no longer holds, the slabs other than the current one
-// are on average less than half used; the sparsest of them is evacuated:
-// its live pages are copied into the current slab, as a copy-on-write
-// would, and the tables no longer hold it. Snapshots keep the pages they
-// hold, so memory is bounded by the bound at the time of each retained
-// snapshot plus the table's own.
+// slab holding one of them, and current the two slabs being carved. When
+// a page dies and the bound no longer holds, the other slabs are on
+// average less than half used; the sparsest of them is evacuated: its
+// live pages are copied into the copy stream, as a copy-on-write would,
+// and the tables no longer hold it. Snapshots keep the pages they hold, so
+// memory is bounded by the bound at the time of each retained snapshot
+// plus the table's own (plus, for huge-page slabs, one huge page of
+// alignment padding each).
 //
 // Evacuation copies less than half a slab, which caps slabs at maxSlabBytes
 // so that the stall of a record that triggers one stays in milliseconds;
@@ -39,9 +52,8 @@ import (
 type pageAlloc[K comparable, V any] struct {
 	// tabs are the tables served, for evacuation.
 	tabs []cowTable[K, V]
-	// cur is the uncarved rest of the current slab, curID its number.
-	cur   []slot[K, V]
-	curID uint32
+	// grow and copy are the two streams' current slabs.
+	grow, copy stream[K, V]
 	// slabs holds, by number, the size and live slots of each slab that
 	// pages of the tables lie in; a number is reused once its slab has no
 	// live slot left (snapshots may still hold the slab: that is the
@@ -57,6 +69,14 @@ type pageAlloc[K comparable, V any] struct {
 	newSlab func(s []slot[K, V])
 }
 
+// stream is a slab being carved: cur is its uncarved rest, id its number
+// (noSlab before the first).
+type stream[K comparable, V any] struct {
+	cur  []slot[K, V]
+	id   uint32
+	huge bool
+}
+
 type slabStat struct{ size, live int }
 
 const (
@@ -64,7 +84,7 @@ const (
 	noSlab = ^uint32(0)
 	// minSlabBytes and maxSlabBytes bound the slab size, which follows
 	// the live bytes: small states get small slabs, and from
-	// hugepage.MinBytes a slab is advised for huge pages.
+	// hugepage.MinBytes a grow slab is advised for huge pages.
 	minSlabBytes = 32 << 10
 	maxSlabBytes = 16 << 20
 )
@@ -78,7 +98,8 @@ func newTables[K comparable, V any](n int) []cowTable[K, V] {
 	if !pointerFree(reflect.TypeFor[slot[K, V]]()) {
 		return make([]cowTable[K, V], n)
 	}
-	a := &pageAlloc[K, V]{tabs: make([]cowTable[K, V], n), curID: noSlab}
+	a := &pageAlloc[K, V]{tabs: make([]cowTable[K, V], n),
+		grow: stream[K, V]{id: noSlab, huge: true}, copy: stream[K, V]{id: noSlab}}
 	for i := range a.tabs {
 		a.tabs[i].al = a
 	}
@@ -90,28 +111,39 @@ func slotSize[K comparable, V any]() int {
 	return int(unsafe.Sizeof(s))
 }
 
-// alloc returns n zeroed slots (len = cap = n) and the number of their slab.
-func (a *pageAlloc[K, V]) alloc(n int) ([]slot[K, V], uint32) {
-	if len(a.cur) < n {
-		a.startSlab(n)
-	}
-	s := a.cur[:n:n]
-	a.cur = a.cur[n:]
-	a.slabs[a.curID].live += n
-	a.live += n
-	return s, a.curID
+// allocRun returns n zeroed slots (len = cap = n), for a grow, and the
+// number of their slab.
+func (a *pageAlloc[K, V]) allocRun(n int) ([]slot[K, V], uint32) { return a.alloc(&a.grow, n) }
+
+// allocPage returns one page, for a copy.
+func (a *pageAlloc[K, V]) allocPage() (*page[K, V], uint32) {
+	s, id := a.alloc(&a.copy, pageSlots)
+	return (*page[K, V])(s), id
 }
 
-// startSlab retires the current slab and makes one for at least n slots.
-func (a *pageAlloc[K, V]) startSlab(n int) {
-	if a.curID != noSlab && a.slabs[a.curID].live == 0 {
-		a.drop(a.curID) // never used: forget it at once
+func (a *pageAlloc[K, V]) alloc(st *stream[K, V], n int) ([]slot[K, V], uint32) {
+	if len(st.cur) < n {
+		a.startSlab(st, n)
+	}
+	s := st.cur[:n:n]
+	st.cur = st.cur[n:]
+	a.slabs[st.id].live += n
+	a.live += n
+	return s, st.id
+}
+
+// startSlab retires the stream's slab and makes one for at least n slots.
+func (a *pageAlloc[K, V]) startSlab(st *stream[K, V], n int) {
+	old := st.id
+	st.id = noSlab // retired: release may drop it now
+	if old != noSlab && a.slabs[old].live == 0 {
+		a.drop(old) // never used: forget it at once
 	}
 	sz := slotSize[K, V]()
 	want := min(max(a.live*sz, minSlabBytes), maxSlabBytes) / sz
 	want = max(want, n)
 	var s []slot[K, V]
-	if want*sz >= hugepage.MinBytes {
+	if st.huge && want*sz >= hugepage.MinBytes {
 		s = hugeSlab[K, V](want)
 		want = len(s)
 	} else {
@@ -128,14 +160,14 @@ func (a *pageAlloc[K, V]) startSlab(n int) {
 		id = uint32(len(a.slabs))
 		a.slabs = append(a.slabs, slabStat{size: want})
 	}
-	a.cur, a.curID = s, id
+	st.cur, st.id = s, id
 	a.pinned += want
 }
 
 // hugeSlab makes a slab of at least n slots that starts on a huge-page
 // boundary and ends on one when the slot size divides it, so that the
 // kernel can back all of it with huge pages; the allocation is padded by
-// one huge page for the alignment (at most a quarter of a slab, as slabs
+// one huge page for the alignment (at most a third of a slab, as slabs
 // this large are at least hugepage.MinBytes). hugepage.Make pads by two
 // huge pages, which would cost up to half a slab.
 func hugeSlab[K comparable, V any](n int) []slot[K, V] {
@@ -165,22 +197,22 @@ func (a *pageAlloc[K, V]) release(id uint32, n int) {
 	st := &a.slabs[id]
 	st.live -= n
 	a.live -= n
-	if st.live == 0 && id != a.curID {
+	if st.live == 0 && id != a.grow.id && id != a.copy.id {
 		a.drop(id)
 	}
 }
 
 // overBound reports whether the pinned slabs break the bound.
 func (a *pageAlloc[K, V]) overBound() bool {
-	return a.pinned > 2*a.live+a.curSize()
+	return a.pinned > 2*a.live+a.size(a.grow.id)+a.size(a.copy.id)
 }
 
-// curSize is the size of the current slab (0 before the first).
-func (a *pageAlloc[K, V]) curSize() int {
-	if a.curID == noSlab {
+// size is the size of slab id (0 for noSlab).
+func (a *pageAlloc[K, V]) size(id uint32) int {
+	if id == noSlab {
 		return 0
 	}
-	return a.slabs[a.curID].size
+	return a.slabs[id].size
 }
 
 // settle evacuates the sparsest slabs until the bound holds; the tables
@@ -189,7 +221,7 @@ func (a *pageAlloc[K, V]) settle() {
 	for a.overBound() {
 		id, best := noSlab, 0.0
 		for i, st := range a.slabs {
-			if uint32(i) == a.curID || st.live == 0 {
+			if uint32(i) == a.grow.id || uint32(i) == a.copy.id || st.live == 0 {
 				continue
 			}
 			if f := float64(st.live) / float64(st.size); id == noSlab || f < best {
@@ -203,7 +235,7 @@ func (a *pageAlloc[K, V]) settle() {
 	}
 }
 
-// evacuate copies the live pages of slab id into the current slab.
+// evacuate copies the live pages of slab id into the copy stream.
 func (a *pageAlloc[K, V]) evacuate(id uint32) {
 	for ti := range a.tabs {
 		t := &a.tabs[ti]

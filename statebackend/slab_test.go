@@ -72,11 +72,22 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 	}
 	check := func(op int) {
 		t.Helper()
+		// Which slab each page lies in, by address and by the table's
+		// record, must agree, and the allocator's counts must be the
+		// tables' pages.
 		live, pages := 0, []*page[int64, int64]{}
+		idOf := map[int]uint32{} // slab (by address) -> allocator's number
+		liveIn := map[uint32]int{}
 		for i := range tabs {
-			for _, p := range tabs[i].pages {
-				live += len(p)
+			for pi, p := range tabs[i].pages {
+				live += pageSlots
 				pages = append(pages, p)
+				id, sl := tabs[i].meta[pi].slab, slabOf(p)
+				if old, ok := idOf[sl]; ok && old != id {
+					t.Fatalf("op %d: slab %d holds pages recorded in slabs %d and %d", op, sl, old, id)
+				}
+				idOf[sl] = id
+				liveIn[id] += pageSlots
 			}
 		}
 		if live != al.live {
@@ -84,23 +95,29 @@ func TestSlabAllocatorMemoryBound(t *testing.T) {
 		}
 		tabSlabs := reach(pages)
 		pinned := 0
-		for i := range tabSlabs {
-			pinned += int(slabs[i].hi - slabs[i].lo)
+		for sl, id := range idOf {
+			size := int(slabs[sl].hi-slabs[sl].lo) / int(sz)
+			if al.slabs[id].size != size || al.slabs[id].live != liveIn[id] {
+				t.Fatalf("op %d: slab %d counted as %+v, holds %d live of %d", op, id, al.slabs[id], liveIn[id], size)
+			}
+			pinned += size
 		}
-		// The current slab, the last made, counts even before a page
-		// lies in it.
-		if len(slabs) > 0 && !tabSlabs[len(slabs)-1] {
-			pinned += int(slabs[len(slabs)-1].hi - slabs[len(slabs)-1].lo)
+		// The streams' current slabs count even before a page lies in
+		// them.
+		for _, id := range []uint32{al.grow.id, al.copy.id} {
+			if id != noSlab && liveIn[id] == 0 {
+				pinned += al.slabs[id].size
+			}
 		}
-		if pinned != al.pinned*int(sz) {
-
-			t.Fatalf("op %d: allocator counts %d pinned bytes, tables reach %d", op, al.pinned*int(sz), pinned)
+		if pinned != al.pinned {
+			t.Fatalf("op %d: allocator counts %d pinned slots, tables reach %d", op, al.pinned, pinned)
 		}
-		if al.overBound() {
-			t.Fatalf("op %d: %d pinned slots over 2 × %d live + %d", op, al.pinned, al.live, al.curSize())
+		current := al.size(al.grow.id) + al.size(al.copy.id)
+		if al.pinned > 2*al.live+current {
+			t.Fatalf("op %d: %d pinned slots over 2 × %d live + %d", op, al.pinned, al.live, current)
 		}
 		all := maps.Clone(tabSlabs)
-		bound := (2*al.live + al.curSize()) * int(sz)
+		bound := (2*al.live + current) * int(sz)
 		for _, s := range snaps {
 			maps.Copy(all, s.slabs)
 			bound += s.bound
