@@ -157,7 +157,7 @@ func (t *cowTable[K, V]) movePage(pi uint32) {
 	*p = *old
 	t.pages[pi] = p
 	t.meta[pi] = pageMeta{ver: t.ver, slab: id}
-	t.al.release(m.slab, pageSlots)
+	t.al.release(m.slab, pageSlots, m.ver == t.ver)
 }
 
 // ref returns k's value for reading (nil if absent); the pointer is valid
@@ -281,7 +281,7 @@ func (t *cowTable[K, V]) grow(n int) {
 	}
 	if t.al != nil {
 		for _, m := range oldMeta {
-			t.al.release(m.slab, pageSlots)
+			t.al.release(m.slab, pageSlots, m.ver == t.ver)
 		}
 		t.al.settle()
 	}

@@ -45,6 +45,14 @@ import (
 // plus the table's own (plus, for huge-page slabs, one huge page of
 // alignment padding each).
 //
+// A grow slab whose pages all left the tables while no snapshot could
+// hold them (each page was of the table's current version, written since
+// the last snapshot) is kept as a spare and reused, cleared, for a later
+// grow: while a state grows without checkpoints, each generation of its
+// tables' runs then goes to the memory of an earlier one instead of
+// faulting in fresh memory. Spares count towards the bound and are let go
+// first when it breaks.
+//
 // Evacuation copies less than half a slab, which caps slabs at maxSlabBytes
 // so that the stall of a record that triggers one stays in milliseconds;
 // it is paid for by the page deaths (copy-on-write copies, grows) that
@@ -58,13 +66,17 @@ type pageAlloc[K comparable, V any] struct {
 	// pages of the tables lie in; a number is reused once its slab has no
 	// live slot left (snapshots may still hold the slab: that is the
 	// garbage collector's business).
-	slabs []slabStat
+	slabs []slabStat[K, V]
 	free  []uint32
 	live  int
 	// pinned is the slots of slabs with live pages, or current.
 	pinned int
-	// moved counts evacuated pages.
-	moved int
+	// spare are emptied grow slabs no snapshot holds, spareSlots their
+	// slots.
+	spare      [][]slot[K, V]
+	spareSlots int
+	// moved counts evacuated pages, reused spares taken.
+	moved, reused int
 	// newSlab, if set, sees every slab made (tests of the bound).
 	newSlab func(s []slot[K, V])
 }
@@ -77,7 +89,15 @@ type stream[K comparable, V any] struct {
 	huge bool
 }
 
-type slabStat struct{ size, live int }
+// slabStat is what the allocator knows of a slab. mem is the slab, kept
+// for grow slabs only, so that an emptied one can become a spare; held
+// says a page of it left its table while a snapshot may have held it, so
+// it may not.
+type slabStat[K comparable, V any] struct {
+	size, live int
+	mem        []slot[K, V]
+	held       bool
+}
 
 const (
 	// noSlab marks a page made without an allocator (a zero cowTable).
@@ -143,22 +163,34 @@ func (a *pageAlloc[K, V]) startSlab(st *stream[K, V], n int) {
 	want := min(max(a.live*sz, minSlabBytes), maxSlabBytes) / sz
 	want = max(want, n)
 	var s []slot[K, V]
-	if st.huge && want*sz >= hugepage.MinBytes {
+	switch {
+	case st.huge && a.reuse(n) != nil:
+		s = a.reuse(n)
+		a.spare = a.spare[:len(a.spare)-1]
+		a.spareSlots -= len(s)
+		a.reused++
+		clear(s)
+		want = len(s)
+	case st.huge && want*sz >= hugepage.MinBytes:
 		s = hugeSlab[K, V](want)
 		want = len(s)
-	} else {
+	default:
 		s = make([]slot[K, V], want)
 	}
 	if a.newSlab != nil {
 		a.newSlab(s)
 	}
+	stat := slabStat[K, V]{size: want}
+	if st.huge {
+		stat.mem = s
+	}
 	var id uint32
 	if k := len(a.free); k > 0 {
 		id, a.free = a.free[k-1], a.free[:k-1]
-		a.slabs[id] = slabStat{size: want}
+		a.slabs[id] = stat
 	} else {
 		id = uint32(len(a.slabs))
-		a.slabs = append(a.slabs, slabStat{size: want})
+		a.slabs = append(a.slabs, stat)
 	}
 	st.cur, st.id = s, id
 	a.pinned += want
@@ -182,29 +214,48 @@ func hugeSlab[K comparable, V any](n int) []slot[K, V] {
 	return s
 }
 
-// drop forgets slab id, which has no live slot.
+// reuse is the spare that startSlab takes for n slots, if any: the last,
+// if large enough (spares of one state are mostly of one size).
+func (a *pageAlloc[K, V]) reuse(n int) []slot[K, V] {
+	if k := len(a.spare); k > 0 && len(a.spare[k-1]) >= n {
+		return a.spare[k-1]
+	}
+	return nil
+}
+
+// drop forgets slab id, which has no live slot, keeping it as a spare if
+// it may be.
 func (a *pageAlloc[K, V]) drop(id uint32) {
-	a.pinned -= a.slabs[id].size
-	a.slabs[id] = slabStat{}
+	st := &a.slabs[id]
+	a.pinned -= st.size
+	if st.mem != nil && !st.held {
+		a.spare = append(a.spare, st.mem)
+		a.spareSlots += len(st.mem)
+	}
+	*st = slabStat[K, V]{}
 	a.free = append(a.free, id)
 }
 
-// release records that a page of n slots in slab id left its table.
-func (a *pageAlloc[K, V]) release(id uint32, n int) {
+// release records that a page of n slots in slab id left its table;
+// private says no snapshot holds the page (it is of the table's current
+// version).
+func (a *pageAlloc[K, V]) release(id uint32, n int, private bool) {
 	if id == noSlab {
 		return
 	}
 	st := &a.slabs[id]
 	st.live -= n
+	st.held = st.held || !private
 	a.live -= n
 	if st.live == 0 && id != a.grow.id && id != a.copy.id {
 		a.drop(id)
 	}
 }
 
-// overBound reports whether the pinned slabs break the bound.
+// overBound reports whether the pinned slabs and the spares break the
+// bound.
 func (a *pageAlloc[K, V]) overBound() bool {
-	return a.pinned > 2*a.live+a.size(a.grow.id)+a.size(a.copy.id)
+	return a.pinned+a.spareSlots > 2*a.live+a.size(a.grow.id)+a.size(a.copy.id)
 }
 
 // size is the size of slab id (0 for noSlab).
@@ -218,6 +269,10 @@ func (a *pageAlloc[K, V]) size(id uint32) int {
 // settle evacuates the sparsest slabs until the bound holds; the tables
 // call it after their pages changed, when no slot pointer is held.
 func (a *pageAlloc[K, V]) settle() {
+	if a.overBound() && a.spareSlots > 0 {
+		clear(a.spare) // to the garbage collector
+		a.spare, a.spareSlots = a.spare[:0], 0
+	}
 	for a.overBound() {
 		id, best := noSlab, 0.0
 		for i, st := range a.slabs {
