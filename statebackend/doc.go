@@ -51,6 +51,19 @@
 // snapshot's pages are never written again. The first write after a
 // checkpoint copies a few kilobytes, not a key group.
 //
+// # Slabs and huge pages
+//
+// The pages of a table whose slots hold no pointers are carved from slabs
+// shared by its key groups (pageAlloc, slab.go): a grow takes one run for
+// all the table's pages, from slabs that lie on transparent huge pages from
+// 4 MiB up, so that the random slot reads of a large state do not also walk
+// the page table; copy-on-write copies take single pages from small-page
+// slabs. A slab lives as long as any table or snapshot holds one of its
+// pages, so the allocator counts each slab's live pages and, when the
+// slabs the tables pin exceed twice their live pages plus the slabs being
+// carved, moves the live pages out of the sparsest slab. Grow slabs that
+// emptied while no snapshot could hold them are reused by later grows.
+//
 // Map tables copy each key's map on write too: a map carries the version
 // it was made under, and a Put or Remove on an older one clones it first,
 // so the first write to a key after a snapshot copies that key's map,
