@@ -139,25 +139,21 @@ func (t *cowTable[K, V]) copyPage(pi uint32) {
 }
 
 // movePage replaces page pi by a copy of the current version, leaving the
-// old page to whoever else holds it (a snapshot, or nobody).
+// old page to whoever else holds it (a snapshot, or nobody). The copy is a
+// page of its own, not in a slab (see pageAlloc).
 func (t *cowTable[K, V]) movePage(pi uint32) {
 	if t.sharedDir {
 		t.pages = slices.Clone(t.pages)
 		t.sharedDir = false
 	}
 	old, m := t.pages[pi], t.meta[pi]
-	if t.al == nil {
-		p := new(page[K, V])
-		*p = *old
-		t.pages[pi] = p
-		t.meta[pi] = pageMeta{ver: t.ver, slab: noSlab}
-		return
-	}
-	p, id := t.al.allocPage()
+	p := new(page[K, V])
 	*p = *old
 	t.pages[pi] = p
-	t.meta[pi] = pageMeta{ver: t.ver, slab: id}
-	t.al.release(m.slab, pageSlots, m.ver == t.ver)
+	t.meta[pi] = pageMeta{ver: t.ver, slab: noSlab}
+	if t.al != nil {
+		t.al.release(m.slab, pageSlots, m.ver == t.ver)
+	}
 }
 
 // ref returns k's value for reading (nil if absent); the pointer is valid

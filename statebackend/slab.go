@@ -11,57 +11,56 @@ import (
 // groups) from large slabs, so that the slots can lie on transparent huge
 // pages: a state with a hundred thousand keys has megabytes of slots read
 // at random addresses, and on 4 KiB pages nearly every read also walks the
-// page table. A page is part of its slab; the garbage collector frees a
-// slab once no table and no snapshot holds a page of it. Only tables whose
-// slots hold no pointers use slabs (see newTables).
+// page table. Only tables whose slots hold no pointers use slabs (see
+// newTables).
 //
-// Two streams carve slabs. A grow takes one run for all the table's new
-// pages from the grow stream, whose slabs from hugepage.MinBytes up lie on
-// huge pages. Copy-on-write copies and evacuations (below) take single
-// pages from the copy stream, whose slabs stay on small pages: huge pages
-// for them cost a fault that zeroes 2 MiB, and with THP's "madvise"
-// defrag setting may compact memory first, and those faults landed on the
-// writes after a checkpoint, which copy pages fast (BenchmarkWriteAfter-
-// Snapshot at 1 M keys: 7.8 µs a write and stalls of 90 ms with huge copy
-// slabs, 1.7 µs and 3 ms without). So a table's pages are on huge pages
-// from its last grow until copy-on-write after checkpoints moves them.
+// A grow takes one run for all the table's new pages from the current
+// slab; slabs from hugepage.MinBytes up start and end on huge-page
+// boundaries and are advised for huge pages. A copy-on-write copy, and an
+// evacuation (below), makes the page a Go allocation of its own, as
+// before slabs: carving copies from huge-page slabs made the writes after
+// a checkpoint fault in 2 MiB pages, with THP's "madvise" defrag setting
+// compacting memory first (BenchmarkWriteAfterSnapshot at 1 M keys: 7.8 µs
+// a write and stalls of 90 ms), and copies carved from small-page slabs
+// gain nothing over their own allocations but pin memory. So a table is
+// on huge pages from its last grow until copy-on-write after checkpoints
+// has copied its pages, and a page left nowhere is freed by the garbage
+// collector as soon as no snapshot holds it.
 //
-// The risk of slabs: one surviving page keeps its whole slab alive. A page
-// dies in the table when a grow replaces the table's pages or a
-// copy-on-write replaces one page; if nothing else moved, a table whose
-// pages were copied one by one after snapshots would pin one slab per
-// surviving page. So the allocator counts, per slab, the slots of pages the
-// tables still use, and keeps the bound
+// A slab lives as long as any table or snapshot holds one of its pages,
+// so one surviving page keeps its whole slab alive. The allocator counts,
+// per slab, the slots of pages the tables still have in it, and keeps the
+// bound
 //
-//	pinned ≤ 2 × live + current
+//	pinned + spare ≤ 2 × live + current
 //
-// where live is the slots of the tables' pages, pinned the slots of every
-// slab holding one of them, and current the two slabs being carved. When
-// a page dies and the bound no longer holds, the other slabs are on
-// average less than half used; the sparsest of them is evacuated: its
-// live pages are copied into the copy stream, as a copy-on-write would,
-// and the tables no longer hold it. Snapshots keep the pages they hold, so
-// memory is bounded by the bound at the time of each retained snapshot
-// plus the table's own (plus, for huge-page slabs, one huge page of
-// alignment padding each).
+// where live is the slots of the tables' pages in slabs, pinned the slots
+// of every slab holding one of them, spare those of the spares (below) and
+// current the slab being carved. When a page leaves a slab and the bound
+// no longer holds, the other slabs are on average less than half used; the
+// spares are let go, then the sparsest slab is evacuated: its live pages
+// are copied out, as a copy-on-write would, and the tables no longer hold
+// it. Snapshots keep the pages they hold, so memory is bounded by the
+// bound at the time of each retained snapshot plus the table's own (plus
+// one huge page of alignment padding per slab of hugepage.MinBytes or
+// more).
 //
-// A grow slab whose pages all left the tables while no snapshot could
-// hold them (each page was of the table's current version, written since
-// the last snapshot) is kept as a spare and reused, cleared, for a later
-// grow: while a state grows without checkpoints, each generation of its
-// tables' runs then goes to the memory of an earlier one instead of
-// faulting in fresh memory. Spares count towards the bound and are let go
-// first when it breaks.
+// A slab whose pages all left the tables while no snapshot could hold them
+// (each page was of the table's current version, written since the last
+// snapshot) is kept as a spare and reused, cleared, by a later grow: while
+// a state grows without checkpoints, each generation of its tables' runs
+// then goes to the memory of an earlier one instead of faulting in fresh
+// pages.
 //
-// Evacuation copies less than half a slab, which caps slabs at maxSlabBytes
-// so that the stall of a record that triggers one stays in milliseconds;
-// it is paid for by the page deaths (copy-on-write copies, grows) that
-// made at least as many dead slots.
+// Evacuation copies less than half a slab, which caps slabs at
+// maxSlabBytes so that the stall of a record that triggers one stays in
+// milliseconds; it is paid for by the page deaths (copy-on-write copies,
+// grows) that made at least as many dead slots.
 type pageAlloc[K comparable, V any] struct {
 	// tabs are the tables served, for evacuation.
 	tabs []cowTable[K, V]
-	// grow and copy are the two streams' current slabs.
-	grow, copy stream[K, V]
+	// grow is the slab being carved.
+	grow stream[K, V]
 	// slabs holds, by number, the size and live slots of each slab that
 	// pages of the tables lie in; a number is reused once its slab has no
 	// live slot left (snapshots may still hold the slab: that is the
@@ -84,13 +83,12 @@ type pageAlloc[K comparable, V any] struct {
 // stream is a slab being carved: cur is its uncarved rest, id its number
 // (noSlab before the first).
 type stream[K comparable, V any] struct {
-	cur  []slot[K, V]
-	id   uint32
-	huge bool
+	cur []slot[K, V]
+	id  uint32
 }
 
 // slabStat is what the allocator knows of a slab. mem is the slab, kept
-// for grow slabs only, so that an emptied one can become a spare; held
+// so that an emptied one can become a spare; held
 // says a page of it left its table while a snapshot may have held it, so
 // it may not.
 type slabStat[K comparable, V any] struct {
@@ -118,8 +116,7 @@ func newTables[K comparable, V any](n int) []cowTable[K, V] {
 	if !pointerFree(reflect.TypeFor[slot[K, V]]()) {
 		return make([]cowTable[K, V], n)
 	}
-	a := &pageAlloc[K, V]{tabs: make([]cowTable[K, V], n),
-		grow: stream[K, V]{id: noSlab, huge: true}, copy: stream[K, V]{id: noSlab}}
+	a := &pageAlloc[K, V]{tabs: make([]cowTable[K, V], n), grow: stream[K, V]{id: noSlab}}
 	for i := range a.tabs {
 		a.tabs[i].al = a
 	}
@@ -134,12 +131,6 @@ func slotSize[K comparable, V any]() int {
 // allocRun returns n zeroed slots (len = cap = n), for a grow, and the
 // number of their slab.
 func (a *pageAlloc[K, V]) allocRun(n int) ([]slot[K, V], uint32) { return a.alloc(&a.grow, n) }
-
-// allocPage returns one page, for a copy.
-func (a *pageAlloc[K, V]) allocPage() (*page[K, V], uint32) {
-	s, id := a.alloc(&a.copy, pageSlots)
-	return (*page[K, V])(s), id
-}
 
 func (a *pageAlloc[K, V]) alloc(st *stream[K, V], n int) ([]slot[K, V], uint32) {
 	if len(st.cur) < n {
@@ -163,15 +154,15 @@ func (a *pageAlloc[K, V]) startSlab(st *stream[K, V], n int) {
 	want := min(max(a.live*sz, minSlabBytes), maxSlabBytes) / sz
 	want = max(want, n)
 	var s []slot[K, V]
+	sp := a.reuse(n)
 	switch {
-	case st.huge && a.reuse(n) != nil:
-		s = a.reuse(n)
-		a.spare = a.spare[:len(a.spare)-1]
+	case sp != nil:
+		s = sp
 		a.spareSlots -= len(s)
 		a.reused++
 		clear(s)
 		want = len(s)
-	case st.huge && want*sz >= hugepage.MinBytes:
+	case want*sz >= hugepage.MinBytes:
 		s = hugeSlab[K, V](want)
 		want = len(s)
 	default:
@@ -180,10 +171,7 @@ func (a *pageAlloc[K, V]) startSlab(st *stream[K, V], n int) {
 	if a.newSlab != nil {
 		a.newSlab(s)
 	}
-	stat := slabStat[K, V]{size: want}
-	if st.huge {
-		stat.mem = s
-	}
+	stat := slabStat[K, V]{size: want, mem: s}
 	var id uint32
 	if k := len(a.free); k > 0 {
 		id, a.free = a.free[k-1], a.free[:k-1]
@@ -214,11 +202,16 @@ func hugeSlab[K comparable, V any](n int) []slot[K, V] {
 	return s
 }
 
-// reuse is the spare that startSlab takes for n slots, if any: the last,
-// if large enough (spares of one state are mostly of one size).
+// reuse takes a spare of at least n slots off the list and returns it,
+// or returns nil.
 func (a *pageAlloc[K, V]) reuse(n int) []slot[K, V] {
-	if k := len(a.spare); k > 0 && len(a.spare[k-1]) >= n {
-		return a.spare[k-1]
+	for i, sp := range a.spare {
+		if len(sp) >= n {
+			last := len(a.spare) - 1
+			a.spare[i], a.spare[last] = a.spare[last], nil
+			a.spare = a.spare[:last]
+			return sp
+		}
 	}
 	return nil
 }
@@ -247,7 +240,7 @@ func (a *pageAlloc[K, V]) release(id uint32, n int, private bool) {
 	st.live -= n
 	st.held = st.held || !private
 	a.live -= n
-	if st.live == 0 && id != a.grow.id && id != a.copy.id {
+	if st.live == 0 && id != a.grow.id {
 		a.drop(id)
 	}
 }
@@ -255,7 +248,7 @@ func (a *pageAlloc[K, V]) release(id uint32, n int, private bool) {
 // overBound reports whether the pinned slabs and the spares break the
 // bound.
 func (a *pageAlloc[K, V]) overBound() bool {
-	return a.pinned+a.spareSlots > 2*a.live+a.size(a.grow.id)+a.size(a.copy.id)
+	return a.pinned+a.spareSlots > 2*a.live+a.size(a.grow.id)
 }
 
 // size is the size of slab id (0 for noSlab).
@@ -276,7 +269,7 @@ func (a *pageAlloc[K, V]) settle() {
 	for a.overBound() {
 		id, best := noSlab, 0.0
 		for i, st := range a.slabs {
-			if uint32(i) == a.grow.id || uint32(i) == a.copy.id || st.live == 0 {
+			if uint32(i) == a.grow.id || st.live == 0 {
 				continue
 			}
 			if f := float64(st.live) / float64(st.size); id == noSlab || f < best {
@@ -290,7 +283,7 @@ func (a *pageAlloc[K, V]) settle() {
 	}
 }
 
-// evacuate copies the live pages of slab id into the copy stream.
+// evacuate copies the live pages of slab id out of it.
 func (a *pageAlloc[K, V]) evacuate(id uint32) {
 	for ti := range a.tabs {
 		t := &a.tabs[ti]
