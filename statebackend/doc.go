@@ -57,11 +57,11 @@
 // shared by its key groups (pageAlloc, slab.go): a grow takes one run for
 // all the table's pages, from slabs that lie on transparent huge pages from
 // 4 MiB up, so that the random slot reads of a large state do not also walk
-// the page table; copy-on-write copies take single pages from small-page
+// the page table; a copy-on-write copy is a page of its own, as without
 // slabs. A slab lives as long as any table or snapshot holds one of its
 // pages, so the allocator counts each slab's live pages and, when the
-// slabs the tables pin exceed twice their live pages plus the slabs being
-// carved, moves the live pages out of the sparsest slab. Grow slabs that
+// slabs the tables pin exceed twice their live pages plus the slab being
+// carved, moves the live pages out of the sparsest slab. Slabs that
 // emptied while no snapshot could hold them are reused by later grows.
 //
 // Map tables copy each key's map on write too: a map carries the version
