@@ -161,12 +161,11 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 }
 
 // holdBack lets the operator hold records back within the task's batches
-// of records, so that flush can touch their entries before processing
-// them. Only one-input operators on the memory backend do: a second
-// input's records would overtake the held ones, and Pebble's reads are
-// not one cache miss.
+// of records, so that flush can touch their entries (and, on pebble, the
+// value caches' slots) before processing them. Only one-input operators
+// do: a second input's records would overtake the held ones.
 func (o *processOperator[K, IN, OUT]) holdBack(oc *opContext) {
-	if o.lsm != nil || oc.inRecords == nil || !holdBackRecords {
+	if oc.inRecords == nil || !holdBackRecords {
 		return
 	}
 	o.held, o.inRecords = make([]heldRecord[K, IN], holdRecords), oc.inRecords
@@ -240,6 +239,7 @@ func (o *processOperator[K, IN, OUT]) takeStoreTimers() error {
 // nativeSnapshot is the synchronous part of a native checkpoint of a
 // Pebble operator: the store's checkpoint, and the timers' sections.
 func (o *processOperator[K, IN, OUT]) nativeSnapshot(id int64) (*pebblestate.Checkpoint, []statebackend.Section, error) {
+	o.flush() // nothing is held between batches; kept for safety
 	cp, err := o.lsm.Checkpoint(id)
 	if err != nil {
 		return nil, nil, err
@@ -319,6 +319,11 @@ func (o *processOperator[K, IN, OUT]) flush() {
 	}
 	for i := range held {
 		o.entries.Prefetch(int(held[i].kg), held[i].hash)
+	}
+	for _, t := range o.ctx.lsmPrefetch {
+		for i := range held {
+			t.Prefetch(held[i].key)
+		}
 	}
 	ts := *o.ctx.ts
 	for i := range held {

@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/weirstream/weir/internal/prefetch"
 	"github.com/weirstream/weir/statebackend"
 )
 
@@ -180,6 +181,22 @@ func (t *ValueTable[K, V]) Get(kg int, k K) (V, bool) {
 		e.flags |= slotPresent | slotFiltered // a stored value went through the filter
 	}
 	return v, ok
+}
+
+// Prefetch starts loading what a Get, Put or Delete of k will touch
+// first: the cache slot where its probe starts and, for a key the cache
+// may lack, the key filter's word. With millions of keys each is a cache
+// miss; the runtime prefetches for all the records it holds back before
+// processing them, so that their misses overlap (see internal/prefetch).
+func (t *ValueTable[K, V]) Prefetch(k K) {
+	h := t.hash(k)
+	if c := t.cache; len(c.slots) > 0 {
+		prefetch.Line(unsafe.Pointer(&c.slots[c.home(uint32(h>>32))]))
+	}
+	if f := t.s.filter; f != nil && !t.s.unknownKeys {
+		w, _ := f.mask(filterHash(h, t.id))
+		prefetch.Line(unsafe.Pointer(&f.words[w]))
+	}
 }
 
 // miss reads k's value from the frozen cache, or else from Pebble (as
