@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"unsafe"
 
+	"github.com/weirstream/weir/internal/hugepage"
 	"github.com/weirstream/weir/statebackend"
 )
 
@@ -130,7 +131,9 @@ func (c *clockCache[K, V]) place(tag uint32) int {
 // resize moves the slots into a new array of n slots.
 func (c *clockCache[K, V]) resize(n int) {
 	old := c.slots
-	c.slots = make([]cslot[K, V], n)
+	// A cache of millions of keys is read at random: on huge pages its
+	// reads miss the TLB far less (see internal/hugepage).
+	c.slots = hugepage.Make[cslot[K, V]](n)
 	c.hand = 0
 	c.stride = max(n*5/8|1, 1)
 	for gcd(c.stride, n) != 1 {
@@ -238,7 +241,7 @@ func newKeyFilter(bytes int) *keyFilter {
 	for n*2*8 <= bytes {
 		n *= 2
 	}
-	return &keyFilter{words: make([]uint64, n), shift: uint8(64 - bits.TrailingZeros(uint(n)))}
+	return &keyFilter{words: hugepage.Make[uint64](n), shift: uint8(64 - bits.TrailingZeros(uint(n)))}
 }
 
 // filterHash combines a table's key hash with its state id.
