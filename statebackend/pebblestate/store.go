@@ -212,6 +212,9 @@ type Store struct {
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
+	// pairing is the *pairing[K] of the value tables' key type: the
+	// first small value table, which the second may share a cache with.
+	pairing any
 	// timers are the registered timer queues; tb holds their pending
 	// writes (see TimerQueue).
 	timers []timerQueue
