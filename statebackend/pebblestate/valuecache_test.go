@@ -384,3 +384,63 @@ func TestValueCacheKeepsHotSet(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestValueTablePairing: only the first two small value states share a
+// cache, and only while the first is unused; others keep their own.
+func TestValueTablePairing(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	open := func() *Store {
+		s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: all, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s := open()
+	str1, _ := NewValueTable[int64, string](s, "s", i64{}, str{})
+	a, _ := NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	b, _ := NewValueTable[int64, bool](s, "b", i64{}, boolCodec{})
+	c, _ := NewValueTable[int64, int32](s, "c", i64{}, i32{})
+	if str1.p != nil || a.p == nil || a.p != b.p || c.p != nil || c.c == nil {
+		t.Fatalf("shared: string %v, a %v, b %v, c %v; want a and b only", str1.p != nil, a.p != nil, b.p != nil, c.p != nil)
+	}
+	if n := len(s.flushers); n != 3 {
+		t.Fatalf("%d caches, want 3 (the string's, the shared one, c's)", n)
+	}
+	// Prefetch is a hint: on empty caches and full ones alike it changes
+	// nothing.
+	for k := int64(0); k < 3; k++ {
+		str1.Prefetch(k)
+		a.Prefetch(k)
+		b.Prefetch(k)
+		c.Prefetch(k)
+		a.Put(kgOf(k), k, k)
+		b.Put(kgOf(k), k, k%2 == 0)
+	}
+	for k := int64(0); k < 3; k++ {
+		a.Prefetch(k)
+		b.Prefetch(k)
+		if v, ok := a.Get(kgOf(k), k); !ok || v != k {
+			t.Fatalf("a[%d] = %d, %v", k, v, ok)
+		}
+		if v, ok := b.Get(kgOf(k), k); !ok || v != (k%2 == 0) {
+			t.Fatalf("b[%d] = %v, %v", k, v, ok)
+		}
+		if _, ok := c.Get(kgOf(k), k); ok {
+			t.Fatalf("c[%d] has a value", k)
+		}
+	}
+	// A state registered after the first small one was used keeps its
+	// own cache: the first one's slots lack its values.
+	s = open()
+	a, _ = NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	a.Put(kgOf(1), 1, 7)
+	b, _ = NewValueTable[int64, bool](s, "b", i64{}, boolCodec{})
+	if a.p != nil || b.p != nil {
+		t.Fatal("a state registered after the first was used shares its cache")
+	}
+	if v, ok := a.Get(kgOf(1), 1); !ok || v != 7 {
+		t.Fatalf("a[1] = %d, %v; want 7", v, ok)
+	}
+}
