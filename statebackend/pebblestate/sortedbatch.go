@@ -111,8 +111,13 @@ func (b *sortedBatch) apply(s *Store, into *pebble.Batch, timerMax int64) (int64
 	maxTS := timerMax
 	for i, o := range b.ops {
 		k := b.key(o)
-		if i+1 < len(b.ops) && bytes.Equal(k, b.key(b.ops[i+1])) {
-			continue // a later write of the key wins
+		// Keys whose first 16 bytes or lengths differ differ: most
+		// neighbours are told apart without reading the next key's bytes
+		// (a cache miss: the sorted writes point all over the arena).
+		if i+1 < len(b.ops) {
+			if n := b.ops[i+1]; n.abbr == o.abbr && n.klen == o.klen && bytes.Equal(k, b.key(n)) {
+				continue // a later write of the key wins
+			}
 		}
 		var ts int64
 		if b.timers {
