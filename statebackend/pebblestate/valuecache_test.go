@@ -431,6 +431,13 @@ func TestValueTablePairing(t *testing.T) {
 			t.Fatalf("c[%d] has a value", k)
 		}
 	}
+	// A small state registered twice does not pair with itself.
+	s = open()
+	a, _ = NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	a2, _ := NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	if a.p != nil || a2.p != nil {
+		t.Fatal("a state registered twice shares a cache with itself")
+	}
 	// A state registered after the first small one was used keeps its
 	// own cache: the first one's slots lack its values.
 	s = open()

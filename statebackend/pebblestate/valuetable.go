@@ -92,6 +92,7 @@ func hasPointers(t reflect.Type) bool {
 // value table, while nothing has used it.
 type pairing[K comparable] struct {
 	first interface {
+		stateID() uint16
 		untouched() bool
 		column(col int) column[words]
 		share(p *valueCore[K, words], col int)
@@ -116,13 +117,16 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 		switch pr, _ := s.pairing.(*pairing[K]); {
 		case pr == nil:
 			s.pairing = &pairing[K]{first: t}
-		case pr.first != nil && pr.first.untouched():
+		case pr.first != nil && pr.first.untouched() && pr.first.stateID() != st.id:
 			// The second small state: both move to a shared cache.
 			p := newValueCore[K, words](s, kc, []column[words]{pr.first.column(0), t.wordColumn(st.id, 1, vc)}, false)
 			pr.first.share(p, 0)
 			t.p, t.col = p, 1
 			pr.first = nil
 			return t, nil
+		case pr.first != nil && pr.first.stateID() == st.id:
+			// The first state registered again: it cannot pair with
+			// itself, and may still pair with another.
 		default:
 			pr.first = nil // the pair is made, or the first state in use
 		}
@@ -152,6 +156,13 @@ func (t *ValueTable[K, V]) wordColumn(id uint16, col int, vc statebackend.Codec[
 }
 
 func (t *ValueTable[K, V]) untouched() bool { return t.c != nil && !t.c.used }
+
+func (t *ValueTable[K, V]) stateID() uint16 {
+	if t.c != nil {
+		return t.c.cols[0].id
+	}
+	return t.p.cols[t.col].id
+}
 
 func (t *ValueTable[K, V]) column(col int) column[words] {
 	return t.wordColumn(t.c.cols[0].id, col, t.vc)
