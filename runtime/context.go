@@ -142,7 +142,10 @@ type KeyedContext[K comparable] struct {
 	// and event-time (1) timers in the store instead of timers and
 	// etimers.
 	lsmTimers [2]*pebblestate.TimerQueue[K]
-	domain    TimeDomain
+	// lsmPrefetch are the pebble value tables, which the operator asks to
+	// prefetch the keys of the records it holds back.
+	lsmPrefetch []keyPrefetcher[K]
+	domain      TimeDomain
 }
 
 // Timestamp is the event time (Unix ms) of the record being processed, or

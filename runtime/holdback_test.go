@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -88,7 +89,24 @@ func (c *churner) OnTimer(ts int64, ctx *KeyedContext[string], out Collector[str
 // records held back within batches and once processed as they come: each
 // sink must get the same lines in the same order. (Across the two sinks
 // the interleaving differs: the second operator's lines come later.)
+// It runs on the memory backend and on pebble with both timer services
+// (pebble operators prefetch their value caches' slots for held records).
 func TestHeldRecordsMatchRecordByRecord(t *testing.T) {
+	for _, sb := range []StateBackend{{}, {Kind: StateBackendPebble}, {Kind: StateBackendPebble, Timers: TimerServiceHeap}} {
+		name := sb.Kind
+		if name == "" {
+			name = StateBackendMemory
+		} else {
+			name += "/" + cmp.Or(sb.Timers, TimerServiceStore)
+		}
+		t.Run(name, func(t *testing.T) {
+			sb.Dir = t.TempDir()
+			heldMatchRecordByRecord(t, sb)
+		})
+	}
+}
+
+func heldMatchRecordByRecord(t *testing.T, sb StateBackend) {
 	r := rand.New(rand.NewPCG(1, 2))
 	recs := make([]keyed, 2000)
 	for i := range recs {
@@ -126,7 +144,7 @@ func TestHeldRecordsMatchRecordByRecord(t *testing.T) {
 		if len(g.Vertices) != 1 {
 			t.Fatalf("got %d vertices, want one chain", len(g.Vertices))
 		}
-		task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Clock: engine.NewManualClock(time.UnixMilli(1_700_000_000_000))})
+		task, err := NewTask(g, 0, 0, TaskIO{LatencyInterval: -1, Clock: engine.NewManualClock(time.UnixMilli(1_700_000_000_000)), StateBackend: sb})
 		if err != nil {
 			t.Fatal(err)
 		}

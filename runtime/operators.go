@@ -169,12 +169,11 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 }
 
 // holdBack lets the operator hold records back within the task's batches
-// of records, so that flush can touch their entries before processing
-// them. Only one-input operators on the memory backend do: a second
-// input's records would overtake the held ones, and Pebble's reads are
-// not one cache miss.
+// of records, so that flush can touch their entries (and, on pebble, the
+// value caches' slots) before processing them. Only one-input operators
+// do: a second input's records would overtake the held ones.
 func (o *processOperator[K, IN, OUT]) holdBack(oc *opContext) {
-	if o.lsm != nil || oc.inRecords == nil || !holdBackRecords {
+	if oc.inRecords == nil || !holdBackRecords {
 		return
 	}
 	o.held, o.inRecords = make([]heldRecord[K, IN], holdRecords), oc.inRecords
@@ -248,6 +247,7 @@ func (o *processOperator[K, IN, OUT]) takeStoreTimers() error {
 // nativeSnapshot is the synchronous part of a native checkpoint of a
 // Pebble operator: the store's checkpoint, and the timers' sections.
 func (o *processOperator[K, IN, OUT]) nativeSnapshot(id int64) (*pebblestate.Checkpoint, []statebackend.Section, error) {
+	o.flush() // nothing is held between batches; kept for safety
 	cp, err := o.lsm.Checkpoint(id)
 	if err != nil {
 		return nil, nil, err
@@ -287,7 +287,8 @@ func (o *processOperator[K, IN, OUT]) memorySections() []statebackend.Section {
 // Collect processes a record, or, within a batch of records, holds it
 // back in a sliding window of holdRecords: on arrival its entry's page
 // directory entry is prefetched (with millions of keys that is a miss of
-// its own), slotLead records later its entry slot, and once the window is
+// its own), slotLead records later its entry slot (and on pebble its key's
+// value cache slots), and once the window is
 // full the oldest record is processed. The cache misses of successive
 // records then overlap instead of each stalling its record in turn, and
 // every record's slot was prefetched a constant holdRecords-slotLead
@@ -313,8 +314,7 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 		r.v, r.key, r.ts, r.hash, r.kg = v, k, *o.ctx.ts, h, int32(kg)
 		o.entries.PrefetchDir(kg, h)
 		if o.nheld++; o.nheld > slotLead {
-			p := &o.held[(o.hhead+o.nheld-1-slotLead)&mask]
-			o.entries.Prefetch(int(p.kg), p.hash)
+			o.prefetchSlots(&o.held[(o.hhead+o.nheld-1-slotLead)&mask])
 		}
 		if o.nheld == holdRecords {
 			o.processHeld()
@@ -346,11 +346,19 @@ func (o *processOperator[K, IN, OUT]) flush() {
 		return
 	}
 	for i := max(o.nheld-slotLead, 0); i < o.nheld; i++ {
-		p := &o.held[(o.hhead+i)&(holdRecords-1)]
-		o.entries.Prefetch(int(p.kg), p.hash)
+		o.prefetchSlots(&o.held[(o.hhead+i)&(holdRecords-1)])
 	}
 	for o.nheld > 0 {
 		o.processHeld()
+	}
+}
+
+// prefetchSlots prefetches held record r's entry slot and, on pebble, its
+// key's slots in the value caches.
+func (o *processOperator[K, IN, OUT]) prefetchSlots(r *heldRecord[K, IN]) {
+	o.entries.Prefetch(int(r.kg), r.hash)
+	for _, t := range o.ctx.lsmPrefetch {
+		t.Prefetch(r.key)
 	}
 }
 

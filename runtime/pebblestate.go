@@ -109,6 +109,12 @@ func (b StateBackend) open(rc *RuntimeContext, kgs KeyGroupRange) (*pebblestate.
 	return s, nil
 }
 
+// keyPrefetcher is a pebble value table as a keyed operator holding
+// records back sees it (pebblestate.ValueTable.Prefetch).
+type keyPrefetcher[K comparable] interface {
+	Prefetch(k K)
+}
+
 type pebbleValueState[K comparable, V any] struct {
 	ctx *KeyedContext[K]
 	t   *pebblestate.ValueTable[K, V]

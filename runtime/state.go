@@ -57,6 +57,7 @@ func GetValueState[K comparable, V any](ctx *KeyedContext[K], name string, codec
 		if err != nil {
 			return nil, err
 		}
+		ctx.lsmPrefetch = append(ctx.lsmPrefetch, t)
 		return &pebbleValueState[K, V]{ctx: ctx, t: t}, nil
 	}
 	if w, ok, err := statebackend.NewWordTable[K, V](ctx.backend, name, ctx.kt, codec); err != nil {

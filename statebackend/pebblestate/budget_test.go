@@ -86,8 +86,8 @@ func TestBudgetShared(t *testing.T) {
 	for k := int64(0); k < n; k++ {
 		v1.Put(int(k%4), k, val)
 		// The slots, index and lists exactly, and the strings' bytes.
-		if bytes := v1.cacheBytes() + v1.cache.n*len(val); bytes > share {
-			t.Fatalf("after %d writes the cache holds %d keys, %d bytes, over its share of %d", k+1, v1.cache.n, bytes, share)
+		if bytes := v1.cacheBytes() + v1.c.cache.n*len(val); bytes > share {
+			t.Fatalf("after %d writes the cache holds %d keys, %d bytes, over its share of %d", k+1, v1.c.cache.n, bytes, share)
 		}
 	}
 	for k := int64(0); k < n; k += 997 {

@@ -262,6 +262,16 @@ func (b *backends) registerMem(t *testing.T) {
 	if b.ml, err = statebackend.NewListTable[int64, int64](b.mb, "l", i64{}, i64{}); err != nil {
 		t.Fatal(err)
 	}
+	var ok1, ok2 bool
+	if b.mw, ok1, err = statebackend.NewWordTable[int64, int64](b.mb, "w", i64{}, i64{}); err != nil {
+		t.Fatal(err)
+	}
+	if b.mf, ok2, err = statebackend.NewWordTable[int64, bool](b.mb, "f", i64{}, boolCodec{}); err != nil {
+		t.Fatal(err)
+	}
+	if !ok1 || !ok2 {
+		t.Fatal("the memory backend has no words for w and f")
+	}
 }
 
 // split returns n contiguous ranges covering all.

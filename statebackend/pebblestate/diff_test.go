@@ -30,9 +30,15 @@ type str struct{}
 func (str) Append(dst []byte, v string) []byte { return append(dst, v...) }
 func (str) Decode(b []byte) (string, error)    { return string(b), nil }
 
-// backends are the same three states on both backends.
+// backends are the same five states on both backends. w and f are
+// small: the memory backend keeps them in its entry table, Pebble in one
+// shared cache.
 type backends struct {
 	mv *statebackend.ValueTable[int64, string]
+	mw *statebackend.WordTable[int64, int64]
+	mf *statebackend.WordTable[int64, bool]
+	pw *ValueTable[int64, int64]
+	pf *ValueTable[int64, bool]
 	mm *statebackend.MapTable[int64, string, int64]
 	ml *statebackend.ListTable[int64, int64]
 	pv *ValueTable[int64, string]
@@ -82,6 +88,21 @@ func (b *backends) register(t *testing.T) {
 	must(err)
 	b.pv, err = NewValueTable[int64, string](b.ps, "v", i64{}, str{})
 	must(err)
+	var ok1, ok2 bool
+	b.mw, ok1, err = statebackend.NewWordTable[int64, int64](b.mb, "w", i64{}, i64{})
+	must(err)
+	b.mf, ok2, err = statebackend.NewWordTable[int64, bool](b.mb, "f", i64{}, boolCodec{})
+	must(err)
+	if !ok1 || !ok2 {
+		t.Fatal("the memory backend has no words for w and f")
+	}
+	b.pw, err = NewValueTable[int64, int64](b.ps, "w", i64{}, i64{})
+	must(err)
+	b.pf, err = NewValueTable[int64, bool](b.ps, "f", i64{}, boolCodec{})
+	must(err)
+	if b.pw.p == nil || b.pw.p != b.pf.p {
+		t.Fatal("w and f do not share a cache")
+	}
 	b.pm, err = NewMapTable[int64, string, int64](b.ps, "m", i64{}, str{}, i64{})
 	must(err)
 	b.pl, err = NewListTable[int64, int64](b.ps, "l", i64{}, i64{})
@@ -103,7 +124,7 @@ func (b *backends) step(t *testing.T, rng *rand.Rand, keys []int64) {
 	k := keys[rng.IntN(len(keys))]
 	kg := kgOf(k)
 	uk := fmt.Sprintf("u%d", rng.IntN(5))
-	switch op := rng.IntN(12); op {
+	switch op := rng.IntN(16); op {
 	case 0, 1:
 		v := fmt.Sprintf("v%d", rng.IntN(1000))
 		b.mv.Put(kg, k, v)
@@ -137,6 +158,20 @@ func (b *backends) step(t *testing.T, rng *rand.Rand, keys []int64) {
 		b.pl.Clear(kg, k)
 	case 11:
 		// reads only
+	case 12:
+		v := rng.Int64N(100) - 50
+		b.mw.Put(kg, k, v)
+		b.pw.Put(kg, k, v)
+	case 13:
+		b.mw.Delete(kg, k)
+		b.pw.Delete(kg, k)
+	case 14:
+		v := rng.IntN(2) == 0
+		b.mf.Put(kg, k, v)
+		b.pf.Put(kg, k, v)
+	case 15:
+		b.mf.Delete(kg, k)
+		b.pf.Delete(kg, k)
 	}
 	b.checkKey(t, kg, k)
 }
@@ -147,6 +182,14 @@ func (b *backends) checkKey(t *testing.T, kg int, k int64) {
 	pv, pok := b.pv.Get(kg, k)
 	if mv != pv || mok != pok {
 		t.Fatalf("key %d value: memory %q %v, pebble %q %v", k, mv, mok, pv, pok)
+	}
+	mw, mwok := b.mw.Get(kg, k)
+	if pw, ok := b.pw.Get(kg, k); mw != pw || mwok != ok {
+		t.Fatalf("key %d word: memory %d %v, pebble %d %v", k, mw, mwok, pw, ok)
+	}
+	mf, mfok := b.mf.Get(kg, k)
+	if pf, ok := b.pf.Get(kg, k); mf != pf || mfok != ok {
+		t.Fatalf("key %d flag: memory %v %v, pebble %v %v", k, mf, mfok, pf, ok)
 	}
 	mm := b.mm.Map(kg, k)
 	pm := maps.Collect(b.pm.All(kg, k))
@@ -172,7 +215,7 @@ func (b *backends) checkKey(t *testing.T, kg int, k int64) {
 func (b *backends) checkKeys(t *testing.T, r statebackend.KeyGroupRange, keys []int64) {
 	t.Helper()
 	for kg := r.First; kg <= r.Last; kg++ {
-		for _, name := range []string{"v", "m", "l"} {
+		for _, name := range []string{"v", "m", "l", "w", "f"} {
 			mk, err := statebackend.AppendKeys[int64](b.mb, name, kg, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -192,10 +235,15 @@ func (b *backends) checkKeys(t *testing.T, r statebackend.KeyGroupRange, keys []
 					continue
 				}
 				_, v := b.mv.Get(kg, k)
-				if name == "m" {
+				switch name {
+				case "m":
 					v = len(b.mm.Map(kg, k)) > 0
-				} else if name == "l" {
+				case "l":
 					v = len(b.ml.List(kg, k)) > 0
+				case "w":
+					_, v = b.mw.Get(kg, k)
+				case "f":
+					_, v = b.mf.Get(kg, k)
 				}
 				if v {
 					held = append(held, k)

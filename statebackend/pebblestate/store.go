@@ -79,6 +79,18 @@
 // answers most misses on new keys without a Pebble read; a restore, whose
 // values it never saw, turns it off.
 //
+// At millions of keys these structures are hundreds of MiB read at random,
+// so the costs are memory latency, not Pebble: each access is a cache miss
+// and, on 4 KiB pages, a TLB miss too. Three things cut them. The caches'
+// arrays and the filter are on transparent huge pages (internal/hugepage),
+// and a cache gets its full-size array on its first key instead of
+// doubling into it. An operator's first two value states of small
+// pointer-free values share one cache (valueCore with two columns): a slot
+// of 32 bytes holds both values, one miss where two states had two, while
+// Pebble still has a key per state. And the runtime holds a batch of
+// records back and prefetches each one's cache slot and filter word
+// (ValueTable.Prefetch) before processing them, so their misses overlap.
+//
 // # Barriers
 //
 // The state at a barrier is Pebble's plus what the task has not written
@@ -212,6 +224,9 @@ type Store struct {
 	// flushers are the tables with write-back caches: Snapshot and
 	// Restore write them back first.
 	flushers []flusher
+	// pairing is the *pairing[K] of the value tables' key type: the
+	// first small value table, which the second may share a cache with.
+	pairing any
 	// timers are the registered timer queues; tb holds their pending
 	// writes (see TimerQueue).
 	timers []timerQueue

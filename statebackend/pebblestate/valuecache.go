@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"unsafe"
 
+	"github.com/weirstream/weir/internal/hugepage"
 	"github.com/weirstream/weir/statebackend"
 )
 
@@ -43,7 +44,8 @@ type clockCache[K comparable, V any] struct {
 }
 
 // cslot is one cached key. A slot without slotUsed is empty. The fields
-// are ordered so that an int64 key with a bool value takes 16 bytes.
+// are ordered so that an int64 key with a bool value takes 16 bytes, and
+// with an operator's two word states (words) 32.
 type cslot[K comparable, V any] struct {
 	k     K
 	tag   uint32
@@ -52,17 +54,27 @@ type cslot[K comparable, V any] struct {
 	v     V
 }
 
+// A slot's flags. A slot holds the values of one or two states (columns,
+// see valueCore); each column has a present and a dirty bit.
 const (
-	slotUsed    = 1 << iota
-	slotPresent // the key has a value, v
-	slotDirty   // Pebble (as the task sees it) lacks this entry
-	slotRef     // read or written since the hand passed
-	slotVictim  // chosen by the current sweep
+	slotUsed   = 1 << iota
+	slotRef    // read or written since the hand passed
+	slotVictim // chosen by the current sweep
 	// slotFiltered: the store's key filter has the key. It survives a
 	// delete, so that a key cleared and set again per record costs no
 	// filter write (a cache miss in a filter of megabytes) per record.
 	slotFiltered
+	slotPresent // column 0 has a value; column 1's bit is the next
+	_
+	slotDirty // Pebble (as the task sees it) lacks column 0's entry; column 1's bit is the next
+	_
+
+	slotAnyDirty = slotDirty | slotDirty<<1
+	slotAnyValue = slotPresent | slotPresent<<1
 )
+
+func presentBit(col int) uint8 { return slotPresent << col }
+func dirtyBit(col int) uint8   { return slotDirty << col }
 
 // minSlots is the array's length when the first key arrives.
 const minSlots = 64
@@ -130,7 +142,9 @@ func (c *clockCache[K, V]) place(tag uint32) int {
 // resize moves the slots into a new array of n slots.
 func (c *clockCache[K, V]) resize(n int) {
 	old := c.slots
-	c.slots = make([]cslot[K, V], n)
+	// A cache of millions of keys is read at random: on huge pages its
+	// reads miss the TLB far less (see internal/hugepage).
+	c.slots = hugepage.Make[cslot[K, V]](n)
 	c.hand = 0
 	c.stride = max(n*5/8|1, 1)
 	for gcd(c.stride, n) != 1 {
@@ -145,7 +159,7 @@ func (c *clockCache[K, V]) resize(n int) {
 
 // removeAt empties slot p, moving later slots of its run back.
 func (c *clockCache[K, V]) removeAt(p int) {
-	if c.slots[p].flags&slotDirty != 0 {
+	if c.slots[p].flags&slotAnyDirty != 0 {
 		c.dirty--
 	}
 	c.n--
@@ -170,7 +184,7 @@ func (c *clockCache[K, V]) removeAt(p int) {
 
 // sweep moves the hand until it has chosen want victims (marked
 // slotVictim) or gone twice round, and appends them to dst. A slot whose
-// key frozen holds is never a victim (see ValueTable.makeRoom).
+// key frozen holds is never a victim (see valueCore.makeRoom).
 func (c *clockCache[K, V]) sweep(want int, frozen *clockCache[K, V], dst []int32) []int32 {
 	n := len(c.slots)
 	for steps := 2 * n; steps > 0 && len(dst) < want; steps-- {
@@ -238,7 +252,7 @@ func newKeyFilter(bytes int) *keyFilter {
 	for n*2*8 <= bytes {
 		n *= 2
 	}
-	return &keyFilter{words: make([]uint64, n), shift: uint8(64 - bits.TrailingZeros(uint(n)))}
+	return &keyFilter{words: hugepage.Make[uint64](n), shift: uint8(64 - bits.TrailingZeros(uint(n)))}
 }
 
 // filterHash combines a table's key hash with its state id.

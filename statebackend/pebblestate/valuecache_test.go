@@ -110,12 +110,22 @@ type modelKey struct {
 	k     int64
 }
 
+// modelTables are the model test's value tables: a and c, the first two
+// small states, share a cache (column 0 and 1); b has string values and d,
+// a third small state, a cache of its own.
+type modelTables struct {
+	a *ValueTable[int64, int64]
+	b *ValueTable[int64, string]
+	c *ValueTable[int64, bool]
+	d *ValueTable[int64, int32]
+}
+
 func valueCacheModel(t *testing.T, cacheKeys int) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
 	rng := rand.New(rand.NewPCG(uint64(cacheKeys), 7))
 	// open restores before or after registering the tables: either way
 	// the key filter must not answer for the restored keys.
-	open := func(restore *statebackend.KeyedState, first bool) (*Store, *ValueTable[int64, int64], *ValueTable[int64, string]) {
+	open := func(restore *statebackend.KeyedState, first bool) (*Store, modelTables) {
 		s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: all, CacheBytes: 1 << 20, MemTableBytes: 1 << 20, CacheKeys: cacheKeys})
 		if err != nil {
 			t.Fatal(err)
@@ -131,63 +141,99 @@ func valueCacheModel(t *testing.T, cacheKeys int) {
 		if first {
 			restoreIt()
 		}
-		a, err := NewValueTable[int64, int64](s, "a", i64{}, i64{})
-		if err != nil {
-			t.Fatal(err)
+		var m modelTables
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		b, err := NewValueTable[int64, string](s, "b", i64{}, str{})
-		if err != nil {
-			t.Fatal(err)
+		m.a, err = NewValueTable[int64, int64](s, "a", i64{}, i64{})
+		must(err)
+		m.b, err = NewValueTable[int64, string](s, "b", i64{}, str{})
+		must(err)
+		m.c, err = NewValueTable[int64, bool](s, "c", i64{}, boolCodec{})
+		must(err)
+		m.d, err = NewValueTable[int64, int32](s, "d", i64{}, i32{})
+		must(err)
+		if m.a.p == nil || m.a.p != m.c.p || m.a.col != 0 || m.c.col != 1 || m.b.p != nil || m.d.p != nil {
+			t.Fatal("a and c do not share a cache, or b or d does")
 		}
 		if !first {
 			restoreIt()
 		}
-		return s, a, b
+		return s, m
 	}
-	s, a, b := open(nil, true)
+	s, m := open(nil, true)
 	model := map[modelKey]string{}
 	const keys = 120
+	states := []string{"a", "b", "c", "d"}
 	step := func() {
 		k := rng.Int64N(keys) - keys/2
 		kg := kgOf(k)
-		st := []string{"a", "b"}[rng.IntN(2)]
+		st := states[rng.IntN(len(states))]
 		mk := modelKey{st, k}
 		want, wantOK := model[mk]
 		switch op := rng.IntN(10); {
 		case op < 4:
 			var got string
 			var ok bool
-			if st == "a" {
+			switch st {
+			case "a":
 				var v int64
-				v, ok = a.Get(kg, k)
+				v, ok = m.a.Get(kg, k)
 				got = strconv.FormatInt(v, 10)
-			} else {
-				got, ok = b.Get(kg, k)
+			case "b":
+				got, ok = m.b.Get(kg, k)
+			case "c":
+				var v bool
+				v, ok = m.c.Get(kg, k)
+				got = strconv.FormatBool(v)
+			case "d":
+				var v int32
+				v, ok = m.d.Get(kg, k)
+				got = strconv.FormatInt(int64(v), 10)
 			}
-			if ok != wantOK || ok && got != want {
+			if !ok {
+				got = ""
+			}
+			if ok != wantOK || got != want {
 				t.Fatalf("%s[%d] = %q, %v; want %q, %v", st, k, got, ok, want, wantOK)
 			}
 		case op < 8:
-			v := rng.Int64N(1000)
-			if st == "a" {
-				a.Put(kg, k, v)
+			v := rng.Int64N(1000) - 500
+			switch st {
+			case "a":
+				m.a.Put(kg, k, v)
 				model[mk] = strconv.FormatInt(v, 10)
-			} else {
+			case "b":
 				model[mk] = fmt.Sprintf("v%d", v)
-				b.Put(kg, k, model[mk])
+				m.b.Put(kg, k, model[mk])
+			case "c":
+				m.c.Put(kg, k, v%2 == 0)
+				model[mk] = strconv.FormatBool(v%2 == 0)
+			case "d":
+				m.d.Put(kg, k, int32(v))
+				model[mk] = strconv.FormatInt(v, 10)
 			}
 		default:
-			if st == "a" {
-				a.Delete(kg, k)
-			} else {
-				b.Delete(kg, k)
+			switch st {
+			case "a":
+				m.a.Delete(kg, k)
+			case "b":
+				m.b.Delete(kg, k)
+			case "c":
+				m.c.Delete(kg, k)
+			case "d":
+				m.d.Delete(kg, k)
 			}
 			delete(model, mk)
 		}
 		for _, c := range []struct {
 			n, dirty, limit int
 			slots           func() (n, dirty int)
-		}{{a.cache.n, a.cache.dirty, a.limit, a.cache.count}, {b.cache.n, b.cache.dirty, b.limit, b.cache.count}} {
+		}{{m.a.p.cache.n, m.a.p.cache.dirty, m.a.p.limit, m.a.p.cache.count},
+			{m.b.c.cache.n, m.b.c.cache.dirty, m.b.c.limit, m.b.c.cache.count},
+			{m.d.c.cache.n, m.d.c.cache.dirty, m.d.c.limit, m.d.c.cache.count}} {
 			if c.n > c.limit {
 				t.Fatalf("a cache holds %d keys, over its limit of %d", c.n, c.limit)
 			}
@@ -209,9 +255,15 @@ func valueCacheModel(t *testing.T, cacheKeys int) {
 				out[mk.state][kg] = map[string]string{}
 			}
 			enc := v
-			if mk.state == "a" {
+			switch mk.state {
+			case "a":
 				n, _ := strconv.ParseInt(v, 10, 64)
 				enc = string(binary.AppendVarint(nil, n))
+			case "c":
+				enc = string(boolCodec{}.Append(nil, v == "true"))
+			case "d":
+				n, _ := strconv.ParseInt(v, 10, 32)
+				enc = string(i32{}.Append(nil, int32(n)))
 			}
 			out[mk.state][kg][string(binary.AppendVarint(nil, mk.k))] = enc
 		}
@@ -246,10 +298,37 @@ func valueCacheModel(t *testing.T, cacheKeys int) {
 		if round%3 == 2 {
 			// Restore the barrier's state into a new store: its key
 			// filter cannot know the restored keys.
-			s, a, b = open(ks, round%2 == 0)
+			s, m = open(ks, round%2 == 0)
 			model = atBarrier
 		}
 	}
+}
+
+// boolCodec and i32 are codecs of small values, which share a cache.
+type boolCodec struct{}
+
+func (boolCodec) Append(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+func (boolCodec) Decode(b []byte) (bool, error) {
+	if len(b) != 1 || b[0] > 1 {
+		return false, statebackend.ErrCorrupt
+	}
+	return b[0] == 1, nil
+}
+
+type i32 struct{}
+
+func (i32) Append(dst []byte, v int32) []byte { return binary.AppendVarint(dst, int64(v)) }
+func (i32) Decode(b []byte) (int32, error) {
+	v, n := binary.Varint(b)
+	if n <= 0 || n != len(b) {
+		return 0, statebackend.ErrCorrupt
+	}
+	return int32(v), nil
 }
 
 // count is the number of used and of dirty slots.
@@ -257,7 +336,7 @@ func (c *clockCache[K, V]) count() (n, dirty int) {
 	for i := range c.slots {
 		if f := c.slots[i].flags; f&slotUsed != 0 {
 			n++
-			if f&slotDirty != 0 {
+			if f&slotAnyDirty != 0 {
 				dirty++
 			}
 		}
@@ -292,7 +371,7 @@ func TestValueCacheKeepsHotSet(t *testing.T) {
 		}
 	}
 	for k := int64(0); k < hot; k++ {
-		if v.cache.find(v.hash(k), k) < 0 {
+		if v.c.cache.find(v.c.hash(k), k) < 0 {
 			t.Fatalf("hot key %d was evicted", k)
 		}
 	}
@@ -303,5 +382,72 @@ func TestValueCacheKeepsHotSet(t *testing.T) {
 	}
 	if err := s.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestValueTablePairing: only the first two small value states share a
+// cache, and only while the first is unused; others keep their own.
+func TestValueTablePairing(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	open := func() *Store {
+		s, err := Open(Options{Dir: t.TempDir() + "/db", KeyGroups: all, CacheBytes: 1 << 20, MemTableBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s := open()
+	str1, _ := NewValueTable[int64, string](s, "s", i64{}, str{})
+	a, _ := NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	b, _ := NewValueTable[int64, bool](s, "b", i64{}, boolCodec{})
+	c, _ := NewValueTable[int64, int32](s, "c", i64{}, i32{})
+	if str1.p != nil || a.p == nil || a.p != b.p || c.p != nil || c.c == nil {
+		t.Fatalf("shared: string %v, a %v, b %v, c %v; want a and b only", str1.p != nil, a.p != nil, b.p != nil, c.p != nil)
+	}
+	if n := len(s.flushers); n != 3 {
+		t.Fatalf("%d caches, want 3 (the string's, the shared one, c's)", n)
+	}
+	// Prefetch is a hint: on empty caches and full ones alike it changes
+	// nothing.
+	for k := int64(0); k < 3; k++ {
+		str1.Prefetch(k)
+		a.Prefetch(k)
+		b.Prefetch(k)
+		c.Prefetch(k)
+		a.Put(kgOf(k), k, k)
+		b.Put(kgOf(k), k, k%2 == 0)
+	}
+	for k := int64(0); k < 3; k++ {
+		a.Prefetch(k)
+		b.Prefetch(k)
+		if v, ok := a.Get(kgOf(k), k); !ok || v != k {
+			t.Fatalf("a[%d] = %d, %v", k, v, ok)
+		}
+		if v, ok := b.Get(kgOf(k), k); !ok || v != (k%2 == 0) {
+			t.Fatalf("b[%d] = %v, %v", k, v, ok)
+		}
+		if _, ok := c.Get(kgOf(k), k); ok {
+			t.Fatalf("c[%d] has a value", k)
+		}
+	}
+	// A small state registered twice does not pair with itself.
+	s = open()
+	a, _ = NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	a2, _ := NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	if a.p != nil || a2.p != nil {
+		t.Fatal("a state registered twice shares a cache with itself")
+	}
+	// A state registered after the first small one was used keeps its
+	// own cache: the first one's slots lack its values.
+	s = open()
+	a, _ = NewValueTable[int64, int64](s, "a", i64{}, i64{})
+	a.Put(kgOf(1), 1, 7)
+	b, _ = NewValueTable[int64, bool](s, "b", i64{}, boolCodec{})
+	if a.p != nil || b.p != nil {
+		t.Fatal("a state registered after the first was used shares its cache")
+	}
+	if v, ok := a.Get(kgOf(1), 1); !ok || v != 7 {
+		t.Fatalf("a[1] = %d, %v; want 7", v, ok)
 	}
 }
