@@ -20,14 +20,9 @@ const firstTimerID = 0xffff
 // two per operator: processing and event time).
 const maxTimerQueues = 4
 
-// The timers' pending writes are committed at timerBatchOps writes or
-// timerBatchBytes bytes (some 4 MiB of memory for small keys): the more
-// records a batch spans, the more timers registered and deleted again
-// within it never reach Pebble (see sortedBatch).
-const (
-	timerBatchOps   = 1 << 16
-	timerBatchBytes = 2 << 20
-)
+// The timers' pending writes (timerBuffer) reach Pebble in sorted batches
+// of timerBatchOps writes.
+const timerBatchOps = 1 << 16
 
 // timerTime is the time of a timer's Pebble key.
 func timerTime(key []byte) int64 {
@@ -507,14 +502,15 @@ func (s *Store) timerWrite(key []byte, del bool) {
 	if s.ep != nil {
 		s.poll()
 	}
-	if del {
-		s.tb.del(key)
-	} else {
-		s.tb.set(key, nil)
+	if s.tb.full(len(key)) {
+		if s.budget != nil {
+			s.tb.limit = min(max(s.budget.timerBytes(), minTimerBuffer), maxTimerBuffer) // stores come and go
+		}
+		if s.tb.full(len(key)) {
+			s.makeRoom(len(key))
+		}
 	}
-	if s.tb.size() >= timerBatchBytes || len(s.tb.ops) >= timerBatchOps {
-		s.commitTimers()
-	}
+	s.tb.add(key, del, s.timerMax)
 }
 
 // commitTimers writes the timers' pending writes to Pebble.
