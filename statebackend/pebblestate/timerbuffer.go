@@ -66,7 +66,7 @@ const (
 const (
 	minTimerBuffer = 1 << 20
 	maxTimerBuffer = 1 << 31
-	minTimerSlots       = 1 << 10
+	minTimerSlots  = 1 << 10
 )
 
 func newTimerBuffer(limit int) *timerBuffer {
