@@ -125,11 +125,13 @@
 // sections in snapshots and restores have the memory backend's encoding
 // (the key, and the time as a varint), under the runtime's section names.
 //
-// Timer writes reach Pebble in sorted batches (sortedBatch), which drop a
-// timer registered and deleted within one batch if its time is above
-// every timer time the store ever held (Store.timerMax). Anything that
-// puts timer keys into the store other than a TimerQueue (a restore, an
-// SST ingest) must raise timerMax to their highest time.
+// Timer writes first go to an in-memory tier bounded by the store's share
+// of the budget (timerBuffer), which drops a timer registered and deleted
+// there if its time is above every timer time the store ever held
+// (Store.timerMax), and reaches Pebble in sorted batches (sortedBatch)
+// when full, before a head's refill, and at barriers. Anything that puts
+// timer keys into the store other than a TimerQueue (a restore, an SST
+// ingest) must raise timerMax to their highest time.
 //
 // AppendKeys lists a state's keys in one key group with one bounded scan
 // of its (key group, state) run, after writing the value caches back.

@@ -41,8 +41,9 @@ func timerTime(key []byte) int64 {
 // deleting a Pebble Delete, both blind: a timer registered twice is
 // stored once, and deleting a timer that does not exist writes a
 // tombstone and changes nothing, as in the runtime's memory timer
-// service. Writes go to a batch that is committed when it grows, and
-// before anything reads the queue's keys (a refill, a snapshot).
+// service. Writes go to the store's in-memory tier (timerBuffer), where a
+// delete cancels a register Pebble never saw; it is written to Pebble when
+// full, and before anything reads the queue's keys (a refill, a snapshot).
 //
 // Firing needs the earliest timer without a seek per record: each key
 // group keeps, in memory, its earliest timers in order (its head), and a
