@@ -100,6 +100,7 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 		}
 	}
 	e.timers, s.tb = s.tb, s.spareTB
+	s.tbGen++
 	if s.tb == nil {
 		s.tb = newTimerBuffer(s.timerLimit)
 	}

@@ -241,6 +241,9 @@ type Store struct {
 	spareTB *timerBuffer
 	// timerLimit is the timer buffer's share of memory.
 	timerLimit int
+	// tbGen counts the times the timer buffer was emptied into Pebble
+	// (or frozen to go there): see timerGroup.bufTS.
+	tbGen uint64
 	// timerMax is the highest time of a timer ever written to Pebble (or
 	// frozen at a barrier, on its way there).
 	timerMax int64

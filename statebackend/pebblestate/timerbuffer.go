@@ -104,6 +104,15 @@ func (b *timerBuffer) find(key []byte, h uint32) (int, bool) {
 	}
 }
 
+// deletes reports whether the buffer holds a delete of key.
+func (b *timerBuffer) deletes(key []byte) bool {
+	if b.live == 0 {
+		return false
+	}
+	i, found := b.find(key, b.hash(key))
+	return found && b.arena[int(uint32(b.slots[i]))-1]&recDel != 0
+}
+
 // full reports whether adding a record for a key of klen bytes might
 // take the buffer past its limit.
 func (b *timerBuffer) full(klen int) bool {

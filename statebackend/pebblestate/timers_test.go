@@ -244,7 +244,7 @@ func (q *TimerQueue[K]) check(t *testing.T, model timerModel, kgOf func(K) int) 
 			}
 			var k any = m.Key
 			tm := timer[K]{ts: m.TS, key: k.(K)}
-			if (!g.bounded || q.cmp(tm, g.bound) < 0) != in[tm] {
+			if !q.above(g, tm) != in[tm] {
 				t.Fatalf("group %d: model timer %v: in head %v, bound %v %v, head %v", kg, m, in[tm], g.bound, g.bounded, g.head[g.start:])
 			}
 		}
