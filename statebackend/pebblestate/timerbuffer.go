@@ -76,9 +76,6 @@ func newTimerBuffer(limit int) *timerBuffer {
 // bytes is the memory the buffer holds.
 func (b *timerBuffer) bytes() int { return cap(b.arena) + 8*len(b.slots) }
 
-// len is the number of buffered writes.
-func (b *timerBuffer) len() int { return b.live }
-
 func (b *timerBuffer) hash(key []byte) uint32 { return uint32(maphash.Bytes(b.seed, key) >> 32) }
 
 // rec returns the key of the record at off and the offset past it.

@@ -299,3 +299,72 @@ func TestTimerSpillFiresSame(t *testing.T) {
 		t.Fatalf("snapshots hold %d and %d timers (want %d each), or they differ", len(snaps[0]), len(snaps[1]), keys)
 	}
 }
+
+// TestTimerRefillKeepsBuffer fires timers that are in Pebble while far
+// later ones churn in the buffer, with heads of 4 timers that refill all
+// the time: the refills read Pebble up to the buffered times instead of
+// writing the buffer, so the far timers do not reach Pebble while near
+// ones remain, and every timer fires in order.
+func TestTimerRefillKeepsBuffer(t *testing.T) {
+	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
+	s, q := openTimers(t, all, 4)
+	const near, far = 3000, 1000
+	for k := range near {
+		q.Add(k%maxP, fmt.Sprintf("n%d", k), int64(1+k))
+	}
+	s.commitTimers() // registered long ago: in Pebble
+	nearMax := s.timerMax
+	rng := rand.New(rand.NewPCG(5, 5))
+	at := make([]int64, far)
+	for k := range far {
+		at[k] = 1_000_000 + int64(k)
+		q.Add(k%maxP, fmt.Sprintf("f%d", k), at[k])
+	}
+	last, fired := int64(0), 0
+	for now := int64(0); now < near+7; now += 7 {
+		for range 20 {
+			k := rng.IntN(far)
+			q.Delete(k%maxP, fmt.Sprintf("f%d", k), at[k])
+			at[k] += far
+			q.Add(k%maxP, fmt.Sprintf("f%d", k), at[k])
+		}
+		for {
+			p, ok := q.Peek()
+			if !ok || p.TS > now {
+				break
+			}
+			q.Pop()
+			if p.TS < last || p.Key[0] != 'n' {
+				t.Fatalf("fired %v after time %d", p, last)
+			}
+			if s.timerMax != nearMax {
+				t.Fatalf("timerMax %d, was %d: the far timers were written to Pebble", s.timerMax, nearMax)
+			}
+			last = p.TS
+			fired++
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fired != near {
+		t.Fatalf("fired %d near timers, want %d", fired, near)
+	}
+	// The far ones fire too, each at its last time (the group that runs
+	// out of near timers first has the buffer written to Pebble).
+	for n := 0; n < far; n++ {
+		p, ok := q.Peek()
+		if !ok {
+			t.Fatalf("%d far timers fired, want %d", n, far)
+		}
+		q.Pop()
+		var k int
+		fmt.Sscanf(p.Key, "f%d", &k)
+		if p.TS != at[k] {
+			t.Fatalf("far timer %v fired, registered last at %d", p, at[k])
+		}
+	}
+	if p, ok := q.Peek(); ok {
+		t.Fatalf("timer %v left over", p)
+	}
+}
