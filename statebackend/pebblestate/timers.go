@@ -90,7 +90,7 @@ type timerGroup[K comparable] struct {
 	// buffer's generation bufGen (Store.tbGen); math.MaxInt64 if none.
 	bufTS  int64
 	bufGen uint64
-	pos     int32 // index in the queue's heap, -1 when not in it
+	pos    int32 // index in the queue's heap, -1 when not in it
 	// refill: the head is empty while Pebble may hold more of the
 	// group's timers, from the bound on (from the start if unbounded).
 	refill bool
