@@ -347,6 +347,7 @@ func Open(o Options) (*Store, error) {
 	} else {
 		s.cache = pebble.NewCache(o.CacheBytes)
 	}
+	s.timerLimit = max(s.timerLimit, minTimerBuffer)
 	s.tb = newTimerBuffer(s.timerLimit)
 	base := vfs.FS(vfs.Default)
 	if o.FS != nil {

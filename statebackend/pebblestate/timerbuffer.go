@@ -34,25 +34,34 @@ import (
 // Pebble (see TimerQueue).
 //
 // Layout, for few cache misses and no pointers: records are appended to
-// one byte arena as a flags byte, the key's length (uvarint) and the key;
-// deleting marks a record dead. The index is an open-addressing table of
-// uint64 slots (linear probing, at most 3/4 full, deletion by backward
-// shift): the high 32 bits of the key's hash, which also pick the home
-// slot, and the record's offset plus one; zero is empty. The detector's
-// timers (20-byte keys) take 22 bytes of arena and some 11 of index.
+// an arena of fixed-size blocks (growing it never copies, and compaction
+// and reset keep the blocks) as a flags byte, the key's length (uvarint)
+// and the key; deleting marks a record dead. The index is an
+// open-addressing table of uint64 slots (linear probing, at most 3/4
+// full, deletion by backward shift): the high 32 bits of the key's hash,
+// which also pick the home slot, and the record's offset plus one; zero
+// is empty. The detector's timers (20-byte keys) take 22 bytes of arena
+// and some 11 of index.
 type timerBuffer struct {
-	arena []byte
-	slots []uint64
-	live  int // records not dead
-	dead  int // bytes of dead records
+	// blocks[i] holds the records at offsets i<<shift on, used[i] bytes
+	// of it; cur is the block being filled. A record never spans blocks.
+	blocks [][]byte
+	used   []int
+	cur    int
+	shift  uint
+	slots  []uint64
+	live   int // records not dead
+	dead   int // bytes of dead records
 	// maxSet is the highest time of a timer registered in the buffer: a
 	// barrier freezing it raises the store's timerMax to it first.
 	maxSet int64
-	// limit bounds cap(arena) plus the index's bytes.
+	// limit bounds the blocks' bytes plus the index's.
 	limit int
 	seed  maphash.Seed
 	// sb is apply's scratch: the writes of one sorted chunk.
 	sb sortedBatch
+	// compactions counts compact's runs (tests).
+	compactions int
 }
 
 // Record flags.
@@ -62,27 +71,63 @@ const (
 )
 
 // Bounds of a buffer: minTimerBuffer is its smallest limit, and offsets
-// are 32 bits.
+// are 32 bits. A block is an eighth of the limit at most, from 4 KiB (in
+// tests) to 32 MiB (on huge pages from 4 MiB: hugepage.Make pads by up to
+// 4 MiB).
 const (
 	minTimerBuffer = 1 << 20
 	maxTimerBuffer = 1 << 31
 	minTimerSlots  = 1 << 10
+	minBlockShift  = 12
+	maxBlockShift  = 25
 )
 
 func newTimerBuffer(limit int) *timerBuffer {
-	return &timerBuffer{limit: min(max(limit, minTimerBuffer), maxTimerBuffer), maxSet: math.MinInt64, seed: maphash.MakeSeed()}
+	limit = min(limit, maxTimerBuffer)
+	shift := uint(minBlockShift)
+	for shift < maxBlockShift && 8<<(shift+1) <= limit {
+		shift++
+	}
+	return &timerBuffer{limit: limit, shift: shift, maxSet: math.MinInt64, seed: maphash.MakeSeed()}
 }
 
 // bytes is the memory the buffer holds.
-func (b *timerBuffer) bytes() int { return cap(b.arena) + 8*len(b.slots) }
+func (b *timerBuffer) bytes() int { return len(b.blocks)<<b.shift + 8*len(b.slots) }
+
+// empty reports whether the buffer holds no records, dead or alive.
+func (b *timerBuffer) empty() bool { return b.cur == 0 && (len(b.used) == 0 || b.used[0] == 0) }
+
+// recLen is the most bytes a record of a key of klen bytes takes.
+func recLen(klen int) int { return 1 + binary.MaxVarintLen32 + klen }
+
+// fits reports whether a record of a key of klen bytes fits in a block.
+func (b *timerBuffer) fits(klen int) bool { return recLen(klen) <= 1<<b.shift }
 
 func (b *timerBuffer) hash(key []byte) uint32 { return uint32(maphash.Bytes(b.seed, key) >> 32) }
 
-// rec returns the key of the record at off and the offset past it.
-func (b *timerBuffer) rec(off int) (key []byte, end int) {
-	n, w := binary.Uvarint(b.arena[off+1:])
-	start := off + 1 + w
-	return b.arena[start : start+int(n)], start + int(n)
+// rec returns the block holding the record at off, the record's index in
+// it, its key, and the offset past it.
+func (b *timerBuffer) rec(off int) (blk []byte, i int, key []byte, end int) {
+	blk = b.blocks[off>>b.shift]
+	i = off & (1<<b.shift - 1)
+	n, w := binary.Uvarint(blk[i+1:])
+	start := i + 1 + w
+	return blk, i, blk[start : start+int(n)], off + 1 + w + int(n)
+}
+
+// each calls fn with the offset, flags and key of each record, in order.
+func (b *timerBuffer) each(fn func(off int, f byte, key []byte) error) error {
+	for bi := 0; bi <= b.cur && bi < len(b.blocks); bi++ {
+		base := bi << b.shift
+		for off, n := base, base+b.used[bi]; off < n; {
+			blk, i, key, end := b.rec(off)
+			if err := fn(off, blk[i], key); err != nil {
+				return err
+			}
+			off = end
+		}
+	}
+	return nil
 }
 
 // find returns key's slot, or the empty slot where it would go.
@@ -94,7 +139,7 @@ func (b *timerBuffer) find(key []byte, h uint32) (int, bool) {
 			return i, false
 		}
 		if uint32(v>>32) == h {
-			if k, _ := b.rec(int(uint32(v)) - 1); bytes.Equal(k, key) {
+			if _, _, k, _ := b.rec(int(uint32(v)) - 1); bytes.Equal(k, key) {
 				return i, true
 			}
 		}
@@ -107,28 +152,34 @@ func (b *timerBuffer) deletes(key []byte) bool {
 		return false
 	}
 	i, found := b.find(key, b.hash(key))
-	return found && b.arena[int(uint32(b.slots[i]))-1]&recDel != 0
+	if !found {
+		return false
+	}
+	blk, j, _, _ := b.rec(int(uint32(b.slots[i])) - 1)
+	return blk[j]&recDel != 0
 }
 
 // full reports whether adding a record for a key of klen bytes might
 // take the buffer past its limit.
 func (b *timerBuffer) full(klen int) bool {
-	need := len(b.arena) + klen + binary.MaxVarintLen32 + 1
-	if need > cap(b.arena) && b.arenaCap(need) < need {
+	if b.needBlock(klen) && (len(b.blocks)+1)<<b.shift+8*len(b.slots) > b.limit {
 		return true
 	}
-	return (b.live+1)*4 > len(b.slots)*3 && cap(b.arena)+16*max(len(b.slots), minTimerSlots) > b.limit
+	return (b.live+1)*4 > len(b.slots)*3 && len(b.blocks)<<b.shift+16*max(len(b.slots), minTimerSlots) > b.limit
 }
 
-// arenaCap is the capacity the arena grows to when it needs need bytes.
-func (b *timerBuffer) arenaCap(need int) int {
-	c := max(2*cap(b.arena), 64<<10, need)
-	return min(c, b.limit-8*len(b.slots))
+// needBlock reports whether a record of a key of klen bytes needs a block
+// the buffer has yet to allocate.
+func (b *timerBuffer) needBlock(klen int) bool {
+	if len(b.blocks) == 0 {
+		return true
+	}
+	return b.used[b.cur]+recLen(klen) > 1<<b.shift && b.cur+1 >= len(b.blocks)
 }
 
 // add buffers a register (del false) or delete of key. timerMax is the
 // store's: a timer above it cannot be in Pebble, so deleting it needs no
-// write. The caller has made room (full).
+// write. The caller has made room (full) and checked that it fits.
 func (b *timerBuffer) add(key []byte, del bool, timerMax int64) {
 	if (b.live+1)*4 > len(b.slots)*3 {
 		b.grow()
@@ -138,19 +189,19 @@ func (b *timerBuffer) add(key []byte, del bool, timerMax int64) {
 	ts := timerTime(key)
 	if found {
 		off := int(uint32(b.slots[i])) - 1
-		f := b.arena[off]
+		blk, j, _, end := b.rec(off)
+		f := blk[j]
 		switch {
 		case del && f&recDel == 0 && ts > timerMax:
 			// Registered here and never stored: forget it.
-			_, end := b.rec(off)
-			b.arena[off] = f | recDead
+			blk[j] = f | recDead
 			b.dead += end - off
 			b.live--
 			b.remove(i)
 		case del:
-			b.arena[off] = f | recDel
+			blk[j] = f | recDel
 		default:
-			b.arena[off] = f &^ recDel
+			blk[j] = f &^ recDel
 			b.maxSet = max(b.maxSet, ts)
 		}
 		return
@@ -164,14 +215,23 @@ func (b *timerBuffer) add(key []byte, del bool, timerMax int64) {
 	} else {
 		b.maxSet = max(b.maxSet, ts)
 	}
-	off := len(b.arena)
-	if need := off + len(key) + binary.MaxVarintLen32 + 1; need > cap(b.arena) {
-		a := hugepage.Make[byte](b.arenaCap(need))
-		b.arena = a[:copy(a, b.arena)]
+	if len(b.blocks) == 0 || b.used[b.cur]+recLen(len(key)) > 1<<b.shift {
+		if len(b.blocks) > 0 {
+			b.cur++
+		}
+		if b.cur == len(b.blocks) {
+			b.blocks = append(b.blocks, hugepage.Make[byte](1<<b.shift))
+			b.used = append(b.used, 0)
+		}
+		b.used[b.cur] = 0
 	}
-	b.arena = append(b.arena, f)
-	b.arena = binary.AppendUvarint(b.arena, uint64(len(key)))
-	b.arena = append(b.arena, key...)
+	blk, n := b.blocks[b.cur], b.used[b.cur]
+	off := b.cur<<b.shift + n
+	blk[n] = f
+	n++
+	n += binary.PutUvarint(blk[n:], uint64(len(key)))
+	n += copy(blk[n:], key)
+	b.used[b.cur] = n
 	b.slots[i] = uint64(h)<<32 | uint64(off+1)
 	b.live++
 }
@@ -218,27 +278,42 @@ func (b *timerBuffer) reindex(old []uint64) {
 }
 
 // compact moves the live records to the front of the arena, in order, and
-// rebuilds the index.
+// rebuilds the index. Records only move to lower offsets, so in place.
 func (b *timerBuffer) compact() {
 	clear(b.slots)
 	mask := len(b.slots) - 1
-	w := 0
-	for off := 0; off < len(b.arena); {
-		f := b.arena[off]
-		key, end := b.rec(off)
-		if f&recDead == 0 {
-			h := b.hash(key)
-			n := copy(b.arena[w:], b.arena[off:end])
-			i := int(h) & mask
-			for b.slots[i] != 0 {
-				i = (i + 1) & mask
+	wb, wi := 0, 0 // where the next live record goes
+	last := b.cur
+	for bi := 0; bi <= last && bi < len(b.blocks); bi++ {
+		base := bi << b.shift
+		for off, n := base, base+b.used[bi]; off < n; {
+			blk, i, key, end := b.rec(off)
+			l := end - off
+			if blk[i]&recDead == 0 {
+				if wi+l > 1<<b.shift {
+					b.used[wb] = wi
+					wb, wi = wb+1, 0
+				}
+				h := b.hash(key)
+				copy(b.blocks[wb][wi:], blk[i:i+l])
+				j := int(h) & mask
+				for b.slots[j] != 0 {
+					j = (j + 1) & mask
+				}
+				b.slots[j] = uint64(h)<<32 | uint64(wb<<b.shift+wi+1)
+				wi += l
 			}
-			b.slots[i] = uint64(h)<<32 | uint64(w+1)
-			w += n
+			off = end
 		}
-		off = end
 	}
-	b.arena, b.dead = b.arena[:w], 0
+	for j := wb; j < len(b.used); j++ {
+		b.used[j] = 0
+	}
+	if len(b.used) > 0 {
+		b.used[wb] = wi
+	}
+	b.cur, b.dead = wb, 0
+	b.compactions++
 }
 
 // chunks hands fn the live writes in sorted batches of at most
@@ -246,29 +321,43 @@ func (b *timerBuffer) compact() {
 // batches point into the arena: fn must not keep them.
 func (b *timerBuffer) chunks(fn func(sb *sortedBatch) error) error {
 	sb := &b.sb
-	sb.timers, sb.arena, sb.ops = true, b.arena, sb.ops[:0]
+	sb.timers, sb.ops = true, sb.ops[:0]
 	defer func() { sb.arena, sb.ops = nil, sb.ops[:0] }()
-	for off := 0; off < len(b.arena); {
-		f := b.arena[off]
-		key, end := b.rec(off)
-		if f&recDead == 0 {
-			var a [16]byte
-			copy(a[:], key)
-			sb.ops = append(sb.ops, batchOp{abbr: [2]uint64{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])},
-				off: uint32(end - len(key)), klen: uint32(len(key)), del: f&recDel != 0})
-			if len(sb.ops) == timerBatchOps {
-				if err := fn(sb); err != nil {
-					return err
-				}
-				sb.ops = sb.ops[:0]
-			}
+	// A batch refers to one block's bytes: a new block starts a batch.
+	blk := -1
+	flush := func() error {
+		if len(sb.ops) == 0 {
+			return nil
 		}
-		off = end
+		err := fn(sb)
+		sb.ops = sb.ops[:0]
+		return err
 	}
-	if len(sb.ops) > 0 {
-		return fn(sb)
+	err := b.each(func(off int, f byte, key []byte) error {
+		if f&recDead != 0 {
+			return nil
+		}
+		if bi := off >> b.shift; bi != blk {
+			if err := flush(); err != nil {
+				return err
+			}
+			blk, sb.arena = bi, b.blocks[bi]
+		}
+		_, _, _, end := b.rec(off)
+		var a [16]byte
+		copy(a[:], key)
+		kOff := (end - len(key)) & (1<<b.shift - 1)
+		sb.ops = append(sb.ops, batchOp{abbr: [2]uint64{binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])},
+			off: uint32(kOff), klen: uint32(len(key)), del: f&recDel != 0})
+		if len(sb.ops) == timerBatchOps {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return nil
+	return flush()
 }
 
 // apply writes the buffer to s's database (into nil) or into the batch
@@ -308,7 +397,7 @@ func (t *timerSink) chunkDone() {
 // commit writes the buffer to s (during an epoch into its pending batch)
 // and empties it.
 func (b *timerBuffer) commit(s *Store) {
-	if len(b.arena) == 0 {
+	if b.empty() {
 		return
 	}
 	if s.failed() {
@@ -326,18 +415,22 @@ func (b *timerBuffer) commit(s *Store) {
 
 // reset empties the buffer, keeping its memory.
 func (b *timerBuffer) reset() {
-	b.arena, b.live, b.dead, b.maxSet = b.arena[:0], 0, 0, math.MinInt64
+	clear(b.used)
+	b.cur, b.live, b.dead, b.maxSet = 0, 0, 0, math.MinInt64
 	clear(b.slots)
 }
 
 // makeRoom frees room for a key of klen bytes in a full buffer: by
 // compacting when dead records are at least half the arena (and that
-// leaves a quarter of it free), else by writing it all to Pebble.
+// leaves a quarter of its blocks free), else by writing it all to Pebble.
 func (s *Store) makeRoom(klen int) {
 	b := s.tb
-	if b.dead > 0 && b.dead*2 >= len(b.arena) {
+	if len(b.blocks) == 0 {
+		return // the index alone is over a limit this small (tests)
+	}
+	if n := b.cur<<b.shift + b.used[b.cur]; b.dead > 0 && b.dead*2 >= n {
 		b.compact()
-		if len(b.arena)*4 <= cap(b.arena)*3 && !b.full(klen) {
+		if n = b.cur<<b.shift + b.used[b.cur]; n*4 <= len(b.blocks)<<b.shift*3 && !b.full(klen) {
 			return
 		}
 	}

@@ -584,6 +584,10 @@ func (s *Store) timerWrite(key []byte, del bool) {
 	if s.ep != nil {
 		s.poll()
 	}
+	if !s.tb.fits(len(key)) {
+		s.writeTimerNow(key, del)
+		return
+	}
 	if s.tb.full(len(key)) {
 		if s.budget != nil {
 			s.tb.limit = min(max(s.budget.timerBytes(), minTimerBuffer), maxTimerBuffer) // stores come and go
@@ -593,6 +597,29 @@ func (s *Store) timerWrite(key []byte, del bool) {
 		}
 	}
 	s.tb.add(key, del, s.timerMax)
+}
+
+// writeTimerNow writes a timer whose key is too long for the buffer's
+// blocks to Pebble (during an epoch to its pending batch), after the
+// buffer, which may hold an earlier write of it.
+func (s *Store) writeTimerNow(key []byte, del bool) {
+	s.commitTimers()
+	if s.failed() {
+		return
+	}
+	sb := sortedBatch{timers: true}
+	if del {
+		sb.del(key)
+	} else {
+		sb.set(key, nil)
+	}
+	maxTS, err := sb.apply(s, s.pend, s.timerMax)
+	if err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+		return
+	}
+	s.timerMax = maxTS
+	s.checkPend()
 }
 
 // commitTimers writes the timers' pending writes to Pebble.

@@ -88,7 +88,7 @@ func TestTimerQueueDifferential(t *testing.T) {
 			s, q := openTimers(t, all, headCap)
 			if tc.limit > 0 {
 				// A timer buffer that spills every few hundred writes.
-				s.tb.limit = tc.limit
+				s.tb = newTimerBuffer(tc.limit)
 			}
 			model := timerModel{}
 			keys := make([]string, 30)
