@@ -241,6 +241,9 @@ type Store struct {
 	spareTB *timerBuffer
 	// timerLimit is the timer buffer's share of memory.
 	timerLimit int
+	// timerPrefetch: a value table prefetches the timer buffer's slots
+	// (ValueTable.tp).
+	timerPrefetch bool
 	// tbGen counts the times the timer buffer was emptied into Pebble
 	// (or frozen to go there): see timerGroup.bufTS.
 	tbGen uint64

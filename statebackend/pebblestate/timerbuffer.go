@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/weirstream/weir/internal/hugepage"
+	"github.com/weirstream/weir/internal/prefetch"
 )
 
 // timerBuffer is the in-memory tier of the timer queues: the timer writes
@@ -38,9 +40,13 @@ import (
 // and reset keep the blocks) as a flags byte, the key's length (uvarint)
 // and the key; deleting marks a record dead. The index is an
 // open-addressing table of uint64 slots (linear probing, at most 3/4
-// full, deletion by backward shift): the high 32 bits of the key's hash,
-// which also pick the home slot, and the record's offset plus one; zero
-// is empty. The detector's timers (20-byte keys) take 22 bytes of arena
+// full, deletion by backward shift): 32 bits of the hash of the timer's
+// key part (not its time or key group), which also pick the home slot,
+// and the record's offset plus one; zero is empty. Hashing the key alone
+// lets a value table's Prefetch, which the runtime calls for each record
+// it holds back, prefetch the record's slot too (the timers of one key
+// then share a probe run, which costs a key with many timers a
+// comparison per timer). The detector's timers (20-byte keys) take 22 bytes of arena
 // and some 11 of index.
 type timerBuffer struct {
 	// blocks[i] holds the records at offsets i<<shift on, used[i] bytes
@@ -103,7 +109,25 @@ func recLen(klen int) int { return 1 + binary.MaxVarintLen32 + klen }
 // fits reports whether a record of a key of klen bytes fits in a block.
 func (b *timerBuffer) fits(klen int) bool { return recLen(klen) <= 1<<b.shift }
 
-func (b *timerBuffer) hash(key []byte) uint32 { return uint32(maphash.Bytes(b.seed, key) >> 32) }
+// hash is the hash of a timer key's key part (after the key group, queue
+// id and time), so that the runtime can prefetch a record's slot before
+// it knows the timer's time (prefetch).
+func (b *timerBuffer) hash(key []byte) uint32 {
+	if len(key) >= prefixLen+8 {
+		key = key[prefixLen+8:]
+	}
+	return b.hashKey(key)
+}
+
+func (b *timerBuffer) hashKey(k []byte) uint32 { return uint32(maphash.Bytes(b.seed, k) >> 32) }
+
+// prefetch prefetches the index slot where the timers of the key encoded
+// as k start.
+func (b *timerBuffer) prefetch(k []byte) {
+	if len(b.slots) > 0 {
+		prefetch.Line(unsafe.Pointer(&b.slots[int(b.hashKey(k))&(len(b.slots)-1)]))
+	}
+}
 
 // rec returns the block holding the record at off, the record's index in
 // it, its key, and the offset past it.
