@@ -407,8 +407,9 @@ func (s *Store) openRestored() (*pebble.DB, error) {
 }
 
 // replayMemTableLimit bounds a replay's memtable: half the slot's state
-// memory (the block cache's half is hardly used while nothing reads), or
-// maxMemTable without a budget.
+// memory (the block cache's and the timer tier's quarters are hardly used
+// while nothing reads or registers timers), or maxMemTable without a
+// budget.
 func (s *Store) replayMemTableLimit() uint64 {
 	if s.budget != nil {
 		return uint64(max(s.budget.Bytes()/2, minMemTable))
