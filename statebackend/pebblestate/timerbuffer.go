@@ -189,19 +189,7 @@ func (b *timerBuffer) full(klen int) bool {
 	if b.needBlock(klen) && (len(b.blocks)+1)<<b.shift+8*len(b.slots) > b.limit {
 		return true
 	}
-	return (b.live+1)*4 > len(b.slots)*3 && len(b.blocks)<<b.shift+8*b.nextSlots() > b.limit
-}
-
-// nextSlots is the index's size after it grows: four times its size when
-// that fits the limit, else twice. Growing rehashes every timer (at 10 M
-// accounts doubling from the start took a tenth of the state-heavy
-// job's CPU), so fewer, larger steps save most of it.
-func (b *timerBuffer) nextSlots() int {
-	n := max(len(b.slots), minTimerSlots/2)
-	if len(b.blocks)<<b.shift+8*4*n <= b.limit {
-		return 4 * n
-	}
-	return 2 * n
+	return (b.live+1)*4 > len(b.slots)*3 && len(b.blocks)<<b.shift+16*max(len(b.slots), minTimerSlots) > b.limit
 }
 
 // needBlock reports whether a record of a key of klen bytes needs a block
@@ -291,10 +279,10 @@ func (b *timerBuffer) remove(i int) {
 	b.slots[i] = 0
 }
 
-// grow enlarges the index (nextSlots).
+// grow doubles the index.
 func (b *timerBuffer) grow() {
 	old := b.slots
-	b.slots = hugepage.Make[uint64](b.nextSlots())
+	b.slots = hugepage.Make[uint64](max(2*len(old), minTimerSlots))
 	b.reindex(old)
 }
 
