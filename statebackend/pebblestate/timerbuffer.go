@@ -68,6 +68,9 @@ type timerBuffer struct {
 	sb sortedBatch
 	// compactions counts compact's runs (tests).
 	compactions int
+	// lag holds the hashes of the last keys prefetched (prefetch).
+	lag  [prefetchLag]uint32
+	lagN int
 }
 
 // Record flags.
@@ -122,12 +125,30 @@ func (b *timerBuffer) hash(key []byte) uint32 {
 func (b *timerBuffer) hashKey(k []byte) uint32 { return uint32(maphash.Bytes(b.seed, k) >> 32) }
 
 // prefetch prefetches the index slot where the timers of the key encoded
-// as k start.
+// as k start and, for the key prefetched prefetchLag calls before (whose
+// slot has arrived by now), the record its home slot points to: a delete
+// compares the record's key, a cache miss the slot's prefetch cannot
+// cover since it needs the slot first.
 func (b *timerBuffer) prefetch(k []byte) {
-	if len(b.slots) > 0 {
-		prefetch.Line(unsafe.Pointer(&b.slots[int(b.hashKey(k))&(len(b.slots)-1)]))
+	if len(b.slots) == 0 {
+		return
+	}
+	mask := len(b.slots) - 1
+	h := b.hashKey(k)
+	prefetch.Line(unsafe.Pointer(&b.slots[int(h)&mask]))
+	i := b.lagN % prefetchLag
+	old := b.lag[i]
+	b.lag[i] = h
+	b.lagN++
+	if v := b.slots[int(old)&mask]; v != 0 && uint32(v>>32) == old {
+		off := int(uint32(v)) - 1
+		prefetch.Line(unsafe.Pointer(&b.blocks[off>>b.shift][off&(1<<b.shift-1)]))
 	}
 }
+
+// prefetchLag is how many prefetches later a slot is read to prefetch its
+// record: the runtime processes a record some 7 prefetches after its own.
+const prefetchLag = 4
 
 // rec returns the block holding the record at off, the record's index in
 // it, its key, and the offset past it.
