@@ -28,10 +28,10 @@ import (
 // cannot have it), drops the record: a timer registered and deleted
 // while buffered never reaches Pebble. Whatever is left reaches Pebble
 // sorted, in batches of timerBatchOps, when the buffer is full (a spill
-// of everything, after compacting the dead records away if they are most
-// of it), when a timer queue reads the store (a head's refill), and at a
-// barrier, which freezes the buffer as it freezes the value caches (see
-// epoch). Firing order is unaffected: the queues' heads keep every
+// of everything, unless compacting the dead records away frees enough),
+// when a head's refill finds nothing in Pebble before the group's
+// buffered timers (see TimerQueue.fill), and at a barrier, which freezes
+// the buffer as it freezes the value caches (see epoch). Firing order is unaffected: the queues' heads keep every
 // group's earliest timers in memory whether the timer is buffered or in
 // Pebble (see TimerQueue).
 //
@@ -46,8 +46,8 @@ import (
 // lets a value table's Prefetch, which the runtime calls for each record
 // it holds back, prefetch the record's slot too (the timers of one key
 // then share a probe run, which costs a key with many timers a
-// comparison per timer). The detector's timers (20-byte keys) take 22 bytes of arena
-// and some 11 of index.
+// comparison per timer). The detector's timers (20-byte keys) take 22
+// bytes of arena and some 11 of index.
 type timerBuffer struct {
 	// blocks[i] holds the records at offsets i<<shift on, used[i] bytes
 	// of it; cur is the block being filled. A record never spans blocks.
