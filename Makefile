@@ -12,7 +12,7 @@ KUBE_BINS := $(TOOLS)/kube-apiserver $(TOOLS)/kube-controller-manager $(TOOLS)/k
 # The MinIO server the S3 tests start (internal/miniotest) and `make minio` runs.
 MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 
-.PHONY: all build image run test test-k8s podman chromium bench bench-nexmark fuzz proto lint tools minio kafka clean
+.PHONY: all build image run test test-k8s podman chromium bench bench-nexmark pgo fuzz proto lint tools minio kafka clean
 
 all: build
 
@@ -103,9 +103,37 @@ FUZZ_PARALLEL ?= 1
 # and rescale (about 10 minutes). Pass WEIRBENCH_FLAGS, e.g.
 # WEIRBENCH_FLAGS='-only failover,rescale', to run a part.
 bench: build $(TOOLS)/minio
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./runtime/ ./taskmanager/exchange/ ./statebackend/ ./statebackend/pebblestate/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
-	$(GO) test -run '^$$' -bench RuleChangeLatency -benchtime 1x ./cmd/weir/
+	$(GO) test -pgo=$(PGO) -run '^$$' -bench . -benchmem -count 1 ./jobs/fraud/ ./runtime/ ./taskmanager/exchange/ ./statebackend/ ./statebackend/pebblestate/ ./connectors/file/ ./runtime/cep/ ./runtime/window/ ./rules/
+	$(GO) test -pgo=$(PGO) -run '^$$' -bench RuleChangeLatency -benchtime 1x ./cmd/weir/
 	$(GO) run ./cmd/weirbench --weir $(BIN)/weir $(WEIRBENCH_FLAGS)
+
+# Profile-guided optimisation. cmd/weir/default.pgo is a CPU profile of
+# the paths jobs spend their time in (the fraud job's light and
+# state-heavy paths on both backends, windows, CEP, the rule engine, the
+# exchange, the file source); go build applies it to the weir binary by
+# itself (-pgo=auto), and bench builds its benchmarks with it, so that
+# they measure the code as shipped. Run make pgo to regenerate it after
+# larger changes to those paths (some 3 minutes).
+PGO := $(CURDIR)/cmd/weir/default.pgo
+PGO_RUNS := \
+	'./jobs/fraud/:DetectorStateHeavy/backend=memory/accounts=100000$$:2x' \
+	'./jobs/fraud/:DetectorStateHeavy/backend=pebble/accounts=100000$$:1x' \
+	'./jobs/fraud/:DetectorChained$$:3s' \
+	'./runtime/window/:TumblingCount$$|SlidingSum$$|SessionCount$$:1s' \
+	'./runtime/cep/:CEPThreeStep$$:2s' \
+	'./rules/:EngineIndexed$$|KeyGroupIndexed$$:1s' \
+	'./taskmanager/exchange/:RemoteThroughput$$:2s' \
+	'./connectors/file/:SourceCSV$$:2s'
+
+pgo:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; n=0; \
+	for r in $(PGO_RUNS); do \
+		pkg=$${r%%:*}; rest=$${r#*:}; bench=$${rest%:*}; t=$${rest##*:}; n=$$((n+1)); \
+		echo "== $$pkg $$bench ($$t)"; \
+		$(GO) test -pgo=off -run '^$$' -bench "$$bench" -benchtime $$t -cpu 1 -cpuprofile $$tmp/$$n.prof $$pkg >/dev/null; \
+	done; \
+	$(GO) tool pprof -proto $$tmp/*.prof > $(PGO).new && mv $(PGO).new $(PGO); \
+	ls -l $(PGO)
 
 # The Nexmark queries of the nexmark job (20 M events each, parallelism 2,
 # checkpoints every 10 s, blackhole sink): events/s and events/s per core

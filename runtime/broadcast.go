@@ -216,7 +216,8 @@ func ConnectBroadcast[K comparable, IN, B, OUT any](ks KeyedStream[IN, K], bs Br
 	n := newNode[IN, OUT](name, codec)
 	n.partitioning = Hash
 	n.keyGroupOf = func(maxP int) any {
-		return func(v IN) int { return KeyGroupForHash(ks.kt.Hash(ks.sel(v)), maxP) }
+		g := newKeyGroups(maxP)
+		return func(v IN) int { return g.of(ks.kt.Hash(ks.sel(v))) }
 	}
 	n.input2, n.partitioning2 = bs.s.node, BroadcastEdge
 	n.decoder2 = func(in any) func([]byte) error {

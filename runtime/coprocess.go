@@ -50,10 +50,12 @@ func ProcessConnected[K comparable, IN1, IN2, OUT any](cs ConnectedKeyedStreams[
 	n := newNode[IN1, OUT](name, codec)
 	n.partitioning, n.partitioning2 = Hash, Hash
 	n.keyGroupOf = func(maxP int) any {
-		return func(v IN1) int { return KeyGroupForHash(kt.Hash(a.sel(v)), maxP) }
+		g := newKeyGroups(maxP)
+		return func(v IN1) int { return g.of(kt.Hash(a.sel(v))) }
 	}
 	n.keyGroupOf2 = func(maxP int) any {
-		return func(v IN2) int { return KeyGroupForHash(kt.Hash(b.sel(v)), maxP) }
+		g := newKeyGroups(maxP)
+		return func(v IN2) int { return g.of(kt.Hash(b.sel(v))) }
 	}
 	n.input2 = b.s.node
 	n.decoder2 = func(in any) func([]byte) error {
@@ -123,7 +125,7 @@ func (s *secondSide[K, IN1, IN2, OUT]) Collect(v IN2) {
 	o.count.in++
 	k := s.sel(v)
 	h := o.kt.Hash(k)
-	kg := KeyGroupForHash(h, o.maxP)
+	kg := o.kgOf.of(h)
 	if !o.keyGroups.Contains(kg) {
 		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
 		return

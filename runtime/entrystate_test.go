@@ -55,7 +55,7 @@ func newEntryOp(t *testing.T, maxP int, r KeyGroupRange, restore *OperatorRestor
 
 func (e *entryOp) setKey(k string) {
 	h := StringHash(k)
-	e.op.ctx.key, e.op.ctx.kg, e.op.ctx.hash = k, KeyGroupForHash(h, e.op.maxP), h
+	e.op.ctx.key, e.op.ctx.kg, e.op.ctx.hash = k, e.op.kgOf.of(h), h
 }
 
 // TestEntryStateAndTimersAcrossParallelism writes inline and table value

@@ -69,3 +69,23 @@ func TestDefaultMaxParallelism(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyGroupsByMultiplyMatchDivision checks the multiply-based
+// remainder against the division for every maxParallelism a job may have
+// and hashes across the whole int32 range, ends included.
+func TestKeyGroupsByMultiplyMatchDivision(t *testing.T) {
+	hashes := []int32{0, 1, -1, 2, 127, 128, 1 << 30, -1 << 31, 1<<31 - 1}
+	x := uint32(12345)
+	for range 300 {
+		x = x*1664525 + 1013904223
+		hashes = append(hashes, int32(x))
+	}
+	for n := 1; n <= 32768; n++ {
+		g := newKeyGroups(n)
+		for _, h := range hashes {
+			if got, want := g.of(h), KeyGroupForHash(h, n); got != want {
+				t.Fatalf("maxParallelism %d, hash %d: key group %d, want %d", n, h, got, want)
+			}
+		}
+	}
+}

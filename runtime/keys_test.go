@@ -64,7 +64,7 @@ func newKeysOp(t testing.TB, b StateBackend, maxP int, r KeyGroupRange, restore 
 
 func (o *keysOp) setKey(k string) {
 	h := StringHash(k)
-	o.op.ctx.key, o.op.ctx.kg, o.op.ctx.hash = k, KeyGroupForHash(h, o.op.maxP), h
+	o.op.ctx.key, o.op.ctx.kg, o.op.ctx.hash = k, o.op.kgOf.of(h), h
 }
 
 // keys lists, sorted, the keys ForEachKey visits for state, checking
@@ -74,7 +74,7 @@ func (o *keysOp) keys(t *testing.T, state string) []string {
 	var out []string
 	err := ForEachKey(o.op.ctx, state, func(k string) error {
 		ctx := o.op.ctx
-		if ctx.CurrentKey() != k || ctx.hash != StringHash(k) || ctx.kg != KeyGroupForHash(ctx.hash, o.op.maxP) {
+		if ctx.CurrentKey() != k || ctx.hash != StringHash(k) || ctx.kg != KeyGroupForHash(ctx.hash, int(o.op.kgOf.n)) {
 			return fmt.Errorf("key %q visited as current key %q in key group %d", k, ctx.CurrentKey(), ctx.kg)
 		}
 		out = append(out, k)

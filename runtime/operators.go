@@ -83,7 +83,7 @@ type processOperator[K comparable, IN, OUT any] struct {
 	ctx       *KeyedContext[K]
 	out       Collector[OUT]
 	count     *opCounters
-	maxP      int
+	kgOf      keyGroups
 	keyGroups KeyGroupRange
 	// kgRecords counts records per key group of keyGroups (index kg -
 	// keyGroups.First).
@@ -141,7 +141,7 @@ func newProcessOperator[K comparable, IN, OUT any](oc *opContext, fn KeyedProces
 	ctx.etimers.init(1, entries)
 	op := &processOperator[K, IN, OUT]{
 		fn: fn, kt: kt, sel: sel, out: out, count: oc.counters, kgRecords: kgRecords,
-		maxP: oc.maxParallelism, keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx, entries: entries,
+		kgOf: newKeyGroups(oc.maxParallelism), keyGroups: oc.keyGroups, fail: oc.fail, ctx: ctx, entries: entries,
 	}
 	if oc.stateBackend.Kind == StateBackendPebble {
 		s, err := oc.stateBackend.open(&oc.RuntimeContext, oc.keyGroups)
@@ -302,7 +302,7 @@ func (o *processOperator[K, IN, OUT]) Collect(v IN) {
 	o.count.in++
 	k := o.sel(v)
 	h := o.kt.Hash(k)
-	kg := KeyGroupForHash(h, o.maxP)
+	kg := o.kgOf.of(h)
 	if !o.keyGroups.Contains(kg) {
 		o.fail(fmt.Errorf("%s: record with key group %d reached subtask %d, which owns %v", o.ctx.operatorName, kg, o.ctx.subtask, o.keyGroups))
 		return

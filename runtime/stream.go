@@ -275,7 +275,8 @@ func Process[K comparable, IN, OUT any](ks KeyedStream[IN, K], name string, newF
 	n := newNode[IN, OUT](name, codec)
 	n.partitioning = Hash
 	n.keyGroupOf = func(maxP int) any {
-		return func(v IN) int { return KeyGroupForHash(ks.kt.Hash(ks.sel(v)), maxP) }
+		g := newKeyGroups(maxP)
+		return func(v IN) int { return g.of(ks.kt.Hash(ks.sel(v))) }
 	}
 	n.instantiate = func(oc *opContext, out any) (any, error) {
 		fn := newFn()

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -148,9 +149,15 @@ func (t *timerHeap[K]) has(h int32, k timerKey[K]) bool {
 // Dead items are skipped when reached, or dropped when they outnumber the
 // live ones of their bucket seven to one, so that dead items take at most
 // seven times the memory of live ones. Dropping them moves the live ones
-// to the bucket's front, in order, and from then on the bucket keeps each
-// item's sequence number beside it (seqs), sorted, where a delete finds
-// its item by binary search. The entries are not told: before, each move
+// to the bucket's front, in order, and from then on the bucket keeps a
+// bitmap of the sequence numbers whose items it holds, with each word's
+// count of the set bits before it (seqs): the item of a delete's sequence
+// number is at that count plus the set bits below its own in its word,
+// one line and a popcount. (A sorted array of the sequence numbers,
+// searched from an interpolated guess, was 10 % of a state-heavy run with
+// few keys, where nearly every bucket is compacted.) The bitmap costs two
+// bits per push the bucket ever took, against 128 for the item of the
+// push. The entries are not told: before, each move
 // updated the moved timer's entry, a probe of a random entry that missed
 // the cache, and those updates were 6 to 8 % of the state-heavy fraud
 // job's CPU at 100 k keys. A bucket mostly drains by itself (its keys come
@@ -165,7 +172,7 @@ type bucketQueue[K comparable] struct {
 	// (possibly recycled or reused since: checked against the bucket).
 	recent [64]int32
 	// pending are deletes whose dead bits are not set yet, npending of
-	// them, as references (see pendingSeq): setting a bit is a cache miss
+	// them, as references to positions: setting a bit is a cache miss
 	// on a random bitmap word, so a delete prefetches the word and the
 	// bits are set a batch later, overlapping the misses. Live counts are current; the bits are applied before
 	// anything reads them (peek), moves items (compact) or recycles a
@@ -178,10 +185,6 @@ type bucketQueue[K comparable] struct {
 // their prefetches to arrive, few enough that the words stay in the cache.
 const pendingDeletes = 16
 
-// pendingSeq marks a pending delete in a compacted bucket, which names its
-// item by sequence number, not position (see bucket.index).
-const pendingSeq = 1 << 63
-
 type bucket[K comparable] struct {
 	ts    int64
 	items []bucketItem[K]
@@ -189,14 +192,22 @@ type bucket[K comparable] struct {
 	pos   int      // items before pos were popped or skipped
 	live  int
 	// next is the sequence number of the next push. Until the bucket is
-	// compacted, items[i] has sequence number i; after, seqs[i] holds it
-	// (compacted, and seqs is in ascending order), and seq0 is seqs[0].
+	// compacted, items[i] has sequence number i; after, items holds, in
+	// order, the items of the sequence numbers whose bits are set in seqs
+	// (see position).
 	next      int
-	seqs      []int32
-	seq0      int32
+	seqs      []seqWord
 	compacted bool
 	gen       uint32
 	inUse     bool
+}
+
+// seqWord is 64 sequence numbers of a compacted bucket: bit i stands for
+// number 64w+i (w the word's index), and before counts the set bits of
+// the words before it. Both are in one line.
+type seqWord struct {
+	bits   uint64
+	before int64
 }
 
 type bucketItem[K comparable] struct {
@@ -213,8 +224,7 @@ type bucketRef struct {
 
 // A timer's reference packs its bucket and sequence number into the 56
 // bits an entry has for it (statebackend.MaxTimerRef); a pending delete
-// packs its bucket and item position the same way (or sequence number: see
-// pendingSeq).
+// packs its bucket and item position the same way.
 const refBits = 28
 
 func timerRef(id int32, pos int) uint64 { return uint64(id)<<refBits | uint64(pos) }
@@ -241,7 +251,16 @@ func (q *bucketQueue[K]) push(ts int64, it bucketItem[K]) uint64 {
 	pos, seq := len(b.items), b.next
 	b.items = append(b.items, it)
 	if b.compacted {
-		b.seqs = append(b.seqs, int32(seq))
+		w := seq >> 6
+		if w == len(b.seqs) {
+			var before int64
+			if w > 0 {
+				p := &b.seqs[w-1]
+				before = p.before + int64(bits.OnesCount64(p.bits))
+			}
+			b.seqs = append(b.seqs, seqWord{before: before})
+		}
+		b.seqs[w].bits |= 1 << (seq & 63)
 	}
 	if pos>>6 == len(b.dead) {
 		b.dead = append(b.dead, 0)
@@ -294,40 +313,21 @@ func (q *bucketQueue[K]) recycle(id int32, inHeap bool) {
 
 func (b *bucket[K]) isDead(i int) bool { return b.dead[i>>6]&(1<<(i&63)) != 0 }
 
-// guess is where in a compacted bucket the item with sequence number seq
-// probably is. Deletes thin a bucket out evenly, so the sequence numbers
-// are spread about evenly over their range, and interpolating between the
-// first and the last mostly lands within a few items of seq: a cache line
-// or two, where a binary search of a few hundred items takes eight
-// dependent reads, most of them misses. Both ends are in the bucket's
-// header.
-func (b *bucket[K]) guess(seq int) int {
-	n, lo, hi := len(b.seqs), int64(b.seq0), int64(b.next-1)
-	if hi <= lo {
-		return 0
+// position is where in items the item with sequence number seq is.
+func (b *bucket[K]) position(seq int) int {
+	if !b.compacted {
+		return seq
 	}
-	return min(max(int((int64(seq)-lo)*int64(n-1)/(hi-lo)), 0), n-1)
-}
-
-// index is the position in a compacted bucket of the live item with
-// sequence number seq: near guess, or found by a search of the whole.
-func (b *bucket[K]) index(seq int) int {
-	s, want, i := b.seqs, int32(seq), b.guess(seq)
-	if a, z := max(i-indexNear, 0), min(i+indexNear, len(s)-1); s[a] <= want && want <= s[z] {
-		if j, found := slices.BinarySearch(s[a:z+1], want); found {
-			return a + j
-		}
-	} else if j, found := slices.BinarySearch(s, want); found {
-		return j
+	w := &b.seqs[seq>>6]
+	bit := uint64(1) << (seq & 63)
+	if w.bits&bit == 0 {
+		// The entry named a timer its bucket does not hold: the
+		// bookkeeping is broken, and going on would fire or drop the
+		// wrong timers.
+		panic("timer service: a live timer is missing from its bucket")
 	}
-	// The entry named a timer its bucket does not hold: the bookkeeping
-	// is broken, and going on would fire or drop the wrong timers.
-	panic("timer service: a live timer is missing from its bucket")
+	return int(w.before) + bits.OnesCount64(w.bits&(bit-1))
 }
-
-// indexNear is how far from guess index looks for a sequence number
-// before searching the whole bucket.
-const indexNear = 16
 
 // deleted marks the timer at ref dead. Its bucket's live count goes down
 // at once, but the bit is set later, with those of the next deletes (see
@@ -342,17 +342,9 @@ func (q *bucketQueue[K]) deleted(ref uint64) {
 		q.recycle(id, true)
 		return
 	}
-	if b.compacted {
-		// Where the item is takes a read of seqs: that is put off to
-		// applyDeletes too, with the line it probably needs prefetched.
-		i := b.guess(seq)
-		prefetch.Line(unsafe.Pointer(&b.seqs[i]))
-		prefetch.Line(unsafe.Pointer(&b.dead[i>>6]))
-		q.pending[q.npending] = ref | pendingSeq
-	} else {
-		prefetch.Line(unsafe.Pointer(&b.dead[seq>>6]))
-		q.pending[q.npending] = ref
-	}
+	pos := b.position(seq)
+	prefetch.Line(unsafe.Pointer(&b.dead[pos>>6]))
+	q.pending[q.npending] = timerRef(id, pos)
 	if q.npending++; q.npending == len(q.pending) {
 		q.applyDeletes()
 	}
@@ -366,15 +358,11 @@ func (q *bucketQueue[K]) applyDeletes() {
 	pending := q.pending[:q.npending]
 	q.npending = 0
 	for _, ref := range pending {
-		id, pos := splitRef(ref &^ pendingSeq)
-		b := &q.bs[id]
-		if ref&pendingSeq != 0 {
-			pos = b.index(pos)
-		}
-		b.dead[pos>>6] |= 1 << (pos & 63)
+		id, pos := splitRef(ref)
+		q.bs[id].dead[pos>>6] |= 1 << (pos & 63)
 	}
 	for _, ref := range pending {
-		id, _ := splitRef(ref &^ pendingSeq)
+		id, _ := splitRef(ref)
 		// A bucket whose live count reached 0 is being recycled by
 		// deleted, which called this.
 		if b := &q.bs[id]; b.live > 0 && len(b.items)-b.pos-b.live > 7*b.live {
@@ -384,31 +372,40 @@ func (q *bucketQueue[K]) applyDeletes() {
 }
 
 // compact moves bucket id's live items to its front, keeping their order,
-// and their sequence numbers beside them in seqs.
+// and keeps the set of their sequence numbers in seqs.
 func (q *bucketQueue[K]) compact(id int32) {
 	b := &q.bs[id]
-	j := 0
-	if b.compacted {
-		for i := b.pos; i < len(b.items); i++ {
-			if !b.isDead(i) {
-				b.items[j], b.seqs[j] = b.items[i], b.seqs[i]
-				j++
-			}
+	if !b.compacted {
+		// Until now items[i] had sequence number i, for every i below next.
+		n := (b.next + 63) >> 6
+		b.seqs = slices.Grow(b.seqs[:0], n)[:n]
+		for w := range b.seqs {
+			b.seqs[w] = seqWord{bits: ^uint64(0)}
 		}
-	} else {
-		// Until now items[i] had sequence number i.
-		b.seqs = b.seqs[:0]
-		for i := b.pos; i < len(b.items); i++ {
-			if !b.isDead(i) {
-				b.items[j] = b.items[i]
-				b.seqs = append(b.seqs, int32(i))
-				j++
-			}
+		if r := b.next & 63; r != 0 {
+			b.seqs[n-1].bits = 1<<r - 1
 		}
 		b.compacted = true
 	}
+	// i is the position of the item of the next set bit, j the count of
+	// items kept: each set bit's item is in items, in order.
+	i, j := 0, 0
+	for w := range b.seqs {
+		s := &b.seqs[w]
+		s.before = int64(j)
+		var kept uint64
+		for rest := s.bits; rest != 0; rest &= rest - 1 {
+			if i >= b.pos && !b.isDead(i) {
+				b.items[j] = b.items[i]
+				kept |= rest & -rest
+				j++
+			}
+			i++
+		}
+		s.bits = kept
+	}
 	clear(b.items[j:])
-	b.items, b.seqs, b.seq0, b.pos = b.items[:j], b.seqs[:j], b.seqs[0], 0
+	b.items, b.pos = b.items[:j], 0
 	clear(b.dead)
 	b.dead = b.dead[:(j+63)>>6]
 }
