@@ -19,8 +19,9 @@ const (
 // RocksDB backend offers timer-service.factory HEAP or ROCKSDB.
 const (
 	// TimerServiceStore keeps a pebble operator's timers in its store
-	// (pebblestate.TimerQueue): bounded by disk, a Pebble write per
-	// register and delete. The default.
+	// (pebblestate.TimerQueue), bounded by disk, behind an in-memory tier
+	// within the slot's budget: a timer registered and deleted while in
+	// the tier costs no Pebble write. The default.
 	TimerServiceStore = "store"
 	// TimerServiceHeap keeps them in memory, in the memory backend's
 	// timer service: no Pebble write per timer, but every timer in

@@ -52,8 +52,8 @@ func (f *timerServiceFlag) apply(req *weirv1.SubmitJobRequest) error {
 }
 
 const (
-	timerServiceUsage = "where keyed operators on pebble keep their timers: store (in the pebble store, bounded by disk) " +
-		"or heap (in memory: no store write per timer, but every timer in memory)"
+	timerServiceUsage = "where keyed operators on pebble keep their timers: store (in the pebble store, bounded by disk, " +
+		"behind an in-memory tier within --state-memory) or heap (in memory: no store write per timer, but every timer in memory)"
 	jobTimerServiceUsage = timerServiceUsage + " (default: each TaskManager's --timer-service)"
 	jobStateBackendUsage = "where the job's keyed state lives: memory, or pebble (an embedded LSM tree on each " +
 		"TaskManager's disk, for state larger than memory) (default: each TaskManager's --state-backend)"

@@ -14,11 +14,18 @@ import (
 
 // Budget is the memory of the stores of one TaskManager slot, as Flink
 // sizes RocksDB from a slot's managed memory: one figure split between
-// Pebble's block cache, the value states' write-back caches and the
-// memtables.
+// Pebble's block cache, the timers' in-memory tier, the value states'
+// write-back caches and the memtables.
 //
-//   - Half is one block cache shared by every store of the slot, so the
-//     slot's cache stays within it however many keyed operators run there.
+//   - A quarter is one block cache shared by every store of the slot, so
+//     the slot's cache stays within it however many keyed operators run
+//     there.
+//   - A quarter bounds the timers' in-memory tier (timerBuffer, Go heap),
+//     divided evenly between the stores open at the time; a store re-reads
+//     its share whenever its tier would grow. It was half of the block
+//     cache's half: at 10 M keys a state-heavy job gains far more from
+//     keeping its timers' churn out of Pebble than from the larger cache,
+//     whose reads the value caches mostly spare.
 //   - A quarter bounds the decoded values that the slot's value tables
 //     cache (Go heap): an eighth of it is each store's key filter, the
 //     rest is divided evenly between the tables open at the time; a table
@@ -39,6 +46,7 @@ type Budget struct {
 	refs   int // the owner's and one per open store
 	closed bool
 	tables atomic.Int64
+	stores atomic.Int64
 }
 
 // MinBudget is the smallest budget NewBudget accepts.
@@ -58,14 +66,21 @@ func NewBudget(bytes int64) (*Budget, error) {
 	if bytes < MinBudget {
 		return nil, fmt.Errorf("state memory %s is below the minimum of %s", FormatBytes(bytes), FormatBytes(MinBudget))
 	}
-	return &Budget{bytes: bytes, cache: pebble.NewCache(bytes / 2), refs: 1}, nil
+	return &Budget{bytes: bytes, cache: pebble.NewCache(bytes / 4), refs: 1}, nil
 }
 
 // Bytes is the budget's size.
 func (b *Budget) Bytes() int64 { return b.bytes }
 
 // CacheBytes is the shared block cache's size.
-func (b *Budget) CacheBytes() int64 { return b.bytes / 2 }
+func (b *Budget) CacheBytes() int64 { return b.bytes / 4 }
+
+// TimerBytes is the timers' in-memory tiers' share, for all the slot's
+// stores.
+func (b *Budget) TimerBytes() int64 { return b.bytes / 4 }
+
+// timerBytes is one store's share of TimerBytes.
+func (b *Budget) timerBytes() int { return int(b.TimerBytes() / max(b.stores.Load(), 1)) }
 
 // MemTableBytes is the size of each store's memtable.
 func (b *Budget) MemTableBytes() uint64 {
@@ -86,6 +101,7 @@ func (b *Budget) acquire() (*pebble.Cache, error) {
 		return nil, fmt.Errorf("pebblestate: the slot's state memory budget is closed")
 	}
 	b.refs++
+	b.stores.Add(1)
 	b.cache.Ref()
 	return b.cache, nil
 }
@@ -93,6 +109,7 @@ func (b *Budget) acquire() (*pebble.Cache, error) {
 // release drops a store's reference and its value tables.
 func (b *Budget) release(tables int) {
 	b.tables.Add(-int64(tables))
+	b.stores.Add(-1)
 	b.drop()
 }
 

@@ -66,6 +66,14 @@ func TestBudgetShared(t *testing.T) {
 	if s1.cache != s2.cache {
 		t.Error("the stores of one budget have block caches of their own")
 	}
+	if b.CacheBytes()+b.TimerBytes()+b.Bytes()/4+b.Bytes()/4 != b.Bytes() {
+		t.Errorf("block cache %d and timer tiers %d are not a quarter each of %d", b.CacheBytes(), b.TimerBytes(), b.Bytes())
+	}
+	// The second store's timer tier gets half the timers' quarter; the
+	// first's re-reads its share when its tier would grow.
+	if got, want := s2.tb.limit, MinBudget/4/2; got != want {
+		t.Errorf("timer tier limit with two stores %d, want %d", got, want)
+	}
 	v1, _ := NewValueTable[int64, string](s1, "v", i64{}, str{})
 	if _, err := NewValueTable[int64, string](s2, "v", i64{}, str{}); err != nil {
 		t.Fatal(err)
@@ -80,6 +88,9 @@ func TestBudgetShared(t *testing.T) {
 	share := s1.valueCacheBytes()
 	if want := MinBudget/4 - MinBudget/32; share != want {
 		t.Errorf("value share after the other store closed %d, want %d", share, want)
+	}
+	if got, want := s1.budget.timerBytes(), MinBudget/4; got != want {
+		t.Errorf("timer share after the other store closed %d, want %d", got, want)
 	}
 	const n = 100_000 // far more than the share holds
 	val := "a value of some forty bytes, give or take"

@@ -56,7 +56,7 @@ type epoch struct {
 	dir    string
 	states []stateRecord
 	tables []flusher
-	timers sortedBatch
+	timers *timerBuffer
 	// timerMax is the store's timerMax before the frozen timers.
 	timerMax int64
 	// timersIn is closed once the frozen timers are in Pebble.
@@ -100,7 +100,11 @@ func (s *Store) freeze(what, dir string) (*epoch, error) {
 		}
 	}
 	e.timers, s.tb = s.tb, s.spareTB
-	s.spareTB = sortedBatch{}
+	s.tbGen++
+	if s.tb == nil {
+		s.tb = newTimerBuffer(s.timerLimit)
+	}
+	s.spareTB = nil
 	// The timers written from now on are tested against the frozen ones
 	// too: one of them deleted later must reach Pebble as a delete.
 	s.timerMax = max(s.timerMax, e.timers.maxSet)
@@ -258,9 +262,17 @@ func (s *Store) settle() {
 	} else {
 		p.Close()
 	}
-	e.timers.reset()
-	s.spareTB = e.timers
+	// A small buffer is kept for the next barrier; a large one goes, so
+	// that the store holds one buffer's share between barriers.
+	if e.timers.bytes() <= spareTimerBytes {
+		e.timers.reset()
+		s.spareTB = e.timers
+	}
+	e.timers = nil
 }
+
+// spareTimerBytes bounds the frozen timer buffer kept for reuse.
+const spareTimerBytes = 4 << 20
 
 // settleStats count the task's settles: how many ended an epoch, how many
 // of those waited for its goroutine, and the longest (wait and commit of

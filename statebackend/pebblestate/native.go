@@ -137,7 +137,7 @@ type NativeState struct {
 // scale-down) the entries of each one's key groups within the store's are
 // copied in batches, since their state ids may differ. The Dirs are
 // removed in any case.
-func (s *Store) RestoreNative(olds []NativeState) error {
+func (s *Store) RestoreNative(olds []NativeState) (err error) {
 	defer func() {
 		for _, o := range olds {
 			os.RemoveAll(o.Dir)
@@ -148,9 +148,13 @@ func (s *Store) RestoreNative(olds []NativeState) error {
 	}
 	s.unknownKeys = true // the key filter does not see restored values
 	// The files may hold timers of any time: the queues read their heads
-	// again, and no timer write may be dropped as never stored.
+	// again, and only a timer above the latest restored one may have its
+	// delete dropped as never stored (see timerBuffer).
 	defer func() {
 		s.timerMax = math.MaxInt64
+		if err == nil {
+			s.timerMax = s.storedTimerMax()
+		}
 		for _, q := range s.timers {
 			for kg := s.keyGroups.First; kg <= s.keyGroups.Last; kg++ {
 				q.restored(kg)
@@ -403,8 +407,9 @@ func (s *Store) openRestored() (*pebble.DB, error) {
 }
 
 // replayMemTableLimit bounds a replay's memtable: half the slot's state
-// memory (the block cache's half is hardly used while nothing reads), or
-// maxMemTable without a budget.
+// memory (the block cache's and the timer tier's quarters are hardly used
+// while nothing reads or registers timers), or maxMemTable without a
+// budget.
 func (s *Store) replayMemTableLimit() uint64 {
 	if s.budget != nil {
 		return uint64(max(s.budget.Bytes()/2, minMemTable))
@@ -436,3 +441,28 @@ func replayChunk(memTable uint64) int {
 
 // maxReplayMemTable stays under Pebble's bound on a memtable (4 GiB).
 const maxReplayMemTable = 2 << 30
+
+// storedTimerMax is the highest time of the timers in the store (of any
+// timer queue id), math.MinInt64 if none, or math.MaxInt64 if it cannot
+// tell: one seek per key group and queue, for a native restore, whose
+// files hold timers nothing else has seen.
+func (s *Store) storedTimerMax() int64 {
+	m := int64(math.MinInt64)
+	var lo []byte
+	for kg := s.keyGroups.First; kg <= s.keyGroups.Last; kg++ {
+		for i := range maxTimerQueues {
+			lo = appendPrefix(lo[:0], kg, uint16(firstTimerID-i))
+			it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+			if err != nil {
+				return math.MaxInt64
+			}
+			if it.Last() {
+				m = max(m, timerTime(it.Key()))
+			}
+			if it.Close() != nil {
+				return math.MaxInt64
+			}
+		}
+	}
+	return m
+}

@@ -206,9 +206,6 @@ func (b *sortedBatch) sort() {
 // group first.
 const bucketSortOps = 4096
 
-// newTimerBatch returns an empty batch for timers.
-func newTimerBatch() sortedBatch { return sortedBatch{timers: true, maxSet: math.MinInt64} }
-
 func (b *sortedBatch) reset() {
 	b.arena, b.ops, b.maxSet = b.arena[:0], b.ops[:0], math.MinInt64
 }

@@ -125,11 +125,13 @@
 // sections in snapshots and restores have the memory backend's encoding
 // (the key, and the time as a varint), under the runtime's section names.
 //
-// Timer writes reach Pebble in sorted batches (sortedBatch), which drop a
-// timer registered and deleted within one batch if its time is above
-// every timer time the store ever held (Store.timerMax). Anything that
-// puts timer keys into the store other than a TimerQueue (a restore, an
-// SST ingest) must raise timerMax to their highest time.
+// Timer writes first go to an in-memory tier bounded by the store's share
+// of the budget (timerBuffer), which drops a timer registered and deleted
+// there if its time is above every timer time the store ever held
+// (Store.timerMax), and reaches Pebble in sorted batches (sortedBatch)
+// when full, before a head's refill, and at barriers. Anything that puts
+// timer keys into the store other than a TimerQueue (a restore, an SST
+// ingest) must raise timerMax to their highest time.
 //
 // AppendKeys lists a state's keys in one key group with one bounded scan
 // of its (key group, state) run, after writing the value caches back.
@@ -189,6 +191,9 @@ type Options struct {
 	// FS, when set, replaces the operating system's file system (tests
 	// inject errors through it).
 	FS FS
+	// TimerBytes bounds the timers' in-memory tier, the registers and
+	// deletes not yet written to Pebble (see timerBuffer); 0 means 8 MiB.
+	TimerBytes int
 	// Changelog, when set, makes native checkpoints changelog checkpoints
 	// (see ChangelogOptions): a materialization taken now and then plus
 	// the changelog segments since.
@@ -230,9 +235,18 @@ type Store struct {
 	// timers are the registered timer queues; tb holds their pending
 	// writes (see TimerQueue).
 	timers []timerQueue
-	tb     sortedBatch
-	// spareTB is an empty timer batch, which replaces tb at a barrier.
-	spareTB sortedBatch
+	tb     *timerBuffer
+	// spareTB, if not nil, is an empty timer buffer, which replaces tb at
+	// a barrier.
+	spareTB *timerBuffer
+	// timerLimit is the timer buffer's share of memory.
+	timerLimit int
+	// timerPrefetch: a value table prefetches the timer buffer's slots
+	// (ValueTable.tp).
+	timerPrefetch bool
+	// tbGen counts the times the timer buffer was emptied into Pebble
+	// (or frozen to go there): see timerGroup.bufTS.
+	tbGen uint64
 	// timerMax is the highest time of a timer ever written to Pebble (or
 	// frozen at a barrier, on its way there).
 	timerMax int64
@@ -296,6 +310,9 @@ func Open(o Options) (*Store, error) {
 		o.CacheKeys, o.ValueCacheBytes = 1<<30, 0
 		o.MemTableBytes = o.Budget.MemTableBytes()
 	}
+	if o.TimerBytes <= 0 {
+		o.TimerBytes = 8 << 20
+	}
 	if o.CacheKeys == 0 {
 		o.CacheKeys = 1 << 20
 	}
@@ -320,7 +337,7 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebblestate: state directory %s is not empty", o.Dir)
 	}
 	s := &Store{dir: o.Dir, keyGroups: o.KeyGroups, wo: pebble.NoSync, states: map[string]*stateInfo{},
-		tb: newTimerBatch(), spareTB: newTimerBatch(), timerMax: math.MinInt64,
+		timerMax: math.MinInt64, timerLimit: o.TimerBytes,
 		refs: 1, closed: make(chan struct{}), cacheKeys: max(o.CacheKeys, 0),
 		cacheBytes: o.ValueCacheBytes}
 	if o.Budget != nil {
@@ -329,9 +346,12 @@ func Open(o Options) (*Store, error) {
 			return nil, err
 		}
 		s.cache, s.budget = c, o.Budget
+		s.timerLimit = o.Budget.timerBytes()
 	} else {
 		s.cache = pebble.NewCache(o.CacheBytes)
 	}
+	s.timerLimit = max(s.timerLimit, minTimerBuffer)
+	s.tb = newTimerBuffer(s.timerLimit)
 	base := vfs.FS(vfs.Default)
 	if o.FS != nil {
 		base = o.FS

@@ -20,14 +20,9 @@ const firstTimerID = 0xffff
 // two per operator: processing and event time).
 const maxTimerQueues = 4
 
-// The timers' pending writes are committed at timerBatchOps writes or
-// timerBatchBytes bytes (some 4 MiB of memory for small keys): the more
-// records a batch spans, the more timers registered and deleted again
-// within it never reach Pebble (see sortedBatch).
-const (
-	timerBatchOps   = 1 << 16
-	timerBatchBytes = 2 << 20
-)
+// The timers' pending writes (timerBuffer) reach Pebble in sorted batches
+// of timerBatchOps writes.
+const timerBatchOps = 1 << 16
 
 // timerTime is the time of a timer's Pebble key.
 func timerTime(key []byte) int64 {
@@ -46,8 +41,9 @@ func timerTime(key []byte) int64 {
 // deleting a Pebble Delete, both blind: a timer registered twice is
 // stored once, and deleting a timer that does not exist writes a
 // tombstone and changes nothing, as in the runtime's memory timer
-// service. Writes go to a batch that is committed when it grows, and
-// before anything reads the queue's keys (a refill, a snapshot).
+// service. Writes go to the store's in-memory tier (timerBuffer), where a
+// delete cancels a register Pebble never saw; it is written to Pebble when
+// full, and before anything reads the queue's keys (a refill, a snapshot).
 //
 // Firing needs the earliest timer without a seek per record: each key
 // group keeps, in memory, its earliest timers in order (its head), and a
@@ -83,10 +79,18 @@ type timerGroup[K comparable] struct {
 	// head holds the group's earliest timers, in order, from start on.
 	head  []timer[K]
 	start int
-	// bound is the first timer not in head; valid when bounded.
+	// bound is the first timer not in head; valid when bounded. When
+	// keyless, it is the start of bound.ts instead: the head holds the
+	// group's timers of earlier times.
 	bound   timer[K]
 	bounded bool
-	pos     int32 // index in the queue's heap, -1 when not in it
+	keyless bool
+	// bufTS is at most the time of each of the group's timers that
+	// the store's timer buffer may hold and the head does not, as of the
+	// buffer's generation bufGen (Store.tbGen); math.MaxInt64 if none.
+	bufTS  int64
+	bufGen uint64
+	pos    int32 // index in the queue's heap, -1 when not in it
 	// refill: the head is empty while Pebble may hold more of the
 	// group's timers, from the bound on (from the start if unbounded).
 	refill bool
@@ -152,7 +156,7 @@ func (q *TimerQueue[K]) restored(kg int) {
 		q.heapRemove(g.pos)
 	}
 	clear(g.head)
-	g.head, g.start, g.bounded = g.head[:0], 0, false
+	g.head, g.start, g.bounded, g.keyless = g.head[:0], 0, false, false
 	// An unbounded empty head reads the group from its start, first.
 	q.needRefill(kg - q.s.keyGroups.First)
 }
@@ -172,17 +176,20 @@ func (q *TimerQueue[K]) Add(kg int, k K, ts int64) {
 	gi := kg - q.s.keyGroups.First
 	g := &q.groups[gi]
 	t := timer[K]{ts: ts, key: k}
-	if g.bounded && q.cmp(t, g.bound) >= 0 {
-		return // above the head: Pebble has it, the head need not
+	if q.above(g, t) {
+		// Above the head: the buffer (or Pebble) has it, the head need not.
+		q.buffered(g, ts)
+		return
 	}
 	if g.refill {
-		// The head is empty and is read from Pebble (which has the timer
-		// by then) from its bound before anything looks at it: a timer
-		// below the bound becomes the bound.
+		// The head is empty and is read from the store (which has the
+		// timer by then) from its bound before anything looks at it: a
+		// timer below the bound becomes the bound.
 		if g.bounded {
-			g.bound = t
+			g.bound, g.keyless = t, false
 			q.heapFix(g.pos)
 		}
+		q.buffered(g, ts)
 		return
 	}
 	i, found := q.search(g, t)
@@ -192,8 +199,10 @@ func (q *TimerQueue[K]) Add(kg int, k K, ts int64) {
 	wasFirst := len(g.head) == g.start
 	i = q.insert(g, i, t)
 	if len(g.head)-g.start > q.headCap {
-		// Drop the last timer: the bound falls to it, and Pebble has it.
-		g.bound, g.bounded = g.head[len(g.head)-1], true
+		// Drop the last timer: the bound falls to it, and the buffer or
+		// Pebble has it.
+		g.bound, g.bounded, g.keyless = g.head[len(g.head)-1], true, false
+		q.buffered(g, g.bound.ts)
 		g.head[len(g.head)-1] = timer[K]{}
 		g.head = g.head[:len(g.head)-1]
 	}
@@ -215,7 +224,7 @@ func (q *TimerQueue[K]) Delete(kg int, k K, ts int64) {
 		return
 	}
 	t := timer[K]{ts: ts, key: k}
-	if g.bounded && q.cmp(t, g.bound) >= 0 {
+	if q.above(g, t) {
 		return
 	}
 	i, found := q.search(g, t)
@@ -310,49 +319,117 @@ func (q *TimerQueue[K]) needRefill(gi int) {
 	}
 }
 
-// fill reads group gi's earliest timers from its bound on.
-func (q *TimerQueue[K]) fill(gi int) {
-	q.s.commitTimers()
-	if e := q.s.ep; e != nil {
-		// The timers frozen at the barrier reach Pebble first of what
-		// its epoch writes back; the later ones are in pend.
-		<-e.timersIn
+// above reports whether t is at or above g's bound (so not in its head).
+func (q *TimerQueue[K]) above(g *timerGroup[K], t timer[K]) bool {
+	switch {
+	case !g.bounded:
+		return false
+	case g.keyless:
+		return t.ts >= g.bound.ts
 	}
+	return q.cmp(t, g.bound) >= 0
+}
+
+// buffered notes that the store's timer buffer may hold a timer of g at
+// ts that g's head does not.
+func (q *TimerQueue[K]) buffered(g *timerGroup[K], ts int64) {
+	if g.bufGen != q.s.tbGen {
+		g.bufTS, g.bufGen = math.MaxInt64, q.s.tbGen
+	}
+	g.bufTS = min(g.bufTS, ts)
+}
+
+// bufferedFrom is the earliest time of g's timers that the buffer may
+// hold beyond its head, math.MaxInt64 if none.
+func (q *TimerQueue[K]) bufferedFrom(g *timerGroup[K]) int64 {
+	if g.bufGen != q.s.tbGen {
+		return math.MaxInt64
+	}
+	return g.bufTS
+}
+
+// fill reads group gi's earliest timers from its bound on. Pebble lacks
+// the timers still in the store's buffer: the group's buffered timers
+// are all at or after bufferedFrom, so the head takes Pebble's timers
+// before that time (less those the buffer deletes) and is bounded by
+// its start. Only when that leaves nothing to fire is the buffer written
+// to Pebble first; so a refill at the front of time does not drag the
+// buffer's far-off timers into Pebble.
+func (q *TimerQueue[K]) fill(gi int) {
 	g := &q.groups[gi]
-	g.refill = false
 	kg := gi + q.s.keyGroups.First
 	lower := appendPrefix(nil, kg, q.id)
 	upper := prefixEnd(lower)
-	if g.bounded {
+	switch {
+	case !g.bounded:
+	case g.keyless:
+		lower = binary.BigEndian.AppendUint64(lower, uint64(g.bound.ts)^1<<63)
+	default:
 		lower = appendTimerKey(lower[:0], kg, q.id, q.kc, g.bound.ts, g.bound.key)
 	}
-	g.bounded = false
-	it, err := q.s.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		q.s.fail(fmt.Errorf("state store read: %w", err))
-		return
-	}
-	defer q.s.closeIter(it)
-	for ok := it.First(); ok; ok = it.Next() {
-		t, err := q.decode(it.Key())
-		if err != nil {
-			q.s.fail(fmt.Errorf("timer queue %s: %w", q.section, err))
-			return
+	g.refill, g.bounded, g.keyless = false, false, false
+	for spilled := false; ; spilled = true {
+		buf := q.bufferedFrom(g)
+		if spilled || (buf != math.MaxInt64 && buf <= timerTime(lower)) || len(lower) == prefixLen {
+			if buf != math.MaxInt64 {
+				q.s.commitTimers()
+				buf = math.MaxInt64
+			}
 		}
-		if len(g.head) == q.headCap {
-			g.bound, g.bounded = t, true
+		if e := q.s.ep; e != nil {
+			// The timers frozen at the barrier reach Pebble first of what
+			// its epoch writes back; the later ones are in pend.
+			<-e.timersIn
+		}
+		if !q.read(g, lower, upper, buf) || len(g.head) > 0 || !g.bounded || spilled {
 			break
 		}
-		g.head = append(g.head, t)
-	}
-	if err := it.Error(); err != nil {
-		q.s.fail(fmt.Errorf("state store read: %w", err))
+		// Pebble has nothing of the group before its buffered timers.
+		g.bounded, g.keyless = false, false
 	}
 	if len(g.head) > 0 {
 		q.heapFix(g.pos)
 	} else {
 		q.heapRemove(g.pos)
 	}
+}
+
+// read fills g's empty head from Pebble's timers in [lower, upper) before
+// time buf, skipping those the buffer deletes, and sets its bound; false
+// if the store failed.
+func (q *TimerQueue[K]) read(g *timerGroup[K], lower, upper []byte, buf int64) bool {
+	it, err := q.s.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		q.s.fail(fmt.Errorf("state store read: %w", err))
+		return false
+	}
+	defer q.s.closeIter(it)
+	for ok := it.First(); ok; ok = it.Next() {
+		if timerTime(it.Key()) >= buf {
+			break
+		}
+		if q.s.tb.deletes(it.Key()) {
+			continue
+		}
+		t, err := q.decode(it.Key())
+		if err != nil {
+			q.s.fail(fmt.Errorf("timer queue %s: %w", q.section, err))
+			return false
+		}
+		if len(g.head) == q.headCap {
+			g.bound, g.bounded = t, true
+			return true
+		}
+		g.head = append(g.head, t)
+	}
+	if err := it.Error(); err != nil {
+		q.s.fail(fmt.Errorf("state store read: %w", err))
+		return false
+	}
+	if buf != math.MaxInt64 {
+		g.bound, g.bounded, g.keyless = timer[K]{ts: buf}, true, true
+	}
+	return true
 }
 
 // decode reads a timer from its Pebble key.
@@ -507,18 +584,49 @@ func (s *Store) timerWrite(key []byte, del bool) {
 	if s.ep != nil {
 		s.poll()
 	}
+	if !s.tb.fits(len(key)) {
+		s.writeTimerNow(key, del)
+		return
+	}
+	if s.tb.full(len(key)) {
+		if s.budget != nil {
+			s.tb.limit = min(max(s.budget.timerBytes(), minTimerBuffer), maxTimerBuffer) // stores come and go
+		}
+		if s.tb.full(len(key)) {
+			s.makeRoom(len(key))
+		}
+	}
+	s.tb.add(key, del, s.timerMax)
+}
+
+// writeTimerNow writes a timer whose key is too long for the buffer's
+// blocks to Pebble (during an epoch to its pending batch), after the
+// buffer, which may hold an earlier write of it.
+func (s *Store) writeTimerNow(key []byte, del bool) {
+	s.commitTimers()
+	if s.failed() {
+		return
+	}
+	sb := sortedBatch{timers: true}
 	if del {
-		s.tb.del(key)
+		sb.del(key)
 	} else {
-		s.tb.set(key, nil)
+		sb.set(key, nil)
 	}
-	if s.tb.size() >= timerBatchBytes || len(s.tb.ops) >= timerBatchOps {
-		s.commitTimers()
+	maxTS, err := sb.apply(s, s.pend, s.timerMax)
+	if err != nil {
+		s.fail(fmt.Errorf("state store write: %w", err))
+		return
 	}
+	s.timerMax = maxTS
+	s.checkPend()
 }
 
 // commitTimers writes the timers' pending writes to Pebble.
-func (s *Store) commitTimers() { s.tb.commit(s) }
+func (s *Store) commitTimers() {
+	s.tb.commit(s)
+	s.tbGen++
+}
 
 // TakeTimers hands fn the timers the store holds for the i-th timer queue
 // (in the order the runtime registers them: 0 "_timers", 1

@@ -75,15 +75,21 @@ func openTimers(t *testing.T, r statebackend.KeyGroupRange, headCap int, restore
 // TestTimerQueueDifferential runs random registrations, deletes and
 // firings on the Pebble timer queue and on a model set, with heads far
 // smaller than the timers (so they overflow, empty and refill all the
-// time): every fired timer is the model's earliest, and every snapshot,
+// time), and with timer buffers that hold everything between refills or
+// spill every few hundred writes: every fired timer is the model's earliest, and every snapshot,
 // and every restore of it into one store or split over two, holds the
 // model's timers.
 func TestTimerQueueDifferential(t *testing.T) {
 	all := statebackend.KeyGroupRange{First: 0, Last: maxP - 1}
-	for _, headCap := range []int{1, 2, 3, 5, 256} {
-		t.Run(fmt.Sprint("head=", headCap), func(t *testing.T) {
+	for _, tc := range []struct{ headCap, limit int }{{1, 0}, {2, 0}, {3, 0}, {5, 0}, {256, 0}, {2, 12 << 10}, {256, 12 << 10}} {
+		headCap := tc.headCap
+		t.Run(fmt.Sprintf("head=%d/buffer=%d", headCap, tc.limit), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(headCap), 9))
 			s, q := openTimers(t, all, headCap)
+			if tc.limit > 0 {
+				// A timer buffer that spills every few hundred writes.
+				s.tb = newTimerBuffer(tc.limit)
+			}
 			model := timerModel{}
 			keys := make([]string, 30)
 			for i := range keys {
@@ -238,7 +244,7 @@ func (q *TimerQueue[K]) check(t *testing.T, model timerModel, kgOf func(K) int) 
 			}
 			var k any = m.Key
 			tm := timer[K]{ts: m.TS, key: k.(K)}
-			if (!g.bounded || q.cmp(tm, g.bound) < 0) != in[tm] {
+			if !q.above(g, tm) != in[tm] {
 				t.Fatalf("group %d: model timer %v: in head %v, bound %v %v, head %v", kg, m, in[tm], g.bound, g.bounded, g.head[g.start:])
 			}
 		}

@@ -48,6 +48,21 @@ type ValueTable[K comparable, V any] struct {
 	p   *valueCore[K, words]
 	col int
 	vc  statebackend.Codec[V]
+	// tp, for the store's first value table, prefetches the timer
+	// buffer's slot of the key too.
+	tp *timerPrefetcher[K]
+}
+
+// timerPrefetcher prefetches the timer buffer's index slot of a key.
+type timerPrefetcher[K comparable] struct {
+	s   *Store
+	kc  statebackend.Codec[K]
+	buf []byte
+}
+
+func (p *timerPrefetcher[K]) prefetch(k K) {
+	p.buf = p.kc.Append(p.buf[:0], k)
+	p.s.tb.prefetch(p.buf)
 }
 
 // words are the values of a shared slot's two columns, each a small
@@ -113,6 +128,10 @@ func NewValueTable[K comparable, V any](s *Store, name string, kc statebackend.C
 		s.filter = newKeyFilter(s.filterBytes())
 	}
 	t := &ValueTable[K, V]{vc: vc}
+	if !s.timerPrefetch {
+		s.timerPrefetch = true
+		t.tp = &timerPrefetcher[K]{s: s, kc: kc}
+	}
 	if small[V]() {
 		switch pr, _ := s.pairing.(*pairing[K]); {
 		case pr == nil:
@@ -248,7 +267,12 @@ func (t *ValueTable[K, V]) sample(v V) {
 // miss; the runtime prefetches for all the records it holds back before
 // processing them, so that their misses overlap (see internal/prefetch).
 // A shared cache needs it once for both states: the second does nothing.
+// The store's first value table also prefetches the timer buffer's slot
+// of k, where the key's timer is found when the record moves it.
 func (t *ValueTable[K, V]) Prefetch(k K) {
+	if t.tp != nil {
+		t.tp.prefetch(k)
+	}
 	if p := t.p; p != nil {
 		if t.col == 0 {
 			p.prefetch(k)
