@@ -58,25 +58,19 @@ func KeyGroupForHash(hash int32, maxParallelism int) int {
 // routed or processed; the remainder by a multiply (Lemire, Kaser and
 // Kurz, "Faster remainder by direct computation") is a few cycles.
 type keyGroups struct {
-	m    uint64 // ceil(2^64 / n)
-	n    uint64
-	mask uint64 // n-1 when n is a power of two, which needs no multiply
-	pow2 bool
+	m uint64 // ceil(2^64 / n); 0 (wrapped) for n = 1, which gives 0 too
+	n uint64
 }
 
 func newKeyGroups(maxParallelism int) keyGroups {
 	n := uint64(maxParallelism)
-	return keyGroups{m: ^uint64(0)/n + 1, n: n, mask: n - 1, pow2: n&(n-1) == 0}
+	return keyGroups{m: ^uint64(0)/n + 1, n: n}
 }
 
 // of is KeyGroupForHash(hash, n). murmurHash is non-negative, and the
 // multiply's remainder is exact for 32-bit numerators.
 func (g keyGroups) of(hash int32) int {
-	h := uint64(murmurHash(hash))
-	if g.pow2 {
-		return int(h & g.mask)
-	}
-	hi, _ := bits.Mul64(g.m*h, g.n)
+	hi, _ := bits.Mul64(g.m*uint64(murmurHash(hash)), g.n)
 	return int(hi)
 }
 
