@@ -182,6 +182,33 @@ func TestTimersOfOneTimeShareABucket(t *testing.T) {
 	}
 }
 
+// TestNewBucketSizedByTheLastOne: under a steady stream of processing-time
+// timers each millisecond's bucket takes about as many timers as the one
+// before, so a new bucket starts with room for them instead of doubling
+// its way there: filling the second bucket allocates only its two arrays.
+func TestNewBucketSizedByTheLastOne(t *testing.T) {
+	var q bucketQueue[int64]
+	q.init()
+	const n = 4000
+	for k := range int64(n) {
+		q.push(1000, bucketItem[int64]{key: k})
+	}
+	ts := int64(1001)
+	allocs := testing.AllocsPerRun(3, func() {
+		for k := range int64(n) {
+			q.push(ts, bucketItem[int64]{key: k})
+		}
+		ts++
+	})
+	// A run may also grow the queue's heap and bucket list.
+	if allocs > 4 {
+		t.Fatalf("filling a bucket of %d timers after one of %d allocated %.0f times, want at most 4", n, n, allocs)
+	}
+	if c := cap(q.bs[len(q.bs)-1].items); c < n || c > 2*n {
+		t.Fatalf("a new bucket after one of %d timers has room for %d", n, c)
+	}
+}
+
 // TestPendingDeletesOfARecycledBucket: a bucket whose timers are all
 // deleted is recycled while the dead bits of its earlier deletes are still
 // pending, and taken again for another time; those bits must not land on
