@@ -179,15 +179,23 @@ type bucketQueue[K comparable] struct {
 	// bucket.
 	pending  [pendingDeletes]uint64
 	npending int
-	// opened is the bucket opened last, and fill the pushes it took by
-	// the time the next one opened: a new bucket starts with room for a
-	// quarter more than that. Under a steady stream of processing-time
-	// timers every millisecond's bucket takes about as many as the last,
-	// and growing each from empty by doubling was 5 to 7 % of the
-	// state-heavy fraud job's CPU (copying, and faulting in the copies).
+	// opened is the bucket opened last. fill is the most pushes the
+	// recent ones took by the time the next one opened (the maximum,
+	// decaying by a sixteenth per bucket): a new bucket whose arrays are
+	// smaller gets new ones with room for a quarter more. Under a steady
+	// stream of processing-time timers every millisecond's bucket takes
+	// about as many as the recent ones, give or take a batch or two, and
+	// growing each from empty by doubling was 5 to 7 % of the state-heavy
+	// fraud job's CPU (copying, and faulting in the copies).
 	opened bucketRef
 	fill   int
 }
+
+// maxPresized bounds fill: past a burst, the buckets of many distinct
+// times that may follow (each with a few timers) must not each get a
+// burst's worth of memory. Beyond it a bucket grows by doubling, as
+// every bucket did before.
+const maxPresized = 1 << 14
 
 // pendingDeletes is how many deletes wait for their dead bits: enough for
 // their prefetches to arrive, few enough that the words stay in the cache.
@@ -294,10 +302,11 @@ func (q *bucketQueue[K]) newBucket(ts int64) int32 {
 		q.bs = append(q.bs, bucket[K]{})
 	}
 	if o := q.opened; o.id >= 0 && int(o.id) < len(q.bs) && q.bs[o.id].gen == o.gen {
-		q.fill = q.bs[o.id].next
+		q.fill = min(max(q.bs[o.id].next, q.fill-q.fill/16), maxPresized)
 	}
 	b := &q.bs[id]
-	if want := q.fill + q.fill/4; cap(b.items) < want {
+	if cap(b.items) < q.fill {
+		want := q.fill + q.fill/4
 		b.items = make([]bucketItem[K], 0, want)
 		b.dead = make([]uint64, 0, (want+63)>>6)
 	}
