@@ -98,8 +98,9 @@ func main() {
 	latencyFor := flag.Duration("latency-duration", 10*time.Second, "throughput: length of each latency run")
 	profileDir := flag.String("profile-dir", ".bench", "throughput: where CPU profiles are written")
 	heavyAccounts := flag.String("stateheavy-accounts", "100000,10000000", "stateheavy: account counts to run")
-	heavyEvents := flag.Int64("stateheavy-events", 20_000_000, "stateheavy: events per run")
+	heavyEvents := flag.Int64("stateheavy-events", 50_000_000, "stateheavy: events per run")
 	heavyBackends := flag.String("stateheavy-backends", "memory,pebble", "stateheavy: state backends to run (memory, pebble)")
+	heavyMemory := flag.String("stateheavy-state-memory", "2GiB", "stateheavy: the TaskManager's --state-memory on the pebble backend (empty: its default)")
 	stateKeys := flag.String("state-keys", "100000,1000000,10000000", "checkpoint: state sizes (accounts) to measure")
 	stateFill := flag.Duration("state-fill", 60*time.Second, "checkpoint: longest time to fill the state, per size")
 	stateCheckpoints := flag.Int("state-checkpoints", 5, "checkpoint: checkpoints measured per size once the state is full")
@@ -161,7 +162,7 @@ func main() {
 	}
 	runSection("throughput", func() error { return b.baseline(*events, *latencyFor, *profileDir) })
 	runSection("stateheavy", func() error {
-		return b.stateHeavySection(heavySizes, *heavyEvents, *profileDir, strings.Split(*heavyBackends, ","))
+		return b.stateHeavySection(heavySizes, *heavyEvents, *profileDir, strings.Split(*heavyBackends, ","), *heavyMemory)
 	})
 	runSection("seeds", func() error { return b.seedsSection(*seedsEvents) })
 	runSection("checkpoint", func() error {

@@ -87,7 +87,7 @@ func (f *bytesFlag) Type() string { return "size" }
 
 // stateMemoryUsage describes --state-memory (weir taskmanager, weir local).
 const stateMemoryUsage = "`SIZE` of memory per slot for the pebble state backend (e.g. 512MiB, 2GiB), split between " +
-	"its block cache (1/2, shared by the slot's stores), value write-back caches (1/4) and memtables (1/4) " +
+	"a quarter each: its block cache (shared by the slot's stores), the timers' in-memory tier, the value write-back caches and the memtables " +
 	"(default: a quarter of the smaller of GOMEMLIMIT and the container's memory limit, divided between the slots; 64MiB per slot without either)"
 
 // changelogFlags are --state-changelog, --materialize-ratio and
