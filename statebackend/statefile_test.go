@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -435,5 +436,33 @@ func TestKeyGroupSizes(t *testing.T) {
 	}
 	if sizes[7-r.First] <= sizes[5-r.First] || sum >= int64(len(data)) {
 		t.Errorf("sizes %v of a %d-byte file", sizes, len(data))
+	}
+}
+
+// TestWriteStateFileReservesItsSize: the image of a large state is built
+// in a buffer reserved from the first key groups' sizes, not grown by
+// append's quarter steps, which allocated and copied it about five times
+// over. Here 128 key groups of 5,000 entries each: 1.2 times the image
+// (2.3 under the race detector) against 5.2 before.
+func TestWriteStateFileReservesItsSize(t *testing.T) {
+	r := KeyGroupRange{First: 0, Last: 127}
+	be := NewBackend(r)
+	vt, err := NewValueTable[int64, int64](be, "v", int64Codec{}, int64Codec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range int64(640_000) {
+		vt.Put(int(k)%r.Len(), k, k)
+	}
+	sections := be.Snapshot()
+	var before, after goruntime.MemStats
+	goruntime.ReadMemStats(&before)
+	data, err := WriteStateFile(r, sections, nil)
+	goruntime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 3*uint64(len(data)) {
+		t.Fatalf("writing a %d-byte state file allocated %d bytes, want under three times the file", len(data), got)
 	}
 }
